@@ -1,0 +1,207 @@
+/**
+ * Everyday HTTP calls as Effects, on Effect's own `HttpClient`.
+ *
+ * Each helper builds a request, runs it through whatever `HttpClient` the
+ * environment provides (undici from `@volley/node`, `fetch`, a proxied or
+ * retrying client), treats a non-2xx status as an error and reads the body in
+ * the shape you ask for. Every failure is Effect's `HttpClientError`, whose
+ * `reason` says what went wrong (`InvalidUrlError`, `TransportError`,
+ * `StatusCodeError`, `DecodeError`, ...) and names the request.
+ *
+ * The response is read inside a scope: a body that is not read (a 404, a
+ * decode that stops early) is discarded when the call ends, so it never holds
+ * its keep-alive connection.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Schema from "effect/Schema"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientResponse from "effect/http/HttpClientResponse"
+
+/**
+ * Per-call options shared by every helper.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RequestOptions {
+  /** Extra request headers. */
+  readonly headers?: Record<string, string> | undefined
+  /** Query parameters appended to the URL. */
+  readonly urlParams?: Record<string, string> | undefined
+}
+
+/**
+ * Runs a request, fails on a non-2xx status, and reads the response with `read`.
+ * The building block of the other helpers; use it for methods or bodies they don't cover.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClientRequest } from "effect/http"
+ * import { Http } from "@volley/core"
+ *
+ * const status = Http.send(HttpClientRequest.del("http://127.0.0.1:8080/items/1"), (res) => Effect.succeed(res.status))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const send = <A, E, R>(
+  request: HttpClientRequest.HttpClientRequest,
+  read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
+  HttpClient.HttpClient.pipe(
+    Effect.flatMap((client) => HttpClient.withScope(client).execute(request)),
+    Effect.flatMap(HttpClientResponse.filterStatusOk),
+    Effect.flatMap(read),
+    Effect.scoped
+  )
+
+/**
+ * GET a URL and read the body as text.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeHttpClient } from "@volley/node"
+ * import { Http } from "@volley/core"
+ *
+ * const program = Http.getText("http://127.0.0.1:8080/health").pipe(Effect.provide(NodeHttpClient.layer()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category GET
+ */
+export const getText = (url: string | URL, options?: RequestOptions) => send(build("GET", url, options), readText)
+
+/**
+ * GET a URL and read the body as bytes.
+ *
+ * @example
+ * ```ts
+ * import { Http } from "@volley/core"
+ *
+ * const bytes = Http.getBytes("http://127.0.0.1:8080/logo.png") // Effect<Uint8Array, HttpClientError, HttpClient>
+ * ```
+ *
+ * @since 0.1.0
+ * @category GET
+ */
+export const getBytes = (url: string | URL, options?: RequestOptions) => send(build("GET", url, options), readBytes)
+
+/**
+ * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
+ * does not match the schema fails with an `HttpClientError` whose reason is a
+ * `DecodeError` naming the request; the `SchemaError` is its `cause`.
+ *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Http } from "@volley/core"
+ *
+ * const User = Schema.Struct({ id: Schema.Number, name: Schema.String })
+ * const user = Http.getJson("http://127.0.0.1:8080/users/1", User)
+ * ```
+ *
+ * @since 0.1.0
+ * @category GET
+ */
+export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
+  send(build("GET", url, { ...options, headers: { accept: "application/json", ...options?.headers } }), readJson(schema))
+
+/**
+ * POST a text body and read the response as text.
+ *
+ * @example
+ * ```ts
+ * import { Http } from "@volley/core"
+ *
+ * const echoed = Http.postText("http://127.0.0.1:8080/echo", "hello")
+ * ```
+ *
+ * @since 0.1.0
+ * @category POST
+ */
+export const postText = (url: string | URL, body: string, options?: RequestOptions) =>
+  send(HttpClientRequest.bodyText(build("POST", url, options), body), readText)
+
+/**
+ * POST a binary body and read the response as bytes.
+ *
+ * @example
+ * ```ts
+ * import { Http } from "@volley/core"
+ *
+ * const echoed = Http.postBytes("http://127.0.0.1:8080/echo", new Uint8Array([1, 2, 3]))
+ * ```
+ *
+ * @since 0.1.0
+ * @category POST
+ */
+export const postBytes = (url: string | URL, body: Uint8Array, options?: RequestOptions) =>
+  send(HttpClientRequest.bodyUint8Array(build("POST", url, options), body), readBytes)
+
+/**
+ * POST a JSON body and decode the JSON response with `schema`. A body that
+ * cannot be encoded as JSON (a `bigint`, a cycle) fails with an
+ * `HttpClientError` whose reason is an `EncodeError`, before any network call.
+ *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Http } from "@volley/core"
+ *
+ * const Created = Schema.Struct({ id: Schema.Number })
+ * const created = Http.postJson("http://127.0.0.1:8080/users", { name: "Ada" }, Created)
+ * ```
+ *
+ * @since 0.1.0
+ * @category POST
+ */
+export const postJson = <S extends Schema.Constraint>(
+  url: string | URL,
+  body: unknown,
+  schema: S,
+  options?: RequestOptions
+) => {
+  const request = build("POST", url, { ...options, headers: { accept: "application/json", ...options?.headers } })
+  return HttpClientRequest.bodyJson(request, body).pipe(
+    Effect.mapError(
+      (cause) => new HttpClientError.HttpClientError({ reason: new HttpClientError.EncodeError({ request, cause }) })
+    ),
+    Effect.flatMap((withBody) => send(withBody, readJson(schema)))
+  )
+}
+
+const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
+  HttpClientRequest.make(method)(url, {
+    ...(options?.headers === undefined ? {} : { headers: options.headers }),
+    ...(options?.urlParams === undefined ? {} : { urlParams: options.urlParams })
+  })
+
+const readText = (response: HttpClientResponse.HttpClientResponse) => response.text
+
+const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
+
+const readJson =
+  <S extends Schema.Constraint>(schema: S) =>
+  (response: HttpClientResponse.HttpClientResponse) =>
+    HttpClientResponse.schemaBodyJson(schema)(response).pipe(
+      Effect.catchTag("SchemaError", (cause) =>
+        Effect.fail(
+          new HttpClientError.HttpClientError({
+            reason: new HttpClientError.DecodeError({
+              request: response.request,
+              response,
+              cause,
+              description: `body does not match the schema: ${cause.message}`
+            })
+          })
+        )
+      )
+    )
