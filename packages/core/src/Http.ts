@@ -15,11 +15,11 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import type * as Schema from "effect/Schema"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as HttpClientResponse from "effect/http/HttpClientResponse"
+import type * as Schema from "effect/Schema"
 
 /**
  * Per-call options shared by every helper.
@@ -111,7 +111,10 @@ export const getBytes = (url: string | URL, options?: RequestOptions) => send(bu
  * @category GET
  */
 export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
-  send(build("GET", url, { ...options, headers: { accept: "application/json", ...options?.headers } }), readJson(schema))
+  send(
+    build("GET", url, { ...options, headers: { accept: "application/json", ...options?.headers } }),
+    readJson(schema)
+  )
 
 /**
  * POST a text body and read the response as text.

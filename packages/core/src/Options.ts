@@ -74,7 +74,10 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
  * @since 0.1.0
  * @category validation
  */
-export const duration = (option: string, value: Duration.Input): Effect.Effect<Duration.Duration, InvalidOptionsError> => {
+export const duration = (
+  option: string,
+  value: Duration.Input
+): Effect.Effect<Duration.Duration, InvalidOptionsError> => {
   const decoded = Duration.fromInput(value)
   if (decoded._tag === "None") {
     return Effect.fail(new InvalidOptionsError({ option, reason: `must be a duration, got ${show(value)}` }))

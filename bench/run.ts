@@ -1,0 +1,25 @@
+// `pnpm bench [filter]`: runs every scenario folder (bench/<scenario>/main.ts) whose name
+// contains the filter, one at a time, each in its own Node process so that one scenario's
+// threads, sockets and heap never skew the next. Results land in bench/results/.
+import { spawnSync } from "node:child_process"
+import { existsSync, readdirSync } from "node:fs"
+import { join } from "node:path"
+
+const here = import.meta.dirname
+const filter = process.argv[2] ?? ""
+const scenarios = readdirSync(here, { withFileTypes: true })
+  .filter((d) => d.isDirectory() && existsSync(join(here, d.name, "main.ts")) && d.name.includes(filter))
+  .map((d) => d.name)
+  .sort()
+if (scenarios.length === 0) {
+  console.error(`no benchmark scenario matches "${filter}"`)
+  process.exit(1)
+}
+for (const scenario of scenarios) {
+  console.log(`\n=== ${scenario} ===`)
+  const run = spawnSync(process.execPath, ["--conditions=source", "--expose-gc", join(here, scenario, "main.ts")], {
+    stdio: "inherit",
+    cwd: here
+  })
+  if (run.status !== 0) process.exit(run.status ?? 1)
+}

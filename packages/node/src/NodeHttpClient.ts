@@ -1,0 +1,203 @@
+/**
+ * Effect's `HttpClient` on undici, with the connection pool and timeouts a
+ * production client needs.
+ *
+ * `@effect/platform-node`'s undici client sets no timeouts (a 1 h headers
+ * timeout and none for the body) and leaves pool sizing to undici's defaults.
+ * This layer validates pool and timeout options when it is built, applies the
+ * timeouts inside undici (so a stalled socket fails with a `TransportError`
+ * whose cause is undici's `HeadersTimeoutError` / `BodyTimeoutError`), and
+ * closes every connection when the layer's scope closes.
+ *
+ * @since 0.1.0
+ */
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Undici from "@effect/platform-node/Undici"
+import { Options as Validate } from "@volley/core"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+
+/**
+ * Pool and timeout options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Maximum keep-alive connections per origin. Requests beyond it queue in undici.
+   * @default unlimited
+   */
+  readonly connectionsPerOrigin?: number | undefined
+  /**
+   * How long an idle keep-alive connection stays open (a server's own `Keep-Alive: timeout` hint wins when shorter).
+   * @default "4 seconds"
+   */
+  readonly keepAliveTimeout?: Duration.Input | undefined
+  /**
+   * Time allowed to open a TCP (and TLS) connection.
+   * @default "10 seconds"
+   */
+  readonly connectTimeout?: Duration.Input | undefined
+  /**
+   * Time allowed from sending the request to receiving the complete response headers.
+   * @default "30 seconds"
+   */
+  readonly headersTimeout?: Duration.Input | undefined
+  /**
+   * Longest pause allowed between two chunks of the response body.
+   * @default "30 seconds"
+   */
+  readonly bodyTimeout?: Duration.Input | undefined
+}
+
+/**
+ * Options after validation, in the units undici takes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResolvedOptions {
+  readonly agent: Undici.Agent.Options
+  readonly headersTimeoutMs: number
+  readonly bodyTimeoutMs: number
+}
+
+/**
+ * Validates options; fails with an `InvalidOptionsError` naming the first bad one.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const bad = NodeHttpClient.resolveOptions({ connectionsPerOrigin: 0 }) // fails: connectionsPerOrigin must be an integer >= 1
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}) {
+  const connections = yield* Validate.optional(options.connectionsPerOrigin, (n) =>
+    Validate.positiveInt("connectionsPerOrigin", n)
+  )
+  const keepAlive = yield* Validate.duration("keepAliveTimeout", options.keepAliveTimeout ?? "4 seconds")
+  const connect = yield* Validate.duration("connectTimeout", options.connectTimeout ?? "10 seconds")
+  const headers = yield* Validate.duration("headersTimeout", options.headersTimeout ?? "30 seconds")
+  const body = yield* Validate.duration("bodyTimeout", options.bodyTimeout ?? "30 seconds")
+  const resolved: ResolvedOptions = {
+    agent: {
+      ...(connections === undefined ? {} : { connections }),
+      keepAliveTimeout: Duration.toMillis(keepAlive),
+      connectTimeout: Duration.toMillis(connect)
+    },
+    headersTimeoutMs: Duration.toMillis(headers),
+    bodyTimeoutMs: Duration.toMillis(body)
+  }
+  return resolved
+})
+
+/**
+ * Builds an `HttpClient` layer on a dispatcher of your own (a proxy agent, a
+ * mock agent), with the same validated pool options and timeouts as
+ * {@link layer}. The dispatcher is destroyed when the layer's scope closes.
+ *
+ * @example
+ * ```ts
+ * import * as Undici from "@effect/platform-node/Undici"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const viaProxy = NodeHttpClient.layerWith((agent) => new Undici.ProxyAgent({ ...agent, uri: "http://127.0.0.1:3128" }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith = (
+  makeDispatcher: (agent: Undici.Agent.Options) => Undici.Dispatcher,
+  options?: Options
+): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
+  NodeHttpClient.layerUndiciNoDispatcher.pipe(
+    Layer.provide(
+      Layer.effect(
+        NodeHttpClient.Dispatcher,
+        Effect.gen(function* () {
+          const resolved = yield* resolveOptions(options)
+          return yield* Effect.acquireRelease(
+            Effect.sync(() => makeDispatcher(resolved.agent).compose(withTimeouts(resolved))),
+            (dispatcher) => Effect.promise(() => dispatcher.destroy())
+          )
+        })
+      )
+    )
+  )
+
+/**
+ * Provides `HttpClient` on a fresh undici `Agent`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http } from "@volley/core"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const program = Http.getText("http://127.0.0.1:8080/").pipe(
+ *   Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 16, headersTimeout: "5 seconds" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
+  layerWith((agent) => new Undici.Agent(agent), options)
+
+/**
+ * Reads {@link Options} from `Config` (by default the environment):
+ * `HTTP_CONNECTIONS_PER_ORIGIN`, `HTTP_KEEP_ALIVE_TIMEOUT`, `HTTP_CONNECT_TIMEOUT`,
+ * `HTTP_HEADERS_TIMEOUT`, `HTTP_BODY_TIMEOUT` (durations such as `"5 seconds"`).
+ * Unset variables keep the defaults.
+ *
+ * @example
+ * ```ts
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * // HTTP_HEADERS_TIMEOUT="5 seconds" node app.ts
+ * const client = NodeHttpClient.layerConfig
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError> =
+  Layer.unwrap(
+    Effect.map(
+      Config.all({
+        connectionsPerOrigin: Config.option(Config.Int("HTTP_CONNECTIONS_PER_ORIGIN")),
+        keepAliveTimeout: Config.option(Config.Duration("HTTP_KEEP_ALIVE_TIMEOUT")),
+        connectTimeout: Config.option(Config.Duration("HTTP_CONNECT_TIMEOUT")),
+        headersTimeout: Config.option(Config.Duration("HTTP_HEADERS_TIMEOUT")),
+        bodyTimeout: Config.option(Config.Duration("HTTP_BODY_TIMEOUT"))
+      }),
+      (config) =>
+        layer({
+          connectionsPerOrigin: Option.getOrUndefined(config.connectionsPerOrigin),
+          keepAliveTimeout: Option.getOrUndefined(config.keepAliveTimeout),
+          connectTimeout: Option.getOrUndefined(config.connectTimeout),
+          headersTimeout: Option.getOrUndefined(config.headersTimeout),
+          bodyTimeout: Option.getOrUndefined(config.bodyTimeout)
+        })
+    )
+  )
+
+// platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
+// Effect.timeout); an interceptor is the one place left where ours take effect.
+const withTimeouts =
+  (resolved: ResolvedOptions): Undici.Dispatcher.DispatcherComposeInterceptor =>
+  (dispatch) =>
+  (opts, handler) =>
+    dispatch({ ...opts, headersTimeout: resolved.headersTimeoutMs, bodyTimeout: resolved.bodyTimeoutMs }, handler)
