@@ -1,7 +1,11 @@
 import { defineConfig } from "vitest/config"
 
+// "source" resolves @volley/* to their TypeScript sources, so tests never need a build first.
+const conditions = ["source", "node", "import", "module", "default"]
+
 export default defineConfig({
-  resolve: { conditions: ["source"] },
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: conditions } },
   test: {
     projects: [
       { extends: true, test: { name: "core", root: "packages/core", include: ["test/**/*.test.ts"] } },

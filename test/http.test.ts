@@ -1,0 +1,113 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit, Fiber, Schema } from "effect"
+import { closedPort, origin } from "./support/origin.ts"
+
+const User = Schema.Struct({ id: Schema.Number, name: Schema.String })
+
+const routes = {
+  "/text": (_req, res) => res.end("hello"),
+  "/bytes": (_req, res) => res.end(Buffer.from([0, 1, 2, 255])),
+  "/user": (_req, res) => res.writeHead(200, { "content-type": "application/json" }).end('{"id":1,"name":"Ada"}'),
+  "/not-a-user": (_req, res) => res.writeHead(200, { "content-type": "application/json" }).end('{"id":"one"}'),
+  "/boom": (_req, res) => res.writeHead(500).end("boom"),
+  "/echo": (req, res) => {
+    res.writeHead(200, { "content-type": req.headers["content-type"] ?? "application/octet-stream" })
+    req.pipe(res)
+  },
+  "/hang": () => {}
+} satisfies Parameters<typeof origin>[0]
+
+const reasonOf = <A>(exit: Exit.Exit<A, unknown>) => {
+  assert.isTrue(Exit.isFailure(exit))
+  const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+  return (error as { reason: { _tag: string; message: string } }).reason
+}
+
+describe("Http", () => {
+  it.live("reads text, bytes and schema-checked JSON from a real server", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      assert.strictEqual(yield* Http.getText(`${server.url}/text`), "hello")
+      assert.deepStrictEqual(Array.from(yield* Http.getBytes(`${server.url}/bytes`)), [0, 1, 2, 255])
+      assert.deepStrictEqual(yield* Http.getJson(`${server.url}/user`, User), { id: 1, name: "Ada" })
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("posts text, bytes and JSON bodies", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      assert.strictEqual(yield* Http.postText(`${server.url}/echo`, "ping"), "ping")
+      assert.deepStrictEqual(Array.from(yield* Http.postBytes(`${server.url}/echo`, new Uint8Array([9, 8]))), [9, 8])
+      assert.deepStrictEqual(yield* Http.postJson(`${server.url}/echo`, { id: 2, name: "Bo" }, User), {
+        id: 2,
+        name: "Bo"
+      })
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("fails 404 and 500 with a StatusCodeError carrying the status", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      for (const [path, status] of [
+        ["/missing", 404],
+        ["/boom", 500]
+      ] as const) {
+        const reason = reasonOf(yield* Effect.exit(Http.getText(`${server.url}${path}`)))
+        assert.strictEqual(reason._tag, "StatusCodeError")
+        assert.strictEqual((reason as unknown as { response: { status: number } }).response.status, status)
+      }
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("fails JSON that does not match its Schema with a DecodeError naming the request", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const reason = reasonOf(yield* Effect.exit(Http.getJson(`${server.url}/not-a-user`, User)))
+      assert.strictEqual(reason._tag, "DecodeError")
+      assert.include(reason.message, `GET ${server.url}/not-a-user`)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("fails an invalid URL with an InvalidUrlError before any network call", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const reason = reasonOf(yield* Effect.exit(Http.getText("http://exa mple.com:99999/")))
+      assert.strictEqual(reason._tag, "InvalidUrlError")
+      assert.strictEqual(server.requests(), 0)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("fails a refused connection with a TransportError", () =>
+    Effect.gen(function* () {
+      const port = yield* closedPort
+      const reason = reasonOf(yield* Effect.exit(Http.getText(`http://127.0.0.1:${port}/`)))
+      assert.strictEqual(reason._tag, "TransportError")
+    }).pipe(Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("fails a JSON body that cannot be encoded with an EncodeError, without sending it", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const reason = reasonOf(yield* Effect.exit(Http.postJson(`${server.url}/echo`, { n: 1n }, User)))
+      assert.strictEqual(reason._tag, "EncodeError")
+      assert.strictEqual(server.requests(), 0)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("closes the socket when an in-flight request is interrupted, and returns promptly", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const fiber = yield* Effect.forkChild(Http.getText(`${server.url}/hang`))
+      while (server.requests() === 0) yield* Effect.sleep("5 millis")
+      const started = Date.now()
+      yield* Fiber.interrupt(fiber)
+      const interruptMs = Date.now() - started
+      yield* Effect.promise(() => server.closedSockets(1))
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
+      assert.strictEqual(server.openSockets(), 0)
+      assert.isBelow(interruptMs, 1000)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+})
