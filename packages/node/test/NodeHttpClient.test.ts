@@ -1,0 +1,120 @@
+import { createServer } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, ConfigProvider, Effect, Exit, Layer } from "effect"
+
+// A loopback server whose routes stall on purpose, counting the sockets it sees.
+const stallingServer = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ url: string; peakSockets: () => number; close: () => Promise<void> }>((resolve) => {
+        const sockets = new Set<Socket>()
+        let peak = 0
+        const server = createServer((req, res) => {
+          if (req.url === "/no-headers") return
+          if (req.url === "/stalled-body") {
+            res.writeHead(200, { "content-length": "10" }).write("12345")
+            return
+          }
+          setTimeout(() => res.end("ok"), 20)
+        })
+        server.on("connection", (socket) => {
+          sockets.add(socket)
+          peak = Math.max(peak, sockets.size)
+          socket.on("close", () => sockets.delete(socket))
+        })
+        server.listen(0, "127.0.0.1", () =>
+          resolve({
+            url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+            peakSockets: () => peak,
+            close: () =>
+              new Promise((done) => {
+                for (const s of sockets) s.destroy()
+                server.close(() => done())
+              })
+          })
+        )
+      })
+  ),
+  (server) => Effect.promise(server.close)
+)
+
+const failureCause = (exit: Exit.Exit<unknown, unknown>, reason: "TransportError" | "DecodeError") => {
+  const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { reason: { _tag: string; cause: unknown } }) : null
+  assert.strictEqual(error?.reason._tag, reason)
+  return error?.reason.cause as { code?: string }
+}
+
+describe("NodeHttpClient", () => {
+  describe("layer", () => {
+    it.effect("fails to build with an InvalidOptionsError naming a bad option", () =>
+      Effect.gen(function* () {
+        const cases = [
+          [{ connectionsPerOrigin: 0 }, "connectionsPerOrigin"],
+          [{ connectionsPerOrigin: 2.5 }, "connectionsPerOrigin"],
+          [{ headersTimeout: -5 }, "headersTimeout"],
+          [{ bodyTimeout: "soon" as never }, "bodyTimeout"],
+          [{ connectTimeout: Number.POSITIVE_INFINITY }, "connectTimeout"]
+        ] as const
+        for (const [options, option] of cases) {
+          const error = yield* Effect.flip(Layer.build(NodeHttpClient.layer(options)).pipe(Effect.scoped))
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, option)
+        }
+      })
+    )
+
+    it.live("fails with undici's headers timeout when the server never answers", () =>
+      Effect.gen(function* () {
+        const server = yield* stallingServer
+        const exit = yield* Effect.exit(
+          Http.getText(`${server.url}/no-headers`).pipe(
+            Effect.provide(NodeHttpClient.layer({ headersTimeout: "150 millis" }))
+          )
+        )
+        assert.strictEqual(failureCause(exit, "TransportError").code, "UND_ERR_HEADERS_TIMEOUT")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("fails with undici's body timeout when the body stalls", () =>
+      Effect.gen(function* () {
+        const server = yield* stallingServer
+        const exit = yield* Effect.exit(
+          Http.getText(`${server.url}/stalled-body`).pipe(
+            Effect.provide(NodeHttpClient.layer({ bodyTimeout: "150 millis" }))
+          )
+        )
+        // The headers arrived, so Effect classifies a failure while reading the body as a DecodeError.
+        assert.strictEqual(failureCause(exit, "DecodeError").code, "UND_ERR_BODY_TIMEOUT")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("keeps at most connectionsPerOrigin sockets open to one origin", () =>
+      Effect.gen(function* () {
+        const server = yield* stallingServer
+        const bodies = yield* Effect.forEach(Array.from({ length: 12 }), () => Http.getText(`${server.url}/ok`), {
+          concurrency: "unbounded"
+        }).pipe(Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 3 })))
+        assert.strictEqual(bodies.length, 12)
+        assert.strictEqual(server.peakSockets(), 3)
+      }).pipe(Effect.scoped)
+    )
+  })
+
+  describe("layerConfig", () => {
+    it.effect("reads options from the environment and validates them", () =>
+      Effect.gen(function* () {
+        const build = (env: Record<string, string>) =>
+          Layer.build(NodeHttpClient.layerConfig).pipe(
+            Effect.scoped,
+            Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+          )
+        yield* build({ HTTP_HEADERS_TIMEOUT: "5 seconds", HTTP_CONNECTIONS_PER_ORIGIN: "8" })
+        const error = yield* Effect.flip(build({ HTTP_CONNECTIONS_PER_ORIGIN: "0" }))
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+      })
+    )
+  })
+})
