@@ -1,0 +1,156 @@
+// One entry per client under test. Each builds its client once (so the warm-up and the timed
+// run share pools and JIT state), then runs `total` GETs with at most `concurrency` in flight,
+// reading every body in full, and stops early at `deadline` (epoch ms) so a stuck client can
+// never hang the benchmark.
+import { Agent as HttpAgent } from "node:http"
+import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
+import { NodeHttpClient } from "@volley/node"
+import axios from "axios"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import got from "got"
+import pLimit from "p-limit"
+import { Pool } from "undici"
+
+export interface Counts {
+  ok: number
+  failed: number
+}
+
+export interface Client {
+  readonly run: (url: string, total: number, concurrency: number, deadline: number) => Promise<Counts>
+  readonly close: () => Promise<void>
+}
+
+// `concurrency` loops that each take the next request number until `total` or `deadline`.
+const loops = async (total: number, concurrency: number, deadline: number, one: () => Promise<unknown>) => {
+  const counts: Counts = { ok: 0, failed: 0 }
+  let started = 0
+  const loop = async () => {
+    while (started < total && Date.now() < deadline) {
+      started++
+      try {
+        await one()
+        counts.ok++
+      } catch {
+        counts.failed++
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, loop))
+  return counts
+}
+
+const undiciPool = async (origin: string): Promise<Client> => {
+  const pool = new Pool(origin, { connections: 64 })
+  return {
+    run: (url, total, concurrency, deadline) => {
+      const path = new URL(url).pathname
+      return loops(total, concurrency, deadline, async () => {
+        const { statusCode, body } = await pool.request({ method: "GET", path })
+        await body.arrayBuffer()
+        if (statusCode !== 200) throw new Error(`status ${statusCode}`)
+      })
+    },
+    close: () => pool.close()
+  }
+}
+
+const fetchPLimit = async (): Promise<Client> => ({
+  run: async (url, total, concurrency, deadline) => {
+    const limit = pLimit(concurrency)
+    const counts: Counts = { ok: 0, failed: 0 }
+    await Promise.all(
+      Array.from({ length: total }, () =>
+        limit(async () => {
+          if (Date.now() >= deadline) return
+          try {
+            const response = await fetch(url)
+            await response.arrayBuffer()
+            if (response.status !== 200) throw new Error(`status ${response.status}`)
+            counts.ok++
+          } catch {
+            counts.failed++
+          }
+        })
+      )
+    )
+    return counts
+  },
+  close: async () => {}
+})
+
+const gotClient = async (): Promise<Client> => {
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 64 })
+  const client = got.extend({ agent: { http: agent }, retry: { limit: 0 } })
+  return {
+    run: (url, total, concurrency, deadline) =>
+      loops(total, concurrency, deadline, () => client.get(url, { responseType: "buffer" })),
+    close: async () => agent.destroy()
+  }
+}
+
+const axiosClient = async (): Promise<Client> => {
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 64 })
+  const client = axios.create({ httpAgent: agent, responseType: "arraybuffer" })
+  return {
+    run: (url, total, concurrency, deadline) => loops(total, concurrency, deadline, () => client.get(url)),
+    close: async () => agent.destroy()
+  }
+}
+
+// Effect clients: `concurrency` fibers through Effect.forEach, each reading the body in full.
+const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, tracing: boolean): Promise<Client> => {
+  const runtime = ManagedRuntime.make(layer)
+  const client = await runtime.runPromise(HttpClient.HttpClient)
+  const one = (url: string, counts: Counts) =>
+    client.get(url).pipe(
+      Effect.flatMap((response) =>
+        response.status === 200 ? response.arrayBuffer : Effect.fail(new Error(`status ${response.status}`))
+      ),
+      Effect.matchCause({
+        onFailure: () => {
+          counts.failed++
+        },
+        onSuccess: () => {
+          counts.ok++
+        }
+      })
+    )
+  return {
+    run: (url, total, concurrency, deadline) => {
+      const counts: Counts = { ok: 0, failed: 0 }
+      const program = Effect.forEach(
+        Array.from({ length: total }, (_, i) => i),
+        () => Effect.suspend(() => (Date.now() < deadline ? one(url, counts) : Effect.void)),
+        { concurrency, discard: true }
+      )
+      return runtime
+        .runPromise(tracing ? program : program.pipe(Effect.provideService(HttpClient.TracerDisabledWhen, () => true)))
+        .then(() => counts)
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+/** Clients by name, in the order of the report. */
+export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
+  volley: {
+    label: "volley (NodeHttpClient.layer + Effect.forEach)",
+    make: () => effectClient(NodeHttpClient.layer(), true)
+  },
+  undici: { label: "undici Pool.request (baseline)", make: undiciPool },
+  effect: {
+    label: "Effect HttpClient (platform-node layerUndici)",
+    make: () => effectClient(PlatformHttpClient.layerUndici, true)
+  },
+  "effect-notrace": {
+    label: "Effect HttpClient, tracing off",
+    make: () => effectClient(PlatformHttpClient.layerUndici, false)
+  },
+  fetch: { label: "fetch + p-limit", make: fetchPLimit },
+  got: { label: "got", make: gotClient },
+  axios: { label: "axios", make: axiosClient }
+}
