@@ -141,6 +141,10 @@ export const clients: Record<string, { readonly label: string; readonly make: (o
     label: "volley (NodeHttpClient.layer + Effect.forEach)",
     make: () => effectClient(NodeHttpClient.layer(), true)
   },
+  "volley-notrace": {
+    label: "volley, tracing off (as batches run)",
+    make: () => effectClient(NodeHttpClient.layer(), false)
+  },
   undici: { label: "undici Pool.request (baseline)", make: undiciPool },
   effect: {
     label: "Effect HttpClient (platform-node layerUndici)",

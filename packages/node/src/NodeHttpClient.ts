@@ -11,15 +11,15 @@
  *
  * @since 0.1.0
  */
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as Undici from "@effect/platform-node/Undici"
 import { Options as Validate } from "@volley/core"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Client from "./internal/http/client.ts"
 
 /**
  * Pool and timeout options.
@@ -121,19 +121,16 @@ export const layerWith = (
   makeDispatcher: (agent: Undici.Agent.Options) => Undici.Dispatcher,
   options?: Options
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
-  NodeHttpClient.layerUndiciNoDispatcher.pipe(
-    Layer.provide(
-      Layer.effect(
-        NodeHttpClient.Dispatcher,
-        Effect.gen(function* () {
-          const resolved = yield* resolveOptions(options)
-          return yield* Effect.acquireRelease(
-            Effect.sync(() => makeDispatcher(resolved.agent).compose(withTimeouts(resolved))),
-            (dispatcher) => Effect.promise(() => dispatcher.destroy())
-          )
-        })
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.gen(function* () {
+      const resolved = yield* resolveOptions(options)
+      const dispatcher = yield* Effect.acquireRelease(
+        Effect.sync(() => makeDispatcher(resolved.agent)),
+        (dispatcher) => Effect.promise(() => dispatcher.destroy())
       )
-    )
+      return yield* Client.make(dispatcher, resolved)
+    })
   )
 
 /**
@@ -193,11 +190,3 @@ export const layerConfig: Layer.Layer<HttpClient.HttpClient, Validate.InvalidOpt
         })
     )
   )
-
-// platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
-// Effect.timeout); an interceptor is the one place left where ours take effect.
-const withTimeouts =
-  (resolved: ResolvedOptions): Undici.Dispatcher.DispatcherComposeInterceptor =>
-  (dispatch) =>
-  (opts, handler) =>
-    dispatch({ ...opts, headersTimeout: resolved.headersTimeoutMs, bodyTimeout: resolved.bodyTimeoutMs }, handler)

@@ -1,0 +1,64 @@
+// The client behind `NodeHttpClient.layer`. Two paths share one lean undici runner (see
+// dispatch.ts):
+// - traced: Effect's `HttpClient.make` around the runner, i.e. the full generic contract
+//   (client span and trace headers, `HttpClient.withScope`, abort of unread bodies on GC);
+// - fast: when tracing is off for the request (`HttpClient.TracerDisabledWhen` or
+//   `Tracer.DisablePropagation`, as batches set it), the runner alone: URL check, dispatch,
+//   abort on interrupt. Profiling showed the generic wrapper (span, AbortController,
+//   FinalizationRegistry, response wrapper) costing about as much as undici itself.
+// Requests the runner does not cover (stream and form-data bodies, upgrades) go to
+// platform-node's undici client on the same dispatcher.
+import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
+import type * as Undici from "@effect/platform-node/Undici"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Url from "effect/http/Url"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Tracer from "effect/Tracer"
+import { isPlain, send, type Timeouts } from "./dispatch.ts"
+
+export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
+  Effect.gen(function* () {
+    const fallback = yield* PlatformHttpClient.makeUndici.pipe(
+      Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(timeouts)))
+    )
+    const traced = HttpClient.make((request, url, signal) =>
+      isPlain(request)
+        ? send(dispatcher, request, url, timeouts, signal)
+        : // the outer client already traces this request
+          fallback.execute(request).pipe(Effect.provideService(Tracer.DisablePropagation, true))
+    )
+    const fast = (request: HttpClientRequest.HttpClientRequest) => {
+      const url = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+      return Result.isFailure(url)
+        ? Effect.fail(
+            new HttpClientError.HttpClientError({
+              reason: new HttpClientError.InvalidUrlError({ request, cause: url.failure })
+            })
+          )
+        : send(dispatcher, request, url.success, timeouts, undefined)
+    }
+    return HttpClient.makeWith(
+      (effect) =>
+        Effect.flatMap(effect, (request) =>
+          Effect.withFiber((fiber) =>
+            isPlain(request) &&
+            (fiber.getRef(Tracer.DisablePropagation) || fiber.getRef(HttpClient.TracerDisabledWhen)(request))
+              ? fast(request)
+              : traced.execute(request)
+          )
+        ),
+      Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
+    )
+  })
+
+// platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
+// Effect.timeout); an interceptor is the one place left where ours take effect.
+const withTimeouts =
+  (timeouts: Timeouts): Undici.Dispatcher.DispatcherComposeInterceptor =>
+  (dispatch) =>
+  (opts, handler) =>
+    dispatch({ ...opts, headersTimeout: timeouts.headersTimeoutMs, bodyTimeout: timeouts.bodyTimeoutMs }, handler)

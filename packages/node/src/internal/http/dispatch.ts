@@ -1,0 +1,159 @@
+// One request on undici's `dispatch` with a handler object of our own: no promise, no
+// Readable body, no per-request closures beyond the `Effect.callback` itself.
+import type * as Undici from "@effect/platform-node/Undici"
+import * as Effect from "effect/Effect"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import { Body, HIGH_WATER_MARK, LeanResponse } from "./response.ts"
+
+/** Per-request timeouts, in milliseconds, as undici takes them. */
+export interface Timeouts {
+  readonly headersTimeoutMs: number
+  readonly bodyTimeoutMs: number
+}
+
+/** Whether the fast path can send this request's body (the rest goes to platform-node's client). */
+export const isPlain = (request: HttpClientRequest.HttpClientRequest): boolean => {
+  const tag = request.body._tag
+  return (tag === "Empty" || tag === "Uint8Array" || tag === "Raw") && request.headers.upgrade === undefined
+}
+
+/**
+ * Sends a plain request (see {@link isPlain}). Interrupting the effect before the response
+ * head arrives aborts the request, which destroys its socket. `signal`, when given, aborts it
+ * at any time, including while the body is read (`HttpClient.make` uses it for scoped requests
+ * and for responses that are dropped unread).
+ */
+export const send = (
+  dispatcher: Undici.Dispatcher,
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  timeouts: Timeouts,
+  signal: AbortSignal | undefined
+): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+  Effect.callback((resume) => {
+    const handler = new Handler(request, url, resume, signal)
+    try {
+      dispatcher.dispatch(
+        {
+          origin: url.origin,
+          path: url.pathname + url.search,
+          method: request.method,
+          headers: request.headers,
+          body: request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body,
+          headersTimeout: timeouts.headersTimeoutMs,
+          bodyTimeout: timeouts.bodyTimeoutMs
+        },
+        handler
+      )
+    } catch (cause) {
+      handler.onResponseError(undefined, cause)
+    }
+    return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
+  })
+
+class Handler implements Undici.Dispatcher.DispatchHandler {
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly url: URL
+  readonly resume: (
+    effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
+  ) => void
+  readonly signal: AbortSignal | undefined
+  controller: Undici.Dispatcher.DispatchController | undefined = undefined
+  body: Body | undefined = undefined
+  // Set while a small body is being buffered before the response is handed over.
+  pending: LeanResponse | undefined = undefined
+  reason: Error | undefined = undefined
+  done = false
+
+  constructor(
+    request: HttpClientRequest.HttpClientRequest,
+    url: URL,
+    resume: (effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>) => void,
+    signal: AbortSignal | undefined
+  ) {
+    this.request = request
+    this.url = url
+    this.resume = resume
+    this.signal = signal
+    if (signal !== undefined) {
+      if (signal.aborted) this.reason = signal.reason
+      else signal.addEventListener("abort", this)
+    }
+  }
+
+  // EventListener for `signal`: the handler object itself, so no closure per request.
+  handleEvent(): void {
+    this.abort(this.signal?.reason ?? new Error("The request was aborted"))
+  }
+
+  abort(reason: Error): void {
+    if (this.done) return
+    this.reason ??= reason
+    this.controller?.abort(reason)
+  }
+
+  finish(): void {
+    this.done = true
+    this.signal?.removeEventListener("abort", this)
+  }
+
+  onRequestStart(controller: Undici.Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.reason !== undefined) controller.abort(this.reason)
+  }
+
+  onResponseStart(
+    controller: Undici.Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | Array<string> | undefined>
+  ): void {
+    if (statusCode < 200) return
+    this.body = new Body(controller)
+    const response = new LeanResponse(this.request, responseUrl(this.url), statusCode, headers, this.body)
+    // A body announced as small is awaited before handing the response over: reading it then
+    // costs no second suspension of the caller's fiber, and the connection is free again by
+    // the time the caller sees the response (so an unread small body never holds it).
+    const length = headers["content-length"]
+    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) this.pending = response
+    else this.resume(Effect.succeed(response))
+  }
+
+  onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Uint8Array): void {
+    this.body?.push(chunk)
+  }
+
+  onResponseEnd(): void {
+    this.finish()
+    this.body?.end()
+    this.handOver()
+  }
+
+  onResponseError(_controller: Undici.Dispatcher.DispatchController | undefined, cause: unknown): void {
+    this.finish()
+    if (this.body !== undefined) {
+      // The head arrived, so this is a body failure: the caller sees it when reading.
+      this.body.fail(cause)
+      this.handOver()
+      return
+    }
+    this.resume(
+      Effect.fail(
+        new HttpClientError.HttpClientError({
+          reason: new HttpClientError.TransportError({ request: this.request, cause })
+        })
+      )
+    )
+  }
+
+  handOver(): void {
+    const response = this.pending
+    if (response === undefined) return
+    this.pending = undefined
+    this.resume(Effect.succeed(response))
+  }
+}
+
+// The resolved URL without its hash, as platform-node's client reports it.
+const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))

@@ -1,0 +1,260 @@
+// The response of the fast path: undici's dispatch handler feeds it directly, with no Node
+// Readable in between (undici's `request()` builds one per response; it is most of what a
+// small response costs). Body chunks are buffered up to a high-water mark, then the
+// connection is paused until someone reads, as undici's own body stream does.
+
+import { Readable } from "node:stream"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import type * as Undici from "@effect/platform-node/Undici"
+import * as Effect from "effect/Effect"
+import * as Cookies from "effect/http/Cookies"
+import * as Headers from "effect/http/Headers"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as IncomingMessage from "effect/http/HttpIncomingMessage"
+import * as UrlParams from "effect/http/UrlParams"
+import * as Inspectable from "effect/Inspectable"
+import * as Option from "effect/Option"
+import { pipeArguments } from "effect/Pipeable"
+import type * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import type * as Socket from "effect/socket/Socket"
+
+/** Bytes buffered before an unread body pauses its connection (undici's body stream uses 64 KiB too). */
+export const HIGH_WATER_MARK = 64 * 1024
+
+const utf8 = new TextDecoder()
+const formDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+const emptyBuffer = new ArrayBuffer(0)
+
+/**
+ * The body as it arrives: buffered chunks, or a Readable once someone streams it.
+ * Exactly one reader is expected, as with undici's own body.
+ */
+export class Body {
+  readonly controller: Undici.Dispatcher.DispatchController
+  chunks: Array<Uint8Array> = []
+  bytes = 0
+  ended = false
+  error: unknown = undefined
+  // Set while `arrayBuffer` waits for the end of the body.
+  waiter: (() => void) | undefined = undefined
+  sink: BodyReadable | undefined = undefined
+
+  constructor(controller: Undici.Dispatcher.DispatchController) {
+    this.controller = controller
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.sink !== undefined) {
+      if (!this.sink.push(chunk)) this.controller.pause()
+      return
+    }
+    this.chunks.push(chunk)
+    this.bytes += chunk.byteLength
+    if (this.bytes >= HIGH_WATER_MARK && this.waiter === undefined) this.controller.pause()
+  }
+
+  end(): void {
+    this.ended = true
+    if (this.sink !== undefined) this.sink.push(null)
+    else this.waiter?.()
+  }
+
+  fail(error: unknown): void {
+    this.error = error
+    if (this.sink !== undefined) this.sink.destroy(error as Error)
+    else this.waiter?.()
+  }
+
+  /** Concatenates and releases the buffered chunks. */
+  take(): ArrayBuffer {
+    const { chunks, bytes } = this
+    this.chunks = []
+    if (chunks.length === 1) {
+      const chunk = chunks[0]!
+      return chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength) as ArrayBuffer
+    }
+    if (chunks.length === 0) return emptyBuffer
+    const out = new Uint8Array(bytes)
+    let offset = 0
+    for (const chunk of chunks) {
+      out.set(chunk, offset)
+      offset += chunk.byteLength
+    }
+    return out.buffer
+  }
+
+  toReadable(): BodyReadable {
+    const readable = new BodyReadable(this.controller)
+    for (const chunk of this.chunks) readable.push(chunk)
+    this.chunks = []
+    if (this.error !== undefined) readable.destroy(this.error as Error)
+    else if (this.ended) readable.push(null)
+    else this.sink = readable
+    this.controller.resume()
+    return readable
+  }
+}
+
+class BodyReadable extends Readable {
+  readonly controller: Undici.Dispatcher.DispatchController
+  constructor(controller: Undici.Dispatcher.DispatchController) {
+    super()
+    this.controller = controller
+  }
+  override _read() {
+    this.controller.resume()
+  }
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void) {
+    if (!this.readableEnded) this.controller.abort(error ?? new Error("The response body was destroyed"))
+    callback(error)
+  }
+}
+
+/**
+ * An `HttpClientResponse` over a {@link Body}. The body can be read once as bytes (then
+ * `text`, `json` and `urlParamsBody` reuse them) or streamed once.
+ */
+export class LeanResponse extends Inspectable.Class implements HttpClientResponse.HttpClientResponse {
+  readonly [IncomingMessage.TypeId]: typeof IncomingMessage.TypeId = IncomingMessage.TypeId
+  readonly [HttpClientResponse.TypeId]: typeof HttpClientResponse.TypeId = HttpClientResponse.TypeId
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly url: string
+  readonly status: number
+  readonly rawHeaders: Record<string, string | Array<string> | undefined>
+  readonly body: Body
+  private bytes: ArrayBuffer | undefined = undefined
+  private cachedHeaders: Headers.Headers | undefined = undefined
+  private cachedCookies: Cookies.Cookies | undefined = undefined
+
+  constructor(
+    request: HttpClientRequest.HttpClientRequest,
+    url: string,
+    status: number,
+    rawHeaders: Record<string, string | Array<string> | undefined>,
+    body: Body
+  ) {
+    super()
+    this.request = request
+    this.url = url
+    this.status = status
+    this.rawHeaders = rawHeaders
+    this.body = body
+  }
+
+  get headers(): Headers.Headers {
+    if (this.cachedHeaders === undefined) this.cachedHeaders = Headers.fromInput(this.rawHeaders)
+    return this.cachedHeaders
+  }
+
+  get cookies(): Cookies.Cookies {
+    if (this.cachedCookies === undefined) {
+      const header = this.rawHeaders["set-cookie"]
+      this.cachedCookies = header ? Cookies.fromSetCookie(header) : Cookies.empty
+    }
+    return this.cachedCookies
+  }
+
+  get remoteAddress(): Option.Option<string> {
+    return Option.none()
+  }
+
+  get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.HttpClientError> {
+    return Effect.suspend(() => {
+      if (this.bytes !== undefined) return Effect.succeed(this.bytes)
+      const body = this.body
+      if (body.error !== undefined) return Effect.fail(this.decodeError(body.error))
+      if (body.ended) return Effect.succeed(this.taken())
+      if (body.sink !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being streamed")))
+      return Effect.callback<ArrayBuffer, HttpClientError.HttpClientError>((resume) => {
+        body.waiter = () => {
+          body.waiter = undefined
+          resume(body.error !== undefined ? Effect.fail(this.decodeError(body.error)) : Effect.succeed(this.taken()))
+        }
+        body.controller.resume()
+        return Effect.sync(() => {
+          body.waiter = undefined
+          if (!body.ended) body.controller.abort(new Error("The request was interrupted"))
+        })
+      })
+    })
+  }
+
+  get text(): Effect.Effect<string, HttpClientError.HttpClientError> {
+    return Effect.map(this.arrayBuffer, (bytes) => utf8.decode(bytes))
+  }
+
+  get json(): Effect.Effect<Schema.Json, HttpClientError.HttpClientError> {
+    return Effect.flatMap(this.text, (text) =>
+      Effect.try({
+        try: () => (text === "" ? null : JSON.parse(text)),
+        catch: (cause) => this.decodeError(cause)
+      })
+    )
+  }
+
+  get urlParamsBody(): Effect.Effect<UrlParams.UrlParams, HttpClientError.HttpClientError> {
+    return Effect.flatMap(this.arrayBuffer, (bytes) =>
+      Effect.try({
+        // A leading "?" is form data; URLSearchParams would drop it as a query prefix.
+        try: () => UrlParams.fromInput(new URLSearchParams(formDecoder.decode(bytes).replace(/^\?/, "%3F"))),
+        catch: (cause) => this.decodeError(cause)
+      })
+    )
+  }
+
+  get formData(): Effect.Effect<FormData, HttpClientError.HttpClientError> {
+    return Effect.flatMap(this.arrayBuffer, (bytes) =>
+      Effect.tryPromise({
+        try: () => new globalThis.Response(bytes, { headers: this.headers }).formData(),
+        catch: (cause) => this.decodeError(cause)
+      })
+    )
+  }
+
+  get stream(): Stream.Stream<Uint8Array, HttpClientError.HttpClientError> {
+    return NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
+      evaluate: () => this.body.toReadable(),
+      onError: (cause) => this.decodeError(cause)
+    })
+  }
+
+  // Upgrade requests never reach the fast path (the client hands them to platform-node's).
+  get upgrade(): Effect.Effect<Socket.Socket, HttpClientError.HttpClientError> {
+    return Effect.fail(
+      new HttpClientError.HttpClientError({
+        reason: new HttpClientError.StatusCodeError({
+          request: this.request,
+          response: this,
+          description: "expected 101 Switching Protocols"
+        })
+      })
+    )
+  }
+
+  private taken(): ArrayBuffer {
+    if (this.bytes === undefined) this.bytes = this.body.take()
+    return this.bytes
+  }
+
+  private decodeError(cause: unknown): HttpClientError.HttpClientError {
+    return new HttpClientError.HttpClientError({
+      reason: new HttpClientError.DecodeError({ request: this.request, response: this, cause })
+    })
+  }
+
+  toJSON(): unknown {
+    return IncomingMessage.inspect(this, {
+      _id: "effect/http/HttpClientResponse",
+      request: this.request.toJSON(),
+      status: this.status
+    })
+  }
+
+  pipe() {
+    // biome-ignore lint/complexity/noArguments: Pipeable's contract
+    return pipeArguments(this, arguments)
+  }
+}

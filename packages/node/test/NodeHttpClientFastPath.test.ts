@@ -1,0 +1,207 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit, Fiber, type Scope, Stream, Tracer } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
+
+const big = Buffer.alloc(1024 * 1024, 7)
+
+const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void> = {
+  "/text": (_req, res) => res.writeHead(200, { "content-type": "text/plain", "x-tag": "a" }).end("hello"),
+  "/json": (_req, res) => res.writeHead(200, { "content-type": "application/json" }).end('{"id":1}'),
+  "/missing": (_req, res) => res.writeHead(404).end("nope"),
+  // No content-length: the response is handed over at the head, the body follows.
+  "/chunked": (_req, res) => {
+    res.writeHead(200)
+    res.write("one,")
+    setTimeout(() => res.end("two"), 10)
+  },
+  "/big": (_req, res) => res.writeHead(200, { "content-length": String(big.length) }).end(big),
+  "/echo": (req, res) => req.pipe(res.writeHead(200)),
+  "/stalled-body": (_req, res) => {
+    res.writeHead(200, { "content-length": "10" }).write("12345")
+  },
+  "/hang": () => {}
+}
+
+// A loopback origin that counts requests and open sockets.
+const origin = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ url: string; requests: () => number; openSockets: () => number; close: () => Promise<void> }>(
+        (resolve) => {
+          let requests = 0
+          const sockets = new Set<Socket>()
+          const server = createServer((req, res) => {
+            requests++
+            const handler = routes[new URL(req.url ?? "/", "http://x").pathname]
+            if (handler === undefined) res.writeHead(404).end()
+            else handler(req, res)
+          })
+          server.on("connection", (socket) => {
+            sockets.add(socket)
+            socket.on("close", () => sockets.delete(socket))
+          })
+          server.listen(0, "127.0.0.1", () =>
+            resolve({
+              url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+              requests: () => requests,
+              openSockets: () => sockets.size,
+              close: () =>
+                new Promise((done) => {
+                  for (const s of sockets) s.destroy()
+                  server.close(() => done())
+                })
+            })
+          )
+        }
+      )
+  ),
+  (server) => Effect.promise(server.close)
+)
+
+const reasonOf = (exit: Exit.Exit<unknown, unknown>) => {
+  assert.isTrue(Exit.isFailure(exit))
+  const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { reason: { _tag: string; cause: unknown } }) : null
+  return error?.reason as { _tag: string; cause: { code?: string } }
+}
+
+// The same behaviour, traced (Effect's generic HttpClient.make wrapper) and with tracing off
+// (the fast path that batches take).
+const modes = {
+  traced: <A, E, R>(self: Effect.Effect<A, E, R>) => self,
+  "tracing off": <A, E, R>(self: Effect.Effect<A, E, R>) =>
+    Effect.provideService(self, HttpClient.TracerDisabledWhen, () => true)
+}
+
+describe("NodeHttpClient", () => {
+  for (const [mode, apply] of Object.entries(modes)) {
+    describe(`layer (${mode})`, () => {
+      const run = <A, E>(self: Effect.Effect<A, E, HttpClient.HttpClient | Scope.Scope>) =>
+        apply(self).pipe(
+          Effect.scoped,
+          Effect.provide(NodeHttpClient.layer({ bodyTimeout: "300 millis", headersTimeout: "300 millis" }))
+        )
+
+      it.live("returns status, headers, text and JSON", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const text = yield* client.get(`${server.url}/text`)
+            assert.strictEqual(text.status, 200)
+            assert.strictEqual(text.headers["x-tag"], "a")
+            assert.strictEqual(yield* text.text, "hello")
+            assert.strictEqual(yield* text.text, "hello")
+            assert.deepStrictEqual(yield* Effect.flatMap(client.get(`${server.url}/json`), (r) => r.json), { id: 1 })
+            assert.strictEqual((yield* client.get(`${server.url}/missing`)).status, 404)
+          })
+        )
+      )
+
+      it.live("reads bodies without content-length and bodies past the buffer limit, as bytes or a stream", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            assert.strictEqual(yield* Effect.flatMap(client.get(`${server.url}/chunked`), (r) => r.text), "one,two")
+            const bytes = yield* Effect.flatMap(client.get(`${server.url}/big`), (r) => r.arrayBuffer)
+            assert.strictEqual(bytes.byteLength, big.length)
+            const streamed = yield* client.get(`${server.url}/big`).pipe(
+              Effect.flatMap((r) =>
+                Stream.runFold(
+                  r.stream,
+                  () => 0,
+                  (n, chunk) => n + chunk.length
+                )
+              )
+            )
+            assert.strictEqual(streamed, big.length)
+            const echoed = yield* HttpClientRequest.post(`${server.url}/echo`).pipe(
+              HttpClientRequest.bodyText("ping"),
+              client.execute,
+              Effect.flatMap((r) => r.text)
+            )
+            assert.strictEqual(echoed, "ping")
+          })
+        )
+      )
+
+      it.live("fails an invalid URL with an InvalidUrlError and a refused connection with a TransportError", () =>
+        run(
+          Effect.gen(function* () {
+            const client = yield* HttpClient.HttpClient
+            assert.strictEqual(
+              reasonOf(yield* Effect.exit(client.get("http://exa mple.com:99999/")))._tag,
+              "InvalidUrlError"
+            )
+            assert.strictEqual(reasonOf(yield* Effect.exit(client.get("http://127.0.0.1:1/")))._tag, "TransportError")
+          })
+        )
+      )
+
+      it.live("fails a stalled head with a TransportError and a stalled body with a DecodeError", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const head = reasonOf(yield* Effect.exit(client.get(`${server.url}/hang`)))
+            assert.strictEqual(head._tag, "TransportError")
+            assert.strictEqual(head.cause.code, "UND_ERR_HEADERS_TIMEOUT")
+            const body = reasonOf(
+              yield* Effect.exit(Effect.flatMap(client.get(`${server.url}/stalled-body`), (r) => r.text))
+            )
+            assert.strictEqual(body._tag, "DecodeError")
+            assert.strictEqual(body.cause.code, "UND_ERR_BODY_TIMEOUT")
+          })
+        )
+      )
+
+      it.live("closes the socket when a request is interrupted, before the head or while the body streams", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const waitFor = (f: () => boolean) =>
+              Effect.gen(function* () {
+                while (!f()) yield* Effect.sleep("5 millis")
+              })
+            const head = yield* Effect.forkChild(client.get(`${server.url}/hang`))
+            yield* waitFor(() => server.requests() === 1)
+            yield* Fiber.interrupt(head)
+            yield* waitFor(() => server.openSockets() === 0)
+            const body = yield* Effect.forkChild(Effect.flatMap(client.get(`${server.url}/chunked`), (r) => r.text))
+            yield* waitFor(() => server.requests() === 2)
+            yield* Fiber.interrupt(body)
+            yield* waitFor(() => server.openSockets() === 0)
+            assert.strictEqual(server.openSockets(), 0)
+          })
+        )
+      )
+    })
+  }
+
+  describe("tracing", () => {
+    it.live("records a client span unless tracing is off for the request", () => {
+      const names: Array<string> = []
+      const tracer = Tracer.make({
+        span(options) {
+          names.push(options.name)
+          return Tracer.nativeTracer.span(options)
+        }
+      })
+      return Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text)
+        assert.strictEqual(names.length, 1)
+        assert.include(names[0], "GET")
+        yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text).pipe(
+          Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
+        )
+        assert.strictEqual(names.length, 1)
+      }).pipe(Effect.provideService(Tracer.Tracer, tracer), Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    })
+  })
+})
