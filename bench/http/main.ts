@@ -48,6 +48,7 @@ interface Sample {
   readonly ok: number
   readonly failed: number
   readonly ms: number
+  readonly cpuUs: number
 }
 
 // One measurement in a fresh process, killed after 120 s at the latest.
@@ -79,7 +80,7 @@ const measure = (name: string, url: string, total: number, warmup: number): Samp
   const line = run.stdout.trim().split("\n").at(-1) ?? ""
   if (run.status !== 0 || !line.startsWith("{")) {
     console.error(`  ${name} ${url}: failed (status ${run.status})\n${run.stderr.slice(-2000)}`)
-    return { ok: 0, failed: total, ms: Number.NaN }
+    return { ok: 0, failed: total, ms: Number.NaN, cpuUs: Number.NaN }
   }
   return JSON.parse(line) as Sample
 }
@@ -93,23 +94,32 @@ const rps = (s: Sample) => (s.failed === 0 && s.ok > 0 ? (s.ok / s.ms) * 1000 : 
 
 const names = [...nodeNames, ...pythonNames]
 const origin: Origin = await startOrigin()
-const stops: Array<() => void> = [origin.stop]
+const origins: Array<Origin> = [origin]
+// Last resort if the run dies: signal every origin we started, by PID.
 process.on("exit", () => {
-  for (const stop of stops) stop()
+  for (const o of origins) {
+    try {
+      process.kill(o.pid, "SIGTERM")
+    } catch {}
+  }
 })
 console.log(`origin: ${origin.kind} ${origin.version} at ${origin.base} (pid ${origin.pid})`)
 const sleepOrigin = hasSleep(origin) ? origin : await startOrigin("node")
-if (sleepOrigin !== origin) stops.push(sleepOrigin.stop)
+if (sleepOrigin !== origin) origins.push(sleepOrigin)
 
 // Throughput: RUNS rounds x body sizes x clients.
 const throughput = new Map<string, Array<number>>()
+const cpuPerRequest = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const body of BODIES) {
     for (const name of names) {
       const sample = measure(name, origin.base + body.path, REQUESTS, 2_000)
       const key = `${name}|${body.name}`
       throughput.set(key, [...(throughput.get(key) ?? []), rps(sample)])
-      console.log(`  round ${round} ${body.name.padEnd(6)} ${name.padEnd(16)} ${Math.round(rps(sample))} req/s`)
+      cpuPerRequest.set(key, [...(cpuPerRequest.get(key) ?? []), sample.cpuUs])
+      console.log(
+        `  round ${round} ${body.name.padEnd(6)} ${name.padEnd(16)} ${Math.round(rps(sample))} req/s, ${sample.cpuUs.toFixed(1)} µs CPU/req`
+      )
     }
   }
 }
@@ -142,14 +152,21 @@ const memory = memoryRun.status === 0 ? JSON.parse(memoryRun.stdout.trim().split
 if (memory === undefined) console.error(`memory run failed:\n${memoryRun.stderr.slice(-2000)}`)
 else console.log(`  memory: ${memory.done} requests, RSS ${memory.beforeMiB} -> peak ${memory.peakMiB} MiB`)
 
-for (const stop of stops.splice(0)) stop()
+for (const o of origins.splice(0)) await o.stop()
 
 // Report.
 const rows = names.map((name) => {
   const bodies = BODIES.map((body) => {
     const runs = throughput.get(`${name}|${body.name}`) ?? []
     const base = median(throughput.get(`undici|${body.name}`) ?? [])
-    return { body: body.name, runs: runs.map(Math.round), median: Math.round(median(runs)), ratio: median(runs) / base }
+    const cpuUs = Math.round(median(cpuPerRequest.get(`${name}|${body.name}`) ?? []) * 10) / 10
+    return {
+      body: body.name,
+      runs: runs.map(Math.round),
+      median: Math.round(median(runs)),
+      ratio: median(runs) / base,
+      cpuUs
+    }
   })
   const lat = latency.get(name) ?? []
   return {
@@ -194,9 +211,14 @@ const md = [
   "",
   "![req/s relative to raw undici](http.svg)",
   "",
-  `| client | ${BODIES.map((b) => `${b.name} req/s | ${b.name} ratio`).join(" | ")} |`,
-  `| --- | ${BODIES.map(() => "---: | ---:").join(" | ")} |`,
-  ...rows.map((r) => `| ${r.label} | ${r.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x`).join(" | ")} |`),
+  `| client | ${BODIES.map((b) => `${b.name} req/s | ${b.name} ratio | ${b.name} CPU µs/req`).join(" | ")} |`,
+  `| --- | ${BODIES.map(() => "---: | ---: | ---:").join(" | ")} |`,
+  ...rows.map(
+    (r) => `| ${r.label} | ${r.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x | ${b.cpuUs}`).join(" | ")} |`
+  ),
+  "",
+  "CPU µs/req is the client process's own CPU time (user + system) per request, median of the runs: unlike req/s it",
+  "hardly moves when other processes compete for the two cores.",
   "",
   `## Latency-bound: origin answers after ${LATENCY_MS} ms`,
   "",

@@ -12,7 +12,8 @@ export interface Origin {
   readonly version: string
   readonly base: string
   readonly pid: number
-  readonly stop: () => void
+  /** Sends SIGTERM to the origin's PID and waits (up to 2 s) for it to exit. */
+  readonly stop: () => Promise<void>
 }
 
 const NGINX = "/usr/sbin/nginx"
@@ -43,6 +44,17 @@ const waitForPort = async (port: number, child: ChildProcess) => {
   }
   throw new Error(`origin did not listen on 127.0.0.1:${port} within 5 s`)
 }
+
+const terminate = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return resolve()
+    const timer = setTimeout(resolve, 2_000)
+    child.once("exit", () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    process.kill(child.pid, "SIGTERM")
+  })
 
 const nginxConfig = (dir: string, port: number, echo: boolean) => `
 ${echo ? `load_module ${ECHO_MODULE};` : ""}
@@ -95,8 +107,8 @@ const startNginx = async (): Promise<Origin> => {
     version: existsSync(ECHO_MODULE) ? `${version} + echo module` : version,
     base: `http://127.0.0.1:${port}`,
     pid,
-    stop: () => {
-      if (child.exitCode === null) process.kill(pid, "SIGTERM")
+    stop: async () => {
+      await terminate(child)
       rmSync(dir, { recursive: true, force: true })
     }
   }
@@ -114,9 +126,7 @@ const startNode = async (): Promise<Origin> => {
     version: `node ${process.version}`,
     base: `http://127.0.0.1:${port}`,
     pid,
-    stop: () => {
-      if (child.exitCode === null) process.kill(pid, "SIGTERM")
-    }
+    stop: () => terminate(child)
   }
 }
 

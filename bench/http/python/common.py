@@ -31,9 +31,11 @@ def main(make_client):
         await batch(warmup, time.monotonic() + 30)
         counts.update(ok=0, failed=0)
         start = time.perf_counter()
+        cpu = time.process_time()
         await batch(total, time.monotonic() + 60)
         ms = (time.perf_counter() - start) * 1000
+        cpu_us = (time.process_time() - cpu) * 1e6 / max(counts["ok"], 1)
         await close()
-        print(json.dumps({**counts, "ms": ms}))
+        print(json.dumps({**counts, "ms": ms, "cpuUs": cpu_us}))
 
     asyncio.run(run())

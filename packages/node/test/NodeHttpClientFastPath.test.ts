@@ -1,9 +1,16 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, type Scope, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
+
+const exposeGc = (): (() => void) => {
+  setFlagsFromString("--expose-gc")
+  return runInNewContext("gc")
+}
 
 const big = Buffer.alloc(1024 * 1024, 7)
 
@@ -181,6 +188,38 @@ describe("NodeHttpClient", () => {
       )
     })
   }
+
+  describe("layer (tracing off)", () => {
+    it.live("frees the connection of a response dropped with a large body unread", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        // 1 MiB: the body pauses at the buffer limit and would hold the only connection.
+        yield* Effect.asVoid(client.get(`${server.url}/big`))
+        let text: string | undefined
+        const next = yield* Effect.forkChild(
+          Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text).pipe(
+            Effect.tap((t) =>
+              Effect.sync(() => {
+                text = t
+              })
+            )
+          )
+        )
+        const gc = exposeGc()
+        for (let i = 0; i < 100 && text === undefined; i++) {
+          gc()
+          yield* Effect.sleep("20 millis")
+        }
+        yield* Fiber.interrupt(next)
+        assert.strictEqual(text, "hello")
+      }).pipe(
+        Effect.provideService(HttpClient.TracerDisabledWhen, () => true),
+        Effect.scoped,
+        Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 1, bodyTimeout: "60 seconds" }))
+      )
+    )
+  })
 
   describe("tracing", () => {
     it.live("records a client span unless tracing is off for the request", () => {

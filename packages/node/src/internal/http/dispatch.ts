@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import { Body, HIGH_WATER_MARK, LeanResponse } from "./response.ts"
+import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
 
 /** Per-request timeouts, in milliseconds, as undici takes them. */
 export interface Timeouts {
@@ -116,8 +116,12 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // costs no second suspension of the caller's fiber, and the connection is free again by
     // the time the caller sees the response (so an unread small body never holds it).
     const length = headers["content-length"]
-    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) this.pending = response
-    else this.resume(Effect.succeed(response))
+    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) {
+      this.pending = response
+      return
+    }
+    track(response)
+    this.resume(Effect.succeed(response))
   }
 
   onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Uint8Array): void {

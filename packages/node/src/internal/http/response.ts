@@ -41,6 +41,7 @@ export class Body {
   // Set while `arrayBuffer` waits for the end of the body.
   waiter: (() => void) | undefined = undefined
   sink: BodyReadable | undefined = undefined
+  tracked = false
 
   constructor(controller: Undici.Dispatcher.DispatchController) {
     this.controller = controller
@@ -58,32 +59,39 @@ export class Body {
 
   end(): void {
     this.ended = true
+    this.untrack()
     if (this.sink !== undefined) this.sink.push(null)
     else this.waiter?.()
   }
 
   fail(error: unknown): void {
     this.error = error
+    this.untrack()
     if (this.sink !== undefined) this.sink.destroy(error as Error)
     else this.waiter?.()
+  }
+
+  untrack(): void {
+    if (!this.tracked) return
+    this.tracked = false
+    dropped.unregister(this)
   }
 
   /** Concatenates and releases the buffered chunks. */
   take(): ArrayBuffer {
     const { chunks, bytes } = this
     this.chunks = []
-    if (chunks.length === 1) {
-      const chunk = chunks[0]!
-      return chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength) as ArrayBuffer
-    }
+    // Copying through the typed-array constructor measured faster than ArrayBuffer#slice.
+    if (chunks.length === 1) return new Uint8Array(chunks[0]!).buffer
     if (chunks.length === 0) return emptyBuffer
-    const out = new Uint8Array(bytes)
+    // Its own ArrayBuffer (never a slab shared with other buffers), not zero-filled first.
+    const out = Buffer.allocUnsafeSlow(bytes)
     let offset = 0
     for (const chunk of chunks) {
       out.set(chunk, offset)
       offset += chunk.byteLength
     }
-    return out.buffer
+    return out.buffer as ArrayBuffer
   }
 
   toReadable(): BodyReadable {
@@ -96,6 +104,19 @@ export class Body {
     this.controller.resume()
     return readable
   }
+}
+
+// A response dropped while its body is still arriving would hold its connection (paused at
+// the high-water mark) until bodyTimeout: abort it when the response is garbage-collected, as
+// Effect's generic client does. Only responses handed over before their body ended are tracked.
+const dropped = new FinalizationRegistry<Body>((body) => {
+  body.controller.abort(new Error("The response was dropped before its body was read"))
+})
+
+/** Tracks a response handed over while its body is still arriving (see `dropped`). */
+export const track = (response: LeanResponse): void => {
+  response.body.tracked = true
+  dropped.register(response, response.body, response.body)
 }
 
 class BodyReadable extends Readable {
