@@ -3,6 +3,13 @@
  */
 
 /**
+ * A `Blocking.BlockingExecutor` on `node:worker_threads`: bounded queue, timeouts, hard
+ * cancellation, crash recovery, metrics and spans.
+ *
+ * @since 0.1.0
+ */
+export * as NodeBlocking from "./NodeBlocking.ts"
+/**
  * Effect's `HttpClient` on undici, with the connection pool and timeouts a production client needs.
  *
  * @since 0.1.0

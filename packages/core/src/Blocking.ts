@@ -1,0 +1,446 @@
+/**
+ * Blocking and CPU-heavy work as Effects.
+ *
+ * A program says *what* to run with {@link task} and {@link run}; a
+ * {@link BlockingExecutor} layer decides *where*: on worker threads in
+ * production (`NodeBlocking.layer` from `@volley/node`), or on the calling
+ * thread in tests and on platforms without threads ({@link layerInline}).
+ * Payloads, results and typed failures cross the boundary as Schema-encoded,
+ * structured-clone-able data, so both executors behave the same way.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Tracer from "effect/Tracer"
+import * as Codec from "./internal/blocking/codec.ts"
+import * as Inline from "./internal/blocking/inline.ts"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId = "~@volley/core/Blocking/Task" as const
+
+/**
+ * What a handler receives besides its payload.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TaskContext {
+  /** Aborted when the caller is interrupted or the task times out; a worker that ignores it is terminated after a grace period. */
+  readonly signal: AbortSignal
+  /** Trace and span id of the caller's `Blocking.run` span, to continue the trace inside the handler. */
+  readonly traceId: string | undefined
+  readonly spanId: string | undefined
+}
+
+/**
+ * A unit of blocking work: a name, Schemas for what goes in and out, and a
+ * handler. Build one with {@link task}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Task<Payload, Success, Failure = never> {
+  readonly [TypeId]: typeof TypeId
+  readonly name: string
+  /** URL of the ES module that exports this task; worker executors import it. */
+  readonly module: string | undefined
+  readonly payload: Schema.Codec<Payload, unknown>
+  readonly success: Schema.Codec<Success, unknown>
+  readonly failure: Schema.Codec<Failure, unknown>
+  /** Default run timeout of this task, in milliseconds. */
+  readonly timeoutMillis: number | undefined
+  readonly transfer: {
+    readonly payload?: ((payload: Payload) => ReadonlyArray<Transferable>) | undefined
+    readonly success?: ((success: Success) => ReadonlyArray<Transferable>) | undefined
+  }
+  readonly handler: (payload: Payload, context: TaskContext) => Success | PromiseLike<Success>
+}
+
+/**
+ * Any task, whatever its types.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+// biome-ignore lint/suspicious/noExplicitAny: a task's type parameters are invariant
+export type AnyTask = Task<any, any, any>
+
+/**
+ * Defines a task. Export it from an ES module and pass `import.meta.url` as
+ * `module` so a worker executor can find it; a handler signals a typed
+ * failure by throwing a value of the `failure` Schema.
+ *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * class TooLong extends Schema.TaggedError<TooLong>()("TooLong", { length: Schema.Number }) {}
+ *
+ * export const shout = Blocking.task({
+ *   module: import.meta.url,
+ *   name: "shout",
+ *   payload: Schema.String,
+ *   success: Schema.String,
+ *   failure: TooLong,
+ *   handler: (text) => {
+ *     if (text.length > 100) throw new TooLong({ length: text.length })
+ *     return text.toUpperCase()
+ *   }
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const task = <Payload, Success, Failure = never>(options: {
+  readonly name: string
+  readonly module?: string | URL | undefined
+  readonly payload: Schema.Codec<Payload, unknown>
+  readonly success: Schema.Codec<Success, unknown>
+  readonly failure?: Schema.Codec<Failure, unknown> | undefined
+  /** Run timeout for this task (overridden per call by {@link RunOptions.timeout}). */
+  readonly timeout?: Duration.Input | undefined
+  /** Buffers to move instead of copy; they are detached on the sending side. */
+  readonly transfer?: Task<Payload, Success, Failure>["transfer"] | undefined
+  readonly handler: (
+    payload: NoInfer<Payload>,
+    context: TaskContext
+  ) => NoInfer<Success> | PromiseLike<NoInfer<Success>>
+}): Task<Payload, Success, Failure> => ({
+  [TypeId]: TypeId,
+  name: options.name,
+  module: options.module === undefined ? undefined : String(options.module),
+  payload: options.payload,
+  success: options.success,
+  failure: options.failure ?? (Schema.Never as unknown as Schema.Codec<Failure, unknown>),
+  timeoutMillis:
+    options.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout)),
+  transfer: options.transfer ?? {},
+  handler: options.handler
+})
+
+/**
+ * @since 0.1.0
+ * @category guards
+ */
+export const isTask = (u: unknown): u is AnyTask =>
+  typeof u === "object" && u !== null && (u as { [TypeId]?: unknown })[TypeId] === TypeId
+
+/**
+ * The payload did not match its Schema, or cannot be sent (a function, a symbol).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidPayloadError extends Schema.TaggedError<InvalidPayloadError>()("InvalidPayloadError", {
+  task: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Task ${this.task}: invalid payload: ${this.reason}`
+  }
+}
+
+/**
+ * The handler's result (or thrown failure) did not match its Schema, or cannot be sent back.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidResultError extends Schema.TaggedError<InvalidResultError>()("InvalidResultError", {
+  task: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Task ${this.task}: invalid result: ${this.reason}`
+  }
+}
+
+/**
+ * The handler threw something that is not its typed failure; keeps the remote name, message and stack.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandlerError extends Schema.TaggedError<HandlerError>()("HandlerError", {
+  task: Schema.String,
+  errorName: Schema.String,
+  errorMessage: Schema.String,
+  remoteStack: Schema.UndefinedOr(Schema.String)
+}) {
+  override get message(): string {
+    return `Task ${this.task} threw ${this.errorName}: ${this.errorMessage}`
+  }
+}
+
+/**
+ * The task waited in the queue (`phase: "queued"`) or ran (`phase: "running"`) longer than allowed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TaskTimeoutError extends Schema.TaggedError<TaskTimeoutError>()("TaskTimeoutError", {
+  task: Schema.String,
+  phase: Schema.Literals(["queued", "running"]),
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `Task ${this.task} timed out after ${this.timeoutMillis} ms (${this.phase})`
+  }
+}
+
+/**
+ * The worker running the task died: it exited, ran out of memory, or its
+ * module keeps killing workers at start-up (`reason: "crash-loop"`, failed fast).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class WorkerDiedError extends Schema.TaggedError<WorkerDiedError>()("WorkerDiedError", {
+  task: Schema.String,
+  reason: Schema.Literals(["exit", "out-of-memory", "crash-loop"]),
+  exitCode: Schema.UndefinedOr(Schema.Number),
+  detail: Schema.String
+}) {
+  override get message(): string {
+    return `Task ${this.task}: worker died (${this.reason}${this.exitCode === undefined ? "" : `, exit code ${this.exitCode}`}): ${this.detail}`
+  }
+}
+
+/**
+ * The task's module could not be imported, or does not export a task with that name.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TaskNotFoundError extends Schema.TaggedError<TaskNotFoundError>()("TaskNotFoundError", {
+  task: Schema.String,
+  module: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Task ${this.task} not found in ${this.module}: ${this.reason}`
+  }
+}
+
+/**
+ * The executor's queue was full and it is configured to fail fast.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class QueueFullError extends Schema.TaggedError<QueueFullError>()("QueueFullError", {
+  task: Schema.String,
+  capacity: Schema.Number
+}) {
+  override get message(): string {
+    return `Task ${this.task}: queue full (capacity ${this.capacity})`
+  }
+}
+
+/**
+ * The executor was shut down before the task could finish.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ExecutorShutDownError extends Schema.TaggedError<ExecutorShutDownError>()("ExecutorShutDownError", {
+  task: Schema.String
+}) {
+  override get message(): string {
+    return `Task ${this.task}: executor shut down`
+  }
+}
+
+/**
+ * Every error an executor adds to a task's own failure type.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type BlockingError =
+  | InvalidPayloadError
+  | InvalidResultError
+  | HandlerError
+  | TaskTimeoutError
+  | WorkerDiedError
+  | TaskNotFoundError
+  | QueueFullError
+  | ExecutorShutDownError
+
+/**
+ * Per-call options of {@link run}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  /**
+   * Longest run time, counted from when the task starts running.
+   * @default the task's `timeout`, else the executor's default
+   */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * Longest time to wait in the executor's queue before starting.
+   * @default the executor's default (unbounded)
+   */
+  readonly queueTimeout?: Duration.Input | undefined
+}
+
+/**
+ * What an executor receives: the payload already encoded and validated.
+ *
+ * @since 0.1.0
+ * @category executor implementation
+ */
+export interface Request {
+  readonly task: AnyTask
+  readonly payload: unknown
+  readonly transfer: ReadonlyArray<Transferable>
+  readonly timeoutMillis: number | undefined
+  readonly queueTimeoutMillis: number | undefined
+  readonly span: Tracer.Span
+}
+
+/**
+ * What a handler produced, as plain data; {@link run} decodes it.
+ *
+ * @since 0.1.0
+ * @category executor implementation
+ */
+export type Reply = Codec.Reply
+
+/**
+ * Runs tasks somewhere: on the calling thread or on worker threads.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const program = Effect.gen(function* () {
+ *   const executor = yield* Blocking.BlockingExecutor
+ *   return executor
+ * }).pipe(Effect.provide(Blocking.layerInline))
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class BlockingExecutor extends Context.Service<
+  BlockingExecutor,
+  {
+    readonly execute: (request: Request) => Effect.Effect<Reply, BlockingError>
+  }
+>()("@volley/core/Blocking/BlockingExecutor") {}
+
+/**
+ * Runs a task on the current {@link BlockingExecutor}: validates and encodes
+ * the payload, runs the handler where the executor puts it, and decodes the
+ * result, inside a span named `Blocking.run <task>`. Interrupting the fiber
+ * cancels the task. Works as the function of `Stream.mapEffect(f, { concurrency })`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const square = Blocking.task({
+ *   name: "square",
+ *   payload: Schema.Number,
+ *   success: Schema.Number,
+ *   handler: (n) => n * n
+ * })
+ *
+ * const program = Blocking.run(square, 7).pipe(Effect.provide(Blocking.layerInline)) // 49
+ * ```
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run = <Payload, Success, Failure>(
+  task: Task<Payload, Success, Failure>,
+  payload: Payload,
+  options?: RunOptions
+): Effect.Effect<Success, Failure | BlockingError, BlockingExecutor> =>
+  Effect.flatMap(BlockingExecutor, (executor) => {
+    const codecs = Codec.codecsOf(task)
+    const encoded = codecs.encodePayload(payload)
+    if (encoded._tag === "Failure") {
+      return Effect.fail(new InvalidPayloadError({ task: task.name, reason: Codec.issue(encoded) }))
+    }
+    return Effect.useSpan(`Blocking.run ${task.name}`, { attributes: { "volley.blocking.task": task.name } }, (span) =>
+      Effect.flatMap(
+        executor.execute({
+          task,
+          payload: encoded.value,
+          transfer: task.transfer.payload?.(payload) ?? [],
+          timeoutMillis: millis(options?.timeout) ?? task.timeoutMillis,
+          queueTimeoutMillis: millis(options?.queueTimeout),
+          span
+        }),
+        (reply) => decodeReply(task, reply)
+      )
+    )
+  })
+
+/**
+ * Runs the handler next to where the executor placed it: decodes the payload,
+ * calls the handler, encodes its result or typed failure. Returns a plain
+ * reply synchronously for synchronous handlers. `transferOut` collects the
+ * buffers the task asked to move back.
+ *
+ * @since 0.1.0
+ * @category executor implementation
+ */
+export const invoke = (
+  task: AnyTask,
+  payload: unknown,
+  context: TaskContext,
+  transferOut?: Array<Transferable>
+): Reply | Promise<Reply> => Codec.invoke(Codec.codecsOf(task), task, payload, context, transferOut)
+
+/**
+ * Turns a reply into the task's result, its typed failure or a {@link BlockingError}.
+ *
+ * @since 0.1.0
+ * @category executor implementation
+ */
+export const decodeReply = <Payload, Success, Failure>(
+  task: Task<Payload, Success, Failure>,
+  reply: Reply
+): Effect.Effect<Success, Failure | BlockingError> => Codec.decodeReply(task, reply)
+
+/**
+ * Runs every task on the calling thread, right away. For tests and for
+ * platforms without threads: payloads and results are still encoded and
+ * structured-cloned, so a task that works here works on worker threads. A
+ * synchronous handler blocks the caller and cannot be interrupted or timed out.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const double = Blocking.task({ name: "double", payload: Schema.Number, success: Schema.Number, handler: (n) => 2 * n })
+ * const four = Blocking.run(double, 2).pipe(Effect.provide(Blocking.layerInline))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerInline: Layer.Layer<BlockingExecutor> = Layer.succeed(
+  BlockingExecutor,
+  BlockingExecutor.of({ execute: Inline.execute })
+)
+
+const millis = (input: Duration.Input | undefined): number | undefined =>
+  input === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(input))

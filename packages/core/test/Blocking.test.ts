@@ -1,0 +1,25 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { Blocking } from "../src/index.ts"
+import { blockingSuite } from "./shared/blockingSuite.ts"
+
+blockingSuite("the inline executor", Blocking.layerInline)
+
+describe("Blocking", () => {
+  describe("task", () => {
+    it.effect("records the module URL it is given", () =>
+      Effect.sync(() => {
+        const t = Blocking.task({
+          module: new URL("file:///tasks.ts"),
+          name: "t",
+          payload: Schema.Number,
+          success: Schema.Number,
+          handler: (n) => n
+        })
+        assert.strictEqual(t.module, "file:///tasks.ts")
+        assert.isTrue(Blocking.isTask(t))
+        assert.isFalse(Blocking.isTask({ name: "t" }))
+      })
+    )
+  })
+})

@@ -1,0 +1,274 @@
+/**
+ * A `Blocking.BlockingExecutor` on a pool of `node:worker_threads`.
+ *
+ * Tasks live in ES modules (`.js`, or `.ts` on Node >= 22.18 with type
+ * stripping) and are found by the module URL and name they were defined
+ * with. The pool grows to `maxWorkers` under load and shrinks after
+ * `idleTimeout`; its queue is bounded with back-pressure or fail-fast;
+ * interrupting a caller removes a queued task or aborts a running one and,
+ * after `gracePeriod`, terminates and replaces its thread. A thread that dies
+ * (throw outside the handler, `process.exit`, heap limit) fails only the task
+ * it was running; the rest are re-run on other threads. A module that kills
+ * every thread trips a crash-loop breaker and fails fast. Closing the layer
+ * drains or cancels the queue, then terminates every thread.
+ *
+ * Why not Effect's RPC worker pool: measured on Effect 4.1 it does 10–40k
+ * no-op tasks/s, never terminates a thread blocked in an interrupted task, and
+ * a `process.exit` in one worker failed calls running on healthy ones. This
+ * pool keeps Effect's Schema-typed messages and scoping, and owns the engine.
+ *
+ * @since 0.1.0
+ */
+
+import { availableParallelism } from "node:os"
+import type { ResourceLimits } from "node:worker_threads"
+import { Blocking, Options as Validate } from "@volley/core"
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import { Engine } from "./internal/pool/engine.ts"
+
+/**
+ * Pool options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Threads kept alive even when idle.
+   * @default 0
+   */
+  readonly minWorkers?: number | undefined
+  /**
+   * Most threads at once.
+   * @default os.availableParallelism()
+   */
+  readonly maxWorkers?: number | undefined
+  /**
+   * An idle thread above `minWorkers` is terminated after this long.
+   * @default "30 seconds"
+   */
+  readonly idleTimeout?: Duration.Input | undefined
+  /**
+   * Most tasks waiting for a thread.
+   * @default Infinity
+   */
+  readonly maxQueue?: number | undefined
+  /**
+   * When the queue is full: `"wait"` suspends the caller until there is room, `"fail"` fails with `QueueFullError`.
+   * @default "wait"
+   */
+  readonly queueFull?: "wait" | "fail" | undefined
+  /**
+   * Default run timeout, counted from when a task starts running.
+   * @default none
+   */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * Default bound on the time a task waits in the queue.
+   * @default none
+   */
+  readonly queueTimeout?: Duration.Input | undefined
+  /**
+   * How long an aborted (interrupted or timed-out) task may keep running before its thread is terminated.
+   * @default "1 second"
+   */
+  readonly gracePeriod?: Duration.Input | undefined
+  /**
+   * Most tasks sent ahead to one thread when tasks are short (long tasks get one at a time).
+   * @default 32
+   */
+  readonly maxTasksPerWorker?: number | undefined
+  /**
+   * Heap and stack limits of each thread; a thread that exceeds them fails its task with `WorkerDiedError` ("out-of-memory").
+   * @default Node's defaults
+   */
+  readonly resourceLimits?: ResourceLimits | undefined
+  /**
+   * What closing the layer does with unfinished tasks: `"drain"` runs them, `"cancel"` fails them with `ExecutorShutDownError`.
+   * @default "drain"
+   */
+  readonly shutdown?: "drain" | "cancel" | undefined
+}
+
+/**
+ * The pool's metrics: `volley_blocking_queue_length` (gauge),
+ * `volley_blocking_queue_wait_ms` and `volley_blocking_run_ms` (histograms),
+ * `volley_blocking_utilization` (busy threads / maxWorkers, gauge) and
+ * `volley_blocking_crashes_total` (counter).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { NodeBlocking } from "@volley/node"
+ *
+ * const crashes = Metric.value(NodeBlocking.metrics.crashes)
+ * ```
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = {
+  queueLength: Metric.gauge("volley_blocking_queue_length", { description: "Tasks waiting for a thread" }),
+  queueWait: Metric.histogram("volley_blocking_queue_wait_ms", {
+    description: "Time from submit to a thread, ms",
+    boundaries: Metric.exponentialBoundaries({ start: 0.05, factor: 4, count: 10 })
+  }),
+  runTime: Metric.histogram("volley_blocking_run_ms", {
+    description: "Handler run time measured in the thread, ms",
+    boundaries: Metric.exponentialBoundaries({ start: 0.05, factor: 4, count: 10 })
+  }),
+  utilization: Metric.gauge("volley_blocking_utilization", { description: "Busy threads / maxWorkers" }),
+  crashes: Metric.counter("volley_blocking_crashes_total", { description: "Threads that died unexpectedly" })
+}
+
+/**
+ * Builds the pool; scoped: closing the scope drains or cancels, then terminates every thread.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeBlocking } from "@volley/node"
+ *
+ * const program = Effect.scoped(Effect.gen(function* () {
+ *   const executor = yield* NodeBlocking.make({ maxWorkers: 2 })
+ *   return executor
+ * }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
+  const minWorkers = yield* Validate.positiveInt("minWorkers", options.minWorkers ?? 0, 0)
+  if (minWorkers > maxWorkers) {
+    return yield* new Validate.InvalidOptionsError({
+      option: "minWorkers",
+      reason: `must be <= maxWorkers (${maxWorkers}), got ${minWorkers}`
+    })
+  }
+  const maxQueue = options.maxQueue === Number.POSITIVE_INFINITY ? maxQueueUnbounded : options.maxQueue
+  const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded, 0)
+  const idle = yield* Validate.duration("idleTimeout", options.idleTimeout ?? "30 seconds")
+  const grace = yield* Validate.duration("gracePeriod", options.gracePeriod ?? "1 second")
+  const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
+  const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d))
+  const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 32)
+  const context = yield* Effect.context<never>()
+  const update =
+    <I>(metric: Metric.Metric<I, unknown>) =>
+    (value: I) =>
+      metric.updateUnsafe(value, context)
+  const clock = yield* Effect.clockWith(Effect.succeed)
+  const engine = yield* Effect.acquireRelease(
+    Effect.sync(
+      () =>
+        new Engine({
+          workerUrl: new URL(`./internal/pool/worker${extension}`, import.meta.url),
+          minWorkers,
+          maxWorkers,
+          idleTimeoutMillis: Duration.toMillis(idle),
+          maxQueue: resolvedQueue === maxQueueUnbounded ? Number.POSITIVE_INFINITY : resolvedQueue,
+          queueFull: options.queueFull ?? "wait",
+          timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),
+          queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
+          gracePeriodMillis: Duration.toMillis(grace),
+          maxTasksPerWorker: perWorker,
+          resourceLimits: options.resourceLimits,
+          clock,
+          observe: {
+            queueLength: update(metrics.queueLength),
+            queueWait: update(metrics.queueWait),
+            runTime: update(metrics.runTime),
+            utilization: update(metrics.utilization),
+            crash: () => metrics.crashes.updateUnsafe(1, context)
+          }
+        })
+    ),
+    (engine) => Effect.promise(() => engine.close(options.shutdown ?? "drain"))
+  )
+  return Blocking.BlockingExecutor.of({
+    execute: (request) =>
+      Effect.clockWith((clock) =>
+        Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
+          const job = engine.submit(request, clock, (outcome) =>
+            resume("reply" in outcome ? Exit.succeed(outcome.reply) : Exit.fail(outcome.error))
+          )
+          if (job !== undefined) return Effect.sync(() => engine.cancel(job))
+        })
+      )
+  })
+})
+
+/**
+ * The worker-thread executor as a layer; options are validated when the
+ * layer is built and a bad one fails it with `InvalidOptionsError`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ * import { NodeBlocking } from "@volley/node"
+ *
+ * // tasks.ts exports: Blocking.task({ module: import.meta.url, name: "hash", ... })
+ * declare const hash: Blocking.Task<string, string>
+ * const program = Blocking.run(hash, "password").pipe(
+ *   Effect.provide(NodeBlocking.layer({ maxWorkers: 4, timeout: "10 seconds" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<Blocking.BlockingExecutor, Validate.InvalidOptionsError> =>
+  Layer.effect(Blocking.BlockingExecutor, make(options))
+
+/**
+ * Reads {@link Options} from `Config` (by default the environment):
+ * `BLOCKING_MIN_WORKERS`, `BLOCKING_MAX_WORKERS`, `BLOCKING_MAX_QUEUE`,
+ * `BLOCKING_TIMEOUT`, `BLOCKING_QUEUE_TIMEOUT`, `BLOCKING_IDLE_TIMEOUT`.
+ * Unset variables keep the defaults.
+ *
+ * @example
+ * ```ts
+ * import { NodeBlocking } from "@volley/node"
+ *
+ * // BLOCKING_MAX_WORKERS=4 node app.ts
+ * const executor = NodeBlocking.layerConfig
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<Blocking.BlockingExecutor, Validate.InvalidOptionsError | Config.ConfigError> =
+  Layer.unwrap(
+    Effect.map(
+      Config.all({
+        minWorkers: Config.option(Config.Int("BLOCKING_MIN_WORKERS")),
+        maxWorkers: Config.option(Config.Int("BLOCKING_MAX_WORKERS")),
+        maxQueue: Config.option(Config.Int("BLOCKING_MAX_QUEUE")),
+        timeout: Config.option(Config.Duration("BLOCKING_TIMEOUT")),
+        queueTimeout: Config.option(Config.Duration("BLOCKING_QUEUE_TIMEOUT")),
+        idleTimeout: Config.option(Config.Duration("BLOCKING_IDLE_TIMEOUT"))
+      }),
+      (config) =>
+        layer({
+          minWorkers: Option.getOrUndefined(config.minWorkers),
+          maxWorkers: Option.getOrUndefined(config.maxWorkers),
+          maxQueue: Option.getOrUndefined(config.maxQueue),
+          timeout: Option.getOrUndefined(config.timeout),
+          queueTimeout: Option.getOrUndefined(config.queueTimeout),
+          idleTimeout: Option.getOrUndefined(config.idleTimeout)
+        })
+    )
+  )
+
+// The worker entry sits next to this file: `.ts` when running from sources, `.js` from dist.
+const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js"
+const maxQueueUnbounded = Number.MAX_SAFE_INTEGER
