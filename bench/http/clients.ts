@@ -138,12 +138,12 @@ const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, 
 /** Clients by name, in the order of the report. */
 export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
   volley: {
-    label: "volley (NodeHttpClient.layer + Effect.forEach)",
-    make: () => effectClient(NodeHttpClient.layer(), true)
-  },
-  "volley-notrace": {
-    label: "volley, tracing off (as batches run)",
+    label: "volley (HttpClient + Effect.forEach, tracing off as batches run)",
     make: () => effectClient(NodeHttpClient.layer(), false)
+  },
+  "volley-traced": {
+    label: "volley, traced (default outside batches)",
+    make: () => effectClient(NodeHttpClient.layer(), true)
   },
   undici: { label: "undici Pool.request (baseline)", make: undiciPool },
   effect: {

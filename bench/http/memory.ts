@@ -10,10 +10,11 @@ const [url = "", total = "0", concurrency = "0"] = process.argv.slice(2)
 const n = Number(total)
 const c = Number(concurrency)
 
+let done = 0
 const batch = (count: number, deadline: number) =>
   Effect.gen(function* () {
     const client = yield* HttpClient.HttpClient
-    let done = 0
+    done = 0
     yield* Stream.range(1, count).pipe(
       Stream.takeWhile(() => Date.now() < deadline),
       Stream.mapEffect(() => Effect.flatMap(client.get(url), (response) => response.arrayBuffer), {
@@ -29,7 +30,7 @@ const batch = (count: number, deadline: number) =>
     return done
   })
 
-const samples: Array<{ t: number; rssMiB: number; heapMiB: number }> = []
+const samples: Array<{ t: number; done: number; rssMiB: number; heapMiB: number }> = []
 const mib = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
 const program = Effect.gen(function* () {
   yield* batch(5_000, Date.now() + 30_000)
@@ -39,9 +40,14 @@ const program = Effect.gen(function* () {
   const start = performance.now()
   const timer = setInterval(() => {
     const usage = process.memoryUsage()
-    samples.push({ t: Math.round(performance.now() - start), rssMiB: mib(usage.rss), heapMiB: mib(usage.heapUsed) })
+    samples.push({
+      t: Math.round(performance.now() - start),
+      done,
+      rssMiB: mib(usage.rss),
+      heapMiB: mib(usage.heapUsed)
+    })
   }, 50)
-  const done = yield* batch(n, Date.now() + 120_000)
+  yield* batch(n, Date.now() + 120_000)
   clearInterval(timer)
   const ms = performance.now() - start
   const end = process.memoryUsage().rss
@@ -58,9 +64,15 @@ const program = Effect.gen(function* () {
     growthMiB: mib(peak - before),
     heapBeforeMiB: mib(heapBefore),
     heapPeakMiB: Math.max(...samples.map((s) => s.heapMiB)),
-    heapAfterGcMiB: mib(heapAfterGc)
+    heapAfterGcMiB: mib(heapAfterGc),
+    // RSS when a quarter, half, three quarters of the batch were done: flat means bounded.
+    rssByQuarterMiB: [0.25, 0.5, 0.75].map((q) => samples.find((s) => s.done >= q * n)?.rssMiB ?? null).concat(mib(end))
   }
-}).pipe(Effect.provide(NodeHttpClient.layer()))
+}).pipe(
+  // as batches run: tracing off, so requests take NodeHttpClient's fast path
+  Effect.provideService(HttpClient.TracerDisabledWhen, () => true),
+  Effect.provide(NodeHttpClient.layer())
+)
 
 const result = await Effect.runPromise(program)
 process.stdout.write(`${JSON.stringify({ ...result, samples })}\n`)

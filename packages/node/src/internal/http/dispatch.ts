@@ -115,11 +115,18 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // A body announced as small is awaited before handing the response over: reading it then
     // costs no second suspension of the caller's fiber, and the connection is free again by
     // the time the caller sees the response (so an unread small body never holds it).
+    this.pending = response
     const length = headers["content-length"]
-    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) {
-      this.pending = response
-      return
-    }
+    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
+    // Otherwise (chunked or large): hand it over once undici has parsed what the socket has
+    // delivered so far, so a small chunked body that came in the same read still ends first.
+    queueMicrotask(() => this.handOverEarly())
+  }
+
+  handOverEarly(): void {
+    const response = this.pending
+    if (response === undefined) return
+    this.pending = undefined
     track(response)
     this.resume(Effect.succeed(response))
   }
