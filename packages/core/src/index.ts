@@ -11,6 +11,14 @@
 export * as Blocking from "./Blocking.ts"
 
 /**
+ * Fan-out: many HTTP requests at once with global and per-host bounds, results in order or as
+ * a stream, settle-all or fail-fast, a batch deadline and progress events.
+ *
+ * @since 0.1.0
+ */
+export * as Fanout from "./Fanout.ts"
+
+/**
  * Everyday HTTP calls as Effects, on Effect's own `HttpClient`.
  *
  * @since 0.1.0
@@ -23,3 +31,11 @@ export * as Http from "./Http.ts"
  * @since 0.1.0
  */
 export * as Options from "./Options.ts"
+
+/**
+ * Retry policy for HTTP requests as a service: idempotent-only retries, full-jitter backoff,
+ * `Retry-After` within the deadline, a retry budget and timeouts.
+ *
+ * @since 0.1.0
+ */
+export * as Retry from "./Retry.ts"

@@ -1,0 +1,452 @@
+/**
+ * Fan-out: many HTTP requests at once, bounded, fair across hosts, resilient and cancellable,
+ * over whatever `HttpClient` the environment provides.
+ *
+ * - **Bounds**: at most `concurrency` requests in flight, and at most `perHost` per origin;
+ *   requests for a busy origin wait while other origins go on, so one slow host never holds
+ *   every slot.
+ * - **Results**: {@link all} / {@link allSettled} give an array in input order;
+ *   {@link stream} / {@link streamSettled} emit as requests complete (or in input order with
+ *   `ordered: true`) and only start new requests as the consumer takes results, so a slow
+ *   consumer throttles fetching instead of buffering bodies.
+ * - **Failures**: the `...Settled` forms keep every item's success or typed failure; the others
+ *   stop at the first failure and interrupt the requests still in flight.
+ * - **Resilience**: each request runs under the {@link Retry.RetryPolicy} in the environment
+ *   (retries, backoff, `Retry-After`, budget, timeouts); `deadline` bounds the whole batch.
+ * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
+ *   body is read and dropped), so no connection is held by an unread body.
+ * - **Cost**: `concurrency` worker fibers, no fiber, stream or span per request; client tracing
+ *   is off inside a batch unless `tracing: true`.
+ *
+ * Interrupting a batch interrupts every request in flight (their sockets are closed).
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Channel from "effect/Channel"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
+import * as Engine from "./internal/fanout/engine.ts"
+import { type Job, Scheduler, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
+import * as Validate from "./Options.ts"
+import type * as Retry from "./Retry.ts"
+
+/**
+ * One request of a batch: a URL (fetched with `GET`) or any `HttpClientRequest`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Input = SchedulerInput
+
+/**
+ * Options of every batch.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<A, E, R> {
+  /**
+   * Maximum requests in flight.
+   * @default 16
+   */
+  readonly concurrency?: number | undefined
+  /**
+   * Maximum requests in flight per origin (`scheme://host:port`).
+   * @default no limit beyond `concurrency`
+   */
+  readonly perHost?: number | undefined
+  /**
+   * Time allowed for the whole batch. Requests still running then are interrupted; in settled
+   * forms they and the ones never started get `DeadlineExceeded`, other forms fail with it.
+   * Retries never wait past it.
+   * @default none
+   */
+  readonly deadline?: Duration.Input | undefined
+  /**
+   * Reads a 2xx response. It must consume the body (or fail). Non-2xx responses fail with a
+   * `StatusCodeError` after their body is drained.
+   * @default the body as a `Uint8Array`
+   */
+  readonly read?: ((response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>) | undefined
+  /**
+   * Called with fresh counters whenever a request starts, finishes or is retried.
+   * @default none
+   */
+  readonly onProgress?: ((progress: Progress) => void) | undefined
+  /**
+   * Let the client trace each request (a span per request costs about as much as the request).
+   * @default false
+   */
+  readonly tracing?: boolean | undefined
+}
+
+/**
+ * Options of the stream forms.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StreamOptions<A, E, R> extends Options<A, E, R> {
+  /**
+   * Emit in input order instead of completion order.
+   * @default false
+   */
+  readonly ordered?: boolean | undefined
+  /**
+   * Results that may wait for, or be held by, the consumer beyond those in flight (and the most
+   * handed over in one chunk). A request starts only while fewer than `concurrency + buffer`
+   * results exist that the consumer has not finished with (it has finished with a chunk when
+   * it pulls the next), so that sum bounds the bodies held at once.
+   * @default concurrency
+   */
+  readonly buffer?: number | undefined
+}
+
+/**
+ * Counters of a batch, as passed to `onProgress`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Progress {
+  /** Number of requests, when the input is an array. */
+  readonly total: number | undefined
+  /** Finished requests, successful or not. */
+  readonly done: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly inFlight: number
+  /** Retries so far (a request retried twice counts twice). */
+  readonly retried: number
+}
+
+/**
+ * One item's request was interrupted from inside (its own read, an interrupted client call)
+ * while the batch went on; in settled forms only that item fails.
+ *
+ * @example
+ * ```ts
+ * import { Fanout } from "@volley/core"
+ *
+ * new Fanout.ItemInterrupted({ index: 3, method: "GET", url: "http://127.0.0.1:8080/x" }).message
+ * // "GET http://127.0.0.1:8080/x (item 3) was interrupted"
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ItemInterrupted extends Data.TaggedError("ItemInterrupted")<{
+  readonly index: number
+  readonly method: string
+  readonly url: string
+}> {
+  override get message(): string {
+    return `${this.method} ${this.url} (item ${this.index}) was interrupted`
+  }
+}
+
+/**
+ * Why one item failed: the client's `HttpClientError` (transport, invalid URL, non-2xx status,
+ * decode), the retry policy's errors, an interruption of that item, or `read`'s own error.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ItemError<E> = HttpClientError.HttpClientError | Retry.RetryError | ItemInterrupted | E
+
+/**
+ * A finished item of a settled stream.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Settled<A, E> {
+  /** Position in the input. */
+  readonly index: number
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly result: Result.Result<A, ItemError<E>>
+}
+
+/**
+ * A successful item of a fail-fast stream.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Item<A> {
+  readonly index: number
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly value: A
+}
+
+/**
+ * Runs every request and returns the values in input order; the first failure interrupts the
+ * requests in flight and fails the batch with that item's error.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Fanout } from "@volley/core"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const urls = Array.from({ length: 100 }, (_, i) => `http://127.0.0.1:8080/items/${i}`)
+ * const bodies = Fanout.all(urls, { concurrency: 16, read: (res) => res.text }).pipe(
+ *   Effect.provide(NodeHttpClient.layer())
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const all = <A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  options?: Options<A, E, R>
+): Effect.Effect<Array<A>, ItemError<E> | Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
+  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler }) => {
+    const values: Array<A> = plan.progress?.total === undefined ? [] : new Array(plan.progress.total)
+    return Effect.as(
+      Engine.run<A, E, R, ItemError<E>>(plan, scheduler, {
+        success: (job, value) => {
+          values[job.index] = value
+        },
+        failure: (_, error) => Cause.fail(error),
+        interrupted: (job) => Cause.fail(interrupted(job))
+      }),
+      values
+    )
+  })
+
+/**
+ * Runs every request and returns each one's `Result` in input order. Never fails for an item:
+ * a failed request, an interrupted one, one past the deadline, each is a `Result.fail` with
+ * a typed error, and the others go on.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Result } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const program = Fanout.allSettled(["http://127.0.0.1:8080/a", "http://exa mple/"], { perHost: 4 }).pipe(
+ *   Effect.map((results) => results.filter(Result.isFailure).length)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const allSettled = <A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  options?: Options<A, E, R>
+): Effect.Effect<Array<Result.Result<A, ItemError<E>>>, Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
+  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler }) => {
+    const results: Array<Result.Result<A, ItemError<E>>> =
+      plan.progress?.total === undefined ? [] : new Array(plan.progress.total)
+    return Effect.as(
+      Engine.run(plan, scheduler, {
+        success: (job, value) => {
+          results[job.index] = Result.succeed(value)
+        },
+        failure: (job, error) => {
+          results[job.index] = Result.fail(error)
+          return undefined
+        },
+        interrupted: (job) => {
+          results[job.index] = Result.fail(interrupted(job))
+          return undefined
+        }
+      }) as Effect.Effect<void, never, R | HttpClient.HttpClient>,
+      results
+    )
+  })
+
+/**
+ * Streams the successful items as they complete (or in input order with `ordered: true`); the
+ * first failure fails the stream and interrupts the requests in flight. Requests start only as
+ * the consumer takes results (see `buffer`).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const sizes = Fanout.stream(["http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b"]).pipe(
+ *   Stream.map((item) => item.value.byteLength),
+ *   Stream.runCollect
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const stream = <A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  options?: StreamOptions<A, E, R>
+): Stream.Stream<Item<A>, ItemError<E> | Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
+  makeStream<A, E, R, Item<A>>(requests, options, (push) => ({
+    success: (job, value) => push(job.index, { index: job.index, request: job.request, value }),
+    failure: (_, error) => Cause.fail(error),
+    interrupted: (job) => Cause.fail(interrupted(job))
+  }))
+
+/**
+ * Streams every item's `Settled` outcome as it completes (or in input order with
+ * `ordered: true`). Never fails for an item. Requests start only as the consumer takes results,
+ * so piping it into a slow stage bounds the bodies held at once to `concurrency + buffer`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Result, Stream } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const failures = Fanout.streamSettled(["http://127.0.0.1:8080/a"], { concurrency: 8 }).pipe(
+ *   Stream.filter((item) => Result.isFailure(item.result)),
+ *   Stream.runCount
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const streamSettled = <A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  options?: StreamOptions<A, E, R>
+): Stream.Stream<Settled<A, E>, Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
+  makeStream<A, E, R, Settled<A, E>>(requests, options, (push) => ({
+    success: (job, value) => push(job.index, { index: job.index, request: job.request, result: Result.succeed(value) }),
+    failure: (job, error) => {
+      push(job.index, { index: job.index, request: job.request, result: Result.fail(error) })
+      return undefined
+    },
+    interrupted: (job) => {
+      push(job.index, { index: job.index, request: job.request, result: Result.fail(interrupted(job)) })
+      return undefined
+    }
+  })) as Stream.Stream<Settled<A, E>, Validate.InvalidOptionsError, R | HttpClient.HttpClient>
+
+// ---------------------------------------------------------------------------------------------
+
+const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
+
+const interrupted = (job: Job) =>
+  new ItemInterrupted({ index: job.index, method: job.request.method, url: job.request.url })
+
+const resolve = <A, E, R>(
+  requests: Iterable<Input>,
+  options: StreamOptions<A, E, R> | undefined,
+  stream: { readonly ordered: boolean } | undefined
+) =>
+  Effect.gen(function* () {
+    const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
+    const perHost = yield* Validate.optional(options?.perHost, (n) => Validate.positiveInt("perHost", n))
+    const deadline = yield* Validate.optional(options?.deadline, (d) => Validate.duration("deadline", d))
+    const buffer = yield* Validate.positiveInt("buffer", options?.buffer ?? concurrency, 0)
+    const total = Array.isArray(requests) ? requests.length : undefined
+    const plan: Engine.Plan<A, E, R> = {
+      concurrency: total === undefined ? concurrency : Math.min(concurrency, total),
+      deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
+      read: options?.read ?? (readBytes as unknown as Engine.Plan<A, E, R>["read"]),
+      tracing: options?.tracing ?? false,
+      progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)
+    }
+    const scheduler = new Scheduler(requests[Symbol.iterator](), {
+      perHost: perHost === undefined || perHost >= concurrency ? undefined : perHost,
+      window: stream === undefined ? Number.POSITIVE_INFINITY : concurrency + buffer,
+      ordered: stream?.ordered ?? false,
+      // An array is in memory already; a lazy input is read ahead only so far.
+      lookahead: total === undefined ? Math.max(1024, concurrency * 16) : Number.POSITIVE_INFINITY
+    })
+    return { plan, scheduler, buffer }
+  })
+
+type Push<Out> = (index: number, out: Out) => void
+
+const makeStream = <A, E, R, Out>(
+  requests: Iterable<Input>,
+  options: StreamOptions<A, E, R> | undefined,
+  sink: (push: Push<Out>) => Engine.Sink<A, Engine.Failure<E>, ItemError<E>>
+): Stream.Stream<Out, ItemError<E> | Validate.InvalidOptionsError, R | HttpClient.HttpClient> => {
+  const ordered = options?.ordered ?? false
+  return Stream.fromChannel(
+    Channel.fromTransform((_, scope) =>
+      Effect.gen(function* () {
+        const { plan, scheduler, buffer } = yield* resolve(requests, options, { ordered })
+        let ready: Array<Out> = []
+        let finished: Exit.Exit<void, ItemError<E>> | undefined
+        let puller: (() => void) | undefined
+        const wake = () => puller?.()
+        // Completion order, or a reorder buffer releasing the next index due.
+        const pending = new Map<number, Out>()
+        let due = 0
+        const push: Push<Out> = ordered
+          ? (index, out) => {
+              if (index !== due) {
+                pending.set(index, out)
+                return
+              }
+              ready.push(out)
+              due++
+              for (let next = pending.get(due); next !== undefined; next = pending.get(due)) {
+                pending.delete(due++)
+                ready.push(next)
+              }
+              wake()
+            }
+          : (_, out) => {
+              ready.push(out)
+              wake()
+            }
+        yield* Engine.run(plan, scheduler, sink(push)).pipe(
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              finished = exit
+              wake()
+            })
+          ),
+          Effect.forkIn(scope)
+        )
+        // A pull means the consumer is done with the previous chunk: only then do its items
+        // leave the window. Chunks are capped at `buffer` so the fetching can go on meanwhile.
+        const chunk = Math.max(1, buffer)
+        let lent = 0
+        const pull: Effect.Effect<readonly [Out, ...Array<Out>], ItemError<E> | Cause.Done> = Effect.suspend(() => {
+          if (lent > 0) {
+            scheduler.consume(lent)
+            lent = 0
+          }
+          if (ready.length > 0) {
+            let out = ready
+            if (ready.length <= chunk) ready = []
+            else {
+              out = ready.slice(0, chunk)
+              ready = ready.slice(chunk)
+            }
+            lent = out.length
+            return Effect.succeed(out as unknown as readonly [Out, ...Array<Out>])
+          }
+          if (finished !== undefined) return Exit.isSuccess(finished) ? Cause.done() : Effect.failCause(finished.cause)
+          return Effect.callback<readonly [Out, ...Array<Out>], ItemError<E> | Cause.Done>((resume) => {
+            if (ready.length > 0 || finished !== undefined) return resume(pull)
+            puller = () => {
+              puller = undefined
+              resume(pull)
+            }
+            return Effect.sync(() => {
+              puller = undefined
+            })
+          })
+        })
+        return pull
+      })
+    )
+  )
+}

@@ -1,0 +1,559 @@
+/**
+ * Retry policy for HTTP requests, as a service: which failures are retried, how long to wait,
+ * how many times, and how much retrying the whole client may do.
+ *
+ * Effect's `HttpClient.retryTransient` retries every method (a `POST` that timed out may be
+ * sent twice), retries forever unless given `times`, and HTTP requests have no timeout by
+ * default. The default policy here closes those gaps:
+ *
+ * - retries transport errors (a body cut short included), attempt timeouts and
+ *   408/429/500/502/503/504 responses, and
+ *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`);
+ * - waits with exponential backoff and full jitter (a random delay between 0 and
+ *   `baseDelay * 2^n`, capped by `maxDelay`), and at least what `Retry-After` asks (seconds or an
+ *   HTTP date), up to `maxRetryAfter`;
+ * - never waits past the deadline: a `Retry-After` longer than `maxRetryAfter` or than the time
+ *   left fails at once with {@link RetryAfterTooLong} instead of sleeping silently;
+ * - stops after `retries` retries, and when the {@link RetryPolicy}'s retry budget is spent
+ *   (retries capped at a fraction of recent requests, so a failing upstream never sees a
+ *   retry storm).
+ *
+ * Fan-out batches use the policy in the environment ({@link RetryPolicy}, a reference with the
+ * default policy); {@link withPolicy} applies it to any `HttpClient`.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Headers from "effect/http/Headers"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Layer from "effect/Layer"
+import * as Random from "effect/Random"
+import * as Result from "effect/Result"
+import { Budget } from "./internal/retry/budget.ts"
+import * as Validate from "./Options.ts"
+
+/**
+ * A request did not finish before its deadline (the batch deadline or the policy's total
+ * `timeout`).
+ *
+ * @example
+ * ```ts
+ * import { Retry } from "@volley/core"
+ *
+ * const error = new Retry.DeadlineExceeded({ method: "GET", url: "http://127.0.0.1:8080/slow" })
+ * error.message // "GET http://127.0.0.1:8080/slow did not finish before its deadline"
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
+  readonly method: string
+  readonly url: string
+}> {
+  override get message(): string {
+    return `${this.method} ${this.url} did not finish before its deadline`
+  }
+}
+
+/**
+ * The server asked to retry later (`Retry-After`) than the policy's cap or than the time left
+ * before the deadline, so the request failed at once instead of sleeping. `cause` is the
+ * `HttpClientError` of the response that carried the header.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Retry } from "@volley/core"
+ *
+ * const program = Http.getText("http://127.0.0.1:8080/busy").pipe(
+ *   Effect.catchTag("RetryAfterTooLong", (e) => Effect.succeed(`come back in ${e.retryAfterMillis} ms`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RetryAfterTooLong extends Data.TaggedError("RetryAfterTooLong")<{
+  readonly method: string
+  readonly url: string
+  readonly retryAfterMillis: number
+  readonly limitMillis: number
+  /** `"cap"`: longer than `maxRetryAfter`; `"deadline"`: longer than the time left. */
+  readonly limit: "cap" | "deadline"
+  readonly cause: HttpClientError.HttpClientError
+}> {
+  override get message(): string {
+    const what = this.limit === "cap" ? "the maxRetryAfter cap of" : "the time left before the deadline,"
+    return `${this.method} ${this.url} was asked to retry after ${this.retryAfterMillis} ms, more than ${what} ${this.limitMillis} ms`
+  }
+}
+
+/**
+ * Failures the policy itself adds to a request's own errors.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RetryError = DeadlineExceeded | RetryAfterTooLong | Cause.TimeoutError
+
+/**
+ * Retry-budget options: retries in the last `window` may reach `ratio` of the requests seen in
+ * it, plus `minPerSecond` per second of the window.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BudgetOptions {
+  /**
+   * Retries allowed per request seen in the window.
+   * @default 0.2
+   */
+  readonly ratio?: number | undefined
+  /**
+   * Retries per second always allowed, so a client that sends little can still retry.
+   * @default 10
+   */
+  readonly minPerSecond?: number | undefined
+  /**
+   * Length of the sliding window, in whole seconds.
+   * @default "10 seconds"
+   */
+  readonly window?: Duration.Input | undefined
+}
+
+/**
+ * Options of a retry policy. Every field is optional.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Maximum retries after the first attempt (`0` disables retrying).
+   * @default 3
+   */
+  readonly retries?: number | undefined
+  /**
+   * Backoff before the first retry; doubles for each retry.
+   * @default "100 millis"
+   */
+  readonly baseDelay?: Duration.Input | undefined
+  /**
+   * Cap of the backoff delay.
+   * @default "10 seconds"
+   */
+  readonly maxDelay?: Duration.Input | undefined
+  /**
+   * Longest `Retry-After` honoured; a longer one fails with `RetryAfterTooLong`.
+   * @default "60 seconds"
+   */
+  readonly maxRetryAfter?: Duration.Input | undefined
+  /**
+   * Full jitter: each backoff is a random delay between 0 and its exponential ceiling.
+   * `false` waits the ceiling itself (deterministic, for tests).
+   * @default true
+   */
+  readonly jitter?: boolean | undefined
+  /**
+   * Methods that may be retried (upper case). Others are sent once.
+   * @default ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
+   */
+  readonly methods?: ReadonlyArray<string> | undefined
+  /**
+   * Response statuses that are retried.
+   * @default [408, 429, 500, 502, 503, 504]
+   */
+  readonly statuses?: ReadonlyArray<number> | undefined
+  /**
+   * Timeout of each attempt (failing with `TimeoutError`, which is retried). Off by default:
+   * it costs a timer fiber per request, and `@volley/node`'s client already bounds headers and
+   * body with undici timeouts.
+   * @default none
+   */
+  readonly attemptTimeout?: Duration.Input | undefined
+  /**
+   * Total time for a request, all attempts and waits included (fails with `DeadlineExceeded`).
+   * @default none
+   */
+  readonly timeout?: Duration.Input | undefined
+  /**
+   * Retry budget shared by every request under this policy; `false` disables it.
+   * @default { ratio: 0.2, minPerSecond: 10, window: "10 seconds" }
+   */
+  readonly budget?: BudgetOptions | false | undefined
+}
+
+/**
+ * A validated policy. Build one with {@link make}; provide it with {@link layer}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Policy {
+  readonly retries: number
+  readonly baseDelayMillis: number
+  readonly maxDelayMillis: number
+  readonly maxRetryAfterMillis: number
+  readonly jitter: boolean
+  readonly methods: ReadonlySet<string>
+  readonly statuses: ReadonlySet<number>
+  readonly attemptTimeoutMillis: number | undefined
+  readonly timeoutMillis: number | undefined
+  /** Shared, mutable retry budget (`undefined` when disabled). */
+  readonly budget: Budget | undefined
+}
+
+/**
+ * Hooks a caller (a fan-out batch) passes to {@link run}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  /** Absolute deadline in `Clock` milliseconds; the policy never waits past it. */
+  readonly deadline?: number | undefined
+  /** Called before each retry's wait. */
+  readonly onRetry?: (() => void) | undefined
+}
+
+const defaultMethods = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] as const
+const defaultStatuses = [408, 429, 500, 502, 503, 504] as const
+
+/**
+ * Validates options and builds a policy with a fresh retry budget. Fails with
+ * `InvalidOptionsError` naming the first bad option.
+ *
+ * @example
+ * ```ts
+ * import { Retry } from "@volley/core"
+ *
+ * const policy = Retry.make({ retries: 5, baseDelay: "50 millis", timeout: "10 seconds" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Policy, Validate.InvalidOptionsError> =>
+  Effect.gen(function* () {
+    const retries = yield* Validate.positiveInt("retries", options.retries ?? 3, 0)
+    const baseDelay = yield* Validate.duration("baseDelay", options.baseDelay ?? "100 millis")
+    const maxDelay = yield* Validate.duration("maxDelay", options.maxDelay ?? "10 seconds")
+    const maxRetryAfter = yield* Validate.duration("maxRetryAfter", options.maxRetryAfter ?? "60 seconds")
+    const attemptTimeout = yield* Validate.optional(options.attemptTimeout, (d) =>
+      Validate.duration("attemptTimeout", d)
+    )
+    const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
+    const methods = options.methods ?? defaultMethods
+    const statuses = options.statuses ?? defaultStatuses
+    for (const status of statuses) {
+      if (!Number.isInteger(status) || status < 100 || status > 599) {
+        return yield* invalid("statuses", `must hold HTTP statuses (100-599), got ${status}`)
+      }
+    }
+    const budget = options.budget === false ? undefined : yield* makeBudget(options.budget ?? {})
+    return {
+      retries,
+      baseDelayMillis: Duration.toMillis(baseDelay),
+      maxDelayMillis: Duration.toMillis(maxDelay),
+      maxRetryAfterMillis: Duration.toMillis(maxRetryAfter),
+      jitter: options.jitter ?? true,
+      methods: new Set(methods.map((m) => m.toUpperCase())),
+      statuses: new Set(statuses),
+      attemptTimeoutMillis: attemptTimeout === undefined ? undefined : Duration.toMillis(attemptTimeout),
+      timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),
+      budget
+    } satisfies Policy
+  })
+
+/**
+ * The retry policy in effect. A reference: without a layer, batches use the default policy
+ * (3 retries, 100 ms full-jitter backoff, idempotent methods only, a 20% retry budget).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Retry } from "@volley/core"
+ *
+ * const retries = Effect.map(Retry.RetryPolicy, (policy) => policy.retries) // 3
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export const RetryPolicy: Context.Reference<Policy> = Context.Reference<Policy>("@volley/core/Retry/RetryPolicy", {
+  defaultValue: () => Effect.runSync(make())
+})
+
+/**
+ * Provides a validated policy as the {@link RetryPolicy}.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Fanout, Retry } from "@volley/core"
+ *
+ * const program = Fanout.allSettled(["http://127.0.0.1:8080/a"]).pipe(
+ *   Effect.provide(Retry.layer({ retries: 5, statuses: [503] }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<never, Validate.InvalidOptionsError> =>
+  Layer.effect(RetryPolicy, make(options))
+
+/**
+ * Reads the policy from `Config` (environment by default): `<prefix>_RETRIES`, `_BASE_DELAY`,
+ * `_MAX_DELAY`, `_MAX_RETRY_AFTER`, `_ATTEMPT_TIMEOUT`, `_TIMEOUT` (durations like `"250 millis"`),
+ * `_BUDGET_RATIO` (a number; `0` disables the budget). Unset keys keep their defaults.
+ *
+ * @example
+ * ```ts
+ * import { Retry } from "@volley/core"
+ *
+ * // VOLLEY_RETRY_RETRIES=5 VOLLEY_RETRY_TIMEOUT="10 seconds"
+ * const RetryLive = Retry.layerConfig()
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  prefix = "VOLLEY_RETRY"
+): Layer.Layer<never, Validate.InvalidOptionsError | Config.ConfigError> =>
+  Layer.effect(
+    RetryPolicy,
+    Effect.gen(function* () {
+      const optional = <A>(config: Config.Config<A>) => Config.option(config).pipe(Config.nested(prefix))
+      const read = yield* Config.all({
+        retries: optional(Config.Int("RETRIES")),
+        baseDelay: optional(Config.Duration("BASE_DELAY")),
+        maxDelay: optional(Config.Duration("MAX_DELAY")),
+        maxRetryAfter: optional(Config.Duration("MAX_RETRY_AFTER")),
+        attemptTimeout: optional(Config.Duration("ATTEMPT_TIMEOUT")),
+        timeout: optional(Config.Duration("TIMEOUT")),
+        budgetRatio: optional(Config.Number("BUDGET_RATIO"))
+      })
+      const value = <A>(o: { readonly _tag: "Some"; readonly value: A } | { readonly _tag: "None" }) =>
+        o._tag === "Some" ? o.value : undefined
+      const ratio = value(read.budgetRatio)
+      return yield* make({
+        retries: value(read.retries),
+        baseDelay: value(read.baseDelay),
+        maxDelay: value(read.maxDelay),
+        maxRetryAfter: value(read.maxRetryAfter),
+        attemptTimeout: value(read.attemptTimeout),
+        timeout: value(read.timeout),
+        budget: ratio === 0 ? false : { ratio }
+      })
+    })
+  )
+
+/**
+ * Runs `attempt` (one try of `request`, including reading its body) under `policy`: per-attempt
+ * and total timeouts, retries of retryable failures with backoff, `Retry-After`, the deadline
+ * and the retry budget. The building block of fan-out batches and {@link withPolicy}.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClient, HttpClientRequest } from "effect/http"
+ * import { Retry } from "@volley/core"
+ *
+ * const request = HttpClientRequest.get("http://127.0.0.1:8080/flaky")
+ * const body = Effect.gen(function* () {
+ *   const client = (yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk)
+ *   const policy = yield* Retry.RetryPolicy
+ *   return yield* Retry.run(policy, request, Effect.flatMap(client.execute(request), (r) => r.text))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const run = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> => {
+  const retrying = policy.retries > 0 && policy.methods.has(request.method)
+  const timed =
+    options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
+  // The common case in a batch: nothing to time, and nothing costs until an attempt fails.
+  if (!timed && !retrying) return attempt
+  return Effect.withFiber((fiber) => {
+    const clock = fiber.getRef(Clock.Clock)
+    const start = clock.currentTimeMillisUnsafe()
+    policy.budget?.request(start)
+    let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
+    if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
+    const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
+      const left = deadline - now
+      if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+      const perAttempt = policy.attemptTimeoutMillis
+      if (perAttempt !== undefined && perAttempt < left) return Effect.timeout(attempt, perAttempt)
+      if (left === Number.POSITIVE_INFINITY) return attempt
+      return Effect.timeoutOrElse(attempt, {
+        duration: left,
+        orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+      })
+    }
+    const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
+      retrying && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
+    const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
+      if (!isRetryable(policy, error)) return Effect.fail(error)
+      const now = clock.currentTimeMillisUnsafe()
+      const retryAfter = retryAfterMillis(error, now)
+      if (retryAfter !== undefined) {
+        const limit =
+          retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter > deadline ? "deadline" : undefined
+        if (limit !== undefined) {
+          return Effect.fail(
+            new RetryAfterTooLong({
+              method: request.method,
+              url: request.url,
+              retryAfterMillis: retryAfter,
+              limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
+              limit,
+              cause: error as HttpClientError.HttpClientError
+            })
+          )
+        }
+      }
+      const ceiling = Math.min(policy.maxDelayMillis, policy.baseDelayMillis * 2 ** n)
+      const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
+      const delay = Math.max(backoff, retryAfter ?? 0)
+      // Waiting would end past the deadline: fail now with the real reason.
+      if (now + delay >= deadline) return Effect.fail(error)
+      if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
+      options?.onRetry?.()
+      return Effect.flatMap(Effect.sleep(delay), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
+    }
+    return loop(0, start)
+  })
+}
+
+/**
+ * Applies the policy in the environment to every request of a client (status, transport
+ * errors and timeouts of the response head; reading the body stays with the caller). Use it
+ * with `Http.*` helpers; batches apply the policy themselves, body included.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClient } from "effect/http"
+ * import { Retry } from "@volley/core"
+ *
+ * const resilient = Effect.map(HttpClient.HttpClient, Retry.withPolicy)
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withPolicy = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>
+): HttpClient.HttpClient.With<E | HttpClientError.HttpClientError | RetryError, R> => {
+  const checked = HttpClient.filterStatusOk(client)
+  return HttpClient.makeWith(
+    (request) =>
+      Effect.flatMap(request, (request) =>
+        Effect.flatMap(RetryPolicy, (policy) => run(policy, request, checked.execute(request)))
+      ),
+    Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
+  )
+}
+
+/**
+ * A layer that wraps the environment's `HttpClient` with {@link withPolicy}.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { NodeHttpClient } from "@volley/node"
+ * import { Http, Retry } from "@volley/core"
+ *
+ * const Client = Retry.layerClient.pipe(Layer.provide(NodeHttpClient.layer()))
+ * const text = Http.getText("http://127.0.0.1:8080/flaky").pipe(Effect.provide(Client))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient: Layer.Layer<HttpClient.HttpClient, never, HttpClient.HttpClient> = Layer.effect(
+  HttpClient.HttpClient,
+  Effect.map(
+    HttpClient.HttpClient,
+    (client) =>
+      // `withPolicy`'s extra error types are all `Error`s a caller of `HttpClient` handles by tag.
+      withPolicy(client) as unknown as HttpClient.HttpClient
+  )
+)
+
+/**
+ * Whether `policy` retries `error` (method aside): a transport error, an attempt timeout, or a
+ * response whose status is in `statuses`.
+ *
+ * @example
+ * ```ts
+ * import { Cause, Effect } from "effect"
+ * import { Retry } from "@volley/core"
+ *
+ * const yes = Effect.map(Retry.RetryPolicy, (p) => Retry.isRetryable(p, new Cause.TimeoutError()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isRetryable = (policy: Policy, error: unknown): boolean => {
+  if (Cause.isTimeoutError(error)) return true
+  if (!HttpClientError.isHttpClientError(error)) return false
+  const reason = error.reason
+  if (reason._tag === "TransportError") return true
+  // A body cut short (socket closed mid-body) surfaces as a DecodeError whose cause is the
+  // client's I/O error (it has a `code`, e.g. undici's UND_ERR_SOCKET); a body that does not
+  // parse has no such code and is not retried.
+  if (reason._tag === "DecodeError") return hasCode(reason.cause)
+  return reason._tag === "StatusCodeError" && policy.statuses.has(reason.response.status)
+}
+
+const hasCode = (cause: unknown): boolean =>
+  typeof cause === "object" && cause !== null && typeof (cause as { code?: unknown }).code === "string"
+
+const retryAfterMillis = (error: unknown, now: number): number | undefined => {
+  if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return undefined
+  const header = error.reason.response.headers["retry-after"]
+  if (header === undefined) return undefined
+  const parsed = Headers.parseRetryAfter(header)
+  return Result.isSuccess(parsed) ? Duration.toMillis(Headers.retryAfterDelay(parsed.success, now)) : undefined
+}
+
+const makeBudget = (options: BudgetOptions) =>
+  Effect.gen(function* () {
+    const ratio = options.ratio ?? 0.2
+    if (!(Number.isFinite(ratio) && ratio >= 0)) {
+      return yield* invalid("budget.ratio", `must be a finite number >= 0, got ${ratio}`)
+    }
+    const minPerSecond = options.minPerSecond ?? 10
+    if (!(Number.isFinite(minPerSecond) && minPerSecond >= 0)) {
+      return yield* invalid("budget.minPerSecond", `must be a finite number >= 0, got ${minPerSecond}`)
+    }
+    const window = yield* Validate.duration("budget.window", options.window ?? "10 seconds")
+    if (Duration.toMillis(window) < 1000) {
+      return yield* invalid("budget.window", `must be at least 1 second, got ${Duration.format(window)}`)
+    }
+    const windowSeconds = Math.ceil(Duration.toSeconds(window))
+    return new Budget({ ratio, minPerSecond, windowSeconds })
+  })
+
+const invalid = (option: string, reason: string) => Effect.fail(new Validate.InvalidOptionsError({ option, reason }))

@@ -1,0 +1,170 @@
+// The batch engine: `concurrency` worker fibers pull jobs from the scheduler and run them; no
+// fiber, Stream or span per request. Each job is one `Retry.run` of "execute, check status,
+// read the body", so a response is always consumed before its worker moves on.
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Option from "effect/Option"
+import * as Retry from "../../Retry.ts"
+import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
+
+export interface Plan<A, E, R> {
+  readonly concurrency: number
+  readonly deadlineMillis: number | undefined
+  readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  readonly tracing: boolean
+  readonly progress: Progress | undefined
+}
+
+/** Where results go; `failure`/`interrupted` return a cause to end a fail-fast batch with. */
+export interface Sink<A, E, X> {
+  readonly success: (job: Job, value: A) => void
+  readonly failure: (job: Job, error: E) => Cause.Cause<X> | undefined
+  readonly interrupted: (job: Job) => Cause.Cause<X> | undefined
+}
+
+/** Errors of one item besides `read`'s own. */
+export type Failure<E> = E | Retry.RetryError | HttpClientError.HttpClientError
+
+/** Counters behind progress events; `report` hands the callback a fresh snapshot. */
+export class Progress {
+  readonly total: number | undefined
+  readonly onProgress: (progress: Snapshot) => void
+  inFlight = 0
+  done = 0
+  failed = 0
+  retried = 0
+  constructor(total: number | undefined, onProgress: (progress: Snapshot) => void) {
+    this.total = total
+    this.onProgress = onProgress
+  }
+  report(): void {
+    this.onProgress({
+      total: this.total,
+      done: this.done,
+      succeeded: this.done - this.failed,
+      failed: this.failed,
+      inFlight: this.inFlight,
+      retried: this.retried
+    })
+  }
+  readonly retry = (): void => {
+    this.retried++
+    this.report()
+  }
+}
+
+export interface Snapshot {
+  readonly total: number | undefined
+  readonly done: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly inFlight: number
+  readonly retried: number
+}
+
+/**
+ * Runs every job of `scheduler` into `sink`. Ends when the input is done, at the first failure
+ * in fail-fast mode (the sink returns a cause), or at the deadline, after which every job that
+ * did not finish gets `DeadlineExceeded` through the sink.
+ */
+export const run = <A, E, R, X>(
+  plan: Plan<A, E, R>,
+  scheduler: Scheduler,
+  sink: Sink<A, Failure<E>, X>
+): Effect.Effect<void, X, R | HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    const client = yield* HttpClient.HttpClient
+    const policy = yield* Retry.RetryPolicy
+    const start = yield* Clock.currentTimeMillis
+    const deadline = plan.deadlineMillis === undefined ? undefined : start + plan.deadlineMillis
+    const progress = plan.progress
+    const runOptions: Retry.RunOptions = { deadline, onRetry: progress?.retry }
+    const running = deadline === undefined ? undefined : new Set<Job>()
+    const { read } = plan
+
+    const attempt = (
+      request: HttpClientRequest.HttpClientRequest
+    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
+      Effect.flatMap(
+        client.execute(request),
+        (response): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
+          response.status >= 200 && response.status < 300 ? read(response) : statusError(request, response)
+      )
+
+    const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
+      scheduler.finish(job)
+      running?.delete(job)
+      let stop: Cause.Cause<X> | undefined
+      if (Exit.isSuccess(exit)) {
+        sink.success(job, exit.value)
+      } else {
+        const error = Cause.findErrorOption(exit.cause)
+        if (Option.isSome(error)) stop = sink.failure(job, error.value)
+        // Interrupted from inside the item (its own timeout, its read): only this item fails.
+        else if (Cause.hasInterruptsOnly(exit.cause)) stop = sink.interrupted(job)
+        // A defect is a bug, not a result: it ends the batch.
+        else return Effect.failCause(exit.cause as Cause.Cause<never>)
+      }
+      if (progress !== undefined) {
+        progress.inFlight--
+        progress.done++
+        if (Exit.isFailure(exit)) progress.failed++
+        progress.report()
+      }
+      return stop === undefined ? undefined : Effect.failCause(stop)
+    }
+
+    const worker: Effect.Effect<void, X, R> = Effect.suspend(function loop(): Effect.Effect<void, X, R> {
+      const job = scheduler.next()
+      if (job === DONE) return Effect.void
+      if (job === WAIT) {
+        const version = scheduler.version
+        return Effect.flatMap(
+          Effect.callback<void>((resume) => {
+            const cancel = scheduler.wait(version, () => resume(Effect.void))
+            return cancel === undefined ? undefined : Effect.sync(cancel)
+          }),
+          loop
+        )
+      }
+      running?.add(job)
+      if (progress !== undefined) {
+        progress.inFlight++
+        progress.report()
+      }
+      const outcome = Effect.exit(Retry.run(policy, job.request, attempt(job.request), runOptions))
+      return Effect.flatMap(outcome, (exit) => {
+        const stop = settle(job, exit)
+        return stop === undefined ? loop() : stop
+      })
+    })
+
+    const workers = Effect.forEach(Array.from({ length: plan.concurrency }), () => worker, {
+      concurrency: "unbounded",
+      discard: true
+    })
+    const traced = plan.tracing ? workers : Effect.provideService(workers, HttpClient.TracerDisabledWhen, () => true)
+    if (deadline === undefined) return yield* traced
+    const finished = yield* Effect.timeoutOption(traced, deadline - start)
+    if (Option.isSome(finished)) return
+    // Deadline: what was in flight was interrupted with the workers; nothing is lost.
+    const late = [...running!, ...scheduler.rest()].sort((a, b) => a.index - b.index)
+    for (const job of late) {
+      const stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
+      if (stop !== undefined) return yield* Effect.failCause(stop)
+    }
+  })
+
+// A non-2xx response is a StatusCodeError; its body is read first so the connection is free.
+const statusError = (request: HttpClientRequest.HttpClientRequest, response: HttpClientResponse.HttpClientResponse) =>
+  Effect.flatMap(Effect.ignore(response.arrayBuffer), () =>
+    Effect.fail(
+      new HttpClientError.HttpClientError({ reason: new HttpClientError.StatusCodeError({ request, response }) })
+    )
+  )

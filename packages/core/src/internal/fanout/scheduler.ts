@@ -1,0 +1,199 @@
+// Decides which request a free worker runs next. Plain mutable state, no Effects: every worker
+// calls `next()` once per request, so this is on the hot path of every batch.
+//
+// - Global bound: the batch runs `concurrency` workers, so at most that many requests are in
+//   flight; no semaphore needed.
+// - Per-origin bound: requests whose origin is at its limit wait in that origin's queue while
+//   workers go on with other origins (round-robin over the origins that have work), so one slow
+//   host holds at most `perHost` workers. PartitionedSemaphore would not do: it shares one pool.
+// - Window: a stream's consumer must take results for new requests to start (`held` counts
+//   started-but-not-taken; in input order the window is on indices so the next result due can
+//   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+
+/** What a batch accepts per item. */
+export type Input = string | URL | HttpClientRequest.HttpClientRequest
+
+export class Host {
+  inFlight = 0
+  queue: Array<Job> = []
+  head = 0
+}
+
+export class Job {
+  readonly index: number
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly host: Host | undefined
+  constructor(index: number, request: HttpClientRequest.HttpClientRequest, host: Host | undefined) {
+    this.index = index
+    this.request = request
+    this.host = host
+  }
+}
+
+export const WAIT = 0
+export const DONE = 1
+
+export interface SchedulerOptions {
+  readonly perHost: number | undefined
+  /** Max started-but-not-taken results (streams); `Infinity` for arrays. */
+  readonly window: number
+  readonly ordered: boolean
+  /** Max requests read ahead of the workers into per-origin queues. */
+  readonly lookahead: number
+}
+
+export class Scheduler {
+  readonly options: SchedulerOptions
+  private readonly source: Iterator<Input>
+  private readonly hosts = new Map<string, Host>()
+  private readonly ready: Array<Host> = []
+  private rr = 0
+  private exhausted = false
+  private buffered = 0
+  /** Requests read from the input so far (also the next index). */
+  pulled = 0
+  started = 0
+  /** Results taken by the consumer (streams); in order mode, every index below it. */
+  consumed = 0
+  /** Bumped on every change a waiting worker may care about; guards against lost wake-ups. */
+  version = 0
+  private waiters: Array<() => void> = []
+
+  constructor(source: Iterator<Input>, options: SchedulerOptions) {
+    this.source = source
+    this.options = options
+  }
+
+  next(): Job | typeof WAIT | typeof DONE {
+    const { window, ordered } = this.options
+    const limit = ordered ? this.consumed + window : Number.POSITIVE_INFINITY
+    if (!ordered && this.started - this.consumed >= window) return this.idle()
+    const perHost = this.options.perHost
+    if (perHost !== undefined) {
+      const ready = this.ready
+      for (let k = 0; k < ready.length; k++) {
+        const i = (this.rr + k) % ready.length
+        const host = ready[i]!
+        if (host.inFlight >= perHost) continue
+        const job = host.queue[host.head]!
+        if (job.index >= limit) continue
+        host.head++
+        this.buffered--
+        if (host.head === host.queue.length) {
+          host.queue = []
+          host.head = 0
+          ready.splice(i, 1)
+          this.rr = i
+        } else {
+          this.rr = i + 1
+        }
+        return this.start(job)
+      }
+    }
+    while (!this.exhausted && this.buffered < this.options.lookahead && this.pulled < limit) {
+      const next = this.source.next()
+      if (next.done === true) {
+        this.exhausted = true
+        break
+      }
+      const request = toRequest(next.value)
+      const host = perHost === undefined ? undefined : this.hostOf(request.url)
+      const job = new Job(this.pulled++, request, host)
+      if (host === undefined || (host.inFlight < perHost! && host.head === host.queue.length)) return this.start(job)
+      if (host.queue.length === 0) this.ready.push(host)
+      host.queue.push(job)
+      this.buffered++
+    }
+    return this.idle()
+  }
+
+  /** A request finished (either way). */
+  finish(job: Job): void {
+    if (job.host !== undefined) job.host.inFlight--
+    this.changed(1)
+  }
+
+  /** The consumer took `n` results. */
+  consume(n: number): void {
+    this.consumed += n
+    this.changed(n)
+  }
+
+  /** Suspends the calling worker until something changed since `version`. */
+  wait(version: number, resume: () => void): (() => void) | undefined {
+    if (version !== this.version) {
+      resume()
+      return undefined
+    }
+    this.waiters.push(resume)
+    return () => {
+      const i = this.waiters.indexOf(resume)
+      if (i >= 0) this.waiters.splice(i, 1)
+    }
+  }
+
+  /** Reads what is left of the input (after a deadline), for the items that never started. */
+  *rest(): Generator<Job> {
+    for (const host of this.hosts.values()) {
+      for (let i = host.head; i < host.queue.length; i++) yield host.queue[i]!
+    }
+    for (;;) {
+      const next = this.exhausted ? undefined : this.source.next()
+      if (next === undefined || next.done === true) return
+      yield new Job(this.pulled++, toRequest(next.value), undefined)
+    }
+  }
+
+  private start(job: Job): Job {
+    if (job.host !== undefined) job.host.inFlight++
+    this.started++
+    return job
+  }
+
+  private idle(): typeof WAIT | typeof DONE {
+    if (this.exhausted && this.buffered === 0) {
+      // Nothing will ever be runnable again: let every waiting worker see DONE.
+      this.changed(Number.POSITIVE_INFINITY)
+      return DONE
+    }
+    return WAIT
+  }
+
+  private changed(n: number): void {
+    this.version++
+    if (this.waiters.length === 0) return
+    const woken = n >= this.waiters.length ? this.waiters : this.waiters.slice(0, n)
+    this.waiters = n >= this.waiters.length ? [] : this.waiters.slice(n)
+    for (const resume of woken) resume()
+  }
+
+  private hostOf(url: string): Host {
+    const key = originOf(url)
+    let host = this.hosts.get(key)
+    if (host === undefined) {
+      host = new Host()
+      this.hosts.set(key, host)
+    }
+    return host
+  }
+}
+
+export const toRequest = (input: Input): HttpClientRequest.HttpClientRequest =>
+  typeof input === "string" || input instanceof URL ? HttpClientRequest.get(input) : input
+
+/**
+ * `scheme://authority` of a URL, without parsing it (a malformed URL still gets a key and fails
+ * later, as that item's `InvalidUrlError`). Relative URLs share the key "".
+ */
+export const originOf = (url: string): string => {
+  const scheme = url.indexOf("://")
+  if (scheme < 0) return ""
+  let end = scheme + 3
+  while (end < url.length) {
+    const c = url.charCodeAt(end)
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) break
+    end++
+  }
+  return url.slice(0, end).toLowerCase()
+}

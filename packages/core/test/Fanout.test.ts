@@ -1,0 +1,305 @@
+// Scheduling, ordering, modes, deadline and progress of batches, under TestClock with an
+// in-memory HttpClient (real sockets, faults and cancellation: test/fanout*.test.ts).
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, Result, Stream } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
+import { Fanout, Retry } from "../src/index.ts"
+
+/**
+ * Paths: `/ms/<n>` answers 200 with body `<n>` after n ms; `/status/<s>` answers s at once;
+ * `/interrupt` interrupts itself. Tracks requests in flight per host and their peaks.
+ */
+const fake = () => {
+  const inFlight = new Map<string, number>()
+  const peak = new Map<string, number>()
+  const finished: Array<string> = []
+  let total = 0
+  let peakTotal = 0
+  let started = 0
+  const client = HttpClient.make((request, url) => {
+    const host = url.host
+    const [, kind, arg] = url.pathname.split("/")
+    started++
+    total++
+    peakTotal = Math.max(peakTotal, total)
+    inFlight.set(host, (inFlight.get(host) ?? 0) + 1)
+    peak.set(host, Math.max(peak.get(host) ?? 0, inFlight.get(host)!))
+    const done = Effect.sync(() => {
+      total--
+      inFlight.set(host, inFlight.get(host)! - 1)
+    })
+    const reply = (status: number, body: string) =>
+      Effect.sync(() => {
+        finished.push(url.href)
+        return HttpClientResponse.fromWeb(request, new Response(body, { status }))
+      })
+    const answer =
+      kind === "ms"
+        ? Effect.flatMap(Effect.sleep(Number(arg)), () => reply(200, arg!))
+        : kind === "status"
+          ? reply(Number(arg), "status")
+          : Effect.interrupt
+    return Effect.ensuring(answer, done)
+  })
+  return {
+    client,
+    finished,
+    started: () => started,
+    peak: (host: string) => peak.get(host) ?? 0,
+    peakTotal: () => peakTotal
+  }
+}
+
+const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }
+const noRetries = Retry.layer({ retries: 0 })
+
+describe("Fanout", () => {
+  describe("all", () => {
+    it.effect("returns values in input order when requests finish out of order", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const urls = [30, 10, 20, 0].map((ms) => `http://a.test/ms/${ms}`)
+        const fiber = yield* Fanout.all(urls, { concurrency: 4, ...text }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("30 millis")
+        assert.deepStrictEqual(yield* Fiber.join(fiber), ["30", "10", "20", "0"])
+      })
+    )
+
+    it.effect("fails with the first error and interrupts the requests in flight", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = ["http://a.test/ms/100", "http://a.test/status/500", "http://a.test/ms/100", "http://a.test/ms/5"]
+        const fiber = yield* Fanout.all(urls, { concurrency: 2 }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.provide(noRetries),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("200 millis")
+        const exit = yield* Fiber.await(fiber)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        assert.strictEqual((error as { reason: { _tag: string } }).reason._tag, "StatusCodeError")
+        // The first slow request was interrupted and later ones never finished.
+        assert.deepStrictEqual(f.finished, ["http://a.test/status/500"])
+      })
+    )
+  })
+
+  describe("allSettled", () => {
+    it.effect("keeps every success and typed failure, malformed URLs included", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const results = yield* Fanout.allSettled(
+          ["http://a.test/ms/0", "http://exa mple.test:99999/", "http://a.test/status/404", "http://b.test/ms/0"],
+          text
+        ).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(noRetries))
+        assert.strictEqual(results.length, 4)
+        assert.deepStrictEqual(results[0], Result.succeed("0"))
+        const reasons = [results[1], results[2]].map((r) =>
+          r !== undefined && Result.isFailure(r) ? (r.failure as { reason: { _tag: string } }).reason._tag : "ok"
+        )
+        assert.deepStrictEqual(reasons, ["InvalidUrlError", "StatusCodeError"])
+        assert.deepStrictEqual(results[3], Result.succeed("0"))
+      })
+    )
+
+    it.effect("fails only the item that was interrupted; the others finish", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const fiber = yield* Fanout.allSettled(
+          ["http://a.test/ms/10", "http://a.test/interrupt", "http://a.test/ms/20"],
+          {
+            concurrency: 3,
+            ...text
+          }
+        ).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.forkChild)
+        yield* TestClock.adjust("20 millis")
+        const results = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(results[0], Result.succeed("10"))
+        assert.deepStrictEqual(results[2], Result.succeed("20"))
+        const failure = results[1] !== undefined && Result.isFailure(results[1]) ? results[1].failure : undefined
+        assert.instanceOf(failure, Fanout.ItemInterrupted)
+        assert.strictEqual((failure as Fanout.ItemInterrupted).index, 1)
+      })
+    )
+
+    it.effect("gives every unfinished item DeadlineExceeded at the batch deadline", () =>
+      Effect.gen(function* () {
+        const { client, started } = fake()
+        const urls = [10, 1000, 10, 1000, 10].map((ms) => `http://a.test/ms/${ms}`)
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 2, deadline: "500 millis", ...text }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("500 millis")
+        const results = yield* Fiber.join(fiber)
+        const tags = results.map((r) => (Result.isSuccess(r) ? r.success : (r.failure as { _tag: string })._tag))
+        // 0 and 2 finish; 1 and 3 are cut off in flight; 4 never starts (both workers are busy)
+        assert.deepStrictEqual(tags, ["10", "DeadlineExceeded", "10", "DeadlineExceeded", "DeadlineExceeded"])
+        assert.strictEqual(started(), 4)
+      })
+    )
+
+    it.effect("bounds requests in flight globally and per host", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = Array.from({ length: 40 }, (_, i) => `http://${"abc"[i % 3]}.test/ms/${(i % 5) * 10}`)
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 5, perHost: 2 }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        const results = yield* Fiber.join(fiber)
+        assert.isTrue(results.every(Result.isSuccess))
+        assert.strictEqual(f.peakTotal(), 5)
+        for (const host of ["a.test", "b.test", "c.test"]) assert.strictEqual(f.peak(host), 2)
+      })
+    )
+
+    it.effect("lets other hosts go on while a slow host is at its limit", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        // 10 slow requests first, then 10 fast ones to another host
+        const urls = [
+          ...Array.from({ length: 10 }, () => "http://slow.test/ms/1000"),
+          ...Array.from({ length: 10 }, () => "http://fast.test/ms/10")
+        ]
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 4, perHost: 2 }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("100 millis")
+        // 2 workers serve the fast host meanwhile: 5 rounds of 10 ms
+        assert.strictEqual(f.finished.filter((u) => u.includes("fast")).length, 10)
+        assert.strictEqual(f.finished.filter((u) => u.includes("slow")).length, 0)
+        yield* TestClock.adjust("5 seconds")
+        assert.strictEqual((yield* Fiber.join(fiber)).length, 20)
+        assert.strictEqual(f.peak("slow.test"), 2)
+      })
+    )
+
+    it.effect("reports progress: done, failed, in flight and retried", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const events: Array<Fanout.Progress> = []
+        const fiber = yield* Fanout.allSettled(
+          ["http://a.test/ms/10", "http://a.test/status/503", "http://a.test/ms/5"],
+          {
+            concurrency: 3,
+            onProgress: (p) => events.push(p)
+          }
+        ).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 1, jitter: false, baseDelay: "20 millis" })),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(fiber)
+        const last = events.at(-1)!
+        assert.deepStrictEqual(last, { total: 3, done: 3, succeeded: 2, failed: 1, inFlight: 0, retried: 1 })
+        assert.strictEqual(Math.max(...events.map((e) => e.inFlight)), 3)
+        assert.isTrue(events.some((e) => e.retried === 1 && e.done < 3))
+      })
+    )
+
+    it.effect("rejects bad options with InvalidOptionsError naming the option", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const cases: ReadonlyArray<readonly [Fanout.Options<Uint8Array, never, never>, string]> = [
+          [{ concurrency: 0 }, "concurrency"],
+          [{ concurrency: 2.5 }, "concurrency"],
+          [{ perHost: 0 }, "perHost"],
+          [{ perHost: Number.NaN }, "perHost"],
+          [{ deadline: -1 }, "deadline"]
+        ]
+        for (const [options, option] of cases) {
+          const exit = yield* Effect.exit(
+            Fanout.allSettled(["http://a.test/ms/0"], options).pipe(
+              Effect.provideService(HttpClient.HttpClient, client)
+            )
+          )
+          const error = Exit.isFailure(exit)
+            ? (Cause.squash(exit.cause) as { _tag: string; option: string })
+            : undefined
+          assert.strictEqual(error?._tag, "InvalidOptionsError")
+          assert.strictEqual(error?.option, option)
+        }
+        const exit = yield* Effect.exit(
+          Stream.runDrain(Fanout.stream(["http://a.test/ms/0"], { buffer: -1 })).pipe(
+            Effect.provideService(HttpClient.HttpClient, client)
+          )
+        )
+        assert.isTrue(Exit.isFailure(exit))
+      })
+    )
+  })
+
+  describe("stream", () => {
+    it.effect("emits in completion order, or in input order with ordered", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const urls = [30, 10, 20].map((ms) => `http://a.test/ms/${ms}`)
+        const run = (ordered: boolean) =>
+          Fanout.stream(urls, { concurrency: 3, ordered, ...text }).pipe(
+            Stream.map((item) => `${item.index}:${item.value}`),
+            Stream.runCollect,
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.forkChild
+          )
+        const unordered = yield* run(false)
+        const ordered = yield* run(true)
+        yield* TestClock.adjust("30 millis")
+        assert.deepStrictEqual(yield* Fiber.join(unordered), ["1:10", "2:20", "0:30"])
+        assert.deepStrictEqual(yield* Fiber.join(ordered), ["0:30", "1:10", "2:20"])
+      })
+    )
+
+    it.effect("starts requests only as the consumer takes results", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = Array.from({ length: 30 }, () => "http://a.test/ms/0")
+        let taken = 0
+        let maxAhead = 0
+        const fiber = yield* Fanout.stream(urls, { concurrency: 4, buffer: 2 }).pipe(
+          Stream.mapEffect(() =>
+            Effect.sync(() => {
+              taken++
+              maxAhead = Math.max(maxAhead, f.started() - taken)
+            }).pipe(Effect.andThen(Effect.sleep("100 millis")))
+          ),
+          Stream.runDrain,
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 seconds")
+        yield* Fiber.join(fiber)
+        assert.strictEqual(taken, 30)
+        // concurrency + buffer started ahead of the consumer at most
+        assert.isAtMost(maxAhead, 6)
+      })
+    )
+  })
+
+  describe("streamSettled", () => {
+    it.effect("emits failures as results and goes on", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const items = yield* Fanout.streamSettled(["http://a.test/status/500", "http://a.test/ms/0"], {
+          ordered: true,
+          ...text
+        }).pipe(Stream.runCollect, Effect.provideService(HttpClient.HttpClient, client), Effect.provide(noRetries))
+        assert.deepStrictEqual(
+          items.map((i) => [i.index, Result.isSuccess(i.result)]),
+          [
+            [0, false],
+            [1, true]
+          ]
+        )
+      })
+    )
+  })
+})

@@ -1,0 +1,352 @@
+// Timing logic of the retry policy under TestClock, with an in-memory HttpClient (the real
+// server cases live in test/fanout*.test.ts).
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, Random } from "effect"
+import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
+import { Retry } from "../src/index.ts"
+
+type Reply = { readonly status: number; readonly headers?: Record<string, string> } | "hang" | "reset"
+
+/** A client whose n-th call answers `replies[n]` (the last one repeats); counts calls. */
+const fakeClient = (replies: ReadonlyArray<Reply>) => {
+  const calls: Array<string> = []
+  const client = HttpClient.make((request) => {
+    const reply = replies[Math.min(calls.length, replies.length - 1)]!
+    calls.push(request.method)
+    if (reply === "hang") return Effect.never
+    if (reply === "reset") return Effect.fail(transportError(request))
+    return Effect.succeed(
+      HttpClientResponse.fromWeb(request, new Response("body", { status: reply.status, headers: reply.headers ?? {} }))
+    )
+  })
+  return { client: HttpClient.filterStatusOk(client), calls }
+}
+
+const transportError = (request: HttpClientRequest.HttpClientRequest) =>
+  new HttpClientError.HttpClientError({
+    reason: new HttpClientError.TransportError({ request, cause: new Error("reset") })
+  })
+
+const noJitter = (options: Retry.Options = {}) => Retry.make({ jitter: false, budget: false, ...options })
+
+const runWith = (
+  policy: Retry.Policy,
+  replies: ReadonlyArray<Reply>,
+  method: "GET" | "POST" = "GET",
+  deadline?: number
+) => {
+  const fake = fakeClient(replies)
+  const request = HttpClientRequest.make(method)("http://api.test/x")
+  const effect = Retry.run(
+    policy,
+    request,
+    Effect.flatMap(fake.client.execute(request), (r) => r.text),
+    deadline === undefined ? {} : { deadline }
+  )
+  return { effect, calls: fake.calls }
+}
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): unknown => {
+  assert.isTrue(Exit.isFailure(exit))
+  return Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+}
+
+describe("Retry", () => {
+  describe("run", () => {
+    it.effect("retries a 503 with exponential backoff and succeeds", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter({ baseDelay: "1 second" }), [
+          { status: 503 },
+          { status: 503 },
+          { status: 200 }
+        ])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* Effect.yieldNow
+        assert.strictEqual(calls.length, 1)
+        yield* TestClock.adjust("999 millis")
+        assert.strictEqual(calls.length, 1)
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(calls.length, 2)
+        yield* TestClock.adjust("1999 millis")
+        assert.strictEqual(calls.length, 2)
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+        assert.strictEqual(calls.length, 3)
+      })
+    )
+
+    it.effect("waits a random share of the exponential ceiling with full jitter", () =>
+      Effect.gen(function* () {
+        const policy = yield* Retry.make({ baseDelay: "1 second", budget: false })
+        const { effect, calls } = runWith(policy, [{ status: 500 }, { status: 500 }, { status: 200 }])
+        const fixed: Random.Random = { nextDoubleUnsafe: () => 0.25, nextIntUnsafe: () => 0 }
+        const fiber = yield* Effect.forkChild(effect.pipe(Effect.provideService(Random.Random, fixed)))
+        yield* TestClock.adjust("250 millis") // 0.25 * 1 s
+        assert.strictEqual(calls.length, 2)
+        yield* TestClock.adjust("499 millis") // 0.25 * 2 s = 500 ms
+        assert.strictEqual(calls.length, 2)
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+      })
+    )
+
+    it.effect("caps the backoff at maxDelay", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ baseDelay: "1 second", maxDelay: "1500 millis", retries: 3 })
+        const { effect, calls } = runWith(policy, [{ status: 502 }, { status: 502 }, { status: 502 }, { status: 200 }])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("1 second")
+        yield* TestClock.adjust("1500 millis")
+        assert.strictEqual(calls.length, 3)
+        yield* TestClock.adjust("1500 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+      })
+    )
+
+    it.effect("sends a POST once, whatever the failure", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter(), [{ status: 503 }, { status: 200 }], "POST")
+        const exit = yield* Effect.exit(effect)
+        assert.strictEqual((failureOf(exit) as HttpClientError.HttpClientError).reason._tag, "StatusCodeError")
+        assert.deepStrictEqual(calls, ["POST"])
+      })
+    )
+
+    it.effect("does not retry a 404", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter(), [{ status: 404 }, { status: 200 }])
+        yield* Effect.exit(effect)
+        assert.strictEqual(calls.length, 1)
+      })
+    )
+
+    it.effect("retries transport errors", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter({ baseDelay: "10 millis" }), ["reset", { status: 200 }])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("10 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+        assert.strictEqual(calls.length, 2)
+      })
+    )
+
+    it.effect("stops after `retries` retries and fails with the last error", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter({ retries: 2, baseDelay: "10 millis" }), [{ status: 500 }])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("1 minute")
+        const error = failureOf(yield* Fiber.await(fiber)) as HttpClientError.HttpClientError
+        assert.strictEqual(error.reason._tag, "StatusCodeError")
+        assert.strictEqual(calls.length, 3)
+      })
+    )
+
+    it.effect("honours Retry-After in seconds over a shorter backoff", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter({ baseDelay: "10 millis" }), [
+          { status: 429, headers: { "retry-after": "5" } },
+          { status: 200 }
+        ])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("4999 millis")
+        assert.strictEqual(calls.length, 1)
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+      })
+    )
+
+    it.effect("honours Retry-After as an HTTP date", () =>
+      Effect.gen(function* () {
+        yield* TestClock.setTime(Date.UTC(2026, 0, 1, 12, 0, 0))
+        const at = new Date(Date.UTC(2026, 0, 1, 12, 0, 7)).toUTCString()
+        const { effect, calls } = runWith(yield* noJitter({ baseDelay: "10 millis" }), [
+          { status: 503, headers: { "retry-after": at } },
+          { status: 200 }
+        ])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("6999 millis")
+        assert.strictEqual(calls.length, 1)
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+      })
+    )
+
+    it.effect("fails at once with RetryAfterTooLong when Retry-After is past the deadline", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ timeout: "5 seconds" })
+        const { effect, calls } = runWith(policy, [{ status: 503, headers: { "retry-after": "10" } }, { status: 200 }])
+        const exit = yield* Effect.exit(effect) // no clock adjustment: it must not sleep
+        const error = failureOf(exit) as Retry.RetryAfterTooLong
+        assert.strictEqual(error._tag, "RetryAfterTooLong")
+        assert.strictEqual(error.limit, "deadline")
+        assert.strictEqual(error.retryAfterMillis, 10_000)
+        assert.strictEqual(error.limitMillis, 5_000)
+        assert.include(error.message, "GET http://api.test/x")
+        assert.strictEqual(calls.length, 1)
+      })
+    )
+
+    it.effect("fails at once with RetryAfterTooLong when Retry-After is over maxRetryAfter", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ maxRetryAfter: "30 seconds" })
+        const { effect } = runWith(policy, [{ status: 503, headers: { "retry-after": "120" } }])
+        const error = failureOf(yield* Effect.exit(effect)) as Retry.RetryAfterTooLong
+        assert.strictEqual(error.limit, "cap")
+        assert.strictEqual(error.limitMillis, 30_000)
+      })
+    )
+
+    it.effect("respects a caller's deadline the same way", () =>
+      Effect.gen(function* () {
+        const { effect } = runWith(
+          yield* noJitter(),
+          [{ status: 503, headers: { "retry-after": "3" } }],
+          "GET",
+          2_000 // absolute Clock millis; TestClock starts at 0
+        )
+        const error = failureOf(yield* Effect.exit(effect)) as Retry.RetryAfterTooLong
+        assert.strictEqual(error.limit, "deadline")
+        assert.strictEqual(error.limitMillis, 2_000)
+      })
+    )
+
+    it.effect("does not start a backoff that would end past the deadline", () =>
+      Effect.gen(function* () {
+        const { effect, calls } = runWith(yield* noJitter({ baseDelay: "1 second", timeout: "1500 millis" }), [
+          { status: 500 }
+        ])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("1 second")
+        assert.strictEqual(calls.length, 2)
+        // next backoff (2 s) would end after the deadline: fails now with the 500
+        const error = failureOf(yield* Fiber.await(fiber)) as HttpClientError.HttpClientError
+        assert.strictEqual(error.reason._tag, "StatusCodeError")
+      })
+    )
+
+    it.effect("retries an attempt that times out, then succeeds", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ attemptTimeout: "1 second", baseDelay: "100 millis" })
+        const { effect, calls } = runWith(policy, ["hang", { status: 200 }])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("1 second")
+        assert.strictEqual(calls.length, 1)
+        yield* TestClock.adjust("100 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+        assert.strictEqual(calls.length, 2)
+      })
+    )
+
+    it.effect("fails with DeadlineExceeded when the total timeout passes during an attempt", () =>
+      Effect.gen(function* () {
+        const { effect } = runWith(yield* noJitter({ timeout: "3 seconds" }), ["hang"])
+        const fiber = yield* Effect.forkChild(effect)
+        yield* TestClock.adjust("3 seconds")
+        const error = failureOf(yield* Fiber.await(fiber)) as Retry.DeadlineExceeded
+        assert.strictEqual(error._tag, "DeadlineExceeded")
+        assert.strictEqual(error.message, "GET http://api.test/x did not finish before its deadline")
+      })
+    )
+
+    it.effect("stops retrying when the retry budget is spent", () =>
+      Effect.gen(function* () {
+        // 0 free retries per second, 10% of requests: 20 requests buy 2 retries
+        const policy = yield* Retry.make({
+          jitter: false,
+          baseDelay: "10 millis",
+          budget: { ratio: 0.1, minPerSecond: 0, window: "10 seconds" }
+        })
+        const fake = fakeClient([{ status: 503 }])
+        const one = Effect.suspend(() => {
+          const request = HttpClientRequest.get("http://api.test/x")
+          return Retry.run(
+            policy,
+            request,
+            Effect.flatMap(fake.client.execute(request), (r) => r.text)
+          )
+        })
+        const fiber = yield* Effect.forkChild(
+          Effect.forEach(Array.from({ length: 20 }), () => Effect.exit(one), { concurrency: 20 })
+        )
+        yield* TestClock.adjust("1 second")
+        const exits = yield* Fiber.join(fiber)
+        assert.isTrue(exits.every(Exit.isFailure))
+        assert.strictEqual(fake.calls.length, 20 + 2)
+      })
+    )
+  })
+
+  describe("make", () => {
+    it.effect("rejects bad options with InvalidOptionsError naming the option", () =>
+      Effect.gen(function* () {
+        const cases: ReadonlyArray<readonly [Retry.Options, string]> = [
+          [{ retries: -1 }, "retries"],
+          [{ retries: 1.5 }, "retries"],
+          [{ baseDelay: -5 }, "baseDelay"],
+          [{ attemptTimeout: "-1 seconds" }, "attemptTimeout"],
+          [{ timeout: -1 }, "timeout"],
+          [{ statuses: [999] }, "statuses"],
+          [{ budget: { ratio: -1 } }, "budget.ratio"],
+          [{ budget: { window: "10 millis" } }, "budget.window"]
+        ]
+        for (const [options, option] of cases) {
+          const error = failureOf(yield* Effect.exit(Retry.make(options))) as { _tag: string; option: string }
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, option)
+        }
+      })
+    )
+  })
+
+  describe("layerConfig", () => {
+    it.effect("reads the policy from the environment", () =>
+      Effect.gen(function* () {
+        const policy = yield* Retry.RetryPolicy
+        assert.strictEqual(policy.retries, 5)
+        assert.strictEqual(policy.baseDelayMillis, 250)
+        assert.strictEqual(policy.timeoutMillis, 10_000)
+        assert.strictEqual(policy.budget, undefined)
+        assert.strictEqual(policy.maxDelayMillis, 10_000) // default kept
+      }).pipe(
+        Effect.provide(Retry.layerConfig()),
+        Effect.provide(
+          ConfigProvider.layer(
+            ConfigProvider.fromEnv({
+              env: {
+                VOLLEY_RETRY_RETRIES: "5",
+                VOLLEY_RETRY_BASE_DELAY: "250 millis",
+                VOLLEY_RETRY_TIMEOUT: "10 seconds",
+                VOLLEY_RETRY_BUDGET_RATIO: "0"
+              }
+            })
+          )
+        )
+      )
+    )
+
+    it.effect("fails on a negative duration in the environment", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
+            Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { VOLLEY_RETRY_RETRIES: "-2" } })))
+          )
+        )
+        assert.strictEqual((failureOf(exit) as { option: string }).option, "retries")
+      })
+    )
+  })
+
+  describe("withPolicy", () => {
+    it.effect("retries through a plain HttpClient with the policy in the environment", () =>
+      Effect.gen(function* () {
+        const fake = fakeClient([{ status: 503 }, { status: 200 }])
+        const client = Retry.withPolicy(fake.client)
+        const fiber = yield* Effect.forkChild(Effect.flatMap(client.get("http://api.test/x"), (r) => r.text))
+        yield* TestClock.adjust("50 millis")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+        assert.strictEqual(fake.calls.length, 2)
+      }).pipe(Effect.provide(Retry.layer({ jitter: false, baseDelay: "50 millis" })))
+    )
+  })
+})
