@@ -39,3 +39,10 @@ export * as Options from "./Options.ts"
  * @since 0.1.0
  */
 export * as Retry from "./Retry.ts"
+/**
+ * Proxy configuration as data: HTTP, HTTPS and SOCKS5 proxies per scheme, `NO_PROXY` matching
+ * as curl does it, routing rules, and reading it all from the environment.
+ *
+ * @since 0.1.0
+ */
+export * as Proxy from "./Proxy.ts"

@@ -15,3 +15,10 @@ export * as NodeBlocking from "./NodeBlocking.ts"
  * @since 0.1.0
  */
 export * as NodeHttpClient from "./NodeHttpClient.ts"
+/**
+ * `HttpClient` layers through HTTP, HTTPS and SOCKS5 proxies, routed per origin from a
+ * `Proxy.ProxyConfig` or the proxy environment variables.
+ *
+ * @since 0.1.0
+ */
+export * as NodeProxy from "./NodeProxy.ts"

@@ -1,0 +1,555 @@
+/**
+ * Proxy configuration as data: which proxy (HTTP, HTTPS or SOCKS5) a request goes
+ * through, read from options or from `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` /
+ * `NO_PROXY`, with typed per-host routing rules.
+ *
+ * Everything here is pure and platform-agnostic; `NodeProxy` in `@volley/node` turns a
+ * {@link ProxyConfig} into an `HttpClient` layer. Passwords are `Redacted` from the
+ * moment they are parsed: errors and {@link ProxyUrl.label} show `<redacted>` instead.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as HttpClientError from "effect/http/HttpClientError"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Host from "./internal/proxy/host.ts"
+import * as Url from "./internal/proxy/url.ts"
+
+// ---------------------------------------------------------------------------
+// Models
+// ---------------------------------------------------------------------------
+
+/**
+ * A validated proxy URL. `socks5h` resolves host names at the proxy; so does `socks5`
+ * with undici (see the README), the two differ only in what you declare.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProxyUrl {
+  readonly protocol: "http" | "https" | "socks5" | "socks5h"
+  /** Lower case; IPv6 literals keep their brackets, as in a URL. */
+  readonly hostname: string
+  /** Explicit, or the scheme's default: 80 (http), 443 (https), 1080 (socks5, socks5h). */
+  readonly port: number
+  readonly username: string | undefined
+  readonly password: Redacted.Redacted<string> | undefined
+  /** The URL for messages and logs, e.g. `http://alice:<redacted>@proxy.example:3128`. */
+  readonly label: string
+}
+
+/**
+ * Where a request goes: straight to the origin, or through a proxy.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Route = { readonly _tag: "Direct" } | { readonly _tag: "Proxy"; readonly proxy: ProxyUrl }
+
+/**
+ * A parsed `NO_PROXY` value (see {@link isBypassed} for the syntax).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface NoProxy {
+  readonly source: string
+  readonly patterns: ReadonlyArray<Host.Pattern>
+}
+
+/**
+ * A routing rule: requests whose host matches `match` take `route`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Rule {
+  readonly match: string
+  readonly pattern: Host.Pattern
+  readonly route: Route
+}
+
+/**
+ * A complete proxy configuration, built by {@link make} or {@link fromEnv}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProxyConfig {
+  /** Proxy for `http:` origins (falls back to `all`). */
+  readonly http: ProxyUrl | undefined
+  /** Proxy for `https:` origins (falls back to `all`). */
+  readonly https: ProxyUrl | undefined
+  readonly all: ProxyUrl | undefined
+  readonly noProxy: NoProxy
+  /** Checked first, in order; the first match decides. */
+  readonly rules: ReadonlyArray<Rule>
+  /** Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) may be proxied at all. */
+  readonly proxyLoopback: boolean
+}
+
+/**
+ * Input for {@link make}: proxy URLs as strings (or `Redacted` strings when they carry a
+ * password), a `NO_PROXY`-style list and routing rules.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Proxy for `http:` origins. @default all */
+  readonly http?: string | Redacted.Redacted<string> | undefined
+  /** Proxy for `https:` origins. @default all */
+  readonly https?: string | Redacted.Redacted<string> | undefined
+  /** Proxy for every scheme without one of its own. @default none (direct) */
+  readonly all?: string | Redacted.Redacted<string> | undefined
+  /** Hosts that bypass the proxies, as in `NO_PROXY`. @default "" */
+  readonly noProxy?: string | undefined
+  /**
+   * Per-host routes checked before everything else: `match` is one `NO_PROXY` entry,
+   * `via` is `"direct"` or a proxy URL.
+   * @default []
+   */
+  readonly rules?:
+    | ReadonlyArray<{ readonly match: string; readonly via: string | Redacted.Redacted<string> }>
+    | undefined
+  /**
+   * Send loopback hosts through the proxy too. Off by default because a proxy elsewhere
+   * cannot reach your machine's loopback; tests whose proxy runs locally turn it on.
+   * @default false
+   */
+  readonly proxyLoopback?: boolean | undefined
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/**
+ * A proxy URL was rejected. `input` has its user info replaced by `<redacted>`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const msg = Proxy.make({ all: "ftp://u:pw@host:21" }).pipe(
+ *   Effect.catchTag("InvalidProxyUrlError", (e) => Effect.succeed(e.message))
+ * )
+ * // 'Invalid proxy URL in all ("ftp://<redacted>@host:21"): unsupported scheme "ftp" (expected http, https, socks5 or socks5h)'
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidProxyUrlError extends Schema.TaggedError<InvalidProxyUrlError>()("InvalidProxyUrlError", {
+  source: Schema.String,
+  input: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid proxy URL in ${this.source} ("${this.input}"): ${this.reason}`
+  }
+}
+
+/**
+ * An entry of a `NO_PROXY` list or a routing rule's `match` was not a host name, IP
+ * literal or CIDR range.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * const bad = Proxy.parseNoProxy("example.com, 10.0.0.0/33") // fails: CIDR prefix must be an integer from 0 to 32
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidNoProxyError extends Schema.TaggedError<InvalidNoProxyError>()("InvalidNoProxyError", {
+  source: Schema.String,
+  entry: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid entry "${this.entry}" in ${this.source}: ${this.reason}`
+  }
+}
+
+/**
+ * The proxy could not be reached, dropped the connection, or refused to open a tunnel
+ * (`status` is the proxy's answer to `CONNECT` when there was one). Never retried by the
+ * client itself.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Proxy } from "@volley/core"
+ *
+ * const program = Http.getText("https://example.com/").pipe(
+ *   Proxy.unwrapErrors,
+ *   Effect.catchTag("ProxyConnectionError", (e) => Effect.succeed(`proxy down: ${e.proxy}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProxyConnectionError extends Schema.TaggedError<ProxyConnectionError>()("ProxyConnectionError", {
+  proxy: Schema.String,
+  target: Schema.String,
+  reason: Schema.String,
+  status: Schema.optional(Schema.Number)
+}) {
+  override get message(): string {
+    return `Proxy ${this.proxy} failed to reach ${this.target}: ${this.reason}`
+  }
+}
+
+/**
+ * The proxy rejected the credentials, or wants some and got none (HTTP 407, tinyproxy's
+ * 401 on `CONNECT`, or a SOCKS5 authentication failure).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Proxy } from "@volley/core"
+ *
+ * const program = Http.getText("https://example.com/").pipe(
+ *   Proxy.unwrapErrors,
+ *   Effect.catchTag("ProxyAuthenticationError", (e) => Effect.fail(`check the password for ${e.proxy}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProxyAuthenticationError extends Schema.TaggedError<ProxyAuthenticationError>()(
+  "ProxyAuthenticationError",
+  {
+    proxy: Schema.String,
+    target: Schema.String,
+    reason: Schema.String
+  }
+) {
+  override get message(): string {
+    return `Proxy ${this.proxy} refused authentication for ${this.target}: ${this.reason}`
+  }
+}
+
+/**
+ * Either proxy failure a request can meet.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ProxyError = ProxyConnectionError | ProxyAuthenticationError
+
+/**
+ * Whether a value is a {@link ProxyError}.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * Proxy.isProxyError(new Error("x")) // false
+ * ```
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isProxyError = (u: unknown): u is ProxyError =>
+  u instanceof ProxyConnectionError || u instanceof ProxyAuthenticationError
+
+// ---------------------------------------------------------------------------
+// Constructors
+// ---------------------------------------------------------------------------
+
+/**
+ * Parses and validates one proxy URL: scheme `http`, `https`, `socks5` or `socks5h`, a
+ * host, an optional port (scheme default otherwise) and optional user info. A bare
+ * `host:port` is taken as `http://host:port`, as curl does. `source` names where the
+ * value came from in error messages.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const proxy = Effect.runSync(Proxy.parseUrl("http://alice:s3cret@127.0.0.1:3128"))
+ * proxy.label // "http://alice:<redacted>@127.0.0.1:3128"
+ * Redacted.value(proxy.password!) // "s3cret"
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const parseUrl = (
+  input: string | Redacted.Redacted<string>,
+  source = "proxy URL"
+): Effect.Effect<ProxyUrl, InvalidProxyUrlError> => {
+  const raw = Redacted.isRedacted(input) ? Redacted.value(input) : input
+  const parsed = Url.parse(raw)
+  return typeof parsed === "string"
+    ? Effect.fail(new InvalidProxyUrlError({ source, input: Url.redactInput(raw.trim()), reason: parsed }))
+    : Effect.succeed({ ...parsed, label: Url.label(parsed) })
+}
+
+/**
+ * Parses a `NO_PROXY` value, failing on the first entry that is not `*`, a host name, an
+ * IP literal or a CIDR range (each optionally with `:port`). Empty entries are skipped.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const noProxy = Effect.runSync(Proxy.parseNoProxy(".internal.example, 10.0.0.0/8, [::1]:8080"))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<NoProxy, InvalidNoProxyError> => {
+  const patterns: Array<Host.Pattern> = []
+  for (const entry of splitEntries(value)) {
+    const pattern = Host.parsePattern(entry)
+    if (typeof pattern === "string") {
+      return Effect.fail(new InvalidNoProxyError({ source, entry, reason: pattern }))
+    }
+    patterns.push(pattern)
+  }
+  return Effect.succeed({ source: value, patterns })
+}
+
+/**
+ * Builds a {@link ProxyConfig} from options, validating every URL and pattern.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * const config = Proxy.make({
+ *   all: "http://proxy.corp.example:3128",
+ *   noProxy: ".corp.example",
+ *   rules: [{ match: "eu.example.com", via: "socks5h://eu-gw.example:1080" }]
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  const optional = (input: string | Redacted.Redacted<string> | undefined, source: string) =>
+    input === undefined || (typeof input === "string" && input.trim() === "")
+      ? Effect.succeed(undefined)
+      : parseUrl(input, source)
+  const rules: Array<Rule> = []
+  for (const [i, rule] of (options.rules ?? []).entries()) {
+    const pattern = Host.parsePattern(rule.match)
+    if (typeof pattern === "string") {
+      return yield* new InvalidNoProxyError({ source: `rules[${i}].match`, entry: rule.match, reason: pattern })
+    }
+    const route: Route =
+      rule.via === "direct" ? direct : { _tag: "Proxy", proxy: yield* parseUrl(rule.via, `rules[${i}].via`) }
+    rules.push({ match: rule.match.trim(), pattern, route })
+  }
+  const config: ProxyConfig = {
+    http: yield* optional(options.http, "http"),
+    https: yield* optional(options.https, "https"),
+    all: yield* optional(options.all, "all"),
+    noProxy: yield* parseNoProxy(options.noProxy ?? "", "noProxy"),
+    rules,
+    proxyLoopback: options.proxyLoopback ?? false
+  }
+  return config
+})
+
+/**
+ * A configuration that sends everything direct.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * Proxy.route(Proxy.none, "http://example.com/") // { _tag: "Direct" }
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const none: ProxyConfig = {
+  http: undefined,
+  https: undefined,
+  all: undefined,
+  noProxy: { source: "", patterns: [] },
+  rules: [],
+  proxyLoopback: false
+}
+
+/**
+ * Reads the proxy environment through Effect `Config` (so a `ConfigProvider` can supply
+ * it in tests): `http_proxy`, `https_proxy`, `all_proxy`, `no_proxy`, each also in upper
+ * case; the lower-case form wins when both are set, as in curl. Empty values count as
+ * unset. URLs are read as `Redacted`, so a password never leaves this function in clear.
+ * `options` adds what the environment cannot express (rules, loopback).
+ *
+ * @example
+ * ```ts
+ * import { ConfigProvider, Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const config = Proxy.fromEnv().pipe(
+ *   Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { HTTPS_PROXY: "http://127.0.0.1:3128" } })))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromEnv = Effect.fnUntraced(function* (options: Pick<Options, "rules" | "proxyLoopback"> = {}) {
+  const read = Effect.fnUntraced(function* (name: string) {
+    for (const key of [name.toLowerCase(), name.toUpperCase()]) {
+      const value = yield* Config.option(Config.Redacted(key))
+      if (Option.isSome(value) && Redacted.value(value.value).trim() !== "") return { key, value: value.value }
+    }
+    return undefined
+  })
+  const url = Effect.fnUntraced(function* (name: string) {
+    const found = yield* read(name)
+    return found === undefined ? undefined : yield* parseUrl(found.value, found.key)
+  })
+  const noProxy = yield* read("no_proxy")
+  const base = yield* make({ rules: options.rules, proxyLoopback: options.proxyLoopback })
+  const config: ProxyConfig = {
+    ...base,
+    http: yield* url("http_proxy"),
+    https: yield* url("https_proxy"),
+    all: yield* url("all_proxy"),
+    noProxy: noProxy === undefined ? base.noProxy : yield* parseNoProxy(Redacted.value(noProxy.value), noProxy.key)
+  }
+  return config
+})
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+/**
+ * The {@link Route} that sends a request straight to the origin.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * Proxy.direct._tag // "Direct"
+ * ```
+ *
+ * @since 0.1.0
+ * @category routing
+ */
+export const direct: Route = { _tag: "Direct" }
+
+/**
+ * Whether `NO_PROXY` sends `host` (on `port`) direct, as curl decides it:
+ *
+ * - entries are separated by commas and/or spaces; `*` matches every host;
+ * - a name matches itself and its subdomains, with or without a leading `.` (or `*.`),
+ *   case-insensitively and ignoring a trailing dot;
+ * - IPv4 and IPv6 literals (bracketed or not) match the same address in any spelling,
+ *   and CIDR ranges (`10.0.0.0/8`, `fd00::/8`) the addresses inside them; no DNS lookup
+ *   is made, so a name never matches an IP entry;
+ * - an entry with `:port` (`[v6]:port` for IPv6) matches only that port.
+ *
+ * Entries that do not parse never match (use {@link parseNoProxy} to reject them).
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * Proxy.isBypassed("api.internal.example", 443, ".internal.example") // true
+ * Proxy.isBypassed("10.1.2.3", 80, "10.0.0.0/8") // true
+ * Proxy.isBypassed("example.com", 8080, "example.com:443") // false
+ * ```
+ *
+ * @since 0.1.0
+ * @category routing
+ */
+export const isBypassed = (host: string, port: number | undefined, noProxy: string | NoProxy): boolean => {
+  const patterns =
+    typeof noProxy === "string"
+      ? splitEntries(noProxy).flatMap((entry) => {
+          const pattern = Host.parsePattern(entry)
+          return typeof pattern === "string" ? [] : [pattern]
+        })
+      : noProxy.patterns
+  const parsed = Host.parseHost(host)
+  return patterns.some((pattern) => Host.matches(pattern, parsed, port))
+}
+
+/**
+ * Decides the {@link Route} for a request URL: the first matching rule, else direct for
+ * loopback hosts (unless `proxyLoopback`) and `NO_PROXY` hosts, else the proxy for the
+ * URL's scheme (`https`/`http`, falling back to `all`), else direct. A string that is not
+ * a URL routes direct (the client then reports the bad URL).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const config = Effect.runSync(Proxy.make({ all: "socks5h://127.0.0.1:1080", noProxy: "example.org" }))
+ * Proxy.route(config, "https://example.com/")._tag // "Proxy"
+ * Proxy.route(config, "https://www.example.org/")._tag // "Direct"
+ * ```
+ *
+ * @since 0.1.0
+ * @category routing
+ */
+export const route = (config: ProxyConfig, url: string | URL): Route => {
+  const parsed = typeof url === "string" ? URL.parse(url) : url
+  if (parsed === null) return direct
+  const host = Host.parseHost(parsed.hostname)
+  const port = parsed.port !== "" ? Number(parsed.port) : parsed.protocol === "https:" ? 443 : 80
+  for (const rule of config.rules) {
+    if (Host.matches(rule.pattern, host, port)) return rule.route
+  }
+  if (!config.proxyLoopback && Host.isLoopback(host)) return direct
+  if (config.noProxy.patterns.some((pattern) => Host.matches(pattern, host, port))) return direct
+  const proxy =
+    (parsed.protocol === "https:" ? config.https : parsed.protocol === "http:" ? config.http : undefined) ?? config.all
+  return proxy === undefined ? direct : { _tag: "Proxy", proxy }
+}
+
+/**
+ * Moves proxy failures out of `HttpClientError` into the error channel as
+ * {@link ProxyConnectionError} / {@link ProxyAuthenticationError}, so they can be caught
+ * by tag. (The proxied client reports them as the `cause` of a `TransportError`, since an
+ * `HttpClient` can only fail with `HttpClientError`.)
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Proxy } from "@volley/core"
+ *
+ * const program = Http.getText("https://example.com/").pipe(
+ *   Proxy.unwrapErrors,
+ *   Effect.catchTag("ProxyAuthenticationError", () => Effect.succeed("bad proxy password"))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const unwrapErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | ProxyError, R> =>
+  Effect.mapError(effect, (error): E | ProxyError =>
+    HttpClientError.isHttpClientError(error) &&
+    error.reason._tag === "TransportError" &&
+    isProxyError(error.reason.cause)
+      ? error.reason.cause
+      : error
+  )
+
+const splitEntries = (value: string): Array<string> => value.split(/[\s,]+/).filter((entry) => entry !== "")

@@ -1,0 +1,177 @@
+// Host names, IP literals and NO_PROXY-style patterns, without `node:net` (core stays
+// platform-agnostic). IP literals are compared as bytes, so `::1`, `[::1]` and
+// `0:0:0:0:0:0:0:1` are one host.
+
+/** A host as routing sees it: a lower-case name, or the bytes of an IP literal. */
+export type Host =
+  | { readonly _tag: "Name"; readonly name: string }
+  | { readonly _tag: "Ip"; readonly bytes: Uint8Array }
+
+/** One parsed NO_PROXY entry or routing-rule pattern. */
+export type Pattern =
+  | { readonly _tag: "Any" }
+  | { readonly _tag: "Domain"; readonly domain: string; readonly port: number | undefined }
+  | { readonly _tag: "Cidr"; readonly bytes: Uint8Array; readonly prefix: number; readonly port: number | undefined }
+
+const parseIPv4 = (input: string): Uint8Array | undefined => {
+  const parts = input.split(".")
+  if (parts.length !== 4) return undefined
+  const bytes = new Uint8Array(4)
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i] as string
+    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) return undefined
+    bytes[i] = Number(part)
+  }
+  return bytes
+}
+
+const parseIPv6 = (input: string): Uint8Array | undefined => {
+  // A zone id (fe80::1%eth0) names a local interface; it never matches a pattern.
+  if (input.includes("%") || !/^[0-9a-f:.]+$/i.test(input)) return undefined
+  const halves = input.split("::")
+  if (halves.length > 2) return undefined
+  const groups = (half: string | undefined): Array<number> | undefined => {
+    if (half === undefined || half === "") return []
+    const out: Array<number> = []
+    const parts = half.split(":")
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i] as string
+      if (i === parts.length - 1 && part.includes(".")) {
+        const v4 = parseIPv4(part)
+        if (v4 === undefined) return undefined
+        out.push(((v4[0] as number) << 8) | (v4[1] as number), ((v4[2] as number) << 8) | (v4[3] as number))
+      } else if (/^[0-9a-f]{1,4}$/i.test(part)) {
+        out.push(Number.parseInt(part, 16))
+      } else {
+        return undefined
+      }
+    }
+    return out
+  }
+  const head = groups(halves[0])
+  const tail = groups(halves[1])
+  if (head === undefined || tail === undefined) return undefined
+  const missing = 8 - head.length - tail.length
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined
+  const all = [...head, ...new Array<number>(halves.length === 1 ? 0 : missing).fill(0), ...tail]
+  const bytes = new Uint8Array(16)
+  all.forEach((group, i) => {
+    bytes[2 * i] = group >> 8
+    bytes[2 * i + 1] = group & 0xff
+  })
+  return bytes
+}
+
+/** Parses an IPv4 or IPv6 literal (brackets allowed around IPv6). */
+export const parseIp = (input: string): Uint8Array | undefined => {
+  const bare = input.startsWith("[") && input.endsWith("]") ? input.slice(1, -1) : input
+  return bare.includes(":") ? parseIPv6(bare) : parseIPv4(bare)
+}
+
+const NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/
+
+/** Normalises a host as it appears in a URL: brackets, case and a trailing dot don't matter. */
+export const parseHost = (input: string): Host => {
+  const bytes = parseIp(input)
+  if (bytes !== undefined) return { _tag: "Ip", bytes }
+  return { _tag: "Name", name: input.toLowerCase().replace(/\.$/, "") }
+}
+
+/** Whether a host name is syntactically valid (letters, digits, `-`, `_`, dots). */
+export const isHostName = (name: string): boolean => name.length <= 253 && NAME.test(name)
+
+const parsePort = (input: string): number | string => {
+  if (!/^\d{1,5}$/.test(input) || Number(input) < 1 || Number(input) > 65535) {
+    return `port must be an integer from 1 to 65535, got "${input}"`
+  }
+  return Number(input)
+}
+
+/**
+ * Parses one entry: `*`, a host name (a leading `.` or `*.` is accepted and ignored), an IP
+ * literal, a CIDR range, each with an optional `:port` (IPv6 needs brackets for a port).
+ * Returns the reason as a string when the entry is not one of these.
+ */
+export const parsePattern = (raw: string): Pattern | string => {
+  const entry = raw.trim()
+  if (entry === "*") return { _tag: "Any" }
+  let address = entry
+  let portText: string | undefined
+  if (entry.startsWith("[")) {
+    const close = entry.indexOf("]")
+    if (close < 0) return "missing ] after an IPv6 address"
+    address = entry.slice(1, close)
+    const rest = entry.slice(close + 1)
+    if (rest.startsWith(":")) portText = rest.slice(1)
+    else if (rest.startsWith("/")) address += rest
+    else if (rest !== "") return `unexpected "${rest}" after "]"`
+  } else if ((entry.match(/:/g)?.length ?? 0) === 1) {
+    const colon = entry.indexOf(":")
+    address = entry.slice(0, colon)
+    portText = entry.slice(colon + 1)
+  }
+  let port: number | undefined
+  if (portText !== undefined) {
+    const parsed = parsePort(portText)
+    if (typeof parsed === "string") return parsed
+    port = parsed
+  }
+  const slash = address.indexOf("/")
+  if (slash >= 0) {
+    const bytes = parseIp(address.slice(0, slash))
+    if (bytes === undefined) return "a CIDR range needs an IP address before the /"
+    const prefixText = address.slice(slash + 1)
+    const prefix = Number(prefixText)
+    if (!/^\d{1,3}$/.test(prefixText) || prefix > bytes.length * 8) {
+      return `CIDR prefix must be an integer from 0 to ${bytes.length * 8}, got "${prefixText}"`
+    }
+    return { _tag: "Cidr", bytes, prefix, port }
+  }
+  const bytes = parseIp(address)
+  if (bytes !== undefined) return { _tag: "Cidr", bytes, prefix: bytes.length * 8, port }
+  const domain = address
+    .replace(/^\*?\./, "")
+    .replace(/\.$/, "")
+    .toLowerCase()
+  if (!isHostName(domain)) return "not a host name, IP address or CIDR range"
+  return { _tag: "Domain", domain, port }
+}
+
+const inRange = (bytes: Uint8Array, range: Uint8Array, prefix: number): boolean => {
+  if (bytes.length !== range.length) return false
+  const full = Math.floor(prefix / 8)
+  for (let i = 0; i < full; i++) if (bytes[i] !== range[i]) return false
+  const bits = prefix % 8
+  if (bits === 0) return true
+  const mask = (0xff << (8 - bits)) & 0xff
+  return ((bytes[full] as number) & mask) === ((range[full] as number) & mask)
+}
+
+/** Whether `pattern` covers `host` on `port` (`undefined` port: only port-less patterns match). */
+export const matches = (pattern: Pattern, host: Host, port: number | undefined): boolean => {
+  switch (pattern._tag) {
+    case "Any":
+      return true
+    case "Domain":
+      return (
+        host._tag === "Name" &&
+        (pattern.port === undefined || pattern.port === port) &&
+        (host.name === pattern.domain || host.name.endsWith(`.${pattern.domain}`))
+      )
+    case "Cidr":
+      return (
+        host._tag === "Ip" &&
+        (pattern.port === undefined || pattern.port === port) &&
+        inRange(host.bytes, pattern.bytes, pattern.prefix)
+      )
+  }
+}
+
+const LOOPBACK_V4 = new Uint8Array([127, 0, 0, 0])
+const LOOPBACK_V6 = parseIPv6("::1") as Uint8Array
+
+/** `localhost`, `*.localhost`, 127.0.0.0/8 and ::1. */
+export const isLoopback = (host: Host): boolean =>
+  host._tag === "Name"
+    ? host.name === "localhost" || host.name.endsWith(".localhost")
+    : inRange(host.bytes, LOOPBACK_V4, 8) || inRange(host.bytes, LOOPBACK_V6, 128)

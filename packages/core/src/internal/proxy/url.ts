@@ -1,0 +1,88 @@
+// Proxy URL parsing. Kept apart from Proxy.ts so the public module reads as a contract.
+import * as Redacted from "effect/Redacted"
+
+export type Protocol = "http" | "https" | "socks5" | "socks5h"
+
+export interface Parsed {
+  readonly protocol: Protocol
+  readonly hostname: string
+  readonly port: number
+  readonly username: string | undefined
+  readonly password: Redacted.Redacted<string> | undefined
+}
+
+const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
+const DEFAULT_PORTS: Record<Protocol, number> = { http: 80, https: 443, socks5: 1080, socks5h: 1080 }
+
+/**
+ * Masks the whole user info of a raw input, for messages about inputs that did not parse
+ * (where we cannot tell which part is the password).
+ */
+export const redactInput = (input: string): string => {
+  const at = input.lastIndexOf("@")
+  if (at < 0) return input
+  const scheme = SCHEME.exec(input)?.[0] ?? ""
+  return `${scheme}<redacted>@${input.slice(at + 1)}`
+}
+
+/** The URL as people read it, with the password (if any) replaced by `<redacted>`. */
+export const label = (proxy: Parsed): string => {
+  const user =
+    proxy.username === undefined
+      ? ""
+      : `${encodeURIComponent(proxy.username)}${proxy.password === undefined ? "" : ":<redacted>"}@`
+  return `${proxy.protocol}://${user}${proxy.hostname}:${proxy.port}`
+}
+
+const decode = (part: string): string | undefined => {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    return undefined
+  }
+}
+
+/** Parses a proxy URL; a string result is the reason it was rejected (never containing the input). */
+export const parse = (raw: string): Parsed | string => {
+  const input = raw.trim()
+  if (input === "") return "the URL is empty"
+  const scheme = SCHEME.exec(input)?.[1]?.toLowerCase()
+  // Like curl, a bare `host:port` means an HTTP proxy; without a port there is nothing to go on.
+  if (scheme === undefined && !/:\d+\/?$/.test(input)) {
+    return "missing scheme and port (expected e.g. http://proxy.example:3128)"
+  }
+  const protocol = scheme ?? "http"
+  if (protocol !== "http" && protocol !== "https" && protocol !== "socks5" && protocol !== "socks5h") {
+    return `unsupported scheme "${protocol}" (expected http, https, socks5 or socks5h)`
+  }
+  const explicit = /:(\d+)\/?$/.exec(input)?.[1]
+  if (explicit !== undefined && (Number(explicit) < 1 || Number(explicit) > 65535)) {
+    return `port must be an integer from 1 to 65535, got ${explicit}`
+  }
+  let url: URL
+  try {
+    // Parsed as http(s) so the host (brackets, case, IDN) and port get the special-scheme rules.
+    const special = protocol === "https" ? "https" : "http"
+    url = new URL(scheme === undefined ? `${special}://${input}` : input.replace(SCHEME, `${special}://`))
+  } catch {
+    return "not a valid URL"
+  }
+  if (url.hostname === "") return "missing host"
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "") {
+    return "a proxy URL has no path, query or fragment"
+  }
+  const username = url.username === "" ? undefined : decode(url.username)
+  const password = url.password === "" ? undefined : decode(url.password)
+  if ((url.username !== "" && username === undefined) || (url.password !== "" && password === undefined)) {
+    return "malformed percent-encoding in the user info"
+  }
+  // new URL drops the port when it equals the scheme's default; an explicit one must survive.
+  const port = url.port !== "" ? Number(url.port) : explicit !== undefined ? Number(explicit) : DEFAULT_PORTS[protocol]
+  return {
+    protocol,
+    hostname: url.hostname,
+    port,
+    username,
+    password: password === undefined ? undefined : Redacted.make(password)
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * `HttpClient` layers that reach the network through proxies: the same program runs
+ * direct, through an HTTP(S) proxy or through SOCKS5 depending on the layer you provide.
+ *
+ * Each request is routed by its origin with {@link Proxy.route}: direct requests use a
+ * plain undici `Agent`; proxied ones use undici's `ProxyAgent` (plain HTTP forwarded in
+ * absolute form, HTTPS tunnelled with `CONNECT`, Basic auth, `https://` proxies) or
+ * `Socks5ProxyAgent` (username/password), one per distinct proxy, each with its own
+ * connection pools. All of them come from the undici that `@effect/platform-node` bundles
+ * and are destroyed when the layer's scope closes.
+ *
+ * A proxy failure fails the request at once (no reconnect loop) with an `HttpClientError`
+ * whose `TransportError` cause is a `Proxy.ProxyConnectionError` or
+ * `Proxy.ProxyAuthenticationError` naming the proxy with its password redacted;
+ * `Proxy.unwrapErrors` lifts them into the error channel.
+ *
+ * @since 0.1.0
+ */
+import type * as Undici from "@effect/platform-node/Undici"
+import { Proxy, type Options as Validate } from "@volley/core"
+import type * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import { RoutingDispatcher, type TlsOptions } from "./internal/proxy/dispatcher.ts"
+import * as NodeHttpClient from "./NodeHttpClient.ts"
+
+/**
+ * Pool, timeout and TLS options of a proxied client.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends NodeHttpClient.Options {
+  /**
+   * TLS options for connections to origins, direct or through a proxy (e.g. `ca` for a
+   * private CA). The proxy never sees inside a tunnel, so this is where origin trust goes.
+   * @default Node's default trust store
+   */
+  readonly originTls?: TlsOptions | undefined
+  /**
+   * TLS options for the connection to an `https://` proxy itself (e.g. its `ca`).
+   * @default Node's default trust store
+   */
+  readonly proxyTls?: TlsOptions | undefined
+  /**
+   * Tunnel plain-HTTP requests with `CONNECT` too, instead of sending them to the proxy in
+   * absolute form. Some proxies only allow `CONNECT` to port 443, hence off by default.
+   * @default false
+   */
+  readonly tunnelHttp?: boolean | undefined
+}
+
+/**
+ * Builds the routing undici dispatcher behind {@link layer}, for use with
+ * `NodeHttpClient.layerWith` or your own undici calls. You own it: destroy it when done.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ * import { NodeHttpClient, NodeProxy } from "@volley/node"
+ *
+ * const config = Effect.runSync(Proxy.make({ all: "socks5h://127.0.0.1:1080" }))
+ * const client = NodeHttpClient.layerWith((agent) => NodeProxy.makeDispatcher(config, agent))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeDispatcher = (
+  config: Proxy.ProxyConfig,
+  agent: Undici.Agent.Options = {},
+  options: Pick<Options, "originTls" | "proxyTls" | "tunnelHttp"> = {}
+): Undici.Dispatcher =>
+  new RoutingDispatcher(config, agent, {
+    originTls: options.originTls,
+    proxyTls: options.proxyTls,
+    tunnelHttp: options.tunnelHttp ?? false
+  })
+
+/**
+ * Provides `HttpClient` routed by `config`. Logs the routes (passwords redacted) at
+ * Debug level when built, and annotates the caller's current span with `proxy.route`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Proxy } from "@volley/core"
+ * import { NodeProxy } from "@volley/node"
+ *
+ * const viaSquid = Layer.unwrap(
+ *   Effect.map(Proxy.make({ all: "http://alice:s3cret@127.0.0.1:3128" }), (config) => NodeProxy.layer(config))
+ * )
+ * const program = Http.getText("https://example.com/").pipe(Effect.provide(viaSquid))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: Proxy.ProxyConfig,
+  options: Options = {}
+): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.gen(function* () {
+      yield* Effect.logDebug("HttpClient proxy routes").pipe(Effect.annotateLogs(describe(config)))
+      const client = yield* HttpClient.HttpClient
+      return client.pipe(
+        HttpClient.tapRequest((request) => Effect.annotateCurrentSpan("proxy.route", routeLabel(config, request.url)))
+      )
+    })
+  ).pipe(Layer.provide(NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, options), options)))
+
+/**
+ * Provides `HttpClient` routed by the proxy environment (`HTTP_PROXY`, `HTTPS_PROXY`,
+ * `ALL_PROXY`, `NO_PROXY`, lower case winning; see `Proxy.fromEnv`), read through `Config`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http } from "@volley/core"
+ * import { NodeProxy } from "@volley/node"
+ *
+ * // HTTPS_PROXY=http://proxy.corp.example:3128 NO_PROXY=.corp.example node app.ts
+ * const program = Http.getText("https://example.com/").pipe(Effect.provide(NodeProxy.layerConfig()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Options & Pick<Proxy.Options, "rules" | "proxyLoopback"> = {}
+): Layer.Layer<
+  HttpClient.HttpClient,
+  Validate.InvalidOptionsError | Config.ConfigError | Proxy.InvalidProxyUrlError | Proxy.InvalidNoProxyError
+> =>
+  Layer.unwrap(
+    Effect.map(Proxy.fromEnv({ rules: options.rules, proxyLoopback: options.proxyLoopback }), (config) =>
+      layer(config, options)
+    )
+  )
+
+const routeLabel = (config: Proxy.ProxyConfig, url: string): string => {
+  const route = Proxy.route(config, url)
+  return route._tag === "Direct" ? "direct" : route.proxy.label
+}
+
+const describe = (config: Proxy.ProxyConfig): Record<string, string> => ({
+  http: config.http?.label ?? "-",
+  https: config.https?.label ?? "-",
+  all: config.all?.label ?? "-",
+  noProxy: config.noProxy.source,
+  rules: config.rules
+    .map((rule) => `${rule.match} -> ${rule.route._tag === "Direct" ? "direct" : rule.route.proxy.label}`)
+    .join(", "),
+  proxyLoopback: String(config.proxyLoopback)
+})

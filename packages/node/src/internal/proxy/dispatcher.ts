@@ -1,0 +1,123 @@
+// One undici dispatcher that routes each request by its origin: a plain Agent for direct
+// routes and one proxy agent (with its own pools) per distinct proxy, created on first use.
+// Closing or destroying it closes them all.
+import type * as Tls from "node:tls"
+import * as Undici from "@effect/platform-node/Undici"
+import { Proxy } from "@volley/core"
+import * as Redacted from "effect/Redacted"
+import { toProxyError } from "./errors.ts"
+
+export type TlsOptions = Pick<Tls.ConnectionOptions, "ca" | "cert" | "key" | "servername" | "rejectUnauthorized">
+
+export interface Settings {
+  readonly originTls: TlsOptions | undefined
+  readonly proxyTls: TlsOptions | undefined
+  readonly tunnelHttp: boolean
+}
+
+export class RoutingDispatcher extends Undici.Dispatcher {
+  readonly config: Proxy.ProxyConfig
+  readonly agent: Undici.Agent.Options
+  readonly settings: Settings
+  readonly direct: Undici.Agent
+  readonly proxies = new Map<string, Undici.Dispatcher>()
+
+  constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
+    super()
+    this.config = config
+    this.agent = agent
+    this.settings = settings
+    this.direct = new Undici.Agent(
+      settings.originTls === undefined ? agent : { ...agent, connect: { ...settings.originTls } }
+    )
+  }
+
+  override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
+    const origin = String(options.origin)
+    const route = Proxy.route(this.config, origin)
+    if (route._tag === "Direct") return this.direct.dispatch(options, handler)
+    return this.via(route.proxy).dispatch(options, withProxyErrors(handler, route.proxy, origin))
+  }
+
+  via(proxy: Proxy.ProxyUrl): Undici.Dispatcher {
+    // The password is part of the key: the same proxy with other credentials is another route.
+    const key = `${proxy.label}\u0000${proxy.password === undefined ? "" : Redacted.value(proxy.password)}`
+    let dispatcher = this.proxies.get(key)
+    if (dispatcher === undefined) {
+      dispatcher = makeProxyAgent(proxy, this.agent, this.settings)
+      this.proxies.set(key, dispatcher)
+    }
+    return dispatcher
+  }
+
+  all(): Array<Undici.Dispatcher> {
+    return [this.direct, ...this.proxies.values()]
+  }
+
+  override close(): Promise<void>
+  override close(callback: () => void): void
+  override close(callback?: () => void): Promise<void> | void {
+    const done = Promise.all(this.all().map((d) => d.close())).then(() => {})
+    if (callback === undefined) return done
+    void done.then(callback)
+  }
+
+  override destroy(): Promise<void>
+  override destroy(err: Error | null): Promise<void>
+  override destroy(callback: () => void): void
+  override destroy(err: Error | null, callback: () => void): void
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const err = typeof a === "function" ? null : (a ?? null)
+    const callback = typeof a === "function" ? a : b
+    const done = Promise.all(this.all().map((d) => d.destroy(err))).then(() => {})
+    if (callback === undefined) return done
+    void done.then(callback)
+  }
+}
+
+const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
+  const password = proxy.password === undefined ? "" : Redacted.value(proxy.password)
+  if (proxy.protocol === "socks5" || proxy.protocol === "socks5h") {
+    // Socks5ProxyAgent builds its per-origin pools itself; only the connect timeout carries over.
+    return new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
+      ...(agent.connectTimeout === undefined ? {} : { connectTimeout: agent.connectTimeout }),
+      ...(proxy.username === undefined ? {} : { username: proxy.username, password }),
+      ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls })
+    })
+  }
+  // Credentials go in a header built here, never into a URL string that could be logged.
+  const token =
+    proxy.username === undefined
+      ? undefined
+      : `Basic ${Buffer.from(`${proxy.username}:${password}`).toString("base64")}`
+  return new Undici.ProxyAgent({
+    ...agent,
+    uri: `${proxy.protocol}://${proxy.hostname}:${proxy.port}`,
+    proxyTunnel: settings.tunnelHttp,
+    ...(token === undefined ? {} : { token }),
+    ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls }),
+    ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls })
+  })
+}
+
+// Forwards every handler call, replacing the error passed to onResponseError/onError by a
+// typed proxy error when it is one. A JS Proxy keeps whatever handler style undici uses.
+const withProxyErrors = (
+  handler: Undici.Dispatcher.DispatchHandler,
+  proxy: Proxy.ProxyUrl,
+  origin: string
+): Undici.Dispatcher.DispatchHandler => {
+  const target = URL.parse(origin)?.host ?? origin
+  return new globalThis.Proxy(handler, {
+    get(inner, property) {
+      const value: unknown = Reflect.get(inner, property)
+      if (typeof value !== "function") return value
+      if (property === "onResponseError") {
+        return (controller: unknown, error: unknown) =>
+          value.call(inner, controller, toProxyError(error, proxy, target))
+      }
+      if (property === "onError") return (error: unknown) => value.call(inner, toProxyError(error, proxy, target))
+      return value.bind(inner)
+    }
+  })
+}

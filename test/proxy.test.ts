@@ -1,0 +1,263 @@
+import { assert, describe, layer } from "@effect/vitest"
+import { Http, Proxy } from "@volley/core"
+import { NodeProxy } from "@volley/node"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Tracer } from "effect"
+import { PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
+
+const enc = encodeURIComponent
+const secrets = [PASSWORD, enc(PASSWORD), Buffer.from(`${USER}:${PASSWORD}`).toString("base64")]
+
+const assertNoSecret = (text: string) => {
+  for (const secret of secrets) assert.notInclude(text, secret)
+}
+
+// A client routed by `options`, trusting the test CA; loopback is proxied since every proxy here is local.
+const client = (options: Proxy.Options, nodeOptions: NodeProxy.Options = {}) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const servers = yield* ProxyServers
+      const config = yield* Proxy.make({ proxyLoopback: true, ...options })
+      return NodeProxy.layer(config, { originTls: { ca: servers.ca }, connectTimeout: "3 seconds", ...nodeOptions })
+    })
+  )
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): unknown => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  return Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+}
+
+const getVia = (url: string, options: Proxy.Options, nodeOptions?: NodeProxy.Options) =>
+  Http.getText(url).pipe(Proxy.unwrapErrors, Effect.provide(client(options, nodeOptions)))
+
+layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeProxy (real proxies)", (it) => {
+  describe("squid", () => {
+    it.effect("forwards plain HTTP in absolute form (squid logs the request, the origin sees its Via)", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const proxy = `http://127.0.0.1:${s.squidOpen}`
+        assert.strictEqual(yield* getVia(`${s.http.url}/squid-plain`, { http: proxy }), "hello from /squid-plain")
+        assert.include(s.log("squid/access.log"), `GET ${s.http.url}/squid-plain`)
+        const seen = s.http.seen.find((r) => r.path === "/squid-plain")
+        assert.include(String(seen?.headers.via), "squid")
+      })
+    )
+
+    it.effect("tunnels HTTPS with CONNECT and verifies the origin against a custom CA", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const body = yield* getVia(`${s.https.url}/squid-tls`, { https: `http://127.0.0.1:${s.squidOpen}` })
+        assert.strictEqual(body, "hello from /squid-tls")
+        assert.include(s.log("squid/access.log"), `CONNECT localhost:${s.https.port}`)
+      })
+    )
+
+    it.effect("authenticates with Basic credentials from the URL, for HTTP and HTTPS", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`
+        assert.strictEqual(yield* getVia(`${s.http.url}/squid-auth`, { all }), "hello from /squid-auth")
+        assert.strictEqual(yield* getVia(`${s.https.url}/squid-auth-tls`, { all }), "hello from /squid-auth-tls")
+        assert.match(s.log("squid/access.log"), new RegExp(`GET ${s.http.url}/squid-auth ${USER} `))
+      })
+    )
+
+    it.effect("fails with a ProxyAuthenticationError on a wrong password (407), password redacted", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `http://${USER}:wrong-${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`
+        for (const url of [`${s.http.url}/squid-wrong`, `${s.https.url}/squid-wrong`]) {
+          const error = failureOf(yield* Effect.exit(getVia(url, { all })))
+          assert.instanceOf(error, Proxy.ProxyAuthenticationError)
+          const e = error as Proxy.ProxyAuthenticationError
+          assert.strictEqual(e.proxy, `http://${USER}:<redacted>@127.0.0.1:${s.squidAuth}`)
+          assert.include(e.message, "<redacted>")
+          assertNoSecret(e.message)
+          assert.notInclude(e.message, "wrong-")
+        }
+      })
+    )
+
+    it.effect("fails with a ProxyAuthenticationError when credentials are missing", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const error = failureOf(
+          yield* Effect.exit(getVia(`${s.https.url}/no-creds`, { all: `http://127.0.0.1:${s.squidAuth}` }))
+        )
+        assert.instanceOf(error, Proxy.ProxyAuthenticationError)
+      })
+    )
+  })
+
+  describe("tinyproxy", () => {
+    it.effect("forwards HTTP and tunnels HTTPS (tinyproxy logs both)", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `http://127.0.0.1:${s.tinyOpen}`
+        assert.strictEqual(yield* getVia(`${s.http.url}/tiny-plain`, { all }), "hello from /tiny-plain")
+        assert.strictEqual(yield* getVia(`${s.https.url}/tiny-tls`, { all }), "hello from /tiny-tls")
+        const log = s.log("tinyproxy-open.log")
+        assert.include(log, `GET ${s.http.url}/tiny-plain`)
+        assert.include(log, `CONNECT localhost:${s.https.port}`)
+      })
+    )
+
+    it.effect("authenticates, and maps tinyproxy's 401 on CONNECT to a ProxyAuthenticationError", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const good = `http://${USER}:${TINY_PASSWORD}@127.0.0.1:${s.tinyAuth}`
+        assert.strictEqual(yield* getVia(`${s.https.url}/tiny-auth`, { all: good }), "hello from /tiny-auth")
+        const bad = `http://${USER}:nope@127.0.0.1:${s.tinyAuth}`
+        const error = failureOf(yield* Effect.exit(getVia(`${s.https.url}/tiny-wrong`, { all: bad })))
+        assert.instanceOf(error, Proxy.ProxyAuthenticationError)
+        assert.include((error as Proxy.ProxyAuthenticationError).reason, "401")
+      })
+    )
+  })
+
+  describe("SOCKS5 (microsocks)", () => {
+    it.effect("carries HTTP and HTTPS through socks5h (microsocks logs the connections)", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `socks5h://127.0.0.1:${s.socksOpen}`
+        assert.strictEqual(yield* getVia(`${s.http.url}/socks-plain`, { all }), "hello from /socks-plain")
+        assert.strictEqual(yield* getVia(`${s.https.url}/socks-tls`, { all }), "hello from /socks-tls")
+        const log = s.log("socks-open.log")
+        assert.include(log, `connected to 127.0.0.1:${s.http.port}`)
+        assert.include(log, `connected to localhost:${s.https.port}`)
+      })
+    )
+
+    it.effect("authenticates with username/password, and rejects a wrong one with a ProxyAuthenticationError", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const good = `socks5://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.socksAuth}`
+        assert.strictEqual(yield* getVia(`${s.https.url}/socks-auth`, { all: good }), "hello from /socks-auth")
+        const bad = `socks5://${USER}:wrong@127.0.0.1:${s.socksAuth}`
+        const error = failureOf(yield* Effect.exit(getVia(`${s.http.url}/socks-wrong`, { all: bad })))
+        assert.instanceOf(error, Proxy.ProxyAuthenticationError)
+        assert.strictEqual(
+          (error as Proxy.ProxyAuthenticationError).proxy,
+          `socks5://${USER}:<redacted>@127.0.0.1:${s.socksAuth}`
+        )
+      })
+    )
+  })
+
+  describe("routing", () => {
+    it.effect("sends a NO_PROXY host direct: the proxy logs nothing, the origin sees no Via", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const before = s.log("squid/access.log")
+        const all = `http://127.0.0.1:${s.squidOpen}`
+        const body = yield* getVia(`${s.http.url}/direct`, { all, noProxy: `example.com, 127.0.0.0/8:${s.http.port}` })
+        assert.strictEqual(body, "hello from /direct")
+        assert.strictEqual(s.log("squid/access.log"), before)
+        assert.isUndefined(s.http.seen.find((r) => r.path === "/direct")?.headers.via)
+      })
+    )
+
+    it.effect("applies rules in order before the per-scheme proxies", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const options: Proxy.Options = {
+          all: `http://127.0.0.1:${s.squidOpen}`,
+          rules: [
+            { match: "localhost", via: `socks5h://127.0.0.1:${s.socksOpen}` },
+            { match: "localhost", via: "direct" }
+          ]
+        }
+        yield* getVia(`${s.https.url}/rule-socks`, options)
+        yield* getVia(`${s.http.url}/rule-squid`, options)
+        assert.strictEqual(s.log("socks-open.log").match(new RegExp(`localhost:${s.https.port}`, "g"))?.length, 2)
+        assert.include(s.log("squid/access.log"), `${s.http.url}/rule-squid`)
+        assert.notInclude(s.log("squid/access.log"), "rule-socks")
+      })
+    )
+
+    it.effect("reads HTTP_PROXY/https_proxy/NO_PROXY through Config, lower case winning", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const env = {
+          HTTPS_PROXY: "http://127.0.0.1:1",
+          https_proxy: `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`,
+          NO_PROXY: "internal.example"
+        }
+        const body = yield* Http.getText(`${s.https.url}/from-env`).pipe(
+          Effect.provide(
+            NodeProxy.layerConfig({ proxyLoopback: true, originTls: { ca: s.ca } }).pipe(
+              Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+            )
+          )
+        )
+        assert.strictEqual(body, "hello from /from-env")
+      })
+    )
+  })
+
+  describe("failures", () => {
+    it.effect("fails with a ProxyConnectionError naming the proxy (redacted) when it is down, for each kind", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const dead = 1 // nothing listens on port 1 of loopback
+        for (const [proxy, url] of [
+          [`http://${USER}:${enc(PASSWORD)}@127.0.0.1:${dead}`, `${s.http.url}/down`],
+          [`http://${USER}:${enc(PASSWORD)}@127.0.0.1:${dead}`, `${s.https.url}/down`],
+          [`socks5h://${USER}:${enc(PASSWORD)}@127.0.0.1:${dead}`, `${s.https.url}/down`]
+        ] as const) {
+          const error = failureOf(yield* Effect.exit(getVia(url, { all: proxy })))
+          assert.instanceOf(error, Proxy.ProxyConnectionError)
+          const e = error as Proxy.ProxyConnectionError
+          assert.include(e.message, `${USER}:<redacted>@127.0.0.1:${dead}`)
+          assertNoSecret(e.message)
+        }
+      })
+    )
+
+    it.effect("keeps credentials out of errors, logs and spans", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const lines: Array<string> = []
+        const spans: Array<string> = []
+        const logger = Logger.make((options) => {
+          lines.push(Logger.formatLogFmt.log(options))
+        })
+        const tracer = Tracer.make({
+          span(options) {
+            const span = Tracer.nativeTracer.span(options)
+            const end = span.end.bind(span)
+            span.end = (endTime, exit) => {
+              spans.push(JSON.stringify({ name: span.name, attributes: Object.fromEntries(span.attributes) }))
+              end(endTime, exit)
+            }
+            return span
+          }
+        })
+        const good = `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`
+        const wrong = `socks5://${USER}:wrong-${enc(PASSWORD)}@127.0.0.1:${s.socksAuth}`
+        const call = (url: string, all: string) =>
+          Http.getText(url).pipe(
+            Effect.provide(client({ all })),
+            Effect.catchCause((cause) => Effect.logError("request failed", cause)),
+            Effect.withSpan("test-call")
+          )
+        yield* Effect.all([
+          call(`${s.https.url}/observed`, good),
+          call(`${s.http.url}/observed`, wrong),
+          call(`${s.http.url}/observed`, `http://${USER}:${enc(PASSWORD)}@127.0.0.1:1`)
+        ]).pipe(
+          Effect.provide(Logger.layer([logger])),
+          Effect.provideService(References.MinimumLogLevel, "Debug"),
+          Effect.provideService(Tracer.Tracer, tracer)
+        )
+        const all = [...lines, ...spans].join("\n")
+        // The test must see what it claims to check: the redacted labels and the failures.
+        assert.include(all, `${USER}:<redacted>@127.0.0.1:${s.squidAuth}`)
+        assert.include(all, "ProxyAuthenticationError")
+        assert.include(all, "ProxyConnectionError")
+        assert.include(all, "proxy.route")
+        assertNoSecret(all)
+        assert.notInclude(all, "wrong-")
+      })
+    )
+  })
+})
