@@ -4,12 +4,15 @@
 // never hang the benchmark.
 import { Agent as HttpAgent } from "node:http"
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
+import { Fanout } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import axios from "axios"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Result from "effect/Result"
 import got from "got"
 import pLimit from "p-limit"
 import { Pool } from "undici"
@@ -135,10 +138,31 @@ const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, 
   }
 }
 
+// volley's batch API: one Fanout.allSettled over all the URLs. The time bound is a timeout
+// around the whole batch (Fanout's own `deadline` would also time each attempt).
+const fanoutClient = (useDeadline: boolean) => async (): Promise<Client> => {
+  const runtime = ManagedRuntime.make(NodeHttpClient.layer())
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const limit = Duration.millis(Math.max(0, deadline - Date.now()))
+      const batch = Fanout.allSettled(
+        Array.from({ length: total }, () => url),
+        useDeadline ? { concurrency, deadline: limit } : { concurrency }
+      )
+      const results = await runtime.runPromise(useDeadline ? batch : Effect.timeout(batch, limit))
+      const ok = results.filter(Result.isSuccess).length
+      return { ok, failed: results.length - ok }
+    },
+    close: () => runtime.dispose()
+  }
+}
+
 /** Clients by name, in the order of the report. */
 export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
-  volley: {
-    label: "volley (HttpClient + Effect.forEach, tracing off as batches run)",
+  volley: { label: "volley Fanout.allSettled (batch API)", make: fanoutClient(false) },
+  "volley-deadline": { label: "volley Fanout.allSettled with a deadline", make: fanoutClient(true) },
+  "volley-foreach": {
+    label: "volley HttpClient + Effect.forEach, tracing off",
     make: () => effectClient(NodeHttpClient.layer(), false)
   },
   "volley-traced": {

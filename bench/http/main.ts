@@ -95,7 +95,8 @@ const rps = (s: Sample) => (s.failed === 0 && s.ok > 0 ? (s.ok / s.ms) * 1000 : 
 const names = [...nodeNames, ...pythonNames]
 const origin: Origin = await startOrigin()
 const origins: Array<Origin> = [origin]
-// Last resort if the run dies: signal every origin we started, by PID.
+// Last resort if the run dies or is stopped: signal every origin we started, by PID.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130))
 process.on("exit", () => {
   for (const o of origins) {
     try {

@@ -1,9 +1,9 @@
-// Item 7: `node memory.ts <url> <total> <concurrency>` streams `total` requests through volley
-// at `concurrency` in flight, reading and dropping every body, and samples RSS every 50 ms.
+// Item 7: `node memory.ts <url> <total> <concurrency>` streams `total` requests through
+// `Fanout.stream` at `concurrency` in flight, dropping every body, and samples RSS every 50 ms.
 // Prints one JSON line: RSS before (after a warm-up), peak and at the end, plus the samples.
+import { Fanout } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import * as Effect from "effect/Effect"
-import * as HttpClient from "effect/http/HttpClient"
 import * as Stream from "effect/Stream"
 
 const [url = "", total = "0", concurrency = "0"] = process.argv.slice(2)
@@ -11,24 +11,25 @@ const n = Number(total)
 const c = Number(concurrency)
 
 let done = 0
+// A lazy input: the 100,000 URLs never exist at once either.
+function* urls(count: number) {
+  for (let i = 0; i < count; i++) yield url
+}
+
 const batch = (count: number, deadline: number) =>
-  Effect.gen(function* () {
-    const client = yield* HttpClient.HttpClient
-    done = 0
-    yield* Stream.range(1, count).pipe(
-      Stream.takeWhile(() => Date.now() < deadline),
-      Stream.mapEffect(() => Effect.flatMap(client.get(url), (response) => response.arrayBuffer), {
-        concurrency: c,
-        unordered: true
-      }),
-      Stream.runForEach(() =>
-        Effect.sync(() => {
-          done++
-        })
-      )
-    )
-    return done
-  })
+  Fanout.stream(urls(count), { concurrency: c }).pipe(
+    Stream.takeWhile(() => Date.now() < deadline),
+    Stream.runForEach(() =>
+      Effect.sync(() => {
+        done++
+      })
+    ),
+    Effect.map(() => {
+      const finished = done
+      done = 0
+      return finished
+    })
+  )
 
 const samples: Array<{ t: number; done: number; rssMiB: number; heapMiB: number }> = []
 const mib = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10
@@ -47,7 +48,7 @@ const program = Effect.gen(function* () {
       heapMiB: mib(usage.heapUsed)
     })
   }, 50)
-  yield* batch(n, Date.now() + 120_000)
+  const finished = yield* batch(n, Date.now() + 120_000)
   clearInterval(timer)
   const ms = performance.now() - start
   const end = process.memoryUsage().rss
@@ -56,7 +57,7 @@ const program = Effect.gen(function* () {
   globalThis.gc?.()
   const heapAfterGc = process.memoryUsage().heapUsed
   return {
-    done,
+    done: finished,
     ms,
     beforeMiB: mib(before),
     peakMiB: mib(peak),
@@ -68,11 +69,7 @@ const program = Effect.gen(function* () {
     // RSS when a quarter, half, three quarters of the batch were done: flat means bounded.
     rssByQuarterMiB: [0.25, 0.5, 0.75].map((q) => samples.find((s) => s.done >= q * n)?.rssMiB ?? null).concat(mib(end))
   }
-}).pipe(
-  // as batches run: tracing off, so requests take NodeHttpClient's fast path
-  Effect.provideService(HttpClient.TracerDisabledWhen, () => true),
-  Effect.provide(NodeHttpClient.layer())
-)
+}).pipe(Effect.provide(NodeHttpClient.layer()))
 
 const result = await Effect.runPromise(program)
 process.stdout.write(`${JSON.stringify({ ...result, samples })}\n`)
