@@ -1,0 +1,368 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, ConfigProvider, Effect, Exit, Redacted } from "effect"
+import * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import fc from "fast-check"
+import { Proxy } from "../src/index.ts"
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  return (Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined) as E
+}
+
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+
+// Generators: host labels, domains, IPv4 and IPv6 addresses.
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/)
+const domain = fc.array(label, { minLength: 1, maxLength: 4 }).map((labels) => labels.join("."))
+const port = fc.integer({ min: 1, max: 65535 })
+const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255))
+const groups = fc.array(fc.nat(0xffff), { minLength: 8, maxLength: 8 })
+const secret = fc.stringMatching(/^[A-Za-z0-9]{8,16}$/).map((s) => `Pw${s}`)
+
+describe("Proxy", () => {
+  describe("isBypassed", () => {
+    const table: ReadonlyArray<readonly [host: string, port: number | undefined, noProxy: string, bypass: boolean]> = [
+      ["example.com", 80, "example.com", true],
+      ["www.example.com", 80, "example.com", true],
+      ["www.example.com", 80, ".example.com", true],
+      ["example.com", 80, ".example.com", true],
+      ["a.b.example.com", 443, "*.example.com", true],
+      ["notexample.com", 80, "example.com", false],
+      ["example.com.evil.net", 80, "example.com", false],
+      ["EXAMPLE.Com", 80, "example.COM", true],
+      ["example.com.", 80, "example.com", true],
+      ["anything.test", 1, "*", true],
+      ["a.test", 80, "x.test, *", true],
+      ["example.com", 80, "a.com  b.com,example.com", true],
+      ["example.com", 80, "a.com,,b.com , ", false],
+      ["example.com", 80, "", false],
+      ["example.com", 8080, "example.com:8080", true],
+      ["example.com", 80, "example.com:8080", false],
+      ["example.com", undefined, "example.com:8080", false],
+      ["127.0.0.1", 80, "127.0.0.1", true],
+      ["127.0.0.2", 80, "127.0.0.1", false],
+      ["10.1.2.3", 80, "10.0.0.0/8", true],
+      ["11.0.0.1", 80, "10.0.0.0/8", false],
+      ["192.168.1.200", 80, "192.168.1.128/25", true],
+      ["192.168.1.100", 80, "192.168.1.128/25", false],
+      ["1.2.3.4", 80, "0.0.0.0/0", true],
+      ["1.2.3.4", 80, "2.3.4", false],
+      ["localhost", 80, "127.0.0.1", false],
+      ["[::1]", 80, "::1", true],
+      ["::1", 80, "[::1]", true],
+      ["0:0:0:0:0:0:0:1", 443, "::1", true],
+      ["[2001:db8::5]", 443, "2001:db8::/32", true],
+      ["[2001:db9::5]", 443, "2001:db8::/32", false],
+      ["[fe80::1]", 443, "[fe80::]/10", true],
+      ["[::1]", 8080, "[::1]:8080", true],
+      ["[::1]", 8081, "[::1]:8080", false],
+      ["10.0.0.1", 80, "10.0.0.0/8:80", true],
+      ["::ffff:10.0.0.1", 80, "::ffff:10.0.0.1", true],
+      ["10.0.0.1", 80, "::ffff:10.0.0.0/104", false],
+      // Entries that do not parse never match; the valid ones still do.
+      ["example.com", 80, "bad$entry, example.com", true],
+      ["10.0.0.1", 80, "10.0.0.0/33", false],
+      ["example.com", 80, "example.com:0", false],
+      ["example.com", 80, "[::1", false]
+    ]
+    for (const [host, p, noProxy, bypass] of table) {
+      it(`${bypass ? "bypasses" : "proxies"} ${host}:${p} with NO_PROXY="${noProxy}"`, () => {
+        assert.strictEqual(Proxy.isBypassed(host, p, noProxy), bypass)
+      })
+    }
+
+    it("matches a domain's subdomains with and without a leading dot, in any case", () => {
+      fc.assert(
+        fc.property(label, domain, port, fc.constantFrom("", ".", "*."), (sub, d, p, prefix) => {
+          const entry = `${prefix}${d}`.toUpperCase()
+          return Proxy.isBypassed(`${sub}.${d}`, p, entry) && Proxy.isBypassed(d, p, entry)
+        })
+      )
+    })
+
+    it("never matches a host that only ends with the same characters", () => {
+      fc.assert(fc.property(label, domain, port, (prefix, d, p) => !Proxy.isBypassed(`${prefix}x${d}`, p, d)))
+    })
+
+    it("treats a list as the union of its entries, whatever the separators", () => {
+      const entry = fc.oneof(
+        domain,
+        ipv4.map((a) => a.join(".")),
+        fc.constant("*")
+      )
+      fc.assert(
+        fc.property(
+          fc.array(entry, { maxLength: 5 }),
+          domain,
+          port,
+          fc.constantFrom(",", " ", ", ", " ,\t"),
+          (entries, host, p, sep) => {
+            const joined = Proxy.isBypassed(host, p, entries.join(sep))
+            return joined === entries.some((e) => Proxy.isBypassed(host, p, e))
+          }
+        )
+      )
+    })
+
+    it("matches every IPv4 address inside a CIDR range and none outside", () => {
+      fc.assert(
+        fc.property(ipv4, ipv4, fc.integer({ min: 0, max: 32 }), port, (a, b, prefix, p) => {
+          const network = (x: ReadonlyArray<number>) =>
+            Math.floor(x.reduce((acc, byte) => acc * 256 + byte, 0) / 2 ** (32 - prefix))
+          return Proxy.isBypassed(b.join("."), p, `${a.join(".")}/${prefix}`) === (network(a) === network(b))
+        })
+      )
+    })
+
+    it("compares IPv6 literals by value, bracketed or not, compressed or not", () => {
+      fc.assert(
+        fc.property(groups, port, fc.boolean(), (g, p, bracket) => {
+          const full = g.map((x) => x.toString(16)).join(":")
+          const compressed = new URL(`http://[${full}]/`).hostname // WHATWG compresses it, brackets included
+          const host = bracket ? `[${full}]` : full
+          return Proxy.isBypassed(host, p, compressed) && Proxy.isBypassed(compressed, p, full)
+        })
+      )
+    })
+
+    it("matches a port-qualified entry on that port only", () => {
+      fc.assert(
+        fc.property(
+          domain,
+          port,
+          port,
+          (d, entryPort, p) => Proxy.isBypassed(d, p, `${d}:${entryPort}`) === (p === entryPort)
+        )
+      )
+    })
+
+    it("never throws, whatever the input", () => {
+      fc.assert(
+        fc.property(fc.string(), fc.option(fc.integer(), { nil: undefined }), fc.string(), (host, p, noProxy) => {
+          return typeof Proxy.isBypassed(host, p, noProxy) === "boolean"
+        })
+      )
+    })
+  })
+
+  describe("parseUrl", () => {
+    it.effect("parses each scheme with its default port and redacts the password in the label", () =>
+      Effect.gen(function* () {
+        const cases = [
+          ["http://proxy.example", "http", 80],
+          ["https://proxy.example", "https", 443],
+          ["socks5://proxy.example", "socks5", 1080],
+          ["SOCKS5H://Proxy.Example:1081/", "socks5h", 1081],
+          ["proxy.example:3128", "http", 3128],
+          ["http://proxy.example:80", "http", 80],
+          ["socks5://proxy.example:443", "socks5", 443]
+        ] as const
+        for (const [input, protocol, p] of cases) {
+          const proxy = yield* Proxy.parseUrl(input)
+          assert.strictEqual(proxy.protocol, protocol)
+          assert.strictEqual(proxy.hostname, "proxy.example")
+          assert.strictEqual(proxy.port, p)
+        }
+        const authed = yield* Proxy.parseUrl("http://al%40ice:p%40ss%3Aword@[::1]:3128")
+        assert.strictEqual(authed.hostname, "[::1]")
+        assert.strictEqual(authed.username, "al@ice")
+        assert.strictEqual(Redacted.value(authed.password as Redacted.Redacted<string>), "p@ss:word")
+        assert.strictEqual(authed.label, "http://al%40ice:<redacted>@[::1]:3128")
+        assert.notInclude(JSON.stringify(authed), "p@ss")
+      })
+    )
+
+    it.effect("rejects bad URLs with a reason and without the password", () =>
+      Effect.gen(function* () {
+        const cases = [
+          ["ftp://u:hunter22@host:21", 'unsupported scheme "ftp"'],
+          ["socks4://u:hunter22@host:1080", 'unsupported scheme "socks4"'],
+          ["proxy.example", "missing scheme and port"],
+          ["u:hunter22@proxy.example", "missing scheme and port"],
+          ["http://u:hunter22@host:0", "port must be an integer from 1 to 65535"],
+          ["http://u:hunter22@host:70000", "port must be an integer from 1 to 65535"],
+          ["http://u:hunter22@host:3128/path", "no path, query or fragment"],
+          ["http://u:hunter22@host:3128?x=1", "no path, query or fragment"],
+          ["http://u:%zzhunter22@host:3128", "malformed percent-encoding"],
+          ["http://u:hunter22@:3128", "not a valid URL"],
+          ["   ", "the URL is empty"]
+        ] as const
+        for (const [input, reason] of cases) {
+          const error = failureOf(yield* Effect.exit(Proxy.parseUrl(input, "HTTPS_PROXY")))
+          assert.instanceOf(error, Proxy.InvalidProxyUrlError)
+          assert.include(error.reason, reason)
+          assert.include(error.message, "HTTPS_PROXY")
+          assert.notInclude(error.message, "hunter22")
+        }
+      })
+    )
+
+    it("never puts the password in an error message", () => {
+      fc.assert(
+        fc.property(
+          secret,
+          fc.constantFrom("ftp://u:%s@h:1", "http://u:%s@h:99999", "http://u:%s@h:1/x", "u:%s@h", "http://u:%s@:1"),
+          (password, template) => {
+            const exit = Effect.runSyncExit(Proxy.parseUrl(template.replace("%s", password)))
+            return Exit.isFailure(exit) && !String(Cause.squash(exit.cause)).includes(password)
+          }
+        )
+      )
+    })
+  })
+
+  describe("parseNoProxy", () => {
+    it.effect("names the first bad entry and why", () =>
+      Effect.gen(function* () {
+        const cases = [
+          ["a.example, 10.0.0.0/33", "10.0.0.0/33", "CIDR prefix"],
+          ["host.example:99999", "host.example:99999", "port must be"],
+          ["[::1", "[::1", "missing ]"],
+          ["foo$bar", "foo$bar", "not a host name"],
+          ["name.example/8", "name.example/8", "needs an IP address"]
+        ] as const
+        for (const [value, entry, reason] of cases) {
+          const error = failureOf(yield* Effect.exit(Proxy.parseNoProxy(value)))
+          assert.instanceOf(error, Proxy.InvalidNoProxyError)
+          assert.strictEqual(error.entry, entry)
+          assert.include(error.reason, reason)
+        }
+        assert.strictEqual((yield* Proxy.parseNoProxy(" a.example ,, 10.0.0.0/8 [::1]:80 ")).patterns.length, 3)
+      })
+    )
+  })
+
+  describe("route", () => {
+    it.effect("picks the scheme's proxy, falls back to all, and honours NO_PROXY", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({
+          http: "http://h.proxy:3128",
+          all: "socks5h://all.proxy:1080",
+          noProxy: ".internal.example"
+        })
+        const via = (url: string) => {
+          const r = Proxy.route(config, url)
+          return r._tag === "Direct" ? "direct" : r.proxy.hostname
+        }
+        assert.strictEqual(via("http://example.com/"), "h.proxy")
+        assert.strictEqual(via("https://example.com/"), "all.proxy")
+        assert.strictEqual(via("https://api.internal.example/"), "direct")
+        assert.strictEqual(via("not a url"), "direct")
+      })
+    )
+
+    it.effect("sends loopback direct unless proxyLoopback is set", () =>
+      Effect.gen(function* () {
+        for (const url of ["http://localhost:1/", "http://127.0.0.5/", "http://[::1]:8/", "http://a.localhost/"]) {
+          const off = yield* Proxy.make({ all: "http://p:1" })
+          const on = yield* Proxy.make({ all: "http://p:1", proxyLoopback: true })
+          assert.strictEqual(Proxy.route(off, url)._tag, "Direct")
+          assert.strictEqual(Proxy.route(on, url)._tag, "Proxy")
+        }
+      })
+    )
+
+    it.effect("evaluates rules in order, before loopback and NO_PROXY", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({
+          all: "http://default.proxy:3128",
+          noProxy: "*",
+          rules: [
+            { match: "eu.example.com", via: "socks5h://eu.proxy:1080" },
+            { match: "example.com", via: "direct" },
+            { match: "localhost", via: "http://local.proxy:8080" },
+            { match: "10.0.0.0/8:443", via: "https://ten.proxy:8443" }
+          ]
+        })
+        const via = (url: string) => {
+          const r = Proxy.route(config, url)
+          return r._tag === "Direct" ? "direct" : r.proxy.hostname
+        }
+        assert.strictEqual(via("https://api.eu.example.com/"), "eu.proxy")
+        assert.strictEqual(via("https://us.example.com/"), "direct")
+        assert.strictEqual(via("http://localhost:3000/"), "local.proxy")
+        assert.strictEqual(via("https://10.1.1.1/"), "ten.proxy")
+        assert.strictEqual(via("http://10.1.1.1/"), "direct") // no rule for port 80, and NO_PROXY=*
+      })
+    )
+
+    it.effect("rejects a bad rule with the rule's index", () =>
+      Effect.gen(function* () {
+        const badMatch = failureOf(yield* Effect.exit(Proxy.make({ rules: [{ match: "a b/c", via: "direct" }] })))
+        assert.strictEqual(badMatch.source, "rules[0].match")
+        const badVia = failureOf(
+          yield* Effect.exit(Proxy.make({ rules: [{ match: "a.example", via: "gopher://u:hunter22@x:1" }] }))
+        )
+        assert.instanceOf(badVia, Proxy.InvalidProxyUrlError)
+        assert.include(badVia.message, "rules[0].via")
+        assert.notInclude(badVia.message, "hunter22")
+      })
+    )
+  })
+
+  describe("fromEnv", () => {
+    it.effect("reads the four variables, lower case winning over upper case", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.fromEnv().pipe(
+          withEnv({
+            HTTP_PROXY: "http://upper:1",
+            http_proxy: "http://lower:2",
+            HTTPS_PROXY: "http://upper-only:3",
+            ALL_PROXY: "socks5h://u:hunter22@all:4",
+            no_proxy: "internal.example",
+            NO_PROXY: "ignored.example"
+          })
+        )
+        assert.strictEqual(config.http?.hostname, "lower")
+        assert.strictEqual(config.https?.hostname, "upper-only")
+        assert.strictEqual(config.all?.label, "socks5h://u:<redacted>@all:4")
+        assert.strictEqual(config.noProxy.source, "internal.example")
+      })
+    )
+
+    it.effect("treats empty variables as unset and gives no proxy without any", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.fromEnv().pipe(withEnv({ http_proxy: "", HTTP_PROXY: "http://upper:1" }))
+        assert.strictEqual(config.http?.hostname, "upper")
+        const empty = yield* Proxy.fromEnv().pipe(withEnv({}))
+        assert.strictEqual(Proxy.route(empty, "https://example.com/")._tag, "Direct")
+      })
+    )
+
+    it.effect("fails naming the variable, without the password, on a bad URL or NO_PROXY", () =>
+      Effect.gen(function* () {
+        const url = failureOf(
+          yield* Effect.exit(Proxy.fromEnv().pipe(withEnv({ https_proxy: "htp://bob:hunter22@proxy:3128" })))
+        )
+        assert.instanceOf(url, Proxy.InvalidProxyUrlError)
+        assert.strictEqual(url.source, "https_proxy")
+        assert.notInclude(url.message, "hunter22")
+        const noProxy = failureOf(
+          yield* Effect.exit(Proxy.fromEnv().pipe(withEnv({ NO_PROXY: "ok.example,10.0.0.0/99" })))
+        )
+        assert.instanceOf(noProxy, Proxy.InvalidNoProxyError)
+        assert.strictEqual(noProxy.source, "NO_PROXY")
+      })
+    )
+  })
+
+  describe("unwrapErrors", () => {
+    it.effect("lifts a proxy error out of an HttpClientError and leaves others alone", () =>
+      Effect.gen(function* () {
+        const request = HttpClientRequest.get("https://example.com/")
+        const proxyError = new Proxy.ProxyConnectionError({
+          proxy: "http://p:1",
+          target: "example.com:443",
+          reason: "x"
+        })
+        const transport = (cause: unknown) =>
+          new HttpClientError.HttpClientError({ reason: new HttpClientError.TransportError({ request, cause }) })
+        const lifted = failureOf(yield* Effect.exit(Proxy.unwrapErrors(Effect.fail(transport(proxyError)))))
+        assert.strictEqual(lifted, proxyError)
+        const other = transport(new Error("reset"))
+        assert.strictEqual(failureOf(yield* Effect.exit(Proxy.unwrapErrors(Effect.fail(other)))), other)
+      })
+    )
+  })
+})
