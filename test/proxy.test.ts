@@ -88,6 +88,32 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
     )
   })
 
+  describe("squid over TLS (https:// proxy URL)", () => {
+    it.effect("talks TLS to the proxy, trusting it through proxyTls, for HTTP and HTTPS origins", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `https://localhost:${s.squidTls}`
+        const tls = { proxyTls: { ca: s.ca } }
+        assert.strictEqual(yield* getVia(`${s.http.url}/tls-proxy`, { all }, tls), "hello from /tls-proxy")
+        assert.strictEqual(yield* getVia(`${s.https.url}/tls-in-tls`, { all }, tls), "hello from /tls-in-tls")
+        const log = s.log("squid/access.log")
+        assert.include(log, `GET ${s.http.url}/tls-proxy`)
+        assert.include(log, `CONNECT localhost:${s.https.port}`)
+      })
+    )
+
+    it.effect("refuses a proxy whose certificate is not trusted", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const exit = yield* Effect.exit(
+          getVia(`${s.http.url}/untrusted-proxy`, { all: `https://localhost:${s.squidTls}` })
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        assert.notInclude(s.log("squid/access.log"), "/untrusted-proxy")
+      })
+    )
+  })
+
   describe("tinyproxy", () => {
     it.effect("forwards HTTP and tunnels HTTPS (tinyproxy logs both)", () =>
       Effect.gen(function* () {

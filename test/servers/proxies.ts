@@ -32,6 +32,8 @@ export interface Servers {
   readonly dir: string
   readonly squidOpen: number
   readonly squidAuth: number
+  /** squid's https_port (TLS to the proxy, certificate from the test CA for localhost). */
+  readonly squidTls: number
   readonly tinyOpen: number
   readonly tinyAuth: number
   readonly socksOpen: number
@@ -76,6 +78,7 @@ const start = async () => {
   const ports = {
     P_SQUID_OPEN: await freePort(),
     P_SQUID_AUTH: await freePort(),
+    P_SQUID_TLS: await freePort(),
     P_TINY_OPEN: await freePort(),
     P_TINY_AUTH: await freePort(),
     P_SOCKS_OPEN: await freePort(),
@@ -121,6 +124,7 @@ export const layer = Layer.effect(
       dir,
       squidOpen: ports.P_SQUID_OPEN,
       squidAuth: ports.P_SQUID_AUTH,
+      squidTls: ports.P_SQUID_TLS,
       tinyOpen: ports.P_TINY_OPEN,
       tinyAuth: ports.P_TINY_AUTH,
       socksOpen: ports.P_SOCKS_OPEN,

@@ -5,7 +5,7 @@
 #   servers.sh stop DIR    # TERM, then KILL, every PID in DIR/pids (checking /proc/PID/comm)
 #
 # Ports (kernel-chosen by the caller): P_SQUID_OPEN P_SQUID_AUTH P_TINY_OPEN P_TINY_AUTH
-# P_SOCKS_OPEN P_SOCKS_AUTH. Credentials: PROXY_USER / PROXY_PASS, and TINY_PASS for tinyproxy,
+# P_SOCKS_OPEN P_SOCKS_AUTH P_SQUID_TLS (squid's https_port: TLS to the proxy itself). Credentials: PROXY_USER / PROXY_PASS, and TINY_PASS for tinyproxy,
 # whose BasicAuth line cannot hold whitespace, '@' or ':'.
 # Also generates DIR/pki/{ca.crt,server.crt,server.key} (a CA and a leaf for localhost,
 # 127.0.0.1 and ::1) for the TLS origin the tests start.
@@ -71,6 +71,7 @@ squid_start() {
   cat >"$D/squid/squid.conf" <<CONF
 http_port 127.0.0.1:$P_SQUID_OPEN name=open
 http_port 127.0.0.1:$P_SQUID_AUTH name=auth
+https_port 127.0.0.1:$P_SQUID_TLS tls-cert=$D/squid/tls.crt tls-key=$D/squid/tls.key name=tls
 pid_filename $D/squid/squid.pid
 cache_log $D/squid/cache.log
 access_log stdio:$D/squid/access.log
@@ -83,7 +84,7 @@ shutdown_lifetime 0 seconds
 auth_param basic program /usr/lib/squid/basic_ncsa_auth $D/squid/passwd
 auth_param basic children 2 startup=1 idle=1
 auth_param basic realm test-proxy
-acl openport myportname open
+acl openport myportname open tls
 acl authed proxy_auth REQUIRED
 acl loopback_dst dst 127.0.0.0/8 ::1
 http_access deny !loopback_dst
@@ -92,12 +93,15 @@ http_access allow localhost authed
 http_access deny all
 CONF
   touch "$D/squid/access.log"
+  cp "$D/pki/server.crt" "$D/squid/tls.crt"
+  cp "$D/pki/server.key" "$D/squid/tls.key"
   chown -R proxy:proxy "$D/squid"
   squid -N -f "$D/squid/squid.conf" </dev/null >"$D/squid.log" 2>&1 &
   local pid=$!
   record squid "$pid"
   wait_port squid "$pid" "$P_SQUID_OPEN"
   wait_port squid "$pid" "$P_SQUID_AUTH"
+  wait_port squid "$pid" "$P_SQUID_TLS"
 }
 
 tinyproxy_start() { # name port [auth]
