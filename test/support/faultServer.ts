@@ -4,7 +4,7 @@
 //   /ok?delay=ms&size=bytes      200 after `delay` ms (headers delayed), `size` bytes of "x"
 //   /flaky?key=k&fail=n&status=s&retryAfter=v   the first n requests per key answer `s`
 //                                (default 503) with `Retry-After: v` when given, then 200 "ok"
-//   /status?code=s&retryAfter=v  always `s`
+//   /status?code=s&retryAfter=v&size=n  always `s`, with a body of n bytes
 //   /reset                       destroys the socket without answering (ECONNRESET)
 //   /flaky-reset?key=k&fail=n    resets the first n requests per key, then 200 "ok"
 //   /slow-body?chunks=n&interval=ms  200, n chunks of "x" spaced by `interval` ms
@@ -25,6 +25,8 @@ export interface FaultServer {
   readonly peakInFlight: () => number
   /** Resolves once the server has received `n` requests in total (real time, not TestClock). */
   readonly receivedRequests: (n: number) => Promise<void>
+  /** Resolves once no request is in flight (answered, or its socket closed). */
+  readonly noneInFlight: () => Promise<void>
   /** Resolves once no socket is open. */
   readonly allSocketsClosed: () => Promise<void>
 }
@@ -79,7 +81,7 @@ const listen = () =>
         case "/status": {
           const retryAfter = url.searchParams.get("retryAfter")
           const headers = retryAfter === null ? {} : { "retry-after": retryAfter }
-          return res.writeHead(q("code", 500), headers).end("status")
+          return res.writeHead(q("code", 500), headers).end("s".repeat(q("size", 6)))
         }
         case "/reset":
           return req.socket.destroy()
@@ -87,7 +89,7 @@ const listen = () =>
           return nth() > q("fail", 1) ? res.end("ok") : req.socket.destroy()
         case "/slow-body": {
           const chunks = q("chunks", 5)
-          res.writeHead(200, { "content-length": String(chunks) })
+          res.writeHead(200) // chunked: clients hand the response over before the body ends
           const send = (i: number) => {
             if (i === chunks) return res.end()
             res.write("x")
@@ -111,7 +113,10 @@ const listen = () =>
       perPath.set(path, (perPath.get(path) ?? 0) + 1)
       inFlight++
       peak = Math.max(peak, inFlight)
-      res.on("close", () => inFlight--)
+      res.on("close", () => {
+        inFlight--
+        notify()
+      })
       notify()
       handle(req, res)
     })
@@ -138,6 +143,7 @@ const listen = () =>
           inFlight: () => inFlight,
           peakInFlight: () => peak,
           receivedRequests: (n) => until(() => total >= n),
+          noneInFlight: () => until(() => inFlight === 0),
           allSocketsClosed: () => until(() => sockets.size === 0)
         },
         close: () =>

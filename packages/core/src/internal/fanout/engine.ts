@@ -5,6 +5,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -94,7 +95,9 @@ export const run = <A, E, R, X>(
       Effect.flatMap(
         client.execute(request),
         (response): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-          response.status >= 200 && response.status < 300 ? read(response) : statusError(request, response)
+          response.status >= 200 && response.status < 300
+            ? Effect.onError(read(response), () => release(response))
+            : statusError(request, response)
       )
 
     const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
@@ -168,3 +171,9 @@ const statusError = (request: HttpClientRequest.HttpClientRequest, response: Htt
       new HttpClientError.HttpClientError({ reason: new HttpClientError.StatusCodeError({ request, response }) })
     )
   )
+
+// `read` failed or was interrupted, maybe with the body unread: start reading it and interrupt
+// at once, which makes the client abort the body (and close its socket) if it is still arriving.
+// Without this an unread body holds its connection until garbage collection.
+const release = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.flatMap(Effect.forkChild(response.arrayBuffer, { startImmediately: true }), Fiber.interrupt)

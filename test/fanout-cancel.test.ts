@@ -1,0 +1,96 @@
+// Structured cancellation of fan-out batches, counted on the server side: interrupting a batch
+// closes every socket it opened, quickly and without unhandled rejections; interrupting one
+// item of a settled batch fails only that item.
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Retry } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Fiber, Layer, Result, Stream } from "effect"
+import type { HttpClientResponse } from "effect/http"
+import { faultServer } from "./support/faultServer.ts"
+
+const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
+
+/** Counts unhandled rejections while `effect` runs and for a moment after. */
+const countingRejections = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    let rejections = 0
+    const onRejection = () => {
+      rejections++
+    }
+    process.on("unhandledRejection", onRejection)
+    const result = yield* effect.pipe(
+      Effect.andThen((a) =>
+        Effect.as(
+          Effect.promise(() => new Promise((r) => setTimeout(r, 50))),
+          a
+        )
+      ),
+      Effect.ensuring(Effect.sync(() => process.off("unhandledRejection", onRejection)))
+    )
+    return { result, rejections }
+  })
+
+describe("Fanout cancellation", () => {
+  it.live(
+    "interrupting a batch with 1,000 requests in flight closes every socket, in well under a second",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* faultServer
+        const urls = Array.from({ length: 1000 }, (_, i) => `${server.url}/hang?i=${i}`)
+        const { result, rejections } = yield* countingRejections(
+          Effect.gen(function* () {
+            const fiber = yield* Fanout.allSettled(urls, { concurrency: 1000 }).pipe(Effect.forkChild)
+            yield* Effect.promise(() => server.receivedRequests(1000))
+            assert.strictEqual(server.openSockets(), 1000)
+            const started = performance.now()
+            yield* Fiber.interrupt(fiber)
+            const interruptMs = performance.now() - started
+            yield* Effect.promise(() => server.allSocketsClosed()).pipe(Effect.timeout("5 seconds"))
+            return { interruptMs, closedMs: performance.now() - started }
+          })
+        )
+        assert.strictEqual(server.openSockets(), 0)
+        assert.strictEqual(rejections, 0)
+        assert.isBelow(result.interruptMs, 1000)
+        assert.isBelow(result.closedMs, 1000)
+      }).pipe(Effect.scoped, Effect.provide(Live)),
+    { timeout: 20_000 }
+  )
+
+  it.live("closing a stream early interrupts its requests and closes their sockets", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [`${server.url}/ok`, ...Array.from({ length: 50 }, () => `${server.url}/hang`)]
+      const first = yield* Fanout.stream(urls, { concurrency: 51 }).pipe(Stream.take(1), Stream.runCollect)
+      assert.strictEqual(first[0]?.index, 0)
+      // The 50 hanging requests were aborted (the /ok socket may stay open, idle, for keep-alive).
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(server.inFlight(), 0)
+      assert.isAtMost(server.openSockets(), 1)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("interrupting one item of a settled batch fails that item only and closes its socket", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [
+        `${server.url}/ok`,
+        `${server.url}/slow-body?chunks=100000&interval=20`,
+        `${server.url}/ok?delay=50`,
+        `${server.url}/index?i=3`
+      ]
+      // The slow body's reader gives up after the headers: that item is interrupted.
+      const read = (response: HttpClientResponse.HttpClientResponse) =>
+        response.request.url.includes("slow-body") ? Effect.interrupt : response.text
+      const results = yield* Fanout.allSettled(urls, { concurrency: 4, read })
+      assert.deepStrictEqual(results[0], Result.succeed("xx"))
+      assert.deepStrictEqual(results[2], Result.succeed("xx"))
+      assert.deepStrictEqual(results[3], Result.succeed("3"))
+      const failure = results[1] !== undefined && Result.isFailure(results[1]) ? results[1].failure : undefined
+      assert.instanceOf(failure, Fanout.ItemInterrupted)
+      // its body was never read: the connection was aborted, not left holding a socket
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(server.inFlight(), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+})
