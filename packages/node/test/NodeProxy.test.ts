@@ -1,0 +1,182 @@
+import { createServer as createHttpServer, type IncomingMessage } from "node:http"
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Http, Proxy } from "@volley/core"
+import { NodeProxy } from "@volley/node"
+import { Cause, Effect, Exit, Layer, Scope } from "effect"
+import type * as HttpClient from "effect/http/HttpClient"
+
+// Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
+interface Peer {
+  readonly port: number
+  readonly connections: () => number
+  readonly openSockets: () => number
+  /** Resolves once no accepted socket is open any more. */
+  readonly allClosed: () => Promise<void>
+}
+
+const serve = (server: Server) =>
+  Effect.acquireRelease(
+    Effect.promise(
+      () =>
+        new Promise<Peer>((resolve) => {
+          let connections = 0
+          const sockets = new Set<Socket>()
+          const waiters: Array<() => void> = []
+          server.on("connection", (socket: Socket) => {
+            connections++
+            sockets.add(socket)
+            socket.on("close", () => {
+              sockets.delete(socket)
+              if (sockets.size === 0) for (const wake of waiters.splice(0)) wake()
+            })
+          })
+          server.listen(0, "127.0.0.1", () =>
+            resolve({
+              port: (server.address() as AddressInfo).port,
+              connections: () => connections,
+              openSockets: () => sockets.size,
+              allClosed: () =>
+                sockets.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))
+            })
+          )
+        })
+    ),
+    () =>
+      Effect.promise(
+        () =>
+          new Promise<void>((resolve) => {
+            ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+            server.close(() => resolve())
+          })
+      )
+  )
+
+/** Accepts, then closes the connection without a byte: a proxy that drops CONNECT / SOCKS. */
+const dropper = () => serve(createServer((socket) => socket.destroy()))
+
+/** Answers every request (CONNECT included) with a fixed status line. */
+const answering = (status: string) =>
+  serve(
+    createServer((socket) => {
+      socket.once("data", () => socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`))
+    })
+  )
+
+/** A forward proxy stand-in: answers absolute-form requests itself and records their targets. */
+const forwardProxy = (targets: Array<string>) =>
+  serve(
+    createHttpServer((req: IncomingMessage, res) => {
+      targets.push(req.url ?? "")
+      res.end("via proxy")
+    })
+  )
+
+const proxied = (all: string, options: NodeProxy.Options = {}) =>
+  Layer.unwrap(
+    Effect.map(Proxy.make({ all, proxyLoopback: true }), (config) =>
+      NodeProxy.layer(config, { connectTimeout: "2 seconds", ...options })
+    )
+  )
+
+const proxyErrorOf = <A, E>(exit: Exit.Exit<A, E>) => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+  assert.isTrue(Proxy.isProxyError(error), `expected a proxy error, got ${String(error)}`)
+  return error as Proxy.ProxyError
+}
+
+// Guards every request: a reconnect loop would show up as a timeout, not as a hang.
+const get = <E>(url: string, layer: Layer.Layer<HttpClient.HttpClient, E>) =>
+  Http.getText(url).pipe(Proxy.unwrapErrors, Effect.timeout("5 seconds"), Effect.provide(layer))
+
+describe("NodeProxy", () => {
+  describe("layer", () => {
+    it.live("fails at once with a ProxyConnectionError when the proxy drops CONNECT, after one connection", () =>
+      Effect.gen(function* () {
+        const proxy = yield* dropper()
+        const error = proxyErrorOf(
+          yield* Effect.exit(get("https://127.0.0.1:9/", proxied(`http://u:hunter22@127.0.0.1:${proxy.port}`)))
+        )
+        assert.strictEqual(error._tag, "ProxyConnectionError")
+        assert.include(error.message, `http://u:<redacted>@127.0.0.1:${proxy.port}`)
+        assert.include(error.message, "127.0.0.1:9")
+        assert.notInclude(error.message, "hunter22")
+        assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("fails with a ProxyConnectionError carrying the status when the proxy refuses CONNECT", () =>
+      Effect.gen(function* () {
+        const proxy = yield* answering("403 Forbidden")
+        const error = proxyErrorOf(
+          yield* Effect.exit(get("https://127.0.0.1:9/", proxied(`http://127.0.0.1:${proxy.port}`)))
+        )
+        assert.strictEqual(error._tag, "ProxyConnectionError")
+        assert.strictEqual((error as Proxy.ProxyConnectionError).status, 403)
+        assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("maps a 407 on a forwarded plain-HTTP request to a ProxyAuthenticationError", () =>
+      Effect.gen(function* () {
+        const proxy = yield* answering("407 Proxy Authentication Required")
+        const error = proxyErrorOf(
+          yield* Effect.exit(get("http://127.0.0.1:9/x", proxied(`http://127.0.0.1:${proxy.port}`)))
+        )
+        assert.strictEqual(error._tag, "ProxyAuthenticationError")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("fails with a ProxyConnectionError when a SOCKS5 proxy drops the handshake", () =>
+      Effect.gen(function* () {
+        const proxy = yield* dropper()
+        const layer = proxied(`socks5h://u:hunter22@127.0.0.1:${proxy.port}`, { connectTimeout: "1 second" })
+        const error = proxyErrorOf(yield* Effect.exit(get("http://127.0.0.1:9/", layer)))
+        assert.strictEqual(error._tag, "ProxyConnectionError")
+        assert.notInclude(error.message, "hunter22")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("sends plain HTTP to the proxy in absolute form, or tunnels it with tunnelHttp", () =>
+      Effect.gen(function* () {
+        const targets: Array<string> = []
+        const proxy = yield* forwardProxy(targets)
+        assert.strictEqual(yield* get("http://127.0.0.1:9/abs", proxied(`http://127.0.0.1:${proxy.port}`)), "via proxy")
+        assert.deepStrictEqual(targets, ["http://127.0.0.1:9/abs"])
+        // node:http answers CONNECT with a closed socket unless it handles 'connect': a refused tunnel.
+        const tunnelled = yield* Effect.exit(
+          get("http://127.0.0.1:9/tunnel", proxied(`http://127.0.0.1:${proxy.port}`, { tunnelHttp: true }))
+        )
+        assert.strictEqual(proxyErrorOf(tunnelled)._tag, "ProxyConnectionError")
+        assert.deepStrictEqual(targets, ["http://127.0.0.1:9/abs"])
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("closes the proxy connections when the layer's scope closes", () =>
+      Effect.gen(function* () {
+        const proxy = yield* forwardProxy([])
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(proxied(`http://127.0.0.1:${proxy.port}`), scope)
+        yield* Http.getText("http://127.0.0.1:9/keep").pipe(Effect.provide(context))
+        assert.strictEqual(proxy.openSockets(), 1) // kept alive for reuse
+        yield* Scope.close(scope, Exit.void)
+        yield* Effect.promise(proxy.allClosed).pipe(Effect.timeout("2 seconds"))
+        assert.strictEqual(proxy.openSockets(), 0)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("sends loopback direct by default even when a proxy is configured", () =>
+      Effect.gen(function* () {
+        const targets: Array<string> = []
+        const proxy = yield* forwardProxy(targets)
+        const origin = yield* serve(createHttpServer((_req, res) => res.end("direct")))
+        const layer = Layer.unwrap(
+          Effect.map(Proxy.make({ all: `http://127.0.0.1:${proxy.port}` }), (config) => NodeProxy.layer(config))
+        )
+        assert.strictEqual(yield* get(`http://127.0.0.1:${origin.port}/`, layer), "direct")
+        assert.deepStrictEqual(targets, [])
+      }).pipe(Effect.scoped)
+    )
+  })
+})
