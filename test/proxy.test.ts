@@ -167,6 +167,15 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         )
       })
     )
+
+    it.effect("reaches a SOCKS5 proxy on an IPv6 literal", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const body = yield* getVia(`${s.https.url}/socks-v6`, { all: `socks5h://[::1]:${s.socksV6}` })
+        assert.strictEqual(body, "hello from /socks-v6")
+        assert.include(s.log("socks-v6.log"), `connected to localhost:${s.https.port}`)
+      })
+    )
   })
 
   describe("routing", () => {

@@ -38,6 +38,8 @@ export interface Servers {
   readonly tinyAuth: number
   readonly socksOpen: number
   readonly socksAuth: number
+  /** microsocks on ::1. */
+  readonly socksV6: number
   readonly ca: string
   readonly http: Origin
   readonly https: Origin
@@ -82,7 +84,8 @@ const start = async () => {
     P_TINY_OPEN: await freePort(),
     P_TINY_AUTH: await freePort(),
     P_SOCKS_OPEN: await freePort(),
-    P_SOCKS_AUTH: await freePort()
+    P_SOCKS_AUTH: await freePort(),
+    P_SOCKS_V6: await freePort()
   }
   const env = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) }
   try {
@@ -129,6 +132,7 @@ export const layer = Layer.effect(
       tinyAuth: ports.P_TINY_AUTH,
       socksOpen: ports.P_SOCKS_OPEN,
       socksAuth: ports.P_SOCKS_AUTH,
+      socksV6: ports.P_SOCKS_V6,
       ca,
       http: { url: `http://127.0.0.1:${httpPort}`, port: httpPort, seen: httpSeen },
       https: { url: `https://localhost:${httpsPort}`, port: httpsPort, seen: httpsSeen },

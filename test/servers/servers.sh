@@ -5,7 +5,7 @@
 #   servers.sh stop DIR    # TERM, then KILL, every PID in DIR/pids (checking /proc/PID/comm)
 #
 # Ports (kernel-chosen by the caller): P_SQUID_OPEN P_SQUID_AUTH P_TINY_OPEN P_TINY_AUTH
-# P_SOCKS_OPEN P_SOCKS_AUTH P_SQUID_TLS (squid's https_port: TLS to the proxy itself). Credentials: PROXY_USER / PROXY_PASS, and TINY_PASS for tinyproxy,
+# P_SOCKS_OPEN P_SOCKS_AUTH P_SOCKS_V6 (on ::1) P_SQUID_TLS (squid's https_port: TLS to the proxy itself). Credentials: PROXY_USER / PROXY_PASS, and TINY_PASS for tinyproxy,
 # whose BasicAuth line cannot hold whitespace, '@' or ':'.
 # Also generates DIR/pki/{ca.crt,server.crt,server.key} (a CA and a leaf for localhost,
 # 127.0.0.1 and ::1) for the TLS origin the tests start.
@@ -18,7 +18,7 @@ record() { # name pid
   echo "$2 $1" >>"$D/pids"
 }
 
-wait_port() { # name pid port
+wait_port() { # name pid port [host]
   local i
   for i in $(seq 1 100); do
     if ! kill -0 "$2" 2>/dev/null; then
@@ -26,7 +26,7 @@ wait_port() { # name pid port
       cat "$D/$1.log" >&2 || true
       return 1
     fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then return 0; fi
+    if (exec 3<>"/dev/tcp/${4:-127.0.0.1}/$3") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
   echo "$1 did not listen on port $3 within 5 s" >&2
@@ -117,29 +117,30 @@ tinyproxy_start() { # name port [auth]
   wait_port "$1" "$pid" "$2"
 }
 
-microsocks_start() { # name port [user pass]
-  if [ $# -gt 2 ]; then
-    microsocks -i 127.0.0.1 -p "$2" -u "$3" -P "$4" </dev/null >"$D/$1.log" 2>&1 &
+microsocks_start() { # name host port [user pass]
+  if [ $# -gt 3 ]; then
+    microsocks -i "$2" -p "$3" -u "$4" -P "$5" </dev/null >"$D/$1.log" 2>&1 &
   else
-    microsocks -i 127.0.0.1 -p "$2" </dev/null >"$D/$1.log" 2>&1 &
+    microsocks -i "$2" -p "$3" </dev/null >"$D/$1.log" 2>&1 &
   fi
   local pid=$!
   record microsocks "$pid"
-  wait_port "$1" "$pid" "$2"
+  wait_port "$1" "$pid" "$3" "$2"
 }
 
 case "$cmd" in
 start)
   mkdir -p "$D"
   chmod 755 "$D"
-  # Whatever fails below, nothing started so far is left running.
-  trap 'stop' ERR
+  # Whatever fails below (set -e, set -u), nothing started so far is left running.
+  trap 'rc=$?; if [ "$rc" -ne 0 ]; then stop; fi' EXIT
   pki
   squid_start
   tinyproxy_start tinyproxy-open "$P_TINY_OPEN"
   tinyproxy_start tinyproxy-auth "$P_TINY_AUTH" auth
-  microsocks_start socks-open "$P_SOCKS_OPEN"
-  microsocks_start socks-auth "$P_SOCKS_AUTH" "$PROXY_USER" "$PROXY_PASS"
+  microsocks_start socks-open 127.0.0.1 "$P_SOCKS_OPEN"
+  microsocks_start socks-auth 127.0.0.1 "$P_SOCKS_AUTH" "$PROXY_USER" "$PROXY_PASS"
+  microsocks_start socks-v6 ::1 "$P_SOCKS_V6"
   ;;
 stop) stop ;;
 *)

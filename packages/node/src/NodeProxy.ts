@@ -85,7 +85,7 @@ export const makeDispatcher = (
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Effect, Layer } from "effect"
  * import { Http, Proxy } from "@volley/core"
  * import { NodeProxy } from "@volley/node"
  *

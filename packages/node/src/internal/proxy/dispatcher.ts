@@ -81,6 +81,7 @@ const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
     // Socks5ProxyAgent builds its per-origin pools itself; only the connect timeout carries over.
     return new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
       ...(agent.connectTimeout === undefined ? {} : { connectTimeout: agent.connectTimeout }),
+      ...(proxy.hostname.startsWith("[") ? { connect: unbracketed(agent.connectTimeout) } : {}),
       ...(proxy.username === undefined ? {} : { username: proxy.username, password }),
       ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls })
     })
@@ -98,6 +99,22 @@ const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
     ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls }),
     ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls })
   })
+}
+
+// Socks5ProxyAgent hands the URL's hostname to the connector as is, and `[::1]` (brackets
+// included) is not something DNS can resolve.
+const unbracketed = (timeout: number | null | undefined): Undici.buildConnector.connector => {
+  const connector = Undici.buildConnector(typeof timeout === "number" ? { timeout } : {})
+  const strip = (host: string) => host.replace(/^\[(.*)\]$/, "$1")
+  return (options, callback) =>
+    connector(
+      {
+        ...options,
+        hostname: strip(options.hostname),
+        ...(options.host === undefined ? {} : { host: strip(options.host) })
+      },
+      callback
+    )
 }
 
 // Forwards every handler call, replacing the error passed to onResponseError/onError by a
