@@ -15,7 +15,7 @@ interface Peer {
   readonly allClosed: () => Promise<void>
 }
 
-const serve = (server: Server) =>
+const serve = (server: Server, host = "127.0.0.1") =>
   Effect.acquireRelease(
     Effect.promise(
       () =>
@@ -31,7 +31,7 @@ const serve = (server: Server) =>
               if (sockets.size === 0) for (const wake of waiters.splice(0)) wake()
             })
           })
-          server.listen(0, "127.0.0.1", () =>
+          server.listen(0, host, () =>
             resolve({
               port: (server.address() as AddressInfo).port,
               connections: () => connections,
@@ -64,12 +64,13 @@ const answering = (status: string) =>
   )
 
 /** A forward proxy stand-in: answers absolute-form requests itself and records their targets. */
-const forwardProxy = (targets: Array<string>) =>
+const forwardProxy = (targets: Array<string>, host?: string) =>
   serve(
     createHttpServer((req: IncomingMessage, res) => {
       targets.push(req.url ?? "")
       res.end("via proxy")
-    })
+    }),
+    host
   )
 
 const proxied = (all: string, options: NodeProxy.Options = {}) =>
@@ -150,6 +151,15 @@ describe("NodeProxy", () => {
         )
         assert.strictEqual(proxyErrorOf(tunnelled)._tag, "ProxyConnectionError")
         assert.deepStrictEqual(targets, ["http://127.0.0.1:9/abs"])
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("reaches an HTTP proxy on an IPv6 literal", () =>
+      Effect.gen(function* () {
+        const targets: Array<string> = []
+        const proxy = yield* forwardProxy(targets, "::1")
+        assert.strictEqual(yield* get("http://127.0.0.1:9/v6", proxied(`http://[::1]:${proxy.port}`)), "via proxy")
+        assert.deepStrictEqual(targets, ["http://127.0.0.1:9/v6"])
       }).pipe(Effect.scoped)
     )
 
