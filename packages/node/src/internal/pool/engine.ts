@@ -8,7 +8,7 @@ import { Blocking } from "@volley/core"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { type FromWorker, type Result, RING, type RunJob, type ToWorker, type WireReply } from "./messages.ts"
+import { type FromWorker, JOB_FIELDS, RESULT_FIELDS, RING, SUCCESS, type ToWorker, type WireReply } from "./messages.ts"
 import { type Entry, Queue } from "./queue.ts"
 
 export interface EngineOptions {
@@ -51,6 +51,7 @@ export interface Job extends Entry {
   readonly request: Blocking.Request
   readonly name: string
   readonly module: string
+  readonly taskId: number
   readonly clock: Clock.Clock
   readonly done: (outcome: Outcome) => void
   state: number
@@ -67,6 +68,8 @@ interface Slot {
   readonly thread: Worker
   readonly control: Int32Array
   readonly inFlight: Array<Job>
+  /** Task ids this thread has been told about. */
+  readonly known: Set<number>
   outbox: Array<Job>
   nextSeq: number
   ready: boolean
@@ -93,6 +96,7 @@ export class Engine {
   private readonly moduleDeaths = new Map<string, number>()
   private readonly moduleOpenUntil = new Map<string, number>()
   private readonly healthyModules = new Set<string>()
+  private readonly taskIds = new Map<string, number>()
 
   constructor(options: EngineOptions) {
     this.options = options
@@ -121,10 +125,17 @@ export class Engine {
       done({ error: refused })
       return undefined
     }
+    const key = `${module}#${name}`
+    let taskId = this.taskIds.get(key)
+    if (taskId === undefined) {
+      taskId = this.taskIds.size + 1
+      this.taskIds.set(key, taskId)
+    }
     const job: Job = {
       request,
       name,
       module,
+      taskId,
       clock,
       done,
       state: QUEUED,
@@ -294,12 +305,12 @@ export class Engine {
     const transfer: Array<Transferable> = []
     for (const job of jobs) for (const buffer of job.request.transfer) transfer.push(buffer)
     try {
-      slot.thread.postMessage({ _tag: "Run", jobs: jobs.map(wire) } satisfies ToWorker, transfer as never)
+      this.post(slot, jobs, transfer)
     } catch {
       // One payload cannot be cloned: send them one at a time and fail only the culprits.
       for (const job of jobs) {
         try {
-          slot.thread.postMessage({ _tag: "Run", jobs: [wire(job)] } satisfies ToWorker, job.request.transfer as never)
+          this.post(slot, [job], job.request.transfer)
         } catch (error) {
           slot.inFlight.splice(slot.inFlight.indexOf(job), 1)
           const reason = `cannot be sent to a thread: ${error instanceof Error ? error.message : String(error)}`
@@ -311,6 +322,24 @@ export class Engine {
     // The first job in flight is running now: its run timeout starts.
     const first = slot.inFlight[0]
     if (first !== undefined) this.started(first)
+  }
+
+  private post(slot: Slot, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Transferable>): void {
+    const tasks: Array<readonly [number, string, string]> = []
+    const flat: Array<unknown> = new Array(jobs.length * JOB_FIELDS)
+    let i = 0
+    for (const job of jobs) {
+      if (!slot.known.has(job.taskId) && !tasks.some((t) => t[0] === job.taskId)) {
+        tasks.push([job.taskId, job.module, job.name])
+      }
+      flat[i++] = job.seq
+      flat[i++] = job.taskId
+      flat[i++] = job.request.payload
+      flat[i++] = job.request.span.traceId
+      flat[i++] = job.request.span.spanId
+    }
+    slot.thread.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
+    for (const task of tasks) slot.known.add(task[0])
   }
 
   private started(job: Job): void {
@@ -350,6 +379,7 @@ export class Engine {
       thread,
       control,
       inFlight: [],
+      known: new Set(),
       outbox: [],
       nextSeq: 1,
       ready: false,
@@ -379,11 +409,21 @@ export class Engine {
     this.schedule()
   }
 
-  private done(slot: Slot, results: ReadonlyArray<Result>): void {
-    for (const [seq, reply, runMillis] of results) {
-      const index = slot.inFlight.findIndex((job) => job.seq === seq)
-      if (index < 0) continue
-      const job = slot.inFlight.splice(index, 1)[0]!
+  private done(slot: Slot, results: ReadonlyArray<unknown>): void {
+    for (let i = 0; i < results.length; i += RESULT_FIELDS) {
+      const seq = results[i] as number
+      const reply: WireReply =
+        results[i + 1] === SUCCESS ? { _tag: "Success", value: results[i + 2] } : (results[i + 2] as WireReply)
+      const runMillis = results[i + 3] as number
+      // Replies come in the order jobs were sent; the search is for the rare out-of-order case.
+      let job = slot.inFlight[0]
+      if (job?.seq === seq) slot.inFlight.shift()
+      else {
+        const index = slot.inFlight.findIndex((job) => job.seq === seq)
+        if (index < 0) continue
+        job = slot.inFlight.splice(index, 1)[0]
+      }
+      if (job === undefined) continue
       slot.completed++
       this.avgRunMillis += (runMillis - this.avgRunMillis) / 8
       this.options.observe.runTime(runMillis)
@@ -489,15 +529,6 @@ export class Engine {
     }
   }
 }
-
-const wire = (job: Job): RunJob => [
-  job.seq,
-  job.module,
-  job.name,
-  job.request.payload,
-  job.request.span.traceId,
-  job.request.span.spanId
-]
 
 const outcomeOf = (job: Job, reply: WireReply): Outcome => {
   switch (reply._tag) {

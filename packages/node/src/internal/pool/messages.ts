@@ -8,19 +8,18 @@ import * as Schema from "effect/Schema"
 /** Slots in the shared control buffer: [0] = seq of the running task, [1 + seq % RING] = cancelled seq. */
 export const RING = 1024
 
-/** A task as sent to a thread: [seq, module URL, task name, encoded payload, traceId, spanId]. */
-export const RunJob = Schema.Tuple([
-  Schema.Number,
-  Schema.String,
-  Schema.String,
-  Schema.Unknown,
-  Schema.UndefinedOr(Schema.String),
-  Schema.UndefinedOr(Schema.String)
-])
-export type RunJob = typeof RunJob.Type
+/**
+ * Jobs travel flat, JOB_FIELDS values per job: [seq, task id, encoded payload, traceId, spanId].
+ * Structured clone pays per object, so one flat array per batch is much cheaper than an
+ * object per job; the task id is announced once per thread in `tasks` as [id, module URL, name].
+ */
+export const JOB_FIELDS = 5
 
 export const ToWorker = Schema.Union([
-  Schema.TaggedStruct("Run", { jobs: Schema.Array(RunJob) }),
+  Schema.TaggedStruct("Run", {
+    tasks: Schema.Array(Schema.Tuple([Schema.Number, Schema.String, Schema.String])),
+    jobs: Schema.Array(Schema.Unknown)
+  }),
   Schema.TaggedStruct("Abort", { seq: Schema.Number })
 ])
 export type ToWorker = typeof ToWorker.Type
@@ -32,14 +31,20 @@ export const PoolReply = Schema.Union([
 ])
 export type WireReply = Blocking.Reply | typeof PoolReply.Type
 
-/** A finished task: [seq, reply, run time in ms measured in the thread]. */
-export type Result = readonly [seq: number, reply: WireReply, runMillis: number]
+/**
+ * Results travel flat too, RESULT_FIELDS values per task: [seq, kind, value, run ms]. Kind
+ * SUCCESS carries the encoded success value alone (the common case, no reply object to clone);
+ * kind REPLY carries any other reply object.
+ */
+export const RESULT_FIELDS = 4
+export const SUCCESS = 0
+export const REPLY = 1
 
 export const FromWorker = Schema.Union([
   Schema.TaggedStruct("Ready", {}),
   Schema.TaggedStruct("Done", { results: Schema.Array(Schema.Unknown) })
 ])
-export type FromWorker = { readonly _tag: "Ready" } | { readonly _tag: "Done"; readonly results: ReadonlyArray<Result> }
+export type FromWorker = typeof FromWorker.Type
 
 export interface WorkerData {
   readonly control: SharedArrayBuffer

@@ -5,25 +5,38 @@
 
 import { parentPort, workerData } from "node:worker_threads"
 import { Blocking } from "@volley/core"
-import { type FromWorker, type Result, RING, type RunJob, type ToWorker, type WorkerData } from "./messages.ts"
+import {
+  type FromWorker,
+  JOB_FIELDS,
+  REPLY,
+  RESULT_FIELDS,
+  RING,
+  SUCCESS,
+  type ToWorker,
+  type WireReply,
+  type WorkerData
+} from "./messages.ts"
 
 const FLUSH_MS = 1
 const MAX_BATCH = 64
 
 const port = parentPort!
 const control = new Int32Array((workerData as WorkerData).control)
-const queue: Array<RunJob | undefined> = []
+const queue: Array<unknown> = []
 let head = 0
 let draining = false
-let results: Array<Result> = []
+let results: Array<unknown> = []
 let transfer: Array<Transferable> = []
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
 const modules = new Map<string, Map<string, Blocking.AnyTask> | Error>()
+const taskIds = new Map<number, readonly [module: string, name: string]>()
+const unknownTask = ["(unknown)", "(unknown)"] as const
 
 port.on("message", (message: ToWorker) => {
   if (message._tag === "Run") {
-    for (const job of message.jobs) queue.push(job)
+    for (const [id, module, name] of message.tasks) taskIds.set(id, [module, name])
+    for (const value of message.jobs) queue.push(value)
     if (!draining) void drain()
   } else if (message.seq === Atomics.load(control, 0)) {
     const controller = controllers.get(message.seq)
@@ -36,24 +49,29 @@ const drain = async () => {
   draining = true
   let flushAt = performance.now() + FLUSH_MS
   while (head < queue.length) {
-    const job = queue[head]!
-    queue[head++] = undefined
-    const seq = job[0]
+    const seq = queue[head] as number
+    const task = taskIds.get(queue[head + 1] as number) ?? unknownTask
+    const payload = queue[head + 2]
+    const traceId = queue[head + 3] as string | undefined
+    const spanId = queue[head + 4] as string | undefined
+    head += JOB_FIELDS
     Atomics.store(control, 0, seq)
     // Dekker-style handshake with the pool's cancel: one of us sees the other's write.
     if (Atomics.load(control, 1 + (seq % RING)) === seq) {
       Atomics.store(control, 0, 0)
-      results.push([seq, { _tag: "Cancelled" }, 0])
+      results.push(seq, REPLY, { _tag: "Cancelled" } satisfies WireReply, 0)
       continue
     }
     const start = performance.now()
-    const reply = await runJob(job)
+    let reply = runJob(task[0], task[1], seq, payload, traceId, spanId)
+    if (reply instanceof Promise) reply = await reply
     Atomics.store(control, 0, 0)
-    controllers.delete(seq)
-    aborted.delete(seq)
+    if (controllers.size > 0) controllers.delete(seq)
+    if (aborted.size > 0) aborted.delete(seq)
     const now = performance.now()
-    results.push([seq, reply, now - start])
-    if (results.length >= MAX_BATCH || now >= flushAt) {
+    if (reply._tag === "Success") results.push(seq, SUCCESS, reply.value, now - start)
+    else results.push(seq, REPLY, reply, now - start)
+    if (results.length >= MAX_BATCH * RESULT_FIELDS || now >= flushAt) {
       flush()
       flushAt = now + FLUSH_MS
     }
@@ -64,13 +82,20 @@ const drain = async () => {
   draining = false
 }
 
-const runJob = (job: RunJob): Result[1] | Promise<Result[1]> => {
-  const tasks = modules.get(job[1])
-  if (tasks === undefined) return load(job[1]).then(() => runJob(job))
+const runJob = (
+  module: string,
+  name: string,
+  seq: number,
+  payload: unknown,
+  traceId: string | undefined,
+  spanId: string | undefined
+): WireReply | Promise<WireReply> => {
+  const tasks = modules.get(module)
+  if (tasks === undefined) return load(module).then(() => runJob(module, name, seq, payload, traceId, spanId))
   if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
-  const task = tasks.get(job[2])
-  if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${job[2]}"` }
-  return Blocking.invoke(task, job[3], context(job[0], job[4], job[5]), transfer)
+  const task = tasks.get(name)
+  if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
+  return Blocking.invoke(task, payload, context(seq, traceId, spanId), transfer)
 }
 
 const load = async (url: string) => {
@@ -105,15 +130,14 @@ const flush = () => {
     port.postMessage({ _tag: "Done", results } satisfies FromWorker, transfer as never)
   } catch {
     // Some result cannot be cloned (a function, a symbol): send them one by one to find it.
-    for (const result of results) {
+    for (let i = 0; i < results.length; i += RESULT_FIELDS) {
+      const one = results.slice(i, i + RESULT_FIELDS)
       try {
-        port.postMessage({ _tag: "Done", results: [result] } satisfies FromWorker)
+        port.postMessage({ _tag: "Done", results: one } satisfies FromWorker)
       } catch (error) {
         const reason = `cannot be sent back: ${error instanceof Error ? error.message : String(error)}`
-        port.postMessage({
-          _tag: "Done",
-          results: [[result[0], { _tag: "InvalidResult", reason }, result[2]]]
-        } satisfies FromWorker)
+        const reply: WireReply = { _tag: "InvalidResult", reason }
+        port.postMessage({ _tag: "Done", results: [one[0], REPLY, reply, one[3]] } satisfies FromWorker)
       }
     }
   }
