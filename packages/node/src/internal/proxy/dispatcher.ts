@@ -5,7 +5,7 @@ import type * as Tls from "node:tls"
 import * as Undici from "@effect/platform-node/Undici"
 import { Proxy } from "@volley/core"
 import * as Redacted from "effect/Redacted"
-import { toProxyError } from "./errors.ts"
+import { SOCKS_CLOSED, toProxyError } from "./errors.ts"
 
 export type TlsOptions = Pick<Tls.ConnectionOptions, "ca" | "cert" | "key" | "servername" | "rejectUnauthorized">
 
@@ -81,7 +81,7 @@ const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
     // Socks5ProxyAgent builds its per-origin pools itself; only the connect timeout carries over.
     return new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
       ...(agent.connectTimeout === undefined ? {} : { connectTimeout: agent.connectTimeout }),
-      ...(proxy.hostname.startsWith("[") ? { connect: unbracketed(agent.connectTimeout) } : {}),
+      connect: socksConnector(agent.connectTimeout),
       ...(proxy.username === undefined ? {} : { username: proxy.username, password }),
       ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls })
     })
@@ -101,9 +101,13 @@ const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
   })
 }
 
-// Socks5ProxyAgent hands the URL's hostname to the connector as is, and `[::1]` (brackets
-// included) is not something DNS can resolve.
-const unbracketed = (timeout: number | null | undefined): Undici.buildConnector.connector => {
+// The connector for SOCKS5 proxies works around two things in undici's Socks5ProxyAgent:
+// - it hands the URL's hostname to the connector as is, and `[::1]` (brackets included) is
+//   not something DNS can resolve;
+// - it ignores the socket closing during the handshake, so a proxy that drops the connection
+//   left the request waiting for the connect timeout. A successful handshake reads at least
+//   12 bytes (method choice + shortest CONNECT reply), so a close before that is a failure.
+const socksConnector = (timeout: number | null | undefined): Undici.buildConnector.connector => {
   const connector = Undici.buildConnector(typeof timeout === "number" ? { timeout } : {})
   const strip = (host: string) => host.replace(/^\[(.*)\]$/, "$1")
   return (options, callback) =>
@@ -113,7 +117,20 @@ const unbracketed = (timeout: number | null | undefined): Undici.buildConnector.
         hostname: strip(options.hostname),
         ...(options.host === undefined ? {} : { host: strip(options.host) })
       },
-      callback
+      (error, socket) => {
+        socket?.once("close", () => {
+          if (socket.bytesRead < 12 && socket.listenerCount("error") > 0) {
+            socket.emit(
+              "error",
+              Object.assign(new Error("the SOCKS5 proxy closed the connection during the handshake"), {
+                code: SOCKS_CLOSED
+              })
+            )
+          }
+        })
+        if (error === null) callback(null, socket as NonNullable<typeof socket>)
+        else callback(error, null)
+      }
     )
 }
 

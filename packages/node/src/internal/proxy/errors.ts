@@ -3,6 +3,9 @@
 // failure names the proxy; TLS and protocol errors after the tunnel is up stay untouched.
 import { Proxy } from "@volley/core"
 
+/** Code of the error our SOCKS5 connector raises when the proxy hangs up mid-handshake. */
+export const SOCKS_CLOSED = "VOLLEY_SOCKS5_CLOSED"
+
 const CONNECT_ANSWER = /^Proxy response \((\d+)\) !== 200 when HTTP Tunneling$/
 
 interface UndiciLike {
@@ -41,6 +44,8 @@ export const toProxyError = (cause: unknown, proxy: Proxy.ProxyUrl, target: stri
     error = new Proxy.ProxyAuthenticationError({ ...fields, reason: "the proxy answered 407" })
   } else if (code === "UND_ERR_SOCKS5_AUTH_FAILED" || code === "UND_ERR_SOCKS5_AUTH_REJECTED") {
     error = new Proxy.ProxyAuthenticationError({ ...fields, reason: `SOCKS5: ${text}` })
+  } else if (code === SOCKS_CLOSED) {
+    error = new Proxy.ProxyConnectionError({ ...fields, reason: text })
   } else if (typeof code === "string" && code.startsWith("UND_ERR_SOCKS5")) {
     error = new Proxy.ProxyConnectionError({ ...fields, reason: `SOCKS5: ${text}` })
   } else if (code === "UND_ERR_PRX_CONN") {
