@@ -5,12 +5,11 @@
 //
 // Knobs (environment): VOLLEY_BENCH_CLIENTS=volley,undici (subset), VOLLEY_BENCH_RUNS (3),
 // VOLLEY_BENCH_REQUESTS (20000), VOLLEY_BENCH_ORIGIN=node (force the node:http origin).
-import { spawnSync } from "node:child_process"
-import { writeFileSync } from "node:fs"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { cpus } from "node:os"
 import { join } from "node:path"
-import { svg } from "./chart.ts"
 import { clients } from "./clients.ts"
+import { writeReport } from "./report.ts"
 import { hasSleep, type Origin, startOrigin } from "./server.ts"
 
 const PYTHON = "/usr/bin/python3"
@@ -51,35 +50,42 @@ interface Sample {
   readonly cpuUs: number
 }
 
+// The child running now, so that an interrupted run can stop it too.
+let current: ChildProcess | undefined
+
+// Runs a child to completion (killed after `timeoutMs`), asynchronously so signals still land.
+const run = (command: string, args: ReadonlyArray<string>, timeoutMs: number) =>
+  new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs })
+    current = child
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d) => {
+      stdout += d
+    })
+    child.stderr.on("data", (d) => {
+      stderr += d
+    })
+    child.on("close", (status) => {
+      current = undefined
+      resolve({ status, stdout, stderr })
+    })
+  })
+
 // One measurement in a fresh process, killed after 120 s at the latest.
-const measure = (name: string, url: string, total: number, warmup: number): Sample => {
+const measure = async (name: string, url: string, total: number, warmup: number): Promise<Sample> => {
   const python = scripts[name]
-  const run = python
-    ? spawnSync(
-        PYTHON,
-        [join(import.meta.dirname, "python", python), url, String(total), String(CONCURRENCY), String(warmup)],
-        {
-          encoding: "utf8",
-          timeout: 120_000
-        }
-      )
-    : spawnSync(
+  const args = [url, String(total), String(CONCURRENCY), String(warmup)]
+  const result = python
+    ? await run(PYTHON, [join(import.meta.dirname, "python", python), ...args], 120_000)
+    : await run(
         process.execPath,
-        [
-          "--conditions=source",
-          "--expose-gc",
-          join(import.meta.dirname, "measure.ts"),
-          name,
-          url,
-          String(total),
-          String(CONCURRENCY),
-          String(warmup)
-        ],
-        { encoding: "utf8", timeout: 120_000 }
+        ["--conditions=source", "--expose-gc", join(import.meta.dirname, "measure.ts"), name, ...args],
+        120_000
       )
-  const line = run.stdout.trim().split("\n").at(-1) ?? ""
-  if (run.status !== 0 || !line.startsWith("{")) {
-    console.error(`  ${name} ${url}: failed (status ${run.status})\n${run.stderr.slice(-2000)}`)
+  const line = result.stdout.trim().split("\n").at(-1) ?? ""
+  if (result.status !== 0 || !line.startsWith("{")) {
+    console.error(`  ${name} ${url}: failed (status ${result.status})\n${result.stderr.slice(-2000)}`)
     return { ok: 0, failed: total, ms: Number.NaN, cpuUs: Number.NaN }
   }
   return JSON.parse(line) as Sample
@@ -98,6 +104,7 @@ const origins: Array<Origin> = [origin]
 // Last resort if the run dies or is stopped: signal every origin we started, by PID.
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130))
 process.on("exit", () => {
+  if (current?.pid !== undefined) current.kill("SIGTERM")
   for (const o of origins) {
     try {
       process.kill(o.pid, "SIGTERM")
@@ -114,7 +121,7 @@ const cpuPerRequest = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const body of BODIES) {
     for (const name of names) {
-      const sample = measure(name, origin.base + body.path, REQUESTS, 2_000)
+      const sample = await measure(name, origin.base + body.path, REQUESTS, 2_000)
       const key = `${name}|${body.name}`
       throughput.set(key, [...(throughput.get(key) ?? []), rps(sample)])
       cpuPerRequest.set(key, [...(cpuPerRequest.get(key) ?? []), sample.cpuUs])
@@ -130,14 +137,14 @@ const ideal = CONCURRENCY / (LATENCY_MS / 1000)
 const latency = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const name of names) {
-    const sample = measure(name, `${sleepOrigin.base}/sleep`, LATENCY_REQUESTS, 256)
+    const sample = await measure(name, `${sleepOrigin.base}/sleep`, LATENCY_REQUESTS, 256)
     latency.set(name, [...(latency.get(name) ?? []), rps(sample)])
     console.log(`  round ${round} 20 ms   ${name.padEnd(16)} ${Math.round(rps(sample))} req/s`)
   }
 }
 
 // Memory: one streamed batch of 100,000 requests through volley.
-const memoryRun = spawnSync(
+const memoryRun = await run(
   process.execPath,
   [
     "--conditions=source",
@@ -147,7 +154,7 @@ const memoryRun = spawnSync(
     String(MEMORY_REQUESTS),
     String(CONCURRENCY)
   ],
-  { encoding: "utf8", timeout: 300_000 }
+  300_000
 )
 const memory = memoryRun.status === 0 ? JSON.parse(memoryRun.stdout.trim().split("\n").at(-1) ?? "{}") : undefined
 if (memory === undefined) console.error(`memory run failed:\n${memoryRun.stderr.slice(-2000)}`)
@@ -190,73 +197,5 @@ const results = {
   memory: memory === undefined ? null : { requests: MEMORY_REQUESTS, concurrency: CONCURRENCY, ...memory },
   pythonMissing: missingPython
 }
-const resultsDir = join(import.meta.dirname, "..", "results")
-writeFileSync(join(resultsDir, "http.json"), `${JSON.stringify(results, null, 2)}\n`)
-writeFileSync(
-  join(resultsDir, "http.svg"),
-  svg(
-    `req/s relative to raw undici Pool.request (${REQUESTS} GETs, concurrency ${CONCURRENCY}, median of ${RUNS})`,
-    rows.map((r) => ({ client: r.label, values: r.bodies.map((b) => ({ series: `${b.body} body`, ratio: b.ratio })) }))
-  )
-)
-const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "n/a")
-const md = [
-  "# HTTP fan-out benchmark",
-  "",
-  `Generated by \`pnpm bench http\` on ${results.date} (${cpu.length} × ${results.machine.model}, Node ${process.version}).`,
-  `Origin: ${origin.kind} ${origin.version}, one worker, keep-alive, on 127.0.0.1${origin.kind === "node:http" ? " — **nginx was not installed, so a tuned node:http server in a child process stood in**" : ""}.`,
-  "",
-  `${REQUESTS.toLocaleString("en")} keep-alive GETs at concurrency ${CONCURRENCY}, each body read in full; every number is the median of ${RUNS} runs,`,
-  "each run in a fresh process after a 2,000-request warm-up, rounds interleaved across clients. The ratio compares with",
-  "raw undici `Pool.request` measured in the same run (the practical limit on this machine).",
-  "",
-  "![req/s relative to raw undici](http.svg)",
-  "",
-  `| client | ${BODIES.map((b) => `${b.name} req/s | ${b.name} ratio | ${b.name} CPU µs/req`).join(" | ")} |`,
-  `| --- | ${BODIES.map(() => "---: | ---: | ---:").join(" | ")} |`,
-  ...rows.map(
-    (r) => `| ${r.label} | ${r.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x | ${b.cpuUs}`).join(" | ")} |`
-  ),
-  "",
-  "CPU µs/req is the client process's own CPU time (user + system) per request, median of the runs: unlike req/s it",
-  "hardly moves when other processes compete for the two cores.",
-  "",
-  `## Latency-bound: origin answers after ${LATENCY_MS} ms`,
-  "",
-  `${LATENCY_REQUESTS.toLocaleString("en")} GETs at concurrency ${CONCURRENCY} against ${sleepOrigin.kind === "nginx" ? "nginx `echo_sleep 0.02`" : "the node:http origin (`setTimeout` 20 ms)"}; the ideal is C / 20 ms = ${ideal} req/s.`,
-  "",
-  "| client | req/s (median) | fraction of ideal |",
-  "| --- | ---: | ---: |",
-  ...rows.map((r) => `| ${r.label} | ${r.latency.median} | ${fmt(r.latency.fractionOfIdeal)} |`),
-  "",
-  "## Memory: a streamed batch of 100,000 requests",
-  "",
-  memory === undefined
-    ? "The memory run failed; see the console output."
-    : [
-        `${memory.done.toLocaleString("en")} GETs (2 B bodies) streamed through volley at concurrency ${CONCURRENCY} in ${(memory.ms / 1000).toFixed(1)} s,`,
-        `RSS sampled every 50 ms: ${memory.beforeMiB} MiB before (after a 5,000-request warm-up), peak ${memory.peakMiB} MiB, ${memory.endMiB} MiB at the end:`,
-        `**growth ${memory.growthMiB} MiB** over the whole batch (${results.memory?.samples?.length ?? 0} samples in http.json).`,
-        `RSS after 25k / 50k / 75k / 100k requests: ${memory.rssByQuarterMiB.join(" / ")} MiB. JS heap: ${memory.heapBeforeMiB} MiB before,`,
-        `peak ${memory.heapPeakMiB} MiB, ${memory.heapAfterGcMiB} MiB after a full GC at the end, so nothing per request is retained;`,
-        "the growth is V8 letting the heap (and the allocator its pages) expand between major collections."
-      ].join("\n"),
-  "",
-  "## How to reproduce",
-  "",
-  "```sh",
-  "apt-get install -y --no-install-recommends nginx libnginx-mod-http-echo   # origin (else node:http fallback)",
-  "apt-get install -y --no-install-recommends python3-requests python3-aiohttp python3-httpx   # python clients (optional)",
-  "pnpm bench http",
-  "```",
-  "",
-  "Clients: undici 8.13.1 `Pool` (64 connections); Effect `HttpClient` from `@effect/platform-node` `layerUndici`",
-  "(undici `Agent`), with default tracing and with `HttpClient.TracerDisabledWhen` set to always; Node's global `fetch` with",
-  "`p-limit`; got and axios with a keep-alive `http.Agent` (64 sockets); python clients from Debian's packages",
-  "(`requests` in `loop.run_in_executor` with 64 threads, each with its own `Session` so connections are kept alive;",
-  "`aiohttp` with a 64-connection `TCPConnector`; `httpx.AsyncClient` limited to 64 connections).",
-  missingPython.length > 0 ? `\nNot measured (python module missing): ${missingPython.join(", ")}.` : "",
-  ""
-].join("\n")
-writeFileSync(join(resultsDir, "http.md"), md)
-console.log(`wrote ${join(resultsDir, "http.md")}`)
+writeReport(results)
+console.log("wrote bench/results/http.md, http.json, http.svg")
