@@ -45,6 +45,11 @@ export interface Servers {
   readonly https: Origin
   /** The current text of a server's log (`squid/access.log`, `tinyproxy-open.log`, ...). */
   readonly log: (name: string) => string
+  /**
+   * The log once it contains `text` (polled for up to 3 s; the log as it is then, otherwise).
+   * squid writes a CONNECT line only when the tunnel closes, which is after the response.
+   */
+  readonly logWith: (name: string, text: string) => Effect.Effect<string>
 }
 
 export class ProxyServers extends Context.Service<ProxyServers, Servers>()("volley/test/ProxyServers") {}
@@ -123,6 +128,18 @@ export const layer = Layer.effect(
       Effect.promise(() => Promise.all([listen(httpServer), listen(httpsServer)])),
       () => Effect.promise(() => Promise.all([close(httpServer), close(httpsServer)]))
     )
+    const log = (name: string) => {
+      try {
+        return readFileSync(join(dir, name), "utf8")
+      } catch {
+        return ""
+      }
+    }
+    const logWith = (name: string, text: string) =>
+      Effect.promise(async () => {
+        for (let i = 0; i < 150 && !log(name).includes(text); i++) await new Promise((r) => setTimeout(r, 20))
+        return log(name)
+      })
     return ProxyServers.of({
       dir,
       squidOpen: ports.P_SQUID_OPEN,
@@ -136,13 +153,8 @@ export const layer = Layer.effect(
       ca,
       http: { url: `http://127.0.0.1:${httpPort}`, port: httpPort, seen: httpSeen },
       https: { url: `https://localhost:${httpsPort}`, port: httpsPort, seen: httpsSeen },
-      log: (name) => {
-        try {
-          return readFileSync(join(dir, name), "utf8")
-        } catch {
-          return ""
-        }
-      }
+      log,
+      logWith
     })
   })
 )
