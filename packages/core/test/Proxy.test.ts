@@ -173,6 +173,13 @@ describe("Proxy", () => {
       })
     )
 
+    it("shows rejected inputs that hold no password as they are", () => {
+      for (const input of ["proxy.example", "ftp://proxy.example:21", "http://[::1]:99999", "http://h:1/path?q#f"]) {
+        const exit = Effect.runSyncExit(Proxy.parseUrl(input))
+        assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), `("${input}")`)
+      }
+    })
+
     it.effect("rejects bad URLs with a reason and without the password", () =>
       Effect.gen(function* () {
         const cases = [
@@ -186,7 +193,9 @@ describe("Proxy", () => {
           ["http://u:hunter22@host:3128?x=1", "no path, query or fragment"],
           ["http://u:%zzhunter22@host:3128", "malformed percent-encoding"],
           ["http://u:hunter22@:3128", "not a valid URL"],
-          ["   ", "the URL is empty"]
+          ["   ", "the URL is empty"],
+          ["http://u:hunter22", "not a valid URL"],
+          ["u:hunter22", "missing scheme and port"]
         ] as const
         for (const [input, reason] of cases) {
           const error = failureOf(yield* Effect.exit(Proxy.parseUrl(input, "HTTPS_PROXY")))
@@ -202,7 +211,16 @@ describe("Proxy", () => {
       fc.assert(
         fc.property(
           secret,
-          fc.constantFrom("ftp://u:%s@h:1", "http://u:%s@h:99999", "http://u:%s@h:1/x", "u:%s@h", "http://u:%s@:1"),
+          fc.constantFrom(
+            "ftp://u:%s@h:1",
+            "http://u:%s@h:99999",
+            "http://u:%s@h:1/x",
+            "u:%s@h",
+            "http://u:%s@:1",
+            "http://u:%s",
+            "u:%s",
+            "socks5://u:%s/"
+          ),
           (password, template) => {
             const exit = Effect.runSyncExit(Proxy.parseUrl(template.replace("%s", password)))
             return Exit.isFailure(exit) && !String(Cause.squash(exit.cause)).includes(password)

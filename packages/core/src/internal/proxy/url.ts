@@ -15,14 +15,16 @@ const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
 const DEFAULT_PORTS: Record<Protocol, number> = { http: 80, https: 443, socks5: 1080, socks5h: 1080 }
 
 /**
- * Masks the whole user info of a raw input, for messages about inputs that did not parse
- * (where we cannot tell which part is the password).
+ * Masks what might be a password in a raw input that did not parse (where we cannot tell the
+ * parts apart): the whole user info, or, without one, anything after a colon that is not a
+ * port (`http://alice:s3cret` has a password typed without its host).
  */
 export const redactInput = (input: string): string => {
-  const at = input.lastIndexOf("@")
-  if (at < 0) return input
   const scheme = SCHEME.exec(input)?.[0] ?? ""
-  return `${scheme}<redacted>@${input.slice(at + 1)}`
+  const rest = input.slice(scheme.length)
+  const at = rest.lastIndexOf("@")
+  if (at >= 0) return `${scheme}<redacted>@${rest.slice(at + 1)}`
+  return /^(\[[^\]]*\]|[^:[\]]*)(:\d*)?([/?#].*)?$/.test(rest) ? input : `${scheme}<redacted>`
 }
 
 /** The URL as people read it, with the password (if any) replaced by `<redacted>`. */
