@@ -95,7 +95,7 @@ const start = async () => {
   const env = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) }
   try {
     await run("bash", [script, "start", dir], {
-      env: { ...env, PROXY_USER: USER, PROXY_PASS: PASSWORD, TINY_PASS: TINY_PASSWORD }
+      env: { ...env, PROXY_USER: USER, PROXY_PASS: PASSWORD, TINY_PASS: TINY_PASSWORD, WATCH_PID: String(process.pid) }
     })
   } catch (error) {
     await run("bash", [script, "stop", dir]).catch(() => undefined)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real proxies for the proxy tests, from Debian's packages, on loopback only.
 #
-#   servers.sh start DIR   # ports come from the environment (see below); writes DIR/pids
+#   servers.sh start DIR   # ports come from the environment (see below); writes DIR/pids;
+#                          # with WATCH_PID set, stops them all when that process is gone
 #   servers.sh stop DIR    # TERM, then KILL, every PID in DIR/pids (checking /proc/PID/comm)
 #
 # Ports (kernel-chosen by the caller): P_SQUID_OPEN P_SQUID_AUTH P_TINY_OPEN P_TINY_AUTH
@@ -141,6 +142,17 @@ start)
   microsocks_start socks-open 127.0.0.1 "$P_SOCKS_OPEN"
   microsocks_start socks-auth 127.0.0.1 "$P_SOCKS_AUTH" "$PROXY_USER" "$PROXY_PASS"
   microsocks_start socks-v6 ::1 "$P_SOCKS_V6"
+  # If the test process dies without running its teardown (killed, crashed), a watchdog stops
+  # the servers within a second. It exits by itself once `stop` has removed DIR/pids.
+  if [ -n "${WATCH_PID:-}" ]; then
+    (
+      while kill -0 "$WATCH_PID" 2>/dev/null && [ -f "$D/pids" ]; do sleep 1; done
+      if ! kill -0 "$WATCH_PID" 2>/dev/null; then
+        stop
+        rm -rf "$D"
+      fi
+    ) </dev/null >/dev/null 2>&1 &
+  fi
   ;;
 stop) stop ;;
 *)
