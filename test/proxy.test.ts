@@ -172,6 +172,18 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
+    it.effect("resolves names locally for socks5 (the proxy gets the address) and remotely for socks5h", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const body = yield* getVia(`${s.https.url}/socks-local-dns`, { all: `socks5://127.0.0.1:${s.socksOpen}` })
+        assert.strictEqual(body, "hello from /socks-local-dns")
+        yield* logged("socks-open.log", `connected to 127.0.0.1:${s.https.port}`)
+        // The name survives as Host (and as the TLS server name the certificate was checked against).
+        const seen = s.https.seen.find((r) => r.path === "/socks-local-dns")
+        assert.strictEqual(seen?.headers.host, `localhost:${s.https.port}`)
+      })
+    )
+
     it.effect("reaches a SOCKS5 proxy on an IPv6 literal", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers

@@ -23,8 +23,8 @@ import * as Url from "./internal/proxy/url.ts"
 // ---------------------------------------------------------------------------
 
 /**
- * A validated proxy URL. `socks5h` resolves host names at the proxy; so does `socks5`
- * with undici (see the README), the two differ only in what you declare.
+ * A validated proxy URL. With `socks5h` the proxy resolves host names; with `socks5` they
+ * are resolved locally and the proxy gets the address, as in curl.
  *
  * @since 0.1.0
  * @category models

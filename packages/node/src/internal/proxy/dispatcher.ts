@@ -1,6 +1,8 @@
 // One undici dispatcher that routes each request by its origin: a plain Agent for direct
 // routes and one proxy agent (with its own pools) per distinct proxy, created on first use.
 // Closing or destroying it closes them all.
+import { lookup } from "node:dns/promises"
+import { isIP } from "node:net"
 import type * as Tls from "node:tls"
 import * as Undici from "@effect/platform-node/Undici"
 import { Proxy } from "@volley/core"
@@ -36,15 +38,40 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     const origin = String(options.origin)
     const route = Proxy.route(this.config, origin)
     if (route._tag === "Direct") return this.direct.dispatch(options, handler)
-    return this.via(route.proxy).dispatch(options, withProxyErrors(handler, route.proxy, origin))
+    const proxy = route.proxy
+    const url = new URL(origin)
+    const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1")
+    if (proxy.protocol !== "socks5" || isIP(hostname) !== 0) {
+      return this.via(proxy).dispatch(options, withProxyErrors(handler, proxy, origin))
+    }
+    // socks5 (unlike socks5h) resolves names locally: undici always sends the name to the
+    // proxy, so the request goes to the address instead, with the name kept in Host and as
+    // the TLS server name (one agent per name, so a pool never mixes names).
+    lookup(hostname).then(
+      ({ address }) => {
+        url.hostname = isIP(address) === 6 ? `[${address}]` : address
+        this.via(proxy, hostname).dispatch(
+          { ...options, origin: url.origin, headers: withHost(options.headers, new URL(origin).host) },
+          withProxyErrors(handler, proxy, origin)
+        )
+      },
+      // undici reports failures before a connection exists without a controller, as here.
+      (error: Error) => handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
+    )
+    return true
   }
 
-  via(proxy: Proxy.ProxyUrl): Undici.Dispatcher {
+  via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
     // The password is part of the key: the same proxy with other credentials is another route.
-    const key = `${proxy.label}\u0000${proxy.password === undefined ? "" : Redacted.value(proxy.password)}`
+    const secret = proxy.password === undefined ? "" : Redacted.value(proxy.password)
+    const key = `${proxy.label}\u0000${secret}\u0000${servername ?? ""}`
     let dispatcher = this.proxies.get(key)
     if (dispatcher === undefined) {
-      dispatcher = makeProxyAgent(proxy, this.agent, this.settings)
+      const settings =
+        servername === undefined
+          ? this.settings
+          : { ...this.settings, originTls: { ...this.settings.originTls, servername } }
+      dispatcher = makeProxyAgent(proxy, this.agent, settings)
       this.proxies.set(key, dispatcher)
     }
     return dispatcher
@@ -132,6 +159,17 @@ const socksConnector = (timeout: number | null | undefined): Undici.buildConnect
         else callback(error, null)
       }
     )
+}
+
+type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
+
+const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers => {
+  if (headers === undefined || headers === null) return { host }
+  const isHost = (name: unknown) => String(name).toLowerCase() === "host"
+  if (Array.isArray(headers))
+    return headers.some((v, i) => i % 2 === 0 && isHost(v)) ? headers : [...headers, "host", host]
+  if (Symbol.iterator in headers) return headers
+  return Object.keys(headers).some(isHost) ? headers : { ...headers, host }
 }
 
 // Forwards every handler call, replacing the error passed to onResponseError/onError by a
