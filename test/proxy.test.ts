@@ -58,6 +58,23 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
+    it.effect("rejects an origin certificate outside originTls, and does not blame the proxy for it", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const config = yield* Proxy.make({ all: `http://127.0.0.1:${s.squidOpen}`, proxyLoopback: true })
+        const exit = yield* Effect.exit(
+          Http.getText(`${s.https.url}/untrusted-origin`).pipe(
+            Proxy.unwrapErrors,
+            Effect.provide(NodeProxy.layer(config))
+          )
+        )
+        const error = failureOf(exit)
+        assert.isFalse(Proxy.isProxyError(error))
+        assert.strictEqual((error as { reason?: { _tag: string } }).reason?._tag, "TransportError")
+        assert.isUndefined(s.https.seen.find((r) => r.path === "/untrusted-origin"))
+      })
+    )
+
     it.effect("authenticates with Basic credentials from the URL, for HTTP and HTTPS", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers
