@@ -23,6 +23,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   readonly settings: Settings
   readonly direct: Undici.Agent
   readonly proxies = new Map<string, Undici.Dispatcher>()
+  closed = false
 
   constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
     super()
@@ -47,17 +48,18 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     // socks5 (unlike socks5h) resolves names locally: undici always sends the name to the
     // proxy, so the request goes to the address instead, with the name kept in Host and as
     // the TLS server name (one agent per name, so a pool never mixes names).
-    lookup(hostname).then(
-      ({ address }) => {
-        url.hostname = isIP(address) === 6 ? `[${address}]` : address
-        this.via(proxy, hostname).dispatch(
-          { ...options, origin: url.origin, headers: withHost(options.headers, new URL(origin).host) },
-          withProxyErrors(handler, proxy, origin)
-        )
-      },
+    const fail = (error: Error) =>
       // undici reports failures before a connection exists without a controller, as here.
-      (error: Error) => handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
-    )
+      handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
+    lookup(hostname).then(({ address }) => {
+      // Closed while the name was being resolved: don't open a new pool nobody will close.
+      if (this.closed) return fail(new Error("The HTTP client was closed"))
+      url.hostname = isIP(address) === 6 ? `[${address}]` : address
+      this.via(proxy, hostname).dispatch(
+        { ...options, origin: url.origin, headers: withHost(options.headers, new URL(origin).host) },
+        withProxyErrors(handler, proxy, origin)
+      )
+    }, fail)
     return true
   }
 
@@ -84,6 +86,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   override close(): Promise<void>
   override close(callback: () => void): void
   override close(callback?: () => void): Promise<void> | void {
+    this.closed = true
     const done = Promise.all(this.all().map((d) => d.close())).then(() => {})
     if (callback === undefined) return done
     void done.then(callback)
@@ -96,6 +99,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
     const err = typeof a === "function" ? null : (a ?? null)
     const callback = typeof a === "function" ? a : b
+    this.closed = true
     const done = Promise.all(this.all().map((d) => d.destroy(err))).then(() => {})
     if (callback === undefined) return done
     void done.then(callback)
