@@ -60,7 +60,9 @@ export interface Options<A, E, R> {
    */
   readonly concurrency?: number | undefined
   /**
-   * Maximum requests in flight per origin (`scheme://host:port`).
+   * Maximum requests in flight per origin (`scheme://host:port`). Requests for a busy origin
+   * wait in its queue (up to `max(1024, 16 × concurrency)` read ahead of the workers) while
+   * other origins' requests go first.
    * @default no limit beyond `concurrency`
    */
   readonly perHost?: number | undefined
@@ -211,8 +213,8 @@ export const all = <A = Uint8Array, E = never, R = never>(
   requests: Iterable<Input>,
   options?: Options<A, E, R>
 ): Effect.Effect<Array<A>, ItemError<E> | Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
-  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler }) => {
-    const values: Array<A> = plan.progress?.total === undefined ? [] : new Array(plan.progress.total)
+  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler, total }) => {
+    const values: Array<A> = total === undefined ? [] : new Array(total).fill(undefined)
     return Effect.as(
       Engine.run<A, E, R, ItemError<E>>(plan, scheduler, {
         success: (job, value) => {
@@ -247,9 +249,9 @@ export const allSettled = <A = Uint8Array, E = never, R = never>(
   requests: Iterable<Input>,
   options?: Options<A, E, R>
 ): Effect.Effect<Array<Result.Result<A, ItemError<E>>>, Validate.InvalidOptionsError, R | HttpClient.HttpClient> =>
-  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler }) => {
-    const results: Array<Result.Result<A, ItemError<E>>> =
-      plan.progress?.total === undefined ? [] : new Array(plan.progress.total)
+  Effect.flatMap(resolve(requests, options, undefined), ({ plan, scheduler, total }) => {
+    // Filled, so V8 keeps a packed array rather than a dictionary for large batches.
+    const results: Array<Result.Result<A, ItemError<E>>> = total === undefined ? [] : new Array(total).fill(undefined)
     return Effect.as(
       Engine.run(plan, scheduler, {
         success: (job, value) => {
@@ -355,6 +357,7 @@ const resolve = <A, E, R>(
       concurrency: total === undefined ? concurrency : Math.min(concurrency, total),
       deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
       read: options?.read ?? (readBytes as unknown as Engine.Plan<A, E, R>["read"]),
+      customRead: options?.read !== undefined,
       tracing: options?.tracing ?? false,
       progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)
     }
@@ -362,10 +365,11 @@ const resolve = <A, E, R>(
       perHost: perHost === undefined || perHost >= concurrency ? undefined : perHost,
       window: stream === undefined ? Number.POSITIVE_INFINITY : concurrency + buffer,
       ordered: stream?.ordered ?? false,
-      // An array is in memory already; a lazy input is read ahead only so far.
-      lookahead: total === undefined ? Math.max(1024, concurrency * 16) : Number.POSITIVE_INFINITY
+      // Requests read ahead into per-origin queues while their origin is busy: enough for
+      // fairness across many origins, bounded so a huge input is not turned into requests at once.
+      lookahead: Math.max(1024, concurrency * 16)
     })
-    return { plan, scheduler, buffer }
+    return { plan, scheduler, buffer, total }
   })
 
 type Push<Out> = (index: number, out: Out) => void

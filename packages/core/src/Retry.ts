@@ -30,6 +30,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Headers from "effect/http/Headers"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -390,58 +391,113 @@ export const run = <A, E, R>(
   const retrying = policy.retries > 0 && policy.methods.has(request.method)
   const timed =
     options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
-  // The common case in a batch: nothing to time, and nothing costs until an attempt fails.
   if (!timed && !retrying) return attempt
+  // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
+  if (!timed) {
+    policy.budget?.request()
+    return Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+  }
   return Effect.withFiber((fiber) => {
-    const clock = fiber.getRef(Clock.Clock)
-    const start = clock.currentTimeMillisUnsafe()
-    policy.budget?.request(start)
+    const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+    policy.budget?.request()
     let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
     if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
-    const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
-      const left = deadline - now
-      if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
-      const perAttempt = policy.attemptTimeoutMillis
-      if (perAttempt !== undefined && perAttempt < left) return Effect.timeout(attempt, perAttempt)
-      if (left === Number.POSITIVE_INFINITY) return attempt
-      return Effect.timeoutOrElse(attempt, {
-        duration: left,
-        orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
-      })
-    }
-    const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
-      retrying && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
-    const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
-      if (!isRetryable(policy, error)) return Effect.fail(error)
-      const now = clock.currentTimeMillisUnsafe()
-      const retryAfter = retryAfterMillis(error, now)
-      if (retryAfter !== undefined) {
-        const limit =
-          retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter > deadline ? "deadline" : undefined
-        if (limit !== undefined) {
-          return Effect.fail(
-            new RetryAfterTooLong({
-              method: request.method,
-              url: request.url,
-              retryAfterMillis: retryAfter,
-              limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
-              limit,
-              cause: error as HttpClientError.HttpClientError
-            })
-          )
-        }
-      }
-      const ceiling = Math.min(policy.maxDelayMillis, policy.baseDelayMillis * 2 ** n)
-      const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
-      const delay = Math.max(backoff, retryAfter ?? 0)
-      // Waiting would end past the deadline: fail now with the real reason.
-      if (now + delay >= deadline) return Effect.fail(error)
-      if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
-      options?.onRetry?.()
-      return Effect.flatMap(Effect.sleep(delay), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
-    }
-    return loop(0, start)
+    return retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
   })
+}
+
+/**
+ * Goes on with a request whose first attempt failed with `error`, when the policy has no
+ * timeouts and no deadline applies: retries it if the policy allows, else fails with `error`.
+ * For runners that make the first attempt themselves (a fan-out batch does, to keep the
+ * success path free of retry machinery); they must count the request in the budget
+ * (`policy.budget?.request()`).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClient, HttpClientRequest } from "effect/http"
+ * import { Retry } from "@volley/core"
+ *
+ * const request = HttpClientRequest.get("http://127.0.0.1:8080/flaky")
+ * const text = Effect.gen(function* () {
+ *   const policy = yield* Retry.RetryPolicy
+ *   const attempt = Effect.flatMap((yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk).execute(request), (r) => r.text)
+ *   policy.budget?.request()
+ *   return yield* Effect.catch(attempt, (error) => Retry.afterFailure(policy, request, attempt, error))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const afterFailure = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  error: E,
+  options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> =>
+  policy.retries > 0 && policy.methods.has(request.method) && isRetryable(policy, error)
+    ? Effect.withFiber((fiber) =>
+        retryLoop(policy, request, attempt, options, fiber, Number.POSITIVE_INFINITY).onFailure(error, 0)
+      )
+    : Effect.fail(error)
+
+// Attempts, timeouts and waits of one request, for a fixed absolute deadline.
+const retryLoop = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options: RunOptions | undefined,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  deadline: number
+) => {
+  const retrying = policy.retries > 0 && policy.methods.has(request.method)
+  const clock = fiber.getRef(Clock.Clock)
+  const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
+    const left = deadline - now
+    if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+    const perAttempt = policy.attemptTimeoutMillis
+    if (perAttempt !== undefined && perAttempt < left) return Effect.timeout(attempt, perAttempt)
+    if (left === Number.POSITIVE_INFINITY) return attempt
+    return Effect.timeoutOrElse(attempt, {
+      duration: left,
+      orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+    })
+  }
+  const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
+    retrying && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
+  const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
+    if (!isRetryable(policy, error)) return Effect.fail(error)
+    const now = clock.currentTimeMillisUnsafe()
+    const retryAfter = retryAfterMillis(error, now)
+    if (retryAfter !== undefined) {
+      const limit =
+        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter > deadline ? "deadline" : undefined
+      if (limit !== undefined) {
+        return Effect.fail(
+          new RetryAfterTooLong({
+            method: request.method,
+            url: request.url,
+            retryAfterMillis: retryAfter,
+            limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
+            limit,
+            cause: error as HttpClientError.HttpClientError
+          })
+        )
+      }
+    }
+    const ceiling = Math.min(policy.maxDelayMillis, policy.baseDelayMillis * 2 ** n)
+    const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
+    const delay = Math.max(backoff, retryAfter ?? 0)
+    // Waiting would end past the deadline: fail now with the real reason.
+    if (now + delay >= deadline) return Effect.fail(error)
+    if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
+    options?.onRetry?.()
+    return Effect.flatMap(Effect.sleep(delay), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
+  }
+  return { loop, onFailure }
 }
 
 /**

@@ -18,6 +18,8 @@ export interface Plan<A, E, R> {
   readonly concurrency: number
   readonly deadlineMillis: number | undefined
   readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  /** A caller's `read` may leave the body unread on failure; the default one never does. */
+  readonly customRead: boolean
   readonly tracing: boolean
   readonly progress: Progress | undefined
 }
@@ -89,16 +91,16 @@ export const run = <A, E, R, X>(
     const running = deadline === undefined ? undefined : new Set<Job>()
     const { read } = plan
 
-    const attempt = (
-      request: HttpClientRequest.HttpClientRequest
+    // Built once per batch, not per request: the hot path allocates the request's effects only.
+    const readChecked: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R> = plan.customRead
+      ? (response) => Effect.onError(read(response), () => release(response))
+      : read
+    const onResponse = (
+      response: HttpClientResponse.HttpClientResponse
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-      Effect.flatMap(
-        client.execute(request),
-        (response): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-          response.status >= 200 && response.status < 300
-            ? Effect.onError(read(response), () => release(response))
-            : statusError(request, response)
-      )
+      response.status >= 200 && response.status < 300 ? readChecked(response) : statusError(response)
+    const attempt = (request: HttpClientRequest.HttpClientRequest) =>
+      Effect.flatMap(client.execute(request), onResponse)
 
     const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
       scheduler.finish(job)
@@ -123,32 +125,60 @@ export const run = <A, E, R, X>(
       return stop === undefined ? undefined : Effect.failCause(stop)
     }
 
-    const worker: Effect.Effect<void, X, R> = Effect.suspend(function loop(): Effect.Effect<void, X, R> {
-      const job = scheduler.next()
-      if (job === DONE) return Effect.void
-      if (job === WAIT) {
-        const version = scheduler.version
-        return Effect.flatMap(
-          Effect.callback<void>((resume) => {
-            const cancel = scheduler.wait(version, () => resume(Effect.void))
-            return cancel === undefined ? undefined : Effect.sync(cancel)
-          }),
-          loop
-        )
-      }
-      running?.add(job)
-      if (progress !== undefined) {
-        progress.inFlight++
-        progress.report()
-      }
-      const outcome = Effect.exit(Retry.run(policy, job.request, attempt(job.request), runOptions))
-      return Effect.flatMap(outcome, (exit) => {
-        const stop = settle(job, exit)
-        return stop === undefined ? loop() : stop
-      })
-    })
+    // Without timeouts or a deadline the first attempt runs bare and a failure goes on through
+    // `Retry.afterFailure`: the success path carries no retry machinery at all.
+    const bare =
+      deadline === undefined && policy.attemptTimeoutMillis === undefined && policy.timeoutMillis === undefined
+    const retries = policy.retries > 0
+    const budget = policy.budget
 
-    const workers = Effect.forEach(Array.from({ length: plan.concurrency }), () => worker, {
+    // One worker: a loop over jobs whose continuations are created once per worker.
+    const makeWorker = (): Effect.Effect<void, X, R> => {
+      let current: Job | undefined
+      const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
+        const stop = settle(current!, exit)
+        current = undefined
+        return stop === undefined ? loop() : stop
+      }
+      const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
+        if (retries && Exit.isFailure(exit)) {
+          const error = Cause.findErrorOption(exit.cause)
+          if (Option.isSome(error) && Retry.isRetryable(policy, error.value)) {
+            const request = current!.request
+            const again = Retry.afterFailure(policy, request, attempt(request), error.value, runOptions)
+            return Effect.flatMap(Effect.exit(again), onExit)
+          }
+        }
+        return onExit(exit)
+      }
+      const resumeWith = (resume: (effect: Effect.Effect<void>) => void) => () => resume(Effect.void)
+      const loop = (): Effect.Effect<void, X, R> => {
+        const job = scheduler.next()
+        if (job === DONE) return Effect.void
+        if (job === WAIT) {
+          const version = scheduler.version
+          const wait = Effect.callback<void>((resume) => {
+            const cancel = scheduler.wait(version, resumeWith(resume))
+            return cancel === undefined ? undefined : Effect.sync(cancel)
+          })
+          return Effect.flatMap(wait, loop)
+        }
+        current = job
+        running?.add(job)
+        if (progress !== undefined) {
+          progress.inFlight++
+          progress.report()
+        }
+        if (bare) {
+          budget?.request()
+          return Effect.flatMap(Effect.exit(attempt(job.request)), onFirstExit)
+        }
+        return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job.request), runOptions)), onExit)
+      }
+      return Effect.suspend(loop)
+    }
+
+    const workers = Effect.forEach(Array.from({ length: plan.concurrency }), makeWorker, {
       concurrency: "unbounded",
       discard: true
     })
@@ -165,10 +195,12 @@ export const run = <A, E, R, X>(
   })
 
 // A non-2xx response is a StatusCodeError; its body is read first so the connection is free.
-const statusError = (request: HttpClientRequest.HttpClientRequest, response: HttpClientResponse.HttpClientResponse) =>
+const statusError = (response: HttpClientResponse.HttpClientResponse) =>
   Effect.flatMap(Effect.ignore(response.arrayBuffer), () =>
     Effect.fail(
-      new HttpClientError.HttpClientError({ reason: new HttpClientError.StatusCodeError({ request, response }) })
+      new HttpClientError.HttpClientError({
+        reason: new HttpClientError.StatusCodeError({ request: response.request, response })
+      })
     )
   )
 

@@ -22,14 +22,21 @@ export class Budget {
     this.retries = new Float64Array(config.windowSeconds)
   }
 
-  /** Counts one request (not one attempt) at `nowMillis`. */
-  request(nowMillis: number): void {
-    this.requests[this.slot(nowMillis)]! += 1
+  // Requests not yet put in a bucket. Counting one must not read the clock (it runs for every
+  // request of a batch): they are put in the bucket of the next clock reading, at the next
+  // retry decision, which is when the count matters.
+  private unplaced = 0
+
+  /** Counts one request (not one attempt). */
+  request(): void {
+    this.unplaced++
   }
 
   /** Takes one retry from the budget; `false` when the window has used its share. */
   tryRetry(nowMillis: number): boolean {
     const slot = this.slot(nowMillis)
+    this.requests[slot]! += this.unplaced
+    this.unplaced = 0
     const now = Math.floor(nowMillis / 1000)
     let requests = 0
     let retries = 0
