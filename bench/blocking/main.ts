@@ -126,8 +126,9 @@ interface Row {
 const rows: Array<Row> = []
 for (const key of Object.keys(pools).filter((k) => process.argv.length < 3 || process.argv.includes(k))) {
   const pool = pools[key]!()
-  // Warm-up: threads started, modules loaded, JIT warm on both sides.
-  await runWindowed(pool, "noop", noopInputs, IN_FLIGHT)
+  // Warm-up: threads started, modules loaded, JIT warm on both sides (steady state needs a few
+  // rounds for volley's Effect path; every pool gets the same).
+  for (let i = 0; i < 3; i++) await runWindowed(pool, "noop", noopInputs, IN_FLIGHT)
   await runWindowed(pool, "spin", cpuInputs.slice(0, 8), THREADS)
   const runs = {
     noopPerSecond: [] as Array<number>,
@@ -182,7 +183,8 @@ const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, Node ${
 const md = `# Blocking executor benchmark
 
 \`pnpm bench blocking\` (bench/blocking/main.ts). ${machine}.
-Every pool has ${THREADS} threads and runs in the same process, one after the other, after a warm-up.
+Every pool has ${THREADS} threads and runs in the same process, one after the other, after a warm-up of
+3 × ${NOOP_TASKS.toLocaleString("en")} no-op tasks and a few CPU tasks.
 Each number is the median of ${RUNS} runs.
 
 - **no-op**: ${NOOP_TASKS.toLocaleString("en")} tasks returning their input, ${IN_FLIGHT} in flight (volley: \`Effect.forEach\`

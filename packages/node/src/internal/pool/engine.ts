@@ -89,8 +89,8 @@ export class Engine {
   private scheduled = false
   private closing = false
   private drained: (() => void) | undefined
-  /** Moving average of run time; short tasks get several in flight per thread, long ones one. */
-  private avgRunMillis = 1
+  /** Moving average of run time per task id: short tasks get several in flight per thread, long ones one. */
+  private readonly avgRunMillis: Array<number> = []
   private startupDeaths = 0
   private startupOpenUntil = 0
   private readonly moduleDeaths = new Map<string, number>()
@@ -243,12 +243,10 @@ export class Engine {
 
   private pump(): void {
     this.scheduled = false
-    const window = Math.min(
-      this.options.maxTasksPerWorker,
-      this.avgRunMillis < 0.25 ? this.options.maxTasksPerWorker : this.avgRunMillis < 2 ? 2 : 1
-    )
-    while (this.queue.length > 0) {
-      const slot = this.pick(window)
+    const max = this.options.maxTasksPerWorker
+    for (let job = this.queue.peek(); job !== undefined; job = this.queue.peek()) {
+      const avg = this.avgRunMillis[job.taskId] ?? 1
+      const slot = this.pick(Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
       if (slot === undefined) break
       this.send(slot, this.queue.shift()!)
     }
@@ -264,7 +262,7 @@ export class Engine {
     // large batches (the next batch of results triggers the send).
     for (const slot of this.slots) {
       const posted = slot.inFlight.length - slot.outbox.length
-      if (slot.outbox.length > 0 && (posted * 2 <= window || slot.outbox.length * 2 >= window)) this.flush(slot)
+      if (slot.outbox.length > 0 && (posted * 2 <= max || slot.outbox.length * 2 >= max)) this.flush(slot)
     }
     this.options.observe.queueLength(this.queue.length + this.waiting.length)
     let busy = 0
@@ -427,8 +425,11 @@ export class Engine {
       }
       if (job === undefined) continue
       slot.completed++
-      this.avgRunMillis += (runMillis - this.avgRunMillis) / 8
-      this.options.observe.runTime(runMillis)
+      if (reply._tag !== "Cancelled") {
+        const avg = this.avgRunMillis[job.taskId] ?? 1
+        this.avgRunMillis[job.taskId] = avg + (runMillis - avg) / 8
+        this.options.observe.runTime(runMillis)
+      }
       job.grace?.()
       if (reply._tag !== "Cancelled" && reply._tag !== "NotFound") this.healthy(job.module)
       if (job.state !== SENT) continue

@@ -36,6 +36,21 @@ export class Queue<A extends Entry> {
     this.live--
   }
 
+  /** The next entry `shift` would return, without taking it. */
+  peek(): A | undefined {
+    while (this.front.length > 0) {
+      const item = this.front[0]!
+      if (!item.removed) return item
+      this.front.shift()
+    }
+    while (this.head < this.items.length) {
+      const item = this.items[this.head]!
+      if (!item.removed) return item
+      this.items[this.head++] = undefined
+    }
+    return undefined
+  }
+
   shift(): A | undefined {
     while (this.front.length > 0) {
       const item = this.front.shift()!
