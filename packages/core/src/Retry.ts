@@ -575,13 +575,21 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   if (Cause.isTimeoutError(error)) return true
   if (!HttpClientError.isHttpClientError(error)) return false
   const reason = error.reason
-  if (reason._tag === "TransportError") return true
+  // A TransportError that only wraps a refusal of the client's own circuit breaker or rate
+  // limiter (see Resilience) would fail the same way again.
+  if (reason._tag === "TransportError") return !isRefusal(reason.cause)
   // A body cut short (socket closed mid-body) surfaces as a DecodeError whose cause is the
   // client's I/O error (it has a `code`, e.g. undici's UND_ERR_SOCKET); a body that does not
   // parse has no such code and is not retried.
   if (reason._tag === "DecodeError") return hasCode(reason.cause)
   return reason._tag === "StatusCodeError" && policy.statuses.has(reason.response.status)
 }
+
+const isRefusal = (cause: unknown): boolean =>
+  typeof cause === "object" &&
+  cause !== null &&
+  ((cause as { _tag?: unknown })._tag === "CircuitBreakerError" ||
+    (cause as { _tag?: unknown })._tag === "RateLimiterError")
 
 const hasCode = (cause: unknown): boolean =>
   typeof cause === "object" && cause !== null && typeof (cause as { code?: unknown }).code === "string"

@@ -33,6 +33,14 @@ export * as Http from "./Http.ts"
 export * as Options from "./Options.ts"
 
 /**
+ * Resilience for the environment's `HttpClient` as one layer: the retry policy, plus optional
+ * per-origin rate limiting and circuit breaking from Effect's `withRateLimiter`/`withCircuitBreaker`.
+ *
+ * @since 0.1.0
+ */
+export * as Resilience from "./Resilience.ts"
+
+/**
  * Retry policy for HTTP requests as a service: idempotent-only retries, full-jitter backoff,
  * `Retry-After` within the deadline, a retry budget and timeouts.
  *

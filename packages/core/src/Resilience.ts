@@ -1,0 +1,229 @@
+/**
+ * Resilience for the environment's `HttpClient`, as one layer: the retry policy, plus optional
+ * rate limiting and circuit breaking composed from Effect's `HttpClient.withRateLimiter` and
+ * `HttpClient.withCircuitBreaker` (in-memory stores, one limiter and one breaker per origin).
+ *
+ * Batches and `Retry.withPolicy` retry around the wrapped client, so the limiter spaces every
+ * attempt and the breaker counts every attempt. A request rejected by an open circuit fails at
+ * once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
+ * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
+ * would only wait for nothing). The limiter does not retry 429s itself (`times: 0`): the retry
+ * policy does, honouring `Retry-After` within its limits.
+ *
+ * Everything is validated when the layer is built, and readable from `Config`
+ * ({@link layerConfig}).
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import * as Layer from "effect/Layer"
+import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
+import * as RateLimiter from "effect/persistence/RateLimiter"
+import { originOf } from "./internal/fanout/scheduler.ts"
+import * as Validate from "./Options.ts"
+import * as Retry from "./Retry.ts"
+
+/**
+ * Rate limit per origin (or for the whole client).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RateLimitOptions {
+  /** Requests allowed per `window`. */
+  readonly limit: number
+  /** Length of the window. */
+  readonly window: Duration.Input
+  /**
+   * `"token-bucket"` spreads requests over the window; `"fixed-window"` lets a window's
+   * requests go at once.
+   * @default "token-bucket"
+   */
+  readonly algorithm?: "fixed-window" | "token-bucket" | undefined
+  /**
+   * One limit per origin; `false` shares one limit across all origins.
+   * @default true
+   */
+  readonly perHost?: boolean | undefined
+}
+
+/**
+ * Circuit breaker per origin: opens after `failures` consecutive failed attempts (transport
+ * errors, timeouts, 408/500/502/503/504), rejects requests for `openDuration`, then lets one probe
+ * through.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CircuitBreakerOptions {
+  /**
+   * Consecutive failures that open the circuit.
+   * @default 5
+   */
+  readonly failures?: number | undefined
+  /**
+   * How long the circuit stays open before a probe.
+   * @default "30 seconds"
+   */
+  readonly openDuration?: Duration.Input | undefined
+}
+
+/**
+ * What {@link layer} adds. Omitted parts are left out (the retry policy then stays whatever
+ * the environment has, by default `Retry`'s default policy).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly retry?: Retry.Options | undefined
+  readonly rateLimit?: RateLimitOptions | undefined
+  readonly circuitBreaker?: CircuitBreakerOptions | undefined
+}
+
+/**
+ * Wraps the environment's `HttpClient` with the rate limiter and circuit breaker, and provides
+ * the retry policy. Fails with `InvalidOptionsError` when built with a bad option.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Fanout, Resilience } from "@volley/core"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const Client = Resilience.layer({
+ *   retry: { retries: 4, timeout: "20 seconds" },
+ *   rateLimit: { limit: 50, window: "1 second" },
+ *   circuitBreaker: { failures: 5, openDuration: "10 seconds" }
+ * }).pipe(Layer.provide(NodeHttpClient.layer()))
+ *
+ * const program = Fanout.allSettled(["http://127.0.0.1:8080/a"]).pipe(Effect.provide(Client))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError, HttpClient.HttpClient> => {
+  const client = Layer.effect(HttpClient.HttpClient, wrap(options))
+  return options.retry === undefined ? client : Layer.merge(client, Retry.layer(options.retry))
+}
+
+/**
+ * {@link layer} from `Config` (environment by default): `<prefix>_RATE_LIMIT` and
+ * `<prefix>_RATE_WINDOW` (both set to enable), `_RATE_ALGORITHM`, `_BREAKER_FAILURES` (set to
+ * enable), `_BREAKER_OPEN_DURATION`; the retry policy from `Retry.layerConfig()`
+ * (`VOLLEY_RETRY_*`).
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Resilience } from "@volley/core"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * // VOLLEY_HTTP_RATE_LIMIT=20 VOLLEY_HTTP_RATE_WINDOW="1 second" VOLLEY_HTTP_BREAKER_FAILURES=5
+ * const Client = Resilience.layerConfig().pipe(Layer.provide(NodeHttpClient.layer()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  prefix = "VOLLEY_HTTP"
+): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError, HttpClient.HttpClient> =>
+  Layer.merge(
+    Layer.effect(
+      HttpClient.HttpClient,
+      Effect.gen(function* () {
+        const optional = <A>(config: Config.Config<A>) =>
+          Config.option(config).pipe(
+            Config.nested(prefix),
+            Config.map((o) => (o._tag === "Some" ? o.value : undefined))
+          )
+        const read = yield* Config.all({
+          limit: optional(Config.Int("RATE_LIMIT")),
+          window: optional(Config.Duration("RATE_WINDOW")),
+          algorithm: optional(Config.Literals(["fixed-window", "token-bucket"], "RATE_ALGORITHM")),
+          failures: optional(Config.Int("BREAKER_FAILURES")),
+          openDuration: optional(Config.Duration("BREAKER_OPEN_DURATION"))
+        })
+        if ((read.limit === undefined) !== (read.window === undefined)) {
+          return yield* Effect.fail(
+            new Validate.InvalidOptionsError({
+              option: `${prefix}_RATE_LIMIT`,
+              reason: `must be set together with ${prefix}_RATE_WINDOW`
+            })
+          )
+        }
+        return yield* wrap({
+          rateLimit:
+            read.limit === undefined || read.window === undefined
+              ? undefined
+              : { limit: read.limit, window: read.window, algorithm: read.algorithm },
+          circuitBreaker:
+            read.failures === undefined ? undefined : { failures: read.failures, openDuration: read.openDuration }
+        })
+      })
+    ),
+    Retry.layerConfig()
+  )
+
+// ---------------------------------------------------------------------------------------------
+
+const wrap = (options: Options) =>
+  Effect.gen(function* () {
+    // Typed loosely while wrapping (each wrapper adds its error type); narrowed back at the end.
+    let client = (yield* HttpClient.HttpClient) as unknown as HttpClient.HttpClient.With<unknown>
+    const rateLimit = options.rateLimit
+    if (rateLimit !== undefined) {
+      const limit = yield* Validate.positiveInt("rateLimit.limit", rateLimit.limit)
+      const window = yield* Validate.duration("rateLimit.window", rateLimit.window)
+      if (Duration.toMillis(window) <= 0) {
+        return yield* Effect.fail(
+          new Validate.InvalidOptionsError({ option: "rateLimit.window", reason: "must be > 0" })
+        )
+      }
+      const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
+      client = HttpClient.withRateLimiter(client, {
+        limiter,
+        key: rateLimit.perHost === false ? "volley" : (request) => originOf(request.url),
+        limit,
+        window,
+        algorithm: rateLimit.algorithm ?? "token-bucket",
+        times: 0
+      })
+    }
+    const breakerOptions = options.circuitBreaker
+    if (breakerOptions !== undefined) {
+      const failures = yield* Validate.positiveInt("circuitBreaker.failures", breakerOptions.failures ?? 5)
+      const openDuration = yield* Validate.duration(
+        "circuitBreaker.openDuration",
+        breakerOptions.openDuration ?? "30 seconds"
+      )
+      const breaker = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.consecutive(failures),
+        openDuration
+      }).pipe(Effect.provide(CircuitBreaker.layerStoreMemory()))
+      client = HttpClient.withCircuitBreaker(client, { breaker })
+    }
+    // The limiter and breaker fail with their own errors; callers of an `HttpClient` handle
+    // `HttpClientError`s, so those become TransportErrors (Retry.isRetryable skips them).
+    return HttpClient.transform(client, (effect, request) =>
+      Effect.mapError(effect, (error) =>
+        HttpClientError.isHttpClientError(error)
+          ? error
+          : new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({
+                request,
+                cause: error,
+                description: error instanceof Error ? error.message : String(error)
+              })
+            })
+      )
+    ) as HttpClient.HttpClient
+  })
