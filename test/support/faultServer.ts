@@ -11,10 +11,12 @@
 //   /truncated                   announces 100 bytes, sends 10, destroys the socket
 //   /hang                        never answers
 //   /index?i=n                   200 with body n (to check order)
+//   /json-gz?i=n&items=k         200, a gzipped JSON document {i, items: [k objects]}
 //
 // Counters: requests (total and per path), open sockets now, requests in flight now and at peak.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
+import { gzipSync } from "node:zlib"
 import { Effect } from "effect"
 
 export interface FaultServer {
@@ -72,6 +74,11 @@ const listen = () =>
           return later(q("delay", 0), () => res.end("x".repeat(q("size", 2))))
         case "/index":
           return res.end(String(url.searchParams.get("i")))
+        case "/json-gz": {
+          const i = q("i", 0)
+          const doc = { i, items: Array.from({ length: q("items", 100) }, (_, n) => ({ n, name: `item-${i}-${n}` })) }
+          return res.writeHead(200, { "content-type": "application/gzip" }).end(gzipSync(JSON.stringify(doc)))
+        }
         case "/flaky": {
           if (nth() > q("fail", 1)) return res.end("ok")
           const retryAfter = url.searchParams.get("retryAfter")

@@ -334,6 +334,83 @@ export const streamSettled = <A = Uint8Array, E = never, R = never>(
     }
   })) as Stream.Stream<Settled<A, E>, Validate.InvalidOptionsError, R | HttpClient.HttpClient>
 
+/**
+ * Options of {@link pipeline}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PipelineOptions<A, E, R> extends StreamOptions<A, E, R> {
+  /**
+   * Items in the processing stage at once.
+   * @default concurrency
+   */
+  readonly stageConcurrency?: number | undefined
+}
+
+/**
+ * Fetches the requests and runs `stage` on each successful body, for example a CPU-heavy
+ * `Blocking.run` on worker threads, with bounded work end to end: a body counts against the
+ * window from when its request starts until `stage` is done with it, so at most
+ * `concurrency + buffer` bodies are held at once and a slow stage throttles the fetching
+ * instead of letting bodies pile up. Emits the stage's results as they complete (input order
+ * with `ordered: true`); the first failure, of a request or of the stage, fails the stream.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema, Stream } from "effect"
+ * import { Blocking, Fanout } from "@volley/core"
+ *
+ * const size = Blocking.task({
+ *   name: "size",
+ *   payload: Schema.Uint8Array,
+ *   success: Schema.Number,
+ *   handler: (bytes) => bytes.byteLength
+ * })
+ * const sizes = Fanout.pipeline(["http://127.0.0.1:8080/a"], (item) => Blocking.run(size, item.value), {
+ *   concurrency: 8,
+ *   stageConcurrency: 4
+ * }).pipe(Stream.runCollect, Effect.provide(Blocking.layerInline))
+ * ```
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const pipeline = <B, E2, R2, A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  stage: (item: Item<A>) => Effect.Effect<B, E2, R2>,
+  options?: PipelineOptions<A, E, R>
+): Stream.Stream<Item<B>, ItemError<E> | E2 | Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient> =>
+  Stream.unwrap(
+    Effect.map(
+      Validate.positiveInt("stageConcurrency", options?.stageConcurrency ?? options?.concurrency ?? 16),
+      (stageConcurrency) =>
+        makeStream<A, E, R, Leased<A>>(
+          requests,
+          options,
+          (push, release) => ({
+            success: (job, value) => push(job.index, { index: job.index, request: job.request, value, release }),
+            failure: (_, error) => Cause.fail(error),
+            interrupted: (job) => Cause.fail(interrupted(job))
+          }),
+          true
+        ).pipe(
+          Stream.mapEffect(
+            (item) =>
+              stage(item).pipe(
+                Effect.ensuring(Effect.sync(item.release)),
+                Effect.map((value): Item<B> => ({ index: item.index, request: item.request, value }))
+              ),
+            { concurrency: stageConcurrency, unordered: !(options?.ordered ?? false) }
+          )
+        )
+    )
+  )
+
+interface Leased<A> extends Item<A> {
+  readonly release: () => void
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
@@ -377,7 +454,9 @@ type Push<Out> = (index: number, out: Out) => void
 const makeStream = <A, E, R, Out>(
   requests: Iterable<Input>,
   options: StreamOptions<A, E, R> | undefined,
-  sink: (push: Push<Out>) => Engine.Sink<A, Engine.Failure<E>, ItemError<E>>
+  sink: (push: Push<Out>, release: () => void) => Engine.Sink<A, Engine.Failure<E>, ItemError<E>>,
+  // Items leave the window when the consumer calls `release`, not when it pulls again.
+  manual = false
 ): Stream.Stream<Out, ItemError<E> | Validate.InvalidOptionsError, R | HttpClient.HttpClient> => {
   const ordered = options?.ordered ?? false
   return Stream.fromChannel(
@@ -409,7 +488,8 @@ const makeStream = <A, E, R, Out>(
               ready.push(out)
               wake()
             }
-        yield* Engine.run(plan, scheduler, sink(push)).pipe(
+        const release = () => scheduler.consume(1)
+        yield* Engine.run(plan, scheduler, sink(push, release)).pipe(
           Effect.onExit((exit) =>
             Effect.sync(() => {
               finished = exit
@@ -423,7 +503,7 @@ const makeStream = <A, E, R, Out>(
         const chunk = Math.max(1, buffer)
         let lent = 0
         const pull: Effect.Effect<readonly [Out, ...Array<Out>], ItemError<E> | Cause.Done> = Effect.suspend(() => {
-          if (lent > 0) {
+          if (lent > 0 && !manual) {
             scheduler.consume(lent)
             lent = 0
           }

@@ -302,4 +302,46 @@ describe("Fanout", () => {
       })
     )
   })
+
+  describe("pipeline", () => {
+    it.effect("holds at most concurrency + buffer bodies when the stage is slow", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        let held = 0
+        let maxHeld = 0
+        const read = (response: HttpClientResponse.HttpClientResponse) =>
+          Effect.map(response.text, (body) => {
+            held++
+            maxHeld = Math.max(maxHeld, held)
+            return body
+          })
+        const urls = Array.from({ length: 20 }, (_, i) => `http://a.test/ms/${i % 3}`)
+        const slowStage = (item: Fanout.Item<string>) =>
+          Effect.sleep("100 millis").pipe(Effect.ensuring(Effect.sync(() => held--)), Effect.as(item.value.length))
+        const fiber = yield* Fanout.pipeline(urls, slowStage, {
+          concurrency: 3,
+          buffer: 1,
+          stageConcurrency: 2,
+          read
+        }).pipe(Stream.runCollect, Effect.provideService(HttpClient.HttpClient, f.client), Effect.forkChild)
+        yield* TestClock.adjust("150 millis")
+        // two bodies in the stage, at most two more fetched and waiting: fetching is throttled
+        assert.isAtMost(f.started(), 4 + 2)
+        yield* TestClock.adjust("10 seconds")
+        assert.strictEqual((yield* Fiber.join(fiber)).length, 20)
+        assert.isAtMost(maxHeld, 4)
+        assert.isAtLeast(maxHeld, 3)
+      })
+    )
+
+    it.effect("rejects a stage concurrency below 1", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Stream.runDrain(Fanout.pipeline(["http://a.test/ms/0"], () => Effect.void, { stageConcurrency: 0 }))
+        )
+        const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { option: string }) : undefined
+        assert.strictEqual(error?.option, "stageConcurrency")
+      }).pipe(Effect.provideService(HttpClient.HttpClient, fake().client))
+    )
+  })
 })
