@@ -245,6 +245,20 @@ describe("NodeBlocking", () => {
     )
   })
 
+  describe("idle threads", () => {
+    it.effect("terminates a thread idle for idleTimeout and starts a new one when work arrives", () =>
+      withPool({ maxWorkers: 1, idleTimeout: "10 seconds" })(
+        Effect.gen(function* () {
+          const first = yield* Blocking.run(P.threadId, undefined)
+          yield* TestClock.adjust("9 seconds")
+          assert.strictEqual(yield* Blocking.run(P.threadId, undefined), first, "still warm before the timeout")
+          yield* TestClock.adjust("10 seconds")
+          assert.notStrictEqual(yield* Blocking.run(P.threadId, undefined), first)
+        })
+      )
+    )
+  })
+
   describe("observability", () => {
     it.effect("records run and queue-wait times per task and utilisation", () =>
       withPool({ maxWorkers: 2 })(

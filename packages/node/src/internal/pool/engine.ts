@@ -289,7 +289,9 @@ export class Engine {
   private send(slot: Slot, job: Job): void {
     job.state = SENT
     job.slot = slot
-    job.seq = slot.nextSeq++
+    job.seq = slot.nextSeq
+    // Seqs live in an Int32Array slot; wrap before 2^31 (0 means "nothing running").
+    slot.nextSeq = slot.nextSeq === 0x7fffffff ? 1 : slot.nextSeq + 1
     if (slot.inFlight.length === 0) {
       slot.thread.ref()
       slot.idleTimer?.()
