@@ -20,6 +20,8 @@ import * as Codec from "./internal/blocking/codec.ts"
 import * as Inline from "./internal/blocking/inline.ts"
 
 /**
+ * Marks a value as a {@link Task}; a plain string so tasks are recognised across copies of this package.
+ *
  * @since 0.1.0
  * @category type ids
  */
@@ -128,6 +130,15 @@ export const task = <Payload, Success, Failure = never>(options: {
 })
 
 /**
+ * Tells whether a value is a {@link Task}; worker executors use it to find the tasks a module exports.
+ *
+ * @example
+ * ```ts
+ * import { Blocking } from "@volley/core"
+ *
+ * Blocking.isTask({ name: "x" }) // false
+ * ```
+ *
  * @since 0.1.0
  * @category guards
  */
@@ -262,6 +273,20 @@ export class ExecutorShutDownError extends Schema.TaggedError<ExecutorShutDownEr
 
 /**
  * Every error an executor adds to a task's own failure type.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const parse = Blocking.task({ name: "parse", payload: Schema.String, success: Schema.Unknown, handler: (s) => JSON.parse(s) })
+ * const safe = Blocking.run(parse, "{").pipe(
+ *   Effect.catchTags({
+ *     HandlerError: (e) => Effect.succeed(`bad JSON: ${e.errorMessage}`),
+ *     TaskTimeoutError: () => Effect.succeed("too slow")
+ *   })
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category errors
