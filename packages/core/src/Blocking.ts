@@ -63,6 +63,11 @@ export interface Task<Payload, Success, Failure = never> {
     readonly success?: ((success: Success) => ReadonlyArray<Transferable>) | undefined
   }
   readonly handler: (payload: Payload, context: TaskContext) => Success | PromiseLike<Success>
+  /**
+   * For executors: decodes an encoded payload, calls the handler, encodes its result. A method
+   * on the task, so a thread that runs tasks needs only the task module, not this package.
+   */
+  readonly invoke: (payload: unknown, context: TaskContext, transferOut?: Array<Transferable>) => Reply | Promise<Reply>
 }
 
 /**
@@ -116,18 +121,22 @@ export const task = <Payload, Success, Failure = never>(options: {
     payload: NoInfer<Payload>,
     context: TaskContext
   ) => NoInfer<Success> | PromiseLike<NoInfer<Success>>
-}): Task<Payload, Success, Failure> => ({
-  [TypeId]: TypeId,
-  name: options.name,
-  module: options.module === undefined ? undefined : String(options.module),
-  payload: options.payload,
-  success: options.success,
-  failure: options.failure ?? (Schema.Never as unknown as Schema.Codec<Failure, unknown>),
-  timeoutMillis:
-    options.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout)),
-  transfer: options.transfer ?? {},
-  handler: options.handler
-})
+}): Task<Payload, Success, Failure> => {
+  const self: Task<Payload, Success, Failure> = {
+    [TypeId]: TypeId,
+    name: options.name,
+    module: options.module === undefined ? undefined : String(options.module),
+    payload: options.payload,
+    success: options.success,
+    failure: options.failure ?? (Schema.Never as unknown as Schema.Codec<Failure, unknown>),
+    timeoutMillis:
+      options.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout)),
+    transfer: options.transfer ?? {},
+    handler: options.handler,
+    invoke: (payload, context, transferOut) => Codec.invoke(Codec.codecsOf(self), self, payload, context, transferOut)
+  }
+  return self
+}
 
 /**
  * Tells whether a value is a {@link Task}; worker executors use it to find the tasks a module exports.
@@ -431,7 +440,7 @@ export const invoke = (
   payload: unknown,
   context: TaskContext,
   transferOut?: Array<Transferable>
-): Reply | Promise<Reply> => Codec.invoke(Codec.codecsOf(task), task, payload, context, transferOut)
+): Reply | Promise<Reply> => task.invoke(payload, context, transferOut)
 
 /**
  * Turns a reply into the task's result, its typed failure or a {@link BlockingError}.

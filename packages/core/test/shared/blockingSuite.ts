@@ -1,6 +1,6 @@
 // One behavioural suite for every BlockingExecutor: the inline executor (packages/core) and the
 // worker-thread pool (packages/node) must agree on all of it.
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, type Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as Blocking from "../../src/Blocking.ts"
@@ -27,168 +27,140 @@ export const waitForFlag = (flags: Int32Array, index: number): Effect.Effect<voi
     }
   })
 
-export const blockingSuite = (name: string, layer: Layer.Layer<Blocking.BlockingExecutor, unknown>) => {
-  const provide = <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
-    Effect.provide(effect, layer as Layer.Layer<Blocking.BlockingExecutor>)
-
-  describe(`Blocking on ${name}`, () => {
+export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.BlockingExecutor, unknown>) => {
+  // One executor for the whole suite (a pool starts threads once), with one TestClock.
+  layer(executor as Layer.Layer<Blocking.BlockingExecutor>)(`Blocking on ${name}`, (it) => {
     describe("run", () => {
       it.effect("returns the handler's result", () =>
-        provide(
-          Effect.gen(function* () {
-            assert.strictEqual(yield* Blocking.run(T.square, 7), 49)
-            assert.strictEqual(yield* Blocking.run(T.later, "abc"), "ABC")
-          })
-        )
+        Effect.gen(function* () {
+          assert.strictEqual(yield* Blocking.run(T.square, 7), 49)
+          assert.strictEqual(yield* Blocking.run(T.later, "abc"), "ABC")
+        })
       )
 
       it.effect("fails with the task's typed failure when the handler throws it", () =>
-        provide(
-          Effect.gen(function* () {
-            const error = yield* Effect.flip(Blocking.run(T.square, -2))
-            assert.instanceOf(error, T.Negative)
-            assert.strictEqual(error._tag === "Negative" && error.value, -2)
-          })
-        )
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.run(T.square, -2))
+          assert.instanceOf(error, T.Negative)
+          assert.strictEqual(error._tag === "Negative" && error.value, -2)
+        })
       )
 
       it.effect("fails with HandlerError keeping the remote name, message and stack when the handler throws", () =>
-        provide(
-          Effect.gen(function* () {
-            const error = yield* Effect.flip(Blocking.run(T.explode, "kaboom"))
-            assert.strictEqual(error._tag, "HandlerError")
-            if (error._tag !== "HandlerError") return
-            assert.strictEqual(error.errorName, "RangeError")
-            assert.strictEqual(error.errorMessage, "kaboom")
-            assert.include(error.remoteStack, "blockingTasks.ts")
-            assert.include(error.message, "explode threw RangeError: kaboom")
-          })
-        )
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.run(T.explode, "kaboom"))
+          assert.strictEqual(error._tag, "HandlerError")
+          if (error._tag !== "HandlerError") return
+          assert.strictEqual(error.errorName, "RangeError")
+          assert.strictEqual(error.errorMessage, "kaboom")
+          assert.include(error.remoteStack, "blockingTasks.ts")
+          assert.include(error.message, "explode threw RangeError: kaboom")
+        })
       )
 
       it.effect("rejects a payload that does not match its Schema before sending it", () =>
-        provide(
-          Effect.gen(function* () {
-            const error = yield* Effect.flip(Blocking.run(T.square, "seven" as unknown as number))
-            assert.strictEqual(error._tag, "InvalidPayloadError")
-            assert.include(error.message, "square")
-          })
-        )
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.run(T.square, "seven" as unknown as number))
+          assert.strictEqual(error._tag, "InvalidPayloadError")
+          assert.include(error.message, "square")
+        })
       )
 
       it.effect("rejects a payload holding a function or a symbol with InvalidPayloadError", () =>
-        provide(
-          Effect.gen(function* () {
-            for (const bad of [{ f: () => 1 }, Symbol("s")]) {
-              const error = yield* Effect.flip(Blocking.run(T.echo, bad))
-              assert.strictEqual(error._tag, "InvalidPayloadError")
-              assert.include(error.message, "could not be cloned")
-            }
-            assert.deepStrictEqual(yield* Blocking.run(T.echo, { ok: [1, 2] }), { ok: [1, 2] })
-          })
-        )
+        Effect.gen(function* () {
+          for (const bad of [{ f: () => 1 }, Symbol("s")]) {
+            const error = yield* Effect.flip(Blocking.run(T.echo, bad))
+            assert.strictEqual(error._tag, "InvalidPayloadError")
+            assert.include(error.message, "could not be cloned")
+          }
+          assert.deepStrictEqual(yield* Blocking.run(T.echo, { ok: [1, 2] }), { ok: [1, 2] })
+        })
       )
 
       it.effect("fails with InvalidResultError when the result does not match the success Schema", () =>
-        provide(
-          Effect.gen(function* () {
-            const error = yield* Effect.flip(Blocking.run(T.liar, undefined))
-            assert.strictEqual(error._tag, "InvalidResultError")
-            assert.include(error.message, "Expected number")
-          })
-        )
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.run(T.liar, undefined))
+          assert.strictEqual(error._tag, "InvalidResultError")
+          assert.include(error.message, "Expected number")
+        })
       )
 
       it.effect("fails with InvalidResultError when the result cannot be sent back", () =>
-        provide(
-          Effect.gen(function* () {
-            const error = yield* Effect.flip(Blocking.run(T.unsendable, undefined))
-            assert.strictEqual(error._tag, "InvalidResultError")
-            assert.include(error.message, "could not be cloned")
-          })
-        )
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.run(T.unsendable, undefined))
+          assert.strictEqual(error._tag, "InvalidResultError")
+          assert.include(error.message, "could not be cloned")
+        })
       )
 
       it.effect("moves transferred buffers instead of copying them", () =>
-        provide(
-          Effect.gen(function* () {
-            const bytes = new Uint8Array([1, 2, 3])
-            const reversed = yield* Blocking.run(T.reverse, bytes)
-            assert.deepStrictEqual([...reversed], [3, 2, 1])
-            assert.strictEqual(bytes.byteLength, 0, "the caller's buffer was detached, not copied")
-          })
-        )
+        Effect.gen(function* () {
+          const bytes = new Uint8Array([1, 2, 3])
+          const reversed = yield* Blocking.run(T.reverse, bytes)
+          assert.deepStrictEqual([...reversed], [3, 2, 1])
+          assert.strictEqual(bytes.byteLength, 0, "the caller's buffer was detached, not copied")
+        })
       )
 
       it.effect("aborts the handler's signal when the caller is interrupted", () =>
-        provide(
-          Effect.gen(function* () {
-            const shared = new SharedArrayBuffer(8)
-            const flags = new Int32Array(shared)
-            const fiber = yield* Effect.forkChild(Blocking.run(T.waitForAbort, shared))
-            yield* waitForFlag(flags, 0)
-            yield* Fiber.interrupt(fiber)
-            yield* waitForFlag(flags, 1)
-            assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
-          })
-        )
+        Effect.gen(function* () {
+          const shared = new SharedArrayBuffer(8)
+          const flags = new Int32Array(shared)
+          const fiber = yield* Effect.forkChild(Blocking.run(T.waitForAbort, shared))
+          yield* waitForFlag(flags, 0)
+          yield* Fiber.interrupt(fiber)
+          yield* waitForFlag(flags, 1)
+          assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
+        })
       )
 
       it.effect("fails with TaskTimeoutError and aborts the handler when it runs past its timeout", () =>
-        provide(
-          Effect.gen(function* () {
-            const shared = new SharedArrayBuffer(8)
-            const flags = new Int32Array(shared)
-            const fiber = yield* Effect.forkChild(Blocking.run(T.waitForAbort, shared, { timeout: "2 seconds" }))
-            yield* waitForFlag(flags, 0)
-            yield* TestClock.adjust("1999 millis")
-            assert.strictEqual(Atomics.load(flags, 1), 0)
-            yield* TestClock.adjust("1 millis")
-            const error = yield* Effect.flip(Fiber.join(fiber))
-            assert.strictEqual(error._tag, "TaskTimeoutError")
-            assert.strictEqual(error._tag === "TaskTimeoutError" && error.phase, "running")
-            yield* waitForFlag(flags, 1)
-          })
-        )
+        Effect.gen(function* () {
+          const shared = new SharedArrayBuffer(8)
+          const flags = new Int32Array(shared)
+          const fiber = yield* Effect.forkChild(Blocking.run(T.waitForAbort, shared, { timeout: "2 seconds" }))
+          yield* waitForFlag(flags, 0)
+          yield* TestClock.adjust("1999 millis")
+          assert.strictEqual(Atomics.load(flags, 1), 0)
+          yield* TestClock.adjust("1 millis")
+          const error = yield* Effect.flip(Fiber.join(fiber))
+          assert.strictEqual(error._tag, "TaskTimeoutError")
+          assert.strictEqual(error._tag === "TaskTimeoutError" && error.phase, "running")
+          yield* waitForFlag(flags, 1)
+        })
       )
 
       it.effect("continues the caller's trace inside the handler", () =>
-        provide(
-          Effect.gen(function* () {
-            const outer = yield* Effect.currentSpan
-            const seen = yield* Blocking.run(T.whoCalls, undefined)
-            assert.strictEqual(seen.traceId, outer.traceId)
-            assert.isString(seen.spanId)
-            assert.notStrictEqual(seen.spanId, outer.spanId)
-          }).pipe(Effect.withSpan("caller"))
-        )
+        Effect.gen(function* () {
+          const outer = yield* Effect.currentSpan
+          const seen = yield* Blocking.run(T.whoCalls, undefined)
+          assert.strictEqual(seen.traceId, outer.traceId)
+          assert.isString(seen.spanId)
+          assert.notStrictEqual(seen.spanId, outer.spanId)
+        }).pipe(Effect.withSpan("caller"))
       )
 
       it.effect("runs many tasks concurrently from Stream.mapEffect, keeping results and order", () =>
-        provide(
-          Effect.gen(function* () {
-            const squares = yield* Stream.range(1, 200).pipe(
-              Stream.mapEffect((n) => Blocking.run(T.square, n), { concurrency: 16 }),
-              Stream.runCollect
-            )
-            assert.deepStrictEqual(
-              squares,
-              Array.from({ length: 200 }, (_, i) => (i + 1) ** 2)
-            )
-          })
-        )
+        Effect.gen(function* () {
+          const squares = yield* Stream.range(1, 200).pipe(
+            Stream.mapEffect((n) => Blocking.run(T.square, n), { concurrency: 16 }),
+            Stream.runCollect
+          )
+          assert.deepStrictEqual(
+            squares,
+            Array.from({ length: 200 }, (_, i) => (i + 1) ** 2)
+          )
+        })
       )
 
       it.effect("keeps working after every kind of failure", () =>
-        provide(
-          Effect.gen(function* () {
-            yield* Effect.flip(Blocking.run(T.explode, "x"))
-            yield* Effect.flip(Blocking.run(T.liar, undefined))
-            yield* Effect.flip(Blocking.run(T.echo, () => 1))
-            yield* Effect.flip(Blocking.run(T.square, -1))
-            assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
-          })
-        )
+        Effect.gen(function* () {
+          yield* Effect.flip(Blocking.run(T.explode, "x"))
+          yield* Effect.flip(Blocking.run(T.liar, undefined))
+          yield* Effect.flip(Blocking.run(T.echo, () => 1))
+          yield* Effect.flip(Blocking.run(T.square, -1))
+          assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
+        })
       )
     })
   })

@@ -4,7 +4,7 @@
 // local queue runs dry.
 
 import { parentPort, workerData } from "node:worker_threads"
-import { Blocking } from "@volley/core"
+import type { Blocking } from "@volley/core"
 import {
   type FromWorker,
   JOB_FIELDS,
@@ -95,14 +95,14 @@ const runJob = (
   if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
   const task = tasks.get(name)
   if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
-  return Blocking.invoke(task, payload, context(seq, traceId, spanId), transfer)
+  return task.invoke(payload, context(seq, traceId, spanId), transfer)
 }
 
 const load = async (url: string) => {
   try {
     const namespace: Record<string, unknown> = await import(url)
     const tasks = new Map<string, Blocking.AnyTask>()
-    for (const value of Object.values(namespace)) if (Blocking.isTask(value)) tasks.set(value.name, value)
+    for (const value of Object.values(namespace)) if (isTask(value)) tasks.set(value.name, value)
     modules.set(url, tasks)
   } catch (error) {
     modules.set(url, error instanceof Error ? error : new Error(String(error)))
@@ -110,6 +110,12 @@ const load = async (url: string) => {
 }
 
 // Most handlers never look at the signal; an AbortController per task would cost more than a no-op task.
+// Only a type import of @volley/core: the whole package (HTTP included) would double a thread's
+// start-up time. Tasks carry `invoke`; this is `Blocking.isTask` by its (string) type id.
+const TASK = "~@volley/core/Blocking/Task"
+const isTask = (u: unknown): u is Blocking.AnyTask =>
+  typeof u === "object" && u !== null && (u as Record<string, unknown>)[TASK] === TASK
+
 const context = (seq: number, traceId: string | undefined, spanId: string | undefined): Blocking.TaskContext => ({
   get signal() {
     let controller = controllers.get(seq)
