@@ -8,6 +8,7 @@ import { Blocking } from "@volley/core"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { Breaker } from "./breaker.ts"
 import { type FromWorker, RESULT_FIELDS, RING, SUCCESS, type ToWorker, type WireReply } from "./messages.ts"
 import { type Entry, Queue } from "./queue.ts"
 
@@ -42,10 +43,6 @@ const QUEUED = 0
 const WAITING = 1 // waiting for room in a full queue ("wait" back-pressure)
 const SENT = 2
 const FINISHED = 3
-
-/** Consecutive deaths before a module (or thread start-up) is declared crash-looping. */
-const CRASH_LOOP_THRESHOLD = 3
-const CRASH_LOOP_COOLDOWN_MS = 10_000
 
 export interface Job extends Entry {
   readonly request: Blocking.Request
@@ -91,15 +88,12 @@ export class Engine {
   private drained: (() => void) | undefined
   /** Moving average of run time per task id: short tasks get several in flight per thread, long ones one. */
   private readonly avgRunMillis: Array<number> = []
-  private startupDeaths = 0
-  private startupOpenUntil = 0
-  private readonly moduleDeaths = new Map<string, number>()
-  private readonly moduleOpenUntil = new Map<string, number>()
-  private readonly healthyModules = new Set<string>()
+  private readonly breaker: Breaker
   private readonly taskIds = new Map<string, number>()
 
   constructor(options: EngineOptions) {
     this.options = options
+    this.breaker = new Breaker(options.clock)
     for (let i = 0; i < options.minWorkers; i++) this.spawn()
   }
 
@@ -211,17 +205,8 @@ export class Engine {
 
   private refusal(name: string, module: string): Blocking.BlockingError | undefined {
     if (this.closing) return new Blocking.ExecutorShutDownError({ task: name })
-    const now = this.options.clock.currentTimeMillisUnsafe()
-    if (now < this.startupOpenUntil) {
-      return crashLoop(name, `threads die at start-up; retrying after ${CRASH_LOOP_COOLDOWN_MS} ms`)
-    }
-    if (now < (this.moduleOpenUntil.get(module) ?? 0)) {
-      return crashLoop(
-        name,
-        `${module} killed ${CRASH_LOOP_THRESHOLD} threads in a row before any of its tasks finished`
-      )
-    }
-    return undefined
+    const reason = this.breaker.refusal(module)
+    return reason === undefined ? undefined : crashLoop(name, reason)
   }
 
   private unqueue(job: Job): void {
@@ -406,7 +391,7 @@ export class Engine {
   private ready(slot: Slot): void {
     this.starting--
     slot.ready = true
-    this.startupDeaths = 0
+    this.breaker.threadReady()
     this.becameIdle(slot)
     this.schedule()
   }
@@ -433,7 +418,7 @@ export class Engine {
         this.options.observe.runTime(runMillis)
       }
       job.grace?.()
-      if (reply._tag !== "Cancelled" && reply._tag !== "NotFound") this.healthy(job.module)
+      if (reply._tag !== "Cancelled" && reply._tag !== "NotFound") this.breaker.moduleWorked(job.module)
       if (job.state !== SENT) continue
       job.request.span.attribute("volley.blocking.run_ms", runMillis)
       this.finish(job, outcomeOf(job, reply))
@@ -442,12 +427,6 @@ export class Engine {
     if (next !== undefined) this.started(next)
     else this.becameIdle(slot)
     this.schedule()
-  }
-
-  private healthy(module: string): void {
-    if (this.healthyModules.has(module)) return
-    this.healthyModules.add(module)
-    this.moduleDeaths.delete(module)
   }
 
   private becameIdle(slot: Slot): void {
@@ -503,24 +482,13 @@ export class Engine {
   }
 
   private countDeath(slot: Slot, culprit: Job | undefined): void {
-    const now = this.options.clock.currentTimeMillisUnsafe()
     if (!slot.ready) {
-      if (++this.startupDeaths < CRASH_LOOP_THRESHOLD) return
-      this.startupOpenUntil = now + CRASH_LOOP_COOLDOWN_MS
-      this.startupDeaths = CRASH_LOOP_THRESHOLD - 1
-      this.failQueued(() => true, "threads die at start-up")
-      return
+      const opened = this.breaker.startupDeath()
+      if (opened !== undefined) this.failQueued(() => true, opened)
+    } else if (culprit !== undefined) {
+      const opened = this.breaker.moduleDeath(culprit.module)
+      if (opened !== undefined) this.failQueued((job) => job.module === culprit.module, opened)
     }
-    if (culprit === undefined || this.healthyModules.has(culprit.module)) return
-    const deaths = (this.moduleDeaths.get(culprit.module) ?? 0) + 1
-    this.moduleDeaths.set(culprit.module, deaths)
-    if (deaths < CRASH_LOOP_THRESHOLD) return
-    this.moduleOpenUntil.set(culprit.module, now + CRASH_LOOP_COOLDOWN_MS)
-    this.moduleDeaths.set(culprit.module, CRASH_LOOP_THRESHOLD - 1)
-    this.failQueued(
-      (job) => job.module === culprit.module,
-      `${culprit.module} killed ${CRASH_LOOP_THRESHOLD} threads in a row before any of its tasks finished`
-    )
   }
 
   private failQueued(which: (job: Job) => boolean, detail: string): void {
