@@ -2,7 +2,7 @@ import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
-import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema } from "effect"
+import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
@@ -260,6 +260,31 @@ describe("NodeBlocking", () => {
   })
 
   describe("observability", () => {
+    it.effect("wraps each run in a span, a child of the caller's, naming the task and its thread", () =>
+      withPool({ maxWorkers: 1 })(
+        Effect.gen(function* () {
+          const spans: Array<Tracer.Span> = []
+          const recording = Tracer.make({
+            span(options) {
+              const span = Tracer.nativeTracer.span(options)
+              spans.push(span)
+              return span
+            }
+          })
+          const thread = yield* Blocking.run(P.threadId, undefined).pipe(
+            Effect.withSpan("caller"),
+            Effect.provideService(Tracer.Tracer, recording)
+          )
+          const caller = spans.find((span) => span.name === "caller")!
+          const task = spans.find((span) => span.name === "Blocking.run threadId")!
+          assert.strictEqual(task.traceId, caller.traceId)
+          assert.strictEqual(task.parent._tag === "Some" && task.parent.value.spanId, caller.spanId)
+          assert.strictEqual(task.attributes.get("volley.blocking.thread_id"), thread)
+          assert.isNumber(task.attributes.get("volley.blocking.run_ms"))
+        })
+      )
+    )
+
     it.effect("records run and queue-wait times per task and utilisation", () =>
       withPool({ maxWorkers: 2 })(
         Effect.gen(function* () {
