@@ -14,6 +14,7 @@ import { Effect, ManagedRuntime } from "effect"
 import { Piscina } from "piscina"
 import Tinypool from "tinypool"
 import workerpool from "workerpool"
+import { measureCapacity } from "./capacity.ts"
 import * as Tasks from "./tasks.ts"
 import * as Work from "./work.ts"
 
@@ -85,15 +86,15 @@ const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math
 
 /** Rounds of `spin` that take about `CPU_MS` inline on this machine. */
 const calibrate = () => {
-  let n = 100
-  for (let i = 0; i < 20; i++) sink ^= Work.spin(n)
-  for (let i = 0; i < 6; i++) {
+  // The fastest of many short runs: other load on the machine only ever makes a run slower.
+  for (let i = 0; i < 20; i++) sink ^= Work.spin(20)
+  let best = Number.POSITIVE_INFINITY
+  for (let i = 0; i < 50; i++) {
     const start = performance.now()
-    sink ^= Work.spin(n)
-    const took = performance.now() - start
-    n = Math.round((n * CPU_MS) / Math.max(took, 0.01))
+    sink ^= Work.spin(20)
+    best = Math.min(best, performance.now() - start)
   }
-  return n
+  return Math.max(1, Math.round((20 * CPU_MS) / best))
 }
 
 const rounds = calibrate()
@@ -107,7 +108,8 @@ const inline = () => {
   return performance.now() - start
 }
 const inlineRuns: Array<number> = []
-console.log(`calibrated spin(${rounds}) ≈ ${CPU_MS} ms`)
+const capacityBefore = await measureCapacity(rounds, CPU_TASKS)
+console.log(`calibrated spin(${rounds}) ≈ ${CPU_MS} ms; bare threads: 2 give ${capacityBefore.toFixed(2)}x of 1`)
 
 interface Row {
   readonly pool: string
@@ -169,6 +171,7 @@ for (const key of Object.keys(pools).filter((k) => process.argv.length < 3 || pr
   )
 }
 
+const capacityAfter = await measureCapacity(rounds, CPU_TASKS)
 const inlineMs = median(inlineRuns)
 const piscina = rows.find((r) => r.pool.startsWith("piscina"))
 const volley = rows.find((r) => r.pool.startsWith("volley"))
@@ -193,6 +196,8 @@ Each number is the median of ${RUNS} runs.
 - **cpu**: ${CPU_TASKS} tasks of SHA-256 work calibrated to ~${CPU_MS} ms, all submitted at once; speed-up is the time to
   run them inline on the main thread (measured right before each run; median ${inlineMs.toFixed(0)} ms) divided by the
   pool's wall time.
+- **machine**: the same CPU work on 2 bare \`worker_threads\` vs 1 ran ${capacityBefore.toFixed(2)}x faster before the pools
+  and ${capacityAfter.toFixed(2)}x after: the ceiling for any pool's speed-up in this run (2 vCPUs shared with other work).
 - **loop p99**: main-thread event-loop delay p99 (\`monitorEventLoopDelay\`, 1 ms resolution) during the cpu run.
 
 | pool | no-op tasks/s | vs piscina | cpu wall | speed-up | loop p99 |
@@ -205,6 +210,6 @@ The machine has 2 vCPUs shared with other work, so absolute numbers move from ru
 writeFileSync(new URL("../results/blocking.md", import.meta.url), md)
 writeFileSync(
   new URL("../results/blocking.json", import.meta.url),
-  `${JSON.stringify({ machine, threads: THREADS, inlineMs, rounds, sink, rows }, null, 2)}\n`
+  `${JSON.stringify({ machine, threads: THREADS, inlineMs, rounds, capacityBefore, capacityAfter, sink, rows }, null, 2)}\n`
 )
 console.log(md)
