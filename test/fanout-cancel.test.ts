@@ -6,7 +6,7 @@ import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Fiber, Layer, Result, Stream } from "effect"
 import type { HttpClientResponse } from "effect/http"
-import { faultServer } from "./support/faultServer.ts"
+import { faultServer, remoteFaultServer } from "./support/faultServer.ts"
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 
@@ -35,25 +35,31 @@ describe("Fanout cancellation", () => {
     "interrupting a batch with 1,000 requests in flight closes every socket, in well under a second",
     () =>
       Effect.gen(function* () {
-        const server = yield* faultServer
+        // The server runs in a child process: the sockets are counted on its side, and its work
+        // does not run on the event loop whose interrupt is being timed.
+        const server = yield* remoteFaultServer
         const urls = Array.from({ length: 1000 }, (_, i) => `${server.url}/hang?i=${i}`)
         const { result, rejections } = yield* countingRejections(
           Effect.gen(function* () {
             const fiber = yield* Fanout.allSettled(urls, { concurrency: 1000 }).pipe(Effect.forkChild)
-            yield* Effect.promise(() => server.receivedRequests(1000))
-            assert.strictEqual(server.openSockets(), 1000)
+            yield* Effect.promise(() => server.until((s) => s.requests === 1000))
+            assert.strictEqual((yield* Effect.promise(server.stats)).openSockets, 1000)
             const started = performance.now()
+            const cpu = process.cpuUsage()
             yield* Fiber.interrupt(fiber)
             const interruptMs = performance.now() - started
-            yield* Effect.promise(() => server.allSocketsClosed()).pipe(Effect.timeout("5 seconds"))
-            return { interruptMs }
+            const { user, system } = process.cpuUsage(cpu)
+            const cpuMs = (user + system) / 1000
+            yield* Effect.promise(() => server.until((s) => s.openSockets === 0)).pipe(Effect.timeout("5 seconds"))
+            return { interruptMs, cpuMs }
           })
         )
-        assert.strictEqual(server.openSockets(), 0)
+        assert.strictEqual((yield* Effect.promise(server.stats)).openSockets, 0)
         assert.strictEqual(rejections, 0)
-        // The interrupt itself returns once every request is aborted (measured 150-700 ms on a
-        // loaded 2-core VM); the server, in this same process, then sees the closes arrive.
-        assert.isBelow(result.interruptMs, 1000)
+        // The interrupt needs well under a second of this process's time (measured 150-450 ms of
+        // CPU on a 2-vCPU VM). Wall time is bounded loosely: other test files share the cores.
+        assert.isBelow(result.cpuMs, 1000)
+        assert.isBelow(result.interruptMs, 3000)
       }).pipe(Effect.scoped, Effect.provide(Live)),
     { timeout: 20_000 }
   )
@@ -66,6 +72,7 @@ describe("Fanout cancellation", () => {
       assert.strictEqual(first[0]?.index, 0)
       // The 50 hanging requests were aborted (the /ok socket may stay open, idle, for keep-alive).
       yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      yield* Effect.promise(() => server.socketsAtMost(1)).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(server.inFlight(), 0)
       assert.isAtMost(server.openSockets(), 1)
     }).pipe(Effect.scoped, Effect.provide(Live))

@@ -14,8 +14,10 @@
 //   /json-gz?i=n&items=k         200, a gzipped JSON document {i, items: [k objects]}
 //
 // Counters: requests (total and per path), open sockets now, requests in flight now and at peak.
+import { type ChildProcess, fork } from "node:child_process"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
+import { fileURLToPath } from "node:url"
 import { gzipSync } from "node:zlib"
 import { Effect } from "effect"
 
@@ -29,6 +31,8 @@ export interface FaultServer {
   readonly receivedRequests: (n: number) => Promise<void>
   /** Resolves once no request is in flight (answered, or its socket closed). */
   readonly noneInFlight: () => Promise<void>
+  /** Resolves once at most `n` sockets are open. */
+  readonly socketsAtMost: (n: number) => Promise<void>
   /** Resolves once no socket is open. */
   readonly allSocketsClosed: () => Promise<void>
 }
@@ -151,6 +155,7 @@ const listen = () =>
           peakInFlight: () => peak,
           receivedRequests: (n) => until(() => total >= n),
           noneInFlight: () => until(() => inFlight === 0),
+          socketsAtMost: (n) => until(() => sockets.size <= n),
           allSocketsClosed: () => until(() => sockets.size === 0)
         },
         close: () =>
@@ -162,3 +167,66 @@ const listen = () =>
       })
     })
   })
+
+/**
+ * The same server in a child process, for load tests: its socket work does not share the event
+ * loop (or the time measured) with the client under test. Counters are read over IPC.
+ */
+export interface RemoteFaultServer {
+  readonly url: string
+  readonly stats: () => Promise<{ readonly requests: number; readonly openSockets: number; readonly inFlight: number }>
+  /** Resolves once `check` holds for the server's counters (polled every 10 ms, real time). */
+  readonly until: (check: (stats: Awaited<ReturnType<RemoteFaultServer["stats"]>>) => boolean) => Promise<void>
+}
+
+export const remoteFaultServer = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ child: ChildProcess; server: RemoteFaultServer }>((resolve, reject) => {
+        const child = fork(fileURLToPath(import.meta.url), ["--serve"], {
+          execArgv: ["--conditions=source"],
+          stdio: ["ignore", "inherit", "inherit", "ipc"]
+        })
+        let next = 0
+        const pending = new Map<number, (stats: never) => void>()
+        child.on("error", reject)
+        child.on("message", (message: { url?: string; id?: number; stats?: never }) => {
+          if (message.url !== undefined) {
+            const stats = () =>
+              new Promise<never>((done) => {
+                const id = next++
+                pending.set(id, done)
+                child.send({ id })
+              })
+            const until: RemoteFaultServer["until"] = async (check) => {
+              while (!check(await stats())) await new Promise((r) => setTimeout(r, 10))
+            }
+            resolve({ child, server: { url: message.url, stats, until } })
+          } else if (message.id !== undefined) {
+            pending.get(message.id)?.(message.stats as never)
+            pending.delete(message.id)
+          }
+        })
+      })
+  ),
+  ({ child }) =>
+    Effect.promise(
+      () =>
+        new Promise<void>((done) => {
+          child.once("exit", () => done())
+          child.kill()
+        })
+    )
+).pipe(Effect.map(({ server }) => server))
+
+if (process.argv[2] === "--serve" && process.send !== undefined) {
+  const { server } = await listen()
+  process.on("message", (message: { id: number }) => {
+    process.send?.({
+      id: message.id,
+      stats: { requests: server.requests(), openSockets: server.openSockets(), inFlight: server.inFlight() }
+    })
+  })
+  process.on("disconnect", () => process.exit(0))
+  process.send({ url: server.url })
+}
