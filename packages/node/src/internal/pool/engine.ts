@@ -89,7 +89,9 @@ export class Engine {
   /** Moving average of run time per task id: short tasks get several in flight per thread, long ones one. */
   private readonly avgRunMillis: Array<number> = []
   private readonly breaker: Breaker
-  private readonly taskIds = new Map<string, number>()
+  /** Numeric ids per task object (an identity lookup; the same module#name keeps one id). */
+  private readonly taskIds = new WeakMap<Blocking.AnyTask, number>()
+  private readonly taskIdsByName = new Map<string, number>()
 
   constructor(options: EngineOptions) {
     this.options = options
@@ -119,11 +121,12 @@ export class Engine {
       done({ error: refused })
       return undefined
     }
-    const key = `${module}#${name}`
-    let taskId = this.taskIds.get(key)
+    let taskId = this.taskIds.get(request.task)
     if (taskId === undefined) {
-      taskId = this.taskIds.size + 1
-      this.taskIds.set(key, taskId)
+      const key = `${module}#${name}`
+      taskId = this.taskIdsByName.get(key) ?? this.taskIdsByName.size + 1
+      this.taskIdsByName.set(key, taskId)
+      this.taskIds.set(request.task, taskId)
     }
     const job: Job = {
       request,
