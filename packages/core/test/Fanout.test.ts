@@ -285,6 +285,50 @@ describe("Fanout", () => {
   })
 
   describe("streamSettled", () => {
+    it.effect("emits DeadlineExceeded for requests in flight and never started at the deadline", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const urls = [5, 5000, 5000, 5000].map((ms) => `http://a.test/ms/${ms}`)
+        const fiber = yield* Fanout.streamSettled(urls, { concurrency: 2, deadline: "1 second" }).pipe(
+          Stream.map(
+            (item) =>
+              `${item.index}:${Result.isSuccess(item.result) ? "ok" : (item.result.failure as { _tag: string })._tag}`
+          ),
+          Stream.runCollect,
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        // each item exactly once (in completion order, so sorted here)
+        assert.deepStrictEqual((yield* Fiber.join(fiber)).sort(), [
+          "0:ok",
+          "1:DeadlineExceeded",
+          "2:DeadlineExceeded",
+          "3:DeadlineExceeded"
+        ])
+      })
+    )
+
+    it.effect("keeps input order under per-host limits without stalling, even with no buffer", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const urls = Array.from({ length: 12 }, (_, i) =>
+          i % 3 === 0 ? `http://slow.test/ms/${100 + i}` : `http://fast.test/ms/${i}`
+        )
+        const fiber = yield* Fanout.streamSettled(urls, { concurrency: 3, perHost: 1, buffer: 0, ordered: true }).pipe(
+          Stream.map((item) => item.index),
+          Stream.runCollect,
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 seconds")
+        assert.deepStrictEqual(
+          yield* Fiber.join(fiber),
+          Array.from({ length: 12 }, (_, i) => i)
+        )
+      })
+    )
+
     it.effect("emits failures as results and goes on", () =>
       Effect.gen(function* () {
         const { client } = fake()
