@@ -161,6 +161,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
   const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d))
   const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
+  const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
+  const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
   const context = yield* Effect.context<never>()
   const update =
     <I>(metric: Metric.Metric<I, unknown>) =>
@@ -176,7 +178,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           maxWorkers,
           idleTimeoutMillis: Duration.toMillis(idle),
           maxQueue: resolvedQueue === maxQueueUnbounded ? Number.POSITIVE_INFINITY : resolvedQueue,
-          queueFull: options.queueFull ?? "wait",
+          queueFull,
           timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),
           queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
           gracePeriodMillis: Duration.toMillis(grace),
@@ -192,7 +194,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           }
         })
     ),
-    (engine) => Effect.promise(() => engine.close(options.shutdown ?? "drain"))
+    (engine) => Effect.promise(() => engine.close(shutdown))
   )
   const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
   const submit = (request: Blocking.Request, clock: Clock.Clock) =>
@@ -274,6 +276,20 @@ export const layerConfig: Layer.Layer<Blocking.BlockingExecutor, Validate.Invali
         })
     )
   )
+
+const oneOf = <const A extends string>(
+  option: string,
+  value: string,
+  allowed: ReadonlyArray<A>
+): Effect.Effect<A, Validate.InvalidOptionsError> =>
+  allowed.includes(value as A)
+    ? Effect.succeed(value as A)
+    : Effect.fail(
+        new Validate.InvalidOptionsError({
+          option,
+          reason: `must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(value)}`
+        })
+      )
 
 // The worker entry sits next to this file: `.ts` when running from sources, `.js` from dist.
 const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js"

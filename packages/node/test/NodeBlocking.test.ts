@@ -27,16 +27,22 @@ const counterValue = (metric: Metric.Metric<number, { readonly count: number | b
 
 describe("NodeBlocking", () => {
   describe("layer", () => {
-    it.effect("fails with InvalidOptionsError when maxWorkers < 1 or minWorkers > maxWorkers", () =>
-      Effect.gen(function* () {
-        const tooSmall = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxWorkers: 0 })).pipe(Effect.scoped))
-        assert.strictEqual(tooSmall._tag, "InvalidOptionsError")
-        assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
-        const inverted = yield* Effect.flip(
-          Layer.build(NodeBlocking.layer({ minWorkers: 3, maxWorkers: 2 })).pipe(Effect.scoped)
-        )
-        assert.include(inverted.message, "minWorkers")
-      })
+    it.effect(
+      "fails with InvalidOptionsError when maxWorkers < 1, minWorkers > maxWorkers or a policy is unknown",
+      () =>
+        Effect.gen(function* () {
+          const tooSmall = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxWorkers: 0 })).pipe(Effect.scoped))
+          assert.strictEqual(tooSmall._tag, "InvalidOptionsError")
+          assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
+          const inverted = yield* Effect.flip(
+            Layer.build(NodeBlocking.layer({ minWorkers: 3, maxWorkers: 2 })).pipe(Effect.scoped)
+          )
+          assert.include(inverted.message, "minWorkers")
+          const unknownPolicy = yield* Effect.flip(
+            Layer.build(NodeBlocking.layer({ queueFull: "drop" as "fail" })).pipe(Effect.scoped)
+          )
+          assert.include(unknownPolicy.message, `queueFull: must be one of "wait", "fail", got "drop"`)
+        })
     )
 
     it.effect("reads its options from Config in layerConfig", () =>
