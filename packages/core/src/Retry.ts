@@ -30,15 +30,12 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
-import * as Headers from "effect/http/Headers"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
-import * as Random from "effect/Random"
-import * as Result from "effect/Result"
 import { Budget } from "./internal/retry/budget.ts"
+import { retryLoop } from "./internal/retry/loop.ts"
 import * as Validate from "./Options.ts"
 
 /**
@@ -444,62 +441,6 @@ export const afterFailure = <A, E, R>(
       )
     : Effect.fail(error)
 
-// Attempts, timeouts and waits of one request, for a fixed absolute deadline.
-const retryLoop = <A, E, R>(
-  policy: Policy,
-  request: HttpClientRequest.HttpClientRequest,
-  attempt: Effect.Effect<A, E, R>,
-  options: RunOptions | undefined,
-  fiber: Fiber.Fiber<unknown, unknown>,
-  deadline: number
-) => {
-  const retrying = policy.retries > 0 && policy.methods.has(request.method)
-  const clock = fiber.getRef(Clock.Clock)
-  const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
-    const left = deadline - now
-    if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
-    const perAttempt = policy.attemptTimeoutMillis
-    if (perAttempt !== undefined && perAttempt < left) return Effect.timeout(attempt, perAttempt)
-    if (left === Number.POSITIVE_INFINITY) return attempt
-    return Effect.timeoutOrElse(attempt, {
-      duration: left,
-      orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
-    })
-  }
-  const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
-    retrying && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
-  const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
-    if (!isRetryable(policy, error)) return Effect.fail(error)
-    const now = clock.currentTimeMillisUnsafe()
-    const retryAfter = retryAfterMillis(error, now)
-    if (retryAfter !== undefined) {
-      const limit =
-        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter > deadline ? "deadline" : undefined
-      if (limit !== undefined) {
-        return Effect.fail(
-          new RetryAfterTooLong({
-            method: request.method,
-            url: request.url,
-            retryAfterMillis: retryAfter,
-            limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
-            limit,
-            cause: error as HttpClientError.HttpClientError
-          })
-        )
-      }
-    }
-    const ceiling = Math.min(policy.maxDelayMillis, policy.baseDelayMillis * 2 ** n)
-    const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
-    const delay = Math.max(backoff, retryAfter ?? 0)
-    // Waiting would end past the deadline: fail now with the real reason.
-    if (now + delay >= deadline) return Effect.fail(error)
-    if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
-    options?.onRetry?.()
-    return Effect.flatMap(Effect.sleep(delay), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
-  }
-  return { loop, onFailure }
-}
-
 /**
  * Applies the policy in the environment to every request of a client (status, transport
  * errors and timeouts of the response head; reading the body stays with the caller). Use it
@@ -593,14 +534,6 @@ const isRefusal = (cause: unknown): boolean =>
 
 const hasCode = (cause: unknown): boolean =>
   typeof cause === "object" && cause !== null && typeof (cause as { code?: unknown }).code === "string"
-
-const retryAfterMillis = (error: unknown, now: number): number | undefined => {
-  if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return undefined
-  const header = error.reason.response.headers["retry-after"]
-  if (header === undefined) return undefined
-  const parsed = Headers.parseRetryAfter(header)
-  return Result.isSuccess(parsed) ? Duration.toMillis(Headers.retryAfterDelay(parsed.success, now)) : undefined
-}
 
 const makeBudget = (options: BudgetOptions) =>
   Effect.gen(function* () {
