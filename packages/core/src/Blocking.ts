@@ -411,7 +411,7 @@ export const run = <Payload, Success, Failure>(
     if (encoded._tag === "Failure") {
       return Effect.fail(new InvalidPayloadError({ task: task.name, reason: Codec.issue(encoded) }))
     }
-    return Effect.useSpan(`Blocking.run ${task.name}`, { attributes: { "volley.blocking.task": task.name } }, (span) =>
+    return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
       Effect.flatMap(
         executor.execute({
           task,

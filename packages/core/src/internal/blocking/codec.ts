@@ -28,6 +28,9 @@ export interface Codecs {
   readonly isFailure: (u: unknown) => boolean
   readonly encodeFailure: (value: unknown) => Exit.Exit<unknown, Schema.SchemaError>
   readonly decodeFailure: (encoded: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  /** Span name and options of `Blocking.run`, built once per task rather than per call. */
+  readonly spanName: string
+  readonly spanOptions: { readonly attributes: Record<string, unknown> }
 }
 
 const cache = new WeakMap<Blocking.AnyTask, Codecs>()
@@ -42,14 +45,16 @@ export const codecsOf = (task: Blocking.AnyTask): Codecs => {
   return codecs
 }
 
-const makeCodecs = (schemas: Blocking.AnyTask): Codecs => ({
-  encodePayload: Schema.encodeUnknownExit(schemas.payload),
-  decodePayload: Schema.decodeUnknownExit(schemas.payload),
-  encodeSuccess: Schema.encodeUnknownExit(schemas.success),
-  decodeSuccess: Schema.decodeUnknownExit(schemas.success),
-  isFailure: Schema.is(schemas.failure),
-  encodeFailure: Schema.encodeUnknownExit(schemas.failure),
-  decodeFailure: Schema.decodeUnknownExit(schemas.failure)
+const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
+  spanName: `Blocking.run ${task.name}`,
+  spanOptions: { attributes: { "volley.blocking.task": task.name } },
+  encodePayload: Schema.encodeUnknownExit(task.payload),
+  decodePayload: Schema.decodeUnknownExit(task.payload),
+  encodeSuccess: Schema.encodeUnknownExit(task.success),
+  decodeSuccess: Schema.decodeUnknownExit(task.success),
+  isFailure: Schema.is(task.failure),
+  encodeFailure: Schema.encodeUnknownExit(task.failure),
+  decodeFailure: Schema.decodeUnknownExit(task.failure)
 })
 
 export const issue = (exit: Exit.Failure<unknown, Schema.SchemaError>): string => {
