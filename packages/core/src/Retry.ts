@@ -405,7 +405,8 @@ export const run = <A, E, R>(
 
 /**
  * Goes on with a request whose first attempt failed with `error`, when the policy has no
- * timeouts and no deadline applies: retries it if the policy allows, else fails with `error`.
+ * timeouts: retries it if the policy allows (never waiting past `options.deadline`), else
+ * fails with `error`.
  * For runners that make the first attempt themselves (a fan-out batch does, to keep the
  * success path free of retry machinery); they must count the request in the budget
  * (`policy.budget?.request()`).
@@ -437,7 +438,10 @@ export const afterFailure = <A, E, R>(
 ): Effect.Effect<A, E | RetryError, R> =>
   policy.retries > 0 && policy.methods.has(request.method) && isRetryable(policy, error)
     ? Effect.withFiber((fiber) =>
-        retryLoop(policy, request, attempt, options, fiber, Number.POSITIVE_INFINITY).onFailure(error, 0)
+        retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
+          error,
+          0
+        )
       )
     : Effect.fail(error)
 

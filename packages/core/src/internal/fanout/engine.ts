@@ -125,10 +125,11 @@ export const run = <A, E, R, X>(
       return stop === undefined ? undefined : Effect.failCause(stop)
     }
 
-    // Without timeouts or a deadline the first attempt runs bare and a failure goes on through
+    // Without per-request timeouts the first attempt runs bare and a failure goes on through
     // `Retry.afterFailure`: the success path carries no retry machinery at all.
-    const bare =
-      deadline === undefined && policy.attemptTimeoutMillis === undefined && policy.timeoutMillis === undefined
+    // The batch deadline needs no timer per request (the batch's own timeout interrupts what
+    // is in flight); it only bounds retries, through `runOptions`.
+    const bare = policy.attemptTimeoutMillis === undefined && policy.timeoutMillis === undefined
     const retries = policy.retries > 0
     const budget = policy.budget
 
