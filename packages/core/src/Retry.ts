@@ -70,9 +70,9 @@ export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { Http, Retry } from "@volley/core"
+ * import { Fanout } from "@volley/core"
  *
- * const program = Http.getText("http://127.0.0.1:8080/busy").pipe(
+ * const program = Fanout.all(["http://127.0.0.1:8080/busy"], { deadline: "10 seconds" }).pipe(
  *   Effect.catchTag("RetryAfterTooLong", (e) => Effect.succeed(`come back in ${e.retryAfterMillis} ms`))
  * )
  * ```
