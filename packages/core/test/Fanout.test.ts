@@ -1,7 +1,7 @@
 // Scheduling, ordering, modes, deadline and progress of batches, under TestClock with an
 // in-memory HttpClient (real sockets, faults and cancellation: test/fanout*.test.ts).
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Result, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Result, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Retry } from "../src/index.ts"
@@ -203,6 +203,29 @@ describe("Fanout", () => {
         assert.deepStrictEqual(last, { total: 3, done: 3, succeeded: 2, failed: 1, inFlight: 0, retried: 1 })
         assert.strictEqual(Math.max(...events.map((e) => e.inFlight)), 3)
         assert.isTrue(events.some((e) => e.retried === 1 && e.done < 3))
+      })
+    )
+
+    it.effect("creates no client span per request unless tracing is asked for", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const names: Array<string> = []
+        const recording = Tracer.make({
+          span: (options) => {
+            names.push(options.name)
+            return Tracer.nativeTracer.span(options)
+          }
+        })
+        const urls = ["http://a.test/ms/0", "http://a.test/ms/0"]
+        const run = (tracing: boolean) =>
+          Fanout.allSettled(urls, { tracing }).pipe(
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.provideService(Tracer.Tracer, recording)
+          )
+        yield* run(false)
+        assert.deepStrictEqual(names, [])
+        yield* run(true)
+        assert.deepStrictEqual(names, ["GET", "GET"]) // one client span per request
       })
     )
 
