@@ -252,6 +252,7 @@ export class Engine {
       const posted = slot.inFlight.length - slot.outbox.length
       if (slot.outbox.length > 0 && (posted * 2 <= max || slot.outbox.length * 2 >= max)) this.flush(slot)
     }
+    for (const slot of this.slots) if (slot.inFlight.length === 0) this.becameIdle(slot)
     this.options.observe.queueLength(this.queue.length + this.waiting.length)
     let busy = 0
     for (const slot of this.slots) if (slot.inFlight.length > 0) busy++
@@ -428,7 +429,7 @@ export class Engine {
     }
     const next = slot.inFlight[0]
     if (next !== undefined) this.started(next)
-    else this.becameIdle(slot)
+    // Idle is decided in pump, after refilling: no unref/idle-timer churn between two tasks.
     this.schedule()
   }
 
