@@ -31,22 +31,6 @@ export * as Http from "./Http.ts"
  * @since 0.1.0
  */
 export * as Options from "./Options.ts"
-
-/**
- * Resilience for the environment's `HttpClient` as one layer: the retry policy, plus optional
- * per-origin rate limiting and circuit breaking from Effect's `withRateLimiter`/`withCircuitBreaker`.
- *
- * @since 0.1.0
- */
-export * as Resilience from "./Resilience.ts"
-
-/**
- * Retry policy for HTTP requests as a service: idempotent-only retries, full-jitter backoff,
- * `Retry-After` within the deadline, a retry budget and timeouts.
- *
- * @since 0.1.0
- */
-export * as Retry from "./Retry.ts"
 /**
  * Proxy configuration as data: HTTP, HTTPS and SOCKS5 proxies per scheme, `NO_PROXY` matching
  * as curl does it, routing rules, and reading it all from the environment.
@@ -54,3 +38,17 @@ export * as Retry from "./Retry.ts"
  * @since 0.1.0
  */
 export * as Proxy from "./Proxy.ts"
+/**
+ * Resilience for the environment's `HttpClient` as one layer: the retry policy, plus optional
+ * per-origin rate limiting and circuit breaking from Effect's `withRateLimiter`/`withCircuitBreaker`.
+ *
+ * @since 0.1.0
+ */
+export * as Resilience from "./Resilience.ts"
+/**
+ * Retry policy for HTTP requests as a service: idempotent-only retries, full-jitter backoff,
+ * `Retry-After` within the deadline, a retry budget and timeouts.
+ *
+ * @since 0.1.0
+ */
+export * as Retry from "./Retry.ts"
