@@ -2,9 +2,10 @@
 // first one after another, then with concurrency 16, with a live progress line and a
 // summary table. Exits non-zero, with a readable message, if anything fails.
 import { NodeRuntime } from "@effect/platform-node"
-import { Http } from "@volley/core"
+import { Fanout } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Console, Effect } from "effect"
+import { Console, Effect, Layer, Result } from "effect"
+import { HttpClient, type HttpClientRequest } from "effect/http"
 import { localServer } from "./support/localServer.ts"
 
 const REQUESTS = 200
@@ -17,63 +18,47 @@ interface Run {
   readonly failures: ReadonlyArray<string>
 }
 
-const progress = (label: string, total: number) => {
+const progressLine = (label: string) => {
   const tty = process.stdout.isTTY === true
-  let done = 0
-  let failed = 0
-  let inFlight = 0
   let last = 0
-  const draw = (force: boolean) => {
+  return (p: Fanout.Progress) => {
+    const total = p.total ?? 0
     const now = performance.now()
-    if (!force && now - last < (tty ? 50 : 1000)) return
+    const finished = p.done === total
+    if (!finished && now - last < (tty ? 50 : 1000)) return
     last = now
     const width = 30
-    const filled = Math.round((done / total) * width)
-    const line = `${label.padEnd(24)} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} failed ${failed} in flight ${inFlight}`
-    if (tty) process.stdout.write(`\r${line}`)
+    const filled = Math.round((p.done / Math.max(total, 1)) * width)
+    const line = `${label.padEnd(24)} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${p.done}/${total} failed ${p.failed} in flight ${p.inFlight} retried ${p.retried}`
+    if (tty) process.stdout.write(`\r${line}${finished ? "\n" : ""}`)
     else console.log(line)
-  }
-  return {
-    start: () => {
-      inFlight++
-    },
-    end: (ok: boolean) => {
-      inFlight--
-      done++
-      if (!ok) failed++
-      draw(done === total)
-      if (done === total && tty) process.stdout.write("\n")
-    }
   }
 }
 
+// Per-request latency: the client stamps each request as it is sent, the batch's `read` as its body arrives.
+const sentAt = new WeakMap<HttpClientRequest.HttpClientRequest, number>()
+const stampRequests = Layer.effect(
+  HttpClient.HttpClient,
+  Effect.map(
+    HttpClient.HttpClient,
+    HttpClient.tapRequest((request) => Effect.sync(() => sentAt.set(request, performance.now())))
+  )
+)
+
 const run = (label: string, urls: ReadonlyArray<string>, concurrency: number) =>
   Effect.gen(function* () {
-    const bar = progress(label, urls.length)
     const latencies: Array<number> = []
-    const failures: Array<string> = []
     const started = performance.now()
-    yield* Effect.forEach(
-      urls,
-      (url) =>
-        Effect.suspend(() => {
-          bar.start()
-          const t0 = performance.now()
-          return Http.getText(url).pipe(
-            Effect.match({
-              onSuccess: () => {
-                latencies.push(performance.now() - t0)
-                bar.end(true)
-              },
-              onFailure: (error) => {
-                failures.push(`${url}: ${error.message}`)
-                bar.end(false)
-              }
-            })
-          )
-        }),
-      { concurrency, discard: true }
-    )
+    const results = yield* Fanout.allSettled(urls, {
+      concurrency,
+      onProgress: progressLine(label),
+      read: (response) =>
+        Effect.map(response.text, (body) => {
+          latencies.push(performance.now() - (sentAt.get(response.request) ?? started))
+          return body
+        })
+    })
+    const failures = results.flatMap((r, i) => (Result.isFailure(r) ? [`${urls[i]}: ${r.failure.message}`] : []))
     return { label, wallMs: performance.now() - started, latencies, failures } satisfies Run
   })
 
@@ -115,7 +100,7 @@ const program = Effect.gen(function* () {
   }
 }).pipe(
   Effect.scoped,
-  Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: CONCURRENCY })),
+  Effect.provide(stampRequests.pipe(Layer.provide(NodeHttpClient.layer({ connectionsPerOrigin: CONCURRENCY })))),
   Effect.catch((error) =>
     Console.error(`\ndemo failed: ${error.message}`).pipe(Effect.andThen(Effect.sync(() => (process.exitCode = 1))))
   )
