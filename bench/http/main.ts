@@ -8,6 +8,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { cpus } from "node:os"
 import { join } from "node:path"
+import { Pool } from "undici"
 import { clients } from "./clients.ts"
 import { writeReport } from "./report.ts"
 import { hasSleep, type Origin, startOrigin } from "./server.ts"
@@ -96,6 +97,23 @@ const median = (xs: ReadonlyArray<number>) => {
   const mid = Math.floor(sorted.length / 2)
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
+// Median time of `count` requests sent one after another over one kept-alive connection.
+async function loneLatency(url: string, count: number): Promise<number> {
+  const { origin, pathname } = new URL(url)
+  const pool = new Pool(origin, { connections: 1 })
+  const times: Array<number> = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const started = performance.now()
+      const response = await pool.request({ path: pathname, method: "GET", headersTimeout: 5_000 })
+      await response.body.arrayBuffer()
+      times.push(performance.now() - started)
+    }
+  } finally {
+    await pool.close()
+  }
+  return median(times)
+}
 const rps = (s: Sample) => (s.failed === 0 && s.ok > 0 ? (s.ok / s.ms) * 1000 : 0)
 
 const names = [...nodeNames, ...pythonNames]
@@ -134,6 +152,10 @@ for (let round = 1; round <= RUNS; round++) {
 
 // Latency-bound: each request waits 20 ms at the origin; ideal = CONCURRENCY / 20 ms.
 const ideal = CONCURRENCY / (LATENCY_MS / 1000)
+// The origin's timer is not exact: one request on its own takes a little more than 20 ms, so
+// CONCURRENCY / that is the ceiling for every client, reported beside the nominal ideal.
+const loneMs = await loneLatency(`${sleepOrigin.base}/sleep`, 100)
+console.log(`  one request alone: ${loneMs.toFixed(2)} ms (median of 100, one after another)`)
 const latency = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const name of names) {
@@ -192,7 +214,13 @@ const results = {
   concurrency: CONCURRENCY,
   requests: REQUESTS,
   runs: RUNS,
-  latency: { requests: LATENCY_REQUESTS, delayMs: LATENCY_MS, idealRps: ideal },
+  latency: {
+    requests: LATENCY_REQUESTS,
+    delayMs: LATENCY_MS,
+    idealRps: ideal,
+    loneMs: Math.round(loneMs * 100) / 100,
+    ceilingRps: Math.round(CONCURRENCY / (loneMs / 1000))
+  },
   rows,
   memory: memory === undefined ? null : { requests: MEMORY_REQUESTS, concurrency: CONCURRENCY, ...memory },
   pythonMissing: missingPython
