@@ -1,0 +1,76 @@
+// One pool thread: starting it, letting it idle (unref'd, so an idle pool never keeps the process
+// alive, and shrunk after idleTimeout), terminating it.
+import { Worker } from "node:worker_threads"
+import type { Engine, EngineOptions } from "./engine.ts"
+import { after, type Job } from "./job.ts"
+import { RING } from "./messages.ts"
+
+export interface Slot {
+  readonly thread: Worker
+  readonly control: Int32Array
+  readonly inFlight: Array<Job>
+  /** Task ids this thread has been told about. */
+  readonly known: Set<number>
+  outbox: Array<Job>
+  nextSeq: number
+  ready: boolean
+  terminating: boolean
+  outOfMemory: boolean
+  lastError: string | undefined
+  idleTimer: (() => void) | undefined
+}
+
+/** Starts a thread; the engine listens for its messages and its exit. */
+export const start = (options: EngineOptions): Slot => {
+  const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
+  const thread = new Worker(options.workerUrl, {
+    workerData: { control: control.buffer },
+    ...(options.resourceLimits === undefined ? {} : { resourceLimits: options.resourceLimits })
+  })
+  const slot: Slot = {
+    thread,
+    control,
+    inFlight: [],
+    known: new Set(),
+    outbox: [],
+    nextSeq: 1,
+    ready: false,
+    terminating: false,
+    outOfMemory: false,
+    lastError: undefined,
+    idleTimer: undefined
+  }
+  // Kept for the exit that follows: it tells an out-of-memory death from a plain exit.
+  thread.on("error", (error: Error & { code?: string }) => {
+    slot.outOfMemory ||= error.code === "ERR_WORKER_OUT_OF_MEMORY"
+    slot.lastError = error.message
+  })
+  return slot
+}
+
+/** The thread has loaded its entry module and takes tasks. */
+export const ready = (pool: Engine, slot: Slot): void => {
+  pool.starting--
+  slot.ready = true
+  pool.breaker.threadReady()
+  becameIdle(pool, slot)
+  pool.schedule()
+}
+
+export const becameIdle = (pool: Engine, slot: Slot): void => {
+  if (slot.inFlight.length > 0 || slot.terminating) return
+  if (slot.ready && slot.idleTimer === undefined) {
+    slot.thread.unref()
+    slot.idleTimer = after(pool.options.clock, pool.options.idleTimeoutMillis, () => {
+      slot.idleTimer = undefined
+      if (slot.inFlight.length === 0 && pool.slots.size > pool.options.minWorkers) void terminate(slot)
+    })
+  }
+}
+
+export const terminate = (slot: Slot): Promise<unknown> => {
+  slot.terminating = true
+  slot.idleTimer?.()
+  slot.idleTimer = undefined
+  return slot.thread.terminate()
+}
