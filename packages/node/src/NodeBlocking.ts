@@ -56,7 +56,8 @@ export interface Options {
    */
   readonly idleTimeout?: Duration.Input | undefined
   /**
-   * Most tasks waiting for a thread.
+   * Most tasks waiting for a thread, at least 1; a task a ready thread can take at once does not
+   * wait (tasks do wait while the pool's threads start).
    * @default Infinity
    */
   readonly maxQueue?: number | undefined
@@ -155,7 +156,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     })
   }
   const maxQueue = options.maxQueue === Number.POSITIVE_INFINITY ? maxQueueUnbounded : options.maxQueue
-  const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded, 0)
+  const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded)
   const idle = yield* Validate.duration("idleTimeout", options.idleTimeout ?? "30 seconds")
   const grace = yield* Validate.duration("gracePeriod", options.gracePeriod ?? "1 second")
   const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))

@@ -28,7 +28,7 @@ const counterValue = (metric: Metric.Metric<number, { readonly count: number | b
 describe("NodeBlocking", () => {
   describe("layer", () => {
     it.effect(
-      "fails with InvalidOptionsError when maxWorkers < 1, minWorkers > maxWorkers or a policy is unknown",
+      "fails with InvalidOptionsError when maxWorkers or maxQueue < 1, minWorkers > maxWorkers or a policy is unknown",
       () =>
         Effect.gen(function* () {
           const tooSmall = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxWorkers: 0 })).pipe(Effect.scoped))
@@ -38,6 +38,8 @@ describe("NodeBlocking", () => {
             Layer.build(NodeBlocking.layer({ minWorkers: 3, maxWorkers: 2 })).pipe(Effect.scoped)
           )
           assert.include(inverted.message, "minWorkers")
+          const noQueue = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxQueue: 0 })).pipe(Effect.scoped))
+          assert.include(noQueue.message, "maxQueue: must be an integer >= 1, got 0")
           const unknownPolicy = yield* Effect.flip(
             Layer.build(NodeBlocking.layer({ queueFull: "drop" as "fail" })).pipe(Effect.scoped)
           )
@@ -99,20 +101,29 @@ describe("NodeBlocking", () => {
       )
     )
 
-    it.effect("fails fast with QueueFullError when the queue is full and queueFull is fail", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1, queueFull: "fail" })(
+    it.effect("fails fast with QueueFullError when no thread can take a task and maxQueue tasks wait", () =>
+      withPool({ minWorkers: 2, maxWorkers: 2, maxTasksPerWorker: 1, maxQueue: 1, queueFull: "fail" })(
         Effect.gen(function* () {
+          // Both threads ready and idle: a blocked task on each, released together.
           const f = flags()
-          const blocker = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
+          const g = flags()
+          const blockers = [yield* Effect.forkChild(Blocking.run(P.block, shared(f)))]
           yield* waitForFlag(f, 0)
-          const queued = yield* Effect.forkChild(Blocking.run(T.square, 2))
-          yield* Effect.yieldNow
-          const error = yield* Effect.flip(Blocking.run(T.square, 3))
-          assert.strictEqual(error._tag, "QueueFullError")
-          Atomics.store(f, 1, 1)
-          Atomics.notify(f, 1)
-          yield* Fiber.join(blocker)
-          assert.strictEqual(yield* Fiber.join(queued), 4)
+          blockers.push(yield* Effect.forkChild(Blocking.run(P.block, shared(g))))
+          yield* waitForFlag(g, 0)
+          for (const flag of [f, g]) {
+            Atomics.store(flag, 1, 1)
+            Atomics.notify(flag, 1)
+          }
+          yield* Fiber.joinAll(blockers)
+          // Submitted in one go: one task per thread, one in the queue, the fourth refused.
+          const results = yield* Effect.forEach([1, 2, 3, 4], (n) => Effect.result(Blocking.run(T.square, n)), {
+            concurrency: "unbounded"
+          })
+          assert.deepStrictEqual(
+            results.map((r) => (r._tag === "Success" ? r.success : r.failure._tag)),
+            [1, 4, 9, "QueueFullError"]
+          )
         })
       )
     )

@@ -10,19 +10,12 @@ import { becameIdle, type Slot } from "./thread.ts"
 
 /** One round of dispatch, run in a microtask after anything that changes the queue or the threads. */
 export const pump = (pool: Engine): void => {
+  dispatch(pool)
   const max = pool.options.maxTasksPerWorker
-  for (let job = pool.queue.peek(); job !== undefined; job = pool.queue.peek()) {
-    const avg = pool.avgRunMillis[job.taskId] ?? 1
-    const slot = pick(pool, Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
-    if (slot === undefined) break
-    send(pool, slot, pool.queue.shift()!)
-  }
-  while (pool.waiting.length > 0 && pool.queue.length < pool.options.maxQueue) {
-    const job = pool.waiting.shift()!
-    job.state = QUEUED
-    pool.queue.push(job)
-  }
-  const wanted = Math.min(pool.options.maxWorkers - pool.slots.size, pool.queue.length - pool.starting)
+  const wanted = Math.min(
+    pool.options.maxWorkers - pool.slots.size,
+    pool.queue.length + pool.waiting.length - pool.starting
+  )
   for (let i = 0; i < wanted; i++) pool.spawn()
   // Each post may wake a sleeping thread, which on a busy machine costs far more than the
   // message: hold jobs back while the thread still has plenty posted, so they travel in few,
@@ -37,6 +30,28 @@ export const pump = (pool: Engine): void => {
   for (const slot of pool.slots) if (slot.inFlight.length > 0) busy++
   pool.options.observe.utilization(busy / pool.options.maxWorkers)
   if (pool.drained !== undefined && idle(pool)) pool.drained()
+}
+
+/**
+ * Sends queued jobs to threads with room (into their outbox; `pump` posts them). Callers waiting
+ * for room in a full queue move up as it empties, and are sent too if a thread still has room.
+ */
+export const dispatch = (pool: Engine): void => {
+  const max = pool.options.maxTasksPerWorker
+  for (;;) {
+    for (let job = pool.queue.peek(); job !== undefined; job = pool.queue.peek()) {
+      const avg = pool.avgRunMillis[job.taskId] ?? 1
+      const slot = pick(pool, Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
+      if (slot === undefined) break
+      send(pool, slot, pool.queue.shift()!)
+    }
+    if (pool.waiting.length === 0 || pool.queue.length >= pool.options.maxQueue) return
+    while (pool.waiting.length > 0 && pool.queue.length < pool.options.maxQueue) {
+      const job = pool.waiting.shift()!
+      job.state = QUEUED
+      pool.queue.push(job)
+    }
+  }
 }
 
 /** Nothing queued, nothing in flight. */

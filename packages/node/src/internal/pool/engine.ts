@@ -10,7 +10,7 @@ import { Blocking } from "@volley/core"
 import type * as Clock from "effect/Clock"
 import { Breaker } from "./breaker.ts"
 import { cancel, queueDeadline } from "./cancellation.ts"
-import { idle, pump } from "./dispatch.ts"
+import { dispatch, idle, pump } from "./dispatch.ts"
 import { FINISHED, finish, type Job, type Outcome, QUEUED, WAITING } from "./job.ts"
 import type { FromWorker } from "./messages.ts"
 import { Queue } from "./queue.ts"
@@ -113,15 +113,14 @@ export class Engine {
       timer: undefined,
       grace: undefined
     }
-    if (this.queue.length >= this.options.maxQueue) {
-      if (this.options.queueFull === "fail") {
-        done({ error: new Blocking.QueueFullError({ task: name, capacity: this.options.maxQueue }) })
-        return undefined
-      }
+    if (this.queue.length < this.options.maxQueue || this.makeRoom()) {
+      this.queue.push(job)
+    } else if (this.options.queueFull === "fail") {
+      done({ error: new Blocking.QueueFullError({ task: name, capacity: this.options.maxQueue }) })
+      return undefined
+    } else {
       job.state = WAITING
       this.waiting.push(job)
-    } else {
-      this.queue.push(job)
     }
     const queueTimeout = request.queueTimeoutMillis ?? this.options.queueTimeoutMillis
     if (queueTimeout !== undefined) queueDeadline(this, job, queueTimeout)
@@ -167,6 +166,16 @@ export class Engine {
       else ready(this, slot)
     })
     slot.thread.on("exit", (code) => exited(this, slot, code))
+  }
+
+  /**
+   * The queue looks full, but jobs submitted in this tick are only dispatched by the next pump:
+   * let threads with room take them now, so a task is refused (or held back) only when no thread
+   * can take it. Callers already waiting move up first, ahead of this one.
+   */
+  private makeRoom(): boolean {
+    dispatch(this)
+    return this.queue.length < this.options.maxQueue
   }
 
   private shutDown(job: Job): void {
