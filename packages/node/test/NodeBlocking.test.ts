@@ -2,7 +2,7 @@ import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
-import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema, Tracer } from "effect"
+import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema, type Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
@@ -12,7 +12,7 @@ blockingSuite("worker threads", NodeBlocking.layer({ maxWorkers: 2 }))
 
 const withPool =
   (options: NodeBlocking.Options) =>
-  <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
+  <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor | Scope.Scope>) =>
     Effect.scoped(
       Effect.flatMap(NodeBlocking.make(options), (executor) =>
         Effect.provideService(effect, Blocking.BlockingExecutor, executor)
@@ -24,27 +24,59 @@ const shared = (f: Int32Array) => f.buffer as SharedArrayBuffer
 const fixture = (name: string) => new URL(`./fixtures/${name}`, import.meta.url)
 const counterValue = (metric: Metric.Metric<number, { readonly count: number | bigint }>) =>
   Effect.map(Metric.value(metric), (state) => Number(state.count))
+const gaugeValue = (metric: Metric.Metric<number, { readonly value: number | bigint }>) =>
+  Effect.map(Metric.value(metric), (state) => Number(state.value))
+
+/** Lets a `P.block` task return. */
+const release = (f: Int32Array) => {
+  Atomics.store(f, 1, 1)
+  Atomics.notify(f, 1)
+}
+
+/**
+ * Runs `P.block` (which ignores its AbortSignal) and returns once it holds a thread. Its flags:
+ * [0] it started, [2] it returned. Released when the scope closes, so a failing test ends
+ * instead of waiting on a blocked thread.
+ */
+const blockAThread = Effect.gen(function* () {
+  const f = flags()
+  const fiber = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
+  yield* waitForFlag(f, 0)
+  yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+  return { flags: f, fiber }
+})
+
+/** One turn of the event loop (no time passes): forked callers have submitted and the pool has dispatched. */
+const eventLoopTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+/** A task whose module kills every thread that imports it. */
+const doomed = Blocking.task({
+  module: fixture("exitOnImport.ts"),
+  name: "doomed",
+  payload: Schema.Void,
+  success: Schema.Void,
+  handler: () => undefined
+})
+const doomedReason = Effect.map(Effect.flip(Blocking.run(doomed, undefined)), (error) =>
+  error._tag === "WorkerDiedError" ? error.reason : error._tag
+)
 
 describe("NodeBlocking", () => {
   describe("layer", () => {
-    it.effect(
-      "fails with InvalidOptionsError when maxWorkers or maxQueue < 1, minWorkers > maxWorkers or a policy is unknown",
-      () =>
-        Effect.gen(function* () {
-          const tooSmall = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxWorkers: 0 })).pipe(Effect.scoped))
-          assert.strictEqual(tooSmall._tag, "InvalidOptionsError")
-          assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
-          const inverted = yield* Effect.flip(
-            Layer.build(NodeBlocking.layer({ minWorkers: 3, maxWorkers: 2 })).pipe(Effect.scoped)
-          )
-          assert.include(inverted.message, "minWorkers")
-          const noQueue = yield* Effect.flip(Layer.build(NodeBlocking.layer({ maxQueue: 0 })).pipe(Effect.scoped))
-          assert.include(noQueue.message, "maxQueue: must be an integer >= 1, got 0")
-          const unknownPolicy = yield* Effect.flip(
-            Layer.build(NodeBlocking.layer({ queueFull: "drop" as "fail" })).pipe(Effect.scoped)
-          )
-          assert.include(unknownPolicy.message, `queueFull: must be one of "wait", "fail", got "drop"`)
-        })
+    it.effect("fails with InvalidOptionsError for a size or queue < 1, or an unknown policy", () =>
+      Effect.gen(function* () {
+        const reject = (options: NodeBlocking.Options) =>
+          Effect.flip(Layer.build(NodeBlocking.layer(options)).pipe(Effect.scoped))
+        const tooSmall = yield* reject({ maxWorkers: 0 })
+        assert.strictEqual(tooSmall._tag, "InvalidOptionsError")
+        assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
+        assert.include((yield* reject({ minWorkers: 3, maxWorkers: 2 })).message, "minWorkers")
+        assert.include((yield* reject({ maxQueue: 0 })).message, "maxQueue: must be an integer >= 1, got 0")
+        assert.include(
+          (yield* reject({ queueFull: "drop" as "fail" })).message,
+          `queueFull: must be one of "wait", "fail", got "drop"`
+        )
+      })
     )
 
     it.effect("reads its options from Config in layerConfig", () =>
@@ -81,22 +113,32 @@ describe("NodeBlocking", () => {
           })
         )
     )
+
+    it.effect("rejects a payload that fails its Schema at once, without queueing it behind a busy thread", () =>
+      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+        Effect.gen(function* () {
+          yield* blockAThread
+          const fiber = yield* Effect.forkChild(Blocking.run(T.square, "seven" as unknown as number))
+          yield* eventLoopTurn
+          assert.isDefined(fiber.pollUnsafe(), "it did not wait for the thread")
+          assert.strictEqual((yield* Effect.flip(Fiber.join(fiber)))._tag, "InvalidPayloadError")
+        })
+      )
+    )
   })
 
   describe("queue", () => {
     it.effect("removes a queued task whose caller is interrupted: it never runs", () =>
       withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
         Effect.gen(function* () {
+          const blocked = yield* blockAThread
           const f = flags()
-          const blocker = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
-          yield* waitForFlag(f, 0)
-          const queued = yield* Effect.forkChild(Blocking.run(P.mark, { shared: shared(f), index: 3 }))
+          const queued = yield* Effect.forkChild(Blocking.run(P.mark, { shared: shared(f), index: 0 }))
           yield* Fiber.interrupt(queued)
-          Atomics.store(f, 1, 1)
-          Atomics.notify(f, 1)
-          yield* Fiber.join(blocker)
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
           yield* Blocking.run(P.threadId, undefined)
-          assert.strictEqual(Atomics.load(f, 3), 0)
+          assert.strictEqual(Atomics.load(f, 0), 0)
         })
       )
     )
@@ -104,18 +146,12 @@ describe("NodeBlocking", () => {
     it.effect("fails fast with QueueFullError when no thread can take a task and maxQueue tasks wait", () =>
       withPool({ minWorkers: 2, maxWorkers: 2, maxTasksPerWorker: 1, maxQueue: 1, queueFull: "fail" })(
         Effect.gen(function* () {
-          // Both threads ready and idle: a blocked task on each, released together.
-          const f = flags()
-          const g = flags()
-          const blockers = [yield* Effect.forkChild(Blocking.run(P.block, shared(f)))]
-          yield* waitForFlag(f, 0)
-          blockers.push(yield* Effect.forkChild(Blocking.run(P.block, shared(g))))
-          yield* waitForFlag(g, 0)
-          for (const flag of [f, g]) {
-            Atomics.store(flag, 1, 1)
-            Atomics.notify(flag, 1)
-          }
-          yield* Fiber.joinAll(blockers)
+          // Both threads ready, then idle.
+          const first = yield* blockAThread
+          const second = yield* blockAThread
+          release(first.flags)
+          release(second.flags)
+          yield* Fiber.joinAll([first.fiber, second.fiber])
           // Submitted in one go: one task per thread, one in the queue, the fourth refused.
           const results = yield* Effect.forEach([1, 2, 3, 4], (n) => Effect.result(Blocking.run(T.square, n)), {
             concurrency: "unbounded"
@@ -131,15 +167,12 @@ describe("NodeBlocking", () => {
     it.effect("suspends the caller until there is room when queueFull is wait", () =>
       withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })(
         Effect.gen(function* () {
-          const f = flags()
-          const blocker = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
-          yield* waitForFlag(f, 0)
+          const blocked = yield* blockAThread
           const results = yield* Effect.forkChild(
             Effect.forEach([2, 3, 4], (n) => Blocking.run(T.square, n), { concurrency: "unbounded" })
           )
-          Atomics.store(f, 1, 1)
-          Atomics.notify(f, 1)
-          yield* Fiber.join(blocker)
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
           assert.deepStrictEqual(yield* Fiber.join(results), [4, 9, 16])
         })
       )
@@ -148,21 +181,45 @@ describe("NodeBlocking", () => {
     it.effect("fails with TaskTimeoutError (queued) when a task waits longer than queueTimeout", () =>
       withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
         Effect.gen(function* () {
+          const blocked = yield* blockAThread
           const f = flags()
-          const blocker = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
-          yield* waitForFlag(f, 0)
           const queued = yield* Effect.forkChild(
-            Blocking.run(P.mark, { shared: shared(f), index: 3 }, { queueTimeout: "1 second" })
+            Blocking.run(P.mark, { shared: shared(f), index: 0 }, { queueTimeout: "1 second" })
           )
           yield* Effect.yieldNow
           yield* TestClock.adjust("1 second")
           const error = yield* Effect.flip(Fiber.join(queued))
           assert.strictEqual(error._tag === "TaskTimeoutError" && error.phase, "queued")
-          Atomics.store(f, 1, 1)
-          Atomics.notify(f, 1)
-          yield* Fiber.join(blocker)
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
           yield* Blocking.run(P.threadId, undefined)
-          assert.strictEqual(Atomics.load(f, 3), 0)
+          assert.strictEqual(Atomics.load(f, 0), 0)
+        })
+      )
+    )
+
+    it.effect("counts a task's run timeout from when it starts running, not while it waits in the queue", () =>
+      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+        Effect.gen(function* () {
+          const blocked = yield* blockAThread
+          // The task's own default timeout (Blocking.task's `timeout`).
+          const timed = Blocking.task({ ...P.block, timeout: "1 second" })
+          const f = flags()
+          const fiber = yield* Effect.forkChild(Blocking.run(timed, shared(f)))
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          yield* Effect.yieldNow
+          yield* TestClock.adjust("5 seconds")
+          assert.isUndefined(fiber.pollUnsafe(), "no timeout while queued")
+          release(blocked.flags)
+          yield* waitForFlag(f, 0)
+          yield* TestClock.adjust("999 millis")
+          assert.isUndefined(fiber.pollUnsafe())
+          yield* TestClock.adjust("1 millis")
+          const error = yield* Effect.flip(Fiber.join(fiber))
+          assert.strictEqual(
+            error._tag === "TaskTimeoutError" && `${error.phase} ${error.timeoutMillis}`,
+            "running 1000"
+          )
         })
       )
     )
@@ -170,21 +227,24 @@ describe("NodeBlocking", () => {
 
   describe("cancellation", () => {
     it.effect(
-      "returns at once when a blocked task is interrupted, and replaces its thread after the grace period",
+      "returns at once when a task that ignores its signal is interrupted, and replaces its thread after the grace period",
       () =>
         withPool({ maxWorkers: 1, gracePeriod: "500 millis" })(
           Effect.gen(function* () {
             const before = yield* Blocking.run(P.threadId, undefined)
-            const f = flags()
-            const fiber = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
-            yield* waitForFlag(f, 0)
-            yield* Fiber.interrupt(fiber)
-            assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
+            const blocked = yield* blockAThread
+            const start = performance.now()
+            yield* Fiber.interrupt(blocked.fiber)
+            // The handler blocks its thread for up to 30 s, and the grace period is on the TestClock,
+            // which has not moved: the interrupt waited for neither.
+            assert.isBelow(performance.now() - start, 2000)
+            assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(blocked.fiber)))
+            assert.strictEqual(Atomics.load(blocked.flags, 2), 0, "the handler is still running")
             const next = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
             yield* TestClock.adjust("500 millis")
             const after = yield* Fiber.join(next)
             assert.notStrictEqual(after, before)
-            assert.strictEqual(Atomics.load(f, 2), 0, "the blocked handler never finished")
+            assert.strictEqual(Atomics.load(blocked.flags, 2), 0, "the blocked handler never finished")
           })
         )
     )
@@ -193,41 +253,46 @@ describe("NodeBlocking", () => {
       withPool({ maxWorkers: 1, gracePeriod: "100 millis", timeout: "5 seconds" })(
         Effect.gen(function* () {
           const before = yield* Blocking.run(P.threadId, undefined)
-          const f = flags()
-          const fiber = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
-          yield* waitForFlag(f, 0)
+          const blocked = yield* blockAThread
           yield* TestClock.adjust("5 seconds")
-          const error = yield* Effect.flip(Fiber.join(fiber))
+          const error = yield* Effect.flip(Fiber.join(blocked.fiber))
           assert.strictEqual(error._tag === "TaskTimeoutError" && error.timeoutMillis, 5000)
           yield* TestClock.adjust("100 millis")
           assert.notStrictEqual(yield* Blocking.run(P.threadId, undefined), before)
+          assert.strictEqual(Atomics.load(blocked.flags, 2), 0, "the blocked handler never finished")
         })
       )
     )
   })
 
   describe("crash recovery", () => {
-    it.effect("fails only the task whose thread calls process.exit; 100 tasks in flight all complete", () =>
-      withPool({ maxWorkers: 2 })(
-        Effect.gen(function* () {
-          const crashesBefore = yield* counterValue(NodeBlocking.metrics.crashes)
-          const others = yield* Effect.forkChild(
-            Effect.forEach(
-              Array.from({ length: 100 }, (_, n) => n),
-              (n) => Blocking.run(P.slowSquare, { n, millis: 1 }),
+    it.effect(
+      "fails only the task whose thread dies (process.exit, an uncaught throw); 100 tasks in flight all complete",
+      () =>
+        withPool({ maxWorkers: 2 })(
+          Effect.gen(function* () {
+            const crashesBefore = yield* counterValue(NodeBlocking.metrics.crashes)
+            const others = yield* Effect.forkChild(
+              Effect.forEach(
+                Array.from({ length: 100 }, (_, n) => n),
+                (n) => Blocking.run(P.slowSquare, { n, millis: 1 }),
+                { concurrency: "unbounded" }
+              )
+            )
+            const [exited, threw] = yield* Effect.all(
+              [Effect.flip(Blocking.run(P.exit, 3)), Effect.flip(Blocking.run(P.throwLater, "thrown in a timer"))],
               { concurrency: "unbounded" }
             )
-          )
-          const crash = yield* Effect.flip(Blocking.run(P.exit, 3))
-          assert.strictEqual(crash._tag, "WorkerDiedError")
-          assert.strictEqual(crash._tag === "WorkerDiedError" && crash.exitCode, 3)
-          assert.deepStrictEqual(
-            yield* Fiber.join(others),
-            Array.from({ length: 100 }, (_, n) => n * n)
-          )
-          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashesBefore, 1)
-        })
-      )
+            assert.strictEqual(exited._tag === "WorkerDiedError" && `${exited.reason} ${exited.exitCode}`, "exit 3")
+            assert.strictEqual(threw._tag === "WorkerDiedError" && `${threw.reason} ${threw.exitCode}`, "exit 1")
+            assert.include(threw.message, "thrown in a timer")
+            assert.deepStrictEqual(
+              yield* Fiber.join(others),
+              Array.from({ length: 100 }, (_, n) => n * n)
+            )
+            assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashesBefore, 2)
+          })
+        )
     )
 
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>
@@ -243,18 +308,8 @@ describe("NodeBlocking", () => {
     it.effect("trips the crash-loop breaker when a module kills every thread that imports it", () =>
       withPool({ maxWorkers: 1 })(
         Effect.gen(function* () {
-          const doomed = Blocking.task({
-            module: fixture("exitOnImport.ts"),
-            name: "doomed",
-            payload: Schema.Void,
-            success: Schema.Void,
-            handler: () => undefined
-          })
           const reasons: Array<string> = []
-          for (let i = 0; i < 5; i++) {
-            const error = yield* Effect.flip(Blocking.run(doomed, undefined))
-            reasons.push(error._tag === "WorkerDiedError" ? error.reason : error._tag)
-          }
+          for (let i = 0; i < 5; i++) reasons.push(yield* doomedReason)
           assert.deepStrictEqual(reasons, ["exit", "exit", "exit", "crash-loop", "crash-loop"])
           assert.strictEqual(yield* Blocking.run(T.square, 6), 36)
         })
@@ -302,17 +357,26 @@ describe("NodeBlocking", () => {
       )
     )
 
-    it.effect("records run and queue-wait times per task and utilisation", () =>
-      withPool({ maxWorkers: 2 })(
+    it.effect("records queue length and utilisation as gauges, queue wait and run time per task as histograms", () =>
+      withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })(
         Effect.gen(function* () {
           const runsBefore = yield* counterValue(NodeBlocking.metrics.runTime)
           const waitsBefore = yield* counterValue(NodeBlocking.metrics.queueWait)
-          yield* Effect.forEach([1, 2, 3, 4, 5], (n) => Blocking.run(T.square, n), { concurrency: 5 })
-          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.runTime)) - runsBefore, 5)
-          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.queueWait)) - waitsBefore, 5)
-          const utilization = yield* Metric.value(NodeBlocking.metrics.utilization)
-          assert.isAtLeast(utilization.value, 0)
-          assert.isAtMost(utilization.value, 1)
+          const blocked = yield* blockAThread
+          const squares = yield* Effect.forkChild(
+            Effect.forEach([1, 2, 3], (n) => Blocking.run(T.square, n), { concurrency: "unbounded" })
+          )
+          yield* eventLoopTurn
+          assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.queueLength), 3, "1 queued + 2 waiting for room")
+          assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.utilization), 1)
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
+          assert.deepStrictEqual(yield* Fiber.join(squares), [1, 4, 9])
+          yield* eventLoopTurn
+          assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.queueLength), 0)
+          assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.utilization), 0)
+          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.runTime)) - runsBefore, 4)
+          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.queueWait)) - waitsBefore, 4)
         })
       )
     )
