@@ -96,6 +96,18 @@ export interface Options {
    * @default "drain"
    */
   readonly shutdown?: "drain" | "cancel" | undefined
+  /**
+   * The crash-loop breaker. When `deaths` threads in a row die while running tasks of one
+   * module before any task of that module has finished (a module that kills the thread that
+   * imports it), that module's tasks fail fast with `WorkerDiedError` (`"crash-loop"`) for
+   * `cooldown`; when `deaths` threads in a row die before they are ready (a `resourceLimits`
+   * too small to start), every task does. After the cool-down tasks are tried again, and one
+   * more death re-opens the breaker. The error's `detail` names the module and the last death's cause.
+   * @default { deaths: 3, cooldown: "10 seconds" }
+   */
+  readonly crashLoop?:
+    | { readonly deaths?: number | undefined; readonly cooldown?: Duration.Input | undefined }
+    | undefined
 }
 
 /**
@@ -164,6 +176,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
   const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
   const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
+  const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
+  const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
   const context = yield* Effect.context<never>()
   const update =
     <I>(metric: Metric.Metric<I, unknown>) =>
@@ -185,6 +199,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           gracePeriodMillis: Duration.toMillis(grace),
           maxTasksPerWorker: perWorker,
           resourceLimits: options.resourceLimits,
+          crashLoopDeaths,
+          crashLoopCooldownMillis: Duration.toMillis(crashLoopCooldown),
           clock,
           observe: {
             queueLength: update(metrics.queueLength),

@@ -63,7 +63,7 @@ const doomedReason = Effect.map(Effect.flip(Blocking.run(doomed, undefined)), (e
 
 describe("NodeBlocking", () => {
   describe("layer", () => {
-    it.effect("fails with InvalidOptionsError for a size or queue < 1, or an unknown policy", () =>
+    it.effect("fails with InvalidOptionsError for a size, queue or breaker threshold < 1, or an unknown policy", () =>
       Effect.gen(function* () {
         const reject = (options: NodeBlocking.Options) =>
           Effect.flip(Layer.build(NodeBlocking.layer(options)).pipe(Effect.scoped))
@@ -72,6 +72,10 @@ describe("NodeBlocking", () => {
         assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
         assert.include((yield* reject({ minWorkers: 3, maxWorkers: 2 })).message, "minWorkers")
         assert.include((yield* reject({ maxQueue: 0 })).message, "maxQueue: must be an integer >= 1, got 0")
+        assert.include(
+          (yield* reject({ crashLoop: { deaths: 0 } })).message,
+          "crashLoop.deaths: must be an integer >= 1, got 0"
+        )
         assert.include(
           (yield* reject({ queueFull: "drop" as "fail" })).message,
           `queueFull: must be one of "wait", "fail", got "drop"`
@@ -305,15 +309,50 @@ describe("NodeBlocking", () => {
       )
     )
 
-    it.effect("trips the crash-loop breaker when a module kills every thread that imports it", () =>
-      withPool({ maxWorkers: 1 })(
-        Effect.gen(function* () {
-          const reasons: Array<string> = []
-          for (let i = 0; i < 5; i++) reasons.push(yield* doomedReason)
-          assert.deepStrictEqual(reasons, ["exit", "exit", "exit", "crash-loop", "crash-loop"])
-          assert.strictEqual(yield* Blocking.run(T.square, 6), 36)
-        })
-      )
+    it.effect(
+      "fails a module's tasks fast after it kills 3 threads in a row, for 10 seconds, then tries once more",
+      () =>
+        withPool({ maxWorkers: 1 })(
+          Effect.gen(function* () {
+            const reasons: Array<string> = []
+            for (let i = 0; i < 4; i++) reasons.push(yield* doomedReason)
+            const open = yield* Effect.flip(Blocking.run(doomed, undefined))
+            assert.include(
+              open.message,
+              "exitOnImport.ts killed 3 threads in a row before any of its tasks finished (last: exit code 7); its tasks fail fast for 10000 ms"
+            )
+            assert.strictEqual(yield* Blocking.run(T.square, 6), 36, "tasks of other modules still run")
+            yield* TestClock.adjust("9999 millis")
+            reasons.push(yield* doomedReason)
+            yield* TestClock.adjust("1 millis")
+            reasons.push(yield* doomedReason, yield* doomedReason)
+            assert.deepStrictEqual(reasons, ["exit", "exit", "exit", "crash-loop", "crash-loop", "exit", "crash-loop"])
+          })
+        )
+    )
+
+    it.effect(
+      "fails every task fast, naming the cause, when threads die before they are ready (crashLoop options)",
+      () =>
+        // 5 MB of heap is too little for a thread to start on Node 24 (it needs 6-8 MB); below 3 MB
+        // V8 aborts the whole process instead of failing the thread.
+        withPool({
+          maxWorkers: 1,
+          resourceLimits: { maxOldGenerationSizeMb: 5 },
+          crashLoop: { deaths: 2, cooldown: "1 minute" }
+        })(
+          Effect.gen(function* () {
+            const crashesBefore = yield* counterValue(NodeBlocking.metrics.crashes)
+            for (let i = 0; i < 2; i++) {
+              const error = yield* Effect.flip(Blocking.run(T.square, 2))
+              assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "crash-loop")
+              assert.include(error.message, "2 threads in a row died before they were ready (last: ")
+              assert.include(error.message, "memory limit")
+              assert.include(error.message, "every task fails fast for 60000 ms")
+            }
+            assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashesBefore, 2, "then no thread")
+          })
+        )
     )
   })
 

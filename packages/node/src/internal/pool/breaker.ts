@@ -1,62 +1,79 @@
 // Crash-loop breakers: a task module that kills every thread that imports it (or threads that
-// die before they are ready) would otherwise respawn threads forever. After THRESHOLD deaths in a
-// row with no success in between, the breaker opens for COOLDOWN_MS and tasks fail fast with
-// WorkerDiedError("crash-loop"); after the cool-down one more death re-opens it.
+// die before they are ready) would otherwise respawn threads forever. After `deaths` deaths in a
+// row, the breaker opens for `cooldownMillis`: tasks of that module (every task, for start-up
+// deaths) fail fast with WorkerDiedError("crash-loop"). After the cool-down the next task is
+// tried, and one more death re-opens the breaker at once. A module one of whose tasks has
+// finished is sound for good: a later death is a crash of a single task, which fails only itself.
 import type * as Clock from "effect/Clock"
 
-const THRESHOLD = 3
-const COOLDOWN_MS = 10_000
+interface Deaths {
+  count: number
+  openUntil: number
+  /** Why the breaker opened; set when it opens. */
+  reason: string
+}
 
 export class Breaker {
   private readonly clock: Clock.Clock
-  private startupDeaths = 0
-  private startupOpenUntil = 0
-  private readonly moduleDeaths = new Map<string, number>()
-  private readonly moduleOpenUntil = new Map<string, number>()
+  private readonly deaths: number
+  private readonly cooldownMillis: number
+  private readonly startup: Deaths = { count: 0, openUntil: 0, reason: "" }
+  private readonly modules = new Map<string, Deaths>()
   private readonly healthy = new Set<string>()
 
-  constructor(clock: Clock.Clock) {
+  constructor(clock: Clock.Clock, deaths: number, cooldownMillis: number) {
     this.clock = clock
+    this.deaths = deaths
+    this.cooldownMillis = cooldownMillis
   }
 
   /** Why tasks of `module` must fail fast now, or undefined. */
   refusal(module: string): string | undefined {
     const now = this.clock.currentTimeMillisUnsafe()
-    if (now < this.startupOpenUntil) return `threads die at start-up; retrying after ${COOLDOWN_MS} ms`
-    if (now < (this.moduleOpenUntil.get(module) ?? 0)) return moduleReason(module)
-    return undefined
+    if (now < this.startup.openUntil) return explain(this.startup, now)
+    const deaths = this.modules.get(module)
+    return deaths !== undefined && now < deaths.openUntil ? explain(deaths, now) : undefined
   }
 
   threadReady(): void {
-    this.startupDeaths = 0
+    this.startup.count = 0
   }
 
   /** A task of `module` ran to an answer: the module is sound, its deaths stop counting. */
   moduleWorked(module: string): void {
     if (this.healthy.has(module)) return
     this.healthy.add(module)
-    this.moduleDeaths.delete(module)
+    this.modules.delete(module)
   }
 
   /** Counts a thread that died before it was ready; returns the reason if the breaker opened. */
-  startupDeath(): string | undefined {
-    if (++this.startupDeaths < THRESHOLD) return undefined
-    this.startupOpenUntil = this.clock.currentTimeMillisUnsafe() + COOLDOWN_MS
-    this.startupDeaths = THRESHOLD - 1
-    return "threads die at start-up"
+  startupDeath(cause: string): string | undefined {
+    if (!this.counts(this.startup)) return undefined
+    this.startup.reason = `${this.deaths} threads in a row died before they were ready (last: ${cause}); every task fails fast`
+    return explain(this.startup, this.clock.currentTimeMillisUnsafe())
   }
 
   /** Counts a thread that died running a task of `module`; returns the reason if the breaker opened. */
-  moduleDeath(module: string): string | undefined {
+  moduleDeath(module: string, cause: string): string | undefined {
     if (this.healthy.has(module)) return undefined
-    const deaths = (this.moduleDeaths.get(module) ?? 0) + 1
-    this.moduleDeaths.set(module, deaths)
-    if (deaths < THRESHOLD) return undefined
-    this.moduleOpenUntil.set(module, this.clock.currentTimeMillisUnsafe() + COOLDOWN_MS)
-    this.moduleDeaths.set(module, THRESHOLD - 1)
-    return moduleReason(module)
+    let deaths = this.modules.get(module)
+    if (deaths === undefined) {
+      deaths = { count: 0, openUntil: 0, reason: "" }
+      this.modules.set(module, deaths)
+    }
+    if (!this.counts(deaths)) return undefined
+    deaths.reason = `${module} killed ${this.deaths} threads in a row before any of its tasks finished (last: ${cause}); its tasks fail fast`
+    return explain(deaths, this.clock.currentTimeMillisUnsafe())
+  }
+
+  /** One more death; true if it opens the breaker. */
+  private counts(deaths: Deaths): boolean {
+    if (++deaths.count < this.deaths) return false
+    deaths.openUntil = this.clock.currentTimeMillisUnsafe() + this.cooldownMillis
+    // After the cool-down, one more death re-opens it.
+    deaths.count = this.deaths - 1
+    return true
   }
 }
 
-const moduleReason = (module: string) =>
-  `${module} killed ${THRESHOLD} threads in a row before any of its tasks finished`
+const explain = (deaths: Deaths, now: number) => `${deaths.reason} for ${deaths.openUntil - now} ms`

@@ -30,6 +30,9 @@ export interface EngineOptions {
   readonly gracePeriodMillis: number
   readonly maxTasksPerWorker: number
   readonly resourceLimits: ResourceLimits | undefined
+  /** Crash-loop breaker: deaths in a row that open it, and for how long. */
+  readonly crashLoopDeaths: number
+  readonly crashLoopCooldownMillis: number
   /** Clock for the pool's own timers (idle shrink, crash-loop cool-down). */
   readonly clock: Clock.Clock
   readonly observe: Observer
@@ -64,7 +67,7 @@ export class Engine {
 
   constructor(options: EngineOptions) {
     this.options = options
-    this.breaker = new Breaker(options.clock)
+    this.breaker = new Breaker(options.clock, options.crashLoopDeaths, options.crashLoopCooldownMillis)
     for (let i = 0; i < options.minWorkers; i++) this.spawn()
   }
 

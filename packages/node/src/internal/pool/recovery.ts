@@ -36,7 +36,7 @@ export const exited = (pool: Engine, slot: Slot, code: number): void => {
       pool.queue.pushFront(job)
     }
   }
-  if (!intended) countDeath(pool, slot, culprit)
+  if (!intended) countDeath(pool, slot, culprit, slot.lastError ?? `exit code ${code}`)
   if (pool.slots.size < pool.options.minWorkers && !pool.closing) pool.spawn()
   pool.schedule()
 }
@@ -44,12 +44,12 @@ export const exited = (pool: Engine, slot: Slot, code: number): void => {
 export const crashLoop = (task: string, detail: string) =>
   new Blocking.WorkerDiedError({ task, reason: "crash-loop", exitCode: undefined, detail })
 
-const countDeath = (pool: Engine, slot: Slot, culprit: Job | undefined): void => {
+const countDeath = (pool: Engine, slot: Slot, culprit: Job | undefined, cause: string): void => {
   if (!slot.ready) {
-    const opened = pool.breaker.startupDeath()
+    const opened = pool.breaker.startupDeath(cause)
     if (opened !== undefined) failQueued(pool, () => true, opened)
   } else if (culprit !== undefined) {
-    const opened = pool.breaker.moduleDeath(culprit.module)
+    const opened = pool.breaker.moduleDeath(culprit.module, cause)
     if (opened !== undefined) failQueued(pool, (job) => job.module === culprit.module, opened)
   }
 }
