@@ -34,7 +34,11 @@ export const TypeId = "~@volley/core/Blocking/Task" as const
  * @category models
  */
 export interface TaskContext {
-  /** Aborted when the caller is interrupted or the task times out; a worker that ignores it is terminated after a grace period. */
+  /**
+   * Aborted when the caller is interrupted or the task times out; a worker that ignores it is
+   * terminated after a grace period. A synchronous handler cannot see it change while it runs:
+   * check it in an `async` handler, between awaits.
+   */
   readonly signal: AbortSignal
   /** Trace and span id of the caller's `Blocking.run` span, to continue the trace inside the handler. */
   readonly traceId: string | undefined
@@ -218,8 +222,11 @@ export class TaskTimeoutError extends Schema.TaggedError<TaskTimeoutError>()("Ta
 }
 
 /**
- * The worker running the task died: it exited, ran out of memory, or its
- * module keeps killing workers at start-up (`reason: "crash-loop"`, failed fast).
+ * The worker running the task died: it exited (`process.exit`, an uncaught
+ * exception outside the handler) or ran out of memory. With `reason:
+ * "crash-loop"` the task did not run: the executor's crash-loop breaker is
+ * open (the task's module killed several workers in a row, or workers die at
+ * start-up), and `detail` says why and for how long.
  *
  * @since 0.1.0
  * @category errors
