@@ -14,7 +14,9 @@ const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.l
 
 // Generators: host labels, domains, IPv4 and IPv6 addresses.
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/)
-const domain = fc.array(label, { minLength: 1, maxLength: 4 }).map((labels) => labels.join("."))
+// The last label has a letter: an all-digit name such as "0.0.0.0" is an IPv4 address, not a domain.
+const tld = fc.stringMatching(/^[a-z]{2,6}$/)
+const domain = fc.tuple(fc.array(label, { maxLength: 3 }), tld).map(([labels, last]) => [...labels, last].join("."))
 const port = fc.integer({ min: 1, max: 65535 })
 const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255))
 const groups = fc.array(fc.nat(0xffff), { minLength: 8, maxLength: 8 })
