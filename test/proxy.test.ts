@@ -1,8 +1,8 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Http, Proxy } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Tracer } from "effect"
-import { PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Scope, Tracer } from "effect"
+import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
 
 const enc = encodeURIComponent
 const secrets = [PASSWORD, enc(PASSWORD), Buffer.from(`${USER}:${PASSWORD}`).toString("base64")]
@@ -101,6 +101,23 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
+    it.effect("fails with a ProxyConnectionError carrying the status when squid cannot open the tunnel, once", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        // Nothing listens on port 1 of loopback: squid answers the CONNECT with 503.
+        const error = failureOf(
+          yield* Effect.exit(getVia("https://127.0.0.1:1/refused", { all: `http://127.0.0.1:${s.squidOpen}` }))
+        )
+        assert.instanceOf(error, Proxy.ProxyConnectionError)
+        const e = error as Proxy.ProxyConnectionError
+        assert.strictEqual(e.status, 503)
+        assert.strictEqual(e.target, "127.0.0.1:1")
+        assert.strictEqual(e.reason, "the proxy refused the CONNECT tunnel with status 503")
+        const log = yield* s.logWith("squid/access.log", "CONNECT 127.0.0.1:1 ")
+        assert.strictEqual(log.split("CONNECT 127.0.0.1:1 ").length - 1, 1, "one CONNECT, no reconnect loop")
+      })
+    )
+
     it.effect("fails with a ProxyAuthenticationError when credentials are missing", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers
@@ -125,14 +142,39 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
-    it.effect("refuses a proxy whose certificate is not trusted", () =>
+    it.effect("fails with a ProxyConnectionError naming the proxy when its certificate is not trusted", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers
+        const all = `https://${USER}:${enc(PASSWORD)}@localhost:${s.squidTls}`
+        // No proxyTls (Node's trust store), then a CA that signed nothing here; forwarded and tunnelled.
+        for (const nodeOptions of [{}, { proxyTls: { ca: s.otherCa } }]) {
+          for (const url of [`${s.http.url}/untrusted-proxy`, `${s.https.url}/untrusted-proxy`]) {
+            const error = failureOf(yield* Effect.exit(getVia(url, { all }, nodeOptions)))
+            assert.instanceOf(error, Proxy.ProxyConnectionError)
+            const e = error as Proxy.ProxyConnectionError
+            assert.strictEqual(e.proxy, `https://${USER}:<redacted>@localhost:${s.squidTls}`)
+            assert.match(e.reason, /^TLS to the proxy failed: .*certificate/)
+            assert.isUndefined(e.status)
+            assertNoSecret(e.message)
+          }
+        }
+        assert.isUndefined(s.http.seen.find((r) => r.path === "/untrusted-proxy"))
+        assert.isUndefined(s.https.seen.find((r) => r.path === "/untrusted-proxy"))
+      })
+    )
+
+    it.effect("keeps a certificate failure with the origin, through a trusted proxy, the origin's TransportError", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const nodeOptions = { proxyTls: { ca: s.ca }, originTls: { ca: s.otherCa } }
         const exit = yield* Effect.exit(
-          getVia(`${s.http.url}/untrusted-proxy`, { all: `https://localhost:${s.squidTls}` })
+          getVia(`${s.https.url}/untrusted-origin-tls`, { all: `https://localhost:${s.squidTls}` }, nodeOptions)
         )
-        assert.isTrue(Exit.isFailure(exit))
-        assert.notInclude(s.log("squid/access.log"), "/untrusted-proxy")
+        const error = failureOf(exit)
+        assert.isFalse(Proxy.isProxyError(error), String(error))
+        assert.strictEqual((error as { reason?: { _tag: string } }).reason?._tag, "TransportError")
+        assert.include(String((error as { reason?: { cause?: unknown } }).reason?.cause), "certificate")
+        assert.isUndefined(s.https.seen.find((r) => r.path === "/untrusted-origin-tls"))
       })
     )
   })
@@ -158,6 +200,29 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         const error = failureOf(yield* Effect.exit(getVia(`${s.https.url}/tiny-wrong`, { all: bad })))
         assert.instanceOf(error, Proxy.ProxyAuthenticationError)
         assert.include((error as Proxy.ProxyAuthenticationError).reason, "401")
+      })
+    )
+
+    it.effect("passes tinyproxy's 401 on plain HTTP through as a response; tunnelHttp makes it a proxy error", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const bad = `http://${USER}:nope@127.0.0.1:${s.tinyAuth}`
+        // Forwarded, the proxy's 401 looks like one from the origin: a StatusCodeError, not a proxy error.
+        const error = failureOf(yield* Effect.exit(getVia(`${s.http.url}/tiny-wrong-plain`, { all: bad })))
+        assert.isFalse(Proxy.isProxyError(error))
+        const reason = (error as { reason?: { _tag: string; response?: { status: number } } }).reason
+        assert.strictEqual(reason?._tag, "StatusCodeError")
+        assert.strictEqual(reason?.response?.status, 401)
+        // Through CONNECT, only the proxy can have answered.
+        const tunnelled = failureOf(
+          yield* Effect.exit(getVia(`${s.http.url}/tiny-wrong-plain`, { all: bad }, { tunnelHttp: true }))
+        )
+        assert.instanceOf(tunnelled, Proxy.ProxyAuthenticationError)
+        assert.isUndefined(s.http.seen.find((r) => r.path === "/tiny-wrong-plain"))
+        const good = `http://${USER}:${TINY_PASSWORD}@127.0.0.1:${s.tinyAuth}`
+        const body = yield* getVia(`${s.http.url}/tiny-tunnel-plain`, { all: good }, { tunnelHttp: true })
+        assert.strictEqual(body, "hello from /tiny-tunnel-plain")
+        yield* logged("tinyproxy-auth.log", `CONNECT 127.0.0.1:${s.http.port}`)
       })
     )
   })
@@ -207,6 +272,45 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         const body = yield* getVia(`${s.https.url}/socks-v6`, { all: `socks5h://[::1]:${s.socksV6}` })
         assert.strictEqual(body, "hello from /socks-v6")
         yield* logged("socks-v6.log", `connected to localhost:${s.https.port}`)
+      })
+    )
+
+    it.effect("reaches an IPv6-literal origin, handing the proxy the address without brackets", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        for (const scheme of ["socks5h", "socks5"]) {
+          const body = yield* getVia(`${s.httpV6.url}/v6-origin-${scheme}`, {
+            all: `${scheme}://127.0.0.1:${s.socksOpen}`
+          })
+          assert.strictEqual(body, `hello from /v6-origin-${scheme}`)
+        }
+      })
+    )
+
+    it.effect("bounds SOCKS5 connections by connectionsPerOrigin and keeps them alive (counted at the origin)", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `socks5h://127.0.0.1:${s.socksOpen}`
+        const connections = (prefix: string) =>
+          new Set(s.http.seen.filter((r) => r.path.startsWith(prefix)).map((r) => r.remotePort)).size
+        // Eight requests at once, then two more one after the other, on one client.
+        const burst = (prefix: string) =>
+          Effect.gen(function* () {
+            const get = (i: number) => Http.getText(`${s.http.url}${prefix}${i}`)
+            yield* Effect.all([0, 1, 2, 3, 4, 5, 6, 7].map(get), { concurrency: "unbounded" })
+            const before = connections(prefix)
+            yield* get(8)
+            yield* get(9)
+            return { before, after: connections(prefix) }
+          })
+        const bounded = yield* burst("/socks-pool-2-").pipe(
+          Effect.provide(client({ all }, { connectionsPerOrigin: 2 }))
+        )
+        assert.isAtMost(bounded.before, 2)
+        assert.strictEqual(bounded.after, bounded.before, "later requests reuse the kept-alive connections")
+        // Without the bound, the same burst opens more: the assertion above can fail.
+        const unbounded = yield* burst("/socks-pool-any-").pipe(Effect.provide(client({ all })))
+        assert.isAbove(unbounded.before, 2)
       })
     )
   })
@@ -262,6 +366,44 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
           )
         )
         assert.strictEqual(body, "hello from /from-env")
+      })
+    )
+  })
+
+  describe("lifecycle", () => {
+    it.effect("closes every route's connections when the layer's scope closes (counted at the origins)", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        // A tunnel through squid, one through microsocks, and direct: a tunnel's connection at the origin
+        // lives as long as ours to the proxy. Keep-alive long enough that only closing ends them. (A
+        // forwarded request's connection at the origin is the proxy's own: see NodeProxy.test.ts.)
+        const options: Proxy.Options = {
+          rules: [
+            { match: `localhost:${s.https.port}`, via: `http://127.0.0.1:${s.squidOpen}` },
+            { match: "127.0.0.1", via: `socks5h://127.0.0.1:${s.socksOpen}` },
+            { match: "localhost", via: "direct" }
+          ]
+        }
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(client(options, { keepAliveTimeout: "60 seconds" }), scope)
+        const requests = [
+          [s.https, `${s.https.url}/close-squid`],
+          [s.http, `${s.http.url}/close-socks`],
+          [s.http, `http://localhost:${s.http.port}/close-direct`]
+        ] as const
+        const open: Array<[Origin, number | undefined]> = []
+        for (const [origin, url] of requests) {
+          const path = new URL(url).pathname
+          assert.strictEqual(yield* Http.getText(url).pipe(Effect.provide(context)), `hello from ${path}`)
+          const remotePort = origin.seen.find((r) => r.path === path)?.remotePort
+          assert.isTrue(origin.isOpen(remotePort), `${path}: the connection is kept alive`)
+          open.push([origin, remotePort])
+        }
+        assert.strictEqual(new Set(open.map(([, port]) => port)).size, requests.length)
+        yield* Scope.close(scope, Exit.void)
+        yield* Effect.promise(() => Promise.all(open.map(([origin, port]) => origin.closed([port])))).pipe(
+          Effect.timeout("2 seconds")
+        )
       })
     )
   })

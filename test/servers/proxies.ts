@@ -1,12 +1,12 @@
 // Starts the real proxies of servers.sh (squid, tinyproxy, microsocks) on kernel-chosen
 // loopback ports in a temp dir, plus an HTTP and an HTTPS origin (node:http / node:https,
 // with the CA servers.sh generates) that record what they see. Everything is stopped when
-// the layer's scope closes, whether the tests passed or not.
+// the layer's scope closes, whether the tests passed or not. A third origin listens on ::1.
 import { execFile } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
-import type { AddressInfo, Server } from "node:net"
+import type { AddressInfo, Server, Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -21,11 +21,22 @@ export const PASSWORD = "s3cr3t-P@ss:w0rd"
 /** tinyproxy's BasicAuth line cannot hold whitespace, '@' or ':'. */
 export const TINY_PASSWORD = "tinyS3cret"
 
+export interface Seen {
+  readonly path: string
+  readonly headers: IncomingMessage["headers"]
+  /** The client port of the connection it came on: one per connection. */
+  readonly remotePort: number | undefined
+}
+
 export interface Origin {
   readonly url: string
   readonly port: number
   /** Requests seen, with the headers each arrived with. */
-  readonly seen: Array<{ readonly path: string; readonly headers: IncomingMessage["headers"] }>
+  readonly seen: Array<Seen>
+  /** Whether the connection from this client port is open. */
+  readonly isOpen: (remotePort: number | undefined) => boolean
+  /** Resolves once none of the connections from these client ports is open. */
+  readonly closed: (remotePorts: ReadonlyArray<number | undefined>) => Promise<void>
 }
 
 export interface Servers {
@@ -41,8 +52,12 @@ export interface Servers {
   /** microsocks on ::1. */
   readonly socksV6: number
   readonly ca: string
+  /** A CA that signed nothing here: trusting only it must fail every TLS handshake. */
+  readonly otherCa: string
   readonly http: Origin
   readonly https: Origin
+  /** An HTTP origin on ::1. */
+  readonly httpV6: Origin
   /** The current text of a server's log (`squid/access.log`, `tinyproxy-open.log`, ...). */
   readonly log: (name: string) => string
   /**
@@ -54,10 +69,10 @@ export interface Servers {
 
 export class ProxyServers extends Context.Service<ProxyServers, Servers>()("volley/test/ProxyServers") {}
 
-const listen = (server: Server): Promise<number> =>
+const listen = (server: Server, host = "127.0.0.1"): Promise<number> =>
   new Promise((resolve, reject) => {
     server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port))
+    server.listen(0, host, () => resolve((server.address() as AddressInfo).port))
   })
 
 const close = (server: Server): Promise<void> =>
@@ -73,12 +88,28 @@ const freePort = async (): Promise<number> => {
   return port
 }
 
-const handler =
-  (seen: Array<{ path: string; headers: IncomingMessage["headers"] }>) =>
-  (req: IncomingMessage, res: ServerResponse) => {
-    seen.push({ path: req.url ?? "/", headers: req.headers })
-    res.writeHead(200, { "content-type": "text/plain" }).end(`hello from ${req.url}`)
+const handler = (seen: Array<Seen>) => (req: IncomingMessage, res: ServerResponse) => {
+  seen.push({ path: req.url ?? "/", headers: req.headers, remotePort: req.socket.remotePort })
+  res.writeHead(200, { "content-type": "text/plain" }).end(`hello from ${req.url}`)
+}
+
+// An origin around `server`, tracking its open connections by client port.
+const origin = (server: Server, url: string, port: number, seen: Array<Seen>): Origin => {
+  const open = new Set<number | undefined>()
+  const changed: Array<() => void> = []
+  server.on("connection", (socket: Socket) => {
+    const remotePort = socket.remotePort
+    open.add(remotePort)
+    socket.on("close", () => {
+      open.delete(remotePort)
+      for (const wake of changed.splice(0)) wake()
+    })
+  })
+  const closed = async (remotePorts: ReadonlyArray<number | undefined>) => {
+    while (remotePorts.some((p) => open.has(p))) await new Promise<void>((resolve) => changed.push(resolve))
   }
+  return { url, port, seen, isOpen: (remotePort) => open.has(remotePort), closed }
+}
 
 const start = async () => {
   const dir = mkdtempSync(join(tmpdir(), "volley-proxies-"))
@@ -117,16 +148,19 @@ export const layer = Layer.effect(
         })
     )
     const ca = readFileSync(join(dir, "pki/ca.crt"), "utf8")
-    const httpSeen: Array<{ path: string; headers: IncomingMessage["headers"] }> = []
-    const httpsSeen: Array<{ path: string; headers: IncomingMessage["headers"] }> = []
+    const otherCa = readFileSync(join(dir, "pki/other-ca.crt"), "utf8")
+    const httpSeen: Array<Seen> = []
+    const httpsSeen: Array<Seen> = []
+    const httpV6Seen: Array<Seen> = []
     const httpServer = createHttpServer(handler(httpSeen))
     const httpsServer = createHttpsServer(
       { cert: readFileSync(join(dir, "pki/server.crt")), key: readFileSync(join(dir, "pki/server.key")) },
       handler(httpsSeen)
     )
-    const [httpPort, httpsPort] = yield* Effect.acquireRelease(
-      Effect.promise(() => Promise.all([listen(httpServer), listen(httpsServer)])),
-      () => Effect.promise(() => Promise.all([close(httpServer), close(httpsServer)]))
+    const httpV6Server = createHttpServer(handler(httpV6Seen))
+    const [httpPort, httpsPort, httpV6Port] = yield* Effect.acquireRelease(
+      Effect.promise(() => Promise.all([listen(httpServer), listen(httpsServer), listen(httpV6Server, "::1")])),
+      () => Effect.promise(() => Promise.all([close(httpServer), close(httpsServer), close(httpV6Server)]))
     )
     const log = (name: string) => {
       try {
@@ -151,8 +185,10 @@ export const layer = Layer.effect(
       socksAuth: ports.P_SOCKS_AUTH,
       socksV6: ports.P_SOCKS_V6,
       ca,
-      http: { url: `http://127.0.0.1:${httpPort}`, port: httpPort, seen: httpSeen },
-      https: { url: `https://localhost:${httpsPort}`, port: httpsPort, seen: httpsSeen },
+      otherCa,
+      http: origin(httpServer, `http://127.0.0.1:${httpPort}`, httpPort, httpSeen),
+      https: origin(httpsServer, `https://localhost:${httpsPort}`, httpsPort, httpsSeen),
+      httpV6: origin(httpV6Server, `http://[::1]:${httpV6Port}`, httpV6Port, httpV6Seen),
       log,
       logWith
     })

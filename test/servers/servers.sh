@@ -9,7 +9,8 @@
 # P_SOCKS_OPEN P_SOCKS_AUTH P_SOCKS_V6 (on ::1) P_SQUID_TLS (squid's https_port: TLS to the proxy itself). Credentials: PROXY_USER / PROXY_PASS, and TINY_PASS for tinyproxy,
 # whose BasicAuth line cannot hold whitespace, '@' or ':'.
 # Also generates DIR/pki/{ca.crt,server.crt,server.key} (a CA and a leaf for localhost,
-# 127.0.0.1 and ::1) for the TLS origin the tests start.
+# 127.0.0.1 and ::1) for the TLS origin the tests start, and DIR/pki/other-ca.crt, a CA that
+# signs nothing (trusting only it must fail).
 set -euo pipefail
 
 cmd=${1:?usage: servers.sh start|stop DIR}
@@ -63,6 +64,8 @@ pki() {
     'extendedKeyUsage=serverAuth' 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' >leaf.ext
   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
     -extfile leaf.ext 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 \
+    -subj "/CN=volley unrelated CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
   cd - >/dev/null
 }
 

@@ -179,7 +179,8 @@ export class InvalidNoProxyError extends Schema.TaggedError<InvalidNoProxyError>
 }
 
 /**
- * The proxy could not be reached, dropped the connection, or refused to open a tunnel
+ * The proxy could not be reached, failed the TLS handshake (an `https://` proxy whose
+ * certificate is not trusted), dropped the connection, or refused to open a tunnel
  * (`status` is the proxy's answer to `CONNECT` when there was one). Never retried by the
  * client itself.
  *

@@ -4,15 +4,21 @@
  *
  * Each request is routed by its origin with {@link Proxy.route}: direct requests use a
  * plain undici `Agent`; proxied ones use undici's `ProxyAgent` (plain HTTP forwarded in
- * absolute form, HTTPS tunnelled with `CONNECT`, Basic auth, `https://` proxies) or
- * `Socks5ProxyAgent` (username/password), one per distinct proxy, each with its own
- * connection pools. All of them come from the undici that `@effect/platform-node` bundles
- * and are destroyed when the layer's scope closes.
+ * absolute form, HTTPS tunnelled with `CONNECT`, Basic auth, `https://` proxies) or, for
+ * SOCKS5 (username/password), an `Agent` whose connections are tunnels opened with the
+ * handshake of undici's `Socks5ProxyAgent`; one per distinct proxy. Every route keeps its
+ * own pool per origin, built from the same options (`connectionsPerOrigin`,
+ * `keepAliveTimeout`, timeouts), and all of them are destroyed when the layer's scope closes.
+ * They come from the undici that `@effect/platform-node` bundles.
  *
  * A proxy failure fails the request at once (no reconnect loop) with an `HttpClientError`
  * whose `TransportError` cause is a `Proxy.ProxyConnectionError` or
  * `Proxy.ProxyAuthenticationError` naming the proxy with its password redacted;
- * `Proxy.unwrapErrors` lifts them into the error channel.
+ * `Proxy.unwrapErrors` lifts them into the error channel. That covers every failure on the
+ * way to the proxy (connecting, TLS to an `https://` proxy, `CONNECT`, the SOCKS5
+ * handshake); what fails with the origin through the tunnel (its certificate, say) stays a
+ * plain `TransportError`. On plain HTTP forwarded to a proxy, a 401 is a response like the
+ * origin's: tinyproxy answers a wrong password that way (see {@link Options.tunnelHttp}).
  *
  * @since 0.1.0
  */
@@ -39,13 +45,17 @@ export interface Options extends NodeHttpClient.Options {
    */
   readonly originTls?: TlsOptions | undefined
   /**
-   * TLS options for the connection to an `https://` proxy itself (e.g. its `ca`).
+   * TLS options for the connection to an `https://` proxy itself (e.g. its `ca`). A proxy
+   * certificate they don't trust fails the request with a `Proxy.ProxyConnectionError`.
    * @default Node's default trust store
    */
   readonly proxyTls?: TlsOptions | undefined
   /**
    * Tunnel plain-HTTP requests with `CONNECT` too, instead of sending them to the proxy in
-   * absolute form. Some proxies only allow `CONNECT` to port 443, hence off by default.
+   * absolute form. Some proxies only allow `CONNECT` to port 443, hence off by default. A
+   * proxy that answers a wrong password with 401 rather than 407 (tinyproxy) is then told
+   * apart from the origin: only the proxy answers `CONNECT`, so it is a
+   * `Proxy.ProxyAuthenticationError`.
    * @default false
    */
   readonly tunnelHttp?: boolean | undefined

@@ -159,6 +159,24 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
 
+    it.live("bounds the connections that forward plain HTTP to the proxy by connectionsPerOrigin", () =>
+      Effect.gen(function* () {
+        const burst = (options: NodeProxy.Options) =>
+          Effect.gen(function* () {
+            const proxy = yield* forwardProxy([])
+            const layer = proxied(`http://127.0.0.1:${proxy.port}`, options)
+            yield* Effect.all(
+              Array.from({ length: 8 }, (_, i) => Http.getText(`http://127.0.0.1:9/burst-${i}`)),
+              { concurrency: "unbounded" }
+            ).pipe(Effect.provide(layer))
+            return proxy.connections()
+          }).pipe(Effect.scoped)
+        assert.isAtMost(yield* burst({ connectionsPerOrigin: 2 }), 2)
+        // Without the bound, the same burst opens more: the assertion above can fail.
+        assert.isAbove(yield* burst({}), 2)
+      })
+    )
+
     it.live("reaches an HTTP proxy on an IPv6 literal", () =>
       Effect.gen(function* () {
         const targets: Array<string> = []

@@ -1,13 +1,15 @@
 // One undici dispatcher that routes each request by its origin: a plain Agent for direct
-// routes and one proxy agent (with its own pools) per distinct proxy, created on first use.
-// Closing or destroying it closes them all.
+// routes and one agent per distinct proxy (undici's ProxyAgent for HTTP(S) proxies, an Agent
+// whose connections are SOCKS5 tunnels for SOCKS5), each with its own per-origin pools built
+// from the same pool options, created on first use. Closing or destroying it closes them all.
+// Failures on the way to a proxy are marked where they happen (see errors.ts).
 import { lookup } from "node:dns/promises"
-import { isIP } from "node:net"
+import { isIP, Socket } from "node:net"
 import type * as Tls from "node:tls"
 import * as Undici from "@effect/platform-node/Undici"
 import { Proxy } from "@volley/core"
 import * as Redacted from "effect/Redacted"
-import { SOCKS_CLOSED, toProxyError } from "./errors.ts"
+import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 
 export type TlsOptions = Pick<Tls.ConnectionOptions, "ca" | "cert" | "key" | "servername" | "rejectUnauthorized">
 
@@ -41,7 +43,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     if (route._tag === "Direct") return this.direct.dispatch(options, handler)
     const proxy = route.proxy
     const url = new URL(origin)
-    const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1")
+    const hostname = unbracket(url.hostname)
     if (proxy.protocol !== "socks5" || isIP(hostname) !== 0) {
       return this.via(proxy).dispatch(options, withProxyErrors(handler, proxy, origin))
     }
@@ -65,8 +67,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
 
   via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
     // The password is part of the key: the same proxy with other credentials is another route.
-    const secret = proxy.password === undefined ? "" : Redacted.value(proxy.password)
-    const key = `${proxy.label}\u0000${secret}\u0000${servername ?? ""}`
+    const key = `${proxy.label}\u0000${password(proxy)}\u0000${servername ?? ""}`
     let dispatcher = this.proxies.get(key)
     if (dispatcher === undefined) {
       const settings =
@@ -106,57 +107,125 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   }
 }
 
-const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
-  const password = proxy.password === undefined ? "" : Redacted.value(proxy.password)
-  if (proxy.protocol === "socks5" || proxy.protocol === "socks5h") {
-    // Socks5ProxyAgent builds its per-origin pools itself; only the connect timeout carries over.
-    return new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
-      ...(agent.connectTimeout === undefined ? {} : { connectTimeout: agent.connectTimeout }),
-      connect: socksConnector(agent.connectTimeout),
-      ...(proxy.username === undefined ? {} : { username: proxy.username, password }),
-      ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls })
-    })
-  }
+const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher =>
+  proxy.protocol === "socks5" || proxy.protocol === "socks5h"
+    ? socksAgent(proxy, agent, settings)
+    : httpProxyAgent(proxy, agent, settings)
+
+const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
   // Credentials go in a header built here, never into a URL string that could be logged.
   const token =
     proxy.username === undefined
       ? undefined
-      : `Basic ${Buffer.from(`${proxy.username}:${password}`).toString("base64")}`
+      : `Basic ${Buffer.from(`${proxy.username}:${password(proxy)}`).toString("base64")}`
+  const uri = `${proxy.protocol}://${proxy.hostname}:${proxy.port}`
+  const proxyHref = new URL(uri).href
   return new Undici.ProxyAgent({
     ...agent,
-    uri: `${proxy.protocol}://${proxy.hostname}:${proxy.port}`,
+    uri,
     proxyTunnel: settings.tunnelHttp,
     ...(token === undefined ? {} : { token }),
     ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls }),
-    ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls })
+    ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls }),
+    // The client that sends CONNECT: its connections are the hop to the proxy.
+    clientFactory: (origin, options) => new TunnelClient(origin, { connect: toProxy(connectorOf(options)) }),
+    // ProxyAgent asks this factory both for the pool of each tunnelled origin (with the origin
+    // and the agent's options) and for the client that forwards plain HTTP to the proxy (with
+    // the proxy's href and only a connector: left to itself, that pool would ignore the pool
+    // options). Its connections are the hop to the proxy too.
+    factory: (origin, options) =>
+      String(origin) === proxyHref
+        ? new Undici.Pool(origin, { ...agent, connect: toProxy(connectorOf(options)) })
+        : new Undici.Pool(origin, options as Undici.Pool.Options)
   })
 }
 
-// The connector for SOCKS5 proxies works around two things in undici's Socks5ProxyAgent:
-// - it hands the URL's hostname to the connector as is, and `[::1]` (brackets included) is
-//   not something DNS can resolve;
-// - it ignores the socket closing during the handshake, so a proxy that drops the connection
-//   left the request waiting for the connect timeout. A successful handshake reads at least
-//   12 bytes (method choice + shortest CONNECT reply), so a close before that is a failure.
-const socksConnector = (timeout: number | null | undefined): Undici.buildConnector.connector => {
-  const connector = Undici.buildConnector(typeof timeout === "number" ? { timeout } : {})
-  const strip = (host: string) => host.replace(/^\[(.*)\]$/, "$1")
+const connectorOf = (options: object): Undici.buildConnector.connector =>
+  (options as { readonly connect: Undici.buildConnector.connector }).connect
+
+// Marks the failures of a connector to the proxy: TCP until the socket connects, then TLS
+// (for an https:// proxy). The socket is returned, as undici cancels an attempt through it.
+const toProxy =
+  (connect: Undici.buildConnector.connector): Undici.buildConnector.connector =>
+  (options, callback) => {
+    let connected = false
+    const socket: unknown = connect(options, (error, socket) => {
+      if (error === null) callback(null, socket)
+      else callback(markHop(error, connected ? "tls" : "connect"), null)
+    })
+    if (socket instanceof Socket) socket.once("connect", () => (connected = true))
+    return socket
+  }
+
+// ProxyAgent opens its tunnels with this client's `connect` (the promise form, the only one
+// it uses). Whatever fails there is the proxy's, and a refusal keeps its status: undici's own
+// error for it carries the status in its message text only.
+class TunnelClient extends Undici.Pool {
+  override connect(options: Undici.Dispatcher.ConnectOptions): Promise<Undici.Dispatcher.ConnectData> {
+    return super.connect(options).then(
+      (data) => {
+        if (data.statusCode === 200) return data
+        data.socket.on("error", () => {}).destroy()
+        throw new TunnelRefusedError(data.statusCode)
+      },
+      (error: unknown) => {
+        throw markHop(error, "tunnel")
+      }
+    )
+  }
+}
+
+// SOCKS5 routes use an Agent like the others, so every pool option applies (undici's
+// Socks5ProxyAgent builds its per-origin pools itself from `connections` and `pipelining`
+// only: no keepAliveTimeout, no other Pool option). The agent is kept for its handshake,
+// `createSocks5Connection`: a public method that its type declarations leave out.
+interface Socks5Handshake {
+  readonly createSocks5Connection: (host: string, port: number) => Promise<Socket>
+}
+
+const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
+  const connectTimeout = typeof agent.connectTimeout === "number" ? agent.connectTimeout : undefined
+  const timeout = connectTimeout === undefined ? {} : { timeout: connectTimeout }
+  const socks = new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
+    ...(connectTimeout === undefined ? {} : { connectTimeout }),
+    connect: socksConnector(timeout),
+    ...(proxy.username === undefined ? {} : { username: proxy.username, password: password(proxy) })
+  }) as unknown as Socks5Handshake
+  // HTTP/1.1 inside the tunnel, as with Socks5ProxyAgent's own pools (which offered no ALPN).
+  const originTls = Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: false })
+  return new Undici.Agent({
+    ...agent,
+    connect: (options, callback) => {
+      const port = Number(options.port) || (options.protocol === "https:" ? 443 : 80)
+      socks.createSocks5Connection(options.hostname, port).then(
+        (socket) =>
+          options.protocol === "https:"
+            ? originTls({ ...options, httpSocket: socket }, callback)
+            : callback(null, socket),
+        (error: Error) => callback(markHop(error, "tunnel"), null)
+      )
+    }
+  })
+}
+
+// The connector to the SOCKS5 proxy itself. It also makes up for Socks5ProxyAgent ignoring
+// the socket closing during the handshake (a proxy that dropped the connection left the
+// request waiting for the connect timeout): a successful handshake reads at least 12 bytes
+// (method choice + shortest CONNECT reply), so a close before that is a failure.
+const socksConnector = (timeout: { readonly timeout?: number }): Undici.buildConnector.connector => {
+  const connect = toProxy(Undici.buildConnector(timeout))
   return (options, callback) =>
-    connector(
+    connect(
       {
         ...options,
-        hostname: strip(options.hostname),
-        ...(options.host === undefined ? {} : { host: strip(options.host) })
+        // Socks5ProxyAgent passes the URL's hostname, brackets included for IPv6.
+        hostname: unbracket(options.hostname),
+        ...(options.host === undefined ? {} : { host: unbracket(options.host) })
       },
       (error, socket) => {
         socket?.once("close", () => {
           if (socket.bytesRead < 12 && socket.listenerCount("error") > 0) {
-            socket.emit(
-              "error",
-              Object.assign(new Error("the SOCKS5 proxy closed the connection during the handshake"), {
-                code: SOCKS_CLOSED
-              })
-            )
+            socket.emit("error", new Error("the proxy closed the connection during the handshake"))
           }
         })
         if (error === null) callback(null, socket as NonNullable<typeof socket>)
@@ -164,6 +233,10 @@ const socksConnector = (timeout: number | null | undefined): Undici.buildConnect
       }
     )
 }
+
+const unbracket = (host: string): string => host.replace(/^\[(.*)\]$/, "$1")
+
+const password = (proxy: Proxy.ProxyUrl): string => (proxy.password === undefined ? "" : Redacted.value(proxy.password))
 
 type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
 

@@ -1,61 +1,89 @@
-// Turns undici's proxy failures into volley's typed proxy errors. In a proxied route every
-// local connect and DNS lookup is for the proxy (the proxy reaches the origin), so a connect
-// failure names the proxy; TLS and protocol errors after the tunnel is up stay untouched.
+// Turns undici's proxy failures into volley's typed proxy errors. Failures on the way to the
+// proxy (TCP, TLS to an https:// proxy, the CONNECT exchange, the SOCKS5 handshake) are marked
+// where they happen, in the connectors of dispatcher.ts: the same codes also come from the origin
+// through the tunnel (an untrusted origin certificate must stay the origin's TransportError), so
+// codes alone cannot tell the two apart.
 import { Proxy } from "@volley/core"
 
-/** Code of the error our SOCKS5 connector raises when the proxy hangs up mid-handshake. */
-export const SOCKS_CLOSED = "VOLLEY_SOCKS5_CLOSED"
+/** Where on the way to the proxy a failure happened. */
+export type Hop = "connect" | "tls" | "tunnel"
 
-const CONNECT_ANSWER = /^Proxy response \((\d+)\) !== 200 when HTTP Tunneling$/
+const HOP = Symbol("volley/proxy/hop")
 
-interface UndiciLike {
-  readonly code?: unknown
-  readonly syscall?: unknown
-  readonly message?: unknown
+type Marked = { readonly [HOP]?: Hop; readonly cause?: unknown }
+
+/** Marks `error` as a failure on the way to the proxy; the first (innermost) mark wins. */
+export const markHop = <E>(error: E, hop: Hop): E => {
+  if (typeof error === "object" && error !== null && !(HOP in error)) {
+    Object.defineProperty(error, HOP, { value: hop })
+  }
+  return error
 }
 
-const connectCodes = new Set([
-  "ECONNREFUSED",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "UND_ERR_CONNECT_TIMEOUT"
-])
+/** The proxy answered `CONNECT` with another status than 200. */
+export class TunnelRefusedError extends Error {
+  readonly status: number
+  constructor(status: number) {
+    super(`the proxy answered CONNECT with ${status}`)
+    this.status = status
+  }
+}
+
+// undici's ProxyAgent reports a 407 to a forwarded plain-HTTP request with this message alone
+// (an InvalidArgumentError: no status, no dedicated code). Pinned by a test.
+const FORWARDED_407 = "Proxy Authentication Required (407)"
+
+const SOCKS_AUTH = new Set(["UND_ERR_SOCKS5_AUTH_FAILED", "UND_ERR_SOCKS5_AUTH_REJECTED"])
 
 export const toProxyError = (cause: unknown, proxy: Proxy.ProxyUrl, target: string): unknown => {
   if (typeof cause !== "object" || cause === null || Proxy.isProxyError(cause)) return cause
-  const { code, syscall, message } = cause as UndiciLike
-  const text = typeof message === "string" ? message : String(cause)
-  const fields = { proxy: proxy.label, target }
-  let error: Proxy.ProxyError | undefined
-  const status = CONNECT_ANSWER.exec(text)?.[1]
-  if (status !== undefined) {
-    // tinyproxy answers a wrong password with 401 instead of 407; on CONNECT only the proxy can answer.
-    error =
-      status === "407" || status === "401"
-        ? new Proxy.ProxyAuthenticationError({ ...fields, reason: `the proxy answered CONNECT with ${status}` })
-        : new Proxy.ProxyConnectionError({
-            ...fields,
-            status: Number(status),
-            reason: `the proxy refused the CONNECT tunnel with status ${status}`
-          })
-  } else if (text === "Proxy Authentication Required (407)") {
-    error = new Proxy.ProxyAuthenticationError({ ...fields, reason: "the proxy answered 407" })
-  } else if (code === "UND_ERR_SOCKS5_AUTH_FAILED" || code === "UND_ERR_SOCKS5_AUTH_REJECTED") {
-    error = new Proxy.ProxyAuthenticationError({ ...fields, reason: `SOCKS5: ${text}` })
-  } else if (code === SOCKS_CLOSED) {
-    error = new Proxy.ProxyConnectionError({ ...fields, reason: text })
-  } else if (typeof code === "string" && code.startsWith("UND_ERR_SOCKS5")) {
-    error = new Proxy.ProxyConnectionError({ ...fields, reason: `SOCKS5: ${text}` })
-  } else if (code === "UND_ERR_PRX_CONN") {
-    error = new Proxy.ProxyConnectionError({ ...fields, reason: "the proxy closed the connection during CONNECT" })
-  } else if (code === "UND_ERR_PRX_TLS") {
-    error = new Proxy.ProxyConnectionError({ ...fields, reason: `TLS to the proxy failed: ${text}` })
-  } else if (syscall === "connect" || (typeof code === "string" && connectCodes.has(code))) {
-    error = new Proxy.ProxyConnectionError({ ...fields, reason: `cannot connect to the proxy: ${text}` })
-  }
+  const error = classify(cause, { proxy: proxy.label, target }, proxy.protocol)
   if (error === undefined) return cause
   Object.defineProperty(error, "cause", { value: cause, enumerable: false, configurable: true, writable: true })
   return error
+}
+
+const classify = (
+  cause: object,
+  fields: { readonly proxy: string; readonly target: string },
+  protocol: Proxy.ProxyUrl["protocol"]
+): Proxy.ProxyError | undefined => {
+  if (cause instanceof TunnelRefusedError) {
+    // tinyproxy answers a wrong password with 401 instead of 407; on CONNECT only the proxy can answer.
+    return cause.status === 407 || cause.status === 401
+      ? new Proxy.ProxyAuthenticationError({ ...fields, reason: cause.message })
+      : new Proxy.ProxyConnectionError({
+          ...fields,
+          status: cause.status,
+          reason: `the proxy refused the CONNECT tunnel with status ${cause.status}`
+        })
+  }
+  if (messageOf(cause) === FORWARDED_407) {
+    return new Proxy.ProxyAuthenticationError({ ...fields, reason: "the proxy answered 407" })
+  }
+  // undici wraps some of them once more (SecureProxyConnectionError, ProxyConnectionError).
+  const marked = [cause, (cause as Marked).cause].find(
+    (error): error is Marked & object => typeof error === "object" && error !== null && HOP in error
+  )
+  const hop = marked?.[HOP]
+  if (marked === undefined || hop === undefined) return undefined
+  const text = messageOf(marked)
+  const code = (marked as { readonly code?: unknown }).code
+  if (typeof code === "string" && SOCKS_AUTH.has(code)) {
+    return new Proxy.ProxyAuthenticationError({ ...fields, reason: `SOCKS5: ${text}` })
+  }
+  const reason =
+    hop === "connect"
+      ? `cannot connect to the proxy: ${text}`
+      : hop === "tls"
+        ? `TLS to the proxy failed: ${text}`
+        : protocol === "socks5" || protocol === "socks5h"
+          ? `SOCKS5: ${text}`
+          : `CONNECT failed: ${text}`
+  return new Proxy.ProxyConnectionError({ ...fields, reason })
+}
+
+const messageOf = (error: object): string => {
+  const message = (error as { readonly message?: unknown }).message
+  return typeof message === "string" ? message : String(error)
 }
