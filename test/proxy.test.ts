@@ -350,6 +350,34 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
+    it.effect("shows each request's route on its client span as proxy.route, without credentials", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const routes: Array<unknown> = []
+        const tracer = Tracer.make({
+          span(options) {
+            const span = Tracer.nativeTracer.span(options)
+            const end = span.end.bind(span)
+            span.end = (endTime, exit) => {
+              if (span.attributes.has("proxy.route")) routes.push([span.kind, span.attributes.get("proxy.route")])
+              end(endTime, exit)
+            }
+            return span
+          }
+        })
+        const options = { all: `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`, noProxy: "localhost" }
+        yield* Effect.all([
+          getVia(`${s.http.url}/span-proxied`, options).pipe(Effect.withSpan("proxied")),
+          getVia(`http://localhost:${s.http.port}/span-direct`, options).pipe(Effect.withSpan("direct"))
+        ]).pipe(Effect.provideService(Tracer.Tracer, tracer))
+        // On each request's own client span, not on the caller's (which may run many requests).
+        assert.deepStrictEqual(routes, [
+          ["client", `http://${USER}:<redacted>@127.0.0.1:${s.squidAuth}`],
+          ["client", "direct"]
+        ])
+      })
+    )
+
     it.effect("reads HTTP_PROXY/https_proxy/NO_PROXY through Config, lower case winning", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers

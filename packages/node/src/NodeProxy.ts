@@ -28,6 +28,7 @@ import type * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
+import * as Client from "./internal/http/client.ts"
 import { RoutingDispatcher, type TlsOptions } from "./internal/proxy/dispatcher.ts"
 import * as NodeHttpClient from "./NodeHttpClient.ts"
 
@@ -91,7 +92,8 @@ export const makeDispatcher = (
 
 /**
  * Provides `HttpClient` routed by `config`. Logs the routes (passwords redacted) at
- * Debug level when built, and annotates the caller's current span with `proxy.route`.
+ * Debug level when built, and gives each traced request's client span a `proxy.route`
+ * attribute: `direct`, or the proxy's URL with its password redacted.
  *
  * @example
  * ```ts
@@ -117,9 +119,8 @@ export const layer = (
     Effect.gen(function* () {
       yield* Effect.logDebug("HttpClient proxy routes").pipe(Effect.annotateLogs(describe(config)))
       const client = yield* HttpClient.HttpClient
-      return client.pipe(
-        HttpClient.tapRequest((request) => Effect.annotateCurrentSpan("proxy.route", routeLabel(config, request.url)))
-      )
+      const attributes = (url: URL) => ({ "proxy.route": routeLabel(config, url) })
+      return HttpClient.transform(client, (effect) => Effect.provideService(effect, Client.SpanAttributes, attributes))
     })
   ).pipe(Layer.provide(NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, options), options)))
 
@@ -152,7 +153,7 @@ export const layerConfig = (
     )
   )
 
-const routeLabel = (config: Proxy.ProxyConfig, url: string): string => {
+const routeLabel = (config: Proxy.ProxyConfig, url: URL): string => {
   const route = Proxy.route(config, url)
   return route._tag === "Direct" ? "direct" : route.proxy.label
 }

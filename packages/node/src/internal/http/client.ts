@@ -10,6 +10,7 @@
 // platform-node's undici client on the same dispatcher.
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
 import type * as Undici from "@effect/platform-node/Undici"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -20,17 +21,28 @@ import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
 import { isPlain, send, type Timeouts } from "./dispatch.ts"
 
+/**
+ * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
+ * route). A per-request reference, because the span only exists inside the client.
+ */
+export const SpanAttributes = Context.Reference<((url: URL) => Record<string, unknown>) | undefined>(
+  "@volley/node/internal/http/SpanAttributes",
+  { defaultValue: () => undefined }
+)
+
 export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
   Effect.gen(function* () {
     const fallback = yield* PlatformHttpClient.makeUndici.pipe(
       Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(timeouts)))
     )
-    const traced = HttpClient.make((request, url, signal) =>
-      isPlain(request)
+    const traced = HttpClient.make((request, url, signal, fiber) => {
+      const run = isPlain(request)
         ? send(dispatcher, request, url, timeouts, signal)
         : // the outer client already traces this request
           fallback.execute(request).pipe(Effect.provideService(Tracer.DisablePropagation, true))
-    )
+      const attributes = fiber.getRef(SpanAttributes)
+      return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
+    })
     const fast = (request: HttpClientRequest.HttpClientRequest) => {
       const url = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
       return Result.isFailure(url)
