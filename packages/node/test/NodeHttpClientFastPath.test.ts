@@ -107,6 +107,24 @@ describe("NodeHttpClient", () => {
         )
       )
 
+      it.live("reuses a finished response's connection: C callers sending back to back hold C connections", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const bodies = yield* Effect.forEach(
+              Array.from({ length: 200 }),
+              () => Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text),
+              { concurrency: 8 }
+            )
+            assert.strictEqual(bodies.join(""), "hello".repeat(200))
+            // No pool limit is set: a caller resumed before undici frees the connection
+            // would open a new one (up to 16 here).
+            assert.strictEqual(server.openSockets(), 8)
+          })
+        )
+      )
+
       it.live("reads bodies without content-length and bodies past the buffer limit, as bytes or a stream", () =>
         run(
           Effect.gen(function* () {

@@ -137,6 +137,15 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     this.finish()
+    // undici frees a keep-alive connection for its pool only on the next event-loop turn
+    // (a `setImmediate` it schedules after this callback returns). A caller resumed before
+    // then (by the response or by the end of the body it awaits) would send its next request
+    // on a new connection, and C callers would hold up to 2C. Ending from an immediate queued
+    // after undici's lets the next request reuse this connection.
+    process.nextTick(queueEnd, this)
+  }
+
+  end(): void {
     this.body?.end()
     this.handOver()
   }
@@ -168,3 +177,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
 
 // The resolved URL without its hash, as platform-node's client reports it.
 const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))
+
+const queueEnd = (handler: Handler): void => {
+  setImmediate(end, handler)
+}
+const end = (handler: Handler): void => handler.end()
