@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process"
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
 import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema, type Scope, Tracer } from "effect"
@@ -18,6 +18,12 @@ const withPool =
         Effect.provideService(effect, Blocking.BlockingExecutor, executor)
       )
     )
+
+/**
+ * One thread taking one task at a time, with a queue of one: a warm pool shared by the tests of a
+ * block (each releases what it blocked), so they do not each pay for a thread's start-up.
+ */
+const onePool = NodeBlocking.layer({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })
 
 const flags = (n = 4) => new Int32Array(new SharedArrayBuffer(4 * n))
 const shared = (f: Int32Array) => f.buffer as SharedArrayBuffer
@@ -93,10 +99,10 @@ describe("NodeBlocking", () => {
   })
 
   describe("run", () => {
-    it.effect(
-      "fails with TaskNotFoundError for a missing module, an unexported task or no module URL, and keeps working",
-      () =>
-        withPool({ maxWorkers: 1 })(
+    layer(onePool)((it) => {
+      it.effect(
+        "fails with TaskNotFoundError for a missing module, an unexported task or no module URL, and keeps working",
+        () =>
           Effect.gen(function* () {
             const missing = Blocking.task({
               module: fixture("doesNotExist.ts"),
@@ -115,11 +121,9 @@ describe("NodeBlocking", () => {
             assert.include(error.message, `no task named "secret"`)
             assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
           })
-        )
-    )
+      )
 
-    it.effect("rejects a payload that fails its Schema at once, without queueing it behind a busy thread", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+      it.effect("rejects a payload that fails its Schema at once, without queueing it behind a busy thread", () =>
         Effect.gen(function* () {
           yield* blockAThread
           const fiber = yield* Effect.forkChild(Blocking.run(T.square, "seven" as unknown as number))
@@ -128,12 +132,12 @@ describe("NodeBlocking", () => {
           assert.strictEqual((yield* Effect.flip(Fiber.join(fiber)))._tag, "InvalidPayloadError")
         })
       )
-    )
+    })
   })
 
   describe("queue", () => {
-    it.effect("removes a queued task whose caller is interrupted: it never runs", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+    layer(onePool)((it) => {
+      it.effect("removes a queued task whose caller is interrupted: it never runs", () =>
         Effect.gen(function* () {
           const blocked = yield* blockAThread
           const f = flags()
@@ -145,31 +149,8 @@ describe("NodeBlocking", () => {
           assert.strictEqual(Atomics.load(f, 0), 0)
         })
       )
-    )
 
-    it.effect("fails fast with QueueFullError when no thread can take a task and maxQueue tasks wait", () =>
-      withPool({ minWorkers: 2, maxWorkers: 2, maxTasksPerWorker: 1, maxQueue: 1, queueFull: "fail" })(
-        Effect.gen(function* () {
-          // Both threads ready, then idle.
-          const first = yield* blockAThread
-          const second = yield* blockAThread
-          release(first.flags)
-          release(second.flags)
-          yield* Fiber.joinAll([first.fiber, second.fiber])
-          // Submitted in one go: one task per thread, one in the queue, the fourth refused.
-          const results = yield* Effect.forEach([1, 2, 3, 4], (n) => Effect.result(Blocking.run(T.square, n)), {
-            concurrency: "unbounded"
-          })
-          assert.deepStrictEqual(
-            results.map((r) => (r._tag === "Success" ? r.success : r.failure._tag)),
-            [1, 4, 9, "QueueFullError"]
-          )
-        })
-      )
-    )
-
-    it.effect("suspends the caller until there is room when queueFull is wait", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })(
+      it.effect("suspends the caller until there is room when queueFull is wait", () =>
         Effect.gen(function* () {
           const blocked = yield* blockAThread
           const results = yield* Effect.forkChild(
@@ -180,10 +161,8 @@ describe("NodeBlocking", () => {
           assert.deepStrictEqual(yield* Fiber.join(results), [4, 9, 16])
         })
       )
-    )
 
-    it.effect("fails with TaskTimeoutError (queued) when a task waits longer than queueTimeout", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+      it.effect("fails with TaskTimeoutError (queued) when a task waits longer than queueTimeout", () =>
         Effect.gen(function* () {
           const blocked = yield* blockAThread
           const f = flags()
@@ -200,10 +179,8 @@ describe("NodeBlocking", () => {
           assert.strictEqual(Atomics.load(f, 0), 0)
         })
       )
-    )
 
-    it.effect("counts a task's run timeout from when it starts running, not while it waits in the queue", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1 })(
+      it.effect("counts a task's run timeout from when it starts running, not while it waits in the queue", () =>
         Effect.gen(function* () {
           const blocked = yield* blockAThread
           // The task's own default timeout (Blocking.task's `timeout`).
@@ -223,6 +200,27 @@ describe("NodeBlocking", () => {
           assert.strictEqual(
             error._tag === "TaskTimeoutError" && `${error.phase} ${error.timeoutMillis}`,
             "running 1000"
+          )
+        })
+      )
+    })
+
+    it.effect("fails fast with QueueFullError when no thread can take a task and maxQueue tasks wait", () =>
+      withPool({ minWorkers: 2, maxWorkers: 2, maxTasksPerWorker: 1, maxQueue: 1, queueFull: "fail" })(
+        Effect.gen(function* () {
+          // Both threads ready, then idle.
+          const first = yield* blockAThread
+          const second = yield* blockAThread
+          release(first.flags)
+          release(second.flags)
+          yield* Fiber.joinAll([first.fiber, second.fiber])
+          // Submitted in one go: one task per thread, one in the queue, the fourth refused.
+          const results = yield* Effect.forEach([1, 2, 3, 4], (n) => Effect.result(Blocking.run(T.square, n)), {
+            concurrency: "unbounded"
+          })
+          assert.deepStrictEqual(
+            results.map((r) => (r._tag === "Success" ? r.success : r.failure._tag)),
+            [1, 4, 9, "QueueFullError"]
           )
         })
       )
@@ -371,8 +369,8 @@ describe("NodeBlocking", () => {
   })
 
   describe("observability", () => {
-    it.effect("wraps each run in a span, a child of the caller's, naming the task and its thread", () =>
-      withPool({ maxWorkers: 1 })(
+    layer(onePool)((it) => {
+      it.effect("wraps each run in a span, a child of the caller's, naming the task and its thread", () =>
         Effect.gen(function* () {
           const spans: Array<Tracer.Span> = []
           const recording = Tracer.make({
@@ -394,10 +392,8 @@ describe("NodeBlocking", () => {
           assert.isNumber(task.attributes.get("volley.blocking.run_ms"))
         })
       )
-    )
 
-    it.effect("records queue length and utilisation as gauges, queue wait and run time per task as histograms", () =>
-      withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })(
+      it.effect("records queue length and utilisation as gauges, queue wait and run time per task as histograms", () =>
         Effect.gen(function* () {
           const runsBefore = yield* counterValue(NodeBlocking.metrics.runTime)
           const waitsBefore = yield* counterValue(NodeBlocking.metrics.queueWait)
@@ -418,7 +414,7 @@ describe("NodeBlocking", () => {
           assert.strictEqual((yield* counterValue(NodeBlocking.metrics.queueWait)) - waitsBefore, 4)
         })
       )
-    )
+    })
   })
 
   describe("shutdown", () => {
