@@ -71,10 +71,6 @@ export class Engine {
     for (let i = 0; i < options.minWorkers; i++) this.spawn()
   }
 
-  get threadCount(): number {
-    return this.slots.size
-  }
-
   submit(request: Blocking.Request, clock: Clock.Clock, done: (outcome: Outcome) => void): Job | undefined {
     const name = request.task.name
     const module = request.task.module
