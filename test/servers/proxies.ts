@@ -81,11 +81,30 @@ const close = (server: Server): Promise<void> =>
     ;(server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.()
   })
 
-const freePort = async (): Promise<number> => {
-  const server = createHttpServer()
-  const port = await listen(server)
-  await close(server)
-  return port
+// Proxy ports are picked here and bound by the proxies a moment later. A port from the
+// kernel's ephemeral range (what `listen(0)` hands out) can meanwhile become the source port
+// of one of the many outgoing connections other test files make, and the proxy then fails to
+// bind it. So ports come from below that range, each checked free on both loopbacks.
+const ephemeralStart = (() => {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 32768
+  } catch {
+    return 32768
+  }
+})()
+
+const bindable = (port: number, host: string): Promise<boolean> =>
+  new Promise((resolve) => {
+    const server = createHttpServer()
+    server.once("error", () => resolve(false))
+    server.listen(port, host, () => server.close(() => resolve(true)))
+  })
+
+const freePort = async (taken: ReadonlySet<number>): Promise<number> => {
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * (ephemeralStart - 10_000))
+    if (!taken.has(port) && (await bindable(port, "127.0.0.1")) && (await bindable(port, "::1"))) return port
+  }
 }
 
 const handler = (seen: Array<Seen>) => (req: IncomingMessage, res: ServerResponse) => {
@@ -111,17 +130,24 @@ const origin = (server: Server, url: string, port: number, seen: Array<Seen>): O
   return { url, port, seen, isOpen: (remotePort) => open.has(remotePort), closed }
 }
 
-const start = async () => {
+const names = [
+  "P_SQUID_OPEN",
+  "P_SQUID_AUTH",
+  "P_SQUID_TLS",
+  "P_TINY_OPEN",
+  "P_TINY_AUTH",
+  "P_SOCKS_OPEN",
+  "P_SOCKS_AUTH",
+  "P_SOCKS_V6"
+] as const
+
+const startOnce = async () => {
   const dir = mkdtempSync(join(tmpdir(), "volley-proxies-"))
-  const ports = {
-    P_SQUID_OPEN: await freePort(),
-    P_SQUID_AUTH: await freePort(),
-    P_SQUID_TLS: await freePort(),
-    P_TINY_OPEN: await freePort(),
-    P_TINY_AUTH: await freePort(),
-    P_SOCKS_OPEN: await freePort(),
-    P_SOCKS_AUTH: await freePort(),
-    P_SOCKS_V6: await freePort()
+  const taken = new Set<number>()
+  const ports = {} as Record<(typeof names)[number], number>
+  for (const name of names) {
+    ports[name] = await freePort(taken)
+    taken.add(ports[name])
   }
   const env = { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) }
   try {
@@ -134,6 +160,18 @@ const start = async () => {
     throw error
   }
   return { dir, ports }
+}
+
+// A port can still be taken between the check and the proxy's bind: try again with new ports.
+const start = async () => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce()
+    } catch (error) {
+      if (attempt === 3) throw error
+      console.error(`proxy servers did not start (attempt ${attempt}), retrying with other ports: ${error}`)
+    }
+  }
 }
 
 export const layer = Layer.effect(
