@@ -125,25 +125,31 @@ interface Row {
   }
 }
 
-const rows: Array<Row> = []
-for (const key of Object.keys(pools).filter((k) => process.argv.length < 3 || process.argv.includes(k))) {
-  const pool = pools[key]!()
+// Pools run round by round (each pool once per round, in turn), so drift on a shared machine
+// hits them alike. The speed-up divides one inline time, the median of the inline runs made
+// before every pool run, by each pool's median wall time: a per-run inline measurement would
+// add its own noise to every ratio.
+const selected = Object.keys(pools).filter((k) => process.argv.length < 3 || process.argv.includes(k))
+const active = selected.map((key) => pools[key]!())
+for (const pool of active) {
   // Warm-up: threads started, modules loaded, JIT warm on both sides (steady state needs a few
   // rounds for volley's Effect path; every pool gets the same).
   for (let i = 0; i < 3; i++) await runWindowed(pool, "noop", noopInputs, IN_FLIGHT)
   await runWindowed(pool, "spin", cpuInputs.slice(0, 8), THREADS)
-  const runs = {
-    noopPerSecond: [] as Array<number>,
-    cpuWallMs: [] as Array<number>,
-    speedUp: [] as Array<number>,
-    loopDelayP99Ms: [] as Array<number>
-  }
-  for (let r = 0; r < RUNS; r++) {
+}
+const measured = active.map(() => ({
+  noopPerSecond: [] as Array<number>,
+  cpuWallMs: [] as Array<number>,
+  speedUp: [] as Array<number>,
+  loopDelayP99Ms: [] as Array<number>
+}))
+for (let r = 0; r < RUNS; r++) {
+  for (const [i, pool] of active.entries()) {
+    const runs = measured[i]!
     globalThis.gc?.()
     let start = performance.now()
     await runWindowed(pool, "noop", noopInputs, IN_FLIGHT)
     runs.noopPerSecond.push(NOOP_TASKS / ((performance.now() - start) / 1000))
-    // Inline right before each pool run, so both see the same machine load.
     const inlineMs = inline()
     inlineRuns.push(inlineMs)
     globalThis.gc?.()
@@ -151,28 +157,31 @@ for (const key of Object.keys(pools).filter((k) => process.argv.length < 3 || pr
     delay.enable()
     start = performance.now()
     await runWindowed(pool, "spin", cpuInputs, CPU_TASKS)
-    runs.cpuWallMs.push(performance.now() - start)
-    runs.speedUp.push(inlineMs / (performance.now() - start))
+    const wall = performance.now() - start
     delay.disable()
+    runs.cpuWallMs.push(wall)
+    runs.speedUp.push(inlineMs / wall)
     runs.loopDelayP99Ms.push(delay.percentile(99) / 1e6)
+    console.log(
+      `  round ${r + 1} ${pool.name.padEnd(20)} no-op ${Math.round(runs.noopPerSecond.at(-1)!).toLocaleString("en")}/s  cpu ${wall.toFixed(0)} ms (inline ${inlineMs.toFixed(0)} ms)  loop p99 ${runs.loopDelayP99Ms.at(-1)!.toFixed(2)} ms`
+    )
   }
-  await pool.close()
-  const row: Row = {
+}
+for (const pool of active) await pool.close()
+const inlineMs = median(inlineRuns)
+const rows: Array<Row> = active.map((pool, i) => {
+  const runs = measured[i]!
+  return {
     pool: pool.name,
     noopPerSecond: median(runs.noopPerSecond),
     cpuWallMs: median(runs.cpuWallMs),
-    speedUp: median(runs.speedUp),
+    speedUp: inlineMs / median(runs.cpuWallMs),
     loopDelayP99Ms: median(runs.loopDelayP99Ms),
     runs
   }
-  rows.push(row)
-  console.log(
-    `${row.pool.padEnd(20)} no-op ${Math.round(row.noopPerSecond).toLocaleString("en")}/s  cpu ${row.cpuWallMs.toFixed(0)} ms (x${row.speedUp.toFixed(2)})  loop p99 ${row.loopDelayP99Ms.toFixed(2)} ms`
-  )
-}
+})
 
 const capacityAfter = await measureCapacity(rounds, CPU_TASKS)
-const inlineMs = median(inlineRuns)
 const piscina = rows.find((r) => r.pool.startsWith("piscina"))
 const volley = rows.find((r) => r.pool.startsWith("volley"))
 const ratio = piscina && volley ? volley.noopPerSecond / piscina.noopPerSecond : undefined
@@ -186,16 +195,16 @@ const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, Node ${
 const md = `# Blocking executor benchmark
 
 \`pnpm bench blocking\` (bench/blocking/main.ts). ${machine}.
-Every pool has ${THREADS} threads and runs in the same process, one after the other, after a warm-up of
-3 × ${NOOP_TASKS.toLocaleString("en")} no-op tasks and a few CPU tasks.
-Each number is the median of ${RUNS} runs.
+Every pool has ${THREADS} threads; all run in the same process after a warm-up of 3 × ${NOOP_TASKS.toLocaleString("en")}
+no-op tasks and a few CPU tasks each, then ${RUNS} rounds in which each pool runs once, in turn.
+Each number is the median of the ${RUNS} runs.
 
 - **no-op**: ${NOOP_TASKS.toLocaleString("en")} tasks returning their input, ${IN_FLIGHT} in flight (volley: \`Effect.forEach\`
   with \`concurrency: ${IN_FLIGHT}\` over \`Blocking.run\`, payload and result Schema-validated, a span per task; others:
   ${IN_FLIGHT} promise lanes over \`run\`/\`exec\`).
 - **cpu**: ${CPU_TASKS} tasks of SHA-256 work calibrated to ~${CPU_MS} ms, all submitted at once; speed-up is the time to
-  run them inline on the main thread (measured right before each run; median ${inlineMs.toFixed(0)} ms) divided by the
-  pool's wall time.
+  run them inline on the main thread (the median of an inline run made right before every pool run:
+  ${inlineMs.toFixed(0)} ms) divided by the pool's median wall time.
 - **machine**: the same CPU work on 2 bare \`worker_threads\` vs 1 ran ${capacityBefore.toFixed(2)}x faster before the pools
   and ${capacityAfter.toFixed(2)}x after: the ceiling for any pool's speed-up in this run (2 vCPUs shared with other work).
 - **loop p99**: main-thread event-loop delay p99 (\`monitorEventLoopDelay\`, 1 ms resolution) during the cpu run.
