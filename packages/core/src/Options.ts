@@ -8,6 +8,7 @@
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
@@ -106,6 +107,24 @@ export const optional = <A, B>(
   value: A | undefined,
   check: (value: A) => Effect.Effect<B, InvalidOptionsError>
 ): Effect.Effect<B | undefined, InvalidOptionsError> => (value === undefined ? Effect.undefined : check(value))
+
+/**
+ * An optional `Config` entry: `undefined` when it is not set (so the layer's default applies),
+ * a `ConfigError` when it is set but does not parse. Every `layerConfig` reads its options so.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const retries = Options.optionalConfig(Config.Int("RETRIES")) // Config<number | undefined>
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const optionalConfig = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
+  Config.withDefault(config, undefined)
 
 const show = (value: unknown): string => {
   if (typeof value === "string") return JSON.stringify(value)

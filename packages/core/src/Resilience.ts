@@ -140,18 +140,13 @@ export const layerConfig = (
     Layer.effect(
       HttpClient.HttpClient,
       Effect.gen(function* () {
-        const optional = <A>(config: Config.Config<A>) =>
-          Config.option(config).pipe(
-            Config.nested(prefix),
-            Config.map((o) => (o._tag === "Some" ? o.value : undefined))
-          )
         const read = yield* Config.all({
-          limit: optional(Config.Int("RATE_LIMIT")),
-          window: optional(Config.Duration("RATE_WINDOW")),
-          algorithm: optional(Config.Literals(["fixed-window", "token-bucket"], "RATE_ALGORITHM")),
-          failures: optional(Config.Int("BREAKER_FAILURES")),
-          openDuration: optional(Config.Duration("BREAKER_OPEN_DURATION"))
-        })
+          limit: Validate.optionalConfig(Config.Int("RATE_LIMIT")),
+          window: Validate.optionalConfig(Config.Duration("RATE_WINDOW")),
+          algorithm: Validate.optionalConfig(Config.Literals(["fixed-window", "token-bucket"], "RATE_ALGORITHM")),
+          failures: Validate.optionalConfig(Config.Int("BREAKER_FAILURES")),
+          openDuration: Validate.optionalConfig(Config.Duration("BREAKER_OPEN_DURATION"))
+        }).pipe(Config.nested(prefix))
         if ((read.limit === undefined) !== (read.window === undefined)) {
           return yield* Effect.fail(
             new Validate.InvalidOptionsError({

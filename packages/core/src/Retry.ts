@@ -332,26 +332,18 @@ export const layerConfig = (
   Layer.effect(
     RetryPolicy,
     Effect.gen(function* () {
-      const optional = <A>(config: Config.Config<A>) => Config.option(config).pipe(Config.nested(prefix))
       const read = yield* Config.all({
-        retries: optional(Config.Int("RETRIES")),
-        baseDelay: optional(Config.Duration("BASE_DELAY")),
-        maxDelay: optional(Config.Duration("MAX_DELAY")),
-        maxRetryAfter: optional(Config.Duration("MAX_RETRY_AFTER")),
-        attemptTimeout: optional(Config.Duration("ATTEMPT_TIMEOUT")),
-        timeout: optional(Config.Duration("TIMEOUT")),
-        budgetRatio: optional(Config.Number("BUDGET_RATIO"))
-      })
-      const value = <A>(o: { readonly _tag: "Some"; readonly value: A } | { readonly _tag: "None" }) =>
-        o._tag === "Some" ? o.value : undefined
-      const ratio = value(read.budgetRatio)
+        retries: Validate.optionalConfig(Config.Int("RETRIES")),
+        baseDelay: Validate.optionalConfig(Config.Duration("BASE_DELAY")),
+        maxDelay: Validate.optionalConfig(Config.Duration("MAX_DELAY")),
+        maxRetryAfter: Validate.optionalConfig(Config.Duration("MAX_RETRY_AFTER")),
+        attemptTimeout: Validate.optionalConfig(Config.Duration("ATTEMPT_TIMEOUT")),
+        timeout: Validate.optionalConfig(Config.Duration("TIMEOUT")),
+        budgetRatio: Validate.optionalConfig(Config.Number("BUDGET_RATIO"))
+      }).pipe(Config.nested(prefix))
+      const { budgetRatio: ratio, ...options } = read
       return yield* make({
-        retries: value(read.retries),
-        baseDelay: value(read.baseDelay),
-        maxDelay: value(read.maxDelay),
-        maxRetryAfter: value(read.maxRetryAfter),
-        attemptTimeout: value(read.attemptTimeout),
-        timeout: value(read.timeout),
+        ...options,
         budget: ratio === 0 ? false : { ratio }
       })
     })

@@ -1,8 +1,20 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Config, ConfigProvider, Duration, Effect } from "effect"
 import { Options } from "../src/index.ts"
 
 describe("Options", () => {
+  describe("optionalConfig", () => {
+    it.effect("is undefined when unset, the value when set, and a ConfigError when it does not parse", () =>
+      Effect.gen(function* () {
+        const read = (env: Record<string, string>) =>
+          Options.optionalConfig(Config.Int("LIMIT")).parse(ConfigProvider.fromEnv({ env }))
+        assert.isUndefined(yield* read({}))
+        assert.strictEqual(yield* read({ LIMIT: "8" }), 8)
+        const error = yield* Effect.flip(read({ LIMIT: "eight" }))
+        assert.strictEqual(error._tag, "ConfigError")
+      })
+    )
+  })
   describe("positiveInt", () => {
     it.effect("accepts an integer >= 1", () =>
       Effect.gen(function* () {

@@ -45,7 +45,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
 import { Engine } from "./internal/pool/engine.ts"
 
 /**
@@ -276,42 +275,41 @@ export const layer = (options?: Options): Layer.Layer<Blocking.BlockingExecutor,
   Layer.effect(Blocking.BlockingExecutor, make(options))
 
 /**
- * Reads {@link Options} from `Config` (by default the environment):
- * `BLOCKING_MIN_WORKERS`, `BLOCKING_MAX_WORKERS`, `BLOCKING_MAX_QUEUE`,
- * `BLOCKING_TIMEOUT`, `BLOCKING_QUEUE_TIMEOUT`, `BLOCKING_IDLE_TIMEOUT`.
- * Unset variables keep the defaults.
+ * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
+ * `VOLLEY_BLOCKING_MIN_WORKERS`, `_MAX_WORKERS`, `_MAX_QUEUE`, `_QUEUE_FULL` (`wait` | `fail`),
+ * `_TIMEOUT`, `_QUEUE_TIMEOUT`, `_IDLE_TIMEOUT`, `_GRACE_PERIOD`, `_MAX_TASKS_PER_WORKER`,
+ * `_SHUTDOWN` (`drain` | `cancel`); durations such as `"5 seconds"`. Unset variables keep the
+ * defaults; a value that does not parse fails the layer with a `ConfigError`.
  *
  * @example
  * ```ts
  * import { NodeBlocking } from "@volley/node"
  *
- * // BLOCKING_MAX_WORKERS=4 node app.ts
- * const executor = NodeBlocking.layerConfig
+ * // VOLLEY_BLOCKING_MAX_WORKERS=4 VOLLEY_BLOCKING_SHUTDOWN=cancel node app.ts
+ * const executor = NodeBlocking.layerConfig()
  * ```
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<Blocking.BlockingExecutor, Validate.InvalidOptionsError | Config.ConfigError> =
+export const layerConfig = (
+  prefix = "VOLLEY_BLOCKING"
+): Layer.Layer<Blocking.BlockingExecutor, Validate.InvalidOptionsError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.map(
       Config.all({
-        minWorkers: Config.option(Config.Int("BLOCKING_MIN_WORKERS")),
-        maxWorkers: Config.option(Config.Int("BLOCKING_MAX_WORKERS")),
-        maxQueue: Config.option(Config.Int("BLOCKING_MAX_QUEUE")),
-        timeout: Config.option(Config.Duration("BLOCKING_TIMEOUT")),
-        queueTimeout: Config.option(Config.Duration("BLOCKING_QUEUE_TIMEOUT")),
-        idleTimeout: Config.option(Config.Duration("BLOCKING_IDLE_TIMEOUT"))
-      }),
-      (config) =>
-        layer({
-          minWorkers: Option.getOrUndefined(config.minWorkers),
-          maxWorkers: Option.getOrUndefined(config.maxWorkers),
-          maxQueue: Option.getOrUndefined(config.maxQueue),
-          timeout: Option.getOrUndefined(config.timeout),
-          queueTimeout: Option.getOrUndefined(config.queueTimeout),
-          idleTimeout: Option.getOrUndefined(config.idleTimeout)
-        })
+        minWorkers: Validate.optionalConfig(Config.Int("MIN_WORKERS")),
+        maxWorkers: Validate.optionalConfig(Config.Int("MAX_WORKERS")),
+        maxQueue: Validate.optionalConfig(Config.Int("MAX_QUEUE")),
+        queueFull: Validate.optionalConfig(Config.Literals(["wait", "fail"], "QUEUE_FULL")),
+        timeout: Validate.optionalConfig(Config.Duration("TIMEOUT")),
+        queueTimeout: Validate.optionalConfig(Config.Duration("QUEUE_TIMEOUT")),
+        idleTimeout: Validate.optionalConfig(Config.Duration("IDLE_TIMEOUT")),
+        gracePeriod: Validate.optionalConfig(Config.Duration("GRACE_PERIOD")),
+        maxTasksPerWorker: Validate.optionalConfig(Config.Int("MAX_TASKS_PER_WORKER")),
+        shutdown: Validate.optionalConfig(Config.Literals(["drain", "cancel"], "SHUTDOWN"))
+      }).pipe(Config.nested(prefix)),
+      layer
     )
   )
 

@@ -30,7 +30,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Client from "./internal/http/client.ts"
 
 /**
@@ -166,39 +165,34 @@ export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Val
   layerWith((agent) => new Undici.Agent(agent), options)
 
 /**
- * Reads {@link Options} from `Config` (by default the environment):
- * `HTTP_CONNECTIONS_PER_ORIGIN`, `HTTP_KEEP_ALIVE_TIMEOUT`, `HTTP_CONNECT_TIMEOUT`,
- * `HTTP_HEADERS_TIMEOUT`, `HTTP_BODY_TIMEOUT` (durations such as `"5 seconds"`).
- * Unset variables keep the defaults.
+ * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
+ * `VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN`, `_KEEP_ALIVE_TIMEOUT`, `_CONNECT_TIMEOUT`,
+ * `_HEADERS_TIMEOUT`, `_BODY_TIMEOUT` (durations such as `"5 seconds"`). Unset variables keep
+ * the defaults; a value that does not parse fails the layer with a `ConfigError`.
  *
  * @example
  * ```ts
  * import { NodeHttpClient } from "@volley/node"
  *
- * // HTTP_HEADERS_TIMEOUT="5 seconds" node app.ts
- * const client = NodeHttpClient.layerConfig
+ * // VOLLEY_HTTP_HEADERS_TIMEOUT="5 seconds" node app.ts
+ * const client = NodeHttpClient.layerConfig()
  * ```
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig: Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError> =
+export const layerConfig = (
+  prefix = "VOLLEY_HTTP"
+): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.map(
       Config.all({
-        connectionsPerOrigin: Config.option(Config.Int("HTTP_CONNECTIONS_PER_ORIGIN")),
-        keepAliveTimeout: Config.option(Config.Duration("HTTP_KEEP_ALIVE_TIMEOUT")),
-        connectTimeout: Config.option(Config.Duration("HTTP_CONNECT_TIMEOUT")),
-        headersTimeout: Config.option(Config.Duration("HTTP_HEADERS_TIMEOUT")),
-        bodyTimeout: Config.option(Config.Duration("HTTP_BODY_TIMEOUT"))
-      }),
-      (config) =>
-        layer({
-          connectionsPerOrigin: Option.getOrUndefined(config.connectionsPerOrigin),
-          keepAliveTimeout: Option.getOrUndefined(config.keepAliveTimeout),
-          connectTimeout: Option.getOrUndefined(config.connectTimeout),
-          headersTimeout: Option.getOrUndefined(config.headersTimeout),
-          bodyTimeout: Option.getOrUndefined(config.bodyTimeout)
-        })
+        connectionsPerOrigin: Validate.optionalConfig(Config.Int("CONNECTIONS_PER_ORIGIN")),
+        keepAliveTimeout: Validate.optionalConfig(Config.Duration("KEEP_ALIVE_TIMEOUT")),
+        connectTimeout: Validate.optionalConfig(Config.Duration("CONNECT_TIMEOUT")),
+        headersTimeout: Validate.optionalConfig(Config.Duration("HEADERS_TIMEOUT")),
+        bodyTimeout: Validate.optionalConfig(Config.Duration("BODY_TIMEOUT"))
+      }).pipe(Config.nested(prefix)),
+      layer
     )
   )

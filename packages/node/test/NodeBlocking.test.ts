@@ -89,12 +89,21 @@ describe("NodeBlocking", () => {
       })
     )
 
-    it.effect("reads its options from Config in layerConfig", () =>
+    it.effect("reads its options from Config in layerConfig, validated as layer's", () =>
       Effect.gen(function* () {
-        const error = yield* Effect.flip(Layer.build(NodeBlocking.layerConfig).pipe(Effect.scoped))
-        assert.strictEqual(error._tag, "InvalidOptionsError")
-        assert.include(error.message, "maxWorkers")
-      }).pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { BLOCKING_MAX_WORKERS: "0" } }))))
+        const build = (env: Record<string, string>) =>
+          Layer.build(NodeBlocking.layerConfig()).pipe(
+            Effect.scoped,
+            Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+          )
+        yield* build({ VOLLEY_BLOCKING_MAX_WORKERS: "1", VOLLEY_BLOCKING_SHUTDOWN: "cancel" })
+        const invalid = yield* Effect.flip(build({ VOLLEY_BLOCKING_MAX_WORKERS: "0" }))
+        assert.strictEqual(invalid._tag, "InvalidOptionsError")
+        assert.include(invalid.message, "maxWorkers")
+        const unparsable = yield* Effect.flip(build({ VOLLEY_BLOCKING_QUEUE_FULL: "drop" }))
+        assert.strictEqual(unparsable._tag, "ConfigError")
+        assert.include(String(unparsable), "QUEUE_FULL")
+      })
     )
   })
 

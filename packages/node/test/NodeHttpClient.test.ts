@@ -107,13 +107,17 @@ describe("NodeHttpClient", () => {
     it.effect("reads options from the environment and validates them", () =>
       Effect.gen(function* () {
         const build = (env: Record<string, string>) =>
-          Layer.build(NodeHttpClient.layerConfig).pipe(
+          Layer.build(NodeHttpClient.layerConfig()).pipe(
             Effect.scoped,
             Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
           )
-        yield* build({ HTTP_HEADERS_TIMEOUT: "5 seconds", HTTP_CONNECTIONS_PER_ORIGIN: "8" })
-        const error = yield* Effect.flip(build({ HTTP_CONNECTIONS_PER_ORIGIN: "0" }))
-        assert.strictEqual(error._tag, "InvalidOptionsError")
+        yield* build({ VOLLEY_HTTP_HEADERS_TIMEOUT: "5 seconds", VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN: "8" })
+        const invalid = yield* Effect.flip(build({ VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN: "0" }))
+        assert.strictEqual(invalid._tag, "InvalidOptionsError")
+        assert.include(invalid.message, "connectionsPerOrigin")
+        const unparsable = yield* Effect.flip(build({ VOLLEY_HTTP_HEADERS_TIMEOUT: "soon" }))
+        assert.strictEqual(unparsable._tag, "ConfigError")
+        assert.include(String(unparsable), "HEADERS_TIMEOUT")
       })
     )
   })
