@@ -11,6 +11,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
+import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
 
@@ -60,15 +61,6 @@ export class Progress {
     this.retried++
     this.report()
   }
-}
-
-export interface Snapshot {
-  readonly total: number | undefined
-  readonly done: number
-  readonly succeeded: number
-  readonly failed: number
-  readonly inFlight: number
-  readonly retried: number
 }
 
 /**
