@@ -13,6 +13,8 @@ const exposeGc = (): (() => void) => {
 }
 
 const big = Buffer.alloc(1024 * 1024, 7)
+// Exactly the size up to which a body is read before the response is handed over.
+const atLimit = Buffer.alloc(64 * 1024, 3)
 
 const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void> = {
   "/text": (_req, res) => res.writeHead(200, { "content-type": "text/plain", "x-tag": "a" }).end("hello"),
@@ -25,6 +27,7 @@ const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void
     setTimeout(() => res.end("two"), 10)
   },
   "/big": (_req, res) => res.writeHead(200, { "content-length": String(big.length) }).end(big),
+  "/at-limit": (_req, res) => res.writeHead(200, { "content-length": String(atLimit.length) }).end(atLimit),
   "/echo": (req, res) => req.pipe(res.writeHead(200)),
   "/stalled-body": (_req, res) => {
     res.writeHead(200, { "content-length": "10" }).write("12345")
@@ -131,6 +134,8 @@ describe("NodeHttpClient", () => {
             const server = yield* origin
             const client = yield* HttpClient.HttpClient
             assert.strictEqual(yield* Effect.flatMap(client.get(`${server.url}/chunked`), (r) => r.text), "one,two")
+            const limit = yield* Effect.flatMap(client.get(`${server.url}/at-limit`), (r) => r.arrayBuffer)
+            assert.strictEqual(limit.byteLength, atLimit.length)
             const bytes = yield* Effect.flatMap(client.get(`${server.url}/big`), (r) => r.arrayBuffer)
             assert.strictEqual(bytes.byteLength, big.length)
             const streamed = yield* client.get(`${server.url}/big`).pipe(

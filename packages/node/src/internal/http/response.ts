@@ -54,7 +54,9 @@ export class Body {
     }
     this.chunks.push(chunk)
     this.bytes += chunk.byteLength
-    if (this.bytes >= HIGH_WATER_MARK && this.waiter === undefined) this.controller.pause()
+    // Past, not at, the mark: a body of exactly HIGH_WATER_MARK bytes is awaited before the
+    // response is handed over (dispatch.ts), and pausing on its last chunk would hold back its end.
+    if (this.bytes > HIGH_WATER_MARK && this.waiter === undefined) this.controller.pause()
   }
 
   end(): void {
