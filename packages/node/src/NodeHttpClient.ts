@@ -18,8 +18,9 @@
  * tracking): that path measured faster than raw undici `Pool.request` in
  * `pnpm bench http`. Interrupting it still closes the socket, but
  * `HttpClient.withScope` cannot reach it: a larger body left unread holds its
- * connection until it is read, its response is garbage-collected, or
- * `bodyTimeout` passes. Traced requests keep Effect's full contract.
+ * connection until it is read or its response is garbage-collected
+ * (`bodyTimeout` does not run while undici waits for a reader). Traced
+ * requests keep Effect's full contract.
  *
  * @since 0.1.0
  */
