@@ -144,6 +144,22 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("counts the items cut off by the deadline as done and failed in its last progress event", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const events: Array<Fanout.Progress> = []
+        const urls = [10, 1000, 10, 1000, 10].map((ms) => `http://a.test/ms/${ms}`)
+        const fiber = yield* Fanout.allSettled(urls, {
+          concurrency: 2,
+          deadline: "500 millis",
+          onProgress: (p) => events.push(p)
+        }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.forkChild)
+        yield* TestClock.adjust("500 millis")
+        yield* Fiber.join(fiber)
+        assert.deepStrictEqual(events.at(-1), { total: 5, done: 5, succeeded: 2, failed: 3, inFlight: 0, retried: 0 })
+      })
+    )
+
     it.effect("bounds requests in flight globally and per host", () =>
       Effect.gen(function* () {
         const f = fake()

@@ -181,6 +181,12 @@ export const run = <A, E, R, X>(
     if (Option.isSome(finished)) return
     // Deadline: what was in flight was interrupted with the workers; nothing is lost.
     const late = [...running!, ...scheduler.rest()].sort((a, b) => a.index - b.index)
+    if (progress !== undefined) {
+      progress.inFlight = 0
+      progress.done += late.length
+      progress.failed += late.length
+      progress.report()
+    }
     for (const job of late) {
       const stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
       if (stop !== undefined) return yield* Effect.failCause(stop)
