@@ -383,7 +383,10 @@ export const pipeline = <B, E2, R2, A = Uint8Array, E = never, R = never>(
 ): Stream.Stream<Item<B>, ItemError<E> | E2 | Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient> =>
   Stream.unwrap(
     Effect.map(
-      Validate.positiveInt("stageConcurrency", options?.stageConcurrency ?? options?.concurrency ?? 16),
+      // `concurrency` first, so a bad one is reported under its own name, not as the default's.
+      Effect.flatMap(Validate.positiveInt("concurrency", options?.concurrency ?? 16), (concurrency) =>
+        Validate.positiveInt("stageConcurrency", options?.stageConcurrency ?? concurrency)
+      ),
       (stageConcurrency) =>
         makeStream<A, E, R, Leased<A>>(
           requests,

@@ -426,5 +426,15 @@ describe("Fanout", () => {
         assert.strictEqual(error?.option, "stageConcurrency")
       }).pipe(Effect.provideService(HttpClient.HttpClient, fake().client))
     )
+
+    it.effect("names concurrency, not stageConcurrency, when concurrency is bad", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Stream.runDrain(Fanout.pipeline(["http://a.test/ms/0"], () => Effect.void, { concurrency: 0 }))
+        )
+        const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { option: string }) : undefined
+        assert.strictEqual(error?.option, "concurrency")
+      }).pipe(Effect.provideService(HttpClient.HttpClient, fake().client))
+    )
   })
 })
