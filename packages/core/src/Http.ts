@@ -44,7 +44,7 @@ export interface RequestOptions {
  * import { HttpClientRequest } from "effect/http"
  * import { Http } from "@volley/core"
  *
- * const status = Http.send(HttpClientRequest.del("http://127.0.0.1:8080/items/1"), (res) => Effect.succeed(res.status))
+ * const status = Http.send(HttpClientRequest.delete("http://127.0.0.1:8080/items/1"), (res) => Effect.succeed(res.status))
  * ```
  *
  * @since 0.1.0
