@@ -321,6 +321,30 @@ describe("Fanout", () => {
         assert.isAtMost(maxAhead, 6)
       })
     )
+
+    it.effect("fails with DeadlineExceeded at the deadline without reading the rest of a long input", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        let read = 0
+        const urls = function* () {
+          while (read < 100_000) {
+            read++
+            yield "http://a.test/ms/5000"
+          }
+        }
+        const fiber = yield* Fanout.stream(urls(), { concurrency: 2, deadline: "1 second" }).pipe(
+          Stream.runDrain,
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        const exit = yield* Fiber.await(fiber)
+        const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag: string }) : undefined
+        assert.strictEqual(error?._tag, "DeadlineExceeded")
+        // the two requests that started; the rest of the input is never read
+        assert.strictEqual(read, 2)
+      })
+    )
   })
 
   describe("streamSettled", () => {

@@ -180,17 +180,20 @@ export const run = <A, E, R, X>(
     const finished = yield* Effect.timeoutOption(traced, deadline - start)
     if (Option.isSome(finished)) return
     // Deadline: what was in flight was interrupted with the workers; nothing is lost.
-    const late = [...running!, ...scheduler.rest()].sort((a, b) => a.index - b.index)
+    let late = 0
+    let stop: Cause.Cause<X> | undefined
+    for (const job of scheduler.rest(running!)) {
+      late++
+      stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
+      if (stop !== undefined) break
+    }
     if (progress !== undefined) {
       progress.inFlight = 0
-      progress.done += late.length
-      progress.failed += late.length
+      progress.done += late
+      progress.failed += late
       progress.report()
     }
-    for (const job of late) {
-      const stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
-      if (stop !== undefined) return yield* Effect.failCause(stop)
-    }
+    if (stop !== undefined) return yield* Effect.failCause(stop)
   })
 
 // A non-2xx response is a StatusCodeError; its body is read first so the connection is free.

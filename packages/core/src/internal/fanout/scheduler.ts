@@ -141,11 +141,17 @@ export class Scheduler {
     }
   }
 
-  /** Reads what is left of the input (after a deadline), for the items that never started. */
-  *rest(): Generator<Job> {
+  /**
+   * After a deadline, what never finished, in input order: the `started` jobs and the queued
+   * ones, then the unread input, read only as the caller goes on (a fail-fast batch stops at
+   * the first; an endless input must not be read to its end).
+   */
+  *rest(started: Iterable<Job>): Generator<Job> {
+    const known = [...started]
     for (const host of this.hosts.values()) {
-      for (let i = host.head; i < host.queue.length; i++) yield host.queue[i]!
+      for (let i = host.head; i < host.queue.length; i++) known.push(host.queue[i]!)
     }
+    yield* known.sort((a, b) => a.index - b.index)
     for (;;) {
       const next = this.exhausted ? undefined : this.source.next()
       if (next === undefined || next.done === true) return
