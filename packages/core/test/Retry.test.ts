@@ -325,7 +325,7 @@ describe("Retry", () => {
       )
     )
 
-    it.effect("fails on a negative duration in the environment", () =>
+    it.effect("fails with InvalidOptionsError on a negative retry count in the environment", () =>
       Effect.gen(function* () {
         const exit = yield* Effect.exit(
           Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
