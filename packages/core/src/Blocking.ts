@@ -418,12 +418,19 @@ export const run = <Payload, Success, Failure>(
     if (encoded._tag === "Failure") {
       return Effect.fail(new InvalidPayloadError({ task: task.name, reason: Codec.issue(encoded) }))
     }
+    let transfer: ReadonlyArray<Transferable>
+    try {
+      transfer = task.transfer.payload?.(payload) ?? []
+    } catch (thrown) {
+      const reason = `transfer.payload threw: ${Codec.describe(thrown)}`
+      return Effect.fail(new InvalidPayloadError({ task: task.name, reason }))
+    }
     return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
       Effect.flatMap(
         executor.execute({
           task,
           payload: encoded.value,
-          transfer: task.transfer.payload?.(payload) ?? [],
+          transfer,
           timeoutMillis: millis(options?.timeout) ?? task.timeoutMillis,
           queueTimeoutMillis: millis(options?.queueTimeout),
           span

@@ -93,6 +93,20 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect("fails with InvalidPayloadError / InvalidResultError when a transfer function throws", () =>
+        Effect.gen(function* () {
+          const payload = yield* Effect.flip(Blocking.run(T.badTransfer, "payload"))
+          assert.strictEqual(payload._tag, "InvalidPayloadError")
+          assert.include(payload.message, "no payload buffer to move")
+          for (const handler of ["sync", "async"] as const) {
+            const error = yield* Effect.flip(Blocking.run(T.badTransfer, handler))
+            assert.strictEqual(error._tag, "InvalidResultError")
+            assert.include(error.message, "no result buffer to move")
+          }
+          assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
+        })
+      )
+
       it.effect("moves transferred buffers instead of copying them", () =>
         Effect.gen(function* () {
           const bytes = new Uint8Array([1, 2, 3])

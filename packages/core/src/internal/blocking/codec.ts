@@ -57,6 +57,8 @@ const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
   decodeFailure: Schema.decodeUnknownExit(task.failure)
 })
 
+export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+
 export const issue = (exit: Exit.Failure<unknown, Schema.SchemaError>): string => {
   const found = Cause.findError(exit.cause)
   return found._tag === "Success" ? found.success.message : "schema check failed"
@@ -99,7 +101,13 @@ const fromValue = (
   const encoded = codecs.encodeSuccess(value)
   if (encoded._tag === "Failure") return { _tag: "InvalidResult", reason: issue(encoded) }
   if (transferOut !== undefined && task.transfer.success !== undefined) {
-    for (const buffer of task.transfer.success(value)) transferOut.push(buffer)
+    // A throw here is the task's bug, not the thread's: it must not kill the thread (or, inline,
+    // escape as a defect or leave an async handler's caller waiting forever).
+    try {
+      for (const buffer of task.transfer.success(value)) transferOut.push(buffer)
+    } catch (thrown) {
+      return { _tag: "InvalidResult", reason: `transfer.success threw: ${describe(thrown)}` }
+    }
   }
   return { _tag: "Success", value: encoded.value }
 }

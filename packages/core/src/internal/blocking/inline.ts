@@ -11,7 +11,7 @@ export const execute = (request: Blocking.Request): Effect.Effect<Blocking.Reply
     try {
       payload = structuredClone(request.payload, { transfer: [...request.transfer] })
     } catch (error) {
-      return resume(Effect.fail(new Blocking.InvalidPayloadError({ task: task.name, reason: describe(error) })))
+      return resume(Effect.fail(new Blocking.InvalidPayloadError({ task: task.name, reason: Codec.describe(error) })))
     }
     const controller = new AbortController()
     const context: Blocking.TaskContext = {
@@ -43,8 +43,6 @@ const cloneReply = (
   try {
     return Effect.succeed(structuredClone(reply, { transfer: [...transfer] }))
   } catch (error) {
-    return Effect.fail(new Blocking.InvalidResultError({ task: task.name, reason: describe(error) }))
+    return Effect.fail(new Blocking.InvalidResultError({ task: task.name, reason: Codec.describe(error) }))
   }
 }
-
-export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))
