@@ -1,7 +1,7 @@
 // Resilience layers (circuit breaker, rate limiter, Config) around @volley/node's client, under
 // fan-out batches, against the fault server. Open durations and rate windows run on TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Fanout, Resilience, Retry } from "@volley/core"
+import { Fanout, Http, Resilience, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { TestClock } from "effect/testing"
@@ -137,6 +137,29 @@ describe("Resilience", () => {
           "Invalid option VOLLEY_HTTP_RATE_LIMIT: must be set together with VOLLEY_HTTP_RATE_WINDOW"
         )
       })
+    )
+  })
+
+  describe("Retry.layerClient", () => {
+    it.live("reads and drops a retried response's body, so the retry can reuse the only connection", () =>
+      Effect.gen(function* () {
+        const server = yield* faultServer
+        // A 1 MiB 503 body left unread would hold the single connection (paused at the
+        // client's buffer limit) and the retry would wait for it forever.
+        const text = yield* Http.getText(`${server.url}/flaky?key=drain&fail=1&size=1048576`).pipe(
+          Effect.timeout("5 seconds")
+        )
+        assert.strictEqual(text, "ok")
+        assert.strictEqual(server.requests(), 2)
+        assert.strictEqual(server.openSockets(), 1)
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          Layer.merge(Retry.layerClient, Retry.layer({ retries: 1, baseDelay: "1 millis" })).pipe(
+            Layer.provide(NodeHttpClient.layer({ connectionsPerOrigin: 1 }))
+          )
+        )
+      )
     )
   })
 })

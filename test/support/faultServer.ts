@@ -2,8 +2,9 @@
 // Every fault is chosen by the path, tuned by query parameters, so one server serves a test:
 //
 //   /ok?delay=ms&size=bytes      200 after `delay` ms (headers delayed), `size` bytes of "x"
-//   /flaky?key=k&fail=n&status=s&retryAfter=v   the first n requests per key answer `s`
-//                                (default 503) with `Retry-After: v` when given, then 200 "ok"
+//   /flaky?key=k&fail=n&status=s&retryAfter=v&size=b   the first n requests per key answer `s`
+//                                (default 503) with `Retry-After: v` when given and a body of b
+//                                bytes ("busy" by default), then 200 "ok"
 //   /status?code=s&retryAfter=v&size=n  always `s`, with a body of n bytes
 //   /reset                       destroys the socket without answering (ECONNRESET)
 //   /flaky-reset?key=k&fail=n    resets the first n requests per key, then 200 "ok"
@@ -87,7 +88,9 @@ const listen = () =>
           if (nth() > q("fail", 1)) return res.end("ok")
           const retryAfter = url.searchParams.get("retryAfter")
           const headers = retryAfter === null ? {} : { "retry-after": retryAfter }
-          return res.writeHead(q("status", 503), headers).end("busy")
+          return res
+            .writeHead(q("status", 503), headers)
+            .end(url.searchParams.has("size") ? "b".repeat(q("size", 4)) : "busy")
         }
         case "/status": {
           const retryAfter = url.searchParams.get("retryAfter")

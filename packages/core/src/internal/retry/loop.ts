@@ -70,10 +70,20 @@ export const retryLoop = <A, E, R>(
     if (now + delay >= deadline) return Effect.fail(error)
     if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
-    return Effect.flatMap(Effect.sleep(delay), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
+    return Effect.flatMap(Effect.andThen(discardBody(error), Effect.sleep(delay)), () =>
+      loop(n + 1, clock.currentTimeMillisUnsafe())
+    )
   }
   return { loop, onFailure }
 }
+
+// A response about to be retried is dropped: read its body to the end first, or it holds its
+// connection (the retry may need that very one) until garbage collection. A batch has done
+// this already, and reading a consumed body again fails or returns it cached: ignored.
+const discardBody = (error: unknown): Effect.Effect<void> =>
+  HttpClientError.isHttpClientError(error) && error.reason._tag === "StatusCodeError"
+    ? Effect.ignore(error.reason.response.arrayBuffer)
+    : Effect.void
 
 const retryAfterMillis = (error: unknown, now: number): number | undefined => {
   if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return undefined
