@@ -118,7 +118,9 @@ export const layer = (
  * {@link layer} from `Config` (environment by default): `<prefix>_RATE_LIMIT` and
  * `<prefix>_RATE_WINDOW` (both set to enable), `_RATE_ALGORITHM`, `_BREAKER_FAILURES` (set to
  * enable), `_BREAKER_OPEN_DURATION`; the retry policy from `Retry.layerConfig()`
- * (`VOLLEY_RETRY_*`).
+ * (`VOLLEY_RETRY_*`). The default prefix, `VOLLEY_HTTP`, is shared on purpose with
+ * `NodeHttpClient.layerConfig()` (pool and timeouts): one namespace for the HTTP client's
+ * settings, with no key in common.
  *
  * @example
  * ```ts

@@ -170,6 +170,7 @@ export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Val
  * `VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN`, `_KEEP_ALIVE_TIMEOUT`, `_CONNECT_TIMEOUT`,
  * `_HEADERS_TIMEOUT`, `_BODY_TIMEOUT` (durations such as `"5 seconds"`). Unset variables keep
  * the defaults; a value that does not parse fails the layer with a `ConfigError`.
+ * `Resilience.layerConfig()` reads its rate limit and circuit breaker under the same prefix.
  *
  * @example
  * ```ts
