@@ -380,11 +380,12 @@ export const run = <A, E, R>(
   const retrying = policy.retries > 0 && policy.methods.has(request.method)
   const timed =
     options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
-  if (!timed && !retrying) return attempt
-  // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
+  // Every request counts in the budget, retried method or not: it caps retries at a fraction
+  // of all recent requests.
   if (!timed) {
     policy.budget?.request()
-    return Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+    // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
+    return retrying ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options)) : attempt
   }
   return Effect.withFiber((fiber) => {
     const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
