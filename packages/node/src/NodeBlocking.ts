@@ -46,6 +46,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { Engine } from "./internal/pool/engine.ts"
+import { RING } from "./internal/pool/messages.ts"
 
 /**
  * Pool options.
@@ -65,7 +66,8 @@ export interface Options {
    */
   readonly maxWorkers?: number | undefined
   /**
-   * An idle thread above `minWorkers` is terminated after this long.
+   * An idle thread above `minWorkers` is terminated after this long. Until then its timer keeps
+   * the process alive: close the layer's scope (as `NodeRuntime.runMain` does) to exit at once.
    * @default "30 seconds"
    */
   readonly idleTimeout?: Duration.Input | undefined
@@ -98,7 +100,7 @@ export interface Options {
   readonly gracePeriod?: Duration.Input | undefined
   /**
    * Most tasks sent ahead to one thread when tasks are short (under 0.25 ms on average; under
-   * 2 ms, two; longer tasks go one at a time). Sending ahead saves thread wake-ups.
+   * 2 ms, two; longer tasks go one at a time). Sending ahead saves thread wake-ups. At most 1024.
    * @default 64
    */
   readonly maxTasksPerWorker?: number | undefined
@@ -194,6 +196,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
   const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d))
   const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
+  // A thread reads cancellations of the tasks sent ahead to it from a ring of RING slots.
+  if (perWorker > RING) {
+    return yield* new Validate.InvalidOptionsError({
+      option: "maxTasksPerWorker",
+      reason: `must be at most ${RING}, got ${perWorker}`
+    })
+  }
   const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
   const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
   const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)

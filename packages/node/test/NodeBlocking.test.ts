@@ -69,7 +69,7 @@ const doomedReason = Effect.map(Effect.flip(Blocking.run(doomed, undefined)), (e
 
 describe("NodeBlocking", () => {
   describe("layer", () => {
-    it.effect("fails with InvalidOptionsError for a size, queue or breaker threshold < 1, or an unknown policy", () =>
+    it.effect("rejects bad sizes, queue and breaker limits, too many tasks sent ahead and unknown policies", () =>
       Effect.gen(function* () {
         const reject = (options: NodeBlocking.Options) =>
           Effect.flip(Layer.build(NodeBlocking.layer(options)).pipe(Effect.scoped))
@@ -78,6 +78,10 @@ describe("NodeBlocking", () => {
         assert.include(tooSmall.message, "maxWorkers: must be an integer >= 1, got 0")
         assert.include((yield* reject({ minWorkers: 3, maxWorkers: 2 })).message, "minWorkers")
         assert.include((yield* reject({ maxQueue: 0 })).message, "maxQueue: must be an integer >= 1, got 0")
+        assert.include(
+          (yield* reject({ maxTasksPerWorker: 1025 })).message,
+          "maxTasksPerWorker: must be at most 1024, got 1025"
+        )
         assert.include(
           (yield* reject({ crashLoop: { deaths: 0 } })).message,
           "crashLoop.deaths: must be an integer >= 1, got 0"

@@ -1,5 +1,6 @@
-// One pool thread: starting it, letting it idle (unref'd, so an idle pool never keeps the process
-// alive, and shrunk after idleTimeout), terminating it.
+// One pool thread: starting it, letting it idle (the thread is unref'd, but its idleTimeout timer,
+// on the Effect clock so that tests can drive it, keeps the process alive until it fires or the
+// layer's scope closes), terminating it.
 import { Worker } from "node:worker_threads"
 import type { Engine, EngineOptions } from "./engine.ts"
 import { after, type Job } from "./job.ts"
