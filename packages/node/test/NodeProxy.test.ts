@@ -199,6 +199,23 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
 
+    it.live("fails a request sent after the layer closed without opening a proxy route", () =>
+      Effect.gen(function* () {
+        const proxy = yield* forwardProxy([])
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(proxied(`http://127.0.0.1:${proxy.port}`), scope)
+        yield* Scope.close(scope, Exit.void)
+        const exit = yield* Effect.exit(Http.getText("http://127.0.0.1:9/late").pipe(Effect.provide(context)))
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Cause.squash((exit as Exit.Failure<unknown, unknown>).cause) as {
+          reason: { _tag: string; cause: { name: string } }
+        }
+        assert.strictEqual(error.reason._tag, "TransportError")
+        assert.match(error.reason.cause.name, /Client(Closed|Destroyed)Error/)
+        assert.strictEqual(proxy.connections(), 0)
+      }).pipe(Effect.scoped)
+    )
+
     it.live("sends loopback direct by default even when a proxy is configured", () =>
       Effect.gen(function* () {
         const targets: Array<string> = []

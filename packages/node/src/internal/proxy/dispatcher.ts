@@ -38,6 +38,9 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   }
 
   override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
+    // Closed: the (closed) direct agent fails the request as undici does, and no proxy agent
+    // is created that nobody would close.
+    if (this.closed) return this.direct.dispatch(options, handler)
     const origin = String(options.origin)
     const route = Proxy.route(this.config, origin)
     if (route._tag === "Direct") return this.direct.dispatch(options, handler)
