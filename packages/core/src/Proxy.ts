@@ -397,6 +397,10 @@ export const none: ProxyConfig = {
  * unset. URLs are read as `Redacted`, so a password never leaves this function in clear.
  * `options` adds what the environment cannot express (rules, loopback).
  *
+ * Upper-case `HTTP_PROXY` is read too (curl ignores it): in a CGI-style server, where a
+ * request's `Proxy:` header becomes `HTTP_PROXY` ("httpoxy", CVE-2016-5385), build the
+ * configuration with {@link make} instead.
+ *
  * @example
  * ```ts
  * import { ConfigProvider, Effect } from "effect"
