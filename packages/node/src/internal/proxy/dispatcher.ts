@@ -17,7 +17,14 @@ export interface Settings {
   readonly originTls: TlsOptions | undefined
   readonly proxyTls: TlsOptions | undefined
   readonly tunnelHttp: boolean
+  /**
+   * Most per-name agents kept for `socks5://` routes (names resolved locally need one agent per
+   * name); beyond it the least recently used one is closed, so a crawler's memory stays bounded.
+   */
+  readonly maxNamedRoutes?: number | undefined
 }
+
+const MAX_NAMED_ROUTES = 256
 
 export class RoutingDispatcher extends Undici.Dispatcher {
   readonly config: Proxy.ProxyConfig
@@ -25,6 +32,10 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   readonly settings: Settings
   readonly direct: Undici.Agent
   readonly proxies = new Map<string, Undici.Dispatcher>()
+  // Per-name agents of socks5:// routes, least recently used first.
+  readonly named = new Map<string, Undici.Dispatcher>()
+  // Evicted agents, closing once their requests are done.
+  readonly retiring = new Set<Undici.Dispatcher>()
   closed = false
 
   constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
@@ -71,20 +82,32 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
     // The password is part of the key: the same proxy with other credentials is another route.
     const key = `${proxy.label}\u0000${password(proxy)}\u0000${servername ?? ""}`
-    let dispatcher = this.proxies.get(key)
+    const routes = servername === undefined ? this.proxies : this.named
+    let dispatcher = routes.get(key)
     if (dispatcher === undefined) {
       const settings =
         servername === undefined
           ? this.settings
           : { ...this.settings, originTls: { ...this.settings.originTls, servername } }
       dispatcher = makeProxyAgent(proxy, this.agent, settings)
-      this.proxies.set(key, dispatcher)
+    } else if (servername !== undefined) {
+      routes.delete(key) // re-inserted below as the most recently used
     }
+    routes.set(key, dispatcher)
+    if (this.named.size > (this.settings.maxNamedRoutes ?? MAX_NAMED_ROUTES)) this.retire()
     return dispatcher
   }
 
+  // Closes the least recently used per-name agent; its requests in flight finish first.
+  retire(): void {
+    const [key, oldest] = this.named.entries().next().value as [string, Undici.Dispatcher]
+    this.named.delete(key)
+    this.retiring.add(oldest)
+    void oldest.close().finally(() => this.retiring.delete(oldest))
+  }
+
   all(): Array<Undici.Dispatcher> {
-    return [this.direct, ...this.proxies.values()]
+    return [this.direct, ...this.proxies.values(), ...this.named.values(), ...this.retiring]
   }
 
   override close(): Promise<void>
