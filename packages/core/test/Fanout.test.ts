@@ -222,6 +222,22 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("ends a fail-fast batch's progress with nothing in flight", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const events: Array<Fanout.Progress> = []
+        const urls = ["http://a.test/ms/1000", "http://a.test/status/500", "http://a.test/ms/1000"]
+        const fiber = yield* Fanout.all(urls, { concurrency: 3, onProgress: (p) => events.push(p) }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(noRetries),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 millis")
+        assert.isTrue(Exit.isFailure(yield* Fiber.await(fiber)))
+        assert.deepStrictEqual(events.at(-1), { total: 3, done: 1, succeeded: 0, failed: 1, inFlight: 0, retried: 0 })
+      })
+    )
+
     it.effect("creates no client span per request unless tracing is asked for", () =>
       Effect.gen(function* () {
         const { client } = fake()

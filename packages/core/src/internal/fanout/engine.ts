@@ -175,7 +175,19 @@ export const run = <A, E, R, X>(
       concurrency: "unbounded",
       discard: true
     })
-    const traced = plan.tracing ? workers : Effect.provideService(workers, HttpClient.TracerDisabledWhen, () => true)
+    const untraced = plan.tracing ? workers : Effect.provideService(workers, HttpClient.TracerDisabledWhen, () => true)
+    // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
+    // with the workers: a last event says none is left, so a progress bar does not hang.
+    const traced =
+      progress === undefined
+        ? untraced
+        : Effect.onError(untraced, () =>
+            Effect.sync(() => {
+              if (progress.inFlight === 0) return
+              progress.inFlight = 0
+              progress.report()
+            })
+          )
     if (deadline === undefined) return yield* traced
     const finished = yield* Effect.timeoutOption(traced, deadline - start)
     if (Option.isSome(finished)) return
