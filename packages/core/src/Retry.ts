@@ -34,6 +34,7 @@ import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
 import * as Validate from "./Options.ts"
@@ -313,7 +314,9 @@ export const layer = (options: Options = {}): Layer.Layer<never, Validate.Invali
 /**
  * Reads the policy from `Config` (environment by default): `<prefix>_RETRIES`, `_BASE_DELAY`,
  * `_MAX_DELAY`, `_MAX_RETRY_AFTER`, `_ATTEMPT_TIMEOUT`, `_TIMEOUT` (durations like `"250 millis"`),
- * `_BUDGET_RATIO` (a number; `0` disables the budget). Unset keys keep their defaults.
+ * `_JITTER` (`true` | `false`), `_METHODS` and `_STATUSES` (comma-separated, e.g. `GET,PUT` and
+ * `503,504`), `_BUDGET_RATIO` (a number; `0` disables the budget), `_BUDGET_MIN_PER_SECOND`,
+ * `_BUDGET_WINDOW`. Unset keys keep their defaults.
  *
  * @example
  * ```ts
@@ -339,12 +342,17 @@ export const layerConfig = (
         maxRetryAfter: Validate.optionalConfig(Config.Duration("MAX_RETRY_AFTER")),
         attemptTimeout: Validate.optionalConfig(Config.Duration("ATTEMPT_TIMEOUT")),
         timeout: Validate.optionalConfig(Config.Duration("TIMEOUT")),
-        budgetRatio: Validate.optionalConfig(Config.Number("BUDGET_RATIO"))
+        jitter: Validate.optionalConfig(Config.Boolean("JITTER")),
+        methods: Validate.optionalConfig(Config.Array(Schema.String, "METHODS")),
+        statuses: Validate.optionalConfig(Config.Array(Schema.NumberFromString, "STATUSES")),
+        budgetRatio: Validate.optionalConfig(Config.Number("BUDGET_RATIO")),
+        budgetMinPerSecond: Validate.optionalConfig(Config.Number("BUDGET_MIN_PER_SECOND")),
+        budgetWindow: Validate.optionalConfig(Config.Duration("BUDGET_WINDOW"))
       }).pipe(Config.nested(prefix))
-      const { budgetRatio: ratio, ...options } = read
+      const { budgetRatio: ratio, budgetMinPerSecond: minPerSecond, budgetWindow: window, ...options } = read
       return yield* make({
         ...options,
-        budget: ratio === 0 ? false : { ratio }
+        budget: ratio === 0 ? false : { ratio, minPerSecond, window }
       })
     })
   )

@@ -308,6 +308,9 @@ describe("Retry", () => {
         assert.strictEqual(policy.timeoutMillis, 10_000)
         assert.strictEqual(policy.budget, undefined)
         assert.strictEqual(policy.maxDelayMillis, 10_000) // default kept
+        assert.isFalse(policy.jitter)
+        assert.deepStrictEqual([...policy.methods], ["GET", "POST"])
+        assert.deepStrictEqual([...policy.statuses], [503, 504])
       }).pipe(
         Effect.provide(Retry.layerConfig()),
         Effect.provide(
@@ -317,12 +320,33 @@ describe("Retry", () => {
                 VOLLEY_RETRY_RETRIES: "5",
                 VOLLEY_RETRY_BASE_DELAY: "250 millis",
                 VOLLEY_RETRY_TIMEOUT: "10 seconds",
-                VOLLEY_RETRY_BUDGET_RATIO: "0"
+                VOLLEY_RETRY_BUDGET_RATIO: "0",
+                VOLLEY_RETRY_JITTER: "false",
+                VOLLEY_RETRY_METHODS: "get,POST",
+                VOLLEY_RETRY_STATUSES: "503,504"
               }
             })
           )
         )
       )
+    )
+
+    it.effect("reads the budget's window and floor from the environment, validated", () =>
+      Effect.gen(function* () {
+        const read = (env: Record<string, string>) =>
+          Effect.flip(
+            Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
+              Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+            )
+          )
+        const zeroWindow = yield* read({ VOLLEY_RETRY_BUDGET_WINDOW: "0 seconds" })
+        assert.strictEqual(zeroWindow._tag, "InvalidOptionsError")
+        assert.include(zeroWindow.message, "window")
+        const badStatus = yield* read({ VOLLEY_RETRY_STATUSES: "503,700" })
+        assert.include(badStatus.message, "statuses")
+        const notAStatus = yield* read({ VOLLEY_RETRY_STATUSES: "503,soon" })
+        assert.include(notAStatus.message, "statuses")
+      })
     )
 
     it.effect("fails with InvalidOptionsError on a negative retry count in the environment", () =>
