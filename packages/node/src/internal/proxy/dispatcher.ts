@@ -266,12 +266,19 @@ const password = (proxy: Proxy.ProxyUrl): string => (proxy.password === undefine
 
 type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
 
-const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers => {
+export const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers => {
   if (headers === undefined || headers === null) return { host }
   const isHost = (name: unknown) => String(name).toLowerCase() === "host"
   if (Array.isArray(headers))
     return headers.some((v, i) => i % 2 === 0 && isHost(v)) ? headers : [...headers, "host", host]
-  if (Symbol.iterator in headers) return headers
+  if (Symbol.iterator in headers) {
+    // undici reads an array as flat name/value pairs, so the entries are flattened.
+    const flat: Array<string> = []
+    for (const [name, value] of headers as Iterable<[string, string | Array<string> | undefined]>) {
+      for (const one of value === undefined ? [] : Array.isArray(value) ? value : [value]) flat.push(name, one)
+    }
+    return withHost(flat, host)
+  }
   return Object.keys(headers).some(isHost) ? headers : { ...headers, host }
 }
 

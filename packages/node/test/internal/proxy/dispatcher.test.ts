@@ -3,7 +3,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Proxy } from "@volley/core"
 import { Effect } from "effect"
-import { RoutingDispatcher } from "../../../src/internal/proxy/dispatcher.ts"
+import { RoutingDispatcher, withHost } from "../../../src/internal/proxy/dispatcher.ts"
 
 describe("RoutingDispatcher", () => {
   it.effect("keeps at most maxNamedRoutes per-name socks5 agents, closing the least recently used", () =>
@@ -31,4 +31,24 @@ describe("RoutingDispatcher", () => {
       assert.isTrue(closed(a) && closed(dispatcher.direct))
     })
   )
+
+  it("adds the origin's Host to every form of headers undici takes, unless one is there", () => {
+    assert.deepStrictEqual(withHost(undefined, "a.example:80"), { host: "a.example:80" })
+    assert.deepStrictEqual(withHost({ accept: "*/*" }, "a.example"), { accept: "*/*", host: "a.example" })
+    assert.deepStrictEqual(withHost(["Host", "b.example"], "a.example"), ["Host", "b.example"])
+    const iterable = new Map<string, string | Array<string>>([
+      ["accept", "*/*"],
+      ["x-tag", ["1", "2"]]
+    ])
+    assert.deepStrictEqual(withHost(iterable, "a.example"), [
+      "accept",
+      "*/*",
+      "x-tag",
+      "1",
+      "x-tag",
+      "2",
+      "host",
+      "a.example"
+    ])
+  })
 })
