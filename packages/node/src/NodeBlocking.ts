@@ -56,6 +56,12 @@ import { RING } from "./internal/pool/messages.ts"
  */
 export interface Options {
   /**
+   * Names the pool in its metrics (a `pool` attribute), so two pools in one process report
+   * apart. Unnamed pools share the unattributed series.
+   * @default none
+   */
+  readonly name?: string | undefined
+  /**
    * Threads kept alive even when idle.
    * @default 0
    */
@@ -208,10 +214,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
   const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
   const context = yield* Effect.context<never>()
-  const update =
-    <I>(metric: Metric.Metric<I, unknown>) =>
-    (value: I) =>
-      metric.updateUnsafe(value, context)
+  const named = <I, S>(metric: Metric.Metric<I, S>) =>
+    options.name === undefined ? metric : Metric.withAttributes(metric, { pool: options.name })
+  const update = <I>(metric: Metric.Metric<I, unknown>) => {
+    const series = named(metric)
+    return (value: I) => series.updateUnsafe(value, context)
+  }
+  const crashes = named(metrics.crashes)
   const clock = yield* Effect.clockWith(Effect.succeed)
   const engine = yield* Effect.acquireRelease(
     Effect.sync(
@@ -236,7 +245,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             queueWait: update(metrics.queueWait),
             runTime: update(metrics.runTime),
             utilization: update(metrics.utilization),
-            crash: () => metrics.crashes.updateUnsafe(1, context)
+            crash: () => crashes.updateUnsafe(1, context)
           }
         })
     ),

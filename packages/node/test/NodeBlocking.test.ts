@@ -430,6 +430,27 @@ describe("NodeBlocking", () => {
     })
   })
 
+  describe("named pools", () => {
+    it.effect("report their metrics apart, under a pool attribute", () =>
+      Effect.gen(function* () {
+        const runs = (pool: string) =>
+          counterValue(
+            Metric.withAttributes(NodeBlocking.metrics.runTime, { pool }) as typeof NodeBlocking.metrics.runTime
+          )
+        const [aBefore, bBefore] = [yield* runs("a"), yield* runs("b")]
+        const squares = (name: string, n: number) =>
+          Effect.forEach(
+            Array.from({ length: n }, (_, i) => i),
+            (i) => Blocking.run(T.square, i)
+          ).pipe(Effect.provide(NodeBlocking.layer({ name, maxWorkers: 1 })))
+        yield* squares("a", 3)
+        yield* squares("b", 2)
+        assert.strictEqual((yield* runs("a")) - aBefore, 3)
+        assert.strictEqual((yield* runs("b")) - bBefore, 2)
+      })
+    )
+  })
+
   describe("shutdown", () => {
     it.effect("drains queued tasks before closing by default", () =>
       Effect.gen(function* () {
