@@ -137,7 +137,8 @@ export interface Options {
 }
 
 /**
- * The pool's metrics, shared by every pool in the process:
+ * The pool's metrics; a pool with a `name` updates them with a `pool` attribute (read one
+ * pool's with `Metric.withAttributes(metric, { pool: name })`), unnamed pools share the bare series:
  * `volley_blocking_queue_length` (gauge: tasks waiting for a thread, callers
  * held back by a full queue included), `volley_blocking_queue_wait_ms` and
  * `volley_blocking_run_ms` (histograms, per task; run time is measured in the
