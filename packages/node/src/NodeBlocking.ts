@@ -297,7 +297,8 @@ export const layer = (options?: Options): Layer.Layer<Blocking.BlockingExecutor,
  * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
  * `VOLLEY_BLOCKING_MIN_WORKERS`, `_MAX_WORKERS`, `_MAX_QUEUE`, `_QUEUE_FULL` (`wait` | `fail`),
  * `_TIMEOUT`, `_QUEUE_TIMEOUT`, `_IDLE_TIMEOUT`, `_GRACE_PERIOD`, `_MAX_TASKS_PER_WORKER`,
- * `_SHUTDOWN` (`drain` | `cancel`); durations such as `"5 seconds"`. Unset variables keep the
+ * `_SHUTDOWN` (`drain` | `cancel`), `_CRASH_LOOP_DEATHS`, `_CRASH_LOOP_COOLDOWN`; durations such as
+ * `"5 seconds"`. Unset variables keep the
  * defaults; a value that does not parse fails the layer with a `ConfigError`.
  *
  * @example
@@ -326,9 +327,12 @@ export const layerConfig = (
         idleTimeout: Validate.optionalConfig(Config.Duration("IDLE_TIMEOUT")),
         gracePeriod: Validate.optionalConfig(Config.Duration("GRACE_PERIOD")),
         maxTasksPerWorker: Validate.optionalConfig(Config.Int("MAX_TASKS_PER_WORKER")),
-        shutdown: Validate.optionalConfig(Config.Literals(["drain", "cancel"], "SHUTDOWN"))
+        shutdown: Validate.optionalConfig(Config.Literals(["drain", "cancel"], "SHUTDOWN")),
+        crashLoopDeaths: Validate.optionalConfig(Config.Int("CRASH_LOOP_DEATHS")),
+        crashLoopCooldown: Validate.optionalConfig(Config.Duration("CRASH_LOOP_COOLDOWN"))
       }).pipe(Config.nested(prefix)),
-      layer
+      ({ crashLoopDeaths: deaths, crashLoopCooldown: cooldown, ...options }) =>
+        layer({ ...options, crashLoop: { deaths, cooldown } })
     )
   )
 

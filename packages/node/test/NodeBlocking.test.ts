@@ -104,6 +104,8 @@ describe("NodeBlocking", () => {
         const invalid = yield* Effect.flip(build({ VOLLEY_BLOCKING_MAX_WORKERS: "0" }))
         assert.strictEqual(invalid._tag, "InvalidOptionsError")
         assert.include(invalid.message, "maxWorkers")
+        const breaker = yield* Effect.flip(build({ VOLLEY_BLOCKING_CRASH_LOOP_DEATHS: "0" }))
+        assert.include(breaker.message, "crashLoop.deaths")
         const unparsable = yield* Effect.flip(build({ VOLLEY_BLOCKING_QUEUE_FULL: "drop" }))
         assert.strictEqual(unparsable._tag, "ConfigError")
         assert.include(String(unparsable), "QUEUE_FULL")
