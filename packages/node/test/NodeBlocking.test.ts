@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process"
+import { availableParallelism } from "node:os"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
@@ -450,6 +451,20 @@ describe("NodeBlocking", () => {
         assert.strictEqual((yield* runs("a")) - aBefore, 3)
         assert.strictEqual((yield* runs("b")) - bBefore, 2)
       })
+    )
+
+    it.effect("sizes a pool to the available parallelism by default (one busy thread = 1/n utilisation)", () =>
+      withPool({ name: "default-size" })(
+        Effect.gen(function* () {
+          const utilization = Metric.withAttributes(NodeBlocking.metrics.utilization, {
+            pool: "default-size"
+          }) as typeof NodeBlocking.metrics.utilization
+          const blocked = yield* blockAThread
+          assert.strictEqual(yield* gaugeValue(utilization), 1 / availableParallelism())
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
+        })
+      )
     )
   })
 
