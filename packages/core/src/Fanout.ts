@@ -69,7 +69,8 @@ export interface Options<A, E, R> {
   /**
    * Time allowed for the whole batch. Requests still running then are interrupted; in settled
    * forms they and the ones never started get `DeadlineExceeded`, other forms fail with it.
-   * Retries never wait past it.
+   * Streams hand those out as the consumer takes them, so the rest of a long or endless input is
+   * read only as far as the consumer goes. Retries never wait past it.
    * @default none
    */
   readonly deadline?: Duration.Input | undefined

@@ -144,6 +144,28 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("can be interrupted while it reports an endless input as past the deadline", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        let read = 0
+        const urls = function* () {
+          for (;;) {
+            read++
+            yield "http://a.test/ms/5000"
+          }
+        }
+        const fiber = yield* Fanout.allSettled(urls(), { concurrency: 2, deadline: "1 second" }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        yield* Effect.yieldNow
+        yield* Fiber.interrupt(fiber)
+        assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
+        assert.isAbove(read, 2)
+      })
+    )
+
     it.effect("counts the items cut off by the deadline as done and failed in its last progress event", () =>
       Effect.gen(function* () {
         const { client } = fake()
@@ -215,6 +237,7 @@ describe("Fanout", () => {
         )
         yield* TestClock.adjust("1 second")
         yield* Fiber.join(fiber)
+        console.log(JSON.stringify(events.map((e) => [e.done, e.inFlight])))
         const last = events.at(-1)!
         assert.deepStrictEqual(last, { total: 3, done: 3, succeeded: 2, failed: 1, inFlight: 0, retried: 1 })
         assert.strictEqual(Math.max(...events.map((e) => e.inFlight)), 3)
@@ -385,6 +408,73 @@ describe("Fanout", () => {
           "2:DeadlineExceeded",
           "3:DeadlineExceeded"
         ])
+      })
+    )
+
+    for (const ordered of [false, true]) {
+      it.effect(`reads an endless input past the deadline only as the consumer takes items (ordered: ${ordered})`, () =>
+        Effect.gen(function* () {
+          const { client } = fake()
+          let read = 0
+          const urls = function* () {
+            for (;;) {
+              read++
+              yield "http://a.test/ms/5000"
+            }
+          }
+          const fiber = yield* Fanout.streamSettled(urls(), {
+            concurrency: 2,
+            buffer: 3,
+            deadline: "1 second",
+            ordered
+          }).pipe(
+            Stream.take(20),
+            Stream.map((item) => `${item.index}:${Result.isFailure(item.result) ? item.result.failure._tag : "ok"}`),
+            Stream.runCollect,
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.forkChild
+          )
+          yield* TestClock.adjust("1 second")
+          const items = yield* Fiber.join(fiber)
+          assert.deepStrictEqual(
+            items,
+            Array.from({ length: 20 }, (_, i) => `${i}:DeadlineExceeded`)
+          )
+          // 20 taken, plus at most a window (concurrency + buffer) read ahead
+          assert.isAtMost(read, 20 + 5 + 1)
+        })
+      )
+    }
+
+    it.effect("reports the items cut off by the deadline to progress as a slow consumer takes them", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const events: Array<Fanout.Progress> = []
+        const urls = Array.from({ length: 10 }, () => "http://a.test/ms/5000")
+        const fiber = yield* Fanout.streamSettled(urls, {
+          concurrency: 2,
+          buffer: 0,
+          deadline: "1 second",
+          onProgress: (p) => events.push(p)
+        }).pipe(
+          Stream.tap(() => Effect.sleep("100 millis")),
+          Stream.runCount,
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        // the consumer holds two items: no more are reported until it takes them
+        assert.strictEqual(events.at(-1)?.done, 2)
+        yield* TestClock.adjust("10 seconds")
+        assert.strictEqual(yield* Fiber.join(fiber), 10)
+        assert.deepStrictEqual(events.at(-1), {
+          total: 10,
+          done: 10,
+          succeeded: 0,
+          failed: 10,
+          inFlight: 0,
+          retried: 0
+        })
       })
     )
 

@@ -144,18 +144,10 @@ export const run = <A, E, R, X>(
         }
         return onExit(exit)
       }
-      const resumeWith = (resume: (effect: Effect.Effect<void>) => void) => () => resume(Effect.void)
       const loop = (): Effect.Effect<void, X, R> => {
         const job = scheduler.next()
         if (job === DONE) return Effect.void
-        if (job === WAIT) {
-          const version = scheduler.version
-          const wait = Effect.callback<void>((resume) => {
-            const cancel = scheduler.wait(version, resumeWith(resume))
-            return cancel === undefined ? undefined : Effect.sync(cancel)
-          })
-          return Effect.flatMap(wait, loop)
-        }
+        if (job === WAIT) return Effect.flatMap(changed(scheduler), loop)
         current = job
         running?.add(job)
         if (progress !== undefined) {
@@ -192,21 +184,60 @@ export const run = <A, E, R, X>(
     const finished = yield* Effect.timeoutOption(traced, deadline - start)
     if (Option.isSome(finished)) return
     // Deadline: what was in flight was interrupted with the workers; nothing is lost.
-    let late = 0
-    let stop: Cause.Cause<X> | undefined
-    for (const job of scheduler.rest(running!)) {
-      late++
-      stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
-      if (stop !== undefined) break
-    }
-    if (progress !== undefined) {
-      progress.inFlight = 0
-      progress.done += late
-      progress.failed += late
-      progress.report()
-    }
-    if (stop !== undefined) return yield* Effect.failCause(stop)
+    return yield* reportLate(scheduler, running!, sink, progress)
   })
+
+/**
+ * Gives every job that did not finish by the deadline `DeadlineExceeded`, in input order: those
+ * that were running, then those never started, paced by the stream window like real results,
+ * so a settled stream over an endless input goes on only as fast as its consumer takes items.
+ */
+const reportLate = <A, E, X>(
+  scheduler: Scheduler,
+  running: Set<Job>,
+  sink: Sink<A, Failure<E>, X>,
+  progress: Progress | undefined
+): Effect.Effect<void, X> => {
+  const jobs = scheduler.rest(running)
+  // The workers were interrupted with whatever they were running.
+  if (progress !== undefined) progress.inFlight = 0
+  let waiting: Job | undefined
+  const loop = (): Effect.Effect<void, X> => {
+    for (let n = 0; ; n++) {
+      const job = waiting ?? jobs.next().value
+      if (job === undefined) break
+      waiting = undefined
+      if (!running.has(job) && !scheduler.startLate(job)) {
+        waiting = job
+        progress?.report()
+        return Effect.flatMap(changed(scheduler), loop)
+      }
+      const stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
+      if (progress !== undefined) {
+        progress.done++
+        progress.failed++
+      }
+      if (stop !== undefined) {
+        progress?.report()
+        return Effect.failCause(stop)
+      }
+      // An endless input in an array form never ends; let it at least be interrupted.
+      if (n === 4096) return Effect.flatMap(Effect.yieldNow, loop)
+    }
+    progress?.report()
+    return Effect.void
+  }
+  return Effect.suspend(loop)
+}
+
+/** Waits until the scheduler changes (a result taken, a slot freed). */
+const changed = (scheduler: Scheduler): Effect.Effect<void> => {
+  const version = scheduler.version
+  return Effect.callback<void>((resume) => {
+    const cancel = scheduler.wait(version, () => resume(Effect.void))
+    return cancel === undefined ? undefined : Effect.sync(cancel)
+  })
+}
 
 // A non-2xx response is a StatusCodeError; its body is read first so the connection is free.
 const statusError = (response: HttpClientResponse.HttpClientResponse) =>

@@ -159,6 +159,17 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Reports a job that never started as finished after the deadline, if the window has room
+   * for its result (as `next()` would have started it); false while the consumer must catch up.
+   */
+  startLate(job: Job): boolean {
+    const { window, ordered } = this.options
+    if (ordered ? job.index >= this.consumed + window : this.started - this.consumed >= window) return false
+    this.started++
+    return true
+  }
+
   private start(job: Job): Job {
     if (job.host !== undefined) job.host.inFlight++
     this.started++
