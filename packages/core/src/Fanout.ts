@@ -32,6 +32,7 @@ import type * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import * as Engine from "./internal/fanout/engine.ts"
@@ -336,7 +337,7 @@ export const streamSettled = <A = Uint8Array, E = never, R = never>(
   })) as Stream.Stream<Settled<A, E>, Validate.InvalidOptionsError, R | HttpClient.HttpClient>
 
 /**
- * Options of {@link pipeline}.
+ * Options of {@link pipeline} and {@link pipelineSettled}.
  *
  * @since 0.1.0
  * @category models
@@ -355,7 +356,8 @@ export interface PipelineOptions<A, E, R> extends StreamOptions<A, E, R> {
  * window from when its request starts until `stage` is done with it, so at most
  * `concurrency + buffer` bodies are held at once and a slow stage throttles the fetching
  * instead of letting bodies pile up. Emits the stage's results as they complete (input order
- * with `ordered: true`); the first failure, of a request or of the stage, fails the stream.
+ * with `ordered: true`); the first failure, of a request or of the stage, fails the stream
+ * ({@link pipelineSettled} keeps going instead).
  *
  * @example
  * ```ts
@@ -382,6 +384,90 @@ export const pipeline = <B, E2, R2, A = Uint8Array, E = never, R = never>(
   stage: (item: Item<A>) => Effect.Effect<B, E2, R2>,
   options?: PipelineOptions<A, E, R>
 ): Stream.Stream<Item<B>, ItemError<E> | E2 | Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient> =>
+  staged<A, E, R, Leased<Item<A>>, Item<B>, E2, R2>(
+    requests,
+    options,
+    (push, release) => ({
+      success: (job, value) => push(job.index, { index: job.index, request: job.request, value, release }),
+      failure: (_, error) => Cause.fail(error),
+      interrupted: (job) => Cause.fail(interrupted(job))
+    }),
+    (item) => Effect.map(stage(item), (value) => ({ index: item.index, request: item.request, value }))
+  )
+
+/**
+ * {@link pipeline} that keeps going: emits every item's `Settled` outcome, whether its request
+ * failed (the stage never sees it), its stage failed, or both succeeded, with the same bound on
+ * bodies held at once. A stage interrupted from inside fails only its item (`ItemInterrupted`).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Result, Schema, Stream } from "effect"
+ * import { Blocking, Fanout } from "@volley/core"
+ *
+ * const size = Blocking.task({
+ *   name: "size",
+ *   payload: Schema.Uint8Array,
+ *   success: Schema.Number,
+ *   handler: (bytes) => bytes.byteLength
+ * })
+ * const failures = Fanout.pipelineSettled(["http://127.0.0.1:8080/a"], (item) => Blocking.run(size, item.value)).pipe(
+ *   Stream.filter((item) => Result.isFailure(item.result)),
+ *   Stream.runCount,
+ *   Effect.provide(Blocking.layerInline)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category streams
+ */
+export const pipelineSettled = <B, E2, R2, A = Uint8Array, E = never, R = never>(
+  requests: Iterable<Input>,
+  stage: (item: Item<A>) => Effect.Effect<B, E2, R2>,
+  options?: PipelineOptions<A, E, R>
+): Stream.Stream<Settled<B, E | E2>, Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient> =>
+  staged<A, E, R, Leased<Settled<A, E>>, Settled<B, E | E2>, never, R2>(
+    requests,
+    options,
+    (push, release) => {
+      const settle = (job: Job, result: Result.Result<A, ItemError<E>>) => {
+        push(job.index, { index: job.index, request: job.request, result, release })
+        return undefined
+      }
+      return {
+        success: (job, value) => settle(job, Result.succeed(value)),
+        failure: (job, error) => settle(job, Result.fail(error)),
+        interrupted: (job) => settle(job, Result.fail(interrupted(job)))
+      }
+    },
+    (item): Effect.Effect<Settled<B, E | E2>, never, R2> => {
+      const { index, request, result } = item
+      if (Result.isFailure(result)) return Effect.succeed({ index, request, result: Result.fail(result.failure) })
+      return Effect.flatMap(
+        Effect.exit(stage({ index, request, value: result.success })),
+        (exit): Effect.Effect<Settled<B, E | E2>> => {
+          if (Exit.isSuccess(exit)) return Effect.succeed({ index, request, result: Result.succeed(exit.value) })
+          const error = Cause.findErrorOption(exit.cause)
+          if (Option.isSome(error)) return Effect.succeed({ index, request, result: Result.fail(error.value) })
+          // Interrupted from inside: only this item fails. A defect is a bug and ends the stream.
+          if (!Cause.hasInterruptsOnly(exit.cause)) return Effect.failCause(exit.cause as Cause.Cause<never>)
+          const failure = new ItemInterrupted({ index, method: request.method, url: request.url })
+          return Effect.succeed({ index, request, result: Result.fail(failure) })
+        }
+      )
+    }
+  ) as Stream.Stream<Settled<B, E | E2>, Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient>
+
+type Leased<T> = T & { readonly release: () => void }
+
+// Fetches into `sink` (with items leaving the window only when `release`d) and runs `run` on
+// each item, `stageConcurrency` at a time, releasing the item when `run` is done with it.
+const staged = <A, E, R, In extends { readonly release: () => void }, Out, E2, R2>(
+  requests: Iterable<Input>,
+  options: PipelineOptions<A, E, R> | undefined,
+  sink: (push: Push<In>, release: () => void) => Engine.Sink<A, Engine.Failure<E>, ItemError<E>>,
+  run: (item: In) => Effect.Effect<Out, E2, R2>
+): Stream.Stream<Out, ItemError<E> | E2 | Validate.InvalidOptionsError, R | R2 | HttpClient.HttpClient> =>
   Stream.unwrap(
     Effect.map(
       // `concurrency` first, so a bad one is reported under its own name, not as the default's.
@@ -389,31 +475,14 @@ export const pipeline = <B, E2, R2, A = Uint8Array, E = never, R = never>(
         Validate.positiveInt("stageConcurrency", options?.stageConcurrency ?? concurrency)
       ),
       (stageConcurrency) =>
-        makeStream<A, E, R, Leased<A>>(
-          requests,
-          options,
-          (push, release) => ({
-            success: (job, value) => push(job.index, { index: job.index, request: job.request, value, release }),
-            failure: (_, error) => Cause.fail(error),
-            interrupted: (job) => Cause.fail(interrupted(job))
-          }),
-          true
-        ).pipe(
-          Stream.mapEffect(
-            (item) =>
-              stage(item).pipe(
-                Effect.ensuring(Effect.sync(item.release)),
-                Effect.map((value): Item<B> => ({ index: item.index, request: item.request, value }))
-              ),
-            { concurrency: stageConcurrency, unordered: !(options?.ordered ?? false) }
-          )
+        makeStream<A, E, R, In>(requests, options, sink, true).pipe(
+          Stream.mapEffect((item) => Effect.ensuring(run(item), Effect.sync(item.release)), {
+            concurrency: stageConcurrency,
+            unordered: !(options?.ordered ?? false)
+          })
         )
     )
   )
-
-interface Leased<A> extends Item<A> {
-  readonly release: () => void
-}
 
 // ---------------------------------------------------------------------------------------------
 

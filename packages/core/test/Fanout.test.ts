@@ -547,6 +547,43 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("settled: fails only the item whose request, stage or stage interruption failed", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const urls = ["http://a.test/ms/1", "http://a.test/status/404", "http://a.test/ms/2", "http://a.test/ms/3"]
+        const stage = (item: Fanout.Item<string>) =>
+          item.value === "2"
+            ? Effect.fail("odd body" as const)
+            : item.value === "3"
+              ? Effect.interrupt
+              : Effect.succeed(Number(item.value))
+        const fiber = yield* Fanout.pipelineSettled(urls, stage, { concurrency: 2, ordered: true, ...text }).pipe(
+          Stream.map((item) =>
+            Result.isSuccess(item.result)
+              ? item.result.success
+              : typeof item.result.failure === "string"
+                ? item.result.failure
+                : item.result.failure._tag
+          ),
+          Stream.runCollect,
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(noRetries),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 millis")
+        assert.deepStrictEqual(yield* Fiber.join(fiber), [1, "HttpClientError", "odd body", "ItemInterrupted"])
+      })
+    )
+
+    it.effect("settled: a defect in the stage ends the stream", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Stream.runDrain(Fanout.pipelineSettled(["http://a.test/ms/0"], () => Effect.die("bug")))
+        )
+        assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+      }).pipe(Effect.provideService(HttpClient.HttpClient, fake().client))
+    )
+
     it.effect("rejects a stage concurrency below 1", () =>
       Effect.gen(function* () {
         const exit = yield* Effect.exit(
