@@ -51,6 +51,18 @@ const fake = () => {
   }
 }
 
+/** An endless input of `url`, counting how far it was read. */
+const endless = (url: string) => {
+  let read = 0
+  const urls = (function* () {
+    for (;;) {
+      read++
+      yield url
+    }
+  })()
+  return { urls, read: () => read }
+}
+
 const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }
 const noRetries = Retry.layer({ retries: 0 })
 
@@ -147,14 +159,8 @@ describe("Fanout", () => {
     it.effect("can be interrupted while it reports an endless input as past the deadline", () =>
       Effect.gen(function* () {
         const { client } = fake()
-        let read = 0
-        const urls = function* () {
-          for (;;) {
-            read++
-            yield "http://a.test/ms/5000"
-          }
-        }
-        const fiber = yield* Fanout.allSettled(urls(), { concurrency: 2, deadline: "1 second" }).pipe(
+        const input = endless("http://a.test/ms/5000")
+        const fiber = yield* Fanout.allSettled(input.urls, { concurrency: 2, deadline: "1 second" }).pipe(
           Effect.provideService(HttpClient.HttpClient, client),
           Effect.forkChild
         )
@@ -162,7 +168,7 @@ describe("Fanout", () => {
         yield* Effect.yieldNow
         yield* Fiber.interrupt(fiber)
         assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
-        assert.isAbove(read, 2)
+        assert.isAbove(input.read(), 2)
       })
     )
 
@@ -415,14 +421,8 @@ describe("Fanout", () => {
       it.effect(`reads an endless input past the deadline only as the consumer takes items (ordered: ${ordered})`, () =>
         Effect.gen(function* () {
           const { client } = fake()
-          let read = 0
-          const urls = function* () {
-            for (;;) {
-              read++
-              yield "http://a.test/ms/5000"
-            }
-          }
-          const fiber = yield* Fanout.streamSettled(urls(), {
+          const input = endless("http://a.test/ms/5000")
+          const fiber = yield* Fanout.streamSettled(input.urls, {
             concurrency: 2,
             buffer: 3,
             deadline: "1 second",
@@ -441,7 +441,7 @@ describe("Fanout", () => {
             Array.from({ length: 20 }, (_, i) => `${i}:DeadlineExceeded`)
           )
           // 20 taken, plus at most a window (concurrency + buffer) read ahead
-          assert.isAtMost(read, 20 + 5 + 1)
+          assert.isAtMost(input.read(), 20 + 5 + 1)
         })
       )
     }
