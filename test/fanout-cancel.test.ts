@@ -1,10 +1,10 @@
 // Structured cancellation of fan-out batches, counted on the server side: interrupting a batch
 // closes every socket it opened, quickly and without unhandled rejections; interrupting one
-// item of a settled batch fails only that item.
+// item of a settled batch (from inside, or from outside with Fanout.cancellable) fails only that item.
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Fiber, Layer, Result, Stream } from "effect"
+import { Deferred, Effect, Fiber, Layer, Result, Stream } from "effect"
 import type { HttpClientResponse } from "effect/http"
 import { faultServer, remoteFaultServer } from "./support/faultServer.ts"
 
@@ -99,6 +99,33 @@ describe("Fanout cancellation", () => {
       // its body was never read: the connection was aborted, not left holding a socket
       yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(server.inFlight(), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("cancelling one item of a settled batch from outside fails that item only and closes its socket", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const stop = yield* Deferred.make<void>()
+      const urls = [
+        `${server.url}/ok`,
+        Fanout.cancellable(`${server.url}/hang`, Deferred.await(stop)),
+        `${server.url}/ok?delay=50`,
+        `${server.url}/index?i=3`
+      ]
+      const batch = yield* Effect.forkChild(Fanout.allSettled(urls, { concurrency: 4, read: (r) => r.text }))
+      // the hanging request reached the server; only then is it cancelled
+      yield* Effect.promise(() => server.receivedRequests(4))
+      yield* Deferred.succeed(stop, undefined)
+      const results = yield* Fiber.join(batch).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(
+        [results[0], results[2], results[3]],
+        [Result.succeed("xx"), Result.succeed("xx"), Result.succeed("3")]
+      )
+      const failure = results[1] !== undefined && Result.isFailure(results[1]) ? results[1].failure : undefined
+      assert.instanceOf(failure, Fanout.ItemInterrupted)
+      assert.strictEqual(server.requests("/hang"), 1)
+      // the server sees the cancelled request's socket close
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 })

@@ -36,17 +36,50 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import * as Engine from "./internal/fanout/engine.ts"
-import { type Job, Scheduler, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
+import { Cancellable, type Job, Scheduler, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
 import * as Validate from "./Options.ts"
 import type * as Retry from "./Retry.ts"
 
 /**
- * One request of a batch: a URL (fetched with `GET`) or any `HttpClientRequest`.
+ * One request of a batch: a URL (fetched with `GET`), any `HttpClientRequest`, or either made
+ * {@link cancellable}.
  *
  * @since 0.1.0
  * @category models
  */
 export type Input = SchedulerInput
+
+/**
+ * Makes one request of a batch cancellable on its own: when `interruptWhen` completes (or
+ * fails), the request is interrupted, its socket closed and its retries ended, or, if it has not
+ * started yet, it never starts. In settled forms only that item fails, with `ItemInterrupted`,
+ * and the batch goes on; the fail-fast forms fail with it.
+ *
+ * @example
+ * ```ts
+ * import { Deferred, Effect, Fiber } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const program = Effect.gen(function* () {
+ *   const stopReport = yield* Deferred.make<void>()
+ *   const batch = yield* Effect.forkChild(
+ *     Fanout.allSettled([
+ *       "http://127.0.0.1:8080/a",
+ *       Fanout.cancellable("http://127.0.0.1:8080/report", Deferred.await(stopReport))
+ *     ])
+ *   )
+ *   yield* Deferred.succeed(stopReport, undefined) // the report only: item 1 fails with ItemInterrupted
+ *   return yield* Fiber.join(batch)
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const cancellable = (
+  request: string | URL | HttpClientRequest.HttpClientRequest,
+  interruptWhen: Effect.Effect<unknown, unknown>
+): Input => new Cancellable(request, interruptWhen)
 
 /**
  * Options of every batch.
@@ -134,8 +167,9 @@ export interface Progress {
 }
 
 /**
- * One item's request was interrupted from inside (its own read, an interrupted client call)
- * while the batch went on; in settled forms only that item fails.
+ * One item's request was interrupted from inside (its own read, an interrupted client call) or
+ * cancelled from outside ({@link cancellable}) while the batch went on; in settled forms only
+ * that item fails.
  *
  * @example
  * ```ts

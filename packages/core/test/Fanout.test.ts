@@ -139,6 +139,85 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("interrupts a cancellable item in flight and lets the others finish", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = [
+          "http://a.test/ms/10",
+          Fanout.cancellable("http://a.test/ms/1000", Effect.sleep("100 millis")),
+          "http://a.test/ms/300"
+        ]
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 3, ...text }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        const results = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(results[0], Result.succeed("10"))
+        assert.deepStrictEqual(results[2], Result.succeed("300"))
+        assert.instanceOf(
+          results[1] && Result.isFailure(results[1]) ? results[1].failure : undefined,
+          Fanout.ItemInterrupted
+        )
+        assert.notInclude(f.finished, "http://a.test/ms/1000")
+      })
+    )
+
+    it.effect("never starts a cancellable item that was cancelled while it waited", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = ["http://a.test/ms/100", Fanout.cancellable("http://a.test/ms/5", Effect.void)]
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 1 }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        const results = yield* Fiber.join(fiber)
+        assert.isTrue(Result.isSuccess(results[0]!))
+        assert.instanceOf(
+          results[1] && Result.isFailure(results[1]) ? results[1].failure : undefined,
+          Fanout.ItemInterrupted
+        )
+        assert.strictEqual(f.started(), 1)
+      })
+    )
+
+    it.effect("ends a cancellable item's retries when it is cancelled during a backoff", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const fiber = yield* Fanout.allSettled(
+          [Fanout.cancellable("http://a.test/status/503", Effect.sleep("150 millis")), "http://a.test/ms/1"],
+          { concurrency: 2 }
+        ).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.provide(Retry.layer({ retries: 10, jitter: false, baseDelay: "100 millis", budget: false })),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 seconds")
+        const [first, second] = yield* Fiber.join(fiber)
+        assert.strictEqual(first && Result.isFailure(first) ? first.failure._tag : undefined, "ItemInterrupted")
+        assert.isTrue(Result.isSuccess(second!))
+        // the attempt at 0 ms and the retry at 100 ms; cancelled at 150 ms, before the one at 300 ms
+        assert.strictEqual(f.started(), 3)
+      })
+    )
+
+    it.effect("fails a fail-fast batch with ItemInterrupted when an item is cancelled", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const fiber = yield* Fanout.all([
+          "http://a.test/ms/100",
+          Fanout.cancellable("http://a.test/ms/100", Effect.sleep("10 millis"))
+        ]).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.forkChild)
+        yield* TestClock.adjust("1 second")
+        const exit = yield* Fiber.await(fiber)
+        assert.strictEqual(
+          Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag: string })._tag : undefined,
+          "ItemInterrupted"
+        )
+      })
+    )
+
     it.effect("gives every unfinished item DeadlineExceeded at the batch deadline", () =>
       Effect.gen(function* () {
         const { client, started } = fake()

@@ -154,6 +154,10 @@ export const run = <A, E, R, X>(
           progress.inFlight++
           progress.report()
         }
+        if (job.interruptWhen !== undefined) {
+          const run = Retry.run(policy, job.request, attempt(job.request), runOptions)
+          return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
+        }
         if (bare) {
           budget?.request()
           return Effect.flatMap(Effect.exit(attempt(job.request)), onFirstExit)
@@ -229,6 +233,19 @@ const reportLate = <A, E, X>(
   }
   return Effect.suspend(loop)
 }
+
+/**
+ * Runs `effect` until `signal` completes, then interrupts it (closing its socket, ending its
+ * retries). The signal goes first so that one already complete wins before the request starts.
+ */
+const interruptibleBy = <A, E, R>(
+  signal: Effect.Effect<unknown, unknown>,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.raceFirst(
+    Effect.flatMap(Effect.exit(signal), () => Effect.interrupt),
+    effect
+  )
 
 /** Waits until the scheduler changes (a result taken, a slot freed). */
 const changed = (scheduler: Scheduler): Effect.Effect<void> => {

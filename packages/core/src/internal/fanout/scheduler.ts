@@ -9,10 +9,24 @@
 // - Window: a stream's consumer must take results for new requests to start (`held` counts
 //   started-but-not-taken; in input order the window is on indices so the next result due can
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
+import type * as Effect from "effect/Effect"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 
+/** A request on its own: a URL (fetched with `GET`) or any `HttpClientRequest`. */
+export type Target = string | URL | HttpClientRequest.HttpClientRequest
+
+/** A request that is interrupted, on its own, when `interruptWhen` completes. */
+export class Cancellable {
+  readonly request: Target
+  readonly interruptWhen: Effect.Effect<unknown, unknown>
+  constructor(request: Target, interruptWhen: Effect.Effect<unknown, unknown>) {
+    this.request = request
+    this.interruptWhen = interruptWhen
+  }
+}
+
 /** What a batch accepts per item. */
-export type Input = string | URL | HttpClientRequest.HttpClientRequest
+export type Input = Target | Cancellable
 
 export class Host {
   inFlight = 0
@@ -24,10 +38,13 @@ export class Job {
   readonly index: number
   readonly request: HttpClientRequest.HttpClientRequest
   readonly host: Host | undefined
-  constructor(index: number, request: HttpClientRequest.HttpClientRequest, host: Host | undefined) {
+  readonly interruptWhen: Effect.Effect<unknown, unknown> | undefined
+  constructor(index: number, input: Input, host: (url: string) => Host | undefined) {
+    const cancellable = input instanceof Cancellable
     this.index = index
-    this.request = request
-    this.host = host
+    this.request = toRequest(cancellable ? input.request : input)
+    this.host = host(this.request.url)
+    this.interruptWhen = cancellable ? input.interruptWhen : undefined
   }
 }
 
@@ -97,9 +114,8 @@ export class Scheduler {
         this.exhausted = true
         break
       }
-      const request = toRequest(next.value)
-      const host = perHost === undefined ? undefined : this.hostOf(request.url)
-      const job = new Job(this.pulled++, request, host)
+      const job = new Job(this.pulled++, next.value, perHost === undefined ? noHost : this.hostOf)
+      const host = job.host
       if (host === undefined || (host.inFlight < perHost! && host.head === host.queue.length)) return this.start(job)
       if (host.queue.length === 0) this.ready.push(host)
       host.queue.push(job)
@@ -155,7 +171,7 @@ export class Scheduler {
     for (;;) {
       const next = this.exhausted ? undefined : this.source.next()
       if (next === undefined || next.done === true) return
-      yield new Job(this.pulled++, toRequest(next.value), undefined)
+      yield new Job(this.pulled++, next.value, noHost)
     }
   }
 
@@ -193,7 +209,7 @@ export class Scheduler {
     for (const resume of woken) resume()
   }
 
-  private hostOf(url: string): Host {
+  private readonly hostOf = (url: string): Host => {
     const key = originOf(url)
     let host = this.hosts.get(key)
     if (host === undefined) {
@@ -204,7 +220,9 @@ export class Scheduler {
   }
 }
 
-export const toRequest = (input: Input): HttpClientRequest.HttpClientRequest =>
+const noHost = (): undefined => undefined
+
+const toRequest = (input: Target): HttpClientRequest.HttpClientRequest =>
   typeof input === "string" || input instanceof URL ? HttpClientRequest.get(input) : input
 
 /**
