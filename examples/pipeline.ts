@@ -2,6 +2,8 @@
 // a CPU stage on worker threads (gunzip + JSON.parse + sha256). Work is bounded end to end: a
 // body counts from its request's start until the stage is done with it, so with
 // `concurrency: 8, buffer: 4` at most 12 bodies exist at once, however slow the stage.
+// Two documents are missing (404) and two are corrupt (not gzip): `pipelineSettled` keeps every
+// item's outcome, so they fail on their own and the other 196 are digested.
 //
 //   pnpm example examples/pipeline.ts
 import { createHash } from "node:crypto"
@@ -12,7 +14,7 @@ import { gunzipSync, gzipSync } from "node:zlib"
 import { NodeRuntime } from "@effect/platform-node"
 import { Blocking, Fanout } from "@volley/core"
 import { NodeBlocking, NodeHttpClient } from "@volley/node"
-import { Console, Effect, Layer, Schema, Stream } from "effect"
+import { Console, Effect, Layer, Result, Schema, Stream } from "effect"
 
 // The CPU stage, exported with this module's URL so pool threads can import it.
 export const digest = Blocking.task({
@@ -32,6 +34,8 @@ const documents = Effect.acquireRelease(
   Effect.callback<ReturnType<typeof createServer>>((resume) => {
     const server = createServer((req, res) => {
       const id = Number(new URL(req.url ?? "/", "http://x").searchParams.get("id"))
+      if (id === 13 || id === 113) return res.writeHead(404).end("no such document")
+      if (id === 42 || id === 142) return res.writeHead(200, { "content-type": "application/gzip" }).end("not gzip")
       const records = Array.from({ length: 1_000 }, (_, n) => ({ n, id, name: `record ${n} of ${id}` }))
       res.writeHead(200, { "content-type": "application/gzip" }).end(gzipSync(JSON.stringify({ id, records })))
     })
@@ -51,7 +55,7 @@ const program = Effect.gen(function* () {
   let held = 0
   let maxHeld = 0
   const started = performance.now()
-  const results = yield* Fanout.pipeline(
+  const results = yield* Fanout.pipelineSettled(
     urls,
     (item) =>
       Blocking.run(digest, item.value).pipe(
@@ -72,11 +76,16 @@ const program = Effect.gen(function* () {
         })
     }
   ).pipe(Stream.runCollect)
-  const records = results.reduce((sum, r) => sum + r.value.records, 0)
+  const digested = results.flatMap((r) => (Result.isSuccess(r.result) ? [r.result.success] : []))
+  const records = digested.reduce((sum, doc) => sum + doc.records, 0)
   yield* Console.log(
-    `${results.length} documents, ${records.toLocaleString("en")} records digested on worker threads in ` +
+    `${digested.length} documents, ${records.toLocaleString("en")} records digested on worker threads in ` +
       `${Math.round(performance.now() - started)} ms; at most ${maxHeld} bodies held at once (bound 12)`
   )
+  for (const { index, result } of results.sort((a, b) => a.index - b.index)) {
+    if (Result.isFailure(result))
+      yield* Console.log(`  document ${index} failed: ${result.failure._tag}: ${result.failure.message}`)
+  }
 }).pipe(Effect.scoped)
 
 const Live = Layer.merge(NodeHttpClient.layer(), NodeBlocking.layer({ minWorkers: 2, maxWorkers: 2 }))
