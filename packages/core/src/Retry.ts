@@ -391,13 +391,21 @@ export const run = <A, E, R>(
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
   // of all recent requests.
   if (!timed) {
-    policy.budget?.request()
     // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
-    return retrying ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options)) : attempt
+    const run = retrying
+      ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+      : attempt
+    const budget = policy.budget
+    if (budget === undefined) return run
+    // Counted when it runs, not when it is built: a `run` effect may run many times.
+    return Effect.withFiber((fiber) => {
+      budget.request(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      return run
+    })
   }
   return Effect.withFiber((fiber) => {
     const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-    policy.budget?.request()
+    policy.budget?.request(start)
     let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
     if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
     return retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
@@ -410,11 +418,11 @@ export const run = <A, E, R>(
  * fails with `error`.
  * For runners that make the first attempt themselves (a fan-out batch does, to keep the
  * success path free of retry machinery); they must count the request in the budget
- * (`policy.budget?.request()`).
+ * (`policy.budget?.request(now)`).
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
+ * import { Clock, Effect } from "effect"
  * import { HttpClient, HttpClientRequest } from "effect/http"
  * import { Retry } from "@volley/core"
  *
@@ -422,7 +430,7 @@ export const run = <A, E, R>(
  * const text = Effect.gen(function* () {
  *   const policy = yield* Retry.RetryPolicy
  *   const attempt = Effect.flatMap((yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk).execute(request), (r) => r.text)
- *   policy.budget?.request()
+ *   policy.budget?.request(yield* Clock.currentTimeMillis)
  *   return yield* Effect.catch(attempt, (error) => Retry.afterFailure(policy, request, attempt, error))
  * })
  * ```

@@ -275,6 +275,69 @@ describe("Retry", () => {
         assert.strictEqual(fake.calls.length, 20 + 2)
       })
     )
+
+    it.effect("does not count requests older than the budget's window", () =>
+      Effect.gen(function* () {
+        const policy = yield* Retry.make({
+          jitter: false,
+          baseDelay: "10 millis",
+          budget: { ratio: 0.1, minPerSecond: 0, window: "10 seconds" }
+        })
+        const ok = fakeClient([{ status: 200 }])
+        const request = HttpClientRequest.get("http://api.test/x")
+        yield* Effect.forEach(Array.from({ length: 1000 }), () =>
+          Retry.run(
+            policy,
+            request,
+            Effect.flatMap(ok.client.execute(request), (r) => r.text)
+          )
+        )
+        yield* TestClock.adjust("1 hour")
+        // An hour later the upstream fails: only these 20 requests fund retries (2 of them).
+        const failing = fakeClient([{ status: 503 }])
+        const fiber = yield* Effect.forkChild(
+          Effect.forEach(
+            Array.from({ length: 20 }),
+            () =>
+              Effect.exit(
+                Retry.run(
+                  policy,
+                  request,
+                  Effect.flatMap(failing.client.execute(request), (r) => r.text)
+                )
+              ),
+            { concurrency: 20 }
+          )
+        )
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(fiber)
+        assert.strictEqual(failing.calls.length, 20 + 2)
+      })
+    )
+
+    it.effect("counts a request in the budget each time its effect runs, not when it is built", () =>
+      Effect.gen(function* () {
+        const policy = yield* Retry.make({
+          jitter: false,
+          baseDelay: "10 millis",
+          budget: { ratio: 0.5, minPerSecond: 0, window: "10 seconds" }
+        })
+        const fake = fakeClient([{ status: 503 }])
+        const request = HttpClientRequest.get("http://api.test/x")
+        // built once, run 20 times: 20 requests buy 10 retries
+        const one = Retry.run(
+          policy,
+          request,
+          Effect.flatMap(fake.client.execute(request), (r) => r.text)
+        )
+        const fiber = yield* Effect.forkChild(
+          Effect.forEach(Array.from({ length: 20 }), () => Effect.exit(one), { concurrency: 20 })
+        )
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(fiber)
+        assert.strictEqual(fake.calls.length, 20 + 10)
+      })
+    )
   })
 
   describe("make", () => {

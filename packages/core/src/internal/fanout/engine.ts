@@ -2,7 +2,6 @@
 // fiber, Stream or span per request. Each job is one `Retry.run` of "execute, check status,
 // read the body", so a response is always consumed before its worker moves on.
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -76,7 +75,8 @@ export const run = <A, E, R, X>(
   Effect.gen(function* () {
     const client = yield* HttpClient.HttpClient
     const policy = yield* Retry.RetryPolicy
-    const start = yield* Clock.currentTimeMillis
+    const clock = yield* Effect.clockWith(Effect.succeed)
+    const start = clock.currentTimeMillisUnsafe()
     const deadline = plan.deadlineMillis === undefined ? undefined : start + plan.deadlineMillis
     const progress = plan.progress
     const runOptions: Retry.RunOptions = { deadline, onRetry: progress?.retry }
@@ -159,7 +159,7 @@ export const run = <A, E, R, X>(
           return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
         }
         if (bare) {
-          budget?.request()
+          budget?.request(clock.currentTimeMillisUnsafe())
           return Effect.flatMap(Effect.exit(attempt(job.request)), onFirstExit)
         }
         return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job.request), runOptions)), onExit)

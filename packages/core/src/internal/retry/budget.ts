@@ -1,7 +1,9 @@
 // A retry budget over a sliding window of one-second buckets: retries may reach `ratio` of the
 // requests seen in the window, plus `minPerSecond` each second so a quiet client can still
 // retry. Plain counters (no fibers, no allocation per call) because the batch hot path calls
-// `request` once per item; times come from the caller's Clock so TestClock drives it.
+// `request` once per item; times come from the caller's Clock so TestClock drives it. Each
+// request goes into the bucket of its own second, so requests older than the window never
+// count (an hour of successes must not fund a retry storm when the upstream starts failing).
 
 export interface BudgetConfig {
   readonly ratio: number
@@ -22,21 +24,14 @@ export class Budget {
     this.retries = new Float64Array(config.windowSeconds)
   }
 
-  // Requests not yet put in a bucket. Counting one must not read the clock (it runs for every
-  // request of a batch): they are put in the bucket of the next clock reading, at the next
-  // retry decision, which is when the count matters.
-  private unplaced = 0
-
-  /** Counts one request (not one attempt). */
-  request(): void {
-    this.unplaced++
+  /** Counts one request (not one attempt) made at `nowMillis`. */
+  request(nowMillis: number): void {
+    this.requests[this.slot(nowMillis)]! += 1
   }
 
   /** Takes one retry from the budget; `false` when the window has used its share. */
   tryRetry(nowMillis: number): boolean {
     const slot = this.slot(nowMillis)
-    this.requests[slot]! += this.unplaced
-    this.unplaced = 0
     const now = Math.floor(nowMillis / 1000)
     let requests = 0
     let retries = 0
