@@ -435,5 +435,23 @@ describe("Retry", () => {
         assert.strictEqual(fake.calls.length, 2)
       }).pipe(Effect.provide(Retry.layer({ jitter: false, baseDelay: "50 millis" })))
     )
+
+    it.effect("gives up draining a retried response's endless body at the deadline", () =>
+      Effect.gen(function* () {
+        let calls = 0
+        const endless = HttpClient.make((request) =>
+          Effect.sync(() => {
+            calls++
+            const body = new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new Uint8Array([1])) })
+            return HttpClientResponse.fromWeb(request, new Response(body, { status: 503 }))
+          })
+        )
+        const fiber = yield* Effect.forkChild(Effect.exit(Retry.withPolicy(endless).get("http://api.test/x")))
+        yield* TestClock.adjust("1 minute")
+        assert.isDefined(fiber.pollUnsafe(), "still running a minute after a 1 second timeout")
+        assert.isTrue(Exit.isFailure(yield* Fiber.join(fiber)))
+        assert.isAtLeast(calls, 1)
+      }).pipe(Effect.provide(Retry.layer({ jitter: false, baseDelay: "50 millis", timeout: "1 second" })))
+    )
   })
 })

@@ -70,7 +70,8 @@ export const retryLoop = <A, E, R>(
     if (now + delay >= deadline) return Effect.fail(error)
     if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
-    return Effect.flatMap(Effect.andThen(discardBody(error), Effect.sleep(delay)), () =>
+    // The drain may take until the retry would have to start, never longer.
+    return Effect.flatMap(Effect.andThen(discardBody(error, deadline - now - delay), Effect.sleep(delay)), () =>
       loop(n + 1, clock.currentTimeMillisUnsafe())
     )
   }
@@ -79,11 +80,14 @@ export const retryLoop = <A, E, R>(
 
 // A response about to be retried is dropped: read its body to the end first, or it holds its
 // connection (the retry may need that very one) until garbage collection. A batch has done
-// this already, and reading a consumed body again fails or returns it cached: ignored.
-const discardBody = (error: unknown): Effect.Effect<void> =>
-  HttpClientError.isHttpClientError(error) && error.reason._tag === "StatusCodeError"
-    ? Effect.ignore(error.reason.response.arrayBuffer)
-    : Effect.void
+// this already, and reading a consumed body again fails or returns it cached: ignored. A body
+// still arriving after `withinMillis` is abandoned (interrupting the read aborts it), so an
+// endless error body cannot hold the request past its deadline.
+const discardBody = (error: unknown, withinMillis: number): Effect.Effect<void> => {
+  if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return Effect.void
+  const drain = Effect.ignore(error.reason.response.arrayBuffer)
+  return withinMillis === Number.POSITIVE_INFINITY ? drain : Effect.asVoid(Effect.timeoutOption(drain, withinMillis))
+}
 
 const retryAfterMillis = (error: unknown, now: number): number | undefined => {
   if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return undefined
