@@ -104,7 +104,7 @@ export interface Options<A, E, R> {
    * Time allowed for the whole batch. Requests still running then are interrupted; in settled
    * forms they and the ones never started get `DeadlineExceeded`, other forms fail with it.
    * Streams hand those out as the consumer takes them, so the rest of a long or endless input is
-   * read only as far as the consumer goes. Retries never wait past it.
+   * read only as far as the consumer goes. Retries never wait past it. More than 0 when set.
    * @default none
    */
   readonly deadline?: Duration.Input | undefined
@@ -534,7 +534,9 @@ const resolve = <A, E, R>(
   Effect.gen(function* () {
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
     const perHost = yield* Validate.optional(options?.perHost, (n) => Validate.positiveInt("perHost", n))
-    const deadline = yield* Validate.optional(options?.deadline, (d) => Validate.duration("deadline", d))
+    const deadline = yield* Validate.optional(options?.deadline, (d) =>
+      Validate.duration("deadline", d, { positive: true })
+    )
     const buffer = yield* Validate.positiveInt("buffer", options?.buffer ?? concurrency, 0)
     const total = Array.isArray(requests) ? requests.length : undefined
     const plan: Engine.Plan<A, E, R> = {

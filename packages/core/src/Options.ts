@@ -59,9 +59,9 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
     : Effect.fail(new InvalidOptionsError({ option, reason: `must be an integer >= ${min}, got ${show(value)}` }))
 
 /**
- * Checks that `value` is a finite, non-negative duration and returns it as a
- * `Duration`. Accepts anything `Duration.Input` accepts (`"5 seconds"`, a number of
- * milliseconds, a `Duration`).
+ * Checks that `value` is a finite, non-negative duration (positive with `{ positive: true }`)
+ * and returns it as a `Duration`. Accepts anything `Duration.Input` accepts (`"5 seconds"`, a
+ * number of milliseconds, a `Duration`); `NaN` is not a duration.
  *
  * @example
  * ```ts
@@ -70,6 +70,7 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
  *
  * const d = Effect.runSync(Options.duration("timeout", "250 millis"))
  * Duration.toMillis(d) // 250
+ * const zero = Effect.runSyncExit(Options.duration("keepAliveTimeout", 0, { positive: true })) // fails
  * ```
  *
  * @since 0.1.0
@@ -77,16 +78,23 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
  */
 export const duration = (
   option: string,
-  value: Duration.Input
+  value: Duration.Input,
+  bounds?: { readonly positive?: boolean | undefined }
 ): Effect.Effect<Duration.Duration, InvalidOptionsError> => {
-  const decoded = Duration.fromInput(value)
-  if (decoded._tag === "None") {
+  const decoded = typeof value === "number" && Number.isNaN(value) ? undefined : Duration.fromInput(value)
+  if (decoded === undefined || decoded._tag === "None") {
     return Effect.fail(new InvalidOptionsError({ option, reason: `must be a duration, got ${show(value)}` }))
   }
   const millis = Duration.toMillis(decoded.value)
-  return Number.isFinite(millis) && millis >= 0
+  const positive = bounds?.positive === true
+  return Number.isFinite(millis) && (positive ? millis > 0 : millis >= 0)
     ? Effect.succeed(decoded.value)
-    : Effect.fail(new InvalidOptionsError({ option, reason: `must be a finite duration >= 0, got ${show(value)}` }))
+    : Effect.fail(
+        new InvalidOptionsError({
+          option,
+          reason: `must be a finite duration ${positive ? "> 0" : ">= 0"}, got ${show(value)}`
+        })
+      )
 }
 
 /**

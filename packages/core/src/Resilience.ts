@@ -16,7 +16,7 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -179,12 +179,7 @@ const wrap = (options: Options) =>
     const rateLimit = options.rateLimit
     if (rateLimit !== undefined) {
       const limit = yield* Validate.positiveInt("rateLimit.limit", rateLimit.limit)
-      const window = yield* Validate.duration("rateLimit.window", rateLimit.window)
-      if (Duration.toMillis(window) <= 0) {
-        return yield* Effect.fail(
-          new Validate.InvalidOptionsError({ option: "rateLimit.window", reason: "must be > 0" })
-        )
-      }
+      const window = yield* Validate.duration("rateLimit.window", rateLimit.window, { positive: true })
       const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
       client = HttpClient.withRateLimiter(client, {
         limiter,

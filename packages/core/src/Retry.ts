@@ -175,12 +175,13 @@ export interface Options {
   /**
    * Timeout of each attempt (failing with `TimeoutError`, which is retried). Off by default:
    * it costs a timer fiber per request, and `@volley/node`'s client already bounds headers and
-   * body with undici timeouts.
+   * body with undici timeouts. More than 0 when set.
    * @default none
    */
   readonly attemptTimeout?: Duration.Input | undefined
   /**
    * Total time for a request, all attempts and waits included (fails with `DeadlineExceeded`).
+   * More than 0 when set; leave it out for none.
    * @default none
    */
   readonly timeout?: Duration.Input | undefined
@@ -248,9 +249,11 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
     const maxDelay = yield* Validate.duration("maxDelay", options.maxDelay ?? "10 seconds")
     const maxRetryAfter = yield* Validate.duration("maxRetryAfter", options.maxRetryAfter ?? "60 seconds")
     const attemptTimeout = yield* Validate.optional(options.attemptTimeout, (d) =>
-      Validate.duration("attemptTimeout", d)
+      Validate.duration("attemptTimeout", d, { positive: true })
     )
-    const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
+    const timeout = yield* Validate.optional(options.timeout, (d) =>
+      Validate.duration("timeout", d, { positive: true })
+    )
     const methods = options.methods ?? defaultMethods
     const statuses = options.statuses ?? defaultStatuses
     for (const status of statuses) {

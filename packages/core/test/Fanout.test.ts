@@ -377,7 +377,9 @@ describe("Fanout", () => {
           [{ concurrency: 2.5 }, "concurrency"],
           [{ perHost: 0 }, "perHost"],
           [{ perHost: Number.NaN }, "perHost"],
-          [{ deadline: -1 }, "deadline"]
+          [{ deadline: -1 }, "deadline"],
+          [{ deadline: 0 }, "deadline"],
+          [{ deadline: Number.NaN }, "deadline"]
         ]
         for (const [options, option] of cases) {
           const exit = yield* Effect.exit(

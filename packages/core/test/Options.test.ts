@@ -40,10 +40,17 @@ describe("Options", () => {
     )
     it.effect("rejects negative, infinite and malformed durations", () =>
       Effect.gen(function* () {
-        for (const bad of [-1, Number.POSITIVE_INFINITY, "soon" as Duration.Input]) {
+        for (const bad of [-1, Number.POSITIVE_INFINITY, Number.NaN, "soon" as Duration.Input]) {
           const error = yield* Effect.flip(Options.duration("timeout", bad))
           assert.strictEqual(error.option, "timeout")
         }
+      })
+    )
+    it.effect("rejects 0 when the duration must be positive, and only then", () =>
+      Effect.gen(function* () {
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("timeout", 0)), 0)
+        const error = yield* Effect.flip(Options.duration("keepAliveTimeout", 0, { positive: true }))
+        assert.include(error.message, "> 0")
       })
     )
   })

@@ -349,6 +349,9 @@ describe("Retry", () => {
           [{ baseDelay: -5 }, "baseDelay"],
           [{ attemptTimeout: "-1 seconds" }, "attemptTimeout"],
           [{ timeout: -1 }, "timeout"],
+          // 0 and NaN would fail every request at once; "no timeout" is leaving it out
+          [{ timeout: 0 }, "timeout"],
+          [{ attemptTimeout: Number.NaN }, "attemptTimeout"],
           [{ statuses: [999] }, "statuses"],
           [{ budget: { ratio: -1 } }, "budget.ratio"],
           [{ budget: { window: "10 millis" } }, "budget.window"]

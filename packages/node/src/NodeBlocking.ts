@@ -89,13 +89,13 @@ export interface Options {
    */
   readonly queueFull?: "wait" | "fail" | undefined
   /**
-   * Default run timeout, counted from when a task starts running.
+   * Default run timeout, counted from when a task starts running; more than 0 when set.
    * @default none
    */
   readonly timeout?: Duration.Input | undefined
   /**
    * Default bound on the time a task waits before it starts running (in the queue, or sent ahead
-   * to a thread that is still running another task).
+   * to a thread that is still running another task); more than 0 when set.
    * @default none
    */
   readonly queueTimeout?: Duration.Input | undefined
@@ -200,8 +200,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded)
   const idle = yield* Validate.duration("idleTimeout", options.idleTimeout ?? "30 seconds")
   const grace = yield* Validate.duration("gracePeriod", options.gracePeriod ?? "1 second")
-  const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d))
-  const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d))
+  const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d, { positive: true }))
+  const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) =>
+    Validate.duration("queueTimeout", d, { positive: true })
+  )
   const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
   // A thread reads cancellations of the tasks sent ahead to it from a ring of RING slots.
   if (perWorker > RING) {

@@ -46,22 +46,25 @@ export interface Options {
    */
   readonly connectionsPerOrigin?: number | undefined
   /**
-   * How long an idle keep-alive connection stays open (a server's own `Keep-Alive: timeout` hint wins when shorter).
+   * How long an idle keep-alive connection stays open (a server's own `Keep-Alive: timeout` hint wins when shorter);
+   * must be more than 0.
    * @default "4 seconds"
    */
   readonly keepAliveTimeout?: Duration.Input | undefined
   /**
-   * Time allowed to open a TCP (and TLS) connection.
+   * Time allowed to open a TCP (and TLS) connection; `0` turns the limit off.
    * @default "10 seconds"
    */
   readonly connectTimeout?: Duration.Input | undefined
   /**
-   * Time allowed from sending the request to receiving the complete response headers.
+   * Time allowed from sending the request to receiving the complete response headers; `0`
+   * turns the limit off (undici's convention), e.g. for a long poll.
    * @default "30 seconds"
    */
   readonly headersTimeout?: Duration.Input | undefined
   /**
-   * Longest pause allowed between two chunks of the response body.
+   * Longest pause allowed between two chunks of the response body; `0` turns the limit off,
+   * e.g. for a server-sent event stream that may stay quiet for long.
    * @default "30 seconds"
    */
   readonly bodyTimeout?: Duration.Input | undefined
@@ -97,7 +100,10 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
   const connections = yield* Validate.optional(options.connectionsPerOrigin, (n) =>
     Validate.positiveInt("connectionsPerOrigin", n)
   )
-  const keepAlive = yield* Validate.duration("keepAliveTimeout", options.keepAliveTimeout ?? "4 seconds")
+  // undici rejects a keep-alive timeout of 0 (on the first request, not here): check it now.
+  const keepAlive = yield* Validate.duration("keepAliveTimeout", options.keepAliveTimeout ?? "4 seconds", {
+    positive: true
+  })
   const connect = yield* Validate.duration("connectTimeout", options.connectTimeout ?? "10 seconds")
   const headers = yield* Validate.duration("headersTimeout", options.headersTimeout ?? "30 seconds")
   const body = yield* Validate.duration("bodyTimeout", options.bodyTimeout ?? "30 seconds")

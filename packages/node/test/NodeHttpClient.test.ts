@@ -56,7 +56,10 @@ describe("NodeHttpClient", () => {
           [{ connectionsPerOrigin: 2.5 }, "connectionsPerOrigin"],
           [{ headersTimeout: -5 }, "headersTimeout"],
           [{ bodyTimeout: "soon" as never }, "bodyTimeout"],
-          [{ connectTimeout: Number.POSITIVE_INFINITY }, "connectTimeout"]
+          [{ connectTimeout: Number.POSITIVE_INFINITY }, "connectTimeout"],
+          [{ headersTimeout: Number.NaN }, "headersTimeout"],
+          // undici would only reject it at the first request
+          [{ keepAliveTimeout: 0 }, "keepAliveTimeout"]
         ] as const
         for (const [options, option] of cases) {
           const error = yield* Effect.flip(Layer.build(NodeHttpClient.layer(options)).pipe(Effect.scoped))
