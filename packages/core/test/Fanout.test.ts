@@ -267,6 +267,25 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect("treats every spelling of one origin as one host (case, default port, user info)", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const urls = [
+          "http://a.test/ms/10",
+          "http://a.test:80/ms/10",
+          "HTTP://A.test:80/ms/10",
+          "http://u:p@a.test/ms/10"
+        ]
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 4, perHost: 1 }).pipe(
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        assert.isTrue((yield* Fiber.join(fiber)).every(Result.isSuccess))
+        assert.strictEqual(f.peak("a.test"), 1)
+      })
+    )
+
     it.effect("bounds requests in flight globally and per host", () =>
       Effect.gen(function* () {
         const f = fake()
