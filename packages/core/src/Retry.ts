@@ -254,7 +254,13 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
     const timeout = yield* Validate.optional(options.timeout, (d) =>
       Validate.duration("timeout", d, { positive: true })
     )
-    const methods = options.methods ?? defaultMethods
+    // Trimmed and checked: "GET, PUT" from the environment must not leave " PUT" never retried.
+    const methods = (options.methods ?? defaultMethods).map((m) => m.trim().toUpperCase())
+    for (const method of methods) {
+      if (!/^[!#$%&'*+.^_`|~0-9A-Z-]+$/.test(method)) {
+        return yield* invalid("methods", `must hold HTTP methods, got ${JSON.stringify(method)}`)
+      }
+    }
     const statuses = options.statuses ?? defaultStatuses
     for (const status of statuses) {
       if (!Number.isInteger(status) || status < 100 || status > 599) {
@@ -268,7 +274,7 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
       maxDelayMillis: Duration.toMillis(maxDelay),
       maxRetryAfterMillis: Duration.toMillis(maxRetryAfter),
       jitter: options.jitter ?? true,
-      methods: new Set(methods.map((m) => m.toUpperCase())),
+      methods: new Set(methods),
       statuses: new Set(statuses),
       attemptTimeoutMillis: attemptTimeout === undefined ? undefined : Duration.toMillis(attemptTimeout),
       timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),

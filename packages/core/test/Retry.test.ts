@@ -353,6 +353,8 @@ describe("Retry", () => {
           [{ timeout: 0 }, "timeout"],
           [{ attemptTimeout: Number.NaN }, "attemptTimeout"],
           [{ statuses: [999] }, "statuses"],
+          [{ methods: ["GET", "PO ST"] }, "methods"],
+          [{ methods: [""] }, "methods"],
           [{ budget: { ratio: -1 } }, "budget.ratio"],
           [{ budget: { window: "10 millis" } }, "budget.window"]
         ]
@@ -388,7 +390,7 @@ describe("Retry", () => {
                 VOLLEY_RETRY_TIMEOUT: "10 seconds",
                 VOLLEY_RETRY_BUDGET_RATIO: "0",
                 VOLLEY_RETRY_JITTER: "false",
-                VOLLEY_RETRY_METHODS: "get,POST",
+                VOLLEY_RETRY_METHODS: "get, POST",
                 VOLLEY_RETRY_STATUSES: "503,504"
               }
             })
