@@ -211,6 +211,15 @@ describe("Retry", () => {
       })
     )
 
+    it.effect("counts a Retry-After that ends exactly at the deadline as too long", () =>
+      Effect.gen(function* () {
+        const { effect } = runWith(yield* noJitter(), [{ status: 503, headers: { "retry-after": "2" } }], "GET", 2_000)
+        const error = failureOf(yield* Effect.exit(effect)) as Retry.RetryAfterTooLong
+        assert.strictEqual(error._tag, "RetryAfterTooLong")
+        assert.strictEqual(error.limitMillis, 2_000)
+      })
+    )
+
     it.effect("does not start a backoff that would end past the deadline", () =>
       Effect.gen(function* () {
         const { effect, calls } = runWith(yield* noJitter({ baseDelay: "1 second", timeout: "1500 millis" }), [

@@ -49,7 +49,8 @@ export const retryLoop = <A, E, R>(
     const retryAfter = retryAfterMillis(error, now)
     if (retryAfter !== undefined) {
       const limit =
-        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter > deadline ? "deadline" : undefined
+        // `>=`: a retry due exactly at the deadline could not run either.
+        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter >= deadline ? "deadline" : undefined
       if (limit !== undefined) {
         return Effect.fail(
           new RetryAfterTooLong({
