@@ -158,6 +158,27 @@ describe("NodeHttpClient", () => {
         )
       )
 
+      it.live("refuses a second concurrent reader of one body with a DecodeError; the first gets it whole", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const response = yield* client.get(`${server.url}/chunked`)
+            const first = yield* Effect.forkChild(response.text)
+            yield* Effect.yieldNow
+            const second = yield* Effect.exit(response.arrayBuffer)
+            assert.strictEqual(reasonOf(second)._tag, "DecodeError")
+            // Effect's traced wrapper aborts the request when any `stream` of it ends, even a
+            // refused one, so a second streaming reader is only harmless on the fast path.
+            if (mode === "tracing off") {
+              const streamed = yield* Effect.exit(Stream.runCollect(response.stream))
+              assert.strictEqual(reasonOf(streamed)._tag, "DecodeError")
+            }
+            assert.strictEqual(yield* Fiber.join(first).pipe(Effect.timeout("2 seconds")), "one,two")
+          })
+        )
+      )
+
       it.live("fails an invalid URL with an InvalidUrlError and a refused connection with a TransportError", () =>
         run(
           Effect.gen(function* () {

@@ -18,7 +18,7 @@ import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
 import { pipeArguments } from "effect/Pipeable"
 import type * as Schema from "effect/Schema"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
 import type * as Socket from "effect/socket/Socket"
 
 /** Bytes buffered before an unread body pauses its connection (undici's body stream uses 64 KiB too). */
@@ -191,6 +191,8 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
       if (body.error !== undefined) return Effect.fail(this.decodeError(body.error))
       if (body.ended) return Effect.succeed(this.taken())
       if (body.sink !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being streamed")))
+      // One reader at a time: a second waiter would replace the first, which would never resume.
+      if (body.waiter !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being read")))
       return Effect.callback<ArrayBuffer, HttpClientError.HttpClientError>((resume) => {
         body.waiter = () => {
           body.waiter = undefined
@@ -238,9 +240,16 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
   }
 
   get stream(): Stream.Stream<Uint8Array, HttpClientError.HttpClientError> {
-    return NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
-      evaluate: () => this.body.toReadable(),
-      onError: (cause) => this.decodeError(cause)
+    return Stream.suspend(() => {
+      const body = this.body
+      // A second reader would take chunks from the first: refuse it, and leave the first alone.
+      if (body.waiter !== undefined || body.sink !== undefined) {
+        return Stream.fail(this.decodeError(new Error("The body is already being read")))
+      }
+      return NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
+        evaluate: () => body.toReadable(),
+        onError: (cause) => this.decodeError(cause)
+      })
     })
   }
 
