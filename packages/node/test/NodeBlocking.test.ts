@@ -139,6 +139,15 @@ describe("NodeBlocking", () => {
           })
       )
 
+      it.effect("runs the right handler when module#name spellings of two tasks collide", () =>
+        withPool({ maxWorkers: 1 })(
+          Effect.gen(function* () {
+            assert.strictEqual(yield* Blocking.run(P.hashInName, undefined), "a#b")
+            assert.strictEqual(yield* Blocking.run(P.hashInModule, undefined), "b")
+          })
+        )
+      )
+
       it.effect("rejects a payload that fails its Schema at once, without queueing it behind a busy thread", () =>
         Effect.gen(function* () {
           yield* blockAThread
@@ -175,6 +184,24 @@ describe("NodeBlocking", () => {
           release(blocked.flags)
           yield* Fiber.join(blocked.fiber)
           assert.deepStrictEqual(yield* Fiber.join(results), [4, 9, 16])
+        })
+      )
+
+      it.effect("keeps a caller waiting for room ahead of a later one after a queued task is cancelled", () =>
+        Effect.gen(function* () {
+          const blocked = yield* blockAThread
+          const order: Array<number> = []
+          const square = (n: number) => Effect.tap(Blocking.run(T.square, n), () => Effect.sync(() => order.push(n)))
+          const queued = yield* Effect.forkChild(square(2))
+          const waiting = yield* Effect.forkChild(square(3))
+          yield* eventLoopTurn
+          // The cancel makes room, and a new caller arrives in the same tick.
+          yield* Fiber.interrupt(queued)
+          const later = yield* Effect.forkChild(square(4))
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
+          yield* Fiber.joinAll([waiting, later])
+          assert.deepStrictEqual(order, [3, 4])
         })
       )
 
@@ -432,6 +459,20 @@ describe("NodeBlocking", () => {
       )
     })
   })
+
+  it.effect("updates the queue gauge when queued callers are interrupted", () =>
+    withPool({ maxWorkers: 1, maxTasksPerWorker: 1, maxQueue: 1 })(
+      Effect.gen(function* () {
+        yield* blockAThread
+        const callers = yield* Effect.forEach([1, 2, 3], (n) => Effect.forkChild(Blocking.run(T.square, n)))
+        yield* eventLoopTurn
+        assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.queueLength), 3)
+        yield* Fiber.interruptAll(callers)
+        yield* eventLoopTurn
+        assert.strictEqual(yield* gaugeValue(NodeBlocking.metrics.queueLength), 0)
+      })
+    )
+  )
 
   describe("named pools", () => {
     it.effect("report their metrics apart, under a pool attribute", () =>

@@ -52,9 +52,11 @@ export const started = (pool: Engine, job: Job): void => {
   })
 }
 
+// A dispatch round follows: it moves a caller waiting for room up and updates the queue gauge.
 const unqueue = (pool: Engine, job: Job): void => {
   if (job.state === QUEUED) pool.queue.remove(job)
   else pool.waiting.remove(job)
+  pool.schedule()
 }
 
 /** Second phase of cancellation: skip it if not started, else abort, then terminate after the grace period. */

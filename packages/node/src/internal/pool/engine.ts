@@ -91,7 +91,8 @@ export class Engine {
     }
     let taskId = this.taskIds.get(request.task)
     if (taskId === undefined) {
-      const key = `${module}#${name}`
+      // Unambiguous: module URLs and task names may both contain "#".
+      const key = JSON.stringify([module, name])
       taskId = this.taskIdsByName.get(key) ?? this.taskIdsByName.size + 1
       this.taskIdsByName.set(key, taskId)
       this.taskIds.set(request.task, taskId)
@@ -112,7 +113,8 @@ export class Engine {
       timer: undefined,
       grace: undefined
     }
-    if (this.queue.length < this.options.maxQueue || this.makeRoom()) {
+    // Callers already waiting for room go first, even if a cancel has just made some.
+    if ((this.waiting.length === 0 && this.queue.length < this.options.maxQueue) || this.makeRoom()) {
       this.queue.push(job)
     } else if (this.options.queueFull === "fail") {
       done({ error: new Blocking.QueueFullError({ task: name, capacity: this.options.maxQueue }) })
