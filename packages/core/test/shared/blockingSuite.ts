@@ -58,6 +58,15 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect("fails with HandlerError when the handler throws something String() cannot describe", () =>
+        Effect.gen(function* () {
+          for (const async of [false, true]) {
+            const error = yield* Effect.flip(Blocking.run(T.throwOddity, { async }).pipe(Effect.timeout("5 seconds")))
+            assert.strictEqual(error._tag === "HandlerError" && error.errorName, "object", `async: ${async}`)
+          }
+        })
+      )
+
       it.effect("rejects a payload that does not match its Schema before sending it", () =>
         Effect.gen(function* () {
           const error = yield* Effect.flip(Blocking.run(T.square, "seven" as unknown as number))

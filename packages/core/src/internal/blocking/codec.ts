@@ -57,7 +57,15 @@ const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
   decodeFailure: Schema.decodeUnknownExit(task.failure)
 })
 
-export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+/** A message for anything thrown; never throws itself (`String(Object.create(null))` does). */
+export const describe = (error: unknown): string => {
+  if (error instanceof Error) return error.message
+  try {
+    return String(error)
+  } catch {
+    return Object.prototype.toString.call(error)
+  }
+}
 
 export const issue = (exit: Exit.Failure<unknown, Schema.SchemaError>): string => {
   const found = Cause.findError(exit.cause)
@@ -120,7 +128,7 @@ const fromThrown = (codecs: Codecs, thrown: unknown): Reply => {
   if (thrown instanceof Error) {
     return { _tag: "Threw", name: thrown.name, message: thrown.message, stack: thrown.stack }
   }
-  return { _tag: "Threw", name: typeof thrown, message: String(thrown), stack: undefined }
+  return { _tag: "Threw", name: typeof thrown, message: describe(thrown), stack: undefined }
 }
 
 const isPromiseLike = (u: unknown): u is PromiseLike<unknown> =>
