@@ -91,6 +91,17 @@ describe("NodeBlocking", () => {
           (yield* reject({ queueFull: "drop" as "fail" })).message,
           `queueFull: must be one of "wait", "fail", got "drop"`
         )
+        // Limits that would abort the whole process instead of failing a thread.
+        assert.include(
+          (yield* reject({ resourceLimits: { maxOldGenerationSizeMb: -1 } })).message,
+          "resourceLimits.maxOldGenerationSizeMb: must be a number >= 4"
+        )
+        assert.include((yield* reject({ resourceLimits: { stackSizeMb: 0.1 } })).message, "resourceLimits.stackSizeMb")
+        assert.include(
+          (yield* reject({ resourceLimits: { maxYoungGenerationSizeMb: Number.NaN } })).message,
+          "resourceLimits.maxYoungGenerationSizeMb: must be a number > 0"
+        )
+        assert.include((yield* reject({ timeout: 0 })).message, "timeout: must be a finite duration > 0")
       })
     )
 
