@@ -18,6 +18,7 @@ import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
 import * as Codec from "./internal/blocking/codec.ts"
 import * as Inline from "./internal/blocking/inline.ts"
+import * as Validate from "./Options.ts"
 
 /**
  * Marks a value as a {@link Task}; a plain string so tasks are recognised across copies of this package.
@@ -133,8 +134,11 @@ export const task = <Payload, Success, Failure = never>(options: {
     payload: options.payload,
     success: options.success,
     failure: options.failure ?? (Schema.Never as unknown as Schema.Codec<Failure, unknown>),
+    // A bad timeout here is a bug in the definition: it throws the InvalidOptionsError at once.
     timeoutMillis:
-      options.timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(options.timeout)),
+      options.timeout === undefined
+        ? undefined
+        : Duration.toMillis(Effect.runSync(Validate.duration("timeout", options.timeout, { positive: true }))),
     transfer: options.transfer ?? {},
     handler: options.handler,
     invoke: (payload, context, transferOut) => Codec.invoke(Codec.codecsOf(self), self, payload, context, transferOut)
@@ -411,6 +415,28 @@ export const run = <Payload, Success, Failure>(
   task: Task<Payload, Success, Failure>,
   payload: Payload,
   options?: RunOptions
+): Effect.Effect<Success, Failure | BlockingError | Validate.InvalidOptionsError, BlockingExecutor> =>
+  options === undefined
+    ? runWith(task, payload, task.timeoutMillis, undefined)
+    : Effect.flatMap(
+        Effect.all([
+          Validate.optional(options.timeout, (d) => Validate.duration("timeout", d, { positive: true })),
+          Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d, { positive: true }))
+        ]),
+        ([timeout, queueTimeout]) =>
+          runWith(
+            task,
+            payload,
+            timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout),
+            queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout)
+          )
+      )
+
+const runWith = <Payload, Success, Failure>(
+  task: Task<Payload, Success, Failure>,
+  payload: Payload,
+  timeoutMillis: number | undefined,
+  queueTimeoutMillis: number | undefined
 ): Effect.Effect<Success, Failure | BlockingError, BlockingExecutor> =>
   Effect.flatMap(BlockingExecutor, (executor) => {
     const codecs = Codec.codecsOf(task)
@@ -431,8 +457,8 @@ export const run = <Payload, Success, Failure>(
           task,
           payload: encoded.value,
           transfer,
-          timeoutMillis: millis(options?.timeout) ?? task.timeoutMillis,
-          queueTimeoutMillis: millis(options?.queueTimeout),
+          timeoutMillis,
+          queueTimeoutMillis,
           span
         }),
         (reply) => decodeReply(task, reply)
@@ -489,6 +515,3 @@ export const layerInline: Layer.Layer<BlockingExecutor> = Layer.succeed(
   BlockingExecutor,
   BlockingExecutor.of({ execute: Inline.execute })
 )
-
-const millis = (input: Duration.Input | undefined): number | undefined =>
-  input === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(input))

@@ -21,5 +21,15 @@ describe("Blocking", () => {
         assert.isFalse(Blocking.isTask({ name: "t" }))
       })
     )
+
+    it.effect("throws an InvalidOptionsError naming the timeout when the task's timeout is not positive", () =>
+      Effect.sync(() => {
+        const define = (timeout: number) => () =>
+          Blocking.task({ name: "t", payload: Schema.Number, success: Schema.Number, handler: (n) => n, timeout })
+        assert.throws(define(-1), /timeout: must be a finite duration > 0, got -1/)
+        assert.throws(define(Number.NaN), /timeout: must be a duration/)
+        assert.strictEqual(define(250)().timeoutMillis, 250)
+      })
+    )
   })
 })

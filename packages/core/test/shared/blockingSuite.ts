@@ -67,6 +67,16 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect("rejects a per-call timeout that is not a positive duration with InvalidOptionsError", () =>
+        Effect.gen(function* () {
+          const nan = yield* Effect.flip(Blocking.run(T.square, 2, { timeout: Number.NaN }))
+          assert.strictEqual(nan._tag === "InvalidOptionsError" && nan.option, "timeout")
+          const negative = yield* Effect.flip(Blocking.run(T.square, 2, { queueTimeout: -1 }))
+          assert.strictEqual(negative._tag === "InvalidOptionsError" && negative.option, "queueTimeout")
+          assert.strictEqual(yield* Blocking.run(T.square, 3, { timeout: "5 seconds" }), 9)
+        })
+      )
+
       it.effect("rejects a payload that does not match its Schema before sending it", () =>
         Effect.gen(function* () {
           const error = yield* Effect.flip(Blocking.run(T.square, "seven" as unknown as number))
