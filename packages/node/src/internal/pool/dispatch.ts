@@ -96,12 +96,12 @@ const flush = (pool: Engine, slot: Slot): void => {
   const transfer: Array<Transferable> = []
   for (const job of jobs) for (const buffer of job.request.transfer) transfer.push(buffer)
   try {
-    post(slot, jobs, transfer)
+    post(pool, slot, jobs, transfer)
   } catch {
     // One payload cannot be cloned: send them one at a time and fail only the culprits.
     for (const job of jobs) {
       try {
-        post(slot, [job], job.request.transfer)
+        post(pool, slot, [job], job.request.transfer)
       } catch (error) {
         slot.inFlight.splice(slot.inFlight.indexOf(job), 1)
         const reason = `cannot be sent to a thread: ${error instanceof Error ? error.message : String(error)}`
@@ -115,7 +115,7 @@ const flush = (pool: Engine, slot: Slot): void => {
   if (first !== undefined) started(pool, first)
 }
 
-const post = (slot: Slot, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Transferable>): void => {
+const post = (pool: Engine, slot: Slot, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Transferable>): void => {
   const tasks: Array<readonly [number, string, string]> = []
   // Packed, not `new Array(n)`: holey arrays take the structured-clone slow path.
   const flat: Array<unknown> = []
@@ -123,7 +123,8 @@ const post = (slot: Slot, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Tran
     if (!slot.known.has(job.taskId) && !tasks.some((t) => t[0] === job.taskId)) {
       tasks.push([job.taskId, job.module, job.name])
     }
-    flat.push(job.seq, job.taskId, job.request.payload, job.request.span.traceId, job.request.span.spanId)
+    const timed = (job.request.timeoutMillis ?? pool.options.timeoutMillis) === undefined ? 0 : 1
+    flat.push(job.seq, job.taskId, job.request.payload, job.request.span.traceId, job.request.span.spanId, timed)
   }
   slot.thread.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
   for (const task of tasks) slot.known.add(task[0])

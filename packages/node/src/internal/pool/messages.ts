@@ -9,11 +9,13 @@ import * as Schema from "effect/Schema"
 export const RING = 1024
 
 /**
- * Jobs travel flat, JOB_FIELDS values per job: [seq, task id, encoded payload, traceId, spanId].
- * Structured clone pays per object, so one flat array per batch is much cheaper than an
+ * Jobs travel flat, JOB_FIELDS values per job: [seq, task id, encoded payload, traceId, spanId,
+ * timed]. Structured clone pays per object, so one flat array per batch is much cheaper than an
  * object per job; the task id is announced once per thread in `tasks` as [id, module URL, name].
+ * `timed` is 1 for a job with a run timeout: the pool arms it when it learns that the job is first
+ * in line, so the thread reports the results it holds back before it starts that job.
  */
-export const JOB_FIELDS = 5
+export const JOB_FIELDS = 6
 
 export const ToWorker = Schema.Union([
   Schema.TaggedStruct("Run", {

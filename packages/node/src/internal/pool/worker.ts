@@ -1,7 +1,7 @@
 // Entry point of every pool thread. Runs the tasks it receives strictly one at a time, in order,
 // so the pool always knows which task is running (control[0]) and who to blame if the thread dies.
-// Results are sent back in batches: at most every FLUSH_MS, every MAX_BATCH results, or when the
-// local queue runs dry.
+// Results are sent back in batches: at most every FLUSH_MS, every MAX_BATCH results, when the
+// local queue runs dry, or before a job with a run timeout starts.
 
 import { parentPort, workerData } from "node:worker_threads"
 import type { Blocking } from "@volley/core"
@@ -54,7 +54,10 @@ const drain = async () => {
     const payload = queue[head + 2]
     const traceId = queue[head + 3] as string | undefined
     const spanId = queue[head + 4] as string | undefined
+    const timed = queue[head + 5] === 1
     head += JOB_FIELDS
+    // The pool starts a job's run timeout when it hears that the jobs before it are done.
+    if (timed) flush()
     Atomics.store(control, 0, seq)
     // Dekker-style handshake with the pool's cancel: one of us sees the other's write.
     if (Atomics.load(control, 1 + (seq % RING)) === seq) {
