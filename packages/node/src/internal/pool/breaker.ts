@@ -35,6 +35,11 @@ export class Breaker {
     return deaths !== undefined && now < deaths.openUntil ? explain(deaths, now) : undefined
   }
 
+  /** True while threads keep dying before they are ready: starting another one is pointless. */
+  startupOpen(): boolean {
+    return this.clock.currentTimeMillisUnsafe() < this.startup.openUntil
+  }
+
   threadReady(): void {
     this.startup.count = 0
   }

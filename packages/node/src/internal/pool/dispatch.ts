@@ -17,6 +17,7 @@ export const pump = (pool: Engine): void => {
     pool.queue.length + pool.waiting.length - pool.starting
   )
   for (let i = 0; i < wanted; i++) pool.spawn()
+  topUp(pool)
   // Each post may wake a sleeping thread, which on a busy machine costs far more than the
   // message: hold jobs back while the thread still has plenty posted, so they travel in few,
   // large batches (the next batch of results triggers the send).
@@ -52,6 +53,16 @@ export const dispatch = (pool: Engine): void => {
       pool.queue.push(job)
     }
   }
+}
+
+/**
+ * Starts threads up to minWorkers, but not while threads die before they are ready (the start-up
+ * breaker is open): the first round after the cool-down tries again. A timer for the cool-down's
+ * end would keep the process alive after the pool closes.
+ */
+const topUp = (pool: Engine): void => {
+  if (pool.slots.size >= pool.options.minWorkers || pool.closing || pool.breaker.startupOpen()) return
+  while (pool.slots.size < pool.options.minWorkers) pool.spawn()
 }
 
 /** Nothing queued, nothing in flight. */

@@ -1,7 +1,7 @@
 // Crash recovery: a thread exited. If it died unexpectedly, the job it was running (control[0])
 // fails with WorkerDiedError; every other job it held (sent ahead, or finished but not yet
 // reported) is queued again at the front, to run on another thread. Deaths feed the
-// crash-loop breakers, and the pool is topped up to minWorkers.
+// crash-loop breakers; the dispatch round that follows tops the pool up to minWorkers.
 import { Blocking } from "@volley/core"
 import type { Engine } from "./engine.ts"
 import { clear, finish, type Job, QUEUED, SENT } from "./job.ts"
@@ -37,7 +37,6 @@ export const exited = (pool: Engine, slot: Slot, code: number): void => {
     }
   }
   if (!intended) countDeath(pool, slot, culprit, slot.lastError ?? `exit code ${code}`)
-  if (pool.slots.size < pool.options.minWorkers && !pool.closing) pool.spawn()
   pool.schedule()
 }
 

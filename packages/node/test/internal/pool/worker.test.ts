@@ -1,43 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Blocking } from "@volley/core"
-import { NodeBlocking } from "@volley/node"
-import { type Duration, Effect, Fiber, type Scope } from "effect"
+import { type Duration, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { waitForFlag } from "../../../../core/test/shared/blockingSuite.ts"
 import * as P from "../../fixtures/poolTasks.ts"
-
-const withPool =
-  (options: NodeBlocking.Options) =>
-  <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor | Scope.Scope>) =>
-    Effect.scoped(
-      Effect.flatMap(NodeBlocking.make(options), (executor) =>
-        Effect.provideService(effect, Blocking.BlockingExecutor, executor)
-      )
-    )
-
-/** One turn of the event loop (no time passes): forked callers have submitted and the pool has dispatched. */
-const eventLoopTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-
-const realSleep = (millis: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis)))
-
-/** Flags of a `P.block` task, released when the scope closes so a failing test does not leave a thread blocked. */
-const blockFlags = Effect.gen(function* () {
-  const flags = new Int32Array(new SharedArrayBuffer(16))
-  yield* Effect.addFinalizer(() => Effect.sync(() => release(flags)))
-  return flags
-})
-
-const release = (flags: Int32Array) => {
-  Atomics.store(flags, 1, 1)
-  Atomics.notify(flags, 1)
-}
-
-/** True once `fiber` has finished, polled in real time for at most 2 s. */
-const settles = (fiber: Fiber.Fiber<unknown, unknown>) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* realSleep(10)
-    return fiber.pollUnsafe() !== undefined
-  })
+import { blockFlags, eventLoopTurn, realSleep, release, settles, withPool } from "./helpers.ts"
 
 /** Moves the TestClock on by `step` until `fiber` finishes, for at most 2 s of real time. */
 const adjustUntilSettled = (fiber: Fiber.Fiber<unknown, unknown>, step: Duration.Input) =>
