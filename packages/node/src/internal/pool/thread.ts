@@ -64,9 +64,19 @@ export const becameIdle = (pool: Engine, slot: Slot): void => {
     slot.thread.unref()
     slot.idleTimer = after(pool.options.clock, pool.options.idleTimeoutMillis, () => {
       slot.idleTimer = undefined
-      if (slot.inFlight.length === 0 && pool.slots.size > pool.options.minWorkers) void terminate(slot)
+      if (slot.inFlight.length === 0 && live(pool) > pool.options.minWorkers) void terminate(slot)
     })
   }
+}
+
+/**
+ * Threads that stay: not those terminating (timers that fire together would each count the
+ * others and end them all), nor those starting (they may die before they are ready).
+ */
+const live = (pool: Engine): number => {
+  let n = 0
+  for (const slot of pool.slots) if (slot.ready && !slot.terminating) n++
+  return n
 }
 
 export const terminate = (slot: Slot): Promise<unknown> => {
