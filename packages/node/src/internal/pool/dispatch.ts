@@ -83,6 +83,12 @@ const pick = (pool: Engine, window: number): Slot | undefined => {
 }
 
 const send = (pool: Engine, slot: Slot, job: Job): void => {
+  // A job sent again after its thread died keeps its `slot`: its queue wait was recorded once.
+  if (job.slot === undefined) {
+    const waited = performance.now() - job.enqueuedAt
+    pool.options.observe.queueWait(waited)
+    job.request.span.attribute("volley.blocking.queue_wait_ms", waited)
+  }
   job.state = SENT
   job.slot = slot
   job.seq = slot.nextSeq
@@ -95,9 +101,6 @@ const send = (pool: Engine, slot: Slot, job: Job): void => {
   }
   slot.inFlight.push(job)
   slot.outbox.push(job)
-  const waited = performance.now() - job.enqueuedAt
-  pool.options.observe.queueWait(waited)
-  job.request.span.attribute("volley.blocking.queue_wait_ms", waited)
   job.request.span.attribute("volley.blocking.thread_id", slot.thread.threadId)
 }
 
