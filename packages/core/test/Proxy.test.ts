@@ -172,6 +172,15 @@ describe("Proxy", () => {
         assert.strictEqual(Redacted.value(authed.password as Redacted.Redacted<string>), "p@ss:word")
         assert.strictEqual(authed.label, "http://al%40ice:<redacted>@[::1]:3128")
         assert.notInclude(JSON.stringify(authed), "p@ss")
+        // A lone user name is often a token: hidden too; an empty one with a password stays empty.
+        assert.strictEqual(
+          (yield* Proxy.parseUrl("http://ghp_TOKEN@proxy.example:1")).label,
+          "http://<redacted>@proxy.example:1"
+        )
+        assert.strictEqual(
+          (yield* Proxy.parseUrl("http://:pw@proxy.example:1")).label,
+          "http://:<redacted>@proxy.example:1"
+        )
       })
     )
 
@@ -274,7 +283,16 @@ describe("Proxy", () => {
 
     it.effect("sends loopback direct unless proxyLoopback is set", () =>
       Effect.gen(function* () {
-        for (const url of ["http://localhost:1/", "http://127.0.0.5/", "http://[::1]:8/", "http://a.localhost/"]) {
+        const loopbacks = [
+          "http://localhost:1/",
+          "http://127.0.0.5/",
+          "http://[::1]:8/",
+          "http://a.localhost/",
+          // 127.0.0.1 mapped into IPv6, in both spellings
+          "http://[::ffff:127.0.0.1]:9/",
+          "http://[::ffff:7f00:1]/"
+        ]
+        for (const url of loopbacks) {
           const off = yield* Proxy.make({ all: "http://p:1" })
           const on = yield* Proxy.make({ all: "http://p:1", proxyLoopback: true })
           assert.strictEqual(Proxy.route(off, url)._tag, "Direct")

@@ -170,8 +170,12 @@ export const matches = (pattern: Pattern, host: Host, port: number | undefined):
 const LOOPBACK_V4 = new Uint8Array([127, 0, 0, 0])
 const LOOPBACK_V6 = parseIPv6("::1") as Uint8Array
 
-/** `localhost`, `*.localhost`, 127.0.0.0/8 and ::1. */
+const MAPPED_V4 = parseIPv6("::ffff:0:0") as Uint8Array
+
+/** `localhost`, `*.localhost`, 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6 (`::ffff:127.0.0.1`). */
 export const isLoopback = (host: Host): boolean =>
   host._tag === "Name"
     ? host.name === "localhost" || host.name.endsWith(".localhost")
-    : inRange(host.bytes, LOOPBACK_V4, 8) || inRange(host.bytes, LOOPBACK_V6, 128)
+    : inRange(host.bytes, LOOPBACK_V4, 8) ||
+      inRange(host.bytes, LOOPBACK_V6, 128) ||
+      (inRange(host.bytes, MAPPED_V4, 96) && host.bytes[12] === 127)

@@ -27,12 +27,15 @@ export const redactInput = (input: string): string => {
   return /^(\[[^\]]*\]|[^:[\]]*)(:\d*)?([/?#].*)?$/.test(rest) ? input : `${scheme}<redacted>`
 }
 
-/** The URL as people read it, with the password (if any) replaced by `<redacted>`. */
+/** The URL as people read it, with the password (or a lone user name, often a token) replaced by `<redacted>`. */
 export const label = (proxy: Parsed): string => {
+  // A lone user name is often a token (`https://<token>@proxy`): hidden like a password.
   const user =
-    proxy.username === undefined
-      ? ""
-      : `${encodeURIComponent(proxy.username)}${proxy.password === undefined ? "" : ":<redacted>"}@`
+    proxy.password !== undefined
+      ? `${encodeURIComponent(proxy.username ?? "")}:<redacted>@`
+      : proxy.username !== undefined
+        ? "<redacted>@"
+        : ""
   return `${proxy.protocol}://${user}${proxy.hostname}:${proxy.port}`
 }
 
