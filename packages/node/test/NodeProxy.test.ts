@@ -73,6 +73,22 @@ const forwardProxy = (targets: Array<string>, host?: string) =>
     host
   )
 
+/**
+ * Records the Proxy-Authorization header of every forwarded request and CONNECT; answers the
+ * former itself and refuses the latter with 403.
+ */
+const recordingProxy = (seen: Array<string | undefined>) => {
+  const server = createHttpServer((req: IncomingMessage, res) => {
+    seen.push(req.headers["proxy-authorization"])
+    res.end("via proxy")
+  })
+  server.on("connect", (req: IncomingMessage, socket: Socket) => {
+    seen.push(req.headers["proxy-authorization"])
+    socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+  })
+  return serve(server)
+}
+
 const proxied = (all: string, options: NodeProxy.Options = {}) =>
   Layer.unwrap(
     Effect.map(Proxy.make({ all, proxyLoopback: true }), (config) =>
@@ -175,6 +191,38 @@ describe("NodeProxy", () => {
         // Without the bound, the same burst opens more: the assertion above can fail.
         assert.isAbove(yield* burst({}), 2)
       })
+    )
+
+    it.live("sends Basic credentials for a password with an empty user name, as curl does", () =>
+      Effect.gen(function* () {
+        const seen: Array<string | undefined> = []
+        const proxy = yield* recordingProxy(seen)
+        const layer = proxied(`http://:s3cret@127.0.0.1:${proxy.port}`)
+        assert.strictEqual(yield* get("http://127.0.0.1:9/empty-user", layer), "via proxy")
+        // Tunnelled: the CONNECT carries it too (the stand-in then refuses the tunnel).
+        const tunnelled = proxyErrorOf(yield* Effect.exit(get("https://127.0.0.1:9/empty-user", layer)))
+        assert.strictEqual((tunnelled as Proxy.ProxyConnectionError).status, 403)
+        assert.notInclude(tunnelled.message, "s3cret")
+        const token = `Basic ${Buffer.from(":s3cret").toString("base64")}` // Basic OnMzY3JldA==
+        assert.deepStrictEqual(seen, [token, token])
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("fails a SOCKS5 password without a user name as a ProxyAuthenticationError, before connecting", () =>
+      Effect.gen(function* () {
+        const proxy = yield* dropper()
+        // RFC 1929 has no empty user name: the password would otherwise be dropped silently.
+        for (const scheme of ["socks5h", "socks5"]) {
+          const layer = proxied(`${scheme}://:s3cret@127.0.0.1:${proxy.port}`)
+          const error = proxyErrorOf(yield* Effect.exit(get("http://localhost:9/x", layer)))
+          assert.strictEqual(error._tag, "ProxyAuthenticationError")
+          assert.strictEqual(error.proxy, `${scheme}://:<redacted>@127.0.0.1:${proxy.port}`)
+          assert.strictEqual(error.target, "localhost:9")
+          assert.include(error.message, "needs a user name")
+          assert.notInclude(error.message, "s3cret")
+        }
+        assert.strictEqual(proxy.connections(), 0)
+      }).pipe(Effect.scoped)
     )
 
     it.live("reaches an HTTP proxy on an IPv6 literal", () =>

@@ -56,6 +56,21 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     const route = Proxy.route(this.config, origin)
     if (route._tag === "Direct") return this.direct.dispatch(options, handler)
     const proxy = route.proxy
+    const fail = (error: Error) =>
+      // undici reports failures before a connection exists without a controller, as here.
+      handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
+    if (isSocks(proxy) && proxy.username === undefined && proxy.password !== undefined) {
+      // SOCKS5 username/password authentication (RFC 1929) carries a user name of 1 to 255
+      // bytes, so `socks5://:pw@host` cannot be sent as given (undici would silently offer no
+      // authentication at all): fail before contacting the proxy rather than drop the password.
+      const error = new Proxy.ProxyAuthenticationError({
+        proxy: proxy.label,
+        target: targetOf(origin),
+        reason: "not sent: SOCKS5 username/password authentication needs a user name, the proxy URL has only a password"
+      })
+      queueMicrotask(() => fail(error))
+      return true
+    }
     const url = new URL(origin)
     const hostname = unbracket(url.hostname)
     if (proxy.protocol !== "socks5" || isIP(hostname) !== 0) {
@@ -64,9 +79,6 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     // socks5 (unlike socks5h) resolves names locally: undici always sends the name to the
     // proxy, so the request goes to the address instead, with the name kept in Host and as
     // the TLS server name (one agent per name, so a pool never mixes names).
-    const fail = (error: Error) =>
-      // undici reports failures before a connection exists without a controller, as here.
-      handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
     lookup(hostname).then(({ address }) => {
       // Closed while the name was being resolved: don't open a new pool nobody will close.
       if (this.closed) return fail(new Error("The HTTP client was closed"))
@@ -133,17 +145,18 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   }
 }
 
+const isSocks = (proxy: Proxy.ProxyUrl): boolean => proxy.protocol === "socks5" || proxy.protocol === "socks5h"
+
 const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher =>
-  proxy.protocol === "socks5" || proxy.protocol === "socks5h"
-    ? socksAgent(proxy, agent, settings)
-    : httpProxyAgent(proxy, agent, settings)
+  isSocks(proxy) ? socksAgent(proxy, agent, settings) : httpProxyAgent(proxy, agent, settings)
 
 const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
-  // Credentials go in a header built here, never into a URL string that could be logged.
+  // Credentials go in a header built here, never into a URL string that could be logged. A
+  // password without a user name (`http://:pw@proxy`) is sent with an empty one, as curl does.
   const token =
-    proxy.username === undefined
+    proxy.username === undefined && proxy.password === undefined
       ? undefined
-      : `Basic ${Buffer.from(`${proxy.username}:${password(proxy)}`).toString("base64")}`
+      : `Basic ${Buffer.from(`${proxy.username ?? ""}:${password(proxy)}`).toString("base64")}`
   const uri = `${proxy.protocol}://${proxy.hostname}:${proxy.port}`
   const proxyHref = new URL(uri).href
   return new Undici.ProxyAgent({
@@ -260,6 +273,9 @@ const socksConnector = (timeout: { readonly timeout?: number }): Undici.buildCon
     )
 }
 
+// The target as proxy errors name it: the origin's host and port.
+const targetOf = (origin: string): string => URL.parse(origin)?.host ?? origin
+
 const unbracket = (host: string): string => host.replace(/^\[(.*)\]$/, "$1")
 
 const password = (proxy: Proxy.ProxyUrl): string => (proxy.password === undefined ? "" : Redacted.value(proxy.password))
@@ -289,7 +305,7 @@ const withProxyErrors = (
   proxy: Proxy.ProxyUrl,
   origin: string
 ): Undici.Dispatcher.DispatchHandler => {
-  const target = URL.parse(origin)?.host ?? origin
+  const target = targetOf(origin)
   return new globalThis.Proxy(handler, {
     get(inner, property) {
       const value: unknown = Reflect.get(inner, property)
