@@ -1,3 +1,8 @@
+import { readFileSync } from "node:fs"
+import type { IncomingMessage } from "node:http"
+import { createServer as createHttpsServer } from "node:https"
+import { type AddressInfo, connect, type Socket } from "node:net"
+import { join } from "node:path"
 import { assert, describe, layer } from "@effect/vitest"
 import { Http, Proxy } from "@volley/core"
 import { NodeProxy } from "@volley/node"
@@ -32,6 +37,47 @@ const failureOf = <A, E>(exit: Exit.Exit<A, E>): unknown => {
   assert.isTrue(Exit.isFailure(exit), "expected a failure")
   return Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
 }
+
+/**
+ * An HTTPS forward proxy on ::1 with the test CA's leaf (its SANs include IP ::1): answers
+ * forwarded requests itself, recording their targets, and tunnels CONNECT to the target.
+ */
+const tlsProxyOnV6 = (targets: Array<string>) =>
+  Effect.gen(function* () {
+    const s = yield* ProxyServers
+    const pki = (name: string) => readFileSync(join(s.dir, "pki", name))
+    const sockets = new Set<Socket>()
+    const server = createHttpsServer({ cert: pki("server.crt"), key: pki("server.key") }, (req, res) => {
+      targets.push(req.url ?? "")
+      res.end("via the TLS proxy on ::1")
+    })
+    server.on("connect", (req: IncomingMessage, client: Socket) => {
+      targets.push(`CONNECT ${req.url}`)
+      const [host, port] = [req.url?.replace(/:\d+$/, "") ?? "", Number(req.url?.split(":").pop())]
+      const upstream = connect(port, host === "localhost" ? "127.0.0.1" : host, () => {
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n")
+        upstream.pipe(client).pipe(upstream)
+      })
+      for (const socket of [client, upstream]) {
+        sockets.add(socket)
+        socket.on("error", () => socket.destroy()).on("close", () => sockets.delete(socket))
+      }
+    })
+    return yield* Effect.acquireRelease(
+      Effect.promise(
+        () =>
+          new Promise<number>((resolve) =>
+            server.listen(0, "::1", () => resolve((server.address() as AddressInfo).port))
+          )
+      ),
+      () =>
+        Effect.promise(() => {
+          for (const socket of sockets) socket.destroy()
+          server.closeAllConnections()
+          return new Promise<void>((resolve) => server.close(() => resolve()))
+        })
+    )
+  })
 
 const getVia = (url: string, options: Proxy.Options, nodeOptions?: NodeProxy.Options) =>
   Http.getText(url).pipe(Proxy.unwrapErrors, Effect.provide(client(options, nodeOptions)))
@@ -176,6 +222,21 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         assert.include(String((error as { reason?: { cause?: unknown } }).reason?.cause), "certificate")
         assert.isUndefined(s.https.seen.find((r) => r.path === "/untrusted-origin-tls"))
       })
+    )
+  })
+
+  describe("https:// proxy on an IPv6 literal", () => {
+    it.effect("verifies its certificate against the address (IP SAN ::1), forwarded and tunnelled", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const targets: Array<string> = []
+        const port = yield* tlsProxyOnV6(targets)
+        const all = `https://[::1]:${port}`
+        const tls = { proxyTls: { ca: s.ca } }
+        assert.strictEqual(yield* getVia(`${s.http.url}/v6-tls-proxy`, { all }, tls), "via the TLS proxy on ::1")
+        assert.strictEqual(yield* getVia(`${s.https.url}/v6-tls-tunnel`, { all }, tls), "hello from /v6-tls-tunnel")
+        assert.deepStrictEqual(targets, [`${s.http.url}/v6-tls-proxy`, `CONNECT localhost:${s.https.port}`])
+      }).pipe(Effect.scoped)
     )
   })
 

@@ -184,17 +184,30 @@ const connectorOf = (options: object): Undici.buildConnector.connector =>
 
 // Marks the failures of a connector to the proxy: TCP until the socket connects, then TLS
 // (for an https:// proxy). The socket is returned, as undici cancels an attempt through it.
+//
+// ProxyAgent gives the proxy's URL hostname as the TLS server name, brackets and all for
+// IPv6 (`[::1]`), and Node then checks the certificate for that string: no certificate has
+// it, so an https:// proxy on an IPv6 literal always failed. An IP address is no server name
+// either (RFC 6066 forbids it in SNI; Node warns, DEP0123), so a server name that is just the
+// address being connected to is dropped: Node then sends no SNI and checks the certificate's
+// IP SANs against that address. A `proxyTls.servername` of the user's, a name, stays as is.
 const toProxy =
   (connect: Undici.buildConnector.connector): Undici.buildConnector.connector =>
   (options, callback) => {
     let connected = false
-    const socket: unknown = connect(options, (error, socket) => {
+    const socket: unknown = connect(withoutAddressAsServername(options), (error, socket) => {
       if (error === null) callback(null, socket)
       else callback(markHop(error, connected ? "tls" : "connect"), null)
     })
     if (socket instanceof Socket) socket.once("connect", () => (connected = true))
     return socket
   }
+
+const withoutAddressAsServername = (options: Undici.buildConnector.Options): Undici.buildConnector.Options => {
+  const { servername, ...rest } = options
+  const address = servername == null ? "" : unbracket(servername)
+  return isIP(address) !== 0 && address === unbracket(options.hostname) ? rest : options
+}
 
 // ProxyAgent opens its tunnels with this client's `connect` (the promise form, the only one
 // it uses). Whatever fails there is the proxy's, and a refusal keeps its status: undici's own
