@@ -55,6 +55,9 @@ const serve = (server: Server, host = "127.0.0.1") =>
 /** Accepts, then closes the connection without a byte: a proxy that drops CONNECT / SOCKS. */
 const dropper = () => serve(createServer((socket) => socket.destroy()))
 
+/** Accepts and reads, but never answers: a proxy that swallows CONNECT. */
+const silent = () => serve(createServer((socket) => socket.resume()))
+
 /** Answers every request (CONNECT included) with a fixed status line. */
 const answering = (status: string) =>
   serve(
@@ -131,6 +134,25 @@ describe("NodeProxy", () => {
         )
         assert.strictEqual(error._tag, "ProxyConnectionError")
         assert.strictEqual((error as Proxy.ProxyConnectionError).status, 403)
+        assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("bounds an unanswered CONNECT by connectTimeout: a ProxyConnectionError, after one connection", () =>
+      Effect.gen(function* () {
+        const proxy = yield* silent()
+        // The headers timeout only starts once the tunnel exists: it cannot be what ends this.
+        const layer = proxied(`http://u:hunter22@127.0.0.1:${proxy.port}`, {
+          connectTimeout: "500 millis",
+          headersTimeout: "1 minute"
+        })
+        // `get` gives up after 5 s: without a bound, undici waits 300 s for the answer.
+        const error = proxyErrorOf(yield* Effect.exit(get("https://127.0.0.1:9/", layer)))
+        assert.strictEqual(error._tag, "ProxyConnectionError")
+        assert.strictEqual(error.target, "127.0.0.1:9")
+        assert.include(error.message, `http://u:<redacted>@127.0.0.1:${proxy.port}`)
+        assert.include(error.message, "CONNECT failed: the proxy did not answer within 500 ms")
+        assert.notInclude(error.message, "hunter22")
         assert.strictEqual(proxy.connections(), 1)
       }).pipe(Effect.scoped)
     )

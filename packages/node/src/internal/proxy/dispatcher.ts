@@ -167,7 +167,8 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
     ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls }),
     ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls }),
     // The client that sends CONNECT: its connections are the hop to the proxy.
-    clientFactory: (origin, options) => new TunnelClient(origin, { connect: toProxy(connectorOf(options)) }),
+    clientFactory: (origin, options) =>
+      new TunnelClient(origin, { connect: toProxy(connectorOf(options)), headersTimeout: connectTimeoutOf(agent) }),
     // ProxyAgent asks this factory both for the pool of each tunnelled origin (with the origin
     // and the agent's options) and for the client that forwards plain HTTP to the proxy (with
     // the proxy's href and only a connector: left to itself, that pool would ignore the pool
@@ -209,10 +210,29 @@ const withoutAddressAsServername = (options: Undici.buildConnector.Options): Und
   return isIP(address) !== 0 && address === unbracket(options.hostname) ? rest : options
 }
 
+// undici's connectors allow 10 s when no connect timeout is given; 0 turns the limit off.
+const UNDICI_CONNECT_TIMEOUT = 10_000
+
+const connectTimeoutOf = (agent: Undici.Agent.Options): number =>
+  typeof agent.connectTimeout === "number" ? agent.connectTimeout : UNDICI_CONNECT_TIMEOUT
+
 // ProxyAgent opens its tunnels with this client's `connect` (the promise form, the only one
 // it uses). Whatever fails there is the proxy's, and a refusal keeps its status: undici's own
 // error for it carries the status in its message text only.
+//
+// The CONNECT exchange is part of opening the connection, so the connect timeout bounds it,
+// as it bounds TCP, TLS and the SOCKS5 handshake: undici's connect timeout covers only the
+// socket to the proxy, and the request's headers timeout starts once the tunnel exists, so a
+// proxy that never answered CONNECT held the request for the client's headers timeout,
+// undici's 300 s default. That is this client's headersTimeout (the only timeout undici's
+// CONNECT request honours; ProxyAgent sets none on it). Running out fails the request at once.
 class TunnelClient extends Undici.Pool {
+  readonly answerTimeout: number
+  constructor(origin: string | URL, options: Undici.Pool.Options & { readonly headersTimeout: number }) {
+    super(origin, options)
+    this.answerTimeout = options.headersTimeout
+  }
+
   override connect(options: Undici.Dispatcher.ConnectOptions): Promise<Undici.Dispatcher.ConnectData> {
     return super.connect(options).then(
       (data) => {
@@ -221,7 +241,11 @@ class TunnelClient extends Undici.Pool {
         throw new TunnelRefusedError(data.statusCode)
       },
       (error: unknown) => {
-        throw markHop(error, "tunnel")
+        const timedOut = (error as { readonly code?: unknown } | null)?.code === "UND_ERR_HEADERS_TIMEOUT"
+        throw markHop(
+          timedOut ? new Error(`the proxy did not answer within ${this.answerTimeout} ms`, { cause: error }) : error,
+          "tunnel"
+        )
       }
     )
   }
