@@ -52,7 +52,8 @@ export interface Options {
    */
   readonly keepAliveTimeout?: Duration.Input | undefined
   /**
-   * Time allowed to open a TCP (and TLS) connection; `0` turns the limit off.
+   * Time allowed to open a TCP (and TLS) connection, including a proxy's answer to `CONNECT` or
+   * its SOCKS5 handshake; `0` turns the limit off.
    * @default "10 seconds"
    */
   readonly connectTimeout?: Duration.Input | undefined
