@@ -52,6 +52,30 @@ const failureOf = <A, E>(exit: Exit.Exit<A, E>): unknown => {
   return Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
 }
 
+/** A policy whose budget allows `ratio` of recent requests as retries and nothing more. */
+const budgeted = (ratio: number) =>
+  Retry.make({ jitter: false, baseDelay: "10 millis", budget: { ratio, minPerSecond: 0, window: "10 seconds" } })
+
+/** One GET of http://api.test/x through `fake` under `policy`. */
+const runOnce = (policy: Retry.Policy, fake: ReturnType<typeof fakeClient>) => {
+  const request = HttpClientRequest.get("http://api.test/x")
+  return Retry.run(
+    policy,
+    request,
+    Effect.flatMap(fake.client.execute(request), (r) => r.text)
+  )
+}
+
+/** Runs `effect` `n` times at once and lets the backoffs pass. */
+const burst = <A, E>(effect: Effect.Effect<A, E>, n: number) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.forkChild(
+      Effect.forEach(Array.from({ length: n }), () => Effect.exit(effect), { concurrency: n })
+    )
+    yield* TestClock.adjust("1 second")
+    return yield* Fiber.join(fiber)
+  })
+
 describe("Retry", () => {
   describe("run", () => {
     it.effect("retries a 503 with exponential backoff and succeeds", () =>
@@ -261,25 +285,12 @@ describe("Retry", () => {
     it.effect("stops retrying when the retry budget is spent", () =>
       Effect.gen(function* () {
         // 0 free retries per second, 10% of requests: 20 requests buy 2 retries
-        const policy = yield* Retry.make({
-          jitter: false,
-          baseDelay: "10 millis",
-          budget: { ratio: 0.1, minPerSecond: 0, window: "10 seconds" }
-        })
+        const policy = yield* budgeted(0.1)
         const fake = fakeClient([{ status: 503 }])
-        const one = Effect.suspend(() => {
-          const request = HttpClientRequest.get("http://api.test/x")
-          return Retry.run(
-            policy,
-            request,
-            Effect.flatMap(fake.client.execute(request), (r) => r.text)
-          )
-        })
-        const fiber = yield* Effect.forkChild(
-          Effect.forEach(Array.from({ length: 20 }), () => Effect.exit(one), { concurrency: 20 })
+        const exits = yield* burst(
+          Effect.suspend(() => runOnce(policy, fake)),
+          20
         )
-        yield* TestClock.adjust("1 second")
-        const exits = yield* Fiber.join(fiber)
         assert.isTrue(exits.every(Exit.isFailure))
         assert.strictEqual(fake.calls.length, 20 + 2)
       })
@@ -287,63 +298,23 @@ describe("Retry", () => {
 
     it.effect("does not count requests older than the budget's window", () =>
       Effect.gen(function* () {
-        const policy = yield* Retry.make({
-          jitter: false,
-          baseDelay: "10 millis",
-          budget: { ratio: 0.1, minPerSecond: 0, window: "10 seconds" }
-        })
+        const policy = yield* budgeted(0.1)
         const ok = fakeClient([{ status: 200 }])
-        const request = HttpClientRequest.get("http://api.test/x")
-        yield* Effect.forEach(Array.from({ length: 1000 }), () =>
-          Retry.run(
-            policy,
-            request,
-            Effect.flatMap(ok.client.execute(request), (r) => r.text)
-          )
-        )
+        yield* Effect.forEach(Array.from({ length: 1000 }), () => runOnce(policy, ok))
         yield* TestClock.adjust("1 hour")
         // An hour later the upstream fails: only these 20 requests fund retries (2 of them).
         const failing = fakeClient([{ status: 503 }])
-        const fiber = yield* Effect.forkChild(
-          Effect.forEach(
-            Array.from({ length: 20 }),
-            () =>
-              Effect.exit(
-                Retry.run(
-                  policy,
-                  request,
-                  Effect.flatMap(failing.client.execute(request), (r) => r.text)
-                )
-              ),
-            { concurrency: 20 }
-          )
-        )
-        yield* TestClock.adjust("1 second")
-        yield* Fiber.join(fiber)
+        yield* burst(runOnce(policy, failing), 20)
         assert.strictEqual(failing.calls.length, 20 + 2)
       })
     )
 
     it.effect("counts a request in the budget each time its effect runs, not when it is built", () =>
       Effect.gen(function* () {
-        const policy = yield* Retry.make({
-          jitter: false,
-          baseDelay: "10 millis",
-          budget: { ratio: 0.5, minPerSecond: 0, window: "10 seconds" }
-        })
+        const policy = yield* budgeted(0.5)
         const fake = fakeClient([{ status: 503 }])
-        const request = HttpClientRequest.get("http://api.test/x")
         // built once, run 20 times: 20 requests buy 10 retries
-        const one = Retry.run(
-          policy,
-          request,
-          Effect.flatMap(fake.client.execute(request), (r) => r.text)
-        )
-        const fiber = yield* Effect.forkChild(
-          Effect.forEach(Array.from({ length: 20 }), () => Effect.exit(one), { concurrency: 20 })
-        )
-        yield* TestClock.adjust("1 second")
-        yield* Fiber.join(fiber)
+        yield* burst(runOnce(policy, fake), 20)
         assert.strictEqual(fake.calls.length, 20 + 10)
       })
     )
