@@ -89,7 +89,9 @@ export interface Options {
    */
   readonly queueFull?: "wait" | "fail" | undefined
   /**
-   * Default run timeout, counted from when a task starts running; more than 0 when set.
+   * Default run timeout, counted from when a task starts running; more than 0 when set. A thread
+   * reports finished results before it starts a timed task (so the pool can start its clock), so
+   * very short timed tasks travel back one message each instead of in batches.
    * @default none
    */
   readonly timeout?: Duration.Input | undefined
