@@ -351,6 +351,33 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.effect("fails only the task whose thread throws null, undefined or a revoked Proxy from a timer", () =>
+      withPool({ maxWorkers: 1 })(
+        Effect.gen(function* () {
+          // A task of the module has finished: its later deaths are single crashes, not a crash loop.
+          yield* Blocking.run(P.threadId, undefined)
+          const kinds = ["null", "undefined", "symbol", "revoked proxy", "null prototype"] as const
+          for (const kind of kinds) {
+            const error = yield* Effect.flip(Blocking.run(P.throwValueLater, kind))
+            assert.strictEqual(error._tag === "WorkerDiedError" && `${error.reason} ${error.exitCode}`, "exit 1", kind)
+            assert.strictEqual(yield* Blocking.run(T.square, 5), 25, `a new thread took over after ${kind}`)
+          }
+        })
+      )
+    )
+
+    it.effect("ignores whatever a task posts on its thread's parentPort", () =>
+      withPool({ maxWorkers: 1 })(
+        Effect.gen(function* () {
+          assert.strictEqual(yield* Blocking.run(P.postToParent, undefined), "posted")
+          assert.deepStrictEqual(
+            yield* Effect.forEach([1, 2, 3], (n) => Blocking.run(T.square, n), { concurrency: "unbounded" }),
+            [1, 4, 9]
+          )
+        })
+      )
+    )
+
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>
       withPool({ maxWorkers: 1, resourceLimits: { maxOldGenerationSizeMb: 48 } })(
         Effect.gen(function* () {

@@ -162,9 +162,10 @@ export class Engine {
     this.starting++
     const slot = start(this.options)
     this.slots.add(slot)
-    slot.thread.on("message", (message: FromWorker) => {
-      if (message._tag === "Done") done(this, slot, message.results)
-      else ready(this, slot)
+    // A task can post anything on its thread's parentPort too: only the pool's own messages count.
+    slot.thread.on("message", (message: unknown) => {
+      if (isDone(message)) done(this, slot, message.results)
+      else if (isReady(message) && !slot.ready) ready(this, slot)
     })
     slot.thread.on("exit", (code) => exited(this, slot, code))
   }
@@ -190,3 +191,12 @@ export class Engine {
     return reason === undefined ? undefined : crashLoop(name, reason)
   }
 }
+
+const isDone = (u: unknown): u is Extract<FromWorker, { _tag: "Done" }> =>
+  typeof u === "object" &&
+  u !== null &&
+  (u as { _tag?: unknown })._tag === "Done" &&
+  Array.isArray((u as { results?: unknown }).results)
+
+const isReady = (u: unknown): boolean =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "Ready"

@@ -41,10 +41,11 @@ export const start = (options: EngineOptions): Slot => {
     lastError: undefined,
     idleTimer: undefined
   }
-  // Kept for the exit that follows: it tells an out-of-memory death from a plain exit.
-  thread.on("error", (error: Error & { code?: string }) => {
-    slot.outOfMemory ||= error.code === "ERR_WORKER_OUT_OF_MEMORY"
-    slot.lastError = error.message
+  // Kept for the exit that follows: it tells an out-of-memory death from a plain exit. `error` is
+  // whatever the thread threw, uncaught: null, undefined and symbols included.
+  thread.on("error", (error: unknown) => {
+    slot.outOfMemory ||= isObject(error) && error.code === "ERR_WORKER_OUT_OF_MEMORY"
+    slot.lastError = describeThrown(error)
   })
   return slot
 }
@@ -84,4 +85,16 @@ export const terminate = (slot: Slot): Promise<unknown> => {
   slot.idleTimer?.()
   slot.idleTimer = undefined
   return slot.thread.terminate()
+}
+
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
+
+/** What a thread's uncaught throw says about itself; never throws (the value is a deserialized clone). */
+const describeThrown = (error: unknown): string => {
+  try {
+    if (isObject(error) && typeof error.message === "string") return error.message
+    return `uncaught ${typeof error === "symbol" ? error.toString() : String(error)}`
+  } catch {
+    return `uncaught ${Object.prototype.toString.call(error)}`
+  }
 }
