@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config"
 
-// "source" resolves @volley/* to their TypeScript sources, so tests never need a build first.
-const conditions = ["source", "node", "import", "module", "default"]
+// "@volley/source" resolves @volley/* to their TypeScript sources, so tests never need a build first.
+const conditions = ["@volley/source", "node", "import", "module", "default"]
 
 export default defineConfig({
   resolve: { conditions },

@@ -17,7 +17,7 @@ if (scenarios.length === 0) {
 }
 for (const scenario of scenarios) {
   console.log(`\n=== ${scenario} ===`)
-  const run = spawnSync(process.execPath, ["--conditions=source", "--expose-gc", join(here, scenario, "main.ts")], {
+  const run = spawnSync(process.execPath, ["--conditions=@volley/source", "--expose-gc", join(here, scenario, "main.ts")], {
     stdio: "inherit",
     cwd: here
   })

@@ -81,7 +81,7 @@ const measure = async (name: string, url: string, total: number, warmup: number)
     ? await run(PYTHON, [join(import.meta.dirname, "python", python), ...args], 120_000)
     : await run(
         process.execPath,
-        ["--conditions=source", "--expose-gc", join(import.meta.dirname, "measure.ts"), name, ...args],
+        ["--conditions=@volley/source", "--expose-gc", join(import.meta.dirname, "measure.ts"), name, ...args],
         120_000
       )
   const line = result.stdout.trim().split("\n").at(-1) ?? ""
@@ -169,7 +169,7 @@ for (let round = 1; round <= RUNS; round++) {
 const memoryRun = await run(
   process.execPath,
   [
-    "--conditions=source",
+    "--conditions=@volley/source",
     "--expose-gc",
     join(import.meta.dirname, "memory.ts"),
     `${origin.base}/2b`,

@@ -2,7 +2,7 @@
 // CPU-profiles only the timed requests (V8's sampling profiler through node:inspector) and
 // prints CPU µs per request by area, then the hottest functions.
 //
-//   cd bench && node --conditions=source http/profile.ts <client> [/2b|/16k] [requests]
+//   cd bench && node --conditions=@volley/source http/profile.ts <client> [/2b|/16k] [requests]
 //
 // Compare clients by the per-request numbers, not by req/s: on a shared machine the
 // profile's busy time moves much less than throughput.

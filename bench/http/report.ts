@@ -131,7 +131,7 @@ const render = (r: Results) => {
     "",
     "## Where the time goes",
     "",
-    "`cd bench && node --conditions=source http/profile.ts <client> [/2b|/16k]` profiles the timed requests of one client",
+    "`cd bench && node --conditions=@volley/source http/profile.ts <client> [/2b|/16k]` profiles the timed requests of one client",
     "(V8 sampling profiler) and prints CPU µs per request by area. What it showed while the fast path was built:",
     "",
     "- Effect's generic `HttpClient` on platform-node's undici client spends about twice raw undici's CPU per request. The",

@@ -187,7 +187,7 @@ export const remoteFaultServer = Effect.acquireRelease(
     () =>
       new Promise<{ child: ChildProcess; server: RemoteFaultServer }>((resolve, reject) => {
         const child = fork(fileURLToPath(import.meta.url), ["--serve"], {
-          execArgv: ["--conditions=source"],
+          execArgv: ["--conditions=@volley/source"],
           stdio: ["ignore", "inherit", "inherit", "ipc"]
         })
         let next = 0

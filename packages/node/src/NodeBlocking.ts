@@ -35,9 +35,11 @@
  * @since 0.1.0
  */
 
+import "./internal/runtime.ts"
 import { availableParallelism } from "node:os"
 import type { ResourceLimits } from "node:worker_threads"
-import { Blocking, Options as Validate } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
+import * as Validate from "@volley/core/Options"
 import type * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"

@@ -24,8 +24,9 @@
  *
  * @since 0.1.0
  */
+import "./internal/runtime.ts"
 import * as Undici from "@effect/platform-node/Undici"
-import { Options as Validate } from "@volley/core"
+import * as Validate from "@volley/core/Options"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"

@@ -22,8 +22,10 @@
  *
  * @since 0.1.0
  */
+import "./internal/runtime.ts"
 import type * as Undici from "@effect/platform-node/Undici"
-import { Proxy, type Options as Validate } from "@volley/core"
+import type * as Validate from "@volley/core/Options"
+import * as Proxy from "@volley/core/Proxy"
 import type * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"

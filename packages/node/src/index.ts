@@ -1,6 +1,7 @@
 /**
  * @since 0.1.0
  */
+import "./internal/runtime.ts"
 
 /**
  * A `Blocking.BlockingExecutor` on `node:worker_threads`: bounded queue, timeouts, hard

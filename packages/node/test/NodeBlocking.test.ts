@@ -366,6 +366,23 @@ describe("NodeBlocking", () => {
       )
     )
 
+    it.effect("keeps the thread alive when a handler throws an Error it cannot read: it fails typed", () =>
+      withPool({ name: "strange-errors", maxWorkers: 1 })(
+        Effect.gen(function* () {
+          const thread = yield* Blocking.run(P.threadId, undefined)
+          for (const kind of T.strangeErrors) {
+            for (const async of [false, true]) {
+              const error = yield* Effect.flip(Blocking.run(T.throwStrange, { kind, async }))
+              assert.strictEqual(error._tag, "HandlerError", `${kind}, async: ${async}`)
+            }
+          }
+          assert.strictEqual(yield* Blocking.run(P.threadId, undefined), thread, "the same thread")
+          const crashes = Metric.withAttributes(NodeBlocking.metrics.crashes, { pool: "strange-errors" })
+          assert.strictEqual(yield* counterValue(crashes as typeof NodeBlocking.metrics.crashes), 0)
+        })
+      )
+    )
+
     it.effect("ignores whatever a task posts on its thread's parentPort", () =>
       withPool({ maxWorkers: 1 })(
         Effect.gen(function* () {
@@ -589,7 +606,7 @@ describe("NodeBlocking", () => {
           new Promise<string>((resolve, reject) =>
             execFile(
               process.execPath,
-              ["--conditions=source", new URL("./fixtures/closeAndExit.ts", import.meta.url).pathname],
+              ["--conditions=@volley/source", new URL("./fixtures/closeAndExit.ts", import.meta.url).pathname],
               { timeout: 20_000 },
               (error, stdout) => (error ? reject(error) : resolve(stdout))
             )

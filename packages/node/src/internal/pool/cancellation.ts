@@ -3,7 +3,7 @@
 // two-phase: a job that has not started is skipped (dropped from the queue, or marked in the
 // thread's control buffer so the thread skips it); a running one has its AbortSignal aborted,
 // and if it is still running after the grace period its thread is terminated (and replaced).
-import { Blocking } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
 import type { Engine } from "./engine.ts"
 import { after, clear, FINISHED, finish, type Job, QUEUED, SENT, WAITING } from "./job.ts"
 import { RING, type ToWorker } from "./messages.ts"

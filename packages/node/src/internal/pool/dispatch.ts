@@ -1,7 +1,7 @@
 // Dispatch: moves queued jobs onto threads. Each thread gets a window of jobs sent ahead (many for
 // short tasks, one for long ones) and runs them one at a time; jobs travel in batches, one
 // message per thread per pump, in the flat wire format of messages.ts.
-import { Blocking } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
 import { started } from "./cancellation.ts"
 import type { Engine } from "./engine.ts"
 import { finish, type Job, QUEUED, SENT } from "./job.ts"

@@ -6,7 +6,7 @@
 // no hard cancellation, one crash failing calls on healthy workers) is what this replaces.
 
 import type { ResourceLimits } from "node:worker_threads"
-import { Blocking } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
 import type * as Clock from "effect/Clock"
 import { Breaker } from "./breaker.ts"
 import { cancel, queueDeadline } from "./cancellation.ts"

@@ -1,6 +1,6 @@
 // A job: one `Blocking.run` call as the pool tracks it, from submit to its outcome, and the
 // Clock-driven timers that jobs and threads use.
-import type { Blocking } from "@volley/core"
+import type * as Blocking from "@volley/core/Blocking"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"

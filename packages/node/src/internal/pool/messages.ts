@@ -2,7 +2,7 @@
 // compile against; the hot path does not run a decoder per message (structured clone already
 // guarantees the shape, and a decode per no-op task would cost more than the task), the task's
 // own payload/success/failure Schemas validate the user data on each side.
-import type { Blocking } from "@volley/core"
+import type * as Blocking from "@volley/core/Blocking"
 import * as Schema from "effect/Schema"
 
 /** Slots in the shared control buffer: [0] = seq of the running task, [1 + seq % RING] = cancelled seq. */

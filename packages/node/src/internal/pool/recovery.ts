@@ -2,7 +2,7 @@
 // fails with WorkerDiedError; every other job it held (sent ahead, or finished but not yet
 // reported) is queued again at the front, to run on another thread. Deaths feed the
 // crash-loop breakers; the dispatch round that follows tops the pool up to minWorkers.
-import { Blocking } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
 import type { Engine } from "./engine.ts"
 import { clear, finish, type Job, QUEUED, SENT } from "./job.ts"
 import type { Slot } from "./thread.ts"

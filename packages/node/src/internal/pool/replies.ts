@@ -1,6 +1,6 @@
 // Replies: a thread's batch of results comes back; each is matched to its job, recorded (run time,
 // the per-task average that sizes the dispatch window, the module's health) and settled.
-import { Blocking } from "@volley/core"
+import * as Blocking from "@volley/core/Blocking"
 import { started } from "./cancellation.ts"
 import type { Engine } from "./engine.ts"
 import { finish, type Job, type Outcome, SENT } from "./job.ts"

@@ -4,7 +4,7 @@
 // local queue runs dry, or before a job with a run timeout starts.
 
 import { parentPort, workerData } from "node:worker_threads"
-import type { Blocking } from "@volley/core"
+import type * as Blocking from "@volley/core/Blocking"
 import {
   type FromWorker,
   JOB_FIELDS,
@@ -66,8 +66,14 @@ const drain = async () => {
       continue
     }
     const start = performance.now()
-    let reply = runJob(task[0], task[1], seq, payload, traceId, spanId)
-    if (reply instanceof Promise) reply = await reply
+    let reply: WireReply
+    try {
+      const running = runJob(task[0], task[1], seq, payload, traceId, spanId)
+      reply = running instanceof Promise ? await running : running
+    } catch (thrown) {
+      // Only a task module built on another copy of @volley/core, whose invoke is not total, gets here.
+      reply = { _tag: "Threw", name: "Error", message: `the task's invoke threw: ${describe(thrown)}`, stack: undefined }
+    }
     Atomics.store(control, 0, 0)
     if (controllers.size > 0) controllers.delete(seq)
     if (aborted.size > 0) aborted.delete(seq)
@@ -132,6 +138,14 @@ const context = (seq: number, traceId: string | undefined, spanId: string | unde
   traceId,
   spanId
 })
+
+const describe = (thrown: unknown): string => {
+  try {
+    return thrown instanceof Error ? String(thrown.message) : String(thrown)
+  } catch {
+    return "(cannot be described)"
+  }
+}
 
 const flush = () => {
   if (results.length === 0) return

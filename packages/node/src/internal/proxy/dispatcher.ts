@@ -7,7 +7,7 @@ import { lookup } from "node:dns/promises"
 import { isIP, Socket } from "node:net"
 import type * as Tls from "node:tls"
 import * as Undici from "@effect/platform-node/Undici"
-import { Proxy } from "@volley/core"
+import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 

@@ -3,7 +3,7 @@
 // where they happen, in the connectors of dispatcher.ts: the same codes also come from the origin
 // through the tunnel (an untrusted origin certificate must stay the origin's TransportError), so
 // codes alone cannot tell the two apart.
-import { Proxy } from "@volley/core"
+import * as Proxy from "@volley/core/Proxy"
 
 /** Where on the way to the proxy a failure happened. */
 export type Hop = "connect" | "tls" | "tunnel"
