@@ -372,7 +372,7 @@ describe("NodeBlocking", () => {
           const thread = yield* Blocking.run(P.threadId, undefined)
           for (const kind of T.strangeErrors) {
             for (const async of [false, true]) {
-              const error = yield* Effect.flip(Blocking.run(T.throwStrange, { kind, async }))
+              const error = yield* Effect.flip(Blocking.run(T.throwStrange, { kind, async } as T.StrangePayload))
               assert.strictEqual(error._tag, "HandlerError", `${kind}, async: ${async}`)
             }
           }

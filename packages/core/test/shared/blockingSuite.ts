@@ -1,9 +1,12 @@
 // One behavioural suite for every BlockingExecutor: the inline executor (packages/core) and the
 // worker-thread pool (packages/node) must agree on all of it.
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, type Layer, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, type Layer, Option, Result, Stream } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as Blocking from "../../src/Blocking.ts"
+import * as Fanout from "../../src/Fanout.ts"
+import * as Retry from "../../src/Retry.ts"
 import * as T from "../fixtures/blockingTasks.ts"
 
 // ES2024's Atomics.waitAsync (Node >= 16); the project's lib is ES2023.
@@ -26,6 +29,8 @@ export const waitForFlag = (flags: Int32Array, index: number): Effect.Effect<voi
       if (wait.async) await wait.value
     }
   })
+
+const strange = (kind: T.StrangeError, async: boolean): T.StrangePayload => ({ kind, async })
 
 export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.BlockingExecutor, unknown>) => {
   // One executor for the whole suite (a pool starts threads once), with one TestClock.
@@ -64,6 +69,61 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
             const error = yield* Effect.flip(Blocking.run(T.throwOddity, { async }).pipe(Effect.timeout("5 seconds")))
             assert.strictEqual(error._tag === "HandlerError" && error.errorName, "object", `async: ${async}`)
           }
+        })
+      )
+
+      it.effect("fails with HandlerError, with string fields, when the handler throws an Error it cannot read", () =>
+        Effect.gen(function* () {
+          for (const kind of T.strangeErrors) {
+            for (const async of [false, true]) {
+              const exit = yield* Effect.exit(
+                Blocking.run(T.throwStrange, strange(kind, async)).pipe(Effect.timeout("5 seconds"))
+              )
+              const label = `${kind}, async: ${async}`
+              assert.isTrue(Exit.isFailure(exit), label)
+              if (!Exit.isFailure(exit)) continue
+              const error = Cause.findErrorOption(exit.cause)
+              assert.isTrue(Option.isSome(error), `${label}: a typed failure, not ${Cause.pretty(exit.cause)}`)
+              if (Option.isNone(error)) continue
+              assert.instanceOf(error.value, Blocking.HandlerError, label)
+              if (!(error.value instanceof Blocking.HandlerError)) continue
+              assert.isString(error.value.errorName, label)
+              assert.isString(error.value.errorMessage, label)
+              assert.isTrue(error.value.remoteStack === undefined || typeof error.value.remoteStack === "string", label)
+              assert.include(error.value.message, "throwStrange threw", label)
+            }
+          }
+          const callSites = yield* Effect.flip(Blocking.run(T.throwStrange, strange("stack of call sites", false)))
+          assert.strictEqual(callSites._tag === "HandlerError" && callSites.errorMessage, "with call sites")
+          assert.include(callSites._tag === "HandlerError" ? callSites.remoteStack : "", "blockingTasks.ts")
+          const named = yield* Effect.flip(Blocking.run(T.throwStrange, strange("numeric name", false)))
+          assert.strictEqual(named._tag === "HandlerError" && named.errorName, "42")
+          assert.strictEqual(yield* Blocking.run(T.square, 3), 9, "the executor keeps working")
+        })
+      )
+
+      it.effect("Fanout.pipelineSettled settles every item when a stage's handler throws an Error it cannot read", () =>
+        Effect.gen(function* () {
+          // Each body names what the stage's handler throws; "fine" bodies are squared.
+          const client = HttpClient.make((request, url) =>
+            Effect.succeed(HttpClientResponse.fromWeb(request, new Response(decodeURIComponent(url.pathname.slice(1)))))
+          )
+          const kinds = ["fine", ...T.strangeErrors, "fine"]
+          const stage = (item: Fanout.Item<string>) =>
+            item.value === "fine"
+              ? Blocking.run(T.square, 2)
+              : Blocking.run(T.throwStrange, strange(item.value as T.StrangeError, false))
+          const outcomes: ReadonlyArray<unknown> = yield* Fanout.pipelineSettled(
+            kinds.map((kind) => `http://bodies.test/${encodeURIComponent(kind)}`),
+            stage,
+            { concurrency: 2, ordered: true, read: (response) => response.text }
+          ).pipe(
+            Stream.map((item) => (Result.isSuccess(item.result) ? item.result.success : item.result.failure._tag)),
+            Stream.runCollect,
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.provide(Retry.layer({ retries: 0 }))
+          )
+          assert.deepStrictEqual(outcomes, [4, ...T.strangeErrors.map(() => "HandlerError"), 4])
         })
       )
 

@@ -57,13 +57,17 @@ const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
   decodeFailure: Schema.decodeUnknownExit(task.failure)
 })
 
-/** A message for anything thrown; never throws itself (`String(Object.create(null))` does). */
+/**
+ * A message for anything thrown; never throws itself: `String(Object.create(null))` throws, an
+ * Error's `message` may be a getter that throws, a revoked Proxy throws on every inspection.
+ */
 export const describe = (error: unknown): string => {
-  if (error instanceof Error) return error.message
+  const message = isErrorUnsafe(error) ? readString(error, "message") : undefined
+  if (message !== undefined) return message
   try {
-    return String(error)
+    return typeof error === "symbol" ? error.toString() : String(error)
   } catch {
-    return Object.prototype.toString.call(error)
+    return opaque(error)
   }
 }
 
@@ -91,6 +95,7 @@ export const invoke = (
   } catch (thrown) {
     return fromThrown(codecs, thrown)
   }
+  // Never rejects: a thread whose reply rejected would die, an inline caller would wait forever.
   if (isPromiseLike(result)) {
     return Promise.resolve(result).then(
       (value) => fromValue(codecs, task, value, transferOut),
@@ -106,7 +111,13 @@ const fromValue = (
   value: unknown,
   transferOut: Array<Transferable> | undefined
 ): Reply => {
-  const encoded = codecs.encodeSuccess(value)
+  let encoded: Exit.Exit<unknown, Schema.SchemaError>
+  try {
+    encoded = codecs.encodeSuccess(value)
+  } catch (thrown) {
+    // A result whose getters throw, or a revoked Proxy: the encoder inspects it.
+    return { _tag: "InvalidResult", reason: `cannot be encoded: ${describe(thrown)}` }
+  }
   if (encoded._tag === "Failure") return { _tag: "InvalidResult", reason: issue(encoded) }
   if (transferOut !== undefined && task.transfer.success !== undefined) {
     // A throw here is the task's bug, not the thread's: it must not kill the thread (or, inline,
@@ -120,15 +131,82 @@ const fromValue = (
   return { _tag: "Success", value: encoded.value }
 }
 
+/** Total: whatever was thrown, the reply is a typed failure or a `Threw` with string fields. */
 const fromThrown = (codecs: Codecs, thrown: unknown): Reply => {
-  if (codecs.isFailure(thrown)) {
-    const encoded = codecs.encodeFailure(thrown)
-    if (encoded._tag === "Success") return { _tag: "Failure", error: encoded.value }
+  try {
+    if (codecs.isFailure(thrown)) {
+      const encoded = codecs.encodeFailure(thrown)
+      if (encoded._tag === "Success") return { _tag: "Failure", error: encoded.value }
+    }
+  } catch {
+    // Inspecting it threw (a revoked Proxy, a throwing getter): it is not the typed failure.
   }
-  if (thrown instanceof Error) {
-    return { _tag: "Threw", name: thrown.name, message: thrown.message, stack: thrown.stack }
+  if (!isErrorUnsafe(thrown))
+    return { _tag: "Threw", name: kindOf(thrown), message: describe(thrown), stack: undefined }
+  return {
+    _tag: "Threw",
+    name: readString(thrown, "name") ?? kindOf(thrown),
+    message: readString(thrown, "message") ?? "(the error's message cannot be read)",
+    stack: readStack(thrown)
   }
-  return { _tag: "Threw", name: typeof thrown, message: describe(thrown), stack: undefined }
+}
+
+/** `instanceof Error`, false when asking throws (a Proxy whose getPrototypeOf trap throws, or revoked). */
+const isErrorUnsafe = (u: unknown): u is Error => {
+  try {
+    return u instanceof Error
+  } catch {
+    return false
+  }
+}
+
+/** A field of an Error as a string: non-strings are turned into one, a throwing read gives undefined. */
+const readString = (error: Error, field: "name" | "message"): string | undefined => {
+  try {
+    const value: unknown = error[field]
+    if (typeof value === "string") return value
+    if (value === undefined || value === null) return undefined
+    return typeof value === "object" ? JSON.stringify(value) : String(value)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The stack as a string: a library that sets `Error.prepareStackTrace` to return the call sites
+ * leaves an array there, formatted here as V8 would have.
+ */
+const readStack = (error: Error): string | undefined => {
+  try {
+    const stack: unknown = error.stack
+    if (typeof stack === "string") return stack
+    if (Array.isArray(stack)) {
+      const head = `${readString(error, "name") ?? "Error"}: ${readString(error, "message") ?? ""}`
+      return [head, ...stack.map((site) => `    at ${String(site)}`)].join("\n")
+    }
+    return undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** `typeof`, but never throws and says "proxy" for what cannot be inspected. */
+const kindOf = (u: unknown): string => {
+  if (typeof u !== "object" || u === null) return typeof u
+  try {
+    Object.prototype.toString.call(u)
+    return "object"
+  } catch {
+    return "proxy"
+  }
+}
+
+const opaque = (u: unknown): string => {
+  try {
+    return Object.prototype.toString.call(u)
+  } catch {
+    return "[an object that cannot be inspected]"
+  }
 }
 
 const isPromiseLike = (u: unknown): u is PromiseLike<unknown> =>
@@ -154,12 +232,13 @@ export const decodeReply = <P, S, F>(
         : Effect.fail(new Blocking.InvalidResultError({ task: task.name, reason: issue(decoded) }))
     }
     case "Threw":
+      // Strings already when this package built the reply; a thread running another copy may not.
       return Effect.fail(
         new Blocking.HandlerError({
           task: task.name,
-          errorName: reply.name,
-          errorMessage: reply.message,
-          remoteStack: reply.stack
+          errorName: asString(reply.name),
+          errorMessage: asString(reply.message),
+          remoteStack: reply.stack === undefined ? undefined : asString(reply.stack)
         })
       )
     case "InvalidPayload":
@@ -168,3 +247,5 @@ export const decodeReply = <P, S, F>(
       return Effect.fail(new Blocking.InvalidResultError({ task: task.name, reason: reply.reason }))
   }
 }
+
+const asString = (u: unknown): string => (typeof u === "string" ? u : describe(u))

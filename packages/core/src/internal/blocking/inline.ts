@@ -22,7 +22,11 @@ export const execute = (request: Blocking.Request): Effect.Effect<Blocking.Reply
     const transfer: Array<Transferable> = []
     const reply = Codec.invoke(Codec.codecsOf(task), task, payload, context, transfer)
     if (!(reply instanceof Promise)) return resume(cloneReply(task, reply, transfer))
-    reply.then((reply) => resume(cloneReply(task, reply, transfer)))
+    reply.then(
+      (reply) => resume(cloneReply(task, reply, transfer)),
+      // Codec.invoke never rejects; should it ever, the caller fails instead of waiting forever.
+      (thrown: unknown) => resume(Effect.fail(handlerError(task, thrown)))
+    )
     // Interruption returns at once; the handler sees the abort and its result is dropped.
     return Effect.sync(() => controller.abort())
   })
@@ -46,3 +50,11 @@ const cloneReply = (
     return Effect.fail(new Blocking.InvalidResultError({ task: task.name, reason: Codec.describe(error) }))
   }
 }
+
+const handlerError = (task: Blocking.AnyTask, thrown: unknown) =>
+  new Blocking.HandlerError({
+    task: task.name,
+    errorName: "Error",
+    errorMessage: Codec.describe(thrown),
+    remoteStack: undefined
+  })

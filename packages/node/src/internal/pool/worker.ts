@@ -72,7 +72,12 @@ const drain = async () => {
       reply = running instanceof Promise ? await running : running
     } catch (thrown) {
       // Only a task module built on another copy of @volley/core, whose invoke is not total, gets here.
-      reply = { _tag: "Threw", name: "Error", message: `the task's invoke threw: ${describe(thrown)}`, stack: undefined }
+      reply = {
+        _tag: "Threw",
+        name: "Error",
+        message: `the task's invoke threw: ${describe(thrown)}`,
+        stack: undefined
+      }
     }
     Atomics.store(control, 0, 0)
     if (controllers.size > 0) controllers.delete(seq)
