@@ -12,6 +12,7 @@ import { Breaker } from "./breaker.ts"
 import { cancel, queueDeadline } from "./cancellation.ts"
 import { dispatch, idle, pump } from "./dispatch.ts"
 import { FINISHED, finish, type Job, type Outcome, QUEUED, WAITING } from "./job.ts"
+import { entryModuleRefusal } from "./mainModule.ts"
 import type { FromWorker } from "./messages.ts"
 import { Queue } from "./queue.ts"
 import { crashLoop, exited } from "./recovery.ts"
@@ -187,6 +188,8 @@ export class Engine {
 
   private refusal(name: string, module: string): Blocking.BlockingError | undefined {
     if (this.closing) return new Blocking.ExecutorShutDownError({ task: name })
+    const entry = entryModuleRefusal(module)
+    if (entry !== undefined) return new Blocking.TaskNotFoundError({ task: name, module, reason: entry })
     const reason = this.breaker.refusal(module)
     return reason === undefined ? undefined : crashLoop(name, reason)
   }
