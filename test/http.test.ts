@@ -79,11 +79,15 @@ describe("Http", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
-  it.live("fails a refused connection with a TransportError", () =>
+  it.live("fails a refused connection with a TransportError whose message names the cause", () =>
     Effect.gen(function* () {
       const port = yield* closedPort
       const reason = reasonOf(yield* Effect.exit(Http.getText(`http://127.0.0.1:${port}/`)))
       assert.strictEqual(reason._tag, "TransportError")
+      assert.strictEqual(
+        reason.message,
+        `Transport: connect ECONNREFUSED 127.0.0.1:${port} (GET http://127.0.0.1:${port}/)`
+      )
     }).pipe(Effect.provide(NodeHttpClient.layer()))
   )
 

@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import { describedBy } from "./describe.ts"
 import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
 
 /** Per-request timeouts, in milliseconds, as undici takes them. */
@@ -161,7 +162,11 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.resume(
       Effect.fail(
         new HttpClientError.HttpClientError({
-          reason: new HttpClientError.TransportError({ request: this.request, cause })
+          reason: new HttpClientError.TransportError({
+            request: this.request,
+            cause,
+            ...describedBy(cause)
+          })
         })
       )
     )
