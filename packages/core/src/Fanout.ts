@@ -15,8 +15,9 @@
  *   (retries, backoff, `Retry-After`, budget, timeouts); `deadline` bounds the whole batch.
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
  *   body is read and dropped), so no connection is held by an unread body.
- * - **Cost**: `concurrency` worker fibers, no fiber, stream or span per request; client tracing
- *   is off inside a batch unless `tracing: true`.
+ * - **Cost**: at most `concurrency` worker fibers, started as requests start (a huge
+ *   `concurrency` costs nothing by itself), no fiber, stream or span per request; client
+ *   tracing is off inside a batch unless `tracing: true`.
  *
  * Interrupting a batch interrupts every request in flight (their sockets are closed).
  *
@@ -89,14 +90,15 @@ export const cancellable = (
  */
 export interface Options<A, E, R> {
   /**
-   * Maximum requests in flight.
+   * Maximum requests in flight. Worker fibers start as requests do, so a large value costs
+   * only the requests actually in flight (`1e9` over three URLs runs three).
    * @default 16
    */
   readonly concurrency?: number | undefined
   /**
    * Maximum requests in flight per origin (`scheme://host:port`). Requests for a busy origin
-   * wait in its queue (up to `max(1024, 16 × concurrency)` read ahead of the workers) while
-   * other origins' requests go first.
+   * wait in its queue (up to `max(1024, 16 × concurrency)` read ahead of the workers, 65,536 at
+   * most) while other origins' requests go first.
    * @default no limit beyond `concurrency`
    */
   readonly perHost?: number | undefined
@@ -552,11 +554,15 @@ const resolve = <A, E, R>(
       window: stream === undefined ? Number.POSITIVE_INFINITY : concurrency + buffer,
       ordered: stream?.ordered ?? false,
       // Requests read ahead into per-origin queues while their origin is busy: enough for
-      // fairness across many origins, bounded so a huge input is not turned into requests at once.
-      lookahead: Math.max(1024, concurrency * 16)
+      // fairness across many origins, bounded so a huge input is not turned into requests at
+      // once, and so is the bound itself: `concurrency: 1e9` must not read an endless input.
+      lookahead: Math.min(Math.max(1024, concurrency * 16), MAX_LOOKAHEAD)
     })
     return { plan, scheduler, buffer, total }
   })
+
+/** Most requests read ahead of the workers, whatever `concurrency` is (see `perHost`). */
+const MAX_LOOKAHEAD = 65_536
 
 type Push<Out> = (index: number, out: Out) => void
 

@@ -704,4 +704,63 @@ describe("Fanout", () => {
       }).pipe(Effect.provideService(HttpClient.HttpClient, fake().client))
     )
   })
+
+  describe("cost of the options", () => {
+    /** A fresh input of three slow URLs that is not an array (no length to cap anything by). */
+    const three = () =>
+      (function* () {
+        for (let i = 0; i < 3; i++) yield `http://a.test/ms/${10 * (i + 1)}`
+      })()
+    const huge = { concurrency: 1e9, perHost: 1e9, buffer: 1e9, stageConcurrency: 1e9 }
+
+    it.effect("starts workers as input arrives, so concurrency 1e9 over a generator of three costs three", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const values = (items: ReadonlyArray<{ readonly value: Uint8Array } | Fanout.Settled<Uint8Array, never>>) =>
+          items.map((item) => new TextDecoder().decode("value" in item ? item.value : Result.getOrThrow(item.result)))
+        const fiber = yield* Effect.all(
+          [
+            Effect.map(Fanout.allSettled(three(), huge), (rs) => rs.map(Result.isSuccess)),
+            Effect.map(Fanout.all(three(), huge), (vs) => vs.map((v) => new TextDecoder().decode(v))),
+            Effect.map(Stream.runCollect(Fanout.stream(three(), { ...huge, ordered: true })), values),
+            Effect.map(Stream.runCollect(Fanout.streamSettled(three(), { ...huge, ordered: true })), values),
+            Effect.map(
+              Stream.runCollect(
+                Fanout.pipeline(three(), (item) => Effect.succeed(item.value), { ...huge, ordered: true })
+              ),
+              values
+            )
+          ],
+          { concurrency: "unbounded" }
+        ).pipe(Effect.provideService(HttpClient.HttpClient, f.client), Effect.forkChild)
+        yield* TestClock.adjust("30 millis")
+        assert.deepStrictEqual(yield* Fiber.join(fiber), [
+          [true, true, true],
+          ["10", "20", "30"],
+          ["10", "20", "30"],
+          ["10", "20", "30"],
+          ["10", "20", "30"]
+        ])
+        // Lazily started, the workers still run the whole input at once: 5 batches x 3.
+        assert.strictEqual(f.peakTotal(), 15)
+      })
+    )
+
+    it.effect("reads a bounded number of requests ahead of the workers, whatever concurrency says", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const input = endless("http://a.test/ms/10")
+        // One host at a time: everything read ahead waits in that host's queue.
+        const fiber = yield* Fanout.stream(input.urls, { concurrency: 1e9, perHost: 1 }).pipe(
+          Stream.take(2),
+          Stream.runCollect,
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("20 millis")
+        assert.strictEqual((yield* Fiber.join(fiber)).length, 2)
+        assert.isAtMost(input.read(), 65_536 + 4) // the cap, plus the few started
+      })
+    )
+  })
 })

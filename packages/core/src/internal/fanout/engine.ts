@@ -1,7 +1,10 @@
-// The batch engine: `concurrency` worker fibers pull jobs from the scheduler and run them; no
-// fiber, Stream or span per request. Each job is one `Retry.run` of "execute, check status,
-// read the body", so a response is always consumed before its worker moves on.
+// The batch engine: up to `concurrency` worker fibers pull jobs from the scheduler and run them;
+// no fiber, Stream or span per request. Each job is one `Retry.run` of "execute, check status,
+// read the body", so a response is always consumed before its worker moves on. Workers start
+// one at a time as jobs are taken (see `grow`), so their number follows the work in flight,
+// never the option: `concurrency: 1e9` over three URLs starts four.
 import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -131,6 +134,7 @@ export const run = <A, E, R, X>(
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
         const stop = settle(current!, exit)
         current = undefined
+        workers.busy--
         return stop === undefined ? loop() : stop
       }
       const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
@@ -146,7 +150,10 @@ export const run = <A, E, R, X>(
       }
       const loop = (): Effect.Effect<void, X, R> => {
         const job = scheduler.next()
-        if (job === DONE) return Effect.void
+        if (job === DONE) {
+          workers.drained = true
+          return Effect.void
+        }
         if (job === WAIT) return Effect.flatMap(changed(scheduler), loop)
         current = job
         running?.add(job)
@@ -154,6 +161,7 @@ export const run = <A, E, R, X>(
           progress.inFlight++
           progress.report()
         }
+        workers.took()
         if (job.interruptWhen !== undefined) {
           const run = Retry.run(policy, job.request, attempt(job.request), runOptions)
           return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
@@ -167,11 +175,9 @@ export const run = <A, E, R, X>(
       return Effect.suspend(loop)
     }
 
-    const workers = Effect.forEach(Array.from({ length: plan.concurrency }), makeWorker, {
-      concurrency: "unbounded",
-      discard: true
-    })
-    const untraced = plan.tracing ? workers : Effect.provideService(workers, HttpClient.TracerDisabledWhen, () => true)
+    const workers = new Workers<X, R>(plan.concurrency, makeWorker)
+    const all = workers.run
+    const untraced = plan.tracing ? all : Effect.provideService(all, HttpClient.TracerDisabledWhen, () => true)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
     // with the workers: a last event says none is left, so a progress bar does not hang.
     const traced =
@@ -190,6 +196,90 @@ export const run = <A, E, R, X>(
     // Deadline: what was in flight was interrupted with the workers; nothing is lost.
     return yield* reportLate(scheduler, running!, sink, progress)
   })
+
+/**
+ * The batch's worker fibers, started lazily: one at first, then one more each time a worker
+ * takes a job while none is spare, up to `max`. So at most one worker is idle beyond those a
+ * shrinking load left waiting, and the fibers follow the work in flight: `max` = 1e9 over three
+ * URLs starts four, where starting `max` up front exhausts the heap. Fail-fast like
+ * `Effect.forEach`: the first worker to fail (or die) interrupts the others and fails the
+ * whole; interrupting the whole interrupts every worker and waits for them.
+ *
+ * Like `Effect.forEach`, a worker starts synchronously (it runs until its request suspends),
+ * from a plain loop in `grow`, never from inside another worker's start: no deep stack however
+ * many start at once.
+ */
+class Workers<X, R> {
+  readonly max: number
+  readonly make: () => Effect.Effect<void, X, R>
+  readonly fibers = new Set<Fiber.Fiber<void, X>>()
+  /** Workers started and not ended. */
+  live = 0
+  /** Workers running a job. */
+  busy = 0
+  /** A worker saw the input done: nothing will ever need another worker. */
+  drained = false
+  /** How the whole ends: the first failure, or success when the last worker ends. */
+  exit: Exit.Exit<void, X> | undefined = undefined
+  private fork: ((effect: Effect.Effect<void, X, R>) => Fiber.Fiber<void, X>) | undefined = undefined
+  private growing = false
+  private wake: (() => void) | undefined = undefined
+
+  constructor(max: number, make: () => Effect.Effect<void, X, R>) {
+    this.max = max
+    this.make = make
+  }
+
+  /** A worker took a job: start another if none is spare. */
+  took(): void {
+    this.busy++
+    if (this.busy >= this.live) this.grow()
+  }
+
+  private grow(): void {
+    // A worker started by the loop below takes a job and calls back here: the loop goes on.
+    if (this.growing || this.fork === undefined) return
+    this.growing = true
+    while (this.exit === undefined && !this.drained && this.busy >= this.live && this.live < this.max) {
+      this.live++
+      const fiber = this.fork(this.make())
+      const exit = fiber.pollUnsafe()
+      if (exit !== undefined) this.ended(exit)
+      else {
+        this.fibers.add(fiber)
+        fiber.addObserver((exit) => {
+          this.fibers.delete(fiber)
+          this.ended(exit)
+        })
+      }
+    }
+    this.growing = false
+  }
+
+  private ended(exit: Exit.Exit<void, X>): void {
+    this.live--
+    if (this.exit !== undefined) return
+    // A worker interrupted from outside (by `run`) is not a result.
+    if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) this.exit = exit
+    else if (this.live === 0) this.exit = Exit.void
+    else return
+    this.wake?.()
+  }
+
+  readonly run: Effect.Effect<void, X, R> = Effect.withFiber((parent) => {
+    this.fork = Effect.runForkWith(parent.context as Context.Context<R>)
+    this.grow()
+    const ended = Effect.callback<void, X>((resume) => {
+      if (this.exit !== undefined) return resume(this.exit)
+      this.wake = () => resume(this.exit!)
+    })
+    return Effect.onExit(ended, () => {
+      this.wake = undefined
+      this.exit ??= Exit.void // no worker starts any more
+      return this.fibers.size === 0 ? Effect.void : Fiber.interruptAll(Array.from(this.fibers))
+    })
+  })
+}
 
 /**
  * Gives every job that did not finish by the deadline `DeadlineExceeded`, in input order: those
