@@ -123,7 +123,9 @@ export interface BudgetOptions {
    */
   readonly minPerSecond?: number | undefined
   /**
-   * Length of the sliding window, in whole seconds.
+   * Length of the sliding window, in whole seconds (at least 1). Any length costs the same
+   * small, fixed memory: up to 600 seconds requests age out second by second, beyond that in
+   * steps of 1/600 of the window.
    * @default "10 seconds"
    */
   readonly window?: Duration.Input | undefined

@@ -1,7 +1,7 @@
 // Timing logic of the retry policy under TestClock, with an in-memory HttpClient (the real
 // server cases live in test/fanout*.test.ts).
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Fiber, Random } from "effect"
+import { Cause, ConfigProvider, Duration, Effect, Exit, Fiber, Random } from "effect"
 import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Retry } from "../src/index.ts"
@@ -306,6 +306,33 @@ describe("Retry", () => {
         const failing = fakeClient([{ status: 503 }])
         yield* burst(runOnce(policy, failing), 20)
         assert.strictEqual(failing.calls.length, 20 + 2)
+      })
+    )
+
+    it.effect("builds a budget of any window at once, and still ages requests out of a long one", () =>
+      Effect.gen(function* () {
+        // Arrays of `window` seconds: 1e12 was a RangeError defect, 1e8 cost 763 MB.
+        for (const seconds of [1e12, 1e8]) {
+          const exit = yield* Effect.exit(Retry.make({ budget: { window: Duration.seconds(seconds) } }))
+          assert.isTrue(Exit.isSuccess(exit), `${seconds} seconds`)
+        }
+        const policy = yield* Retry.make({
+          jitter: false,
+          baseDelay: "10 millis",
+          budget: { ratio: 0.1, minPerSecond: 0, window: "100000 days" }
+        })
+        const ok = fakeClient([{ status: 200 }])
+        yield* Effect.forEach(Array.from({ length: 100 }), () => runOnce(policy, ok))
+        yield* TestClock.adjust("50000 days")
+        // Half the window later those 100 requests still count: 120 requests buy 12 retries.
+        const failing = fakeClient([{ status: 503 }])
+        yield* burst(runOnce(policy, failing), 20)
+        assert.strictEqual(failing.calls.length, 20 + 12)
+        // Past the window, none of them does: 20 requests buy 2.
+        yield* TestClock.adjust("100001 days")
+        const later = fakeClient([{ status: 503 }])
+        yield* burst(runOnce(policy, later), 20)
+        assert.strictEqual(later.calls.length, 20 + 2)
       })
     )
 
