@@ -1,0 +1,232 @@
+// The adaptive per-origin limit behind `perHost: Fanout.adaptive(...)`: a pure state machine,
+// one per origin, fed with what each attempt observed (when it started, when its response head
+// arrived, whether the origin said it was overloaded) and explicit times in milliseconds. No
+// Effects, no clock, no timers: the engine feeds it, the scheduler reads `limit` and
+// `pausedUntil`, and the unit tests drive it with made-up times.
+//
+// Why this algorithm (a latency gradient, as in Netflix's Gradient2 and TCP Vegas, with TCP's
+// slow start and multiplicative decrease):
+//
+// - The signal is queueing, read from latency. An origin that serves `C` requests at once and
+//   queues the rest answers in its base latency `L` while at most `C` are in flight; with
+//   `C + k` in flight a request waits for the `k` ahead of it, so (Little's law) the latency is
+//   `L * (1 + k / C)`. The gradient `baseline / latency` is then `C / (C + k)`, and
+//   `limit * gradient` is `C`: one step lands on the capacity, whatever `C` is, which no
+//   additive rule does. A headroom of `sqrt(limit) / 3` (at least 0.5) is added so the limit
+//   keeps probing upwards (a capacity that grows is found); it settles about that far above `C`
+//   (simulated: C = 4 → 4-5, 24 → 25-27, 60 → 62-65). Under `C`, the gradient is 1 and the
+//   headroom is how fast the limit grows back.
+// - The baseline is the origin's uncongested latency: the lowest round's mean latency (see
+//   rounds below) in a sliding window of two buckets of 10 s, so a stale minimum ages out and a
+//   server that really got slower is not mistaken for a queue for ever. The mean of a round, not
+//   the fastest single response: a minimum of single responses sits at the bottom of their
+//   jitter, and every ordinary round would then look like a queue.
+// - Errors are not latency. A 429 or 503 (often answered at once) or a timeout never feeds the
+//   latency estimate; it halves the limit, at most once per round trip: requests that started
+//   before the last decrease cannot decrease it again, or a burst of 503s from one full queue
+//   would collapse the limit to `min`. A `Retry-After` also pauses the origin (no new request
+//   starts) until that time; the engine caps it by the batch's deadline and the retry policy's
+//   `maxRetryAfter`.
+// - Slow start: from `initial`, the limit grows by one per fast response (it doubles every round
+//   trip) until a round is 10% slower than the baseline, or an overload, so reaching `C = 24`
+//   from 1 costs a few dozen requests, not hundreds.
+// - Rounds, not single samples: the limit moves once per `ceil(limit)` responses (about one
+//   round trip), on their mean latency, so one slow response (a GC pause, a big body) does not
+//   move it; and only responses to requests started since the last change count: the others
+//   measure a limit that is gone, and counting them makes the limit overshoot both ways.
+// - Latency is time to the response head, not to the end of the body: queueing at the origin
+//   shows there, and the size of a body does not.
+// - Application limited: the limit grows only while the origin actually used at least half of
+//   it in the round (the batch's `concurrency` or a slow consumer may hold it lower); otherwise
+//   it would drift up to `max` untested and flood the origin once the other work ends.
+// - Per origin: each origin has its own state, so one slow or failing origin never lowers
+//   another's limit. The batch's `concurrency` stays a hard cap above all of them.
+
+/** Validated options of an adaptive limit. */
+export interface Config {
+  readonly initial: number
+  readonly min: number
+  readonly max: number
+}
+
+/** Why the limit last changed (or why it has its value). */
+export type Reason =
+  /** It is still `initial`. */
+  | "initial"
+  /** Growing by one per fast response, before the first sign of congestion. */
+  | "slow-start"
+  /** Latency near the baseline: grown by the headroom. */
+  | "headroom"
+  /** Latency above the baseline: lowered by the gradient. */
+  | "queueing"
+  /** A 429 or 503: halved. */
+  | "overload"
+  /** An attempt timed out: halved. */
+  | "timeout"
+  /** A 429 or 503 with `Retry-After`: halved, and the origin paused until then. */
+  | "retry-after"
+
+/** What ended an attempt, as far as the limit cares. */
+export type Outcome = "ok" | "overload" | "timeout" | "other"
+
+/** Length of each of the two buckets of the baseline's sliding window. */
+export const BASELINE_WINDOW_MILLIS = 10_000
+
+/** Factor of a multiplicative decrease. */
+export const DECREASE = 0.5
+
+/** Lowest gradient of one round: the limit at most halves on latency alone. */
+const MIN_GRADIENT = 0.5
+
+/** Latency within this factor of the baseline is noise, not a queue. */
+const TOLERANCE = 1.02
+
+/**
+ * Slow start ends when a round's latency is this share of the baseline or less: its first
+ * rounds have a sample or two each, whose jitter alone must not end it.
+ */
+const SLOW_START_EXIT = 0.9
+
+export class AdaptiveLimit {
+  readonly config: Config
+  /** The exact limit; the scheduler uses `limit`, its integer part. */
+  value: number
+  /** Requests of this origin allowed in flight now. */
+  limit: number
+  reason: Reason = "initial"
+  /** When the limit last changed (ms), `undefined` before its first change. */
+  changedAt: number | undefined = undefined
+  /** No request may start before this time (ms); 0 when not paused. */
+  pausedUntil = 0
+  /** Lowest round mean latency (ms) of the window, `undefined` before the first round. */
+  baseline: number | undefined = undefined
+  /** Mean latency (ms) of the last complete round. */
+  latency: number | undefined = undefined
+  /** Whether the limit is still in slow start. */
+  slowStart = true
+
+  private minCurrent = Number.POSITIVE_INFINITY
+  private minPrevious = Number.POSITIVE_INFINITY
+  private bucketStart: number | undefined = undefined
+  // The current round: responses, their summed latency, and the most in flight seen.
+  private samples = 0
+  private sum = 0
+  private peak = 0
+  /** Attempts that started before this time do not decrease the limit (again). */
+  private decreasedAt = Number.NEGATIVE_INFINITY
+
+  constructor(config: Config) {
+    this.config = config
+    this.value = config.initial
+    this.limit = config.initial
+  }
+
+  /** An attempt starts with `inFlight` requests of this origin in flight (itself included). */
+  started(inFlight: number): void {
+    if (inFlight > this.peak) this.peak = inFlight
+  }
+
+  /**
+   * An attempt that started at `startedAt` ended at `now` with `outcome` (for "ok", when its
+   * response head arrived). `retryAfterMillis` is the pause an overload asked for, already
+   * capped by the caller. Returns true when the limit rose or a pause ended, so that waiting
+   * workers should look again.
+   */
+  ended(startedAt: number, now: number, outcome: Outcome, retryAfterMillis?: number): boolean {
+    switch (outcome) {
+      case "ok":
+        return this.sample(startedAt, now)
+      case "overload":
+      case "timeout": {
+        const pause = retryAfterMillis !== undefined && retryAfterMillis > 0
+        if (pause) this.pausedUntil = Math.max(this.pausedUntil, now + retryAfterMillis)
+        if (startedAt >= this.decreasedAt) {
+          this.decrease(now, pause ? "retry-after" : outcome)
+        } else if (pause) {
+          this.reason = "retry-after"
+          this.changedAt = now
+        }
+        return false
+      }
+      case "other":
+        return false
+    }
+  }
+
+  /** Whether the origin is paused at `now`; clears a pause that has ended. */
+  paused(now: number): boolean {
+    if (this.pausedUntil === 0) return false
+    if (now < this.pausedUntil) return true
+    this.pausedUntil = 0
+    return false
+  }
+
+  private sample(startedAt: number, now: number): boolean {
+    const latency = Math.max(0, now - startedAt)
+    // It measured the queue a decrease already answered.
+    if (this.changedAt !== undefined && startedAt < this.changedAt) return false
+    this.samples++
+    this.sum += latency
+    const round = Math.ceil(this.value)
+    if (this.samples < round) return false
+    const mean = this.sum / this.samples
+    const samples = this.samples
+    const peak = this.peak
+    this.samples = 0
+    this.sum = 0
+    this.peak = 0
+    this.latency = mean
+    this.observeBaseline(mean, now)
+    const baseline = this.baseline!
+    const before = this.limit
+    const gradient = Math.max(MIN_GRADIENT, Math.min(1, (baseline * TOLERANCE) / mean))
+    const used = peak * 2 >= this.value
+    if (this.slowStart) {
+      if (gradient < SLOW_START_EXIT) {
+        // The first queue: slow start ends, and the gradient takes the limit back to capacity.
+        this.slowStart = false
+        this.set(this.value * gradient, now, "queueing")
+      } else if (used) {
+        this.set(this.value + samples, now, "slow-start")
+      }
+    } else {
+      const target = this.value * gradient + headroom(this.value)
+      if (target < this.value) this.set(target, now, "queueing")
+      else if (used) this.set(target, now, "headroom")
+    }
+    return this.limit > before
+  }
+
+  private observeBaseline(latency: number, now: number): void {
+    if (this.bucketStart === undefined) this.bucketStart = now
+    else if (now - this.bucketStart >= BASELINE_WINDOW_MILLIS) {
+      // A whole bucket without a sample drops both: the old minimum says nothing any more.
+      this.minPrevious =
+        now - this.bucketStart >= 2 * BASELINE_WINDOW_MILLIS ? Number.POSITIVE_INFINITY : this.minCurrent
+      this.minCurrent = Number.POSITIVE_INFINITY
+      this.bucketStart = now
+    }
+    if (latency < this.minCurrent) this.minCurrent = latency
+    this.baseline = Math.min(this.minCurrent, this.minPrevious)
+  }
+
+  private decrease(now: number, reason: Reason): void {
+    this.slowStart = false
+    this.decreasedAt = now
+    this.samples = 0
+    this.sum = 0
+    this.peak = 0
+    this.set(this.value * DECREASE, now, reason)
+  }
+
+  private set(value: number, now: number, reason: Reason): void {
+    const { min, max } = this.config
+    this.value = Math.min(max, Math.max(min, value))
+    this.limit = Math.max(min, Math.floor(this.value))
+    this.reason = reason
+    this.changedAt = now
+  }
+}
+
+/** Requests the limit probes above what the gradient says the origin holds. */
+const headroom = (limit: number): number => Math.max(0.5, Math.sqrt(limit) / 3)
