@@ -47,8 +47,9 @@ export interface Options {
    */
   readonly connectionsPerOrigin?: number | undefined
   /**
-   * How long an idle keep-alive connection stays open (a server's own `Keep-Alive: timeout` hint wins when shorter);
-   * must be more than 0.
+   * Longest time an idle keep-alive connection stays open: an upper bound, whatever the server's
+   * `Keep-Alive: timeout` hint says (a shorter hint wins; undici closes about 2 s before it).
+   * Must be more than 0.
    * @default "4 seconds"
    */
   readonly keepAliveTimeout?: Duration.Input | undefined
@@ -113,6 +114,9 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
     agent: {
       ...(connections === undefined ? {} : { connections }),
       keepAliveTimeout: Duration.toMillis(keepAlive),
+      // An upper bound, not a default: a server's `Keep-Alive: timeout=30` hint (which undici
+      // otherwise follows up to 10 minutes) must not keep idle sockets open longer.
+      keepAliveMaxTimeout: Duration.toMillis(keepAlive),
       connectTimeout: Duration.toMillis(connect)
     },
     headersTimeoutMs: Duration.toMillis(headers),

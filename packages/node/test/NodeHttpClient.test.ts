@@ -41,6 +41,36 @@ const stallingServer = Effect.acquireRelease(
   (server) => Effect.promise(server.close)
 )
 
+// A loopback server that offers long keep-alives (`Keep-Alive: timeout=30`), counting open sockets.
+const keepAliveServer = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ url: string; openSockets: () => number; close: () => Promise<void> }>((resolve) => {
+        const sockets = new Set<Socket>()
+        const server = createServer((_, res) => {
+          res.writeHead(200, { "keep-alive": "timeout=30" }).end("ok")
+        })
+        server.keepAliveTimeout = 30_000
+        server.on("connection", (socket) => {
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+        })
+        server.listen(0, "127.0.0.1", () =>
+          resolve({
+            url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+            openSockets: () => sockets.size,
+            close: () =>
+              new Promise((done) => {
+                for (const s of sockets) s.destroy()
+                server.close(() => done())
+              })
+          })
+        )
+      })
+  ),
+  (server) => Effect.promise(server.close)
+)
+
 const failureCause = (exit: Exit.Exit<unknown, unknown>, reason: "TransportError" | "DecodeError") => {
   const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { reason: { _tag: string; cause: unknown } }) : null
   assert.strictEqual(error?.reason._tag, reason)
@@ -102,6 +132,21 @@ describe("NodeHttpClient", () => {
         }).pipe(Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 3 })))
         assert.strictEqual(bodies.length, 12)
         assert.strictEqual(server.peakSockets(), 3)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("closes an idle socket within keepAliveTimeout though the server offers 30 s", () =>
+      Effect.gen(function* () {
+        const server = yield* keepAliveServer
+        const openAfter = (millis: number) =>
+          Effect.promise(
+            () => new Promise<number>((resolve) => setTimeout(() => resolve(server.openSockets()), millis))
+          )
+        yield* Effect.gen(function* () {
+          assert.strictEqual(yield* Http.getText(server.url), "ok")
+          assert.strictEqual(yield* openAfter(50), 1) // kept alive at first
+          assert.strictEqual(yield* openAfter(500), 0) // gone well before the server's 30 s
+        }).pipe(Effect.provide(NodeHttpClient.layer({ keepAliveTimeout: "250 millis" })))
       }).pipe(Effect.scoped)
     )
   })
