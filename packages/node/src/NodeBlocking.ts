@@ -30,7 +30,8 @@
  * Why not Effect's RPC worker pool: measured on Effect 4.1 it does 10–40k
  * no-op tasks/s, never terminates a thread blocked in an interrupted task, and
  * a `process.exit` in one worker failed calls running on healthy ones. This
- * pool keeps Effect's Schema-typed messages and scoping, and owns the engine.
+ * pool keeps Effect's scoping and typed errors, and owns the engine; its threads load only the
+ * task modules (imported while the pool starts when declared with `tasks`).
  *
  * @since 0.1.0
  */
@@ -48,7 +49,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { Engine } from "./internal/pool/engine.ts"
-import { RING } from "./internal/pool/messages.ts"
+import { RING } from "./internal/pool/protocol.ts"
 
 /**
  * Pool options.
@@ -68,6 +69,19 @@ export interface Options {
    * @default 0
    */
   readonly minWorkers?: number | undefined
+  /**
+   * Tasks whose modules every thread imports as it starts, before it takes work, so the first
+   * call does not wait for the import. Modules of tasks that have run once are preloaded by
+   * threads started later in any case.
+   * @default []
+   */
+  readonly tasks?: ReadonlyArray<Blocking.AnyTask> | undefined
+  /**
+   * Building the layer waits until `minWorkers` threads have started and imported `tasks`
+   * (or until threads keep dying before they are ready: the crash-loop breaker opened).
+   * @default false
+   */
+  readonly waitForWorkers?: boolean | undefined
   /**
    * Most threads at once.
    * @default os.availableParallelism()
@@ -222,6 +236,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
   const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
   yield* checkLimits(options.resourceLimits)
+  const preload = yield* modulesOf(options.tasks ?? [])
   const context = yield* Effect.context<never>()
   const named = <I, S>(metric: Metric.Metric<I, S>) =>
     options.name === undefined ? metric : Metric.withAttributes(metric, { pool: options.name })
@@ -246,6 +261,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           gracePeriodMillis: Duration.toMillis(grace),
           maxTasksPerWorker: perWorker,
           resourceLimits: options.resourceLimits,
+          preload,
           crashLoopDeaths,
           crashLoopCooldownMillis: Duration.toMillis(crashLoopCooldown),
           clock,
@@ -260,6 +276,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     ),
     (engine) => Effect.promise(() => engine.close(shutdown))
   )
+  if (options.waitForWorkers === true) yield* Effect.promise(() => engine.warmUp())
   const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
   const submit = (request: Blocking.Request, clock: Clock.Clock) =>
     Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
@@ -369,6 +386,24 @@ const checkLimits = (limits: ResourceLimits | undefined): Effect.Effect<void, Va
     }
   }
   return Effect.void
+}
+
+const modulesOf = (
+  tasks: ReadonlyArray<Blocking.AnyTask>
+): Effect.Effect<Array<string>, Validate.InvalidOptionsError> => {
+  const modules = new Set<string>()
+  for (const task of tasks) {
+    if (!Blocking.isTask(task) || task.module === undefined) {
+      return Effect.fail(
+        new Validate.InvalidOptionsError({
+          option: "tasks",
+          reason: `must be tasks defined with a module URL, got ${Blocking.isTask(task) ? `"${task.name}" without one` : String(task)}`
+        })
+      )
+    }
+    modules.add(task.module)
+  }
+  return Effect.succeed([...modules])
 }
 
 const oneOf = <const A extends string>(

@@ -53,8 +53,23 @@ const blockAThread = Effect.gen(function* () {
   return { flags: f, fiber }
 })
 
+const realSleep = (millis: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis)))
+
 /** One turn of the event loop (no time passes): forked callers have submitted and the pool has dispatched. */
 const eventLoopTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+/**
+ * A task whose module announces each import on a BroadcastChannel (not imported here: only the
+ * threads' imports are announced).
+ */
+const announced = Blocking.task({
+  module: fixture("announced.ts"),
+  name: "hello",
+  payload: Schema.Void,
+  success: Schema.Number,
+  handler: () => 0
+})
+const announcedChannel = "volley-test-announced-imports"
 
 /** A task whose module kills every thread that imports it. */
 const doomed = Blocking.task({
@@ -449,6 +464,37 @@ describe("NodeBlocking", () => {
             assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashesBefore, 2, "then no thread")
           })
         )
+    )
+  })
+
+  describe("start-up", () => {
+    it.effect("has minWorkers threads import the declared tasks' modules as they start, before any call", () =>
+      Effect.gen(function* () {
+        const imported: Array<number> = []
+        const channel = new BroadcastChannel(announcedChannel)
+        channel.onmessage = (event) => imported.push((event as MessageEvent<number>).data)
+        yield* Effect.addFinalizer(() => Effect.sync(() => channel.close()))
+        yield* Layer.build(
+          NodeBlocking.layer({ minWorkers: 2, maxWorkers: 2, tasks: [announced], waitForWorkers: true })
+        )
+        // The layer is built: both threads are ready, each has imported the module.
+        for (let i = 0; i < 200 && imported.length < 2; i++) yield* realSleep(10)
+        assert.strictEqual(imported.length, 2, "both threads imported the module without a call")
+        assert.notStrictEqual(imported[0], imported[1])
+      }).pipe(Effect.scoped)
+    )
+
+    it.effect("rejects tasks without a module URL", () =>
+      Effect.gen(function* () {
+        const noModule = Blocking.task({
+          name: "nowhere",
+          payload: Schema.Void,
+          success: Schema.Void,
+          handler: () => {}
+        })
+        const error = yield* Effect.flip(Layer.build(NodeBlocking.layer({ tasks: [noModule] })).pipe(Effect.scoped))
+        assert.strictEqual(error._tag === "InvalidOptionsError" && error.option, "tasks")
+      })
     )
   })
 

@@ -1,23 +1,44 @@
-// The pool engine: its state, and the entry points (submit, cancel, close, and the events of
-// its threads) that drive the modules next to it: dispatch.ts (queue → threads), replies.ts
-// (threads → callers), cancellation.ts (timeouts, two-phase cancellation), recovery.ts (thread
-// deaths), thread.ts (thread lifecycle). Plain callbacks rather than fibers on the hot path: a
-// no-op task must cost a few microseconds here, and Effect's RPC worker pool (10–40k tasks/s,
-// no hard cancellation, one crash failing calls on healthy workers) is what this replaces.
+// The pool engine: the one owner of the pool's state. Every transition of a job (job.ts) or a
+// thread (thread.ts) is written here, driven by four kinds of events: a caller submits or is
+// interrupted, a thread reports (Ready, a batch of results) or exits, a timer fires (queue and
+// run timeouts, grace periods, idle threads), and the layer closes. The modules next to it are
+// leaves: records (job.ts, thread.ts), a FIFO (queue.ts), the crash-loop breaker (breaker.ts),
+// the wire format (protocol.ts) and the code that runs in a thread (worker.ts).
+//
+// Plain callbacks rather than fibers on the hot path: a no-op task must cost a few microseconds
+// here, and Effect's RPC worker pool (10–40k tasks/s, no hard cancellation, one crash failing
+// calls on healthy workers) is what this replaces.
+//
+// - Dispatch: each thread gets a window of jobs sent ahead (many for short tasks, one for long
+//   ones) and runs them one at a time; jobs travel in batches, one message per thread per round.
+// - Cancellation is two-phase: a job that has not started is skipped (dropped from the queue, or
+//   marked in the thread's control buffer so the thread skips it); a running one has its
+//   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
+// - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
+//   other job it held is queued again at the front; deaths feed the crash-loop breakers.
 
 import type { ResourceLimits } from "node:worker_threads"
 import * as Blocking from "@volley/core/Blocking"
 import type * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { Breaker } from "./breaker.ts"
-import { cancel, queueDeadline } from "./cancellation.ts"
-import { dispatch, idle, pump } from "./dispatch.ts"
-import { FINISHED, finish, type Job, type Outcome, QUEUED, WAITING } from "./job.ts"
+import type { Job, Outcome } from "./job.ts"
 import { entryModuleRefusal } from "./mainModule.ts"
-import type { FromWorker } from "./messages.ts"
+import {
+  decodeResult,
+  encodeJob,
+  isFromWorker,
+  RESULT_FIELDS,
+  RING,
+  type TaskRef,
+  type ToWorker,
+  type WireReply
+} from "./protocol.ts"
 import { Queue } from "./queue.ts"
-import { crashLoop, exited } from "./recovery.ts"
-import { done } from "./replies.ts"
-import { ready, type Slot, start, terminate } from "./thread.ts"
+import { describeThrown, isOutOfMemory, spawnThread, type Thread as ThreadOf } from "./thread.ts"
+
+type Thread = ThreadOf<Job>
 
 export interface EngineOptions {
   readonly workerUrl: URL
@@ -31,6 +52,8 @@ export interface EngineOptions {
   readonly gracePeriodMillis: number
   readonly maxTasksPerWorker: number
   readonly resourceLimits: ResourceLimits | undefined
+  /** Task modules every thread imports before it reports ready. */
+  readonly preload: ReadonlyArray<string>
   /** Crash-loop breaker: deaths in a row that open it, and for how long. */
   readonly crashLoopDeaths: number
   readonly crashLoopCooldownMillis: number
@@ -47,68 +70,75 @@ export interface Observer {
   readonly crash: () => void
 }
 
+/** What the engine knows about a task (by numeric id, the same for every spelling of one module#name). */
+interface TaskInfo {
+  readonly ref: TaskRef
+  /** Why it can never run on a thread (defined in the entry module), checked once. */
+  readonly refusal: string | undefined
+  /** Moving average of its run time: short tasks get several in flight per thread, long ones one. */
+  avgRunMillis: number
+}
+
 export class Engine {
-  readonly options: EngineOptions
-  readonly queue = new Queue<Job>()
+  private readonly options: EngineOptions
+  private readonly queue = new Queue<Job>()
   /** Jobs waiting for room in a full queue ("wait" back-pressure). */
-  readonly waiting = new Queue<Job>()
-  readonly slots = new Set<Slot>()
-  /** Threads spawned and not yet ready. */
-  starting = 0
-  closing = false
-  /** Set while a "drain" close waits for the pool to go idle. */
-  drained: (() => void) | undefined
-  /** Moving average of run time per task id: short tasks get several in flight per thread, long ones one. */
-  readonly avgRunMillis: Array<number> = []
-  readonly breaker: Breaker
-  private scheduled = false
-  /** Numeric ids per task object (an identity lookup; the same module#name keeps one id). */
+  private readonly waiting = new Queue<Job>()
+  private readonly threads = new Set<Thread>()
+  private readonly breaker: Breaker
+  /** Modules new threads import before they report ready: declared ones, and those a task of which has finished. */
+  private readonly preload: Set<string>
+  private readonly tasks: Array<TaskInfo | undefined> = []
   private readonly taskIds = new WeakMap<Blocking.AnyTask, number>()
-  private readonly taskIdsByName = new Map<string, number>()
+  private readonly taskIdsByKey = new Map<string, number>()
+  private closing = false
+  private scheduled = false
+  /** Set while a "drain" close waits for the pool to go idle. */
+  private drained: (() => void) | undefined
+  /** Set while the layer waits for minWorkers threads to be ready. */
+  private warmedUp: (() => void) | undefined
 
   constructor(options: EngineOptions) {
     this.options = options
+    this.preload = new Set(options.preload)
     this.breaker = new Breaker(options.clock, options.crashLoopDeaths, options.crashLoopCooldownMillis)
     for (let i = 0; i < options.minWorkers; i++) this.spawn()
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Entry points
+
   submit(request: Blocking.Request, clock: Clock.Clock, done: (outcome: Outcome) => void): Job | undefined {
-    const name = request.task.name
-    const module = request.task.module
+    const task = request.task
+    const module = task.module
     if (module === undefined) {
       done({
         error: new Blocking.TaskNotFoundError({
-          task: name,
+          task: task.name,
           module: "(none)",
           reason: "the task has no module URL; pass `module: import.meta.url` to Blocking.task"
         })
       })
       return undefined
     }
-    const refused = this.refusal(name, module)
+    const taskId = this.taskIds.get(task) ?? this.register(task, module)
+    const info = this.tasks[taskId]!
+    const refused = this.refusal(task.name, module, info)
     if (refused !== undefined) {
       done({ error: refused })
       return undefined
     }
-    let taskId = this.taskIds.get(request.task)
-    if (taskId === undefined) {
-      // Unambiguous: module URLs and task names may both contain "#".
-      const key = JSON.stringify([module, name])
-      taskId = this.taskIdsByName.get(key) ?? this.taskIdsByName.size + 1
-      this.taskIdsByName.set(key, taskId)
-      this.taskIds.set(request.task, taskId)
-    }
     const job: Job = {
       request,
-      name,
+      name: task.name,
       module,
       taskId,
       clock,
       done,
-      state: QUEUED,
-      seq: 0,
-      slot: undefined,
       enqueuedAt: performance.now(),
+      state: "queued",
+      seq: 0,
+      thread: undefined,
       started: false,
       removed: false,
       timer: undefined,
@@ -118,88 +148,487 @@ export class Engine {
     if ((this.waiting.length === 0 && this.queue.length < this.options.maxQueue) || this.makeRoom()) {
       this.queue.push(job)
     } else if (this.options.queueFull === "fail") {
-      done({ error: new Blocking.QueueFullError({ task: name, capacity: this.options.maxQueue }) })
+      done({ error: new Blocking.QueueFullError({ task: task.name, capacity: this.options.maxQueue }) })
       return undefined
     } else {
-      job.state = WAITING
+      job.state = "waiting"
       this.waiting.push(job)
     }
     const queueTimeout = request.queueTimeoutMillis ?? this.options.queueTimeoutMillis
-    if (queueTimeout !== undefined) queueDeadline(this, job, queueTimeout)
+    if (queueTimeout !== undefined) this.armQueueTimeout(job, queueTimeout)
     this.schedule()
     return job
   }
 
-  /** The caller was interrupted: see cancellation.ts. */
+  /** The caller was interrupted: a queued job leaves the queue; a sent one is skipped or aborted. */
   cancel(job: Job): void {
-    cancel(this, job)
+    if (job.state === "queued" || job.state === "waiting") {
+      this.unqueue(job)
+      job.state = "finished"
+      clearTimer(job)
+    } else if (job.state === "sent") {
+      job.state = "finished"
+      clearTimer(job)
+      this.stop(job)
+    }
+  }
+
+  /** Resolves once minWorkers threads are ready, or threads die before they are ready (the breaker opened). */
+  warmUp(): Promise<void> {
+    return new Promise((resolve) => {
+      this.warmedUp = resolve
+      this.checkWarmedUp()
+    })
   }
 
   /** Closes the pool: finishes (drain) or fails (cancel) what is queued, then ends every thread. */
   async close(mode: "drain" | "cancel"): Promise<void> {
     this.closing = true
+    this.warmedUp?.()
     if (mode === "cancel") {
       for (const job of [...this.waiting.drain(), ...this.queue.drain()]) this.shutDown(job)
-      for (const slot of this.slots) for (const job of slot.inFlight) this.shutDown(job)
-    } else if (!idle(this)) {
+      for (const thread of this.threads) for (const job of thread.inFlight) this.shutDown(job)
+    } else if (!this.idle()) {
       await new Promise<void>((resolve) => {
         this.drained = resolve
       })
     }
-    await Promise.all([...this.slots].map(terminate))
+    await Promise.all([...this.threads].map((thread) => this.terminate(thread)))
   }
 
-  /** Runs dispatch once, soon: many submits and replies in one tick share one pump. */
-  schedule(): void {
+  // ---------------------------------------------------------------------------------------------
+  // Dispatch
+
+  /** Runs a dispatch round soon: many submits and replies in one tick share one round. */
+  private schedule(): void {
     if (this.scheduled) return
     this.scheduled = true
-    queueMicrotask(() => {
-      this.scheduled = false
-      pump(this)
-    })
+    queueMicrotask(this.round)
   }
 
-  spawn(): void {
-    this.starting++
-    const slot = start(this.options)
-    this.slots.add(slot)
-    // A task can post anything on its thread's parentPort too: only the pool's own messages count.
-    slot.thread.on("message", (message: unknown) => {
-      if (isDone(message)) done(this, slot, message.results)
-      else if (isReady(message) && !slot.ready) ready(this, slot)
-    })
-    slot.thread.on("exit", (code) => exited(this, slot, code))
+  private readonly round = (): void => {
+    this.scheduled = false
+    this.dispatch()
+    const max = this.options.maxTasksPerWorker
+    let starting = 0
+    for (const thread of this.threads) if (thread.state === "starting") starting++
+    const wanted = Math.min(
+      this.options.maxWorkers - this.threads.size,
+      this.queue.length + this.waiting.length - starting
+    )
+    for (let i = 0; i < wanted; i++) this.spawn()
+    this.topUp()
+    // Each post may wake a sleeping thread, which on a busy machine costs far more than the
+    // message: hold jobs back while the thread still has plenty posted, so they travel in few,
+    // large batches (the next batch of results triggers the send).
+    let busy = 0
+    for (const thread of this.threads) {
+      const posted = thread.inFlight.length - thread.outbox.length
+      if (thread.outbox.length > 0 && (posted * 2 <= max || thread.outbox.length * 2 >= max)) this.flush(thread)
+      if (thread.inFlight.length === 0) this.becameIdle(thread)
+      else busy++
+    }
+    this.options.observe.queueLength(this.queue.length + this.waiting.length)
+    this.options.observe.utilization(busy / this.options.maxWorkers)
+    if (this.drained !== undefined && this.idle()) this.drained()
   }
 
   /**
-   * The queue looks full, but jobs submitted in this tick are only dispatched by the next pump:
+   * Assigns queued jobs to threads with room (into their outbox; the round posts them). Callers
+   * waiting for room in a full queue move up as it empties, and are sent too if a thread has room.
+   */
+  private dispatch(): void {
+    const max = this.options.maxTasksPerWorker
+    for (;;) {
+      for (let job = this.queue.peek(); job !== undefined; job = this.queue.peek()) {
+        const avg = this.tasks[job.taskId]!.avgRunMillis
+        const thread = this.pick(Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
+        if (thread === undefined) break
+        this.send(thread, this.queue.shift()!)
+      }
+      if (this.waiting.length === 0 || this.queue.length >= this.options.maxQueue) return
+      while (this.waiting.length > 0 && this.queue.length < this.options.maxQueue) {
+        const job = this.waiting.shift()!
+        job.state = "queued"
+        this.queue.push(job)
+      }
+    }
+  }
+
+  /**
+   * The queue looks full, but jobs submitted in this tick are only dispatched by the next round:
    * let threads with room take them now, so a task is refused (or held back) only when no thread
    * can take it. Callers already waiting move up first, ahead of this one.
    */
   private makeRoom(): boolean {
-    dispatch(this)
+    this.dispatch()
     return this.queue.length < this.options.maxQueue
   }
 
-  private shutDown(job: Job): void {
-    if (job.state === FINISHED) return
-    finish(job, { error: new Blocking.ExecutorShutDownError({ task: job.name }) })
+  /** The ready thread with the fewest jobs in flight, if it has fewer than `window`. */
+  private pick(window: number): Thread | undefined {
+    let best: Thread | undefined
+    for (const thread of this.threads) {
+      if (thread.state !== "ready" || thread.inFlight.length >= window) continue
+      if (best === undefined || thread.inFlight.length < best.inFlight.length) best = thread
+    }
+    return best
   }
 
-  private refusal(name: string, module: string): Blocking.BlockingError | undefined {
+  private send(thread: Thread, job: Job): void {
+    // A job sent again after its thread died keeps `thread`: its queue wait was recorded once.
+    if (job.thread === undefined) {
+      const waited = performance.now() - job.enqueuedAt
+      this.options.observe.queueWait(waited)
+      job.request.span.attribute("volley.blocking.queue_wait_ms", waited)
+    }
+    job.state = "sent"
+    job.thread = thread
+    job.seq = thread.nextSeq
+    // Seqs live in an Int32Array slot; wrap before 2^31 (0 means "nothing running").
+    thread.nextSeq = thread.nextSeq === 0x7fffffff ? 1 : thread.nextSeq + 1
+    if (thread.inFlight.length === 0) {
+      thread.worker.ref()
+      thread.idleTimer?.()
+      thread.idleTimer = undefined
+    }
+    thread.inFlight.push(job)
+    thread.outbox.push(job)
+    job.request.span.attribute("volley.blocking.thread_id", thread.worker.threadId)
+  }
+
+  private flush(thread: Thread): void {
+    const jobs = thread.outbox
+    thread.outbox = []
+    const transfer: Array<Transferable> = []
+    for (const job of jobs) for (const buffer of job.request.transfer) transfer.push(buffer)
+    try {
+      this.post(thread, jobs, transfer)
+    } catch {
+      // One payload cannot be cloned: send them one at a time and fail only the culprits.
+      for (const job of jobs) {
+        try {
+          this.post(thread, [job], job.request.transfer)
+        } catch (error) {
+          thread.inFlight.splice(thread.inFlight.indexOf(job), 1)
+          const reason = `cannot be sent to a thread: ${describeThrown(error)}`
+          this.finish(job, { error: new Blocking.InvalidPayloadError({ task: job.name, reason }) })
+        }
+      }
+      if (thread.inFlight.length === 0) this.becameIdle(thread)
+    }
+    // The first job in flight is running now: its run timeout starts.
+    const first = thread.inFlight[0]
+    if (first !== undefined) this.started(first)
+  }
+
+  private post(thread: Thread, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Transferable>): void {
+    const tasks: Array<TaskRef> = []
+    // Packed, not `new Array(n)`: holey arrays take the structured-clone slow path.
+    const flat: Array<unknown> = []
+    for (const job of jobs) {
+      if (!thread.known.has(job.taskId) && !tasks.some((t) => t[0] === job.taskId)) {
+        tasks.push(this.tasks[job.taskId]!.ref)
+      }
+      const request = job.request
+      const timed = (request.timeoutMillis ?? this.options.timeoutMillis) === undefined ? 0 : 1
+      encodeJob(flat, job.seq, job.taskId, request.payload, request.span.traceId, request.span.spanId, timed)
+    }
+    thread.worker.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
+    for (const task of tasks) thread.known.add(task[0])
+  }
+
+  /** Starts threads up to minWorkers, but not while threads die before they are ready (the start-up breaker is open). */
+  private topUp(): void {
+    if (this.threads.size >= this.options.minWorkers || this.closing || this.breaker.startupOpen()) return
+    while (this.threads.size < this.options.minWorkers) this.spawn()
+  }
+
+  /** Nothing queued, nothing in flight. */
+  private idle(): boolean {
+    if (this.queue.length > 0 || this.waiting.length > 0) return false
+    for (const thread of this.threads) if (thread.inFlight.length > 0) return false
+    return true
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Replies
+
+  /** A thread's batch of results: each is matched to its job, recorded and settled. */
+  private results(thread: Thread, results: ReadonlyArray<unknown>): void {
+    for (let i = 0; i < results.length; i += RESULT_FIELDS) {
+      const { seq, reply, runMillis } = decodeResult(results, i)
+      // Replies come in the order jobs were sent; the search is for the rare out-of-order case.
+      let job = thread.inFlight[0]
+      if (job?.seq === seq) thread.inFlight.shift()
+      else {
+        const index = thread.inFlight.findIndex((job) => job.seq === seq)
+        if (index < 0) continue
+        job = thread.inFlight.splice(index, 1)[0]!
+      }
+      job.grace?.()
+      job.grace = undefined
+      if (reply._tag !== "Cancelled") {
+        const info = this.tasks[job.taskId]!
+        info.avgRunMillis += (runMillis - info.avgRunMillis) / 8
+        this.options.observe.runTime(runMillis)
+        if (reply._tag !== "NotFound") this.moduleWorked(job.module)
+      }
+      if (job.state !== "sent") continue
+      job.request.span.attribute("volley.blocking.run_ms", runMillis)
+      this.finish(job, outcomeOf(job, reply))
+    }
+    const next = thread.inFlight[0]
+    if (next !== undefined) this.started(next)
+    // Idle is decided in the round, after refilling: no unref/idle-timer churn between two tasks.
+    this.schedule()
+  }
+
+  /** A task of `module` ran to an answer: the module is sound (its deaths stop counting), and new threads preload it. */
+  private moduleWorked(module: string): void {
+    this.breaker.moduleWorked(module)
+    this.preload.add(module)
+  }
+
+  private finish(job: Job, outcome: Outcome): void {
+    job.state = "finished"
+    clearTimer(job)
+    job.done(outcome)
+  }
+
+  private shutDown(job: Job): void {
+    if (job.state !== "finished") this.finish(job, { error: new Blocking.ExecutorShutDownError({ task: job.name }) })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Deadlines and cancellation
+
+  /** The queue timeout runs until the job starts: waiting in a thread's prefetch counts as queued too. */
+  private armQueueTimeout(job: Job, timeoutMillis: number): void {
+    job.timer = after(job.clock, timeoutMillis, () => {
+      if (job.started || job.state === "finished") return
+      const sent = job.state === "sent"
+      if (!sent) this.unqueue(job)
+      this.finish(job, { error: new Blocking.TaskTimeoutError({ task: job.name, phase: "queued", timeoutMillis }) })
+      if (sent) this.stop(job)
+    })
+  }
+
+  /** The job is first in its thread's line, so running now: its queue timeout ends, its run timeout starts. */
+  private started(job: Job): void {
+    if (job.state !== "sent" || job.started) return
+    job.started = true
+    clearTimer(job)
+    const timeout = job.request.timeoutMillis ?? this.options.timeoutMillis
+    if (timeout === undefined) return
+    job.timer = after(job.clock, timeout, () => {
+      if (job.state !== "sent") return
+      this.finish(job, {
+        error: new Blocking.TaskTimeoutError({ task: job.name, phase: "running", timeoutMillis: timeout })
+      })
+      this.stop(job)
+    })
+  }
+
+  // A dispatch round follows: it moves a caller waiting for room up and updates the queue gauge.
+  private unqueue(job: Job): void {
+    if (job.state === "queued") this.queue.remove(job)
+    else this.waiting.remove(job)
+    this.schedule()
+  }
+
+  /** Second phase of cancellation: skip it if not started, else abort, then terminate after the grace period. */
+  private stop(job: Job): void {
+    const thread = job.thread!
+    Atomics.store(thread.control, 1 + (job.seq % RING), job.seq)
+    if (Atomics.load(thread.control, 0) !== job.seq && thread.inFlight[0] !== job) return
+    thread.worker.postMessage({ _tag: "Abort", seq: job.seq } satisfies ToWorker)
+    job.grace = after(job.clock, this.options.gracePeriodMillis, () => {
+      job.grace = undefined
+      if (thread.inFlight.includes(job)) void this.terminate(thread)
+    })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Threads
+
+  private spawn(): void {
+    const thread: Thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
+    this.threads.add(thread)
+    thread.worker.on("message", (message: unknown) => {
+      if (!isFromWorker(message)) return
+      if (message._tag === "Done") this.results(thread, message.results)
+      else if (thread.state === "starting") this.ready(thread)
+    })
+    // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
+    thread.worker.on("error", (error: unknown) => {
+      thread.outOfMemory ||= isOutOfMemory(error)
+      thread.lastError = describeThrown(error)
+    })
+    thread.worker.on("exit", (code) => this.exited(thread, code))
+  }
+
+  /** The thread has imported its preloads and takes jobs. */
+  private ready(thread: Thread): void {
+    thread.state = "ready"
+    this.breaker.threadReady()
+    this.becameIdle(thread)
+    this.checkWarmedUp()
+    this.schedule()
+  }
+
+  /** An idle thread is unref'd; its idle timer (on the Effect clock, so tests drive it) ends it if the pool can spare it. */
+  private becameIdle(thread: Thread): void {
+    if (thread.inFlight.length > 0 || thread.state !== "ready" || thread.idleTimer !== undefined) return
+    thread.worker.unref()
+    thread.idleTimer = after(this.options.clock, this.options.idleTimeoutMillis, () => {
+      thread.idleTimer = undefined
+      if (thread.inFlight.length === 0 && this.staying() > this.options.minWorkers) void this.terminate(thread)
+    })
+  }
+
+  /**
+   * Threads that stay: not those terminating (timers that fire together would each count the
+   * others and end them all), nor those starting (they may die before they are ready).
+   */
+  private staying(): number {
+    let n = 0
+    for (const thread of this.threads) if (thread.state === "ready") n++
+    return n
+  }
+
+  private terminate(thread: Thread): Promise<unknown> {
+    thread.state = "terminating"
+    thread.idleTimer?.()
+    thread.idleTimer = undefined
+    return thread.worker.terminate()
+  }
+
+  /**
+   * A thread exited. If it died unexpectedly, the job it was running (control[0]) fails with
+   * WorkerDiedError; every other job it held (sent ahead, or finished but not yet reported) is
+   * queued again at the front, to run on another thread. The round that follows tops the pool
+   * up to minWorkers.
+   */
+  private exited(thread: Thread, code: number): void {
+    this.threads.delete(thread)
+    thread.idleTimer?.()
+    thread.idleTimer = undefined
+    const intended = thread.state === "terminating"
+    const wasReady = thread.state === "ready"
+    if (!intended) this.options.observe.crash()
+    const running = Atomics.load(thread.control, 0)
+    let culprit: Job | undefined
+    for (const job of thread.inFlight) {
+      job.grace?.()
+      job.grace = undefined
+      if (job.state !== "sent") continue
+      if (!intended && job.seq === running) {
+        culprit = job
+        this.finish(job, {
+          error: new Blocking.WorkerDiedError({
+            task: job.name,
+            reason: thread.outOfMemory ? "out-of-memory" : "exit",
+            exitCode: code,
+            detail: thread.lastError ?? "the thread exited while running the task"
+          })
+        })
+      } else {
+        // It never ran (or its result was lost with the thread): run it on another thread.
+        if (job.started) clearTimer(job)
+        job.state = "queued"
+        job.started = false
+        this.queue.pushFront(job)
+      }
+    }
+    thread.inFlight.length = 0
+    thread.outbox = []
+    if (!intended) this.countDeath(wasReady, culprit, thread.lastError ?? `exit code ${code}`)
+    this.checkWarmedUp()
+    this.schedule()
+  }
+
+  private countDeath(wasReady: boolean, culprit: Job | undefined, cause: string): void {
+    if (!wasReady) {
+      const opened = this.breaker.startupDeath(cause)
+      if (opened !== undefined) this.failQueued(() => true, opened)
+    } else if (culprit !== undefined) {
+      const opened = this.breaker.moduleDeath(culprit.module, cause)
+      if (opened !== undefined) this.failQueued((job) => job.module === culprit.module, opened)
+    }
+  }
+
+  /** The breaker opened: queued jobs it refuses fail now rather than start another doomed thread. */
+  private failQueued(which: (job: Job) => boolean, detail: string): void {
+    for (const queue of [this.queue, this.waiting]) {
+      const kept: Array<Job> = []
+      for (const job of queue.drain()) {
+        if (which(job)) this.finish(job, { error: crashLoop(job.name, detail) })
+        else kept.push(job)
+      }
+      for (const job of kept) queue.push(job)
+    }
+  }
+
+  private checkWarmedUp(): void {
+    if (this.warmedUp === undefined) return
+    if (this.closing || this.staying() >= this.options.minWorkers || this.breaker.startupOpen()) {
+      this.warmedUp()
+      this.warmedUp = undefined
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Tasks
+
+  /** A numeric id per task object; every spelling of one module and name shares it. */
+  private register(task: Blocking.AnyTask, module: string): number {
+    const known = this.taskIds.get(task)
+    if (known !== undefined) return known
+    // Unambiguous: module URLs and task names may both contain "#".
+    const key = JSON.stringify([module, task.name])
+    let id = this.taskIdsByKey.get(key)
+    if (id === undefined) {
+      id = this.tasks.length
+      this.taskIdsByKey.set(key, id)
+      this.tasks.push({ ref: [id, module, task.name], refusal: entryModuleRefusal(module), avgRunMillis: 1 })
+    }
+    this.taskIds.set(task, id)
+    return id
+  }
+
+  private refusal(name: string, module: string, info: TaskInfo): Blocking.BlockingError | undefined {
     if (this.closing) return new Blocking.ExecutorShutDownError({ task: name })
-    const entry = entryModuleRefusal(module)
-    if (entry !== undefined) return new Blocking.TaskNotFoundError({ task: name, module, reason: entry })
+    if (info.refusal !== undefined) return new Blocking.TaskNotFoundError({ task: name, module, reason: info.refusal })
     const reason = this.breaker.refusal(module)
     return reason === undefined ? undefined : crashLoop(name, reason)
   }
 }
 
-const isDone = (u: unknown): u is Extract<FromWorker, { _tag: "Done" }> =>
-  typeof u === "object" &&
-  u !== null &&
-  (u as { _tag?: unknown })._tag === "Done" &&
-  Array.isArray((u as { results?: unknown }).results)
+const outcomeOf = (job: Job, reply: WireReply): Outcome => {
+  switch (reply._tag) {
+    case "NotFound":
+      return { error: new Blocking.TaskNotFoundError({ task: job.name, module: job.module, reason: reply.reason }) }
+    case "Cancelled":
+      return { error: new Blocking.ExecutorShutDownError({ task: job.name }) }
+    default:
+      return { reply }
+  }
+}
 
-const isReady = (u: unknown): boolean =>
-  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "Ready"
+const crashLoop = (task: string, detail: string) =>
+  new Blocking.WorkerDiedError({ task, reason: "crash-loop", exitCode: undefined, detail })
+
+const clearTimer = (job: Job): void => {
+  job.timer?.()
+  job.timer = undefined
+}
+
+/** Calls `f` after `millis` on `clock` (a TestClock in tests); returns a canceller. */
+const after = (clock: Clock.Clock, millis: number, f: () => void): (() => void) => {
+  const fiber = Effect.runFork(clock.sleep(Duration.millis(millis)))
+  fiber.addObserver((exit) => {
+    if (exit._tag === "Success") f()
+  })
+  return () => fiber.interruptUnsafe()
+}

@@ -1,53 +1,38 @@
-// A job: one `Blocking.run` call as the pool tracks it, from submit to its outcome, and the
-// Clock-driven timers that jobs and threads use.
+// A job: one `Blocking.run` call as the pool tracks it, from submit to its outcome. A record only:
+// the engine is the one module that writes it.
 import type * as Blocking from "@volley/core/Blocking"
 import type * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
 import type { Entry } from "./queue.ts"
-import type { Slot } from "./thread.ts"
+import type { Thread } from "./thread.ts"
 
 export type Outcome = { readonly reply: Blocking.Reply } | { readonly error: Blocking.BlockingError }
 
-export const QUEUED = 0
-export const WAITING = 1 // waiting for room in a full queue ("wait" back-pressure)
-export const SENT = 2
-export const FINISHED = 3
+/**
+ * - `queued`: in the pool's queue, waiting for a thread
+ * - `waiting`: held back by a full queue ("wait" back-pressure)
+ * - `sent`: sent to a thread (running, or waiting behind the jobs sent to it before)
+ * - `finished`: its caller has its outcome, or was interrupted
+ */
+export type JobState = "queued" | "waiting" | "sent" | "finished"
 
 export interface Job extends Entry {
   readonly request: Blocking.Request
   readonly name: string
   readonly module: string
   readonly taskId: number
+  /** The caller's Clock: its timeouts run on it (a TestClock in tests). */
   readonly clock: Clock.Clock
   readonly done: (outcome: Outcome) => void
-  state: number
+  readonly enqueuedAt: number
+  state: JobState
+  /** Its number on its thread, while `sent`. */
   seq: number
-  slot: Slot | undefined
-  enqueuedAt: number
+  /** The thread it was last sent to; kept when a death sends it again, so its queue wait counts once. */
+  thread: Thread<Job> | undefined
+  /** First in its thread's line: its queue timeout is over, its run timeout runs. */
   started: boolean
+  /** Cancels its queue or run timer. */
   timer: (() => void) | undefined
+  /** Cancels the grace period after an abort. */
   grace: (() => void) | undefined
-}
-
-/** Settles the job: its caller resumes with `outcome`. */
-export const finish = (job: Job, outcome: Outcome): void => {
-  job.state = FINISHED
-  clear(job)
-  job.done(outcome)
-}
-
-/** Cancels the job's queue or run timer. */
-export const clear = (job: Job): void => {
-  job.timer?.()
-  job.timer = undefined
-}
-
-/** Calls `f` after `millis` on `clock` (a TestClock in tests); returns a canceller. */
-export const after = (clock: Clock.Clock, millis: number, f: () => void): (() => void) => {
-  const fiber = Effect.runFork(clock.sleep(Duration.millis(millis)))
-  fiber.addObserver((exit) => {
-    if (exit._tag === "Success") f()
-  })
-  return () => fiber.interruptUnsafe()
 }

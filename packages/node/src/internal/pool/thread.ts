@@ -1,100 +1,73 @@
-// One pool thread: starting it, letting it idle (the thread is unref'd, but its idleTimeout timer,
-// on the Effect clock so that tests can drive it, keeps the process alive until it fires or the
-// layer's scope closes), terminating it.
-import { Worker } from "node:worker_threads"
-import type { Engine, EngineOptions } from "./engine.ts"
-import { after, type Job } from "./job.ts"
-import { RING } from "./messages.ts"
+// One pool thread, as the engine tracks it. A record only: the engine is the one module that
+// writes it (and listens to its Worker).
+import { type ResourceLimits, Worker } from "node:worker_threads"
+import { RING, type WorkerData } from "./protocol.ts"
 
-export interface Slot {
-  readonly thread: Worker
+/**
+ * - `starting`: spawned, importing its preloads; takes no job yet
+ * - `ready`: takes jobs
+ * - `terminating`: being ended on purpose (idle, grace period over, shutdown); its exit is no crash
+ */
+export type ThreadState = "starting" | "ready" | "terminating"
+
+/** `J` is the engine's job record (job.ts), left open so that this module and job.ts do not import each other. */
+export interface Thread<J> {
+  readonly worker: Worker
   readonly control: Int32Array
-  readonly inFlight: Array<Job>
+  state: ThreadState
+  /** Jobs sent to it, in the order it runs them; the first one is running. */
+  readonly inFlight: Array<J>
+  /** Jobs assigned to it and not yet posted: they travel in one message per dispatch round. */
+  outbox: Array<J>
   /** Task ids this thread has been told about. */
   readonly known: Set<number>
-  outbox: Array<Job>
   nextSeq: number
-  ready: boolean
-  terminating: boolean
+  /** Set by an `error` event before its exit: tells an out-of-memory death from a plain exit, and why it died. */
   outOfMemory: boolean
   lastError: string | undefined
+  /** Cancels its idle timer (it ends the thread if the pool can spare it). */
   idleTimer: (() => void) | undefined
 }
 
-/** Starts a thread; the engine listens for its messages and its exit. */
-export const start = (options: EngineOptions): Slot => {
+/** Starts a thread that imports `preload` before it reports ready. */
+export const spawnThread = (
+  workerUrl: URL,
+  resourceLimits: ResourceLimits | undefined,
+  preload: ReadonlyArray<string>
+): Thread<never> => {
   const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
-  const thread = new Worker(options.workerUrl, {
-    workerData: { control: control.buffer },
-    ...(options.resourceLimits === undefined ? {} : { resourceLimits: options.resourceLimits })
+  const workerData: WorkerData = { control: control.buffer as SharedArrayBuffer, preload }
+  const worker = new Worker(workerUrl, {
+    workerData,
+    ...(resourceLimits === undefined ? {} : { resourceLimits })
   })
-  const slot: Slot = {
-    thread,
+  return {
+    worker,
     control,
+    state: "starting",
     inFlight: [],
-    known: new Set(),
     outbox: [],
+    known: new Set(),
     nextSeq: 1,
-    ready: false,
-    terminating: false,
     outOfMemory: false,
     lastError: undefined,
     idleTimer: undefined
   }
-  // Kept for the exit that follows: it tells an out-of-memory death from a plain exit. `error` is
-  // whatever the thread threw, uncaught: null, undefined and symbols included.
-  thread.on("error", (error: unknown) => {
-    slot.outOfMemory ||= isObject(error) && error.code === "ERR_WORKER_OUT_OF_MEMORY"
-    slot.lastError = describeThrown(error)
-  })
-  return slot
 }
 
-/** The thread has loaded its entry module and takes tasks. */
-export const ready = (pool: Engine, slot: Slot): void => {
-  pool.starting--
-  slot.ready = true
-  pool.breaker.threadReady()
-  becameIdle(pool, slot)
-  pool.schedule()
-}
-
-export const becameIdle = (pool: Engine, slot: Slot): void => {
-  if (slot.inFlight.length > 0 || slot.terminating) return
-  if (slot.ready && slot.idleTimer === undefined) {
-    slot.thread.unref()
-    slot.idleTimer = after(pool.options.clock, pool.options.idleTimeoutMillis, () => {
-      slot.idleTimer = undefined
-      if (slot.inFlight.length === 0 && live(pool) > pool.options.minWorkers) void terminate(slot)
-    })
-  }
-}
-
-/**
- * Threads that stay: not those terminating (timers that fire together would each count the
- * others and end them all), nor those starting (they may die before they are ready).
- */
-const live = (pool: Engine): number => {
-  let n = 0
-  for (const slot of pool.slots) if (slot.ready && !slot.terminating) n++
-  return n
-}
-
-export const terminate = (slot: Slot): Promise<unknown> => {
-  slot.terminating = true
-  slot.idleTimer?.()
-  slot.idleTimer = undefined
-  return slot.thread.terminate()
-}
-
-const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
-
-/** What a thread's uncaught throw says about itself; never throws (the value is a deserialized clone). */
-const describeThrown = (error: unknown): string => {
+/** What a thread's uncaught throw says about itself; never throws (the value is whatever the thread threw). */
+export const describeThrown = (error: unknown): string => {
   try {
-    if (isObject(error) && typeof error.message === "string") return error.message
+    if (typeof error === "object" && error !== null) {
+      const message = (error as { message?: unknown }).message
+      if (typeof message === "string") return message
+    }
     return `uncaught ${typeof error === "symbol" ? error.toString() : String(error)}`
   } catch {
-    return `uncaught ${Object.prototype.toString.call(error)}`
+    return "uncaught value that cannot be described"
   }
 }
+
+/** True for the error a thread emits when it exceeds its heap limit. */
+export const isOutOfMemory = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && (error as { code?: unknown }).code === "ERR_WORKER_OUT_OF_MEMORY"

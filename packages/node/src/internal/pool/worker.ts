@@ -1,27 +1,32 @@
-// Entry point of every pool thread. Runs the tasks it receives strictly one at a time, in order,
-// so the pool always knows which task is running (control[0]) and who to blame if the thread dies.
-// Results are sent back in batches: at most every FLUSH_MS, every MAX_BATCH results, when the
-// local queue runs dry, or before a job with a run timeout starts.
+// Entry point of every pool thread. Imports the task modules it was asked to preload, reports
+// Ready, then runs the jobs it receives strictly one at a time, in order, so the pool always
+// knows which job is running (control[0]) and whom to blame if the thread dies. Results go back
+// in batches: at most every FLUSH_MS, every MAX_BATCH results, when the local queue runs dry, or
+// before a job with a run timeout starts. It loads protocol.ts and the task modules, nothing else:
+// every module loaded here is paid for by every thread's start-up.
 
 import { parentPort, workerData } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
 import {
+  decodeJob,
+  encodeResult,
   type FromWorker,
   JOB_FIELDS,
   REPLY,
   RESULT_FIELDS,
   RING,
-  SUCCESS,
+  TASK_TYPE_ID,
   type ToWorker,
   type WireReply,
   type WorkerData
-} from "./messages.ts"
+} from "./protocol.ts"
 
 const FLUSH_MS = 1
 const MAX_BATCH = 64
 
 const port = parentPort!
-const control = new Int32Array((workerData as WorkerData).control)
+const data = workerData as WorkerData
+const control = new Int32Array(data.control)
 const queue: Array<unknown> = []
 let head = 0
 let draining = false
@@ -29,7 +34,9 @@ let results: Array<unknown> = []
 let transfer: Array<Transferable> = []
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
-const modules = new Map<string, Map<string, Blocking.AnyTask> | Error>()
+type Tasks = Map<string, Blocking.AnyTask>
+/** A module's tasks, why it could not be imported, or its import under way. */
+const modules = new Map<string, Tasks | Error | Promise<void>>()
 const taskIds = new Map<number, readonly [module: string, name: string]>()
 const unknownTask = ["(unknown)", "(unknown)"] as const
 
@@ -49,20 +56,16 @@ const drain = async () => {
   draining = true
   let flushAt = performance.now() + FLUSH_MS
   while (head < queue.length) {
-    const seq = queue[head] as number
-    const task = taskIds.get(queue[head + 1] as number) ?? unknownTask
-    const payload = queue[head + 2]
-    const traceId = queue[head + 3] as string | undefined
-    const spanId = queue[head + 4] as string | undefined
-    const timed = queue[head + 5] === 1
+    const [seq, taskId, payload, traceId, spanId, timed] = decodeJob(queue, head)
+    const task = taskIds.get(taskId) ?? unknownTask
     head += JOB_FIELDS
     // The pool starts a job's run timeout when it hears that the jobs before it are done.
-    if (timed) flush()
+    if (timed === 1) flush()
     Atomics.store(control, 0, seq)
     // Dekker-style handshake with the pool's cancel: one of us sees the other's write.
     if (Atomics.load(control, 1 + (seq % RING)) === seq) {
       Atomics.store(control, 0, 0)
-      results.push(seq, REPLY, { _tag: "Cancelled" } satisfies WireReply, 0)
+      encodeResult(results, seq, { _tag: "Cancelled" }, 0)
       continue
     }
     const start = performance.now()
@@ -83,8 +86,7 @@ const drain = async () => {
     if (controllers.size > 0) controllers.delete(seq)
     if (aborted.size > 0) aborted.delete(seq)
     const now = performance.now()
-    if (reply._tag === "Success") results.push(seq, SUCCESS, reply.value, now - start)
-    else results.push(seq, REPLY, reply, now - start)
+    encodeResult(results, seq, reply, now - start)
     if (results.length >= MAX_BATCH * RESULT_FIELDS || now >= flushAt) {
       flush()
       flushAt = now + FLUSH_MS
@@ -104,32 +106,34 @@ const runJob = (
   traceId: string | undefined,
   spanId: string | undefined
 ): WireReply | Promise<WireReply> => {
-  const tasks = modules.get(module)
-  if (tasks === undefined) return load(module).then(() => runJob(module, name, seq, payload, traceId, spanId))
+  const tasks = modules.get(module) ?? load(module)
+  if (tasks instanceof Promise) return tasks.then(() => runJob(module, name, seq, payload, traceId, spanId))
   if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
   const task = tasks.get(name)
   if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
   return task.invoke(payload, context(seq, traceId, spanId), transfer)
 }
 
-const load = async (url: string) => {
-  try {
-    const namespace: Record<string, unknown> = await import(url)
-    const tasks = new Map<string, Blocking.AnyTask>()
-    for (const value of Object.values(namespace)) if (isTask(value)) tasks.set(value.name, value)
-    modules.set(url, tasks)
-  } catch (error) {
-    modules.set(url, error instanceof Error ? error : new Error(String(error)))
-  }
+/** Imports a module once; its tasks are found by their type id. */
+const load = (url: string): Promise<void> => {
+  const loading = import(url).then(
+    (namespace: Record<string, unknown>) => {
+      const tasks: Tasks = new Map()
+      for (const value of Object.values(namespace)) if (isTask(value)) tasks.set(value.name, value)
+      modules.set(url, tasks)
+    },
+    (error: unknown) => {
+      modules.set(url, error instanceof Error ? error : new Error(describe(error)))
+    }
+  )
+  modules.set(url, loading)
+  return loading
 }
 
-// Most handlers never look at the signal; an AbortController per task would cost more than a no-op task.
-// Only a type import of @volley/core: the whole package (HTTP included) would double a thread's
-// start-up time. Tasks carry `invoke`; this is `Blocking.isTask` by its (string) type id.
-const TASK = "~@volley/core/Blocking/Task"
 const isTask = (u: unknown): u is Blocking.AnyTask =>
-  typeof u === "object" && u !== null && (u as Record<string, unknown>)[TASK] === TASK
+  typeof u === "object" && u !== null && (u as Record<string, unknown>)[TASK_TYPE_ID] === TASK_TYPE_ID
 
+// Most handlers never look at the signal; an AbortController per task would cost more than a no-op task.
 const context = (seq: number, traceId: string | undefined, spanId: string | undefined): Blocking.TaskContext => ({
   get signal() {
     let controller = controllers.get(seq)
@@ -152,20 +156,21 @@ const describe = (thrown: unknown): string => {
   }
 }
 
+const post = (message: FromWorker, moved?: ReadonlyArray<Transferable>) => port.postMessage(message, moved as never)
+
 const flush = () => {
   if (results.length === 0) return
   try {
-    port.postMessage({ _tag: "Done", results } satisfies FromWorker, transfer as never)
+    post({ _tag: "Done", results }, transfer)
   } catch {
     // Some result cannot be cloned (a function, a symbol): send them one by one to find it.
     for (let i = 0; i < results.length; i += RESULT_FIELDS) {
       const one = results.slice(i, i + RESULT_FIELDS)
       try {
-        port.postMessage({ _tag: "Done", results: one } satisfies FromWorker)
+        post({ _tag: "Done", results: one })
       } catch (error) {
-        const reason = `cannot be sent back: ${error instanceof Error ? error.message : String(error)}`
-        const reply: WireReply = { _tag: "InvalidResult", reason }
-        port.postMessage({ _tag: "Done", results: [one[0], REPLY, reply, one[3]] } satisfies FromWorker)
+        const reply: WireReply = { _tag: "InvalidResult", reason: `cannot be sent back: ${describe(error)}` }
+        post({ _tag: "Done", results: [one[0], REPLY, reply, one[3]] })
       }
     }
   }
@@ -173,4 +178,6 @@ const flush = () => {
   transfer = []
 }
 
-port.postMessage({ _tag: "Ready" } satisfies FromWorker)
+// Ready once the preloads are in: the first jobs then run at once, and a module that kills the
+// thread on import counts as a start-up death (the pool preloads only modules known to be sound).
+void Promise.all(data.preload.map(load)).then(() => post({ _tag: "Ready" }))
