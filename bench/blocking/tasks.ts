@@ -1,6 +1,7 @@
-// The workloads as volley tasks.
-import { Blocking } from "@volley/core"
-import { Schema } from "effect"
+// The workloads as volley tasks. Every pool thread imports this module: effect/Schema and
+// @volley/core/Blocking, not the barrels (every module of effect, HTTP included), keep that short.
+import * as Blocking from "@volley/core/Blocking"
+import * as Schema from "effect/Schema"
 import * as Work from "./work.ts"
 
 export const noop = Blocking.task({
