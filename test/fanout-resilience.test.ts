@@ -87,6 +87,12 @@ describe("Resilience", () => {
         const cases: ReadonlyArray<readonly [Resilience.Options, string]> = [
           [{ rateLimit: { limit: 0, window: "1 second" } }, "rateLimit.limit"],
           [{ rateLimit: { limit: 5, window: 0 } }, "rateLimit.window"],
+          // From JavaScript, a config file or a cast: not one of the two algorithms.
+          [
+            { rateLimit: { limit: 5, window: "1 second", algorithm: "bogus" as "fixed-window" } },
+            "rateLimit.algorithm"
+          ],
+          [{ rateLimit: { limit: 5, window: "1 second", perHost: "no" as unknown as boolean } }, "rateLimit.perHost"],
           [{ circuitBreaker: { failures: 1.5 } }, "circuitBreaker.failures"],
           [{ circuitBreaker: { openDuration: -1 } }, "circuitBreaker.openDuration"],
           [{ retry: { retries: -1 } }, "retries"]

@@ -98,6 +98,36 @@ export const duration = (
 }
 
 /**
+ * Checks that `value` is one of `allowed` (compared with `===`), for options typed as a union
+ * of literals that JavaScript callers, config files or casts can still get wrong.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const algorithm = Options.oneOf("rateLimit.algorithm", "bogus", ["token-bucket", "fixed-window"] as const)
+ * // fails: Invalid option rateLimit.algorithm: must be one of "token-bucket", "fixed-window", got "bogus"
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const oneOf = <const A extends string | number | boolean>(
+  option: string,
+  value: unknown,
+  allowed: ReadonlyArray<A>
+): Effect.Effect<A, InvalidOptionsError> =>
+  allowed.includes(value as A)
+    ? Effect.succeed(value as A)
+    : Effect.fail(
+        new InvalidOptionsError({
+          option,
+          reason: `must be one of ${allowed.map(show).join(", ")}, got ${show(value)}`
+        })
+      )
+
+/**
  * Validates an optional value with `check`, passing `undefined` through.
  *
  * @example

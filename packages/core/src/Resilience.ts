@@ -145,7 +145,7 @@ export const layerConfig = (
         const read = yield* Config.all({
           limit: Validate.optionalConfig(Config.Int("RATE_LIMIT")),
           window: Validate.optionalConfig(Config.Duration("RATE_WINDOW")),
-          algorithm: Validate.optionalConfig(Config.Literals(["fixed-window", "token-bucket"], "RATE_ALGORITHM")),
+          algorithm: Validate.optionalConfig(Config.Literals(algorithms, "RATE_ALGORITHM")),
           failures: Validate.optionalConfig(Config.Int("BREAKER_FAILURES")),
           openDuration: Validate.optionalConfig(Config.Duration("BREAKER_OPEN_DURATION"))
         }).pipe(Config.nested(prefix))
@@ -172,6 +172,8 @@ export const layerConfig = (
 
 // ---------------------------------------------------------------------------------------------
 
+const algorithms = ["token-bucket", "fixed-window"] as const
+
 const wrap = (options: Options) =>
   Effect.gen(function* () {
     // Typed loosely while wrapping (each wrapper adds its error type); narrowed back at the end.
@@ -180,13 +182,15 @@ const wrap = (options: Options) =>
     if (rateLimit !== undefined) {
       const limit = yield* Validate.positiveInt("rateLimit.limit", rateLimit.limit)
       const window = yield* Validate.duration("rateLimit.window", rateLimit.window, { positive: true })
+      const algorithm = yield* Validate.oneOf("rateLimit.algorithm", rateLimit.algorithm ?? "token-bucket", algorithms)
+      const perHost = yield* Validate.oneOf("rateLimit.perHost", rateLimit.perHost ?? true, [true, false])
       const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
       client = HttpClient.withRateLimiter(client, {
         limiter,
-        key: rateLimit.perHost === false ? "volley" : (request) => originOf(request.url),
+        key: perHost ? (request) => originOf(request.url) : "volley",
         limit,
         window,
-        algorithm: rateLimit.algorithm ?? "token-bucket",
+        algorithm,
         times: 0
       })
     }

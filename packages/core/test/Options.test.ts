@@ -54,4 +54,18 @@ describe("Options", () => {
       })
     )
   })
+
+  describe("oneOf", () => {
+    it.effect("accepts an allowed value and names the option, the choices and the value otherwise", () =>
+      Effect.gen(function* () {
+        const algorithms = ["token-bucket", "fixed-window"] as const
+        assert.strictEqual(yield* Options.oneOf("algorithm", "fixed-window", algorithms), "fixed-window")
+        const error = yield* Effect.flip(Options.oneOf("algorithm", "bogus", algorithms))
+        assert.strictEqual(
+          error.message,
+          'Invalid option algorithm: must be one of "token-bucket", "fixed-window", got "bogus"'
+        )
+      })
+    )
+  })
 })
