@@ -301,6 +301,9 @@ export const parseUrl = (
 /**
  * Parses a `NO_PROXY` value, failing on the first entry that is not `*`, a host name, an
  * IP literal or a CIDR range (each optionally with `:port`). Empty entries are skipped.
+ * Entries that parse but can never match a URL's host (names ending in a number, such as
+ * `300.1.1.1` or `1.2.3`, which URLs read as IPv4 addresses) are kept, as curl keeps them,
+ * and named in one warning log (`Effect.logWarning`) per call.
  *
  * @example
  * ```ts
@@ -315,14 +318,17 @@ export const parseUrl = (
  */
 export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<NoProxy, InvalidNoProxyError> => {
   const patterns: Array<Host.Pattern> = []
+  const useless: Array<string> = []
   for (const entry of splitEntries(value)) {
     const pattern = Host.parsePattern(entry)
     if (typeof pattern === "string") {
       return Effect.fail(new InvalidNoProxyError({ source, entry, reason: pattern }))
     }
+    if (Host.neverMatches(pattern) !== undefined) useless.push(entry)
     patterns.push(pattern)
   }
-  return Effect.succeed({ source: value, patterns })
+  const noProxy: NoProxy = { source: value, patterns }
+  return useless.length === 0 ? Effect.succeed(noProxy) : Effect.as(warnNeverMatches(source, useless), noProxy)
 }
 
 /**
@@ -353,6 +359,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (typeof pattern === "string") {
       return yield* new InvalidNoProxyError({ source: `rules[${i}].match`, entry: rule.match, reason: pattern })
     }
+    if (Host.neverMatches(pattern) !== undefined) yield* warnNeverMatches(`rules[${i}].match`, [rule.match.trim()])
     const route: Route =
       rule.via === "direct" ? direct : { _tag: "Proxy", proxy: yield* parseUrl(rule.via, `rules[${i}].via`) }
     rules.push({ match: rule.match.trim(), pattern, route })
@@ -558,3 +565,9 @@ export const unwrapErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Ef
   )
 
 const splitEntries = (value: string): Array<string> => value.split(/[\s,]+/).filter((entry) => entry !== "")
+
+// One warning per parse, naming every such entry: logged when a layer is built, not per request.
+const warnNeverMatches = (source: string, entries: ReadonlyArray<string>): Effect.Effect<void> =>
+  Effect.logWarning(
+    `${source}: ${entries.map((entry) => `"${entry}"`).join(", ")} ${entries.length === 1 ? "ends" : "end"} in a number, so URLs read such a host as an IPv4 address (or reject it) and no host name ever matches ${entries.length === 1 ? "it" : "them"}; ignored`
+  ).pipe(Effect.annotateLogs({ source, entries: entries.join(", ") }))

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Redacted } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Logger, Redacted, Result } from "effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import fc from "fast-check"
@@ -258,6 +258,30 @@ describe("Proxy", () => {
           assert.include(error.reason, reason)
         }
         assert.strictEqual((yield* Proxy.parseNoProxy(" a.example ,, 10.0.0.0/8 [::1]:80 ")).patterns.length, 3)
+      })
+    )
+
+    it.effect("warns once, without failing, about entries that can never match a URL's host", () =>
+      Effect.gen(function* () {
+        const warnings: Array<string> = []
+        const capture = Logger.make(({ logLevel, message }) => {
+          if (logLevel === "Warn") warnings.push(String(message))
+        })
+        const withLogs = <A, E>(effect: Effect.Effect<A, E>) => effect.pipe(Effect.provide(Logger.layer([capture])))
+        // URLs read both as IPv4 (one rejected, one rewritten): no host name is ever either.
+        assert.isTrue(Result.isFailure(Result.try(() => new URL("http://300.1.1.1/"))))
+        assert.strictEqual(new URL("http://1.2.3/").hostname, "1.2.0.3")
+        const noProxy = yield* withLogs(Proxy.parseNoProxy("300.1.1.1, example.com, 1.2.3, 10.0.0.0/8"))
+        assert.strictEqual(noProxy.patterns.length, 4)
+        assert.strictEqual(warnings.length, 1)
+        assert.include(warnings[0], '"300.1.1.1", "1.2.3"')
+        assert.include(warnings[0], "NO_PROXY")
+        // Sound lists (names, IP literals, CIDR ranges) log nothing.
+        yield* withLogs(Proxy.parseNoProxy("example.com, 1.2.3.4, [::1], host-1.example, 10.0.0.0/8"))
+        assert.strictEqual(warnings.length, 1)
+        yield* withLogs(Proxy.make({ rules: [{ match: "1.2.3", via: "direct" }] }))
+        assert.strictEqual(warnings.length, 2)
+        assert.include(warnings[1], "rules[0].match")
       })
     )
   })

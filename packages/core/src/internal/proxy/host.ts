@@ -137,6 +137,20 @@ export const parsePattern = (raw: string): Pattern | string => {
   return { _tag: "Domain", domain, port }
 }
 
+/**
+ * Why a parsed entry can never match a URL's host, or `undefined` when it can. A name whose
+ * last label is a number (`300.1.1.1`, `1.2.3`, `10.0x1`) is read by URL parsers as an IPv4
+ * address: rejected when out of range, else rewritten (`http://1.2.3/` has host `1.2.0.3`),
+ * so no URL host is ever that name. curl accepts such entries too; they deserve a warning.
+ */
+export const neverMatches = (pattern: Pattern): string | undefined => {
+  if (pattern._tag !== "Domain") return undefined
+  const last = pattern.domain.slice(pattern.domain.lastIndexOf(".") + 1)
+  return /^(\d+|0x[0-9a-f]*)$/.test(last)
+    ? "ends in a number, so URLs read such a host as an IPv4 address (or reject it) and no host name ever matches it"
+    : undefined
+}
+
 const inRange = (bytes: Uint8Array, range: Uint8Array, prefix: number): boolean => {
   if (bytes.length !== range.length) return false
   const full = Math.floor(prefix / 8)
