@@ -8,9 +8,11 @@
  * `reason` says what went wrong (`InvalidUrlError`, `TransportError`,
  * `StatusCodeError`, `DecodeError`, ...) and names the request.
  *
- * The response is read inside a scope: a body that is not read (a 404, a
- * decode that stops early) is discarded when the call ends, so it never holds
- * its keep-alive connection.
+ * A body is never left holding its keep-alive connection: a non-2xx body is
+ * read to its end before the `StatusCodeError` is returned, and a body that a
+ * `read` leaves unread (it fails, is interrupted, or ignores the body) is
+ * discarded when the call ends. This needs no `Scope` per call: these helpers
+ * run the same exchange as a `Fanout` batch's first attempt.
  *
  * @since 0.1.0
  */
@@ -20,6 +22,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Schema from "effect/Schema"
+import * as Exchange from "./internal/http/exchange.ts"
 
 /**
  * Per-call options shared by every helper.
@@ -54,11 +57,9 @@ export const send = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
-  HttpClient.HttpClient.pipe(
-    Effect.flatMap((client) => HttpClient.withScope(client).execute(request)),
-    Effect.flatMap(HttpClientResponse.filterStatusOk),
-    Effect.flatMap(read),
-    Effect.scoped
+  run(
+    request,
+    Exchange.onResponse((response) => Effect.ensuring(read(response), Exchange.release(response)), true)
   )
 
 /**
@@ -76,7 +77,11 @@ export const send = <A, E, R>(
  * @since 0.1.0
  * @category GET
  */
-export const getText = (url: string | URL, options?: RequestOptions) => send(build("GET", url, options), readText)
+export const getText = (
+  url: string | URL,
+  options?: RequestOptions
+): Effect.Effect<string, HttpClientError.HttpClientError, HttpClient.HttpClient> =>
+  run(build("GET", url, options), onText)
 
 /**
  * GET a URL and read the body as bytes.
@@ -91,7 +96,11 @@ export const getText = (url: string | URL, options?: RequestOptions) => send(bui
  * @since 0.1.0
  * @category GET
  */
-export const getBytes = (url: string | URL, options?: RequestOptions) => send(build("GET", url, options), readBytes)
+export const getBytes = (
+  url: string | URL,
+  options?: RequestOptions
+): Effect.Effect<Uint8Array, HttpClientError.HttpClientError, HttpClient.HttpClient> =>
+  run(build("GET", url, options), onBytes)
 
 /**
  * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
@@ -111,9 +120,9 @@ export const getBytes = (url: string | URL, options?: RequestOptions) => send(bu
  * @category GET
  */
 export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
-  send(
+  run(
     build("GET", url, { ...options, headers: { accept: "application/json", ...options?.headers } }),
-    readJson(schema)
+    Exchange.onResponse(readJson(schema), true)
   )
 
 /**
@@ -130,7 +139,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
  * @category POST
  */
 export const postText = (url: string | URL, body: string, options?: RequestOptions) =>
-  send(HttpClientRequest.bodyText(build("POST", url, options), body), readText)
+  run(HttpClientRequest.bodyText(build("POST", url, options), body), onText)
 
 /**
  * POST a binary body and read the response as bytes.
@@ -146,7 +155,7 @@ export const postText = (url: string | URL, body: string, options?: RequestOptio
  * @category POST
  */
 export const postBytes = (url: string | URL, body: Uint8Array, options?: RequestOptions) =>
-  send(HttpClientRequest.bodyUint8Array(build("POST", url, options), body), readBytes)
+  run(HttpClientRequest.bodyUint8Array(build("POST", url, options), body), onBytes)
 
 /**
  * POST a JSON body and decode the JSON response with `schema`. A body that
@@ -176,7 +185,7 @@ export const postJson = <S extends Schema.Constraint>(
     Effect.mapError(
       (cause) => new HttpClientError.HttpClientError({ reason: new HttpClientError.EncodeError({ request, cause }) })
     ),
-    Effect.flatMap((withBody) => send(withBody, readJson(schema)))
+    Effect.flatMap((withBody) => run(withBody, Exchange.onResponse(readJson(schema), true)))
   )
 }
 
@@ -186,10 +195,15 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
     ...(options?.urlParams === undefined ? {} : { urlParams: options.urlParams })
   })
 
-const readText = (response: HttpClientResponse.HttpClientResponse) => response.text
+const run = <A, E, R>(
+  request: HttpClientRequest.HttpClientRequest,
+  handle: Exchange.Read<A, E, R>
+): Effect.Effect<A, E | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
+  Effect.flatMap(HttpClient.HttpClient, (client) => Exchange.exchange(client, request, handle))
 
-const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
+// Built once: the hot path allocates only the request and its effects.
+const onText = Exchange.onResponse(Exchange.readText, true)
+const onBytes = Exchange.onResponse(Exchange.readBytes, true)
 
 const readJson =
   <S extends Schema.Constraint>(schema: S) =>

@@ -29,6 +29,7 @@ const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void
   "/big": (_req, res) => res.writeHead(200, { "content-length": String(big.length) }).end(big),
   "/at-limit": (_req, res) => res.writeHead(200, { "content-length": String(atLimit.length) }).end(atLimit),
   "/echo": (req, res) => req.pipe(res.writeHead(200)),
+  "/traceparent": (req, res) => res.writeHead(200).end(req.headers.traceparent ?? "none"),
   "/stalled-body": (_req, res) => {
     res.writeHead(200, { "content-length": "10" }).write("12345")
   },
@@ -77,10 +78,15 @@ const reasonOf = (exit: Exit.Exit<unknown, unknown>) => {
   return error?.reason as { _tag: string; cause: { code?: string } }
 }
 
-// The same behaviour, traced (Effect's generic HttpClient.make wrapper) and with tracing off
-// (the fast path that batches take).
+// A tracer that records (here: keeps nothing, but is not Effect's default one).
+const recording = Tracer.make({ span: (options) => Tracer.nativeTracer.span(options) })
+
+// The same behaviour traced (a recording tracer: Effect's generic HttpClient.make wrapper), at
+// the defaults (no tracer configured: the fast path) and with tracing off (the fast path that
+// batches take).
 const modes = {
-  traced: <A, E, R>(self: Effect.Effect<A, E, R>) => self,
+  traced: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.provideService(self, Tracer.Tracer, recording),
+  default: <A, E, R>(self: Effect.Effect<A, E, R>) => self,
   "tracing off": <A, E, R>(self: Effect.Effect<A, E, R>) =>
     Effect.provideService(self, HttpClient.TracerDisabledWhen, () => true)
 }
@@ -170,7 +176,7 @@ describe("NodeHttpClient", () => {
             assert.strictEqual(reasonOf(second)._tag, "DecodeError")
             // Effect's traced wrapper aborts the request when any `stream` of it ends, even a
             // refused one, so a second streaming reader is only harmless on the fast path.
-            if (mode === "tracing off") {
+            if (mode !== "traced") {
               const streamed = yield* Effect.exit(Stream.runCollect(response.stream))
               assert.strictEqual(reasonOf(streamed)._tag, "DecodeError")
             }
@@ -286,5 +292,18 @@ describe("NodeHttpClient", () => {
         assert.strictEqual(names.length, 1)
       }).pipe(Effect.provideService(Tracer.Tracer, tracer), Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     })
+
+    it.live("with Effect's default tracer, sends the enclosing span's trace context, and none outside a span", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        const get = Effect.flatMap(client.get(`${server.url}/traceparent`), (r) => r.text)
+        assert.strictEqual(yield* get, "none")
+        const [sent, span] = yield* Effect.all([get, Effect.currentSpan]).pipe(Effect.withSpan("caller"))
+        assert.strictEqual(sent, `00-${span.traceId}-${span.spanId}-01`)
+        // The header names the caller's trace; no client span of its own was made.
+        assert.isTrue(span.traceId.length === 32)
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
   })
 })

@@ -2,19 +2,23 @@
 // dispatch.ts):
 // - traced: Effect's `HttpClient.make` around the runner, i.e. the full generic contract
 //   (client span and trace headers, `HttpClient.withScope`, abort of unread bodies on GC);
-// - fast: when tracing is off for the request (`HttpClient.TracerDisabledWhen` or
-//   `Tracer.DisablePropagation`, as batches set it), the runner alone: URL check, dispatch,
-//   abort on interrupt. Profiling showed the generic wrapper (span, AbortController,
-//   FinalizationRegistry, response wrapper) costing about as much as undici itself.
+// - fast: when no span would be recorded for the request: tracing off for it
+//   (`HttpClient.TracerDisabledWhen` or `Tracer.DisablePropagation`, as batches set it), or
+//   Effect's default tracer in place, which records nothing (its spans are never exported; the
+//   caller's trace context is still propagated). The runner alone: URL check, dispatch, abort
+//   on interrupt. Profiling showed the generic wrapper (span, AbortController, the
+//   AbortError's DOMException, FinalizationRegistry, response wrapper) costing about as much
+//   as undici itself.
 // Requests the runner does not cover (stream and form-data bodies, upgrades) go to
 // platform-node's undici client on the same dispatcher.
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
 import type * as Undici from "@effect/platform-node/Undici"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
-import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Url from "effect/http/Url"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
@@ -56,16 +60,36 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
     return HttpClient.makeWith(
       (effect) =>
         Effect.flatMap(effect, (request) =>
-          Effect.withFiber((fiber) =>
-            isPlain(request) &&
-            (fiber.getRef(Tracer.DisablePropagation) || fiber.getRef(HttpClient.TracerDisabledWhen)(request))
-              ? fast(request)
-              : traced.execute(request)
-          )
+          Effect.withFiber((fiber) => {
+            if (!isPlain(request)) return traced.execute(request)
+            if (fiber.getRef(Tracer.DisablePropagation) || fiber.getRef(HttpClient.TracerDisabledWhen)(request)) {
+              return fast(request)
+            }
+            // Nothing records spans (Effect's default tracer): skip the client span, but keep
+            // propagating the caller's trace context, as the span would have.
+            if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber))
+            return traced.execute(request)
+          })
         ),
       Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
     )
   })
+
+// With no tracer recording, a request carries the trace context of the span it runs in, if
+// any (a server span continued from an incoming `traceparent`, a `withSpan` around the call),
+// so a trace that crosses this service stays one trace; without a span it carries none.
+const propagate = (
+  request: HttpClientRequest.HttpClientRequest,
+  fiber: Fiber.Fiber<unknown, unknown>
+): HttpClientRequest.HttpClientRequest => {
+  const span = fiber.cache.span
+  if (span === undefined || !fiber.getRef(HttpClient.TracerPropagationEnabled)) return request
+  if (span._tag === "Span" && Context.get(span.annotations, Tracer.DisablePropagation)) return request
+  return HttpClientRequest.setHeaders(request, {
+    b3: `${span.traceId}-${span.spanId}-${span.sampled ? "1" : "0"}`,
+    traceparent: `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
+  })
+}
 
 // platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
 // Effect.timeout); an interceptor is the one place left where ours take effect.

@@ -1,0 +1,66 @@
+// One exchange of a request for a read result, as `Http.*` and a batch's first attempt run it:
+// execute, treat a non-2xx status as a `StatusCodeError`, read the body. No Scope, no
+// finalizer, no fiber: a body is never left holding its keep-alive connection because
+// - a non-2xx body is read to its end before the error is returned (the connection is reused);
+// - a caller's `read` that fails or is interrupted is followed by `release`, which makes the
+//   client abort a body still arriving (and close its socket);
+// - the built-in reads consume the whole body.
+// Clients built with Effect's `HttpClient.make` abort a body whose read is interrupted (its
+// response wrapper), as volley's NodeHttpClient does, so `release` reaches both.
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+
+export type Read<A, E, R> = (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+
+/** The body as bytes: the default read of a batch and `Http.getBytes`. */
+export const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
+  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
+
+/** The body as text (UTF-8). */
+export const readText = (response: HttpClientResponse.HttpClientResponse) => response.text
+
+/**
+ * What to do with a response: `read` it when its status is 2xx, else fail with a
+ * `StatusCodeError` once its body is drained. `consumes`: `read` always reads the whole body
+ * or fails reading it (the built-in reads), so it needs no `release` on failure. Build it once
+ * per call site, not per request.
+ */
+export const onResponse = <A, E, R>(
+  read: Read<A, E, R>,
+  consumes: boolean
+): Read<A, E | HttpClientError.HttpClientError, R> => {
+  const checked: Read<A, E, R> = consumes ? read : (response) => Effect.onError(read(response), () => release(response))
+  return (response) => (response.status >= 200 && response.status < 300 ? checked(response) : statusError(response))
+}
+
+/** Runs one request through `client` and hands its response to `handle` (see {@link onResponse}). */
+export const exchange = <A, E, R, E2, R2>(
+  client: HttpClient.HttpClient.With<E2, R2>,
+  request: HttpClientRequest.HttpClientRequest,
+  handle: Read<A, E, R>
+): Effect.Effect<A, E | E2, R | R2> => Effect.flatMap(client.execute(request), handle)
+
+/** A non-2xx response is a `StatusCodeError`; its body is read first so the connection is free. */
+export const statusError = (
+  response: HttpClientResponse.HttpClientResponse
+): Effect.Effect<never, HttpClientError.HttpClientError> =>
+  Effect.flatMap(Effect.ignore(response.arrayBuffer), () =>
+    Effect.fail(
+      new HttpClientError.HttpClientError({
+        reason: new HttpClientError.StatusCodeError({ request: response.request, response })
+      })
+    )
+  )
+
+/**
+ * Discards what is left of a body that may be unread: starts reading it and interrupts at
+ * once, which makes the client abort the body (and close its socket) if it is still arriving.
+ * A body already read is left as it is. Without this an unread body holds its connection
+ * until garbage collection.
+ */
+export const release = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> =>
+  Effect.flatMap(Effect.forkChild(response.arrayBuffer, { startImmediately: true }), Fiber.interrupt)

@@ -1,0 +1,104 @@
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
+import { assert, describe, it } from "@effect/vitest"
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Layer } from "effect"
+
+// A loopback origin that remembers the traceparent header each path was requested with.
+const origin = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ url: string; received: Map<string, string | undefined>; close: () => Promise<void> }>((resolve) => {
+        const received = new Map<string, string | undefined>()
+        const server = createServer((req, res) => {
+          received.set(req.url ?? "", req.headers.traceparent)
+          res.writeHead(200, { "content-type": "text/plain" }).end(`hello from ${req.url}`)
+        })
+        server.listen(0, "127.0.0.1", () =>
+          resolve({
+            url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+            received,
+            close: () => new Promise((done) => server.close(() => done()))
+          })
+        )
+      })
+  ),
+  (server) => Effect.promise(server.close)
+)
+
+// OpenTelemetry through @effect/opentelemetry, every finished span kept in memory.
+const otel = (exporter: InMemorySpanExporter) =>
+  OtelTracer.layer.pipe(
+    Layer.provide(
+      Layer.effect(
+        OtelTracer.OtelTracerProvider,
+        Effect.acquireRelease(
+          Effect.sync(() => new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })),
+          (provider) => Effect.promise(() => provider.shutdown())
+        )
+      )
+    )
+  )
+
+const CLIENT = 2 // OpenTelemetry's SpanKind.CLIENT
+
+describe("NodeHttpClient", () => {
+  describe("with an OpenTelemetry tracer", () => {
+    it.live("gives every request of Effect.all over Http.getText its client span and a traceparent naming it", () => {
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* origin
+        const paths = ["/a", "/b?x=1", "/c"]
+        const bodies = yield* Effect.all(
+          paths.map((path) => Http.getText(`${server.url}${path}`)),
+          { concurrency: 3 }
+        )
+        assert.deepStrictEqual(
+          bodies,
+          paths.map((path) => `hello from ${path}`)
+        )
+
+        const spans = exporter.getFinishedSpans().filter((span) => span.kind === CLIENT)
+        assert.strictEqual(spans.length, paths.length)
+        const port = Number(new URL(server.url).port)
+        for (const path of paths) {
+          const span = spans.find((s) => s.attributes["url.full"] === `${server.url}${path}`)
+          assert.isDefined(span, `a client span for ${path}`)
+          assert.strictEqual(span!.name, "GET") // Effect's SpanNameGenerator: the method
+          assert.deepInclude(span!.attributes, {
+            "http.request.method": "GET",
+            "url.path": path.split("?")[0],
+            "url.scheme": "http",
+            "server.address": "127.0.0.1",
+            "server.port": port,
+            "http.response.status_code": 200
+          })
+          const { traceId, spanId } = span!.spanContext()
+          assert.strictEqual(server.received.get(path), `00-${traceId}-${spanId}-01`)
+        }
+      }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
+    })
+
+    it.live("nests the client spans under the caller's span, in one trace", () => {
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* origin
+        yield* Effect.all([Http.getText(`${server.url}/one`), Http.getText(`${server.url}/two`)], {
+          concurrency: 2
+        }).pipe(Effect.withSpan("caller"))
+        const finished = exporter.getFinishedSpans()
+        const caller = finished.find((span) => span.name === "caller")
+        assert.isDefined(caller)
+        const clients = finished.filter((span) => span.kind === CLIENT)
+        assert.strictEqual(clients.length, 2)
+        for (const span of clients) {
+          assert.strictEqual(span.spanContext().traceId, caller!.spanContext().traceId)
+          assert.strictEqual(span.parentSpanContext?.spanId, caller!.spanContext().spanId)
+        }
+      }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
+    })
+  })
+})
