@@ -9,6 +9,9 @@
  * - retries transport errors (a body cut short included), attempt timeouts and
  *   408/429/500/502/503/504 responses, and
  *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`);
+ * - never retries a request that can never be sent (`InvalidUrlError`, `EncodeError`: a URL
+ *   that is not `http:`/`https:`, a header name or value no client can write), nor counts it
+ *   in the retry budget;
  * - waits with exponential backoff and full jitter (a random delay between 0 and
  *   `baseDelay * 2^n`, capped by `maxDelay`), and at least what `Retry-After` asks (seconds or an
  *   HTTP date), up to `maxRetryAfter`;
@@ -37,6 +40,7 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
+import { isInvalidInput, isUnsent } from "./internal/retry/unsent.ts"
 import * as Validate from "./Options.ts"
 
 /**
@@ -399,28 +403,36 @@ export const run = <A, E, R>(
   const retrying = policy.retries > 0 && policy.methods.has(request.method)
   const timed =
     options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
+  const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
-  // of all recent requests.
+  // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
+  // many times), and taken back if it could never be sent (`isUnsent`).
   if (!timed) {
     // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
     const run = retrying
       ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
       : attempt
-    const budget = policy.budget
     if (budget === undefined) return run
-    // Counted when it runs, not when it is built: a `run` effect may run many times.
     return Effect.withFiber((fiber) => {
-      budget.request(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-      return run
+      const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      budget.request(start)
+      return Effect.catch(run, (error) => uncount(budget, start, error))
     })
   }
   return Effect.withFiber((fiber) => {
     const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-    policy.budget?.request(start)
+    budget?.request(start)
     let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
     if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
-    return retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+    const run = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+    return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
   })
+}
+
+// A request that failed because it could never be sent leaves the budget as if never made.
+const uncount = <E>(budget: Budget, start: number, error: E): Effect.Effect<never, E> => {
+  if (isUnsent(error)) budget.unrequest(start)
+  return Effect.fail(error)
 }
 
 /**
@@ -429,7 +441,9 @@ export const run = <A, E, R>(
  * fails with `error`.
  * For runners that make the first attempt themselves (a fan-out batch does, to keep the
  * success path free of retry machinery); they must count the request in the budget
- * (`policy.budget?.request(now)`).
+ * (`policy.budget?.request(now)`), and take it back (`policy.budget?.unrequest(now)`) when
+ * the first attempt failed because the request can never be sent (`InvalidUrlError`,
+ * `EncodeError`).
  *
  * @example
  * ```ts
@@ -523,7 +537,10 @@ export const layerClient: Layer.Layer<HttpClient.HttpClient, never, HttpClient.H
 
 /**
  * Whether `policy` retries `error` (method aside): a transport error, an attempt timeout, or a
- * response whose status is in `statuses`.
+ * response whose status is in `statuses`. Never a request that can never be sent: an
+ * `InvalidUrlError`, an `EncodeError`, or a transport error that only wraps the client's
+ * rejection of the request's URL or headers (undici's `UND_ERR_INVALID_ARG`, Node's
+ * `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...).
  *
  * @example
  * ```ts
@@ -541,8 +558,9 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   if (!HttpClientError.isHttpClientError(error)) return false
   const reason = error.reason
   // A TransportError that only wraps a refusal of the client's own circuit breaker or rate
-  // limiter (see Resilience) would fail the same way again.
-  if (reason._tag === "TransportError") return !isRefusal(reason.cause)
+  // limiter (see Resilience), or of the request's own URL or headers (a client that does not
+  // type those as InvalidUrlError / EncodeError), would fail the same way again.
+  if (reason._tag === "TransportError") return !isRefusal(reason.cause) && !isInvalidInput(reason.cause)
   // A body cut short (socket closed mid-body) surfaces as a DecodeError whose cause is the
   // client's I/O error (it has a `code`, e.g. undici's UND_ERR_SOCKET); a body that does not
   // parse has no such code and is not retried.

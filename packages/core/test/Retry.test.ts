@@ -336,6 +336,40 @@ describe("Retry", () => {
       })
     )
 
+    it.effect("never retries a request that can never be sent, nor counts it in the budget", () =>
+      Effect.gen(function* () {
+        const policy = yield* budgeted(0.5)
+        const unsendable = [
+          (request: HttpClientRequest.HttpClientRequest) => new HttpClientError.InvalidUrlError({ request }),
+          (request: HttpClientRequest.HttpClientRequest) => new HttpClientError.EncodeError({ request }),
+          // A client that does not type undici's rejection of a header (code UND_ERR_INVALID_ARG)
+          (request: HttpClientRequest.HttpClientRequest) =>
+            new HttpClientError.TransportError({
+              request,
+              cause: Object.assign(new Error("invalid x-a header"), { code: "UND_ERR_INVALID_ARG" })
+            })
+        ]
+        let calls = 0
+        const reject = (n: number) =>
+          HttpClient.make((request) => {
+            calls++
+            return Effect.fail(new HttpClientError.HttpClientError({ reason: unsendable[n]!(request) }))
+          })
+        for (let n = 0; n < unsendable.length; n++) {
+          const request = HttpClientRequest.get("http://api.test/x")
+          yield* burst(
+            Effect.suspend(() => Retry.run(policy, request, reject(n).execute(request))),
+            10
+          )
+        }
+        assert.strictEqual(calls, 30) // once each
+        // Those 30 funded nothing: 20 failing requests buy 10 retries, as on a fresh budget.
+        const failing = fakeClient([{ status: 503 }])
+        yield* burst(runOnce(policy, failing), 20)
+        assert.strictEqual(failing.calls.length, 20 + 10)
+      })
+    )
+
     it.effect("counts a request in the budget each time its effect runs, not when it is built", () =>
       Effect.gen(function* () {
         const policy = yield* budgeted(0.5)

@@ -44,6 +44,19 @@ export class Budget {
     this.requestTotal += 1
   }
 
+  /**
+   * Takes back a request counted at `atMillis` that turned out never to be sent (an invalid
+   * URL or header): it must not fund other requests' retries. No-op once it left the window.
+   */
+  unrequest(atMillis: number): void {
+    const bucket = Math.floor(atMillis / this.width)
+    if (bucket > this.head || this.head - bucket >= this.requests.length) return
+    const slot = modulo(bucket, this.requests.length)
+    if (this.requests[slot]! < 1) return
+    this.requests[slot]! -= 1
+    this.requestTotal -= 1
+  }
+
   /** Takes one retry from the budget; `false` when the window has used its share. */
   tryRetry(nowMillis: number): boolean {
     const slot = this.slot(nowMillis)

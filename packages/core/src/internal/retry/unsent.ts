@@ -1,0 +1,38 @@
+// Failures of requests that never left the client because they cannot be sent at all: a URL
+// the client does not speak (`ftp:`, `data:`...), a header name or value it cannot write. The
+// same request fails the same way every time, so the retry policy never retries it and the
+// retry budget does not count it as a request (it would fund other requests' retries).
+import * as HttpClientError from "effect/http/HttpClientError"
+
+/**
+ * Codes of errors that reject a request's input before anything is sent: undici's
+ * `InvalidArgumentError` and Node's own URL and header checks (`node:http`, `fetch`).
+ */
+const invalidInputCodes: ReadonlySet<string> = new Set([
+  "UND_ERR_INVALID_ARG",
+  "ERR_INVALID_URL",
+  "ERR_INVALID_URL_SCHEME",
+  "ERR_INVALID_PROTOCOL",
+  "ERR_INVALID_HTTP_TOKEN",
+  "ERR_INVALID_CHAR",
+  "ERR_HTTP_INVALID_HEADER_VALUE",
+  "ERR_UNESCAPED_CHARACTERS"
+])
+
+/** Whether a client's transport error only wraps a rejection of the request's input. */
+export const isInvalidInput = (cause: unknown): boolean =>
+  typeof cause === "object" &&
+  cause !== null &&
+  typeof (cause as { code?: unknown }).code === "string" &&
+  invalidInputCodes.has((cause as { code: string }).code)
+
+/** Whether `error` says the request was never sent and never can be. */
+export const isUnsent = (error: unknown): boolean => {
+  if (!HttpClientError.isHttpClientError(error)) return false
+  const reason = error.reason
+  return (
+    reason._tag === "InvalidUrlError" ||
+    reason._tag === "EncodeError" ||
+    (reason._tag === "TransportError" && isInvalidInput(reason.cause))
+  )
+}
