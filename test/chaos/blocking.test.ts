@@ -7,10 +7,8 @@
 // thread or fiber outlives its round; the heap after GC returns to within 10% of its size after
 // a warm-up round.
 import { assert, describe, it } from "@effect/vitest"
-import { Blocking, type Options } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
-import * as Benign from "./benignTasks.ts"
 import {
   announce,
   at,
@@ -23,18 +21,11 @@ import {
   rounds,
   watchingProcess
 } from "./chaos.ts"
-import * as Hostile from "./hostileTasks.ts"
+import { category, type Failure, judge, outcome, runSpec, type Spec, taskSpec } from "./tasks.ts"
 
 const ROUNDS = 10
-const ROUNDS_MILLIS = 15_000
+const ROUNDS_MILLIS = 10_000
 const HEAP_LIMIT_MB = 64
-
-type Spec =
-  | { readonly _tag: "double"; readonly n: number; readonly millis: number }
-  | { readonly _tag: "wait"; readonly n: number; readonly millis: number }
-  | { readonly _tag: "hostile"; readonly kind: Hostile.Throwable; readonly place: Hostile.Place }
-  | { readonly _tag: "exit"; readonly code: number; readonly later: boolean }
-  | { readonly _tag: "hog" }
 
 type Ending = "join" | "interrupt-batch" | "close-mid-batch"
 
@@ -46,22 +37,11 @@ interface Round {
   readonly specs: ReadonlyArray<{ readonly spec: Spec; readonly interruptAfter: number | undefined }>
 }
 
-const hostileSpec = (rng: Random, limited: boolean): Spec => {
-  const roll = rng.next()
-  if (roll < 0.15) return { _tag: "exit", code: rng.pick([0, 1, 7]), later: rng.chance(0.5) }
-  if (roll < 0.25 && limited) return { _tag: "hog" }
-  return { _tag: "hostile", kind: rng.pick(Hostile.throwables), place: rng.pick(Hostile.places) }
-}
-
 const plan = (rng: Random, index: number): Round => {
   const limited = rng.chance(0.5)
   const count = rng.int(12, 24)
   const specs = Array.from({ length: count }, () => {
-    const spec: Spec = rng.chance(0.35)
-      ? hostileSpec(rng, limited)
-      : rng.chance(0.7)
-        ? { _tag: "double", n: rng.int(0, 1000), millis: rng.int(0, 15) }
-        : { _tag: "wait", n: rng.int(0, 1000), millis: rng.int(1, 150) }
+    const spec = taskSpec(rng, 0.35, limited)
     return { spec, interruptAfter: rng.chance(0.15) ? rng.int(0, 100) : undefined }
   })
   return {
@@ -73,98 +53,14 @@ const plan = (rng: Random, index: number): Round => {
   }
 }
 
-/** What `Blocking.run` may fail with. */
-type Failure = Blocking.BlockingError | Options.InvalidOptionsError
-
-const runSpec = (spec: Spec): Effect.Effect<unknown, Failure, Blocking.BlockingExecutor> => {
-  switch (spec._tag) {
-    case "double":
-      return Blocking.run(Benign.double, spec)
-    case "wait":
-      return Blocking.run(Benign.wait, spec)
-    case "hostile":
-      return Blocking.run(Hostile.hostile, spec)
-    case "exit":
-      return Blocking.run(Hostile.exit, spec)
-    case "hog":
-      return Blocking.run(Hostile.hog, undefined)
-  }
-}
-
-const blockingTags = new Set([
-  "InvalidPayloadError",
-  "InvalidResultError",
-  "HandlerError",
-  "TaskTimeoutError",
-  "WorkerDiedError",
-  "TaskNotFoundError",
-  "QueueFullError",
-  "ExecutorShutDownError"
-])
-
-/** Why `exit` is not an outcome `spec` may end with, or undefined when it is. */
-const judge = (
-  spec: Spec,
-  exit: Exit.Exit<unknown, Failure>,
-  may: { readonly interrupt: boolean; readonly shutDown: boolean }
-): string | undefined => {
-  if (Exit.isSuccess(exit)) {
-    if (spec._tag === "double") return exit.value === spec.n * 2 ? undefined : `wrong result ${String(exit.value)}`
-    if (spec._tag === "wait") return exit.value === spec.n ? undefined : `wrong result ${String(exit.value)}`
-    return `succeeded with ${String(exit.value)}`
-  }
-  if (Cause.hasDies(exit.cause)) return `died: ${Cause.pretty(exit.cause)}`
-  if (Cause.hasInterruptsOnly(exit.cause)) return may.interrupt ? undefined : "interrupted, yet no one interrupted it"
-  const found = Cause.findError(exit.cause)
-  if (found._tag === "Failure") return `no typed error: ${Cause.pretty(exit.cause)}`
-  const error = found.success
-  if (error._tag === "InvalidOptionsError" || !blockingTags.has(error._tag)) return `unexpected ${error._tag}`
-  if (error._tag === "ExecutorShutDownError") return may.shutDown ? undefined : "shut down, yet the pool was open"
-  const crashLoop = error._tag === "WorkerDiedError" && error.reason === "crash-loop"
-  switch (spec._tag) {
-    case "double":
-    case "wait":
-      // The benign module never kills a thread: a death is never blamed on its tasks.
-      return `failed with ${error._tag}: ${error.message}`
-    case "hostile":
-      if (spec.place === "sync" || spec.place === "async") {
-        if (crashLoop) return undefined
-        if (error._tag !== "HandlerError") return `expected HandlerError, got ${error._tag}: ${error.message}`
-        const fields = [error.errorName, error.errorMessage]
-        if (!fields.every((f) => typeof f === "string")) return `HandlerError with non-string fields`
-        if (error.remoteStack !== undefined && typeof error.remoteStack !== "string") return "non-string remoteStack"
-        return undefined
-      }
-      return error._tag === "WorkerDiedError" ? undefined : `expected WorkerDiedError, got ${error._tag}`
-    case "exit":
-      return error._tag === "WorkerDiedError" ? undefined : `expected WorkerDiedError, got ${error._tag}`
-    case "hog":
-      return error._tag === "WorkerDiedError" && (error.reason === "out-of-memory" || crashLoop)
-        ? undefined
-        : `expected WorkerDiedError (out-of-memory), got ${error._tag}: ${error.message}`
-  }
-}
-
 const gauge = (metric: Metric.Metric<number, Metric.GaugeState<number>>, pool: string) =>
   Effect.map(Metric.value(Metric.withAttributes(metric, { pool })), (state) => state.value)
 
-/** One round: a pool, a batch of tasks, its ending, and the invariants. */
 /** Outcomes seen over the run, by kind, for the log: shows what the mix reached. */
 const tally = new Map<string, number>()
 const count = (key: string) => tally.set(key, (tally.get(key) ?? 0) + 1)
 
-const category = (spec: Spec): string =>
-  spec._tag === "hostile" ? (spec.place === "sync" || spec.place === "async" ? "throw" : "throw-outside") : spec._tag
-
-const outcome = (exit: Exit.Exit<unknown, Failure>): string => {
-  if (Exit.isSuccess(exit)) return "success"
-  if (Cause.hasInterruptsOnly(exit.cause)) return "interrupted"
-  const found = Cause.findError(exit.cause)
-  if (found._tag === "Failure") return "defect"
-  const error = found.success
-  return error._tag === "WorkerDiedError" ? `WorkerDiedError(${error.reason})` : error._tag
-}
-
+/** One round: a pool, a batch of tasks, its ending, and the invariants. */
 const round = (index: number, rng: Random, threadsBefore: number | undefined) =>
   Effect.gen(function* () {
     const { name, limited, shutdown, ending, specs } = plan(rng, index)

@@ -36,7 +36,7 @@ const FIXED = {
 
 const ROUNDS = 12
 const KEEP_ALIVE_MILLIS = 1000
-const ROUNDS_MILLIS = 15_000
+const ROUNDS_MILLIS = 10_000
 const RETRIES = 2
 
 type Kind =
