@@ -2,48 +2,33 @@
 // synchronous HTTP client (curl through execFileSync) against our own embedded server. The same
 // program runs twice, once with Blocking.layerInline and once with NodeBlocking.layer, and prints
 // the main thread's event-loop delay (p99) for each: inline, every call freezes the loop, so even
-// our own server cannot answer curl; on the executor the loop stays free.
+// our own server cannot answer curl; on the executor the loop stays free. The tasks live in
+// examples/tasks/blocking.ts: pool threads import a task's module, never this entry module.
+//
+// Needs curl on PATH (`apt-get install curl`); the example checks for it before it starts.
 //
 //   pnpm example examples/blocking-executor.ts
 
 import { execFileSync } from "node:child_process"
-import { randomBytes, scryptSync } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { monitorEventLoopDelay } from "node:perf_hooks"
-import { isMainThread } from "node:worker_threads"
-import { gzipSync } from "node:zlib"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
-import { Effect, type Layer, Schema } from "effect"
+import { Effect, type Layer } from "effect"
+import { curl, gzip, hash } from "./tasks/blocking.ts"
 
-// Tasks: exported, with this module's URL, so pool threads can import them.
-export const hash = Blocking.task({
-  module: import.meta.url,
-  name: "hash",
-  payload: Schema.String,
-  success: Schema.String,
-  handler: (password) =>
-    scryptSync(password, "volley-salt", 32, { N: 2 ** 15, maxmem: 64 * 1024 * 1024 }).toString("hex")
-})
-
-export const gzip = Blocking.task({
-  module: import.meta.url,
-  name: "gzip",
-  payload: Schema.Uint8Array,
-  success: Schema.Number,
-  transfer: { payload: (bytes) => [bytes.buffer as ArrayBuffer] },
-  handler: (bytes) => gzipSync(bytes).byteLength
-})
-
-export const curl = Blocking.task({
-  module: import.meta.url,
-  name: "curl",
-  payload: Schema.String,
-  success: Schema.String,
-  handler: (url) =>
-    execFileSync("curl", ["-sS", "--max-time", "2", url], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] })
-})
+// curl is the synchronous client under test: without it every curl call fails, and the output
+// would blame a blocked event loop on both rows.
+try {
+  execFileSync("curl", ["--version"], { stdio: "ignore" })
+} catch (error) {
+  const { code, message } = error as NodeJS.ErrnoException
+  const reason = code === "ENOENT" ? "not found on PATH" : message.split("\n")[0]
+  console.error(`blocking-executor needs curl (${reason}): install it with \`apt-get install curl\``)
+  process.exit(1)
+}
 
 const workload = (url: string, bytes: Uint8Array) =>
   Effect.all(
@@ -95,15 +80,13 @@ const withServer = Effect.acquireRelease(
   (server) => Effect.sync(() => server.close())
 )
 
-if (isMainThread) {
-  await Effect.runPromise(
-    Effect.scoped(
-      Effect.gen(function* () {
-        const server = yield* withServer
-        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
-        yield* measure("inline", url, Blocking.layerInline)
-        yield* measure("executor", url, NodeBlocking.layer({ maxWorkers: 3, minWorkers: 3 }))
-      })
-    )
+await Effect.runPromise(
+  Effect.scoped(
+    Effect.gen(function* () {
+      const server = yield* withServer
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+      yield* measure("inline", url, Blocking.layerInline)
+      yield* measure("executor", url, NodeBlocking.layer({ maxWorkers: 3, minWorkers: 3 }))
+    })
   )
-}
+)

@@ -7,6 +7,7 @@ import { NodeHttpClient } from "@volley/node"
 import { Console, Effect, Layer, Result } from "effect"
 import { HttpClient, type HttpClientRequest } from "effect/http"
 import { localServer } from "./support/localServer.ts"
+import { bar, progressLine } from "./support/progressLine.ts"
 
 const REQUESTS = 200
 const CONCURRENCY = 16
@@ -16,23 +17,6 @@ interface Run {
   readonly wallMs: number
   readonly latencies: ReadonlyArray<number>
   readonly failures: ReadonlyArray<string>
-}
-
-const progressLine = (label: string) => {
-  const tty = process.stdout.isTTY === true
-  let last = 0
-  return (p: Fanout.Progress) => {
-    const total = p.total ?? 0
-    const now = performance.now()
-    const finished = p.done === total
-    if (!finished && now - last < (tty ? 50 : 1000)) return
-    last = now
-    const width = 30
-    const filled = Math.round((p.done / Math.max(total, 1)) * width)
-    const line = `${label.padEnd(24)} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${p.done}/${total} failed ${p.failed} in flight ${p.inFlight} retried ${p.retried}`
-    if (tty) process.stdout.write(`\r${line}${finished ? "\n" : ""}`)
-    else console.log(line)
-  }
 }
 
 // Per-request latency: the client stamps each request as it is sent, the batch's `read` as its body arrives.
@@ -48,16 +32,20 @@ const stampRequests = Layer.effect(
 const run = (label: string, urls: ReadonlyArray<string>, concurrency: number) =>
   Effect.gen(function* () {
     const latencies: Array<number> = []
+    const progress = progressLine(
+      (p) =>
+        `${label.padEnd(24)} ${bar(p)} ${p.done}/${p.total} failed ${p.failed} in flight ${p.inFlight} retried ${p.retried}`
+    )
     const started = performance.now()
     const results = yield* Fanout.allSettled(urls, {
       concurrency,
-      onProgress: progressLine(label),
+      onProgress: progress.update,
       read: (response) =>
         Effect.map(response.text, (body) => {
           latencies.push(performance.now() - (sentAt.get(response.request) ?? started))
           return body
         })
-    })
+    }).pipe(Effect.ensuring(Effect.sync(progress.end)))
     const failures = results.flatMap((r, i) => (Result.isFailure(r) ? [`${urls[i]}: ${r.failure.message}`] : []))
     return { label, wallMs: performance.now() - started, latencies, failures } satisfies Run
   })

@@ -10,6 +10,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Console, Effect, Layer, Result } from "effect"
+import { bar, progressLine } from "./support/progressLine.ts"
 
 // An origin on 127.0.0.1 that answers after `delayMs` and counts its peak concurrency.
 const origin = (delayMs: number) =>
@@ -35,15 +36,6 @@ const origin = (delayMs: number) =>
     Effect.map(({ server, peak }) => ({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, peak }))
   )
 
-const progressLine = (p: Fanout.Progress) => {
-  const total = p.total ?? 0
-  const width = 30
-  const filled = Math.round((p.done / Math.max(1, total)) * width)
-  const line = `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${p.done}/${total}  failed ${p.failed}  in flight ${p.inFlight}  retried ${p.retried}`
-  if (process.stdout.isTTY) process.stdout.write(`\r${line}`)
-  else if (p.done === total && p.inFlight === 0) console.log(line)
-}
-
 const program = Effect.gen(function* () {
   const fast = yield* origin(10)
   const slow = yield* origin(300)
@@ -52,15 +44,17 @@ const program = Effect.gen(function* () {
     ...Array.from({ length: 90 }, (_, i) => `${fast.url}/fast/${i}`),
     ...Array.from({ length: 10 }, (_, i) => `${fast.url}/flaky/${i}`)
   ]
+  const progress = progressLine(
+    (p) => `${bar(p)} ${p.done}/${p.total}  failed ${p.failed}  in flight ${p.inFlight}  retried ${p.retried}`
+  )
   const started = performance.now()
   const results = yield* Fanout.allSettled(urls, {
     concurrency: 12,
     perHost: 4,
     deadline: "30 seconds",
     read: (response) => response.text,
-    onProgress: progressLine
-  })
-  if (process.stdout.isTTY) process.stdout.write("\n")
+    onProgress: progress.update
+  }).pipe(Effect.ensuring(Effect.sync(progress.end)))
   const failed = results.filter(Result.isFailure)
   yield* Console.log(
     `${results.length - failed.length}/${results.length} ok in ${Math.round(performance.now() - started)} ms; ` +

@@ -3,32 +3,18 @@
 // body counts from its request's start until the stage is done with it, so with
 // `concurrency: 8, buffer: 4` at most 12 bodies exist at once, however slow the stage.
 // Two documents are missing (404) and two are corrupt (not gzip): `pipelineSettled` keeps every
-// item's outcome, so they fail on their own and the other 196 are digested.
+// item's outcome, so they fail on their own and the other 196 are digested. The CPU stage lives
+// in examples/tasks/pipeline.ts: pool threads import a task's module, never this entry module.
 //
 //   pnpm example examples/pipeline.ts
-import { createHash } from "node:crypto"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import { isMainThread } from "node:worker_threads"
-import { gunzipSync, gzipSync } from "node:zlib"
+import { gzipSync } from "node:zlib"
 import { NodeRuntime } from "@effect/platform-node"
 import { Blocking, Fanout } from "@volley/core"
 import { NodeBlocking, NodeHttpClient } from "@volley/node"
-import { Console, Effect, Layer, Result, Schema, Stream } from "effect"
-
-// The CPU stage, exported with this module's URL so pool threads can import it.
-export const digest = Blocking.task({
-  module: import.meta.url,
-  name: "digest",
-  payload: Schema.Uint8Array,
-  success: Schema.Struct({ id: Schema.Number, records: Schema.Number, sha256: Schema.String }),
-  transfer: { payload: (bytes) => [bytes.buffer as ArrayBuffer] },
-  handler: (gzipped) => {
-    const json = gunzipSync(gzipped)
-    const doc = JSON.parse(json.toString("utf8")) as { id: number; records: ReadonlyArray<unknown> }
-    return { id: doc.id, records: doc.records.length, sha256: createHash("sha256").update(json).digest("hex") }
-  }
-})
+import { Console, Effect, Layer, Result, Stream } from "effect"
+import { digest } from "./tasks/pipeline.ts"
 
 const documents = Effect.acquireRelease(
   Effect.callback<ReturnType<typeof createServer>>((resume) => {
@@ -47,7 +33,7 @@ const documents = Effect.acquireRelease(
 const program = Effect.gen(function* () {
   const url = yield* documents
   const urls = Array.from({ length: 200 }, (_, id) => `${url}/doc?id=${id}`)
-  // Warm-up: both threads load this module (about a second) before the clock starts.
+  // Warm-up: both threads load the task module (about a second) before the clock starts.
   const empty = gzipSync(JSON.stringify({ id: -1, records: [] }))
   yield* Effect.all([Blocking.run(digest, new Uint8Array(empty)), Blocking.run(digest, new Uint8Array(empty))], {
     concurrency: 2
@@ -90,4 +76,4 @@ const program = Effect.gen(function* () {
 
 const Live = Layer.merge(NodeHttpClient.layer(), NodeBlocking.layer({ minWorkers: 2, maxWorkers: 2 }))
 
-if (isMainThread) NodeRuntime.runMain(program.pipe(Effect.provide(Live)))
+NodeRuntime.runMain(program.pipe(Effect.provide(Live)))
