@@ -1,8 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Http } from "@volley/core"
+import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Schema } from "effect"
+import { HttpClientRequest } from "effect/http"
 import { closedPort, origin } from "./support/origin.ts"
+
+const big = Buffer.alloc(1024 * 1024, 7)
 
 const User = Schema.Struct({ id: Schema.Number, name: Schema.String })
 
@@ -16,6 +19,15 @@ const routes = {
     res.writeHead(200, { "content-type": req.headers["content-type"] ?? "application/octet-stream" })
     req.pipe(res)
   },
+  // Sent in pieces, without content-length: the body reaches the client in several chunks.
+  "/pieces": (_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain" })
+    res.write("é-one,")
+    setTimeout(() => res.write("two,"), 5)
+    setTimeout(() => res.end("three"), 10)
+  },
+  "/bom": (_req, res) => res.end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("après")])),
+  "/big": (_req, res) => res.writeHead(200, { "content-length": String(big.length) }).end(big),
   "/hang": () => {}
 } satisfies Parameters<typeof origin>[0]
 
@@ -33,6 +45,38 @@ describe("Http", () => {
       assert.deepStrictEqual(Array.from(yield* Http.getBytes(`${server.url}/bytes`)), [0, 1, 2, 255])
       assert.deepStrictEqual(yield* Http.getJson(`${server.url}/user`, User), { id: 1, name: "Ada" })
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("reads bodies that arrive in one chunk or in many, as text (byte order mark dropped) and as bytes", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      assert.strictEqual(yield* Http.getText(`${server.url}/pieces`), "é-one,two,three")
+      const bytes = yield* Http.getBytes(`${server.url}/pieces`)
+      assert.strictEqual(Buffer.from(bytes).toString(), "é-one,two,three")
+      assert.strictEqual(bytes.constructor, Uint8Array)
+      assert.strictEqual(yield* Http.getText(`${server.url}/bom`), "après")
+      assert.strictEqual((yield* Http.getBytes(`${server.url}/bom`)).byteLength, 3 + Buffer.byteLength("après"))
+      const large = yield* Http.getBytes(`${server.url}/big`)
+      assert.strictEqual(large.byteLength, big.length)
+      assert.isTrue(large.every((b) => b === 7))
+      // The same reader as a batch's read.
+      const sizes = yield* Fanout.all([`${server.url}/text`, `${server.url}/big`], {
+        read: (response) => Effect.map(Http.readBytes(response), (b) => b.byteLength)
+      })
+      assert.deepStrictEqual(sizes, [5, big.length])
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("send: a read that ignores a large body leaves no connection held", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      // One connection: a 1 MiB body left unread would hold it, and the next call would wait.
+      const status = yield* Http.send(HttpClientRequest.get(`${server.url}/big`), (response) =>
+        Effect.succeed(response.status)
+      )
+      assert.strictEqual(status, 200)
+      assert.strictEqual(yield* Http.getText(`${server.url}/text`).pipe(Effect.timeout("5 seconds")), "hello")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 1, bodyTimeout: "60 seconds" })))
   )
 
   it.live("posts text, bytes and JSON bodies", () =>

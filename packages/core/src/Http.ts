@@ -189,6 +189,29 @@ export const postJson = <S extends Schema.Constraint>(
   )
 }
 
+/**
+ * Reads a response's body as bytes, with no copy where the client allows it (volley's
+ * `NodeHttpClient` hands out a body that arrived in one piece as a view of it). What
+ * {@link getBytes} and a `Fanout` batch's default read use; pass it as a batch's `read` to
+ * build on it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Fanout, Http } from "@volley/core"
+ *
+ * const sizes = Fanout.all(["http://127.0.0.1:8080/a"], {
+ *   read: (response) => Effect.map(Http.readBytes(response), (bytes) => bytes.byteLength)
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category readers
+ */
+export const readBytes: (
+  response: HttpClientResponse.HttpClientResponse
+) => Effect.Effect<Uint8Array, HttpClientError.HttpClientError> = Exchange.readBytes
+
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
   HttpClientRequest.make(method)(url, {
     ...(options?.headers === undefined ? {} : { headers: options.headers }),

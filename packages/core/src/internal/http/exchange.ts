@@ -16,12 +16,25 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 
 export type Read<A, E, R> = (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 
+/**
+ * Where a response may offer its body as bytes without a copy (volley's NodeHttpClient does:
+ * a body that arrived in one chunk is handed out as a view of it). A registry symbol, so the
+ * platform packages need not import this module.
+ */
+export const BytesKey = Symbol.for("@volley/core/HttpClientResponse/bytes")
+
+type WithBytes = { readonly [BytesKey]?: Effect.Effect<Uint8Array, HttpClientError.HttpClientError> }
+
 /** The body as bytes: the default read of a batch and `Http.getBytes`. */
-export const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
+export const readBytes = (
+  response: HttpClientResponse.HttpClientResponse
+): Effect.Effect<Uint8Array, HttpClientError.HttpClientError> =>
+  (response as WithBytes)[BytesKey] ?? Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
 
 /** The body as text (UTF-8). */
-export const readText = (response: HttpClientResponse.HttpClientResponse) => response.text
+export const readText = (
+  response: HttpClientResponse.HttpClientResponse
+): Effect.Effect<string, HttpClientError.HttpClientError> => response.text
 
 /**
  * What to do with a response: `read` it when its status is 2xx, else fail with a

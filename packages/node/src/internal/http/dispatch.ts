@@ -132,7 +132,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.resume(Effect.succeed(response))
   }
 
-  onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Uint8Array): void {
+  onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Buffer): void {
     this.body?.push(chunk)
   }
 
