@@ -3,20 +3,23 @@
 // reading every body in full, and stops early at `deadline` (epoch ms) so a stuck client can
 // never hang the benchmark.
 import { Agent as HttpAgent } from "node:http"
+import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Fanout } from "@volley/core"
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
+import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import axios from "axios"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
 import got from "got"
 import pLimit from "p-limit"
-import { Pool } from "undici"
+import { type Dispatcher, Pool } from "undici"
 
 export interface Counts {
   ok: number
@@ -58,6 +61,60 @@ const undiciPool = async (origin: string): Promise<Client> => {
         if (statusCode !== 200) throw new Error(`status ${statusCode}`)
       })
     },
+    close: () => pool.close()
+  }
+}
+
+// The floor: undici's Pool.dispatch with a bare handler object per request (no promise, no
+// Readable), `concurrency` lanes each sending the next request when its response has ended.
+// What any client on undici pays at least: its parser, its pool and the socket writes.
+class FloorHandler implements Dispatcher.DispatchHandler {
+  status = 0
+  chunks: Array<Buffer> = []
+  readonly done: (ok: boolean) => void
+  constructor(done: (ok: boolean) => void) {
+    this.done = done
+  }
+  onRequestStart(): void {}
+  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
+    this.status = statusCode
+  }
+  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk)
+  }
+  onResponseEnd(): void {
+    // The body stays as undici handed it over (no copy, no join): nothing is cheaper.
+    this.done(this.status === 200)
+  }
+  onResponseError(): void {
+    this.done(false)
+  }
+}
+
+const undiciFloor = async (origin: string): Promise<Client> => {
+  const pool = new Pool(origin, { connections: 64 })
+  return {
+    run: (url, total, concurrency, deadline) =>
+      new Promise<Counts>((resolve) => {
+        const path = new URL(url).pathname
+        const counts: Counts = { ok: 0, failed: 0 }
+        let started = 0
+        let active = 0
+        const done = (ok: boolean) => {
+          if (ok) counts.ok++
+          else counts.failed++
+          active--
+          next()
+        }
+        const next = () => {
+          if (started < total && Date.now() < deadline) {
+            started++
+            active++
+            pool.dispatch({ method: "GET", path }, new FloorHandler(done))
+          } else if (active === 0) resolve(counts)
+        }
+        for (let i = 0; i < concurrency; i++) next()
+      }),
     close: () => pool.close()
   }
 }
@@ -139,8 +196,49 @@ const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, 
   }
 }
 
+// The card's idiom: `Effect.forEach` over `Http.getText` with bounded concurrency, on
+// `NodeHttpClient.layer()`. `tracing`: "default" (no tracer configured), "off"
+// (`HttpClient.TracerDisabledWhen`), or "otel" (OpenTelemetry through @effect/opentelemetry,
+// every span recorded by a batch processor into the SDK's in-memory exporter).
+const idiomClient = (tracing: "default" | "off" | "otel") => async (): Promise<Client> => {
+  const exporter = new InMemorySpanExporter()
+  const tracer =
+    tracing === "otel"
+      ? OtelTracer.layer.pipe(
+          Layer.provide(
+            Layer.effect(
+              OtelTracer.OtelTracerProvider,
+              Effect.acquireRelease(
+                Effect.sync(() => new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })),
+                (provider) => Effect.promise(() => provider.shutdown())
+              )
+            )
+          )
+        )
+      : Layer.empty
+  const runtime = ManagedRuntime.make(Layer.mergeAll(NodeHttpClient.layer(), tracer))
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const limit = Duration.millis(Math.max(0, deadline - Date.now()))
+      const urls = Array.from({ length: total }, () => url)
+      // Each body read in full as text, keeping only its length as the other clients do (a
+      // program that keeps 20,000 bodies of 16 KiB measures its heap, not its HTTP client).
+      const program = Effect.forEach(urls, (u) => Effect.map(Http.getText(u), (text) => text.length), {
+        concurrency
+      }).pipe(Effect.timeout(limit))
+      const exit = await runtime.runPromiseExit(
+        tracing === "off" ? program.pipe(Effect.provideService(HttpClient.TracerDisabledWhen, () => true)) : program
+      )
+      exporter.reset()
+      return exit._tag === "Success" ? { ok: exit.value.length, failed: 0 } : { ok: 0, failed: total }
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+// The body in full as bytes (as a batch's default read gets it), keeping only its size.
 const byteLength = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.map(response.arrayBuffer, (bytes) => bytes.byteLength)
+  Effect.map(Http.readBytes(response), (bytes) => bytes.byteLength)
 
 // volley's batch API: one Fanout.allSettled over all the URLs. The time bound is a timeout
 // around the whole batch (Fanout's own `deadline` would also time each attempt).
@@ -163,19 +261,33 @@ const fanoutClient = (useDeadline: boolean) => async (): Promise<Client> => {
   }
 }
 
+// volley's streaming batch API: Fanout.stream over all the URLs, counted as they arrive.
+const fanoutStream = async (): Promise<Client> => {
+  const runtime = ManagedRuntime.make(NodeHttpClient.layer())
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const limit = Duration.millis(Math.max(0, deadline - Date.now()))
+      const count = Fanout.stream(
+        Array.from({ length: total }, () => url),
+        { concurrency, read: byteLength }
+      ).pipe(Stream.runCount, Effect.timeout(limit))
+      const exit = await runtime.runPromiseExit(count)
+      return exit._tag === "Success" ? { ok: exit.value, failed: total - exit.value } : { ok: 0, failed: total }
+    },
+    close: () => runtime.dispose()
+  }
+}
+
 /** Clients by name, in the order of the report. */
 export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
+  floor: { label: "undici Pool.dispatch, bare handler (the floor)", make: undiciFloor },
+  idiom: { label: "volley Effect.forEach + Http.getText (defaults)", make: idiomClient("default") },
+  "idiom-untraced": { label: "volley Effect.forEach + Http.getText, tracing off", make: idiomClient("off") },
+  "idiom-otel": { label: "volley Effect.forEach + Http.getText, OpenTelemetry", make: idiomClient("otel") },
   volley: { label: "volley Fanout.allSettled (batch API)", make: fanoutClient(false) },
   "volley-deadline": { label: "volley Fanout.allSettled with a deadline", make: fanoutClient(true) },
-  "volley-foreach": {
-    label: "volley HttpClient + Effect.forEach, tracing off",
-    make: () => effectClient(NodeHttpClient.layer(), false)
-  },
-  "volley-traced": {
-    label: "volley, traced (default outside batches)",
-    make: () => effectClient(NodeHttpClient.layer(), true)
-  },
-  undici: { label: "undici Pool.request (baseline)", make: undiciPool },
+  "volley-stream": { label: "volley Fanout.stream", make: fanoutStream },
+  undici: { label: "undici Pool.request", make: undiciPool },
   effect: {
     label: "Effect HttpClient (platform-node layerUndici)",
     make: () => effectClient(PlatformHttpClient.layerUndici, true)

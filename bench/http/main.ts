@@ -1,9 +1,11 @@
 // `pnpm bench http`: HTTP fan-out throughput, latency-bound throughput and memory (issue 4,
 // items 6 and 7). Every measurement runs in a fresh process against a local origin in its own
 // process (nginx with one worker, else node:http), interleaved round by round so that drift on
-// a noisy machine hits every client alike. Ratios compare medians of the same run.
+// a noisy machine hits every client alike. Ratios compare medians of the same run: throughput
+// with the floor (undici `Pool.dispatch` with a bare handler object), latency-bound with raw
+// undici `Pool.request`; both always run.
 //
-// Knobs (environment): VOLLEY_BENCH_CLIENTS=volley,undici (subset), VOLLEY_BENCH_RUNS (3),
+// Knobs (environment): VOLLEY_BENCH_CLIENTS=volley,idiom (subset), VOLLEY_BENCH_RUNS (3),
 // VOLLEY_BENCH_REQUESTS (20000), VOLLEY_BENCH_ORIGIN=node (force the node:http origin).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { cpus } from "node:os"
@@ -37,7 +39,7 @@ const scripts: Record<string, string> = {
 }
 
 const only = process.env.VOLLEY_BENCH_CLIENTS?.split(",")
-const wanted = (name: string) => only === undefined || name === "undici" || only.includes(name)
+const wanted = (name: string) => only === undefined || name === "floor" || name === "undici" || only.includes(name)
 const pythonHas = (module: string) => spawnSync(PYTHON, ["-c", `import ${module}`], { stdio: "ignore" }).status === 0
 const nodeNames = Object.keys(clients).filter(wanted)
 const pythonNames = Object.keys(pythonClients).filter((n) => wanted(n) && pythonHas(pythonClients[n]!.module))
@@ -188,7 +190,7 @@ for (const o of origins.splice(0)) await o.stop()
 const rows = names.map((name) => {
   const bodies = BODIES.map((body) => {
     const runs = throughput.get(`${name}|${body.name}`) ?? []
-    const base = median(throughput.get(`undici|${body.name}`) ?? [])
+    const base = median(throughput.get(`floor|${body.name}`) ?? [])
     const cpuUs = Math.round(median(cpuPerRequest.get(`${name}|${body.name}`) ?? []) * 10) / 10
     return {
       body: body.name,
@@ -199,11 +201,17 @@ const rows = names.map((name) => {
     }
   })
   const lat = latency.get(name) ?? []
+  const latBase = median(latency.get("undici") ?? [])
   return {
     client: name,
     label: labelOf(name),
     bodies,
-    latency: { runs: lat.map(Math.round), median: Math.round(median(lat)), fractionOfIdeal: median(lat) / ideal }
+    latency: {
+      runs: lat.map(Math.round),
+      median: Math.round(median(lat)),
+      fractionOfIdeal: median(lat) / ideal,
+      ratioToPoolRequest: median(lat) / latBase
+    }
   }
 })
 const cpu = cpus()
@@ -214,6 +222,7 @@ const results = {
   concurrency: CONCURRENCY,
   requests: REQUESTS,
   runs: RUNS,
+  baseline: "floor",
   latency: {
     requests: LATENCY_REQUESTS,
     delayMs: LATENCY_MS,
