@@ -1,12 +1,14 @@
 // Chaos on the worker-thread executor: rounds of well-behaved tasks mixed at random with hostile
 // ones (throwing every kind of value from the handler, from timers, microtasks and floating
-// promises; exiting the thread; allocating past `resourceLimits`), with single tasks and whole
-// batches interrupted, and the pool closed mid-batch. Invariants, not timings: the process
+// promises; returning values that cannot be sent back; exiting the thread; allocating past
+// `resourceLimits`), with single tasks and whole batches interrupted, and the pool closed
+// mid-batch; and the handlers the calling thread survives, on the inline executor. Invariants, not timings: the process
 // survives; every task ends exactly once, with a success or a typed failure (never a defect);
 // the pool's gauges go back to zero and its crash counter accounts for every thread death; no
 // thread or fiber outlives its round; the heap after GC returns to within 10% of its size after
 // a warm-up round.
 import { assert, describe, it } from "@effect/vitest"
+import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
 import {
@@ -21,8 +23,9 @@ import {
   rounds,
   watchingProcess
 } from "./chaos.ts"
-import { category, type Failure, judge, outcome, runSpec, type Spec, taskSpec } from "./tasks.ts"
+import { category, type Failure, inlineSpec, judge, outcome, runSpec, type Spec, taskSpec } from "./tasks.ts"
 
+announce("test/chaos/blocking.test.ts")
 const ROUNDS = 10
 const ROUNDS_MILLIS = 10_000
 const HEAP_LIMIT_MB = 64
@@ -150,8 +153,8 @@ const round = (index: number, rng: Random, threadsBefore: number | undefined) =>
     specs.forEach(({ spec }, i) => {
       const ended = exits[i] ?? []
       const what = `task ${i} ${JSON.stringify(spec)}`
-      // A batch interrupted before it forked a task never started it: that task has no exit.
-      if (ended.length === 0 && batchInterrupted) return
+      // A task interrupted before its fiber first ran never started: it has no exit.
+      if (ended.length === 0 && (batchInterrupted || interrupted[i] === true)) return
       assert.strictEqual(ended.length, 1, where(`${what} ended exactly once`))
       const exit = ended[0]!
       count(`${category(spec)} -> ${outcome(exit)}`)
@@ -192,7 +195,6 @@ describe("chaos: NodeBlocking", () => {
     "hostile tasks, interrupts and shutdowns: every task ends once, typed; nothing outlives its round",
     () =>
       Effect.gen(function* () {
-        announce("test/chaos/blocking.test.ts")
         const threads = osThreads()
         // The warm-up round loads what every round needs (modules, libuv's thread pool).
         yield* round(-1, random("blocking warm-up"), undefined)
@@ -210,6 +212,51 @@ describe("chaos: NodeBlocking", () => {
         assert.isAtMost(heapAfter, heapBefore * 1.1, at("heap after GC within 10% of its size after the warm-up"))
       }),
     { timeout: 90_000 }
+  )
+})
+
+describe("chaos: Blocking.layerInline", () => {
+  it.live("handlers that throw or return anything: every call ends once, typed, and runs can be interrupted", () =>
+    Effect.gen(function* () {
+      const rng = random("inline")
+      const specs = Array.from({ length: 80 }, () => ({
+        spec: inlineSpec(rng),
+        interruptAfter: rng.chance(0.1) ? rng.int(0, 5) : undefined
+      }))
+      const exits = specs.map((): Array<Exit.Exit<unknown, Failure>> => [])
+      const fibers = fiberCounter()
+      const { processErrors } = yield* watchingProcess(
+        Effect.gen(function* () {
+          const tasks = yield* Effect.forEach(specs, ({ spec }, i) =>
+            runSpec(spec).pipe(
+              Effect.onExit((exit) => Effect.sync(() => exits[i]?.push(exit))),
+              Effect.provide(Blocking.layerInline),
+              Effect.forkChild
+            )
+          )
+          yield* Effect.forEach(
+            specs,
+            ({ interruptAfter }, i) =>
+              interruptAfter === undefined
+                ? Effect.void
+                : Effect.sleep(interruptAfter).pipe(Effect.andThen(Fiber.interrupt(tasks[i]!))),
+            { concurrency: "unbounded", discard: true }
+          )
+          yield* Fiber.awaitAll(tasks)
+        }).pipe(Effect.provideService(Metric.FiberRuntimeMetrics, fibers.service))
+      )
+      assert.deepStrictEqual(processErrors, [], at("inline: the process saw no uncaught error"))
+      specs.forEach(({ spec, interruptAfter }, i) => {
+        const ended = exits[i] ?? []
+        const what = `inline task ${i} ${JSON.stringify(spec)}`
+        // A task interrupted before its fiber first ran never started: it has no exit.
+        if (ended.length === 0 && interruptAfter !== undefined) return
+        assert.strictEqual(ended.length, 1, at(`${what} ended exactly once`))
+        const verdict = judge(spec, ended[0]!, { interrupt: interruptAfter !== undefined, shutDown: false })
+        assert.isUndefined(verdict, at(`${what}: ${verdict}`))
+      })
+      assert.isTrue(yield* eventually(() => fibers.active() === 0), at("inline: no fiber outlived the run"))
+    })
   )
 })
 

@@ -109,6 +109,19 @@ export const hostile = Blocking.task({
   }
 })
 
+/**
+ * Returns (or resolves with) every kind of value as its result: the schema lets anything
+ * through, so values a thread cannot send back (a function, a symbol, a revoked proxy) must
+ * fail as InvalidResultError, not kill the thread or leave the caller waiting.
+ */
+export const returns = Blocking.task({
+  module: import.meta.url,
+  name: "returns",
+  payload: Schema.Struct({ kind: Schema.Literals(throwables), async: Schema.Boolean }),
+  success: Schema.Unknown,
+  handler: ({ kind, async }) => (async ? Promise.resolve(make(kind)) : make(kind))
+})
+
 /** Exits the thread, from the handler or from a timer while the handler never settles. */
 export const exit = Blocking.task({
   module: import.meta.url,

@@ -29,6 +29,8 @@ import {
  * Generators whose defect (issue 10) is not fixed yet stay out of the mix while this is false;
  * set each to true when its fix lands.
  */
+
+announce("test/chaos/http.test.ts")
 const FIXED = {
   /** Defect 4: requests that can never be sent (CR/LF in a header, `ftp:`) are retried as TransportError. */
   invalidRequests: false
@@ -441,7 +443,6 @@ describe("chaos: Fanout and Http", () => {
     "fault storms, invalid requests, cancels, interrupts and closed clients: every item ends once, typed; nothing outlives its round",
     () =>
       Effect.gen(function* () {
-        announce("test/chaos/http.test.ts")
         const server = yield* faultServer
         const callServer = yield* faultServer
         const threads = osThreads()

@@ -25,6 +25,7 @@ import {
 } from "./chaos.ts"
 import { category, type Failure, judgeError, judgeValue, runSpec, type Spec, taskSpec } from "./tasks.ts"
 
+announce("test/chaos/pipeline.test.ts")
 const ROUNDS = 6
 const ROUNDS_MILLIS = 6_000
 
@@ -208,7 +209,6 @@ describe("chaos: Fanout.pipelineSettled on worker threads", () => {
     "fault server, hostile stages, take, interrupts and a closed executor: every item ends once, typed; nothing outlives its round",
     () =>
       Effect.gen(function* () {
-        announce("test/chaos/pipeline.test.ts")
         const server = yield* faultServer
         const threads = osThreads()
         yield* round(-1, random("pipeline warm-up"), server, undefined)
