@@ -3,7 +3,8 @@ import type { AddressInfo, Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Layer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Tracer } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 
 // A loopback server whose routes stall on purpose, counting the sockets it sees.
 const stallingServer = Effect.acquireRelease(
@@ -148,6 +149,48 @@ describe("NodeHttpClient", () => {
           assert.strictEqual(yield* openAfter(500), 0) // gone well before the server's 30 s
         }).pipe(Effect.provide(NodeHttpClient.layer({ keepAliveTimeout: "250 millis" })))
       }).pipe(Effect.scoped)
+    )
+  })
+
+  describe("requests that can never be sent", () => {
+    it.live("fail at once as InvalidUrlError or EncodeError, traced or not, without reaching the server", () =>
+      Effect.gen(function* () {
+        const server = yield* keepAliveServer
+        const cases = [
+          [`ftp://${server.url.slice("http://".length)}`, {}, "InvalidUrlError"],
+          ["file:///etc/hosts", {}, "InvalidUrlError"],
+          ["data:,hello", {}, "InvalidUrlError"],
+          ["javascript:alert(1)", {}, "InvalidUrlError"],
+          [server.url, { "x-a": "a\r\nb" }, "EncodeError"],
+          [server.url, { "x-a": "a\u0000b" }, "EncodeError"],
+          [server.url, { "x-a": "\u20ac" }, "EncodeError"], // above U+00FF
+          [server.url, { "bad name": "v" }, "EncodeError"]
+        ] as const
+        const reasons = (tracing: boolean) =>
+          Effect.forEach(cases, ([url, headers]) =>
+            HttpClient.HttpClient.pipe(
+              Effect.flatMap((client) => client.execute(HttpClientRequest.get(url, { headers }))),
+              Effect.flip,
+              Effect.map((error) => error.reason._tag),
+              // A tracer that records (not Effect's default) takes the client's traced path.
+              tracing
+                ? Effect.provideService(Tracer.Tracer, recording)
+                : Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
+            )
+          )
+        let spans = 0
+        const recording = Tracer.make({
+          span(options) {
+            spans++
+            return Tracer.nativeTracer.span(options)
+          }
+        })
+        const expected: Array<string> = cases.map(([, , reason]) => reason)
+        assert.deepStrictEqual<Array<string>>(yield* reasons(false), expected)
+        assert.deepStrictEqual<Array<string>>(yield* reasons(true), expected)
+        assert.isAtLeast(spans, cases.length)
+        assert.strictEqual(server.openSockets(), 0) // nothing was sent
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
   })
 

@@ -21,12 +21,33 @@ export const isPlain = (request: HttpClientRequest.HttpClientRequest): boolean =
 }
 
 /**
- * Sends a plain request (see {@link isPlain}). Interrupting the effect before the response
- * head arrives aborts the request, which destroys its socket. `signal`, when given, aborts it
+ * Sends a plain request (see {@link isPlain}). One that can never be sent fails at once without
+ * reaching the network: a URL that is not `http:`/`https:` with an `InvalidUrlError`, a header
+ * undici cannot write (a bad name; CR, LF, NUL or a character above U+00FF in a value) with an
+ * `EncodeError`. Interrupting the effect before the response head arrives aborts the request,
+ * which destroys its socket. `signal`, when given, aborts it
  * at any time, including while the body is read (`HttpClient.make` uses it for scoped requests
  * and for responses that are dropped unread).
  */
 export const send = (
+  dispatcher: Undici.Dispatcher,
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  timeouts: Timeouts,
+  signal: AbortSignal | undefined
+): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+  url.protocol === "http:" || url.protocol === "https:"
+    ? dispatch(dispatcher, request, url, timeouts, signal)
+    : Effect.fail(
+        new HttpClientError.HttpClientError({
+          reason: new HttpClientError.InvalidUrlError({
+            request,
+            description: `only http: and https: URLs can be sent, got ${url.protocol}`
+          })
+        })
+      )
+
+const dispatch = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
@@ -162,11 +183,13 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.resume(
       Effect.fail(
         new HttpClientError.HttpClientError({
-          reason: new HttpClientError.TransportError({
-            request: this.request,
-            cause,
-            ...describedBy(cause)
-          })
+          reason:
+            // Rejected by undici before it started (a header name or value it cannot write):
+            // the request can never be sent, so it is input to fix, not a transport failure
+            // to retry.
+            this.controller === undefined && isInvalidArgument(cause)
+              ? new HttpClientError.EncodeError({ request: this.request, cause, description: cause.message })
+              : new HttpClientError.TransportError({ request: this.request, cause, ...describedBy(cause) })
         })
       )
     )
@@ -179,6 +202,9 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.resume(Effect.succeed(response))
   }
 }
+
+const isInvalidArgument = (cause: unknown): cause is Error =>
+  cause instanceof Error && (cause as { readonly code?: unknown }).code === "UND_ERR_INVALID_ARG"
 
 // The resolved URL without its hash, as platform-node's client reports it.
 const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))
