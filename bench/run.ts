@@ -17,9 +17,13 @@ if (scenarios.length === 0) {
 }
 for (const scenario of scenarios) {
   console.log(`\n=== ${scenario} ===`)
-  const run = spawnSync(process.execPath, ["--conditions=@volley/source", "--expose-gc", join(here, scenario, "main.ts")], {
-    stdio: "inherit",
-    cwd: here
-  })
+  const run = spawnSync(
+    process.execPath,
+    ["--conditions=@volley/source", "--expose-gc", join(here, scenario, "main.ts")],
+    {
+      stdio: "inherit",
+      cwd: here
+    }
+  )
   if (run.status !== 0) process.exit(run.status ?? 1)
 }
