@@ -26,6 +26,7 @@ import {
 import { category, type Failure, inlineSpec, judge, outcome, runSpec, type Spec, taskSpec } from "./tasks.ts"
 
 announce("test/chaos/blocking.test.ts")
+
 const ROUNDS = 10
 const ROUNDS_MILLIS = 10_000
 const HEAP_LIMIT_MB = 64

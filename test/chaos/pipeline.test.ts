@@ -26,6 +26,7 @@ import {
 import { category, type Failure, judgeError, judgeValue, runSpec, type Spec, taskSpec } from "./tasks.ts"
 
 announce("test/chaos/pipeline.test.ts")
+
 const ROUNDS = 6
 const ROUNDS_MILLIS = 6_000
 
