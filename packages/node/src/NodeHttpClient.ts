@@ -39,6 +39,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
 import * as Client from "./internal/http/client.ts"
+import * as Tls from "./internal/http/tls.ts"
 
 /**
  * Pool and timeout options.
@@ -77,7 +78,24 @@ export interface Options {
    * @default "30 seconds"
    */
   readonly bodyTimeout?: Duration.Input | undefined
+  /**
+   * TLS options for `https://` origins: `ca` (PEM; replaces Node's trust store, e.g. a private CA),
+   * `cert` + `key` (a client certificate), `servername` (SNI and the name the certificate must
+   * match), `minVersion` (`"TLSv1.2"`, `"TLSv1.3"`). Turning verification off is spelled
+   * `rejectUnauthorized: false`, on purpose visible in review; never do it outside tests. The same
+   * names as `NodeProxy`'s `originTls`.
+   * @default Node's defaults (its trust store, TLS 1.2 or later)
+   */
+  readonly tls?: TlsOptions | undefined
 }
+
+/**
+ * TLS options for connections to origins.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsOptions = Tls.TlsOptions
 
 /**
  * Options after validation, in the units undici takes.
@@ -116,6 +134,7 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
   const connect = yield* Validate.duration("connectTimeout", options.connectTimeout ?? "10 seconds")
   const headers = yield* Validate.duration("headersTimeout", options.headersTimeout ?? "30 seconds")
   const body = yield* Validate.duration("bodyTimeout", options.bodyTimeout ?? "30 seconds")
+  const tls = yield* Tls.validate("tls", options.tls)
   const resolved: ResolvedOptions = {
     agent: {
       ...(connections === undefined ? {} : { connections }),
@@ -123,7 +142,8 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
       // An upper bound, not a default: a server's `Keep-Alive: timeout=30` hint (which undici
       // otherwise follows up to 10 minutes) must not keep idle sockets open longer.
       keepAliveMaxTimeout: Duration.toMillis(keepAlive),
-      connectTimeout: Duration.toMillis(connect)
+      connectTimeout: Duration.toMillis(connect),
+      ...(tls === undefined ? {} : { connect: tls })
     },
     headersTimeoutMs: Duration.toMillis(headers),
     bodyTimeoutMs: Duration.toMillis(body)

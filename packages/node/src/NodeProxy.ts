@@ -31,7 +31,8 @@ import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
 import * as Client from "./internal/http/client.ts"
-import { RoutingDispatcher, type TlsOptions } from "./internal/proxy/dispatcher.ts"
+import * as Tls from "./internal/http/tls.ts"
+import { RoutingDispatcher } from "./internal/proxy/dispatcher.ts"
 import * as NodeHttpClient from "./NodeHttpClient.ts"
 
 /**
@@ -40,19 +41,19 @@ import * as NodeHttpClient from "./NodeHttpClient.ts"
  * @since 0.1.0
  * @category models
  */
-export interface Options extends NodeHttpClient.Options {
+export interface Options extends Omit<NodeHttpClient.Options, "tls"> {
   /**
    * TLS options for connections to origins, direct or through a proxy (e.g. `ca` for a
    * private CA). The proxy never sees inside a tunnel, so this is where origin trust goes.
    * @default Node's default trust store
    */
-  readonly originTls?: TlsOptions | undefined
+  readonly originTls?: Tls.TlsOptions | undefined
   /**
    * TLS options for the connection to an `https://` proxy itself (e.g. its `ca`). A proxy
    * certificate they don't trust fails the request with a `Proxy.ProxyConnectionError`.
    * @default Node's default trust store
    */
-  readonly proxyTls?: TlsOptions | undefined
+  readonly proxyTls?: Tls.TlsOptions | undefined
   /**
    * Tunnel plain-HTTP requests with `CONNECT` too, instead of sending them to the proxy in
    * absolute form. Some proxies only allow `CONNECT` to port 443, hence off by default. A
@@ -119,12 +120,19 @@ export const layer = (
   Layer.effect(
     HttpClient.HttpClient,
     Effect.gen(function* () {
+      yield* Tls.validate("originTls", options.originTls)
+      yield* Tls.validate("proxyTls", options.proxyTls)
       yield* Effect.logDebug("HttpClient proxy routes").pipe(Effect.annotateLogs(describe(config)))
       const client = yield* HttpClient.HttpClient
       const attributes = (url: URL) => ({ "proxy.route": routeLabel(config, url) })
       return HttpClient.transform(client, (effect) => Effect.provideService(effect, Client.SpanAttributes, attributes))
     })
-  ).pipe(Layer.provide(NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, options), options)))
+  ).pipe(
+    // Origin TLS is `originTls` here, applied per route: the direct client's `tls` must not reach the proxy agents.
+    Layer.provide(
+      NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, options), { ...options, tls: undefined })
+    )
+  )
 
 /**
  * Provides `HttpClient` routed by the proxy environment (`HTTP_PROXY`, `HTTPS_PROXY`,

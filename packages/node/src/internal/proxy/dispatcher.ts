@@ -5,13 +5,11 @@
 // Failures on the way to a proxy are marked where they happen (see errors.ts).
 import { lookup } from "node:dns/promises"
 import { isIP, Socket } from "node:net"
-import type * as Tls from "node:tls"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
+import type { TlsOptions } from "../http/tls.ts"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
-
-export type TlsOptions = Pick<Tls.ConnectionOptions, "ca" | "cert" | "key" | "servername" | "rejectUnauthorized">
 
 export interface Settings {
   readonly originTls: TlsOptions | undefined

@@ -1,0 +1,97 @@
+import { createServer, type ServerOptions } from "node:https"
+import type { AddressInfo } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit } from "effect"
+import { makePki } from "./fixtures/pki.ts"
+
+const pki = makePki()
+
+// An https origin on 127.0.0.1 that answers with the client certificate's subject it saw, if any.
+const tlsOrigin = (options: ServerOptions = {}) =>
+  Effect.acquireRelease(
+    Effect.promise(
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve) => {
+          const server = createServer({ cert: pki.serverCert, key: pki.serverKey, ...options }, (req, res) => {
+            const peer = (req.socket as import("node:tls").TLSSocket).getPeerCertificate()
+            res.end(peer?.subject?.CN ?? "anonymous")
+          })
+          server.listen(0, "127.0.0.1", () => resolve(server))
+        })
+    ),
+    (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  ).pipe(Effect.map((server) => (server.address() as AddressInfo).port))
+
+const get = (url: string, options: NodeHttpClient.Options) =>
+  Http.getText(url).pipe(Effect.provide(NodeHttpClient.layer(options)), Effect.exit)
+
+const failureTag = (exit: Exit.Exit<unknown, unknown>) => {
+  assert.isTrue(Exit.isFailure(exit))
+  const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; reason?: { _tag: string } }) : {}
+  return error.reason?._tag ?? error._tag
+}
+
+describe("NodeHttpClient", () => {
+  describe("tls", () => {
+    it.live("trusts a private CA given as ca, and refuses the origin without it", () =>
+      Effect.gen(function* () {
+        const port = yield* tlsOrigin()
+        const url = `https://localhost:${port}/`
+        assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca } }), Exit.succeed("anonymous"))
+        assert.strictEqual(failureTag(yield* get(url, {})), "TransportError")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("checks the certificate against servername, not the URL's host", () =>
+      Effect.gen(function* () {
+        const port = yield* tlsOrigin()
+        // The certificate names localhost and 127.0.0.1, not example.test.
+        const wrongName = yield* get(`https://127.0.0.1:${port}/`, { tls: { ca: pki.ca, servername: "example.test" } })
+        assert.strictEqual(failureTag(wrongName), "TransportError")
+        const rightName = yield* get(`https://127.0.0.1:${port}/`, { tls: { ca: pki.ca, servername: "localhost" } })
+        assert.deepStrictEqual(rightName, Exit.succeed("anonymous"))
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("accepts an untrusted certificate only with rejectUnauthorized: false", () =>
+      Effect.gen(function* () {
+        const port = yield* tlsOrigin()
+        const exit = yield* get(`https://localhost:${port}/`, { tls: { rejectUnauthorized: false } })
+        assert.deepStrictEqual(exit, Exit.succeed("anonymous"))
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("presents a client certificate (cert + key) to an origin that requires one", () =>
+      Effect.gen(function* () {
+        const port = yield* tlsOrigin({ ca: pki.clientCa, requestCert: true, rejectUnauthorized: true })
+        const url = `https://localhost:${port}/`
+        const withCert = yield* get(url, { tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } })
+        assert.deepStrictEqual(withCert, Exit.succeed("client"))
+        assert.strictEqual(failureTag(yield* get(url, { tls: { ca: pki.ca } })), "TransportError")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("refuses an origin below minVersion", () =>
+      Effect.gen(function* () {
+        const port = yield* tlsOrigin({ maxVersion: "TLSv1.2" })
+        const url = `https://localhost:${port}/`
+        assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca } }), Exit.succeed("anonymous"))
+        assert.strictEqual(
+          failureTag(yield* get(url, { tls: { ca: pki.ca, minVersion: "TLSv1.3" } })),
+          "TransportError"
+        )
+      }).pipe(Effect.scoped)
+    )
+
+    it.effect("fails the layer's build with InvalidOptionsError for a bad minVersion or servername", () =>
+      Effect.gen(function* () {
+        const version = yield* get("https://localhost:1/", { tls: { minVersion: "TLSv9" as never } })
+        assert.strictEqual(failureTag(version), "InvalidOptionsError")
+        const name = yield* get("https://localhost:1/", { tls: { servername: "" } })
+        assert.strictEqual(failureTag(name), "InvalidOptionsError")
+      })
+    )
+  })
+})
