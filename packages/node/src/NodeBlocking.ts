@@ -320,7 +320,7 @@ export const layer = (options?: Options): Layer.Layer<Blocking.BlockingExecutor,
 
 /**
  * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
- * `VOLLEY_BLOCKING_MIN_WORKERS`, `_MAX_WORKERS`, `_MAX_QUEUE`, `_QUEUE_FULL` (`wait` | `fail`),
+ * `VOLLEY_BLOCKING_MIN_WORKERS`, `_WAIT_FOR_WORKERS` (`true` | `false`), `_MAX_WORKERS`, `_MAX_QUEUE`, `_QUEUE_FULL` (`wait` | `fail`),
  * `_TIMEOUT`, `_QUEUE_TIMEOUT`, `_IDLE_TIMEOUT`, `_GRACE_PERIOD`, `_MAX_TASKS_PER_WORKER`,
  * `_SHUTDOWN` (`drain` | `cancel`), `_CRASH_LOOP_DEATHS`, `_CRASH_LOOP_COOLDOWN`; durations such as
  * `"5 seconds"`. Unset variables keep the
@@ -344,6 +344,7 @@ export const layerConfig = (
     Effect.map(
       Config.all({
         minWorkers: Validate.optionalConfig(Config.Int("MIN_WORKERS")),
+        waitForWorkers: Validate.optionalConfig(Config.Boolean("WAIT_FOR_WORKERS")),
         maxWorkers: Validate.optionalConfig(Config.Int("MAX_WORKERS")),
         maxQueue: Validate.optionalConfig(Config.Int("MAX_QUEUE")),
         queueFull: Validate.optionalConfig(Config.Literals(["wait", "fail"], "QUEUE_FULL")),

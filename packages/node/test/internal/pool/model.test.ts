@@ -198,9 +198,9 @@ describe("pool model", () => {
     () =>
       Effect.gen(function* () {
         const seed = Number(process.env.VOLLEY_MODEL_SEED ?? Date.now() % 2 ** 31)
+        console.log(`pool model: VOLLEY_MODEL_SEED=${seed}`)
         const programs = fc.sample(program, { seed, numRuns: 8 })
         for (const [index, p] of programs.entries()) {
-          if (process.env.VOLLEY_MODEL_DEBUG) console.log("program", index, JSON.stringify(p))
           const results = yield* runProgram(p)
           for (const r of results) {
             assert.include(
