@@ -32,6 +32,7 @@ const areas: ReadonlyArray<readonly [string, (fn: string, url: string) => boolea
   ["Effect runtime (fibers, context)", (_, url) => url.includes("effect/dist/")],
   ["platform-node undici client", (_, url) => url.includes("platform-node")],
   ["volley NodeHttpClient", (_, url) => url.includes("/packages/node/")],
+  ["OpenTelemetry", (_, url) => url.includes("opentelemetry")],
   ["volley core (Fanout, Retry)", (_, url) => url.includes("/packages/core/")],
   ["node streams", (_, url) => url.includes("node:internal/streams")],
   ["node events, AbortSignal, async_hooks", (_, url) => /events|abort|event_target|async_hooks/.test(url)],
