@@ -62,6 +62,10 @@ interface Round {
   readonly cancels: boolean
   /** Hand the batch a generator rather than an array (no length known up front). */
   readonly generator: boolean
+  /** Per-origin bound (every request goes to one origin), stream order and buffer. */
+  readonly perHost: number | undefined
+  readonly ordered: boolean
+  readonly buffer: number | undefined
   readonly deadline: number | undefined
   /** Retry budget: off, or on with this window. */
   readonly budget: Duration.Duration | undefined
@@ -121,6 +125,9 @@ const plan = (rng: Random): Round => {
     // Huge: workers must follow the input, not the option (issue 10, defect 2).
     concurrency: rng.chance(0.15) ? 1e9 : rng.int(4, 32),
     generator: rng.chance(0.3),
+    perHost: rng.chance(0.3) ? rng.int(1, 8) : undefined,
+    ordered: rng.chance(0.3),
+    buffer: rng.chance(0.3) ? rng.int(0, 8) : undefined,
     deadline: rng.chance(0.15) ? rng.int(200, 1500) : undefined,
     // Any window costs the same memory (issue 10, defect 6).
     budget: rng.chance(0.3) ? undefined : rng.pick([Duration.seconds(1), Duration.seconds(10), Duration.seconds(1e12)]),
@@ -184,14 +191,15 @@ const judgeFailure = (kind: Kind, error: unknown, may: Allowed): string | undefi
   if (tag === "ItemInterrupted") return may.interrupt ? undefined : "ItemInterrupted, yet it was not cancelled"
   if (tag === "DeadlineExceeded") return may.deadline ? undefined : "DeadlineExceeded without a deadline"
   const reason = tag === "HttpClientError" ? (error as HttpClientError.HttpClientError).reason : undefined
+  // A client closed mid-batch fails what it was running, and what it is then given (invalid
+  // or not: a destroyed dispatcher refuses before it looks at the request).
+  if (may.closed && (reason?._tag === "TransportError" || reason?._tag === "DecodeError")) return undefined
   if (isInvalid(kind)) {
     // It can never be sent: invalid input, not a transport failure to retry.
     return reason !== undefined && (reason._tag === "InvalidUrlError" || reason._tag === "EncodeError")
       ? undefined
       : `an invalid request failed with ${tag}${reason === undefined ? "" : `/${reason._tag}`}`
   }
-  // A client closed mid-batch fails what it was running: sending, or reading the body.
-  if (may.closed && (reason?._tag === "TransportError" || reason?._tag === "DecodeError")) return undefined
   switch (kind._tag) {
     case "ok":
     case "slow-body":
@@ -253,10 +261,24 @@ const round = (
   threadsBefore: number | undefined
 ) =>
   Effect.gen(function* () {
-    const { items, form, ending, concurrency, cancels, generator, deadline, budget, idleCheck, calls } = plan(rng)
+    const {
+      items,
+      form,
+      ending,
+      concurrency,
+      cancels,
+      generator,
+      perHost,
+      ordered,
+      buffer,
+      deadline,
+      budget,
+      idleCheck,
+      calls
+    } = plan(rng)
     const where = (what: string) =>
       at(
-        `round ${index} (${form}${generator ? " of a generator" : ""}, ${ending}, concurrency ${concurrency}, deadline ${deadline}): ${what}`
+        `round ${index} (${form}${generator ? " of a generator" : ""}, ${ending}, concurrency ${concurrency}, perHost ${perHost}, deadline ${deadline}): ${what}`
       )
     const fibers = fiberCounter()
     const requestsBefore = server.requests()
@@ -276,7 +298,10 @@ const round = (
       onProgress: (progress: Fanout.Progress) => {
         retried = progress.retried
       },
-      ...(deadline === undefined ? {} : { deadline: `${deadline} millis` as const })
+      ...(deadline === undefined ? {} : { deadline: `${deadline} millis` as const }),
+      ...(perHost === undefined ? {} : { perHost }),
+      ...(buffer === undefined ? {} : { buffer }),
+      ordered
     }
     const record = (i: number, result: Result.Result<string, unknown>): void => {
       settled[i]?.push(result)
