@@ -6,7 +6,16 @@
  * retrying client), treats a non-2xx status as an error and reads the body in
  * the shape you ask for. Every failure is Effect's `HttpClientError`, whose
  * `reason` says what went wrong (`InvalidUrlError`, `TransportError`,
- * `StatusCodeError`, `DecodeError`, ...) and names the request.
+ * `StatusCodeError`, `DecodeError`, ...) and names the request, or one of the
+ * retry policy's own errors ({@link Retry.RetryError}).
+ *
+ * Retries follow one rule for every volley request, these helpers and `Fanout`
+ * batches alike: each request runs, body read included, under the
+ * `Retry.RetryPolicy` in the environment (by default 3 retries of transport
+ * errors and 408/429/5xx answers for idempotent methods, with backoff and a
+ * retry budget; `Retry.layer` or `Resilience.layer({ retry })` replace it,
+ * `Retry.layer({ retries: 0 })` turns retrying off). A client wrapped by
+ * `Retry.layerClient` is seen through, so nothing is retried twice.
  *
  * A body is never left holding its keep-alive connection: a non-2xx body is
  * read to its end before the `StatusCodeError` is returned, and a body that a
@@ -23,6 +32,8 @@ import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Schema from "effect/Schema"
 import * as Exchange from "./internal/http/exchange.ts"
+import { unwrap } from "./internal/retry/client.ts"
+import * as Retry from "./Retry.ts"
 
 /**
  * Per-call options shared by every helper.
@@ -56,7 +67,7 @@ export interface RequestOptions {
 export const send = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
-): Effect.Effect<A, E | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
+): Effect.Effect<A, E | HttpClientError.HttpClientError | Retry.RetryError, R | HttpClient.HttpClient> =>
   run(
     request,
     Exchange.onResponse((response) => Effect.ensuring(read(response), Exchange.release(response)), true)
@@ -80,7 +91,7 @@ export const send = <A, E, R>(
 export const getText = (
   url: string | URL,
   options?: RequestOptions
-): Effect.Effect<string, HttpClientError.HttpClientError, HttpClient.HttpClient> =>
+): Effect.Effect<string, HttpClientError.HttpClientError | Retry.RetryError, HttpClient.HttpClient> =>
   run(build("GET", url, options), onText)
 
 /**
@@ -99,7 +110,7 @@ export const getText = (
 export const getBytes = (
   url: string | URL,
   options?: RequestOptions
-): Effect.Effect<Uint8Array, HttpClientError.HttpClientError, HttpClient.HttpClient> =>
+): Effect.Effect<Uint8Array, HttpClientError.HttpClientError | Retry.RetryError, HttpClient.HttpClient> =>
   run(build("GET", url, options), onBytes)
 
 /**
@@ -218,11 +229,17 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
     ...(options?.urlParams === undefined ? {} : { urlParams: options.urlParams })
   })
 
+// The exchange (status check and body read included) under the policy in the environment, on
+// the client under a `Retry.withPolicy` wrapper if there is one: what a batch runs per item.
 const run = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   handle: Exchange.Read<A, E, R>
-): Effect.Effect<A, E | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
-  Effect.flatMap(HttpClient.HttpClient, (client) => Exchange.exchange(client, request, handle))
+): Effect.Effect<A, E | HttpClientError.HttpClientError | Retry.RetryError, R | HttpClient.HttpClient> =>
+  Effect.flatMap(HttpClient.HttpClient, (client) =>
+    Effect.flatMap(Retry.RetryPolicy, (policy) =>
+      Retry.run(policy, request, Exchange.exchange(unwrap(client), request, handle))
+    )
+  )
 
 // Built once: the hot path allocates only the request and its effects.
 const onText = Exchange.onResponse(Exchange.readText, true)

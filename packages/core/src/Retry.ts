@@ -21,8 +21,12 @@
  *   (retries capped at a fraction of recent requests, so a failing upstream never sees a
  *   retry storm).
  *
- * Fan-out batches use the policy in the environment ({@link RetryPolicy}, a reference with the
- * default policy); {@link withPolicy} applies it to any `HttpClient`.
+ * One rule for every volley request: `Http.*` helpers and `Fanout` batches alike run each
+ * request, body read included, under the policy in the environment ({@link RetryPolicy}, a
+ * reference holding the default policy until {@link layer}, {@link layerConfig} or
+ * `Resilience.layer({ retry })` provides another). {@link withPolicy} and {@link layerClient}
+ * apply it to code that calls Effect's `HttpClient` directly; `Http.*` and batches see through
+ * that wrapper, so stacking it never retries a request twice.
  *
  * @since 0.1.0
  */
@@ -39,6 +43,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
+import { unwrap, WrappedKey } from "./internal/retry/client.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
 import { isInvalidInput, isUnsent } from "./internal/retry/unsent.ts"
 import * as Validate from "./Options.ts"
@@ -416,7 +421,11 @@ export const run = <A, E, R>(
     return Effect.withFiber((fiber) => {
       const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       budget.request(start)
-      return Effect.catch(run, (error) => uncount(budget, start, error))
+      // One handler for both: nothing but the attempt runs until it fails.
+      return Effect.catch(attempt, (error) => {
+        if (isUnsent(error)) return uncount(budget, start, error)
+        return retrying ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
+      })
     })
   }
   return Effect.withFiber((fiber) => {
@@ -481,8 +490,10 @@ export const afterFailure = <A, E, R>(
 
 /**
  * Applies the policy in the environment to every request of a client (status, transport
- * errors and timeouts of the response head; reading the body stays with the caller). Use it
- * with `Http.*` helpers; batches apply the policy themselves, body included.
+ * errors and timeouts of the response head; reading the body stays with the caller), for code
+ * that calls `HttpClient` itself. `Http.*` helpers and batches need no wrapper: they apply the
+ * policy themselves, body included, and run on the client underneath this one, so a request
+ * is never retried by both.
  *
  * @example
  * ```ts
@@ -499,27 +510,36 @@ export const afterFailure = <A, E, R>(
 export const withPolicy = <E, R>(
   client: HttpClient.HttpClient.With<E, R>
 ): HttpClient.HttpClient.With<E | HttpClientError.HttpClientError | RetryError, R> => {
-  const checked = HttpClient.filterStatusOk(client)
-  return HttpClient.makeWith(
+  const inner = unwrap(client)
+  const checked = HttpClient.filterStatusOk(inner)
+  const wrapped = HttpClient.makeWith(
     (request) =>
       Effect.flatMap(request, (request) =>
         Effect.flatMap(RetryPolicy, (policy) => run(policy, request, checked.execute(request)))
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )
+  // `Http.*` and batches find the inner client here and apply the policy once, themselves.
+  return Object.assign(wrapped, { [WrappedKey]: inner })
 }
 
 /**
- * A layer that wraps the environment's `HttpClient` with {@link withPolicy}.
+ * A layer that wraps the environment's `HttpClient` with {@link withPolicy}, so that code using
+ * Effect's `HttpClient` directly gets the same retries as `Http.*` and `Fanout` (which see
+ * through it and never retry twice).
  *
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
+ * import { HttpClient } from "effect/http"
  * import { NodeHttpClient } from "@volley/node"
- * import { Http, Retry } from "@volley/core"
+ * import { Retry } from "@volley/core"
  *
  * const Client = Retry.layerClient.pipe(Layer.provide(NodeHttpClient.layer()))
- * const text = Http.getText("http://127.0.0.1:8080/flaky").pipe(Effect.provide(Client))
+ * const status = HttpClient.get("http://127.0.0.1:8080/flaky").pipe(
+ *   Effect.map((response) => response.status),
+ *   Effect.provide(Client)
+ * )
  * ```
  *
  * @since 0.1.0

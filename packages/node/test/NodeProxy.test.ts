@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Http, Proxy } from "@volley/core"
+import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
 import { Cause, Effect, Exit, Layer, Scope } from "effect"
 import type * as HttpClient from "effect/http/HttpClient"
@@ -106,9 +106,14 @@ const proxyErrorOf = <A, E>(exit: Exit.Exit<A, E>) => {
   return error as Proxy.ProxyError
 }
 
-// Guards every request: a reconnect loop would show up as a timeout, not as a hang.
+// Guards every request: a reconnect loop would show up as a timeout, not as a hang. One
+// attempt: these tests are about the client, not the retry policy `Http.*` applies.
 const get = <E>(url: string, layer: Layer.Layer<HttpClient.HttpClient, E>) =>
-  Http.getText(url).pipe(Proxy.unwrapErrors, Effect.timeout("5 seconds"), Effect.provide(layer))
+  Http.getText(url).pipe(
+    Proxy.unwrapErrors,
+    Effect.timeout("5 seconds"),
+    Effect.provide(Layer.merge(layer, Retry.layer({ retries: 0 })))
+  )
 
 describe("NodeProxy", () => {
   describe("layer", () => {

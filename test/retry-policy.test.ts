@@ -1,0 +1,99 @@
+// One retry rule for every volley request (issue 11, item 4): `Http.*` and `Fanout` run each
+// request under the RetryPolicy in the environment, the same suite for both, against the fault
+// server. Backoffs run on TestClock.
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Http, Resilience, Retry } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit, Fiber, Layer } from "effect"
+import { HttpClientRequest } from "effect/http"
+import { TestClock } from "effect/testing"
+import { faultServer } from "./support/faultServer.ts"
+
+/** The two ways to make one request: the card's helpers and a batch of one. */
+const forms = [
+  {
+    name: "Http.*",
+    get: (url: string) => Http.getText(url),
+    post: (url: string) => Http.postText(url, "body")
+  },
+  {
+    name: "Fanout",
+    get: (url: string) => Effect.map(Fanout.all([url], { read: (r) => r.text }), ([text]) => text),
+    post: (url: string) =>
+      Effect.map(Fanout.all([HttpClientRequest.post(url)], { read: (r) => r.text }), ([text]) => text)
+  }
+] as const
+
+const reasonOf = (exit: Exit.Exit<unknown, unknown>) => {
+  const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { reason?: { _tag: string } }) : undefined
+  return error?.reason?._tag ?? (Exit.isSuccess(exit) ? "ok" : "other")
+}
+
+describe("the retry policy", () => {
+  for (const form of forms) {
+    describe(form.name, () => {
+      it.effect("retries a 503 under the default policy, with no layer for it", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const fiber = yield* Effect.forkChild(form.get(`${server.url}/flaky?key=default&fail=1`))
+          // Once the 503 is answered and its backoff has started, let the default first backoff
+          // (full jitter up to 100 ms) pass.
+          yield* Effect.promise(() => server.receivedRequests(1).then(server.noneInFlight))
+          while (fiber.pollUnsafe() === undefined) {
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+            yield* TestClock.adjust("100 millis")
+          }
+          assert.strictEqual(yield* Fiber.join(fiber), "ok")
+          assert.strictEqual(server.requests("/flaky"), 2)
+        }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+      )
+
+      it.effect("sends a POST once: only idempotent methods are retried", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const exit = yield* Effect.exit(form.post(`${server.url}/flaky?key=post&fail=1`))
+          assert.strictEqual(reasonOf(exit), "StatusCodeError")
+          assert.strictEqual(server.requests("/flaky"), 1)
+        }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+      )
+
+      it.effect("follows Resilience.layer({ retry }): as many retries as it says, or none", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const twice = Resilience.layer({ retry: { retries: 2, baseDelay: 0 } })
+          const never = Resilience.layer({ retry: { retries: 0 } })
+          const client = NodeHttpClient.layer()
+          const ok = yield* form
+            .get(`${server.url}/flaky?key=twice&fail=2`)
+            .pipe(Effect.provide(twice.pipe(Layer.provideMerge(client))))
+          assert.strictEqual(ok, "ok")
+          assert.strictEqual(server.requests("/flaky"), 3)
+          const exit = yield* Effect.exit(
+            form
+              .get(`${server.url}/flaky?key=never&fail=1`)
+              .pipe(Effect.provide(never.pipe(Layer.provideMerge(client))))
+          )
+          assert.strictEqual(reasonOf(exit), "StatusCodeError")
+          assert.strictEqual(server.requests("/flaky"), 4)
+        }).pipe(Effect.scoped)
+      )
+
+      it.effect.skipIf(form.name === "Fanout")("never retries twice over a client wrapped by Retry.layerClient", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          // One retry allowed; a client retrying under the helper's own retries would send 4.
+          const exit = yield* Effect.exit(form.get(`${server.url}/flaky?key=stacked&fail=2`))
+          assert.strictEqual(reasonOf(exit), "StatusCodeError")
+          assert.strictEqual(server.requests("/flaky"), 2)
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(
+            Layer.merge(Retry.layerClient, Retry.layer({ retries: 1, baseDelay: 0 })).pipe(
+              Layer.provide(NodeHttpClient.layer())
+            )
+          )
+        )
+      )
+    })
+  }
+})
