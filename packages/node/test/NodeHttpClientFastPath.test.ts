@@ -4,7 +4,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Fiber, type Scope, Stream, Tracer } from "effect"
+import { Cause, Effect, Exit, Fiber, References, type Scope, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 
 const exposeGc = (): (() => void) => {
@@ -288,6 +288,10 @@ describe("NodeHttpClient", () => {
         assert.include(names[0], "GET")
         yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text).pipe(
           Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
+        )
+        assert.strictEqual(names.length, 1)
+        yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text).pipe(
+          Effect.provideService(References.TracerEnabled, false)
         )
         assert.strictEqual(names.length, 1)
       }).pipe(Effect.provideService(Tracer.Tracer, tracer), Effect.scoped, Effect.provide(NodeHttpClient.layer()))

@@ -3,7 +3,8 @@
 // - traced: Effect's `HttpClient.make` around the runner, i.e. the full generic contract
 //   (client span and trace headers, `HttpClient.withScope`, abort of unread bodies on GC);
 // - fast: when no span would be recorded for the request: tracing off for it
-//   (`HttpClient.TracerDisabledWhen` or `Tracer.DisablePropagation`, as batches set it), or
+//   (`HttpClient.TracerDisabledWhen` or `Tracer.DisablePropagation`, as batches set it, or
+//   `References.TracerEnabled` false), or
 //   Effect's default tracer in place, which records nothing (its spans are never exported; the
 //   caller's trace context is still propagated). The runner alone: URL check, dispatch, abort
 //   on interrupt. Profiling showed the generic wrapper (span, AbortController, the
@@ -21,6 +22,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Url from "effect/http/Url"
 import * as Option from "effect/Option"
+import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
 import { isPlain, send, type Timeouts } from "./dispatch.ts"
@@ -62,7 +64,11 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
         Effect.flatMap(effect, (request) =>
           Effect.withFiber((fiber) => {
             if (!isPlain(request)) return traced.execute(request)
-            if (fiber.getRef(Tracer.DisablePropagation) || fiber.getRef(HttpClient.TracerDisabledWhen)(request)) {
+            if (
+              fiber.getRef(Tracer.DisablePropagation) ||
+              !fiber.getRef(References.TracerEnabled) ||
+              fiber.getRef(HttpClient.TracerDisabledWhen)(request)
+            ) {
               return fast(request)
             }
             // Nothing records spans (Effect's default tracer): skip the client span, but keep
