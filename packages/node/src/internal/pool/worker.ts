@@ -178,6 +178,7 @@ const flush = () => {
   transfer = []
 }
 
-// Ready once the preloads are in: the first jobs then run at once, and a module that kills the
-// thread on import counts as a start-up death (the pool preloads only modules known to be sound).
+// Ready once the preloads are in, so the first jobs run at once. The pool preloads the modules
+// declared on the layer and those a task of which has finished: a module that kills every thread
+// on import is preloaded only if declared, and then its deaths open the start-up breaker.
 void Promise.all(data.preload.map(load)).then(() => post({ _tag: "Ready" }))
