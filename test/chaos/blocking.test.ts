@@ -28,7 +28,7 @@ import { category, type Failure, inlineSpec, judge, outcome, runSpec, type Spec,
 announce("test/chaos/blocking.test.ts")
 
 const ROUNDS = 10
-const ROUNDS_MILLIS = 10_000
+const ROUNDS_MILLIS = 8_000
 const HEAP_LIMIT_MB = 64
 
 type Ending = "join" | "interrupt-batch" | "close-mid-batch"

@@ -29,7 +29,7 @@ announce("test/chaos/http.test.ts")
 
 const ROUNDS = 12
 const KEEP_ALIVE_MILLIS = 1000
-const ROUNDS_MILLIS = 10_000
+const ROUNDS_MILLIS = 8_000
 const RETRIES = 2
 
 type Kind =
@@ -43,6 +43,11 @@ type Kind =
   | { readonly _tag: "stall" }
   | { readonly _tag: "bad-header" }
   | { readonly _tag: "bad-scheme" }
+
+interface Call {
+  readonly kind: Kind
+  readonly helper: "send" | "getText" | "postText"
+}
 
 interface Item {
   readonly kind: Kind
@@ -72,7 +77,7 @@ interface Round {
   /** Wait, with the client open, for its idle sockets to close by themselves. */
   readonly idleCheck: boolean
   /** Http.* calls made alongside the batch. */
-  readonly calls: ReadonlyArray<Item>
+  readonly calls: ReadonlyArray<Call>
 }
 
 const isInvalid = (kind: Kind) => kind._tag === "bad-header" || kind._tag === "bad-scheme"
@@ -133,7 +138,10 @@ const plan = (rng: Random): Round => {
     budget: rng.chance(0.3) ? undefined : rng.pick([Duration.seconds(1), Duration.seconds(10), Duration.seconds(1e12)]),
     // keepAliveTimeout is an upper bound, whatever the server hints (issue 10, defect 5).
     idleCheck: ending === "join" && rng.chance(0.3),
-    calls: Array.from({ length: rng.int(0, 8) }, () => ({ kind: kindOf(rng), cancelAfter: undefined }))
+    calls: Array.from({ length: rng.int(0, 8) }, () => ({
+      kind: kindOf(rng),
+      helper: rng.pick(["send", "getText", "postText"] as const)
+    }))
   }
 }
 
@@ -163,11 +171,29 @@ const pathOf = (kind: Kind, key: string): string => {
   }
 }
 
-const requestOf = (server: FaultServer, kind: Kind, key: string): HttpClientRequest.HttpClientRequest => {
-  const path = pathOf(kind, key)
-  if (kind._tag === "bad-scheme") return HttpClientRequest.get(`ftp://${server.url.slice("http://".length)}${path}`)
-  const request = HttpClientRequest.get(`${server.url}${path}`)
-  return kind._tag === "bad-header" ? HttpClientRequest.setHeader(request, "x-chaos", "a\r\nInjected: yes") : request
+const urlOf = (server: FaultServer, kind: Kind, key: string): string =>
+  kind._tag === "bad-scheme"
+    ? `ftp://${server.url.slice("http://".length)}${pathOf(kind, key)}`
+    : `${server.url}${pathOf(kind, key)}`
+
+const headersOf = (kind: Kind): Record<string, string> =>
+  kind._tag === "bad-header" ? { "x-chaos": "a\r\nInjected: yes" } : {}
+
+const requestOf = (server: FaultServer, kind: Kind, key: string): HttpClientRequest.HttpClientRequest =>
+  HttpClientRequest.get(urlOf(server, kind, key), { headers: headersOf(kind) })
+
+/** An `Http.*` call: the generic `send`, or a helper (POST is never retried). */
+const callOf = (server: FaultServer, { kind, helper }: Call, key: string) => {
+  const url = urlOf(server, kind, key)
+  const headers = headersOf(kind)
+  switch (helper) {
+    case "send":
+      return Http.send(requestOf(server, kind, key), (response) => response.text)
+    case "getText":
+      return Http.getText(url, { headers })
+    case "postText":
+      return Http.postText(url, "chaos", { headers })
+  }
 }
 
 const itemTags = new Set([
@@ -288,7 +314,10 @@ const round = (
 
     const array = items.map(({ kind, cancelAfter }, i) => {
       const request = requestOf(server, kind, `${index}-${i}`)
-      return cancelAfter === undefined ? request : Fanout.cancellable(request, Effect.sleep(cancelAfter))
+      if (cancelAfter === undefined) return request
+      // Cancelled when the effect completes, or fails.
+      const stop = Effect.sleep(cancelAfter)
+      return Fanout.cancellable(request, i % 2 === 0 ? stop : Effect.andThen(stop, Effect.fail("stop")))
     })
     // An iterable that is not an array: the batch cannot know its length up front.
     const inputs: Iterable<Fanout.Input> = generator ? { [Symbol.iterator]: () => array.values() } : array
@@ -354,11 +383,10 @@ const round = (
           Retry.layerClient.pipe(Layer.provide(Layer.succeedContext(context))),
           clientScope
         )
-        const callFibers = yield* Effect.forEach(calls, ({ kind }, i) => {
-          const request = requestOf(callServer, kind, `${index}-call-${i}`)
-          const call = Http.send(request, (response) => response.text)
+        const callFibers = yield* Effect.forEach(calls, (c, i) => {
+          const call = callOf(callServer, c, `${index}-call-${i}`)
           // A stalled call ends by its caller's timeout (a TimeoutError), not by the client's.
-          return (kind._tag === "stall" ? Effect.timeout(call, rng.int(50, 300)) : call).pipe(
+          return (c.kind._tag === "stall" ? Effect.timeout(call, rng.int(50, 300)) : call).pipe(
             Effect.result,
             Effect.flatMap((result) => Effect.sync(() => callResults[i]?.push(result))),
             Effect.provideContext(Context.merge(context, retrying)),
@@ -421,9 +449,9 @@ const round = (
           })
       assert.isUndefined(verdict, where(`${what}: ${verdict}`))
     })
-    calls.forEach(({ kind }, i) => {
+    calls.forEach(({ kind, helper }, i) => {
       const ended = callResults[i] ?? []
-      const what = `Http call ${i} ${JSON.stringify(kind)}`
+      const what = `Http.${helper} call ${i} ${JSON.stringify(kind)}`
       assert.strictEqual(ended.length, 1, where(`${what} ended exactly once`))
       const result = ended[0]!
       count(`Http ${kind._tag} -> ${outcome(result)}`)

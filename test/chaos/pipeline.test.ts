@@ -28,7 +28,7 @@ import { category, type Failure, judgeError, judgeValue, runSpec, type Spec, tas
 announce("test/chaos/pipeline.test.ts")
 
 const ROUNDS = 6
-const ROUNDS_MILLIS = 6_000
+const ROUNDS_MILLIS = 5_000
 
 type Fetch = "ok" | "404" | "reset" | "truncated"
 type Ending = "join" | "take" | "interrupt" | "close-pool"
