@@ -19,7 +19,8 @@ export const throwables = [
   "function",
   "odd-error",
   "throwing-error",
-  "revoked-proxy"
+  "revoked-proxy",
+  "thenable-trap"
 ] as const
 export type Throwable = (typeof throwables)[number]
 
@@ -74,6 +75,14 @@ const make = (kind: Throwable): unknown => {
       revoke()
       return proxy
     }
+    case "thenable-trap":
+      // Looks like a promise to whoever checks for `then`, and throws when they do.
+      return {
+        // biome-ignore lint/suspicious/noThenProperty: a thenable that traps, on purpose
+        get then() {
+          throw null
+        }
+      }
   }
 }
 

@@ -11,8 +11,11 @@ import * as Hostile from "./hostileTasks.ts"
  * to true when its fix lands.
  */
 const FIXED = {
-  /** On Blocking.layerInline, a handler that returns a revoked Proxy makes Blocking.run die with a TypeError. */
-  revokedProxyResultInline: false
+  /**
+   * On Blocking.layerInline, a handler that returns a revoked Proxy, or an object whose `then`
+   * getter throws, makes Blocking.run die (Codec.invoke throws, and inline.ts does not catch it).
+   */
+  trapResultsInline: false
 }
 
 export type Spec =
@@ -54,9 +57,9 @@ export const hostileSpec = (rng: Random, limited: boolean): Spec => {
 export const inlineSpec = (rng: Random): Spec => {
   const roll = rng.next()
   if (roll < 0.3) return { _tag: "double", n: rng.int(0, 1000), millis: rng.int(0, 2) }
-  const kinds = FIXED.revokedProxyResultInline
+  const kinds = FIXED.trapResultsInline
     ? Hostile.throwables
-    : Hostile.throwables.filter((kind) => kind !== "revoked-proxy")
+    : Hostile.throwables.filter((kind) => kind !== "revoked-proxy" && kind !== "thenable-trap")
   if (roll < 0.6) return { _tag: "returns", kind: rng.pick(kinds), async: rng.chance(0.5) }
   return { _tag: "hostile", kind: rng.pick(Hostile.throwables), place: rng.pick(["sync", "async"] as const) }
 }
