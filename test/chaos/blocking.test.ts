@@ -183,11 +183,8 @@ const round = (index: number, rng: Random, threadsBefore: number | undefined) =>
       where(`no fiber outlived the round (${fibers.active()} of ${fibers.started()} still running)`)
     )
     if (threadsBefore !== undefined) {
-      const threads = osThreads() ?? 0
-      assert.isTrue(
-        yield* eventually(() => (osThreads() ?? 0) <= threadsBefore),
-        where(`no thread outlived the pool (${threads} threads, ${threadsBefore} before)`)
-      )
+      const gone = yield* eventually(() => (osThreads() ?? 0) <= threadsBefore)
+      assert.isTrue(gone, where(`no thread outlived the pool (${osThreads()} threads, ${threadsBefore} before)`))
     }
   })
 
