@@ -4,7 +4,7 @@
  *
  * - **Bounds**: at most `concurrency` requests in flight, and at most `perHost` per origin;
  *   requests for a busy origin wait while other origins go on, so one slow host never holds
- *   every slot.
+ *   every slot. `perHost: Fanout.adaptive()` finds each origin's limit as the batch runs.
  * - **Results**: {@link all} / {@link allSettled} give an array in input order;
  *   {@link stream} / {@link streamSettled} emit as requests complete (or in input order with
  *   `ordered: true`) and only start new requests as the consumer takes results, so a slow
@@ -33,10 +33,13 @@ import type * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import type * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
+import type * as Adaptive from "./internal/fanout/adaptive.ts"
 import * as Engine from "./internal/fanout/engine.ts"
+import { metrics as originMetrics } from "./internal/fanout/origins.ts"
 import { Cancellable, type Job, Scheduler, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
 import * as Validate from "./Options.ts"
 import type * as Retry from "./Retry.ts"
@@ -98,10 +101,11 @@ export interface Options<A, E, R> {
   /**
    * Maximum requests in flight per origin (`scheme://host:port`). Requests for a busy origin
    * wait in its queue (up to `max(1024, 16 × concurrency)` read ahead of the workers, 65,536 at
-   * most) while other origins' requests go first.
+   * most) while other origins' requests go first. {@link adaptive} instead finds each origin's
+   * limit from its latency and its 429/503 answers.
    * @default no limit beyond `concurrency`
    */
-  readonly perHost?: number | undefined
+  readonly perHost?: number | AdaptiveLimit | undefined
   /**
    * Time allowed for the whole batch. Requests still running then are interrupted; in settled
    * forms they and the ones never started get `DeadlineExceeded`, other forms fail with it.
@@ -166,7 +170,151 @@ export interface Progress {
   readonly inFlight: number
   /** Retries so far (a request retried twice counts twice). */
   readonly retried: number
+  /**
+   * With `perHost: Fanout.adaptive()`: each origin's limit now and why (computed when read,
+   * so read it in the callback).
+   */
+  readonly origins?: ReadonlyArray<OriginProgress> | undefined
 }
+
+/**
+ * One origin's adaptive limit, as in {@link Progress}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OriginProgress {
+  /** `scheme://host:port` (without a default port). */
+  readonly origin: string
+  /** Requests of this origin allowed in flight now. */
+  readonly limit: number
+  /** Requests of this origin in flight now (retries waiting included). */
+  readonly inFlight: number
+  /** The origin's uncongested latency (ms) to the response head, once measured. */
+  readonly baselineMillis: number | undefined
+  /** Mean latency (ms) to the response head of the last round of responses. */
+  readonly latencyMillis: number | undefined
+  /** Why the limit last changed. */
+  readonly reason: AdaptiveReason
+  /** While a `Retry-After` pauses the origin: until when (the `Clock`'s monotonic ms). */
+  readonly pausedUntil: number | undefined
+}
+
+/**
+ * Why an adaptive limit last changed: still `"initial"`; `"slow-start"` (one more per fast
+ * response until the first sign of congestion); `"headroom"` (latency at the baseline, probing
+ * upwards); `"queueing"` (latency above the baseline, lowered by the ratio); `"overload"` (a
+ * 429, 503, refused or reset connection: halved); `"timeout"` (halved); `"retry-after"`
+ * (halved, and the origin paused).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AdaptiveReason = Adaptive.Reason
+
+/**
+ * Options of {@link adaptive}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AdaptiveOptions {
+  /**
+   * Limit of each origin before anything is known about it.
+   * @default 4
+   */
+  readonly initial?: number | undefined
+  /**
+   * Lowest limit, whatever the origin answers.
+   * @default 1
+   */
+  readonly min?: number | undefined
+  /**
+   * Highest limit (never more than the batch's `concurrency` anyway).
+   * @default 256
+   */
+  readonly max?: number | undefined
+}
+
+/**
+ * A `perHost` that adapts to each origin, made by {@link adaptive}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class AdaptiveLimit {
+  readonly _tag = "AdaptiveLimit"
+  readonly options: AdaptiveOptions
+  constructor(options: AdaptiveOptions) {
+    this.options = options
+  }
+}
+
+/**
+ * An adaptive per-origin limit, for `perHost`: instead of guessing how many requests an origin
+ * takes at once, each origin's limit starts at `initial` and follows its capacity while the
+ * batch runs, from its own latency and answers, never from another origin's.
+ *
+ * How: the limit grows quickly at first (one more per fast response), then once per round trip
+ * compares the origin's latency to its uncongested latency (the lowest round's mean over the
+ * last 10-20 s) and moves to `limit × baseline / latency` plus a small headroom: when the origin
+ * queues, latency grows in proportion to the queue and that step lands on its capacity. A 429 or
+ * 503, a refused or reset connection, or a timeout halves the limit (at most once per round
+ * trip); a `Retry-After` also pauses the origin until then (capped by the retry policy's
+ * `maxRetryAfter` and the batch `deadline`). Latency is measured to the response head, so body
+ * sizes do not count. Use it when the origins' capacity is unknown or changes; a known, fixed
+ * quota is better served by a number.
+ *
+ * Visible as it runs: `Progress.origins` in `onProgress`, and {@link adaptiveMetrics}.
+ *
+ * Options are checked when a batch starts: `min`, `max` and `initial` must be integers >= 1
+ * with `min <= initial <= max`, or the batch fails with `InvalidOptionsError`.
+ *
+ * @example
+ * ```ts
+ * import { Fanout } from "@volley/core"
+ *
+ * const urls = Array.from({ length: 1000 }, (_, i) => `http://127.0.0.1:8080/items/${i}`)
+ * const batch = Fanout.allSettled(urls, {
+ *   concurrency: 128,
+ *   perHost: Fanout.adaptive({ initial: 4, min: 1, max: 64 }),
+ *   onProgress: (p) => {
+ *     for (const o of p.origins ?? []) console.log(o.origin, o.limit, o.reason)
+ *   }
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const adaptive = (options: AdaptiveOptions = {}): AdaptiveLimit => new AdaptiveLimit(options)
+
+/**
+ * The metrics of adaptive limits (see {@link adaptive}): gauges `volley_fanout_origin_limit`,
+ * `volley_fanout_origin_in_flight`, `volley_fanout_origin_latency_baseline_ms`,
+ * `volley_fanout_origin_latency_ms` and the counter `volley_fanout_origin_limit_changes_total`,
+ * each with an `origin` attribute (and `reason` on the counter), updated when a limit moves.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const limits = Effect.map(Metric.snapshot, (all) =>
+ *   all.filter((m) => m.id === "volley_fanout_origin_limit")
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const adaptiveMetrics: {
+  readonly limit: Metric.Gauge<number>
+  readonly inFlight: Metric.Gauge<number>
+  readonly baseline: Metric.Gauge<number>
+  readonly latency: Metric.Gauge<number>
+  readonly changes: Metric.Counter<number>
+} = originMetrics
 
 /**
  * One item's request was interrupted from inside (its own read, an interrupted client call) or
@@ -535,7 +683,13 @@ const resolve = <A, E, R>(
 ) =>
   Effect.gen(function* () {
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
-    const perHost = yield* Validate.optional(options?.perHost, (n) => Validate.positiveInt("perHost", n))
+    const perHostOption = options?.perHost
+    const adaptive =
+      perHostOption instanceof AdaptiveLimit ? yield* adaptiveConfig(perHostOption, concurrency) : undefined
+    const perHost =
+      perHostOption instanceof AdaptiveLimit
+        ? undefined
+        : yield* Validate.optional(perHostOption, (n) => Validate.positiveInt("perHost", n))
     const deadline = yield* Validate.optional(options?.deadline, (d) =>
       Validate.duration("deadline", d, { positive: true })
     )
@@ -551,6 +705,7 @@ const resolve = <A, E, R>(
     }
     const scheduler = new Scheduler(requests[Symbol.iterator](), {
       perHost: perHost === undefined || perHost >= concurrency ? undefined : perHost,
+      adaptive,
       window: stream === undefined ? Number.POSITIVE_INFINITY : concurrency + buffer,
       ordered: stream?.ordered ?? false,
       // Requests read ahead into per-origin queues while their origin is busy: enough for
@@ -563,6 +718,32 @@ const resolve = <A, E, R>(
 
 /** Most requests read ahead of the workers, whatever `concurrency` is (see `perHost`). */
 const MAX_LOOKAHEAD = 65_536
+
+// Checked when a batch starts; `max` (then `min` and `initial`) clamped to `concurrency`,
+// which caps every origin anyway.
+const adaptiveConfig = (limit: AdaptiveLimit, concurrency: number) =>
+  Effect.gen(function* () {
+    const min = yield* Validate.positiveInt("perHost.min", limit.options.min ?? 1)
+    const max = yield* Validate.positiveInt("perHost.max", limit.options.max ?? Math.max(256, min))
+    const initial = yield* Validate.positiveInt(
+      "perHost.initial",
+      limit.options.initial ?? Math.min(max, Math.max(4, min))
+    )
+    if (min > max) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "perHost.min",
+        reason: `must be <= max (${max}), got ${min}`
+      })
+    }
+    if (initial < min || initial > max) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "perHost.initial",
+        reason: `must be between min (${min}) and max (${max}), got ${initial}`
+      })
+    }
+    const cap = Math.min(max, concurrency)
+    return { min: Math.min(min, cap), max: cap, initial: Math.min(initial, cap) } satisfies Adaptive.Config
+  })
 
 type Push<Out> = (index: number, out: Out) => void
 

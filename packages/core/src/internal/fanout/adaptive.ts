@@ -27,9 +27,9 @@
 //   would collapse the limit to `min`. A `Retry-After` also pauses the origin (no new request
 //   starts) until that time; the engine caps it by the batch's deadline and the retry policy's
 //   `maxRetryAfter`.
-// - Slow start: from `initial`, the limit grows by one per fast response (it doubles every round
-//   trip) until a round is 10% slower than the baseline, or an overload, so reaching `C = 24`
-//   from 1 costs a few dozen requests, not hundreds.
+// - Slow start: from `initial`, the limit grows by half a request per fast response (x1.5 per
+//   round trip) until the smoothed latency is 1.5x the baseline, or an overload, so reaching
+//   `C = 24` from 1 costs about a hundred requests, not many hundreds.
 // - Rounds, not single samples: the limit moves once per `ceil(limit)` responses (about one
 //   round trip), on their mean latency, so one slow response (a GC pause, a big body) does not
 //   move it; and only responses to requests started since the last change count: the others
@@ -59,6 +59,8 @@ export type Reason =
   | "headroom"
   /** Latency above the baseline: lowered by the gradient. */
   | "queueing"
+  /** One round at 3/4 of the limit, every 10 s, to measure the baseline without a queue. */
+  | "probe"
   /** A 429 or 503: halved. */
   | "overload"
   /** An attempt timed out: halved. */
@@ -76,16 +78,28 @@ export const BASELINE_WINDOW_MILLIS = 10_000
 export const DECREASE = 0.5
 
 /** Lowest gradient of one round: the limit at most halves on latency alone. */
-const MIN_GRADIENT = 0.5
+const MIN_GRADIENT = 0.75
+
+/** Growth per round trip while the latency shows no queue at all (beyond the headroom). */
+const GROWTH = 0.05
+
+/** Weight of the newest round in the smoothed latency. */
+const SMOOTHING = 0.5
+
+/**
+ * Share of the limit a probe round runs at: below the capacity whenever the limit is within
+ * a third above it, which is where the gradient keeps it.
+ */
+const PROBE = 0.75
 
 /** Latency within this factor of the baseline is noise, not a queue. */
-const TOLERANCE = 1.02
+const TOLERANCE = 1.03
 
 /**
  * Slow start ends when a round's latency is this share of the baseline or less: its first
  * rounds have a sample or two each, whose jitter alone must not end it.
  */
-const SLOW_START_EXIT = 0.9
+const SLOW_START_EXIT = 0.67
 
 export class AdaptiveLimit {
   readonly config: Config
@@ -108,10 +122,14 @@ export class AdaptiveLimit {
   private minCurrent = Number.POSITIVE_INFINITY
   private minPrevious = Number.POSITIVE_INFINITY
   private bucketStart: number | undefined = undefined
-  // The current round: responses, their summed latency, and the most in flight seen.
-  private samples = 0
-  private sum = 0
+  // The current round: its responses' latencies, and the most in flight seen.
+  private round: Array<number> = []
   private peak = 0
+  /** Whether this round runs below the limit to measure the baseline (see `PROBE`). */
+  private probing = false
+  private nextProbe = 0
+  /** Round latencies, smoothed (see `SMOOTHING`). */
+  private smoothed: number | undefined = undefined
   /** Attempts that started before this time do not decrease the limit (again). */
   private decreasedAt = Number.NEGATIVE_INFINITY
 
@@ -140,7 +158,10 @@ export class AdaptiveLimit {
       case "timeout": {
         const pause = retryAfterMillis !== undefined && retryAfterMillis > 0
         if (pause) this.pausedUntil = Math.max(this.pausedUntil, now + retryAfterMillis)
-        if (startedAt >= this.decreasedAt) {
+        // Once per round trip: not for attempts that started before the last decrease, nor
+        // for retries of requests that did (they start after it, but within a round trip).
+        const roundTrip = this.baseline ?? 0
+        if (startedAt >= this.decreasedAt && now - this.decreasedAt >= roundTrip) {
           this.decrease(now, pause ? "retry-after" : outcome)
         } else if (pause) {
           this.reason = "retry-after"
@@ -165,34 +186,58 @@ export class AdaptiveLimit {
     const latency = Math.max(0, now - startedAt)
     // It measured the queue a decrease already answered.
     if (this.changedAt !== undefined && startedAt < this.changedAt) return false
-    this.samples++
-    this.sum += latency
-    const round = Math.ceil(this.value)
-    if (this.samples < round) return false
-    const mean = this.sum / this.samples
-    const samples = this.samples
+    const round = this.round
+    round.push(latency)
+    if (round.length < Math.max(1, this.probing ? this.limit : Math.ceil(this.value))) return false
+    const samples = round.length
+    const mean = median(round)
     const peak = this.peak
-    this.samples = 0
-    this.sum = 0
+    this.round = []
     this.peak = 0
     this.latency = mean
     this.observeBaseline(mean, now)
     const baseline = this.baseline!
     const before = this.limit
-    const gradient = Math.max(MIN_GRADIENT, Math.min(1, (baseline * TOLERANCE) / mean))
+    if (this.probing) {
+      // The probe round measured the baseline: back to the limit it had.
+      this.probing = false
+      this.nextProbe = now + BASELINE_WINDOW_MILLIS
+      this.set(this.value, now, "headroom")
+      return this.limit > before
+    }
+    if (!this.slowStart && now >= this.nextProbe) {
+      this.probing = true
+      this.limit = Math.max(this.config.min, Math.floor(this.value * PROBE))
+      this.reason = "probe"
+      this.changedAt = now
+      return false
+    }
+    // Smoothed over rounds: a stall of the machine (a GC pause, a busy CPU) slows one round
+    // and moves this by half; a queue at the origin slows every round and moves it all the way.
+    this.smoothed = this.smoothed === undefined ? mean : SMOOTHING * mean + (1 - SMOOTHING) * this.smoothed
+    const ratio = Math.min(1, (baseline * TOLERANCE) / this.smoothed)
+    const gradient = Math.max(MIN_GRADIENT, ratio)
     const used = peak * 2 >= this.value
+    const slow = ratio < (this.slowStart ? SLOW_START_EXIT : 1)
     if (this.slowStart) {
-      if (gradient < SLOW_START_EXIT) {
+      if (slow) {
         // The first queue: slow start ends, and the gradient takes the limit back to capacity.
         this.slowStart = false
+        this.nextProbe = now + BASELINE_WINDOW_MILLIS
         this.set(this.value * gradient, now, "queueing")
       } else if (used) {
-        this.set(this.value + samples, now, "slow-start")
+        // Half a request more per fast response (x1.5 a round trip, not TCP's x2): the
+        // latency shows a queue a round trip late, and the overshoot is what it shows by then.
+        this.set(this.value + Math.max(1, samples / 2), now, "slow-start")
       }
     } else {
-      const target = this.value * gradient + headroom(this.value)
+      // No queue at all: grow by a twentieth (recovering quickly from a dip a stall caused);
+      // otherwise the gradient's step to the capacity, plus the headroom.
+      const target = slow
+        ? this.value * gradient + headroom(this.value)
+        : this.value + Math.max(headroom(this.value), GROWTH * this.value)
       if (target < this.value) this.set(target, now, "queueing")
-      else if (used) this.set(target, now, "headroom")
+      else if (used && target > this.value) this.set(target, now, "headroom")
     }
     return this.limit > before
   }
@@ -211,10 +256,11 @@ export class AdaptiveLimit {
   }
 
   private decrease(now: number, reason: Reason): void {
+    if (this.slowStart) this.nextProbe = now + BASELINE_WINDOW_MILLIS
     this.slowStart = false
+    this.probing = false
     this.decreasedAt = now
-    this.samples = 0
-    this.sum = 0
+    this.round = []
     this.peak = 0
     this.set(this.value * DECREASE, now, reason)
   }
@@ -226,6 +272,12 @@ export class AdaptiveLimit {
     this.reason = reason
     this.changedAt = now
   }
+}
+
+/** Middle value (sorts `xs`). */
+const median = (xs: Array<number>): number => {
+  xs.sort((a, b) => a - b)
+  return xs[(xs.length - 1) >> 1]!
 }
 
 /** Requests the limit probes above what the gradient says the origin holds. */

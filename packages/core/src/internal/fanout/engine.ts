@@ -10,11 +10,11 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
-import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
+import { type OriginSnapshot, Origins } from "./origins.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
 
 export interface Plan<A, E, R> {
@@ -45,19 +45,32 @@ export class Progress {
   done = 0
   failed = 0
   retried = 0
+  /** Each origin's adaptive limit, in batches with an adaptive `perHost`. */
+  origins: Origins | undefined = undefined
   constructor(total: number | undefined, onProgress: (progress: Snapshot) => void) {
     this.total = total
     this.onProgress = onProgress
   }
   report(): void {
-    this.onProgress({
+    const snapshot: Snapshot = {
       total: this.total,
       done: this.done,
       succeeded: this.done - this.failed,
       failed: this.failed,
       inFlight: this.inFlight,
       retried: this.retried
-    })
+    }
+    const origins = this.origins
+    if (origins === undefined) this.onProgress(snapshot)
+    else {
+      // Built only when read (during the callback): a callback that ignores it costs nothing.
+      this.onProgress({
+        ...snapshot,
+        get origins(): ReadonlyArray<OriginSnapshot> {
+          return origins.snapshot()
+        }
+      })
+    }
   }
   readonly retry = (): void => {
     this.retried++
@@ -94,8 +107,28 @@ export const run = <A, E, R, X>(
       response: HttpClientResponse.HttpClientResponse
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
       response.status >= 200 && response.status < 300 ? readChecked(response) : statusError(response)
-    const attempt = (request: HttpClientRequest.HttpClientRequest) =>
-      Effect.flatMap(client.execute(request), onResponse)
+    // An adaptive `perHost` measures each attempt (time to the response head, 429/503,
+    // timeouts) and feeds it to the origin's limit; a fixed one costs nothing here.
+    const origins =
+      scheduler.options.adaptive === undefined
+        ? undefined
+        : new Origins({
+            scheduler,
+            context: yield* Effect.context<never>(),
+            now: () => Number(clock.monotonicTimeNanosUnsafe()) / 1e6,
+            wallNow: () => clock.currentTimeMillisUnsafe(),
+            maxPauseMillis: policy.maxRetryAfterMillis,
+            deadline,
+            attemptTimeoutMillis: policy.attemptTimeoutMillis
+          })
+    if (origins !== undefined) {
+      scheduler.now = origins.now
+      if (progress !== undefined) progress.origins = origins
+    }
+    const attempt = (job: Job) =>
+      origins === undefined || job.host === undefined
+        ? Effect.flatMap(client.execute(job.request), onResponse)
+        : origins.measure(job.host, client.execute(job.request), onResponse)
 
     const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
       scheduler.finish(job)
@@ -141,8 +174,8 @@ export const run = <A, E, R, X>(
         if (retries && Exit.isFailure(exit)) {
           const error = Cause.findErrorOption(exit.cause)
           if (Option.isSome(error) && Retry.isRetryable(policy, error.value)) {
-            const request = current!.request
-            const again = Retry.afterFailure(policy, request, attempt(request), error.value, runOptions)
+            const job = current!
+            const again = Retry.afterFailure(policy, job.request, attempt(job), error.value, runOptions)
             return Effect.flatMap(Effect.exit(again), onExit)
           }
         }
@@ -163,14 +196,14 @@ export const run = <A, E, R, X>(
         }
         workers.took()
         if (job.interruptWhen !== undefined) {
-          const run = Retry.run(policy, job.request, attempt(job.request), runOptions)
+          const run = Retry.run(policy, job.request, attempt(job), runOptions)
           return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
         }
         if (bare) {
           budget?.request(clock.currentTimeMillisUnsafe())
-          return Effect.flatMap(Effect.exit(attempt(job.request)), onFirstExit)
+          return Effect.flatMap(Effect.exit(attempt(job)), onFirstExit)
         }
-        return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job.request), runOptions)), onExit)
+        return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
       return Effect.suspend(loop)
     }
@@ -337,13 +370,19 @@ const interruptibleBy = <A, E, R>(
     effect
   )
 
-/** Waits until the scheduler changes (a result taken, a slot freed). */
+/**
+ * Waits until the scheduler changes (a result taken, a slot freed), or until an origin's
+ * `Retry-After` pause ends: nothing else would wake a worker then.
+ */
 const changed = (scheduler: Scheduler): Effect.Effect<void> => {
   const version = scheduler.version
-  return Effect.callback<void>((resume) => {
+  const wait = Effect.callback<void>((resume) => {
     const cancel = scheduler.wait(version, () => resume(Effect.void))
     return cancel === undefined ? undefined : Effect.sync(cancel)
   })
+  const wakeAt = scheduler.wakeAt
+  if (wakeAt === 0) return wait
+  return Effect.raceFirst(wait, Effect.sleep(Math.max(0, wakeAt - scheduler.now())))
 }
 
 // A non-2xx response is a StatusCodeError; its body is read first so the connection is free.

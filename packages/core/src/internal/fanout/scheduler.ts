@@ -6,11 +6,14 @@
 // - Per-origin bound: requests whose origin is at its limit wait in that origin's queue while
 //   workers go on with other origins (round-robin over the origins that have work), so one slow
 //   host holds at most `perHost` workers. PartitionedSemaphore would not do: it shares one pool.
+//   With an adaptive `perHost` each origin's limit moves (./adaptive.ts, fed by ./origins.ts):
+//   `Host.limit` is read here, and an origin paused by `Retry-After` starts nothing until then.
 // - Window: a stream's consumer must take results for new requests to start (`held` counts
 //   started-but-not-taken; in input order the window is on indices so the next result due can
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
 import type * as Effect from "effect/Effect"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import { type Config as AdaptiveConfig, AdaptiveLimit } from "./adaptive.ts"
 
 /** A request on its own: a URL (fetched with `GET`) or any `HttpClientRequest`. */
 export type Target = string | URL | HttpClientRequest.HttpClientRequest
@@ -32,6 +35,18 @@ export class Host {
   inFlight = 0
   queue: Array<Job> = []
   head = 0
+  /** Requests of this origin allowed in flight: `perHost`, or the adaptive limit's. */
+  limit: number
+  readonly adaptive: AdaptiveLimit | undefined
+  constructor(limit: number, adaptive: AdaptiveConfig | undefined) {
+    this.adaptive = adaptive === undefined ? undefined : new AdaptiveLimit(adaptive)
+    this.limit = this.adaptive === undefined ? limit : this.adaptive.limit
+  }
+  /** Whether a request may start now (under its limit, not paused). */
+  open(now: () => number): boolean {
+    if (this.inFlight >= this.limit) return false
+    return this.adaptive === undefined || this.adaptive.pausedUntil === 0 || !this.adaptive.paused(now())
+  }
 }
 
 export class Job {
@@ -53,6 +68,8 @@ export const DONE = 1
 
 export interface SchedulerOptions {
   readonly perHost: number | undefined
+  /** An adaptive limit per origin instead of a fixed `perHost`. */
+  readonly adaptive: AdaptiveConfig | undefined
   /** Max started-but-not-taken results (streams); `Infinity` for arrays. */
   readonly window: number
   readonly ordered: boolean
@@ -63,7 +80,8 @@ export interface SchedulerOptions {
 export class Scheduler {
   readonly options: SchedulerOptions
   private readonly source: Iterator<Input>
-  private readonly hosts = new Map<string, Host>()
+  /** Origins seen so far, by `originOf` key. */
+  readonly hosts = new Map<string, Host>()
   private readonly ready: Array<Host> = []
   private rr = 0
   private exhausted = false
@@ -76,23 +94,32 @@ export class Scheduler {
   /** Bumped on every change a waiting worker may care about; guards against lost wake-ups. */
   version = 0
   private waiters: Array<() => void> = []
+  /** Monotonic ms, set by the engine of an adaptive batch: when a paused origin may go on. */
+  now: () => number = Date.now
+  /** The earliest end of an origin's pause, or 0: a waiting worker must look again then. */
+  wakeAt = 0
+
+  /** Whether origins are tracked at all (a `perHost` limit, fixed or adaptive). */
+  private readonly tracked: boolean
 
   constructor(source: Iterator<Input>, options: SchedulerOptions) {
     this.source = source
     this.options = options
+    this.tracked = options.perHost !== undefined || options.adaptive !== undefined
   }
 
   next(): Job | typeof WAIT | typeof DONE {
     const { window, ordered } = this.options
     const limit = ordered ? this.consumed + window : Number.POSITIVE_INFINITY
     if (!ordered && this.started - this.consumed >= window) return this.idle()
-    const perHost = this.options.perHost
-    if (perHost !== undefined) {
+    const tracked = this.tracked
+    if (tracked) {
+      if (this.wakeAt !== 0 && this.now() >= this.wakeAt) this.wakeAt = this.nextWake()
       const ready = this.ready
       for (let k = 0; k < ready.length; k++) {
         const i = (this.rr + k) % ready.length
         const host = ready[i]!
-        if (host.inFlight >= perHost) continue
+        if (!host.open(this.now)) continue
         const job = host.queue[host.head]!
         if (job.index >= limit) continue
         host.head++
@@ -114,9 +141,9 @@ export class Scheduler {
         this.exhausted = true
         break
       }
-      const job = new Job(this.pulled++, next.value, perHost === undefined ? noHost : this.hostOf)
+      const job = new Job(this.pulled++, next.value, tracked ? this.hostOf : noHost)
       const host = job.host
-      if (host === undefined || (host.inFlight < perHost! && host.head === host.queue.length)) return this.start(job)
+      if (host === undefined || (host.head === host.queue.length && host.open(this.now))) return this.start(job)
       if (host.queue.length === 0) this.ready.push(host)
       host.queue.push(job)
       this.buffered++
@@ -136,6 +163,16 @@ export class Scheduler {
     // Except when the read-ahead is full: the finisher's take makes room to read more, which
     // may find work for another origin that a sleeping worker could do.
     if (this.buffered >= this.options.lookahead) this.changed(1)
+  }
+
+  /** An origin's adaptive limit rose by `n`: as many waiting workers may find work. */
+  raised(n: number): void {
+    this.changed(n)
+  }
+
+  /** An origin is paused until `until` (monotonic ms): waiting workers look again then. */
+  pause(until: number): void {
+    if (this.wakeAt === 0 || until < this.wakeAt) this.wakeAt = until
   }
 
   /** The consumer took `n` results. */
@@ -192,6 +229,17 @@ export class Scheduler {
     return job
   }
 
+  /** The earliest end of a pause still running, or 0 (rare: when a pause ends). */
+  private nextWake(): number {
+    const now = this.now()
+    let wake = 0
+    for (const host of this.hosts.values()) {
+      const until = host.adaptive?.pausedUntil ?? 0
+      if (until > now && (wake === 0 || until < wake)) wake = until
+    }
+    return wake
+  }
+
   private idle(): typeof WAIT | typeof DONE {
     if (this.exhausted && this.buffered === 0) {
       // Nothing will ever be runnable again: let every waiting worker see DONE.
@@ -213,7 +261,7 @@ export class Scheduler {
     const key = originOf(url)
     let host = this.hosts.get(key)
     if (host === undefined) {
-      host = new Host()
+      host = new Host(this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
       this.hosts.set(key, host)
     }
     return host

@@ -1,0 +1,216 @@
+// Feeds each origin's adaptive limit (./adaptive.ts) from the engine's attempts and shows it:
+// the scheduler's `Host.limit` and pause, the progress events' `origins`, and Effect metrics.
+// Used only when `perHost` is `Fanout.adaptive(...)`; a fixed `perHost` never reaches here.
+import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Headers from "effect/http/Headers"
+import type * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Metric from "effect/Metric"
+import * as Result from "effect/Result"
+import type { Outcome, Reason } from "./adaptive.ts"
+import type { Host, Scheduler } from "./scheduler.ts"
+
+/** One origin's adaptive state, as in `Fanout.Progress.origins`. */
+export interface OriginSnapshot {
+  readonly origin: string
+  readonly limit: number
+  readonly inFlight: number
+  readonly baselineMillis: number | undefined
+  readonly latencyMillis: number | undefined
+  readonly reason: Reason
+  readonly pausedUntil: number | undefined
+}
+
+/** Gauges of each origin's adaptive limit, with an `origin` attribute. */
+export const metrics = {
+  limit: Metric.gauge("volley_fanout_origin_limit", {
+    description: "Requests allowed in flight to the origin (adaptive perHost)"
+  }),
+  inFlight: Metric.gauge("volley_fanout_origin_in_flight", {
+    description: "Requests in flight to the origin when its limit last moved"
+  }),
+  baseline: Metric.gauge("volley_fanout_origin_latency_baseline_ms", {
+    description: "The origin's uncongested latency (ms): the lowest round mean of the window"
+  }),
+  latency: Metric.gauge("volley_fanout_origin_latency_ms", {
+    description: "Mean latency to the response head (ms) of the origin's last round"
+  }),
+  changes: Metric.counter("volley_fanout_origin_limit_changes_total", {
+    description: "Changes of the origin's limit, by reason",
+    incremental: true
+  })
+} as const
+
+interface Series {
+  readonly limit: Metric.Metric<number, unknown>
+  readonly inFlight: Metric.Metric<number, unknown>
+  readonly baseline: Metric.Metric<number, unknown>
+  readonly latency: Metric.Metric<number, unknown>
+  readonly changes: Map<Reason, Metric.Metric<number, unknown>>
+}
+
+export class Origins {
+  private readonly scheduler: Scheduler
+  private readonly context: Context.Context<never>
+  /** Monotonic time in ms (fractions included): latencies, pauses. */
+  readonly now: () => number
+  /** Wall-clock time in ms: `Retry-After` dates, the deadline. */
+  private readonly wallNow: () => number
+  /** Longest pause a `Retry-After` may cause: the retry policy's `maxRetryAfter`. */
+  private readonly maxPauseMillis: number
+  private readonly deadline: number | undefined
+  private readonly attemptTimeoutMillis: number | undefined
+  private readonly series = new Map<Host, Series>()
+
+  constructor(options: {
+    readonly scheduler: Scheduler
+    readonly context: Context.Context<never>
+    readonly now: () => number
+    readonly wallNow: () => number
+    readonly maxPauseMillis: number
+    readonly deadline: number | undefined
+    readonly attemptTimeoutMillis: number | undefined
+  }) {
+    this.scheduler = options.scheduler
+    this.context = options.context
+    this.now = options.now
+    this.wallNow = options.wallNow
+    this.maxPauseMillis = options.maxPauseMillis
+    this.deadline = options.deadline
+    this.attemptTimeoutMillis = options.attemptTimeoutMillis
+  }
+
+  /**
+   * One attempt of a request to `host`, measured: the time to its response head (or to its
+   * failure) and what it says about the origin's load are fed to the origin's limit.
+   */
+  measure<A, E, R>(
+    host: Host,
+    execute: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>,
+    onResponse: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> {
+    return Effect.suspend(() => {
+      const startedAt = this.now()
+      host.adaptive!.started(host.inFlight)
+      return Effect.flatMap(
+        Effect.onExit(execute, (exit) =>
+          Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => this.failed(host, startedAt, exit.cause))
+        ),
+        (response) => {
+          this.responded(host, startedAt, response)
+          return onResponse(response)
+        }
+      )
+    })
+  }
+
+  /** Each adaptive origin's state now, for a progress event. */
+  snapshot(): ReadonlyArray<OriginSnapshot> {
+    const out: Array<OriginSnapshot> = []
+    for (const [origin, host] of this.scheduler.hosts) {
+      const limit = host.adaptive
+      if (limit === undefined) continue
+      out.push({
+        origin,
+        limit: limit.limit,
+        inFlight: host.inFlight,
+        baselineMillis: limit.baseline,
+        latencyMillis: limit.latency,
+        reason: limit.reason,
+        pausedUntil: limit.pausedUntil === 0 ? undefined : limit.pausedUntil
+      })
+    }
+    return out
+  }
+
+  private responded(host: Host, startedAt: number, response: HttpClientResponse.HttpClientResponse): void {
+    const status = response.status
+    if (status === 429 || status === 503) {
+      const header = response.headers["retry-after"]
+      let pause: number | undefined
+      if (header !== undefined) {
+        const parsed = Headers.parseRetryAfter(header)
+        if (Result.isSuccess(parsed)) pause = Duration.toMillis(Headers.retryAfterDelay(parsed.success, this.wallNow()))
+      }
+      this.ended(host, startedAt, "overload", pause)
+    } else if (status === 504) this.ended(host, startedAt, "timeout")
+    else this.ended(host, startedAt, status < 400 ? "ok" : "other")
+  }
+
+  private failed(host: Host, startedAt: number, cause: Cause.Cause<HttpClientError.HttpClientError>): void {
+    const error = Cause.findErrorOption(cause)
+    if (error._tag === "Some") {
+      // Refused or reset connections, and the client's own timeouts, are an origin's way of
+      // saying it has too much; a request it could not even encode is not.
+      const reason = error.value.reason
+      const transport = reason._tag === "TransportError"
+      this.ended(host, startedAt, !transport ? "other" : isTimeout(reason.cause) ? "timeout" : "overload")
+      return
+    }
+    // Interrupted: by the attempt timeout when it ran that long, else by the batch (a
+    // fail-fast stop, the deadline, a cancelled item), which says nothing about the origin.
+    const timeout = this.attemptTimeoutMillis
+    const timedOut = timeout !== undefined && this.now() - startedAt >= timeout - 1
+    this.ended(host, startedAt, timedOut ? "timeout" : "other")
+  }
+
+  private ended(host: Host, startedAt: number, outcome: Outcome, retryAfterMillis?: number): void {
+    const limit = host.adaptive!
+    const now = this.now()
+    let pause = retryAfterMillis
+    if (pause !== undefined) {
+      pause = Math.min(pause, this.maxPauseMillis)
+      if (this.deadline !== undefined) pause = Math.min(pause, Math.max(0, this.deadline - this.wallNow()))
+    }
+    const before = limit.limit
+    const changedAt = limit.changedAt
+    const rose = limit.ended(startedAt, now, outcome, pause)
+    host.limit = limit.limit
+    if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
+    if (rose) this.scheduler.raised(limit.limit - before)
+    if (limit.changedAt !== changedAt) this.record(host, limit.reason)
+  }
+
+  private record(host: Host, reason: Reason): void {
+    let series = this.series.get(host)
+    if (series === undefined) {
+      const attributes = { origin: this.originOf(host) }
+      series = {
+        limit: Metric.withAttributes(metrics.limit, attributes),
+        inFlight: Metric.withAttributes(metrics.inFlight, attributes),
+        baseline: Metric.withAttributes(metrics.baseline, attributes),
+        latency: Metric.withAttributes(metrics.latency, attributes),
+        changes: new Map()
+      }
+      this.series.set(host, series)
+    }
+    let changes = series.changes.get(reason)
+    if (changes === undefined) {
+      changes = Metric.withAttributes(metrics.changes, { origin: this.originOf(host), reason })
+      series.changes.set(reason, changes)
+    }
+    const limit = host.adaptive!
+    const context = this.context
+    series.limit.updateUnsafe(limit.limit, context)
+    series.inFlight.updateUnsafe(host.inFlight, context)
+    if (limit.baseline !== undefined) series.baseline.updateUnsafe(limit.baseline, context)
+    if (limit.latency !== undefined) series.latency.updateUnsafe(limit.latency, context)
+    changes.updateUnsafe(1, context)
+  }
+
+  private originOf(host: Host): string {
+    for (const [origin, h] of this.scheduler.hosts) if (h === host) return origin
+    return ""
+  }
+}
+
+const isTimeout = (cause: unknown): boolean => {
+  if (typeof cause !== "object" || cause === null) return false
+  const code = (cause as { code?: unknown }).code
+  const name = (cause as { name?: unknown }).name
+  return (typeof code === "string" && code.includes("TIMEOUT")) || name === "TimeoutError"
+}

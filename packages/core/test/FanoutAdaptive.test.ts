@@ -1,0 +1,121 @@
+// `perHost: Fanout.adaptive(...)` with an in-memory HttpClient under TestClock: option
+// validation, the Retry-After pause and what progress events show. Convergence on real
+// origins: test/fanout-adaptive.test.ts; the state machine itself: test/internal/adaptive.test.ts.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Fiber } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
+import { Fanout, Retry } from "../src/index.ts"
+
+/** `/busy` answers 503 with `Retry-After: 5` the first time, then 200; the rest 200 after 10 ms. */
+const fake = () => {
+  const started: Array<{ url: string; at: number }> = []
+  let busy = 0
+  const client = HttpClient.make((request, url) =>
+    Effect.flatMap(
+      Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe())),
+      (at) => {
+        started.push({ url: url.href, at })
+        if (url.pathname === "/busy" && busy++ === 0) {
+          return Effect.succeed(
+            HttpClientResponse.fromWeb(request, new Response("busy", { status: 503, headers: { "retry-after": "5" } }))
+          )
+        }
+        return Effect.as(Effect.sleep("10 millis"), HttpClientResponse.fromWeb(request, new Response("ok")))
+      }
+    )
+  )
+  return { client, started }
+}
+
+const failure = <A, E>(exit: Exit.Exit<A, E>) => (Exit.isFailure(exit) ? exit.cause : undefined)
+
+describe("Fanout.adaptive", () => {
+  describe("options", () => {
+    const cases: ReadonlyArray<[Fanout.AdaptiveOptions, string]> = [
+      [{ min: 8, max: 4 }, "perHost.min"],
+      [{ initial: 2, min: 4, max: 8 }, "perHost.initial"],
+      [{ initial: 16, min: 1, max: 8 }, "perHost.initial"],
+      [{ initial: 0 }, "perHost.initial"],
+      [{ min: 0 }, "perHost.min"],
+      [{ max: Number.NaN }, "perHost.max"],
+      [{ initial: 2.5 }, "perHost.initial"]
+    ]
+    for (const [options, option] of cases) {
+      it.effect(`fails with InvalidOptionsError naming ${option} for ${JSON.stringify(options)}`, () =>
+        Effect.gen(function* () {
+          const { client } = fake()
+          const exit = yield* Fanout.all(["http://a.test/x"], { perHost: Fanout.adaptive(options) }).pipe(
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.exit
+          )
+          const cause = failure(exit)
+          assert.isDefined(cause)
+          const error = cause!.reasons[0]
+          assert.strictEqual(error?._tag, "Fail")
+          const value = (error as { error: { _tag: string; option: string } }).error
+          assert.strictEqual(value._tag, "InvalidOptionsError")
+          assert.strictEqual(value.option, option)
+        })
+      )
+    }
+  })
+
+  describe("Retry-After", () => {
+    it.effect("pauses only the origin that asked, until the time it gave", () =>
+      Effect.gen(function* () {
+        const { client, started } = fake()
+        const urls = [
+          "http://slow.test/busy",
+          ...Array.from({ length: 3 }, (_, i) => `http://slow.test/x${i}`),
+          ...Array.from({ length: 3 }, (_, i) => `http://fast.test/x${i}`)
+        ]
+        const fiber = yield* Fanout.allSettled(urls, {
+          concurrency: 8,
+          perHost: Fanout.adaptive({ initial: 1, min: 1, max: 4 })
+        }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 1, jitter: false, budget: false })),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 second")
+        // The other origin went on; the paused one started nothing new.
+        assert.strictEqual(started.filter((s) => s.url.startsWith("http://fast.test")).length, 3)
+        assert.deepStrictEqual(
+          started.filter((s) => s.url.startsWith("http://slow.test")).map((s) => s.url),
+          ["http://slow.test/busy"]
+        )
+        yield* TestClock.adjust("5 seconds")
+        const results = yield* Fiber.join(fiber)
+        assert.strictEqual(results.filter((r) => r._tag === "Success").length, urls.length)
+        const slow = started.filter((s) => s.url.startsWith("http://slow.test"))
+        assert.isTrue(slow.slice(1).every((s) => s.at >= 5000))
+      })
+    )
+  })
+
+  describe("progress", () => {
+    it.effect("shows each origin's limit, in flight, baseline and reason", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const seen: Array<Fanout.OriginProgress> = []
+        const fiber = yield* Fanout.all(
+          Array.from({ length: 40 }, (_, i) => `http://a.test/x${i}`),
+          {
+            concurrency: 16,
+            perHost: Fanout.adaptive({ initial: 1, min: 1, max: 16 }),
+            onProgress: (p) => seen.push(...(p.origins ?? []))
+          }
+        ).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.forkChild)
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(fiber)
+        const last = seen.at(-1)!
+        assert.strictEqual(last.origin, "http://a.test")
+        assert.strictEqual(last.baselineMillis, 10)
+        assert.isAbove(last.limit, 1)
+        assert.include(["slow-start", "headroom"], last.reason)
+        assert.isAtMost(Math.max(...seen.map((o) => o.inFlight)), 16)
+      })
+    )
+  })
+})
