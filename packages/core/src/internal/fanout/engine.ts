@@ -14,6 +14,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
+import { isUnsent } from "../retry/unsent.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
 
@@ -164,6 +165,8 @@ export const run = <A, E, R, X>(
     // One worker: a loop over jobs whose continuations are created once per worker.
     const makeWorker = (): Effect.Effect<void, X, R> => {
       let current: Job | undefined
+      // When the bare first attempt of `current` was counted in the budget.
+      let counted = 0
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
         const stop = settle(current!, exit)
         current = undefined
@@ -171,9 +174,11 @@ export const run = <A, E, R, X>(
         return stop === undefined ? loop() : stop
       }
       const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
-        if (retries && Exit.isFailure(exit)) {
+        if (Exit.isFailure(exit)) {
           const error = Cause.findErrorOption(exit.cause)
-          if (Option.isSome(error) && Retry.isRetryable(policy, error.value)) {
+          // A request that can never be sent leaves the budget as if never made (as in Retry.run).
+          if (budget !== undefined && Option.isSome(error) && isUnsent(error.value)) budget.unrequest(counted)
+          else if (retries && Option.isSome(error) && Retry.isRetryable(policy, error.value)) {
             const job = current!
             const again = Retry.afterFailure(policy, job.request, attempt(job), error.value, runOptions)
             return Effect.flatMap(Effect.exit(again), onExit)
@@ -200,7 +205,10 @@ export const run = <A, E, R, X>(
           return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
         }
         if (bare) {
-          budget?.request(clock.currentTimeMillisUnsafe())
+          if (budget !== undefined) {
+            counted = clock.currentTimeMillisUnsafe()
+            budget.request(counted)
+          }
           return Effect.flatMap(Effect.exit(attempt(job)), onFirstExit)
         }
         return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job), runOptions)), onExit)
