@@ -12,7 +12,9 @@
  * - **Failures**: the `...Settled` forms keep every item's success or typed failure; the others
  *   stop at the first failure and interrupt the requests still in flight.
  * - **Resilience**: each request runs under the {@link Retry.RetryPolicy} in the environment
- *   (retries, backoff, `Retry-After`, budget, timeouts); `deadline` bounds the whole batch.
+ *   (retries, backoff, `Retry-After`, budget, timeouts), the same rule as `Http.*` (a client
+ *   wrapped by `Retry.layerClient` is seen through, never retrying twice); `deadline` bounds
+ *   the whole batch.
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
  *   body is read and dropped), so no connection is held by an unread body.
  * - **Cost**: at most `concurrency` worker fibers, started as requests start (a huge

@@ -14,6 +14,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
+import { unwrap } from "../retry/client.ts"
 import { isUnsent } from "../retry/unsent.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
@@ -90,7 +91,8 @@ export const run = <A, E, R, X>(
   sink: Sink<A, Failure<E>, X>
 ): Effect.Effect<void, X, R | HttpClient.HttpClient> =>
   Effect.gen(function* () {
-    const client = yield* HttpClient.HttpClient
+    // Under a `Retry.withPolicy` wrapper, the client beneath it: the batch applies the policy.
+    const client = unwrap(yield* HttpClient.HttpClient)
     const policy = yield* Retry.RetryPolicy
     const clock = yield* Effect.clockWith(Effect.succeed)
     const start = clock.currentTimeMillisUnsafe()
