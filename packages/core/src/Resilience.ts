@@ -3,8 +3,9 @@
  * rate limiting and circuit breaking composed from Effect's `HttpClient.withRateLimiter` and
  * `HttpClient.withCircuitBreaker` (in-memory stores, one limiter and one breaker per origin).
  *
- * Batches and `Retry.withPolicy` retry around the wrapped client, so the limiter spaces every
- * attempt and the breaker counts every attempt. A request rejected by an open circuit fails at
+ * `Http.*` helpers, batches and `Retry.withPolicy` retry around the wrapped client (all under
+ * the one retry policy, which `retry` sets), so the limiter spaces every attempt and the
+ * breaker counts every attempt. A request rejected by an open circuit fails at
  * once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
  * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
  * would only wait for nothing). The limiter does not retry 429s itself (`times: 0`): the retry
