@@ -6,18 +6,6 @@ import * as Benign from "./benignTasks.ts"
 import type { Random } from "./chaos.ts"
 import * as Hostile from "./hostileTasks.ts"
 
-/**
- * Generators whose defect is not fixed yet stay out of the mix while this is false; set each
- * to true when its fix lands.
- */
-const FIXED = {
-  /**
-   * On Blocking.layerInline, a handler that returns a revoked Proxy, or an object whose `then`
-   * getter throws, makes Blocking.run die (Codec.invoke throws, and inline.ts does not catch it).
-   */
-  trapResultsInline: false
-}
-
 export type Spec =
   | { readonly _tag: "double"; readonly n: number; readonly millis: number }
   | { readonly _tag: "wait"; readonly n: number; readonly millis: number }
@@ -57,10 +45,7 @@ export const hostileSpec = (rng: Random, limited: boolean): Spec => {
 export const inlineSpec = (rng: Random): Spec => {
   const roll = rng.next()
   if (roll < 0.3) return { _tag: "double", n: rng.int(0, 1000), millis: rng.int(0, 2) }
-  const kinds = FIXED.trapResultsInline
-    ? Hostile.throwables
-    : Hostile.throwables.filter((kind) => kind !== "revoked-proxy" && kind !== "thenable-trap")
-  if (roll < 0.6) return { _tag: "returns", kind: rng.pick(kinds), async: rng.chance(0.5) }
+  if (roll < 0.6) return { _tag: "returns", kind: rng.pick(Hostile.throwables), async: rng.chance(0.5) }
   return { _tag: "hostile", kind: rng.pick(Hostile.throwables), place: rng.pick(["sync", "async"] as const) }
 }
 

@@ -172,6 +172,17 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect(
+        "fails with InvalidResultError when the result cannot be inspected (revoked Proxy, throwing then)",
+        () =>
+          Effect.gen(function* () {
+            for (const kind of ["revoked proxy", "then getter throws"] as const) {
+              const error = yield* Effect.flip(Blocking.run(T.returnTrap, kind))
+              assert.strictEqual(error._tag, "InvalidResultError", kind)
+            }
+          })
+      )
+
       it.effect("fails with InvalidPayloadError / InvalidResultError when a transfer function throws", () =>
         Effect.gen(function* () {
           const payload = yield* Effect.flip(Blocking.run(T.badTransfer, "payload"))

@@ -95,8 +95,15 @@ export const invoke = (
   } catch (thrown) {
     return fromThrown(codecs, thrown)
   }
+  let thenable: boolean
+  try {
+    thenable = isPromiseLike(result)
+  } catch (thrown) {
+    // A revoked Proxy, or a `then` getter that throws: nothing can be read from it.
+    return { _tag: "InvalidResult", reason: `cannot be inspected: ${describe(thrown)}` }
+  }
   // Never rejects: a thread whose reply rejected would die, an inline caller would wait forever.
-  if (isPromiseLike(result)) {
+  if (thenable) {
     return Promise.resolve(result).then(
       (value) => fromValue(codecs, task, value, transferOut),
       (thrown: unknown) => fromThrown(codecs, thrown)
