@@ -334,7 +334,7 @@ export class Engine {
       const timed = (request.timeoutMillis ?? this.options.timeoutMillis) === undefined ? 0 : 1
       encodeJob(flat, job.seq, job.taskId, request.payload, request.span.traceId, request.span.spanId, timed)
     }
-    thread.worker.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
+    thread.port.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
     for (const task of tasks) thread.known.add(task[0])
   }
 
@@ -442,7 +442,7 @@ export class Engine {
     const thread = job.thread!
     Atomics.store(thread.control, 1 + (job.seq % RING), job.seq)
     if (Atomics.load(thread.control, 0) !== job.seq && thread.inFlight[0] !== job) return
-    thread.worker.postMessage({ _tag: "Abort", seq: job.seq } satisfies ToWorker)
+    thread.port.postMessage({ _tag: "Abort", seq: job.seq } satisfies ToWorker)
     job.grace = after(job.clock, this.options.gracePeriodMillis, () => {
       job.grace = undefined
       if (thread.inFlight.includes(job)) void this.terminate(thread)
@@ -455,7 +455,7 @@ export class Engine {
   private spawn(): void {
     const thread: Thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
     this.threads.add(thread)
-    thread.worker.on("message", (message: unknown) => {
+    thread.port.on("message", (message: unknown) => {
       if (!isFromWorker(message)) return
       if (message._tag === "Done") this.results(thread, message.results)
       else if (thread.state === "starting") this.ready(thread)

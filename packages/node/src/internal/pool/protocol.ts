@@ -6,6 +6,7 @@
 // array of N * FIELDS values is much cheaper than N objects. The layouts are the tuple types
 // below; `satisfies` ties each FIELDS constant to its tuple's length, and the encoders take the
 // tuple's elements, so a field added to one side and not the other does not compile.
+import type { MessagePort } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
 
 /** Slots in a thread's shared control buffer: [0] = seq of the running job, [1 + seq % RING] = cancelled seq. */
@@ -59,6 +60,11 @@ export type FromWorker =
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
 
 export interface WorkerData {
+  /**
+   * The thread's end of the pool's own channel. Not `parentPort`: a task can post anything there,
+   * and nothing it posts must reach the engine.
+   */
+  readonly port: MessagePort
   readonly control: SharedArrayBuffer
   /** Task modules to import before the thread reports Ready. */
   readonly preload: ReadonlyArray<string>
@@ -95,10 +101,7 @@ export const decodeResult = (
   runMillis: flat[at + 3] as number
 })
 
-/**
- * A task can post anything on its thread's parentPort, on the same channel as the pool's messages:
- * only well-formed pool messages count.
- */
+/** Only well-formed pool messages count (the channel is the pool's own; this guards against bugs, not tasks). */
 export const isFromWorker = (u: unknown): u is FromWorker => {
   if (typeof u !== "object" || u === null) return false
   const tag = (u as { _tag?: unknown })._tag

@@ -1,6 +1,6 @@
 // One pool thread, as the engine tracks it. A record only: the engine is the one module that
 // writes it (and listens to its Worker).
-import { type ResourceLimits, Worker } from "node:worker_threads"
+import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from "node:worker_threads"
 import { RING, type WorkerData } from "./protocol.ts"
 
 /**
@@ -13,6 +13,8 @@ export type ThreadState = "starting" | "ready" | "terminating"
 /** `J` is the engine's job record (job.ts), left open so that this module and job.ts do not import each other. */
 export interface Thread<J> {
   readonly worker: Worker
+  /** The pool's end of its own channel with the thread (unref'd: the Worker's ref decides the process's life). */
+  readonly port: MessagePort
   readonly control: Int32Array
   state: ThreadState
   /** Jobs sent to it, in the order it runs them; the first one is running. */
@@ -36,13 +38,17 @@ export const spawnThread = (
   preload: ReadonlyArray<string>
 ): Thread<never> => {
   const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
-  const workerData: WorkerData = { control: control.buffer as SharedArrayBuffer, preload }
+  const { port1, port2 } = new MessageChannel()
+  const workerData: WorkerData = { port: port2, control: control.buffer as SharedArrayBuffer, preload }
   const worker = new Worker(workerUrl, {
     workerData,
+    transferList: [port2],
     ...(resourceLimits === undefined ? {} : { resourceLimits })
   })
+  port1.unref()
   return {
     worker,
+    port: port1,
     control,
     state: "starting",
     inFlight: [],

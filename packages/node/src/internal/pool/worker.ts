@@ -5,7 +5,7 @@
 // before a job with a run timeout starts. It loads protocol.ts and the task modules, nothing else:
 // every module loaded here is paid for by every thread's start-up.
 
-import { parentPort, workerData } from "node:worker_threads"
+import { workerData } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
 import {
   decodeJob,
@@ -24,8 +24,9 @@ import {
 const FLUSH_MS = 1
 const MAX_BATCH = 64
 
-const port = parentPort!
 const data = workerData as WorkerData
+// The pool's own channel, not parentPort: whatever a task posts on parentPort never reaches the pool.
+const port = data.port
 const control = new Int32Array(data.control)
 const queue: Array<unknown> = []
 let head = 0
