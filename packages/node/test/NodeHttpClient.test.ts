@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Tracer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 
 // A loopback server whose routes stall on purpose, counting the sockets it sees.
@@ -190,6 +190,25 @@ describe("NodeHttpClient", () => {
         assert.deepStrictEqual<Array<string>>(yield* reasons(true), expected)
         assert.isAtLeast(spans, cases.length)
         assert.strictEqual(server.openSockets(), 0) // nothing was sent
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
+
+    it.live("fail the same way with a streamed body (the path platform-node's client serves)", () =>
+      Effect.gen(function* () {
+        const server = yield* keepAliveServer
+        const client = yield* HttpClient.HttpClient
+        const reason = (url: string, headers: Record<string, string>) =>
+          HttpClientRequest.post(url, { headers }).pipe(
+            HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("body"))),
+            client.execute,
+            Effect.flip,
+            Effect.map((error) => error.reason._tag)
+          )
+        assert.strictEqual(yield* reason(`ftp://${server.url.slice("http://".length)}`, {}), "InvalidUrlError")
+        assert.strictEqual(yield* reason("data:,hello", {}), "InvalidUrlError")
+        assert.strictEqual(yield* reason(server.url, { "x-a": "a\r\nb" }), "EncodeError")
+        assert.strictEqual(yield* reason(server.url, { "bad name": "v" }), "EncodeError")
+        assert.strictEqual(server.openSockets(), 0)
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
   })

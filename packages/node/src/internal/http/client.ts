@@ -25,7 +25,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
-import { isPlain, send, type Timeouts } from "./dispatch.ts"
+import { isPlain, retypeRejected, send, type Timeouts, unsupportedUrl } from "./dispatch.ts"
 
 /**
  * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
@@ -44,8 +44,12 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
     const traced = HttpClient.make((request, url, signal, fiber) => {
       const run = isPlain(request)
         ? send(dispatcher, request, url, timeouts, signal)
-        : // the outer client already traces this request
-          fallback.execute(request).pipe(Effect.provideService(Tracer.DisablePropagation, true))
+        : url.protocol !== "http:" && url.protocol !== "https:"
+          ? Effect.fail(unsupportedUrl(request, url))
+          : // the outer client already traces this request
+            fallback
+              .execute(request)
+              .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
       const attributes = fiber.getRef(SpanAttributes)
       return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
     })

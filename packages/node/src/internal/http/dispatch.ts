@@ -38,14 +38,33 @@ export const send = (
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   url.protocol === "http:" || url.protocol === "https:"
     ? dispatch(dispatcher, request, url, timeouts, signal)
-    : Effect.fail(
-        new HttpClientError.HttpClientError({
-          reason: new HttpClientError.InvalidUrlError({
-            request,
-            description: `only http: and https: URLs can be sent, got ${url.protocol}`
-          })
-        })
-      )
+    : Effect.fail(unsupportedUrl(request, url))
+
+/** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
+export const unsupportedUrl = (request: HttpClientRequest.HttpClientRequest, url: URL) =>
+  new HttpClientError.HttpClientError({
+    reason: new HttpClientError.InvalidUrlError({
+      request,
+      description: `only http: and https: URLs can be sent, got ${url.protocol}`
+    })
+  })
+
+/**
+ * A `TransportError` that only wraps undici's rejection of the request's input (a header it
+ * cannot write), as the `EncodeError` it is; other errors as they are. For clients that wrap
+ * undici's errors without this distinction (platform-node's, which serves streamed bodies).
+ */
+export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClientError.HttpClientError => {
+  const reason = error.reason
+  if (reason._tag !== "TransportError" || !isInvalidArgument(reason.cause)) return error
+  return new HttpClientError.HttpClientError({
+    reason: new HttpClientError.EncodeError({
+      request: reason.request,
+      cause: reason.cause,
+      description: reason.cause.message
+    })
+  })
+}
 
 const dispatch = (
   dispatcher: Undici.Dispatcher,
