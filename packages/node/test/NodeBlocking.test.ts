@@ -487,6 +487,24 @@ describe("NodeBlocking", () => {
       }).pipe(Effect.scoped)
     )
 
+    it.effect("has threads started later import the modules of tasks that have run, before any call", () =>
+      withPool({ minWorkers: 1, maxWorkers: 1 })(
+        Effect.gen(function* () {
+          const imported: Array<number> = []
+          const channel = new BroadcastChannel(announcedChannel)
+          channel.onmessage = (event) => imported.push((event as MessageEvent<number>).data)
+          yield* Effect.addFinalizer(() => Effect.sync(() => channel.close()))
+          const first = yield* Blocking.run(announced, undefined)
+          yield* Blocking.run(P.threadId, undefined)
+          // The thread dies; minWorkers starts another, which imports the module as it starts.
+          assert.strictEqual((yield* Effect.flip(Blocking.run(P.exit, 3)))._tag, "WorkerDiedError")
+          for (let i = 0; i < 300 && imported.length < 2; i++) yield* realSleep(10)
+          assert.strictEqual(imported.length, 2, "the new thread imported the module without a call")
+          assert.notStrictEqual(imported[1], first)
+        })
+      )
+    )
+
     it.effect("rejects tasks without a module URL", () =>
       Effect.gen(function* () {
         const noModule = Blocking.task({
