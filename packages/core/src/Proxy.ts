@@ -182,7 +182,8 @@ export class InvalidNoProxyError extends Schema.TaggedError<InvalidNoProxyError>
  * The proxy could not be reached, failed the TLS handshake (an `https://` proxy whose
  * certificate is not trusted), dropped the connection, or refused to open a tunnel
  * (`status` is the proxy's answer to `CONNECT` when there was one). Never retried by the
- * client itself.
+ * client itself; the retry policy (`Http.*`, batches) retries it as a transport failure, or,
+ * when the proxy answered, as a response with that status (a 503 is retried, a 403 is not).
  *
  * @example
  * ```ts
@@ -211,7 +212,8 @@ export class ProxyConnectionError extends Schema.TaggedError<ProxyConnectionErro
 
 /**
  * The proxy rejected the credentials, or wants some and got none (HTTP 407, tinyproxy's
- * 401 on `CONNECT`, or a SOCKS5 authentication failure).
+ * 401 on `CONNECT`, or a SOCKS5 authentication failure). Never retried: the same credentials
+ * would be refused again.
  *
  * @example
  * ```ts

@@ -9,6 +9,8 @@
  * - retries transport errors (a body cut short included), attempt timeouts and
  *   408/429/500/502/503/504 responses, and
  *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`);
+ * - treats a proxy's own answer like a response: retries a `CONNECT` refused with a status in
+ *   `statuses` (a 503), never one refused with another (a 403) nor refused credentials;
  * - never retries a request that can never be sent (`InvalidUrlError`, `EncodeError`: a URL
  *   that is not `http:`/`https:`, a header name or value no client can write), nor counts it
  *   in the retry budget;
@@ -557,10 +559,11 @@ export const layerClient: Layer.Layer<HttpClient.HttpClient, never, HttpClient.H
 
 /**
  * Whether `policy` retries `error` (method aside): a transport error, an attempt timeout, or a
- * response whose status is in `statuses`. Never a request that can never be sent: an
- * `InvalidUrlError`, an `EncodeError`, or a transport error that only wraps the client's
- * rejection of the request's URL or headers (undici's `UND_ERR_INVALID_ARG`, Node's
- * `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...).
+ * response whose status is in `statuses` (a proxy's refusal of `CONNECT` counts as a response
+ * with its status; refused proxy credentials are never retried). Never a request that can
+ * never be sent: an `InvalidUrlError`, an `EncodeError`, or a transport error that only wraps
+ * the client's rejection of the request's URL or headers (undici's `UND_ERR_INVALID_ARG`,
+ * Node's `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...).
  *
  * @example
  * ```ts
@@ -580,7 +583,15 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   // A TransportError that only wraps a refusal of the client's own circuit breaker or rate
   // limiter (see Resilience), or of the request's own URL or headers (a client that does not
   // type those as InvalidUrlError / EncodeError), would fail the same way again.
-  if (reason._tag === "TransportError") return !isRefusal(reason.cause) && !isInvalidInput(reason.cause)
+  if (reason._tag === "TransportError") {
+    const cause = reason.cause
+    if (isRefusal(cause) || isInvalidInput(cause)) return false
+    // A proxy's own answer (see Proxy): credentials it refused would be refused again, and a
+    // refused CONNECT is retried as a response with that status would be. A proxy that could
+    // not be reached or dropped the connection is a transport failure like any other.
+    const proxy = proxyAnswer(cause)
+    return proxy === undefined || (proxy !== "auth" && policy.statuses.has(proxy))
+  }
   // A body cut short (socket closed mid-body) surfaces as a DecodeError whose cause is the
   // client's I/O error (it has a `code`, e.g. undici's UND_ERR_SOCKET); a body that does not
   // parse has no such code and is not retried.
@@ -593,6 +604,15 @@ const isRefusal = (cause: unknown): boolean =>
   cause !== null &&
   ((cause as { _tag?: unknown })._tag === "CircuitBreakerError" ||
     (cause as { _tag?: unknown })._tag === "RateLimiterError")
+
+// `"auth"` for a ProxyAuthenticationError, the status of a ProxyConnectionError that has one
+// (the proxy's answer to CONNECT), else undefined. Read by tag, so Retry needs no Proxy import.
+const proxyAnswer = (cause: unknown): "auth" | number | undefined => {
+  if (typeof cause !== "object" || cause === null) return undefined
+  const { _tag, status } = cause as { _tag?: unknown; status?: unknown }
+  if (_tag === "ProxyAuthenticationError") return "auth"
+  return _tag === "ProxyConnectionError" && typeof status === "number" ? status : undefined
+}
 
 const hasCode = (cause: unknown): boolean =>
   typeof cause === "object" && cause !== null && typeof (cause as { code?: unknown }).code === "string"

@@ -4,7 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Duration, Effect, Exit, Fiber, Random } from "effect"
 import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
-import { Retry } from "../src/index.ts"
+import { Proxy, Retry } from "../src/index.ts"
 
 type Reply = { readonly status: number; readonly headers?: Record<string, string> } | "hang" | "reset"
 
@@ -367,6 +367,35 @@ describe("Retry", () => {
         const failing = fakeClient([{ status: 503 }])
         yield* burst(runOnce(policy, failing), 20)
         assert.strictEqual(failing.calls.length, 20 + 10)
+      })
+    )
+
+    it.effect("retries a proxy's failure as the response it stands for: never bad credentials", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ retries: 2, baseDelay: 0 })
+        const proxied = (cause: Proxy.ProxyError) => {
+          let calls = 0
+          const client = HttpClient.make((request) => {
+            calls++
+            return Effect.fail(
+              new HttpClientError.HttpClientError({ reason: new HttpClientError.TransportError({ request, cause }) })
+            )
+          })
+          const request = HttpClientRequest.get("https://api.test/x")
+          return Effect.as(Effect.exit(Retry.run(policy, request, client.execute(request))), () => calls)
+        }
+        const fields = { proxy: "http://proxy.test:3128", target: "api.test:443" }
+        const attempts = yield* Effect.all([
+          proxied(new Proxy.ProxyAuthenticationError({ ...fields, reason: "the proxy answered 407" })),
+          proxied(new Proxy.ProxyConnectionError({ ...fields, reason: "refused the tunnel", status: 403 })),
+          proxied(new Proxy.ProxyConnectionError({ ...fields, reason: "refused the tunnel", status: 503 })),
+          proxied(new Proxy.ProxyConnectionError({ ...fields, reason: "connect ECONNREFUSED" }))
+        ])
+        // 407 and 403 would be answered again; a 503 or an unreachable proxy may not be.
+        assert.deepStrictEqual(
+          attempts.map((f) => f()),
+          [1, 1, 3, 3]
+        )
       })
     )
 
