@@ -12,6 +12,12 @@
  * every thread trips a crash-loop breaker and fails fast. Closing the layer
  * drains or cancels the queue, then terminates every thread.
  *
+ * Start-up: a thread's first task waits for the thread to import the task's
+ * module (with `effect/Schema`, most of a thread's start-up). Declare the tasks
+ * on the layer (`tasks`) and threads import their modules as they start; add
+ * `minWorkers` and `waitForWorkers: true` to have them ready when the layer is
+ * built. Threads started later import the modules of tasks that have run.
+ *
  * Caveats:
  * - A synchronous handler never sees its `signal` abort while it runs (the
  *   abort reaches the thread's event loop only when the handler returns): it
