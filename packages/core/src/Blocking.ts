@@ -18,7 +18,7 @@ import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
 import * as Codec from "./internal/blocking/codec.ts"
 import * as Inline from "./internal/blocking/inline.ts"
-import * as Validate from "./Options.ts"
+import * as Validate from "./internal/options.ts"
 
 /**
  * Marks a value as a {@link Task}; a plain string so tasks are recognised across copies of this package.

@@ -1,0 +1,146 @@
+// The option validators, without the Config helpers: Blocking.ts imports this leaf, so a worker
+// thread that imports a task module does not load effect/Config. Options.ts re-exports it all.
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+
+/**
+ * An option was missing, out of range or of the wrong shape.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const program = Options.positiveInt("concurrency", 0).pipe(
+ *   Effect.catchTag("InvalidOptionsError", (e) => Effect.succeed(e.message))
+ * )
+ * // "Invalid option concurrency: must be an integer >= 1, got 0"
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidOptionsError extends Schema.TaggedError<InvalidOptionsError>()("InvalidOptionsError", {
+  option: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid option ${this.option}: ${this.reason}`
+  }
+}
+
+/**
+ * Checks that `value` is an integer >= `min` (default 1).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const n = Effect.runSync(Options.positiveInt("concurrency", 16)) // 16
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const positiveInt = (option: string, value: number, min = 1): Effect.Effect<number, InvalidOptionsError> =>
+  Number.isSafeInteger(value) && value >= min
+    ? Effect.succeed(value)
+    : Effect.fail(new InvalidOptionsError({ option, reason: `must be an integer >= ${min}, got ${show(value)}` }))
+
+/**
+ * Checks that `value` is a finite, non-negative duration (positive with `{ positive: true }`)
+ * and returns it as a `Duration`. Accepts anything `Duration.Input` accepts (`"5 seconds"`, a
+ * number of milliseconds, a `Duration`); `NaN` is not a duration.
+ *
+ * @example
+ * ```ts
+ * import { Duration, Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const d = Effect.runSync(Options.duration("timeout", "250 millis"))
+ * Duration.toMillis(d) // 250
+ * const zero = Effect.runSyncExit(Options.duration("keepAliveTimeout", 0, { positive: true })) // fails
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const duration = (
+  option: string,
+  value: Duration.Input,
+  bounds?: { readonly positive?: boolean | undefined }
+): Effect.Effect<Duration.Duration, InvalidOptionsError> => {
+  const decoded = typeof value === "number" && Number.isNaN(value) ? undefined : Duration.fromInput(value)
+  if (decoded === undefined || decoded._tag === "None") {
+    return Effect.fail(new InvalidOptionsError({ option, reason: `must be a duration, got ${show(value)}` }))
+  }
+  const millis = Duration.toMillis(decoded.value)
+  const positive = bounds?.positive === true
+  return Number.isFinite(millis) && (positive ? millis > 0 : millis >= 0)
+    ? Effect.succeed(decoded.value)
+    : Effect.fail(
+        new InvalidOptionsError({
+          option,
+          reason: `must be a finite duration ${positive ? "> 0" : ">= 0"}, got ${show(value)}`
+        })
+      )
+}
+
+/**
+ * Checks that `value` is one of `allowed` (compared with `===`), for options typed as a union
+ * of literals that JavaScript callers, config files or casts can still get wrong.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const algorithm = Options.oneOf("rateLimit.algorithm", "bogus", ["token-bucket", "fixed-window"] as const)
+ * // fails: Invalid option rateLimit.algorithm: must be one of "token-bucket", "fixed-window", got "bogus"
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const oneOf = <const A extends string | number | boolean>(
+  option: string,
+  value: unknown,
+  allowed: ReadonlyArray<A>
+): Effect.Effect<A, InvalidOptionsError> =>
+  allowed.includes(value as A)
+    ? Effect.succeed(value as A)
+    : Effect.fail(
+        new InvalidOptionsError({
+          option,
+          reason: `must be one of ${allowed.map(show).join(", ")}, got ${show(value)}`
+        })
+      )
+
+/**
+ * Validates an optional value with `check`, passing `undefined` through.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const none = Effect.runSync(Options.optional(undefined, (n: number) => Options.positiveInt("perHost", n)))
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const optional = <A, B>(
+  value: A | undefined,
+  check: (value: A) => Effect.Effect<B, InvalidOptionsError>
+): Effect.Effect<B | undefined, InvalidOptionsError> => (value === undefined ? Effect.undefined : check(value))
+
+const show = (value: unknown): string => {
+  if (typeof value === "string") return JSON.stringify(value)
+  if (typeof value === "number" || typeof value === "bigint" || typeof value === "boolean") return String(value)
+  if (value === null || value === undefined) return String(value)
+  if (Duration.isDuration(value)) return Duration.format(value)
+  return typeof value
+}
