@@ -71,7 +71,7 @@ export interface Options {
    */
   readonly name?: string | undefined
   /**
-   * Threads kept alive even when idle.
+   * Threads kept alive even when idle; started when the layer is built. At most `maxWorkers`.
    * @default 0
    */
   readonly minWorkers?: number | undefined
@@ -89,7 +89,9 @@ export interface Options {
    */
   readonly waitForWorkers?: boolean | undefined
   /**
-   * Most threads at once.
+   * Most threads at once, at most 1024: each thread is a V8 isolate of its own (about 10 MB and
+   * tens of milliseconds to start), and a pool starts up to one per queued task, so a larger
+   * value is a typo, not a plan.
    * @default os.availableParallelism()
    */
   readonly maxWorkers?: number | undefined
@@ -214,6 +216,14 @@ export const metrics = {
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
+  // Checked before any thread starts: minWorkers threads start at build, and up to maxWorkers
+  // start when tasks queue, so `{ minWorkers: 1e6, maxWorkers: 1e6 }` would try a million.
+  if (maxWorkers > maxWorkersCap) {
+    return yield* new Validate.InvalidOptionsError({
+      option: "maxWorkers",
+      reason: `must be at most ${maxWorkersCap}, got ${maxWorkers}`
+    })
+  }
   const minWorkers = yield* Validate.positiveInt("minWorkers", options.minWorkers ?? 0, 0)
   if (minWorkers > maxWorkers) {
     return yield* new Validate.InvalidOptionsError({
@@ -430,3 +440,5 @@ const oneOf = <const A extends string>(
 // The worker entry sits next to this file: `.ts` when running from sources, `.js` from dist.
 const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js"
 const maxQueueUnbounded = Number.MAX_SAFE_INTEGER
+/** Most threads one pool may have (documented on `Options.maxWorkers`). */
+const maxWorkersCap = 1024

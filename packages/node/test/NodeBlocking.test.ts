@@ -120,6 +120,18 @@ describe("NodeBlocking", () => {
       })
     )
 
+    it.effect("rejects more than 1024 threads, minWorkers included, before starting any", () =>
+      Effect.gen(function* () {
+        const reject = (options: NodeBlocking.Options) =>
+          Effect.flip(Layer.build(NodeBlocking.layer(options)).pipe(Effect.scoped))
+        const huge = yield* reject({ minWorkers: 1e6, maxWorkers: 1e6 })
+        assert.strictEqual(huge._tag, "InvalidOptionsError")
+        assert.include(huge.message, "maxWorkers: must be at most 1024, got 1000000")
+        assert.include((yield* reject({ maxWorkers: 1025 })).message, "maxWorkers: must be at most 1024, got 1025")
+        assert.include((yield* reject({ minWorkers: 1025 })).message, "minWorkers: must be <= maxWorkers")
+      })
+    )
+
     it.effect("reads its options from Config in layerConfig, validated as layer's", () =>
       Effect.gen(function* () {
         const build = (env: Record<string, string>) =>
