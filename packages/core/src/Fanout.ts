@@ -43,6 +43,7 @@ import type * as Adaptive from "./internal/fanout/adaptive.ts"
 import * as Engine from "./internal/fanout/engine.ts"
 import { metrics as originMetrics } from "./internal/fanout/origins.ts"
 import { Cancellable, type Job, Scheduler, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
+import * as Exchange from "./internal/http/exchange.ts"
 import * as Validate from "./Options.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -672,9 +673,6 @@ const staged = <A, E, R, In extends { readonly release: () => void }, Out, E2, R
 
 // ---------------------------------------------------------------------------------------------
 
-const readBytes = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.map(response.arrayBuffer, (buffer) => new Uint8Array(buffer))
-
 const interrupted = (job: Job) =>
   new ItemInterrupted({ index: job.index, method: job.request.method, url: job.request.url })
 
@@ -700,7 +698,7 @@ const resolve = <A, E, R>(
     const plan: Engine.Plan<A, E, R> = {
       concurrency: total === undefined ? concurrency : Math.min(concurrency, total),
       deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
-      read: options?.read ?? (readBytes as unknown as Engine.Plan<A, E, R>["read"]),
+      read: options?.read ?? (Exchange.readBytes as unknown as Engine.Plan<A, E, R>["read"]),
       customRead: options?.read !== undefined,
       tracing: options?.tracing ?? false,
       progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)

@@ -1,6 +1,8 @@
 // The batch engine: up to `concurrency` worker fibers pull jobs from the scheduler and run them;
-// no fiber, Stream or span per request. Each job is one `Retry.run` of "execute, check status,
-// read the body", so a response is always consumed before its worker moves on. Workers start
+// no fiber, Stream or span per request. Each job is one exchange (internal/http/exchange.ts,
+// which `Http.*` run too: execute, check status, read the body) under the retry policy, its
+// first attempt bare unless it fails, so a response is always consumed before its worker
+// moves on. Workers start
 // one at a time as jobs are taken (see `grow`), so their number follows the work in flight,
 // never the option: `concurrency: 1e9` over three URLs starts four.
 import * as Cause from "effect/Cause"
@@ -9,11 +11,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
-import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
+import * as Exchange from "../http/exchange.ts"
 import { unwrap } from "../retry/client.ts"
 import { isUnsent } from "../retry/unsent.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
@@ -102,14 +105,9 @@ export const run = <A, E, R, X>(
     const running = deadline === undefined ? undefined : new Set<Job>()
     const { read } = plan
 
-    // Built once per batch, not per request: the hot path allocates the request's effects only.
-    const readChecked: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R> = plan.customRead
-      ? (response) => Effect.onError(read(response), () => release(response))
-      : read
-    const onResponse = (
-      response: HttpClientResponse.HttpClientResponse
-    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-      response.status >= 200 && response.status < 300 ? readChecked(response) : statusError(response)
+    // The exchange `Http.*` run too (status check, body read, release of an unread body), built
+    // once per batch, not per request: the hot path allocates the request's effects only.
+    const onResponse = Exchange.onResponse(read, !plan.customRead)
     // An adaptive `perHost` measures each attempt (time to the response head, 429/503,
     // timeouts) and feeds it to the origin's limit; a fixed one costs nothing here.
     const origins =
@@ -394,19 +392,3 @@ const changed = (scheduler: Scheduler): Effect.Effect<void> => {
   if (wakeAt === 0) return wait
   return Effect.raceFirst(wait, Effect.sleep(Math.max(0, wakeAt - scheduler.now())))
 }
-
-// A non-2xx response is a StatusCodeError; its body is read first so the connection is free.
-const statusError = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.flatMap(Effect.ignore(response.arrayBuffer), () =>
-    Effect.fail(
-      new HttpClientError.HttpClientError({
-        reason: new HttpClientError.StatusCodeError({ request: response.request, response })
-      })
-    )
-  )
-
-// `read` failed or was interrupted, maybe with the body unread: start reading it and interrupt
-// at once, which makes the client abort the body (and close its socket) if it is still arriving.
-// Without this an unread body holds its connection until garbage collection.
-const release = (response: HttpClientResponse.HttpClientResponse) =>
-  Effect.flatMap(Effect.forkChild(response.arrayBuffer, { startImmediately: true }), Fiber.interrupt)

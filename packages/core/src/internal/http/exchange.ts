@@ -61,7 +61,7 @@ export const exchange = <A, E, R, E2, R2>(
 export const statusError = (
   response: HttpClientResponse.HttpClientResponse
 ): Effect.Effect<never, HttpClientError.HttpClientError> =>
-  Effect.flatMap(Effect.ignore(response.arrayBuffer), () =>
+  Effect.flatMap(Effect.ignore(readBytes(response)), () =>
     Effect.fail(
       new HttpClientError.HttpClientError({
         reason: new HttpClientError.StatusCodeError({ request: response.request, response })
@@ -76,4 +76,4 @@ export const statusError = (
  * until garbage collection.
  */
 export const release = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> =>
-  Effect.flatMap(Effect.forkChild(response.arrayBuffer, { startImmediately: true }), Fiber.interrupt)
+  Effect.flatMap(Effect.forkChild(readBytes(response), { startImmediately: true }), Fiber.interrupt)
