@@ -134,6 +134,7 @@ const runs = {
   "fanout.ts": () => run(join(examples, "fanout.ts")),
   "proxy.ts": () => run(join(examples, "proxy.ts"), withoutExampleProxies),
   "seed-parallel.ts": () => run(join(examples, "seed-parallel.ts")),
+  "adaptive.ts": () => run(join(examples, "adaptive.ts")),
   "smallest.ts": smallestAgainstTodos,
   "todos-server.ts": todosServer,
   // No curl on PATH: the node binary is started by its absolute path, so nothing else is needed.
@@ -197,6 +198,17 @@ describe("examples", { timeout: 4 * TIMEOUT_MS }, () => {
     assert.lengthOf(
       lines.filter((line) => line.includes("200/200")),
       2
+    )
+  })
+
+  it("adaptive.ts shows its origin's limit, baseline and reason, and the limit gauge", async () => {
+    const lines = succeeded(await started["adaptive.ts"])
+    const text = lines.join("\n")
+    assert.match(text, /^1500\/1500 ok, 0 failed$/m)
+    assert.match(text, /1500\/1500 {2}capacity 4 {2}limit \d+ \([a-z-]+\) {2}in flight 0 {2}baseline [\d.]+ ms/)
+    assert.match(
+      text,
+      /^metric volley_fanout_origin_limit \{"origin":"http:\/\/127\.0\.0\.1:\d+"\} = \{"value":\d+\}$/m
     )
   })
 

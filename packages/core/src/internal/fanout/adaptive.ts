@@ -92,6 +92,14 @@ const SMOOTHING = 0.5
  */
 const PROBE = 0.75
 
+/**
+ * Latency this far (ms) above the baseline is not a queue worth a slot. Against a fast origin
+ * (a 0.2 ms loopback answer) the client's own work is what grows with concurrency, and without
+ * a floor the limit would stay at 2 and halve the throughput; a couple of milliseconds of
+ * queueing costs nothing against origins whose answers take tens.
+ */
+const QUEUE_FLOOR_MILLIS = 2
+
 /** Latency within this factor of the baseline is noise, not a queue. */
 const TOLERANCE = 1.03
 
@@ -215,7 +223,7 @@ export class AdaptiveLimit {
     // Smoothed over rounds: a stall of the machine (a GC pause, a busy CPU) slows one round
     // and moves this by half; a queue at the origin slows every round and moves it all the way.
     this.smoothed = this.smoothed === undefined ? mean : SMOOTHING * mean + (1 - SMOOTHING) * this.smoothed
-    const ratio = Math.min(1, (baseline * TOLERANCE) / this.smoothed)
+    const ratio = Math.min(1, (baseline * TOLERANCE + QUEUE_FLOOR_MILLIS) / this.smoothed)
     const gradient = Math.max(MIN_GRADIENT, ratio)
     const used = peak * 2 >= this.value
     const slow = ratio < (this.slowStart ? SLOW_START_EXIT : 1)
