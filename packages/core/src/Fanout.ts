@@ -204,9 +204,10 @@ export interface OriginProgress {
 }
 
 /**
- * Why an adaptive limit last changed: still `"initial"`; `"slow-start"` (one more per fast
- * response until the first sign of congestion); `"headroom"` (latency at the baseline, probing
- * upwards); `"queueing"` (latency above the baseline, lowered by the ratio); `"overload"` (a
+ * Why an adaptive limit last changed: still `"initial"`; `"slow-start"` (x1.5 per round trip
+ * until the first sign of congestion); `"headroom"` (latency at the baseline, probing
+ * upwards); `"queueing"` (latency above the baseline, lowered by the ratio); `"probe"` (one
+ * round at 3/4 of the limit, every 10 s, to re-measure the baseline); `"overload"` (a
  * 429, 503, refused or reset connection: halved); `"timeout"` (halved); `"retry-after"`
  * (halved, and the origin paused).
  *
@@ -258,10 +259,12 @@ export class AdaptiveLimit {
  * takes at once, each origin's limit starts at `initial` and follows its capacity while the
  * batch runs, from its own latency and answers, never from another origin's.
  *
- * How: the limit grows quickly at first (one more per fast response), then once per round trip
- * compares the origin's latency to its uncongested latency (the lowest round's mean over the
- * last 10-20 s) and moves to `limit × baseline / latency` plus a small headroom: when the origin
- * queues, latency grows in proportion to the queue and that step lands on its capacity. A 429 or
+ * How: the limit grows quickly at first (x1.5 per round trip), then once per round trip
+ * compares the origin's latency (the median to the response head, smoothed) to its uncongested
+ * latency (the lowest over the last 10-20 s, re-measured by a round at 3/4 of the limit every
+ * 10 s) and moves to `limit × baseline / latency` plus a small headroom: when the origin
+ * queues, latency grows in proportion to the queue and that step lands on its capacity (a
+ * little above it: a request or few queue there, so no slot of the origin idles). A 429 or
  * 503, a refused or reset connection, or a timeout halves the limit (at most once per round
  * trip); a `Retry-After` also pauses the origin until then (capped by the retry policy's
  * `maxRetryAfter` and the batch `deadline`). Latency is measured to the response head, so body

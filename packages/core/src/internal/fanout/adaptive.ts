@@ -5,35 +5,40 @@
 // `pausedUntil`, and the unit tests drive it with made-up times.
 //
 // Why this algorithm (a latency gradient, as in Netflix's Gradient2 and TCP Vegas, with TCP's
-// slow start and multiplicative decrease):
+// slow start and multiplicative decrease, and BBR's periodic probe of the uncongested latency):
 //
 // - The signal is queueing, read from latency. An origin that serves `C` requests at once and
 //   queues the rest answers in its base latency `L` while at most `C` are in flight; with
 //   `C + k` in flight a request waits for the `k` ahead of it, so (Little's law) the latency is
 //   `L * (1 + k / C)`. The gradient `baseline / latency` is then `C / (C + k)`, and
 //   `limit * gradient` is `C`: one step lands on the capacity, whatever `C` is, which no
-//   additive rule does. A headroom of `sqrt(limit) / 3` (at least 0.5) is added so the limit
-//   keeps probing upwards (a capacity that grows is found); it settles about that far above `C`
-//   (simulated: C = 4 → 4-5, 24 → 25-27, 60 → 62-65). Under `C`, the gradient is 1 and the
-//   headroom is how fast the limit grows back.
-// - The baseline is the origin's uncongested latency: the lowest round's mean latency (see
-//   rounds below) in a sliding window of two buckets of 10 s, so a stale minimum ages out and a
-//   server that really got slower is not mistaken for a queue for ever. The mean of a round, not
-//   the fastest single response: a minimum of single responses sits at the bottom of their
-//   jitter, and every ordinary round would then look like a queue.
-// - Errors are not latency. A 429 or 503 (often answered at once) or a timeout never feeds the
-//   latency estimate; it halves the limit, at most once per round trip: requests that started
-//   before the last decrease cannot decrease it again, or a burst of 503s from one full queue
-//   would collapse the limit to `min`. A `Retry-After` also pauses the origin (no new request
-//   starts) until that time; the engine caps it by the batch's deadline and the retry policy's
-//   `maxRetryAfter`.
+//   additive rule does. A step lowers the limit by at most a quarter (`MIN_GRADIENT`), so a
+//   stall of the client that reads as a queue costs little. A headroom of `sqrt(limit) / 3`
+//   (at least 0.5) is added so the limit keeps probing upwards, and the limit settles about
+//   `TOLERANCE × C + headroom` (simulated, C = 24: 25-30). With no queue at all it grows by 5%
+//   a round trip (`GROWTH`), so a dip caused by a stall is made up in a few round trips.
+// - The baseline is the origin's uncongested latency: the lowest round latency in a sliding
+//   window of two buckets of 10 s, so a stale minimum ages out. Once the limit sits above the
+//   capacity every round queues, so every 10 s one round runs at 3/4 of the limit (`PROBE`)
+//   and measures the latency without that queue.
+// - A round's latency is its median, smoothed over rounds (half the newest): a stall of the
+//   machine (a GC pause, a busy CPU) moves it by half for a round; a queue at the origin moves
+//   it all the way and stays.
+// - A queue under 2 ms is not a queue (`QUEUE_FLOOR_MILLIS`): against a 0.2 ms loopback
+//   origin, the client's own work grows with concurrency and would hold the limit at 2.
+// - Errors are not latency. A 429 or 503 (often answered at once), a refused or reset
+//   connection, or a timeout never feeds the latency; it halves the limit, at most once per
+//   round trip: neither a request that started before the last decrease nor anything within a
+//   baseline's time of it (a retry of such a request) decreases it again, or a burst of 503s
+//   from one full queue would collapse the limit to `min`. A `Retry-After` also pauses the
+//   origin (no new request starts) until that time; the engine caps it by the batch's
+//   deadline and the retry policy's `maxRetryAfter`.
 // - Slow start: from `initial`, the limit grows by half a request per fast response (x1.5 per
 //   round trip) until the smoothed latency is 1.5x the baseline, or an overload, so reaching
 //   `C = 24` from 1 costs about a hundred requests, not many hundreds.
 // - Rounds, not single samples: the limit moves once per `ceil(limit)` responses (about one
-//   round trip), on their mean latency, so one slow response (a GC pause, a big body) does not
-//   move it; and only responses to requests started since the last change count: the others
-//   measure a limit that is gone, and counting them makes the limit overshoot both ways.
+//   round trip), and only responses to requests started since the last change count: the
+//   others measure a limit that is gone, and counting them makes the limit overshoot.
 // - Latency is time to the response head, not to the end of the body: queueing at the origin
 //   shows there, and the size of a body does not.
 // - Application limited: the limit grows only while the origin actually used at least half of
@@ -41,6 +46,9 @@
 //   it would drift up to `max` untested and flood the origin once the other work ends.
 // - Per origin: each origin has its own state, so one slow or failing origin never lowers
 //   another's limit. The batch's `concurrency` stays a hard cap above all of them.
+// - Known limit: latency is also the client's. On a machine whose CPU is saturated, stalls of
+//   tens of milliseconds read as queueing for a round or two; the smoothing, the quarter-step
+//   cap and `GROWTH` bound what they cost, but a latency gradient cannot tell them apart.
 
 /** Validated options of an adaptive limit. */
 export interface Config {
@@ -53,7 +61,7 @@ export interface Config {
 export type Reason =
   /** It is still `initial`. */
   | "initial"
-  /** Growing by one per fast response, before the first sign of congestion. */
+  /** Growing by half a request per fast response, before the first sign of congestion. */
   | "slow-start"
   /** Latency near the baseline: grown by the headroom. */
   | "headroom"
@@ -77,7 +85,7 @@ export const BASELINE_WINDOW_MILLIS = 10_000
 /** Factor of a multiplicative decrease. */
 export const DECREASE = 0.5
 
-/** Lowest gradient of one round: the limit at most halves on latency alone. */
+/** Lowest gradient of one round: latency alone lowers the limit by at most a quarter a round. */
 const MIN_GRADIENT = 0.75
 
 /** Growth per round trip while the latency shows no queue at all (beyond the headroom). */
