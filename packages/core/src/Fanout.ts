@@ -18,8 +18,13 @@
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
  *   body is read and dropped), so no connection is held by an unread body.
  * - **Cost**: at most `concurrency` worker fibers, started as requests start (a huge
- *   `concurrency` costs nothing by itself), no fiber, stream or span per request; client
- *   tracing is off inside a batch unless `tracing: true`.
+ *   `concurrency` costs nothing by itself), no fiber, stream or span per request.
+ * - **Tracing**: a batch is one span, `volley.Fanout` (attributes `volley.fanout.concurrency`,
+ *   and `volley.fanout.succeeded` / `volley.fanout.failed` when it ends). With a tracer that
+ *   records (OpenTelemetry, say), each item that ends adds an event `volley.fanout.item`
+ *   (`volley.fanout.index`, `http.request.method`, `volley.fanout.outcome`, `error.type`,
+ *   `http.response.status_code`); Effect's default tracer gets none. Client spans per request
+ *   (and their `traceparent`) only with `tracing: true`, nested under the batch span.
  *
  * Interrupting a batch interrupts every request in flight (their sockets are closed).
  *
@@ -129,7 +134,8 @@ export interface Options<A, E, R> {
    */
   readonly onProgress?: ((progress: Progress) => void) | undefined
   /**
-   * Let the client trace each request (a span per request costs about as much as the request).
+   * Let the client trace each request: a client span per request under the batch span, and its
+   * `traceparent` sent (with a recording tracer, a span per request costs more than the request).
    * @default false
    */
   readonly tracing?: boolean | undefined

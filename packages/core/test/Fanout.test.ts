@@ -365,7 +365,7 @@ describe("Fanout", () => {
       })
     )
 
-    it.effect("creates no client span per request unless tracing is asked for", () =>
+    it.effect("makes one span per batch, and a client span per request only when tracing is asked for", () =>
       Effect.gen(function* () {
         const { client } = fake()
         const names: Array<string> = []
@@ -382,9 +382,10 @@ describe("Fanout", () => {
             Effect.provideService(Tracer.Tracer, recording)
           )
         yield* run(false)
-        assert.deepStrictEqual(names, [])
+        assert.deepStrictEqual(names, ["volley.Fanout"])
+        names.length = 0
         yield* run(true)
-        assert.deepStrictEqual(names, ["GET", "GET"]) // one client span per request
+        assert.deepStrictEqual(names, ["volley.Fanout", "GET", "GET"]) // one client span per request
       })
     )
 

@@ -3,9 +3,9 @@ import type { AddressInfo } from "node:net"
 import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { assert, describe, it } from "@effect/vitest"
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Http } from "@volley/core"
+import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Result } from "effect"
 
 // A loopback origin that remembers the traceparent header each path was requested with.
 const origin = Effect.acquireRelease(
@@ -14,8 +14,9 @@ const origin = Effect.acquireRelease(
       new Promise<{ url: string; received: Map<string, string | undefined>; close: () => Promise<void> }>((resolve) => {
         const received = new Map<string, string | undefined>()
         const server = createServer((req, res) => {
-          received.set(req.url ?? "", req.headers.traceparent)
-          res.writeHead(200, { "content-type": "text/plain" }).end(`hello from ${req.url}`)
+          received.set(req.url ?? "", req.headers.traceparent as string | undefined)
+          if (req.url === "/missing") res.writeHead(404).end("nope")
+          else res.writeHead(200, { "content-type": "text/plain" }).end(`hello from ${req.url}`)
         })
         server.listen(0, "127.0.0.1", () =>
           resolve({
@@ -78,6 +79,58 @@ describe("NodeHttpClient", () => {
           })
           const { traceId, spanId } = span!.spanContext()
           assert.strictEqual(server.received.get(path), `00-${traceId}-${spanId}-01`)
+        }
+      }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
+    })
+
+    it.live("gives a Fanout batch one span with an event per item, and no client span per request", () => {
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* origin
+        const results = yield* Fanout.allSettled([`${server.url}/x`, `${server.url}/missing`, `${server.url}/y`], {
+          concurrency: 2
+        })
+        assert.deepStrictEqual(results.map(Result.isSuccess), [true, false, true])
+        const finished = exporter.getFinishedSpans()
+        assert.strictEqual(finished.filter((span) => span.kind === CLIENT).length, 0)
+        const batch = finished.filter((span) => span.name === "volley.Fanout")
+        assert.strictEqual(batch.length, 1)
+        assert.deepInclude(batch[0]!.attributes, {
+          "volley.fanout.concurrency": 2,
+          "volley.fanout.succeeded": 2,
+          "volley.fanout.failed": 1
+        })
+        const items = batch[0]!.events.filter((event) => event.name === "volley.fanout.item")
+        const byIndex = new Map(items.map((event) => [event.attributes?.["volley.fanout.index"], event.attributes]))
+        assert.strictEqual(items.length, 3)
+        assert.deepInclude(byIndex.get(0), { "volley.fanout.outcome": "success", "http.request.method": "GET" })
+        assert.deepInclude(byIndex.get(1), {
+          "volley.fanout.outcome": "failure",
+          "error.type": "StatusCodeError",
+          "http.response.status_code": 404
+        })
+        // Tracing off inside a batch: the requests carry no trace context either.
+        assert.strictEqual(server.received.get("/x"), undefined)
+      }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
+    })
+
+    it.live("with tracing: true, nests each request's client span under the batch span", () => {
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* origin
+        yield* Fanout.all([`${server.url}/p`, `${server.url}/q`], { tracing: true })
+        const finished = exporter.getFinishedSpans()
+        const batch = finished.find((span) => span.name === "volley.Fanout")
+        assert.isDefined(batch)
+        const clients = finished.filter((span) => span.kind === CLIENT)
+        assert.strictEqual(clients.length, 2)
+        for (const span of clients) {
+          assert.strictEqual(span.parentSpanContext?.spanId, batch!.spanContext().spanId)
+          const path = span.attributes["url.path"] as string
+          assert.strictEqual(
+            server.received.get(path),
+            `00-${span.spanContext().traceId}-${span.spanContext().spanId}-01`
+          )
         }
       }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
     })

@@ -6,14 +6,17 @@
 // one at a time as jobs are taken (see `grow`), so their number follows the work in flight,
 // never the option: `concurrency: 1e9` over three URLs starts four.
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
-import type * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
+import * as References from "effect/References"
+import * as Tracer from "effect/Tracer"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
 import * as Exchange from "../http/exchange.ts"
@@ -89,6 +92,85 @@ export class Progress {
  * did not finish gets `DeadlineExceeded` through the sink.
  */
 export const run = <A, E, R, X>(
+  plan: Plan<A, E, R>,
+  scheduler: Scheduler,
+  sink: Sink<A, Failure<E>, X>
+): Effect.Effect<void, X, R | HttpClient.HttpClient> =>
+  // One span per batch. Per-item events only when a tracer records them: Effect's default
+  // tracer would keep every event of a 100,000-item batch in memory for nobody.
+  Effect.useSpan(SPAN_NAME, { attributes: { "volley.fanout.concurrency": plan.concurrency } }, (span) =>
+    Effect.withFiber((fiber) => {
+      if (!fiber.getRef(References.TracerEnabled) || fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) {
+        return Effect.withParentSpan(runIn(plan, scheduler, sink), span)
+      }
+      const items = new ItemEvents(span, sink, fiber.getRef(Clock.Clock))
+      return Effect.withParentSpan(runIn(plan, scheduler, items), span).pipe(Effect.ensuring(Effect.sync(items.end)))
+    })
+  )
+
+/** The name of a batch's span. */
+export const SPAN_NAME = "volley.Fanout"
+
+/**
+ * A sink that records each item's outcome as an event of the batch span
+ * (`volley.fanout.item`: index, method, outcome, `error.type`), and the counts on the span
+ * when the batch ends, before passing the item on.
+ */
+class ItemEvents<A, E, X> implements Sink<A, E, X> {
+  readonly span: Tracer.Span
+  readonly sink: Sink<A, E, X>
+  readonly clock: Clock.Clock
+  succeeded = 0
+  failed = 0
+  constructor(span: Tracer.Span, sink: Sink<A, E, X>, clock: Clock.Clock) {
+    this.span = span
+    this.sink = sink
+    this.clock = clock
+  }
+  event(job: Job, outcome: string, error?: unknown): void {
+    const attributes: Record<string, unknown> = {
+      "volley.fanout.index": job.index,
+      "http.request.method": job.request.method,
+      "volley.fanout.outcome": outcome
+    }
+    if (error !== undefined) {
+      attributes["error.type"] = errorType(error)
+      if (HttpClientError.isHttpClientError(error) && error.reason._tag === "StatusCodeError") {
+        attributes["http.response.status_code"] = error.reason.response.status
+      }
+    }
+    this.span.event("volley.fanout.item", this.clock.currentTimeNanosUnsafe(), attributes)
+  }
+  readonly success = (job: Job, value: A): void => {
+    this.succeeded++
+    this.event(job, "success")
+    this.sink.success(job, value)
+  }
+  readonly failure = (job: Job, error: E): Cause.Cause<X> | undefined => {
+    this.failed++
+    this.event(job, "failure", error)
+    return this.sink.failure(job, error)
+  }
+  readonly interrupted = (job: Job): Cause.Cause<X> | undefined => {
+    this.failed++
+    this.event(job, "interrupted")
+    return this.sink.interrupted(job)
+  }
+  readonly end = (): void => {
+    this.span.attribute("volley.fanout.succeeded", this.succeeded)
+    this.span.attribute("volley.fanout.failed", this.failed)
+  }
+}
+
+// What failed, by tag: an HttpClientError's reason (`StatusCodeError`, `TransportError`, ...),
+// else the error's own tag (`DeadlineExceeded`, a read's error).
+const errorType = (error: unknown): string => {
+  if (HttpClientError.isHttpClientError(error)) return error.reason._tag
+  const tag = (error as { readonly _tag?: unknown } | null)?._tag
+  return typeof tag === "string" ? tag : error instanceof Error ? error.name : "unknown"
+}
+
+const runIn = <A, E, R, X>(
   plan: Plan<A, E, R>,
   scheduler: Scheduler,
   sink: Sink<A, Failure<E>, X>
