@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
+import { Call } from "./internal/blocking/call.ts"
 import * as Codec from "./internal/blocking/codec.ts"
 import * as Inline from "./internal/blocking/inline.ts"
 import * as Validate from "./internal/options.ts"
@@ -451,19 +452,32 @@ const runWith = <Payload, Success, Failure>(
       const reason = `transfer.payload threw: ${Codec.describe(thrown)}`
       return Effect.fail(new InvalidPayloadError({ task: task.name, reason }))
     }
-    return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
-      Effect.flatMap(
-        executor.execute({
-          task,
-          payload: encoded.value,
-          transfer,
-          timeoutMillis,
-          queueTimeoutMillis,
-          span
-        }),
-        (reply) => decodeReply(task, reply)
+    return Effect.withFiber((fiber) => {
+      // Tracing off: Effect's own (no-op) span. On: a Call, whose span is made only when the
+      // executor reads it, so a call waiting for a thread stays small (see internal/blocking/call.ts).
+      if (!fiber.cache.tracerEnabled) {
+        return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
+          Effect.flatMap(
+            executor.execute({ task, payload: encoded.value, transfer, timeoutMillis, queueTimeoutMillis, span }),
+            (reply) => decodeReply(task, reply)
+          )
+        )
+      }
+      const call = new Call(
+        task,
+        encoded.value,
+        transfer,
+        timeoutMillis,
+        queueTimeoutMillis,
+        fiber,
+        codecs.spanName,
+        codecs.spanOptions.attributes
       )
-    )
+      return Effect.onExit(
+        Effect.flatMap(executor.execute(call), (reply) => decodeReply(task, reply)),
+        (exit) => Effect.sync(() => call.end(exit))
+      )
+    })
   })
 
 /**
