@@ -1,4 +1,6 @@
 import { realpathSync } from "node:fs"
+import { createRequire } from "node:module"
+import { resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { isMainThread } from "node:worker_threads"
 
@@ -9,7 +11,8 @@ const entry = (() => {
   const argv1 = process.argv[1]
   if (!isMainThread || argv1 === undefined) return undefined
   try {
-    return realpathSync(argv1)
+    // Resolved as Node resolves the entry: `node main` is main.js, `node .` is package.json's main.
+    return realpathSync(createRequire(import.meta.url).resolve(resolve(argv1)))
   } catch {
     return undefined
   }
@@ -26,6 +29,7 @@ export const entryModuleRefusal = (moduleUrl: string): string | undefined => {
   }
   return path === entry
     ? "the task is defined in the program's entry module, which a pool thread would run again from the top " +
-        "(starting another pool, and so on); define it in a module of its own and import that from the entry module"
+        "(starting another pool, and so on); define it in a module of its own and import that from the entry module " +
+        "(an isMainThread guard around the program is not checked for, so it does not lift this)"
     : undefined
 }
