@@ -109,7 +109,7 @@ const PROBE = 0.75
 const QUEUE_FLOOR_MILLIS = 2
 
 /** Latency within this factor of the baseline is noise, not a queue. */
-const TOLERANCE = 1.03
+const TOLERANCE = 1.05
 
 /**
  * Slow start ends when a round's latency is this share of the baseline or less: its first
