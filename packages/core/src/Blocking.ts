@@ -10,6 +10,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -385,8 +386,30 @@ export class BlockingExecutor extends Context.Service<
   BlockingExecutor,
   {
     readonly execute: (request: Request) => Effect.Effect<Reply, BlockingError>
+    /**
+     * Optional fast path that {@link run} prefers to `execute`, for executors that queue many
+     * calls: starts the request and later calls `receiver` once (synchronously or not) with its
+     * reply or error; returns what to do if the caller is interrupted first, if anything. A call
+     * waiting in the queue then costs its fiber one suspension, not the frames of an Effect.
+     * `clock` is the caller's (timeouts run on it; a TestClock in tests).
+     */
+    readonly submit?:
+      | ((request: Request, clock: Clock.Clock, receiver: Receiver) => (() => void) | undefined)
+      | undefined
   }
 >()("@volley/core/Blocking/BlockingExecutor") {}
+
+/**
+ * Where an executor's {@link BlockingExecutor} `submit` delivers a call's outcome, once.
+ *
+ * @since 0.1.0
+ * @category executor implementation
+ */
+export interface Receiver {
+  /** Called as a method (`receiver.succeed(reply)`), once, for the reply; or `fail` for an error. */
+  succeed(reply: Reply): void
+  fail(error: BlockingError): void
+}
 
 /**
  * Runs a task on the current {@link BlockingExecutor}: validates and encodes
@@ -473,6 +496,16 @@ const runWith = <Payload, Success, Failure>(
         codecs.spanName,
         codecs.spanOptions.attributes
       )
+      const submit = executor.submit
+      if (submit !== undefined) {
+        // One suspension: the reply is decoded and the span ended in the receiver, the span
+        // ended and the executor told in the interrupt hook. No onExit or flatMap frames.
+        return Effect.callback<Success, Failure | BlockingError>((resume) => {
+          call.resume = resume as (result: Effect.Effect<unknown, unknown>) => void
+          const cancel = submit(call, fiber.getRef(Clock.Clock), call)
+          return cancel === undefined ? undefined : Effect.sync(() => call.interrupted(cancel))
+        })
+      }
       return Effect.onExit(
         Effect.flatMap(executor.execute(call), (reply) => decodeReply(task, reply)),
         (exit) => Effect.sync(() => call.end(exit))

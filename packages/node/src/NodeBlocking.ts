@@ -294,20 +294,25 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   )
   if (options.waitForWorkers === true) yield* Effect.promise(() => engine.warmUp())
   const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
-  const submit = (request: Blocking.Request, clock: Clock.Clock) =>
-    Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
-      const job = engine.submit(request, clock, (outcome) =>
-        resume("reply" in outcome ? Exit.succeed(outcome.reply) : Exit.fail(outcome.error))
-      )
-      if (job !== undefined) return Effect.sync(() => engine.cancel(job))
-    })
+  const submit = (request: Blocking.Request, callerClock: Clock.Clock, receiver: Blocking.Receiver) => {
+    // Timeouts run on the caller's Clock (a TestClock in tests); without any, the pool's Clock
+    // serves the grace period.
+    const timed = hasTimeouts || request.timeoutMillis !== undefined || request.queueTimeoutMillis !== undefined
+    const job = engine.submit(request, timed ? callerClock : clock, receiver)
+    return job === undefined ? undefined : () => engine.cancel(job)
+  }
   return Blocking.BlockingExecutor.of({
-    // Timeouts run on the caller's Clock (a TestClock in tests); without one, the pool's Clock
-    // serves the grace period and the lookup is skipped on the hot path.
+    submit,
     execute: (request) =>
-      request.timeoutMillis === undefined && request.queueTimeoutMillis === undefined && !hasTimeouts
-        ? submit(request, clock)
-        : Effect.clockWith((clock) => submit(request, clock))
+      Effect.clockWith((callerClock) =>
+        Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
+          const cancel = submit(request, callerClock, {
+            succeed: (reply) => resume(Exit.succeed(reply)),
+            fail: (error) => resume(Exit.fail(error))
+          })
+          if (cancel !== undefined) return Effect.sync(cancel)
+        })
+      )
   })
 })
 

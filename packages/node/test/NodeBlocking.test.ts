@@ -570,6 +570,35 @@ describe("NodeBlocking", () => {
         })
       )
 
+      it.effect("ends a run's span with its failure when the task never reaches a thread", () =>
+        Effect.gen(function* () {
+          const spans: Array<Tracer.Span> = []
+          const recording = Tracer.make({
+            span(options) {
+              const span = Tracer.nativeTracer.span(options)
+              spans.push(span)
+              return span
+            }
+          })
+          const homeless = Blocking.task({
+            name: "homeless",
+            payload: Schema.Void,
+            success: Schema.Void,
+            handler: () => {}
+          })
+          const error = yield* Effect.flip(Blocking.run(homeless, undefined)).pipe(
+            Effect.withSpan("caller"),
+            Effect.provideService(Tracer.Tracer, recording)
+          )
+          assert.strictEqual(error._tag, "TaskNotFoundError")
+          const caller = spans.find((span) => span.name === "caller")!
+          const task = spans.find((span) => span.name === "Blocking.run homeless")!
+          assert.strictEqual(task.parent._tag === "Some" && task.parent.value.spanId, caller.spanId)
+          assert.strictEqual(task.status._tag === "Ended" && task.status.exit._tag, "Failure")
+          assert.isTrue(task.status.startTime >= caller.status.startTime)
+        })
+      )
+
       it.effect("records queue length and utilisation as gauges, queue wait and run time per task as histograms", () =>
         Effect.gen(function* () {
           const runsBefore = yield* counterValue(NodeBlocking.metrics.runTime)

@@ -108,24 +108,24 @@ export class Engine {
   // ---------------------------------------------------------------------------------------------
   // Entry points
 
-  submit(request: Blocking.Request, clock: Clock.Clock, done: (outcome: Outcome) => void): Job | undefined {
+  submit(request: Blocking.Request, clock: Clock.Clock, receiver: Blocking.Receiver): Job | undefined {
     const task = request.task
     const module = task.module
     if (module === undefined) {
-      done({
-        error: new Blocking.TaskNotFoundError({
+      receiver.fail(
+        new Blocking.TaskNotFoundError({
           task: task.name,
           module: "(none)",
           reason: "the task has no module URL; pass `module: import.meta.url` to Blocking.task"
         })
-      })
+      )
       return undefined
     }
     const taskId = this.taskIds.get(task) ?? this.register(task, module)
     const info = this.tasks[taskId]!
     const refused = this.refusal(task.name, module, info)
     if (refused !== undefined) {
-      done({ error: refused })
+      receiver.fail(refused)
       return undefined
     }
     const job: Job = {
@@ -134,7 +134,7 @@ export class Engine {
       module,
       taskId,
       clock,
-      done,
+      receiver,
       enqueuedAt: performance.now(),
       state: "queued",
       seq: 0,
@@ -148,7 +148,7 @@ export class Engine {
     if ((this.waiting.length === 0 && this.queue.length < this.options.maxQueue) || this.makeRoom()) {
       this.queue.push(job)
     } else if (this.options.queueFull === "fail") {
-      done({ error: new Blocking.QueueFullError({ task: task.name, capacity: this.options.maxQueue }) })
+      receiver.fail(new Blocking.QueueFullError({ task: task.name, capacity: this.options.maxQueue }))
       return undefined
     } else {
       job.state = "waiting"
@@ -393,7 +393,8 @@ export class Engine {
   private finish(job: Job, outcome: Outcome): void {
     job.state = "finished"
     clearTimer(job)
-    job.done(outcome)
+    if ("reply" in outcome) job.receiver.succeed(outcome.reply)
+    else job.receiver.fail(outcome.error)
   }
 
   private shutDown(job: Job): void {

@@ -22,7 +22,8 @@ export interface Job extends Entry {
   readonly taskId: number
   /** The caller's Clock: its timeouts run on it (a TestClock in tests). */
   readonly clock: Clock.Clock
-  readonly done: (outcome: Outcome) => void
+  /** Gets the outcome, once. */
+  readonly receiver: Blocking.Receiver
   readonly enqueuedAt: number
   state: JobState
   /** Its number on its thread, while `sent`. */
