@@ -47,6 +47,7 @@ import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
 import { unwrap, WrappedKey } from "./internal/retry/client.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
+import { isTlsRefusal } from "./internal/retry/tls.ts"
 import { isInvalidInput, isUnsent } from "./internal/retry/unsent.ts"
 import * as Validate from "./Options.ts"
 
@@ -563,7 +564,8 @@ export const layerClient: Layer.Layer<HttpClient.HttpClient, never, HttpClient.H
  * with its status; refused proxy credentials are never retried). Never a request that can
  * never be sent: an `InvalidUrlError`, an `EncodeError`, or a transport error that only wraps
  * the client's rejection of the request's URL or headers (undici's `UND_ERR_INVALID_ARG`,
- * Node's `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...).
+ * Node's `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...). Nor a TLS refusal that would recur: an
+ * untrusted, expired or misnamed origin certificate, or no TLS version both ends speak.
  *
  * @example
  * ```ts
@@ -581,11 +583,12 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   if (!HttpClientError.isHttpClientError(error)) return false
   const reason = error.reason
   // A TransportError that only wraps a refusal of the client's own circuit breaker or rate
-  // limiter (see Resilience), or of the request's own URL or headers (a client that does not
-  // type those as InvalidUrlError / EncodeError), would fail the same way again.
+  // limiter (see Resilience), of the request's own URL or headers (a client that does not
+  // type those as InvalidUrlError / EncodeError), or of the origin's certificate or TLS version
+  // would fail the same way again.
   if (reason._tag === "TransportError") {
     const cause = reason.cause
-    if (isRefusal(cause) || isInvalidInput(cause)) return false
+    if (isRefusal(cause) || isInvalidInput(cause) || isTlsRefusal(cause)) return false
     // A proxy's own answer (see Proxy): credentials it refused would be refused again, and a
     // refused CONNECT is retried as a response with that status would be. A proxy that could
     // not be reached or dropped the connection is a transport failure like any other.

@@ -24,7 +24,7 @@
  */
 import "./internal/runtime.ts"
 import type * as Undici from "@effect/platform-node/Undici"
-import type * as Validate from "@volley/core/Options"
+import * as Validate from "@volley/core/Options"
 import * as Proxy from "@volley/core/Proxy"
 import type * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
@@ -117,21 +117,35 @@ export const layer = (
   config: Proxy.ProxyConfig,
   options: Options = {}
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
-  Layer.effect(
-    HttpClient.HttpClient,
+  Layer.unwrap(
     Effect.gen(function* () {
-      yield* Tls.validate("originTls", options.originTls)
-      yield* Tls.validate("proxyTls", options.proxyTls)
-      yield* Effect.logDebug("HttpClient proxy routes").pipe(Effect.annotateLogs(describe(config)))
-      const client = yield* HttpClient.HttpClient
-      const attributes = (url: URL) => ({ "proxy.route": routeLabel(config, url) })
-      return HttpClient.transform(client, (effect) => Effect.provideService(effect, Client.SpanAttributes, attributes))
+      if ((options as NodeHttpClient.Options).tls !== undefined) {
+        return yield* new Validate.InvalidOptionsError({
+          option: "tls",
+          reason: "a proxied client takes originTls (for origins) and proxyTls (for the proxy) instead"
+        })
+      }
+      const tls = {
+        originTls: yield* Tls.validate("originTls", options.originTls),
+        proxyTls: yield* Tls.validate("proxyTls", options.proxyTls)
+      }
+      const routed = Layer.effect(
+        HttpClient.HttpClient,
+        Effect.gen(function* () {
+          yield* Effect.logDebug("HttpClient proxy routes").pipe(Effect.annotateLogs(describe(config)))
+          const client = yield* HttpClient.HttpClient
+          const attributes = (url: URL) => ({ "proxy.route": routeLabel(config, url) })
+          return HttpClient.transform(client, (effect) =>
+            Effect.provideService(effect, Client.SpanAttributes, attributes)
+          )
+        })
+      )
+      return routed.pipe(
+        Layer.provide(
+          NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, { ...options, ...tls }), options)
+        )
+      )
     })
-  ).pipe(
-    // Origin TLS is `originTls` here, applied per route: the direct client's `tls` must not reach the proxy agents.
-    Layer.provide(
-      NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, options), { ...options, tls: undefined })
-    )
   )
 
 /**

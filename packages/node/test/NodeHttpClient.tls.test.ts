@@ -1,5 +1,6 @@
 import { createServer, type ServerOptions } from "node:https"
 import type { AddressInfo } from "node:net"
+import type { TLSSocket } from "node:tls"
 import { assert, describe, it } from "@effect/vitest"
 import { Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
@@ -8,21 +9,23 @@ import { makePki } from "./fixtures/pki.ts"
 
 const pki = makePki()
 
-// An https origin on 127.0.0.1 that answers with the client certificate's subject it saw, if any.
+// An https origin on 127.0.0.1 that answers with the client certificate's subject it saw, if any,
+// and counts the TCP connections made to it (so a retried TLS failure shows).
 const tlsOrigin = (options: ServerOptions = {}) =>
   Effect.acquireRelease(
     Effect.promise(
       () =>
-        new Promise<ReturnType<typeof createServer>>((resolve) => {
+        new Promise<{ server: ReturnType<typeof createServer>; connections: () => number }>((resolve) => {
+          let connections = 0
           const server = createServer({ cert: pki.serverCert, key: pki.serverKey, ...options }, (req, res) => {
-            const peer = (req.socket as import("node:tls").TLSSocket).getPeerCertificate()
-            res.end(peer?.subject?.CN ?? "anonymous")
+            res.end((req.socket as TLSSocket).getPeerCertificate()?.subject?.CN ?? "anonymous")
           })
-          server.listen(0, "127.0.0.1", () => resolve(server))
+          server.on("connection", () => connections++)
+          server.listen(0, "127.0.0.1", () => resolve({ server, connections: () => connections }))
         })
     ),
-    (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  ).pipe(Effect.map((server) => (server.address() as AddressInfo).port))
+    ({ server }) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  ).pipe(Effect.map(({ server, connections }) => ({ port: (server.address() as AddressInfo).port, connections })))
 
 const get = (url: string, options: NodeHttpClient.Options) =>
   Http.getText(url).pipe(Effect.provide(NodeHttpClient.layer(options)), Effect.exit)
@@ -35,21 +38,23 @@ const failureTag = (exit: Exit.Exit<unknown, unknown>) => {
 
 describe("NodeHttpClient", () => {
   describe("tls", () => {
-    it.live("trusts a private CA given as ca, and refuses the origin without it", () =>
+    it.live("trusts a private CA given as ca, and refuses the origin without it, without retrying", () =>
       Effect.gen(function* () {
-        const port = yield* tlsOrigin()
+        const { port, connections } = yield* tlsOrigin()
         const url = `https://localhost:${port}/`
         assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca } }), Exit.succeed("anonymous"))
         assert.strictEqual(failureTag(yield* get(url, {})), "TransportError")
+        assert.strictEqual(connections(), 2, "an untrusted certificate is not retried")
       }).pipe(Effect.scoped)
     )
 
     it.live("checks the certificate against servername, not the URL's host", () =>
       Effect.gen(function* () {
-        const port = yield* tlsOrigin()
+        const { port, connections } = yield* tlsOrigin()
         // The certificate names localhost and 127.0.0.1, not example.test.
         const wrongName = yield* get(`https://127.0.0.1:${port}/`, { tls: { ca: pki.ca, servername: "example.test" } })
         assert.strictEqual(failureTag(wrongName), "TransportError")
+        assert.strictEqual(connections(), 1, "a certificate for another name is not retried")
         const rightName = yield* get(`https://127.0.0.1:${port}/`, { tls: { ca: pki.ca, servername: "localhost" } })
         assert.deepStrictEqual(rightName, Exit.succeed("anonymous"))
       }).pipe(Effect.scoped)
@@ -57,7 +62,7 @@ describe("NodeHttpClient", () => {
 
     it.live("accepts an untrusted certificate only with rejectUnauthorized: false", () =>
       Effect.gen(function* () {
-        const port = yield* tlsOrigin()
+        const { port } = yield* tlsOrigin()
         const exit = yield* get(`https://localhost:${port}/`, { tls: { rejectUnauthorized: false } })
         assert.deepStrictEqual(exit, Exit.succeed("anonymous"))
       }).pipe(Effect.scoped)
@@ -65,7 +70,7 @@ describe("NodeHttpClient", () => {
 
     it.live("presents a client certificate (cert + key) to an origin that requires one", () =>
       Effect.gen(function* () {
-        const port = yield* tlsOrigin({ ca: pki.clientCa, requestCert: true, rejectUnauthorized: true })
+        const { port } = yield* tlsOrigin({ ca: pki.clientCa, requestCert: true, rejectUnauthorized: true })
         const url = `https://localhost:${port}/`
         const withCert = yield* get(url, { tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } })
         assert.deepStrictEqual(withCert, Exit.succeed("client"))
@@ -73,25 +78,37 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.scoped)
     )
 
-    it.live("refuses an origin below minVersion", () =>
+    it.live("refuses an origin below minVersion, without retrying", () =>
       Effect.gen(function* () {
-        const port = yield* tlsOrigin({ maxVersion: "TLSv1.2" })
+        const { port, connections } = yield* tlsOrigin({ maxVersion: "TLSv1.2" })
         const url = `https://localhost:${port}/`
         assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca } }), Exit.succeed("anonymous"))
         assert.strictEqual(
           failureTag(yield* get(url, { tls: { ca: pki.ca, minVersion: "TLSv1.3" } })),
           "TransportError"
         )
+        assert.strictEqual(connections(), 2, "no shared TLS version is not retried")
       }).pipe(Effect.scoped)
     )
 
-    it.effect("fails the layer's build with InvalidOptionsError for a bad minVersion or servername", () =>
-      Effect.gen(function* () {
-        const version = yield* get("https://localhost:1/", { tls: { minVersion: "TLSv9" as never } })
-        assert.strictEqual(failureTag(version), "InvalidOptionsError")
-        const name = yield* get("https://localhost:1/", { tls: { servername: "" } })
-        assert.strictEqual(failureTag(name), "InvalidOptionsError")
-      })
+    it.effect(
+      "fails the layer's build with InvalidOptionsError for a bad minVersion, servername, ca, cert or key",
+      () =>
+        Effect.gen(function* () {
+          const garbageKey = "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n"
+          for (const tls of [
+            { minVersion: "TLSv9" as never },
+            { servername: "" },
+            { ca: "not a certificate" },
+            { cert: pki.clientCert, key: garbageKey },
+            { cert: pki.serverCert, key: pki.clientKey },
+            { cert: pki.clientCert }
+          ]) {
+            const exit = yield* get("https://localhost:1/", { tls })
+            assert.strictEqual(failureTag(exit), "InvalidOptionsError", Object.keys(tls).join())
+            assert.notInclude(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "PRIVATE KEY")
+          }
+        })
     )
   })
 })

@@ -117,6 +117,18 @@ const get = <E>(url: string, layer: Layer.Layer<HttpClient.HttpClient, E>) =>
 
 describe("NodeProxy", () => {
   describe("layer", () => {
+    it.effect("fails its build with InvalidOptionsError given tls (originTls and proxyTls are its options)", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({ all: "http://127.0.0.1:3128" })
+        const tls = NodeProxy.layer(config, { tls: { rejectUnauthorized: false } } as NodeProxy.Options)
+        const error = yield* Effect.flip(Layer.build(tls).pipe(Effect.scoped))
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.include(error.message, "originTls")
+        const badCa = NodeProxy.layer(config, { proxyTls: { ca: "/etc/ssl/ca.pem" } })
+        assert.strictEqual((yield* Effect.flip(Layer.build(badCa).pipe(Effect.scoped)))._tag, "InvalidOptionsError")
+      })
+    )
+
     it.live("fails at once with a ProxyConnectionError when the proxy drops CONNECT, after one connection", () =>
       Effect.gen(function* () {
         const proxy = yield* dropper()
