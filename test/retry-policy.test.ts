@@ -4,8 +4,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Resilience, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Fiber, Layer } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { Cause, Effect, Exit, Fiber, Layer, Stream } from "effect"
+import { HttpBody, HttpClientRequest } from "effect/http"
 import { TestClock } from "effect/testing"
 import { faultServer } from "./support/faultServer.ts"
 
@@ -14,13 +14,16 @@ const forms = [
   {
     name: "Http.*",
     get: (url: string) => Http.getText(url),
-    post: (url: string) => Http.postText(url, "body")
+    post: (url: string) => Http.postText(url, "body"),
+    send: (request: HttpClientRequest.HttpClientRequest) => Http.send(request, (r) => r.text)
   },
   {
     name: "Fanout",
     get: (url: string) => Effect.map(Fanout.all([url], { read: (r) => r.text }), ([text]) => text),
     post: (url: string) =>
-      Effect.map(Fanout.all([HttpClientRequest.post(url)], { read: (r) => r.text }), ([text]) => text)
+      Effect.map(Fanout.all([HttpClientRequest.post(url)], { read: (r) => r.text }), ([text]) => text),
+    send: (request: HttpClientRequest.HttpClientRequest) =>
+      Effect.map(Fanout.all([request], { read: (r) => r.text }), ([text]) => text)
   }
 ] as const
 
@@ -52,6 +55,19 @@ describe("the retry policy", () => {
         Effect.gen(function* () {
           const server = yield* faultServer
           const exit = yield* Effect.exit(form.post(`${server.url}/flaky?key=post&fail=1`))
+          assert.strictEqual(reasonOf(exit), "StatusCodeError")
+          assert.strictEqual(server.requests("/flaky"), 1)
+        }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+      )
+
+      it.effect("sends a PUT with a streamed body once: a used-up body is never sent again", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const body = HttpBody.stream(Stream.make(new TextEncoder().encode("x".repeat(1000))))
+          const request = HttpClientRequest.put(`${server.url}/flaky?key=stream&fail=1`).pipe(
+            HttpClientRequest.setBody(body)
+          )
+          const exit = yield* Effect.exit(form.send(request))
           assert.strictEqual(reasonOf(exit), "StatusCodeError")
           assert.strictEqual(server.requests("/flaky"), 1)
         }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))

@@ -8,7 +8,9 @@
  *
  * - retries transport errors (a body cut short included), attempt timeouts and
  *   408/429/500/502/503/504 responses, and
- *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`);
+ *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`) whose body
+ *   can be sent again (none, text, bytes, form data: never a `Stream` or a Node `Readable`,
+ *   which the first attempt used up);
  * - treats a proxy's own answer like a response: retries a `CONNECT` refused with a status in
  *   `statuses` (a 503), never one refused with another (a 403) nor refused credentials;
  * - never retries a request that can never be sent (`InvalidUrlError`, `EncodeError`: a URL
@@ -47,6 +49,7 @@ import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
 import { unwrap, WrappedKey } from "./internal/retry/client.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
+import { isReplayable } from "./internal/retry/replay.ts"
 import { isTlsRefusal } from "./internal/retry/tls.ts"
 import { isInvalidInput, isUnsent } from "./internal/retry/unsent.ts"
 import * as Validate from "./Options.ts"
@@ -408,7 +411,7 @@ export const run = <A, E, R>(
   attempt: Effect.Effect<A, E, R>,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
-  const retrying = policy.retries > 0 && policy.methods.has(request.method)
+  const retrying = policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
   const timed =
     options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
   const budget = policy.budget
@@ -482,7 +485,7 @@ export const afterFailure = <A, E, R>(
   error: E,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> =>
-  policy.retries > 0 && policy.methods.has(request.method) && isRetryable(policy, error)
+  policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request) && isRetryable(policy, error)
     ? Effect.withFiber((fiber) =>
         retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
           error,

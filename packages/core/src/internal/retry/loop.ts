@@ -1,5 +1,6 @@
 // The retry loop behind `Retry.run` and `Retry.afterFailure`: attempts, per-attempt and total
 // timeouts, backoff with full jitter, Retry-After within cap and deadline, and the budget.
+
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -18,6 +19,7 @@ import {
   type RetryError,
   type RunOptions
 } from "../../Retry.ts"
+import { isReplayable } from "./replay.ts"
 
 // Attempts, timeouts and waits of one request, for a fixed absolute deadline.
 export const retryLoop = <A, E, R>(
@@ -28,7 +30,7 @@ export const retryLoop = <A, E, R>(
   fiber: Fiber.Fiber<unknown, unknown>,
   deadline: number
 ) => {
-  const retrying = policy.retries > 0 && policy.methods.has(request.method)
+  const retrying = policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
   const clock = fiber.getRef(Clock.Clock)
   const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
     const left = deadline - now
