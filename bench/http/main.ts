@@ -8,7 +8,7 @@
 // Knobs (environment): VOLLEY_BENCH_CLIENTS=volley,idiom (subset), VOLLEY_BENCH_RUNS (3),
 // VOLLEY_BENCH_REQUESTS (20000), VOLLEY_BENCH_ORIGIN=node (force the node:http origin).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { cpus } from "node:os"
+import { cpus, loadavg } from "node:os"
 import { join } from "node:path"
 import { Pool } from "undici"
 import { clients } from "./clients.ts"
@@ -135,12 +135,16 @@ console.log(`origin: ${origin.kind} ${origin.version} at ${origin.base} (pid ${o
 const sleepOrigin = hasSleep(origin) ? origin : await startOrigin("node")
 if (sleepOrigin !== origin) origins.push(sleepOrigin)
 
+// What else ran on the machine meanwhile (1-minute load average before each throughput
+// measurement): req/s moves with it, CPU per request less.
+const loads: Array<number> = []
 // Throughput: RUNS rounds x body sizes x clients.
 const throughput = new Map<string, Array<number>>()
 const cpuPerRequest = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const body of BODIES) {
     for (const name of names) {
+      loads.push(loadavg()[0]!)
       const sample = await measure(name, origin.base + body.path, REQUESTS, 2_000)
       const key = `${name}|${body.name}`
       throughput.set(key, [...(throughput.get(key) ?? []), rps(sample)])
@@ -190,18 +194,22 @@ for (const o of origins.splice(0)) await o.stop()
 const rows = names.map((name) => {
   const bodies = BODIES.map((body) => {
     const runs = throughput.get(`${name}|${body.name}`) ?? []
-    const base = median(throughput.get(`floor|${body.name}`) ?? [])
+    const floorRuns = throughput.get(`floor|${body.name}`) ?? []
     const cpuUs = Math.round(median(cpuPerRequest.get(`${name}|${body.name}`) ?? []) * 10) / 10
+    const floorCpu = median(cpuPerRequest.get(`floor|${body.name}`) ?? [])
     return {
       body: body.name,
       runs: runs.map(Math.round),
       median: Math.round(median(runs)),
-      ratio: median(runs) / base,
-      cpuUs
+      // Paired: each round's req/s over the floor's in the same round (minutes apart at most),
+      // then the median of those, so load that comes and goes between rounds cancels out.
+      ratio: median(runs.map((rps, i) => rps / (floorRuns[i] ?? Number.NaN))),
+      cpuUs,
+      cpuRatio: floorCpu / median(cpuPerRequest.get(`${name}|${body.name}`) ?? [])
     }
   })
   const lat = latency.get(name) ?? []
-  const latBase = median(latency.get("undici") ?? [])
+  const latBase = latency.get("undici") ?? []
   return {
     client: name,
     label: labelOf(name),
@@ -210,7 +218,7 @@ const rows = names.map((name) => {
       runs: lat.map(Math.round),
       median: Math.round(median(lat)),
       fractionOfIdeal: median(lat) / ideal,
-      ratioToPoolRequest: median(lat) / latBase
+      ratioToPoolRequest: median(lat.map((rps, i) => rps / (latBase[i] ?? Number.NaN)))
     }
   }
 })
@@ -223,6 +231,11 @@ const results = {
   requests: REQUESTS,
   runs: RUNS,
   baseline: "floor",
+  load: {
+    min: Math.round(Math.min(...loads) * 100) / 100,
+    median: Math.round(median(loads) * 100) / 100,
+    max: Math.round(Math.max(...loads) * 100) / 100
+  },
   latency: {
     requests: LATENCY_REQUESTS,
     delayMs: LATENCY_MS,

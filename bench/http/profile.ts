@@ -75,7 +75,8 @@ try {
   for (const [area, hits] of [...byArea].sort((a, b) => b[1] - a[1]))
     console.log(`${us(hits)} µs ${pct(hits)}  ${area}`)
   console.log("\nhottest functions (self time):")
-  for (const [fn, hits] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${pct(hits)}  ${fn}`)
+  for (const [fn, hits] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 25)))
+    console.log(`${pct(hits)}  ${fn}`)
 } finally {
   await origin.stop()
 }

@@ -13,6 +13,8 @@ export interface Results {
   readonly runs: number
   /** The client every throughput ratio divides by; absent (raw undici Pool.request) in older results. */
   readonly baseline?: string
+  /** The machine's 1-minute load average over the throughput measurements (2 cores); absent in older results. */
+  readonly load?: { readonly min: number; readonly median: number; readonly max: number }
   readonly latency: {
     readonly requests: number
     readonly delayMs: number
@@ -30,6 +32,8 @@ export interface Results {
       readonly median: number
       readonly ratio: number
       readonly cpuUs: number
+      /** The floor's CPU µs per request over this client's; absent in older results. */
+      readonly cpuRatio?: number
     }>
     readonly latency: {
       readonly runs: ReadonlyArray<number>
@@ -90,20 +94,41 @@ const render = (r: Results) => {
           "The ratio compares with **the floor** measured in the same run: undici's `Pool.dispatch` (64 connections) with a",
           "bare handler object per request, which keeps the body chunks as undici hands them over (no promise, no Node",
           "`Readable`, no copy). No client on undici can do less; raw undici `Pool.request` is a row like the others.",
-          "volley's targets (issue 11): the idiom >= 0.8x, the batch API >= 0.9x, at both body sizes."
+          "Each ratio is the median over the rounds of the client's req/s over the floor's in the same round. volley's",
+          "targets (issue 11): the idiom >= 0.8x, the batch API >= 0.9x, at both body sizes.",
+          ...(r.load === undefined
+            ? []
+            : [
+                "",
+                `The machine was shared: its 1-minute load average over these measurements was ${r.load.min}–${r.load.max}`,
+                `(median ${r.load.median}) on ${r.machine.cpus} cores, so req/s (and their ratios) moved with what else ran.`,
+                "\"floor/CPU\" is the floor's CPU µs per request over the client's, a steadier view of the same ratio."
+              ])
         ]
       : ["The ratio compares with raw undici `Pool.request` measured in the same run."]),
     "",
     "![req/s relative to the floor](http.svg)",
     "",
-    `| client | ${bodies.map((b) => `${b} req/s | ${b} ${floor ? "vs floor" : "ratio"} | ${b} CPU µs/req`).join(" | ")} |`,
-    `| --- | ${bodies.map(() => "---: | ---: | ---:").join(" | ")} |`,
-    ...r.rows.map(
-      (row) => `| ${row.label} | ${row.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x | ${b.cpuUs}`).join(" | ")} |`
-    ),
+    ...(floor
+      ? [
+          `| client | ${bodies.map((b) => `${b} req/s | ${b} vs floor | ${b} CPU µs/req | ${b} floor/CPU`).join(" | ")} |`,
+          `| --- | ${bodies.map(() => "---: | ---: | ---: | ---:").join(" | ")} |`,
+          ...r.rows.map(
+            (row) =>
+              `| ${row.label} | ${row.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x | ${b.cpuUs} | ${b.cpuRatio === undefined ? "n/a" : `${fmt(b.cpuRatio)}x`}`).join(" | ")} |`
+          )
+        ]
+      : [
+          `| client | ${bodies.map((b) => `${b} req/s | ${b} ratio | ${b} CPU µs/req`).join(" | ")} |`,
+          `| --- | ${bodies.map(() => "---: | ---: | ---:").join(" | ")} |`,
+          ...r.rows.map(
+            (row) =>
+              `| ${row.label} | ${row.bodies.map((b) => `${b.median} | ${fmt(b.ratio)}x | ${b.cpuUs}`).join(" | ")} |`
+          )
+        ]),
     "",
-    "CPU µs/req is the client process's own CPU time (user + system) per request, median of the runs: unlike req/s it",
-    "hardly moves when other processes compete for the two cores.",
+    "CPU µs/req is the client process's own CPU time (user + system) per request, median of the runs: it moves much",
+    "less than req/s when other processes compete for the two cores.",
     "",
     `## Latency-bound: origin answers after ${r.latency.delayMs} ms`,
     "",
