@@ -10,10 +10,11 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
+import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
@@ -470,48 +471,60 @@ const runWith = <Payload, Success, Failure>(
     }
     let transfer: ReadonlyArray<Transferable>
     try {
-      transfer = task.transfer.payload?.(payload) ?? []
+      transfer = task.transfer.payload?.(payload) ?? noTransfer
     } catch (thrown) {
       const reason = `transfer.payload threw: ${Codec.describe(thrown)}`
       return Effect.fail(new InvalidPayloadError({ task: task.name, reason }))
     }
-    return Effect.withFiber((fiber) => {
-      // Tracing off: Effect's own (no-op) span. On: a Call, whose span is made only when the
-      // executor reads it, so a call waiting for a thread stays small (see internal/blocking/call.ts).
-      if (!fiber.cache.tracerEnabled) {
-        return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
-          Effect.flatMap(
-            executor.execute({ task, payload: encoded.value, transfer, timeoutMillis, queueTimeoutMillis, span }),
-            (reply) => decodeReply(task, reply)
-          )
-        )
-      }
-      const call = new Call(
-        task,
-        encoded.value,
-        transfer,
-        timeoutMillis,
-        queueTimeoutMillis,
-        fiber,
-        codecs.spanName,
-        codecs.spanOptions.attributes
-      )
-      const submit = executor.submit
-      if (submit !== undefined) {
-        // One suspension: the reply is decoded and the span ended in the receiver, the span
-        // ended and the executor told in the interrupt hook. No onExit or flatMap frames.
-        return Effect.callback<Success, Failure | BlockingError>((resume) => {
-          call.resume = resume as (result: Effect.Effect<unknown, unknown>) => void
-          const cancel = submit(call, fiber.getRef(Clock.Clock), call)
-          return cancel === undefined ? undefined : Effect.sync(() => call.interrupted(cancel))
-        })
-      }
-      return Effect.onExit(
-        Effect.flatMap(executor.execute(call), (reply) => decodeReply(task, reply)),
-        (exit) => Effect.sync(() => call.end(exit))
-      )
-    })
+    return Effect.withFiber((fiber) =>
+      start(executor, task, encoded.value, transfer, timeoutMillis, queueTimeoutMillis, fiber)
+    )
   })
+
+const noTransfer: ReadonlyArray<Transferable> = []
+
+// Top level, not nested in runWith: a closure made here captures only its own arguments, while
+// one nested in runWith would keep runWith's whole scope alive for as long as the call waits.
+const start = <Payload, Success, Failure>(
+  executor: BlockingExecutor["Service"],
+  task: Task<Payload, Success, Failure>,
+  payload: unknown,
+  transfer: ReadonlyArray<Transferable>,
+  timeoutMillis: number | undefined,
+  queueTimeoutMillis: number | undefined,
+  fiber: Fiber.Fiber<unknown, unknown>
+): Effect.Effect<Success, Failure | BlockingError> => {
+  const codecs = Codec.codecsOf(task)
+  // Tracing off: Effect's own (no-op) span. On: a Call, whose span is made only when the
+  // executor reads it, so a call waiting for a thread stays small (see internal/blocking/call.ts).
+  if (!fiber.cache.tracerEnabled) {
+    return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
+      Effect.flatMap(executor.execute({ task, payload, transfer, timeoutMillis, queueTimeoutMillis, span }), (reply) =>
+        decodeReply(task, reply)
+      )
+    )
+  }
+  const call = new Call(
+    task,
+    payload,
+    transfer,
+    timeoutMillis,
+    queueTimeoutMillis,
+    fiber,
+    codecs.spanName,
+    codecs.spanOptions.attributes
+  )
+  if (executor.submit !== undefined) {
+    // One suspension: the reply is decoded and the span ended in the receiver, the span ended
+    // and the executor told in the interrupt hook. No onExit or flatMap frames.
+    call.submit = executor.submit
+    return Effect.callback<Success, Failure | BlockingError>(call.register.bind(call))
+  }
+  return Effect.onExit(
+    Effect.flatMap(executor.execute(call), (reply) => decodeReply(task, reply)),
+    (exit) => Effect.sync(() => call.end(exit))
+  )
+}
 
 /**
  * Runs the handler next to where the executor placed it: decodes the payload,

@@ -299,7 +299,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     // serves the grace period.
     const timed = hasTimeouts || request.timeoutMillis !== undefined || request.queueTimeoutMillis !== undefined
     const job = engine.submit(request, timed ? callerClock : clock, receiver)
-    return job === undefined ? undefined : () => engine.cancel(job)
+    // Bound, not a closure: no scope kept alive per waiting call.
+    return job === undefined ? undefined : engine.cancel.bind(engine, job)
   }
   return Blocking.BlockingExecutor.of({
     submit,

@@ -10,7 +10,7 @@
 // fiber's tracer, parent, links, annotations, trace level and clock), from public references.
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as LogLevel from "effect/LogLevel"
@@ -19,6 +19,10 @@ import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import type * as Blocking from "../../Blocking.ts"
 import * as Codec from "./codec.ts"
+
+// `Effect.callback`'s resume for whatever the caller's types are: the decoded reply has them.
+// biome-ignore lint/suspicious/noExplicitAny: Call is not generic over the task's types
+type Resume = (result: Effect.Effect<any, any>) => void
 
 export class Call implements Blocking.Request, Blocking.Receiver {
   readonly task: Blocking.AnyTask
@@ -58,8 +62,18 @@ export class Call implements Blocking.Request, Blocking.Receiver {
     return this.opened
   }
 
-  /** Set by `Blocking.run` when the executor has a `submit` fast path: where the decoded outcome goes. */
-  resume: ((result: Effect.Effect<unknown, unknown>) => void) | undefined = undefined
+  /** Set by `Blocking.run` when the executor has a `submit` fast path. */
+  submit: Blocking.BlockingExecutor["Service"]["submit"] = undefined
+  /** Where the decoded outcome goes, and how to cancel the executor's work. */
+  private resume: Resume | undefined = undefined
+  private cancel: (() => void) | undefined = undefined
+
+  /** `Effect.callback`'s register for the `submit` fast path. */
+  register(resume: Resume): Effect.Effect<void> | undefined {
+    this.resume = resume
+    this.cancel = this.submit!(this, this.fiber.getRef(Clock.Clock), this)
+    return this.cancel === undefined ? undefined : Effect.sync(this.interrupted.bind(this))
+  }
 
   // Receiver, called once by the executor's `submit`. Methods, not arrow properties: two closures per call is what this class saves.
   succeed(reply: Blocking.Reply): void {
@@ -77,9 +91,9 @@ export class Call implements Blocking.Request, Blocking.Receiver {
   }
 
   /** The caller was interrupted before the executor answered. */
-  interrupted(cancel: () => void): void {
+  private interrupted(): void {
     this.end(Exit.interrupt())
-    cancel()
+    this.cancel!()
   }
 
   /** Ends the span (making it first if no executor read it: a call that failed or was interrupted before it ran). */
