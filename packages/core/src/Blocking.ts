@@ -355,6 +355,11 @@ export interface Request {
   readonly transfer: ReadonlyArray<Transferable>
   readonly timeoutMillis: number | undefined
   readonly queueTimeoutMillis: number | undefined
+  /**
+   * The call's span (`Blocking.run <task>`), made on first read and backdated to the call's
+   * start: an executor that queues calls reads it when the task starts, so a waiting call does
+   * not hold one. `run` ends it.
+   */
   readonly span: Tracer.Span
 }
 
