@@ -135,6 +135,47 @@ describe("Http", () => {
     }).pipe(Effect.provide(NodeHttpClient.layer()))
   )
 
+  it.live("aborts a large or unannounced error body instead of reading it, and keeps a small one's connection", () =>
+    Effect.gen(function* () {
+      let written = 0
+      const chunk = Buffer.alloc(64 * 1024, 120)
+      const smallSockets = new Set<unknown>()
+      const server = yield* origin({
+        // 64 MiB announced, written as the client takes it: what was written tells what was read.
+        "/huge": (_req, res) => {
+          res.writeHead(404, { "content-length": String(1024 * chunk.length) })
+          const more = () => {
+            while (written < 1024 * chunk.length && !res.destroyed) {
+              written += chunk.length
+              if (!res.write(chunk)) return void res.once("drain", more)
+            }
+            res.end()
+          }
+          more()
+        },
+        "/chunked": (_req, res) => {
+          res.writeHead(404)
+          res.write("not ")
+          setTimeout(() => res.end("found"), 5)
+        },
+        "/small": (req, res) => {
+          smallSockets.add(req.socket)
+          res.writeHead(404, { "content-type": "text/plain" }).end("not found")
+        }
+      })
+      for (const path of ["/huge", "/chunked"]) {
+        const reason = reasonOf(yield* Effect.exit(Http.getText(`${server.url}${path}`)))
+        assert.strictEqual(reason._tag, "StatusCodeError", path)
+      }
+      yield* Effect.promise(() => server.closedSockets(2))
+      assert.isBelow(written, 64 * chunk.length, "the 64 MiB body was not read to its end")
+      for (let i = 0; i < 3; i++) {
+        assert.strictEqual(reasonOf(yield* Effect.exit(Http.getText(`${server.url}/small`)))._tag, "StatusCodeError")
+      }
+      assert.isBelow(smallSockets.size, 3, "a small error body is drained and its connection reused")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("fails a JSON body that cannot be encoded with an EncodeError, without sending it", () =>
     Effect.gen(function* () {
       const server = yield* origin(routes)

@@ -5,7 +5,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Resilience, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, Stream } from "effect"
-import { HttpBody, HttpClientRequest } from "effect/http"
+import { HttpBody, HttpClient, HttpClientRequest } from "effect/http"
 import { TestClock } from "effect/testing"
 import { faultServer } from "./support/faultServer.ts"
 
@@ -107,6 +107,26 @@ describe("the retry policy", () => {
             Layer.merge(Retry.layerClient, Retry.layer({ retries: 1, baseDelay: 0 })).pipe(
               Layer.provide(NodeHttpClient.layer())
             )
+          )
+        )
+      )
+
+      it.effect("never retries twice when other client transforms sit above Retry.layerClient", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const exit = yield* Effect.exit(form.get(`${server.url}/flaky?key=transformed&fail=2`))
+          assert.strictEqual(reasonOf(exit), "StatusCodeError")
+          assert.strictEqual(server.requests("/flaky"), 2)
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(
+            Layer.merge(
+              Layer.effect(
+                HttpClient.HttpClient,
+                Effect.map(HttpClient.HttpClient, HttpClient.mapRequest(HttpClientRequest.setHeader("x-token", "t")))
+              ).pipe(Layer.provide(Retry.layerClient)),
+              Retry.layer({ retries: 1, baseDelay: 0 })
+            ).pipe(Layer.provide(NodeHttpClient.layer()))
           )
         )
       )

@@ -47,7 +47,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { Budget } from "./internal/retry/budget.ts"
-import { unwrap, WrappedKey } from "./internal/retry/client.ts"
+import { PolicyApplied, unwrap, WrappedKey } from "./internal/retry/client.ts"
 import { retryLoop } from "./internal/retry/loop.ts"
 import { isReplayable } from "./internal/retry/replay.ts"
 import { isTlsRefusal } from "./internal/retry/tls.ts"
@@ -521,7 +521,12 @@ export const withPolicy = <E, R>(
   const wrapped = HttpClient.makeWith(
     (request) =>
       Effect.flatMap(request, (request) =>
-        Effect.flatMap(RetryPolicy, (policy) => run(policy, request, checked.execute(request)))
+        Effect.withFiber((fiber) =>
+          // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
+          fiber.getRef(PolicyApplied)
+            ? inner.execute(request)
+            : Effect.flatMap(RetryPolicy, (policy) => run(policy, request, checked.execute(request)))
+        )
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )

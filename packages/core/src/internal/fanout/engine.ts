@@ -13,6 +13,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
@@ -20,7 +21,7 @@ import * as Tracer from "effect/Tracer"
 import type { Progress as Snapshot } from "../../Fanout.ts"
 import * as Retry from "../../Retry.ts"
 import * as Exchange from "../http/exchange.ts"
-import { unwrap } from "../retry/client.ts"
+import { PolicyApplied, unwrap } from "../retry/client.ts"
 import { isUnsent } from "../retry/unsent.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
@@ -208,10 +209,13 @@ const runIn = <A, E, R, X>(
       scheduler.now = origins.now
       if (progress !== undefined) progress.origins = origins
     }
+    // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
+    const execute = (request: HttpClientRequest.HttpClientRequest) =>
+      Effect.provideService(client.execute(request), PolicyApplied, true)
     const attempt = (job: Job) =>
       origins === undefined || job.host === undefined
-        ? Effect.flatMap(client.execute(job.request), onResponse)
-        : origins.measure(job.host, client.execute(job.request), onResponse)
+        ? Effect.flatMap(execute(job.request), onResponse)
+        : origins.measure(job.host, execute(job.request), onResponse)
 
     const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
       scheduler.finish(job)

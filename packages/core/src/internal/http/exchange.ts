@@ -13,6 +13,7 @@ import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import { PolicyApplied } from "../retry/client.ts"
 
 export type Read<A, E, R> = (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 
@@ -55,19 +56,36 @@ export const exchange = <A, E, R, E2, R2>(
   client: HttpClient.HttpClient.With<E2, R2>,
   request: HttpClientRequest.HttpClientRequest,
   handle: Read<A, E, R>
-): Effect.Effect<A, E | E2, R | R2> => Effect.flatMap(client.execute(request), handle)
+): Effect.Effect<A, E | E2, R | R2> =>
+  // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
+  // (however many transforms sit above it) passes the request through instead of retrying again.
+  Effect.flatMap(Effect.provideService(client.execute(request), PolicyApplied, true), handle)
 
-/** A non-2xx response is a `StatusCodeError`; its body is read first so the connection is free. */
+/** Largest error body drained to keep its connection; a larger or unannounced one is aborted. */
+export const MAX_DRAINED_BYTES = 64 * 1024
+
+/**
+ * A non-2xx response is a `StatusCodeError`. A body announced as at most 64 KiB is read first, so
+ * its connection is reused; a larger one, or one of unknown length, is aborted (its socket
+ * closed) rather than read: a hostile 503 with a 300 MB body costs no memory.
+ */
 export const statusError = (
   response: HttpClientResponse.HttpClientResponse
 ): Effect.Effect<never, HttpClientError.HttpClientError> =>
-  Effect.flatMap(Effect.ignore(readBytes(response)), () =>
+  Effect.flatMap(drain(response), () =>
     Effect.fail(
       new HttpClientError.HttpClientError({
         reason: new HttpClientError.StatusCodeError({ request: response.request, response })
       })
     )
   )
+
+const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
+  const length = response.headers["content-length"]
+  return length !== undefined && Number(length) <= MAX_DRAINED_BYTES
+    ? Effect.ignore(readBytes(response))
+    : release(response)
+}
 
 /**
  * Discards what is left of a body that may be unread: starts reading it and interrupts at
