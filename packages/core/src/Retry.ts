@@ -133,7 +133,9 @@ export interface BudgetOptions {
    */
   readonly ratio?: number | undefined
   /**
-   * Retries per second always allowed, so a client that sends little can still retry.
+   * Retries per second of the window always allowed, so a client that sends little can still
+   * retry. A reserve for the whole window, as in Finagle's budget, not a rate: with a 1-hour
+   * window, 36,000 retries may come in one burst. Keep the window short when that matters.
    * @default 10
    */
   readonly minPerSecond?: number | undefined
