@@ -599,6 +599,31 @@ describe("NodeBlocking", () => {
         })
       )
 
+      it.effect("ends the span of a run interrupted while it waits for a thread, as interrupted", () =>
+        Effect.gen(function* () {
+          const spans: Array<Tracer.Span> = []
+          const recording = Tracer.make({
+            span(options) {
+              const span = Tracer.nativeTracer.span(options)
+              spans.push(span)
+              return span
+            }
+          })
+          const blocked = yield* blockAThread
+          const waiting = yield* Effect.forkChild(
+            Blocking.run(T.square, 3).pipe(Effect.provideService(Tracer.Tracer, recording))
+          )
+          yield* eventLoopTurn
+          assert.deepStrictEqual(spans, [], "no span while the call waits")
+          yield* Fiber.interrupt(waiting)
+          const task = spans.find((span) => span.name === "Blocking.run square")!
+          assert.strictEqual(task.status._tag === "Ended" && Exit.hasInterrupts(task.status.exit), true)
+          release(blocked.flags)
+          yield* Fiber.join(blocked.fiber)
+          assert.strictEqual(yield* Blocking.run(T.square, 4), 16)
+        })
+      )
+
       it.effect("records queue length and utilisation as gauges, queue wait and run time per task as histograms", () =>
         Effect.gen(function* () {
           const runsBefore = yield* counterValue(NodeBlocking.metrics.runTime)
