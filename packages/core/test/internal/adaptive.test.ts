@@ -32,7 +32,9 @@ describe("AdaptiveLimit", () => {
         const [s] = sim.state
         const tail = s!.limits.slice(-500)
         const mean = tail.reduce((a, b) => a + b, 0) / tail.length
-        assert.isTrue(within(mean, capacity, capacity <= 4 ? 0.5 : 0.25), `C=${capacity}: mean limit ${mean}`)
+        // A small origin: the headroom (at least half a request) is a large share of it.
+        const ok = capacity <= 4 ? mean >= capacity && mean <= capacity + 1.5 : within(mean, capacity, 0.25)
+        assert.isTrue(ok, `C=${capacity}: mean limit ${mean}`)
       }
     })
   })

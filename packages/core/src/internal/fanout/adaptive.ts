@@ -24,8 +24,8 @@
 // - A round's latency is its median, smoothed over rounds (half the newest): a stall of the
 //   machine (a GC pause, a busy CPU) moves it by half for a round; a queue at the origin moves
 //   it all the way and stays.
-// - A queue under 2 ms is not a queue (`QUEUE_FLOOR_MILLIS`): against a 0.2 ms loopback
-//   origin, the client's own work grows with concurrency and would hold the limit at 2.
+// - An answer within 5 ms is fast whatever the queue (`FAST_MILLIS`): against a 0.2 ms
+//   loopback origin, the client's own work grows with concurrency and would hold the limit low.
 // - Errors are not latency. A 429 or 503 (often answered at once), a refused or reset
 //   connection, or a timeout never feeds the latency; it halves the limit, at most once per
 //   round trip: neither a request that started before the last decrease nor anything within a
@@ -100,13 +100,17 @@ const SMOOTHING = 0.5
  */
 const PROBE = 0.75
 
+/** Latency this far (ms) above the baseline is timer jitter, not a queue. */
+const QUEUE_FLOOR_MILLIS = 1
+
 /**
- * Latency this far (ms) above the baseline is not a queue worth a slot. Against a fast origin
- * (a 0.2 ms loopback answer) the client's own work is what grows with concurrency, and without
- * a floor the limit would stay at 2 and halve the throughput; a couple of milliseconds of
- * queueing costs nothing against origins whose answers take tens.
+ * Answers within this many ms are fast, whatever the queue. Against a fast origin (a 0.2 ms
+ * loopback answer) what grows with concurrency is the client's own work, not a queue at the
+ * origin: without this the limit would settle far below what the client can drive (measured:
+ * 2, at half the throughput of a fixed 64). A few milliseconds of queueing costs nothing
+ * against origins whose answers take tens, whose baseline is above this anyway.
  */
-const QUEUE_FLOOR_MILLIS = 2
+const FAST_MILLIS = 5
 
 /** Latency within this factor of the baseline is noise, not a queue. */
 const TOLERANCE = 1.05
@@ -231,7 +235,7 @@ export class AdaptiveLimit {
     // Smoothed over rounds: a stall of the machine (a GC pause, a busy CPU) slows one round
     // and moves this by half; a queue at the origin slows every round and moves it all the way.
     this.smoothed = this.smoothed === undefined ? mean : SMOOTHING * mean + (1 - SMOOTHING) * this.smoothed
-    const ratio = Math.min(1, (baseline * TOLERANCE + QUEUE_FLOOR_MILLIS) / this.smoothed)
+    const ratio = Math.min(1, Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS) / this.smoothed)
     const gradient = Math.max(MIN_GRADIENT, ratio)
     const used = peak * 2 >= this.value
     const slow = ratio < (this.slowStart ? SLOW_START_EXIT : 1)
