@@ -83,7 +83,9 @@ const batch = (url: (i: number) => string, n: number, config: Config, deadline: 
       perHost: config === "adaptive" ? Fanout.adaptive({ initial: 1, min: 1, max: 64 }) : config,
       ...(deadline === undefined ? {} : { deadline: `${deadline} seconds` }),
       read: (r) => r.text,
+      // `origins` is built when read: only now and then, as a progress bar would.
       onProgress: (p) => {
+        if (p.done % 256 !== 0 && p.done !== n) return
         const o = p.origins?.[0]
         if (o !== undefined) finalLimit = o.limit
       }
