@@ -17,6 +17,7 @@ import {
   eventually,
   fiberCounter,
   heapAfterGc,
+  nothingOutlived,
   osThreads,
   type Random,
   random,
@@ -178,14 +179,7 @@ const round = (index: number, rng: Random, threadsBefore: number | undefined) =>
     // Each thread death fails at most the one task it was running, and is counted as a crash.
     const crashed = (yield* Metric.value(crashes)).count - crashesBefore
     assert.isAtMost(deaths, crashed, where("every WorkerDiedError has a crash behind it"))
-    assert.isTrue(
-      yield* eventually(() => fibers.active() === 0),
-      where(`no fiber outlived the round (${fibers.active()} of ${fibers.started()} still running)`)
-    )
-    if (threadsBefore !== undefined) {
-      const gone = yield* eventually(() => (osThreads() ?? 0) <= threadsBefore)
-      assert.isTrue(gone, where(`no thread outlived the pool (${osThreads()} threads, ${threadsBefore} before)`))
-    }
+    yield* nothingOutlived(fibers, threadsBefore, where)
   })
 
 describe("chaos: NodeBlocking", () => {

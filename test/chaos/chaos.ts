@@ -5,9 +5,11 @@
 // label of the scenario, so a run is replayed (choices, not timings) with the seed it printed:
 //
 //   VOLLEY_CHAOS_SEED=1234 pnpm test:unit test/chaos
+
 import { readFileSync } from "node:fs"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
+import { assert } from "@effect/vitest"
 import { Effect, type Metric } from "effect"
 
 const parseSeed = (text: string | undefined): number => {
@@ -102,6 +104,22 @@ export const eventually = (check: () => boolean, millis = 5000): Effect.Effect<b
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
     return true
+  })
+
+/** The end of a round: no fiber counted by `fibers`, and no thread beyond `threadsBefore`, outlived it. */
+export const nothingOutlived = (
+  fibers: ReturnType<typeof fiberCounter>,
+  threadsBefore: number | undefined,
+  where: (what: string) => string
+): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    assert.isTrue(
+      yield* eventually(() => fibers.active() === 0),
+      where(`no fiber outlived the round (${fibers.active()} of ${fibers.started()} still running)`)
+    )
+    if (threadsBefore === undefined) return
+    const gone = yield* eventually(() => (osThreads() ?? 0) <= threadsBefore)
+    assert.isTrue(gone, where(`no thread outlived the round (${osThreads()} threads, ${threadsBefore} before)`))
   })
 
 // vitest's workers do not start with --expose-gc: turn the flag on and take `gc` from a fresh context.

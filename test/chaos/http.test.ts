@@ -15,9 +15,9 @@ import { type FaultServer, faultServer } from "../support/faultServer.ts"
 import {
   announce,
   at,
-  eventually,
   fiberCounter,
   heapAfterGc,
+  nothingOutlived,
   osThreads,
   type Random,
   random,
@@ -491,13 +491,7 @@ const round = (
       const closed = yield* Effect.promise(() => s.allSocketsClosed()).pipe(Effect.timeoutOption("5 seconds"))
       assert.isTrue(closed._tag === "Some", where(`every socket closed (${s.openSockets()} open)`))
     }
-    assert.isTrue(
-      yield* eventually(() => fibers.active() === 0),
-      where(`no fiber outlived the round (${fibers.active()} of ${fibers.started()} still running)`)
-    )
-    if (threadsBefore !== undefined) {
-      assert.isTrue(yield* eventually(() => (osThreads() ?? 0) <= threadsBefore), where("no thread outlived the round"))
-    }
+    yield* nothingOutlived(fibers, threadsBefore, where)
   })
 
 describe("chaos: Fanout and Http", () => {

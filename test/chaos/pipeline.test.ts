@@ -14,9 +14,9 @@ import { type FaultServer, faultServer } from "../support/faultServer.ts"
 import {
   announce,
   at,
-  eventually,
   fiberCounter,
   heapAfterGc,
+  nothingOutlived,
   osThreads,
   type Random,
   random,
@@ -196,13 +196,7 @@ const round = (index: number, rng: Random, server: FaultServer, threadsBefore: n
     yield* Scope.close(clientScope, Exit.void)
     const socketsClosed = yield* Effect.promise(() => server.allSocketsClosed()).pipe(Effect.timeoutOption("5 seconds"))
     assert.isTrue(socketsClosed._tag === "Some", where(`every socket closed (${server.openSockets()} open)`))
-    assert.isTrue(
-      yield* eventually(() => fibers.active() === 0),
-      where(`no fiber outlived the round (${fibers.active()} of ${fibers.started()} still running)`)
-    )
-    if (threadsBefore !== undefined) {
-      assert.isTrue(yield* eventually(() => (osThreads() ?? 0) <= threadsBefore), where("no thread outlived the round"))
-    }
+    yield* nothingOutlived(fibers, threadsBefore, where)
   })
 
 describe("chaos: Fanout.pipelineSettled on worker threads", () => {
