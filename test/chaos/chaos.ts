@@ -11,6 +11,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { assert } from "@effect/vitest"
 import { Effect, type Metric } from "effect"
+import type { FaultServer } from "../support/faultServer.ts"
 
 const parseSeed = (text: string | undefined): number => {
   if (text === undefined || text.trim() === "") return (Math.random() * 2 ** 32) >>> 0
@@ -104,6 +105,18 @@ export const eventually = (check: () => boolean, millis = 5000): Effect.Effect<b
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
     return true
+  })
+
+/** Every socket the servers accepted is closed, within 5 s. */
+export const allSocketsClosed = (
+  servers: ReadonlyArray<FaultServer>,
+  where: (what: string) => string
+): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    for (const server of servers) {
+      const closed = yield* Effect.promise(() => server.allSocketsClosed()).pipe(Effect.timeoutOption("5 seconds"))
+      assert.isTrue(closed._tag === "Some", where(`every socket closed (${server.openSockets()} open)`))
+    }
   })
 
 /** The end of a round: no fiber counted by `fibers`, and no thread beyond `threadsBefore`, outlived it. */

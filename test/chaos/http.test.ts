@@ -13,6 +13,7 @@ import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Result, S
 import { type HttpClientError, HttpClientRequest } from "effect/http"
 import { type FaultServer, faultServer } from "../support/faultServer.ts"
 import {
+  allSocketsClosed,
   announce,
   at,
   fiberCounter,
@@ -487,10 +488,7 @@ const round = (
       }
     }
     if (ending !== "close-client") yield* Scope.close(clientScope, Exit.void)
-    for (const s of [server, callServer]) {
-      const closed = yield* Effect.promise(() => s.allSocketsClosed()).pipe(Effect.timeoutOption("5 seconds"))
-      assert.isTrue(closed._tag === "Some", where(`every socket closed (${s.openSockets()} open)`))
-    }
+    yield* allSocketsClosed([server, callServer], where)
     yield* nothingOutlived(fibers, threadsBefore, where)
   })
 

@@ -12,6 +12,7 @@ import { Cause, Effect, Exit, Fiber, Layer, Metric, Result, Scope, Stream } from
 import type { HttpClientError } from "effect/http"
 import { type FaultServer, faultServer } from "../support/faultServer.ts"
 import {
+  allSocketsClosed,
   announce,
   at,
   fiberCounter,
@@ -194,8 +195,7 @@ const round = (index: number, rng: Random, server: FaultServer, threadsBefore: n
     if (!closed) yield* Scope.close(poolScope, Exit.void)
     yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
     yield* Scope.close(clientScope, Exit.void)
-    const socketsClosed = yield* Effect.promise(() => server.allSocketsClosed()).pipe(Effect.timeoutOption("5 seconds"))
-    assert.isTrue(socketsClosed._tag === "Some", where(`every socket closed (${server.openSockets()} open)`))
+    yield* allSocketsClosed([server], where)
     yield* nothingOutlived(fibers, threadsBefore, where)
   })
 

@@ -83,6 +83,19 @@ const doomedReason = Effect.map(Effect.flip(Blocking.run(doomed, undefined)), (e
   error._tag === "WorkerDiedError" ? error.reason : error._tag
 )
 
+/** A tracer that keeps every span it starts, to assert on them. */
+const recordingTracer = () => {
+  const spans: Array<Tracer.Span> = []
+  const recording = Tracer.make({
+    span(options) {
+      const span = Tracer.nativeTracer.span(options)
+      spans.push(span)
+      return span
+    }
+  })
+  return { spans, recording }
+}
+
 describe("NodeBlocking", () => {
   describe("layer", () => {
     it.effect("rejects bad sizes, queue and breaker limits, too many tasks sent ahead and unknown policies", () =>
@@ -549,14 +562,7 @@ describe("NodeBlocking", () => {
     layer(onePool)((it) => {
       it.effect("wraps each run in a span, a child of the caller's, naming the task and its thread", () =>
         Effect.gen(function* () {
-          const spans: Array<Tracer.Span> = []
-          const recording = Tracer.make({
-            span(options) {
-              const span = Tracer.nativeTracer.span(options)
-              spans.push(span)
-              return span
-            }
-          })
+          const { spans, recording } = recordingTracer()
           const thread = yield* Blocking.run(P.threadId, undefined).pipe(
             Effect.withSpan("caller"),
             Effect.provideService(Tracer.Tracer, recording)
@@ -572,14 +578,7 @@ describe("NodeBlocking", () => {
 
       it.effect("ends a run's span with its failure when the task never reaches a thread", () =>
         Effect.gen(function* () {
-          const spans: Array<Tracer.Span> = []
-          const recording = Tracer.make({
-            span(options) {
-              const span = Tracer.nativeTracer.span(options)
-              spans.push(span)
-              return span
-            }
-          })
+          const { spans, recording } = recordingTracer()
           const homeless = Blocking.task({
             name: "homeless",
             payload: Schema.Void,
@@ -601,14 +600,7 @@ describe("NodeBlocking", () => {
 
       it.effect("ends the span of a run interrupted while it waits for a thread, as interrupted", () =>
         Effect.gen(function* () {
-          const spans: Array<Tracer.Span> = []
-          const recording = Tracer.make({
-            span(options) {
-              const span = Tracer.nativeTracer.span(options)
-              spans.push(span)
-              return span
-            }
-          })
+          const { spans, recording } = recordingTracer()
           const blocked = yield* blockAThread
           const waiting = yield* Effect.forkChild(
             Blocking.run(T.square, 3).pipe(Effect.provideService(Tracer.Tracer, recording))
