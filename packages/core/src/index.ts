@@ -26,6 +26,14 @@ export * as Fanout from "./Fanout.ts"
 export * as Http from "./Http.ts"
 
 /**
+ * Per-request and per-batch settings for response bodies: decompression and a size limit
+ * (`maxBodySize`, counted after decompression), as references over the client's defaults.
+ *
+ * @since 0.1.0
+ */
+export * as HttpBody from "./HttpBody.ts"
+
+/**
  * Validation of the options that volley's layers and combinators accept.
  *
  * @since 0.1.0
