@@ -14,6 +14,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { PolicyApplied } from "../retry/client.ts"
+import { MaxBodySize } from "./body.ts"
 
 export type Read<A, E, R> = (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 
@@ -67,7 +68,9 @@ export const MAX_DRAINED_BYTES = 64 * 1024
 /**
  * A non-2xx response is a `StatusCodeError`. A body announced as at most 64 KiB is read first, so
  * its connection is reused; a larger one, or one of unknown length, is aborted (its socket
- * closed) rather than read: a hostile 503 with a 300 MB body costs no memory.
+ * closed) rather than read: a hostile 503 with a 300 MB body costs no memory. The read is
+ * capped at 64 KiB after decompression too (for clients that honour `MaxBodySize`, as
+ * NodeHttpClient does), so a small compressed body that inflates to gigabytes is aborted as well.
  */
 export const statusError = (
   response: HttpClientResponse.HttpClientResponse
@@ -83,7 +86,7 @@ export const statusError = (
 const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
   const length = response.headers["content-length"]
   return length !== undefined && Number(length) <= MAX_DRAINED_BYTES
-    ? Effect.ignore(readBytes(response))
+    ? Effect.ignore(Effect.provideService(readBytes(response), MaxBodySize, MAX_DRAINED_BYTES))
     : release(response)
 }
 
