@@ -17,6 +17,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Host from "./internal/proxy/host.ts"
 import * as Url from "./internal/proxy/url.ts"
+import { defaultPort as portOfScheme } from "./internal/url.ts"
 
 // ---------------------------------------------------------------------------
 // Models
@@ -526,7 +527,8 @@ export const route = (config: ProxyConfig, url: string | URL): Route => {
   const parsed = typeof url === "string" ? URL.parse(url) : url
   if (parsed === null) return direct
   const host = Host.parseHost(parsed.hostname)
-  const port = parsed.port !== "" ? Number(parsed.port) : parsed.protocol === "https:" ? 443 : 80
+  // A scheme outside the table (`ftp:`...) is matched as port 80, as curl's NO_PROXY does.
+  const port = parsed.port !== "" ? Number(parsed.port) : (portOfScheme(parsed.protocol) ?? 80)
   for (const rule of config.rules) {
     if (Host.matches(rule.pattern, host, port)) return rule.route
   }
@@ -536,6 +538,24 @@ export const route = (config: ProxyConfig, url: string | URL): Route => {
     (parsed.protocol === "https:" ? config.https : parsed.protocol === "http:" ? config.http : undefined) ?? config.all
   return proxy === undefined ? direct : { _tag: "Proxy", proxy }
 }
+
+/**
+ * The port a URL scheme implies when the URL names none: 80 for `http:`, 443 for `https:`, 1080
+ * for `socks5:` and `socks5h:` (any case, with its colon as `URL.protocol` gives it), else
+ * `undefined`. The one table volley's routing, per-origin limits and connectors all use.
+ *
+ * @example
+ * ```ts
+ * import { Proxy } from "@volley/core"
+ *
+ * const url = new URL("https://example.com/a")
+ * const port = url.port === "" ? Proxy.defaultPort(url.protocol) : Number(url.port) // 443
+ * ```
+ *
+ * @since 0.1.0
+ * @category routing
+ */
+export const defaultPort = (protocol: string): number | undefined => portOfScheme(protocol)
 
 /**
  * Moves proxy failures out of `HttpClientError` into the error channel as

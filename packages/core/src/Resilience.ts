@@ -24,7 +24,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
-import { originOf } from "./internal/fanout/scheduler.ts"
+import { originOf } from "./internal/url.ts"
 import * as Validate from "./Options.ts"
 import * as Retry from "./Retry.ts"
 

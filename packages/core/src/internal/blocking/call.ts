@@ -17,8 +17,8 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
-import type * as Blocking from "../../Blocking.ts"
 import * as Codec from "./codec.ts"
+import type * as Blocking from "./model.ts"
 
 // `Effect.callback`'s resume for whatever the caller's types are: the decoded reply has them.
 // biome-ignore lint/suspicious/noExplicitAny: Call is not generic over the task's types
@@ -63,7 +63,7 @@ export class Call implements Blocking.Request, Blocking.Receiver {
   }
 
   /** Set by `Blocking.run` when the executor has a `submit` fast path. */
-  submit: Blocking.BlockingExecutor["Service"]["submit"] = undefined
+  submit: Blocking.Executor["submit"] = undefined
   /** Where the decoded outcome goes, and how to cancel the executor's work. */
   private resume: Resume | undefined = undefined
   private cancel: (() => void) | undefined = undefined

@@ -5,20 +5,8 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
-import * as Blocking from "../../Blocking.ts"
-
-/** Wire shape of the work a handler did, produced next to the handler. */
-export type Reply =
-  | { readonly _tag: "Success"; readonly value: unknown }
-  | { readonly _tag: "Failure"; readonly error: unknown }
-  | {
-      readonly _tag: "Threw"
-      readonly name: string
-      readonly message: string
-      readonly stack: string | undefined
-    }
-  | { readonly _tag: "InvalidPayload"; readonly reason: string }
-  | { readonly _tag: "InvalidResult"; readonly reason: string }
+import type { Reply } from "./model.ts"
+import * as Blocking from "./model.ts"
 
 export interface Codecs {
   readonly encodePayload: (payload: unknown) => Exit.Exit<unknown, Schema.SchemaError>

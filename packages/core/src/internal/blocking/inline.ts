@@ -1,8 +1,8 @@
 // The inline executor: runs the handler on the calling thread, but still clones the payload and
 // the reply with `structuredClone`, so what passes here also passes a thread boundary.
 import * as Effect from "effect/Effect"
-import * as Blocking from "../../Blocking.ts"
 import * as Codec from "./codec.ts"
+import * as Blocking from "./model.ts"
 
 export const execute = (request: Blocking.Request): Effect.Effect<Blocking.Reply, Blocking.BlockingError> => {
   const task = request.task

@@ -1,9 +1,14 @@
 // The batch engine: up to `concurrency` worker fibers pull jobs from the scheduler and run them;
-// no fiber, Stream or span per request. Each job is one exchange (internal/http/exchange.ts,
-// which `Http.*` run too: execute, check status, read the body) under the retry policy, its
-// first attempt bare unless it fails, so a response is always consumed before its worker
-// moves on. Workers start
-// one at a time as jobs are taken (see `grow`), so their number follows the work in flight,
+// no fiber, Stream or span per request. Each job is one exchange (internal/http/exchange.ts:
+// execute, check the status, read the body, so a response is always consumed before its worker
+// moves on), run one of two ways:
+// - the default policy (no `attemptTimeout`, no `timeout`), a job without its own cancel
+//   signal: the first attempt runs bare, with nothing around it but the budget's count; only
+//   when it fails does `afterFailure` (internal/retry/loop.ts) take over to retry it;
+// - per-request timeouts, or a `Fanout.cancellable` job: the whole job runs under `run` of the
+//   same loop (timers per attempt, the job raced with its signal).
+// `Http.*` run the same exchange under the same loop, so both obey one policy. Workers start
+// one at a time as jobs are taken (see `Workers`), so their number follows the work in flight,
 // never the option: `concurrency: 1e9` over three URLs starts four.
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -18,11 +23,13 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
-import type { Progress as Snapshot } from "../../Fanout.ts"
-import * as Retry from "../../Retry.ts"
 import * as Exchange from "../http/exchange.ts"
 import { PolicyApplied, unwrap } from "../retry/client.ts"
+import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
+import * as Loop from "../retry/loop.ts"
+import { isRetryable, RetryPolicy, type RunOptions } from "../retry/policy.ts"
 import { isUnsent } from "../retry/unsent.ts"
+import type { Progress as Snapshot } from "./model.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
 import { DONE, type Job, type Scheduler, WAIT } from "./scheduler.ts"
 
@@ -36,15 +43,31 @@ export interface Plan<A, E, R> {
   readonly progress: Progress | undefined
 }
 
-/** Where results go; `failure`/`interrupted` return a cause to end a fail-fast batch with. */
+/**
+ * Where a batch's outcomes go. `failure` and `interrupted` return the cause that ends the batch,
+ * or `undefined` to go on, and the batch fails with `X`: build a {@link SettledSink} (never ends
+ * it, `X` is `never`) or a {@link FailFastSink} (always does), and `run` types the batch so.
+ */
 export interface Sink<A, E, X> {
   readonly success: (job: Job, value: A) => void
   readonly failure: (job: Job, error: E) => Cause.Cause<X> | undefined
   readonly interrupted: (job: Job) => Cause.Cause<X> | undefined
 }
 
+/** Keeps every outcome: a batch run into it never fails for an item. */
+export interface SettledSink<A, E> extends Sink<A, E, never> {
+  readonly failure: (job: Job, error: E) => undefined
+  readonly interrupted: (job: Job) => undefined
+}
+
+/** Ends the batch at the first failed or interrupted item, with the cause it returns. */
+export interface FailFastSink<A, E, X> extends Sink<A, E, X> {
+  readonly failure: (job: Job, error: E) => Cause.Cause<X>
+  readonly interrupted: (job: Job) => Cause.Cause<X>
+}
+
 /** Errors of one item besides `read`'s own. */
-export type Failure<E> = E | Retry.RetryError | HttpClientError.HttpClientError
+export type Failure<E> = E | RetryError | HttpClientError.HttpClientError
 
 /** Counters behind progress events; `report` hands the callback a fresh snapshot. */
 export class Progress {
@@ -179,12 +202,12 @@ const runIn = <A, E, R, X>(
   Effect.gen(function* () {
     // Under a `Retry.withPolicy` wrapper, the client beneath it: the batch applies the policy.
     const client = unwrap(yield* HttpClient.HttpClient)
-    const policy = yield* Retry.RetryPolicy
+    const policy = yield* RetryPolicy
     const clock = yield* Effect.clockWith(Effect.succeed)
     const start = clock.currentTimeMillisUnsafe()
     const deadline = plan.deadlineMillis === undefined ? undefined : start + plan.deadlineMillis
     const progress = plan.progress
-    const runOptions: Retry.RunOptions = { deadline, onRetry: progress?.retry }
+    const runOptions: RunOptions = { deadline, onRetry: progress?.retry }
     const running = deadline === undefined ? undefined : new Set<Job>()
     const { read } = plan
 
@@ -241,7 +264,7 @@ const runIn = <A, E, R, X>(
     }
 
     // Without per-request timeouts the first attempt runs bare and a failure goes on through
-    // `Retry.afterFailure`: the success path carries no retry machinery at all.
+    // `afterFailure`: the success path carries no retry machinery at all.
     // The batch deadline needs no timer per request (the batch's own timeout interrupts what
     // is in flight); it only bounds retries, through `runOptions`.
     const bare = policy.attemptTimeoutMillis === undefined && policy.timeoutMillis === undefined
@@ -262,11 +285,11 @@ const runIn = <A, E, R, X>(
       const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
         if (Exit.isFailure(exit)) {
           const error = Cause.findErrorOption(exit.cause)
-          // A request that can never be sent leaves the budget as if never made (as in Retry.run).
+          // A request that can never be sent leaves the budget as if never made (as in `run`).
           if (budget !== undefined && Option.isSome(error) && isUnsent(error.value)) budget.unrequest(counted)
-          else if (retries && Option.isSome(error) && Retry.isRetryable(policy, error.value)) {
+          else if (retries && Option.isSome(error) && isRetryable(policy, error.value)) {
             const job = current!
-            const again = Retry.afterFailure(policy, job.request, attempt(job), error.value, runOptions)
+            const again = Loop.afterFailure(policy, job.request, attempt(job), error.value, runOptions)
             return Effect.flatMap(Effect.exit(again), onExit)
           }
         }
@@ -287,7 +310,7 @@ const runIn = <A, E, R, X>(
         }
         workers.took()
         if (job.interruptWhen !== undefined) {
-          const run = Retry.run(policy, job.request, attempt(job), runOptions)
+          const run = Loop.run(policy, job.request, attempt(job), runOptions)
           return Effect.flatMap(Effect.exit(interruptibleBy(job.interruptWhen, run)), onExit)
         }
         if (bare) {
@@ -297,7 +320,7 @@ const runIn = <A, E, R, X>(
           }
           return Effect.flatMap(Effect.exit(attempt(job)), onFirstExit)
         }
-        return Effect.flatMap(Effect.exit(Retry.run(policy, job.request, attempt(job), runOptions)), onExit)
+        return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
       return Effect.suspend(loop)
     }
@@ -433,7 +456,7 @@ const reportLate = <A, E, X>(
         progress?.report()
         return Effect.flatMap(changed(scheduler), loop)
       }
-      const stop = sink.failure(job, new Retry.DeadlineExceeded({ method: job.request.method, url: job.request.url }))
+      const stop = sink.failure(job, new DeadlineExceeded({ method: job.request.method, url: job.request.url }))
       if (progress !== undefined) {
         progress.done++
         progress.failed++

@@ -13,6 +13,7 @@
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
 import type * as Effect from "effect/Effect"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import { originOf } from "../url.ts"
 import { type Config as AdaptiveConfig, AdaptiveLimit } from "./adaptive.ts"
 
 /** A request on its own: a URL (fetched with `GET`) or any `HttpClientRequest`. */
@@ -272,31 +273,3 @@ const noHost = (): undefined => undefined
 
 const toRequest = (input: Target): HttpClientRequest.HttpClientRequest =>
   typeof input === "string" || input instanceof URL ? HttpClientRequest.get(input) : input
-
-/**
- * `scheme://host:port` of a URL, without parsing it (a malformed URL still gets a key and fails
- * later, as that item's `InvalidUrlError`): lower case, without user info or the scheme's
- * default port, so every spelling of one origin shares its limit. Relative URLs share "".
- */
-export const originOf = (url: string): string => {
-  const scheme = url.indexOf("://")
-  if (scheme < 0) return ""
-  let start = scheme + 3
-  let end = start
-  let colon = -1
-  while (end < url.length) {
-    const c = url.charCodeAt(end)
-    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) break
-    if (c === 64 /* @ */) start = end + 1
-    else if (c === 58 /* : */) colon = end
-    else if (c === 93 /* ] */) colon = -1
-    end++
-  }
-  const prefix = url.slice(0, scheme + 3)
-  const port = colon > start ? url.slice(colon + 1, end) : ""
-  const host = url.slice(start, colon > start ? colon : end)
-  const key = port === "" || port === defaultPorts[prefix.toLowerCase()] ? prefix + host : `${prefix}${host}:${port}`
-  return key.toLowerCase()
-}
-
-const defaultPorts: Record<string, string | undefined> = { "http://": "80", "https://": "443" }

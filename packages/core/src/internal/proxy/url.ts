@@ -1,5 +1,6 @@
 // Proxy URL parsing. Kept apart from Proxy.ts so the public module reads as a contract.
 import * as Redacted from "effect/Redacted"
+import { DEFAULT_PORTS } from "../url.ts"
 
 export type Protocol = "http" | "https" | "socks5" | "socks5h"
 
@@ -12,7 +13,6 @@ export interface Parsed {
 }
 
 const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
-const DEFAULT_PORTS: Record<Protocol, number> = { http: 80, https: 443, socks5: 1080, socks5h: 1080 }
 
 /**
  * Masks what might be a password in a raw input that did not parse (where we cannot tell the
@@ -82,7 +82,8 @@ export const parse = (raw: string): Parsed | string => {
     return "malformed percent-encoding in the user info"
   }
   // new URL drops the port when it equals the scheme's default; an explicit one must survive.
-  const port = url.port !== "" ? Number(url.port) : explicit !== undefined ? Number(explicit) : DEFAULT_PORTS[protocol]
+  const port =
+    url.port !== "" ? Number(url.port) : explicit !== undefined ? Number(explicit) : DEFAULT_PORTS[`${protocol}:`]
   return {
     protocol,
     hostname: url.hostname,

@@ -1,5 +1,6 @@
-// The retry loop behind `Retry.run` and `Retry.afterFailure`: attempts, per-attempt and total
-// timeouts, backoff with full jitter, Retry-After within cap and deadline, and the budget.
+// Running a request under a retry policy (`Retry.run`, `Retry.afterFailure`, re-exported by
+// Retry.ts): attempts, per-attempt and total timeouts, backoff with full jitter, Retry-After
+// within cap and deadline, and the budget.
 
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -10,16 +11,123 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Random from "effect/Random"
 import * as Result from "effect/Result"
-// Only used when a request runs (never while modules load), so the import cycle is harmless.
-import {
-  DeadlineExceeded,
-  isRetryable,
-  type Policy,
-  RetryAfterTooLong,
-  type RetryError,
-  type RunOptions
-} from "../../Retry.ts"
+import * as Exchange from "../http/exchange.ts"
+import type { Budget } from "./budget.ts"
+import { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./errors.ts"
+import { isRetryable, type Policy, type RunOptions } from "./policy.ts"
 import { isReplayable } from "./replay.ts"
+import { isUnsent } from "./unsent.ts"
+
+/**
+ * Runs `attempt` (one try of `request`, including reading its body) under `policy`: per-attempt
+ * and total timeouts, retries of retryable failures with backoff, `Retry-After`, the deadline
+ * and the retry budget. The building block of fan-out batches and `Retry.withPolicy`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClient, HttpClientRequest } from "effect/http"
+ * import { Retry } from "@volley/core"
+ *
+ * const request = HttpClientRequest.get("http://127.0.0.1:8080/flaky")
+ * const body = Effect.gen(function* () {
+ *   const client = (yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk)
+ *   const policy = yield* Retry.RetryPolicy
+ *   return yield* Retry.run(policy, request, Effect.flatMap(client.execute(request), (r) => r.text))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const run = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> => {
+  const retrying = policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
+  const timed =
+    options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
+  const budget = policy.budget
+  // Every request counts in the budget, retried method or not: it caps retries at a fraction
+  // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
+  // many times), and taken back if it could never be sent (`isUnsent`).
+  if (!timed) {
+    // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
+    const run = retrying
+      ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+      : attempt
+    if (budget === undefined) return run
+    return Effect.withFiber((fiber) => {
+      const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      budget.request(start)
+      // One handler for both: nothing but the attempt runs until it fails.
+      return Effect.catch(attempt, (error) => {
+        if (isUnsent(error)) return uncount(budget, start, error)
+        return retrying ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
+      })
+    })
+  }
+  return Effect.withFiber((fiber) => {
+    const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+    budget?.request(start)
+    let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
+    if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
+    const run = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+    return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
+  })
+}
+
+// A request that failed because it could never be sent leaves the budget as if never made.
+const uncount = <E>(budget: Budget, start: number, error: E): Effect.Effect<never, E> => {
+  if (isUnsent(error)) budget.unrequest(start)
+  return Effect.fail(error)
+}
+
+/**
+ * Goes on with a request whose first attempt failed with `error`, when the policy has no
+ * timeouts: retries it if the policy allows (never waiting past `options.deadline`), else
+ * fails with `error`.
+ * For runners that make the first attempt themselves (a fan-out batch does, to keep the
+ * success path free of retry machinery); they must count the request in the budget
+ * (`policy.budget?.request(now)`), and take it back (`policy.budget?.unrequest(now)`) when
+ * the first attempt failed because the request can never be sent (`InvalidUrlError`,
+ * `EncodeError`).
+ *
+ * @example
+ * ```ts
+ * import { Clock, Effect } from "effect"
+ * import { HttpClient, HttpClientRequest } from "effect/http"
+ * import { Retry } from "@volley/core"
+ *
+ * const request = HttpClientRequest.get("http://127.0.0.1:8080/flaky")
+ * const text = Effect.gen(function* () {
+ *   const policy = yield* Retry.RetryPolicy
+ *   const attempt = Effect.flatMap((yield* HttpClient.HttpClient).pipe(HttpClient.filterStatusOk).execute(request), (r) => r.text)
+ *   policy.budget?.request(yield* Clock.currentTimeMillis)
+ *   return yield* Effect.catch(attempt, (error) => Retry.afterFailure(policy, request, attempt, error))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const afterFailure = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  error: E,
+  options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> =>
+  policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request) && isRetryable(policy, error)
+    ? Effect.withFiber((fiber) =>
+        retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
+          error,
+          0
+        )
+      )
+    : Effect.fail(error)
 
 // Attempts, timeouts and waits of one request, for a fixed absolute deadline.
 export const retryLoop = <A, E, R>(
@@ -88,7 +196,7 @@ export const retryLoop = <A, E, R>(
 // endless error body cannot hold the request past its deadline.
 const discardBody = (error: unknown, withinMillis: number): Effect.Effect<void> => {
   if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return Effect.void
-  const drain = Effect.ignore(error.reason.response.arrayBuffer)
+  const drain = Effect.ignore(Exchange.readBytes(error.reason.response))
   return withinMillis === Number.POSITIVE_INFINITY ? drain : Effect.asVoid(Effect.timeoutOption(drain, withinMillis))
 }
 

@@ -270,7 +270,7 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
   return new Undici.Agent({
     ...agent,
     connect: (options, callback) => {
-      const port = Number(options.port) || (options.protocol === "https:" ? 443 : 80)
+      const port = Number(options.port) || (Proxy.defaultPort(options.protocol) ?? 80)
       socks.createSocks5Connection(options.hostname, port).then(
         (socket) =>
           options.protocol === "https:"
