@@ -87,6 +87,32 @@ export interface Options {
    * @default Node's defaults (its trust store, TLS 1.2 or later)
    */
   readonly tls?: TlsOptions | undefined
+  /**
+   * Ask for compressed bodies (`Accept-Encoding: gzip, deflate, br, zstd`) and decode them as
+   * they stream, whatever reads them (`Http.*`, batches, `response.stream`). Response headers stay
+   * as the server sent them (`Content-Length` counts the wire bytes, and undici checks it on
+   * them). An `Accept-Encoding` a request sets itself is sent as it is, and its response is
+   * still decoded; `false` sends none and hands bodies over as they came. A coding Node cannot
+   * decode is handed over as it came. Per request or batch: `HttpBody.withDecompress`.
+   * @default true
+   */
+  readonly decompress?: boolean | undefined
+  /**
+   * Most bytes a response body may have, counted after decompression: a read past it fails with
+   * a `DecodeError` caused by `HttpBody.BodyTooLargeError`, and the connection is closed at once
+   * instead of read to its end. An integer >= 1 (`Infinity`: no limit). Per request or batch:
+   * `HttpBody.withMaxBodySize`.
+   * @default Infinity (no limit)
+   */
+  readonly maxBodySize?: number | undefined
+  /**
+   * Offer HTTP/2 to `https://` origins (ALPN; undici's `allowH2`): an origin that accepts it
+   * carries a batch's requests as streams of one connection (at most 100 at a time per
+   * connection, fewer if the server says so). The same timeouts, interruption and per-host
+   * limits apply. Plain `http://` stays HTTP/1.1.
+   * @default false
+   */
+  readonly http2?: boolean | undefined
 }
 
 /**
@@ -107,6 +133,9 @@ export interface ResolvedOptions {
   readonly agent: Undici.Agent.Options
   readonly headersTimeoutMs: number
   readonly bodyTimeoutMs: number
+  readonly decompress: boolean
+  /** `Infinity`: no limit. */
+  readonly maxBodySize: number
 }
 
 /**
@@ -135,9 +164,16 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
   const headers = yield* Validate.duration("headersTimeout", options.headersTimeout ?? "30 seconds")
   const body = yield* Validate.duration("bodyTimeout", options.bodyTimeout ?? "30 seconds")
   const tls = yield* Tls.validate("tls", options.tls)
+  const decompress = yield* Validate.oneOf("decompress", options.decompress ?? true, [true, false])
+  const http2 = yield* Validate.oneOf("http2", options.http2 ?? false, [true, false])
+  const maxBodySize = yield* Validate.optional(options.maxBodySize, (bytes) =>
+    bytes === Number.POSITIVE_INFINITY ? Effect.succeed(bytes) : Validate.positiveInt("maxBodySize", bytes)
+  )
   const resolved: ResolvedOptions = {
     agent: {
       ...(connections === undefined ? {} : { connections }),
+      // undici 8 offers HTTP/2 unless told not to: keep it opt-in.
+      allowH2: http2,
       keepAliveTimeout: Duration.toMillis(keepAlive),
       // An upper bound, not a default: a server's `Keep-Alive: timeout=30` hint (which undici
       // otherwise follows up to 10 minutes) must not keep idle sockets open longer.
@@ -146,7 +182,9 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
       ...(tls === undefined ? {} : { connect: tls })
     },
     headersTimeoutMs: Duration.toMillis(headers),
-    bodyTimeoutMs: Duration.toMillis(body)
+    bodyTimeoutMs: Duration.toMillis(body),
+    decompress,
+    maxBodySize: maxBodySize ?? Number.POSITIVE_INFINITY
   }
   return resolved
 })
@@ -206,7 +244,8 @@ export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Val
 /**
  * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
  * `VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN`, `_KEEP_ALIVE_TIMEOUT`, `_CONNECT_TIMEOUT`,
- * `_HEADERS_TIMEOUT`, `_BODY_TIMEOUT` (durations such as `"5 seconds"`). Unset variables keep
+ * `_HEADERS_TIMEOUT`, `_BODY_TIMEOUT` (durations such as `"5 seconds"`), `_DECOMPRESS` and
+ * `_HTTP2` (booleans), `_MAX_BODY_SIZE` (bytes). Unset variables keep
  * the defaults; a value that does not parse fails the layer with a `ConfigError`.
  * `Resilience.layerConfig()` reads its rate limit and circuit breaker under the same prefix.
  *
@@ -231,7 +270,10 @@ export const layerConfig = (
         keepAliveTimeout: Validate.optionalConfig(Config.Duration("KEEP_ALIVE_TIMEOUT")),
         connectTimeout: Validate.optionalConfig(Config.Duration("CONNECT_TIMEOUT")),
         headersTimeout: Validate.optionalConfig(Config.Duration("HEADERS_TIMEOUT")),
-        bodyTimeout: Validate.optionalConfig(Config.Duration("BODY_TIMEOUT"))
+        bodyTimeout: Validate.optionalConfig(Config.Duration("BODY_TIMEOUT")),
+        decompress: Validate.optionalConfig(Config.Boolean("DECOMPRESS")),
+        http2: Validate.optionalConfig(Config.Boolean("HTTP2")),
+        maxBodySize: Validate.optionalConfig(Config.Number("MAX_BODY_SIZE"))
       }).pipe(Config.nested(prefix)),
       layer
     )

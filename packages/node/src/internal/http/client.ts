@@ -11,9 +11,11 @@
 //   AbortError's DOMException, FinalizationRegistry, response wrapper) costing about as much
 //   as undici itself.
 // Requests the runner does not cover (stream and form-data bodies, upgrades) go to
-// platform-node's undici client on the same dispatcher.
+// platform-node's undici client on the same dispatcher; it neither asks for nor decodes
+// compressed bodies and knows no maxBodySize.
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
 import type * as Undici from "@effect/platform-node/Undici"
+import * as HttpBody from "@volley/core/HttpBody"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -25,7 +27,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
-import { isPlain, retypeRejected, send, type Timeouts, unsupportedUrl } from "./dispatch.ts"
+import { isPlain, retypeRejected, type Settings, send, unsupportedUrl } from "./dispatch.ts"
 
 /**
  * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
@@ -36,14 +38,14 @@ export const SpanAttributes = Context.Reference<((url: URL) => Record<string, un
   { defaultValue: () => undefined }
 )
 
-export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
+export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
   Effect.gen(function* () {
     const fallback = yield* PlatformHttpClient.makeUndici.pipe(
-      Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(timeouts)))
+      Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(settings)))
     )
     const traced = HttpClient.make((request, url, signal, fiber) => {
       const run = isPlain(request)
-        ? send(dispatcher, request, url, timeouts, signal)
+        ? send(dispatcher, request, url, settings, signal, fiber.getRef(HttpBody.Decompress) ?? settings.decompress)
         : url.protocol !== "http:" && url.protocol !== "https:"
           ? Effect.fail(unsupportedUrl(request, url))
           : // the outer client already traces this request
@@ -53,7 +55,7 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
       const attributes = fiber.getRef(SpanAttributes)
       return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
     })
-    const fast = (request: HttpClientRequest.HttpClientRequest) => {
+    const fast = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       const url = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
       return Result.isFailure(url)
         ? Effect.fail(
@@ -61,7 +63,14 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
               reason: new HttpClientError.InvalidUrlError({ request, cause: url.failure })
             })
           )
-        : send(dispatcher, request, url.success, timeouts, undefined)
+        : send(
+            dispatcher,
+            request,
+            url.success,
+            settings,
+            undefined,
+            fiber.getRef(HttpBody.Decompress) ?? settings.decompress
+          )
     }
     return HttpClient.makeWith(
       (effect) =>
@@ -73,11 +82,11 @@ export const make = (dispatcher: Undici.Dispatcher, timeouts: Timeouts) =>
               !fiber.getRef(References.TracerEnabled) ||
               fiber.getRef(HttpClient.TracerDisabledWhen)(request)
             ) {
-              return fast(request)
+              return fast(request, fiber)
             }
             // Nothing records spans (Effect's default tracer): skip the client span, but keep
             // propagating the caller's trace context, as the span would have.
-            if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber))
+            if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber), fiber)
             return traced.execute(request)
           })
         ),
@@ -104,7 +113,7 @@ const propagate = (
 // platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
 // Effect.timeout); an interceptor is the one place left where ours take effect.
 const withTimeouts =
-  (timeouts: Timeouts): Undici.Dispatcher.DispatcherComposeInterceptor =>
+  (settings: Settings): Undici.Dispatcher.DispatcherComposeInterceptor =>
   (dispatch) =>
   (opts, handler) =>
-    dispatch({ ...opts, headersTimeout: timeouts.headersTimeoutMs, bodyTimeout: timeouts.bodyTimeoutMs }, handler)
+    dispatch({ ...opts, headersTimeout: settings.headersTimeoutMs, bodyTimeout: settings.bodyTimeoutMs }, handler)

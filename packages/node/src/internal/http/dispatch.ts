@@ -5,13 +5,18 @@ import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import { ACCEPT_ENCODING, codingsOf } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
 
-/** Per-request timeouts, in milliseconds, as undici takes them. */
-export interface Timeouts {
+/** The client's settings for every request: timeouts in milliseconds, as undici takes them, and body defaults. */
+export interface Settings {
   readonly headersTimeoutMs: number
   readonly bodyTimeoutMs: number
+  /** Whether to ask for and decode compressed bodies unless a request's `HttpBody.Decompress` says otherwise. */
+  readonly decompress: boolean
+  /** Body limit unless a read's `HttpBody.MaxBodySize` says otherwise; `Infinity`: none. */
+  readonly maxBodySize: number
 }
 
 /** Whether the fast path can send this request's body (the rest goes to platform-node's client). */
@@ -33,11 +38,12 @@ export const send = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
-  timeouts: Timeouts,
-  signal: AbortSignal | undefined
+  settings: Settings,
+  signal: AbortSignal | undefined,
+  decompress: boolean
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   url.protocol === "http:" || url.protocol === "https:"
-    ? dispatch(dispatcher, request, url, timeouts, signal)
+    ? dispatch(dispatcher, request, url, settings, signal, decompress)
     : Effect.fail(unsupportedUrl(request, url))
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
@@ -70,21 +76,27 @@ const dispatch = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
-  timeouts: Timeouts,
-  signal: AbortSignal | undefined
+  settings: Settings,
+  signal: AbortSignal | undefined,
+  decompress: boolean
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.callback((resume) => {
-    const handler = new Handler(request, url, resume, signal)
+    const handler = new Handler(request, url, resume, signal, decompress, settings.maxBodySize)
+    const headers = request.headers
     try {
       dispatcher.dispatch(
         {
           origin: url.origin,
           path: url.pathname + url.search,
           method: request.method,
-          headers: request.headers,
+          // An Accept-Encoding the caller set is sent as it is (the response is still decoded).
+          headers:
+            decompress && headers["accept-encoding"] === undefined
+              ? { ...headers, "accept-encoding": ACCEPT_ENCODING }
+              : headers,
           body: request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body,
-          headersTimeout: timeouts.headersTimeoutMs,
-          bodyTimeout: timeouts.bodyTimeoutMs
+          headersTimeout: settings.headersTimeoutMs,
+          bodyTimeout: settings.bodyTimeoutMs
         },
         handler
       )
@@ -101,6 +113,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
   ) => void
   readonly signal: AbortSignal | undefined
+  readonly decompress: boolean
+  readonly maxBodySize: number
   controller: Undici.Dispatcher.DispatchController | undefined = undefined
   body: Body | undefined = undefined
   // Set while a small body is being buffered before the response is handed over.
@@ -112,12 +126,16 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     request: HttpClientRequest.HttpClientRequest,
     url: URL,
     resume: (effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>) => void,
-    signal: AbortSignal | undefined
+    signal: AbortSignal | undefined,
+    decompress: boolean,
+    maxBodySize: number
   ) {
     this.request = request
     this.url = url
     this.resume = resume
     this.signal = signal
+    this.decompress = decompress
+    this.maxBodySize = maxBodySize
     if (signal !== undefined) {
       if (signal.aborted) this.reason = signal.reason
       else signal.addEventListener("abort", this)
@@ -151,14 +169,16 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     headers: Record<string, string | Array<string> | undefined>
   ): void {
     if (statusCode < 200) return
-    this.body = new Body(controller)
+    const codings = this.decompress ? codingsOf(headers["content-encoding"]) : undefined
+    this.body = new Body(controller, codings, this.maxBodySize)
     const response = new LeanResponse(this.request, responseUrl(this.url), statusCode, headers, this.body)
     // A body announced as small is awaited before handing the response over: reading it then
     // costs no second suspension of the caller's fiber, and the connection is free again by
-    // the time the caller sees the response (so an unread small body never holds it).
+    // the time the caller sees the response (so an unread small body never holds it). Not an
+    // encoded one: a small wire body can decode to any size.
     this.pending = response
     const length = headers["content-length"]
-    if (typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
+    if (codings === undefined && typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
     // Otherwise (chunked or large): hand it over once undici has parsed what the socket has
     // delivered so far, so a small chunked body that came in the same read still ends first.
     queueMicrotask(() => this.handOverEarly())

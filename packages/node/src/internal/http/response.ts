@@ -3,9 +3,10 @@
 // small response costs). Body chunks are buffered up to a high-water mark, then the
 // connection is paused until someone reads, as undici's own body stream does.
 
-import { Readable } from "node:stream"
+import { Readable, type Transform } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import type * as Undici from "@effect/platform-node/Undici"
+import * as HttpBody from "@volley/core/HttpBody"
 import * as Effect from "effect/Effect"
 import * as Cookies from "effect/http/Cookies"
 import * as Headers from "effect/http/Headers"
@@ -20,6 +21,7 @@ import { pipeArguments } from "effect/Pipeable"
 import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import type * as Socket from "effect/socket/Socket"
+import { CodingError, decoders as decoders_ } from "./decode.ts"
 
 /** Bytes buffered before an unread body pauses its connection (undici's body stream uses 64 KiB too). */
 export const HIGH_WATER_MARK = 64 * 1024
@@ -42,38 +44,149 @@ const decodeUtf8 = (bytes: Uint8Array): string => {
   return buffer.toString("utf8", start)
 }
 
+/** A body that grew past its read's `maxBodySize` (after decompression). */
+export class OverLimit extends Error {
+  readonly limit: number
+  constructor(limit: number) {
+    super(`The response body exceeds maxBodySize (${limit} bytes)`)
+    this.limit = limit
+  }
+}
+
 /**
  * The body as it arrives: buffered chunks, or a Readable once someone streams it.
  * Exactly one reader is expected, as with undici's own body.
+ *
+ * With `codings` (a `Content-Encoding` to decode), wire chunks go through zlib streams created
+ * on the first chunk, and what is buffered, counted and streamed is their output. The wire is
+ * then paused by the decoder's own backpressure (its input buffer full), the decoder by the
+ * reader's; without codings the reader pauses the wire directly, as before.
  */
 export class Body {
   readonly controller: Undici.Dispatcher.DispatchController
+  readonly codings: ReadonlyArray<string> | undefined
+  /** The client's `maxBodySize` (`Infinity`: none); a read may override it (see `LeanResponse`). */
+  readonly defaultLimit: number
+  limit = Number.POSITIVE_INFINITY
   chunks: Array<Buffer> = []
   bytes = 0
+  /** Bytes delivered to the reader so far (buffered ones included). */
+  total = 0
   ended = false
   error: unknown = undefined
   // Set while `arrayBuffer` waits for the end of the body.
   waiter: (() => void) | undefined = undefined
   sink: BodyReadable | undefined = undefined
   tracked = false
+  decoders: Array<Transform> | undefined = undefined
+  wireEnded = false
 
-  constructor(controller: Undici.Dispatcher.DispatchController) {
+  constructor(
+    controller: Undici.Dispatcher.DispatchController,
+    codings: ReadonlyArray<string> | undefined,
+    defaultLimit: number
+  ) {
     this.controller = controller
+    this.codings = codings
+    this.defaultLimit = defaultLimit
   }
 
+  /** A chunk off the wire. */
   push(chunk: Buffer): void {
+    if (this.codings === undefined) {
+      this.deliver(chunk)
+      return
+    }
+    if (this.error !== undefined) return
+    const decoders = this.decoders ?? this.startDecoding(chunk)
+    if (!decoders[0]!.write(chunk)) this.controller.pause()
+  }
+
+  private startDecoding(first: Buffer): Array<Transform> {
+    const codings = this.codings!
+    const decoders = decoders_(codings, first)
+    this.decoders = decoders
+    decoders.forEach((decoder, i) => {
+      decoder.on("error", (cause) => this.decodingFailed(new CodingError(codings[codings.length - 1 - i]!, cause)))
+    })
+    decoders[0]!.on("drain", () => this.controller.resume())
+    const last = decoders[decoders.length - 1]!
+    last.on("data", (chunk: Buffer) => this.deliver(chunk))
+    last.on("end", () => this.finish())
+    if (this.waiter === undefined && this.sink === undefined) last.pause()
+    return decoders
+  }
+
+  private decodingFailed(error: CodingError): void {
+    this.fail(error)
+    this.controller.abort(error)
+  }
+
+  /** A chunk for the reader (decoded, if the body is encoded). */
+  private deliver(chunk: Buffer): void {
+    if (this.error !== undefined) return
+    this.total += chunk.byteLength
+    if (this.total > this.limit) {
+      this.overLimit()
+      return
+    }
     if (this.sink !== undefined) {
-      if (!this.sink.push(chunk)) this.controller.pause()
+      if (!this.sink.push(chunk)) this.pauseReader()
       return
     }
     this.chunks.push(chunk)
     this.bytes += chunk.byteLength
     // Past, not at, the mark: a body of exactly HIGH_WATER_MARK bytes is awaited before the
     // response is handed over (dispatch.ts), and pausing on its last chunk would hold back its end.
-    if (this.bytes > HIGH_WATER_MARK && this.waiter === undefined) this.controller.pause()
+    if (this.bytes > HIGH_WATER_MARK && this.waiter === undefined) this.pauseReader()
   }
 
+  /**
+   * Sets the limit of the read that starts now; fails the body at once when more than that
+   * has already arrived. Returns whether the body can still be read.
+   */
+  limitTo(limit: number): boolean {
+    this.limit = limit
+    if (this.total > limit && this.error === undefined) this.overLimit()
+    return this.error === undefined
+  }
+
+  // Fails fast: the rest of the body is not read, and aborting closes the socket.
+  private overLimit(): void {
+    const error = new OverLimit(this.limit)
+    this.chunks = []
+    this.bytes = 0
+    // A body that already ended (read in full before this read started) only fails the read.
+    if (this.ended) this.error = error
+    else this.abort(error)
+  }
+
+  /** Fails the body and aborts the request, closing its socket if the body is still arriving. */
+  abort(error: Error): void {
+    this.fail(error)
+    this.controller.abort(error)
+  }
+
+  private pauseReader(): void {
+    if (this.decoders === undefined) this.controller.pause()
+    else this.decoders[this.decoders.length - 1]!.pause()
+  }
+
+  /** The reader wants more. */
+  resume(): void {
+    if (this.decoders === undefined) this.controller.resume()
+    else this.decoders[this.decoders.length - 1]!.resume()
+  }
+
+  /** The wire body ended; an encoded body ends once its decoder has flushed. */
   end(): void {
+    this.wireEnded = true
+    if (this.decoders === undefined) this.finish()
+    else this.decoders[0]!.end()
+  }
+
+  private finish(): void {
+    if (this.error !== undefined || this.ended) return
     this.ended = true
     this.untrack()
     if (this.sink !== undefined) this.sink.push(null)
@@ -81,8 +194,10 @@ export class Body {
   }
 
   fail(error: unknown): void {
+    if (this.error !== undefined || this.ended) return
     this.error = error
     this.untrack()
+    if (this.decoders !== undefined) for (const decoder of this.decoders) decoder.destroy()
     if (this.sink !== undefined) this.sink.destroy(error as Error)
     else this.waiter?.()
   }
@@ -114,14 +229,14 @@ export class Body {
   }
 
   toReadable(): BodyReadable {
-    const readable = new BodyReadable(this.controller)
+    const readable = new BodyReadable(this)
     for (const chunk of this.chunks) readable.push(chunk)
     this.chunks = []
     if (this.error !== undefined) readable.destroy(this.error as Error)
     else if (this.ended) readable.push(null)
     // Set even when the body is complete: it marks the body as taken by a stream.
     this.sink = readable
-    this.controller.resume()
+    this.resume()
     return readable
   }
 }
@@ -140,16 +255,16 @@ export const track = (response: LeanResponse): void => {
 }
 
 class BodyReadable extends Readable {
-  readonly controller: Undici.Dispatcher.DispatchController
-  constructor(controller: Undici.Dispatcher.DispatchController) {
+  readonly body: Body
+  constructor(body: Body) {
     super()
-    this.controller = controller
+    this.body = body
   }
   override _read() {
-    this.controller.resume()
+    this.body.resume()
   }
   override _destroy(error: Error | null, callback: (error?: Error | null) => void) {
-    if (!this.readableEnded) this.controller.abort(error ?? new Error("The response body was destroyed"))
+    if (!this.readableEnded) this.body.abort(error ?? new Error("The response body was destroyed"))
     callback(error)
   }
 }
@@ -228,17 +343,22 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
     return this.whole(decodeUtf8)
   }
 
-  /** Waits for the end of the body, then hands `f` the whole of it. */
+  /**
+   * Waits for the end of the body, then hands `f` the whole of it. The read's `maxBodySize` is
+   * the caller's `HttpBody.MaxBodySize`, else the client's, read when the read starts.
+   */
   private whole<A>(f: (view: Uint8Array) => A): Effect.Effect<A, HttpClientError.HttpClientError> {
     const body = this.body
-    // Already complete (every body announced as small is, when the response is handed over).
-    if (body.ended && body.sink === undefined) return Effect.sync(() => f(body.view()))
-    return Effect.suspend(() => {
-      if (body.error !== undefined) return Effect.fail(this.decodeError(body.error))
+    return Effect.withFiber((fiber) => {
+      const limit = fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit
+      // Already complete (every body announced as small is, when the response is handed over).
+      if (body.ended && body.sink === undefined && body.total <= limit) return Effect.succeed(f(body.view()))
       if (body.sink !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being streamed")))
-      if (body.ended) return Effect.succeed(f(body.view()))
       // One reader at a time: a second waiter would replace the first, which would never resume.
       if (body.waiter !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being read")))
+      body.limitTo(limit)
+      if (body.error !== undefined) return Effect.fail(this.decodeError(body.error))
+      if (body.ended) return Effect.succeed(f(body.view()))
       return Effect.callback<A, HttpClientError.HttpClientError>((resume) => {
         body.waiter = () => {
           body.waiter = undefined
@@ -246,10 +366,10 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
             body.error !== undefined ? Effect.fail(this.decodeError(body.error)) : Effect.sync(() => f(body.view()))
           )
         }
-        body.controller.resume()
+        body.resume()
         return Effect.sync(() => {
           body.waiter = undefined
-          if (!body.ended) body.controller.abort(new Error("The request was interrupted"))
+          if (!body.ended) body.abort(new Error("The request was interrupted"))
         })
       })
     })
@@ -283,18 +403,24 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
     )
   }
 
+  /** Chunks as they arrive (decoded), never buffered beyond the high-water mark; see `whole` for the limit. */
   get stream(): Stream.Stream<Uint8Array, HttpClientError.HttpClientError> {
-    return Stream.suspend(() => {
-      const body = this.body
-      // A second reader would take chunks from the first: refuse it, and leave the first alone.
-      if (body.waiter !== undefined || body.sink !== undefined) {
-        return Stream.fail(this.decodeError(new Error("The body is already being read")))
-      }
-      return NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
-        evaluate: () => body.toReadable(),
-        onError: (cause) => this.decodeError(cause)
+    return Stream.unwrap(
+      Effect.withFiber((fiber) => {
+        const body = this.body
+        // A second reader would take chunks from the first: refuse it, and leave the first alone.
+        if (body.waiter !== undefined || body.sink !== undefined) {
+          return Effect.succeed(Stream.fail(this.decodeError(new Error("The body is already being read"))))
+        }
+        body.limitTo(fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit)
+        return Effect.succeed(
+          NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
+            evaluate: () => body.toReadable(),
+            onError: (cause) => this.decodeError(cause)
+          })
+        )
       })
-    })
+    )
   }
 
   // Upgrade requests never reach the fast path (the client hands them to platform-node's).
@@ -311,8 +437,29 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
   }
 
   private decodeError(cause: unknown): HttpClientError.HttpClientError {
+    const request = this.request
+    if (cause instanceof OverLimit) {
+      const error = new HttpBody.BodyTooLargeError({
+        limit: cause.limit,
+        method: request.method,
+        url: UrlParams.redactUrl(request.url)
+      })
+      return new HttpClientError.HttpClientError({
+        reason: new HttpClientError.DecodeError({ request, response: this, cause: error, description: error.message })
+      })
+    }
+    if (cause instanceof CodingError) {
+      return new HttpClientError.HttpClientError({
+        reason: new HttpClientError.DecodeError({
+          request,
+          response: this,
+          cause,
+          description: cause.message
+        })
+      })
+    }
     return new HttpClientError.HttpClientError({
-      reason: new HttpClientError.DecodeError({ request: this.request, response: this, cause })
+      reason: new HttpClientError.DecodeError({ request, response: this, cause })
     })
   }
 

@@ -1,0 +1,71 @@
+// Content-Encoding decoding for the direct client: the codings Node's zlib has, as streams fed
+// with the wire chunks undici hands over. Created only for a response that names a coding and
+// has a body, so an identity response never pays for zlib.
+import type { Transform } from "node:stream"
+import * as Zlib from "node:zlib"
+
+/** What the client asks for when decompression is on: every coding it can decode. */
+export const ACCEPT_ENCODING = "gzip, deflate, br, zstd"
+
+const KNOWN = new Set(["gzip", "x-gzip", "deflate", "br", "zstd"])
+
+/**
+ * The codings of a `Content-Encoding` header in the order they were applied, or `undefined`
+ * when there is nothing to decode: no header, only `identity`, or a coding this client cannot
+ * decode (the body is then handed over as it came, as fetch does).
+ */
+export const codingsOf = (header: string | Array<string> | undefined): ReadonlyArray<string> | undefined => {
+  if (header === undefined) return undefined
+  const codings: Array<string> = []
+  for (const part of (Array.isArray(header) ? header.join(",") : header).split(",")) {
+    const coding = part.trim().toLowerCase()
+    if (coding === "" || coding === "identity") continue
+    if (!KNOWN.has(coding)) return undefined
+    codings.push(coding)
+  }
+  return codings.length === 0 ? undefined : codings
+}
+
+/**
+ * A body that does not decode as its `Content-Encoding` says; zlib's error is its `cause`. It has
+ * no `code` of its own (zlib's `Z_DATA_ERROR` stays on the cause), so the retry policy, which
+ * retries a body failure with an I/O code, does not fetch a corrupt body again.
+ */
+export class CodingError extends Error {
+  readonly coding: string
+  constructor(coding: string, cause: unknown) {
+    super(`the ${coding} body does not decode: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    this.name = "CodingError"
+    this.coding = coding
+  }
+}
+
+/**
+ * One zlib stream per coding, outermost (last applied) first, piped into each other. `first`,
+ * the first bytes of the body, tells zlib-wrapped deflate (RFC 1950, what the RFC means) from
+ * raw deflate (what some servers send): a zlib header's low nibble is 8.
+ */
+export const decoders = (codings: ReadonlyArray<string>, first: Uint8Array): Array<Transform> => {
+  const streams: Array<Transform> = []
+  for (let i = codings.length - 1; i >= 0; i--) {
+    streams.push(decoder(codings[i]!, i === codings.length - 1 ? first : undefined))
+  }
+  for (let i = 0; i < streams.length - 1; i++) streams[i]!.pipe(streams[i + 1]!)
+  return streams
+}
+
+const decoder = (coding: string, first: Uint8Array | undefined): Transform => {
+  switch (coding) {
+    case "br":
+      return Zlib.createBrotliDecompress()
+    case "zstd":
+      return Zlib.createZstdDecompress()
+    case "deflate":
+      // Inside a chain the inner bytes are unknown until decoded: RFC 1950, as specified.
+      return first === undefined || first.length === 0 || (first[0]! & 0x0f) === 8
+        ? Zlib.createInflate()
+        : Zlib.createInflateRaw()
+    default:
+      return Zlib.createGunzip()
+  }
+}
