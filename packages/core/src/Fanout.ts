@@ -16,7 +16,8 @@
  *   wrapped by `Retry.layerClient` is seen through, never retrying twice); `deadline` bounds
  *   the whole batch.
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
- *   body is read and dropped), so no connection is held by an unread body.
+ *   body is read and dropped), so no connection is held by an unread body. `read: json(schema)`
+ *   gives typed values, a body that does not decode failing its own item.
  * - **Cost**: at most `concurrency` worker fibers, started as requests start (a huge
  *   `concurrency` costs nothing by itself), no fiber, stream or span per request.
  * - **Tracing**: a batch is one span, `volley.Fanout` (attributes `volley.fanout.concurrency`,
@@ -32,9 +33,12 @@
  */
 import type * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Metric from "effect/Metric"
 import type * as Result from "effect/Result"
+import type * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import * as Forms from "./internal/fanout/forms.ts"
 import {
@@ -49,6 +53,7 @@ import {
 } from "./internal/fanout/model.ts"
 import { metrics as originMetrics } from "./internal/fanout/origins.ts"
 import { Cancellable, type Input as SchedulerInput } from "./internal/fanout/scheduler.ts"
+import { readJson } from "./internal/http/json.ts"
 import type * as Validate from "./Options.ts"
 
 export {
@@ -174,6 +179,43 @@ export const adaptiveMetrics: {
   readonly latency: Metric.Gauge<number>
   readonly changes: Metric.Counter<number>
 } = originMetrics
+
+/**
+ * A `read` that decodes each 2xx body as JSON with `schema`, for any batch form: results are the
+ * schema's typed values, and an item whose body is not JSON or does not match fails on its own
+ * (settled forms keep going) with an `HttpClientError` whose reason is a `DecodeError`: its
+ * message names the request (`GET <url>`) and the schema's issue, its `cause` is the
+ * `SchemaError`. Such a failure is not retried (the same body would fail the same way). The
+ * schema's decoding services, if any, become the batch's requirements. Build it once and reuse
+ * it: the decoder is made when `json` is called, not per response. The request's headers are
+ * the batch's (add `accept: application/json` to an `HttpClientRequest` if the origin needs it).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Result, Schema } from "effect"
+ * import { Fanout } from "@volley/core"
+ *
+ * const User = Schema.Struct({ id: Schema.Number, name: Schema.String })
+ * const urls = [1, 2, 3].map((id) => `http://127.0.0.1:8080/users/${id}`)
+ *
+ * // Array<Result<{ id: number; name: string }, Fanout.ItemError<never>>>
+ * const users = Fanout.allSettled(urls, { read: Fanout.json(User) })
+ * const names = Fanout.all(urls, { read: Fanout.json(User) }).pipe(
+ *   Effect.map((all) => all.map((user) => user.name))
+ * )
+ * const badBodies = Effect.map(users, (results) =>
+ *   results.filter((r) => Result.isFailure(r) && r.failure._tag === "HttpClientError" && r.failure.reason._tag === "DecodeError")
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category readers
+ */
+export const json = <S extends Schema.Constraint>(
+  schema: S
+): ((
+  response: HttpClientResponse.HttpClientResponse
+) => Effect.Effect<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]>) => readJson(schema)
 
 /**
  * Runs every request and returns the values in input order; the first failure interrupts the

@@ -29,9 +29,10 @@ import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
-import * as HttpClientResponse from "effect/http/HttpClientResponse"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Schema from "effect/Schema"
 import * as Exchange from "./internal/http/exchange.ts"
+import { readJson } from "./internal/http/json.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import * as Retry from "./Retry.ts"
 
@@ -244,21 +245,3 @@ const run = <A, E, R>(
 // Built once: the hot path allocates only the request and its effects.
 const onText = Exchange.onResponse(Exchange.readText, true)
 const onBytes = Exchange.onResponse(Exchange.readBytes, true)
-
-const readJson =
-  <S extends Schema.Constraint>(schema: S) =>
-  (response: HttpClientResponse.HttpClientResponse) =>
-    HttpClientResponse.schemaBodyJson(schema)(response).pipe(
-      Effect.catchTag("SchemaError", (cause) =>
-        Effect.fail(
-          new HttpClientError.HttpClientError({
-            reason: new HttpClientError.DecodeError({
-              request: response.request,
-              response,
-              cause,
-              description: `body does not match the schema: ${cause.message}`
-            })
-          })
-        )
-      )
-    )

@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import * as Exchange from "../http/exchange.ts"
+import { consuming } from "../http/json.ts"
 import * as Validate from "../options.ts"
 import type * as Adaptive from "./adaptive.ts"
 import * as Engine from "./engine.ts"
@@ -212,7 +213,7 @@ const resolve = <A, E, R>(
       concurrency: total === undefined ? concurrency : Math.min(concurrency, total),
       deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
       read: options?.read ?? (Exchange.readBytes as unknown as Engine.Plan<A, E, R>["read"]),
-      customRead: options?.read !== undefined,
+      customRead: options?.read !== undefined && !consuming.has(options.read),
       tracing: options?.tracing ?? false,
       progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)
     }
