@@ -10,6 +10,7 @@ export default defineConfig({
     projects: [
       { extends: true, test: { name: "core", root: "packages/core", include: ["test/**/*.test.ts"] } },
       { extends: true, test: { name: "node", root: "packages/node", include: ["test/**/*.test.ts"] } },
+      { extends: true, test: { name: "cluster", root: "packages/cluster", include: ["test/**/*.test.ts"] } },
       { extends: true, test: { name: "e2e", include: ["test/**/*.test.ts"] } }
     ],
     testTimeout: 30_000,

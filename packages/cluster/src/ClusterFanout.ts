@@ -1,0 +1,497 @@
+/**
+ * Durable fan-out over a cluster of runners: a job of many HTTP requests is submitted once, stored
+ * in PostgreSQL, and worked by every runner, with the per-host bound holding cluster-wide.
+ *
+ * - **Chunks**: items are grouped per origin and sent in chunks of `chunkSize` (one persisted
+ *   message each), so a job of a million URLs is thousands of messages, not a million.
+ * - **Per host, cluster-wide**: each origin is one entity; the runner holding its shard runs its
+ *   chunks one at a time and their items `perHost` at a time, under the runner's own
+ *   `concurrency` bound. So no origin ever sees more than `perHost` requests at once from the
+ *   whole cluster (while a dead runner's shards move, its connections are already closed).
+ * - **Outcomes**: each item's outcome (status and body size, or the value of a runner's
+ *   {@link Reader}, or a typed failure) is written once to `volley_results`, keyed by job and
+ *   item (`ON CONFLICT DO NOTHING`): delivery is at-least-once, the outcome is one.
+ * - **Runner's layers**: retries, timeouts, the deadline per request, proxies and the connection
+ *   pool are whatever `HttpClient` and `Retry.RetryPolicy` the runner provides, as with `Fanout`
+ *   in one process.
+ * - **Watching**: {@link progress}, {@link watch}, {@link wait}, {@link results} as a stream,
+ *   {@link cancel}, and {@link forget} (runners also forget finished jobs after their `retention`).
+ *
+ * Every function needs a cluster member: `ClusterRunner.layerClient` or `ClusterRunner.layer`.
+ *
+ * @since 0.1.0
+ */
+import { Options as Validate } from "@volley/core"
+import type * as Sharding from "effect/cluster/Sharding"
+import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlError from "effect/sql/SqlError"
+import type { Reader as ReaderModel } from "./internal/reader.ts"
+import { findJob } from "./internal/store.ts"
+import { Conflict, type Item as ItemModel, submit as submitChunks } from "./internal/submit.ts"
+
+/**
+ * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
+ * whose body is empty, text or bytes (decoded as UTF-8). Items are stored as they are, headers
+ * included: keep secrets out of them or out of shared databases.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Item = ItemModel
+
+/**
+ * A named way to read a response into a value that can be stored (its `success` schema encodes it
+ * to JSON), registered on every runner with `ClusterRunner.layer({ readers })` and chosen per job
+ * with `reader`. Without one, a runner reads the body and stores its size.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Reader<A = unknown> = ReaderModel<A>
+
+/**
+ * Declares a {@link Reader}. Put it in a module that runners and clients both import.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * export const title = ClusterFanout.reader({
+ *   name: "title",
+ *   success: Schema.String,
+ *   read: (response) => Effect.map(response.text, (html) => /<title>(.*?)<\/title>/.exec(html)?.[1] ?? "")
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reader = <A, E>(options: {
+  readonly name: string
+  readonly success: Schema.Codec<A, unknown>
+  readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E>
+}): Reader<A> => options
+
+/**
+ * Options of {@link submit}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubmitOptions {
+  /**
+   * Requests at once to one origin, across the whole cluster.
+   * @default 4
+   */
+  readonly perHost?: number | undefined
+  /**
+   * Items per stored message (all of one origin).
+   * @default 100
+   */
+  readonly chunkSize?: number | undefined
+  /** A reader registered on the runners, or its name. */
+  // biome-ignore lint/suspicious/noExplicitAny: a reader of any value type
+  readonly reader?: Reader<any> | string | undefined
+}
+
+/**
+ * The job id exists with other items or options.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JobConflictError extends Data.TaggedError("JobConflictError")<{
+  readonly job: string
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `job id reused with different items: ${this.detail}`
+  }
+}
+
+/**
+ * No job has that id (never submitted, or forgotten).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JobNotFoundError extends Data.TaggedError("JobNotFoundError")<{ readonly job: string }> {
+  override get message(): string {
+    return `no job with id ${this.job}`
+  }
+}
+
+/**
+ * Submits a job: stores it and its items in chunks, and returns the number of items. Submitting
+ * the same job again (same id, items and options) is harmless: nothing runs twice, so a client
+ * that crashed mid-submit just submits again. The same id with other items or options fails with
+ * {@link JobConflictError}. An item that is not an `http(s)` URL gets a failed outcome
+ * (`InvalidItem`) at once.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const urls = Array.from({ length: 10_000 }, (_, i) => `http://127.0.0.1:${8000 + (i % 50)}/page/${i}`)
+ * const program = Effect.gen(function* () {
+ *   yield* ClusterFanout.submit("crawl-1", urls, { perHost: 4 })
+ *   return yield* ClusterFanout.wait("crawl-1")
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const submit = <E = never, R = never>(
+  job: string,
+  items: Iterable<Item> | Stream.Stream<Item, E, R>,
+  options: SubmitOptions = {}
+): Effect.Effect<
+  number,
+  E | JobConflictError | Validate.InvalidOptionsError | SqlError.SqlError,
+  R | Sharding.Sharding | SqlClient.SqlClient
+> =>
+  Effect.gen(function* () {
+    const perHost = yield* Validate.positiveInt("perHost", options.perHost ?? 4)
+    const chunkSize = yield* Validate.positiveInt("chunkSize", options.chunkSize ?? 100)
+    if (job.length === 0 || job.length > 200) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "job",
+        reason: `job id must be 1-200 characters, got ${job.length}`
+      })
+    }
+    const name =
+      options.reader === undefined ? null : typeof options.reader === "string" ? options.reader : options.reader.name
+    const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
+    return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(
+      Effect.catchIf(
+        (error): error is Conflict => error instanceof Conflict,
+        (conflict) => Effect.fail(new JobConflictError({ job, detail: conflict.detail }))
+      )
+    )
+  })
+
+/**
+ * Progress of one origin in a job.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OriginProgress {
+  readonly origin: string
+  readonly total: number
+  readonly succeeded: number
+  readonly failed: number
+  /** Items of chunks a runner has started and not finished, without an outcome yet. */
+  readonly inFlight: number
+}
+
+/**
+ * Where a job stands, from the database.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Progress {
+  readonly job: string
+  /** `undefined` while the job is still being submitted. */
+  readonly total: number | undefined
+  readonly done: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly inFlight: number
+  readonly cancelled: boolean
+  /** Every item has an outcome, or the job was cancelled. */
+  readonly finished: boolean
+  readonly origins: ReadonlyArray<OriginProgress>
+}
+
+/**
+ * Reads a job's progress: done, failed and in flight, in total and per origin.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const line = ClusterFanout.progress("crawl-1").pipe(
+ *   Effect.map((p) => `${p.done}/${p.total ?? "?"} (${p.failed} failed, ${p.inFlight} in flight)`)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const progress = (
+  job: string
+): Effect.Effect<Progress, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const row = yield* findJob(job)
+    if (row === undefined) return yield* new JobNotFoundError({ job })
+    const chunks = yield* sql<{ origin: string; total: string | number; in_flight: string | number }>`
+      select c.origin, sum(c.size) as total,
+        sum(case when c.started_at is not null and c.finished_at is null
+          then c.size - (select count(*) from volley_results r where r.job_id = c.job_id and r.chunk = c.chunk)
+          else 0 end) as in_flight
+      from volley_chunks c where c.job_id = ${job} group by c.origin`
+    const outcomes = yield* sql<{ origin: string; succeeded: string | number; failed: string | number }>`
+      select origin, count(*) filter (where ok) as succeeded, count(*) filter (where not ok) as failed
+      from volley_results where job_id = ${job} group by origin`
+    const byOrigin = new Map<string, { -readonly [K in keyof OriginProgress]: OriginProgress[K] }>()
+    for (const c of chunks) {
+      byOrigin.set(c.origin, {
+        origin: c.origin,
+        total: Number(c.total),
+        succeeded: 0,
+        failed: 0,
+        inFlight: Number(c.in_flight)
+      })
+    }
+    let succeeded = 0
+    let failed = 0
+    for (const o of outcomes) {
+      succeeded += Number(o.succeeded)
+      failed += Number(o.failed)
+      const entry = byOrigin.get(o.origin)
+      if (entry !== undefined) {
+        entry.succeeded = Number(o.succeeded)
+        entry.failed = Number(o.failed)
+      }
+    }
+    const origins = [...byOrigin.values()]
+    return {
+      job,
+      total: row.total === null ? undefined : Number(row.total),
+      done: succeeded + failed,
+      succeeded,
+      failed,
+      inFlight: origins.reduce((sum, o) => sum + o.inFlight, 0),
+      cancelled: row.cancelled_at !== null,
+      finished: row.finished_at !== null,
+      origins
+    }
+  })
+
+/**
+ * Streams a job's progress every `interval` (default 1 second), ending with the first `finished`
+ * one.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const printed = ClusterFanout.watch("crawl-1", { interval: "500 millis" }).pipe(
+ *   Stream.runForEach((p) => Effect.log(`${p.done}/${p.total}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const watch = (
+  job: string,
+  options: { readonly interval?: Duration.Input | undefined } = {}
+): Stream.Stream<Progress, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
+  Stream.fromEffectSchedule(progress(job), Schedule.spaced(options.interval ?? "1 second")).pipe(
+    Stream.takeUntil((p) => p.finished)
+  )
+
+/**
+ * Waits until a job is finished (or cancelled) and returns its final progress; with `timeout`,
+ * fails with `Cause.TimeoutError` past it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const failed = ClusterFanout.wait("crawl-1", { timeout: "10 minutes" }).pipe(Effect.map((p) => p.failed))
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const wait = (
+  job: string,
+  options: { readonly interval?: Duration.Input | undefined; readonly timeout?: Duration.Input | undefined } = {}
+) => {
+  const last = Stream.runLast(watch(job, options)).pipe(
+    Effect.flatMap(Option.match({ onNone: () => Effect.fail(new JobNotFoundError({ job })), onSome: Effect.succeed }))
+  )
+  return options.timeout === undefined ? last : Effect.timeout(last, options.timeout)
+}
+
+/**
+ * A failed item: `reason` is the failure's tag (`StatusCodeError` with `status`, `TransportError`,
+ * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ItemFailed extends Schema.TaggedError<ItemFailed>()("ItemFailed", {
+  reason: Schema.String,
+  detail: Schema.String,
+  status: Schema.optional(Schema.Number)
+}) {
+  override get message(): string {
+    return `${this.reason}${this.status === undefined ? "" : ` (status ${this.status})`}: ${this.detail}`
+  }
+}
+
+/**
+ * A successful item: its status, the body's size (without a reader) or the reader's value.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Success<A> {
+  readonly status: number
+  readonly bytes: number | undefined
+  readonly value: A | undefined
+}
+
+/**
+ * One item's outcome, as stored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Outcome<A> {
+  readonly index: number
+  readonly origin: string
+  /** The runner that wrote it (`host:port`), or `client` for an item rejected at submit. */
+  readonly runner: string
+  readonly result: Result.Result<Success<A>, ItemFailed>
+}
+
+interface ResultRow {
+  readonly item: string | number
+  readonly origin: string
+  readonly ok: boolean
+  readonly status: number | null
+  readonly bytes: string | number | null
+  readonly value: string | null
+  readonly error_tag: string | null
+  readonly error_message: string | null
+  readonly runner: string
+}
+
+/**
+ * Streams a job's outcomes in item order, read from the database in pages (those written so far,
+ * for a job still running). With the job's `reader`, values are decoded with its schema.
+ *
+ * @example
+ * ```ts
+ * import { Result, Stream } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const failures = ClusterFanout.results("crawl-1").pipe(
+ *   Stream.filter((outcome) => Result.isFailure(outcome.result)),
+ *   Stream.runCount
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const results = <A = unknown>(
+  job: string,
+  options: { readonly reader?: Reader<A> | undefined; readonly pageSize?: number | undefined } = {}
+): Stream.Stream<Outcome<A>, SqlError.SqlError | Schema.SchemaError, SqlClient.SqlClient> => {
+  const pageSize = options.pageSize ?? 1000
+  const decode =
+    options.reader === undefined
+      ? (json: unknown) => Effect.succeed(json as A)
+      : Schema.decodeUnknownEffect(Schema.toCodecJson(options.reader.success))
+  return Stream.paginate(-1, (after: number) =>
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql<ResultRow>`select item, origin, ok, status, bytes, value, error_tag, error_message, runner
+        from volley_results where job_id = ${job} and item > ${after} order by item limit ${pageSize}`
+    ).pipe(
+      Effect.flatMap((rows) => Effect.forEach(rows, (row) => toOutcome(row, decode))),
+      Effect.map((page) => {
+        const last = page.at(-1)
+        return [page, page.length < pageSize || last === undefined ? Option.none() : Option.some(last.index)] as const
+      })
+    )
+  )
+}
+
+const toOutcome = <A>(
+  row: ResultRow,
+  decode: (json: unknown) => Effect.Effect<A, Schema.SchemaError>
+): Effect.Effect<Outcome<A>, Schema.SchemaError> => {
+  const base = { index: Number(row.item), origin: row.origin, runner: row.runner }
+  if (!row.ok) {
+    const failed = new ItemFailed({
+      reason: row.error_tag ?? "Unknown",
+      detail: row.error_message ?? "",
+      ...(row.status === null ? {} : { status: row.status })
+    })
+    return Effect.succeed({ ...base, result: Result.fail(failed) })
+  }
+  const value = row.value === null ? Effect.succeed(undefined) : decode(JSON.parse(row.value))
+  return Effect.map(value, (decoded) => ({
+    ...base,
+    result: Result.succeed({
+      status: row.status ?? 0,
+      bytes: row.bytes === null ? undefined : Number(row.bytes),
+      value: decoded
+    })
+  }))
+}
+
+/**
+ * Cancels a job: runners start none of its remaining items (those running finish), and the job
+ * counts as finished.
+ *
+ * @example
+ * ```ts
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const stop = ClusterFanout.cancel("crawl-1")
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const cancel = (job: string): Effect.Effect<void, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.flatMap(
+      sql<{ job_id: string }>`update volley_jobs set cancelled_at = coalesce(cancelled_at, now()),
+        finished_at = coalesce(finished_at, now()) where job_id = ${job} returning job_id`,
+      (rows) => (rows.length === 0 ? Effect.fail(new JobNotFoundError({ job })) : Effect.void)
+    )
+  )
+
+/**
+ * Deletes a job with its chunks and outcomes (runners do it for finished jobs after their
+ * `retention`). Chunks not yet run are then skipped.
+ *
+ * @example
+ * ```ts
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const cleanUp = ClusterFanout.forget("crawl-1")
+ * ```
+ *
+ * @since 0.1.0
+ * @category watching
+ */
+export const forget = (job: string): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.asVoid(sql`delete from volley_jobs where job_id = ${job}`))

@@ -1,0 +1,325 @@
+/**
+ * Runners and clients of a volley cluster: processes that share one PostgreSQL database through
+ * Effect's cluster (`effect/cluster`, socket transport). A runner owns a share of the shards and
+ * works the jobs and tasks whose entities live there; a client only submits and watches.
+ *
+ * - **Storage**: PostgreSQL through `@effect/sql-pg`. Effect's `cluster_*` tables and volley's
+ *   `volley_*` tables are created on start-up.
+ * - **Delivery**: at-least-once with deduplication. Chunks and task calls are persisted before
+ *   they run; a runner that dies (SIGKILL) loses nothing, its shards move to the others after
+ *   `shardLockExpiration` and what it was running runs again there; each item's outcome is still
+ *   written once. A runner stopped with SIGTERM finishes what it started and hands its shards over.
+ * - **Environment**: the cluster ignores `PORT`, `HOST` and every other environment variable
+ *   (Effect's cluster reads them by default); all settings come from the options.
+ * - **Start-up bound**: an unreachable database fails the layer with {@link ClusterStartError}
+ *   within `connectTimeout` (default 5 seconds) plus a few seconds; a runner port in use fails it at once.
+ *
+ * @since 0.1.0
+ */
+
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import { PgClient } from "@effect/sql-pg"
+import * as ConfigProvider from "effect/ConfigProvider"
+import * as MessageRetention from "effect/cluster/MessageRetention"
+import * as RunnerAddress from "effect/cluster/RunnerAddress"
+import type * as Sharding from "effect/cluster/Sharding"
+import type * as ShardingConfig from "effect/cluster/ShardingConfig"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as SqlClient from "effect/sql/SqlClient"
+import { OriginEntity } from "./internal/model.ts"
+import type { Reader } from "./internal/reader.ts"
+import { migrate } from "./internal/store.ts"
+import { makeWorker, runChunk, Worker } from "./internal/worker.ts"
+
+/**
+ * Where the database is.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DatabaseOptions {
+  /** A `postgres://` URL; keep passwords in a `Redacted`. */
+  readonly url: string | Redacted.Redacted<string>
+  /**
+   * Longest wait for the first connection.
+   * @default "5 seconds"
+   */
+  readonly connectTimeout?: Duration.Input | undefined
+  /**
+   * Connections in the pool (a runner also holds one more for its shard locks).
+   * @default 10
+   */
+  readonly maxConnections?: number | undefined
+}
+
+/**
+ * Timings of the cluster: `"default"` are Effect's (a dead runner's shards move after ~35 s);
+ * `"fast"` are the short ones used in tests and the example (shards move after ~5 s, at the cost
+ * of more polling): lock refresh 2 s, lock expiry 6 s, assignments 1 s, health checks 2 s,
+ * message poll 1 s, reply poll 50 ms.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Timings = "default" | "fast"
+
+/**
+ * Options of a client: the database, the timings, and any other sharding settings.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientOptions {
+  readonly database: DatabaseOptions
+  /** @default "default" */
+  readonly timings?: Timings | undefined
+  /** Any other setting of Effect's `ShardingConfig`; wins over `timings`. */
+  readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Service"]> | undefined
+}
+
+/**
+ * Options of a runner.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends ClientOptions {
+  /**
+   * The address other runners reach this one on (it also listens there).
+   * @default "127.0.0.1"
+   */
+  readonly host?: string | undefined
+  /** The runner's port; pick one below 32768 (Linux's ephemeral range starts there). */
+  readonly port: number
+  /**
+   * Requests this runner runs at once, across every origin and job.
+   * @default 64
+   */
+  readonly concurrency?: number | undefined
+  /** Readers that jobs may name in `ClusterFanout.submit`'s `reader`. */
+  // biome-ignore lint/suspicious/noExplicitAny: a reader of any value type
+  readonly readers?: ReadonlyArray<Reader<any>> | undefined
+  /**
+   * How long a finished job's rows and its processed messages are kept.
+   * @default "1 hour"
+   */
+  readonly retention?: Duration.Input | undefined
+}
+
+/**
+ * A runner or client could not start: the database is unreachable, the port is taken, or an
+ * option is wrong. `reason` says which; `message` names the value.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ClusterStartError extends Data.TaggedError("ClusterStartError")<{
+  readonly reason: "DatabaseUnreachable" | "PortInUse" | "InvalidOptions"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `cluster start-up failed (${this.reason}): ${this.detail}`
+  }
+}
+
+/**
+ * What a runner or client layer provides: Effect's `Sharding` and the database's `SqlClient`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ClusterRunnerServices = Sharding.Sharding | SqlClient.SqlClient
+
+/**
+ * The short timings of `timings: "fast"`, as Effect `ShardingConfig` settings.
+ *
+ * @example
+ * ```ts
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const lockExpiry = ClusterRunner.fastTimings.shardLockExpiration // "6 seconds"
+ * ```
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const fastTimings: Partial<ShardingConfig.ShardingConfig["Service"]> = {
+  shardLockRefreshInterval: "2 seconds",
+  shardLockExpiration: "6 seconds",
+  refreshAssignmentsInterval: "1 second",
+  runnerHealthCheckInterval: "2 seconds",
+  entityMessagePollInterval: "1 second",
+  entityReplyPollInterval: "50 millis",
+  sendRetryInterval: "50 millis"
+}
+
+/**
+ * A client of the cluster: `Sharding` to send to entities and the `SqlClient` of the database, so
+ * `ClusterFanout.*` and `ClusterBlocking.layer` work; it runs nothing itself.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout, ClusterRunner } from "@volley/cluster"
+ *
+ * const program = ClusterFanout.progress("crawl-1").pipe(
+ *   Effect.provide(ClusterRunner.layerClient({ database: { url: "postgres://postgres@127.0.0.1:5432/volley" } }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = (
+  options: ClientOptions
+): Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError> =>
+  NodeClusterSocket.layer({ clientOnly: true, shardingConfig: shardingConfig(options, Option.none()) }).pipe(
+    Layer.provide(noEnvironment),
+    Layer.provideMerge(database(options.database)),
+    Layer.catch((error) => Layer.effectDiscard(Effect.fail(startError(error, options))))
+  ) as Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError>
+
+/**
+ * A runner: joins the cluster on `host:port`, takes its share of the shards and works the chunks of
+ * every job with the `HttpClient` (and `Retry.RetryPolicy`) you provide, so retries, timeouts,
+ * proxies and the connection pool are the runner's layers, as in one process. Add
+ * `ClusterBlocking.layerRunner` to run blocking tasks too.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { ClusterRunner } from "@volley/cluster"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const runner = ClusterRunner.layer({
+ *   port: 24001,
+ *   database: { url: "postgres://postgres@127.0.0.1:5432/volley" },
+ *   concurrency: 32
+ * }).pipe(Layer.provide(NodeHttpClient.layer()))
+ *
+ * // NodeRuntime.runMain(Layer.launch(runner))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError, HttpClient.HttpClient> => {
+  const host = options.host ?? "127.0.0.1"
+  const concurrency = options.concurrency ?? 64
+  const invalid = validate(options, concurrency)
+  if (invalid !== undefined) {
+    return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
+  }
+  const retention = options.retention ?? "1 hour"
+  const address = Option.some(RunnerAddress.make(host, options.port))
+  const handlers = OriginEntity.toLayer(
+    Effect.gen(function* () {
+      const context = yield* Effect.context<Worker | SqlClient.SqlClient | HttpClient.HttpClient>()
+      return OriginEntity.of({
+        RunChunk: (envelope) => Effect.orDie(Effect.provide(runChunk(envelope.payload), context))
+      })
+    }),
+    // One chunk of an origin at a time, its items `perHost` at a time: the origin's entity lives on
+    // one runner, so the bound holds cluster-wide.
+    { concurrency: 1, maxIdleTime: "1 minute" }
+  )
+  const worker = Layer.effect(Worker, makeWorker(`${host}:${options.port}`, concurrency, options.readers ?? []))
+  const cleanup = Layer.effectDiscard(Effect.forkScoped(sweep(retention)))
+  return Layer.mergeAll(
+    handlers,
+    MessageRetention.make({ entity: OriginEntity, retention, interval: "1 minute" }),
+    cleanup
+  ).pipe(
+    Layer.provide(worker),
+    Layer.provideMerge(NodeClusterSocket.layer({ shardingConfig: shardingConfig(options, address) })),
+    Layer.provide(noEnvironment),
+    Layer.provideMerge(database(options.database)),
+    Layer.catch((error) => Layer.effectDiscard(Effect.fail(startError(error, options))))
+  ) as Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError, HttpClient.HttpClient>
+}
+
+// Effect's cluster reads ShardingConfig from the environment (PORT, HOST, ...) on top of what we
+// pass; a stray PORT=abc stopped a runner. Our options are the only source.
+const noEnvironment = ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} }))
+
+const database = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient, unknown> =>
+  Layer.effectDiscard(migrate).pipe(
+    Layer.provideMerge(
+      PgClient.layer({
+        url: typeof options.url === "string" ? Redacted.make(options.url) : options.url,
+        connectTimeout: options.connectTimeout ?? "5 seconds",
+        maxConnections: options.maxConnections ?? 10,
+        applicationName: "volley-cluster"
+      })
+    )
+  )
+
+const shardingConfig = (
+  options: ClientOptions,
+  address: Option.Option<RunnerAddress.RunnerAddress>
+): Partial<ShardingConfig.ShardingConfig["Service"]> => ({
+  ...(options.timings === "fast" ? fastTimings : {}),
+  ...options.shardingConfig,
+  runnerAddress: address
+})
+
+const validate = (options: Options, concurrency: number): string | undefined => {
+  if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
+    return `port must be an integer in 1-65535, got ${options.port}`
+  }
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    return `concurrency must be an integer >= 1, got ${concurrency}`
+  }
+  return undefined
+}
+
+const startError = (
+  error: unknown,
+  options: ClientOptions & { readonly port?: number | undefined; readonly host?: string | undefined }
+) => {
+  const tag = typeof error === "object" && error !== null && "_tag" in error ? String(error._tag) : ""
+  if (tag === "SocketServerError") {
+    return new ClusterStartError({
+      reason: "PortInUse",
+      detail: `cannot listen on ${options.host ?? "127.0.0.1"}:${options.port}`,
+      cause: error
+    })
+  }
+  if (tag === "ClusterStartError") return error as ClusterStartError
+  return new ClusterStartError({
+    reason: "DatabaseUnreachable",
+    detail: `cannot use PostgreSQL at ${where(options.database.url)}: ${String((error as Error)?.message ?? error)}`,
+    cause: error
+  })
+}
+
+// The URL without its password, for error messages.
+const where = (url: string | Redacted.Redacted<string>): string => {
+  try {
+    const parsed = new URL(typeof url === "string" ? url : Redacted.value(url))
+    return `${parsed.hostname}:${parsed.port || "5432"}${parsed.pathname}`
+  } catch {
+    return "an invalid URL"
+  }
+}
+
+// Deletes finished jobs past their retention (their chunks and outcomes go with them).
+const sweep = (retention: Duration.Input) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => {
+    const seconds = Duration.toSeconds(Duration.fromInputUnsafe(retention))
+    return sql`delete from volley_jobs where finished_at < now() - make_interval(secs => ${seconds})`.pipe(
+      Effect.ignore,
+      Effect.repeat(Schedule.spaced("1 minute"))
+    )
+  })

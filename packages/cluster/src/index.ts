@@ -1,0 +1,18 @@
+/**
+ * @since 0.1.0
+ */
+
+/**
+ * Durable fan-out over a cluster of runners: jobs of HTTP requests stored in PostgreSQL, worked by
+ * every runner, per-host bounds cluster-wide, one outcome per item.
+ *
+ * @since 0.1.0
+ */
+export * as ClusterFanout from "./ClusterFanout.ts"
+
+/**
+ * Runners and clients of a volley cluster on Effect's cluster and PostgreSQL.
+ *
+ * @since 0.1.0
+ */
+export * as ClusterRunner from "./ClusterRunner.ts"

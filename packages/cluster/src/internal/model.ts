@@ -1,0 +1,52 @@
+import * as ClusterSchema from "effect/cluster/ClusterSchema"
+import * as Entity from "effect/cluster/Entity"
+import * as Rpc from "effect/rpc/Rpc"
+import * as Schema from "effect/Schema"
+
+/** One request as it is stored: plain data, so it survives the database and the wire. */
+export const WireRequest = Schema.Struct({
+  method: Schema.String,
+  url: Schema.String,
+  headers: Schema.Record(Schema.String, Schema.String),
+  body: Schema.NullOr(Schema.String)
+})
+export type WireRequest = typeof WireRequest.Type
+
+/** A chunk: up to `chunkSize` items of one job for one origin, sent as one persisted message. */
+export const Chunk = Schema.Struct({
+  job: Schema.String,
+  chunk: Schema.Int,
+  origin: Schema.String,
+  perHost: Schema.Int,
+  reader: Schema.NullOr(Schema.String),
+  items: Schema.Array(Schema.Struct({ index: Schema.Int, request: WireRequest }))
+})
+export type Chunk = typeof Chunk.Type
+
+/**
+ * The entity that owns an origin. Its id is the origin, so every chunk for that origin, from every
+ * job and client, is handled by the one runner that holds its shard: the per-host bound is enforced
+ * there, and so holds cluster-wide. `primaryKey` makes a chunk sent twice (a client retrying a
+ * submit) run once.
+ */
+export const RunChunk = Rpc.make("RunChunk", {
+  payload: Chunk.fields,
+  primaryKey: (chunk) => `${chunk.job}/${chunk.chunk}`
+})
+
+export const OriginEntity = Entity.make("VolleyOrigin", [RunChunk]).annotateRpcs(ClusterSchema.Persisted, true)
+
+/** A blocking task call: the task is found on the runner by module and name. */
+export const RunTask = Rpc.make("RunTask", {
+  payload: {
+    id: Schema.String,
+    module: Schema.String,
+    task: Schema.String,
+    payload: Schema.Unknown,
+    timeoutMillis: Schema.NullOr(Schema.Number)
+  },
+  success: Schema.Unknown,
+  primaryKey: (call) => call.id
+})
+
+export const TaskEntity = Entity.make("VolleyTask", [RunTask]).annotateRpcs(ClusterSchema.Persisted, true)

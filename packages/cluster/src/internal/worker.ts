@@ -1,0 +1,185 @@
+import * as Http from "@volley/core/Http"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as HttpBody from "effect/http/HttpBody"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Schema from "effect/Schema"
+import * as Semaphore from "effect/Semaphore"
+import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlError from "effect/sql/SqlError"
+import type { Chunk, WireRequest } from "./model.ts"
+import type { Reader } from "./reader.ts"
+import { durable, findJob } from "./store.ts"
+
+/** What a runner needs to work chunks: its name, its bound on items at once, its readers. */
+export class Worker extends Context.Service<
+  Worker,
+  {
+    readonly runner: string
+    readonly permits: Semaphore.Semaphore
+    readonly readers: ReadonlyMap<string, Reader>
+  }
+>()("@volley/cluster/internal/Worker") {}
+
+interface Outcome {
+  readonly ok: boolean
+  readonly status: number | null
+  readonly bytes: number | null
+  readonly value: string | null
+  readonly errorTag: string | null
+  readonly errorMessage: string | null
+}
+
+const toRequest = (wire: WireRequest): HttpClientRequest.HttpClientRequest => {
+  const request = HttpClientRequest.make(wire.method as "GET")(wire.url, { headers: wire.headers })
+  return wire.body === null ? request : HttpClientRequest.setBody(request, HttpBody.text(wire.body))
+}
+
+const failure = (tag: string, message: string, status: number | null = null): Outcome => ({
+  ok: false,
+  status,
+  bytes: null,
+  value: null,
+  errorTag: tag,
+  errorMessage: message
+})
+
+const describe = (error: unknown): Outcome => {
+  if (typeof error === "object" && error !== null && "_tag" in error) {
+    const tagged = error as { readonly _tag: string; readonly message?: string; readonly reason?: unknown }
+    if (tagged._tag === "HttpClientError" && typeof tagged.reason === "object" && tagged.reason !== null) {
+      const reason = tagged.reason as { readonly _tag: string; readonly response?: { readonly status: number } }
+      return failure(reason._tag, tagged.message ?? reason._tag, reason.response?.status ?? null)
+    }
+    return failure(tagged._tag, tagged.message ?? tagged._tag)
+  }
+  return failure("Defect", String(error))
+}
+
+/** Runs one request and reads it: bytes by default, or with the job's reader, encoded to JSON. */
+const fetchOne = (
+  wire: WireRequest,
+  reader: Reader | undefined
+): Effect.Effect<Outcome, never, HttpClient.HttpClient> => {
+  const read = Http.send(toRequest(wire), (response) =>
+    reader === undefined
+      ? Effect.map(
+          response.arrayBuffer,
+          (body): Outcome => ({
+            ok: true,
+            status: response.status,
+            bytes: body.byteLength,
+            value: null,
+            errorTag: null,
+            errorMessage: null
+          })
+        )
+      : Effect.flatMap(reader.read(response), (value) =>
+          Effect.map(
+            Schema.encodeUnknownEffect(Schema.toCodecJson(reader.success))(value),
+            (encoded): Outcome => ({
+              ok: true,
+              status: response.status,
+              bytes: null,
+              value: JSON.stringify(encoded),
+              errorTag: null,
+              errorMessage: null
+            })
+          )
+        )
+  )
+  return Effect.exit(read).pipe(
+    Effect.map((exit) =>
+      Exit.isSuccess(exit)
+        ? exit.value
+        : Cause.hasInterruptsOnly(exit.cause)
+          ? failure("ItemInterrupted", "interrupted")
+          : describe(Cause.squash(exit.cause))
+    )
+  )
+}
+
+const write = (chunk: Chunk, index: number, runner: string, outcome: Outcome) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    durable(sql`insert into volley_results
+      (job_id, item, chunk, origin, ok, status, bytes, value, error_tag, error_message, runner)
+      values (${chunk.job}, ${index}, ${chunk.chunk}, ${chunk.origin}, ${outcome.ok}, ${outcome.status},
+        ${outcome.bytes}, ${outcome.value}, ${outcome.errorTag}, ${outcome.errorMessage}, ${runner})
+      on conflict do nothing`)
+  )
+
+// A job cancelled while its chunk runs: checked before each item, read at most twice a second per chunk.
+const cancelledCheck = (job: string) => {
+  let checkedAt = 0
+  let cancelled = false
+  return Effect.suspend(() => {
+    if (cancelled || Date.now() - checkedAt < 500) return Effect.succeed(cancelled)
+    checkedAt = Date.now()
+    return Effect.map(durable(findJob(job)), (row) => (cancelled = row === undefined || row.cancelled_at !== null))
+  })
+}
+
+/**
+ * Runs a chunk's items that have no outcome yet, `perHost` at a time, each under a permit of the
+ * runner's bound. An item that has started finishes and writes its outcome even when the chunk is
+ * interrupted (a graceful shutdown hands the shard over); items not started then stay for the
+ * next owner, which skips those with outcomes. So SIGTERM runs nothing twice; SIGKILL re-runs at
+ * most what was in flight.
+ */
+export const runChunk = (
+  chunk: Chunk
+): Effect.Effect<void, SqlError.SqlError, Worker | SqlClient.SqlClient | HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const worker = yield* Worker
+    const cancelled = cancelledCheck(chunk.job)
+    if (yield* cancelled) return
+    const done = yield* durable(
+      sql<{
+        readonly item: string | number
+      }>`select item from volley_results where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
+    )
+    const skip = new Set(done.map((row) => Number(row.item)))
+    yield* durable(
+      sql`update volley_chunks set started_at = coalesce(started_at, now()) where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
+    )
+    const reader = chunk.reader === null ? undefined : worker.readers.get(chunk.reader)
+    const pending = chunk.items.filter((item) => !skip.has(item.index))
+    yield* Effect.forEach(
+      pending,
+      (item) =>
+        Effect.flatMap(cancelled, (stop) =>
+          stop
+            ? Effect.void
+            : worker.permits.withPermit(
+                Effect.uninterruptible(
+                  Effect.flatMap(
+                    chunk.reader !== null && reader === undefined
+                      ? Effect.succeed(
+                          failure("ReaderNotFound", `no reader named ${chunk.reader} on runner ${worker.runner}`)
+                        )
+                      : fetchOne(item.request, reader),
+                    (outcome) => write(chunk, item.index, worker.runner, outcome)
+                  )
+                )
+              )
+        ),
+      { concurrency: chunk.perHost, discard: true }
+    )
+    yield* durable(
+      sql`update volley_chunks set finished_at = now() where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
+    )
+    // The job is finished when every item of a fully submitted job has an outcome.
+    yield* durable(sql`update volley_jobs set finished_at = now()
+      where job_id = ${chunk.job} and finished_at is null and total is not null
+        and total = (select count(*) from volley_results where job_id = ${chunk.job})`)
+  })
+
+/** A runner's worker: `concurrency` items at once on this runner, across every origin and job. */
+export const makeWorker = (runner: string, concurrency: number, readers: ReadonlyArray<Reader>) =>
+  Effect.map(Semaphore.make(concurrency), (permits) =>
+    Worker.of({ runner, permits, readers: new Map(readers.map((reader) => [reader.name, reader])) })
+  )

@@ -1,0 +1,69 @@
+import * as Path from "node:path"
+import { ClusterRunner } from "@volley/cluster"
+import { ManagedRuntime } from "effect"
+import { freePort } from "./ports.ts"
+import { type Postgres, startPostgres } from "./postgres.ts"
+import { type Child, spawnNode } from "./processes.ts"
+
+const runnerEntry = Path.join(import.meta.dirname, "..", "fixtures", "runner.ts")
+
+/** A runner process of a test cluster, restartable on its port. */
+export interface Runner {
+  readonly port: number
+  readonly child: () => Child
+  readonly start: () => Promise<void>
+}
+
+/** PostgreSQL, `runners` runner processes and a client runtime in this process. */
+export interface TestCluster {
+  readonly postgres: Postgres
+  readonly url: string
+  readonly runners: ReadonlyArray<Runner>
+  readonly client: ManagedRuntime.ManagedRuntime<ClusterRunner.ClusterRunnerServices, ClusterRunner.ClusterStartError>
+  readonly dispose: () => Promise<void>
+}
+
+export const startCluster = async (options: {
+  readonly runners: number
+  readonly concurrency?: number
+}): Promise<TestCluster> => {
+  const postgres = await startPostgres()
+  const children: Array<Child> = []
+  try {
+    const url = await postgres.createDatabase("volley")
+    const runners = await Promise.all(
+      Array.from({ length: options.runners }, async (): Promise<Runner> => {
+        const port = await freePort()
+        let child: Child | undefined
+        const runner: Runner = {
+          port,
+          child: () => child!,
+          start: async () => {
+            child = spawnNode(runnerEntry, [String(port), url, String(options.concurrency ?? 64)])
+            children.push(child)
+            await child.waitFor(`runner ready ${port}`, 60_000)
+          }
+        }
+        return runner
+      })
+    )
+    // One at a time: the first creates the tables while the others would wait on its lock anyway.
+    for (const runner of runners) await runner.start()
+    const client = ManagedRuntime.make(ClusterRunner.layerClient({ database: { url }, timings: "fast" }))
+    return {
+      postgres,
+      url,
+      runners,
+      client,
+      dispose: async () => {
+        await client.dispose().catch(() => undefined)
+        await Promise.all(children.map((child) => child.stop("SIGTERM", 10_000)))
+        await postgres.dispose()
+      }
+    }
+  } catch (error) {
+    await Promise.all(children.map((child) => child.stop("SIGKILL")))
+    await postgres.dispose()
+    throw error
+  }
+}

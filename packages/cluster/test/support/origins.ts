@@ -1,0 +1,48 @@
+import * as Http from "node:http"
+
+/** A loopback HTTP origin that counts what it sees: requests at once (and the peak), hits per path. */
+export interface Origin {
+  readonly url: string
+  readonly inFlight: () => number
+  readonly peak: () => number
+  readonly hits: ReadonlyMap<string, number>
+  readonly close: () => Promise<void>
+}
+
+/** Starts `count` origins; each answers `ok` after `delayMillis`, or `?delay=<ms>` (a latency-bound origin). */
+export const startOrigins = async (count: number, delayMillis: number): Promise<ReadonlyArray<Origin>> =>
+  Promise.all(
+    Array.from({ length: count }, async () => {
+      let inFlight = 0
+      let peak = 0
+      const hits = new Map<string, number>()
+      const server = Http.createServer((request, response) => {
+        inFlight++
+        peak = Math.max(peak, inFlight)
+        const path = request.url ?? "/"
+        hits.set(path, (hits.get(path) ?? 0) + 1)
+        let open = true
+        // "close" fires when the answer is sent or the client goes away (a runner killed mid-request).
+        response.on("close", () => {
+          if (open) inFlight--
+          open = false
+        })
+        const delay = /[?&]delay=(\d+)/.exec(path)?.[1]
+        setTimeout(() => response.end("ok"), delay === undefined ? delayMillis : Number(delay))
+      })
+      server.keepAliveTimeout = 60_000
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      const address = server.address() as { port: number }
+      return {
+        url: `http://127.0.0.1:${address.port}`,
+        inFlight: () => inFlight,
+        peak: () => peak,
+        hits,
+        close: () =>
+          new Promise<void>((resolve) => {
+            server.closeAllConnections()
+            server.close(() => resolve())
+          })
+      }
+    })
+  )

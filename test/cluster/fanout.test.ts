@@ -1,0 +1,134 @@
+// End to end: a private PostgreSQL, 3 runner processes, this process as the client, 50 loopback origins.
+// The root package does not depend on @volley/cluster (yet), so its source is imported by path.
+
+import { Effect, Stream } from "effect"
+import { SqlClient } from "effect/sql"
+import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import { ClusterFanout, type ClusterRunner } from "../../packages/cluster/src/index.ts"
+import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
+import { type Origin, startOrigins } from "../../packages/cluster/test/support/origins.ts"
+
+const perHost = 4
+let cluster: TestCluster
+let origins: ReadonlyArray<Origin>
+
+beforeAll(async () => {
+  ;[cluster, origins] = await Promise.all([startCluster({ runners: 3, concurrency: 64 }), startOrigins(50, 10)])
+}, 90_000)
+
+afterAll(async () => {
+  await cluster?.dispose()
+  await Promise.all((origins ?? []).map((origin) => origin.close()))
+}, 60_000)
+
+const run = <A, E>(effect: Effect.Effect<A, E, ClusterRunner.ClusterRunnerServices>) =>
+  cluster.client.runPromise(effect)
+
+const urls = (job: string, count: number, query = "") =>
+  Array.from({ length: count }, (_, i) => `${origins[i % origins.length]!.url}/${job}/${i}${query}`)
+
+/** Hits per path of one job across every origin: a path hit twice is an item that ran twice. */
+const hitsOf = (job: string) => {
+  const hits: Array<number> = []
+  for (const origin of origins) {
+    for (const [path, count] of origin.hits) if (path.startsWith(`/${job}/`)) hits.push(count)
+  }
+  return hits
+}
+
+/** Rows and distinct items in the results table for a job. */
+const stored = (job: string) =>
+  run(
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql<{
+          rows: string
+          items: string
+        }>`select count(*) as rows, count(distinct item) as items from volley_results where job_id = ${job}`
+    )
+  ).then(([row]) => ({ rows: Number(row!.rows), items: Number(row!.items) }))
+
+const waitUntil = async (check: () => Promise<boolean>, timeoutMillis: number) => {
+  const until = Date.now() + timeoutMillis
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`condition not met in ${timeoutMillis} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+describe("ClusterFanout on 3 runners", () => {
+  it("completes a job of 5,000 requests across 50 origins, never more than perHost at once per origin", async () => {
+    const started = Date.now()
+    const total = await run(ClusterFanout.submit("big", urls("big", 5000), { perHost, chunkSize: 50 }))
+    const final = await run(ClusterFanout.wait("big", { interval: "200 millis", timeout: "60 seconds" }))
+    const seconds = (Date.now() - started) / 1000
+    console.log(`5,000 requests on 3 runners: ${seconds.toFixed(1)} s, ${(5000 / seconds).toFixed(0)} items/s`)
+    assert.strictEqual(total, 5000)
+    assert.deepStrictEqual([final.finished, final.done, final.succeeded, final.inFlight], [true, 5000, 5000, 0])
+    assert.strictEqual(final.origins.length, 50)
+    const outcomes = await run(Stream.runCollect(ClusterFanout.results("big")))
+    assert.deepStrictEqual(
+      outcomes.map((o) => o.index),
+      Array.from({ length: 5000 }, (_, i) => i)
+    )
+    assert.isTrue(outcomes.every((o) => o.result._tag === "Success" && o.result.success.bytes === 2))
+    // Every runner took part, and the bound held cluster-wide while being used to the full.
+    assert.strictEqual(new Set(outcomes.map((o) => o.runner)).size, 3)
+    const peaks = origins.map((origin) => origin.peak())
+    assert.isAtMost(Math.max(...peaks), perHost)
+    assert.strictEqual(Math.max(...peaks), perHost)
+    assert.isTrue(hitsOf("big").every((count) => count === 1))
+  }, 80_000)
+
+  it("completes a job with one outcome per item when a runner is SIGKILLed mid-job", async () => {
+    const job = "kill"
+    // 200 ms per request: 60 per origin at 4 at once take 3 s, so the victim is mid-way through its origins.
+    await run(ClusterFanout.submit(job, urls(job, 3000, "?delay=200"), { perHost, chunkSize: 20 }))
+    await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 600, 30_000)
+    const victim = cluster.runners[0]!
+    const victimName = `127.0.0.1:${victim.port}`
+    const inFlightAtKill = origins.reduce((sum, origin) => sum + origin.inFlight(), 0)
+    const killedAt = Date.now()
+    await victim.child().stop("SIGKILL")
+    const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
+    const recovered = (Date.now() - killedAt) / 1000
+    const reruns = hitsOf(job).filter((count) => count > 1).length
+    // Recovery: from the kill to the first outcome another runner wrote in a chunk the victim had started.
+    const [takeover] = await run(
+      Effect.flatMap(
+        SqlClient.SqlClient,
+        (sql) =>
+          sql<{ at: Date | null }>`select min(r.created_at) as at from volley_results r
+        where r.job_id = ${job} and r.runner <> ${victimName} and exists (select 1 from volley_results v
+          where v.job_id = r.job_id and v.chunk = r.chunk and v.runner = ${victimName})`
+      )
+    )
+    const recovery = takeover?.at === null || takeover === undefined ? NaN : (takeover.at.getTime() - killedAt) / 1000
+    console.log(
+      `SIGKILL: survivors took over the victim's chunks ${recovery.toFixed(1)} s after the kill; job done after ` +
+        `${recovered.toFixed(1)} s; ${reruns} items re-run (${inFlightAtKill} in flight at the kill)`
+    )
+    assert.isAbove(recovery, 0)
+    assert.deepStrictEqual([final.done, final.succeeded], [3000, 3000])
+    assert.deepStrictEqual(await stored(job), { rows: 3000, items: 3000 })
+    assert.isAtMost(reruns, inFlightAtKill)
+    assert.isAtMost(Math.max(...origins.map((origin) => origin.peak())), perHost)
+    await victim.start()
+  }, 80_000)
+
+  it("runs nothing twice when a runner is stopped with SIGTERM mid-job", async () => {
+    const job = "term"
+    await run(ClusterFanout.submit(job, urls(job, 2000), { perHost, chunkSize: 50 }))
+    await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 500, 30_000)
+    const leaving = cluster.runners[1]!
+    await leaving.child().stop("SIGTERM", 30_000)
+    const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
+    assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])
+    assert.deepStrictEqual(await stored(job), { rows: 2000, items: 2000 })
+    const hits = hitsOf(job)
+    assert.strictEqual(hits.length, 2000)
+    assert.isTrue(hits.every((count) => count === 1))
+    await leaving.start()
+  }, 80_000)
+})
