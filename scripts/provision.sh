@@ -13,6 +13,7 @@ need=(
   "test -e /usr/lib/nginx/modules/ngx_http_echo_module.so" libnginx-mod-http-echo
   "command -v openssl" openssl
   "command -v curl" curl
+  "ls /usr/lib/postgresql/*/bin/initdb" postgresql
 )
 
 missing=()
