@@ -1,0 +1,100 @@
+// A hostile HTTP origin (node:http on 127.0.0.1, a kernel-chosen port) for the body-size tests:
+// - /bomb: 1 GiB of zeros gzip-compressed to about 1 MiB. Written as 1024 copies of one gzip
+//   member of 1 MiB (a gzip stream may hold many members; every decoder joins them), so neither
+//   the server nor the test ever holds the gigabyte, and the body is produced as it is sent;
+// - /endless-503: a 503 whose chunked body never ends;
+// - /bomb-503: a 503 whose 60 KiB gzip body inflates to 60 MiB (announced small, so it is drained).
+// It records how many body bytes each route wrote before its connection closed.
+import { createServer, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import * as Zlib from "node:zlib"
+import { Effect } from "effect"
+
+const MiB = 1024 * 1024
+/** Bytes /bomb decodes to. */
+export const BOMB_DECODED = 1024 * MiB
+const member = Zlib.gzipSync(Buffer.alloc(MiB), { level: 9 })
+const small503 = Zlib.gzipSync(Buffer.alloc(60 * MiB), { level: 9 })
+
+export interface Hostile {
+  readonly url: string
+  /** Wire bytes /bomb would send in full. */
+  readonly bombWireBytes: number
+  /** Resolves with the body bytes a route had written when its connection closed. */
+  readonly closedAfter: (route: string) => Promise<number>
+}
+
+// Writes `next()` chunks while the socket takes them, until `next` returns undefined or the
+// connection closes; resolves with the bytes written.
+const pump = (res: ServerResponse, next: () => Buffer | undefined): Promise<number> =>
+  new Promise((resolve) => {
+    let written = 0
+    let open = true
+    res.on("close", () => {
+      open = false
+      resolve(written)
+    })
+    const write = () => {
+      while (open) {
+        const chunk = next()
+        if (chunk === undefined) return res.end()
+        written += chunk.length
+        if (!res.write(chunk)) return res.once("drain", write)
+      }
+    }
+    write()
+  })
+
+export const hostileOrigin = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ server: ReturnType<typeof createServer>; closedAfter: Hostile["closedAfter"] }>((resolve) => {
+        const closings = new Map<string, Promise<number>>()
+        const server = createServer((req, res) => {
+          const route = new URL(req.url ?? "/", "http://x").pathname
+          if (route === "/bomb") {
+            let sent = 0
+            res.writeHead(200, { "content-encoding": "gzip", "content-length": member.length * 1024 })
+            closings.set(
+              route,
+              pump(res, () => (sent++ < 1024 ? member : undefined))
+            )
+          } else if (route === "/endless-503") {
+            const chunk = Buffer.alloc(64 * 1024, "x")
+            res.writeHead(503, { "content-type": "text/plain" })
+            // Bounded all the same: 8 GiB at most if a client read it all.
+            let sent = 0
+            closings.set(
+              route,
+              pump(res, () => (sent++ < 128 * 1024 ? chunk : undefined))
+            )
+          } else if (route === "/bomb-503") {
+            res.writeHead(503, { "content-encoding": "gzip", "content-length": small503.length })
+            let sent = false
+            closings.set(
+              route,
+              pump(res, () => (sent ? undefined : ((sent = true), small503)))
+            )
+          } else {
+            res.writeHead(404).end()
+          }
+        })
+        const closedAfter = (route: string) =>
+          closings.get(route) ?? Promise.reject(new Error(`${route} was never requested`))
+        server.listen(0, "127.0.0.1", () => resolve({ server, closedAfter }))
+      })
+  ),
+  ({ server }) =>
+    Effect.promise(() => {
+      server.closeAllConnections()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+).pipe(
+  Effect.map(
+    ({ server, closedAfter }): Hostile => ({
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      bombWireBytes: member.length * 1024,
+      closedAfter
+    })
+  )
+)
