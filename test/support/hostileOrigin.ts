@@ -70,10 +70,10 @@ export const hostileOrigin = Effect.acquireRelease(
             )
           } else if (route === "/bomb-503") {
             res.writeHead(503, { "content-encoding": "gzip", "content-length": small503.length })
-            let sent = false
+            let sent = 0
             closings.set(
               route,
-              pump(res, () => (sent ? undefined : ((sent = true), small503)))
+              pump(res, () => (sent++ < 1 ? small503 : undefined))
             )
           } else {
             res.writeHead(404).end()
