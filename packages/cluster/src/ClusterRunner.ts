@@ -21,6 +21,7 @@ import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import { PgClient } from "@effect/sql-pg"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as MessageRetention from "effect/cluster/MessageRetention"
+import type * as MessageStorage from "effect/cluster/MessageStorage"
 import * as RunnerAddress from "effect/cluster/RunnerAddress"
 import type * as Sharding from "effect/cluster/Sharding"
 import type * as ShardingConfig from "effect/cluster/ShardingConfig"
@@ -131,12 +132,13 @@ export class ClusterStartError extends Data.TaggedError("ClusterStartError")<{
 }
 
 /**
- * What a runner or client layer provides: Effect's `Sharding` and the database's `SqlClient`.
+ * What a runner or client layer provides: Effect's `Sharding` and `MessageStorage`, and the
+ * database's `SqlClient`.
  *
  * @since 0.1.0
  * @category models
  */
-export type ClusterRunnerServices = Sharding.Sharding | SqlClient.SqlClient
+export type ClusterRunnerServices = Sharding.Sharding | MessageStorage.MessageStorage | SqlClient.SqlClient
 
 /**
  * The short timings of `timings: "fast"`, as Effect `ShardingConfig` settings.
@@ -178,14 +180,12 @@ export const fastTimings: Partial<ShardingConfig.ShardingConfig["Service"]> = {
  * @since 0.1.0
  * @category layers
  */
-export const layerClient = (
-  options: ClientOptions
-): Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError> =>
+export const layerClient = (options: ClientOptions): Layer.Layer<ClusterRunnerServices, ClusterStartError> =>
   NodeClusterSocket.layer({ clientOnly: true, shardingConfig: shardingConfig(options, Option.none()) }).pipe(
     Layer.provide(noEnvironment),
-    Layer.provideMerge(database(options.database)),
-    Layer.catch((error) => Layer.effectDiscard(Effect.fail(startError(error, options))))
-  ) as Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError>
+    Layer.provideMerge(database(options.database, "volley-client")),
+    Layer.catch(failStart(options))
+  )
 
 /**
  * A runner: joins the cluster on `host:port`, takes its share of the shards and works the chunks of
@@ -214,7 +214,7 @@ export const layerClient = (
  */
 export const layer = (
   options: Options
-): Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError, HttpClient.HttpClient> => {
+): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
   const host = options.host ?? "127.0.0.1"
   const concurrency = options.concurrency ?? 64
   const invalid = validate(options, concurrency)
@@ -244,23 +244,24 @@ export const layer = (
     Layer.provide(worker),
     Layer.provideMerge(NodeClusterSocket.layer({ shardingConfig: shardingConfig(options, address) })),
     Layer.provide(noEnvironment),
-    Layer.provideMerge(database(options.database)),
-    Layer.catch((error) => Layer.effectDiscard(Effect.fail(startError(error, options))))
-  ) as Layer.Layer<Sharding.Sharding | SqlClient.SqlClient, ClusterStartError, HttpClient.HttpClient>
+    Layer.provideMerge(database(options.database, `volley-runner ${host}:${options.port}`)),
+    Layer.catch(failStart(options))
+  )
 }
 
 // Effect's cluster reads ShardingConfig from the environment (PORT, HOST, ...) on top of what we
 // pass; a stray PORT=abc stopped a runner. Our options are the only source.
 const noEnvironment = ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} }))
 
-const database = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient, unknown> =>
+// The application name tells runners apart in pg_stat_activity (and who holds which shard lock).
+const database = (options: DatabaseOptions, applicationName: string): Layer.Layer<SqlClient.SqlClient, unknown> =>
   Layer.effectDiscard(migrate).pipe(
     Layer.provideMerge(
       PgClient.layer({
         url: typeof options.url === "string" ? Redacted.make(options.url) : options.url,
         connectTimeout: options.connectTimeout ?? "5 seconds",
         maxConnections: options.maxConnections ?? 10,
-        applicationName: "volley-cluster"
+        applicationName
       })
     )
   )
@@ -283,6 +284,11 @@ const validate = (options: Options, concurrency: number): string | undefined => 
   }
   return undefined
 }
+
+const failStart =
+  (options: ClientOptions & { readonly port?: number | undefined; readonly host?: string | undefined }) =>
+  (error: unknown): Layer.Layer<ClusterRunnerServices, ClusterStartError> =>
+    Layer.effectContext(Effect.fail(startError(error, options)))
 
 const startError = (
   error: unknown,

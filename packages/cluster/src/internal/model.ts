@@ -1,3 +1,4 @@
+import { Blocking } from "@volley/core"
 import * as ClusterSchema from "effect/cluster/ClusterSchema"
 import * as Entity from "effect/cluster/Entity"
 import * as Rpc from "effect/rpc/Rpc"
@@ -36,7 +37,19 @@ export const RunChunk = Rpc.make("RunChunk", {
 
 export const OriginEntity = Entity.make("VolleyOrigin", [RunChunk]).annotateRpcs(ClusterSchema.Persisted, true)
 
-/** A blocking task call: the task is found on the runner by module and name. */
+/** Every error a runner's executor can answer a task call with; they are Schema classes, so they are stored. */
+export const TaskError = Schema.Union([
+  Blocking.InvalidPayloadError,
+  Blocking.InvalidResultError,
+  Blocking.HandlerError,
+  Blocking.TaskTimeoutError,
+  Blocking.WorkerDiedError,
+  Blocking.TaskNotFoundError,
+  Blocking.QueueFullError,
+  Blocking.ExecutorShutDownError
+])
+
+/** A blocking task call: the task is found on the runner by name (and its module's file name). */
 export const RunTask = Rpc.make("RunTask", {
   payload: {
     id: Schema.String,
@@ -46,6 +59,7 @@ export const RunTask = Rpc.make("RunTask", {
     timeoutMillis: Schema.NullOr(Schema.Number)
   },
   success: Schema.Unknown,
+  error: TaskError,
   primaryKey: (call) => call.id
 })
 

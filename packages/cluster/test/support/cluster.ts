@@ -1,6 +1,7 @@
 import * as Path from "node:path"
 import { ClusterRunner } from "@volley/cluster"
-import { ManagedRuntime } from "effect"
+import { Effect, ManagedRuntime, Schedule } from "effect"
+import { SqlClient } from "effect/sql"
 import { freePort } from "./ports.ts"
 import { type Postgres, startPostgres } from "./postgres.ts"
 import { type Child, spawnNode } from "./processes.ts"
@@ -22,6 +23,25 @@ export interface TestCluster {
   readonly client: ManagedRuntime.ManagedRuntime<ClusterRunner.ClusterRunnerServices, ClusterRunner.ClusterStartError>
   readonly dispose: () => Promise<void>
 }
+
+/**
+ * Waits until every runner holds its share of the 300 shards (advisory locks, told apart by the
+ * connection's application name): a runner that has just joined takes its shards over a few seconds.
+ */
+export const balanced = (runners: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const share = Math.floor(300 / runners)
+    yield* Effect.repeat(
+      sql<{ name: string; shards: string }>`select a.application_name as name, count(*) as shards
+        from pg_locks l join pg_stat_activity a on a.pid = l.pid
+        where l.locktype = 'advisory' and a.application_name like 'volley-runner %' group by 1`,
+      {
+        until: (rows) => rows.length === runners && rows.every((row) => Number(row.shards) >= share - 1),
+        schedule: Schedule.spaced("200 millis")
+      }
+    ).pipe(Effect.timeout("30 seconds"))
+  })
 
 export const startCluster = async (options: {
   readonly runners: number
@@ -50,6 +70,7 @@ export const startCluster = async (options: {
     // One at a time: the first creates the tables while the others would wait on its lock anyway.
     for (const runner of runners) await runner.start()
     const client = ManagedRuntime.make(ClusterRunner.layerClient({ database: { url }, timings: "fast" }))
+    await client.runPromise(balanced(runners.length))
     return {
       postgres,
       url,

@@ -1,0 +1,199 @@
+/**
+ * Blocking work on a cluster: `ClusterBlocking.layer` provides core's `Blocking.BlockingExecutor`,
+ * so `Blocking.run(task, payload)` is unchanged, and each call runs on some runner's own executor
+ * (its worker-thread pool, `@volley/node`'s `NodeBlocking`).
+ *
+ * - **Registration**: runners list the tasks they run in {@link layerRunner}; a call is matched by
+ *   the task's name and its module's file name. A task a runner does not know fails with
+ *   `Blocking.TaskNotFoundError` naming that runner.
+ * - **Delivery**: calls are persisted before they run (at-least-once): a call whose runner dies
+ *   runs again on another one, so tasks should be safe to repeat.
+ * - **Payloads**: payloads and results are stored as JSON: use task schemas whose encoded form is
+ *   JSON (numbers, strings, arrays, plain objects), not `Uint8Array`.
+ * - **Cluster failures** (storage unreachable, no runner for the shard) fail a call with
+ *   `Blocking.WorkerDiedError` whose `detail` names them.
+ *
+ * @since 0.1.0
+ */
+import { Blocking } from "@volley/core"
+import * as MessageRetention from "effect/cluster/MessageRetention"
+import type * as MessageStorage from "effect/cluster/MessageStorage"
+import type * as Sharding from "effect/cluster/Sharding"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { TaskEntity } from "./internal/model.ts"
+
+/**
+ * Options of {@link layer}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Entity ids a task's calls are spread over (each lives on one runner, chosen by its shard):
+   * more buckets spread calls over more runners.
+   * @default 64
+   */
+  readonly buckets?: number | undefined
+}
+
+/**
+ * A `Blocking.BlockingExecutor` that runs every call on the cluster's runners. Needs a cluster
+ * member (`ClusterRunner.layerClient` or `ClusterRunner.layer`).
+ *
+ * @example
+ * ```ts
+ * import { Blocking } from "@volley/core"
+ * import { ClusterBlocking, ClusterRunner } from "@volley/cluster"
+ * import { Effect, Layer, Schema } from "effect"
+ *
+ * const square = Blocking.task({
+ *   name: "square",
+ *   module: import.meta.url,
+ *   payload: Schema.Number,
+ *   success: Schema.Number,
+ *   handler: (n) => n * n
+ * })
+ *
+ * const program = Blocking.run(square, 7).pipe(
+ *   Effect.provide(
+ *     ClusterBlocking.layer().pipe(
+ *       Layer.provide(ClusterRunner.layerClient({ database: { url: "postgres://postgres@127.0.0.1:5432/volley" } }))
+ *     )
+ *   )
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecutor, never, Sharding.Sharding> =>
+  Layer.effect(
+    Blocking.BlockingExecutor,
+    Effect.gen(function* () {
+      const client = yield* TaskEntity.client
+      const buckets = Math.max(1, Math.floor(options.buckets ?? 64))
+      let next = 0
+      return Blocking.BlockingExecutor.of({
+        execute: (request) => {
+          const task = request.task
+          if (task.module === undefined) {
+            return Effect.fail(
+              new Blocking.TaskNotFoundError({
+                task: task.name,
+                module: "(none)",
+                reason: "the task has no module URL; pass `module: import.meta.url` to Blocking.task"
+              })
+            )
+          }
+          const bucket = next++ % buckets
+          return client(`${task.name}/${bucket}`)
+            .RunTask({
+              id: crypto.randomUUID(),
+              module: task.module,
+              task: task.name,
+              payload: request.payload,
+              timeoutMillis: request.timeoutMillis ?? null
+            })
+            .pipe(
+              Effect.map((reply) => reply as Blocking.Reply),
+              Effect.catchIf(
+                (error): error is Exclude<typeof error, Blocking.BlockingError> => !isBlockingError(error),
+                (error) =>
+                  Effect.fail(
+                    new Blocking.WorkerDiedError({
+                      task: task.name,
+                      reason: "exit",
+                      exitCode: undefined,
+                      detail: `the cluster could not run the call: ${error._tag}: ${error.message}`
+                    })
+                  )
+              )
+            )
+        }
+      })
+    })
+  )
+
+/**
+ * Runs blocking calls on this runner with the `Blocking.BlockingExecutor` you provide (for
+ * example `NodeBlocking.layer()`), for the listed tasks. Add it next to `ClusterRunner.layer`.
+ *
+ * @example
+ * ```ts
+ * import { ClusterBlocking, ClusterRunner } from "@volley/cluster"
+ * import { NodeBlocking, NodeHttpClient } from "@volley/node"
+ * import { Layer } from "effect"
+ * import * as Tasks from "./tasks.ts"
+ *
+ * const runner = ClusterBlocking.layerRunner({ tasks: Object.values(Tasks) }).pipe(
+ *   Layer.provide(NodeBlocking.layer()),
+ *   Layer.provideMerge(ClusterRunner.layer({ port: 24001, database: { url: "postgres://127.0.0.1/volley" } })),
+ *   Layer.provide(NodeHttpClient.layer())
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerRunner = (options: {
+  readonly tasks: ReadonlyArray<unknown>
+  /** @default "1 hour" */
+  readonly retention?: Duration.Input | undefined
+}): Layer.Layer<never, never, Sharding.Sharding | MessageStorage.MessageStorage | Blocking.BlockingExecutor> => {
+  const byName = new Map<string, Blocking.AnyTask>()
+  for (const task of options.tasks) if (Blocking.isTask(task)) byName.set(task.name, task)
+  const handlers = TaskEntity.toLayer(
+    Effect.gen(function* () {
+      const executor = yield* Blocking.BlockingExecutor
+      return TaskEntity.of({
+        RunTask: ({ payload: call }) => {
+          const task = byName.get(call.task)
+          if (task === undefined || task.module === undefined || fileName(task.module) !== fileName(call.module)) {
+            return Effect.fail(
+              new Blocking.TaskNotFoundError({
+                task: call.task,
+                module: call.module,
+                reason: `no runner task named "${call.task}" from ${fileName(call.module)} is registered on this runner`
+              })
+            )
+          }
+          return Effect.useSpan(`ClusterBlocking ${call.task}`, (span) =>
+            executor.execute({
+              task,
+              payload: call.payload,
+              transfer: [],
+              timeoutMillis: call.timeoutMillis ?? undefined,
+              queueTimeoutMillis: undefined,
+              span
+            })
+          )
+        }
+      })
+    }),
+    // The executor bounds and queues; the entity only spreads calls over runners.
+    { concurrency: "unbounded" }
+  )
+  return Layer.merge(
+    handlers,
+    MessageRetention.make({ entity: TaskEntity, retention: options.retention ?? "1 hour", interval: "1 minute" })
+  )
+}
+
+const fileName = (url: string): string => url.slice(url.lastIndexOf("/") + 1)
+
+const blockingTags = new Set([
+  "InvalidPayloadError",
+  "InvalidResultError",
+  "HandlerError",
+  "TaskTimeoutError",
+  "WorkerDiedError",
+  "TaskNotFoundError",
+  "QueueFullError",
+  "ExecutorShutDownError"
+])
+
+const isBlockingError = (error: { readonly _tag: string }): error is Blocking.BlockingError =>
+  blockingTags.has(error._tag)
