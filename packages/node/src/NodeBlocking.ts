@@ -17,6 +17,10 @@
  * on the layer (`tasks`) and threads import their modules as they start; add
  * `minWorkers` and `waitForWorkers: true` to have them ready when the layer is
  * built. Threads started later import the modules of tasks that have run.
+ * Threads turn on Node's module compile cache (`module.enableCompileCache`, in
+ * the OS temp directory unless `NODE_COMPILE_CACHE` names one; off with
+ * `NODE_DISABLE_COMPILE_CACHE=1`), so every thread after the first, in this
+ * process or a later one, loads compiled code instead of compiling it again.
  *
  * Caveats:
  * - A synchronous handler never sees its `signal` abort while it runs (the
