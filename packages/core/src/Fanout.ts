@@ -15,6 +15,8 @@
  *   (retries, backoff, `Retry-After`, budget, timeouts), the same rule as `Http.*` (a client
  *   wrapped by `Retry.layerClient` is seen through, never retrying twice); `deadline` bounds
  *   the whole batch.
+ * - **Redirects**: followed for every item as `Redirects` describes (a refused one fails only
+ *   that item, with `RedirectError`); each hop is retried on its own.
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx
  *   body is read and dropped), so no connection is held by an unread body. `read: json(schema)`
  *   gives typed values, a body that does not decode failing its own item.

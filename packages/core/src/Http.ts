@@ -17,6 +17,10 @@
  * `Retry.layer({ retries: 0 })` turns retrying off). A client wrapped by
  * `Retry.layerClient` is seen through, so nothing is retried twice.
  *
+ * Redirects are followed (at most 10, credentials dropped across origins, no
+ * `https:` to `http:`), each hop under the same retry policy; see `Redirects`
+ * for the rules and how to change them.
+ *
  * A body is never left holding its keep-alive connection: a non-2xx body is
  * read to its end before the `StatusCodeError` is returned, and a body that a
  * `read` leaves unread (it fails, is interrupted, or ignores the body) is
@@ -34,6 +38,7 @@ import type * as Schema from "effect/Schema"
 import * as Exchange from "./internal/http/exchange.ts"
 import { readJson } from "./internal/http/json.ts"
 import { unwrap } from "./internal/retry/client.ts"
+import type * as Redirects from "./Redirects.ts"
 import * as Retry from "./Retry.ts"
 
 /**
@@ -68,7 +73,11 @@ export interface RequestOptions {
 export const send = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
-): Effect.Effect<A, E | HttpClientError.HttpClientError | Retry.RetryError, R | HttpClient.HttpClient> =>
+): Effect.Effect<
+  A,
+  E | HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
+  R | HttpClient.HttpClient
+> =>
   run(
     request,
     Exchange.onResponse((response) => Effect.ensuring(read(response), Exchange.release(response)), true)
@@ -92,8 +101,11 @@ export const send = <A, E, R>(
 export const getText = (
   url: string | URL,
   options?: RequestOptions
-): Effect.Effect<string, HttpClientError.HttpClientError | Retry.RetryError, HttpClient.HttpClient> =>
-  run(build("GET", url, options), onText)
+): Effect.Effect<
+  string,
+  HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
+  HttpClient.HttpClient
+> => run(build("GET", url, options), onText)
 
 /**
  * GET a URL and read the body as bytes.
@@ -111,8 +123,11 @@ export const getText = (
 export const getBytes = (
   url: string | URL,
   options?: RequestOptions
-): Effect.Effect<Uint8Array, HttpClientError.HttpClientError | Retry.RetryError, HttpClient.HttpClient> =>
-  run(build("GET", url, options), onBytes)
+): Effect.Effect<
+  Uint8Array,
+  HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
+  HttpClient.HttpClient
+> => run(build("GET", url, options), onBytes)
 
 /**
  * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
@@ -235,7 +250,11 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
 const run = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   handle: Exchange.Read<A, E, R>
-): Effect.Effect<A, E | HttpClientError.HttpClientError | Retry.RetryError, R | HttpClient.HttpClient> =>
+): Effect.Effect<
+  A,
+  E | HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
+  R | HttpClient.HttpClient
+> =>
   Effect.flatMap(HttpClient.HttpClient, (client) =>
     Effect.flatMap(Retry.RetryPolicy, (policy) =>
       Retry.run(policy, request, Exchange.exchange(unwrap(client), request, handle))

@@ -47,6 +47,13 @@ export * as Options from "./Options.ts"
  */
 export * as Proxy from "./Proxy.ts"
 /**
+ * Redirects, followed by default for every volley request: at most 10 hops, 303 (and 301/302
+ * for POST) as GET, credentials dropped across origins, no https to http, typed errors.
+ *
+ * @since 0.1.0
+ */
+export * as Redirects from "./Redirects.ts"
+/**
  * Resilience for the environment's `HttpClient` as one layer: the retry policy, plus optional
  * per-origin rate limiting and circuit breaking from Effect's `withRateLimiter`/`withCircuitBreaker`.
  *

@@ -24,6 +24,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import * as Exchange from "../http/exchange.ts"
+import type { RedirectError } from "../http/redirect.ts"
 import { PolicyApplied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
@@ -67,7 +68,7 @@ export interface FailFastSink<A, E, X> extends Sink<A, E, X> {
 }
 
 /** Errors of one item besides `read`'s own. */
-export type Failure<E> = E | RetryError | HttpClientError.HttpClientError
+export type Failure<E> = E | RetryError | RedirectError | HttpClientError.HttpClientError
 
 /** Counters behind progress events; `report` hands the callback a fresh snapshot. */
 export class Progress {
@@ -272,17 +273,17 @@ const runIn = <A, E, R, X>(
     const budget = policy.budget
 
     // One worker: a loop over jobs whose continuations are created once per worker.
-    const makeWorker = (): Effect.Effect<void, X, R> => {
+    const makeWorker = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
       let current: Job | undefined
       // When the bare first attempt of `current` was counted in the budget.
       let counted = 0
-      const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
+      const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const stop = settle(current!, exit)
         current = undefined
         workers.busy--
         return stop === undefined ? loop() : stop
       }
-      const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R> => {
+      const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         if (Exit.isFailure(exit)) {
           const error = Cause.findErrorOption(exit.cause)
           // A request that can never be sent leaves the budget as if never made (as in `run`).
@@ -295,7 +296,7 @@ const runIn = <A, E, R, X>(
         }
         return onExit(exit)
       }
-      const loop = (): Effect.Effect<void, X, R> => {
+      const loop = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const job = scheduler.next()
         if (job === DONE) {
           workers.drained = true
@@ -325,7 +326,7 @@ const runIn = <A, E, R, X>(
       return Effect.suspend(loop)
     }
 
-    const workers = new Workers<X, R>(plan.concurrency, makeWorker)
+    const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)
     const all = workers.run
     const untraced = plan.tracing ? all : Effect.provideService(all, HttpClient.TracerDisabledWhen, () => true)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted

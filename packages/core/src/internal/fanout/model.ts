@@ -7,6 +7,7 @@ import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Result from "effect/Result"
+import type { RedirectError } from "../http/redirect.ts"
 import type { RetryError } from "../retry/errors.ts"
 import type * as Adaptive from "./adaptive.ts"
 
@@ -219,12 +220,12 @@ export class ItemInterrupted extends Data.TaggedError("ItemInterrupted")<{
 
 /**
  * Why one item failed: the client's `HttpClientError` (transport, invalid URL, non-2xx status,
- * decode), the retry policy's errors, an interruption of that item, or `read`'s own error.
+ * decode), the retry policy's errors, a redirect that could not be followed, an interruption of that item, or `read`'s own error.
  *
  * @since 0.1.0
  * @category errors
  */
-export type ItemError<E> = HttpClientError.HttpClientError | RetryError | ItemInterrupted | E
+export type ItemError<E> = HttpClientError.HttpClientError | RetryError | RedirectError | ItemInterrupted | E
 
 /**
  * A finished item of a settled stream.

@@ -1,5 +1,6 @@
 // One exchange of a request for a read result, as `Http.*` and a batch's first attempt run it:
-// execute, treat a non-2xx status as a `StatusCodeError`, read the body. No Scope, no
+// execute, follow a redirect (./redirect.ts), treat another non-2xx status as a
+// `StatusCodeError`, read the body. No Scope, no
 // finalizer, no fiber: a body is never left holding its keep-alive connection because
 // - a non-2xx body is read to its end before the error is returned (the connection is reused);
 // - a caller's `read` that fails or is interrupted is followed by `release`, which makes the
@@ -14,7 +15,9 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { PolicyApplied } from "../retry/client.ts"
+import type { RetryError } from "../retry/errors.ts"
 import { MaxBodySize } from "./body.ts"
+import { follow, isRedirect, type RedirectError } from "./redirect.ts"
 
 export type Read<A, E, R> = (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
 
@@ -39,17 +42,26 @@ export const readText = (
 ): Effect.Effect<string, HttpClientError.HttpClientError> => response.text
 
 /**
- * What to do with a response: `read` it when its status is 2xx, else fail with a
- * `StatusCodeError` once its body is drained. `consumes`: `read` always reads the whole body
- * or fails reading it (the built-in reads), so it needs no `release` on failure. Build it once
- * per call site, not per request.
+ * What to do with a response: `read` it when its status is 2xx, follow it when it is a redirect
+ * (./redirect.ts: the next hop's response comes back here), else fail with a `StatusCodeError`
+ * once its body is drained. `consumes`: `read` always reads the whole body or fails reading it
+ * (the built-in reads), so it needs no `release` on failure. Build it once per call site, not
+ * per request.
  */
 export const onResponse = <A, E, R>(
   read: Read<A, E, R>,
   consumes: boolean
-): Read<A, E | HttpClientError.HttpClientError, R> => {
+): Read<A, E | HttpClientError.HttpClientError | RedirectError | RetryError, R | HttpClient.HttpClient> => {
   const checked: Read<A, E, R> = consumes ? read : (response) => Effect.onError(read(response), () => release(response))
-  return (response) => (response.status >= 200 && response.status < 300 ? checked(response) : statusError(response))
+  const handle: Read<A, E | HttpClientError.HttpClientError | RedirectError | RetryError, R | HttpClient.HttpClient> = (
+    response
+  ) =>
+    response.status >= 200 && response.status < 300
+      ? checked(response)
+      : isRedirect(response)
+        ? follow(response, handle, () => statusError(response))
+        : statusError(response)
+  return handle
 }
 
 /** Runs one request through `client` and hands its response to `handle` (see {@link onResponse}). */
@@ -83,7 +95,8 @@ export const statusError = (
     )
   )
 
-const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
+/** Reads a small error body to its end (its connection is reused), else aborts it. */
+export const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
   const length = response.headers["content-length"]
   return length !== undefined && Number(length) <= MAX_DRAINED_BYTES
     ? Effect.ignore(Effect.provideService(readBytes(response), MaxBodySize, MAX_DRAINED_BYTES))

@@ -232,6 +232,7 @@ export const RetryPolicy: Context.Reference<Policy> = Context.Reference<Policy>(
  * @category predicates
  */
 export const isRetryable = (policy: Policy, error: unknown): boolean => {
+  if (final.has(error as object)) return false
   if (Cause.isTimeoutError(error)) return true
   if (!HttpClientError.isHttpClientError(error)) return false
   const reason = error.reason
@@ -292,3 +293,13 @@ const makeBudget = (options: BudgetOptions) =>
   })
 
 const invalid = (option: string, reason: string) => Effect.fail(new Validate.InvalidOptionsError({ option, reason }))
+
+// Failures an inner retry loop already gave up on (a redirect hop's, run under the policy
+// inside the first request's attempt): retrying the outer request would run the chain again.
+const final = new WeakSet<object>()
+
+/** Marks `error` as final: no retry loop retries it again. */
+export const markFinal = (error: unknown): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (typeof error === "object" && error !== null) final.add(error)
+  })

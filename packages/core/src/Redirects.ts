@@ -1,0 +1,110 @@
+/**
+ * Redirects, followed for every volley request (`Http.*` and every `Fanout` form) by default, as
+ * requests, aiohttp, httpx, got and fetch do:
+ *
+ * - 301, 302, 303, 307 and 308 with a `Location` are followed, at most `maxRedirects` (10) hops;
+ *   `0` turns following off, and a 3xx is then a `StatusCodeError` as any non-2xx;
+ * - 303 turns the request into a `GET` (a `HEAD` stays one), and so do 301 and 302 for a `POST`
+ *   (its body dropped); 307 and 308 send the same method and body again, which needs a body
+ *   that can be sent twice (text, bytes, form data: not a stream, failing with
+ *   `"body-not-replayable"`);
+ * - a hop to another origin (scheme, host or port) drops `Authorization`, `Cookie`,
+ *   `Proxy-Authorization` and every header named in `sensitiveHeaders` (an `x-api-key`, say),
+ *   and they stay dropped for the rest of the chain;
+ * - a hop from `https:` to `http:` is refused unless `allowDowngrade`; a `Location` to another
+ *   scheme (`file:`, `ftp:`...) or one that is not a URL is refused; user info in a `Location`
+ *   (`http://user:pass@host/`) is removed, never sent;
+ * - a hop back to a URL already requested with the same method is a loop;
+ * - each refusal fails with a {@link RedirectError} naming the chain, never retried.
+ *
+ * Each hop is a request of its own: it runs under the retry policy (its retries, `Retry-After`
+ * and budget), through the client in the environment, so a proxy layer routes it by its own
+ * origin. The policy's total `timeout` and a batch's `deadline` cover the whole chain; an
+ * `attemptTimeout` covers the first request's attempt with every hop after it. A batch's
+ * `perHost` limit counts an item against its first URL's origin only.
+ *
+ * The final response is the one `read` sees: `response.request.url` is the final URL, and
+ * {@link chain} gives every URL requested to reach it. Failures name the final hop's request.
+ *
+ * The policy is a reference ({@link RedirectPolicy}): set it for a layer with {@link layer}, or
+ * for one call or batch with {@link withOptions}.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Layer from "effect/Layer"
+import { chainOf, make, type Options, RedirectPolicy } from "./internal/http/redirect.ts"
+import type * as Validate from "./Options.ts"
+
+export {
+  make,
+  type Options,
+  type Policy,
+  RedirectError,
+  RedirectPolicy,
+  type RedirectReason
+} from "./internal/http/redirect.ts"
+
+/**
+ * Provides a validated redirect policy as the {@link RedirectPolicy} for everything built on the
+ * layer. Fails with `InvalidOptionsError` when built with a bad option.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Http, Redirects } from "@volley/core"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const Client = Layer.merge(NodeHttpClient.layer(), Redirects.layer({ maxRedirects: 3, sensitiveHeaders: ["x-api-key"] }))
+ * const NoRedirects = Redirects.layer({ maxRedirects: 0 })
+ * const page = Http.getText("http://127.0.0.1:8080/moved").pipe(Effect.provide(Client))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<never, Validate.InvalidOptionsError> =>
+  Layer.effect(RedirectPolicy, make(options))
+
+/**
+ * Runs `effect` (an `Http.*` call, a batch) under its own redirect options, in place of the
+ * layer's. Bad options fail it with `InvalidOptionsError` before anything is sent.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Fanout, Http, Redirects } from "@volley/core"
+ *
+ * const strict = Http.getText("http://127.0.0.1:8080/login").pipe(Redirects.withOptions({ maxRedirects: 0 }))
+ * const batch = Fanout.allSettled(["http://127.0.0.1:8080/a"]).pipe(Redirects.withOptions({ allowDowngrade: true }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withOptions =
+  (options: Options) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Validate.InvalidOptionsError, R> =>
+    Effect.flatMap(make(options), (policy) => Effect.provideService(effect, RedirectPolicy, policy))
+
+/**
+ * The URLs requested to reach `response`, the first one first (user info removed): the
+ * original URL, then each redirect's target, the last being `response.request.url`. One URL
+ * when nothing was redirected. Read it in a `read` (of `Http.send` or a batch).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClientRequest } from "effect/http"
+ * import { Http, Redirects } from "@volley/core"
+ *
+ * const where = Http.send(HttpClientRequest.get("http://127.0.0.1:8080/old"), (response) =>
+ *   Effect.succeed({ final: response.request.url, chain: Redirects.chain(response) })
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const chain = (response: HttpClientResponse.HttpClientResponse): ReadonlyArray<string> => chainOf(response)

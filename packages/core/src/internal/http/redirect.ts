@@ -1,0 +1,304 @@
+// Following redirects, for every volley request (`Http.*` and every `Fanout` form), inside the
+// one exchange they share (./exchange.ts): a 301/302/303/307/308 with a `Location` is answered
+// by the next hop, run like a request of its own (under the retry policy, on the client in the
+// environment, so proxy routing picks the hop's own origin), its response handed to the same
+// handler. Only the non-2xx branch of a response ever gets here: the plain path costs nothing.
+//
+// The hops so far travel with the fiber (`Hops`, provided around each hop), not on request or
+// response objects, which a client's transforms may copy.
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as HttpBody from "effect/http/HttpBody"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import type { HttpMethod } from "effect/http/HttpMethod"
+import * as Option from "effect/Option"
+import * as Validate from "../options.ts"
+import { redactInput } from "../proxy/url.ts"
+import { unwrap } from "../retry/client.ts"
+import type { RetryError } from "../retry/errors.ts"
+import * as Loop from "../retry/loop.ts"
+import { markFinal, RetryPolicy } from "../retry/policy.ts"
+import { isReplayable } from "../retry/replay.ts"
+import { drain, exchange } from "./exchange.ts"
+
+/**
+ * Why a redirect was not followed: `"too-many"` (more hops than `maxRedirects`), `"loop"` (a hop
+ * back to a URL already visited with the same method), `"downgrade"` (`https:` to `http:`
+ * without `allowDowngrade`), `"unsupported-scheme"` (a `Location` to `file:`, `ftp:`, `data:`...),
+ * `"invalid-location"` (a `Location` that is not a URL), `"body-not-replayable"` (a 307/308
+ * asks to send again a body that was a stream, already used up).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RedirectReason =
+  | "too-many"
+  | "loop"
+  | "downgrade"
+  | "unsupported-scheme"
+  | "invalid-location"
+  | "body-not-replayable"
+
+/**
+ * A redirect could not be followed. `chain` holds every URL requested so far, the first one
+ * first (user info removed), `location` the refused `Location` (user info masked), `status`
+ * the redirect's status. Never retried.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http } from "@volley/core"
+ *
+ * const program = Http.getText("http://127.0.0.1:8080/old").pipe(
+ *   Effect.catchTag("RedirectError", (e) => Effect.succeed(`${e.reason}: ${e.chain.join(" -> ")}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RedirectError extends Data.TaggedError("RedirectError")<{
+  readonly reason: RedirectReason
+  readonly method: string
+  readonly status: number
+  readonly location: string
+  readonly chain: ReadonlyArray<string>
+}> {
+  override get message(): string {
+    const why = {
+      "too-many": "too many redirects",
+      loop: "redirect loop",
+      downgrade: "redirect from https to http refused (allowDowngrade is off)",
+      "unsupported-scheme": "redirect to a scheme other than http or https",
+      "invalid-location": "Location is not a URL",
+      "body-not-replayable": `${this.status} asks to send the body again, but it was a stream and is used up`
+    }[this.reason]
+    return `${this.method} ${this.chain.join(" -> ")}: ${why} (${this.status} to ${this.location})`
+  }
+}
+
+/**
+ * Redirect options. Every field is optional.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Most redirects followed for one request; `0` turns following off (a 3xx is then a
+   * `StatusCodeError`, as any non-2xx).
+   * @default 10
+   */
+  readonly maxRedirects?: number | undefined
+  /**
+   * Follow a redirect from `https:` to `http:`. Off: such a hop fails with `RedirectError`.
+   * @default false
+   */
+  readonly allowDowngrade?: boolean | undefined
+  /**
+   * Request headers dropped, besides `authorization`, `cookie` and `proxy-authorization`, when
+   * a redirect goes to another origin (scheme, host or port): an API key header, say.
+   * Case-insensitive.
+   * @default []
+   */
+  readonly sensitiveHeaders?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * A validated redirect policy; build one with `Redirects.make`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Policy {
+  readonly maxRedirects: number
+  readonly allowDowngrade: boolean
+  /** Lower case, the three always dropped included. */
+  readonly sensitiveHeaders: ReadonlySet<string>
+}
+
+const ALWAYS_SENSITIVE = ["authorization", "cookie", "proxy-authorization"] as const
+
+/**
+ * Validates redirect options. Fails with `InvalidOptionsError` naming the bad option.
+ *
+ * @example
+ * ```ts
+ * import { Redirects } from "@volley/core"
+ *
+ * const policy = Redirects.make({ maxRedirects: 5, sensitiveHeaders: ["x-api-key"] })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Policy, Validate.InvalidOptionsError> =>
+  Effect.gen(function* () {
+    const maxRedirects = yield* Validate.positiveInt("maxRedirects", options.maxRedirects ?? 10, 0)
+    const allowDowngrade = yield* Validate.oneOf("allowDowngrade", options.allowDowngrade ?? false, [true, false])
+    const sensitiveHeaders = new Set<string>(ALWAYS_SENSITIVE)
+    for (const header of options.sensitiveHeaders ?? []) {
+      if (typeof header !== "string" || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) {
+        return yield* new Validate.InvalidOptionsError({
+          option: "sensitiveHeaders",
+          reason: `must hold header names, got ${JSON.stringify(header)}`
+        })
+      }
+      sensitiveHeaders.add(header.toLowerCase())
+    }
+    return { maxRedirects, allowDowngrade, sensitiveHeaders } satisfies Policy
+  })
+
+/**
+ * The redirect policy in effect. A reference: without a layer, redirects are followed (10 at
+ * most, no `https:` to `http:`, credentials dropped across origins).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Redirects } from "@volley/core"
+ *
+ * const max = Effect.map(Redirects.RedirectPolicy, (policy) => policy.maxRedirects) // 10
+ * ```
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export const RedirectPolicy: Context.Reference<Policy> = Context.Reference<Policy>(
+  "@volley/core/Redirects/RedirectPolicy",
+  { defaultValue: () => Effect.runSync(make()) }
+)
+
+interface Hop {
+  readonly method: HttpMethod
+  readonly url: string
+}
+
+/** The requests made so far for one call, the first one first; empty outside a redirect. */
+const Hops = Context.Reference<ReadonlyArray<Hop>>("@volley/core/Redirects/Hops", { defaultValue: () => [] })
+
+/** The URLs each final response was reached through (see `Redirects.chain`). */
+const chains = new WeakMap<HttpClientResponse.HttpClientResponse, ReadonlyArray<string>>()
+
+/** The URLs requested to reach `response`, the first one first; `[its URL]` if none redirected. */
+export const chainOf = (response: HttpClientResponse.HttpClientResponse): ReadonlyArray<string> => {
+  const chain = chains.get(response)
+  if (chain !== undefined) return chain
+  const url = sentUrl(response.request)
+  return [url === undefined ? response.request.url : show(url)]
+}
+
+const FOLLOWED: ReadonlySet<number> = new Set([301, 302, 303, 307, 308])
+
+/** Whether a non-2xx `response` is a redirect to follow (the policy decides later whether it may). */
+export const isRedirect = (response: HttpClientResponse.HttpClientResponse): boolean =>
+  FOLLOWED.has(response.status) && response.headers.location !== undefined
+
+/**
+ * Follows the redirect `response` answers: checks the hop, drains the redirect's body, and runs
+ * the next request under the retry policy, its response handed to `handle` (which follows
+ * further redirects). A hop's failure that its retries could not fix is final: the first
+ * request's own retries do not run the whole chain again. `otherwise` runs when following is off.
+ */
+export const follow = <A, E, R, E2>(
+  response: HttpClientResponse.HttpClientResponse,
+  handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+  otherwise: () => Effect.Effect<never, E2>
+): Effect.Effect<A, E | E2 | RedirectError | RetryError | HttpClientError.HttpClientError, R | HttpClient.HttpClient> =>
+  Effect.withFiber(
+    (
+      fiber
+    ): Effect.Effect<
+      A,
+      E | E2 | RedirectError | RetryError | HttpClientError.HttpClientError,
+      R | HttpClient.HttpClient
+    > => {
+      const policy = fiber.getRef(RedirectPolicy)
+      const request = response.request
+      // Typed as a string by the request; one of HttpMethod's when a client sent it.
+      const requested = request.method as HttpMethod
+      const from = sentUrl(request)
+      if (policy.maxRedirects === 0 || from === undefined) return otherwise()
+      const seen = fiber.getRef(Hops)
+      const hops: ReadonlyArray<Hop> = seen.length > 0 ? seen : [{ method: requested, url: show(from) }]
+      const location = response.headers.location!
+      const fail = (reason: RedirectReason) =>
+        Effect.flatMap(drain(response), () =>
+          Effect.fail(
+            new RedirectError({
+              reason,
+              method: hops[0]!.method,
+              status: response.status,
+              location: redactInput(location),
+              chain: hops.map((hop) => hop.url)
+            })
+          )
+        )
+      const target = URL.parse(location, from)
+      if (target === null) return fail("invalid-location")
+      if (target.protocol !== "http:" && target.protocol !== "https:") return fail("unsupported-scheme")
+      if (from.protocol === "https:" && target.protocol === "http:" && !policy.allowDowngrade) return fail("downgrade")
+      if (hops.length > policy.maxRedirects) return fail("too-many")
+      // 303 asks for a GET (a HEAD stays one); browsers and every client do the same for a POST
+      // answered by 301/302. 307/308 (and 301/302 to other methods) send the same request again.
+      const method: HttpMethod =
+        response.status === 303
+          ? requested === "HEAD"
+            ? "HEAD"
+            : "GET"
+          : (response.status === 301 || response.status === 302) && requested === "POST"
+            ? "GET"
+            : requested
+      const keepsBody = method === requested && method !== "GET" && method !== "HEAD"
+      if (keepsBody && !isReplayable(request)) return fail("body-not-replayable")
+      // Credentials in a Location are never sent on: neither as user info nor as Authorization.
+      target.username = ""
+      target.password = ""
+      const url = show(target)
+      if (hops.some((hop) => hop.url === url && hop.method === method)) return fail("loop")
+      let next = HttpClientRequest.setUrl(request, target)
+      if (method !== requested) next = HttpClientRequest.setMethod(next, method)
+      if (!keepsBody && request.body._tag !== "Empty") next = HttpClientRequest.setBody(next, HttpBody.empty)
+      if (target.origin !== from.origin) {
+        for (const header of Object.keys(next.headers)) {
+          if (policy.sensitiveHeaders.has(header)) next = HttpClientRequest.removeHeader(next, header)
+        }
+      }
+      const nextHops = [...hops, { method, url }]
+      const chain = nextHops.map((hop) => hop.url)
+      const final = (response: HttpClientResponse.HttpClientResponse) => {
+        chains.set(response, chain)
+        return handle(response)
+      }
+      return Effect.flatMap(drain(response), () =>
+        Effect.flatMap(HttpClient.HttpClient, (client) =>
+          Effect.provideService(
+            Effect.tapError(
+              Loop.run(fiber.getRef(RetryPolicy), next, exchange(unwrap(client), next, final)),
+              markFinal
+            ),
+            Hops,
+            nextHops
+          )
+        )
+      )
+    }
+  )
+
+// The URL a request went to: its URL with its query parameters (undefined for a relative URL,
+// which a client that resolved it did not hand back).
+const sentUrl = (request: HttpClientRequest.HttpClientRequest): URL | undefined =>
+  Option.getOrUndefined(HttpClientRequest.toUrl(request))
+
+// As a URL appears in a chain or an error: without user info.
+const show = (url: URL): string => {
+  if (url.username === "" && url.password === "") return url.href
+  const copy = new URL(url.href)
+  copy.username = ""
+  copy.password = ""
+  return copy.href
+}

@@ -1,0 +1,304 @@
+// Redirects against real origins on two loopback ports (and one https origin with a test CA),
+// through @volley/node's client: chains across origins, method rewriting, header dropping,
+// loops and hop limits, downgrades, bad Locations, credentials in a Location, and that
+// `Http.*` and every batch form follow the same way.
+
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
+import { createServer as createHttpsServer } from "node:https"
+import type { AddressInfo } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Http, Redirects, Retry } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Layer, Result, Stream } from "effect"
+import { HttpClientRequest } from "effect/http"
+import { makePki } from "../packages/node/test/fixtures/pki.ts"
+import { type Handler, origin } from "./support/origin.ts"
+
+interface Seen {
+  readonly method: string
+  readonly path: string
+  readonly headers: IncomingHttpHeaders
+  readonly body: string
+}
+
+// Two origins whose handlers redirect to each other: `to(res, status, url)` answers a redirect.
+const to = (res: ServerResponse, status: number, location: string) =>
+  res.writeHead(status, { location, "content-length": "4" }).end("move")
+
+const recording =
+  (seen: Array<Seen>, answer: string): Handler =>
+  (req: IncomingMessage, res: ServerResponse) => {
+    let body = ""
+    req.setEncoding("utf8")
+    req.on("data", (chunk: string) => (body += chunk))
+    req.on("end", () => {
+      seen.push({ method: req.method ?? "", path: req.url ?? "", headers: req.headers, body })
+      res.writeHead(200, { "content-type": "text/plain" }).end(answer)
+    })
+  }
+
+const twoOrigins = Effect.gen(function* () {
+  const seenA: Array<Seen> = []
+  const seenB: Array<Seen> = []
+  const urls = { a: "", b: "" }
+  const a = yield* origin({
+    "/start": (_req, res) => to(res, 301, "/middle"),
+    "/middle": (_req, res) => to(res, 302, `${urls.b}/final`),
+    "/same-origin": (_req, res) => to(res, 302, "/echo"),
+    "/cross": (_req, res) => to(res, 302, `${urls.b}/echo`),
+    "/echo": recording(seenA, "a"),
+    "/s301": (_req, res) => to(res, 301, "/echo"),
+    "/s302": (_req, res) => to(res, 302, "/echo"),
+    "/s303": (_req, res) => to(res, 303, "/echo"),
+    "/s307": (_req, res) => to(res, 307, "/echo"),
+    "/s308": (_req, res) => to(res, 308, "/echo"),
+    "/loop1": (_req, res) => to(res, 302, "/loop2"),
+    "/loop2": (_req, res) => to(res, 302, `${urls.b}/loop3`),
+    "/endless": (req, res) =>
+      to(res, 302, `/endless?n=${Number(new URL(req.url!, "http://x").searchParams.get("n") ?? 0) + 1}`),
+    "/file": (_req, res) => to(res, 302, "file:///etc/passwd"),
+    "/ftp": (_req, res) => to(res, 301, "ftp://127.0.0.1/x"),
+    "/malformed": (_req, res) => to(res, 302, "http://[::1"),
+    "/credentials": (_req, res) => to(res, 302, `${urls.b.replace("http://", "http://mallory:s3cret@")}/echo`),
+    "/query": (_req, res) => to(res, 302, "/echo?page=2"),
+    "/flaky-next": (_req, res) => to(res, 302, `${urls.b}/flaky`),
+    "/down-next": (_req, res) => to(res, 302, `${urls.b}/down`)
+  })
+  let flaky = 0
+  const b = yield* origin({
+    "/final": (_req, res) => res.end("final"),
+    "/echo": recording(seenB, "b"),
+    "/loop3": (_req, res) => to(res, 302, `${urls.a}/loop1`),
+    "/flaky": (_req, res) => (++flaky === 1 ? res.writeHead(503).end("busy") : res.end("recovered")),
+    "/down": (_req, res) => res.writeHead(503).end("down")
+  })
+  urls.a = a.url
+  urls.b = b.url
+  return { a, b, seenA, seenB }
+})
+
+const Client = NodeHttpClient.layer()
+const pki = makePki()
+const NoRetryDelay = Retry.layer({ jitter: false, baseDelay: 0, budget: false })
+
+const redirectError = (error: unknown): Redirects.RedirectError => {
+  assert.instanceOf(error, Redirects.RedirectError)
+  return error as Redirects.RedirectError
+}
+
+describe("Redirects", () => {
+  it.live("follows a chain across two origins by default; the final response carries the chain", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoOrigins
+      assert.strictEqual(yield* Http.getText(`${a.url}/start`), "final")
+      const seen = yield* Http.send(HttpClientRequest.get(`${a.url}/start`), (response) =>
+        Effect.map(response.text, (text) => ({ text, chain: Redirects.chain(response), url: response.request.url }))
+      )
+      assert.deepStrictEqual(seen, {
+        text: "final",
+        chain: [`${a.url}/start`, `${a.url}/middle`, `${b.url}/final`],
+        url: `${b.url}/final`
+      })
+      // A response that was not redirected: its own URL.
+      const plain = yield* Http.send(HttpClientRequest.get(`${b.url}/final`), (response) =>
+        Effect.succeed(Redirects.chain(response))
+      )
+      assert.deepStrictEqual(plain, [`${b.url}/final`])
+      // The query of a Location is kept.
+      const query = yield* Http.send(HttpClientRequest.get(`${a.url}/query`), (response) =>
+        Effect.as(response.text, Redirects.chain(response).at(-1))
+      )
+      assert.strictEqual(query, `${a.url}/echo?page=2`)
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("every Fanout form follows redirects, and a refused one fails only its item", () =>
+    Effect.gen(function* () {
+      const { a } = yield* twoOrigins
+      const urls = [`${a.url}/start`, `${a.url}/file`, `${a.url}/echo`]
+      const results = yield* Fanout.allSettled(urls, { read: (r) => r.text })
+      assert.deepStrictEqual(results[0], Result.succeed("final"))
+      assert.deepStrictEqual(results[2], Result.succeed("a"))
+      const failed = results[1]!
+      assert.isTrue(Result.isFailure(failed))
+      assert.strictEqual(
+        redirectError(Result.isFailure(failed) ? failed.failure : undefined).reason,
+        "unsupported-scheme"
+      )
+      const streamed = yield* Fanout.stream([`${a.url}/start`], { read: (r) => r.text }).pipe(Stream.runCollect)
+      assert.deepStrictEqual(
+        streamed.map((item) => item.value),
+        ["final"]
+      )
+      const fromPipeline = yield* Fanout.pipeline([`${a.url}/start`], (item) =>
+        Effect.succeed(item.value.byteLength)
+      ).pipe(Stream.runCollect)
+      assert.deepStrictEqual(
+        fromPipeline.map((item) => item.value),
+        [5]
+      )
+      // Fail-fast forms fail with the typed error.
+      const error = yield* Effect.flip(Fanout.all([`${a.url}/ftp`]))
+      assert.strictEqual(redirectError(error).reason, "unsupported-scheme")
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("rewrites POST to GET on 301/302/303 (body dropped) and keeps method and body on 307/308", () =>
+    Effect.gen(function* () {
+      const { a, seenA } = yield* twoOrigins
+      for (const status of [301, 302, 303, 307, 308]) {
+        yield* Http.postText(`${a.url}/s${status}`, `body ${status}`)
+      }
+      yield* Http.send(
+        HttpClientRequest.put(`${a.url}/s308`).pipe(HttpClientRequest.bodyText("put body")),
+        (r) => r.text
+      )
+      yield* Http.send(HttpClientRequest.head(`${a.url}/s303`), () => Effect.void)
+      assert.deepStrictEqual(
+        seenA.map((seen) => `${seen.method} ${seen.body}`),
+        ["GET ", "GET ", "GET ", "POST body 307", "POST body 308", "PUT put body", "HEAD "]
+      )
+      // The dropped body took its headers with it.
+      assert.isUndefined(seenA[0]!.headers["content-type"])
+      assert.isUndefined(seenA[0]!.headers["content-length"])
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("refuses a 307 whose body was a stream (used up), and sends nothing more", () =>
+    Effect.gen(function* () {
+      const { a, seenA } = yield* twoOrigins
+      const request = HttpClientRequest.post(`${a.url}/s307`).pipe(
+        HttpClientRequest.bodyStream(Stream.fromIterable([new TextEncoder().encode("once")]))
+      )
+      const error = yield* Effect.flip(Http.send(request, (r) => r.text))
+      const refused = redirectError(error)
+      assert.strictEqual(refused.reason, "body-not-replayable")
+      assert.strictEqual(refused.status, 307)
+      assert.deepStrictEqual(seenA, [])
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("drops Authorization, Cookie, Proxy-Authorization and marked headers across origins only", () =>
+    Effect.gen(function* () {
+      const { a, seenA, seenB } = yield* twoOrigins
+      const headers = {
+        authorization: "Bearer secret",
+        cookie: "session=1",
+        "proxy-authorization": "Basic cHJveHk=",
+        "x-api-key": "key",
+        "x-trace": "keep"
+      }
+      yield* Http.getText(`${a.url}/same-origin`, { headers })
+      assert.strictEqual(seenA[0]!.headers.authorization, "Bearer secret")
+      assert.strictEqual(seenA[0]!.headers.cookie, "session=1")
+      yield* Http.getText(`${a.url}/cross`, { headers })
+      const crossed = seenB[0]!.headers
+      assert.isUndefined(crossed.authorization)
+      assert.isUndefined(crossed.cookie)
+      assert.isUndefined(crossed["proxy-authorization"])
+      assert.strictEqual(crossed["x-api-key"], "key", "not marked sensitive: sent on")
+      assert.strictEqual(crossed["x-trace"], "keep")
+      yield* Http.getText(`${a.url}/cross`, { headers }).pipe(
+        Redirects.withOptions({ sensitiveHeaders: ["X-Api-Key"] })
+      )
+      assert.isUndefined(seenB[1]!.headers["x-api-key"])
+      assert.strictEqual(seenB[1]!.headers["x-trace"], "keep")
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("never forwards credentials found in a Location", () =>
+    Effect.gen(function* () {
+      const { a, b, seenB } = yield* twoOrigins
+      const chain = yield* Http.send(HttpClientRequest.get(`${a.url}/credentials`), (response) =>
+        Effect.as(response.text, Redirects.chain(response))
+      )
+      assert.isUndefined(seenB[0]!.headers.authorization)
+      assert.deepStrictEqual(chain, [`${a.url}/credentials`, `${b.url}/echo`])
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("fails a loop and too many hops with the chain; maxRedirects 0 turns following off", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoOrigins
+      const loop = redirectError(yield* Effect.flip(Http.getText(`${a.url}/loop1`)))
+      assert.strictEqual(loop.reason, "loop")
+      assert.deepStrictEqual(loop.chain, [`${a.url}/loop1`, `${a.url}/loop2`, `${b.url}/loop3`])
+      assert.include(loop.message, `GET ${a.url}/loop1 -> ${a.url}/loop2 -> ${b.url}/loop3: redirect loop`)
+      const endless = redirectError(yield* Effect.flip(Http.getText(`${a.url}/endless`)))
+      assert.strictEqual(endless.reason, "too-many")
+      assert.strictEqual(endless.chain.length, 11, "the first request and 10 redirects")
+      const before = a.requests()
+      const three = redirectError(
+        yield* Effect.flip(Http.getText(`${a.url}/endless`).pipe(Redirects.withOptions({ maxRedirects: 2 })))
+      )
+      assert.strictEqual(three.chain.length, 3)
+      assert.strictEqual(a.requests() - before, 3, "nothing retried")
+      const off = yield* Effect.flip(Http.getText(`${a.url}/start`).pipe(Redirects.withOptions({ maxRedirects: 0 })))
+      assert.strictEqual(off._tag, "HttpClientError")
+      assert.strictEqual(
+        off._tag === "HttpClientError" && off.reason._tag === "StatusCodeError" && off.reason.response.status,
+        301
+      )
+      const bad = yield* Effect.flip(Http.getText(`${a.url}/start`).pipe(Redirects.withOptions({ maxRedirects: -1 })))
+      assert.strictEqual(bad._tag, "InvalidOptionsError")
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("refuses file:, ftp: and malformed Locations with a typed error", () =>
+    Effect.gen(function* () {
+      const { a } = yield* twoOrigins
+      for (const [path, reason] of [
+        ["/file", "unsupported-scheme"],
+        ["/ftp", "unsupported-scheme"],
+        ["/malformed", "invalid-location"]
+      ] as const) {
+        const error = redirectError(yield* Effect.flip(Http.getText(`${a.url}${path}`)))
+        assert.strictEqual(error.reason, reason)
+        assert.deepStrictEqual(error.chain, [`${a.url}${path}`])
+      }
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("retries a hop on its own origin, not the whole chain", () =>
+    Effect.gen(function* () {
+      const { a, b } = yield* twoOrigins
+      assert.strictEqual(yield* Http.getText(`${a.url}/flaky-next`), "recovered")
+      assert.strictEqual(a.requests(), 1, "the first hop was not asked again")
+      assert.strictEqual(b.requests(), 2, "the 503 was retried on its own origin")
+      // A hop that stays down: its retries run out, and the first request is not run again.
+      const down = yield* Effect.flip(Http.getText(`${a.url}/down-next`))
+      assert.strictEqual(
+        down._tag === "HttpClientError" && down.reason._tag === "StatusCodeError" && down.reason.response.status,
+        503
+      )
+      assert.include(down.message, `${b.url}/down`)
+      assert.strictEqual(a.requests(), 2)
+      assert.strictEqual(b.requests(), 2 + 4, "the first try and 3 retries")
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, NoRetryDelay)))
+  )
+
+  it.live("refuses https -> http unless allowDowngrade", () =>
+    Effect.gen(function* () {
+      const { b, seenB } = yield* twoOrigins
+      const port = yield* Effect.acquireRelease(
+        Effect.promise(
+          () =>
+            new Promise<{ server: ReturnType<typeof createHttpsServer>; port: number }>((resolve) => {
+              const server = createHttpsServer({ cert: pki.serverCert, key: pki.serverKey }, (_req, res) =>
+                to(res, 302, `${b.url}/echo`)
+              )
+              server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as AddressInfo).port }))
+            })
+        ),
+        ({ server }) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      ).pipe(Effect.map(({ port }) => port))
+      const secure = `https://localhost:${port}/old`
+      const refused = redirectError(yield* Effect.flip(Http.getText(secure)))
+      assert.strictEqual(refused.reason, "downgrade")
+      assert.deepStrictEqual(refused.chain, [secure])
+      assert.deepStrictEqual(seenB, [])
+      assert.strictEqual(yield* Http.getText(secure).pipe(Redirects.withOptions({ allowDowngrade: true })), "b")
+      assert.strictEqual(seenB.length, 1)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer({ tls: { ca: pki.ca } })))
+  )
+})
