@@ -17,9 +17,7 @@
  * @since 0.1.0
  */
 
-import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import { PgClient } from "@effect/sql-pg"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as MessageRetention from "effect/cluster/MessageRetention"
 import type * as MessageStorage from "effect/cluster/MessageStorage"
 import * as RunnerAddress from "effect/cluster/RunnerAddress"
@@ -36,6 +34,7 @@ import * as Schedule from "effect/Schedule"
 import * as SqlClient from "effect/sql/SqlClient"
 import { OriginEntity } from "./internal/model.ts"
 import type { Reader } from "./internal/reader.ts"
+import * as Socket from "./internal/socket.ts"
 import { migrate } from "./internal/store.ts"
 import { makeWorker, runChunk, Worker } from "./internal/worker.ts"
 
@@ -181,8 +180,7 @@ export const fastTimings: Partial<ShardingConfig.ShardingConfig["Service"]> = {
  * @category layers
  */
 export const layerClient = (options: ClientOptions): Layer.Layer<ClusterRunnerServices, ClusterStartError> =>
-  NodeClusterSocket.layer({ clientOnly: true, shardingConfig: shardingConfig(options, Option.none()) }).pipe(
-    Layer.provide(noEnvironment),
+  Socket.layer(shardingConfig(options, Option.none()), true).pipe(
     Layer.provideMerge(database(options.database, "volley-client")),
     Layer.catch(failStart(options))
   )
@@ -242,16 +240,11 @@ export const layer = (
     cleanup
   ).pipe(
     Layer.provide(worker),
-    Layer.provideMerge(NodeClusterSocket.layer({ shardingConfig: shardingConfig(options, address) })),
-    Layer.provide(noEnvironment),
+    Layer.provideMerge(Socket.layer(shardingConfig(options, address), false)),
     Layer.provideMerge(database(options.database, `volley-runner ${host}:${options.port}`)),
     Layer.catch(failStart(options))
   )
 }
-
-// Effect's cluster reads ShardingConfig from the environment (PORT, HOST, ...) on top of what we
-// pass; a stray PORT=abc stopped a runner. Our options are the only source.
-const noEnvironment = ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} }))
 
 // The application name tells runners apart in pg_stat_activity (and who holds which shard lock).
 const database = (options: DatabaseOptions, applicationName: string): Layer.Layer<SqlClient.SqlClient, unknown> =>

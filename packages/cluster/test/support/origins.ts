@@ -9,7 +9,7 @@ export interface Origin {
   readonly close: () => Promise<void>
 }
 
-/** Starts `count` origins; each answers `ok` after `delayMillis`, or `?delay=<ms>` (a latency-bound origin). */
+/** Starts `count` origins; each answers `ok` after `delayMillis`, or `?delay=<ms>` (a latency-bound origin), with `?status=<code>`. */
 export const startOrigins = async (count: number, delayMillis: number): Promise<ReadonlyArray<Origin>> =>
   Promise.all(
     Array.from({ length: count }, async () => {
@@ -28,7 +28,14 @@ export const startOrigins = async (count: number, delayMillis: number): Promise<
           open = false
         })
         const delay = /[?&]delay=(\d+)/.exec(path)?.[1]
-        setTimeout(() => response.end("ok"), delay === undefined ? delayMillis : Number(delay))
+        const status = /[?&]status=(\d+)/.exec(path)?.[1]
+        setTimeout(
+          () => {
+            response.statusCode = status === undefined ? 200 : Number(status)
+            response.end("ok")
+          },
+          delay === undefined ? delayMillis : Number(delay)
+        )
       })
       server.keepAliveTimeout = 60_000
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))

@@ -1,0 +1,132 @@
+import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
+import { Effect, Result, Stream } from "effect"
+import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import * as Readers from "./fixtures/readers.ts"
+import { startCluster, type TestCluster } from "./support/cluster.ts"
+import { type Origin, startOrigins } from "./support/origins.ts"
+
+let cluster: TestCluster
+let origins: ReadonlyArray<Origin>
+
+beforeAll(async () => {
+  ;[cluster, origins] = await Promise.all([startCluster({ runners: 2 }), startOrigins(4, 5)])
+}, 90_000)
+
+afterAll(async () => {
+  await cluster?.dispose()
+  await Promise.all((origins ?? []).map((origin) => origin.close()))
+}, 60_000)
+
+const run = <A, E>(effect: Effect.Effect<A, E, ClusterRunner.ClusterRunnerServices>) =>
+  cluster.client.runPromise(effect)
+const wait = (job: string) => run(ClusterFanout.wait(job, { interval: "100 millis", timeout: "30 seconds" }))
+const collect = <A>(job: string, reader?: ClusterFanout.Reader<A>) =>
+  run(Stream.runCollect(ClusterFanout.results(job, { reader, pageSize: 7 })))
+const hits = (origin: Origin, prefix: string) =>
+  [...origin.hits].filter(([path]) => path.startsWith(prefix)).reduce((sum, [, count]) => sum + count, 0)
+const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
+
+describe("ClusterFanout", () => {
+  describe("submit", () => {
+    it("stores the value of the job's reader, decoded by its schema when read back", async () => {
+      const urls = Array.from({ length: 12 }, (_, i) => `${origins[i % 4]!.url}/reader/${i}`)
+      assert.strictEqual(await run(ClusterFanout.submit("reader", urls, { reader: Readers.text })), 12)
+      const final = await wait("reader")
+      assert.deepStrictEqual([final.total, final.succeeded, final.origins.length], [12, 12, 4])
+      const outcomes = await collect("reader", Readers.text)
+      assert.deepStrictEqual(
+        outcomes.map((o) => o.index),
+        Array.from({ length: 12 }, (_, i) => i)
+      )
+      for (const outcome of outcomes) {
+        assert.deepStrictEqual(Result.getOrThrow(outcome.result).value, { body: "ok", status: 200 })
+      }
+    }, 30_000)
+
+    it("records typed failures: a non-2xx status with its code, an item that is not an http(s) URL", async () => {
+      const items = [
+        `${origins[0]!.url}/fail/0?status=404`,
+        "ftp://127.0.0.1/x",
+        "not a url",
+        `${origins[1]!.url}/fail/3`
+      ]
+      await run(ClusterFanout.submit("fail", items))
+      const final = await wait("fail")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [4, 1, 3])
+      const outcomes = await collect("fail")
+      const failures = outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure : undefined))
+      assert.deepStrictEqual(
+        failures.map((f) => f && [f.reason, f.status]),
+        [["StatusCodeError", 404], ["InvalidItem", undefined], ["InvalidItem", undefined], undefined]
+      )
+      assert.strictEqual(Result.getOrThrow(outcomes[3]!.result).bytes, 2)
+    }, 30_000)
+
+    it("takes a Stream of any length and chunks it per origin", async () => {
+      const items = Stream.range(0, 249).pipe(Stream.map((i) => `${origins[i % 4]!.url}/stream/${i}`))
+      assert.strictEqual(await run(ClusterFanout.submit("stream", items, { chunkSize: 16, perHost: 8 })), 250)
+      const final = await wait("stream")
+      assert.deepStrictEqual([final.done, final.succeeded], [250, 250])
+      // 63 items for two origins, 62 for two: ceil(n / 16) chunks each = 16 messages for 250 items.
+      const chunks = await run(Effect.map(ClusterFanout.progress("stream"), (p) => p.origins.map((o) => o.total)))
+      assert.deepStrictEqual(chunks.sort(), [62, 62, 63, 63])
+    }, 30_000)
+
+    it("runs nothing twice when the same job is submitted again, and rejects the id with other items", async () => {
+      const urls = Array.from({ length: 20 }, (_, i) => `${origins[i % 4]!.url}/again/${i}`)
+      await run(ClusterFanout.submit("again", urls))
+      await wait("again")
+      await run(ClusterFanout.submit("again", urls))
+      await sleep(1500)
+      assert.strictEqual(
+        origins.reduce((sum, origin) => sum + hits(origin, "/again/"), 0),
+        20
+      )
+      const other = await run(Effect.flip(ClusterFanout.submit("again", [...urls.slice(1), `${origins[0]!.url}/x`])))
+      assert.strictEqual(other._tag, "JobConflictError")
+      assert.include(other.message, "again")
+      const options = await run(Effect.flip(ClusterFanout.submit("again", urls, { perHost: 9 })))
+      assert.strictEqual(options._tag, "JobConflictError")
+      assert.include(options.message, "perHost 9")
+    }, 30_000)
+
+    it("fails with InvalidOptionsError for perHost 0", async () => {
+      const error = await run(Effect.flip(ClusterFanout.submit("bad", ["http://127.0.0.1/"], { perHost: 0 })))
+      assert.strictEqual(error._tag, "InvalidOptionsError")
+      assert.include(error.message, "perHost")
+    })
+  })
+
+  describe("cancel", () => {
+    it("starts none of a cancelled job's remaining items; progress showed them in flight before", async () => {
+      const urls = Array.from({ length: 100 }, (_, i) => `${origins[0]!.url}/cancel/${i}?delay=100`)
+      await run(ClusterFanout.submit("cancel", urls, { perHost: 2, chunkSize: 50 }))
+      let seen = await run(ClusterFanout.progress("cancel"))
+      while (seen.done < 4) {
+        await sleep(100)
+        seen = await run(ClusterFanout.progress("cancel"))
+      }
+      assert.isAbove(seen.inFlight, 0)
+      assert.isAtMost(seen.origins[0]!.inFlight, 100)
+      await run(ClusterFanout.cancel("cancel"))
+      const final = await wait("cancel")
+      assert.isTrue(final.cancelled && final.finished)
+      await sleep(700)
+      const after = hits(origins[0]!, "/cancel/")
+      await sleep(1000)
+      assert.strictEqual(hits(origins[0]!, "/cancel/"), after)
+      assert.isBelow(after, 30)
+    }, 30_000)
+  })
+
+  describe("forget", () => {
+    it("deletes a job, after which progress fails with JobNotFoundError", async () => {
+      await run(ClusterFanout.submit("forget", [`${origins[0]!.url}/forget/0`]))
+      await wait("forget")
+      await run(ClusterFanout.forget("forget"))
+      const error = await run(Effect.flip(ClusterFanout.progress("forget")))
+      assert.strictEqual(error._tag, "JobNotFoundError")
+      assert.strictEqual((await collect("forget")).length, 0)
+    }, 30_000)
+  })
+})

@@ -1,0 +1,101 @@
+import * as Net from "node:net"
+import * as Path from "node:path"
+import { ClusterRunner } from "@volley/cluster"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import { freePort } from "./support/ports.ts"
+import { type Postgres, startPostgres } from "./support/postgres.ts"
+import { spawnNode } from "./support/processes.ts"
+
+let postgres: Postgres
+let url: string
+
+beforeAll(async () => {
+  postgres = await startPostgres()
+  url = await postgres.createDatabase("volley")
+}, 60_000)
+
+afterAll(() => postgres?.dispose(), 30_000)
+
+/** Builds a layer and returns how it failed and how long that took. */
+const startFailure = async <A, E>(layer: Layer.Layer<A, E>) => {
+  const started = Date.now()
+  const error = await Effect.runPromise(Effect.flip(Effect.scoped(Layer.build(layer))))
+  return { error, millis: Date.now() - started }
+}
+
+describe("ClusterRunner", () => {
+  describe("layerClient", () => {
+    it("fails with DatabaseUnreachable naming the address, within connectTimeout and a few seconds", async () => {
+      const closed = await freePort()
+      const { error, millis } = await startFailure(
+        ClusterRunner.layerClient({
+          database: { url: `postgres://postgres:secret@127.0.0.1:${closed}/volley`, connectTimeout: "2 seconds" }
+        })
+      )
+      assert.strictEqual(error._tag, "ClusterStartError")
+      assert.strictEqual(error.reason, "DatabaseUnreachable")
+      assert.include(error.message, `127.0.0.1:${closed}/volley`)
+      assert.notInclude(error.message, "secret")
+      assert.isBelow(millis, 8_000)
+    }, 30_000)
+  })
+
+  describe("layer", () => {
+    it("fails with PortInUse naming the address when the runner's port is taken", async () => {
+      const port = await freePort()
+      const squatter = Net.createServer()
+      await new Promise<void>((resolve) => squatter.listen(port, "127.0.0.1", resolve))
+      try {
+        const runner = ClusterRunner.layer({ port, database: { url }, timings: "fast" }).pipe(
+          Layer.provide(NodeHttpClient.layer())
+        )
+        const { error, millis } = await startFailure(runner)
+        assert.strictEqual(error.reason, "PortInUse")
+        assert.include(error.message, `127.0.0.1:${port}`)
+        assert.isBelow(millis, 15_000)
+      } finally {
+        squatter.close()
+      }
+    }, 30_000)
+
+    it("fails with InvalidOptions for a port out of range or a concurrency of 0", async () => {
+      const badPort = await startFailure(
+        ClusterRunner.layer({ port: 70_000, database: { url } }).pipe(Layer.provide(NodeHttpClient.layer()))
+      )
+      assert.strictEqual(badPort.error.reason, "InvalidOptions")
+      assert.include(badPort.error.message, "70000")
+      const badConcurrency = await startFailure(
+        ClusterRunner.layer({ port: 20_000, concurrency: 0, database: { url } }).pipe(
+          Layer.provide(NodeHttpClient.layer())
+        )
+      )
+      assert.include(badConcurrency.error.message, "concurrency must be an integer >= 1, got 0")
+    })
+
+    it("ignores stray PORT and HOST variables: the runner joins on the address it was given", async () => {
+      const port = await freePort()
+      const runner = spawnNode(Path.join(import.meta.dirname, "fixtures", "runner.ts"), [String(port), url], {
+        PORT: "abc",
+        HOST: "not-a-host.invalid"
+      })
+      try {
+        await runner.waitFor(`runner ready ${port}`, 60_000)
+        const rows = await Effect.runPromise(
+          Effect.flatMap(
+            SqlClient.SqlClient,
+            (sql) => sql<{ address: string }>`select address from cluster_runners`
+          ).pipe(Effect.provide(ClusterRunner.layerClient({ database: { url } })))
+        )
+        assert.include(
+          rows.map((row) => row.address),
+          `127.0.0.1:${port}`
+        )
+      } finally {
+        await runner.stop()
+      }
+    }, 60_000)
+  })
+})
