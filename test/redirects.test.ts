@@ -62,7 +62,8 @@ const twoOrigins = Effect.gen(function* () {
     "/credentials": (_req, res) => to(res, 302, `${urls.b.replace("http://", "http://mallory:s3cret@")}/echo`),
     "/query": (_req, res) => to(res, 302, "/echo?page=2"),
     "/flaky-next": (_req, res) => to(res, 302, `${urls.b}/flaky`),
-    "/down-next": (_req, res) => to(res, 302, `${urls.b}/down`)
+    "/down-next": (_req, res) => to(res, 302, `${urls.b}/down`),
+    "/later-next": (_req, res) => to(res, 302, `${urls.b}/later`)
   })
   let flaky = 0
   const b = yield* origin({
@@ -70,7 +71,8 @@ const twoOrigins = Effect.gen(function* () {
     "/echo": recording(seenB, "b"),
     "/loop3": (_req, res) => to(res, 302, `${urls.a}/loop1`),
     "/flaky": (_req, res) => (++flaky === 1 ? res.writeHead(503).end("busy") : res.end("recovered")),
-    "/down": (_req, res) => res.writeHead(503).end("down")
+    "/down": (_req, res) => res.writeHead(503).end("down"),
+    "/later": (_req, res) => res.writeHead(503, { "retry-after": "30" }).end("later")
   })
   urls.a = a.url
   urls.b = b.url
@@ -275,6 +277,20 @@ describe("Redirects", () => {
       assert.strictEqual(a.requests(), 2)
       assert.strictEqual(b.requests(), 2 + 4, "the first try and 3 retries")
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, NoRetryDelay)))
+  )
+
+  it.live("keeps a hop to the request's deadline: a Retry-After past it fails at once", () =>
+    Effect.gen(function* () {
+      const { a } = yield* twoOrigins
+      const error = yield* Effect.flip(Http.getText(`${a.url}/later-next`))
+      assert.strictEqual(error._tag, "RetryAfterTooLong")
+      assert.strictEqual(error._tag === "RetryAfterTooLong" && error.limit, "deadline")
+      const batch = yield* Fanout.allSettled([`${a.url}/later-next`], { deadline: "5 seconds" }).pipe(
+        Effect.provide(Retry.layer({ budget: false }))
+      )
+      const item = batch[0]!
+      assert.isTrue(Result.isFailure(item) && item.failure._tag === "RetryAfterTooLong")
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, Retry.layer({ timeout: "5 seconds", budget: false }))))
   )
 
   it.live("refuses https -> http unless allowDowngrade", () =>

@@ -328,7 +328,9 @@ const runIn = <A, E, R, X>(
 
     const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)
     const all = workers.run
-    const untraced = plan.tracing ? all : Effect.provideService(all, HttpClient.TracerDisabledWhen, () => true)
+    // Redirect hops, run inside an item's attempt, keep to the batch deadline (one provide per batch).
+    const bounded = deadline === undefined ? all : Effect.provideService(all, Loop.CurrentDeadline, deadline)
+    const untraced = plan.tracing ? bounded : Effect.provideService(bounded, HttpClient.TracerDisabledWhen, () => true)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
     // with the workers: a last event says none is left, so a progress bar does not hang.
     const traced =

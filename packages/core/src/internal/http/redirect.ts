@@ -9,6 +9,7 @@
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as HttpBody from "effect/http/HttpBody"
 import * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientError from "effect/http/HttpClientError"
@@ -21,7 +22,7 @@ import { redactInput } from "../proxy/url.ts"
 import { unwrap } from "../retry/client.ts"
 import type { RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
-import { markFinal, RetryPolicy } from "../retry/policy.ts"
+import { markFinal, RetryPolicy, type RunOptions } from "../retry/policy.ts"
 import { isReplayable } from "../retry/replay.ts"
 import { drain, exchange } from "./exchange.ts"
 
@@ -278,7 +279,7 @@ export const follow = <A, E, R, E2>(
         Effect.flatMap(HttpClient.HttpClient, (client) =>
           Effect.provideService(
             Effect.tapError(
-              Loop.run(fiber.getRef(RetryPolicy), next, exchange(unwrap(client), next, final)),
+              Loop.run(fiber.getRef(RetryPolicy), next, exchange(unwrap(client), next, final), hopOptions(fiber)),
               markFinal
             ),
             Hops,
@@ -288,6 +289,12 @@ export const follow = <A, E, R, E2>(
       )
     }
   )
+
+// A hop keeps to the deadline of the request it continues (a batch's, the policy's timeout).
+const hopOptions = (fiber: Fiber.Fiber<unknown, unknown>): RunOptions | undefined => {
+  const deadline = fiber.getRef(Loop.CurrentDeadline)
+  return deadline === Number.POSITIVE_INFINITY ? undefined : { deadline }
+}
 
 // The URL a request went to: its URL with its query parameters (undefined for a relative URL,
 // which a client that resolved it did not hand back).

@@ -3,6 +3,7 @@
 // within cap and deadline, and the budget.
 
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -74,7 +75,10 @@ export const run = <A, E, R>(
     budget?.request(start)
     let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
     if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
-    const run = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+    const looped = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+    // Redirect hops, run inside `attempt`, keep to the same deadline.
+    const run =
+      deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
     return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
   })
 }
@@ -128,6 +132,14 @@ export const afterFailure = <A, E, R>(
         )
       )
     : Effect.fail(error)
+
+/**
+ * The absolute deadline (`Clock` ms) of the request running on this fiber, when it has one (a
+ * batch `deadline`, the policy's `timeout`): its redirect hops run under it too.
+ */
+export const CurrentDeadline = Context.Reference<number>("@volley/core/Retry/CurrentDeadline", {
+  defaultValue: () => Number.POSITIVE_INFINITY
+})
 
 // Attempts, timeouts and waits of one request, for a fixed absolute deadline.
 export const retryLoop = <A, E, R>(
