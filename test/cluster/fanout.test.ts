@@ -131,4 +131,18 @@ describe("ClusterFanout on 3 runners", () => {
     assert.isTrue(hits.every((count) => count === 1))
     await leaving.start()
   }, 80_000)
+
+  it("completes a job with one outcome per item across a PostgreSQL restart", async () => {
+    const job = "pg-restart"
+    await run(ClusterFanout.submit(job, urls(job, 2000, "?delay=50"), { perHost, chunkSize: 20 }))
+    await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 300, 30_000)
+    const stoppedAt = Date.now()
+    await cluster.postgres.stop("fast")
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    await cluster.postgres.start()
+    const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
+    console.log(`PostgreSQL down ~3 s: job done ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s after the stop`)
+    assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])
+    assert.deepStrictEqual(await stored(job), { rows: 2000, items: 2000 })
+  }, 80_000)
 })
