@@ -37,7 +37,21 @@ const recording =
     })
   }
 
+// Answers after 30 ms, recording the most requests it had at once.
+const slow =
+  (peak: { now: number; max: number }, answer: string): Handler =>
+  (_req, res) => {
+    peak.now++
+    peak.max = Math.max(peak.max, peak.now)
+    setTimeout(() => {
+      peak.now--
+      res.end(answer)
+    }, 30)
+  }
+
 const twoOrigins = Effect.gen(function* () {
+  const peakA = { now: 0, max: 0 }
+  const peakB = { now: 0, max: 0 }
   const seenA: Array<Seen> = []
   const seenB: Array<Seen> = []
   const urls = { a: "", b: "" }
@@ -63,7 +77,9 @@ const twoOrigins = Effect.gen(function* () {
     "/query": (_req, res) => to(res, 302, "/echo?page=2"),
     "/flaky-next": (_req, res) => to(res, 302, `${urls.b}/flaky`),
     "/down-next": (_req, res) => to(res, 302, `${urls.b}/down`),
-    "/later-next": (_req, res) => to(res, 302, `${urls.b}/later`)
+    "/later-next": (_req, res) => to(res, 302, `${urls.b}/later`),
+    "/to-b-slow": (_req, res) => to(res, 302, `${urls.b}/slow`),
+    "/slow": slow(peakA, "a")
   })
   let flaky = 0
   const b = yield* origin({
@@ -72,11 +88,13 @@ const twoOrigins = Effect.gen(function* () {
     "/loop3": (_req, res) => to(res, 302, `${urls.a}/loop1`),
     "/flaky": (_req, res) => (++flaky === 1 ? res.writeHead(503).end("busy") : res.end("recovered")),
     "/down": (_req, res) => res.writeHead(503).end("down"),
-    "/later": (_req, res) => res.writeHead(503, { "retry-after": "30" }).end("later")
+    "/later": (_req, res) => res.writeHead(503, { "retry-after": "30" }).end("later"),
+    "/slow": slow(peakB, "b"),
+    "/to-a-slow": (_req, res) => to(res, 302, `${urls.a}/slow`)
   })
   urls.a = a.url
   urls.b = b.url
-  return { a, b, seenA, seenB }
+  return { a, b, seenA, seenB, peakA, peakB }
 })
 
 const Client = NodeHttpClient.layer()
@@ -277,6 +295,27 @@ describe("Redirects", () => {
       assert.strictEqual(a.requests(), 2)
       assert.strictEqual(b.requests(), 2 + 4, "the first try and 3 retries")
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, NoRetryDelay)))
+  )
+
+  it.live("a batch's perHost limit holds for each hop's own origin, with no deadlock between two origins", () =>
+    Effect.gen(function* () {
+      const { a, b, peakA, peakB } = yield* twoOrigins
+      // Half the items go to B directly, half are redirected there from A.
+      const toB = [...Array(4).fill(`${b.url}/slow`), ...Array(4).fill(`${a.url}/to-b-slow`)]
+      const results = yield* Fanout.all(toB, { concurrency: 8, perHost: 2, read: (r) => r.text })
+      assert.deepStrictEqual(results, Array(8).fill("b"))
+      assert.strictEqual(peakB.max, 2, "never more than perHost requests at the hop's origin")
+      peakA.max = 0
+      peakB.max = 0
+      // Items of each origin redirect to the other: each holds one slot at a time, so none waits forever.
+      const crossed = [`${a.url}/to-b-slow`, `${b.url}/to-a-slow`, `${a.url}/to-b-slow`, `${b.url}/to-a-slow`]
+      const answers = yield* Fanout.all(crossed, { concurrency: 4, perHost: 1, read: (r) => r.text }).pipe(
+        Effect.timeout("10 seconds")
+      )
+      assert.deepStrictEqual(answers, ["b", "a", "b", "a"])
+      assert.strictEqual(peakA.max, 1)
+      assert.strictEqual(peakB.max, 1)
+    }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
   it.live("keeps a hop to the request's deadline: a Retry-After past it fails at once", () =>

@@ -19,12 +19,16 @@
  *
  * Each hop is a request of its own: it runs under the retry policy (its retries, `Retry-After`
  * and budget), through the client in the environment, so a proxy layer routes it by its own
- * origin. The policy's total `timeout` and a batch's `deadline` cover the whole chain; an
- * `attemptTimeout` covers the first request's attempt with every hop after it. A batch's
- * `perHost` limit counts an item against its first URL's origin only.
+ * origin, and a hop that stays down after its retries ends the item (the first request is not
+ * sent again). The policy's total `timeout` and a batch's `deadline` bound every hop (a
+ * `Retry-After` past them fails at once); an `attemptTimeout` covers the first request's
+ * attempt with every hop after it. In a batch with a fixed `perHost`, an item gives back its
+ * slot at each redirect and takes one at the hop's origin, so every origin keeps to its limit
+ * (an adaptive `perHost` measures and limits each item at its first origin only).
  *
- * The final response is the one `read` sees: `response.request.url` is the final URL, and
- * {@link chain} gives every URL requested to reach it. Failures name the final hop's request.
+ * The final response is the one `read` sees: `response.request` is the last hop's request, and
+ * {@link chain} gives every URL requested to reach it (the last one with its query). Failures
+ * name the last hop's request.
  *
  * The policy is a reference ({@link RedirectPolicy}): set it for a layer with {@link layer}, or
  * for one call or batch with {@link withOptions}.

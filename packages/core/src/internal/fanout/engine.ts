@@ -24,7 +24,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import * as Exchange from "../http/exchange.ts"
-import type { RedirectError } from "../http/redirect.ts"
+import { HopGate, type RedirectError } from "../http/redirect.ts"
 import { PolicyApplied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
@@ -272,6 +272,10 @@ const runIn = <A, E, R, X>(
     const retries = policy.retries > 0
     const budget = policy.budget
 
+    // A fixed per-host limit holds for every redirect hop's origin too (an adaptive one is
+    // measured and held on each item's first origin only).
+    const gated = scheduler.options.perHost !== undefined && scheduler.options.adaptive === undefined
+
     // One worker: a loop over jobs whose continuations are created once per worker.
     const makeWorker = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
       let current: Job | undefined
@@ -323,7 +327,15 @@ const runIn = <A, E, R, X>(
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
-      return Effect.suspend(loop)
+      if (!gated) return Effect.suspend(loop)
+      // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
+      // not per request: a hop is rare).
+      const gate = (url: string) =>
+        Effect.callback<void>((resume) => {
+          const cancel = scheduler.moveTo(current!, url, () => resume(Effect.void))
+          return cancel === undefined ? undefined : Effect.sync(cancel)
+        })
+      return Effect.provideService(Effect.suspend(loop), HopGate, gate)
     }
 
     const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)

@@ -39,6 +39,8 @@ export class Host {
   /** Requests of this origin allowed in flight: `perHost`, or the adaptive limit's. */
   limit: number
   readonly adaptive: AdaptiveLimit | undefined
+  /** Redirected jobs waiting for a slot here; served before the queue (they started earlier). */
+  hops: Array<PendingHop> | undefined = undefined
   constructor(limit: number, adaptive: AdaptiveConfig | undefined) {
     this.adaptive = adaptive === undefined ? undefined : new AdaptiveLimit(adaptive)
     this.limit = this.adaptive === undefined ? limit : this.adaptive.limit
@@ -50,10 +52,16 @@ export class Host {
   }
 }
 
+interface PendingHop {
+  readonly job: Job
+  readonly moved: () => void
+}
+
 export class Job {
   readonly index: number
   readonly request: HttpClientRequest.HttpClientRequest
-  readonly host: Host | undefined
+  /** The origin whose slot the job holds: its request's, then its redirect hop's (see `moveTo`). */
+  host: Host | undefined
   readonly interruptWhen: Effect.Effect<unknown, unknown> | undefined
   constructor(index: number, input: Input, host: (url: string) => Host | undefined) {
     const cancellable = input instanceof Cancellable
@@ -159,11 +167,60 @@ export class Scheduler {
    * batch's cost with per-host limits).
    */
   finish(job: Job): void {
-    if (job.host !== undefined) job.host.inFlight--
+    const host = job.host
+    if (host !== undefined) {
+      // A redirected job waits for this slot: it gets it before any queued request.
+      if (host.hops !== undefined && host.hops.length > 0) return this.leave(host)
+      host.inFlight--
+    }
     this.version++
     // Except when the read-ahead is full: the finisher's take makes room to read more, which
     // may find work for another origin that a sleeping worker could do.
     if (this.buffered >= this.options.lookahead) this.changed(1)
+  }
+
+  /**
+   * A job redirected to `url` goes on at that origin, under its limit: it gives back its slot,
+   * then takes one at the new origin and calls `moved`, at once or when one is free (returning
+   * how to stop waiting). It holds no slot while it waits, so origins that redirect to each
+   * other cannot hold each other's slots. Same origin, or no fixed per-host limit: `moved` at once.
+   */
+  moveTo(job: Job, url: string, moved: () => void): (() => void) | undefined {
+    const from = job.host
+    const to = from === undefined || this.options.adaptive !== undefined ? from : this.hostOf(url)
+    if (from === undefined || to === from || to === undefined) {
+      moved()
+      return undefined
+    }
+    job.host = undefined
+    this.leave(from)
+    if ((to.hops === undefined || to.hops.length === 0) && to.open(this.now)) {
+      to.inFlight++
+      job.host = to
+      moved()
+      return undefined
+    }
+    const pending: PendingHop = { job, moved }
+    to.hops ??= []
+    to.hops.push(pending)
+    // Given up (interrupted): it never took the slot, so `finish` frees none.
+    return () => {
+      const i = to.hops!.indexOf(pending)
+      if (i >= 0) to.hops!.splice(i, 1)
+    }
+  }
+
+  /** A job gives back its slot at `host`: a redirected job waiting there takes it, else a worker may. */
+  private leave(host: Host): void {
+    this.version++
+    const hop = host.hops?.shift()
+    if (hop === undefined) {
+      host.inFlight--
+      this.changed(1)
+      return
+    }
+    hop.job.host = host
+    hop.moved()
   }
 
   /** An origin's adaptive limit rose by `n`: as many waiting workers may find work. */

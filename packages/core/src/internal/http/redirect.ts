@@ -182,6 +182,15 @@ interface Hop {
 /** The requests made so far for one call, the first one first; empty outside a redirect. */
 const Hops = Context.Reference<ReadonlyArray<Hop>>("@volley/core/Redirects/Hops", { defaultValue: () => [] })
 
+/**
+ * Set by a batch with per-host limits, on each worker: waits for a slot at a hop's origin for
+ * the item the worker runs (see `Scheduler.moveTo`), so every hop keeps to its own origin's limit.
+ */
+export const HopGate = Context.Reference<((url: string) => Effect.Effect<void>) | undefined>(
+  "@volley/core/Redirects/HopGate",
+  { defaultValue: () => undefined }
+)
+
 /** The URLs each final response was reached through (see `Redirects.chain`). */
 const chains = new WeakMap<HttpClientResponse.HttpClientResponse, ReadonlyArray<string>>()
 
@@ -275,7 +284,9 @@ export const follow = <A, E, R, E2>(
         chains.set(response, chain)
         return handle(response)
       }
-      return Effect.flatMap(drain(response), () =>
+      const gate = fiber.getRef(HopGate)
+      const drained = drain(response)
+      return Effect.flatMap(gate === undefined ? drained : Effect.andThen(drained, gate(target.href)), () =>
         Effect.flatMap(HttpClient.HttpClient, (client) =>
           Effect.provideService(
             Effect.tapError(
