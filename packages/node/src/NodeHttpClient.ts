@@ -39,6 +39,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
 import * as Client from "./internal/http/client.ts"
+import * as Metrics from "./internal/http/metrics.ts"
 import * as Tls from "./internal/http/tls.ts"
 
 /**
@@ -122,6 +123,34 @@ export interface Options {
  * @category models
  */
 export type TlsOptions = Tls.TlsOptions
+
+/**
+ * The direct client's metrics, in the registry of the context its layer is built in (as
+ * `NodeBlocking.metrics`):
+ * `volley_http_requests_total` (counter, attributes `origin` and `status_class`: `1xx`..`5xx`,
+ * or `error` when no response came), `volley_http_request_duration_ms` (histogram: from sending
+ * to the end of the body or the failure), `volley_http_in_flight` (gauge per `origin`) and
+ * `volley_http_body_bytes_read_total` (counter per `origin`: body bytes off the wire, before
+ * decoding). Counters and the gauge are published at most every 100 ms while an origin's
+ * requests flow, and at once when its last request in flight ends, so they are exact after a
+ * batch. Requests with a streamed or form-data body (served by platform-node's client) are not
+ * counted. Retries and redirects are counted by `@volley/core` (`volley_http_retries_total`,
+ * `volley_http_redirects_total`).
+ *
+ * @example
+ * ```ts
+ * import { Metric } from "effect"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const ok = Metric.value(
+ *   Metric.withAttributes(NodeHttpClient.metrics.requests, { origin: "http://127.0.0.1:8080", status_class: "2xx" })
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = Metrics.metrics
 
 /**
  * Options after validation, in the units undici takes.

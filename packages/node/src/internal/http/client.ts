@@ -28,6 +28,7 @@ import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
 import { isPlain, retypeRejected, type Settings, send, unsupportedUrl } from "./dispatch.ts"
+import { Meters } from "./metrics.ts"
 
 /**
  * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
@@ -40,12 +41,22 @@ export const SpanAttributes = Context.Reference<((url: URL) => Record<string, un
 
 export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
   Effect.gen(function* () {
+    // Metrics go to the registry of the context the client is built in, as the pool's do.
+    const meters = new Meters(yield* Effect.context<never>())
     const fallback = yield* PlatformHttpClient.makeUndici.pipe(
       Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(settings)))
     )
     const traced = HttpClient.make((request, url, signal, fiber) => {
       const run = isPlain(request)
-        ? send(dispatcher, request, url, settings, signal, fiber.getRef(HttpBody.Decompress) ?? settings.decompress)
+        ? send(
+            dispatcher,
+            request,
+            url,
+            settings,
+            signal,
+            fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+            meters
+          )
         : url.protocol !== "http:" && url.protocol !== "https:"
           ? Effect.fail(unsupportedUrl(request, url))
           : // the outer client already traces this request
@@ -69,7 +80,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             url.success,
             settings,
             undefined,
-            fiber.getRef(HttpBody.Decompress) ?? settings.decompress
+            fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+            meters
           )
     }
     return HttpClient.makeWith(

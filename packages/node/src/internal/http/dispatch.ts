@@ -7,6 +7,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf } from "./decode.ts"
 import { describedBy } from "./describe.ts"
+import type { Meters, OriginMeter } from "./metrics.ts"
 import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
 
 /** The client's settings for every request: timeouts in milliseconds, as undici takes them, and body defaults. */
@@ -40,10 +41,11 @@ export const send = (
   url: URL,
   settings: Settings,
   signal: AbortSignal | undefined,
-  decompress: boolean
+  decompress: boolean,
+  meters: Meters
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   url.protocol === "http:" || url.protocol === "https:"
-    ? dispatch(dispatcher, request, url, settings, signal, decompress)
+    ? dispatch(dispatcher, request, url, settings, signal, decompress, meters.of(url.origin))
     : Effect.fail(unsupportedUrl(request, url))
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
@@ -78,10 +80,11 @@ const dispatch = (
   url: URL,
   settings: Settings,
   signal: AbortSignal | undefined,
-  decompress: boolean
+  decompress: boolean,
+  meter: OriginMeter
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.callback((resume) => {
-    const handler = new Handler(request, url, resume, signal, decompress, settings.maxBodySize)
+    const handler = new Handler(request, url, resume, signal, decompress, settings.maxBodySize, meter)
     const headers = request.headers
     try {
       dispatcher.dispatch(
@@ -115,6 +118,10 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   readonly signal: AbortSignal | undefined
   readonly decompress: boolean
   readonly maxBodySize: number
+  readonly meter: OriginMeter
+  readonly started: number
+  status = 0
+  wireBytes = 0
   controller: Undici.Dispatcher.DispatchController | undefined = undefined
   body: Body | undefined = undefined
   // Set while a small body is being buffered before the response is handed over.
@@ -128,7 +135,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     resume: (effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>) => void,
     signal: AbortSignal | undefined,
     decompress: boolean,
-    maxBodySize: number
+    maxBodySize: number,
+    meter: OriginMeter
   ) {
     this.request = request
     this.url = url
@@ -136,6 +144,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.signal = signal
     this.decompress = decompress
     this.maxBodySize = maxBodySize
+    this.meter = meter
+    this.started = meter.start()
     if (signal !== undefined) {
       if (signal.aborted) this.reason = signal.reason
       else signal.addEventListener("abort", this)
@@ -156,6 +166,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   finish(): void {
     this.done = true
     this.signal?.removeEventListener("abort", this)
+    this.meter.end(this.started, this.status, this.wireBytes)
   }
 
   onRequestStart(controller: Undici.Dispatcher.DispatchController): void {
@@ -169,6 +180,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     headers: Record<string, string | Array<string> | undefined>
   ): void {
     if (statusCode < 200) return
+    this.status = statusCode
     const codings = this.decompress ? codingsOf(headers["content-encoding"]) : undefined
     this.body = new Body(controller, codings, this.maxBodySize)
     const response = new LeanResponse(this.request, responseUrl(this.url), statusCode, headers, this.body)
@@ -193,6 +205,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   }
 
   onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Buffer): void {
+    this.wireBytes += chunk.byteLength
     this.body?.push(chunk)
   }
 
