@@ -6,6 +6,8 @@
 //   (c) 400 CPU tasks of ~5 ms: wall time, and speed-up over running them inline
 //   (d) main-thread event-loop delay p99 during (c)
 //   (e) volley only: 100,000 no-op tasks submitted at once: RSS growth and event-loop delay p99
+// and, for (b), the main thread's CPU time per task (process.threadCpuUsage): unlike tasks per
+// second, it hardly moves when other processes take the machine's cores.
 // Each measurement is the median of RUNS runs after a warm-up; every ratio divides two numbers of
 // the same run. Results: bench/results/blocking.{md,json}. `pnpm bench blocking [pool ...]`.
 
@@ -155,6 +157,7 @@ for (let r = 0; r < RUNS + 1; r++) {
 
 interface Runs {
   noopPerSecond: Array<number>
+  noopMainCpuUs: Array<number>
   cpuWallMs: Array<number>
   speedUp: Array<number>
   loopDelayP99Ms: Array<number>
@@ -169,14 +172,23 @@ for (const { pool } of active) {
   for (let i = 0; i < 2; i++) await pool.runAll("noop", noopInputs)
   await pool.runAll("spin", cpuInputs.slice(0, 8))
 }
-const measured: Array<Runs> = active.map(() => ({ noopPerSecond: [], cpuWallMs: [], speedUp: [], loopDelayP99Ms: [] }))
+const measured: Array<Runs> = active.map(() => ({
+  noopPerSecond: [],
+  noopMainCpuUs: [],
+  cpuWallMs: [],
+  speedUp: [],
+  loopDelayP99Ms: []
+}))
 for (let r = 0; r < RUNS; r++) {
   for (const [i, { pool }] of active.entries()) {
     const runs = measured[i]!
     globalThis.gc?.()
+    const cpuBefore = process.threadCpuUsage()
     let start = performance.now()
     await pool.runAll("noop", noopInputs)
     runs.noopPerSecond.push(NOOP_TASKS / ((performance.now() - start) / 1000))
+    const cpu = process.threadCpuUsage(cpuBefore)
+    runs.noopMainCpuUs.push((cpu.user + cpu.system) / NOOP_TASKS)
     const inlineMs = inline()
     inlineRuns.push(inlineMs)
     globalThis.gc?.()
@@ -190,7 +202,7 @@ for (let r = 0; r < RUNS; r++) {
     runs.speedUp.push(inlineMs / wall)
     runs.loopDelayP99Ms.push(delay.percentile(99) / 1e6)
     console.log(
-      `  round ${r + 1} ${pool.name.padEnd(32)} no-op ${Math.round(runs.noopPerSecond.at(-1)!).toLocaleString("en")}/s  cpu ${wall.toFixed(0)} ms (inline ${inlineMs.toFixed(0)} ms)  loop p99 ${runs.loopDelayP99Ms.at(-1)!.toFixed(2)} ms`
+      `  round ${r + 1} ${pool.name.padEnd(32)} no-op ${Math.round(runs.noopPerSecond.at(-1)!).toLocaleString("en")}/s (main ${runs.noopMainCpuUs.at(-1)!.toFixed(1)} µs/task)  cpu ${wall.toFixed(0)} ms (inline ${inlineMs.toFixed(0)} ms)  loop p99 ${runs.loopDelayP99Ms.at(-1)!.toFixed(2)} ms`
     )
   }
 }
@@ -238,6 +250,7 @@ const rows = active.map(({ key, pool }, i) => {
     pool: pool.name,
     startupMs: startup === undefined ? undefined : median(startup),
     noopPerSecond: median(runs.noopPerSecond),
+    noopMainCpuUs: median(runs.noopMainCpuUs),
     cpuWallMs: median(runs.cpuWallMs),
     speedUp: inlineMs / median(runs.cpuWallMs),
     loopDelayP99Ms: median(runs.loopDelayP99Ms),
@@ -253,7 +266,7 @@ const vs = (value: number | undefined, base: number | undefined) =>
 const table = rows
   .map(
     (r) =>
-      `| ${r.pool} | ${r.startupMs === undefined ? "-" : `${r.startupMs.toFixed(0)} ms`} | ${vs(r.startupMs, piscina?.startupMs)} | ${Math.round(r.noopPerSecond).toLocaleString("en")} | ${vs(r.noopPerSecond, piscina?.noopPerSecond)} | ${vs(r.noopPerSecond, minimal?.noopPerSecond)} | ${r.cpuWallMs.toFixed(0)} ms | ${r.speedUp.toFixed(2)}x | ${r.loopDelayP99Ms.toFixed(2)} ms |`
+      `| ${r.pool} | ${r.startupMs === undefined ? "-" : `${r.startupMs.toFixed(0)} ms`} | ${vs(r.startupMs, piscina?.startupMs)} | ${Math.round(r.noopPerSecond).toLocaleString("en")} | ${vs(r.noopPerSecond, piscina?.noopPerSecond)} | ${vs(r.noopPerSecond, minimal?.noopPerSecond)} | ${r.noopMainCpuUs.toFixed(1)} µs | ${vs(piscina?.noopMainCpuUs, r.noopMainCpuUs)} | ${r.cpuWallMs.toFixed(0)} ms | ${r.speedUp.toFixed(2)}x | ${r.loopDelayP99Ms.toFixed(2)} ms |`
   )
   .join("\n")
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, Node ${process.version}, load ${os.loadavg()[0]!.toFixed(1)}, ${new Date().toISOString().slice(0, 10)}`
@@ -272,10 +285,13 @@ Every pool has ${THREADS} threads; all run in the same process. Each number is t
   ${inlineMs.toFixed(0)} ms) divided by the pool's median wall time.
 - **machine**: the same CPU work on 2 bare \`worker_threads\` vs 1 ran ${capacityBefore.toFixed(2)}x faster before the pools
   and ${capacityAfter.toFixed(2)}x after: the ceiling for any pool's speed-up in this run.
+- **main CPU per no-op**: the main thread's CPU time (\`process.threadCpuUsage\`) during the no-op run, per task; the
+  next column is piscina's divided by the row's (higher is cheaper). Other processes on the machine slow a pool's
+  tasks/s but hardly its CPU per task, so this ratio is the steadier one on a shared machine.
 - **loop p99**: main-thread event-loop delay p99 (\`monitorEventLoopDelay\`, 1 ms resolution) during the cpu run.
 
-| pool | start-up | vs piscina | no-op tasks/s | vs piscina | vs minimal | cpu wall | speed-up | loop p99 |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| pool | start-up | vs piscina | no-op tasks/s | vs piscina | vs minimal | main CPU per no-op | piscina's / this | cpu wall | speed-up | loop p99 |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 ${table}
 ${
   flood === undefined
