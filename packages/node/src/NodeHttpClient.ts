@@ -28,6 +28,12 @@
  * (OpenTelemetry, for one), requests keep Effect's full contract: a client
  * span per request with the HTTP attributes, and its `traceparent`.
  *
+ * Like browsers, fetch, requests and got, it asks for compressed bodies (gzip, deflate, br,
+ * zstd) and decodes them as they stream (`decompress`); an identity body never meets zlib.
+ * `maxBodySize` bounds what a read takes after decoding, closing the connection when a body
+ * goes past it. `http2: true` offers HTTP/2 to TLS origins. Per request or batch, `HttpBody`
+ * in `@volley/core` overrides `decompress` and `maxBodySize`. {@link metrics} counts requests.
+ *
  * @since 0.1.0
  */
 import "./internal/runtime.ts"
