@@ -79,7 +79,6 @@ export class Body {
   sink: BodyReadable | undefined = undefined
   tracked = false
   decoders: Array<Transform> | undefined = undefined
-  wireEnded = false
 
   constructor(
     controller: Undici.Dispatcher.DispatchController,
@@ -180,7 +179,6 @@ export class Body {
 
   /** The wire body ended; an encoded body ends once its decoder has flushed. */
   end(): void {
-    this.wireEnded = true
     if (this.decoders === undefined) this.finish()
     else this.decoders[0]!.end()
   }
