@@ -1,0 +1,77 @@
+// A durable crawl on 3 runner processes: submit 3,000 URLs over 20 local origins (50 ms each, at most
+// 4 at once per origin cluster-wide), watch a live progress line, SIGKILL one runner halfway, and
+// end with the job's summary: every URL has exactly one outcome, and the few that ran twice were
+// in flight on the killed runner.
+//
+// PostgreSQL: DATABASE_URL if set, else a throwaway server started here from the system's
+// PostgreSQL binaries (the same helper the tests use). Run: pnpm example examples/cluster-crawl.ts
+import { join } from "node:path"
+import { Effect, Layer, ManagedRuntime, Stream } from "effect"
+// By path until the root package lists @volley/cluster; in your project: from "@volley/cluster".
+import { ClusterFanout, ClusterRunner } from "../packages/cluster/src/index.ts"
+import { startOrigins } from "../packages/cluster/test/support/origins.ts"
+import { freePort } from "../packages/cluster/test/support/ports.ts"
+import { type Postgres, startPostgres } from "../packages/cluster/test/support/postgres.ts"
+import { type Child, spawnNode } from "../packages/cluster/test/support/processes.ts"
+
+const job = `crawl-${Date.now()}`
+let postgres: Postgres | undefined
+const runners: Array<Child> = []
+const origins = await startOrigins(20, 50)
+try {
+  let url = process.env.DATABASE_URL
+  if (url === undefined) {
+    postgres = await startPostgres()
+    url = await postgres.createDatabase("volley")
+  }
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort()
+    const runner = spawnNode(join(import.meta.dirname, "support", "clusterRunner.ts"), [String(port), url])
+    runners.push(runner)
+    await runner.waitFor(`runner ready ${port}`, 60_000)
+  }
+  console.log(`3 runners up (pids ${runners.map((r) => r.pid).join(", ")})`)
+
+  const client = ManagedRuntime.make(
+    ClusterRunner.layerClient({ database: { url }, timings: "fast" }).pipe(Layer.orDie)
+  )
+  const urls = Array.from({ length: 3000 }, (_, i) => `${origins[i % origins.length]!.url}/page/${i}`)
+  const started = performance.now()
+  await client.runPromise(ClusterFanout.submit(job, urls, { perHost: 4, chunkSize: 25 }))
+
+  let killed = false
+  const final = await client.runPromise(
+    ClusterFanout.watch(job, { interval: "500 millis" }).pipe(
+      Stream.tap((p) =>
+        Effect.promise(async () => {
+          const seconds = ((performance.now() - started) / 1000).toFixed(1)
+          console.log(`${seconds} s  ${p.done}/${p.total ?? "?"} done, ${p.failed} failed, ${p.inFlight} in flight`)
+          if (!killed && p.done >= 1500) {
+            killed = true
+            await runners[0]!.stop("SIGKILL")
+            console.log(`SIGKILL runner ${runners[0]!.pid}: its shards move to the others in ~5 s`)
+          }
+        })
+      ),
+      Stream.runLast
+    )
+  )
+  const outcomes = await client.runPromise(Stream.runCollect(ClusterFanout.results(job)))
+  const byRunner = new Map<string, number>()
+  for (const outcome of outcomes) byRunner.set(outcome.runner, (byRunner.get(outcome.runner) ?? 0) + 1)
+  const twice = origins.reduce((sum, origin) => sum + [...origin.hits.values()].filter((n) => n > 1).length, 0)
+  const peak = Math.max(...origins.map((origin) => origin.peak()))
+  console.log(
+    `job ${job}: ${final._tag === "Some" ? final.value.succeeded : 0} succeeded in ${((performance.now() - started) / 1000).toFixed(1)} s`
+  )
+  console.log(
+    `outcomes: ${outcomes.length} for ${urls.length} URLs (one each); by runner: ${[...byRunner].map(([r, n]) => `${r} ${n}`).join(", ")}`
+  )
+  console.log(`ran twice: ${twice} (in flight on the killed runner); peak per origin: ${peak} (perHost 4)`)
+  await client.runPromise(ClusterFanout.forget(job))
+  await client.dispose()
+} finally {
+  await Promise.all(runners.map((runner) => runner.stop("SIGTERM")))
+  await Promise.all(origins.map((origin) => origin.close()))
+  await postgres?.dispose()
+}
