@@ -9,8 +9,8 @@
  *   that can be sent twice (text, bytes, form data: not a stream, failing with
  *   `"body-not-replayable"`);
  * - a hop to another origin (scheme, host or port) drops `Authorization`, `Cookie`,
- *   `Proxy-Authorization` and every header named in `sensitiveHeaders` (an `x-api-key`, say),
- *   and they stay dropped for the rest of the chain;
+ *   `Proxy-Authorization`, a `Host` set by hand and every header named in `sensitiveHeaders`
+ *   (an `x-api-key`, say), and they stay dropped for the rest of the chain;
  * - a hop from `https:` to `http:` is refused unless `allowDowngrade`; a `Location` to another
  *   scheme (`file:`, `ftp:`...) or one that is not a URL is refused; user info in a `Location`
  *   (`http://user:pass@host/`) is removed, never sent;

@@ -275,7 +275,9 @@ export const follow = <A, E, R, E2>(
       if (!keepsBody && request.body._tag !== "Empty") next = HttpClientRequest.setBody(next, HttpBody.empty)
       if (target.origin !== from.origin) {
         for (const header of Object.keys(next.headers)) {
-          if (policy.sensitiveHeaders.has(header)) next = HttpClientRequest.removeHeader(next, header)
+          // A Host set by hand names the old origin.
+          if (header === "host" || policy.sensitiveHeaders.has(header))
+            next = HttpClientRequest.removeHeader(next, header)
         }
       }
       const nextHops = [...hops, { method, url }]
