@@ -170,7 +170,10 @@ export class Scheduler {
     const host = job.host
     if (host !== undefined) {
       // A redirected job waits for this slot: it gets it before any queued request.
-      if (host.hops !== undefined && host.hops.length > 0) return this.leave(host)
+      if (host.hops !== undefined && host.hops.length > 0) {
+        this.leave(host)
+        return
+      }
       host.inFlight--
     }
     this.version++
