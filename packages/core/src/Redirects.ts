@@ -30,16 +30,18 @@
  * {@link chain} gives every URL requested to reach it (the last one with its query). Failures
  * name the last hop's request.
  *
- * The policy is a reference ({@link RedirectPolicy}): set it for a layer with {@link layer}, or
- * for one call or batch with {@link withOptions}.
+ * The policy is a reference ({@link RedirectPolicy}): set it for a layer with {@link layer} or
+ * {@link layerConfig}, or for one call or batch with {@link withOptions}.
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import { chainOf, make, type Options, RedirectPolicy } from "./internal/http/redirect.ts"
-import type * as Validate from "./Options.ts"
+import * as Validate from "./Options.ts"
 
 export {
   make,
@@ -70,6 +72,37 @@ export {
  */
 export const layer = (options: Options = {}): Layer.Layer<never, Validate.InvalidOptionsError> =>
   Layer.effect(RedirectPolicy, make(options))
+
+/**
+ * {@link layer} from `Config` (environment by default): `<prefix>_MAX` (an integer, `0` turns
+ * following off), `_ALLOW_DOWNGRADE` (`true` | `false`), `_SENSITIVE_HEADERS` (comma-separated
+ * header names). Unset keys keep their defaults.
+ *
+ * @example
+ * ```ts
+ * import { Redirects } from "@volley/core"
+ *
+ * // VOLLEY_REDIRECT_MAX=3 VOLLEY_REDIRECT_SENSITIVE_HEADERS=x-api-key,x-tenant
+ * const RedirectsLive = Redirects.layerConfig()
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  prefix = "VOLLEY_REDIRECT"
+): Layer.Layer<never, Validate.InvalidOptionsError | Config.ConfigError> =>
+  Layer.effect(
+    RedirectPolicy,
+    Effect.flatMap(
+      Config.all({
+        maxRedirects: Validate.optionalConfig(Config.Int("MAX")),
+        allowDowngrade: Validate.optionalConfig(Config.Boolean("ALLOW_DOWNGRADE")),
+        sensitiveHeaders: Validate.optionalConfig(Config.Array(Schema.String, "SENSITIVE_HEADERS"))
+      }).pipe(Config.nested(prefix)),
+      make
+    )
+  )
 
 /**
  * Runs `effect` (an `Http.*` call, a batch) under its own redirect options, in place of the
