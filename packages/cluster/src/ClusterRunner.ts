@@ -17,6 +17,7 @@
  * @since 0.1.0
  */
 
+import * as NodeCrypto from "@effect/platform-node/NodeCrypto"
 import { PgClient } from "@effect/sql-pg"
 import * as MessageRetention from "effect/cluster/MessageRetention"
 import type * as MessageStorage from "effect/cluster/MessageStorage"
@@ -32,6 +33,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as SqlClient from "effect/sql/SqlClient"
+import * as Embedded from "./internal/embedded.ts"
 import { OriginEntity } from "./internal/model.ts"
 import type { Reader } from "./internal/reader.ts"
 import * as Socket from "./internal/socket.ts"
@@ -214,13 +216,99 @@ export const layer = (
   options: Options
 ): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
   const host = options.host ?? "127.0.0.1"
-  const concurrency = options.concurrency ?? 64
-  const invalid = validate(options, concurrency)
+  const invalid = validate(options)
   if (invalid !== undefined) {
     return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
   }
-  const retention = options.retention ?? "1 hour"
   const address = Option.some(RunnerAddress.make(host, options.port))
+  return work(options, `${host}:${options.port}`).pipe(
+    Layer.provideMerge(Socket.layer(shardingConfig(options, address), false)),
+    Layer.provideMerge(database(options.database, `volley-runner ${host}:${options.port}`)),
+    Layer.catch(failStart(options))
+  )
+}
+
+/**
+ * Options of {@link layerEmbedded}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EmbeddedOptions {
+  /** The directory that holds the database; it survives restarts of the process. */
+  readonly dir: string
+  /**
+   * Requests run at once.
+   * @default 64
+   */
+  readonly concurrency?: number | undefined
+  /** Readers that jobs may name in `ClusterFanout.submit`'s `reader`. */
+  // biome-ignore lint/suspicious/noExplicitAny: a reader of any value type
+  readonly readers?: ReadonlyArray<Reader<any>> | undefined
+  /**
+   * How long a finished job's rows and its processed messages are kept.
+   * @default "1 hour"
+   */
+  readonly retention?: Duration.Input | undefined
+}
+
+/**
+ * The one-machine default: a single runner in this process (Effect's `SingleRunner`, no sockets)
+ * with its store in `dir`, so the same job API works without a database server to run or
+ * administer, and a job survives a restart (or a crash) of the process: started again on the same
+ * `dir`, it finishes the jobs it had.
+ *
+ * The store is PostgreSQL itself, run from the system's PostgreSQL binaries by this process on a
+ * Unix socket in `dir` (no TCP port) and stopped with it; the server must be installed (Debian:
+ * `postgresql`), not set up. Why not a file database: Effect 4.1 has no SQLite driver on the
+ * registry (`@effect/sql-sqlite-node` stops at Effect 3 and its 4.x betas do not load with 4.1),
+ * one SQLite file cannot be shared by two runners anyway, and PGlite breaks past one connection.
+ * To grow past one machine, point `ClusterRunner.layer` runners at any PostgreSQL.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { ClusterFanout, ClusterRunner } from "@volley/cluster"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const program = Effect.gen(function* () {
+ *   yield* ClusterFanout.submit("crawl-1", ["http://127.0.0.1:8080/a", "http://127.0.0.1:8080/b"])
+ *   return yield* ClusterFanout.wait("crawl-1")
+ * }).pipe(
+ *   Effect.provide(ClusterRunner.layerEmbedded({ dir: ".volley" }).pipe(Layer.provide(NodeHttpClient.layer())))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEmbedded = (
+  options: EmbeddedOptions
+): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
+  const invalid = validate({ port: 1, concurrency: options.concurrency })
+  if (invalid !== undefined) {
+    return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
+  }
+  const store = Layer.unwrap(
+    Effect.map(
+      Effect.mapError(
+        Embedded.start(options.dir),
+        (detail) => new ClusterStartError({ reason: "DatabaseUnreachable", detail })
+      ),
+      (path) => database({ url: "postgres://postgres@localhost/postgres", path, maxConnections: 10 }, "volley-embedded")
+    )
+  )
+  return work(options, "embedded").pipe(
+    Layer.provideMerge(Socket.single({ entityMessagePollInterval: "1 second" })),
+    Layer.provide(NodeCrypto.layerDigest),
+    Layer.provideMerge(store),
+    Layer.catch(failStart({ database: { url: options.dir } }))
+  )
+}
+
+// What every runner does: the origin entities and their worker, retention of messages and jobs.
+const work = (options: Pick<Options, "concurrency" | "readers" | "retention">, runner: string) => {
+  const retention = options.retention ?? "1 hour"
   const handlers = OriginEntity.toLayer(
     Effect.gen(function* () {
       const context = yield* Effect.context<Worker | SqlClient.SqlClient | HttpClient.HttpClient>()
@@ -232,26 +320,25 @@ export const layer = (
     // one runner, so the bound holds cluster-wide.
     { concurrency: 1, maxIdleTime: "1 minute" }
   )
-  const worker = Layer.effect(Worker, makeWorker(`${host}:${options.port}`, concurrency, options.readers ?? []))
+  const worker = Layer.effect(Worker, makeWorker(runner, options.concurrency ?? 64, options.readers ?? []))
   const cleanup = Layer.effectDiscard(Effect.forkScoped(sweep(retention)))
   return Layer.mergeAll(
     handlers,
     MessageRetention.make({ entity: OriginEntity, retention, interval: "1 minute" }),
     cleanup
-  ).pipe(
-    Layer.provide(worker),
-    Layer.provideMerge(Socket.layer(shardingConfig(options, address), false)),
-    Layer.provideMerge(database(options.database, `volley-runner ${host}:${options.port}`)),
-    Layer.catch(failStart(options))
-  )
+  ).pipe(Layer.provide(worker))
 }
 
 // The application name tells runners apart in pg_stat_activity (and who holds which shard lock).
-const database = (options: DatabaseOptions, applicationName: string): Layer.Layer<SqlClient.SqlClient, unknown> =>
+const database = (
+  options: DatabaseOptions & { readonly path?: string },
+  applicationName: string
+): Layer.Layer<SqlClient.SqlClient, unknown> =>
   Layer.effectDiscard(migrate).pipe(
     Layer.provideMerge(
       PgClient.layer({
         url: typeof options.url === "string" ? Redacted.make(options.url) : options.url,
+        ...(options.path === undefined ? {} : { path: options.path }),
         connectTimeout: options.connectTimeout ?? "5 seconds",
         maxConnections: options.maxConnections ?? 10,
         applicationName
@@ -268,7 +355,11 @@ const shardingConfig = (
   runnerAddress: address
 })
 
-const validate = (options: Options, concurrency: number): string | undefined => {
+const validate = (options: {
+  readonly port: number
+  readonly concurrency?: number | undefined
+}): string | undefined => {
+  const concurrency = options.concurrency ?? 64
   if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
     return `port must be an integer in 1-65535, got ${options.port}`
   }
