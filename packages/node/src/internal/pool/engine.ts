@@ -23,18 +23,9 @@ import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { Breaker } from "./breaker.ts"
-import type { Job, Outcome } from "./job.ts"
+import type { Job } from "./job.ts"
 import { entryModuleRefusal } from "./mainModule.ts"
-import {
-  decodeResult,
-  encodeJob,
-  isFromWorker,
-  RESULT_FIELDS,
-  RING,
-  type TaskRef,
-  type ToWorker,
-  type WireReply
-} from "./protocol.ts"
+import { decodeResult, encodeJob, isFromWorker, RESULT_FIELDS, RING, type TaskRef, type ToWorker } from "./protocol.ts"
 import { Queue } from "./queue.ts"
 import { describeThrown, isOutOfMemory, spawnThread, type Thread as ThreadOf } from "./thread.ts"
 
@@ -77,6 +68,8 @@ interface TaskInfo {
   readonly refusal: string | undefined
   /** Moving average of its run time: short tasks get several in flight per thread, long ones one. */
   avgRunMillis: number
+  /** One of its runs has reached an answer: its module is known sound (checked once, not per result). */
+  worked: boolean
 }
 
 export class Engine {
@@ -239,12 +232,15 @@ export class Engine {
    */
   private dispatch(): void {
     const max = this.options.maxTasksPerWorker
+    // One clock read for the whole pass: the jobs it sends leave the queue together.
+    let now: number | undefined
     for (;;) {
       for (let job = this.queue.peek(); job !== undefined; job = this.queue.peek()) {
         const avg = this.tasks[job.taskId]!.avgRunMillis
         const thread = this.pick(Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
         if (thread === undefined) break
-        this.send(thread, this.queue.shift()!)
+        now ??= performance.now()
+        this.send(thread, this.queue.shift()!, now)
       }
       if (this.waiting.length === 0 || this.queue.length >= this.options.maxQueue) return
       while (this.waiting.length > 0 && this.queue.length < this.options.maxQueue) {
@@ -275,10 +271,10 @@ export class Engine {
     return best
   }
 
-  private send(thread: Thread, job: Job): void {
+  private send(thread: Thread, job: Job, now: number): void {
     // A job sent again after its thread died keeps `thread`: its queue wait was recorded once.
     if (job.thread === undefined) {
-      const waited = performance.now() - job.enqueuedAt
+      const waited = now - job.enqueuedAt
       this.options.observe.queueWait(waited)
       job.request.span.attribute("volley.blocking.queue_wait_ms", waited)
     }
@@ -312,7 +308,7 @@ export class Engine {
         } catch (error) {
           thread.inFlight.splice(thread.inFlight.indexOf(job), 1)
           const reason = `cannot be sent to a thread: ${describeThrown(error)}`
-          this.finish(job, { error: new Blocking.InvalidPayloadError({ task: job.name, reason }) })
+          this.fail(job, new Blocking.InvalidPayloadError({ task: job.name, reason }))
         }
       }
       if (thread.inFlight.length === 0) this.becameIdle(thread)
@@ -372,11 +368,17 @@ export class Engine {
         const info = this.tasks[job.taskId]!
         info.avgRunMillis += (runMillis - info.avgRunMillis) / 8
         this.options.observe.runTime(runMillis)
-        if (reply._tag !== "NotFound") this.moduleWorked(job.module)
+        if (reply._tag !== "NotFound" && !info.worked) {
+          info.worked = true
+          this.moduleWorked(job.module)
+        }
       }
       if (job.state !== "sent") continue
       job.request.span.attribute("volley.blocking.run_ms", runMillis)
-      this.finish(job, outcomeOf(job, reply))
+      if (reply._tag === "NotFound") {
+        this.fail(job, new Blocking.TaskNotFoundError({ task: job.name, module: job.module, reason: reply.reason }))
+      } else if (reply._tag === "Cancelled") this.fail(job, new Blocking.ExecutorShutDownError({ task: job.name }))
+      else this.succeed(job, reply)
     }
     const next = thread.inFlight[0]
     if (next !== undefined) this.started(next)
@@ -390,15 +392,20 @@ export class Engine {
     this.preload.add(module)
   }
 
-  private finish(job: Job, outcome: Outcome): void {
+  private succeed(job: Job, reply: Blocking.Reply): void {
     job.state = "finished"
     clearTimer(job)
-    if ("reply" in outcome) job.receiver.succeed(outcome.reply)
-    else job.receiver.fail(outcome.error)
+    job.receiver.succeed(reply)
+  }
+
+  private fail(job: Job, error: Blocking.BlockingError): void {
+    job.state = "finished"
+    clearTimer(job)
+    job.receiver.fail(error)
   }
 
   private shutDown(job: Job): void {
-    if (job.state !== "finished") this.finish(job, { error: new Blocking.ExecutorShutDownError({ task: job.name }) })
+    if (job.state !== "finished") this.fail(job, new Blocking.ExecutorShutDownError({ task: job.name }))
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -410,7 +417,7 @@ export class Engine {
       if (job.started || job.state === "finished") return
       const sent = job.state === "sent"
       if (!sent) this.unqueue(job)
-      this.finish(job, { error: new Blocking.TaskTimeoutError({ task: job.name, phase: "queued", timeoutMillis }) })
+      this.fail(job, new Blocking.TaskTimeoutError({ task: job.name, phase: "queued", timeoutMillis }))
       if (sent) this.stop(job)
     })
   }
@@ -424,9 +431,7 @@ export class Engine {
     if (timeout === undefined) return
     job.timer = after(job.clock, timeout, () => {
       if (job.state !== "sent") return
-      this.finish(job, {
-        error: new Blocking.TaskTimeoutError({ task: job.name, phase: "running", timeoutMillis: timeout })
-      })
+      this.fail(job, new Blocking.TaskTimeoutError({ task: job.name, phase: "running", timeoutMillis: timeout }))
       this.stop(job)
     })
   }
@@ -526,14 +531,15 @@ export class Engine {
       if (job.state !== "sent") continue
       if (!intended && job.seq === running) {
         culprit = job
-        this.finish(job, {
-          error: new Blocking.WorkerDiedError({
+        this.fail(
+          job,
+          new Blocking.WorkerDiedError({
             task: job.name,
             reason: thread.outOfMemory ? "out-of-memory" : "exit",
             exitCode: code,
             detail: thread.lastError ?? "the thread exited while running the task"
           })
-        })
+        )
       } else {
         // It never ran (or its result was lost with the thread): run it on another thread.
         if (job.started) clearTimer(job)
@@ -564,7 +570,7 @@ export class Engine {
     for (const queue of [this.queue, this.waiting]) {
       const kept: Array<Job> = []
       for (const job of queue.drain()) {
-        if (which(job)) this.finish(job, { error: crashLoop(job.name, detail) })
+        if (which(job)) this.fail(job, crashLoop(job.name, detail))
         else kept.push(job)
       }
       for (const job of kept) queue.push(job)
@@ -592,7 +598,12 @@ export class Engine {
     if (id === undefined) {
       id = this.tasks.length
       this.taskIdsByKey.set(key, id)
-      this.tasks.push({ ref: [id, module, task.name], refusal: entryModuleRefusal(module), avgRunMillis: 1 })
+      this.tasks.push({
+        ref: [id, module, task.name],
+        refusal: entryModuleRefusal(module),
+        avgRunMillis: 1,
+        worked: false
+      })
     }
     this.taskIds.set(task, id)
     return id
@@ -603,17 +614,6 @@ export class Engine {
     if (info.refusal !== undefined) return new Blocking.TaskNotFoundError({ task: name, module, reason: info.refusal })
     const reason = this.breaker.refusal(module)
     return reason === undefined ? undefined : crashLoop(name, reason)
-  }
-}
-
-const outcomeOf = (job: Job, reply: WireReply): Outcome => {
-  switch (reply._tag) {
-    case "NotFound":
-      return { error: new Blocking.TaskNotFoundError({ task: job.name, module: job.module, reason: reply.reason }) }
-    case "Cancelled":
-      return { error: new Blocking.ExecutorShutDownError({ task: job.name }) }
-    default:
-      return { reply }
   }
 }
 

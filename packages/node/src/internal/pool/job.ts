@@ -5,8 +5,6 @@ import type * as Clock from "effect/Clock"
 import type { Entry } from "./queue.ts"
 import type { Thread } from "./thread.ts"
 
-export type Outcome = { readonly reply: Blocking.Reply } | { readonly error: Blocking.BlockingError }
-
 /**
  * - `queued`: in the pool's queue, waiting for a thread
  * - `waiting`: held back by a full queue ("wait" back-pressure)
