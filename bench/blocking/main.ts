@@ -1,11 +1,14 @@
 // Blocking executor benchmark: volley's NodeBlocking pool against piscina, tinypool, workerpool and
-// a minimal hand-written worker_threads pool (the floor), same process, 2 threads each:
+// a minimal hand-written worker_threads pool (the messaging floor), same process, 2 threads each:
 //   (a) start-up: from creating the pool (volley: building NodeBlocking.layer) to the first result
 //   (b) 50,000 no-op tasks submitted at once: tasks per second; volley in each submit form users
 //       write: Effect.forEach and Effect.all with unbounded concurrency, and a 1,024 window
 //   (c) 400 CPU tasks of ~5 ms: wall time, and speed-up over running them inline
 //   (d) main-thread event-loop delay p99 during (c)
-//   (e) volley only: 100,000 no-op tasks submitted at once: RSS growth and event-loop delay p99
+//   (e) 100,000 no-op tasks submitted at once on volley (forEach unbounded) and on piscina: RSS
+//       growth and event-loop delay p99 while they drain
+//   (f) the Effect floor under volley: Blocking.run (forEach unbounded) on an executor that runs no
+//       thread (floor.ts): no-op rows only
 // and, for (b), the main thread's CPU time per task (process.threadCpuUsage): unlike tasks per
 // second, it hardly moves when other processes take the machine's cores.
 // Each measurement is the median of RUNS runs after a warm-up; every ratio divides two numbers of
@@ -22,6 +25,7 @@ import { Piscina } from "piscina"
 import Tinypool from "tinypool"
 import workerpool from "workerpool"
 import { measureCapacity } from "./capacity.ts"
+import * as Floor from "./floor.ts"
 import { MinimalPool } from "./minimal.ts"
 import * as Tasks from "./tasks.ts"
 import * as Work from "./work.ts"
@@ -37,12 +41,26 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 type Kind = "noop" | "spin"
 type Form = "forEach unbounded" | "Effect.all unbounded" | "forEach 1024"
 
+/** Submits every input in the given form, as users write it. */
+const submitAll = (form: Form, task: Blocking.Task<number, number, never>, inputs: ReadonlyArray<number>) =>
+  form === "Effect.all unbounded"
+    ? Effect.all(
+        inputs.map((n) => Blocking.run(task, n)),
+        { concurrency: "unbounded", discard: true }
+      )
+    : Effect.forEach(inputs, (n) => Blocking.run(task, n), {
+        concurrency: form === "forEach 1024" ? WINDOW : "unbounded",
+        discard: true
+      })
+
 interface Pool {
   readonly name: string
   readonly run: (kind: Kind, n: number) => Promise<number>
   /** Runs every input at once (volley: in the given submit form). */
   readonly runAll: (kind: Kind, inputs: ReadonlyArray<number>) => Promise<void>
   readonly close: () => Promise<unknown>
+  /** Runs no thread: measured on no-op tasks only. */
+  readonly noThreads?: true
 }
 
 const pooledFile = new URL("./pooled.ts", import.meta.url).href
@@ -59,18 +77,7 @@ const volley = (form: Form) => (): Pool => {
   return {
     name: `volley, ${form}`,
     run: (kind, n) => runtime.runPromise(Blocking.run(task(kind), n)),
-    runAll: (kind, inputs) =>
-      runtime.runPromise(
-        form === "Effect.all unbounded"
-          ? Effect.all(
-              inputs.map((n) => Blocking.run(task(kind), n)),
-              { concurrency: "unbounded", discard: true }
-            )
-          : Effect.forEach(inputs, (n) => Blocking.run(task(kind), n), {
-              concurrency: form === "forEach 1024" ? WINDOW : "unbounded",
-              discard: true
-            })
-      ),
+    runAll: (kind, inputs) => runtime.runPromise(submitAll(form, task(kind), inputs)),
     close: () => runtime.dispose()
   }
 }
@@ -102,7 +109,17 @@ const pools: Record<string, () => Pool> = {
   },
   "volley-unbounded": volley("forEach unbounded"),
   "volley-all": volley("Effect.all unbounded"),
-  "volley-1024": volley("forEach 1024")
+  "volley-1024": volley("forEach 1024"),
+  "volley-floor": () => {
+    const runtime = ManagedRuntime.make(Floor.layer)
+    return {
+      name: "Effect floor: Blocking.run, no thread",
+      run: (_kind, n) => runtime.runPromise(Blocking.run(Tasks.noop, n)),
+      runAll: (_kind, inputs) => runtime.runPromise(submitAll("forEach unbounded", Tasks.noop, inputs)),
+      close: () => runtime.dispose(),
+      noThreads: true
+    }
+  }
 }
 
 let sink = 0
@@ -141,7 +158,7 @@ const selected = Object.keys(pools).filter((k) => process.argv.length < 3 || pro
 // volley forms share one pool, so only the first of them is timed.
 const startupRuns = new Map<string, Array<number>>()
 const startupKeys = selected.filter(
-  (k) => !k.startsWith("volley-") || k === selected.find((s) => s.startsWith("volley-"))
+  (k) => k !== "volley-floor" && (!k.startsWith("volley-") || k === selected.find((s) => s.startsWith("volley-")))
 )
 for (let r = 0; r < RUNS + 1; r++) {
   for (const key of startupKeys) {
@@ -170,7 +187,7 @@ const active = selected.map((key) => ({ key, pool: pools[key]!() }))
 for (const { pool } of active) {
   // Warm-up: threads started, modules loaded, JIT warm on both sides.
   for (let i = 0; i < 2; i++) await pool.runAll("noop", noopInputs)
-  await pool.runAll("spin", cpuInputs.slice(0, 8))
+  if (pool.noThreads === undefined) await pool.runAll("spin", cpuInputs.slice(0, 8))
 }
 const measured: Array<Runs> = active.map(() => ({
   noopPerSecond: [],
@@ -189,6 +206,12 @@ for (let r = 0; r < RUNS; r++) {
     runs.noopPerSecond.push(NOOP_TASKS / ((performance.now() - start) / 1000))
     const cpu = process.threadCpuUsage(cpuBefore)
     runs.noopMainCpuUs.push((cpu.user + cpu.system) / NOOP_TASKS)
+    if (pool.noThreads !== undefined) {
+      console.log(
+        `  round ${r + 1} ${pool.name.padEnd(32)} no-op ${Math.round(runs.noopPerSecond.at(-1)!).toLocaleString("en")}/s (main ${runs.noopMainCpuUs.at(-1)!.toFixed(1)} µs/task)`
+      )
+      continue
+    }
     const inlineMs = inline()
     inlineRuns.push(inlineMs)
     globalThis.gc?.()
@@ -207,11 +230,16 @@ for (let r = 0; r < RUNS; r++) {
   }
 }
 
-// (e) 100,000 no-op tasks at once on volley (forEach unbounded): how far the main thread's memory
-// grows, and how long its event loop stalls, while they drain.
-let flood: { rssGrowthMb: number; loopDelayP99Ms: number; perSecond: number } | undefined
-const floodPool = active.find((a) => a.key === "volley-unbounded")?.pool
-if (floodPool !== undefined) {
+// (e) 100,000 no-op tasks at once on volley (forEach unbounded) and on piscina: how far the main
+// thread's memory grows, and how long its event loop stalls, while they drain.
+interface Flood {
+  readonly pool: string
+  readonly rssGrowthMb: number
+  readonly loopDelayP99Ms: number
+  readonly perSecond: number
+}
+const floods: Array<Flood> = []
+for (const { pool } of active.filter((a) => a.key === "volley-unbounded" || a.key === "piscina")) {
   globalThis.gc?.()
   const rssBefore = process.memoryUsage.rss()
   let rssPeak = rssBefore
@@ -221,7 +249,7 @@ if (floodPool !== undefined) {
   const delay = monitorEventLoopDelay({ resolution: 1 })
   delay.enable()
   const start = performance.now()
-  await floodPool.runAll(
+  await pool.runAll(
     "noop",
     Array.from({ length: FLOOD_TASKS }, (_, i) => i)
   )
@@ -229,13 +257,15 @@ if (floodPool !== undefined) {
   delay.disable()
   clearInterval(sampler)
   rssPeak = Math.max(rssPeak, process.memoryUsage.rss())
-  flood = {
+  const flood = {
+    pool: pool.name,
     rssGrowthMb: (rssPeak - rssBefore) / 2 ** 20,
     loopDelayP99Ms: delay.percentile(99) / 1e6,
     perSecond: FLOOD_TASKS / seconds
   }
+  floods.push(flood)
   console.log(
-    `  flood: ${FLOOD_TASKS} at once: RSS +${flood.rssGrowthMb.toFixed(0)} MB, loop p99 ${flood.loopDelayP99Ms.toFixed(2)} ms, ${Math.round(flood.perSecond)}/s`
+    `  flood ${pool.name}: ${FLOOD_TASKS} at once: RSS +${flood.rssGrowthMb.toFixed(0)} MB, loop p99 ${flood.loopDelayP99Ms.toFixed(2)} ms, ${Math.round(flood.perSecond)}/s`
   )
 }
 for (const { pool } of active) await pool.close()
@@ -243,7 +273,12 @@ for (const { pool } of active) await pool.close()
 const inlineMs = median(inlineRuns)
 const rows = active.map(({ key, pool }, i) => {
   const runs = measured[i]!
-  const startupKey = key.startsWith("volley-") ? startupKeys.find((k) => k.startsWith("volley-")) : key
+  const startupKey =
+    key === "volley-floor"
+      ? undefined
+      : key.startsWith("volley-")
+        ? startupKeys.find((k) => k.startsWith("volley-"))
+        : key
   const startup = startupKey === undefined ? undefined : startupRuns.get(startupKey)
   return {
     key,
@@ -251,9 +286,9 @@ const rows = active.map(({ key, pool }, i) => {
     startupMs: startup === undefined ? undefined : median(startup),
     noopPerSecond: median(runs.noopPerSecond),
     noopMainCpuUs: median(runs.noopMainCpuUs),
-    cpuWallMs: median(runs.cpuWallMs),
-    speedUp: inlineMs / median(runs.cpuWallMs),
-    loopDelayP99Ms: median(runs.loopDelayP99Ms),
+    cpuWallMs: pool.noThreads === undefined ? median(runs.cpuWallMs) : undefined,
+    speedUp: pool.noThreads === undefined ? inlineMs / median(runs.cpuWallMs) : undefined,
+    loopDelayP99Ms: pool.noThreads === undefined ? median(runs.loopDelayP99Ms) : undefined,
     runs: { ...runs, startupMs: startup ?? [] }
   }
 })
@@ -266,7 +301,7 @@ const vs = (value: number | undefined, base: number | undefined) =>
 const table = rows
   .map(
     (r) =>
-      `| ${r.pool} | ${r.startupMs === undefined ? "-" : `${r.startupMs.toFixed(0)} ms`} | ${vs(r.startupMs, piscina?.startupMs)} | ${Math.round(r.noopPerSecond).toLocaleString("en")} | ${vs(r.noopPerSecond, piscina?.noopPerSecond)} | ${vs(r.noopPerSecond, minimal?.noopPerSecond)} | ${r.noopMainCpuUs.toFixed(1)} µs | ${vs(piscina?.noopMainCpuUs, r.noopMainCpuUs)} | ${r.cpuWallMs.toFixed(0)} ms | ${r.speedUp.toFixed(2)}x | ${r.loopDelayP99Ms.toFixed(2)} ms |`
+      `| ${r.pool} | ${r.startupMs === undefined ? "-" : `${r.startupMs.toFixed(0)} ms`} | ${vs(r.startupMs, piscina?.startupMs)} | ${Math.round(r.noopPerSecond).toLocaleString("en")} | ${vs(r.noopPerSecond, piscina?.noopPerSecond)} | ${vs(r.noopPerSecond, minimal?.noopPerSecond)} | ${r.noopMainCpuUs.toFixed(1)} µs | ${vs(piscina?.noopMainCpuUs, r.noopMainCpuUs)} | ${r.cpuWallMs === undefined ? "-" : `${r.cpuWallMs.toFixed(0)} ms`} | ${r.speedUp === undefined ? "-" : `${r.speedUp.toFixed(2)}x`} | ${r.loopDelayP99Ms === undefined ? "-" : `${r.loopDelayP99Ms.toFixed(2)} ms`} |`
   )
   .join("\n")
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, Node ${process.version}, load ${os.loadavg()[0]!.toFixed(1)}, ${new Date().toISOString().slice(0, 10)}`
@@ -277,6 +312,8 @@ Every pool has ${THREADS} threads; all run in the same process. Each number is t
 
 - **start-up**: from creating the pool to the first no-op result, a fresh pool each run (volley:
   building \`NodeBlocking.layer({ minWorkers: ${THREADS}, tasks })\`; the three volley rows share that pool).
+- **Effect floor**: \`Blocking.run\` (forEach unbounded) on an executor that runs no thread and answers 128 calls per
+  macrotask (floor.ts): Effect's fiber per call, the codecs and the span, which no executor can go below.
 - **no-op**: ${NOOP_TASKS.toLocaleString("en")} tasks returning their input, all submitted at once (volley: \`Blocking.run\`
   in the submit form the row names, payload and result Schema-validated, a span per task; others: one
   promise per task). After a warm-up of 2 × ${NOOP_TASKS.toLocaleString("en")}.
@@ -294,11 +331,14 @@ Every pool has ${THREADS} threads; all run in the same process. Each number is t
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 ${table}
 ${
-  flood === undefined
+  floods.length === 0
     ? ""
     : `
-${FLOOD_TASKS.toLocaleString("en")} no-op tasks submitted at once (volley, \`Effect.forEach\` unbounded): main-thread RSS grew by
-${flood.rssGrowthMb.toFixed(0)} MB at its peak, event-loop delay p99 ${flood.loopDelayP99Ms.toFixed(2)} ms while they drained, ${Math.round(flood.perSecond).toLocaleString("en")} tasks/s.
+${FLOOD_TASKS.toLocaleString("en")} no-op tasks submitted at once (volley: \`Effect.forEach\` unbounded; piscina: a promise each), while they drain:
+
+| pool | main-thread RSS growth (peak) | event-loop delay p99 | tasks/s |
+|---|---:|---:|---:|
+${floods.map((f) => `| ${f.pool} | ${f.rssGrowthMb.toFixed(0)} MB | ${f.loopDelayP99Ms.toFixed(2)} ms | ${Math.round(f.perSecond).toLocaleString("en")} |`).join("\n")}
 `
 }
 The machine has 2 vCPUs shared with other work, so absolute numbers move from run to run; compare ratios.
@@ -306,6 +346,6 @@ The machine has 2 vCPUs shared with other work, so absolute numbers move from ru
 writeFileSync(new URL("../results/blocking.md", import.meta.url), md)
 writeFileSync(
   new URL("../results/blocking.json", import.meta.url),
-  `${JSON.stringify({ machine, threads: THREADS, inlineMs, rounds, capacityBefore, capacityAfter, sink, rows, flood }, null, 2)}\n`
+  `${JSON.stringify({ machine, threads: THREADS, inlineMs, rounds, capacityBefore, capacityAfter, sink, rows, floods }, null, 2)}\n`
 )
 console.log(md)
