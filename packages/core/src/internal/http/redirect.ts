@@ -16,6 +16,7 @@ import type * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type { HttpMethod } from "effect/http/HttpMethod"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Validate from "../options.ts"
 import { redactInput } from "../proxy/url.ts"
@@ -25,6 +26,7 @@ import * as Loop from "../retry/loop.ts"
 import { markFinal, RetryPolicy, type RunOptions } from "../retry/policy.ts"
 import { isReplayable } from "../retry/replay.ts"
 import { drain, exchange } from "./exchange.ts"
+import * as Metrics from "./metrics.ts"
 
 /**
  * Why a redirect was not followed: `"too-many"` (more hops than `maxRedirects`), `"loop"` (a hop
@@ -287,7 +289,11 @@ export const follow = <A, E, R, E2>(
         return handle(response)
       }
       const gate = fiber.getRef(HopGate)
-      const drained = drain(response)
+      // `volley_http_redirects_total`, by the origin of the target.
+      const drained = Effect.andThen(
+        drain(response),
+        Metric.update(Metric.withAttributes(Metrics.redirects, { origin: target.origin }), 1)
+      )
       return Effect.flatMap(gate === undefined ? drained : Effect.andThen(drained, gate(target.href)), () =>
         Effect.flatMap(HttpClient.HttpClient, (client) =>
           Effect.provideService(

@@ -10,9 +10,11 @@ import type * as Fiber from "effect/Fiber"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Metric from "effect/Metric"
 import * as Random from "effect/Random"
 import * as Result from "effect/Result"
 import * as Exchange from "../http/exchange.ts"
+import * as Metrics from "../http/metrics.ts"
 import type { Budget } from "./budget.ts"
 import { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./errors.ts"
 import { isRetryable, type Policy, type RunOptions } from "./policy.ts"
@@ -194,12 +196,15 @@ export const retryLoop = <A, E, R>(
     if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
     // The drain may take until the retry would have to start, never longer.
-    return Effect.flatMap(Effect.andThen(discardBody(error, deadline - now - delay), Effect.sleep(delay)), () =>
-      loop(n + 1, clock.currentTimeMillisUnsafe())
-    )
+    const wait = Effect.andThen(discardBody(error, deadline - now - delay), Effect.sleep(delay))
+    return Effect.flatMap(Effect.andThen(countRetry(request), wait), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
   }
   return { loop, onFailure }
 }
+
+// `volley_http_retries_total`, by the origin sent to again (as the client's own metrics name it).
+const countRetry = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(Metrics.retries, { origin: URL.parse(request.url)?.origin ?? request.url }), 1)
 
 // A response about to be retried is dropped: read its body to the end first, or it holds its
 // connection (the retry may need that very one) until garbage collection. A batch has done
