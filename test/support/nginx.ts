@@ -85,7 +85,8 @@ const stop = (child: ChildProcess) =>
 /**
  * Starts nginx for the enclosing scope. `locations` is the body of both server blocks (plain
  * and TLS with `http2`); `files` are written under `$dir/www` first (served with `alias`/`root`).
- * `@WWW@` in `locations` is replaced with that directory.
+ * In `locations`, `@WWW@` is replaced with that directory and `@HTTP@` / `@HTTPS@` with the two
+ * origins (`http://127.0.0.1:port`, `https://localhost:port`), so one can redirect to the other.
  */
 export const nginx = (locations: string, files: Record<string, string | Uint8Array> = {}) =>
   Effect.acquireRelease(
@@ -102,7 +103,10 @@ export const nginx = (locations: string, files: Record<string, string | Uint8Arr
       const brotli = existsSync(BROTLI_MODULE)
       const echo = existsSync(ECHO_MODULE)
       const [http, https] = [await freePort(), await freePort()]
-      const body = locations.replaceAll("@WWW@", www)
+      const body = locations
+        .replaceAll("@WWW@", www)
+        .replaceAll("@HTTPS@", `https://localhost:${https}`)
+        .replaceAll("@HTTP@", `http://127.0.0.1:${http}`)
       writeFileSync(
         join(dir, "nginx.conf"),
         `${brotli ? `load_module ${BROTLI_MODULE};` : ""}
