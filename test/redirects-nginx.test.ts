@@ -89,9 +89,11 @@ describe("Redirects (nginx)", () => {
   it.live("fails a loop, too many hops and an https → http downgrade with a RedirectError naming the chain", () =>
     Effect.gen(function* () {
       const s = yield* server
-      const [loop, many, down] = yield* Effect.all(
-        [`${s.http}/loop-a`, `${s.http}/many/x`, `${s.https}/down`].map((url) => Effect.exit(Http.getText(url)))
-      ).pipe(Effect.provide(client(s.ca)))
+      const [loop, many, down] = yield* Effect.all([
+        Effect.exit(Http.getText(`${s.http}/loop-a`)),
+        Effect.exit(Http.getText(`${s.http}/many/x`)),
+        Effect.exit(Http.getText(`${s.https}/down`))
+      ]).pipe(Effect.provide(client(s.ca)))
       const loopError = redirectError(loop)
       assert.strictEqual(loopError.reason, "loop")
       assert.deepStrictEqual(loopError.chain.slice(0, 2), [`${s.http}/loop-a`, `${s.http}/loop-b`])
