@@ -1,4 +1,4 @@
-// A durable crawl on 3 runner processes: submit 3,000 URLs over 20 local origins (50 ms each, at most
+// A durable crawl on 3 runner processes: submit 2,000 URLs over 20 local origins (50 ms each, at most
 // 4 at once per origin cluster-wide), watch a live progress line, SIGKILL one runner halfway, and
 // end with the job's summary: every URL has exactly one outcome, and the few that ran twice were
 // in flight on the killed runner.
@@ -24,18 +24,21 @@ try {
     postgres = await startPostgres()
     url = await postgres.createDatabase("volley")
   }
-  for (let i = 0; i < 3; i++) {
+  const startRunner = async () => {
     const port = await freePort()
     const runner = spawnNode(join(import.meta.dirname, "support", "clusterRunner.ts"), [String(port), url])
     runners.push(runner)
     await runner.waitFor(`runner ready ${port}`, 60_000)
   }
+  // The first one creates the tables; the other two then start together.
+  await startRunner()
+  await Promise.all([startRunner(), startRunner()])
   console.log(`3 runners up (pids ${runners.map((r) => r.pid).join(", ")})`)
 
   const client = ManagedRuntime.make(
     ClusterRunner.layerClient({ database: { url }, timings: "fast" }).pipe(Layer.orDie)
   )
-  const urls = Array.from({ length: 3000 }, (_, i) => `${origins[i % origins.length]!.url}/page/${i}`)
+  const urls = Array.from({ length: 2000 }, (_, i) => `${origins[i % origins.length]!.url}/page/${i}`)
   const started = performance.now()
   await client.runPromise(ClusterFanout.submit(job, urls, { perHost: 4, chunkSize: 25 }))
 
@@ -46,14 +49,16 @@ try {
         Effect.promise(async () => {
           const seconds = ((performance.now() - started) / 1000).toFixed(1)
           console.log(`${seconds} s  ${p.done}/${p.total ?? "?"} done, ${p.failed} failed, ${p.inFlight} in flight`)
-          if (!killed && p.done >= 1500) {
+          if (!killed && p.done >= 1000) {
             killed = true
             await runners[0]!.stop("SIGKILL")
             console.log(`SIGKILL runner ${runners[0]!.pid}: its shards move to the others in ~5 s`)
           }
         })
       ),
-      Stream.runLast
+      Stream.runLast,
+      // Bounded: a crawl that stalls ends with an error instead of hanging.
+      Effect.timeout("60 seconds")
     )
   )
   const outcomes = await client.runPromise(Stream.runCollect(ClusterFanout.results(job)))
@@ -70,6 +75,10 @@ try {
   console.log(`ran twice: ${twice} (in flight on the killed runner); peak per origin: ${peak} (perHost 4)`)
   await client.runPromise(ClusterFanout.forget(job))
   await client.dispose()
+} catch (error) {
+  // What the runners said, to tell a stalled cluster from a slow one.
+  for (const runner of runners) console.error(`--- runner ${runner.pid}\n${runner.output().slice(-3000)}`)
+  throw error
 } finally {
   await Promise.all(runners.map((runner) => runner.stop("SIGTERM")))
   await Promise.all(origins.map((origin) => origin.close()))

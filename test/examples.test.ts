@@ -128,6 +128,7 @@ const todosServer = () =>
 
 // Slowest first: the demo mostly waits for its server's 50 ms answers, 200 of them in a row.
 const runs = {
+  "cluster-crawl.ts": () => run(join(examples, "cluster-crawl.ts")),
   "demo.ts": () => run(join(examples, "demo.ts")),
   "blocking-executor.ts": () => run(join(examples, "blocking-executor.ts")),
   "pipeline.ts": () => run(join(examples, "pipeline.ts")),
@@ -199,6 +200,14 @@ describe("examples", { timeout: 4 * TIMEOUT_MS }, () => {
       lines.filter((line) => line.includes("200/200")),
       2
     )
+  })
+
+  it("cluster-crawl.ts survives a runner's SIGKILL with one outcome per URL and perHost held", async () => {
+    const text = succeeded(await started["cluster-crawl.ts"]).join("\n")
+    assert.match(text, /^SIGKILL runner \d+/m)
+    assert.match(text, /: 2000 succeeded in [\d.]+ s$/m)
+    assert.match(text, /^outcomes: 2000 for 2000 URLs \(one each\)/m)
+    assert.match(text, /peak per origin: [1-4] \(perHost 4\)$/m)
   })
 
   it("adaptive.ts shows its origin's limit, baseline and reason, and the limit gauge", async () => {
