@@ -29,6 +29,8 @@ export class Breaker {
 
   /** Why tasks of `module` must fail fast now, or undefined. */
   refusal(module: string): string | undefined {
+    // Asked on every submit: with no death on record there is nothing to refuse, and no clock to read.
+    if (this.startup.openUntil === 0 && this.modules.size === 0) return undefined
     const now = this.clock.currentTimeMillisUnsafe()
     if (now < this.startup.openUntil) return explain(this.startup, now)
     const deaths = this.modules.get(module)
