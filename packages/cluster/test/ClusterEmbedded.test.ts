@@ -10,7 +10,7 @@ let origin: Origin
 let dir: string
 
 beforeAll(async () => {
-  ;[origin] = await startOrigins(1, 20)
+  origin = (await startOrigins(1, 20))[0]!
   dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "volley-embedded-"))
 })
 
