@@ -88,7 +88,10 @@ describe("ClusterFanout on 3 runners", () => {
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 600, 30_000)
     const victim = cluster.runners[0]!
     const victimName = `127.0.0.1:${victim.port}`
-    const inFlightAtKill = origins.reduce((sum, origin) => sum + origin.inFlight(), 0)
+    // In flight at the kill, cluster-wide: requests the origins received that have no stored outcome
+    // yet (answered but not yet written counts too: a runner killed then runs them again).
+    const storedBefore = (await stored(job)).rows
+    const inFlightAtKill = hitsOf(job).reduce((sum, count) => sum + count, 0) - storedBefore
     const killedAt = Date.now()
     await victim.child().stop("SIGKILL")
     const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
