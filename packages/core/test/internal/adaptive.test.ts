@@ -2,11 +2,30 @@
 // (fixtures/capacitySim.ts). No sleeps, no sockets; the real-socket version is
 // test/fanout-adaptive.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { AdaptiveLimit } from "../../src/internal/fanout/adaptive.ts"
+import { AdaptiveLimit, median } from "../../src/internal/fanout/adaptive.ts"
 import { type Origin, simulate } from "../fixtures/capacitySim.ts"
 
 const within = (value: number, target: number, share: number) =>
   value >= target * (1 - share) && value <= target * (1 + share)
+
+describe("median", () => {
+  it("selects the lower middle of the first n values, as a sort would", () => {
+    // A fixed pseudo-random sequence, with ties and sorted and reversed runs among the cases.
+    let seed = 7
+    const next = () => {
+      seed = (seed * 16807) % 2147483647
+      return seed / 2147483647
+    }
+    const cases: Array<Array<number>> = [[5], [2, 1], [3, 3, 3], [1, 2, 3, 4, 5, 6], [9, 8, 7, 6, 5, 4, 3]]
+    for (let n = 1; n <= 80; n++) cases.push(Array.from({ length: n }, () => Math.floor(next() * 20)))
+    for (const xs of cases) {
+      const buffer = new Float64Array(xs.length + 3).fill(-1)
+      buffer.set(xs)
+      const sorted = [...xs].sort((a, b) => a - b)
+      assert.strictEqual(median(buffer, xs.length), sorted[(xs.length - 1) >> 1], `${xs}`)
+    }
+  })
+})
 
 describe("AdaptiveLimit", () => {
   describe("convergence", () => {

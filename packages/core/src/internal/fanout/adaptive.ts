@@ -46,9 +46,17 @@
 //   it would drift up to `max` untested and flood the origin once the other work ends.
 // - Per origin: each origin has its own state, so one slow or failing origin never lowers
 //   another's limit. The batch's `concurrency` stays a hard cap above all of them.
-// - Known limit: latency is also the client's. On a machine whose CPU is saturated, stalls of
-//   tens of milliseconds read as queueing for a round or two; the smoothing, the quarter-step
-//   cap and `GROWTH` bound what they cost, but a latency gradient cannot tell them apart.
+// - Latency is also the client's: on a machine whose CPU is shared or saturated, the client
+//   gets to an answer late, and a latency gradient alone reads that as queueing (measured at a
+//   load average of 9-14 on 2 cores against a 0.2 ms nginx origin: limits of 13-40 instead of
+//   64, at half the throughput). So `Origins` times the client itself with a 5 ms timer: its
+//   lateness is the client's stall. The gradient reads each latency less the stall it may
+//   have carried (`stalledMillis`), and answers within `FAST_MILLIS` plus twice the timer's
+//   usual lateness (`clientMillis`: a whole turn of the client's own work) count as fast. The
+//   baseline, a minimum kept for 20 s, takes raw latencies only: a stall taken off one too
+//   many would read every later round as queueing. What stays: a stall the timer cannot see
+//   (shorter than a tick) still moves one round, which the smoothing and the quarter-step
+//   cap bound.
 
 /** Validated options of an adaptive limit. */
 export interface Config {
@@ -142,8 +150,14 @@ export class AdaptiveLimit {
   private minCurrent = Number.POSITIVE_INFINITY
   private minPrevious = Number.POSITIVE_INFINITY
   private bucketStart: number | undefined = undefined
-  // The current round: its responses' latencies, and the most in flight seen.
-  private round: Array<number> = []
+  // The current round: its responses' latencies (the first `samples` of `round`, grown by
+  // doubling, never allocated per sample), and the most in flight seen.
+  private round = new Float64Array(16)
+  /** The same latencies less what a stall of the client may have added to each. */
+  private unstalled = new Float64Array(16)
+  private samples = 0
+  /** The client's usual delay in getting to an answer (ms), as last given. */
+  private client = 0
   private peak = 0
   /** Whether this round runs below the limit to measure the baseline (see `PROBE`). */
   private probing = false
@@ -167,13 +181,22 @@ export class AdaptiveLimit {
   /**
    * An attempt that started at `startedAt` ended at `now` with `outcome` (for "ok", when its
    * response head arrived). `retryAfterMillis` is the pause an overload asked for, already
-   * capped by the caller. Returns true when the limit rose or a pause ended, so that waiting
-   * workers should look again.
+   * capped by the caller. `stalledMillis` is how much of its latency a stall of the client
+   * itself may have added (it was not running when the answer came), and `clientMillis` the
+   * client's usual delay in getting to an answer (see `Origins`). Returns true when the limit
+   * rose or a pause ended, so that waiting workers should look again.
    */
-  ended(startedAt: number, now: number, outcome: Outcome, retryAfterMillis?: number): boolean {
+  ended(
+    startedAt: number,
+    now: number,
+    outcome: Outcome,
+    retryAfterMillis?: number,
+    stalledMillis = 0,
+    clientMillis = 0
+  ): boolean {
     switch (outcome) {
       case "ok":
-        return this.sample(startedAt, now)
+        return this.sample(startedAt, now, stalledMillis, clientMillis)
       case "overload":
       case "timeout": {
         const pause = retryAfterMillis !== undefined && retryAfterMillis > 0
@@ -202,17 +225,26 @@ export class AdaptiveLimit {
     return false
   }
 
-  private sample(startedAt: number, now: number): boolean {
+  private sample(startedAt: number, now: number, stalledMillis: number, clientMillis: number): boolean {
     const latency = Math.max(0, now - startedAt)
     // It measured the queue a decrease already answered.
     if (this.changedAt !== undefined && startedAt < this.changedAt) return false
-    const round = this.round
-    round.push(latency)
-    if (round.length < Math.max(1, this.probing ? this.limit : Math.ceil(this.value))) return false
-    const samples = round.length
-    const mean = median(round)
+    if (this.samples === this.round.length) {
+      this.round = grown(this.round)
+      this.unstalled = grown(this.unstalled)
+    }
+    this.round[this.samples] = latency
+    this.unstalled[this.samples++] = Math.max(0, latency - stalledMillis)
+    this.client = clientMillis
+    const samples = this.samples
+    if (samples < Math.max(1, this.probing ? this.limit : Math.ceil(this.value))) return false
+    // The baseline is a minimum kept for 20 s: only raw latencies may set it (a stall taken
+    // off one too many would hold every later round above it, as queueing). The gradient
+    // reads the latencies without the client's stalls, and allows for its usual delay.
+    const mean = median(this.round, samples)
+    const fair = median(this.unstalled, samples)
     const peak = this.peak
-    this.round = []
+    this.samples = 0
     this.peak = 0
     this.latency = mean
     this.observeBaseline(mean, now)
@@ -234,8 +266,9 @@ export class AdaptiveLimit {
     }
     // Smoothed over rounds: a stall of the machine (a GC pause, a busy CPU) slows one round
     // and moves this by half; a queue at the origin slows every round and moves it all the way.
-    this.smoothed = this.smoothed === undefined ? mean : SMOOTHING * mean + (1 - SMOOTHING) * this.smoothed
-    const ratio = Math.min(1, Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS) / this.smoothed)
+    this.smoothed = this.smoothed === undefined ? fair : SMOOTHING * fair + (1 - SMOOTHING) * this.smoothed
+    const near = Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS + this.client)
+    const ratio = Math.min(1, near / this.smoothed)
     const gradient = Math.max(MIN_GRADIENT, ratio)
     const used = peak * 2 >= this.value
     const slow = ratio < (this.slowStart ? SLOW_START_EXIT : 1)
@@ -280,7 +313,7 @@ export class AdaptiveLimit {
     this.slowStart = false
     this.probing = false
     this.decreasedAt = now
-    this.round = []
+    this.samples = 0
     this.peak = 0
     this.set(this.value * DECREASE, now, reason)
   }
@@ -294,10 +327,40 @@ export class AdaptiveLimit {
   }
 }
 
-/** Middle value (sorts `xs`). */
-const median = (xs: Array<number>): number => {
-  xs.sort((a, b) => a - b)
-  return xs[(xs.length - 1) >> 1]!
+const grown = (xs: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> => {
+  const out = new Float64Array(xs.length * 2)
+  out.set(xs)
+  return out
+}
+
+/**
+ * Lower middle value of the first `n` of `xs` (reorders them): Hoare's selection, linear on
+ * average, where a sort per round cost a comparator call per sample and log of the round.
+ */
+export const median = (xs: Float64Array, n: number): number => {
+  const k = (n - 1) >> 1
+  let lo = 0
+  let hi = n - 1
+  while (lo < hi) {
+    const pivot = xs[(lo + hi) >> 1]!
+    let i = lo
+    let j = hi
+    while (i <= j) {
+      while (xs[i]! < pivot) i++
+      while (xs[j]! > pivot) j--
+      if (i <= j) {
+        const t = xs[i]!
+        xs[i] = xs[j]!
+        xs[j] = t
+        i++
+        j--
+      }
+    }
+    if (k <= j) hi = j
+    else if (k >= i) lo = i
+    else break
+  }
+  return xs[k]!
 }
 
 /** Requests the limit probes above what the gradient says the origin holds. */

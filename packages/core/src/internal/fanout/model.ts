@@ -112,8 +112,8 @@ export interface Progress {
   /** Retries so far (a request retried twice counts twice). */
   readonly retried: number
   /**
-   * With `perHost: Fanout.adaptive()`: each origin's limit now and why (computed when read,
-   * so read it in the callback).
+   * With `perHost: Fanout.adaptive()`: each origin's limit now and why (a getter, computed
+   * when read: read it in the callback; a copy such as `{ ...progress }` leaves it out).
    */
   readonly origins?: ReadonlyArray<OriginProgress> | undefined
 }

@@ -65,6 +65,12 @@ export class Origins {
   private readonly deadline: number | undefined
   private readonly attemptTimeoutMillis: number | undefined
   private readonly series = new Map<Host, Series>()
+  /** The client's own stalls, read by `ticker` (see `stallOf`). */
+  private nextTick = Number.POSITIVE_INFINITY
+  private stallEnd = Number.NEGATIVE_INFINITY
+  private stallLength = 0
+  /** The timer's usual lateness (ms), smoothed: how long the client takes to get to an answer. */
+  private lag = 0
 
   constructor(options: {
     readonly scheduler: Scheduler
@@ -106,6 +112,44 @@ export class Origins {
         }
       )
     })
+  }
+
+  /**
+   * Runs for the batch: a timer every `TICK_MILLIS` whose lateness is the client's own
+   * stall (a CPU shared with other processes, a GC pause, a long turn of its own work). A
+   * latency gradient cannot tell such a stall from a queue at the origin; this lets it.
+   */
+  readonly ticker: Effect.Effect<never> = Effect.suspend(() => {
+    this.nextTick = this.now() + TICK_MILLIS
+    return Effect.forever(
+      Effect.andThen(
+        Effect.sleep(TICK_MILLIS),
+        Effect.sync(() => {
+          const now = this.now()
+          const late = now - this.nextTick
+          this.lag += LAG_WEIGHT * (Math.max(0, late) - this.lag)
+          if (late > STALL_MILLIS) {
+            this.stallEnd = now
+            this.stallLength = late
+          }
+          this.nextTick = now + TICK_MILLIS
+        })
+      )
+    )
+  })
+
+  /**
+   * How much of the latency of a response handled at `now` (started at `startedAt`) is the
+   * client's own delay, not the origin's. When the timer is overdue, the client has not run
+   * for that long: a response that arrived meanwhile waited for it. Just after a stall the
+   * timer saw, the responses handled in the burst that follows waited for up to the stall
+   * (less the time since it ended: they may have arrived after it).
+   */
+  private stallOf(startedAt: number, now: number): number {
+    const overdue = now - this.nextTick
+    if (overdue > STALL_MILLIS) return Math.min(overdue, now - startedAt)
+    if (this.stallEnd <= startedAt) return 0
+    return Math.max(0, Math.min(this.stallLength, this.stallEnd - startedAt) - (now - this.stallEnd))
   }
 
   /** Each adaptive origin's state now, for a progress event. */
@@ -168,7 +212,9 @@ export class Origins {
     }
     const before = limit.limit
     const changedAt = limit.changedAt
-    const rose = limit.ended(startedAt, now, outcome, pause)
+    // A timer due while the client works on a turn fires when it ends, on average half a turn
+    // late; an answer that arrives during a turn is handled in the next, a whole turn later.
+    const rose = limit.ended(startedAt, now, outcome, pause, this.stallOf(startedAt, now), 2 * this.lag)
     host.limit = limit.limit
     if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
     if (rose) this.scheduler.raised(limit.limit - before)
@@ -207,6 +253,15 @@ export class Origins {
     return ""
   }
 }
+
+/** Period of the stall timer (ms). */
+const TICK_MILLIS = 5
+
+/** Weight of each tick in the timer's smoothed lateness (a time constant of ~10 ticks). */
+const LAG_WEIGHT = 0.1
+
+/** Lateness of the timer (ms) below this is the timer's own jitter, not a stall. */
+const STALL_MILLIS = 1
 
 const isTimeout = (cause: unknown): boolean => {
   if (typeof cause !== "object" || cause === null) return false
