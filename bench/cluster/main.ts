@@ -64,7 +64,11 @@ const recovery = async (cluster: TestCluster): Promise<number> => {
   return row?.at ? (row.at.getTime() - killedAt) / 1000 : Number.NaN
 }
 
-const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const median = (xs: ReadonlyArray<number>) => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
 
 const fanout: Array<number> = []
 const one: Array<number> = []

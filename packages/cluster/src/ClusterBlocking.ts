@@ -123,12 +123,21 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
  *
  * @example
  * ```ts
+ * import { Blocking } from "@volley/core"
  * import { ClusterBlocking, ClusterRunner } from "@volley/cluster"
  * import { NodeBlocking, NodeHttpClient } from "@volley/node"
- * import { Layer } from "effect"
- * import * as Tasks from "./tasks.ts"
+ * import { Layer, Schema } from "effect"
  *
- * const runner = ClusterBlocking.layerRunner({ tasks: Object.values(Tasks) }).pipe(
+ * // In a module of its own, imported by runners and clients alike.
+ * const square = Blocking.task({
+ *   name: "square",
+ *   module: import.meta.url,
+ *   payload: Schema.Number,
+ *   success: Schema.Number,
+ *   handler: (n) => n * n
+ * })
+ *
+ * const runner = ClusterBlocking.layerRunner({ tasks: [square] }).pipe(
  *   Layer.provide(NodeBlocking.layer()),
  *   Layer.provideMerge(ClusterRunner.layer({ port: 24001, database: { url: "postgres://127.0.0.1/volley" } })),
  *   Layer.provide(NodeHttpClient.layer())
