@@ -8,15 +8,18 @@
 //   cd bench && pnpm exec node --conditions=@volley/source adaptive/cpu.ts [requests] [rounds]
 import { Session } from "node:inspector/promises"
 import { loadavg } from "node:os"
-import { Fanout } from "@volley/core"
+import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, ManagedRuntime, Result } from "effect"
+import { Effect, Layer, ManagedRuntime, Result } from "effect"
 import { startOrigin } from "../http/server.ts"
 
 const [requests = "20000", rounds = "6"] = process.argv.slice(2)
 const total = Number(requests)
 const origin = await startOrigin()
-const runtime = ManagedRuntime.make(NodeHttpClient.layer())
+// RETRY=1: under the default retry policy, as `pnpm bench adaptive` runs.
+const runtime = ManagedRuntime.make(
+  process.env.RETRY === "1" ? Layer.merge(NodeHttpClient.layer(), Retry.layer({})) : NodeHttpClient.layer()
+)
 let lastLimit: number | undefined
 const TRACE = process.env.TRACE === "1"
 let traced = -1

@@ -22,9 +22,10 @@
  * origin, and a hop that stays down after its retries ends the item (the first request is not
  * sent again). The policy's total `timeout` and a batch's `deadline` bound every hop (a
  * `Retry-After` past them fails at once); an `attemptTimeout` covers the first request's
- * attempt with every hop after it. In a batch with a fixed `perHost`, an item gives back its
- * slot at each redirect and takes one at the hop's origin, so every origin keeps to its limit
- * (an adaptive `perHost` measures and limits each item at its first origin only).
+ * attempt with every hop after it. In a batch with a `perHost` limit, an item gives back its
+ * slot at each redirect and takes one at the hop's origin, so every origin keeps to its limit;
+ * an adaptive `perHost` also learns each origin's limit from the hops sent there (a
+ * `Retry-After` pause holds back new items at that origin, not hops of items already running).
  *
  * The final response is the one `read` sees: `response.request` is the last hop's request, and
  * {@link chain} gives every URL requested to reach it (the last one with its query). Failures

@@ -293,9 +293,8 @@ const runIn = <A, E, R, X>(
     const retries = policy.retries > 0
     const budget = policy.budget
 
-    // A fixed per-host limit holds for every redirect hop's origin too (an adaptive one is
-    // measured and held on each item's first origin only).
-    const gated = scheduler.options.perHost !== undefined && scheduler.options.adaptive === undefined
+    // A per-host limit, fixed or adaptive, holds for every redirect hop's origin too.
+    const gated = scheduler.options.perHost !== undefined || scheduler.options.adaptive !== undefined
 
     // One worker: a loop over jobs whose continuations are created once per worker.
     const makeWorker = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
@@ -351,12 +350,29 @@ const runIn = <A, E, R, X>(
       if (!gated) return Effect.suspend(loop)
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
       // not per request: a hop is rare).
+      let hopped: Job | undefined
       const gate = (url: string) =>
         Effect.callback<void>((resume) => {
-          const cancel = scheduler.moveTo(current!, url, () => resume(Effect.void))
+          const job = current!
+          const cancel = scheduler.moveTo(job, url, () => {
+            hopped = job
+            resume(Effect.void)
+          })
           return cancel === undefined ? undefined : Effect.sync(cancel)
         })
-      return Effect.provideService(Effect.suspend(loop), HopGate, gate)
+      const gatedLoop = Effect.provideService(Effect.suspend(loop), HopGate, gate)
+      if (origins === undefined) return gatedLoop
+      // An adaptive limit also learns from hops: the redirect code sends them through the
+      // environment's client, which here times each attempt at the hop's origin (only the
+      // item's own hops: a request `read` makes elsewhere is not the origin's to count).
+      const hopClient = HttpClient.transform(client, (effect, request) => {
+        const job = current
+        const host = job?.host
+        if (job === undefined || job !== hopped || host === undefined || scheduler.hostAt(request.url) !== host)
+          return effect
+        return origins.timed(host, effect)
+      })
+      return Effect.provideService(gatedLoop, HttpClient.HttpClient, hopClient)
     }
 
     const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)

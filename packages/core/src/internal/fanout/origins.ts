@@ -114,6 +114,22 @@ export class Origins {
     })
   }
 
+  /** One attempt of a redirect hop to `host`, measured as `measure` does. */
+  timed(
+    host: Host,
+    execute: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> {
+    return Effect.suspend(() => {
+      const startedAt = this.now()
+      host.adaptive!.started(host.inFlight)
+      return Effect.onExit(execute, (exit) =>
+        Effect.sync(() =>
+          Exit.isSuccess(exit) ? this.responded(host, startedAt, exit.value) : this.failed(host, startedAt, exit.cause)
+        )
+      )
+    })
+  }
+
   /**
    * Runs for the batch: a timer every `TICK_MILLIS` whose lateness is the client's own
    * stall (a CPU shared with other processes, a GC pause, a long turn of its own work). A
@@ -217,7 +233,7 @@ export class Origins {
     const rose = limit.ended(startedAt, now, outcome, pause, this.stallOf(startedAt, now), 2 * this.lag)
     host.limit = limit.limit
     if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
-    if (rose) this.scheduler.raised(limit.limit - before)
+    if (rose) this.scheduler.raised(host, limit.limit - before)
     if (limit.changedAt !== changedAt) this.record(host, limit.reason)
   }
 

@@ -45,6 +45,14 @@ export class Host {
     this.adaptive = adaptive === undefined ? undefined : new AdaptiveLimit(adaptive)
     this.limit = this.adaptive === undefined ? limit : this.adaptive.limit
   }
+  /**
+   * Whether a redirect hop may take a slot now: under the limit, pause or not (the item it
+   * continues already started; its deadline bounds it, and a paused origin would leave the
+   * hop waiting for a slot that only a request ending there hands over).
+   */
+  get free(): boolean {
+    return this.inFlight < this.limit
+  }
   /** Whether a request may start now (under its limit, not paused). */
   open(now: () => number): boolean {
     if (this.inFlight >= this.limit) return false
@@ -186,18 +194,18 @@ export class Scheduler {
    * A job redirected to `url` goes on at that origin, under its limit: it gives back its slot,
    * then takes one at the new origin and calls `moved`, at once or when one is free (returning
    * how to stop waiting). It holds no slot while it waits, so origins that redirect to each
-   * other cannot hold each other's slots. Same origin, or no fixed per-host limit: `moved` at once.
+   * other cannot hold each other's slots. Same origin, or no per-host limit: `moved` at once.
    */
   moveTo(job: Job, url: string, moved: () => void): (() => void) | undefined {
     const from = job.host
-    const to = from === undefined || this.options.adaptive !== undefined ? from : this.hostOf(url)
+    const to = from === undefined ? from : this.hostOf(url)
     if (from === undefined || to === from || to === undefined) {
       moved()
       return undefined
     }
     job.host = undefined
     this.leave(from)
-    if ((to.hops === undefined || to.hops.length === 0) && to.open(this.now)) {
+    if ((to.hops === undefined || to.hops.length === 0) && to.free) {
       to.inFlight++
       job.host = to
       moved()
@@ -216,19 +224,32 @@ export class Scheduler {
   /** A job gives back its slot at `host`: a redirected job waiting there takes it, else a worker may. */
   private leave(host: Host): void {
     this.version++
-    const hop = host.hops?.shift()
+    host.inFlight--
+    // Under the limit only: an adaptive one may have dropped below the requests in flight.
+    const hop = host.free ? host.hops?.shift() : undefined
     if (hop === undefined) {
-      host.inFlight--
       this.changed(1)
       return
     }
+    host.inFlight++
     hop.job.host = host
     hop.moved()
   }
 
-  /** An origin's adaptive limit rose by `n`: as many waiting workers may find work. */
-  raised(n: number): void {
-    this.changed(n)
+  /**
+   * `host`'s adaptive limit rose by `n`: redirect hops waiting there take the new slots first
+   * (nothing else would hand them one), then as many waiting workers may find work.
+   */
+  raised(host: Host, n: number): void {
+    const hops = host.hops
+    while (hops !== undefined && hops.length > 0 && host.free && n > 0) {
+      const hop = hops.shift()!
+      host.inFlight++
+      hop.job.host = host
+      hop.moved()
+      n--
+    }
+    if (n > 0) this.changed(n)
   }
 
   /** An origin is paused until `until` (monotonic ms): waiting workers look again then. */
@@ -316,6 +337,11 @@ export class Scheduler {
     const woken = n >= this.waiters.length ? this.waiters : this.waiters.slice(0, n)
     this.waiters = n >= this.waiters.length ? [] : this.waiters.slice(n)
     for (const resume of woken) resume()
+  }
+
+  /** The origin `url` belongs to, if the batch has seen it. */
+  hostAt(url: string): Host | undefined {
+    return this.hosts.get(originOf(url))
   }
 
   private readonly hostOf = (url: string): Host => {
