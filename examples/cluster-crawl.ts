@@ -6,9 +6,8 @@
 // PostgreSQL: DATABASE_URL if set, else a throwaway server started here from the system's
 // PostgreSQL binaries (the same helper the tests use). Run: pnpm example examples/cluster-crawl.ts
 import { join } from "node:path"
+import { ClusterFanout, ClusterRunner } from "@volley/cluster"
 import { Effect, Layer, ManagedRuntime, Stream } from "effect"
-// By path until the root package lists @volley/cluster; in your project: from "@volley/cluster".
-import { ClusterFanout, ClusterRunner } from "../packages/cluster/src/index.ts"
 import { startOrigins } from "../packages/cluster/test/support/origins.ts"
 import { freePort } from "../packages/cluster/test/support/ports.ts"
 import { type Postgres, startPostgres } from "../packages/cluster/test/support/postgres.ts"
@@ -58,7 +57,7 @@ try {
       ),
       Stream.runLast,
       // Bounded: a crawl that stalls ends with an error instead of hanging.
-      Effect.timeout("60 seconds")
+      Effect.timeout("150 seconds")
     )
   )
   const outcomes = await client.runPromise(Stream.runCollect(ClusterFanout.results(job)))

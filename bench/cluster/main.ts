@@ -5,11 +5,11 @@
 import { writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { join } from "node:path"
+import { ClusterFanout } from "@volley/cluster"
 import { Fanout } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Result } from "effect"
 import { SqlClient } from "effect/sql"
-import { ClusterFanout } from "../../packages/cluster/src/index.ts"
 import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
 import { startOrigins } from "../../packages/cluster/test/support/origins.ts"
 

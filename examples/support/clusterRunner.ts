@@ -1,10 +1,9 @@
 // One runner of examples/cluster-crawl.ts: `clusterRunner.ts <port> <database url>`. This is what
 // a deployment runs on each machine: a ClusterRunner layer with the HttpClient of your choice.
 import { NodeRuntime } from "@effect/platform-node"
+import { ClusterRunner } from "@volley/cluster"
 import { NodeHttpClient } from "@volley/node"
 import { Console, Layer } from "effect"
-// By path until the root package lists @volley/cluster; in your project: from "@volley/cluster".
-import { ClusterRunner } from "../../packages/cluster/src/index.ts"
 
 const [port = "24001", url = "postgres://postgres@127.0.0.1:5432/volley"] = process.argv.slice(2)
 

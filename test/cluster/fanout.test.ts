@@ -1,10 +1,10 @@
 // End to end: a private PostgreSQL, 3 runner processes, this process as the client, 50 loopback origins.
 // The root package does not depend on @volley/cluster (yet), so its source is imported by path.
 
+import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
 import { Effect, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
-import { ClusterFanout, type ClusterRunner } from "../../packages/cluster/src/index.ts"
 import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
 import { type Origin, startOrigins } from "../../packages/cluster/test/support/origins.ts"
 
