@@ -19,7 +19,9 @@ const PYTHON = "/usr/bin/python3"
 const CONCURRENCY = 64
 const REQUESTS = Number(process.env.VOLLEY_BENCH_REQUESTS ?? 20_000)
 const RUNS = Number(process.env.VOLLEY_BENCH_RUNS ?? 3)
-const LATENCY_REQUESTS = 2_000
+// 4,000 (about 1.5 s at the ceiling): with 2,000 a run lasted under a second, and a neighbour's burst
+// of work moved one client's ratio by several percent.
+const LATENCY_REQUESTS = 4_000
 const LATENCY_MS = 20
 const MEMORY_REQUESTS = 100_000
 const BODIES = [
@@ -51,6 +53,8 @@ interface Sample {
   readonly failed: number
   readonly ms: number
   readonly cpuUs: number
+  /** Full GCs during the timed run (see measure.ts); python clients report none. */
+  readonly majorGcs?: number
 }
 
 // The child running now, so that an interrupted run can stop it too.
@@ -89,7 +93,7 @@ const measure = async (name: string, url: string, total: number, warmup: number)
   const line = result.stdout.trim().split("\n").at(-1) ?? ""
   if (result.status !== 0 || !line.startsWith("{")) {
     console.error(`  ${name} ${url}: failed (status ${result.status})\n${result.stderr.slice(-2000)}`)
-    return { ok: 0, failed: total, ms: Number.NaN, cpuUs: Number.NaN }
+    return { ok: 0, failed: total, ms: Number.NaN, cpuUs: Number.NaN, majorGcs: Number.NaN }
   }
   return JSON.parse(line) as Sample
 }
@@ -141,6 +145,7 @@ const loads: Array<number> = []
 // Throughput: RUNS rounds x body sizes x clients.
 const throughput = new Map<string, Array<number>>()
 const cpuPerRequest = new Map<string, Array<number>>()
+const majorGcs = new Map<string, Array<number>>()
 for (let round = 1; round <= RUNS; round++) {
   for (const body of BODIES) {
     for (const name of names) {
@@ -149,8 +154,9 @@ for (let round = 1; round <= RUNS; round++) {
       const key = `${name}|${body.name}`
       throughput.set(key, [...(throughput.get(key) ?? []), rps(sample)])
       cpuPerRequest.set(key, [...(cpuPerRequest.get(key) ?? []), sample.cpuUs])
+      if (sample.majorGcs !== undefined) majorGcs.set(key, [...(majorGcs.get(key) ?? []), sample.majorGcs])
       console.log(
-        `  round ${round} ${body.name.padEnd(6)} ${name.padEnd(16)} ${Math.round(rps(sample))} req/s, ${sample.cpuUs.toFixed(1)} µs CPU/req`
+        `  round ${round} ${body.name.padEnd(6)} ${name.padEnd(16)} ${Math.round(rps(sample))} req/s, ${sample.cpuUs.toFixed(1)} µs CPU/req, ${sample.majorGcs ?? "?"} full GCs`
       )
     }
   }
@@ -205,6 +211,7 @@ const rows = names.map((name) => {
       // then the median of those, so load that comes and goes between rounds cancels out.
       ratio: median(runs.map((rps, i) => rps / (floorRuns[i] ?? Number.NaN))),
       cpuUs,
+      majorGcs: majorGcs.get(`${name}|${body.name}`) ?? [],
       cpuRatio: floorCpu / median(cpuPerRequest.get(`${name}|${body.name}`) ?? [])
     }
   })
