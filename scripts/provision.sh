@@ -11,6 +11,7 @@ need=(
   "command -v microsocks" microsocks
   "command -v nginx" nginx
   "test -e /usr/lib/nginx/modules/ngx_http_echo_module.so" libnginx-mod-http-echo
+  "test -e /usr/lib/nginx/modules/ngx_http_brotli_filter_module.so" libnginx-mod-http-brotli-filter
   "command -v openssl" openssl
   "command -v curl" curl
   "ls /usr/lib/postgresql/*/bin/initdb" postgresql

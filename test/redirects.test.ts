@@ -11,8 +11,6 @@ import { Fanout, Http, Redirects, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Layer, Metric, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
-// The counters are not exported yet; read through core's own module (the same instance).
-import { redirects, retries } from "../packages/core/src/internal/http/metrics.ts"
 import { makePki } from "../packages/node/test/fixtures/pki.ts"
 import { type Handler, origin } from "./support/origin.ts"
 
@@ -137,16 +135,16 @@ describe("Redirects", () => {
   it.live("counts each followed redirect and each retry by origin (volley_http_redirects_total, _retries_total)", () =>
     Effect.gen(function* () {
       const { a, b } = yield* twoOrigins
-      const counter = (metric: typeof redirects, origin: string) =>
+      const counter = (metric: typeof Http.metrics.redirects, origin: string) =>
         Effect.map(Metric.value(Metric.withAttributes(metric, { origin })), (state) => state.count)
-      const redirectsToB = yield* counter(redirects, b.url)
-      const redirectsToA = yield* counter(redirects, a.url)
-      const retriesAtB = yield* counter(retries, b.url)
+      const redirectsToB = yield* counter(Http.metrics.redirects, b.url)
+      const redirectsToA = yield* counter(Http.metrics.redirects, a.url)
+      const retriesAtB = yield* counter(Http.metrics.retries, b.url)
       yield* Http.getText(`${a.url}/start`) // A -> A -> B
       yield* Http.getText(`${a.url}/flaky-next`) // A -> B, one 503 retried at B
-      assert.strictEqual((yield* counter(redirects, b.url)) - redirectsToB, 2)
-      assert.strictEqual((yield* counter(redirects, a.url)) - redirectsToA, 1)
-      assert.strictEqual((yield* counter(retries, b.url)) - retriesAtB, 1)
+      assert.strictEqual((yield* counter(Http.metrics.redirects, b.url)) - redirectsToB, 2)
+      assert.strictEqual((yield* counter(Http.metrics.redirects, a.url)) - redirectsToA, 1)
+      assert.strictEqual((yield* counter(Http.metrics.retries, b.url)) - retriesAtB, 1)
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, NoRetryDelay)))
   )
 

@@ -34,9 +34,11 @@ import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import type * as Metric from "effect/Metric"
 import type * as Schema from "effect/Schema"
 import * as Exchange from "./internal/http/exchange.ts"
 import { readJson } from "./internal/http/json.ts"
+import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import type * as Redirects from "./Redirects.ts"
 import * as Retry from "./Retry.ts"
@@ -238,6 +240,29 @@ export const postJson = <S extends Schema.Constraint>(
 export const readBytes: (
   response: HttpClientResponse.HttpClientResponse
 ) => Effect.Effect<Uint8Array, HttpClientError.HttpClientError> = Exchange.readBytes
+
+/**
+ * What volley does to requests above the client, as counters with an `origin` attribute:
+ * `volley_http_retries_total` (requests sent again by the retry policy, by their origin) and
+ * `volley_http_redirects_total` (redirects followed, by the origin of their target). They count
+ * for `Http.*` and every `Fanout` form, whatever the client; the client's own metrics (requests,
+ * duration, in flight, bytes) are `NodeHttpClient.metrics` in `@volley/node`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Http } from "@volley/core"
+ *
+ * const retried = Metric.value(Metric.withAttributes(Http.metrics.retries, { origin: "http://127.0.0.1:8080" }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics: {
+  readonly retries: Metric.Counter<number>
+  readonly redirects: Metric.Counter<number>
+} = { retries: Metrics.retries, redirects: Metrics.redirects }
 
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
   HttpClientRequest.make(method)(url, {
