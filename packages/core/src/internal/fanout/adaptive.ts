@@ -21,9 +21,13 @@
 //   window of two buckets of 10 s, so a stale minimum ages out. Once the limit sits above the
 //   capacity every round queues, so every 10 s one round runs at 3/4 of the limit (`PROBE`)
 //   and measures the latency without that queue.
-// - A round's latency is its median, smoothed over rounds (half the newest): a stall of the
-//   machine (a GC pause, a busy CPU) moves it by half for a round; a queue at the origin moves
-//   it all the way and stays.
+// - A round's latency is its 40th percentile (`ROUND_QUANTILE`), smoothed over rounds (half
+//   the newest): a stall of the machine (a GC pause, a busy CPU) delays some answers of a round
+//   and moves this by half for a round; a queue at the origin delays every answer, every round,
+//   moves it all the way and stays. In slow start each round counts on its own, and it takes
+//   two slow rounds in a row to end it: the first round's answers also waited for new
+//   connections, and a round of one or two answers is all jitter (measured at load 12 on 2
+//   cores: slow start ended at 1-2, leaving only the headroom to grow by).
 // - An answer within 5 ms is fast whatever the queue (`FAST_MILLIS`): against a 0.2 ms
 //   loopback origin, the client's own work grows with concurrency and would hold the limit low.
 // - Errors are not latency. A 429 or 503 (often answered at once), a refused or reset
@@ -99,6 +103,15 @@ const MIN_GRADIENT = 0.75
 /** Growth per round trip while the latency shows no queue at all (beyond the headroom). */
 const GROWTH = 0.05
 
+/**
+ * The share of a round's answers at or below its latency: below the median, since a queue at
+ * the origin delays every answer and a stall of the client only those it overlaps; not lower,
+ * or the answers that find a slot free as a queue builds or drains hide it (in the simulation
+ * a 25th or 33rd percentile holds the limit of an origin of 4 at 5.7, and one of 24 that drops
+ * to 6 still at 15 a hundred responses later).
+ */
+const ROUND_QUANTILE = 0.4
+
 /** Weight of the newest round in the smoothed latency. */
 const SMOOTHING = 0.5
 
@@ -140,12 +153,14 @@ export class AdaptiveLimit {
   changedAt: number | undefined = undefined
   /** No request may start before this time (ms); 0 when not paused. */
   pausedUntil = 0
-  /** Lowest round mean latency (ms) of the window, `undefined` before the first round. */
+  /** Lowest round latency (ms) of the window, `undefined` before the first round. */
   baseline: number | undefined = undefined
-  /** Mean latency (ms) of the last complete round. */
+  /** Latency (ms) of the last complete round (its `ROUND_QUANTILE`). */
   latency: number | undefined = undefined
   /** Whether the limit is still in slow start. */
   slowStart = true
+  /** Slow rounds in a row during slow start. */
+  private slowRounds = 0
 
   private minCurrent = Number.POSITIVE_INFINITY
   private minPrevious = Number.POSITIVE_INFINITY
@@ -241,8 +256,8 @@ export class AdaptiveLimit {
     // The baseline is a minimum kept for 20 s: only raw latencies may set it (a stall taken
     // off one too many would hold every later round above it, as queueing). The gradient
     // reads the latencies without the client's stalls, and allows for its usual delay.
-    const mean = median(this.round, samples)
-    const fair = median(this.unstalled, samples)
+    const mean = roundLatency(this.round, samples)
+    const fair = roundLatency(this.unstalled, samples)
     const peak = this.peak
     this.samples = 0
     this.peak = 0
@@ -268,19 +283,25 @@ export class AdaptiveLimit {
     // and moves this by half; a queue at the origin slows every round and moves it all the way.
     this.smoothed = this.smoothed === undefined ? fair : SMOOTHING * fair + (1 - SMOOTHING) * this.smoothed
     const near = Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS + this.client)
-    const ratio = Math.min(1, near / this.smoothed)
+    // In slow start each round on its own (two slow ones end it): smoothing would carry the
+    // first round, whose answers also waited for new connections, into the next.
+    const ratio = Math.min(1, near / (this.slowStart ? fair : this.smoothed))
     const gradient = Math.max(MIN_GRADIENT, ratio)
     const used = peak * 2 >= this.value
     const slow = ratio < (this.slowStart ? SLOW_START_EXIT : 1)
     if (this.slowStart) {
-      if (slow) {
+      // Two slow rounds in a row: a queue stays, one late answer in a round of one or two
+      // (the jitter of a busy machine) does not; ending at 2 leaves only the headroom to grow.
+      this.slowRounds = slow ? this.slowRounds + 1 : 0
+      if (this.slowRounds >= 2) {
         // The first queue: slow start ends, and the gradient takes the limit back to capacity.
         this.slowStart = false
         this.nextProbe = now + BASELINE_WINDOW_MILLIS
         this.set(this.value * gradient, now, "queueing")
-      } else if (used) {
-        // Half a request more per fast response (x1.5 a round trip, not TCP's x2): the
-        // latency shows a queue a round trip late, and the overshoot is what it shows by then.
+      } else if (used && !slow) {
+        // Half a request more per fast response, held for a first slow round (x1.5 a round
+        // trip, not TCP's x2): the latency shows a queue a round trip late, and the overshoot
+        // is what it shows by then.
         this.set(this.value + Math.max(1, samples / 2), now, "slow-start")
       }
     } else {
@@ -333,12 +354,14 @@ const grown = (xs: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> => {
   return out
 }
 
+/** A round's latency: its `ROUND_QUANTILE`. */
+const roundLatency = (xs: Float64Array, n: number): number => select(xs, n, Math.floor((n - 1) * ROUND_QUANTILE))
+
 /**
- * Lower middle value of the first `n` of `xs` (reorders them): Hoare's selection, linear on
+ * The `k`th smallest of the first `n` of `xs` (reorders them): Hoare's selection, linear on
  * average, where a sort per round cost a comparator call per sample and log of the round.
  */
-export const median = (xs: Float64Array, n: number): number => {
-  const k = (n - 1) >> 1
+export const select = (xs: Float64Array, n: number, k: number): number => {
   let lo = 0
   let hi = n - 1
   while (lo < hi) {

@@ -34,10 +34,10 @@ export const metrics = {
     description: "Requests in flight to the origin when its limit last moved"
   }),
   baseline: Metric.gauge("volley_fanout_origin_latency_baseline_ms", {
-    description: "The origin's uncongested latency (ms): the lowest round mean of the window"
+    description: "The origin's uncongested latency (ms): the lowest round latency of the window"
   }),
   latency: Metric.gauge("volley_fanout_origin_latency_ms", {
-    description: "Mean latency to the response head (ms) of the origin's last round"
+    description: "Latency to the response head (ms) of the origin's last round (its 40th percentile)"
   }),
   changes: Metric.counter("volley_fanout_origin_limit_changes_total", {
     description: "Changes of the origin's limit, by reason",
