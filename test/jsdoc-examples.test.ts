@@ -1,0 +1,33 @@
+// The JSDoc `@example` of every public export compiles against the real API (scripts/check-examples.ts),
+// and the check itself rejects a broken example and a missing one, at the line they are on.
+import { spawnSync } from "node:child_process"
+import { assert, describe, it } from "@effect/vitest"
+
+const root = new URL("..", import.meta.url).pathname
+const fixture = "test/fixtures/jsdoc-examples/Broken.ts"
+
+const runCheck = (...args: ReadonlyArray<string>) => {
+  const run = spawnSync(process.execPath, ["--conditions=@volley/source", "scripts/check-examples.ts", ...args], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 120_000
+  })
+  return { code: run.status, output: `${run.stdout}${run.stderr}` }
+}
+
+describe("JSDoc examples", () => {
+  it("compile, for every public export", { timeout: 120_000 }, () => {
+    // --allow-missing until every public export has an example; the exports without one are listed.
+    const { code, output } = runCheck("--allow-missing")
+    assert.strictEqual(code, 0, output)
+    assert.match(output, /^[1-9]\d* examples, 0 compile errors/m, output)
+  })
+
+  it("are rejected when one does not compile or is missing, at its JSDoc line", { timeout: 60_000 }, () => {
+    const { code, output } = runCheck(fixture)
+    assert.strictEqual(code, 1, output)
+    assert.include(output, `${fixture}:12:7: error TS2322: Type 'string' is not assignable to type 'number'.`)
+    assert.include(output, `${fixture}:24: export half has no @example`)
+    assert.include(output, "1 examples, 1 compile errors, 1 exports without @example")
+  })
+})
