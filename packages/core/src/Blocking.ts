@@ -129,6 +129,16 @@ export const isTask = (u: unknown): u is AnyTask =>
 /**
  * Per-call options of {@link run}.
  *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const echo = Blocking.task({ name: "echo", payload: Schema.String, success: Schema.String, handler: (s) => s })
+ * const options: Blocking.RunOptions = { timeout: "2 seconds", queueTimeout: "500 millis" }
+ * const program = Blocking.run(echo, "hi", options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -286,6 +296,18 @@ const start = <Payload, Success, Failure>(
  * reply synchronously for synchronous handlers. `transferOut` collects the
  * buffers the task asked to move back.
  *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const square = Blocking.task({ name: "square", payload: Schema.Number, success: Schema.Number, handler: (n) => n * n })
+ *
+ * // What a worker does with a request: the payload arrives encoded, the reply goes back encoded.
+ * const context = { signal: new AbortController().signal, traceId: undefined, spanId: undefined }
+ * const reply = await Blocking.invoke(square, 7, context) // { _tag: "Success", value: 49 }
+ * ```
+ *
  * @since 0.1.0
  * @category executor implementation
  */
@@ -298,6 +320,17 @@ export const invoke = (
 
 /**
  * Turns a reply into the task's result, its typed failure or a {@link BlockingError}.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Blocking } from "@volley/core"
+ *
+ * const square = Blocking.task({ name: "square", payload: Schema.Number, success: Schema.Number, handler: (n) => n * n })
+ *
+ * const result = Blocking.decodeReply(square, { _tag: "Success", value: 49 }) // succeeds with 49
+ * const fortyNine = Effect.runSync(result)
+ * ```
  *
  * @since 0.1.0
  * @category executor implementation
