@@ -27,6 +27,15 @@ import { defaultPort as portOfScheme } from "./internal/url.ts"
  * A validated proxy URL. With `socks5h` the proxy resolves host names; with `socks5` they
  * are resolved locally and the proxy gets the address, as in curl.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const proxy: Proxy.ProxyUrl = Effect.runSync(Proxy.parseUrl("socks5h://127.0.0.1"))
+ * proxy.port // 1080
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -45,6 +54,15 @@ export interface ProxyUrl {
 /**
  * Where a request goes: straight to the origin, or through a proxy.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const config = Effect.runSync(Proxy.make({ all: "http://127.0.0.1:3128", noProxy: "internal.example" }))
+ * const route: Proxy.Route = Proxy.route(config, "https://internal.example/") // { _tag: "Direct" }
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -52,6 +70,15 @@ export type Route = { readonly _tag: "Direct" } | { readonly _tag: "Proxy"; read
 
 /**
  * A parsed `NO_PROXY` value (see {@link isBypassed} for the syntax).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const noProxy: Proxy.NoProxy = Effect.runSync(Proxy.parseNoProxy(".internal.example, 10.0.0.0/8"))
+ * Proxy.isBypassed("10.1.2.3", 443, noProxy) // true
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -64,6 +91,15 @@ export interface NoProxy {
 /**
  * A routing rule: requests whose host matches `match` take `route`.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const config = Effect.runSync(Proxy.make({ rules: [{ match: ".corp.example", via: "http://127.0.0.1:3128" }] }))
+ * const rules: ReadonlyArray<Proxy.Rule> = config.rules // one rule, its route through the proxy
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -75,6 +111,15 @@ export interface Rule {
 
 /**
  * A complete proxy configuration, built by {@link make} or {@link fromEnv}.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const config: Proxy.ProxyConfig = Effect.runSync(Proxy.make({ https: "http://127.0.0.1:3128" }))
+ * config.http // undefined: plain http goes direct
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -95,6 +140,19 @@ export interface ProxyConfig {
 /**
  * Input for {@link make}: proxy URLs as strings (or `Redacted` strings when they carry a
  * password), a `NO_PROXY`-style list and routing rules.
+ *
+ * @example
+ * ```ts
+ * import { Redacted } from "effect"
+ * import { Proxy } from "@volley/core"
+ *
+ * const options: Proxy.Options = {
+ *   all: Redacted.make("http://alice:s3cret@127.0.0.1:3128"),
+ *   noProxy: "localhost, .internal.example",
+ *   rules: [{ match: "api.partner.example", via: "direct" }]
+ * }
+ * const config = Proxy.make(options)
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -245,6 +303,17 @@ export class ProxyAuthenticationError extends Schema.TaggedError<ProxyAuthentica
 
 /**
  * Either proxy failure a request can meet.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Http, Proxy } from "@volley/core"
+ *
+ * const program = Http.getText("https://example.com/").pipe(
+ *   Proxy.unwrapErrors,
+ *   Effect.catchIf(Proxy.isProxyError, (e: Proxy.ProxyError) => Effect.succeed(`proxy failed: ${e._tag}`))
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category errors
