@@ -46,6 +46,14 @@ import * as Retry from "./Retry.ts"
 /**
  * Per-call options shared by every helper.
  *
+ * @example
+ * ```ts
+ * import { Http } from "@volley/core"
+ *
+ * const options: Http.RequestOptions = { headers: { "user-agent": "volley" }, urlParams: { page: "2" } }
+ * const page = Http.getText("https://example.com/items", options) // GET https://example.com/items?page=2
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
