@@ -31,6 +31,14 @@ import * as Retry from "./Retry.ts"
 /**
  * Rate limit per origin (or for the whole client).
  *
+ * @example
+ * ```ts
+ * import { Resilience } from "@volley/core"
+ *
+ * const tenPerSecond: Resilience.RateLimitOptions = { limit: 10, window: "1 second" }
+ * const Limited = Resilience.layer({ rateLimit: tenPerSecond })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -57,6 +65,14 @@ export interface RateLimitOptions {
  * errors, timeouts, 408/500/502/503/504), rejects requests for `openDuration`, then lets one probe
  * through.
  *
+ * @example
+ * ```ts
+ * import { Resilience } from "@volley/core"
+ *
+ * const breaker: Resilience.CircuitBreakerOptions = { failures: 3, openDuration: "10 seconds" }
+ * const Guarded = Resilience.layer({ circuitBreaker: breaker })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -76,6 +92,17 @@ export interface CircuitBreakerOptions {
 /**
  * What {@link layer} adds. Omitted parts are left out (the retry policy then stays whatever
  * the environment has, by default `Retry`'s default policy).
+ *
+ * @example
+ * ```ts
+ * import { Resilience } from "@volley/core"
+ *
+ * const options: Resilience.Options = {
+ *   retry: { retries: 2 },
+ *   rateLimit: { limit: 100, window: "1 minute", perHost: false }
+ * }
+ * const Client = Resilience.layer(options)
+ * ```
  *
  * @since 0.1.0
  * @category models
