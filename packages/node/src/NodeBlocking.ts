@@ -64,6 +64,14 @@ import { RING } from "./internal/pool/protocol.ts"
 /**
  * Pool options.
  *
+ * @example
+ * ```ts
+ * import { NodeBlocking } from "@volley/node"
+ *
+ * const options: NodeBlocking.Options = { name: "images", minWorkers: 1, maxWorkers: 4, maxQueue: 1000, queueFull: "fail" }
+ * const Pool = NodeBlocking.layer(options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */

@@ -51,6 +51,14 @@ import * as Tls from "./internal/http/tls.ts"
 /**
  * Pool and timeout options.
  *
+ * @example
+ * ```ts
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const options: NodeHttpClient.Options = { connectionsPerOrigin: 16, connectTimeout: "5 seconds", http2: true }
+ * const Client = NodeHttpClient.layer(options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -125,6 +133,15 @@ export interface Options {
 /**
  * TLS options for connections to origins.
  *
+ * @example
+ * ```ts
+ * import { readFileSync } from "node:fs"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const tls: NodeHttpClient.TlsOptions = { ca: readFileSync("private-ca.pem"), minVersion: "TLSv1.3" }
+ * const Client = NodeHttpClient.layer({ tls })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -160,6 +177,15 @@ export const metrics = Metrics.metrics
 
 /**
  * Options after validation, in the units undici takes.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { NodeHttpClient } from "@volley/node"
+ *
+ * const resolved: NodeHttpClient.ResolvedOptions = Effect.runSync(NodeHttpClient.resolveOptions({ bodyTimeout: "1 minute" }))
+ * resolved.bodyTimeoutMs // 60000
+ * ```
  *
  * @since 0.1.0
  * @category models

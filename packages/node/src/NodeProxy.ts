@@ -38,6 +38,18 @@ import * as NodeHttpClient from "./NodeHttpClient.ts"
 /**
  * Pool, timeout and TLS options of a proxied client.
  *
+ * @example
+ * ```ts
+ * import { readFileSync } from "node:fs"
+ * import { Effect } from "effect"
+ * import { Proxy } from "@volley/core"
+ * import { NodeProxy } from "@volley/node"
+ *
+ * const options: NodeProxy.Options = { proxyTls: { ca: readFileSync("proxy-ca.pem") }, tunnelHttp: true }
+ * const config = Effect.runSync(Proxy.make({ all: "https://127.0.0.1:3129" }))
+ * const Client = NodeProxy.layer(config, options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
