@@ -43,6 +43,18 @@ import { Conflict, type Item as ItemModel, submit as submitChunks } from "./inte
  * whose body is empty, text or bytes (decoded as UTF-8). Items are stored as they are, headers
  * included: keep secrets out of them or out of shared databases.
  *
+ * @example
+ * ```ts
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const items: ReadonlyArray<ClusterFanout.Item> = [
+ *   "http://127.0.0.1:8080/a",
+ *   new URL("http://127.0.0.1:8080/b"),
+ *   { method: "POST", url: "http://127.0.0.1:8080/c", headers: { "content-type": "text/plain" }, body: "hi" }
+ * ]
+ * const program = ClusterFanout.submit("mixed-1", items)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -52,6 +64,19 @@ export type Item = ItemModel
  * A named way to read a response into a value that can be stored (its `success` schema encodes it
  * to JSON), registered on every runner with `ClusterRunner.layer({ readers })` and chosen per job
  * with `reader`. Without one, a runner reads the body and stores its size.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const length: ClusterFanout.Reader<number> = ClusterFanout.reader({
+ *   name: "length",
+ *   success: Schema.Number,
+ *   read: (response) => Effect.map(response.text, (text) => text.length)
+ * })
+ * const program = ClusterFanout.submit("lengths-1", ["http://127.0.0.1:8080/"], { reader: length })
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -85,6 +110,14 @@ export const reader = <A, E>(options: {
 /**
  * Options of {@link submit}.
  *
+ * @example
+ * ```ts
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const options: ClusterFanout.SubmitOptions = { perHost: 2, chunkSize: 50, reader: "title" }
+ * const program = ClusterFanout.submit("crawl-2", ["http://127.0.0.1:8080/"], options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -107,6 +140,16 @@ export interface SubmitOptions {
 /**
  * The job id exists with other items or options.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const program = ClusterFanout.submit("crawl-1", ["http://127.0.0.1:8080/other"]).pipe(
+ *   Effect.catchTag("JobConflictError", (e) => Effect.logWarning(e.message).pipe(Effect.as(0)))
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
@@ -121,6 +164,17 @@ export class JobConflictError extends Data.TaggedError("JobConflictError")<{
 
 /**
  * No job has that id (never submitted, or forgotten).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const known = ClusterFanout.progress("crawl-1").pipe(
+ *   Effect.as(true),
+ *   Effect.catchTag("JobNotFoundError", () => Effect.succeed(false))
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category errors
@@ -185,6 +239,16 @@ export const submit = <E = never, R = never>(
 /**
  * Progress of one origin in a job.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const left = ClusterFanout.progress("crawl-1").pipe(
+ *   Effect.map((p) => p.origins.map((o: ClusterFanout.OriginProgress) => `${o.origin}: ${o.total - o.succeeded - o.failed} left`))
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -199,6 +263,16 @@ export interface OriginProgress {
 
 /**
  * Where a job stands, from the database.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const percent = ClusterFanout.progress("crawl-1").pipe(
+ *   Effect.map((p: ClusterFanout.Progress) => (p.total === undefined ? 0 : (100 * p.done) / p.total))
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -338,6 +412,18 @@ export const wait = (
  * A failed item: `reason` is the failure's tag (`StatusCodeError` with `status`, `TransportError`,
  * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message.
  *
+ * @example
+ * ```ts
+ * import { Result, Stream } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const notFound = ClusterFanout.results("crawl-1").pipe(
+ *   Stream.filterMap((outcome) => Result.flip(outcome.result)),
+ *   Stream.filter((failed: ClusterFanout.ItemFailed) => failed.status === 404),
+ *   Stream.runCount
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
@@ -354,6 +440,17 @@ export class ItemFailed extends Schema.TaggedError<ItemFailed>()("ItemFailed", {
 /**
  * A successful item: its status, the body's size (without a reader) or the reader's value.
  *
+ * @example
+ * ```ts
+ * import { Stream } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const bytes = ClusterFanout.results("crawl-1").pipe(
+ *   Stream.filterMap((outcome) => outcome.result),
+ *   Stream.runFold(() => 0, (sum, success: ClusterFanout.Success<unknown>) => sum + (success.bytes ?? 0))
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -365,6 +462,18 @@ export interface Success<A> {
 
 /**
  * One item's outcome, as stored.
+ *
+ * @example
+ * ```ts
+ * import { Result, Stream } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const lines = ClusterFanout.results("crawl-1").pipe(
+ *   Stream.map((o: ClusterFanout.Outcome<unknown>) =>
+ *     Result.isSuccess(o.result) ? `#${o.index} ${o.result.success.status}` : `#${o.index} ${o.result.failure.reason}`
+ *   )
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category models
