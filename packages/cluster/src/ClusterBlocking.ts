@@ -27,6 +27,14 @@ import { TaskEntity } from "./internal/model.ts"
 /**
  * Options of {@link layer}.
  *
+ * @example
+ * ```ts
+ * import { ClusterBlocking } from "@volley/cluster"
+ *
+ * const options: ClusterBlocking.Options = { buckets: 256 }
+ * const Executor = ClusterBlocking.layer(options)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */

@@ -43,6 +43,17 @@ import { makeWorker, runChunk, Worker } from "./internal/worker.ts"
 /**
  * Where the database is.
  *
+ * @example
+ * ```ts
+ * import { Redacted } from "effect"
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const database: ClusterRunner.DatabaseOptions = {
+ *   url: Redacted.make("postgres://volley:s3cret@127.0.0.1:5432/volley"),
+ *   maxConnections: 4
+ * }
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -67,6 +78,14 @@ export interface DatabaseOptions {
  * of more polling): lock refresh 2 s, lock expiry 6 s, assignments 1 s, health checks 2 s,
  * message poll 1 s, reply poll 50 ms.
  *
+ * @example
+ * ```ts
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const timings: ClusterRunner.Timings = process.env.CI === undefined ? "default" : "fast"
+ * const Client = ClusterRunner.layerClient({ database: { url: "postgres://127.0.0.1:5432/volley" }, timings })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -74,6 +93,17 @@ export type Timings = "default" | "fast"
 
 /**
  * Options of a client: the database, the timings, and any other sharding settings.
+ *
+ * @example
+ * ```ts
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const options: ClusterRunner.ClientOptions = {
+ *   database: { url: "postgres://127.0.0.1:5432/volley" },
+ *   shardingConfig: { sendRetryInterval: "200 millis" }
+ * }
+ * const Client = ClusterRunner.layerClient(options)
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -88,6 +118,19 @@ export interface ClientOptions {
 
 /**
  * Options of a runner.
+ *
+ * @example
+ * ```ts
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const options: ClusterRunner.Options = {
+ *   database: { url: "postgres://127.0.0.1:5432/volley" },
+ *   port: 9001,
+ *   concurrency: 32,
+ *   retention: "1 day"
+ * }
+ * const Runner = ClusterRunner.layer(options)
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -119,6 +162,16 @@ export interface Options extends ClientOptions {
  * A runner or client could not start: the database is unreachable, the port is taken, or an
  * option is wrong. `reason` says which; `message` names the value.
  *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const Client = ClusterRunner.layerClient({ database: { url: "postgres://127.0.0.1:5432/volley" } }).pipe(
+ *   Layer.tapError((e: ClusterRunner.ClusterStartError) => Effect.logError(`${e.reason}: ${e.detail}`))
+ * )
+ * ```
+ *
  * @since 0.1.0
  * @category errors
  */
@@ -135,6 +188,16 @@ export class ClusterStartError extends Data.TaggedError("ClusterStartError")<{
 /**
  * What a runner or client layer provides: Effect's `Sharding` and `MessageStorage`, and the
  * database's `SqlClient`.
+ *
+ * @example
+ * ```ts
+ * import type { Effect } from "effect"
+ * import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
+ *
+ * // Every ClusterFanout function needs only what a runner or client layer provides.
+ * const submitted: Effect.Effect<number, unknown, ClusterRunner.ClusterRunnerServices> =
+ *   ClusterFanout.submit("crawl-1", ["http://127.0.0.1:8080/"])
+ * ```
  *
  * @since 0.1.0
  * @category models
@@ -230,6 +293,14 @@ export const layer = (
 
 /**
  * Options of {@link layerEmbedded}.
+ *
+ * @example
+ * ```ts
+ * import { ClusterRunner } from "@volley/cluster"
+ *
+ * const options: ClusterRunner.EmbeddedOptions = { dir: ".volley-data", concurrency: 16 }
+ * const Local = ClusterRunner.layerEmbedded(options)
+ * ```
  *
  * @since 0.1.0
  * @category models
