@@ -77,6 +77,20 @@ export {
  * One request of a batch: a URL (fetched with `GET`), any `HttpClientRequest`, or either made
  * {@link cancellable}.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { HttpClientRequest } from "effect/http"
+ * import { Fanout } from "@volley/core"
+ *
+ * const inputs: Array<Fanout.Input> = [
+ *   "http://127.0.0.1:8080/a",
+ *   HttpClientRequest.post("http://127.0.0.1:8080/b"),
+ *   Fanout.cancellable("http://127.0.0.1:8080/slow", Effect.sleep("2 seconds"))
+ * ]
+ * const results = Fanout.allSettled(inputs)
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
