@@ -344,12 +344,26 @@ export class Scheduler {
     return this.hosts.get(originOf(url))
   }
 
+  // The last origin seen, as its key: a URL spelled as its own key (lower case, no default
+  // port, no user info), followed by the end of its authority, needs no parse.
+  private lastKey = ""
+  private lastHost: Host | undefined = undefined
+
   private readonly hostOf = (url: string): Host => {
+    const last = this.lastKey
+    if (last !== "" && url.startsWith(last)) {
+      const c = url.charCodeAt(last.length)
+      if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */ || Number.isNaN(c)) return this.lastHost!
+    }
     const key = originOf(url)
     let host = this.hosts.get(key)
     if (host === undefined) {
       host = new Host(this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
       this.hosts.set(key, host)
+    }
+    if (key !== "") {
+      this.lastKey = key
+      this.lastHost = host
     }
     return host
   }
