@@ -1,14 +1,13 @@
 // Compiles every ```ts block under a JSDoc `@example` of the public modules, so the examples in the
 // docs cannot drift from the API, and lists the public exports that have no `@example` at all.
 //
-//   node --conditions=@volley/source scripts/check-examples.ts [--allow-missing] [file.ts ...]
+//   node --conditions=@volley/source scripts/check-examples.ts [file.ts ...]
 //
 // Without arguments it checks packages/{core,node,cluster}/src/*.ts (internal/ is not public).
 // Each example becomes its own module under .examples-check/ inside the repo, so `@volley/*` and
 // `effect` resolve from the workspace (sources, through the `@volley/source` condition), and one
 // `tsc` run checks them all. Errors are reported at the line of the JSDoc they came from.
-// Exits 1 when an example does not compile or an export lacks an `@example` (unless --allow-missing,
-// which only lists them).
+// Exits 1 when an example does not compile or an export lacks an `@example`.
 import { spawnSync } from "node:child_process"
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { join, relative, resolve } from "node:path"
@@ -153,8 +152,7 @@ const locate = (line: string, dir: string, names: ReadonlyArray<string>, example
 
 if (import.meta.main) {
   const started = performance.now()
-  const args = process.argv.slice(2).filter((a) => a !== "--allow-missing")
-  const allowMissing = args.length < process.argv.length - 2
+  const args = process.argv.slice(2)
   const report = check(args.length > 0 ? args.map((a) => relative(root, resolve(a))) : publicModules())
   for (const error of report.errors) console.error(error)
   for (const m of report.missing) console.error(`${m.file}:${m.line}: export ${m.name} has no @example`)
@@ -163,5 +161,5 @@ if (import.meta.main) {
     `${report.examples} examples, ${report.errors.length} compile errors, ` +
       `${report.missing.length} exports without @example (${seconds} s)`
   )
-  process.exitCode = report.errors.length > 0 || (report.missing.length > 0 && !allowMissing) ? 1 : 0
+  process.exitCode = report.errors.length > 0 || report.missing.length > 0 ? 1 : 0
 }

@@ -17,10 +17,9 @@ const runCheck = (...args: ReadonlyArray<string>) => {
 
 describe("JSDoc examples", () => {
   it("compile, for every public export", { timeout: 120_000 }, () => {
-    // --allow-missing until every public export has an example; the exports without one are listed.
-    const { code, output } = runCheck("--allow-missing")
+    const { code, output } = runCheck()
     assert.strictEqual(code, 0, output)
-    assert.match(output, /^[1-9]\d* examples, 0 compile errors/m, output)
+    assert.match(output, /^[1-9]\d* examples, 0 compile errors, 0 exports without @example/m, output)
   })
 
   it("are rejected when one does not compile or is missing, at its JSDoc line", { timeout: 60_000 }, () => {
