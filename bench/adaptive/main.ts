@@ -126,16 +126,20 @@ const plain = Effect.gen(function* () {
     Effect.promise(() => startOrigin()),
     (o) => Effect.promise(o.stop)
   )
-  const samples: Array<{ config: Config; reqPerSec: number }> = []
+  const samples: Array<{ config: Config; reqPerSec: number; cpuMicros: number }> = []
   // Warm-up, not measured.
   const url = () => `${origin.base}/2b`
   yield* batch(url, 2_000, 64, undefined)
   for (let run = 0; run < PLAIN_RUNS; run++) {
     for (const config of [64, "adaptive"] as const) {
+      // Main-thread CPU per request too: req/s follows the neighbours' load, this much less.
+      const cpu = process.threadCpuUsage()
       const s = yield* batch(url, PLAIN_REQUESTS, config, undefined)
-      samples.push({ config, reqPerSec: (s.ok / s.ms) * 1000 })
+      const used = process.threadCpuUsage(cpu)
+      const cpuMicros = (used.user + used.system) / s.ok
+      samples.push({ config, reqPerSec: (s.ok / s.ms) * 1000, cpuMicros })
       console.log(
-        `plain run ${run + 1} perHost ${String(config).padEnd(8)} ${((s.ok / s.ms) * 1000).toFixed(0)} req/s` +
+        `plain run ${run + 1} perHost ${String(config).padEnd(8)} ${((s.ok / s.ms) * 1000).toFixed(0)} req/s, ${cpuMicros.toFixed(1)} µs CPU/req` +
           (config === "adaptive" ? `, final limit ${s.finalLimit}` : "")
       )
     }
@@ -169,6 +173,7 @@ const program = Effect.gen(function* () {
   const adaptive = rows.find((r) => r.config === "adaptive")!
   const plainOf = (config: Config) =>
     median(overhead.samples.filter((s) => s.config === config).map((s) => s.reqPerSec))
+  const cpuOf = (config: Config) => median(overhead.samples.filter((s) => s.config === config).map((s) => s.cpuMicros))
   const results = {
     date: new Date().toISOString(),
     machine: `${cpus().length} × ${cpus()[0]?.model ?? "?"}, Node ${process.version}`,
@@ -185,6 +190,8 @@ const program = Effect.gen(function* () {
       fixed64: plainOf(64),
       adaptive: plainOf("adaptive"),
       ratio: plainOf("adaptive") / plainOf(64),
+      cpuMicrosFixed64: cpuOf(64),
+      cpuMicrosAdaptive: cpuOf("adaptive"),
       // Each run's pair (measured back to back), so drift of the machine hits both alike.
       pairRatios: pairRatios(overhead.samples),
       runs: PLAIN_RUNS
@@ -223,6 +230,8 @@ const report = (r: {
     fixed64: number
     adaptive: number
     ratio: number
+    cpuMicrosFixed64: number
+    cpuMicrosAdaptive: number
     pairRatios: ReadonlyArray<number>
     runs: number
   }
@@ -255,6 +264,7 @@ const report = (r: {
     `${r.plain.origin}, 2-byte bodies, ${r.plain.requests} GETs at concurrency 64, ${r.plain.runs} runs interleaved, medians:`,
     `fixed perHost 64 ${r.plain.fixed64.toFixed(0)} req/s, adaptive ${r.plain.adaptive.toFixed(0)} req/s: **${r.plain.ratio.toFixed(2)}x**.`,
     `Ratio of each back-to-back pair: median ${median(r.plain.pairRatios).toFixed(2)}x, from ${Math.min(...r.plain.pairRatios).toFixed(2)}x to ${Math.max(...r.plain.pairRatios).toFixed(2)}x.`,
+    `Main-thread CPU per request (medians): fixed perHost 64 ${r.plain.cpuMicrosFixed64.toFixed(1)} µs, adaptive ${r.plain.cpuMicrosAdaptive.toFixed(1)} µs: ${(r.plain.cpuMicrosAdaptive / r.plain.cpuMicrosFixed64).toFixed(2)}x.`,
     ""
   ]
   return lines.join("\n")
