@@ -66,7 +66,7 @@ const extractExamples = (file: string, text: string): ReadonlyArray<Example> => 
   return examples
 }
 
-/** Top-level `export const/function/class/interface/type` declarations whose JSDoc has no `@example`. */
+/** Top-level `export const/function/class/interface/type` declarations whose JSDoc has no ```ts `@example`. */
 const findMissing = (file: string, text: string): ReadonlyArray<Missing> => {
   const blocks = jsdocBlocks(text)
   const seen = new Set<string>()
@@ -78,7 +78,8 @@ const findMissing = (file: string, text: string): ReadonlyArray<Missing> => {
     if (seen.has(name)) continue // overloads and declaration merging: the first one carries the docs
     seen.add(name)
     const doc = blocks.find((b) => text.slice(b.end, m.index).trim() === "")
-    if (doc === undefined || !doc.text.includes("@example")) {
+    // An `@example` counts only with a ```ts block in it: prose alone is never compiled.
+    if (doc === undefined || extractExamples(file, doc.text).length === 0) {
       missing.push({ file, name, line: text.slice(0, m.index).split("\n").length })
     }
   }

@@ -27,6 +27,7 @@ describe("JSDoc examples", () => {
     assert.strictEqual(code, 1, output)
     assert.include(output, `${fixture}:12:7: error TS2322: Type 'string' is not assignable to type 'number'.`)
     assert.include(output, `${fixture}:24: export half has no @example`)
-    assert.include(output, "1 examples, 1 compile errors, 1 exports without @example")
+    assert.include(output, `${fixture}:34: export triple has no @example`, "prose is not an example")
+    assert.include(output, "1 examples, 1 compile errors, 2 exports without @example")
   })
 })
