@@ -124,7 +124,8 @@ export const getText = (
  * ```ts
  * import { Http } from "@volley/core"
  *
- * const bytes = Http.getBytes("http://127.0.0.1:8080/logo.png") // Effect<Uint8Array, HttpClientError, HttpClient>
+ * // Effect<Uint8Array, HttpClientError | RetryError | RedirectError, HttpClient>
+ * const bytes = Http.getBytes("http://127.0.0.1:8080/logo.png")
  * ```
  *
  * @since 0.1.0
