@@ -12,7 +12,9 @@
  * Requests go straight to undici's `dispatch`, with no promise and no Node
  * stream per response, and a body announced as at most 64 KiB is read before
  * the response is returned (an unread small body never holds its connection);
- * a body that arrived in one piece is read as bytes without a copy.
+ * a body that arrived in one piece is read as bytes without a copy. A streamed
+ * or form-data request body is sent on the same path (encoded as platform-node
+ * encodes it), so its response is decoded, limited and counted like any other.
  *
  * When no span would be recorded for a request, it also skips Effect's generic
  * client wrapper (span, `AbortController`, response tracking): with Effect's
@@ -156,8 +158,8 @@ export type TlsOptions = Tls.TlsOptions
  * `volley_http_body_bytes_read_total` (counter per `origin`: body bytes off the wire, before
  * decoding). Counters and the gauge are published at most every 100 ms while an origin's
  * requests flow, and at once when its last request in flight ends, so they are exact after a
- * batch. Requests with a streamed or form-data body (served by platform-node's client) are not
- * counted. Retries and redirects are counted by `@volley/core` (`volley_http_retries_total`,
+ * batch. Upgrade requests (served by platform-node's client) are not counted. Retries and
+ * redirects are counted by `@volley/core` (`volley_http_retries_total`,
  * `volley_http_redirects_total`).
  *
  * @example

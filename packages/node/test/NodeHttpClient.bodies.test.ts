@@ -4,8 +4,8 @@ import * as Zlib from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, HttpBody } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Result, Stream } from "effect"
-import { HttpClient } from "effect/http"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Result, Stream } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 
 // The text every encoded route serves, large enough to span several chunks once decoded.
 const TEXT = "volley decodes what it asks for. ".repeat(4_000)
@@ -20,10 +20,12 @@ const encoded: Record<string, Buffer> = {
 
 interface Seen {
   readonly acceptEncoding: string | undefined
+  readonly contentType: string | undefined
+  readonly body: string
 }
 
 // A node:http origin: one route per coding, a corrupt gzip body, a 1 MB identity body, an encoded
-// empty answer, and what each request asked for.
+// empty answer, and what each request asked for and sent (answered once its body is read).
 const bodyOrigin = Effect.acquireRelease(
   Effect.promise(
     () =>
@@ -38,7 +40,15 @@ const bodyOrigin = Effect.acquireRelease(
         const send = (res: ServerResponse, coding: string, body: Buffer) =>
           res.writeHead(200, { "content-encoding": coding, "content-length": body.length }).end(body)
         const server = createServer((req: IncomingMessage, res) => {
-          seen.push({ acceptEncoding: req.headers["accept-encoding"] })
+          const chunks: Array<Buffer> = []
+          req.on("data", (chunk: Buffer) => chunks.push(chunk))
+          req.on("end", () => {
+            const { "accept-encoding": acceptEncoding, "content-type": contentType } = req.headers
+            seen.push({ acceptEncoding, contentType, body: Buffer.concat(chunks).toString() })
+            answer(req, res)
+          })
+        })
+        const answer = (req: IncomingMessage, res: ServerResponse) => {
           const path = new URL(req.url ?? "/", "http://x").pathname.slice(1)
           if (path === "deflate-raw") return send(res, "deflate", encoded["deflate-raw"]!)
           if (path === "gzip-br") return send(res, "gzip, br", encoded["gzip, br"]!)
@@ -48,7 +58,7 @@ const bodyOrigin = Effect.acquireRelease(
           if (path === "big") return res.writeHead(200, { "content-length": 1_000_000 }).end(Buffer.alloc(1_000_000))
           if (path === "empty-gzip") return res.writeHead(204, { "content-encoding": "gzip" }).end()
           res.writeHead(404).end()
-        })
+        }
         server.on("connection", (socket: Socket) =>
           socket.on("close", () => {
             closed++
@@ -84,6 +94,27 @@ interface Failure {
 
 const squashed = (exit: Exit.Exit<unknown, unknown>): Failure | undefined =>
   Exit.isFailure(exit) ? (Cause.squash(exit.cause) as Failure) : undefined
+
+// POSTs with a body undici cannot take as it is: a stream (sent chunked) and form data (sent as
+// multipart with a field and a file).
+const streamed = (url: string) =>
+  HttpClientRequest.post(url).pipe(
+    HttpClientRequest.bodyStream(Stream.make("streamed ", "upload").pipe(Stream.encodeText))
+  )
+const withForm = (url: string) => {
+  const form = new FormData()
+  form.append("name", "volley")
+  form.append("file", new Blob(["file body"], { type: "text/plain" }), "notes.txt")
+  return HttpClientRequest.post(url).pipe(HttpClientRequest.bodyFormData(form))
+}
+// What the origin received of a `withForm` request.
+const isForm = (seen: Seen | undefined) =>
+  seen !== undefined &&
+  (seen.contentType ?? "").startsWith("multipart/form-data; boundary=") &&
+  seen.body.includes('name="name"\r\n\r\nvolley') &&
+  seen.body.includes('filename="notes.txt"') &&
+  seen.body.includes("file body")
+const text = (response: { readonly text: Effect.Effect<string, unknown> }) => response.text
 
 describe("NodeHttpClient", () => {
   describe("decompress", () => {
@@ -182,6 +213,87 @@ describe("NodeHttpClient", () => {
     )
   })
 
+  describe("streamed and form-data request bodies", () => {
+    it.live("are sent as given and their answers decoded, in Http.send, every Fanout form and pipelines", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        const url = (coding: string) => `${origin.url}/${coding}`
+        assert.strictEqual(yield* Http.send(streamed(url("gzip")), text), TEXT)
+        assert.strictEqual(yield* Http.send(withForm(url("zstd")), text), TEXT)
+        const both = () => [streamed(url("zstd")), withForm(url("gzip"))]
+        assert.deepStrictEqual(yield* Fanout.all(both(), { read: text }), [TEXT, TEXT])
+        const settled = yield* Fanout.allSettled(both())
+        assert.deepStrictEqual(
+          settled.map((r) => (Result.isSuccess(r) ? Buffer.from(r.success).toString() : "failed")),
+          [TEXT, TEXT]
+        )
+        const items = yield* Fanout.stream(both(), { read: text }).pipe(Stream.runCollect)
+        assert.deepStrictEqual(
+          [...items].map((item) => item.value),
+          [TEXT, TEXT]
+        )
+        const staged = yield* Fanout.pipeline(both(), (item) => Effect.succeed(item.value.length), {
+          read: text
+        }).pipe(Stream.runCollect)
+        assert.deepStrictEqual(
+          [...staged].map((item) => item.value),
+          [TEXT.length, TEXT.length]
+        )
+        assert.strictEqual(origin.seen.length, 10)
+        for (const [i, seen] of origin.seen.entries()) {
+          assert.strictEqual(seen.acceptEncoding, "gzip, deflate, br, zstd", String(i))
+        }
+        const streamedBodies = origin.seen.filter((seen) => !isForm(seen)).map((seen) => seen.body)
+        assert.deepStrictEqual(streamedBodies, Array(5).fill("streamed upload"))
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("interrupting a streamed POST mid-upload ends its stream and closes the connection", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        const pulled = yield* Deferred.make<void>()
+        const ended = yield* Deferred.make<void>()
+        // One chunk, then a stream that never ends: the origin never answers.
+        const body = Stream.make(new TextEncoder().encode("first")).pipe(
+          Stream.concat(Stream.fromEffect(Deferred.succeed(pulled, undefined)).pipe(Stream.drain)),
+          Stream.concat(Stream.never),
+          Stream.ensuring(Deferred.succeed(ended, undefined))
+        )
+        const request = HttpClientRequest.post(`${origin.url}/gzip`).pipe(HttpClientRequest.bodyStream(body))
+        const fiber = yield* Effect.forkChild(Http.send(request, text))
+        yield* Deferred.await(pulled)
+        yield* Fiber.interrupt(fiber)
+        yield* Deferred.await(ended)
+        yield* Effect.promise(() => origin.closed(1))
+        assert.strictEqual(origin.seen.length, 0)
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("are counted in NodeHttpClient.metrics", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        const { metrics } = NodeHttpClient
+        yield* Fanout.allSettled([
+          streamed(`${origin.url}/gzip`),
+          withForm(`${origin.url}/gzip`),
+          streamed(`${origin.url}/missing`),
+          withForm(`${origin.url}/zstd`)
+        ])
+        const requests = (status_class: string) =>
+          Effect.map(
+            Metric.value(Metric.withAttributes(metrics.requests, { origin: origin.url, status_class })),
+            (state) => state.count
+          )
+        assert.strictEqual(yield* requests("2xx"), 3)
+        assert.strictEqual(yield* requests("4xx"), 1)
+        const bytes = yield* Metric.value(Metric.withAttributes(metrics.bytesRead, { origin: origin.url }))
+        assert.strictEqual(bytes.count, 2 * encoded.gzip!.length + encoded.zstd!.length)
+        const inFlight = yield* Metric.value(Metric.withAttributes(metrics.inFlight, { origin: origin.url }))
+        assert.strictEqual(inFlight.value, 0)
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+  })
+
   describe("maxBodySize", () => {
     it.live("fails a body over the layer's limit with BodyTooLargeError and closes its connection", () =>
       Effect.gen(function* () {
@@ -215,6 +327,27 @@ describe("NodeHttpClient", () => {
           ["too large", "ok", "ok"]
         )
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("fails the answer to a streamed or form-data POST over the limit and closes its connection", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        for (const [i, request] of [streamed(`${origin.url}/big`), withForm(`${origin.url}/big`)].entries()) {
+          const error = squashed(yield* Effect.exit(Http.send(request, (res) => res.arrayBuffer)))
+          assert.isTrue(HttpBody.isBodyTooLarge(error), String(error?.message))
+          assert.strictEqual(error?.reason?.cause?.limit, 100_000)
+          assert.include(error?.message, `POST ${origin.url}/big`)
+          yield* Effect.promise(() => origin.closed(i + 1))
+        }
+        // Per request, after decoding: 132 000 bytes from a few hundred on the wire.
+        const decoded = yield* Effect.exit(
+          Http.send(withForm(`${origin.url}/zstd`), text).pipe(HttpBody.withMaxBodySize(50_000))
+        )
+        assert.isTrue(HttpBody.isBodyTooLarge(squashed(decoded)))
+        assert.strictEqual(origin.seen.length, 3)
+        assert.strictEqual(origin.seen[0]?.body, "streamed upload")
+        assert.isTrue(isForm(origin.seen[1]))
+      }).pipe(Effect.provide(NodeHttpClient.layer({ maxBodySize: 100_000 })), Effect.scoped)
     )
 
     it.effect("rejects 0, a negative size and NaN when the layer is built, and in withMaxBodySize", () =>

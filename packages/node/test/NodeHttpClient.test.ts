@@ -193,7 +193,7 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
 
-    it.live("fail the same way with a streamed body (the path platform-node's client serves)", () =>
+    it.live("fail the same way with a streamed body (converted for undici before it is sent)", () =>
       Effect.gen(function* () {
         const server = yield* keepAliveServer
         const client = yield* HttpClient.HttpClient

@@ -10,14 +10,17 @@
 //   on interrupt. Profiling showed the generic wrapper (span, AbortController, the
 //   AbortError's DOMException, FinalizationRegistry, response wrapper) costing about as much
 //   as undici itself.
-// Requests the runner does not cover (stream and form-data bodies, upgrades) go to
-// platform-node's undici client on the same dispatcher; it neither asks for nor decodes
-// compressed bodies and knows no maxBodySize.
+// Streamed and form-data bodies take the traced path, converted for undici as platform-node's
+// client converts them, so their responses are decoded, limited and counted as any other.
+// Upgrades go to platform-node's undici client on the same dispatcher; it neither asks for
+// nor decodes compressed bodies and knows no maxBodySize.
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
-import type * as Undici from "@effect/platform-node/Undici"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Undici from "@effect/platform-node/Undici"
 import * as HttpBody from "@volley/core/HttpBody"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -27,7 +30,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
-import { isPlain, retypeRejected, type Settings, send, unsupportedUrl } from "./dispatch.ts"
+import { isPlain, retypeRejected, type Settings, send, type Upload, unsupportedUrl } from "./dispatch.ts"
 import { Meters } from "./metrics.ts"
 
 /**
@@ -59,10 +62,23 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
           )
         : url.protocol !== "http:" && url.protocol !== "https:"
           ? Effect.fail(unsupportedUrl(request, url))
-          : // the outer client already traces this request
-            fallback
-              .execute(request)
-              .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
+          : request.headers.upgrade === undefined
+            ? Effect.flatMap(uploadOf(request), ([sent, upload]) =>
+                send(
+                  dispatcher,
+                  sent,
+                  url,
+                  settings,
+                  signal,
+                  fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+                  meters,
+                  upload
+                ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
+              )
+            : // the outer client already traces this request
+              fallback
+                .execute(request)
+                .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
       const attributes = fiber.getRef(SpanAttributes)
       return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
     })
@@ -121,6 +137,29 @@ const propagate = (
     traceparent: `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
   })
 }
+
+// A streamed or form-data body as undici takes it, and the request to send it with, encoded as
+// platform-node's client encodes them: a Readable pulling the stream in the caller's context;
+// the entries copied into undici's FormData (undici refuses another FormData), with any
+// Content-Type dropped so that undici's, which names the multipart boundary, is sent.
+const uploadOf = (
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<readonly [HttpClientRequest.HttpClientRequest, Upload]> => {
+  const body = request.body
+  if (body._tag === "Stream") return Effect.map(NodeStream.toReadable(body.stream), (readable) => [request, readable])
+  const form = new Undici.FormData()
+  if (body._tag === "FormData") for (const [key, value] of body.formData) form.append(key, value)
+  return Effect.succeed([
+    request.headers["content-type"] === undefined ? request : HttpClientRequest.removeHeader(request, "content-type"),
+    form
+  ])
+}
+
+// A request that failed before its response head may not have read its stream body (refused
+// at once, interrupted while queued): undici leaves the Readable as it is, so it is destroyed
+// here, which interrupts the stream's fiber and releases what the stream holds.
+const release = (upload: Upload): Effect.Effect<void> =>
+  upload instanceof Undici.FormData ? Effect.void : Effect.sync(() => upload.destroy())
 
 // platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
 // Effect.timeout); an interceptor is the one place left where ours take effect.

@@ -1,5 +1,6 @@
 // One request on undici's `dispatch` with a handler object of our own: no promise, no
 // Readable body, no per-request closures beyond the `Effect.callback` itself.
+import type { Readable } from "node:stream"
 import type * as Undici from "@effect/platform-node/Undici"
 import * as Effect from "effect/Effect"
 import * as Headers from "effect/http/Headers"
@@ -21,20 +22,29 @@ export interface Settings {
   readonly maxBodySize: number
 }
 
-/** Whether the fast path can send this request's body (the rest goes to platform-node's client). */
+/**
+ * Whether undici can send this request's body as it is (a streamed or form-data body is
+ * converted first, see {@link Upload}; an upgrade goes to platform-node's client).
+ */
 export const isPlain = (request: HttpClientRequest.HttpClientRequest): boolean => {
   const tag = request.body._tag
   return (tag === "Empty" || tag === "Uint8Array" || tag === "Raw") && request.headers.upgrade === undefined
 }
 
 /**
- * Sends a plain request (see {@link isPlain}). One that can never be sent fails at once without
- * reaching the network: a URL that is not `http:`/`https:` with an `InvalidUrlError`, a header
- * undici cannot write (a bad name; CR, LF, NUL or a character above U+00FF in a value) with an
- * `EncodeError`. Interrupting the effect before the response head arrives aborts the request,
- * which destroys its socket. `signal`, when given, aborts it
- * at any time, including while the body is read (`HttpClient.make` uses it for scoped requests
- * and for responses that are dropped unread).
+ * A streamed or form-data request body converted for undici: a Readable that pulls the stream,
+ * or undici's own FormData (which undici writes as multipart, boundary in the Content-Type).
+ */
+export type Upload = Readable | Undici.FormData
+
+/**
+ * Sends a plain request (see {@link isPlain}), or one whose body is given as `upload`. One that
+ * can never be sent fails at once without reaching the network: a URL that is not
+ * `http:`/`https:` with an `InvalidUrlError`, a header undici cannot write (a bad name; CR, LF,
+ * NUL or a character above U+00FF in a value) with an `EncodeError`. Interrupting the effect
+ * before the response head arrives aborts the request, which destroys its socket. `signal`,
+ * when given, aborts it at any time, including while the body is read (`HttpClient.make` uses
+ * it for scoped requests and for responses that are dropped unread).
  */
 export const send = (
   dispatcher: Undici.Dispatcher,
@@ -43,10 +53,11 @@ export const send = (
   settings: Settings,
   signal: AbortSignal | undefined,
   decompress: boolean,
-  meters: Meters
+  meters: Meters,
+  upload?: Upload
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   url.protocol === "http:" || url.protocol === "https:"
-    ? dispatch(dispatcher, request, url, settings, signal, decompress, meters.of(url.origin))
+    ? dispatch(dispatcher, request, url, settings, signal, decompress, meters.of(url.origin), upload)
     : Effect.fail(unsupportedUrl(request, url))
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
@@ -61,7 +72,7 @@ export const unsupportedUrl = (request: HttpClientRequest.HttpClientRequest, url
 /**
  * A `TransportError` that only wraps undici's rejection of the request's input (a header it
  * cannot write), as the `EncodeError` it is; other errors as they are. For clients that wrap
- * undici's errors without this distinction (platform-node's, which serves streamed bodies).
+ * undici's errors without this distinction (platform-node's, which serves upgrades).
  */
 export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClientError.HttpClientError => {
   const reason = error.reason
@@ -82,7 +93,8 @@ const dispatch = (
   settings: Settings,
   signal: AbortSignal | undefined,
   decompress: boolean,
-  meter: OriginMeter
+  meter: OriginMeter,
+  upload: Upload | undefined
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.callback((resume) => {
     const handler = new Handler(request, url, resume, signal, decompress, settings.maxBodySize, meter)
@@ -95,7 +107,7 @@ const dispatch = (
           method: request.method,
           // An Accept-Encoding the caller set is sent as it is (the response is still decoded).
           headers: decompress ? withAcceptEncoding(headers) : headers,
-          body: request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body,
+          body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
           headersTimeout: settings.headersTimeoutMs,
           bodyTimeout: settings.bodyTimeoutMs
         },
