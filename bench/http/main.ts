@@ -211,6 +211,7 @@ const rows = names.map((name) => {
       // then the median of those, so load that comes and goes between rounds cancels out.
       ratio: median(runs.map((rps, i) => rps / (floorRuns[i] ?? Number.NaN))),
       cpuUs,
+      cpuRuns: (cpuPerRequest.get(`${name}|${body.name}`) ?? []).map((us) => Math.round(us * 10) / 10),
       majorGcs: majorGcs.get(`${name}|${body.name}`) ?? [],
       cpuRatio: floorCpu / median(cpuPerRequest.get(`${name}|${body.name}`) ?? [])
     }

@@ -34,6 +34,8 @@ export interface Results {
       readonly cpuUs: number
       /** The floor's CPU µs per request over this client's; absent in older results. */
       readonly cpuRatio?: number
+      /** CPU µs per request of each run; absent in older results. */
+      readonly cpuRuns?: ReadonlyArray<number>
       /** Full (mark-compact) GCs in each run's timed requests; absent in older results. */
       readonly majorGcs?: ReadonlyArray<number>
     }>
@@ -76,14 +78,17 @@ const fullGcs = (r: Results): Array<string> => {
   const bodies = r.rows[0]?.bodies.map((b) => b.body) ?? []
   return [
     "",
-    "Full (mark-compact) GCs during each run's timed requests, run by run. A body read as bytes leaves little on the JS",
+    "Full (mark-compact) GCs during each run's timed requests, run by run, with the run's CPU µs per request. A body read as bytes leaves little on the JS",
     "heap but its socket buffer (16 KiB) outside it, which V8 counts toward the limit that starts a full collection:",
     "most runs reclaim those buffers in young-generation scavenges, but some fall into a full collection every ~1,000",
     "requests (tens of ms each on a 30 MiB heap) and pay ~20-60 µs more CPU per request, whichever client it is.",
     "",
     `| client | ${bodies.map((b) => `${b} full GCs per run`).join(" | ")} |`,
     `| --- | ${bodies.map(() => "---:").join(" | ")} |`,
-    ...r.rows.map((row) => `| ${row.label} | ${row.bodies.map((b) => (b.majorGcs ?? []).join(", ")).join(" | ")} |`)
+    ...r.rows.map(
+      (row) =>
+        `| ${row.label} | ${row.bodies.map((b) => (b.majorGcs ?? []).map((n, i) => (b.cpuRuns?.[i] === undefined ? `${n}` : `${n} (${b.cpuRuns[i]})`)).join(", ")).join(" | ")} |`
+    )
   ]
 }
 
@@ -214,8 +219,8 @@ const render = (r: Results) => {
     "  batch, not one per request (compare the two allSettled rows).",
     "- At 16 KiB `Fanout.allSettled` and `Fanout.stream` cost the same: interleaved in one process",
     "  (`node --expose-gc http/cpu.ts floor,volley,volley-stream /16k`) both took ~60 µs of main-thread CPU per request",
-    "  against the floor's ~46 (load average 12). What once made allSettled look 20 µs dearer was full GCs (see the",
-    "  table above): a fresh process that falls into them pays for them in every request, whatever the client.",
+    "  against the floor's ~46 (load average 12). A fresh process's CPU per request moves by 20-60 µs with full GCs and",
+    "  with the neighbours' load (the per-run numbers above): that, not its path, once made allSettled look 20 µs dearer.",
     "",
     "## How to reproduce",
     "",
