@@ -69,17 +69,6 @@ export const runSpec = (spec: Spec): Effect.Effect<unknown, Failure, Blocking.Bl
   }
 }
 
-const blockingTags = new Set([
-  "InvalidPayloadError",
-  "InvalidResultError",
-  "HandlerError",
-  "TaskTimeoutError",
-  "WorkerDiedError",
-  "TaskNotFoundError",
-  "QueueFullError",
-  "ExecutorShutDownError"
-])
-
 /** Results a thread can send back (structured clone); the others must fail as InvalidResultError. */
 const sendable: ReadonlySet<Hostile.Throwable> = new Set([
   "error",
@@ -115,7 +104,7 @@ export const judgeValue = (spec: Spec, value: unknown): string | undefined => {
 
 /** Why `error` is not a failure `spec` may end with, or undefined when it is. */
 export const judgeError = (spec: Spec, error: Failure, may: May): string | undefined => {
-  if (error._tag === "InvalidOptionsError" || !blockingTags.has(error._tag)) return `unexpected ${error._tag}`
+  if (!Blocking.isBlockingError(error)) return `unexpected ${error._tag}`
   if (error._tag === "ExecutorShutDownError") return may.shutDown ? undefined : "shut down, yet the pool was open"
   const crashLoop = error._tag === "WorkerDiedError" && error.reason === "crash-loop"
   switch (spec._tag) {

@@ -108,7 +108,7 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
             .pipe(
               Effect.map((reply) => reply as Blocking.Reply),
               Effect.catchIf(
-                (error): error is Exclude<typeof error, Blocking.BlockingError> => !isBlockingError(error),
+                (error): error is Exclude<typeof error, Blocking.BlockingError> => !Blocking.isBlockingError(error),
                 (error) =>
                   Effect.fail(
                     new Blocking.WorkerDiedError({
@@ -200,17 +200,3 @@ export const layerRunner = (options: {
 }
 
 const fileName = (url: string): string => url.slice(url.lastIndexOf("/") + 1)
-
-const blockingTags = new Set([
-  "InvalidPayloadError",
-  "InvalidResultError",
-  "HandlerError",
-  "TaskTimeoutError",
-  "WorkerDiedError",
-  "TaskNotFoundError",
-  "QueueFullError",
-  "ExecutorShutDownError"
-])
-
-const isBlockingError = (error: { readonly _tag: string }): error is Blocking.BlockingError =>
-  blockingTags.has(error._tag)

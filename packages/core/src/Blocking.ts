@@ -36,6 +36,7 @@ export {
   HandlerError,
   InvalidPayloadError,
   InvalidResultError,
+  isBlockingError,
   QueueFullError,
   type Receiver,
   type Reply,

@@ -32,4 +32,17 @@ describe("Blocking", () => {
       })
     )
   })
+
+  describe("isBlockingError", () => {
+    it.effect("tells the executors' errors from a task's own failures", () =>
+      Effect.sync(() => {
+        assert.isTrue(Blocking.isBlockingError(new Blocking.QueueFullError({ task: "t", capacity: 1 })))
+        assert.isTrue(Blocking.isBlockingError({ _tag: "WorkerDiedError" }))
+        assert.isFalse(Blocking.isBlockingError({ _tag: "InvalidOptionsError" }))
+        assert.isFalse(Blocking.isBlockingError({ _tag: "NotFound" }))
+        assert.isFalse(Blocking.isBlockingError("HandlerError"))
+        assert.isFalse(Blocking.isBlockingError(null))
+      })
+    )
+  })
 })

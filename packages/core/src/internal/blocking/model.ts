@@ -229,6 +229,35 @@ export type BlockingError =
   | QueueFullError
   | ExecutorShutDownError
 
+const blockingTags: ReadonlySet<string> = new Set<BlockingError["_tag"]>([
+  "InvalidPayloadError",
+  "InvalidResultError",
+  "HandlerError",
+  "TaskTimeoutError",
+  "WorkerDiedError",
+  "TaskNotFoundError",
+  "QueueFullError",
+  "ExecutorShutDownError"
+])
+
+/**
+ * Whether `u` is one of the executors' own errors ({@link BlockingError}), not a task's typed
+ * failure: for code that runs tasks it did not write (a cluster runner, a supervisor) and must
+ * tell the two apart.
+ *
+ * @example
+ * ```ts
+ * import { Blocking } from "@volley/core"
+ *
+ * const retryable = (error: unknown) => Blocking.isBlockingError(error) && error._tag === "WorkerDiedError" // true for a crash
+ * ```
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isBlockingError = (u: unknown): u is BlockingError =>
+  typeof u === "object" && u !== null && "_tag" in u && typeof u._tag === "string" && blockingTags.has(u._tag)
+
 /**
  * What an executor receives: the payload already encoded and validated.
  *
