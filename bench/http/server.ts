@@ -19,7 +19,8 @@ export interface Origin {
 const NGINX = "/usr/sbin/nginx"
 const ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
-const freePort = () =>
+/** A port the kernel picks on 127.0.0.1, free when this resolves. */
+export const freePort = () =>
   new Promise<number>((resolve, reject) => {
     const probe = createServer()
     probe.once("error", reject)
@@ -30,7 +31,8 @@ const freePort = () =>
     })
   })
 
-const waitForPort = async (port: number, child: ChildProcess) => {
+/** Resolves once `port` accepts connections; fails when `child` exits first or after 5 s. */
+export const waitForPort = async (port: number, child: ChildProcess) => {
   const until = Date.now() + 5_000
   while (Date.now() < until) {
     if (child.exitCode !== null) throw new Error(`origin exited with code ${child.exitCode} before listening`)

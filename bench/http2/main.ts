@@ -9,7 +9,6 @@
 // Child mode: `node main.ts measure <h1|h2> <url> <ca file> <total>` prints one JSON line.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createConnection, createServer } from "node:net"
 import { loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { Fanout } from "@volley/core"
@@ -19,6 +18,7 @@ import * as Effect from "effect/Effect"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Result from "effect/Result"
+import { freePort, waitForPort } from "../http/server.ts"
 
 const CONCURRENCY = 64
 const REQUESTS = Number(process.env.VOLLEY_BENCH_REQUESTS ?? 20_000)
@@ -63,32 +63,6 @@ if (process.argv[2] === "measure") {
 }
 
 // The origin: nginx with one worker, TLS with ALPN offering h2 and http/1.1 on one port.
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      probe.close(() => resolve(port))
-    })
-  })
-
-const waitForPort = async (port: number, child: ChildProcess) => {
-  const until = Date.now() + 5_000
-  while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`nginx exited with code ${child.exitCode}`)
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = createConnection(port, "127.0.0.1")
-      socket.once("connect", () => resolve(socket.destroy() !== undefined))
-      socket.once("error", () => resolve(false))
-    })
-    if (open) return
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  throw new Error(`nginx did not listen on 127.0.0.1:${port} within 5 s`)
-}
-
 const dir = mkdtempSync(join(tmpdir(), "volley-bench-h2-"))
 chmodSync(dir, 0o755)
 mkdirSync(join(dir, "www"))
