@@ -13,7 +13,7 @@ import { SqlClient } from "effect/sql"
 import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
 import { startOrigins } from "../../packages/cluster/test/support/origins.ts"
 
-const items = Number(process.env.BENCH_CLUSTER_ITEMS ?? 4000)
+const items = Number(process.env.BENCH_CLUSTER_ITEMS ?? 12_000)
 const repeats = 2
 const origins = await startOrigins(50, 100)
 const urls = (job: string) => Array.from({ length: items }, (_, i) => `${origins[i % 50]!.url}/${job}/${i}`)
