@@ -9,7 +9,8 @@
  * - **Delivery**: calls are persisted before they run (at-least-once): a call whose runner dies
  *   runs again on another one, so tasks should be safe to repeat.
  * - **Payloads**: payloads and results are stored as JSON: use task schemas whose encoded form is
- *   JSON (numbers, strings, arrays, plain objects), not `Uint8Array`.
+ *   JSON (numbers, strings, arrays, plain objects), not `Uint8Array`; a payload that is not fails
+ *   with `Blocking.InvalidPayloadError` naming the field before anything is stored.
  * - **Cluster failures** (storage unreachable, no runner for the shard) fail a call with
  *   `Blocking.WorkerDiedError` whose `detail` names them.
  *
@@ -22,6 +23,7 @@ import type * as Sharding from "effect/cluster/Sharding"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { notJson } from "./internal/json.ts"
 import { TaskEntity } from "./internal/model.ts"
 
 /**
@@ -93,6 +95,15 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
                 task: task.name,
                 module: "(none)",
                 reason: "the task has no module URL; pass `module: import.meta.url` to Blocking.task"
+              })
+            )
+          }
+          const unstorable = notJson(request.payload)
+          if (unstorable !== undefined) {
+            return Effect.fail(
+              new Blocking.InvalidPayloadError({
+                task: task.name,
+                reason: `${unstorable} cannot be stored as JSON; use a Schema whose encoded form is JSON (e.g. base64 for bytes)`
               })
             )
           }

@@ -1,6 +1,6 @@
 import { ClusterBlocking } from "@volley/cluster"
 import { Blocking } from "@volley/core"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as Tasks from "./fixtures/tasks.ts"
 import { unknown } from "./fixtures/unregistered.ts"
@@ -64,6 +64,19 @@ describe("ClusterBlocking", () => {
       })
       const error = await run(Effect.flip(Blocking.run(local, 1)))
       assert.strictEqual(error._tag, "TaskNotFoundError")
+    }, 30_000)
+
+    it("fails with InvalidPayloadError naming the field for a payload JSON cannot store, without sending it", async () => {
+      const bytes = Blocking.task({
+        module: import.meta.url,
+        name: "bytes",
+        payload: Schema.Struct({ name: Schema.String, data: Schema.Uint8Array }),
+        success: Schema.Number,
+        handler: ({ data }) => data.length
+      })
+      const error = await run(Effect.flip(Blocking.run(bytes, { name: "x", data: new Uint8Array([1, 2]) })))
+      assert.strictEqual(error._tag, "InvalidPayloadError")
+      assert.include(error.message, "payload.data (Uint8Array)")
     }, 30_000)
   })
 })
