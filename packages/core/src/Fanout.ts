@@ -134,7 +134,7 @@ export const cancellable = (
  * batch runs, from its own latency and answers, never from another origin's.
  *
  * How: the limit grows quickly at first (x1.5 per round trip), then once per round trip
- * compares the origin's latency (to the response head: the 40th percentile of a round, smoothed,
+ * compares the origin's latency (to the response head: the median of a round, smoothed,
  * less the client's own stalls, which a 5 ms timer measures) to its uncongested
  * latency (the lowest over the last 10-20 s, re-measured by a round at 3/4 of the limit every
  * 10 s) and moves to `limit × baseline / latency` plus a small headroom: when the origin
