@@ -2,32 +2,11 @@
 // (fixtures/capacitySim.ts). No sleeps, no sockets; the real-socket version is
 // test/fanout-adaptive.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { AdaptiveLimit, select } from "../../src/internal/fanout/adaptive.ts"
+import { AdaptiveLimit } from "../../src/internal/fanout/adaptive.ts"
 import { type Origin, simulate } from "../fixtures/capacitySim.ts"
 
 const within = (value: number, target: number, share: number) =>
   value >= target * (1 - share) && value <= target * (1 + share)
-
-describe("select", () => {
-  it("finds the kth smallest of the first n values, as a sort would", () => {
-    // A fixed pseudo-random sequence, with ties and sorted and reversed runs among the cases.
-    let seed = 7
-    const next = () => {
-      seed = (seed * 16807) % 2147483647
-      return seed / 2147483647
-    }
-    const cases: Array<Array<number>> = [[5], [2, 1], [3, 3, 3], [1, 2, 3, 4, 5, 6], [9, 8, 7, 6, 5, 4, 3]]
-    for (let n = 1; n <= 80; n++) cases.push(Array.from({ length: n }, () => Math.floor(next() * 20)))
-    for (const xs of cases) {
-      const sorted = [...xs].sort((a, b) => a - b)
-      for (const k of new Set([0, (xs.length - 1) >> 2, (xs.length - 1) >> 1, xs.length - 1])) {
-        const buffer = new Float64Array(xs.length + 3).fill(-1)
-        buffer.set(xs)
-        assert.strictEqual(select(buffer, xs.length, k), sorted[k], `${k} of ${xs}`)
-      }
-    }
-  })
-})
 
 describe("AdaptiveLimit", () => {
   describe("convergence", () => {

@@ -21,10 +21,13 @@
 //   window of two buckets of 10 s, so a stale minimum ages out. Once the limit sits above the
 //   capacity every round queues, so every 10 s one round runs at 3/4 of the limit (`PROBE`)
 //   and measures the latency without that queue.
-// - A round's latency is its median (`ROUND_QUANTILE`), smoothed over rounds (half the
-//   newest): a stall of the machine (a GC pause, a busy CPU) delays some answers of a round
-//   and moves this by half for a round; a queue at the origin delays every answer, every round,
-//   moves it all the way and stays. In slow start each round counts on its own, and it takes
+// - A round's latency is its mean (Little's law holds for the mean: a median or any quantile
+//   misses a queue shorter than its share of the round; at C = 24 with 8 queued, 24 answers of
+//   32 take the base latency and the median sees none of it), each answer counted at most twice
+//   the latency near the baseline (`CAP`), so one answer a stall held for long moves a round by
+//   little; smoothed over rounds (half the newest): a stall of the machine (a GC pause, a busy
+//   CPU) delays some answers of a round and moves this by half for a round; a queue at the
+//   origin delays answers every round, moves it all the way and stays. In slow start each round counts on its own, and it takes
 //   two slow rounds in a row to end it: the first round's answers also waited for new
 //   connections, and a round of one or two answers is all jitter (measured at load 12 on 2
 //   cores: slow start ended at 1-2, leaving only the headroom to grow by).
@@ -104,12 +107,11 @@ const MIN_GRADIENT = 0.75
 const GROWTH = 0.05
 
 /**
- * The share of a round's answers at or below its latency: the median. Lower percentiles read a
- * stall of the client as less, but also an origin's queue: with a 40th percentile the limit of a
- * capacity origin of 24 settled at 34 on a quiet machine (test/fanout-adaptive.test.ts), past the
- * issue's ±25%; a 25th or 33rd held an origin of 4 at 5.7 in the simulation.
+ * An answer counts at most this many times the latency near the baseline in its round's mean:
+ * a queue one capacity deep (twice the base latency) still counts in full, a stall of the
+ * client that held one answer for long does not outweigh the round.
  */
-const ROUND_QUANTILE = 0.5
+const CAP = 2
 
 /** Weight of the newest round in the smoothed latency. */
 const SMOOTHING = 0.5
@@ -154,7 +156,7 @@ export class AdaptiveLimit {
   pausedUntil = 0
   /** Lowest round latency (ms) of the window, `undefined` before the first round. */
   baseline: number | undefined = undefined
-  /** Latency (ms) of the last complete round (its `ROUND_QUANTILE`). */
+  /** Latency (ms) of the last complete round (its capped mean). */
   latency: number | undefined = undefined
   /** Whether the limit is still in slow start. */
   slowStart = true
@@ -255,8 +257,9 @@ export class AdaptiveLimit {
     // The baseline is a minimum kept for 20 s: only raw latencies may set it (a stall taken
     // off one too many would hold every later round above it, as queueing). The gradient
     // reads the latencies without the client's stalls, and allows for its usual delay.
-    const mean = roundLatency(this.round, samples)
-    const fair = roundLatency(this.unstalled, samples)
+    const cap = this.baseline === undefined ? Number.POSITIVE_INFINITY : CAP * this.near(this.baseline)
+    const mean = roundLatency(this.round, samples, cap)
+    const fair = roundLatency(this.unstalled, samples, cap)
     const peak = this.peak
     this.samples = 0
     this.peak = 0
@@ -281,7 +284,7 @@ export class AdaptiveLimit {
     // Smoothed over rounds: a stall of the machine (a GC pause, a busy CPU) slows one round
     // and moves this by half; a queue at the origin slows every round and moves it all the way.
     this.smoothed = this.smoothed === undefined ? fair : SMOOTHING * fair + (1 - SMOOTHING) * this.smoothed
-    const near = Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS + this.client)
+    const near = this.near(baseline)
     // In slow start each round on its own (two slow ones end it): smoothing would carry the
     // first round, whose answers also waited for new connections, into the next.
     const ratio = Math.min(1, near / (this.slowStart ? fair : this.smoothed))
@@ -313,6 +316,11 @@ export class AdaptiveLimit {
       else if (used && target > this.value) this.set(target, now, "headroom")
     }
     return this.limit > before
+  }
+
+  /** Latency (ms) that shows no queue: the baseline with its noise, or a fast answer. */
+  private near(baseline: number): number {
+    return Math.max(baseline * TOLERANCE + QUEUE_FLOOR_MILLIS, FAST_MILLIS + this.client)
   }
 
   private observeBaseline(latency: number, now: number): void {
@@ -353,36 +361,11 @@ const grown = (xs: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> => {
   return out
 }
 
-/** A round's latency: its `ROUND_QUANTILE`. */
-const roundLatency = (xs: Float64Array, n: number): number => select(xs, n, Math.floor((n - 1) * ROUND_QUANTILE))
-
-/**
- * The `k`th smallest of the first `n` of `xs` (reorders them): Hoare's selection, linear on
- * average, where a sort per round cost a comparator call per sample and log of the round.
- */
-export const select = (xs: Float64Array, n: number, k: number): number => {
-  let lo = 0
-  let hi = n - 1
-  while (lo < hi) {
-    const pivot = xs[(lo + hi) >> 1]!
-    let i = lo
-    let j = hi
-    while (i <= j) {
-      while (xs[i]! < pivot) i++
-      while (xs[j]! > pivot) j--
-      if (i <= j) {
-        const t = xs[i]!
-        xs[i] = xs[j]!
-        xs[j] = t
-        i++
-        j--
-      }
-    }
-    if (k <= j) hi = j
-    else if (k >= i) lo = i
-    else break
-  }
-  return xs[k]!
+/** A round's latency: the mean of its first `n` answers, each counted at most `cap`. */
+const roundLatency = (xs: Float64Array, n: number, cap: number): number => {
+  let sum = 0
+  for (let i = 0; i < n; i++) sum += Math.min(cap, xs[i]!)
+  return sum / n
 }
 
 /** Requests the limit probes above what the gradient says the origin holds. */
