@@ -2,10 +2,12 @@
 // a minimal hand-written worker_threads pool (the messaging floor), same process, 2 threads each:
 //   (a) start-up: from creating the pool (volley: building NodeBlocking.layer) to the first result
 //   (b) 50,000 no-op tasks submitted at once: tasks per second; volley in each submit form users
-//       write: Effect.forEach and Effect.all with unbounded concurrency, and a 1,024 window
+//       write: Effect.forEach and Effect.all with unbounded concurrency, a 1,024 window, and the
+//       batch API Blocking.runAll (one fiber for the batch)
 //   (c) 400 CPU tasks of ~5 ms: wall time, and speed-up over running them inline
 //   (d) main-thread event-loop delay p99 during (c)
-//   (e) 100,000 no-op tasks submitted at once on volley (forEach unbounded) and on piscina: RSS
+//   (e) 100,000 no-op tasks submitted at once on volley (forEach unbounded, Blocking.runAll and
+//       Blocking.runAll with a 1,024 window) and on piscina: RSS
 //       growth and event-loop delay p99 while they drain
 //   (f) the Effect floor under volley: Blocking.run (forEach unbounded) on an executor that runs no
 //       thread (floor.ts): no-op rows only
@@ -39,19 +41,31 @@ const CPU_MS = 5
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 
 type Kind = "noop" | "spin"
-type Form = "forEach unbounded" | "Effect.all unbounded" | "forEach 1024"
+type Form = "forEach unbounded" | "Effect.all unbounded" | "forEach 1024" | "Blocking.runAll" | "Blocking.runAll 1024"
 
 /** Submits every input in the given form, as users write it. */
-const submitAll = (form: Form, task: Blocking.Task<number, number, never>, inputs: ReadonlyArray<number>) =>
-  form === "Effect.all unbounded"
-    ? Effect.all(
+const submitAll = (
+  form: Form,
+  task: Blocking.Task<number, number, never>,
+  inputs: ReadonlyArray<number>
+): Effect.Effect<void, unknown, Blocking.BlockingExecutor> => {
+  switch (form) {
+    case "Effect.all unbounded":
+      return Effect.all(
         inputs.map((n) => Blocking.run(task, n)),
         { concurrency: "unbounded", discard: true }
       )
-    : Effect.forEach(inputs, (n) => Blocking.run(task, n), {
+    case "Blocking.runAll":
+      return Effect.asVoid(Blocking.runAll(task, inputs))
+    case "Blocking.runAll 1024":
+      return Effect.asVoid(Blocking.runAll(task, inputs, { concurrency: WINDOW }))
+    default:
+      return Effect.forEach(inputs, (n) => Blocking.run(task, n), {
         concurrency: form === "forEach 1024" ? WINDOW : "unbounded",
         discard: true
       })
+  }
+}
 
 interface Pool {
   readonly name: string
@@ -110,6 +124,8 @@ const pools: Record<string, () => Pool> = {
   "volley-unbounded": volley("forEach unbounded"),
   "volley-all": volley("Effect.all unbounded"),
   "volley-1024": volley("forEach 1024"),
+  "volley-runall": volley("Blocking.runAll"),
+  "volley-runall-1024": volley("Blocking.runAll 1024"),
   "volley-floor": () => {
     const runtime = ManagedRuntime.make(Floor.layer)
     return {
@@ -230,7 +246,7 @@ for (let r = 0; r < RUNS; r++) {
   }
 }
 
-// (e) 100,000 no-op tasks at once on volley (forEach unbounded) and on piscina: how far the main
+// (e) 100,000 no-op tasks at once on volley (forEach unbounded, the batch API) and on piscina: how far the main
 // thread's memory grows, and how long its event loop stalls, while they drain.
 interface Flood {
   readonly pool: string
@@ -239,7 +255,8 @@ interface Flood {
   readonly perSecond: number
 }
 const floods: Array<Flood> = []
-for (const { pool } of active.filter((a) => a.key === "volley-unbounded" || a.key === "piscina")) {
+const FLOODED = ["piscina", "volley-unbounded", "volley-runall", "volley-runall-1024"]
+for (const { pool } of active.filter((a) => FLOODED.includes(a.key))) {
   globalThis.gc?.()
   const rssBefore = process.memoryUsage.rss()
   let rssPeak = rssBefore
@@ -311,12 +328,12 @@ const md = `# Blocking executor benchmark
 Every pool has ${THREADS} threads; all run in the same process. Each number is the median of ${RUNS} runs.
 
 - **start-up**: from creating the pool to the first no-op result, a fresh pool each run (volley:
-  building \`NodeBlocking.layer({ minWorkers: ${THREADS}, tasks })\`; the three volley rows share that pool).
+  building \`NodeBlocking.layer({ minWorkers: ${THREADS}, tasks })\`; the volley rows share that pool).
 - **Effect floor**: \`Blocking.run\` (forEach unbounded) on an executor that runs no thread and answers 128 calls per
   macrotask (floor.ts): Effect's fiber per call, the codecs and the span, which no executor can go below.
 - **no-op**: ${NOOP_TASKS.toLocaleString("en")} tasks returning their input, all submitted at once (volley: \`Blocking.run\`
-  in the submit form the row names, payload and result Schema-validated, a span per task; others: one
-  promise per task). After a warm-up of 2 × ${NOOP_TASKS.toLocaleString("en")}.
+  in the submit form the row names, or the batch API \`Blocking.runAll\` (one fiber for the batch), payload and
+  result Schema-validated, a span per task; others: one promise per task). After a warm-up of 2 × ${NOOP_TASKS.toLocaleString("en")}.
 - **cpu**: ${CPU_TASKS} tasks of SHA-256 work calibrated to ~${CPU_MS} ms, all submitted at once; speed-up is the time to
   run them inline on the main thread (median of an inline run made right before every pool run:
   ${inlineMs.toFixed(0)} ms) divided by the pool's median wall time.
@@ -334,7 +351,7 @@ ${
   floods.length === 0
     ? ""
     : `
-${FLOOD_TASKS.toLocaleString("en")} no-op tasks submitted at once (volley: \`Effect.forEach\` unbounded; piscina: a promise each), while they drain:
+${FLOOD_TASKS.toLocaleString("en")} no-op tasks submitted at once (volley: in the form the row names; piscina: a promise each), while they drain:
 
 | pool | main-thread RSS growth (peak) | event-loop delay p99 | tasks/s |
 |---|---:|---:|---:|

@@ -364,6 +364,25 @@ describe("NodeBlocking", () => {
     )
   })
 
+  describe("runAll", () => {
+    it.effect("cancels the tasks still running on other threads when one fails", () =>
+      withPool({ minWorkers: 2, maxWorkers: 2, waitForWorkers: true, maxTasksPerWorker: 1 })(
+        Effect.gen(function* () {
+          const f = flags(4)
+          // Slot 0 waits for its signal on one thread; slot 1 fails on the other once slot 0 runs.
+          const error = yield* Effect.flip(
+            Blocking.runAll(T.waitOrFail, [
+              { shared: shared(f), slot: 0, fail: false },
+              { shared: shared(f), slot: 1, fail: true }
+            ])
+          )
+          assert.instanceOf(error, T.Negative)
+          yield* waitForFlag(f, 1)
+        })
+      )
+    )
+  })
+
   describe("crash recovery", () => {
     it.effect(
       "fails only the task whose thread dies (process.exit, an uncaught throw); 100 tasks in flight all complete",

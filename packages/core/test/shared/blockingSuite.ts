@@ -267,5 +267,86 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
     })
+
+    describe("runAll / runAllSettled", () => {
+      it.effect("run every payload and keep input order, all at once or in a window", () =>
+        Effect.gen(function* () {
+          const words = Array.from({ length: 100 }, (_, i) => `w${i}`)
+          assert.deepStrictEqual(
+            yield* Blocking.runAll(T.later, words),
+            words.map((w) => w.toUpperCase())
+          )
+          const ns = Array.from({ length: 300 }, (_, i) => i)
+          assert.deepStrictEqual(
+            yield* Blocking.runAll(T.square, ns, { concurrency: 7 }),
+            ns.map((n) => n * n)
+          )
+          assert.deepStrictEqual(yield* Blocking.runAll(T.square, []), [])
+        })
+      )
+
+      it.effect("keep at most `concurrency` tasks submitted at once", () =>
+        Effect.gen(function* () {
+          const shared = new SharedArrayBuffer(8)
+          yield* Blocking.runAll(
+            T.track,
+            Array.from({ length: 12 }, () => shared),
+            { concurrency: 1 }
+          )
+          assert.strictEqual(new Int32Array(shared)[1], 1)
+        })
+      )
+
+      it.effect("runAll fails with the first failure", () =>
+        Effect.gen(function* () {
+          const error = yield* Effect.flip(Blocking.runAll(T.square, [1, -2, 3, -4]))
+          assert.instanceOf(error, T.Negative)
+          const invalid = yield* Effect.flip(Blocking.runAll(T.square, [1, "x" as unknown as number]))
+          assert.strictEqual(invalid._tag, "InvalidPayloadError")
+        })
+      )
+
+      it.effect("runAllSettled keeps every outcome, failures and invalid payloads in their Result", () =>
+        Effect.gen(function* () {
+          const results = yield* Blocking.runAllSettled(T.square, [3, -2, "x" as unknown as number, 4])
+          assert.deepStrictEqual(results[0], Result.succeed(9))
+          assert.deepStrictEqual(results[3], Result.succeed(16))
+          const failures = results.map((r) => (Result.isFailure(r) ? r.failure._tag : "ok"))
+          assert.deepStrictEqual(failures, ["ok", "Negative", "InvalidPayloadError", "ok"])
+        })
+      )
+
+      it.effect("interrupting the batch aborts the tasks it runs", () =>
+        Effect.gen(function* () {
+          const shared = new SharedArrayBuffer(8)
+          const flags = new Int32Array(shared)
+          const fiber = yield* Effect.forkChild(Blocking.runAll(T.waitForAbort, [shared]))
+          yield* waitForFlag(flags, 0)
+          yield* Fiber.interrupt(fiber)
+          yield* waitForFlag(flags, 1)
+          assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fiber)))
+        })
+      )
+
+      it.effect("reject a concurrency that is not an integer >= 1 with InvalidOptionsError", () =>
+        Effect.gen(function* () {
+          for (const concurrency of [0, -1, 1.5, Number.NaN]) {
+            const error = yield* Effect.flip(Blocking.runAll(T.square, [1], { concurrency }))
+            assert.strictEqual(error._tag, "InvalidOptionsError", `concurrency ${concurrency}`)
+          }
+        })
+      )
+
+      it.effect("continue the caller's trace in every task", () =>
+        Effect.gen(function* () {
+          const outer = yield* Effect.currentSpan
+          const seen = yield* Blocking.runAll(T.whoCalls, [undefined, undefined])
+          for (const { traceId, spanId } of seen) {
+            assert.strictEqual(traceId, outer.traceId)
+            assert.notStrictEqual(spanId, outer.spanId)
+          }
+        }).pipe(Effect.withSpan("caller"))
+      )
+    })
   })
 }

@@ -72,7 +72,7 @@ export class Call implements Blocking.Request, Blocking.Receiver {
   register(resume: Resume): Effect.Effect<void> | undefined {
     this.resume = resume
     this.cancel = this.submit!(this, this.fiber.getRef(Clock.Clock), this)
-    return this.cancel === undefined ? undefined : Effect.sync(this.interrupted.bind(this))
+    return this.cancel === undefined ? undefined : Effect.sync(this.interrupt.bind(this))
   }
 
   // Receiver, called once by the executor's `submit`. Methods, not arrow properties: two closures per call is what this class saves.
@@ -90,10 +90,10 @@ export class Call implements Blocking.Request, Blocking.Receiver {
     this.resume!(result)
   }
 
-  /** The caller was interrupted before the executor answered. */
-  private interrupted(): void {
+  /** The caller was interrupted before the executor answered: ends the span, cancels the executor's work. */
+  interrupt(): void {
     this.end(Exit.interrupt())
-    this.cancel!()
+    this.cancel?.()
   }
 
   /** Ends the span (making it first if no executor read it: a call that failed or was interrupted before it ran). */

@@ -49,6 +49,26 @@ const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
  * A message for anything thrown; never throws itself: `String(Object.create(null))` throws, an
  * Error's `message` may be a getter that throws, a revoked Proxy throws on every inspection.
  */
+/** A payload ready for an executor: encoded, with what it moves instead of copying. */
+export interface Prepared {
+  readonly payload: unknown
+  readonly transfer: ReadonlyArray<Transferable>
+}
+
+const noTransfer: ReadonlyArray<Transferable> = []
+
+/** Encodes a call's payload and collects its transfer list, or says why it cannot be sent. */
+export const preparePayload = (task: Blocking.AnyTask, payload: unknown): Prepared | Blocking.InvalidPayloadError => {
+  const encoded = codecsOf(task).encodePayload(payload)
+  if (encoded._tag === "Failure") return new Blocking.InvalidPayloadError({ task: task.name, reason: issue(encoded) })
+  try {
+    return { payload: encoded.value, transfer: task.transfer.payload?.(payload) ?? noTransfer }
+  } catch (thrown) {
+    const reason = `transfer.payload threw: ${describe(thrown)}`
+    return new Blocking.InvalidPayloadError({ task: task.name, reason })
+  }
+}
+
 export const describe = (error: unknown): string => {
   const message = isErrorUnsafe(error) ? readString(error, "message") : undefined
   if (message !== undefined) return message
