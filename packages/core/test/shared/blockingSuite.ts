@@ -281,6 +281,9 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
             yield* Blocking.runAll(T.square, ns, { concurrency: 7 }),
             ns.map((n) => n * n)
           )
+          // More than one slice of submissions (2,048).
+          const many = Array.from({ length: 5000 }, (_, i) => i)
+          assert.deepStrictEqual(yield* Blocking.runAll(T.noop, many), many)
           assert.deepStrictEqual(yield* Blocking.runAll(T.square, []), [])
         })
       )

@@ -43,6 +43,9 @@ export const run = <Payload, Success, Failure>(
     })
   )
 
+/** Payloads submitted in one go before the batch lets the event loop run. */
+const SLICE = 2048
+
 type Resume<Success, Failure> = (result: Effect.Effect<Outcome<Success, Failure>, Failure | BlockingError>) => void
 
 // The one owner of a batch's state: which payload goes next, which calls wait, what landed.
@@ -59,6 +62,8 @@ class Batch<Payload, Success, Failure> {
   private done = false
   /** Inside `fill`: a reply that lands synchronously must not start a second loop. */
   private filling = false
+  /** The rest of the payloads are to be submitted by a scheduled task. */
+  private sliced = false
 
   constructor(
     submit: NonNullable<Executor["submit"]>,
@@ -75,13 +80,26 @@ class Batch<Payload, Success, Failure> {
     this.results = new Array(payloads.length)
   }
 
-  /** Submits payloads until the window is full or none is left; ends an empty batch. */
+  /**
+   * Submits payloads until the window is full or none is left, `SLICE` at a time: the rest
+   * follows in a later task of the fiber's scheduler, so 100,000 payloads do not hold the event
+   * loop (and the replies of those already running) for the whole submission. Ends an empty batch.
+   */
   fill(): void {
-    if (this.filling) return
+    if (this.filling || this.sliced) return
     this.filling = true
     const { task, window } = this.plan
     const codecs = Codec.codecsOf(task)
+    const end = this.next + SLICE
     while (!this.done && this.next < this.payloads.length && this.waiting.size < window) {
+      if (this.next === end) {
+        this.sliced = true
+        this.fiber.currentDispatcher.scheduleTask(() => {
+          this.sliced = false
+          this.fill()
+        }, 0)
+        break
+      }
       const index = this.next++
       const prepared = Codec.preparePayload(task, this.payloads[index])
       if (prepared instanceof InvalidPayloadError) {
