@@ -16,6 +16,10 @@
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
 // - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
 //   other job it held is queued again at the front; deaths feed the crash-loop breakers.
+// - Replies are settled at most `REPLY_BUDGET` per macrotask. Node hands a port's pending messages
+//   over in one go, so when threads outpace the main thread one turn of the event loop could
+//   settle thousands of results (measured: 9,000 in 11 ms, 43 turns for 100,000 no-op tasks);
+//   the rest wait in the inbox for the next turn, and timers and I/O run in between.
 
 import type { ResourceLimits } from "node:worker_threads"
 import * as Blocking from "@volley/core/Blocking"
@@ -72,6 +76,15 @@ interface TaskInfo {
   worked: boolean
 }
 
+/** A thread's batch of results, as it arrived. */
+interface Inbound {
+  readonly thread: Thread
+  readonly results: ReadonlyArray<unknown>
+}
+
+/** Results settled per macrotask, at most (a few µs each): ~1-3 ms of the event loop. */
+const REPLY_BUDGET = 1024
+
 export class Engine {
   private readonly options: EngineOptions
   private readonly queue = new Queue<Job>()
@@ -86,6 +99,10 @@ export class Engine {
   private readonly taskIdsByKey = new Map<string, number>()
   private closing = false
   private scheduled = false
+  /** Batches of results received and not yet settled, oldest first (see `REPLY_BUDGET`). */
+  private readonly inbox: Array<Inbound> = []
+  private inboxHead = 0
+  private inboxScheduled = false
   /** Set while a "drain" close waits for the pool to go idle. */
   private drained: (() => void) | undefined
   /** Set while the layer waits for minWorkers threads to be ready. */
@@ -350,6 +367,38 @@ export class Engine {
   // ---------------------------------------------------------------------------------------------
   // Replies
 
+  /** A batch arrived: settled now if the inbox is empty and the turn's budget allows, else queued. */
+  private receive(thread: Thread, results: ReadonlyArray<unknown>): void {
+    this.inbox.push({ thread, results })
+    if (this.inboxScheduled) return
+    this.inboxScheduled = true
+    setImmediate(this.drainInbox)
+  }
+
+  private readonly drainInbox = (): void => {
+    this.inboxScheduled = false
+    this.settleInbox(REPLY_BUDGET)
+    if (this.inboxHead < this.inbox.length) {
+      this.inboxScheduled = true
+      setImmediate(this.drainInbox)
+    }
+  }
+
+  /** Settles queued batches, oldest first, until about `budget` results are settled. */
+  private settleInbox(budget: number): void {
+    let settled = 0
+    while (settled < budget && this.inboxHead < this.inbox.length) {
+      const { thread, results } = this.inbox[this.inboxHead]!
+      this.inbox[this.inboxHead++] = undefined as unknown as Inbound
+      this.results(thread, results)
+      settled += results.length / RESULT_FIELDS
+    }
+    if (this.inboxHead === this.inbox.length) {
+      this.inbox.length = 0
+      this.inboxHead = 0
+    }
+  }
+
   /** A thread's batch of results: each is matched to its job, recorded and settled. */
   private results(thread: Thread, results: ReadonlyArray<unknown>): void {
     for (let i = 0; i < results.length; i += RESULT_FIELDS) {
@@ -463,7 +512,7 @@ export class Engine {
     this.threads.add(thread)
     thread.port.on("message", (message: unknown) => {
       if (!isFromWorker(message)) return
-      if (message._tag === "Done") this.results(thread, message.results)
+      if (message._tag === "Done") this.receive(thread, message.results)
       else if (thread.state === "starting") this.ready(thread)
     })
     // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
@@ -517,6 +566,8 @@ export class Engine {
    * up to minWorkers.
    */
   private exited(thread: Thread, code: number): void {
+    // Results it sent before it died are settled first: those jobs finished.
+    this.settleInbox(Number.POSITIVE_INFINITY)
     this.threads.delete(thread)
     thread.idleTimer?.()
     thread.idleTimer = undefined
