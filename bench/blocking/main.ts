@@ -6,8 +6,8 @@
 //       batch API Blocking.runAll (one fiber for the batch)
 //   (c) 400 CPU tasks of ~5 ms: wall time, and speed-up over running them inline
 //   (d) main-thread event-loop delay p99 during (c)
-//   (e) 100,000 no-op tasks submitted at once on volley (forEach unbounded, Blocking.runAll and
-//       Blocking.runAll with a 1,024 window) and on piscina: RSS
+//   (e) 100,000 no-op tasks submitted at once on volley (forEach unbounded, and Blocking.runAll
+//       with its default window of 1,024) and on piscina: RSS
 //       growth and event-loop delay p99 while they drain
 //   (f) the Effect floor under volley: Blocking.run (forEach unbounded) on an executor that runs no
 //       thread (floor.ts): no-op rows only
@@ -41,7 +41,7 @@ const CPU_MS = 5
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 
 type Kind = "noop" | "spin"
-type Form = "forEach unbounded" | "Effect.all unbounded" | "forEach 1024" | "Blocking.runAll" | "Blocking.runAll 1024"
+type Form = "forEach unbounded" | "Effect.all unbounded" | "forEach 1024" | "Blocking.runAll"
 
 /** Submits every input in the given form, as users write it. */
 const submitAll = (
@@ -57,8 +57,6 @@ const submitAll = (
       )
     case "Blocking.runAll":
       return Effect.asVoid(Blocking.runAll(task, inputs))
-    case "Blocking.runAll 1024":
-      return Effect.asVoid(Blocking.runAll(task, inputs, { concurrency: WINDOW }))
     default:
       return Effect.forEach(inputs, (n) => Blocking.run(task, n), {
         concurrency: form === "forEach 1024" ? WINDOW : "unbounded",
@@ -125,7 +123,6 @@ const pools: Record<string, () => Pool> = {
   "volley-all": volley("Effect.all unbounded"),
   "volley-1024": volley("forEach 1024"),
   "volley-runall": volley("Blocking.runAll"),
-  "volley-runall-1024": volley("Blocking.runAll 1024"),
   "volley-floor": () => {
     const runtime = ManagedRuntime.make(Floor.layer)
     return {
@@ -255,7 +252,7 @@ interface Flood {
   readonly perSecond: number
 }
 const floods: Array<Flood> = []
-const FLOODED = ["piscina", "volley-unbounded", "volley-runall", "volley-runall-1024"]
+const FLOODED = ["piscina", "volley-unbounded", "volley-runall"]
 for (const { pool } of active.filter((a) => FLOODED.includes(a.key))) {
   globalThis.gc?.()
   const rssBefore = process.memoryUsage.rss()
@@ -332,7 +329,7 @@ Every pool has ${THREADS} threads; all run in the same process. Each number is t
 - **Effect floor**: \`Blocking.run\` (forEach unbounded) on an executor that runs no thread and answers 128 calls per
   macrotask (floor.ts): Effect's fiber per call, the codecs and the span, which no executor can go below.
 - **no-op**: ${NOOP_TASKS.toLocaleString("en")} tasks returning their input, all submitted at once (volley: \`Blocking.run\`
-  in the submit form the row names, or the batch API \`Blocking.runAll\` (one fiber for the batch), payload and
+  in the submit form the row names, or the batch API \`Blocking.runAll\` (one fiber for the batch, its default window of 1,024 tasks), payload and
   result Schema-validated, a span per task; others: one promise per task). After a warm-up of 2 × ${NOOP_TASKS.toLocaleString("en")}.
 - **cpu**: ${CPU_TASKS} tasks of SHA-256 work calibrated to ~${CPU_MS} ms, all submitted at once; speed-up is the time to
   run them inline on the main thread (median of an inline run made right before every pool run:

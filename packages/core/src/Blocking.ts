@@ -240,18 +240,24 @@ export const run = <Payload, Success, Failure>(
  */
 export interface BatchOptions extends RunOptions {
   /**
-   * Tasks submitted and not yet answered, at most; the executor's own queue and threads bound
-   * what runs. An integer >= 1, else `InvalidOptionsError`.
-   * @default "unbounded" (every task submitted at once)
+   * Tasks submitted to the executor and not yet answered, at most; the executor's threads bound
+   * what runs, so a window only needs to keep them busy. The rest wait in the batch as plain
+   * payloads: on a pool of 2 threads, 100,000 no-op tasks ran at 190-330k tasks/s with the
+   * main thread's event-loop delay p99 at 3-5 ms in a window of 1,024, and at half that speed,
+   * p99 10-18 ms, with a window of 4,096 (the live records of submitted tasks make the young
+   * generation's collections long). `queueTimeout` counts from when the batch submits a task.
+   * An integer >= 1 or `"unbounded"`, else `InvalidOptionsError`.
+   * @default 1024
    */
   readonly concurrency?: number | "unbounded" | undefined
 }
 
 /**
  * Runs `task` on every payload, as `Effect.forEach(payloads, (p) => run(task, p))` with
- * `{ concurrency: "unbounded" }` would, but as one fiber: a task waiting for a thread costs a
- * small record instead of a fiber, so 100,000 tasks submitted at once neither block the event
- * loop while they are forked nor fill the heap while they wait. Succeeds with the results in
+ * `{ concurrency: "unbounded" }` would, but as one fiber that keeps a window of tasks submitted
+ * (1,024 by default): a submitted task costs a small record instead of a fiber, and the others
+ * are plain payloads until their turn, so 100,000 tasks at once neither block the event loop
+ * while they are forked nor fill the heap while they wait. Succeeds with the results in
  * input order; fails with the first failure (a typed failure of the task or a
  * {@link BlockingError}, an invalid payload included) and cancels the tasks still running, as
  * interrupting the batch does. Each task keeps its own `Blocking.run <task>` span, under the
@@ -326,6 +332,9 @@ export const runAllSettled = <Payload, Success, Failure>(
     BlockingExecutor
   >
 
+/** Tasks a batch keeps submitted by default (see `BatchOptions.concurrency`). */
+const DEFAULT_WINDOW = 1024
+
 const runBatch = <Payload, Success, Failure>(
   task: Task<Payload, Success, Failure>,
   payloads: Iterable<Payload>,
@@ -338,9 +347,9 @@ const runBatch = <Payload, Success, Failure>(
 > =>
   Effect.flatMap(
     Effect.all([
-      options?.concurrency === undefined || options.concurrency === "unbounded"
+      options?.concurrency === "unbounded"
         ? Effect.succeed(Number.POSITIVE_INFINITY)
-        : Validate.positiveInt("concurrency", options.concurrency),
+        : Validate.positiveInt("concurrency", options?.concurrency ?? DEFAULT_WINDOW),
       Validate.optional(options?.timeout, (d) => Validate.duration("timeout", d, { positive: true })),
       Validate.optional(options?.queueTimeout, (d) => Validate.duration("queueTimeout", d, { positive: true }))
     ]),

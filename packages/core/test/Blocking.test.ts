@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Layer, Schema } from "effect"
 import { Blocking } from "../src/index.ts"
 import { blockingSuite } from "./shared/blockingSuite.ts"
 
@@ -45,4 +45,43 @@ describe("Blocking", () => {
       })
     )
   })
+})
+
+describe("Blocking.runAll's window", () => {
+  /** An executor that answers every submitted call on a later macrotask and counts the most outstanding at once. */
+  const counting = () => {
+    const seen = { outstanding: 0, most: 0 }
+    const layer = Layer.succeed(
+      Blocking.BlockingExecutor,
+      Blocking.BlockingExecutor.of({
+        execute: () => Effect.die("submit only"),
+        submit: (request, _clock, receiver) => {
+          seen.most = Math.max(seen.most, ++seen.outstanding)
+          setTimeout(() => {
+            seen.outstanding--
+            receiver.succeed({ _tag: "Success", value: request.payload })
+          }, 0)
+          return undefined
+        }
+      })
+    )
+    return { seen, layer }
+  }
+  const noop = Blocking.task({ name: "noop", payload: Schema.Number, success: Schema.Number, handler: (n) => n })
+  const payloads = Array.from({ length: 3000 }, (_, i) => i)
+
+  it.live("keeps 1,024 tasks submitted by default, the given number, or all with unbounded", () =>
+    Effect.gen(function* () {
+      for (const [concurrency, most] of [
+        [undefined, 1024],
+        [10, 10],
+        ["unbounded", 3000]
+      ] as const) {
+        const { seen, layer } = counting()
+        const results = yield* Blocking.runAll(noop, payloads, { concurrency }).pipe(Effect.provide(layer))
+        assert.deepStrictEqual(results, payloads)
+        assert.strictEqual(seen.most, most, `concurrency ${concurrency}`)
+      }
+    })
+  )
 })
