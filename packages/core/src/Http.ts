@@ -29,6 +29,7 @@
  *
  * @since 0.1.0
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -40,8 +41,10 @@ import * as Exchange from "./internal/http/exchange.ts"
 import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
+import { runOn } from "./internal/retry/loop.ts"
+import { RetryPolicy } from "./internal/retry/policy.ts"
 import type * as Redirects from "./Redirects.ts"
-import * as Retry from "./Retry.ts"
+import type * as Retry from "./Retry.ts"
 
 /**
  * Per-call options shared by every helper.
@@ -289,11 +292,11 @@ const run = <A, E, R>(
   E | HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
   R | HttpClient.HttpClient
 > =>
-  Effect.flatMap(HttpClient.HttpClient, (client) =>
-    Effect.flatMap(Retry.RetryPolicy, (policy) =>
-      Retry.run(policy, request, Exchange.exchange(unwrap(client), request, handle))
-    )
-  )
+  // One step finds the client, the policy and the fiber: the idiom runs this once per request.
+  Effect.withFiber((fiber) => {
+    const client = unwrap(Context.getUnsafe(fiber.context, HttpClient.HttpClient))
+    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle))
+  })
 
 // Built once: the hot path allocates only the request and its effects.
 const onText = Exchange.onResponse(Exchange.readText, true)

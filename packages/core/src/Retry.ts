@@ -40,7 +40,7 @@ import * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { PolicyApplied, unwrap, WrappedKey } from "./internal/retry/client.ts"
+import { PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, RetryPolicy } from "./internal/retry/policy.ts"
@@ -146,6 +146,7 @@ export const withPolicy = <E, R>(
   client: HttpClient.HttpClient.With<E, R>
 ): HttpClient.HttpClient.With<E | HttpClientError.HttpClientError | RetryError, R> => {
   const inner = unwrap(client)
+  wrapperBuilt()
   const checked = HttpClient.filterStatusOk(inner)
   const wrapped = HttpClient.makeWith(
     (request) =>

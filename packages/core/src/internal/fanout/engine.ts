@@ -25,7 +25,7 @@ import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import * as Exchange from "../http/exchange.ts"
 import { HopGate, type RedirectError } from "../http/redirect.ts"
-import { PolicyApplied, unwrap } from "../retry/client.ts"
+import { applied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
 import { isRetryable, RetryPolicy, type RunOptions } from "../retry/policy.ts"
@@ -255,8 +255,7 @@ const runIn = <A, E, R, X>(
       if (progress !== undefined) progress.origins = origins
     }
     // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
-    const execute = (request: HttpClientRequest.HttpClientRequest) =>
-      Effect.provideService(client.execute(request), PolicyApplied, true)
+    const execute = (request: HttpClientRequest.HttpClientRequest) => applied(client.execute(request))
     const attempt = (job: Job) =>
       origins === undefined || job.host === undefined
         ? Effect.flatMap(execute(job.request), onResponse)

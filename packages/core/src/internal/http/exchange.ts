@@ -14,7 +14,7 @@ import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import { PolicyApplied } from "../retry/client.ts"
+import { applied } from "../retry/client.ts"
 import type { RetryError } from "../retry/errors.ts"
 import { MaxBodySize } from "./body.ts"
 import { follow, isRedirect, type RedirectError } from "./redirect.ts"
@@ -72,7 +72,7 @@ export const exchange = <A, E, R, E2, R2>(
 ): Effect.Effect<A, E | E2, R | R2> =>
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
-  Effect.flatMap(Effect.provideService(client.execute(request), PolicyApplied, true), handle)
+  Effect.flatMap(applied(client.execute(request)), handle)
 
 /** Largest error body drained to keep its connection; a larger or unannounced one is aborted. */
 export const MAX_DRAINED_BYTES = 64 * 1024

@@ -2,6 +2,7 @@
 // batches, which apply the policy themselves (body read included), run on the inner client
 // instead of retrying twice: one rule for every volley request, however the layers are stacked.
 import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
 
 /** Where a client wrapped by `Retry.withPolicy` keeps the client it wraps. */
@@ -19,3 +20,23 @@ export const unwrap = <E, R>(client: HttpClient.HttpClient.With<E, R>): HttpClie
 export const PolicyApplied = Context.Reference<boolean>("@volley/core/Retry/PolicyApplied", {
   defaultValue: () => false
 })
+
+const WrappersKey: unique symbol = Symbol.for("@volley/core/Retry/wrappers")
+// Whether a `Retry.withPolicy` wrapper was ever built in this process. Shared through the global
+// symbol registry, as the keys above are, so that two copies of this package (a wrapper built
+// by one, requests sent by the other) still see each other's wrappers.
+const registry = globalThis as { [WrappersKey]?: { built: boolean } }
+const wrappers = registry[WrappersKey] ?? { built: false }
+registry[WrappersKey] = wrappers
+
+/** Called by `Retry.withPolicy`: from now on, requests must mark the fiber (see {@link applied}). */
+export const wrapperBuilt = (): void => {
+  wrappers.built = true
+}
+
+/**
+ * `execute` with {@link PolicyApplied} set. Only a `Retry.withPolicy` wrapper reads it, so until
+ * one exists no request can meet one, and the context it costs per request is skipped.
+ */
+export const applied = <A, E, R>(execute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  wrappers.built ? Effect.provideService(execute, PolicyApplied, true) : execute

@@ -49,41 +49,61 @@ export const run = <A, E, R>(
   attempt: Effect.Effect<A, E, R>,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
-  const retrying = policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
-  const timed =
-    options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
+  // Nothing to time and no budget: nothing costs until an attempt fails, and no fiber is needed.
+  if (!isTimed(policy, options) && policy.budget === undefined) {
+    return retrying(policy, request)
+      ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+      : attempt
+  }
+  return Effect.withFiber((fiber) => runOn(fiber, policy, request, attempt, options))
+}
+
+/**
+ * {@link run} on the fiber that runs it, for callers that already hold it (`Http.*`): the same
+ * effect without a step to find the fiber.
+ */
+export const runOn = <A, E, R>(
+  fiber: Fiber.Fiber<unknown, unknown>,
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> => {
+  const retries = retrying(policy, request)
   const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
   // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
   // many times), and taken back if it could never be sent (`isUnsent`).
-  if (!timed) {
-    // The common case in a batch: nothing to time, so nothing costs until an attempt fails.
-    const run = retrying
-      ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
-      : attempt
-    if (budget === undefined) return run
-    return Effect.withFiber((fiber) => {
-      const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-      budget.request(start)
-      // One handler for both: nothing but the attempt runs until it fails.
-      return Effect.catch(attempt, (error) => {
-        if (isUnsent(error)) return uncount(budget, start, error)
-        return retrying ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
-      })
+  if (!isTimed(policy, options)) {
+    // Nothing to time, so nothing costs until an attempt fails.
+    if (budget === undefined) {
+      return retries
+        ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+        : attempt
+    }
+    const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+    budget.request(start)
+    // One handler for both: nothing but the attempt runs until it fails.
+    return Effect.catch(attempt, (error) => {
+      if (isUnsent(error)) return uncount(budget, start, error)
+      return retries ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
     })
   }
-  return Effect.withFiber((fiber) => {
-    const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-    budget?.request(start)
-    let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
-    if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
-    const looped = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
-    // Redirect hops, run inside `attempt`, keep to the same deadline.
-    const run =
-      deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
-    return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
-  })
+  const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  budget?.request(start)
+  let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
+  if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
+  const looped = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
+  // Redirect hops, run inside `attempt`, keep to the same deadline.
+  const run = deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
+  return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
 }
+
+const retrying = (policy: Policy, request: HttpClientRequest.HttpClientRequest): boolean =>
+  policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
+
+const isTimed = (policy: Policy, options: RunOptions | undefined): boolean =>
+  options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
 
 // A request that failed because it could never be sent leaves the budget as if never made.
 const uncount = <E>(budget: Budget, start: number, error: E): Effect.Effect<never, E> => {
@@ -126,7 +146,7 @@ export const afterFailure = <A, E, R>(
   error: E,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> =>
-  policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request) && isRetryable(policy, error)
+  retrying(policy, request) && isRetryable(policy, error)
     ? Effect.withFiber((fiber) =>
         retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
           error,
@@ -152,7 +172,7 @@ export const retryLoop = <A, E, R>(
   fiber: Fiber.Fiber<unknown, unknown>,
   deadline: number
 ) => {
-  const retrying = policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
+  const retries = retrying(policy, request)
   const clock = fiber.getRef(Clock.Clock)
   const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
     const left = deadline - now
@@ -166,7 +186,7 @@ export const retryLoop = <A, E, R>(
     })
   }
   const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
-    retrying && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
+    retries && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
   const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
     if (!isRetryable(policy, error)) return Effect.fail(error)
     const now = clock.currentTimeMillisUnsafe()
