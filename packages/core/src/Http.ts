@@ -276,11 +276,17 @@ export const metrics: {
   readonly redirects: Metric.Counter<number>
 } = { retries: Metrics.retries, redirects: Metrics.redirects }
 
+// A call without options (most are) builds its request in one step, from an empty one of its
+// method: `make` builds three and copies its options twice.
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
-  HttpClientRequest.make(method)(url, {
-    ...(options?.headers === undefined ? {} : { headers: options.headers }),
-    ...(options?.urlParams === undefined ? {} : { urlParams: options.urlParams })
-  })
+  options === undefined
+    ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, url)
+    : HttpClientRequest.make(method)(url, {
+        ...(options.headers === undefined ? {} : { headers: options.headers }),
+        ...(options.urlParams === undefined ? {} : { urlParams: options.urlParams })
+      })
+
+const EMPTY_POST = HttpClientRequest.setMethod(HttpClientRequest.empty, "POST")
 
 // The exchange (status check and body read included) under the policy in the environment, on
 // the client under a `Retry.withPolicy` wrapper if there is one: what a batch runs per item.
