@@ -83,7 +83,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
     })
     const fast = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
-      const url = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+      const url = parseUrl(request)
       return Result.isFailure(url)
         ? Effect.fail(
             new HttpClientError.HttpClientError({
@@ -100,27 +100,41 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             meters
           )
     }
-    return HttpClient.makeWith(
-      (effect) =>
-        Effect.flatMap(effect, (request) =>
-          Effect.withFiber((fiber) => {
-            if (!isPlain(request)) return traced.execute(request)
-            if (
-              fiber.getRef(Tracer.DisablePropagation) ||
-              !fiber.getRef(References.TracerEnabled) ||
-              fiber.getRef(HttpClient.TracerDisabledWhen)(request)
-            ) {
-              return fast(request, fiber)
-            }
-            // Nothing records spans (Effect's default tracer): skip the client span, but keep
-            // propagating the caller's trace context, as the span would have.
-            if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber), fiber)
-            return traced.execute(request)
-          })
-        ),
+    const route = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
+      if (!isPlain(request)) return traced.execute(request)
+      if (
+        fiber.getRef(Tracer.DisablePropagation) ||
+        !fiber.getRef(References.TracerEnabled) ||
+        fiber.getRef(HttpClient.TracerDisabledWhen)(request)
+      ) {
+        return fast(request, fiber)
+      }
+      // Nothing records spans (Effect's default tracer): skip the client span, but keep
+      // propagating the caller's trace context, as the span would have.
+      if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber), fiber)
+      return traced.execute(request)
+    }
+    const client = HttpClient.makeWith(
+      (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),
       Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
     )
+    // `execute` is `postprocess(preprocess(request))`; with nothing to preprocess that is one
+    // step on the fiber, not a succeed and a flatMap before it (`Http.*` and batches call it per
+    // request). Clients derived from this one go through `postprocess`, as before.
+    return Object.assign(client, {
+      execute: (request: HttpClientRequest.HttpClientRequest) => Effect.withFiber((fiber) => route(request, fiber))
+    })
   })
+
+// The request's URL as `Url.make` resolves it. Without query parameters or hash (most
+// requests) it is the URL as given: `URL.parse` alone, with no exception to catch.
+const parseUrl = (request: HttpClientRequest.HttpClientRequest): Result.Result<URL, Url.UrlError> => {
+  if (request.urlParams.params.length === 0 && Option.isNone(request.hash)) {
+    const url = URL.parse(request.url)
+    if (url !== null) return Result.succeed(url)
+  }
+  return Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+}
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if
 // any (a server span continued from an incoming `traceparent`, a `withSpan` around the call),

@@ -55,10 +55,13 @@ export const send = (
   decompress: boolean,
   meters: Meters,
   upload?: Upload
-): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
-  url.protocol === "http:" || url.protocol === "https:"
-    ? dispatch(dispatcher, request, url, settings, signal, decompress, meters.of(url.origin), upload)
-    : Effect.fail(unsupportedUrl(request, url))
+): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
+  // Each read of a URL's part builds a new string: read each once.
+  const protocol = url.protocol
+  if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
+  const origin = url.origin
+  return dispatch(dispatcher, request, url, origin, settings, signal, decompress, meters.of(origin), upload)
+}
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
 export const unsupportedUrl = (request: HttpClientRequest.HttpClientRequest, url: URL) =>
@@ -90,6 +93,7 @@ const dispatch = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
+  origin: string,
   settings: Settings,
   signal: AbortSignal | undefined,
   decompress: boolean,
@@ -102,7 +106,7 @@ const dispatch = (
     try {
       dispatcher.dispatch(
         {
-          origin: url.origin,
+          origin,
           path: url.pathname + url.search,
           method: request.method,
           // An Accept-Encoding the caller set is sent as it is (the response is still decoded).
