@@ -134,8 +134,9 @@ export const cancellable = (
  * batch runs, from its own latency and answers, never from another origin's.
  *
  * How: the limit grows quickly at first (x1.5 per round trip), then once per round trip
- * compares the origin's latency (to the response head: the median of a round, smoothed,
- * less the client's own stalls, which a 5 ms timer measures) to its uncongested
+ * compares the origin's latency (to the response head: the mean of a round, each answer
+ * counted at most twice the uncongested latency, smoothed over rounds, less the client's own
+ * stalls, which a 5 ms timer measures) to its uncongested
  * latency (the lowest over the last 10-20 s, re-measured by a round at 3/4 of the limit every
  * 10 s) and moves to `limit × baseline / latency` plus a small headroom: when the origin
  * queues, latency grows in proportion to the queue and that step lands on its capacity (a

@@ -133,7 +133,7 @@ export interface OriginProgress {
   readonly inFlight: number
   /** The origin's uncongested latency (ms) to the response head, once measured. */
   readonly baselineMillis: number | undefined
-  /** Latency (ms) to the response head of the last round of responses (its median). */
+  /** Latency (ms) to the response head of the last round of responses (its capped mean, see `Fanout.adaptive`). */
   readonly latencyMillis: number | undefined
   /** Why the limit last changed. */
   readonly reason: AdaptiveReason

@@ -37,7 +37,7 @@ export const metrics = {
     description: "The origin's uncongested latency (ms): the lowest round latency of the window"
   }),
   latency: Metric.gauge("volley_fanout_origin_latency_ms", {
-    description: "Latency to the response head (ms) of the origin's last round (its median)"
+    description: "Latency to the response head (ms) of the origin's last round (its mean)"
   }),
   changes: Metric.counter("volley_fanout_origin_limit_changes_total", {
     description: "Changes of the origin's limit, by reason",
