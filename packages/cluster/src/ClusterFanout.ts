@@ -41,7 +41,9 @@ import { Conflict, type Item as ItemModel, submit as submitChunks } from "./inte
 /**
  * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
  * whose body is empty, text or bytes (decoded as UTF-8). Items are stored as they are, headers
- * included: keep secrets out of them or out of shared databases.
+ * included, so an item with credentials (an `Authorization`, `Proxy-Authorization` or `Cookie`
+ * header, a `Redacted` URL parameter) is not stored and fails as `InvalidItem`: set
+ * credentials on the runners' `HttpClient` instead.
  *
  * @example
  * ```ts

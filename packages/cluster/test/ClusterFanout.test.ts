@@ -1,5 +1,7 @@
 import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
-import { Effect, Result, Stream } from "effect"
+import { Effect, Redacted, Result, Stream } from "effect"
+import { HttpClientRequest } from "effect/http"
+import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as Readers from "./fixtures/readers.ts"
 import { startCluster, type TestCluster } from "./support/cluster.ts"
@@ -60,6 +62,38 @@ describe("ClusterFanout", () => {
         [["StatusCodeError", 404], ["InvalidItem", undefined], ["InvalidItem", undefined], undefined]
       )
       assert.strictEqual(Result.getOrThrow(outcomes[3]!.result).bytes, 2)
+    }, 30_000)
+
+    it("refuses to store credentials: an Authorization or Cookie header, a Redacted URL parameter", async () => {
+      const url = `${origins[0]!.url}/secret`
+      const items: ReadonlyArray<ClusterFanout.Item> = [
+        { url: `${url}/0`, headers: { Authorization: "Bearer s3cret-token" } },
+        HttpClientRequest.get(`${url}/1`).pipe(HttpClientRequest.setHeader("cookie", "sid=s3cret-token")),
+        HttpClientRequest.get(`${url}/2`).pipe(HttpClientRequest.bearerToken(Redacted.make("s3cret-token"))),
+        HttpClientRequest.get(`${url}/3`).pipe(HttpClientRequest.setUrlParam("key", Redacted.make("s3cret-token"))),
+        { url: `${url}/4`, headers: { accept: "text/plain" } }
+      ]
+      await run(ClusterFanout.submit("secrets", items))
+      const final = await wait("secrets")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [5, 1, 4])
+      const outcomes = await collect("secrets")
+      for (const outcome of outcomes.slice(0, 4)) {
+        assert.isTrue(Result.isFailure(outcome.result))
+        if (!Result.isFailure(outcome.result)) continue
+        assert.strictEqual(outcome.result.failure.reason, "InvalidItem")
+        assert.match(outcome.result.failure.detail, /stored in the database in the clear/)
+        assert.notInclude(outcome.result.failure.detail, "s3cret")
+      }
+      // Nothing of them reached the origin, and nothing of them is in the database.
+      assert.strictEqual(hits(origins[0]!, "/secret/"), 1)
+      const stored = await run(
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql<{ n: number }>`select (select count(*) from cluster_messages m where m::text like ${"%s3cret%"})
+            + (select count(*) from volley_results r where r::text like ${"%s3cret%"}) as n`
+        )
+      )
+      assert.strictEqual(Number(stored[0]!.n), 0)
     }, 30_000)
 
     it("takes a Stream of any length and chunks it per origin", async () => {

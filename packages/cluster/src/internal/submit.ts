@@ -2,7 +2,6 @@ import type * as Sharding from "effect/cluster/Sharding"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
-import * as Redacted from "effect/Redacted"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
@@ -32,6 +31,24 @@ export class Conflict {
 
 const textDecoder = new TextDecoder()
 
+/**
+ * Headers that carry credentials. Items are stored in the clear (the runner that takes a chunk
+ * must send them), so these are refused: the runners set them on their own `HttpClient`.
+ */
+const CREDENTIAL_HEADERS = new Set(["authorization", "proxy-authorization", "cookie"])
+
+const secretRefusal = (where: string) =>
+  `${where} would be stored in the database in the clear; set it on the runners' HttpClient ` +
+  "(HttpClient.mapRequest) instead"
+
+/** Why these headers cannot be stored, if they cannot: one of them carries credentials. */
+const refuseSecrets = (headers: Record<string, string>): string | undefined => {
+  for (const key in headers) {
+    if (CREDENTIAL_HEADERS.has(key.toLowerCase())) return secretRefusal(`the ${key} header`)
+  }
+  return undefined
+}
+
 /** The stored form of an item, or why it cannot be stored. */
 export const toWire = (item: Item): WireRequest | string => {
   if (typeof item === "string" || item instanceof URL) {
@@ -42,23 +59,22 @@ export const toWire = (item: Item): WireRequest | string => {
     if (body._tag !== "Empty" && body._tag !== "Uint8Array") {
       return `a request body of kind ${body._tag} cannot be stored; use a string or bytes`
     }
+    const refused = refuseSecrets(item.headers)
+    if (refused !== undefined) return refused
     const url = new URL(item.url)
     for (const [key, value] of item.urlParams) {
-      url.searchParams.append(key, typeof value === "string" ? value : Redacted.value(value))
+      if (typeof value !== "string") return secretRefusal(`the Redacted value of URL parameter ${key}`)
+      url.searchParams.append(key, value)
     }
     return {
       method: item.method,
       url: url.href,
-      // Redacted header values are stored in the clear: the runner must send them.
-      headers: Object.fromEntries(
-        Object.entries(item.headers).map(([key, value]) => [
-          key,
-          typeof value === "string" ? value : Redacted.value(value)
-        ])
-      ),
+      headers: { ...item.headers },
       body: body._tag === "Empty" ? null : textDecoder.decode(body.body)
     }
   }
+  const refused = refuseSecrets(item.headers ?? {})
+  if (refused !== undefined) return refused
   return { method: item.method ?? "GET", url: String(item.url), headers: item.headers ?? {}, body: item.body ?? null }
 }
 
