@@ -1,40 +1,16 @@
-import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { IncomingMessage, ServerResponse } from "node:http"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Layer, Metric } from "effect"
+import { closedPort, origin } from "../../../test/support/origin.ts"
 
-// A node:http origin: /ok (2 bytes), /missing (404), /big (1 MB).
-const origin = Effect.acquireRelease(
-  Effect.promise(
-    () =>
-      new Promise<ReturnType<typeof createServer>>((resolve) => {
-        const server = createServer((req, res) => {
-          if (req.url === "/ok") return res.end("ok")
-          if (req.url === "/big") return res.end(Buffer.alloc(1_000_000))
-          res.writeHead(404).end("no")
-        })
-        server.listen(0, "127.0.0.1", () => resolve(server))
-      })
-  ),
-  (server) =>
-    Effect.promise(() => {
-      server.closeAllConnections()
-      return new Promise<void>((resolve) => server.close(() => resolve()))
-    })
-).pipe(Effect.map((server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}`))
-
-const closedPort = Effect.promise(
-  () =>
-    new Promise<number>((resolve) => {
-      const server = createServer()
-      server.listen(0, "127.0.0.1", () => {
-        const { port } = server.address() as AddressInfo
-        server.close(() => resolve(port))
-      })
-    })
-)
+// /ok (2 bytes), /missing (404, 2 bytes), /big (1 MB).
+const routes = {
+  "/ok": (_: IncomingMessage, res: ServerResponse) => res.end("ok"),
+  "/missing": (_: IncomingMessage, res: ServerResponse) => res.writeHead(404).end("no"),
+  "/big": (_: IncomingMessage, res: ServerResponse) => res.end(Buffer.alloc(1_000_000))
+}
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 const { metrics } = NodeHttpClient
@@ -49,7 +25,7 @@ describe("NodeHttpClient", () => {
   describe("metrics", () => {
     it.live("counts requests by origin and status class, body bytes and duration; none in flight after a batch", () =>
       Effect.gen(function* () {
-        const url = yield* origin
+        const { url } = yield* origin(routes)
         const refused = `http://127.0.0.1:${yield* closedPort}`
         const durationsBefore = (yield* Metric.value(metrics.duration)).count
         yield* Fanout.allSettled([
