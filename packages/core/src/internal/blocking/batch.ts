@@ -59,7 +59,6 @@ class Batch<Payload, Success, Failure> {
   private readonly fiber: Fiber.Fiber<unknown, unknown>
   private readonly resume: Resume<Success, Failure>
   private next = 0
-  private landed = 0
   private done = false
   /** Inside `fill`: a reply that lands synchronously must not start a second loop. */
   private filling = false
@@ -118,14 +117,13 @@ class Batch<Payload, Success, Failure> {
         codecs.spanOptions.attributes
       )
       this.waiting.add(call)
-      call.submit = this.submit
-      call.register((result) => {
+      call.start(this.submit, (result) => {
         this.waiting.delete(call)
         this.land(index, result as Exit.Exit<Success, Failure | BlockingError>)
       })
     }
     this.filling = false
-    if (!this.done && this.landed === this.payloads.length) this.finish()
+    if (!this.done && this.allLanded()) this.finish()
   }
 
   /** The batch's fiber was interrupted: every waiting call is cancelled (its span ended). */
@@ -138,7 +136,6 @@ class Batch<Payload, Success, Failure> {
   // A reply decodes to an Exit (Effect.succeed / fail are Exits in Effect 4).
   private land(index: number, exit: Exit.Exit<Success, Failure | BlockingError>): void {
     if (this.done) return
-    this.landed++
     if (Exit.isSuccess(exit)) {
       this.results[index] = this.plan.settled ? Result.succeed(exit.value) : exit.value
     } else if (this.plan.settled) {
@@ -149,8 +146,13 @@ class Batch<Payload, Success, Failure> {
       this.resume(Exit.failCause(exit.cause))
       return
     }
-    if (this.landed === this.payloads.length) this.finish()
+    if (this.allLanded()) this.finish()
     else this.fill()
+  }
+
+  /** Every payload was taken, and none waits: each one's outcome has landed. */
+  private allLanded(): boolean {
+    return this.next === this.payloads.length && this.waiting.size === 0
   }
 
   private finish(): void {

@@ -68,10 +68,15 @@ export class Call implements Blocking.Request, Blocking.Receiver {
   private resume: Resume | undefined = undefined
   private cancel: (() => void) | undefined = undefined
 
-  /** `Effect.callback`'s register for the `submit` fast path. */
-  register(resume: Resume): Effect.Effect<void> | undefined {
+  /** Hands the call to `submit`; `resume` gets its decoded outcome, once. */
+  start(submit: NonNullable<Blocking.Executor["submit"]>, resume: Resume): void {
     this.resume = resume
-    this.cancel = this.submit!(this, this.fiber.getRef(Clock.Clock), this)
+    this.cancel = submit(this, this.fiber.getRef(Clock.Clock), this)
+  }
+
+  /** `Effect.callback`'s register for the `submit` fast path (`submit` set first). */
+  register(resume: Resume): Effect.Effect<void> | undefined {
+    this.start(this.submit!, resume)
     return this.cancel === undefined ? undefined : Effect.sync(this.interrupt.bind(this))
   }
 

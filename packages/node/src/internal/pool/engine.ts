@@ -100,7 +100,7 @@ export class Engine {
   private closing = false
   private scheduled = false
   /** Batches of results received and not yet settled, oldest first (see `REPLY_BUDGET`). */
-  private readonly inbox: Array<Inbound> = []
+  private readonly inbox: Array<Inbound | undefined> = []
   private inboxHead = 0
   private inboxScheduled = false
   /** Set while a "drain" close waits for the pool to go idle. */
@@ -389,7 +389,7 @@ export class Engine {
     let settled = 0
     while (settled < budget && this.inboxHead < this.inbox.length) {
       const { thread, results } = this.inbox[this.inboxHead]!
-      this.inbox[this.inboxHead++] = undefined as unknown as Inbound
+      this.inbox[this.inboxHead++] = undefined
       this.results(thread, results)
       settled += results.length / RESULT_FIELDS
     }
