@@ -8,7 +8,7 @@
 import { join } from "node:path"
 import { ClusterFanout, ClusterRunner } from "@volley/cluster"
 import { Effect, Layer, ManagedRuntime, Stream } from "effect"
-import { startOrigins } from "../packages/cluster/test/support/origins.ts"
+import { type Origin, startOrigins } from "../packages/cluster/test/support/origins.ts"
 import { freePort } from "../packages/cluster/test/support/ports.ts"
 import { type Postgres, startPostgres } from "../packages/cluster/test/support/postgres.ts"
 import { type Child, spawnNode } from "../packages/cluster/test/support/processes.ts"
@@ -41,15 +41,15 @@ try {
   const started = performance.now()
   await client.runPromise(ClusterFanout.submit(job, urls, { perHost: 4, chunkSize: 25 }))
 
-  let killed = false
+  let killedAt: number | undefined
   const final = await client.runPromise(
     ClusterFanout.watch(job, { interval: "500 millis" }).pipe(
       Stream.tap((p) =>
         Effect.promise(async () => {
           const seconds = ((performance.now() - started) / 1000).toFixed(1)
           console.log(`${seconds} s  ${p.done}/${p.total ?? "?"} done, ${p.failed} failed, ${p.inFlight} in flight`)
-          if (!killed && p.done >= 1000) {
-            killed = true
+          if (killedAt === undefined && p.done >= 1000) {
+            killedAt = Date.now()
             await runners[0]!.stop("SIGKILL")
             console.log(`SIGKILL runner ${runners[0]!.pid}: its shards move to the others in ~5 s`)
           }
@@ -72,6 +72,7 @@ try {
     `outcomes: ${outcomes.length} for ${urls.length} URLs (one each); by runner: ${[...byRunner].map(([r, n]) => `${r} ${n}`).join(", ")}`
   )
   console.log(`ran twice: ${twice} (in flight on the killed runner); peak per origin: ${peak} (perHost 4)`)
+  if (peak > 4) explainPeak(origins.find((origin) => origin.peak() === peak)!, killedAt)
   await client.runPromise(ClusterFanout.forget(job))
   await client.dispose()
 } catch (error) {
@@ -82,4 +83,24 @@ try {
   await Promise.all(runners.map((runner) => runner.stop("SIGTERM")))
   await Promise.all(origins.map((origin) => origin.close()))
   await postgres?.dispose()
+}
+
+// Which requests were in flight together, when, and what the runners said about their shard
+// locks: a runner that stalls past the lock expiry loses its shards while its requests still run.
+function explainPeak(origin: Origin, killedAt: number | undefined) {
+  const { at, requests } = origin.atPeak()
+  const since = (ms: number) =>
+    killedAt === undefined
+      ? new Date(ms).toISOString()
+      : `${Math.abs(ms - killedAt)} ms ${ms < killedAt ? "before" : "after"} the SIGKILL`
+  console.log(`peak at ${since(at)}: ${requests.map(([path, t]) => `${path} (from ${since(t)})`).join(", ")}`)
+  for (const runner of runners) {
+    const lines = runner
+      .output()
+      .split("\n")
+      .filter((line) => /shard|lock/i.test(line))
+    console.log(
+      `runner ${runner.pid}: ${lines.length === 0 ? "nothing about shard locks" : lines.slice(-5).join(" | ")}`
+    )
+  }
 }

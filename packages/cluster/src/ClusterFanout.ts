@@ -7,7 +7,11 @@
  * - **Per host, cluster-wide**: each origin is one entity; the runner holding its shard runs its
  *   chunks one at a time and their items `perHost` at a time, under the runner's own
  *   `concurrency` bound. So no origin ever sees more than `perHost` requests at once from the
- *   whole cluster (while a dead runner's shards move, its connections are already closed).
+ *   whole cluster (while a dead runner's shards move, its connections are already closed). The
+ *   one exception is Effect's shard lease: a runner that stalls past `shardLockExpiration` (its
+ *   lock session idles out, or it logs "Shard lock storage is unhealthy") loses its shards while
+ *   the requests it already sent still run, so another runner may start that origin's chunk
+ *   beside them for as long as they last.
  * - **Outcomes**: each item's outcome (status and body size, or the value of a runner's
  *   {@link Reader}, or a typed failure) is written once to `volley_results`, keyed by job and
  *   item (`ON CONFLICT DO NOTHING`): delivery is at-least-once, the outcome is one.

@@ -5,6 +5,8 @@ export interface Origin {
   readonly url: string
   readonly inFlight: () => number
   readonly peak: () => number
+  /** The requests in flight when the peak was reached (path, arrival in `Date.now()` ms), to explain a peak. */
+  readonly atPeak: () => { readonly at: number; readonly requests: ReadonlyArray<readonly [string, number]> }
   readonly hits: ReadonlyMap<string, number>
   readonly close: () => Promise<void>
 }
@@ -15,16 +17,21 @@ export const startOrigins = async (count: number, delayMillis: number): Promise<
     Array.from({ length: count }, async () => {
       let inFlight = 0
       let peak = 0
+      const live = new Map<object, readonly [string, number]>()
+      let atPeak = { at: 0, requests: [] as ReadonlyArray<readonly [string, number]> }
       const hits = new Map<string, number>()
       const server = Http.createServer((request, response) => {
         inFlight++
-        peak = Math.max(peak, inFlight)
         const path = request.url ?? "/"
+        live.set(response, [path, Date.now()])
+        if (inFlight > peak) atPeak = { at: Date.now(), requests: [...live.values()] }
+        peak = Math.max(peak, inFlight)
         hits.set(path, (hits.get(path) ?? 0) + 1)
         let open = true
         // "close" fires when the answer is sent or the client goes away (a runner killed mid-request).
         response.on("close", () => {
           if (open) inFlight--
+          live.delete(response)
           open = false
         })
         const delay = /[?&]delay=(\d+)/.exec(path)?.[1]
@@ -44,6 +51,7 @@ export const startOrigins = async (count: number, delayMillis: number): Promise<
         url: `http://127.0.0.1:${address.port}`,
         inFlight: () => inFlight,
         peak: () => peak,
+        atPeak: () => atPeak,
         hits,
         close: () =>
           new Promise<void>((resolve) => {
