@@ -135,6 +135,40 @@ describe("ClusterFanout on 3 runners", () => {
     await leaving.start()
   }, 80_000)
 
+  it("hands an origin over when a runner joins mid-chunk: started items finish there, the rest move, never more than perHost", async () => {
+    const job = "join"
+    const joining = cluster.runners[2]!
+    await joining.child().stop("SIGTERM", 30_000)
+    // 20 origins, one chunk each of 30 items, 2 at once, 1.2 s a request: 18 s a chunk, longer than
+    // the 15 s Effect's cluster waits for an entity to end when its shard moves.
+    const items = Array.from({ length: 600 }, (_, i) => `${origins[i % 20]!.url}/${job}/${i}?delay=1200`)
+    for (const origin of origins) origin.resetPeak()
+    await run(ClusterFanout.submit(job, items, { perHost: 2, chunkSize: 30 }))
+    await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 40, 30_000)
+    const joinedAt = Date.now()
+    await joining.start()
+    const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
+    assert.deepStrictEqual([final.done, final.succeeded], [600, 600])
+    assert.deepStrictEqual(await stored(job), { rows: 600, items: 600 })
+    assert.isTrue(hitsOf(job).every((count) => count === 1))
+    assert.isAtMost(Math.max(...origins.map((origin) => origin.peak())), 2)
+    // The joining runner went on with chunks that others had started, once their started items ended.
+    const [shared] = await run(
+      Effect.flatMap(
+        SqlClient.SqlClient,
+        (sql) =>
+          sql<{ chunks: string; at: Date | null }>`select count(distinct r.chunk) as chunks, min(r.created_at) as at
+        from volley_results r where r.job_id = ${job} and r.runner = ${`127.0.0.1:${joining.port}`}
+          and exists (select 1 from volley_results o where o.job_id = r.job_id and o.chunk = r.chunk and o.runner <> r.runner)`
+      )
+    )
+    console.log(
+      `join: ${shared!.chunks} started chunks moved to the new runner, its first outcome ` +
+        `${shared!.at === null ? "never" : `${((shared!.at.getTime() - joinedAt) / 1000).toFixed(1)} s after it started`}`
+    )
+    assert.isAbove(Number(shared!.chunks), 0)
+  }, 80_000)
+
   it("completes a job with one outcome per item across a PostgreSQL restart", async () => {
     const job = "pg-restart"
     await run(ClusterFanout.submit(job, urls(job, 2000, "?delay=50"), { perHost, chunkSize: 20 }))

@@ -12,6 +12,9 @@
  *   lock session idles out, or it logs "Shard lock storage is unhealthy") loses its shards while
  *   the requests it already sent still run, so another runner may start that origin's chunk
  *   beside them for as long as they last.
+ * - **Handover**: when an origin's shard moves (a runner joins or stops with SIGTERM), its running
+ *   chunk stops starting items at once; the items already started finish and write their outcomes
+ *   on the old runner, and the new owner goes on with the rest.
  * - **Outcomes**: each item's outcome (status and body size, or the value of a runner's
  *   {@link Reader}, or a typed failure) is written once to `volley_results`, keyed by job and
  *   item (`ON CONFLICT DO NOTHING`): delivery is at-least-once, the outcome is one.

@@ -35,7 +35,13 @@ export const RunChunk = Rpc.make("RunChunk", {
   primaryKey: (chunk) => `${chunk.job}/${chunk.chunk}`
 })
 
-export const OriginEntity = Entity.make("VolleyOrigin", [RunChunk]).annotateRpcs(ClusterSchema.Persisted, true)
+export const OriginEntity = Entity.make("VolleyOrigin", [RunChunk])
+  .annotateRpcs(ClusterSchema.Persisted, true)
+  // When the origin's shard moves (a runner joins or leaves), a running chunk is interrupted at
+  // once rather than waited for: its started items finish and write their outcomes, the rest go
+  // on under the next owner. Otherwise Effect's cluster waits up to `entityTerminationTimeout`
+  // (15 s) and then moves the shard anyway, with the old runner's items still in flight.
+  .annotateRpcs(ClusterSchema.InterruptOnTermination, true)
 
 /** Every error a runner's executor can answer a task call with; they are Schema classes, so they are stored. */
 export const TaskError = Schema.Union([

@@ -8,6 +8,8 @@ export interface Origin {
   /** The requests in flight when the peak was reached (path, arrival in `Date.now()` ms), to explain a peak. */
   readonly atPeak: () => { readonly at: number; readonly requests: ReadonlyArray<readonly [string, number]> }
   readonly hits: ReadonlyMap<string, number>
+  /** Starts counting the peak again from what is in flight now (for one test's job). */
+  readonly resetPeak: () => void
   readonly close: () => Promise<void>
 }
 
@@ -53,6 +55,10 @@ export const startOrigins = async (count: number, delayMillis: number): Promise<
         peak: () => peak,
         atPeak: () => atPeak,
         hits,
+        resetPeak: () => {
+          peak = inFlight
+          atPeak = { at: Date.now(), requests: [...live.values()] }
+        },
         close: () =>
           new Promise<void>((resolve) => {
             server.closeAllConnections()
