@@ -388,8 +388,11 @@ const work = (options: Pick<Options, "concurrency" | "readers" | "retention">, r
       })
     }),
     // One chunk of an origin at a time, its items `perHost` at a time: the origin's entity lives on
-    // one runner, so the bound holds cluster-wide.
-    { concurrency: 1, maxIdleTime: "1 minute" }
+    // one runner, so the bound holds cluster-wide. An origin with nothing queued leaves after 5 s
+    // (the shortest idle time Effect's reaper sees, checked every 5 s): a runner holds at most
+    // `maxResidentEntities` (10,000) at once, so a crawl over more origins waits ~5-10 s for a
+    // finished origin's place, not the 1-1.5 min of a minute's idle time.
+    { concurrency: 1, maxIdleTime: "5 seconds" }
   )
   const worker = Layer.effect(Worker, makeWorker(runner, options.concurrency ?? 64, options.readers ?? []))
   const cleanup = Layer.effectDiscard(Effect.forkScoped(sweep(retention)))

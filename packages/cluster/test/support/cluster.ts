@@ -46,6 +46,8 @@ export const balanced = (runners: number) =>
 export const startCluster = async (options: {
   readonly runners: number
   readonly concurrency?: number
+  /** Environment of the runner processes (see fixtures/runner.ts). */
+  readonly env?: Record<string, string>
 }): Promise<TestCluster> => {
   const postgres = await startPostgres()
   const children: Array<Child> = []
@@ -59,7 +61,7 @@ export const startCluster = async (options: {
           port,
           child: () => child!,
           start: async () => {
-            child = spawnNode(runnerEntry, [String(port), url, String(options.concurrency ?? 64)])
+            child = spawnNode(runnerEntry, [String(port), url, String(options.concurrency ?? 64)], options.env)
             children.push(child)
             await child.waitFor(`runner ready ${port}`, 60_000)
           }
