@@ -1,36 +1,23 @@
 // End to end: a private PostgreSQL, 3 runner processes, this process as the client, 50 loopback origins.
 // The root package does not depend on @volley/cluster (yet), so its source is imported by path.
 
-import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
+import { ClusterFanout } from "@volley/cluster"
 import { Effect, Stream } from "effect"
 import { SqlClient } from "effect/sql"
-import { afterAll, assert, beforeAll, describe, it } from "vitest"
-import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
-import { type Origin, startOrigins } from "../../packages/cluster/test/support/origins.ts"
+import { assert, describe, it } from "vitest"
+import { clusterSuite } from "../../packages/cluster/test/support/suite.ts"
 
 const perHost = 4
-let cluster: TestCluster
-let origins: ReadonlyArray<Origin>
-
-beforeAll(async () => {
-  ;[cluster, origins] = await Promise.all([startCluster({ runners: 3, concurrency: 64 }), startOrigins(50, 10)])
-}, 90_000)
-
-afterAll(async () => {
-  await cluster?.dispose()
-  await Promise.all((origins ?? []).map((origin) => origin.close()))
-}, 60_000)
-
-const run = <A, E>(effect: Effect.Effect<A, E, ClusterRunner.ClusterRunnerServices>) =>
-  cluster.client.runPromise(effect)
+const suite = clusterSuite({ runners: 3, concurrency: 64 }, { count: 50, delayMillis: 10 })
+const { run } = suite
 
 const urls = (job: string, count: number, query = "") =>
-  Array.from({ length: count }, (_, i) => `${origins[i % origins.length]!.url}/${job}/${i}${query}`)
+  Array.from({ length: count }, (_, i) => `${suite.origins[i % suite.origins.length]!.url}/${job}/${i}${query}`)
 
 /** Hits per path of one job across every origin: a path hit twice is an item that ran twice. */
 const hitsOf = (job: string) => {
   const hits: Array<number> = []
-  for (const origin of origins) {
+  for (const origin of suite.origins) {
     for (const [path, count] of origin.hits) if (path.startsWith(`/${job}/`)) hits.push(count)
   }
   return hits
@@ -75,7 +62,7 @@ describe("ClusterFanout on 3 runners", () => {
     assert.isTrue(outcomes.every((o) => o.result._tag === "Success" && o.result.success.bytes === 2))
     // Every runner took part, and the bound held cluster-wide while being used to the full.
     assert.strictEqual(new Set(outcomes.map((o) => o.runner)).size, 3)
-    const peaks = origins.map((origin) => origin.peak())
+    const peaks = suite.origins.map((origin) => origin.peak())
     assert.isAtMost(Math.max(...peaks), perHost)
     assert.strictEqual(Math.max(...peaks), perHost)
     assert.isTrue(hitsOf("big").every((count) => count === 1))
@@ -86,7 +73,7 @@ describe("ClusterFanout on 3 runners", () => {
     // 200 ms per request: 60 per origin at 4 at once take 3 s, so the victim is mid-way through its origins.
     await run(ClusterFanout.submit(job, urls(job, 3000, "?delay=200"), { perHost, chunkSize: 20 }))
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 600, 30_000)
-    const victim = cluster.runners[0]!
+    const victim = suite.cluster.runners[0]!
     const victimName = `127.0.0.1:${victim.port}`
     // In flight at the kill, cluster-wide: requests the origins received that have no stored outcome
     // yet (answered but not yet written counts too: a runner killed then runs them again).
@@ -116,7 +103,7 @@ describe("ClusterFanout on 3 runners", () => {
     assert.deepStrictEqual([final.done, final.succeeded], [3000, 3000])
     assert.deepStrictEqual(await stored(job), { rows: 3000, items: 3000 })
     assert.isAtMost(reruns, inFlightAtKill)
-    assert.isAtMost(Math.max(...origins.map((origin) => origin.peak())), perHost)
+    assert.isAtMost(Math.max(...suite.origins.map((origin) => origin.peak())), perHost)
     await victim.start()
   }, 80_000)
 
@@ -124,7 +111,7 @@ describe("ClusterFanout on 3 runners", () => {
     const job = "term"
     await run(ClusterFanout.submit(job, urls(job, 2000), { perHost, chunkSize: 50 }))
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 500, 30_000)
-    const leaving = cluster.runners[1]!
+    const leaving = suite.cluster.runners[1]!
     await leaving.child().stop("SIGTERM", 30_000)
     const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
     assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])
@@ -137,12 +124,12 @@ describe("ClusterFanout on 3 runners", () => {
 
   it("hands an origin over when a runner joins mid-chunk: started items finish there, the rest move, never more than perHost", async () => {
     const job = "join"
-    const joining = cluster.runners[2]!
+    const joining = suite.cluster.runners[2]!
     await joining.child().stop("SIGTERM", 30_000)
     // 20 origins, one chunk each of 30 items, 2 at once, 1.2 s a request: 18 s a chunk, longer than
     // the 15 s Effect's cluster waits for an entity to end when its shard moves.
-    const items = Array.from({ length: 600 }, (_, i) => `${origins[i % 20]!.url}/${job}/${i}?delay=1200`)
-    for (const origin of origins) origin.resetPeak()
+    const items = Array.from({ length: 600 }, (_, i) => `${suite.origins[i % 20]!.url}/${job}/${i}?delay=1200`)
+    for (const origin of suite.origins) origin.resetPeak()
     await run(ClusterFanout.submit(job, items, { perHost: 2, chunkSize: 30 }))
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 40, 30_000)
     const joinedAt = Date.now()
@@ -151,7 +138,7 @@ describe("ClusterFanout on 3 runners", () => {
     assert.deepStrictEqual([final.done, final.succeeded], [600, 600])
     assert.deepStrictEqual(await stored(job), { rows: 600, items: 600 })
     assert.isTrue(hitsOf(job).every((count) => count === 1))
-    assert.isAtMost(Math.max(...origins.map((origin) => origin.peak())), 2)
+    assert.isAtMost(Math.max(...suite.origins.map((origin) => origin.peak())), 2)
     // The joining runner went on with chunks that others had started, once their started items ended.
     const [shared] = await run(
       Effect.flatMap(
@@ -174,9 +161,9 @@ describe("ClusterFanout on 3 runners", () => {
     await run(ClusterFanout.submit(job, urls(job, 2000, "?delay=50"), { perHost, chunkSize: 20 }))
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 300, 30_000)
     const stoppedAt = Date.now()
-    await cluster.postgres.stop("fast")
+    await suite.cluster.postgres.stop("fast")
     await new Promise((resolve) => setTimeout(resolve, 3000))
-    await cluster.postgres.start()
+    await suite.cluster.postgres.start()
     const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
     console.log(`PostgreSQL down ~3 s: job done ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s after the stop`)
     assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])

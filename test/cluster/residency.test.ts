@@ -1,31 +1,14 @@
 // More origins than a runner keeps resident: Effect's cluster admits a new origin's entity only
 // when a finished one has idled out, so the job goes on in waves of `maxResidentEntities`.
-import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
-import type { Effect } from "effect"
-import { afterAll, assert, beforeAll, describe, it } from "vitest"
-import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
-import { type Origin, startOrigins } from "../../packages/cluster/test/support/origins.ts"
+import { ClusterFanout } from "@volley/cluster"
+import { assert, describe, it } from "vitest"
+import { clusterSuite } from "../../packages/cluster/test/support/suite.ts"
 
-let cluster: TestCluster
-let origins: ReadonlyArray<Origin>
-
-beforeAll(async () => {
-  ;[cluster, origins] = await Promise.all([
-    startCluster({ runners: 1, env: { VOLLEY_MAX_RESIDENT: "4" } }),
-    startOrigins(12, 10)
-  ])
-}, 90_000)
-
-afterAll(async () => {
-  await cluster?.dispose()
-  await Promise.all((origins ?? []).map((origin) => origin.close()))
-}, 60_000)
-
-const run = <A, E>(effect: Effect.Effect<A, E, ClusterRunner.ClusterRunnerServices>) =>
-  cluster.client.runPromise(effect)
+const suite = clusterSuite({ runners: 1, env: { VOLLEY_MAX_RESIDENT: "4" } }, { count: 12, delayMillis: 10 })
 
 describe("ClusterFanout past a runner's resident origins", () => {
   it("finishes a job over 12 origins on a runner that keeps 4 resident, each taking its place in seconds", async () => {
+    const { origins, run } = suite
     const urls = Array.from({ length: 48 }, (_, i) => `${origins[i % 12]!.url}/resident/${i}`)
     const started = Date.now()
     await run(ClusterFanout.submit("resident", urls, { perHost: 2 }))

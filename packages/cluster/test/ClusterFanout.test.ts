@@ -1,26 +1,14 @@
-import { ClusterFanout, type ClusterRunner } from "@volley/cluster"
+import { ClusterFanout } from "@volley/cluster"
 import { Effect, Redacted, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
 import { SqlClient } from "effect/sql"
-import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import { assert, describe, it } from "vitest"
 import * as Readers from "./fixtures/readers.ts"
-import { startCluster, type TestCluster } from "./support/cluster.ts"
-import { type Origin, startOrigins } from "./support/origins.ts"
+import type { Origin } from "./support/origins.ts"
+import { clusterSuite } from "./support/suite.ts"
 
-let cluster: TestCluster
-let origins: ReadonlyArray<Origin>
-
-beforeAll(async () => {
-  ;[cluster, origins] = await Promise.all([startCluster({ runners: 2 }), startOrigins(4, 5)])
-}, 90_000)
-
-afterAll(async () => {
-  await cluster?.dispose()
-  await Promise.all((origins ?? []).map((origin) => origin.close()))
-}, 60_000)
-
-const run = <A, E>(effect: Effect.Effect<A, E, ClusterRunner.ClusterRunnerServices>) =>
-  cluster.client.runPromise(effect)
+const suite = clusterSuite({ runners: 2 }, { count: 4, delayMillis: 5 })
+const { run } = suite
 const wait = (job: string) => run(ClusterFanout.wait(job, { interval: "100 millis", timeout: "30 seconds" }))
 const collect = <A>(job: string, reader?: ClusterFanout.Reader<A>) =>
   run(Stream.runCollect(ClusterFanout.results(job, { reader, pageSize: 7 })))
@@ -31,7 +19,7 @@ const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, m
 describe("ClusterFanout", () => {
   describe("submit", () => {
     it("stores the value of the job's reader, decoded by its schema when read back", async () => {
-      const urls = Array.from({ length: 12 }, (_, i) => `${origins[i % 4]!.url}/reader/${i}`)
+      const urls = Array.from({ length: 12 }, (_, i) => `${suite.origins[i % 4]!.url}/reader/${i}`)
       assert.strictEqual(await run(ClusterFanout.submit("reader", urls, { reader: Readers.text })), 12)
       const final = await wait("reader")
       assert.deepStrictEqual([final.total, final.succeeded, final.origins.length], [12, 12, 4])
@@ -47,10 +35,10 @@ describe("ClusterFanout", () => {
 
     it("records typed failures: a non-2xx status with its code, an item that is not an http(s) URL", async () => {
       const items = [
-        `${origins[0]!.url}/fail/0?status=404`,
+        `${suite.origins[0]!.url}/fail/0?status=404`,
         "ftp://127.0.0.1/x",
         "not a url",
-        `${origins[1]!.url}/fail/3`
+        `${suite.origins[1]!.url}/fail/3`
       ]
       await run(ClusterFanout.submit("fail", items))
       const final = await wait("fail")
@@ -65,7 +53,7 @@ describe("ClusterFanout", () => {
     }, 30_000)
 
     it("refuses to store credentials: an Authorization or Cookie header, a Redacted URL parameter", async () => {
-      const url = `${origins[0]!.url}/secret`
+      const url = `${suite.origins[0]!.url}/secret`
       const items: ReadonlyArray<ClusterFanout.Item> = [
         { url: `${url}/0`, headers: { Authorization: "Bearer s3cret-token" } },
         HttpClientRequest.get(`${url}/1`).pipe(HttpClientRequest.setHeader("cookie", "sid=s3cret-token")),
@@ -85,7 +73,7 @@ describe("ClusterFanout", () => {
         assert.notInclude(outcome.result.failure.detail, "s3cret")
       }
       // Nothing of them reached the origin, and nothing of them is in the database.
-      assert.strictEqual(hits(origins[0]!, "/secret/"), 1)
+      assert.strictEqual(hits(suite.origins[0]!, "/secret/"), 1)
       const stored = await run(
         Effect.flatMap(
           SqlClient.SqlClient,
@@ -97,7 +85,7 @@ describe("ClusterFanout", () => {
     }, 30_000)
 
     it("takes a Stream of any length and chunks it per origin", async () => {
-      const items = Stream.range(0, 249).pipe(Stream.map((i) => `${origins[i % 4]!.url}/stream/${i}`))
+      const items = Stream.range(0, 249).pipe(Stream.map((i) => `${suite.origins[i % 4]!.url}/stream/${i}`))
       assert.strictEqual(await run(ClusterFanout.submit("stream", items, { chunkSize: 16, perHost: 8 })), 250)
       const final = await wait("stream")
       assert.deepStrictEqual([final.done, final.succeeded], [250, 250])
@@ -107,16 +95,18 @@ describe("ClusterFanout", () => {
     }, 30_000)
 
     it("runs nothing twice when the same job is submitted again, and rejects the id with other items", async () => {
-      const urls = Array.from({ length: 20 }, (_, i) => `${origins[i % 4]!.url}/again/${i}`)
+      const urls = Array.from({ length: 20 }, (_, i) => `${suite.origins[i % 4]!.url}/again/${i}`)
       await run(ClusterFanout.submit("again", urls))
       await wait("again")
       await run(ClusterFanout.submit("again", urls))
       await sleep(1500)
       assert.strictEqual(
-        origins.reduce((sum, origin) => sum + hits(origin, "/again/"), 0),
+        suite.origins.reduce((sum, origin) => sum + hits(origin, "/again/"), 0),
         20
       )
-      const other = await run(Effect.flip(ClusterFanout.submit("again", [...urls.slice(1), `${origins[0]!.url}/x`])))
+      const other = await run(
+        Effect.flip(ClusterFanout.submit("again", [...urls.slice(1), `${suite.origins[0]!.url}/x`]))
+      )
       assert.strictEqual(other._tag, "JobConflictError")
       assert.include(other.message, "again")
       const options = await run(Effect.flip(ClusterFanout.submit("again", urls, { perHost: 9 })))
@@ -133,7 +123,7 @@ describe("ClusterFanout", () => {
 
   describe("cancel", () => {
     it("starts none of a cancelled job's remaining items; progress showed them in flight before", async () => {
-      const urls = Array.from({ length: 100 }, (_, i) => `${origins[0]!.url}/cancel/${i}?delay=100`)
+      const urls = Array.from({ length: 100 }, (_, i) => `${suite.origins[0]!.url}/cancel/${i}?delay=100`)
       await run(ClusterFanout.submit("cancel", urls, { perHost: 2, chunkSize: 50 }))
       let seen = await run(ClusterFanout.progress("cancel"))
       while (seen.done < 4) {
@@ -146,16 +136,16 @@ describe("ClusterFanout", () => {
       const final = await wait("cancel")
       assert.isTrue(final.cancelled && final.finished)
       await sleep(700)
-      const after = hits(origins[0]!, "/cancel/")
+      const after = hits(suite.origins[0]!, "/cancel/")
       await sleep(1000)
-      assert.strictEqual(hits(origins[0]!, "/cancel/"), after)
+      assert.strictEqual(hits(suite.origins[0]!, "/cancel/"), after)
       assert.isBelow(after, 30)
     }, 30_000)
   })
 
   describe("forget", () => {
     it("deletes a job, after which progress fails with JobNotFoundError", async () => {
-      await run(ClusterFanout.submit("forget", [`${origins[0]!.url}/forget/0`]))
+      await run(ClusterFanout.submit("forget", [`${suite.origins[0]!.url}/forget/0`]))
       await wait("forget")
       await run(ClusterFanout.forget("forget"))
       const error = await run(Effect.flip(ClusterFanout.progress("forget")))
