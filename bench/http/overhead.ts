@@ -1,0 +1,138 @@
+// The JavaScript cost of a request in each form, with no network: every client sends to an
+// in-process undici dispatcher that answers each request on the next event-loop turn (status 200,
+// a 2-byte body), so what is measured is the client's own work, without the socket writes and the
+// origin's CPU that make req/s on this 2-core machine swing by ±15%.
+//
+//   cd bench && node --conditions=@volley/source --expose-gc http/overhead.ts [requests] [rounds]
+//
+// Prints the median over rounds of main-thread CPU µs per request, interleaved round by round.
+import { Fanout, Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Stream from "effect/Stream"
+import { Dispatcher } from "undici"
+
+const [requests = "50000", rounds = "7"] = process.argv.slice(2)
+const total = Number(requests)
+const CONCURRENCY = 64
+const URL_ = "http://127.0.0.1:8080/2b"
+const BODY = Buffer.from("ok")
+const HEADERS = { "content-length": "2", "content-type": "text/plain" }
+
+// Answers on the next turn, as a keep-alive socket read would: start, head, body, end.
+class Answering extends Dispatcher {
+  override dispatch(_options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    setImmediate(answer, handler)
+    return true
+  }
+  override close(): Promise<void> {
+    return Promise.resolve()
+  }
+  override destroy(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+const controller = {
+  abort() {},
+  pause() {},
+  resume() {},
+  paused: false,
+  aborted: false,
+  reason: null
+} as unknown as Dispatcher.DispatchController
+const answer = (handler: Dispatcher.DispatchHandler) => {
+  handler.onRequestStart?.(controller, {})
+  handler.onResponseStart?.(controller, 200, HEADERS, "OK")
+  handler.onResponseData?.(controller, BODY)
+  handler.onResponseEnd?.(controller, {})
+}
+
+// The floor: a bare handler object per request, the next request sent when one ends.
+class Bare implements Dispatcher.DispatchHandler {
+  status = 0
+  chunks: Array<Buffer> = []
+  readonly done: () => void
+  constructor(done: () => void) {
+    this.done = done
+  }
+  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
+    this.status = statusCode
+  }
+  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk)
+  }
+  onResponseEnd(): void {
+    this.done()
+  }
+}
+const floor = (): Promise<void> =>
+  new Promise((resolve) => {
+    const dispatcher = new Answering()
+    let started = 0
+    let active = 0
+    const next = () => {
+      if (started < total) {
+        started++
+        active++
+        dispatcher.dispatch({ origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" }, new Bare(done))
+      } else if (active === 0) resolve()
+    }
+    const done = () => {
+      active--
+      next()
+    }
+    for (let i = 0; i < CONCURRENCY; i++) next()
+  })
+
+const runtime = ManagedRuntime.make(
+  NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<HttpClient.HttpClient>
+)
+const urls = Array.from({ length: total }, () => URL_)
+const byteLength = (response: Parameters<typeof Http.readBytes>[0]) =>
+  Effect.map(Http.readBytes(response), (bytes) => bytes.byteLength)
+
+const forms: Record<string, () => Promise<unknown>> = {
+  floor,
+  idiom: () =>
+    runtime.runPromise(
+      Effect.forEach(urls, (u) => Effect.map(Http.getText(u), (t) => t.length), { concurrency: CONCURRENCY })
+    ),
+  "idiom-untraced": () =>
+    runtime.runPromise(
+      Effect.forEach(urls, (u) => Effect.map(Http.getText(u), (t) => t.length), { concurrency: CONCURRENCY }).pipe(
+        Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
+      )
+    ),
+  allSettled: () => runtime.runPromise(Fanout.allSettled(urls, { concurrency: CONCURRENCY, read: byteLength })),
+  stream: () => runtime.runPromise(Stream.runCount(Fanout.stream(urls, { concurrency: CONCURRENCY, read: byteLength })))
+}
+
+// ONLY=<form>: run that form alone (to profile it with --cpu-prof).
+const only = process.env.ONLY
+if (only !== undefined) for (const name of Object.keys(forms)) if (name !== only && name !== "floor") delete forms[name]
+
+const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const samples = new Map<string, Array<number>>()
+for (const run of Object.values(forms)) await run() // warm-up
+for (let round = 0; round < Number(rounds); round++) {
+  for (const [name, run] of Object.entries(forms)) {
+    globalThis.gc?.()
+    const before = process.threadCpuUsage?.() ?? process.cpuUsage()
+    await run()
+    const after = process.threadCpuUsage?.(before) ?? process.cpuUsage(before)
+    const us = (after.user + after.system) / total
+    samples.set(name, [...(samples.get(name) ?? []), us])
+  }
+}
+await runtime.dispose()
+const base = median(samples.get("floor")!)
+console.log(`${total} requests x ${rounds} rounds, main-thread CPU µs per request (median), no network`)
+for (const [name, xs] of samples) {
+  const m = median(xs)
+  console.log(
+    `${name.padEnd(16)} ${m.toFixed(2).padStart(7)}  +${(m - base).toFixed(2)} over the floor   ${xs.map((x) => x.toFixed(1)).join(" ")}`
+  )
+}
