@@ -58,9 +58,12 @@ const terminate = (child: ChildProcess) =>
     process.kill(child.pid, "SIGTERM")
   })
 
-const nginxConfig = (dir: string, port: number, echo: boolean) => `
-${echo ? `load_module ${ECHO_MODULE};` : ""}
-worker_processes 1;
+/**
+ * What every benchmark nginx shares: one worker in the foreground, its files under `dir`, and
+ * an `http` block that opens with keep-alive for millions of requests; the caller writes the rest
+ * of the `http` block and closes it.
+ */
+export const nginxPreamble = (dir: string) => `worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -71,7 +74,11 @@ http {
   uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
   keepalive_timeout 65s;
   keepalive_requests 10000000;
-  sendfile on;
+`
+
+const nginxConfig = (dir: string, port: number, echo: boolean) => `
+${echo ? `load_module ${ECHO_MODULE};` : ""}
+${nginxPreamble(dir)}  sendfile on;
   tcp_nopush on;
   server {
     listen 127.0.0.1:${port} backlog=4096;

@@ -18,7 +18,7 @@ import * as Effect from "effect/Effect"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Result from "effect/Result"
-import { freePort, waitForPort } from "../http/server.ts"
+import { freePort, nginxPreamble, waitForPort } from "../http/server.ts"
 
 const CONCURRENCY = 64
 const REQUESTS = Number(process.env.VOLLEY_BENCH_REQUESTS ?? 20_000)
@@ -95,18 +95,7 @@ openssl(
 const port = await freePort()
 writeFileSync(
   join(dir, "nginx.conf"),
-  `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;
-  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
-  keepalive_timeout 65s;
-  keepalive_requests 10000000;
-  http2_max_requests 10000000;
+  `${nginxPreamble(dir)}  http2_max_requests 10000000;
   http2_max_concurrent_streams 128;
   ssl_certificate ${dir}/server.crt;
   ssl_certificate_key ${dir}/server.key;
