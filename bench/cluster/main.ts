@@ -9,8 +9,7 @@ import { ClusterFanout } from "@volley/cluster"
 import { Fanout } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Result } from "effect"
-import { SqlClient } from "effect/sql"
-import { startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
+import { firstTakeover, startCluster, type TestCluster } from "../../packages/cluster/test/support/cluster.ts"
 import { startOrigins } from "../../packages/cluster/test/support/origins.ts"
 
 const items = Number(process.env.BENCH_CLUSTER_ITEMS ?? 12_000)
@@ -52,16 +51,8 @@ const recovery = async (cluster: TestCluster): Promise<number> => {
   await victim.child().stop("SIGKILL")
   await cluster.client.runPromise(ClusterFanout.wait(job, { interval: "100 millis", timeout: "5 minutes" }))
   const name = `127.0.0.1:${victim.port}`
-  const [row] = await cluster.client.runPromise(
-    Effect.flatMap(
-      SqlClient.SqlClient,
-      (sql) =>
-        sql<{ at: Date | null }>`select min(r.created_at) as at from volley_results r
-          where r.job_id = ${job} and r.runner <> ${name} and exists (select 1 from volley_results v
-            where v.job_id = r.job_id and v.chunk = r.chunk and v.runner = ${name})`
-    )
-  )
-  return row?.at ? (row.at.getTime() - killedAt) / 1000 : Number.NaN
+  const at = await cluster.client.runPromise(firstTakeover(job, name))
+  return at === undefined ? Number.NaN : (at.getTime() - killedAt) / 1000
 }
 
 const median = (xs: ReadonlyArray<number>) => {

@@ -5,6 +5,7 @@ import { ClusterFanout } from "@volley/cluster"
 import { Effect, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
+import { firstTakeover } from "../../packages/cluster/test/support/cluster.ts"
 import { clusterSuite } from "../../packages/cluster/test/support/suite.ts"
 
 const perHost = 4
@@ -85,16 +86,8 @@ describe("ClusterFanout on 3 runners", () => {
     const recovered = (Date.now() - killedAt) / 1000
     const reruns = hitsOf(job).filter((count) => count > 1).length
     // Recovery: from the kill to the first outcome another runner wrote in a chunk the victim had started.
-    const [takeover] = await run(
-      Effect.flatMap(
-        SqlClient.SqlClient,
-        (sql) =>
-          sql<{ at: Date | null }>`select min(r.created_at) as at from volley_results r
-        where r.job_id = ${job} and r.runner <> ${victimName} and exists (select 1 from volley_results v
-          where v.job_id = r.job_id and v.chunk = r.chunk and v.runner = ${victimName})`
-      )
-    )
-    const recovery = takeover?.at === null || takeover === undefined ? NaN : (takeover.at.getTime() - killedAt) / 1000
+    const takeover = await run(firstTakeover(job, victimName))
+    const recovery = takeover === undefined ? NaN : (takeover.getTime() - killedAt) / 1000
     console.log(
       `SIGKILL: survivors took over the victim's chunks ${recovery.toFixed(1)} s after the kill; job done after ` +
         `${recovered.toFixed(1)} s; ${reruns} items re-run (${inFlightAtKill} in flight at the kill)`

@@ -43,6 +43,22 @@ export const balanced = (runners: number) =>
     ).pipe(Effect.timeout("30 seconds"))
   })
 
+/**
+ * When another runner first wrote an outcome in a chunk that `runner` (its `host:port`) had
+ * started: the moment the victim's work was taken over. `undefined` if it never was.
+ */
+export const firstTakeover = (job: string, runner: string) =>
+  Effect.map(
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql<{ at: Date | null }>`select min(r.created_at) as at from volley_results r
+          where r.job_id = ${job} and r.runner <> ${runner} and exists (select 1 from volley_results v
+            where v.job_id = r.job_id and v.chunk = r.chunk and v.runner = ${runner})`
+    ),
+    ([row]) => row?.at ?? undefined
+  )
+
 export const startCluster = async (options: {
   readonly runners: number
   readonly concurrency?: number
