@@ -1,13 +1,15 @@
 // A real nginx (Debian's package) for end-to-end tests: started in the foreground in a temp dir
-// on kernel-chosen loopback ports, with a TLS port (certificate from a throw-away test CA) and
-// an access log that records, per request, the connection number, the protocol and the
+// on free loopback ports below the ephemeral range (so no outgoing connection takes one between
+// the check and nginx's bind), with a TLS port (certificate from a throw-away test CA) and an
+// access log that records, per request, the connection number, the protocol and the
 // Content-Encoding nginx sent. Stopped by its PID when the scope closes.
 import { type ChildProcess, spawn } from "node:child_process"
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createConnection, createServer } from "node:net"
+import { createConnection } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
+import { freePort } from "../../packages/cluster/test/support/ports.ts"
 import { makePki } from "../../packages/node/test/fixtures/pki.ts"
 
 const NGINX = "/usr/sbin/nginx"
@@ -37,17 +39,6 @@ export interface Nginx {
   readonly log: () => Array<LogLine>
   readonly dir: string
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      probe.close(() => resolve(port))
-    })
-  })
 
 const accepts = (port: number) =>
   new Promise<boolean>((resolve) => {
