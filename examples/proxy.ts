@@ -8,13 +8,14 @@
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:http"
-import { type AddressInfo, connect, createServer as createTcpServer } from "node:net"
+import { type AddressInfo, connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
 import { Http, Proxy } from "@volley/core"
 import { NodeHttpClient, NodeProxy } from "@volley/node"
 import { Console, Effect, Layer } from "effect"
+import { freePort } from "../packages/cluster/test/support/ports.ts"
 
 const program = (origin: string) =>
   Http.getText(`${origin}/hello`).pipe(Proxy.unwrapErrors, Effect.timeout("5 seconds"))
@@ -22,14 +23,6 @@ const program = (origin: string) =>
 // Proxies here run on loopback, which is direct by default: opt in.
 const through = (url: string) =>
   Layer.unwrap(Effect.map(Proxy.make({ all: url, proxyLoopback: true }), (config) => NodeProxy.layer(config)))
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createTcpServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
 
 const listening = async (port: number) => {
   for (let i = 0; i < 100; i++) {
