@@ -61,9 +61,13 @@ interface Sample {
 let current: ChildProcess | undefined
 
 // Runs a child to completion (killed after `timeoutMs`), asynchronously so signals still land.
-const run = (command: string, args: ReadonlyArray<string>, timeoutMs: number) =>
+const run = (command: string, args: ReadonlyArray<string>, timeoutMs: number, env: Record<string, string> = {}) =>
   new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs })
+    const child = spawn(command, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: timeoutMs,
+      env: { ...process.env, ...env }
+    })
     current = child
     let stdout = ""
     let stderr = ""
@@ -194,6 +198,20 @@ const memory = memoryRun.status === 0 ? JSON.parse(memoryRun.stdout.trim().split
 if (memory === undefined) console.error(`memory run failed:\n${memoryRun.stderr.slice(-2000)}`)
 else console.log(`  memory: ${memory.done} requests, RSS ${memory.beforeMiB} -> peak ${memory.peakMiB} MiB`)
 
+// The clients' own JavaScript per request, with no network (see overhead.ts).
+const overheadRun = await run(
+  process.execPath,
+  ["--conditions=@volley/source", "--expose-gc", join(import.meta.dirname, "overhead.ts"), "50000", "7"],
+  300_000,
+  { OVERHEAD_JSON: "1" }
+)
+const overhead = overheadRun.status === 0 ? JSON.parse(overheadRun.stdout.trim().split("\n").at(-1) ?? "{}") : undefined
+if (overhead === undefined) console.error(`overhead run failed:\n${overheadRun.stderr.slice(-2000)}`)
+else
+  console.log(
+    `  no network: ${overhead.forms.map((f: { name: string; medianUs: number }) => `${f.name} ${f.medianUs} µs`).join(", ")}`
+  )
+
 for (const o of origins.splice(0)) await o.stop()
 
 // Report.
@@ -253,6 +271,7 @@ const results = {
   },
   rows,
   memory: memory === undefined ? null : { requests: MEMORY_REQUESTS, concurrency: CONCURRENCY, ...memory },
+  overhead: overhead ?? null,
   pythonMissing: missingPython
 }
 writeReport(results)

@@ -23,6 +23,12 @@ export interface Results {
     readonly loneMs?: number
     readonly ceilingRps?: number
   }
+  /** Main-thread CPU µs per request of each form with no network (overhead.ts); absent in older results. */
+  readonly overhead?: {
+    readonly requests: number
+    readonly rounds: number
+    readonly forms: ReadonlyArray<{ readonly name: string; readonly medianUs: number }>
+  } | null
   readonly rows: ReadonlyArray<{
     readonly client: string
     readonly label: string
@@ -189,6 +195,23 @@ const render = (r: Results) => {
           )
         ]),
     "",
+    ...(r.overhead == null
+      ? []
+      : [
+          "## Without a network: the clients' own JavaScript",
+          "",
+          `\`http/overhead.ts\`: ${r.overhead.requests.toLocaleString("en")} requests per form to an in-process undici dispatcher that answers`,
+          "each on the next event-loop turn (status 200, 2 bytes), so neither socket writes nor the origin's CPU count;",
+          `main-thread CPU µs per request, median of ${r.overhead.rounds} interleaved rounds.`,
+          "",
+          "| form | µs per request | over the floor |",
+          "| --- | ---: | ---: |",
+          ...r.overhead.forms.map((f) => {
+            const floorUs = r.overhead?.forms.find((g) => g.name === "floor")?.medianUs ?? 0
+            return `| ${f.name} | ${f.medianUs.toFixed(2)} | +${(f.medianUs - floorUs).toFixed(2)} |`
+          }),
+          ""
+        ]),
     "## Memory: a streamed batch of 100,000 requests",
     "",
     memory === null
