@@ -119,17 +119,18 @@ describe("ClusterFanout on 3 runners", () => {
     const job = "join"
     const joining = suite.cluster.runners[2]!
     await joining.child().stop("SIGTERM", 30_000)
-    // 20 origins, one chunk each of 30 items, 2 at once, 1.2 s a request: 18 s a chunk, longer than
-    // the 15 s Effect's cluster waits for an entity to end when its shard moves.
-    const items = Array.from({ length: 600 }, (_, i) => `${suite.origins[i % 20]!.url}/${job}/${i}?delay=1200`)
+    // 20 origins, one chunk each of 40 items, 2 at once, 1.5 s a request: 30 s a chunk, longer than
+    // the 15 s Effect's cluster waits for an entity to end when its shard moves, and long enough
+    // for a runner slow to start on a busy machine to join while every chunk still runs.
+    const items = Array.from({ length: 800 }, (_, i) => `${suite.origins[i % 20]!.url}/${job}/${i}?delay=1500`)
     for (const origin of suite.origins) origin.resetPeak()
-    await run(ClusterFanout.submit(job, items, { perHost: 2, chunkSize: 30 }))
+    await run(ClusterFanout.submit(job, items, { perHost: 2, chunkSize: 40 }))
     await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 40, 30_000)
     const joinedAt = Date.now()
     await joining.start()
     const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
-    assert.deepStrictEqual([final.done, final.succeeded], [600, 600])
-    assert.deepStrictEqual(await stored(job), { rows: 600, items: 600 })
+    assert.deepStrictEqual([final.done, final.succeeded], [800, 800])
+    assert.deepStrictEqual(await stored(job), { rows: 800, items: 800 })
     assert.isTrue(hitsOf(job).every((count) => count === 1))
     assert.isAtMost(Math.max(...suite.origins.map((origin) => origin.peak())), 2)
     // The joining runner went on with chunks that others had started, once their started items ended.
@@ -147,7 +148,7 @@ describe("ClusterFanout on 3 runners", () => {
         `${shared!.at === null ? "never" : `${((shared!.at.getTime() - joinedAt) / 1000).toFixed(1)} s after it started`}`
     )
     assert.isAbove(Number(shared!.chunks), 0)
-  }, 80_000)
+  }, 110_000)
 
   it("completes a job with one outcome per item across a PostgreSQL restart", async () => {
     const job = "pg-restart"
