@@ -45,10 +45,6 @@ const makeCodecs = (task: Blocking.AnyTask): Codecs => ({
   decodeFailure: Schema.decodeUnknownExit(task.failure)
 })
 
-/**
- * A message for anything thrown; never throws itself: `String(Object.create(null))` throws, an
- * Error's `message` may be a getter that throws, a revoked Proxy throws on every inspection.
- */
 /** A payload ready for an executor: encoded, with what it moves instead of copying. */
 export interface Prepared {
   readonly payload: unknown
@@ -69,6 +65,10 @@ export const preparePayload = (task: Blocking.AnyTask, payload: unknown): Prepar
   }
 }
 
+/**
+ * A message for anything thrown; never throws itself: `String(Object.create(null))` throws, an
+ * Error's `message` may be a getter that throws, a revoked Proxy throws on every inspection.
+ */
 export const describe = (error: unknown): string => {
   const message = isErrorUnsafe(error) ? readString(error, "message") : undefined
   if (message !== undefined) return message

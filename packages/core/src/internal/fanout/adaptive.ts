@@ -27,10 +27,10 @@
 //   the latency near the baseline (`CAP`), so one answer a stall held for long moves a round by
 //   little; smoothed over rounds (half the newest): a stall of the machine (a GC pause, a busy
 //   CPU) delays some answers of a round and moves this by half for a round; a queue at the
-//   origin delays answers every round, moves it all the way and stays. In slow start each round counts on its own, and it takes
-//   two slow rounds in a row to end it: the first round's answers also waited for new
-//   connections, and a round of one or two answers is all jitter (measured at load 12 on 2
-//   cores: slow start ended at 1-2, leaving only the headroom to grow by).
+//   origin delays answers every round, moves it all the way and stays. In slow start each round
+//   counts on its own, and it takes two slow rounds in a row to end it: the first round's
+//   answers also waited for new connections, and a round of one or two answers is all jitter
+//   (measured at load 12 on 2 cores: slow start ended at 1-2, leaving only the headroom to grow by).
 // - An answer within 5 ms is fast whatever the queue (`FAST_MILLIS`): against a 0.2 ms
 //   loopback origin, the client's own work grows with concurrency and would hold the limit low.
 // - Errors are not latency. A 429 or 503 (often answered at once), a refused or reset

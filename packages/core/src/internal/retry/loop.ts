@@ -50,11 +50,7 @@ export const run = <A, E, R>(
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
   // Nothing to time and no budget: nothing costs until an attempt fails, and no fiber is needed.
-  if (!isTimed(policy, options) && policy.budget === undefined) {
-    return retrying(policy, request)
-      ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
-      : attempt
-  }
+  if (!isTimed(policy, options) && policy.budget === undefined) return bare(policy, request, attempt, options)
   return Effect.withFiber((fiber) => runOn(fiber, policy, request, attempt, options))
 }
 
@@ -69,24 +65,19 @@ export const runOn = <A, E, R>(
   attempt: Effect.Effect<A, E, R>,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
-  const retries = retrying(policy, request)
   const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
   // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
   // many times), and taken back if it could never be sent (`isUnsent`).
   if (!isTimed(policy, options)) {
     // Nothing to time, so nothing costs until an attempt fails.
-    if (budget === undefined) {
-      return retries
-        ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
-        : attempt
-    }
+    if (budget === undefined) return bare(policy, request, attempt, options)
     const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
     budget.request(start)
     // One handler for both: nothing but the attempt runs until it fails.
     return Effect.catch(attempt, (error) => {
       if (isUnsent(error)) return uncount(budget, start, error)
-      return retries ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
+      return retrying(policy, request) ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
     })
   }
   const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
@@ -98,6 +89,17 @@ export const runOn = <A, E, R>(
   const run = deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
   return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
 }
+
+// The attempt alone, handed to `afterFailure` only if it fails and may be retried.
+const bare = <A, E, R>(
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options: RunOptions | undefined
+): Effect.Effect<A, E | RetryError, R> =>
+  retrying(policy, request)
+    ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
+    : attempt
 
 const retrying = (policy: Policy, request: HttpClientRequest.HttpClientRequest): boolean =>
   policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)

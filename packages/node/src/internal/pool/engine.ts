@@ -367,7 +367,7 @@ export class Engine {
   // ---------------------------------------------------------------------------------------------
   // Replies
 
-  /** A batch arrived: settled now if the inbox is empty and the turn's budget allows, else queued. */
+  /** A batch arrived: queued, and settled from an immediate with those that arrive meanwhile (see `REPLY_BUDGET`). */
   private receive(thread: Thread, results: ReadonlyArray<unknown>): void {
     this.inbox.push({ thread, results })
     if (this.inboxScheduled) return
