@@ -230,7 +230,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // then (by the response or by the end of the body it awaits) would send its next request
     // on a new connection, and C callers would hold up to 2C. Ending from an immediate queued
     // after undici's lets the next request reuse this connection.
-    process.nextTick(queueEnd, this)
+    if (ending.push(this) === 1) RESOLVED.then(queueEnds)
   }
 
   end(): void {
@@ -285,7 +285,17 @@ const isInvalidArgument = (cause: unknown): cause is Error =>
 // The resolved URL without its hash, as platform-node's client reports it.
 const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))
 
-const queueEnd = (handler: Handler): void => {
-  setImmediate(end, handler)
+// Responses that ended during the current task, ended together from one immediate queued by a
+// microtask (which runs once the task is over, so after undici queued its immediates): per
+// response, a slot in an array instead of a `process.nextTick` and an immediate of its own,
+// which cost 5-6% of the plain path's JavaScript.
+let ending: Array<Handler> = []
+const RESOLVED = Promise.resolve()
+const queueEnds = (): void => {
+  const handlers = ending
+  ending = []
+  setImmediate(endAll, handlers)
 }
-const end = (handler: Handler): void => handler.end()
+const endAll = (handlers: Array<Handler>): void => {
+  for (let i = 0; i < handlers.length; i++) handlers[i]!.end()
+}
