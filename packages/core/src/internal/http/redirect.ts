@@ -16,6 +16,7 @@ import type * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type { HttpMethod } from "effect/http/HttpMethod"
+import * as UrlParams from "effect/http/UrlParams"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Validate from "../options.ts"
@@ -46,10 +47,20 @@ export type RedirectReason =
   | "invalid-location"
   | "body-not-replayable"
 
+interface RedirectErrorProps {
+  readonly reason: RedirectReason
+  readonly method: string
+  readonly status: number
+  readonly location: string
+  readonly chain: ReadonlyArray<string>
+}
+
 /**
  * A redirect could not be followed. `chain` holds every URL requested so far, the first one
  * first (user info removed), `location` the refused `Location` (user info masked), `status`
- * the redirect's status. Never retried.
+ * the redirect's status; the query parameters named in `UrlParams.CurrentRedactedNames` are
+ * redacted in both (those of the fiber that builds the error; Effect's defaults outside one).
+ * Never retried.
  *
  * @example
  * ```ts
@@ -64,13 +75,14 @@ export type RedirectReason =
  * @since 0.1.0
  * @category errors
  */
-export class RedirectError extends Data.TaggedError("RedirectError")<{
-  readonly reason: RedirectReason
-  readonly method: string
-  readonly status: number
-  readonly location: string
-  readonly chain: ReadonlyArray<string>
-}> {
+export class RedirectError extends Data.TaggedError("RedirectError")<RedirectErrorProps> {
+  constructor(props: RedirectErrorProps) {
+    super({
+      ...props,
+      location: UrlParams.redactUrl(props.location),
+      chain: props.chain.map((url) => UrlParams.redactUrl(url))
+    })
+  }
   override get message(): string {
     const why = {
       "too-many": "too many redirects",

@@ -3,10 +3,12 @@
 import type * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import type * as HttpClientError from "effect/http/HttpClientError"
+import * as UrlParams from "effect/http/UrlParams"
 
 /**
  * A request did not finish before its deadline (the batch deadline or the policy's total
- * `timeout`).
+ * `timeout`). `url` is kept with the query parameters named in `UrlParams.CurrentRedactedNames`
+ * redacted (those of the fiber that builds the error; Effect's defaults outside one).
  *
  * @example
  * ```ts
@@ -23,6 +25,9 @@ export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
   readonly method: string
   readonly url: string
 }> {
+  constructor(props: { readonly method: string; readonly url: string }) {
+    super({ ...props, url: UrlParams.redactUrl(props.url) })
+  }
   override get message(): string {
     return `${this.method} ${this.url} did not finish before its deadline`
   }
@@ -46,19 +51,25 @@ export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
  * @since 0.1.0
  * @category errors
  */
-export class RetryAfterTooLong extends Data.TaggedError("RetryAfterTooLong")<{
+export class RetryAfterTooLong extends Data.TaggedError("RetryAfterTooLong")<RetryAfterTooLongProps> {
+  constructor(props: RetryAfterTooLongProps) {
+    super({ ...props, url: UrlParams.redactUrl(props.url) })
+  }
+  override get message(): string {
+    const what = this.limit === "cap" ? "the maxRetryAfter cap of" : "the time left before the deadline,"
+    return `${this.method} ${this.url} was asked to retry after ${this.retryAfterMillis} ms, more than ${what} ${this.limitMillis} ms`
+  }
+}
+
+interface RetryAfterTooLongProps {
   readonly method: string
+  /** Redacted as {@link DeadlineExceeded}'s. */
   readonly url: string
   readonly retryAfterMillis: number
   readonly limitMillis: number
   /** `"cap"`: longer than `maxRetryAfter`; `"deadline"`: longer than the time left. */
   readonly limit: "cap" | "deadline"
   readonly cause: HttpClientError.HttpClientError
-}> {
-  override get message(): string {
-    const what = this.limit === "cap" ? "the maxRetryAfter cap of" : "the time left before the deadline,"
-    return `${this.method} ${this.url} was asked to retry after ${this.retryAfterMillis} ms, more than ${what} ${this.limitMillis} ms`
-  }
 }
 
 /**

@@ -246,17 +246,20 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
       this.handOver()
       return
     }
+    // Built when the caller's fiber resumes, not in undici's callback: the error redacts its
+    // URL with that fiber's `UrlParams.CurrentRedactedNames` (with none current, Effect's defaults).
     this.resume(
-      Effect.fail(
-        new HttpClientError.HttpClientError({
-          reason:
-            // Rejected by undici before it started (a header name or value it cannot write):
-            // the request can never be sent, so it is input to fix, not a transport failure
-            // to retry.
-            this.controller === undefined && isInvalidArgument(cause)
-              ? new HttpClientError.EncodeError({ request: this.request, cause, description: cause.message })
-              : new HttpClientError.TransportError({ request: this.request, cause, ...describedBy(cause) })
-        })
+      Effect.failSync(
+        () =>
+          new HttpClientError.HttpClientError({
+            reason:
+              // Rejected by undici before it started (a header name or value it cannot write):
+              // the request can never be sent, so it is input to fix, not a transport failure
+              // to retry.
+              this.controller === undefined && isInvalidArgument(cause)
+                ? new HttpClientError.EncodeError({ request: this.request, cause, description: cause.message })
+                : new HttpClientError.TransportError({ request: this.request, cause, ...describedBy(cause) })
+          })
       )
     )
   }

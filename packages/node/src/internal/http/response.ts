@@ -370,7 +370,10 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
         body.waiter = () => {
           body.waiter = undefined
           resume(
-            body.error !== undefined ? Effect.fail(this.decodeError(body.error)) : Effect.sync(() => f(body.view()))
+            // Built on the reader's fiber (see dispatch.ts `onResponseError`).
+            body.error !== undefined
+              ? Effect.failSync(() => this.decodeError(body.error))
+              : Effect.sync(() => f(body.view()))
           )
         }
         body.resume()

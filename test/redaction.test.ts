@@ -1,0 +1,123 @@
+// Query parameters named in `UrlParams.CurrentRedactedNames` (Effect's list, the OpenTelemetry
+// `url.full` names by default) never show in volley's errors, whichever path made them: errors
+// built in undici's callbacks (no fiber current), volley's own errors (deadline, Retry-After,
+// redirects), and the traced path's spans.
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Http } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit, Result, Tracer } from "effect"
+import { UrlParams } from "effect/http"
+import { closedPort, origin } from "./support/origin.ts"
+
+const SECRET = "s3cr3t-value"
+
+const routes = {
+  "/missing": (_req, res) => res.writeHead(404).end("no"),
+  "/busy": (_req, res) => res.writeHead(503, { "retry-after": "3600" }).end(),
+  // A redirect loop whose every hop carries the token.
+  "/loop": (req, res) => {
+    const n = Number(new URL(req.url ?? "/", "http://x").searchParams.get("n") ?? 0)
+    res.writeHead(302, { location: `/loop?n=${(n + 1) % 2}&token=${SECRET}` }).end()
+  },
+  "/hang": () => {}
+} satisfies Parameters<typeof origin>[0]
+
+// Every way an error reaches a person: its message, its string, its JSON (loggers), the cause.
+const renderings = (cause: Cause.Cause<unknown>): Array<string> => {
+  const error = Cause.squash(cause) as Error
+  return [error.message, String(error), JSON.stringify(error), Cause.pretty(cause)]
+}
+
+const assertHidden = (cause: Cause.Cause<unknown>, what: string) => {
+  for (const text of renderings(cause)) {
+    assert.notInclude(text, SECRET, `${what}: ${text}`)
+  }
+  assert.include(renderings(cause)[0], "REDACTED", what)
+}
+
+describe("URL redaction", () => {
+  it.live("Http.* errors hide redacted query parameters: transport, status and Retry-After failures", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const failures = {
+        transport: `http://127.0.0.1:${yield* closedPort}/x?token=${SECRET}`,
+        status: `${server.url}/missing?a=1&token=${SECRET}`,
+        retryAfter: `${server.url}/busy?token=${SECRET}`,
+        redirects: `${server.url}/loop?n=0&token=${SECRET}`
+      }
+      for (const [what, url] of Object.entries(failures)) {
+        const exit = yield* Effect.exit(Http.getText(url))
+        assert.isTrue(Exit.isFailure(exit), what)
+        if (Exit.isFailure(exit)) assertHidden(exit.cause, what)
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.provideService(UrlParams.CurrentRedactedNames, ["token"]),
+      Effect.provide(NodeHttpClient.layer())
+    )
+  )
+
+  it.live("a batch's errors hide them too, a deadline's included; Effect's default names apply without a list", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const custom = yield* Fanout.allSettled(
+        [
+          `http://127.0.0.1:${yield* closedPort}/x?token=${SECRET}`,
+          `${server.url}/missing?token=${SECRET}`,
+          `${server.url}/busy?token=${SECRET}`,
+          `${server.url}/loop?n=0&token=${SECRET}`,
+          `${server.url}/hang?token=${SECRET}`
+        ],
+        { deadline: "1 second" }
+      ).pipe(Effect.provideService(UrlParams.CurrentRedactedNames, ["token"]))
+      const tags = custom.map((result) => {
+        assert.isTrue(Result.isFailure(result))
+        const error = Result.isFailure(result) ? result.failure : undefined
+        assertHidden(Cause.fail(error), String((error as { _tag?: string })._tag))
+        return (error as { _tag: string })._tag
+      })
+      assert.deepStrictEqual(tags, [
+        "HttpClientError",
+        "HttpClientError",
+        "RetryAfterTooLong",
+        "RedirectError",
+        "DeadlineExceeded"
+      ])
+
+      // Without a list of its own, Effect's defaults (the OpenTelemetry names) apply.
+      const [signed] = yield* Fanout.allSettled([`${server.url}/missing?Signature=${SECRET}`])
+      assert.isTrue(signed !== undefined && Result.isFailure(signed))
+      if (signed !== undefined && Result.isFailure(signed)) assertHidden(Cause.fail(signed.failure), "default names")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("a traced request's client span shows its URL redacted", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const attributes: Array<string> = []
+      const tracer = Tracer.make({
+        span(options) {
+          const span = Tracer.nativeTracer.span(options)
+          const end = span.end.bind(span)
+          span.end = (endTime, exit) => {
+            attributes.push(JSON.stringify(Object.fromEntries(span.attributes)))
+            end(endTime, exit)
+          }
+          return span
+        }
+      })
+      const exit = yield* Effect.exit(
+        Http.getText(`${server.url}/missing?token=${SECRET}`).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) assertHidden(exit.cause, "traced")
+      const client = attributes.filter((text) => text.includes("url.full"))
+      assert.isAbove(client.length, 0)
+      for (const text of client) assert.notInclude(text, SECRET, text)
+    }).pipe(
+      Effect.scoped,
+      Effect.provideService(UrlParams.CurrentRedactedNames, ["token"]),
+      Effect.provide(NodeHttpClient.layer())
+    )
+  )
+})
