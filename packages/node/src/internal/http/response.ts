@@ -69,7 +69,10 @@ export class Body {
   /** The client's `maxBodySize` (`Infinity`: none); a read may override it (see `LeanResponse`). */
   readonly defaultLimit: number
   limit = Number.POSITIVE_INFINITY
-  chunks: Array<Buffer> = []
+  // The buffered chunks: the first, then the others once a second arrives (most small bodies
+  // come in one chunk; an array and its backing store cost ~180 B more per response).
+  first: Buffer | undefined = undefined
+  more: Array<Buffer> | undefined = undefined
   bytes = 0
   /** Bytes delivered to the reader so far (buffered ones included). */
   total = 0
@@ -134,7 +137,9 @@ export class Body {
       if (!this.sink.push(chunk)) this.pauseReader()
       return
     }
-    this.chunks.push(chunk)
+    if (this.first === undefined) this.first = chunk
+    else if (this.more === undefined) this.more = [chunk]
+    else this.more.push(chunk)
     this.bytes += chunk.byteLength
     // Past, not at, the mark: a body of exactly HIGH_WATER_MARK bytes is awaited before the
     // response is handed over (dispatch.ts), and pausing on its last chunk would hold back its end.
@@ -154,7 +159,8 @@ export class Body {
   // Fails fast: the rest of the body is not read, and aborting closes the socket.
   private overLimit(): void {
     const error = new OverLimit(this.limit)
-    this.chunks = []
+    this.first = undefined
+    this.more = undefined
     this.bytes = 0
     // A body that already ended (read in full before this read started) only fails the read.
     if (this.ended) this.error = error
@@ -213,24 +219,28 @@ export class Body {
    * stream hands them out. Several chunks are joined once into a buffer of their own.
    */
   view(): Uint8Array {
-    const { chunks } = this
-    if (chunks.length === 1) return chunks[0]!
-    if (chunks.length === 0) return empty
+    const { first, more } = this
+    if (first === undefined) return empty
+    if (more === undefined) return first
     // Its own ArrayBuffer (never a slab shared with other buffers), not zero-filled first.
     const out = Buffer.allocUnsafeSlow(this.bytes)
-    let offset = 0
-    for (const chunk of chunks) {
+    out.set(first, 0)
+    let offset = first.byteLength
+    for (const chunk of more) {
       out.set(chunk, offset)
       offset += chunk.byteLength
     }
-    this.chunks = [out]
+    this.first = out
+    this.more = undefined
     return out
   }
 
   toReadable(): BodyReadable {
     const readable = new BodyReadable(this)
-    for (const chunk of this.chunks) readable.push(chunk)
-    this.chunks = []
+    if (this.first !== undefined) readable.push(this.first)
+    if (this.more !== undefined) for (const chunk of this.more) readable.push(chunk)
+    this.first = undefined
+    this.more = undefined
     if (this.error !== undefined) readable.destroy(this.error as Error)
     else if (this.ended) readable.push(null)
     // Set even when the body is complete: it marks the body as taken by a stream.
