@@ -87,6 +87,31 @@ const floor = (): Promise<void> =>
     for (let i = 0; i < CONCURRENCY; i++) next()
   })
 
+// Effect's floor: `Effect.forEach` at the same concurrency over an `Effect.callback` that
+// dispatches a bare handler and resumes with its status. What any client built of Effects pays
+// at least per request (a fiber, a suspension, a resume); the rest of a volley form is volley's.
+class Resuming implements Dispatcher.DispatchHandler {
+  status = 0
+  chunks: Array<Buffer> = []
+  readonly resume: (effect: Effect.Effect<number>) => void
+  constructor(resume: (effect: Effect.Effect<number>) => void) {
+    this.resume = resume
+  }
+  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
+    this.status = statusCode
+  }
+  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk)
+  }
+  onResponseEnd(): void {
+    this.resume(Effect.succeed(this.status))
+  }
+}
+const bareDispatcher = new Answering()
+const bareRequest = Effect.callback<number>((resume) => {
+  bareDispatcher.dispatch({ origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" }, new Resuming(resume))
+})
+
 const runtime = ManagedRuntime.make(
   NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<HttpClient.HttpClient>
 )
@@ -96,6 +121,7 @@ const byteLength = (response: Parameters<typeof Http.readBytes>[0]) =>
 
 const forms: Record<string, () => Promise<unknown>> = {
   floor,
+  "effect-floor": () => Effect.runPromise(Effect.forEach(urls, () => bareRequest, { concurrency: CONCURRENCY })),
   idiom: () =>
     runtime.runPromise(
       Effect.forEach(urls, (u) => Effect.map(Http.getText(u), (t) => t.length), { concurrency: CONCURRENCY })
