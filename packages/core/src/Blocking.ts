@@ -13,22 +13,14 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import type * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
-import * as Batch from "./internal/blocking/batch.ts"
-import { Call } from "./internal/blocking/call.ts"
 import * as Codec from "./internal/blocking/codec.ts"
 import * as Inline from "./internal/blocking/inline.ts"
 import type { Executor, Reply, Task } from "./internal/blocking/model.ts"
-import {
-  type AnyTask,
-  type BlockingError,
-  InvalidPayloadError,
-  type TaskContext,
-  TypeId
-} from "./internal/blocking/model.ts"
+import { type AnyTask, type BlockingError, type TaskContext, TypeId } from "./internal/blocking/model.ts"
+import * as Run from "./internal/blocking/run.ts"
 import * as Validate from "./internal/options.ts"
 
 export {
@@ -209,18 +201,21 @@ export const run = <Payload, Success, Failure>(
   options?: RunOptions
 ): Effect.Effect<Success, Failure | BlockingError | Validate.InvalidOptionsError, BlockingExecutor> =>
   options === undefined
-    ? runWith(task, payload, task.timeoutMillis, undefined)
+    ? Effect.flatMap(BlockingExecutor, (executor) => Run.one(executor, task, payload, task.timeoutMillis, undefined))
     : Effect.flatMap(
         Effect.all([
           Validate.optional(options.timeout, (d) => Validate.duration("timeout", d, { positive: true })),
           Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d, { positive: true }))
         ]),
         ([timeout, queueTimeout]) =>
-          runWith(
-            task,
-            payload,
-            timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout),
-            queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout)
+          Effect.flatMap(BlockingExecutor, (executor) =>
+            Run.one(
+              executor,
+              task,
+              payload,
+              timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout),
+              queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout)
+            )
           )
       )
 
@@ -281,11 +276,9 @@ export const runAll = <Payload, Success, Failure>(
   payloads: Iterable<Payload>,
   options?: BatchOptions
 ): Effect.Effect<Array<Success>, Failure | BlockingError | Validate.InvalidOptionsError, BlockingExecutor> =>
-  runBatch(task, payloads, options, false) as Effect.Effect<
-    Array<Success>,
-    Failure | BlockingError | Validate.InvalidOptionsError,
-    BlockingExecutor
-  >
+  runBatch(task, payloads, options, (executor, all, plan) =>
+    Run.all(executor, task, all, plan)
+  )
 
 /**
  * {@link runAll} that keeps going past failures: one `Result` per payload, in input order, a
@@ -326,25 +319,21 @@ export const runAllSettled = <Payload, Success, Failure>(
   Validate.InvalidOptionsError,
   BlockingExecutor
 > =>
-  runBatch(task, payloads, options, true) as Effect.Effect<
-    Array<Result.Result<Success, Failure | BlockingError>>,
-    Validate.InvalidOptionsError,
-    BlockingExecutor
-  >
+  runBatch(task, payloads, options, (executor, all, plan) =>
+    Run.allSettled(executor, task, all, plan)
+  )
 
 /** Tasks a batch keeps submitted by default (see `BatchOptions.concurrency`). */
 const DEFAULT_WINDOW = 1024
 
-const runBatch = <Payload, Success, Failure>(
-  task: Task<Payload, Success, Failure>,
+// The batch's options checked and resolved, the payloads taken once, the executor found; the
+// span covers the whole batch.
+const runBatch = <Payload, A, E>(
+  task: AnyTask,
   payloads: Iterable<Payload>,
   options: BatchOptions | undefined,
-  settled: boolean
-): Effect.Effect<
-  Batch.Outcome<Success, Failure>,
-  Failure | BlockingError | Validate.InvalidOptionsError,
-  BlockingExecutor
-> =>
+  run: (executor: Executor, payloads: ReadonlyArray<Payload>, plan: Run.BatchPlan) => Effect.Effect<A, E>
+): Effect.Effect<A, E | Validate.InvalidOptionsError, BlockingExecutor> =>
   Effect.flatMap(
     Effect.all([
       options?.concurrency === "unbounded"
@@ -355,81 +344,18 @@ const runBatch = <Payload, Success, Failure>(
     ]),
     ([window, timeout, queueTimeout]) => {
       const all = Array.from(payloads)
-      const timeoutMillis = timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout)
-      const queueTimeoutMillis = queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout)
-      return Effect.flatMap(BlockingExecutor, (executor) => {
-        if (executor.submit !== undefined) {
-          return Batch.run(executor.submit, { task, timeoutMillis, queueTimeoutMillis, window, settled }, all)
-        }
-        // An executor without the fast path: a fiber per task, as the user would write it.
-        const one = (payload: Payload) => runWith(task, payload, timeoutMillis, queueTimeoutMillis)
-        return settled
-          ? Effect.forEach(all, (payload) => Effect.result(one(payload)), { concurrency: window })
-          : Effect.forEach(all, one, { concurrency: window })
-      }).pipe(
+      const plan: Run.BatchPlan = {
+        timeoutMillis: timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout),
+        queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
+        window
+      }
+      return Effect.flatMap(BlockingExecutor, (executor) => run(executor, all, plan)).pipe(
         Effect.withSpan(`Blocking.runAll ${task.name}`, {
           attributes: { "volley.blocking.task": task.name, "volley.blocking.tasks": all.length }
         })
       )
     }
   )
-
-const runWith = <Payload, Success, Failure>(
-  task: Task<Payload, Success, Failure>,
-  payload: Payload,
-  timeoutMillis: number | undefined,
-  queueTimeoutMillis: number | undefined
-): Effect.Effect<Success, Failure | BlockingError, BlockingExecutor> =>
-  Effect.flatMap(BlockingExecutor, (executor) => {
-    const prepared = Codec.preparePayload(task, payload)
-    if (prepared instanceof InvalidPayloadError) return Effect.fail(prepared)
-    return Effect.withFiber((fiber) =>
-      start(executor, task, prepared.payload, prepared.transfer, timeoutMillis, queueTimeoutMillis, fiber)
-    )
-  })
-
-// Top level, not nested in runWith: a closure made here captures only its own arguments, while
-// one nested in runWith would keep runWith's whole scope alive for as long as the call waits.
-const start = <Payload, Success, Failure>(
-  executor: BlockingExecutor["Service"],
-  task: Task<Payload, Success, Failure>,
-  payload: unknown,
-  transfer: ReadonlyArray<Transferable>,
-  timeoutMillis: number | undefined,
-  queueTimeoutMillis: number | undefined,
-  fiber: Fiber.Fiber<unknown, unknown>
-): Effect.Effect<Success, Failure | BlockingError> => {
-  const codecs = Codec.codecsOf(task)
-  // Tracing off: Effect's own (no-op) span. On: a Call, whose span is made only when the
-  // executor reads it, so a call waiting for a thread stays small (see internal/blocking/call.ts).
-  if (!fiber.cache.tracerEnabled) {
-    return Effect.useSpan(codecs.spanName, codecs.spanOptions, (span) =>
-      Effect.flatMap(executor.execute({ task, payload, transfer, timeoutMillis, queueTimeoutMillis, span }), (reply) =>
-        decodeReply(task, reply)
-      )
-    )
-  }
-  const call = new Call(
-    task,
-    payload,
-    transfer,
-    timeoutMillis,
-    queueTimeoutMillis,
-    fiber,
-    codecs.spanName,
-    codecs.spanOptions.attributes
-  )
-  if (executor.submit !== undefined) {
-    // One suspension: the reply is decoded and the span ended in the receiver, the span ended
-    // and the executor told in the interrupt hook. No onExit or flatMap frames.
-    call.submit = executor.submit
-    return Effect.callback<Success, Failure | BlockingError>(call.register.bind(call))
-  }
-  return Effect.onExit(
-    Effect.flatMap(executor.execute(call), (reply) => decodeReply(task, reply)),
-    (exit) => Effect.sync(() => call.end(exit))
-  )
-}
 
 /**
  * Runs the handler next to where the executor placed it: decodes the payload,

@@ -31,18 +31,29 @@ export interface Plan<Payload, Success, Failure> {
 export type Outcome<Success, Failure> = Array<Success> | Array<Result.Result<Success, Failure | BlockingError>>
 
 /** Runs the batch on `submit`; resumes the caller once, with every result or the first failure. */
-export const run = <Payload, Success, Failure>(
+export function run<Payload, Success, Failure>(
+  submit: NonNullable<Executor["submit"]>,
+  plan: Plan<Payload, Success, Failure> & { readonly settled: false },
+  payloads: ReadonlyArray<Payload>
+): Effect.Effect<Array<Success>, Failure | BlockingError>
+export function run<Payload, Success, Failure>(
+  submit: NonNullable<Executor["submit"]>,
+  plan: Plan<Payload, Success, Failure> & { readonly settled: true },
+  payloads: ReadonlyArray<Payload>
+): Effect.Effect<Array<Result.Result<Success, Failure | BlockingError>>>
+export function run<Payload, Success, Failure>(
   submit: NonNullable<Executor["submit"]>,
   plan: Plan<Payload, Success, Failure>,
   payloads: ReadonlyArray<Payload>
-): Effect.Effect<Outcome<Success, Failure>, Failure | BlockingError> =>
-  Effect.withFiber((fiber) =>
+): Effect.Effect<Outcome<Success, Failure>, Failure | BlockingError> {
+  return Effect.withFiber((fiber) =>
     Effect.callback<Outcome<Success, Failure>, Failure | BlockingError>((resume) => {
       const batch = new Batch(submit, plan, payloads, fiber, resume)
       batch.fill()
       return Effect.sync(() => batch.interrupt())
     })
   )
+}
 
 /** Payloads submitted in one go before the batch lets the event loop run. */
 const SLICE = 2048
