@@ -8,6 +8,7 @@ import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Scope, Tracer } from "effect"
 import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
+import { onSpanEnd } from "./support/tracer.ts"
 
 const enc = encodeURIComponent
 const secrets = [PASSWORD, enc(PASSWORD), Buffer.from(`${USER}:${PASSWORD}`).toString("base64")]
@@ -420,16 +421,8 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       Effect.gen(function* () {
         const s = yield* ProxyServers
         const routes: Array<unknown> = []
-        const tracer = Tracer.make({
-          span(options) {
-            const span = Tracer.nativeTracer.span(options)
-            const end = span.end.bind(span)
-            span.end = (endTime, exit) => {
-              if (span.attributes.has("proxy.route")) routes.push([span.kind, span.attributes.get("proxy.route")])
-              end(endTime, exit)
-            }
-            return span
-          }
+        const tracer = onSpanEnd((span) => {
+          if (span.attributes.has("proxy.route")) routes.push([span.kind, span.attributes.get("proxy.route")])
         })
         const options = { all: `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`, noProxy: "localhost" }
         yield* Effect.all([
@@ -529,16 +522,8 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         const logger = Logger.make((options) => {
           lines.push(Logger.formatLogFmt.log(options))
         })
-        const tracer = Tracer.make({
-          span(options) {
-            const span = Tracer.nativeTracer.span(options)
-            const end = span.end.bind(span)
-            span.end = (endTime, exit) => {
-              spans.push(JSON.stringify({ name: span.name, attributes: Object.fromEntries(span.attributes) }))
-              end(endTime, exit)
-            }
-            return span
-          }
+        const tracer = onSpanEnd((span) => {
+          spans.push(JSON.stringify({ name: span.name, attributes: Object.fromEntries(span.attributes) }))
         })
         const good = `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`
         const wrong = `socks5://${USER}:wrong-${enc(PASSWORD)}@127.0.0.1:${s.socksAuth}`

@@ -8,6 +8,7 @@ import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Result, Tracer } from "effect"
 import { UrlParams } from "effect/http"
 import { closedPort, origin } from "./support/origin.ts"
+import { onSpanEnd } from "./support/tracer.ts"
 
 const SECRET = "s3cr3t-value"
 
@@ -95,16 +96,8 @@ describe("URL redaction", () => {
     Effect.gen(function* () {
       const server = yield* origin(routes)
       const attributes: Array<string> = []
-      const tracer = Tracer.make({
-        span(options) {
-          const span = Tracer.nativeTracer.span(options)
-          const end = span.end.bind(span)
-          span.end = (endTime, exit) => {
-            attributes.push(JSON.stringify(Object.fromEntries(span.attributes)))
-            end(endTime, exit)
-          }
-          return span
-        }
+      const tracer = onSpanEnd((span) => {
+        attributes.push(JSON.stringify(Object.fromEntries(span.attributes)))
       })
       const exit = yield* Effect.exit(
         Http.getText(`${server.url}/missing?token=${SECRET}`).pipe(Effect.provideService(Tracer.Tracer, tracer))

@@ -54,8 +54,8 @@ const answer = (handler: Dispatcher.DispatchHandler) => {
 class Bare implements Dispatcher.DispatchHandler {
   status = 0
   chunks: Array<Buffer> = []
-  readonly done: () => void
-  constructor(done: () => void) {
+  readonly done: (status: number) => void
+  constructor(done: (status: number) => void) {
     this.done = done
   }
   onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
@@ -65,7 +65,7 @@ class Bare implements Dispatcher.DispatchHandler {
     this.chunks.push(chunk)
   }
   onResponseEnd(): void {
-    this.done()
+    this.done(this.status)
   }
 }
 const floor = (): Promise<void> =>
@@ -90,26 +90,12 @@ const floor = (): Promise<void> =>
 // Effect's floor: `Effect.forEach` at the same concurrency over an `Effect.callback` that
 // dispatches a bare handler and resumes with its status. What any client built of Effects pays
 // at least per request (a fiber, a suspension, a resume); the rest of a volley form is volley's.
-class Resuming implements Dispatcher.DispatchHandler {
-  status = 0
-  chunks: Array<Buffer> = []
-  readonly resume: (effect: Effect.Effect<number>) => void
-  constructor(resume: (effect: Effect.Effect<number>) => void) {
-    this.resume = resume
-  }
-  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
-    this.status = statusCode
-  }
-  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk)
-  }
-  onResponseEnd(): void {
-    this.resume(Effect.succeed(this.status))
-  }
-}
 const bareDispatcher = new Answering()
 const bareRequest = Effect.callback<number>((resume) => {
-  bareDispatcher.dispatch({ origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" }, new Resuming(resume))
+  bareDispatcher.dispatch(
+    { origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" },
+    new Bare((status) => resume(Effect.succeed(status)))
+  )
 })
 
 const runtime = ManagedRuntime.make(

@@ -276,9 +276,7 @@ export const runAll = <Payload, Success, Failure>(
   payloads: Iterable<Payload>,
   options?: BatchOptions
 ): Effect.Effect<Array<Success>, Failure | BlockingError | Validate.InvalidOptionsError, BlockingExecutor> =>
-  runBatch(task, payloads, options, (executor, all, plan) =>
-    Run.all(executor, task, all, plan)
-  )
+  runBatch(task, payloads, options, (executor, all, plan) => Run.all(executor, task, all, plan))
 
 /**
  * {@link runAll} that keeps going past failures: one `Result` per payload, in input order, a
@@ -318,10 +316,7 @@ export const runAllSettled = <Payload, Success, Failure>(
   Array<Result.Result<Success, Failure | BlockingError>>,
   Validate.InvalidOptionsError,
   BlockingExecutor
-> =>
-  runBatch(task, payloads, options, (executor, all, plan) =>
-    Run.allSettled(executor, task, all, plan)
-  )
+> => runBatch(task, payloads, options, (executor, all, plan) => Run.allSettled(executor, task, all, plan))
 
 /** Tasks a batch keeps submitted by default (see `BatchOptions.concurrency`). */
 const DEFAULT_WINDOW = 1024
