@@ -158,7 +158,9 @@ export type TlsOptions = Tls.TlsOptions
  * `volley_http_body_bytes_read_total` (counter per `origin`: body bytes off the wire, before
  * decoding). Counters and the gauge are published at most every 100 ms while an origin's
  * requests flow, and at once when its last request in flight ends, so they are exact after a
- * batch. Upgrade requests (served by platform-node's client) are not counted. Retries and
+ * batch; the histogram is exact at every read (its state is registered as the metric's hooks,
+ * so updating it by hand does nothing). Upgrade requests (served by platform-node's client) are
+ * not counted. Retries and
  * redirects are counted by `@volley/core` (`volley_http_retries_total`,
  * `volley_http_redirects_total`).
  *
