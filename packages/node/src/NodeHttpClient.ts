@@ -159,8 +159,8 @@ export type TlsOptions = Tls.TlsOptions
  * decoding). Counters and the gauge are published at most every 100 ms while an origin's
  * requests flow, and at once when its last request in flight ends, so they are exact after a
  * batch; the histogram is exact at every read (its state is registered as the metric's hooks,
- * so updating it by hand does nothing). Upgrade requests (served by platform-node's client) are
- * not counted. Retries and
+ * so updating it by hand does nothing). An upgrade request (served by platform-node's client) is
+ * counted from sending to its response head, with no body bytes. Retries and
  * redirects are counted by `@volley/core` (`volley_http_retries_total`,
  * `volley_http_redirects_total`).
  *

@@ -13,7 +13,8 @@
 // Streamed and form-data bodies take the traced path, converted for undici as platform-node's
 // client converts them, so their responses are decoded, limited and counted as any other.
 // Upgrades go to platform-node's undici client on the same dispatcher; it neither asks for
-// nor decodes compressed bodies and knows no maxBodySize.
+// nor decodes compressed bodies and knows no maxBodySize. They are metered up to their
+// response head.
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Undici from "@effect/platform-node/Undici"
@@ -25,13 +26,14 @@ import type * as Fiber from "effect/Fiber"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Url from "effect/http/Url"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
 import { isPlain, retypeRejected, type Settings, send, type Upload, unsupportedUrl } from "./dispatch.ts"
-import { Meters } from "./metrics.ts"
+import { Meters, type OriginMeter } from "./metrics.ts"
 
 /**
  * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
@@ -76,9 +78,12 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                 ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
               )
             : // the outer client already traces this request
-              fallback
-                .execute(request)
-                .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
+              metered(
+                meters.of(url.origin),
+                fallback
+                  .execute(request)
+                  .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
+              )
       const attributes = fiber.getRef(SpanAttributes)
       return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
     })
@@ -174,6 +179,19 @@ const uploadOf = (
 // here, which interrupts the stream's fiber and releases what the stream holds.
 const release = (upload: Upload): Effect.Effect<void> =>
   upload instanceof Undici.FormData ? Effect.void : Effect.sync(() => upload.destroy())
+
+// An upgrade request in the client's metrics, from sending to its response head (a 101's
+// connection is the caller's socket from then on; a refusal's body is not measured).
+const metered = (
+  meter: OriginMeter,
+  upgrade: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
+): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+  Effect.suspend(() => {
+    const started = meter.start()
+    return Effect.onExit(upgrade, (exit) =>
+      Effect.sync(() => meter.end(started, Exit.isSuccess(exit) ? exit.value.status : 0, 0))
+    )
+  })
 
 // platform-node sets headersTimeout/bodyTimeout on every request (to leave them to
 // Effect.timeout); an interceptor is the one place left where ours take effect.
