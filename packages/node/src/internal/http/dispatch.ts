@@ -308,5 +308,15 @@ const queueEnds = (): void => {
 }
 const end = (handler: Handler): void => handler.end()
 const endAll = (handlers: Array<Handler>): void => {
-  for (let i = 0; i < handlers.length; i++) handlers[i]!.end()
+  for (let i = 0; i < handlers.length; i++) {
+    try {
+      handlers[i]!.end()
+    } catch (error) {
+      // Resuming a fiber runs its observers, which may throw (a `runCallback`'s onExit): the
+      // others still end, and the error is thrown on as it would have been from its own immediate.
+      queueMicrotask(() => {
+        throw error
+      })
+    }
+  }
 }

@@ -72,6 +72,7 @@ export class OriginMeter {
 
   private publish(now: number): void {
     this.publishedAt = now
+    this.durations.ensureRegistered()
     for (let i = 0; i < CLASSES.length; i++) {
       if (this.classes[i] === 0) continue
       this.requestSeries[i]!.updateUnsafe(this.classes[i]!, this.context)
@@ -114,8 +115,9 @@ export class Meters {
  * metric's hooks (`Metric.registerUnsafe`), so a read (`Metric.value`, a snapshot, an exporter)
  * sees every request at once. Going through `updateUnsafe` looks the series up in the context
  * and the registry on every update: 0.25-0.4 µs a request, 7-10% of the plain path's JavaScript.
- * One per registry and metric attributes, shared by every client registered there, as the
- * series it stands for is.
+ * One per series (registry and metric attributes), shared by every client that records there.
+ * A series removed from its registry (`Metric.remove`) starts again empty, registered anew at
+ * the next publication of any origin's counters (see `OriginMeter.publish`) or client build.
  */
 export class Durations {
   readonly boundaries = Float64Array.from([...DURATION_BOUNDARIES].sort((a, b) => a - b))
@@ -124,27 +126,46 @@ export class Durations {
   sum = 0
   min = Number.MAX_VALUE
   max = -Number.MAX_VALUE
+  private readonly context: Context.Context<never>
+  private readonly registry: Metric.MetricRegistry
+  /** The series' key in the registry (Effect's own, found by registering). */
+  private readonly key: string
+  /** What the registry holds for the series while it is ours. */
+  private entry: Metric.Metric.Metadata<number, Metric.HistogramState> | undefined = undefined
+
+  private constructor(context: Context.Context<never>, registry: Metric.MetricRegistry, key: string) {
+    this.context = context
+    this.registry = registry
+    this.key = key
+  }
 
   static of(context: Context.Context<never>): Durations {
     const registry = Context.get(context, Metric.MetricRegistry)
-    const key = JSON.stringify(Context.get(context, Metric.CurrentMetricAttributes))
-    let byAttributes = registered.get(registry)
-    if (byAttributes === undefined) {
-      byAttributes = new Map()
-      registered.set(registry, byAttributes)
+    const key = seriesKey(registry, context)
+    let byKey = registered.get(registry)
+    if (byKey === undefined) {
+      byKey = new Map()
+      registered.set(registry, byKey)
     }
-    let durations = byAttributes.get(key)
+    let durations = byKey.get(key)
     if (durations === undefined) {
-      const created = new Durations()
-      Metric.registerUnsafe(metrics.duration, context, {
-        get: () => created.state(),
-        update: (value) => created.add(value),
-        modify: (value) => created.add(value)
-      })
-      byAttributes.set(key, created)
-      durations = created
+      durations = new Durations(context, registry, key)
+      byKey.set(key, durations)
     }
+    durations.ensureRegistered()
     return durations
+  }
+
+  /** Registers the hooks unless the registry still holds them; a removed series starts empty. */
+  ensureRegistered(): void {
+    if (this.entry !== undefined && this.registry.get(this.key) === this.entry) return
+    if (this.entry !== undefined) this.reset()
+    Metric.registerUnsafe(metrics.duration, this.context, {
+      get: () => this.state(),
+      update: (value) => this.add(value),
+      modify: (value) => this.add(value)
+    })
+    this.entry = this.registry.get(this.key)
   }
 
   add(value: number): void {
@@ -173,6 +194,30 @@ export class Durations {
     }
     return { buckets, count: this.count, min: this.min, max: this.max, sum: this.sum }
   }
+
+  private reset(): void {
+    this.counts.fill(0)
+    this.count = 0
+    this.sum = 0
+    this.min = Number.MAX_VALUE
+    this.max = -Number.MAX_VALUE
+  }
+}
+
+// The registry key of the duration series in `context`, as Effect computes it (attributes
+// included, in its order): found by registering a probe, and what the probe replaced put back.
+const seriesKey = (registry: Metric.MetricRegistry, context: Context.Context<never>): string => {
+  const before = new Map(registry)
+  const probe = (): Metric.HistogramState => ({ buckets: [], count: 0, min: 0, max: 0, sum: 0 })
+  Metric.registerUnsafe(metrics.duration, context, { get: probe, update: () => {}, modify: () => {} })
+  let key = ""
+  for (const [name, metadata] of registry) {
+    if (metadata.hooks.get === probe) key = name
+  }
+  const replaced = before.get(key)
+  if (replaced === undefined) registry.delete(key)
+  else registry.set(key, replaced)
+  return key
 }
 
 const registered = new WeakMap<Metric.MetricRegistry, Map<string, Durations>>()

@@ -25,4 +25,30 @@ describe("Durations", () => {
       assert.strictEqual(Durations.of(ours), durations)
     }).pipe(Effect.provideService(Metric.MetricRegistry, new Map()))
   )
+
+  it.effect("one state per series: metric attributes in any order share it; a removed series starts again", () =>
+    Effect.gen(function* () {
+      const registry: Metric.MetricRegistry = new Map()
+      const withAttributes = (attributes: Record<string, string>) =>
+        Context.make(Metric.MetricRegistry, registry).pipe(Context.add(Metric.CurrentMetricAttributes, attributes))
+      const first = Durations.of(withAttributes({ service: "a", env: "x" }))
+      const second = Durations.of(withAttributes({ env: "x", service: "a" }))
+      assert.strictEqual(second, first)
+      first.add(1)
+      const read = Metric.value(metrics.duration).pipe(
+        Effect.provideService(Metric.MetricRegistry, registry),
+        Effect.provideService(Metric.CurrentMetricAttributes, { service: "a", env: "x" })
+      )
+      assert.strictEqual((yield* read).count, 1)
+
+      yield* Metric.remove(metrics.duration).pipe(
+        Effect.provideService(Metric.MetricRegistry, registry),
+        Effect.provideService(Metric.CurrentMetricAttributes, { service: "a", env: "x" })
+      )
+      first.ensureRegistered() // what the next publication of the client's counters does
+      first.add(2)
+      first.add(3)
+      assert.strictEqual((yield* read).count, 2)
+    })
+  )
 })
