@@ -102,17 +102,42 @@ describe("ClusterFanout on 3 runners", () => {
 
   it("runs nothing twice when a runner is stopped with SIGTERM mid-job", async () => {
     const job = "term"
-    await run(ClusterFanout.submit(job, urls(job, 2000), { perHost, chunkSize: 50 }))
-    await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 500, 30_000)
     const leaving = suite.cluster.runners[1]!
-    await leaving.child().stop("SIGTERM", 30_000)
-    const final = await run(ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }))
-    assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])
-    assert.deepStrictEqual(await stored(job), { rows: 2000, items: 2000 })
-    const hits = hitsOf(job)
-    assert.strictEqual(hits.length, 2000)
-    assert.isTrue(hits.every((count) => count === 1))
-    await leaving.start()
+    try {
+      await run(ClusterFanout.submit(job, urls(job, 2000), { perHost, chunkSize: 50 }))
+      await waitUntil(async () => (await run(ClusterFanout.progress(job))).done >= 500, 30_000)
+      const child = leaving.child()
+      const stopping = Date.now()
+      await child.stop("SIGTERM", 30_000)
+      const stopMillis = Date.now() - stopping
+      console.log(`SIGTERM: the runner stopped in ${stopMillis} ms`)
+      const exit = await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 100, "running"))])
+      const final = await run(
+        ClusterFanout.wait(job, { interval: "200 millis", timeout: "60 seconds" }).pipe(
+          // A job that does not end says where it stood and what the leaving runner did.
+          Effect.catchTag("TimeoutError", () =>
+            Effect.flatMap(ClusterFanout.progress(job), (progress) =>
+              Effect.die(
+                new Error(
+                  `job not done 60 s after the runner stopped (stop took ${stopMillis} ms, exit ${String(exit)}): ` +
+                    `${JSON.stringify({ done: progress.done, inFlight: progress.inFlight })}\n` +
+                    `leaving runner's last output:\n${child.output().slice(-3000)}`
+                )
+              )
+            )
+          )
+        )
+      )
+      assert.deepStrictEqual([final.done, final.succeeded], [2000, 2000])
+      assert.deepStrictEqual(await stored(job), { rows: 2000, items: 2000 })
+      const hits = hitsOf(job)
+      assert.strictEqual(hits.length, 2000)
+      assert.isTrue(hits.every((count) => count === 1))
+    } finally {
+      // The next tests need all three runners and no request of this job left running.
+      await run(ClusterFanout.cancel(job)).catch(() => undefined)
+      await leaving.start()
+    }
   }, 80_000)
 
   it("hands an origin over when a runner joins mid-chunk: started items finish there, the rest move, never more than perHost", async () => {

@@ -297,12 +297,14 @@ const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href
 let ending: Array<Handler> = []
 const RESOLVED = Promise.resolve()
 const queueEnds = (): void => {
-  if (ending.length === 1) {
-    setImmediate(end, ending[0]!)
-    ending.length = 0
+  // Emptied before scheduling: whatever happens next, the next response schedules its own.
+  const handlers = ending
+  if (handlers.length === 1) {
+    const handler = handlers[0]!
+    handlers.length = 0
+    setImmediate(end, handler)
     return
   }
-  const handlers = ending
   ending = []
   setImmediate(endAll, handlers)
 }
