@@ -1,4 +1,3 @@
-import { execFile } from "node:child_process"
 import { availableParallelism } from "node:os"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
@@ -8,6 +7,7 @@ import { TestClock } from "effect/testing"
 import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
 import * as P from "./fixtures/poolTasks.ts"
+import { runFixture } from "./fixtures/run.ts"
 
 blockingSuite("worker threads", NodeBlocking.layer({ maxWorkers: 2 }))
 
@@ -745,17 +745,9 @@ describe("NodeBlocking", () => {
     )
 
     it.live("leaves no thread behind: a process whose pool had a blocked thread exits by itself", () =>
-      Effect.promise(
-        () =>
-          new Promise<string>((resolve, reject) =>
-            execFile(
-              process.execPath,
-              ["--conditions=@volley/source", new URL("./fixtures/closeAndExit.ts", import.meta.url).pathname],
-              { timeout: 20_000 },
-              (error, stdout) => (error ? reject(error) : resolve(stdout))
-            )
-          )
-      ).pipe(Effect.map((stdout) => assert.deepStrictEqual(JSON.parse(stdout), { closed: true, stuck: "failed" })))
+      runFixture("closeAndExit.ts").pipe(
+        Effect.map((stdout) => assert.deepStrictEqual(JSON.parse(stdout), { closed: true, stuck: "failed" }))
+      )
     )
   })
 })

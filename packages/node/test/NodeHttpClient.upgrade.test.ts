@@ -45,15 +45,22 @@ const requests = (origin: string, statusClass: string) =>
     (state) => state.count
   )
 
+// A GET to the echo server asking to switch to `protocol`, with the server's URL.
+const upgradeTo = (protocol: string) =>
+  Effect.gen(function* () {
+    const server = yield* echoServer
+    const client = yield* HttpClient.HttpClient
+    const response = yield* client.execute(
+      HttpClientRequest.get(`${server.url}/chat`).pipe(HttpClientRequest.setHeader("upgrade", protocol))
+    )
+    return { url: server.url, response }
+  })
+
 describe("NodeHttpClient", () => {
   describe("upgrades", () => {
     it.live("a 101 hands over the connection as a Socket that carries bytes both ways; counted as 1xx", () =>
       Effect.gen(function* () {
-        const server = yield* echoServer
-        const client = yield* HttpClient.HttpClient
-        const response = yield* client.execute(
-          HttpClientRequest.get(`${server.url}/chat`).pipe(HttpClientRequest.setHeader("upgrade", "echo"))
-        )
+        const { url, response } = yield* upgradeTo("echo")
         assert.strictEqual(response.status, 101)
         const socket = yield* response.upgrade
         const writer = yield* socket.writer
@@ -62,20 +69,16 @@ describe("NodeHttpClient", () => {
         let echoed = ""
         while (echoed.length < 4) echoed += Buffer.concat(yield* read).toString()
         assert.strictEqual(echoed, "ping")
-        assert.strictEqual(yield* requests(server.url, "1xx"), 1)
+        assert.strictEqual(yield* requests(url, "1xx"), 1)
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
 
     it.live("a refused upgrade is an ordinary response whose body reads; counted by its status", () =>
       Effect.gen(function* () {
-        const server = yield* echoServer
-        const client = yield* HttpClient.HttpClient
-        const response = yield* client.execute(
-          HttpClientRequest.get(`${server.url}/chat`).pipe(HttpClientRequest.setHeader("upgrade", "other"))
-        )
+        const { url, response } = yield* upgradeTo("other")
         assert.strictEqual(response.status, 426)
         assert.strictEqual(yield* response.text, "nope")
-        assert.strictEqual(yield* requests(server.url, "4xx"), 1)
+        assert.strictEqual(yield* requests(url, "4xx"), 1)
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
   })
