@@ -19,7 +19,8 @@ import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import got from "got"
 import pLimit from "p-limit"
-import { type Dispatcher, Pool } from "undici"
+import { Pool } from "undici"
+import { FloorHandler } from "./floor.ts"
 
 export interface Counts {
   ok: number
@@ -65,32 +66,8 @@ const undiciPool = async (origin: string): Promise<Client> => {
   }
 }
 
-// The floor: undici's Pool.dispatch with a bare handler object per request (no promise, no
-// Readable), `concurrency` lanes each sending the next request when its response has ended.
-// What any client on undici pays at least: its parser, its pool and the socket writes.
-class FloorHandler implements Dispatcher.DispatchHandler {
-  status = 0
-  chunks: Array<Buffer> = []
-  readonly done: (ok: boolean) => void
-  constructor(done: (ok: boolean) => void) {
-    this.done = done
-  }
-  onRequestStart(): void {}
-  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
-    this.status = statusCode
-  }
-  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk)
-  }
-  onResponseEnd(): void {
-    // The body stays as undici handed it over (no copy, no join): nothing is cheaper.
-    this.done(this.status === 200)
-  }
-  onResponseError(): void {
-    this.done(false)
-  }
-}
-
+// The floor: undici's Pool.dispatch with a bare handler object per request (./floor.ts),
+// `concurrency` lanes each sending the next request when its response has ended.
 const undiciFloor = async (origin: string): Promise<Client> => {
   const pool = new Pool(origin, { connections: 64 })
   return {

@@ -14,6 +14,7 @@ import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
 import { Dispatcher } from "undici"
+import { FloorHandler } from "./floor.ts"
 
 const [requests = "50000", rounds = "7"] = process.argv.slice(2)
 const total = Number(requests)
@@ -50,24 +51,7 @@ const answer = (handler: Dispatcher.DispatchHandler) => {
   handler.onResponseEnd?.(controller, {})
 }
 
-// The floor: a bare handler object per request, the next request sent when one ends.
-class Bare implements Dispatcher.DispatchHandler {
-  status = 0
-  chunks: Array<Buffer> = []
-  readonly done: (status: number) => void
-  constructor(done: (status: number) => void) {
-    this.done = done
-  }
-  onResponseStart(_: Dispatcher.DispatchController, statusCode: number): void {
-    this.status = statusCode
-  }
-  onResponseData(_: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk)
-  }
-  onResponseEnd(): void {
-    this.done(this.status)
-  }
-}
+// The floor: a bare handler object per request (./floor.ts), the next request sent when one ends.
 const floor = (): Promise<void> =>
   new Promise((resolve) => {
     const dispatcher = new Answering()
@@ -77,7 +61,7 @@ const floor = (): Promise<void> =>
       if (started < total) {
         started++
         active++
-        dispatcher.dispatch({ origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" }, new Bare(done))
+        dispatcher.dispatch({ origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" }, new FloorHandler(done))
       } else if (active === 0) resolve()
     }
     const done = () => {
@@ -91,10 +75,10 @@ const floor = (): Promise<void> =>
 // dispatches a bare handler and resumes with its status. What any client built of Effects pays
 // at least per request (a fiber, a suspension, a resume); the rest of a volley form is volley's.
 const bareDispatcher = new Answering()
-const bareRequest = Effect.callback<number>((resume) => {
+const bareRequest = Effect.callback<boolean>((resume) => {
   bareDispatcher.dispatch(
     { origin: "http://127.0.0.1:8080", path: "/2b", method: "GET" },
-    new Bare((status) => resume(Effect.succeed(status)))
+    new FloorHandler((ok) => resume(Effect.succeed(ok)))
   )
 })
 

@@ -291,9 +291,8 @@ const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href
 // Responses that ended during the current task, ended together from one immediate queued by a
 // microtask (which runs once the task is over, so after undici queued its immediates): per
 // response, a slot in an array instead of a `process.nextTick` and an immediate of its own,
-// which cost 5-6% of the plain path's JavaScript.
-// A task mostly ends one response (a socket read carries one): that one goes to the immediate
-// alone, and the array is emptied in place, so that no array is allocated per task.
+// which cost 5-6% of the plain path's JavaScript. A task mostly ends one response (a socket read
+// carries one): that one goes to the immediate alone, and the array is emptied in place.
 let ending: Array<Handler> = []
 const RESOLVED = Promise.resolve()
 const queueEnds = (): void => {
