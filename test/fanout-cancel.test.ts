@@ -4,7 +4,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Deferred, Effect, Fiber, Layer, Result, Stream } from "effect"
+import { Deferred, Effect, Fiber, Layer, Metric, Result, Stream } from "effect"
 import type { HttpClientResponse } from "effect/http"
 import { faultServer, remoteFaultServer } from "./support/faultServer.ts"
 
@@ -75,6 +75,36 @@ describe("Fanout cancellation", () => {
       yield* Effect.promise(() => server.socketsAtMost(1)).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(server.inFlight(), 0)
       assert.isAtMost(server.openSockets(), 1)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a stream ended by an item that fails at once, while its batch starts, stops every worker it started", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      // The first item fails before anything is sent, inside the batch's start: `take(1)` ends
+      // the stream then, before the batch has even begun waiting for its workers.
+      const urls = [
+        `ftp://${server.url.slice("http://".length)}/`,
+        ...Array.from({ length: 8 }, () => `${server.url}/hang`)
+      ]
+      let active = 0
+      const metrics: Metric.FiberRuntimeMetricsService = {
+        recordFiberStart: () => {
+          active++
+        },
+        recordFiberEnd: () => {
+          active--
+        }
+      }
+      const first = yield* Fanout.streamSettled(urls, { concurrency: 9 }).pipe(
+        Stream.take(1),
+        Stream.runCollect,
+        Effect.provideService(Metric.FiberRuntimeMetrics, metrics)
+      )
+      assert.strictEqual(first[0]?.index, 0)
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(server.inFlight(), 0)
+      assert.strictEqual(active, 0, "no worker fiber outlived the stream")
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 

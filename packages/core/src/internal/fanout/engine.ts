@@ -470,8 +470,11 @@ class Workers<X, R> {
 
   readonly run: Effect.Effect<void, X, R> = Effect.withFiber((parent) => {
     this.fork = Effect.runForkWith(parent.context as Context.Context<R>)
-    this.grow()
+    // The first workers start inside the callback, under `onExit`: one of them can end the
+    // batch's consumer (a stream's `take`) and so interrupt this fiber before it gets here. The
+    // interrupt waits for the callback to return, then `onExit` stops every worker started.
     const ended = Effect.callback<void, X>((resume) => {
+      this.grow()
       if (this.exit !== undefined) return resume(this.exit)
       this.wake = () => resume(this.exit!)
     })
