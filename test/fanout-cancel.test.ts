@@ -108,6 +108,45 @@ describe("Fanout cancellation", () => {
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 
+  it.live(
+    "a stream ended by an item that fails at once, in a worker another worker started, stops that worker too",
+    () =>
+      Effect.gen(function* () {
+        const busy = yield* faultServer
+        const other = yield* faultServer
+        // One request at a time to `busy`: the first answers, the next 1,024 (enough to fill the
+        // batch's read-ahead) wait in its queue. When the first ends, the worker that waited takes
+        // the next and, the first still counting as busy while its outcome is handed on, starts a
+        // third worker, which reads on to the ftp:// item and fails it at once: `take(1)` ends the
+        // stream while that third worker is still starting, and the waiting batch stops at once.
+        const urls = [
+          `${busy.url}/ok?delay=50`,
+          ...Array.from({ length: 1024 }, (_, i) => `${busy.url}/hang?i=${i}`),
+          `ftp://${other.url.slice("http://".length)}/`,
+          ...Array.from({ length: 10 }, (_, i) => `${other.url}/ok?i=${i}`)
+        ]
+        let active = 0
+        const metrics: Metric.FiberRuntimeMetricsService = {
+          recordFiberStart: () => {
+            active++
+          },
+          recordFiberEnd: () => {
+            active--
+          }
+        }
+        const first = yield* Fanout.streamSettled(urls, { concurrency: 3, perHost: 1 }).pipe(
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.provideService(Metric.FiberRuntimeMetrics, metrics)
+        )
+        assert.strictEqual(first[0]?.index, 1025)
+        // Nothing is left to send the items after it.
+        assert.strictEqual(active, 0, "no worker fiber outlived the stream")
+        yield* Effect.promise(() => busy.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+        assert.strictEqual(other.requests(), 0)
+      }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
   it.live("interrupting one item of a settled batch fails that item only and closes its socket", () =>
     Effect.gen(function* () {
       const server = yield* faultServer

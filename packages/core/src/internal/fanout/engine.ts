@@ -444,11 +444,20 @@ class Workers<X, R> {
     this.growing = true
     while (this.exit === undefined && !this.drained && this.busy >= this.live && this.live < this.max) {
       this.live++
-      const fiber = this.fork(this.make())
+      // Registered by its first step, before any of its work: it runs inside `fork`, and its
+      // first item can end a stream's consumer, which stops the batch (and every registered
+      // worker) at once when the batch fiber is waiting, i.e. when another worker grows.
+      const fiber = this.fork(
+        Effect.withFiber((self) => {
+          this.fibers.add(self as Fiber.Fiber<void, X>)
+          return this.make()
+        })
+      )
       const exit = fiber.pollUnsafe()
-      if (exit !== undefined) this.ended(exit)
-      else {
-        this.fibers.add(fiber)
+      if (exit !== undefined) {
+        this.fibers.delete(fiber)
+        this.ended(exit)
+      } else {
         fiber.addObserver((exit) => {
           this.fibers.delete(fiber)
           this.ended(exit)
