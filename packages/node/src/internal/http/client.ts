@@ -186,9 +186,11 @@ const metered = (
   meter: OriginMeter,
   upgrade: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
-  Effect.suspend(() => {
+  // Uninterruptible until `onExit` is in place: an interrupt between the two (at a yield of the
+  // fiber) would leave the request counted in flight for good.
+  Effect.uninterruptibleMask((restore) => {
     const started = meter.start()
-    return Effect.onExit(upgrade, (exit) =>
+    return Effect.onExit(restore(upgrade), (exit) =>
       Effect.sync(() => meter.end(started, Exit.isSuccess(exit) ? exit.value.status : 0, 0))
     )
   })
