@@ -7,6 +7,7 @@ import { NodeHttpClient } from "@volley/node"
 import { Deferred, Effect, Fiber, Layer, Metric, Result, Stream } from "effect"
 import type { HttpClientResponse } from "effect/http"
 import { faultServer, remoteFaultServer } from "./support/faultServer.ts"
+import { fiberCounter } from "./support/fibers.ts"
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 
@@ -87,24 +88,16 @@ describe("Fanout cancellation", () => {
         `ftp://${server.url.slice("http://".length)}/`,
         ...Array.from({ length: 8 }, () => `${server.url}/hang`)
       ]
-      let active = 0
-      const metrics: Metric.FiberRuntimeMetricsService = {
-        recordFiberStart: () => {
-          active++
-        },
-        recordFiberEnd: () => {
-          active--
-        }
-      }
+      const fibers = fiberCounter()
       const first = yield* Fanout.streamSettled(urls, { concurrency: 9 }).pipe(
         Stream.take(1),
         Stream.runCollect,
-        Effect.provideService(Metric.FiberRuntimeMetrics, metrics)
+        Effect.provideService(Metric.FiberRuntimeMetrics, fibers.service)
       )
       assert.strictEqual(first[0]?.index, 0)
       yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
       assert.strictEqual(server.inFlight(), 0)
-      assert.strictEqual(active, 0, "no worker fiber outlived the stream")
+      assert.strictEqual(fibers.active(), 0, "no worker fiber outlived the stream")
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 
@@ -125,23 +118,15 @@ describe("Fanout cancellation", () => {
           `ftp://${other.url.slice("http://".length)}/`,
           ...Array.from({ length: 10 }, (_, i) => `${other.url}/ok?i=${i}`)
         ]
-        let active = 0
-        const metrics: Metric.FiberRuntimeMetricsService = {
-          recordFiberStart: () => {
-            active++
-          },
-          recordFiberEnd: () => {
-            active--
-          }
-        }
+        const fibers = fiberCounter()
         const first = yield* Fanout.streamSettled(urls, { concurrency: 3, perHost: 1 }).pipe(
           Stream.take(1),
           Stream.runCollect,
-          Effect.provideService(Metric.FiberRuntimeMetrics, metrics)
+          Effect.provideService(Metric.FiberRuntimeMetrics, fibers.service)
         )
         assert.strictEqual(first[0]?.index, 1025)
         // Nothing is left to send the items after it.
-        assert.strictEqual(active, 0, "no worker fiber outlived the stream")
+        assert.strictEqual(fibers.active(), 0, "no worker fiber outlived the stream")
         yield* Effect.promise(() => busy.noneInFlight()).pipe(Effect.timeout("5 seconds"))
         assert.strictEqual(other.requests(), 0)
       }).pipe(Effect.scoped, Effect.provide(Live))

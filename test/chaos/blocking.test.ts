@@ -11,11 +11,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Scope } from "effect"
+import { fiberCounter } from "../support/fibers.ts"
 import {
   announce,
   at,
   eventually,
-  fiberCounter,
   heapAfterGc,
   nothingOutlived,
   osThreads,

@@ -10,8 +10,9 @@ import { readFileSync } from "node:fs"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { assert } from "@effect/vitest"
-import { Effect, type Metric } from "effect"
+import { Effect } from "effect"
 import type { FaultServer } from "../support/faultServer.ts"
+import type { fiberCounter } from "../support/fibers.ts"
 
 const parseSeed = (text: string | undefined): number => {
   if (text === undefined || text.trim() === "") return (Math.random() * 2 ** 32) >>> 0
@@ -63,25 +64,6 @@ export const random = (label: string): Random => {
 
 /** A message suffix naming the seed, for assertions. */
 export const at = (where: string) => `${where} (VOLLEY_CHAOS_SEED=${seed})`
-
-/**
- * Counts the fibers started under it, through Effect's fiber runtime metrics hook: provide
- * `service` as `Metric.FiberRuntimeMetrics` and every fiber forked below reports its start and end.
- */
-export const fiberCounter = () => {
-  let active = 0
-  let started = 0
-  const service: Metric.FiberRuntimeMetricsService = {
-    recordFiberStart: () => {
-      active++
-      started++
-    },
-    recordFiberEnd: () => {
-      active--
-    }
-  }
-  return { service, active: () => active, started: () => started }
-}
 
 /** Threads of this process as the kernel counts them (Linux), or undefined elsewhere. */
 export const osThreads = (): number | undefined => {

@@ -12,11 +12,11 @@ import { NodeHttpClient } from "@volley/node"
 import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Result, Scope, Stream } from "effect"
 import { type HttpClientError, HttpClientRequest } from "effect/http"
 import { type FaultServer, faultServer } from "../support/faultServer.ts"
+import { fiberCounter } from "../support/fibers.ts"
 import {
   allSocketsClosed,
   announce,
   at,
-  fiberCounter,
   heapAfterGc,
   nothingOutlived,
   osThreads,

@@ -11,11 +11,11 @@ import { NodeBlocking, NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Result, Scope, Stream } from "effect"
 import type { HttpClientError } from "effect/http"
 import { type FaultServer, faultServer } from "../support/faultServer.ts"
+import { fiberCounter } from "../support/fibers.ts"
 import {
   allSocketsClosed,
   announce,
   at,
-  fiberCounter,
   heapAfterGc,
   nothingOutlived,
   osThreads,
