@@ -85,3 +85,39 @@ describe("Blocking.runAll's window", () => {
     })
   )
 })
+
+describe("Blocking.runAll's cancellation", () => {
+  it.effect("cancels a call whose submit ended the batch before it returned its cancel", () =>
+    Effect.gen(function* () {
+      // A queue of one that drops its oldest call: a new submit fails the previous one at once,
+      // which fails the batch while that new submit has not yet returned.
+      const seen = { cancelled: 0, answered: 0 }
+      let oldest: Blocking.Receiver | undefined
+      const layer = Layer.succeed(
+        Blocking.BlockingExecutor,
+        Blocking.BlockingExecutor.of({
+          execute: () => Effect.die("submit only"),
+          submit: (request, _clock, receiver) => {
+            const dropped = oldest
+            oldest = receiver
+            dropped?.fail(new Blocking.QueueFullError({ task: request.task.name, capacity: 1 }))
+            let cancelled = false
+            setTimeout(() => {
+              if (cancelled) return
+              seen.answered++
+              receiver.succeed({ _tag: "Success", value: request.payload })
+            }, 20)
+            return () => {
+              cancelled = true
+              seen.cancelled++
+            }
+          }
+        })
+      )
+      const noop = Blocking.task({ name: "noop", payload: Schema.Number, success: Schema.Number, handler: (n) => n })
+      const exit = yield* Effect.exit(Blocking.runAll(noop, [1, 2], { concurrency: 2 }).pipe(Effect.provide(layer)))
+      assert.isTrue(exit._tag === "Failure")
+      assert.deepStrictEqual(seen, { cancelled: 1, answered: 0 })
+    })
+  )
+})

@@ -2,7 +2,7 @@ import { availableParallelism } from "node:os"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
-import { ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Schema, type Scope, Tracer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Option, Schema, Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
@@ -559,6 +559,107 @@ describe("NodeBlocking", () => {
         })
         const error = yield* Effect.flip(Layer.build(NodeBlocking.layer({ tasks: [noModule] })).pipe(Effect.scoped))
         assert.strictEqual(error._tag === "InvalidOptionsError" && error.option, "tasks")
+      })
+    )
+  })
+
+  // A pool's callers are resumed from inside its bookkeeping (a reply, a death, a breaker that
+  // opens): what they do then (interrupt other calls, close the pool) meets a consistent pool.
+  describe("races", () => {
+    it.effect("reports a task with a timeout as soon as it ends, even while the next task on its thread runs", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1 })(
+        Effect.gen(function* () {
+          yield* Blocking.run(P.threadId, undefined)
+          const f = flags()
+          // Sent together to the one thread: the first has a run timeout, the second blocks it.
+          const timed = yield* Effect.forkChild(
+            Blocking.run(P.slowSquare, { n: 3, millis: 0 }, { timeout: "1 second" })
+          )
+          const blocking = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          yield* waitForFlag(f, 0)
+          // Held back until the blocking task ended, its run timeout would fire although it had
+          // answered, and its thread (the blocking task on it) would be terminated.
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+          assert.deepStrictEqual(timed.pollUnsafe(), Exit.succeed(9))
+          yield* TestClock.adjust("2 seconds")
+          release(f)
+          yield* Fiber.join(blocking)
+          assert.strictEqual(Atomics.load(f, 2), 1)
+        })
+      )
+    )
+
+    it.effect("reports that a task with a queue timeout started, so the timeout ends when it runs", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1 })(
+        Effect.gen(function* () {
+          yield* Blocking.run(P.threadId, undefined)
+          const f = flags()
+          // Sent together: the first answers at once, the second (with a queue timeout) then runs.
+          const first = yield* Effect.forkChild(Blocking.run(P.slowSquare, { n: 2, millis: 0 }))
+          const queued = yield* Effect.forkChild(Blocking.run(P.block, shared(f), { queueTimeout: "500 millis" }))
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          yield* waitForFlag(f, 0)
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+          // Running, not queued: its queue timeout must not fail it (and stop its thread).
+          yield* TestClock.adjust("1 second")
+          release(f)
+          assert.deepStrictEqual(yield* Fiber.await(queued), Exit.void)
+          assert.strictEqual(yield* Fiber.join(first), 4)
+        })
+      )
+    )
+
+    it.effect("never runs a queued task whose caller gave up when a crash loop failed the call beside it", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1, maxTasksPerWorker: 1, crashLoop: { deaths: 1 } })(
+        Effect.gen(function* () {
+          const f = flags()
+          yield* Blocking.run(P.threadId, undefined)
+          // The thread dies on the first; the breaker opens and fails the second, queued behind it,
+          // whose caller at once gives up the third, queued too.
+          const first = yield* Effect.forkChild(Effect.exit(Blocking.run(doomed, undefined)))
+          yield* eventLoopTurn
+          const third = yield* Effect.forkChild(Blocking.run(P.mark, { shared: shared(f), index: 0 }))
+          const second = yield* Effect.forkChild(
+            Blocking.run(doomed, undefined).pipe(Effect.onError(() => Effect.sync(() => third.interruptUnsafe())))
+          )
+          assert.isTrue(Exit.isFailure(yield* Fiber.await(second)))
+          assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(third)))
+          yield* Fiber.join(first)
+          // One thread, one task at a time: had the third been queued again, it ran before the
+          // second of these (a new call may go ahead of a task queued again).
+          yield* Blocking.run(P.threadId, undefined)
+          yield* Blocking.run(P.threadId, undefined)
+          assert.strictEqual(Atomics.load(f, 0), 0)
+        })
+      )
+    )
+
+    it.effect("fails the tasks of a dead thread when the caller of the one that killed it closes the pool", () =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const executor = yield* NodeBlocking.make({ maxWorkers: 1, minWorkers: 1, shutdown: "cancel" }).pipe(
+          Scope.provide(scope)
+        )
+        const f = flags()
+        const run = <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
+          Effect.provideService(effect, Blocking.BlockingExecutor, executor)
+        yield* run(Blocking.run(P.threadId, undefined))
+        // Sent together: the first kills the thread; its caller closes the pool at once.
+        const [killed, other] = yield* run(
+          Effect.all(
+            [
+              Effect.exit(Blocking.run(P.exit, 3)).pipe(Effect.tap(() => Scope.close(scope, Exit.void))),
+              Effect.exit(Blocking.run(P.mark, { shared: shared(f), index: 0 }))
+            ],
+            { concurrency: "unbounded" }
+          )
+        )
+        assert.isTrue(Exit.isFailure(killed))
+        const error = Exit.isFailure(other) ? Cause.findErrorOption(other.cause) : Option.none()
+        assert.strictEqual(Option.isSome(error) ? error.value._tag : "succeeded", "ExecutorShutDownError")
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+        assert.strictEqual(Atomics.load(f, 0), 0)
       })
     )
   })

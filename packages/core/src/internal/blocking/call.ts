@@ -67,11 +67,16 @@ export class Call implements Blocking.Request, Blocking.Receiver {
   /** Where the decoded outcome goes, and how to cancel the executor's work. */
   private resume: Resume | undefined = undefined
   private cancel: (() => void) | undefined = undefined
+  private interrupted = false
 
   /** Hands the call to `submit`; `resume` gets its decoded outcome, once. */
   start(submit: NonNullable<Blocking.Executor["submit"]>, resume: Resume): void {
     this.resume = resume
-    this.cancel = submit(this, this.fiber.getRef(Clock.Clock), this)
+    const cancel = submit(this, this.fiber.getRef(Clock.Clock), this)
+    // Interrupted while `submit` ran (it may answer another call of the same batch at once,
+    // which can end the batch): cancelled as soon as there is something to cancel.
+    if (this.interrupted) cancel?.()
+    else this.cancel = cancel
   }
 
   /** `Effect.callback`'s register for the `submit` fast path (`submit` set first). */
@@ -97,6 +102,7 @@ export class Call implements Blocking.Request, Blocking.Receiver {
 
   /** The caller was interrupted before the executor answered: ends the span, cancels the executor's work. */
   interrupt(): void {
+    this.interrupted = true
     this.end(Exit.interrupt())
     this.cancel?.()
   }

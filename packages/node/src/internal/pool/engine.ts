@@ -344,7 +344,13 @@ export class Engine {
         tasks.push(this.tasks[job.taskId]!.ref)
       }
       const request = job.request
-      const timed = (request.timeoutMillis ?? this.options.timeoutMillis) === undefined ? 0 : 1
+      // A job with a deadline is reported the moment it starts and ends (see worker.ts), so its
+      // timers never run on while a job after it holds its result back.
+      const timed =
+        (request.timeoutMillis ?? this.options.timeoutMillis) === undefined &&
+        (request.queueTimeoutMillis ?? this.options.queueTimeoutMillis) === undefined
+          ? 0
+          : 1
       encodeJob(flat, job.seq, job.taskId, request.payload, request.span.traceId, request.span.spanId, timed)
     }
     thread.port.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
@@ -580,18 +586,8 @@ export class Engine {
       job.grace?.()
       job.grace = undefined
       if (job.state !== "sent") continue
-      if (!intended && job.seq === running) {
-        culprit = job
-        this.fail(
-          job,
-          new Blocking.WorkerDiedError({
-            task: job.name,
-            reason: thread.outOfMemory ? "out-of-memory" : "exit",
-            exitCode: code,
-            detail: thread.lastError ?? "the thread exited while running the task"
-          })
-        )
-      } else {
+      if (!intended && job.seq === running) culprit = job
+      else {
         // It never ran (or its result was lost with the thread): run it on another thread.
         if (job.started) clearTimer(job)
         job.state = "queued"
@@ -601,6 +597,18 @@ export class Engine {
     }
     thread.inFlight.length = 0
     thread.outbox = []
+    // Failed once the pool is consistent again: its caller, resumed here, may close the pool.
+    if (culprit !== undefined) {
+      this.fail(
+        culprit,
+        new Blocking.WorkerDiedError({
+          task: culprit.name,
+          reason: thread.outOfMemory ? "out-of-memory" : "exit",
+          exitCode: code,
+          detail: thread.lastError ?? "the thread exited while running the task"
+        })
+      )
+    }
     if (!intended) this.countDeath(wasReady, culprit, thread.lastError ?? `exit code ${code}`)
     this.checkWarmedUp()
     this.schedule()
@@ -618,14 +626,14 @@ export class Engine {
 
   /** The breaker opened: queued jobs it refuses fail now rather than start another doomed thread. */
   private failQueued(which: (job: Job) => boolean, detail: string): void {
+    const refused: Array<Job> = []
     for (const queue of [this.queue, this.waiting]) {
       const kept: Array<Job> = []
-      for (const job of queue.drain()) {
-        if (which(job)) this.fail(job, crashLoop(job.name, detail))
-        else kept.push(job)
-      }
+      for (const job of queue.drain()) (which(job) ? refused : kept).push(job)
       for (const job of kept) queue.push(job)
     }
+    // Failed once the queues are whole again: a caller resumed here may cancel other jobs.
+    for (const job of refused) if (job.state !== "finished") this.fail(job, crashLoop(job.name, detail))
   }
 
   private checkWarmedUp(): void {

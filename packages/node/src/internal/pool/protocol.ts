@@ -14,8 +14,9 @@ export const RING = 1024
 
 /**
  * One job: its sequence number on the thread, the task id (announced once per thread in `Run.tasks`),
- * the Schema-encoded payload, the caller's trace, and whether it has a run timeout (`timed`: the thread
- * then reports the results it holds back before it starts the job, so the pool can start the clock).
+ * the Schema-encoded payload, the caller's trace, and whether it has a run or queue timeout (`timed`:
+ * the thread then reports the results it holds back before it starts the job, so the pool can start
+ * or stop its clocks, and the job's own result as soon as it ends).
  */
 export type JobFields = readonly [
   seq: number,

@@ -1,9 +1,9 @@
 // Entry point of every pool thread. Imports the task modules it was asked to preload, reports
 // Ready, then runs the jobs it receives strictly one at a time, in order, so the pool always
 // knows which job is running (control[0]) and whom to blame if the thread dies. Results go back
-// in batches: at most every FLUSH_MS, every MAX_BATCH results, when the local queue runs dry, or
-// before a job with a run timeout starts. It loads protocol.ts and the task modules, nothing else:
-// every module loaded here is paid for by every thread's start-up.
+// in batches: at most every FLUSH_MS, every MAX_BATCH results, when the local queue runs dry,
+// and before and after a job with a timeout (run or queue). It loads protocol.ts and the task
+// modules, nothing else: every module loaded here is paid for by every thread's start-up.
 
 import { workerData } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
@@ -60,7 +60,8 @@ const drain = async () => {
     const [seq, taskId, payload, traceId, spanId, timed] = decodeJob(queue, head)
     const task = taskIds.get(taskId) ?? unknownTask
     head += JOB_FIELDS
-    // The pool starts a job's run timeout when it hears that the jobs before it are done.
+    // The pool starts a job's run timeout (and ends its queue timeout) when it hears that the
+    // jobs before it are done.
     if (timed === 1) flush()
     Atomics.store(control, 0, seq)
     // Dekker-style handshake with the pool's cancel: one of us sees the other's write.
@@ -88,7 +89,9 @@ const drain = async () => {
     if (aborted.size > 0) aborted.delete(seq)
     const now = performance.now()
     encodeResult(results, seq, reply, now - start)
-    if (results.length >= MAX_BATCH * RESULT_FIELDS || now >= flushAt) {
+    // A job with a deadline is reported at once: held back behind a long job, its run timeout
+    // would fire (and stop this thread) although it had ended.
+    if (timed === 1 || results.length >= MAX_BATCH * RESULT_FIELDS || now >= flushAt) {
       flush()
       flushAt = now + FLUSH_MS
     }
