@@ -334,6 +334,56 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  it.live(
+    "a retried item that had redirected starts again under its own origin's perHost limit",
+    () =>
+      Effect.gen(function* () {
+        // A redirects /r to B; every request to either is counted while in flight.
+        const peakA = { now: 0, max: 0 }
+        const peakB = { now: 0, max: 0 }
+        const counted =
+          (peak: { now: number; max: number }, handler: Handler): Handler =>
+          (req, res) => {
+            peak.now++
+            peak.max = Math.max(peak.max, peak.now)
+            res.on("close", () => peak.now--)
+            handler(req, res)
+          }
+        const target = { url: "" }
+        const a = yield* origin({
+          "/r": counted(peakA, (_req, res) => to(res, 302, target.url)),
+          "/hang": counted(peakA, () => {})
+        })
+        const b = yield* origin({
+          "/slow": counted(peakB, (_req, res) => setTimeout(() => res.end("b"), 2000)),
+          "/ok": counted(peakB, (_req, res) => res.end("b"))
+        })
+        // Each attempt times out after 300 ms, and is retried once.
+        const retrying = Retry.layer({
+          retries: 1,
+          attemptTimeout: "300 millis",
+          baseDelay: "10 millis",
+          jitter: false
+        })
+        // The hop got B's slot and timed out there: its retry goes to A again, under A's limit.
+        target.url = `${b.url}/slow`
+        yield* Fanout.allSettled([`${a.url}/r`, `${a.url}/hang`], { concurrency: 2, perHost: 1 }).pipe(
+          Effect.provide(retrying)
+        )
+        assert.strictEqual(peakA.max, 1, "never more than perHost at the redirecting origin")
+        // The hop waited for B's slot (held by a slow request) and timed out: its retry's hop waits again.
+        peakA.max = 0
+        peakB.max = 0
+        target.url = `${b.url}/ok`
+        yield* Fanout.allSettled([`${b.url}/slow`, `${a.url}/r`, `${a.url}/hang`], { concurrency: 3, perHost: 1 }).pipe(
+          Effect.provide(retrying)
+        )
+        assert.strictEqual(peakA.max, 1, "never more than perHost at the redirecting origin")
+        assert.strictEqual(peakB.max, 1, "never more than perHost at the hop's origin")
+      }).pipe(Effect.scoped, Effect.provide(Client)),
+    { timeout: 20_000 }
+  )
+
   it.live("keeps a hop to the request's deadline: a Retry-After past it fails at once", () =>
     Effect.gen(function* () {
       const { a } = yield* twoOrigins

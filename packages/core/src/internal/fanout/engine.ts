@@ -152,7 +152,7 @@ export const run = <A, E, R, X>(
       const items = new ItemEvents(span, sink, fiber.getRef(Clock.Clock))
       return Effect.withParentSpan(runIn(plan, scheduler, items), span).pipe(Effect.ensuring(Effect.sync(items.end)))
     })
-  )
+  ).pipe(Effect.ensuring(Effect.sync(() => scheduler.close())))
 
 /** The name of a batch's span. */
 export const SPAN_NAME = "volley.Fanout"
@@ -256,10 +256,29 @@ const runIn = <A, E, R, X>(
     }
     // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
     const execute = (request: HttpClientRequest.HttpClientRequest) => applied(client.execute(request))
-    const attempt = (job: Job) =>
+    const measured = (job: Job) =>
       origins === undefined || job.host === undefined
         ? Effect.flatMap(execute(job.request), onResponse)
         : origins.measure(job.host, execute(job.request), onResponse)
+    // An attempt after one that redirected (a retry) starts again at the request's own origin,
+    // under its limit: the slot it holds is the hop's, or none if it gave up waiting for one.
+    // Built when it runs: an adaptive limit measures it at the origin it is sent to.
+    const attempt = (job: Job) =>
+      job.origin === undefined
+        ? measured(job)
+        : Effect.suspend(() =>
+            job.host === job.origin
+              ? measured(job)
+              : Effect.andThen(
+                  backHome(job),
+                  Effect.suspend(() => measured(job))
+                )
+          )
+    const backHome = (job: Job) =>
+      Effect.withFiber((fiber) => {
+        const gate = fiber.getRef(HopGate)
+        return gate === undefined ? Effect.void : gate(job.request.url)
+      })
 
     const settle = (job: Job, exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X> | undefined => {
       scheduler.finish(job)
@@ -507,6 +526,9 @@ const reportLate = <A, E, X>(
   progress: Progress | undefined
 ): Effect.Effect<void, X> => {
   const jobs = scheduler.rest(running)
+  // Only the consumer can make room now: an origin's pause (ended or not) is no reason to look
+  // again, and a stale one (no `next()` clears it any more) would make `changed` spin.
+  scheduler.wakeAt = 0
   // The workers were interrupted with whatever they were running.
   if (progress !== undefined) progress.inFlight = 0
   let waiting: Job | undefined

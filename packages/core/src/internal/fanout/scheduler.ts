@@ -70,12 +70,15 @@ export class Job {
   readonly request: HttpClientRequest.HttpClientRequest
   /** The origin whose slot the job holds: its request's, then its redirect hop's (see `moveTo`). */
   host: Host | undefined
+  /** The origin of the job's own request: where a retry of it starts again. */
+  readonly origin: Host | undefined
   readonly interruptWhen: Effect.Effect<unknown, unknown> | undefined
   constructor(index: number, input: Input, host: (url: string) => Host | undefined) {
     const cancellable = input instanceof Cancellable
     this.index = index
     this.request = toRequest(cancellable ? input.request : input)
     this.host = host(this.request.url)
+    this.origin = this.host
     this.interruptWhen = cancellable ? input.interruptWhen : undefined
   }
 }
@@ -127,11 +130,13 @@ export class Scheduler {
 
   next(): Job | typeof WAIT | typeof DONE {
     const { window, ordered } = this.options
+    // Before the window's early return too: a worker that waits with a pause end in the past
+    // would otherwise race its wait with `sleep(0)` and spin until the consumer takes a result.
+    if (this.wakeAt !== 0 && this.now() >= this.wakeAt) this.wakeAt = this.nextWake()
     const limit = ordered ? this.consumed + window : Number.POSITIVE_INFINITY
     if (!ordered && this.started - this.consumed >= window) return this.idle()
     const tracked = this.tracked
     if (tracked) {
-      if (this.wakeAt !== 0 && this.now() >= this.wakeAt) this.wakeAt = this.nextWake()
       const ready = this.ready
       for (let k = 0; k < ready.length; k++) {
         const i = (this.rr + k) % ready.length
@@ -197,14 +202,21 @@ export class Scheduler {
    * other cannot hold each other's slots. Same origin, or no per-host limit: `moved` at once.
    */
   moveTo(job: Job, url: string, moved: () => void): (() => void) | undefined {
-    const from = job.host
-    const to = from === undefined ? from : this.hostOf(url)
-    if (from === undefined || to === from || to === undefined) {
+    if (!this.tracked) {
       moved()
       return undefined
     }
-    job.host = undefined
-    this.leave(from)
+    const from = job.host
+    const to = this.hostOf(url)
+    if (to === from) {
+      moved()
+      return undefined
+    }
+    // No slot held (a wait for one given up, then the item retried): only take one at `to`.
+    if (from !== undefined) {
+      job.host = undefined
+      this.leave(from)
+    }
     if ((to.hops === undefined || to.hops.length === 0) && to.free) {
       to.inFlight++
       job.host = to
@@ -282,16 +294,26 @@ export class Scheduler {
    * the first; an endless input must not be read to its end).
    */
   *rest(started: Iterable<Job>): Generator<Job> {
-    const known = [...started]
+    // The started ones first: they already count in the window, so a queued job that waits for
+    // room must not wait behind them (with buffer 0 they can fill it, and nobody would take them).
+    yield* [...started].sort((a, b) => a.index - b.index)
+    const queued: Array<Job> = []
     for (const host of this.hosts.values()) {
-      for (let i = host.head; i < host.queue.length; i++) known.push(host.queue[i]!)
+      for (let i = host.head; i < host.queue.length; i++) queued.push(host.queue[i]!)
     }
-    yield* known.sort((a, b) => a.index - b.index)
+    yield* queued.sort((a, b) => a.index - b.index)
     for (;;) {
       const next = this.exhausted ? undefined : this.source.next()
       if (next === undefined || next.done === true) return
       yield new Job(this.pulled++, next.value, noHost)
     }
+  }
+
+  /** The batch ended: an input not read to its end is closed (a generator's `finally` runs). */
+  close(): void {
+    if (this.exhausted) return
+    this.exhausted = true
+    this.source.return?.()
   }
 
   /**
