@@ -56,6 +56,12 @@ const bodyOrigin = Effect.acquireRelease(
           if (path === "corrupt") return send(res, "gzip", Buffer.from("this is not gzip at all"))
           if (path === "unknown-coding") return send(res, "aes128gcm", Buffer.from("opaque"))
           if (path === "big") return res.writeHead(200, { "content-length": 1_000_000 }).end(Buffer.alloc(1_000_000))
+          if (path === "ten") return res.writeHead(200, { "content-length": 10 }).end("0123456789")
+          if (path === "corrupt-slow") {
+            // Corrupt from its first bytes, and still arriving when its decoder fails.
+            res.writeHead(200, { "content-encoding": "gzip" }).write("this is not gzip at all")
+            return void setTimeout(() => res.end(), 1000)
+          }
           if (path === "empty-gzip") return res.writeHead(204, { "content-encoding": "gzip" }).end()
           res.writeHead(404).end()
         }
@@ -209,6 +215,21 @@ describe("NodeHttpClient", () => {
         assert.include(error?.message, `GET ${origin.url}/corrupt?X-Amz-Signature=REDACTED&page=2`)
         assert.notInclude(error?.message, "s3cret")
         assert.strictEqual(origin.seen.length, 1, "a corrupt body is not fetched again")
+        // A request whose body fails to decode is ended (counted, its connection closed) by the
+        // time its reader sees the failure, even while the body is still arriving.
+        const counted = Effect.map(
+          Metric.value(
+            Metric.withAttributes(NodeHttpClient.metrics.requests, { origin: origin.url, status_class: "2xx" })
+          ),
+          (state) => state.count
+        )
+        let countedWhenFailed = 0
+        yield* Effect.exit(
+          Http.send(HttpClientRequest.get(`${origin.url}/corrupt-slow`), (response) =>
+            Effect.tapError(response.text, () => Effect.map(counted, (n) => (countedWhenFailed = n)))
+          )
+        )
+        assert.strictEqual(countedWhenFailed, 2)
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
   })
@@ -316,6 +337,25 @@ describe("NodeHttpClient", () => {
         assert.isTrue(HttpBody.isBodyTooLarge(squashed(decoded)))
         assert.strictEqual(yield* Http.getText(`${origin.url}/br`).pipe(HttpBody.withMaxBodySize(200_000)), TEXT)
       }).pipe(Effect.provide(NodeHttpClient.layer({ maxBodySize: 100_000 })), Effect.scoped)
+    )
+
+    it.live("applies a limit set around a read of a body that has arrived, and keeps the body for another read", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        // The read is built before the limit is set around it, as `pipe` does.
+        const response = yield* HttpClient.get(`${origin.url}/ten`)
+        assert.isTrue(
+          HttpBody.isBodyTooLarge(squashed(yield* Effect.exit(response.text.pipe(HttpBody.withMaxBodySize(5)))))
+        )
+        const stream = Stream.runCollect(response.stream).pipe(HttpBody.withMaxBodySize(5))
+        assert.isTrue(HttpBody.isBodyTooLarge(squashed(yield* Effect.exit(stream))))
+        // Only those reads failed: the body is whole for a read within its limit.
+        assert.strictEqual(yield* response.text, "0123456789")
+        const [batch] = yield* Fanout.allSettled([`${origin.url}/ten`], {
+          read: (r) => r.text.pipe(HttpBody.withMaxBodySize(5))
+        })
+        assert.isTrue(batch !== undefined && Result.isFailure(batch) && HttpBody.isBodyTooLarge(batch.failure))
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
 
     it.live("applies a limit set around a batch to each of its requests", () =>

@@ -8,7 +8,6 @@ import * as NodeStream from "@effect/platform-node/NodeStream"
 import type * as Undici from "@effect/platform-node/Undici"
 import * as HttpBody from "@volley/core/HttpBody"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Cookies from "effect/http/Cookies"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -121,8 +120,9 @@ export class Body {
   }
 
   private decodingFailed(error: CodingError): void {
-    this.fail(error)
+    // Abort first: undici then ends the request (metrics, socket) before the reader resumes.
     this.controller.abort(error)
+    this.fail(error)
   }
 
   /** A chunk for the reader (decoded, if the body is encoded). */
@@ -169,8 +169,8 @@ export class Body {
 
   /** Fails the body and aborts the request, closing its socket if the body is still arriving. */
   abort(error: Error): void {
-    this.fail(error)
     this.controller.abort(error)
+    this.fail(error)
   }
 
   private pauseReader(): void {
@@ -358,18 +358,16 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
    */
   private whole<A>(f: (view: Uint8Array) => A): Effect.Effect<A, HttpClientError.HttpClientError> {
     const body = this.body
-    // Already complete (every body announced as small is, when the response is handed over) and
-    // within the limit of the fiber building this read (the one that runs it, in practice): one
-    // synchronous step. Going through `withFiber` cost every small response measurably (bench).
-    if (body.ended && body.sink === undefined) {
-      const fiber = Fiber.getCurrent()
-      if (fiber !== undefined && body.total <= (fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit)) {
-        return Effect.sync(() => f(body.view()))
-      }
-    }
+    // The limit is the running fiber's: a read built outside `HttpBody.withMaxBodySize` and run
+    // inside it (a Fanout `read`, `response.text.pipe(withMaxBodySize(n))`) must honour it.
     return Effect.withFiber((fiber) => {
       const limit = fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit
-      if (body.ended && body.sink === undefined && body.total <= limit) return Effect.succeed(f(body.view()))
+      if (body.ended && body.sink === undefined && body.error === undefined) {
+        // Complete: over the limit only fails this read; the bytes stay for a read with a larger one.
+        return body.total <= limit
+          ? Effect.succeed(f(body.view()))
+          : Effect.fail(this.decodeError(new OverLimit(limit)))
+      }
       if (body.sink !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being streamed")))
       // One reader at a time: a second waiter would replace the first, which would never resume.
       if (body.waiter !== undefined) return Effect.fail(this.decodeError(new Error("The body is already being read")))
@@ -432,7 +430,11 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
         if (body.waiter !== undefined || body.sink !== undefined) {
           return Effect.succeed(Stream.fail(this.decodeError(new Error("The body is already being read"))))
         }
-        body.limitTo(fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit)
+        const limit = fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit
+        if (body.ended && body.error === undefined && body.total > limit) {
+          return Effect.succeed(Stream.fail(this.decodeError(new OverLimit(limit))))
+        }
+        body.limitTo(limit)
         return Effect.succeed(
           NodeStream.fromReadable<Uint8Array, HttpClientError.HttpClientError>({
             evaluate: () => body.toReadable(),
