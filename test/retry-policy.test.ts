@@ -1,6 +1,8 @@
 // One retry rule for every volley request (issue 11, item 4): `Http.*` and `Fanout` run each
 // request under the RetryPolicy in the environment, the same suite for both, against the fault
 // server. Backoffs run on TestClock.
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Resilience, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
@@ -132,4 +134,35 @@ describe("the retry policy", () => {
       )
     })
   }
+})
+
+describe("Retry.withPolicy", () => {
+  it.live("reads at most a small error body before it retries: an endless one is aborted", () =>
+    Effect.gen(function* () {
+      // Answers 503 with a body that never ends, until its connection closes.
+      let requests = 0
+      const server = createServer((_req, res) => {
+        requests++
+        res.writeHead(503)
+        const timer = setInterval(() => res.write(Buffer.alloc(1024)), 1)
+        res.on("close", () => clearInterval(timer))
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
+        () =>
+          Effect.promise(() => {
+            server.closeAllConnections()
+            return new Promise<void>((resolve) => server.close(() => resolve()))
+          })
+      )
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+      const client = Retry.withPolicy(yield* HttpClient.HttpClient)
+      const exit = yield* Effect.exit(client.get(url)).pipe(
+        Effect.provide(Retry.layer({ baseDelay: "1 millis", jitter: false, budget: false })),
+        Effect.timeoutOption("10 seconds")
+      )
+      assert.isTrue(exit._tag === "Some", "it ended")
+      assert.strictEqual(requests, 4, "the first try and 3 retries")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
 })

@@ -21,8 +21,10 @@
  * `https:` to `http:`), each hop under the same retry policy; see `Redirects`
  * for the rules and how to change them.
  *
- * A body is never left holding its keep-alive connection: a non-2xx body is
- * read to its end before the `StatusCodeError` is returned, and a body that a
+ * A body is never left holding its keep-alive connection: a non-2xx body
+ * announced as at most 64 KiB is read to its end before the `StatusCodeError`
+ * is returned (a larger or unannounced one is aborted, closing its
+ * connection), and a body that a
  * `read` leaves unread (it fails, is interrupted, or ignores the body) is
  * discarded when the call ends. This needs no `Scope` per call: these helpers
  * run the same exchange as a `Fanout` batch's first attempt.
@@ -42,7 +44,7 @@ import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
-import { RetryPolicy } from "./internal/retry/policy.ts"
+import { markFinal, RetryPolicy } from "./internal/retry/policy.ts"
 import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -301,7 +303,10 @@ const run = <A, E, R>(
   // One step finds the client, the policy and the fiber: the idiom runs this once per request.
   Effect.withFiber((fiber) => {
     const client = unwrap(Context.getUnsafe(fiber.context, HttpClient.HttpClient))
-    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle))
+    return Effect.tapError(
+      runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle)),
+      markFinal
+    )
   })
 
 // Built once: the hot path allocates only the request and its effects.

@@ -5,7 +5,8 @@
  *
  * `Http.*` helpers, batches and `Retry.withPolicy` retry around the wrapped client (all under
  * the one retry policy, which `retry` sets), so the limiter spaces every attempt and the
- * breaker counts every attempt. A request rejected by an open circuit fails at
+ * breaker counts every attempt that fails (not one the policy's `attemptTimeout` interrupts,
+ * see {@link CircuitBreakerOptions}). A request rejected by an open circuit fails at
  * once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
  * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
  * would only wait for nothing). The limiter does not retry 429s itself (`times: 0`): the retry
@@ -62,8 +63,10 @@ export interface RateLimitOptions {
 
 /**
  * Circuit breaker per origin: opens after `failures` consecutive failed attempts (transport
- * errors, timeouts, 408/500/502/503/504), rejects requests for `openDuration`, then lets one probe
- * through.
+ * errors, the client's own timeouts such as NodeHttpClient's `headersTimeout`, 408/500/502/503/504),
+ * rejects requests for `openDuration`, then lets one probe through. An attempt the retry policy's
+ * `attemptTimeout` cuts short is interrupted, not failed, and is not counted: to have the breaker
+ * see an origin that stops answering, bound it with the client's `headersTimeout`.
  *
  * @example
  * ```ts

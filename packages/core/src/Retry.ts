@@ -40,7 +40,7 @@ import * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
+import { applied, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, RetryPolicy } from "./internal/retry/policy.ts"
@@ -155,7 +155,7 @@ export const withPolicy = <E, R>(
           // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
           fiber.getRef(PolicyApplied)
             ? inner.execute(request)
-            : Effect.flatMap(RetryPolicy, (policy) => run(policy, request, checked.execute(request)))
+            : Effect.flatMap(RetryPolicy, (policy) => run(policy, request, applied(checked.execute(request))))
         )
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>

@@ -298,7 +298,9 @@ export const follow = <A, E, R, E2>(
       const chain = nextHops.map((hop) => hop.url)
       const final = (response: HttpClientResponse.HttpClientResponse) => {
         chains.set(response, chain)
-        return handle(response)
+        // Only a further redirect continues this chain; a `read` (which may make requests of
+        // its own) runs outside it.
+        return isRedirect(response) ? handle(response) : Effect.provideService(handle(response), Hops, [])
       }
       const gate = fiber.getRef(HopGate)
       // `volley_http_redirects_total`, by the origin of the target.

@@ -89,7 +89,9 @@ export class Budget {
       }
       this.head = bucket
     }
-    return modulo(this.head, n)
+    // A clock gone back, still within the window: the time's own bucket, where `unrequest`
+    // will look for it.
+    return modulo(bucket > this.head - n ? bucket : this.head, n)
   }
 }
 

@@ -17,7 +17,7 @@ import * as Exchange from "../http/exchange.ts"
 import * as Metrics from "../http/metrics.ts"
 import type { Budget } from "./budget.ts"
 import { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./errors.ts"
-import { isRetryable, type Policy, type RunOptions } from "./policy.ts"
+import { isRetryable, markFinal, type Policy, type RunOptions } from "./policy.ts"
 import { isReplayable } from "./replay.ts"
 import { isUnsent } from "./unsent.ts"
 
@@ -50,8 +50,9 @@ export const run = <A, E, R>(
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
   // Nothing to time and no budget: nothing costs until an attempt fails, and no fiber is needed.
-  if (!isTimed(policy, options) && policy.budget === undefined) return bare(policy, request, attempt, options)
-  return Effect.withFiber((fiber) => runOn(fiber, policy, request, attempt, options))
+  if (!isTimed(policy, options) && policy.budget === undefined)
+    return Effect.tapError(bare(policy, request, attempt, options), markFinal)
+  return Effect.withFiber((fiber) => Effect.tapError(runOn(fiber, policy, request, attempt, options), markFinal))
 }
 
 /**
@@ -180,7 +181,9 @@ export const retryLoop = <A, E, R>(
     const left = deadline - now
     if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
     const perAttempt = policy.attemptTimeoutMillis
-    if (perAttempt !== undefined && perAttempt < left) return Effect.timeout(attempt, perAttempt)
+    // Redirect hops, run inside the attempt, end with it: their waits never outlast it.
+    if (perAttempt !== undefined && perAttempt < left)
+      return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
     if (left === Number.POSITIVE_INFINITY) return attempt
     return Effect.timeoutOrElse(attempt, {
       duration: left,
@@ -235,7 +238,8 @@ const countRetry = (request: HttpClientRequest.HttpClientRequest): Effect.Effect
 // endless error body cannot hold the request past its deadline.
 const discardBody = (error: unknown, withinMillis: number): Effect.Effect<void> => {
   if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return Effect.void
-  const drain = Effect.ignore(Exchange.readBytes(error.reason.response))
+  // Capped as `Http.*` caps it: a small announced body is read, any other is aborted.
+  const drain = Exchange.drain(error.reason.response)
   return withinMillis === Number.POSITIVE_INFINITY ? drain : Effect.asVoid(Effect.timeoutOption(drain, withinMillis))
 }
 
