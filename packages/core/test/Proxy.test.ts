@@ -158,7 +158,11 @@ describe("Proxy", () => {
           ["SOCKS5H://Proxy.Example:1081/", "socks5h", 1081],
           ["proxy.example:3128", "http", 3128],
           ["http://proxy.example:80", "http", 80],
-          ["socks5://proxy.example:443", "socks5", 443]
+          ["socks5://proxy.example:443", "socks5", 443],
+          // A port the URL parser would drop (80 is http's default) after which the input goes on.
+          ["socks5h://proxy.example:80?", "socks5h", 80],
+          ["socks5h://proxy.example:80#", "socks5h", 80],
+          ["socks5://proxy.example:80/.", "socks5", 80]
         ] as const
         for (const [input, protocol, p] of cases) {
           const proxy = yield* Proxy.parseUrl(input)

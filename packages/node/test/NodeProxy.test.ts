@@ -247,18 +247,24 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
 
-    it.live("fails a SOCKS5 password without a user name as a ProxyAuthenticationError, before connecting", () =>
+    it.live("fails a SOCKS5 password without a user name, or a user name without a password, before connecting", () =>
       Effect.gen(function* () {
         const proxy = yield* dropper()
-        // RFC 1929 has no empty user name: the password would otherwise be dropped silently.
+        // RFC 1929 sends both: either alone would otherwise be dropped silently.
         for (const scheme of ["socks5h", "socks5"]) {
           const layer = proxied(`${scheme}://:s3cret@127.0.0.1:${proxy.port}`)
           const error = proxyErrorOf(yield* Effect.exit(get("http://localhost:9/x", layer)))
           assert.strictEqual(error._tag, "ProxyAuthenticationError")
           assert.strictEqual(error.proxy, `${scheme}://:<redacted>@127.0.0.1:${proxy.port}`)
           assert.strictEqual(error.target, "localhost:9")
-          assert.include(error.message, "needs a user name")
+          assert.include(error.message, "has only a password")
           assert.notInclude(error.message, "s3cret")
+          const token = proxyErrorOf(
+            yield* Effect.exit(get("http://localhost:9/x", proxied(`${scheme}://t0ken@127.0.0.1:${proxy.port}`)))
+          )
+          assert.strictEqual(token._tag, "ProxyAuthenticationError")
+          assert.include(token.message, "has only a user name")
+          assert.notInclude(token.message, "t0ken")
         }
         assert.strictEqual(proxy.connections(), 0)
       }).pipe(Effect.scoped)

@@ -60,7 +60,8 @@ export const parse = (raw: string): Parsed | string => {
   if (protocol !== "http" && protocol !== "https" && protocol !== "socks5" && protocol !== "socks5h") {
     return `unsupported scheme "${protocol}" (expected http, https, socks5 or socks5h)`
   }
-  const explicit = /:(\d+)\/?$/.exec(input)?.[1]
+  // The authority's port, wherever the authority ends (`/`, `?`, `#` or the end of the input).
+  const explicit = /^(?:[a-z][a-z0-9+.-]*:\/\/)?(?:[^/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):(\d+)(?=[/?#]|$)/i.exec(input)?.[1]
   if (explicit !== undefined && (Number(explicit) < 1 || Number(explicit) > 65535)) {
     return `port must be an integer from 1 to 65535, got ${explicit}`
   }

@@ -57,14 +57,15 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     const fail = (error: Error) =>
       // undici reports failures before a connection exists without a controller, as here.
       handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
-    if (isSocks(proxy) && proxy.username === undefined && proxy.password !== undefined) {
-      // SOCKS5 username/password authentication (RFC 1929) carries a user name of 1 to 255
-      // bytes, so `socks5://:pw@host` cannot be sent as given (undici would silently offer no
-      // authentication at all): fail before contacting the proxy rather than drop the password.
+    if (isSocks(proxy) && (proxy.username === undefined) !== (proxy.password === undefined)) {
+      // SOCKS5 username/password authentication (RFC 1929) carries a user name and a password,
+      // so `socks5://:pw@host` and `socks5://token@host` cannot be sent as given (undici would
+      // silently offer no authentication at all): fail before contacting the proxy rather than
+      // drop the credential.
       const error = new Proxy.ProxyAuthenticationError({
         proxy: proxy.label,
         target: targetOf(origin),
-        reason: "not sent: SOCKS5 username/password authentication needs a user name, the proxy URL has only a password"
+        reason: `not sent: SOCKS5 username/password authentication needs a user name and a password, the proxy URL has only ${proxy.username === undefined ? "a password" : "a user name"}`
       })
       queueMicrotask(() => fail(error))
       return true
