@@ -174,6 +174,29 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
 
+    it.live("closes a connection to a SOCKS5 proxy still in its handshake when the layer's scope closes", () =>
+      Effect.gen(function* () {
+        const proxy = yield* silent()
+        const scope = yield* Scope.make()
+        // No connect timeout: only closing the layer can end the handshake.
+        const context = yield* Layer.buildWithScope(
+          Layer.merge(
+            proxied(`socks5h://127.0.0.1:${proxy.port}`, { connectTimeout: "0 seconds" }),
+            Retry.layer({ retries: 0 })
+          ),
+          scope
+        )
+        yield* Effect.exit(
+          Http.getText("http://localhost:9/").pipe(Effect.timeout("200 millis"), Effect.provideContext(context))
+        )
+        assert.strictEqual(proxy.openSockets(), 1)
+        // Before, the close waited on that handshake too: for good, with no connect timeout.
+        yield* Scope.close(scope, Exit.void).pipe(Effect.timeout("2 seconds"))
+        yield* Effect.promise(() => proxy.allClosed()).pipe(Effect.timeout("2 seconds"))
+        assert.strictEqual(proxy.openSockets(), 0)
+      }).pipe(Effect.scoped)
+    )
+
     it.live("maps a 407 on a forwarded plain-HTTP request to a ProxyAuthenticationError", () =>
       Effect.gen(function* () {
         const proxy = yield* answering("407 Proxy Authentication Required")

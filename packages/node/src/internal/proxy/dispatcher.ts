@@ -261,33 +261,64 @@ interface Socks5Handshake {
 const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
   const connectTimeout = typeof agent.connectTimeout === "number" ? agent.connectTimeout : undefined
   const timeout = connectTimeout === undefined ? {} : { timeout: connectTimeout }
+  const handshakes = new Set<Socket>()
   const socks = new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
     ...(connectTimeout === undefined ? {} : { connectTimeout }),
-    connect: socksConnector(timeout),
+    connect: socksConnector(timeout, handshakes),
     ...(proxy.username === undefined ? {} : { username: proxy.username, password: password(proxy) })
   }) as unknown as Socks5Handshake
   // HTTP/1.1 inside the tunnel, as with Socks5ProxyAgent's own pools (which offered no ALPN).
   const originTls = Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: false })
-  return new Undici.Agent({
+  return new SocksAgent(handshakes, {
     ...agent,
     connect: (options, callback) => {
       const port = Number(options.port) || (Proxy.defaultPort(options.protocol) ?? 80)
       socks.createSocks5Connection(options.hostname, port).then(
-        (socket) =>
-          options.protocol === "https:"
-            ? originTls({ ...options, httpSocket: socket }, callback)
-            : callback(null, socket),
+        (socket) => {
+          handshakes.delete(socket)
+          if (options.protocol === "https:") originTls({ ...options, httpSocket: socket }, callback)
+          else callback(null, socket)
+        },
         (error: Error) => callback(markHop(error, "tunnel"), null)
       )
     }
   })
 }
 
+/**
+ * An Agent whose destruction also ends the connections to the SOCKS proxy still in their
+ * handshake: no pool owns them yet, so they would outlive it (until the connect timeout, or for
+ * good without one).
+ */
+class SocksAgent extends Undici.Agent {
+  readonly handshakes: Set<Socket>
+  constructor(handshakes: Set<Socket>, options: Undici.Agent.Options) {
+    super(options)
+    this.handshakes = handshakes
+  }
+
+  override destroy(): Promise<void>
+  override destroy(err: Error | null): Promise<void>
+  override destroy(callback: () => void): void
+  override destroy(err: Error | null, callback: () => void): void
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    for (const socket of this.handshakes) socket.destroy()
+    this.handshakes.clear()
+    // Passed on as given: undici's promise form calls back into this one with a callback.
+    if (typeof a === "function") return super.destroy(a)
+    if (b !== undefined) return super.destroy(a ?? null, b)
+    return super.destroy(a ?? null)
+  }
+}
+
 // The connector to the SOCKS5 proxy itself. It also makes up for Socks5ProxyAgent ignoring
 // the socket closing during the handshake (a proxy that dropped the connection left the
 // request waiting for the connect timeout): a successful handshake reads at least 12 bytes
 // (method choice + shortest CONNECT reply), so a close before that is a failure.
-const socksConnector = (timeout: { readonly timeout?: number }): Undici.buildConnector.connector => {
+const socksConnector = (
+  timeout: { readonly timeout?: number },
+  handshakes: Set<Socket>
+): Undici.buildConnector.connector => {
   const connect = toProxy(Undici.buildConnector(timeout))
   return (options, callback) =>
     connect(
@@ -298,6 +329,10 @@ const socksConnector = (timeout: { readonly timeout?: number }): Undici.buildCon
         ...(options.host === undefined ? {} : { host: unbracket(options.host) })
       },
       (error, socket) => {
+        if (socket instanceof Socket) {
+          handshakes.add(socket)
+          socket.once("close", () => handshakes.delete(socket))
+        }
         socket?.once("close", () => {
           if (socket.bytesRead < 12 && socket.listenerCount("error") > 0) {
             socket.emit("error", new Error("the proxy closed the connection during the handshake"))
