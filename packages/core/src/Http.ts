@@ -44,7 +44,7 @@ import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
-import { markFinal, RetryPolicy } from "./internal/retry/policy.ts"
+import { RetryPolicy } from "./internal/retry/policy.ts"
 import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -303,10 +303,7 @@ const run = <A, E, R>(
   // One step finds the client, the policy and the fiber: the idiom runs this once per request.
   Effect.withFiber((fiber) => {
     const client = unwrap(Context.getUnsafe(fiber.context, HttpClient.HttpClient))
-    return Effect.tapError(
-      runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle)),
-      markFinal
-    )
+    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle))
   })
 
 // Built once: the hot path allocates only the request and its effects.

@@ -50,9 +50,8 @@ export const run = <A, E, R>(
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> => {
   // Nothing to time and no budget: nothing costs until an attempt fails, and no fiber is needed.
-  if (!isTimed(policy, options) && policy.budget === undefined)
-    return Effect.tapError(bare(policy, request, attempt, options), markFinal)
-  return Effect.withFiber((fiber) => Effect.tapError(runOn(fiber, policy, request, attempt, options), markFinal))
+  if (!isTimed(policy, options) && policy.budget === undefined) return final(bare(policy, request, attempt, options))
+  return Effect.withFiber((fiber) => runOn(fiber, policy, request, attempt, options))
 }
 
 /**
@@ -65,6 +64,18 @@ export const runOn = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   attempt: Effect.Effect<A, E, R>,
   options?: RunOptions
+): Effect.Effect<A, E | RetryError, R> => final(loopOn(fiber, policy, request, attempt, options))
+
+// What a loop gives up on is final: a loop around it (whose `read` made this request) must not
+// send its own request again for it.
+const final = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => Effect.tapError(effect, markFinal)
+
+const loopOn = <A, E, R>(
+  fiber: Fiber.Fiber<unknown, unknown>,
+  policy: Policy,
+  request: HttpClientRequest.HttpClientRequest,
+  attempt: Effect.Effect<A, E, R>,
+  options: RunOptions | undefined
 ): Effect.Effect<A, E | RetryError, R> => {
   const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction

@@ -329,11 +329,9 @@ const socksConnector = (
         ...(options.host === undefined ? {} : { host: unbracket(options.host) })
       },
       (error, socket) => {
-        if (socket instanceof Socket) {
-          handshakes.add(socket)
-          socket.once("close", () => handshakes.delete(socket))
-        }
+        if (socket instanceof Socket) handshakes.add(socket)
         socket?.once("close", () => {
+          handshakes.delete(socket as Socket)
           if (socket.bytesRead < 12 && socket.listenerCount("error") > 0) {
             socket.emit("error", new Error("the proxy closed the connection during the handshake"))
           }
