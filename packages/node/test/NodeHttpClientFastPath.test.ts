@@ -33,41 +33,57 @@ const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void
   "/stalled-body": (_req, res) => {
     res.writeHead(200, { "content-length": "10" }).write("12345")
   },
-  "/hang": () => {}
+  "/hang": () => {},
+  // Answered when the test calls `releaseHeld`.
+  "/held": (_req, res) => {
+    held.push(res)
+  }
+}
+
+const held: Array<ServerResponse> = []
+const releaseHeld = () => {
+  for (const res of held.splice(0)) res.writeHead(200).end("held")
 }
 
 // A loopback origin that counts requests and open sockets.
 const origin = Effect.acquireRelease(
   Effect.promise(
     () =>
-      new Promise<{ url: string; requests: () => number; openSockets: () => number; close: () => Promise<void> }>(
-        (resolve) => {
-          let requests = 0
-          const sockets = new Set<Socket>()
-          const server = createServer((req, res) => {
-            requests++
-            const handler = routes[new URL(req.url ?? "/", "http://x").pathname]
-            if (handler === undefined) res.writeHead(404).end()
-            else handler(req, res)
+      new Promise<{
+        url: string
+        requests: () => number
+        connections: () => number
+        openSockets: () => number
+        close: () => Promise<void>
+      }>((resolve) => {
+        let requests = 0
+        let connections = 0
+        const sockets = new Set<Socket>()
+        const server = createServer((req, res) => {
+          requests++
+          const handler = routes[new URL(req.url ?? "/", "http://x").pathname]
+          if (handler === undefined) res.writeHead(404).end()
+          else handler(req, res)
+        })
+        server.on("connection", (socket) => {
+          connections++
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+        })
+        server.listen(0, "127.0.0.1", () =>
+          resolve({
+            url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+            requests: () => requests,
+            connections: () => connections,
+            openSockets: () => sockets.size,
+            close: () =>
+              new Promise((done) => {
+                for (const s of sockets) s.destroy()
+                server.close(() => done())
+              })
           })
-          server.on("connection", (socket) => {
-            sockets.add(socket)
-            socket.on("close", () => sockets.delete(socket))
-          })
-          server.listen(0, "127.0.0.1", () =>
-            resolve({
-              url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-              requests: () => requests,
-              openSockets: () => sockets.size,
-              close: () =>
-                new Promise((done) => {
-                  for (const s of sockets) s.destroy()
-                  server.close(() => done())
-                })
-            })
-          )
-        }
-      )
+        )
+      })
   ),
   (server) => Effect.promise(server.close)
 )
@@ -114,6 +130,29 @@ describe("NodeHttpClient", () => {
             assert.strictEqual((yield* client.get(`${server.url}/missing`)).status, 404)
           })
         )
+      )
+
+      it.live("a request interrupted while queued for a connection never takes one", () =>
+        apply(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const first = yield* Effect.forkChild(Effect.flatMap(client.get(`${server.url}/held`), (r) => r.text))
+            while (server.requests() < 1) yield* Effect.sleep("5 millis")
+            // The only connection is busy: these wait in undici's queue.
+            const queued = yield* Effect.forEach(Array.from({ length: 5 }), () =>
+              Effect.forkChild(client.get(`${server.url}/text`), { startImmediately: true })
+            )
+            yield* Effect.sleep("20 millis")
+            yield* Effect.forEach(queued, Fiber.interrupt)
+            releaseHeld()
+            assert.strictEqual(yield* Fiber.join(first), "held")
+            assert.strictEqual(yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text), "hello")
+            // Each cancelled request, given the connection in turn, destroyed it: 6 connections.
+            assert.strictEqual(server.connections(), 1)
+            assert.strictEqual(server.requests(), 2)
+          })
+        ).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer({ connectionsPerOrigin: 1 })))
       )
 
       it.live("reuses a finished response's connection: C callers sending back to back hold C connections", () =>

@@ -185,7 +185,10 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Undici.Dispatcher.DispatchController): void {
     this.controller = controller
-    if (this.reason !== undefined) controller.abort(this.reason)
+    // Interrupted or aborted while queued for a connection: throwing makes undici drop the
+    // request unwritten and keep the connection for the next one (`controller.abort` here
+    // would destroy it, and N cancelled queued requests would cost N new connections).
+    if (this.reason !== undefined) throw this.reason
   }
 
   onResponseStart(
