@@ -95,6 +95,36 @@ describe("Retry where loops meet", () => {
     }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(NoDelays))
   })
 
+  it.effect(
+    "a batch a read runs gives up on its own: the outer request is not sent again, nor the batch's POST",
+    () => {
+      const { client, calls } = routed({ "/list": { status: 200 }, "/busy": { status: 503 } })
+      const count = (path: string) => calls.filter((p) => p === path).length
+      const settle = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.gen(function* () {
+          calls.length = 0
+          const fiber = yield* Effect.forkChild(Effect.exit(effect))
+          yield* TestClock.adjust("1 minute")
+          assert.strictEqual(failure(yield* Fiber.join(fiber))?.reason?._tag, "StatusCodeError")
+          return [count("/list"), count("/busy")]
+        })
+      const batchOf = (request: string | HttpClientRequest.HttpClientRequest) =>
+        Fanout.all([request], { read: (r) => r.text })
+      return Effect.gen(function* () {
+        // The batch's item: 1 try and 3 retries; each of them once (they were 4 x 4).
+        const list = HttpClientRequest.get("http://api.test/list")
+        assert.deepStrictEqual(yield* settle(Http.send(list, () => batchOf("http://api.test/busy"))), [1, 4])
+        assert.deepStrictEqual(
+          yield* settle(Fanout.all([list], { read: () => batchOf("http://api.test/busy") })),
+          [1, 4]
+        )
+        // A POST the policy never retries, failed with a retryable status: sent once (it was 4 times).
+        const post = HttpClientRequest.post("http://api.test/busy")
+        assert.deepStrictEqual(yield* settle(Http.send(list, () => batchOf(post))), [1, 1])
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(NoDelays))
+    }
+  )
+
   it.effect("a request that could never be sent leaves the budget, even after the clock went back", () =>
     Effect.gen(function* () {
       const policy = yield* Retry.make({ budget: { ratio: 1, minPerSecond: 0, window: "10 seconds" } })

@@ -28,7 +28,7 @@ import { HopGate, type RedirectError } from "../http/redirect.ts"
 import { applied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
-import { isRetryable, RetryPolicy, type RunOptions } from "../retry/policy.ts"
+import { isRetryable, markFinalUnsafe, RetryPolicy, type RunOptions } from "../retry/policy.ts"
 import { isUnsent } from "../retry/unsent.ts"
 import type { Progress as Snapshot } from "./model.ts"
 import { type OriginSnapshot, Origins } from "./origins.ts"
@@ -335,6 +335,9 @@ const runIn = <A, E, R, X>(
             const again = Loop.afterFailure(policy, job.request, attempt(job), error.value, runOptions)
             return Effect.flatMap(Effect.exit(again), onExit)
           }
+          // Given up on here (as `afterFailure` marks its own): a retry loop around the batch,
+          // whose `read` ran it, must not send its request again for it.
+          if (Option.isSome(error)) markFinalUnsafe(error.value)
         }
         return onExit(exit)
       }

@@ -109,7 +109,10 @@ export interface Progress {
   readonly succeeded: number
   readonly failed: number
   readonly inFlight: number
-  /** Retries so far (a request retried twice counts twice). */
+  /**
+   * Retries so far (a request retried twice counts twice), counted as each is decided, before
+   * its wait: a batch that ends during that wait never sends it.
+   */
   readonly retried: number
   /**
    * With `perHost: Fanout.adaptive()`: each origin's limit now and why (a getter, computed

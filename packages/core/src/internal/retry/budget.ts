@@ -49,12 +49,7 @@ export class Budget {
    * URL or header): it must not fund other requests' retries. No-op once it left the window.
    */
   unrequest(atMillis: number): void {
-    const bucket = Math.floor(atMillis / this.width)
-    if (bucket > this.head || this.head - bucket >= this.requests.length) return
-    const slot = modulo(bucket, this.requests.length)
-    if (this.requests[slot]! < 1) return
-    this.requests[slot]! -= 1
-    this.requestTotal -= 1
+    if (this.takeBack(this.requests, atMillis)) this.requestTotal -= 1
   }
 
   /** Takes one retry from the budget; `false` when the window has used its share. */
@@ -64,6 +59,24 @@ export class Budget {
     if (this.retryTotal + 1 > allowed) return false
     this.retries[slot]! += 1
     this.retryTotal += 1
+    return true
+  }
+
+  /**
+   * Gives back a retry taken at `atMillis` that was never sent (interrupted while waiting to
+   * be). No-op once it left the window.
+   */
+  untryRetry(atMillis: number): void {
+    if (this.takeBack(this.retries, atMillis)) this.retryTotal -= 1
+  }
+
+  // Removes one count made at `atMillis` from its bucket, if that bucket is still in the window.
+  private takeBack(counts: Float64Array, atMillis: number): boolean {
+    const bucket = Math.floor(atMillis / this.width)
+    if (bucket > this.head || this.head - bucket >= counts.length) return false
+    const slot = modulo(bucket, counts.length)
+    if (counts[slot]! < 1) return false
+    counts[slot]! -= 1
     return true
   }
 

@@ -160,14 +160,16 @@ export const afterFailure = <A, E, R>(
   error: E,
   options?: RunOptions
 ): Effect.Effect<A, E | RetryError, R> =>
-  retrying(policy, request) && isRetryable(policy, error)
-    ? Effect.withFiber((fiber) =>
-        retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
-          error,
-          0
+  final(
+    retrying(policy, request) && isRetryable(policy, error)
+      ? Effect.withFiber((fiber) =>
+          retryLoop(policy, request, attempt, options, fiber, options?.deadline ?? Number.POSITIVE_INFINITY).onFailure(
+            error,
+            0
+          )
         )
-      )
-    : Effect.fail(error)
+      : Effect.fail(error)
+  )
 
 /**
  * The absolute deadline (`Clock` ms) of the request running on this fiber, when it has one (a
@@ -229,11 +231,18 @@ export const retryLoop = <A, E, R>(
     const delay = Math.max(backoff, retryAfter ?? 0)
     // Waiting would end past the deadline: fail now with the real reason.
     if (now + delay >= deadline) return Effect.fail(error)
-    if (policy.budget !== undefined && !policy.budget.tryRetry(now)) return Effect.fail(error)
+    const budget = policy.budget
+    if (budget !== undefined && !budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
     // The drain may take until the retry would have to start, never longer.
     const wait = Effect.andThen(discardBody(error, deadline - now - delay), Effect.sleep(delay))
-    return Effect.flatMap(Effect.andThen(countRetry(request), wait), () => loop(n + 1, clock.currentTimeMillisUnsafe()))
+    // A retry interrupted while it waits is never sent: it gives its budget slot back, and the
+    // metric ("requests sent again") counts it only once the wait is over.
+    const waited =
+      budget === undefined ? wait : Effect.onInterrupt(wait, () => Effect.sync(() => budget.untryRetry(now)))
+    return Effect.flatMap(waited, () =>
+      Effect.andThen(countRetry(request), loop(n + 1, clock.currentTimeMillisUnsafe()))
+    )
   }
   return { loop, onFailure }
 }

@@ -131,7 +131,7 @@ export interface Policy {
 export interface RunOptions {
   /** Absolute deadline in `Clock` milliseconds; the policy never waits past it. */
   readonly deadline?: number | undefined
-  /** Called before each retry's wait. */
+  /** Called as each retry is decided, before its wait (so also for one interrupted while waiting). */
   readonly onRetry?: (() => void) | undefined
 }
 
@@ -299,7 +299,9 @@ const invalid = (option: string, reason: string) => Effect.fail(new Validate.Inv
 const final = new WeakSet<object>()
 
 /** Marks `error` as final: no retry loop retries it again. */
-export const markFinal = (error: unknown): Effect.Effect<void> =>
-  Effect.sync(() => {
-    if (typeof error === "object" && error !== null) final.add(error)
-  })
+export const markFinalUnsafe = (error: unknown): void => {
+  if (typeof error === "object" && error !== null) final.add(error)
+}
+
+/** {@link markFinalUnsafe} as an effect. */
+export const markFinal = (error: unknown): Effect.Effect<void> => Effect.sync(() => markFinalUnsafe(error))
