@@ -10,7 +10,9 @@
  * once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
  * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
  * would only wait for nothing). The limiter does not retry 429s itself (`times: 0`): the retry
- * policy does, honouring `Retry-After` within its limits.
+ * policy does, honouring `Retry-After` within its limits. The limits are the ones given here:
+ * an origin's response headers (`RateLimit-*`, `X-RateLimit-*`, `Retry-After`) neither change
+ * the rate limit nor hold its origin, nor keep the circuit open past `openDuration`.
  *
  * Everything is validated when the layer is built, and readable from `Config`
  * ({@link layerConfig}).
@@ -44,7 +46,7 @@ import * as Retry from "./Retry.ts"
  * @category models
  */
 export interface RateLimitOptions {
-  /** Requests allowed per `window`. */
+  /** Requests allowed per `window`, whatever rate-limit headers the origin sends. */
   readonly limit: number
   /** Length of the window. */
   readonly window: Duration.Input
@@ -86,7 +88,8 @@ export interface CircuitBreakerOptions {
    */
   readonly failures?: number | undefined
   /**
-   * How long the circuit stays open before a probe.
+   * How long the circuit stays open before a probe (a `Retry-After` on the failure that opened
+   * it does not make it longer).
    * @default "30 seconds"
    */
   readonly openDuration?: Duration.Input | undefined
@@ -222,7 +225,12 @@ const wrap = (options: Options) =>
         limit,
         window,
         algorithm,
-        times: 0
+        // The limit is the caller's: response headers (RateLimit-*, Retry-After) neither raise
+        // it nor hold the origin for what a server says; 429s are the retry policy's, whose
+        // `maxRetryAfter` bounds a wait. No retries here either, for the same reason.
+        times: 0,
+        disableResponseInspection: true,
+        disableAdaptiveLearning: true
       })
     }
     const breakerOptions = options.circuitBreaker
@@ -234,7 +242,10 @@ const wrap = (options: Options) =>
       )
       const breaker = yield* CircuitBreaker.make({
         tripPolicy: CircuitBreaker.consecutive(failures),
-        openDuration
+        openDuration,
+        // Open for `openDuration`, as documented: a failure's Retry-After (up to an hour by
+        // default) does not stretch it.
+        maxOpenDuration: openDuration
       }).pipe(Effect.provide(CircuitBreaker.layerStoreMemory()))
       client = HttpClient.withCircuitBreaker(client, { breaker })
     }

@@ -1,0 +1,84 @@
+// Resilience.layer's rate limit and circuit breaker keep to what the caller configured, whatever
+// an origin's response headers say. Each case was overridden by a header before (Effect's
+// limiter and breaker read them by default). In-memory clients, TestClock.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Layer, Result } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
+import { Fanout, Resilience } from "../src/index.ts"
+
+/** A client answering request n with `respond(n)`; records when each was sent. */
+const answering = (respond: (n: number) => { status: number; headers?: Record<string, string> }) => {
+  const sent: Array<number> = []
+  const client = HttpClient.make((request) =>
+    Effect.clockWith((clock) => {
+      const { status, headers } = respond(sent.length)
+      sent.push(clock.currentTimeMillisUnsafe())
+      return Effect.succeed(HttpClientResponse.fromWeb(request, new Response("x", { status, headers })))
+    })
+  )
+  return { client, sent }
+}
+
+const over = (client: HttpClient.HttpClient, options: Resilience.Options) =>
+  Resilience.layer(options).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, client)))
+
+describe("Resilience.layer", () => {
+  it.effect("keeps its rate limit when the origin announces a higher one (RateLimit-Limit)", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200, headers: { "ratelimit-limit": "1000" } }))
+      const urls = Array.from({ length: 20 }, (_, i) => `http://api.test/r/${i}`)
+      const fiber = yield* Fanout.all(urls, { concurrency: 20 }).pipe(
+        Effect.provide(over(client, { rateLimit: { limit: 2, window: "1 second" }, retry: { retries: 0 } })),
+        Effect.forkChild
+      )
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("1 second")
+      const byOneSecond = sent.filter((at) => at <= 1000).length
+      yield* TestClock.adjust("20 seconds")
+      yield* Fiber.join(fiber)
+      // 2 at once and 2 refilled: it was all 20.
+      assert.isAtMost(byOneSecond, 4)
+    })
+  )
+
+  it.effect("does not hold an origin for a 429's Retry-After: that wait is the retry policy's", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering((n) =>
+        n === 0 ? { status: 429, headers: { "retry-after": "3600" } } : { status: 200 }
+      )
+      const layer = over(client, {
+        rateLimit: { limit: 100, window: "1 second" },
+        retry: { retries: 0, maxRetryAfter: "60 seconds" }
+      })
+      yield* Effect.gen(function* () {
+        const [first] = yield* Fanout.allSettled(["http://api.test/a"])
+        assert.isTrue(Result.isFailure(first!))
+        const fiber = yield* Effect.forkChild(Fanout.allSettled(["http://api.test/b"]))
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("1 second")
+        // The limiter held it for the hour the 429 asked.
+        assert.strictEqual(sent.length, 2)
+        yield* Fiber.join(fiber)
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
+  it.effect("opens the circuit for openDuration, whatever Retry-After the failure carried", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering((n) =>
+        n === 0 ? { status: 503, headers: { "retry-after": "3600" } } : { status: 200 }
+      )
+      const layer = over(client, { circuitBreaker: { failures: 1, openDuration: "1 second" }, retry: { retries: 0 } })
+      yield* Effect.gen(function* () {
+        const [first] = yield* Fanout.allSettled(["http://api.test/a"])
+        assert.isTrue(Result.isFailure(first!))
+        yield* TestClock.adjust("2 seconds")
+        const [probe] = yield* Fanout.allSettled(["http://api.test/b"])
+        // The circuit stayed open for the hour: the probe was rejected.
+        assert.strictEqual(sent.length, 2)
+        assert.isTrue(Result.isSuccess(probe!))
+      }).pipe(Effect.provide(layer))
+    })
+  )
+})
