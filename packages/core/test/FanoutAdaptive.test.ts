@@ -94,6 +94,44 @@ describe("Fanout.adaptive", () => {
     )
   })
 
+  describe("Retry-After, retries", () => {
+    it.effect("holds the retry of an item already running at the paused origin until the pause ends", () =>
+      Effect.gen(function* () {
+        // Both start at once: /pause asks for 10 s of quiet; /flaky failed with a 500 and would be
+        // retried after 100 ms, in the middle of that pause.
+        const sent: Array<string> = []
+        const seen = new Map<string, number>()
+        const client = HttpClient.make((request, url) =>
+          Effect.clockWith((clock) => {
+            const n = seen.get(url.pathname) ?? 0
+            seen.set(url.pathname, n + 1)
+            sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe()}`)
+            const status = n > 0 ? 200 : url.pathname === "/pause" ? 503 : 500
+            const headers: Record<string, string> = url.pathname === "/pause" ? { "retry-after": "10" } : {}
+            const delay = url.pathname === "/pause" ? "1 millis" : "2 millis"
+            return Effect.as(
+              Effect.sleep(delay),
+              HttpClientResponse.fromWeb(request, new Response("x", { status, headers }))
+            )
+          })
+        )
+        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
+          concurrency: 4,
+          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 })
+        }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 2, baseDelay: "100 millis", jitter: false, budget: false })),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("30 seconds")
+        const results = yield* Fiber.join(fiber)
+        assert.isTrue(results.every((r) => r._tag === "Success"))
+        // The retry of /flaky was sent at 102 ms.
+        assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/flaky@10001", "/pause@0", "/pause@10001"])
+      })
+    )
+  })
+
   describe("progress", () => {
     it.effect("shows each origin's limit, in flight, baseline and reason", () =>
       Effect.gen(function* () {

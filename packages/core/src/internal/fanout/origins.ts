@@ -100,6 +100,7 @@ export class Origins {
     onResponse: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> {
     return Effect.suspend(() => {
+      if (this.pausedAt(host)) return Effect.andThen(this.pause(host), this.measure(host, execute, onResponse))
       const startedAt = this.now()
       host.adaptive!.started(host.inFlight)
       return Effect.flatMap(
@@ -120,6 +121,7 @@ export class Origins {
     execute: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> {
     return Effect.suspend(() => {
+      if (this.pausedAt(host)) return Effect.andThen(this.pause(host), this.timed(host, execute))
       const startedAt = this.now()
       host.adaptive!.started(host.inFlight)
       return Effect.onExit(execute, (exit) =>
@@ -128,6 +130,17 @@ export class Origins {
         )
       )
     })
+  }
+
+  // A paused origin (its Retry-After) takes no request until the pause ends: the scheduler holds
+  // its new items back, and an attempt that already holds a slot (a retry, a redirect hop) waits
+  // here. Checked again after the wait: another answer may have made the pause longer.
+  private pausedAt(host: Host): boolean {
+    return host.adaptive!.pausedUntil > this.now()
+  }
+
+  private pause(host: Host): Effect.Effect<void> {
+    return Effect.suspend(() => Effect.sleep(Math.max(0, host.adaptive!.pausedUntil - this.now())))
   }
 
   /**
