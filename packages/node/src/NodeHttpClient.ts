@@ -110,7 +110,8 @@ export interface Options {
    * as the server sent them (`Content-Length` counts the wire bytes, and undici checks it on
    * them). An `Accept-Encoding` a request sets itself is sent as it is, and its response is
    * still decoded; `false` sends none and hands bodies over as they came. A coding Node cannot
-   * decode is handed over as it came. Per request or batch: `HttpBody.withDecompress`.
+   * decode is handed over as it came; a chain of more than 5 codings fails the read with a
+   * `DecodeError` (each would be a zlib stream). Per request or batch: `HttpBody.withDecompress`.
    * @default true
    */
   readonly decompress?: boolean | undefined

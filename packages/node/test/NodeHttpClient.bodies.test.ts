@@ -17,6 +17,8 @@ const encoded: Record<string, Buffer> = {
   zstd: Zlib.zstdCompressSync(TEXT),
   "gzip, br": Zlib.brotliCompressSync(Zlib.gzipSync(TEXT))
 }
+// TEXT gzipped n times, for a Content-Encoding naming gzip n times.
+const gzipped = (n: number): Buffer => (n === 0 ? Buffer.from(TEXT) : Zlib.gzipSync(gzipped(n - 1)))
 
 interface Seen {
   readonly acceptEncoding: string | undefined
@@ -61,6 +63,10 @@ const bodyOrigin = Effect.acquireRelease(
             // Corrupt from its first bytes, and still arriving when its decoder fails.
             res.writeHead(200, { "content-encoding": "gzip" }).write("this is not gzip at all")
             return void setTimeout(() => res.end(), 1000)
+          }
+          if (path === "gzip-5" || path === "gzip-6") {
+            const n = Number(path.slice(5))
+            return send(res, Array(n).fill("gzip").join(", "), gzipped(n))
           }
           if (path === "empty-gzip") return res.writeHead(204, { "content-encoding": "gzip" }).end()
           res.writeHead(404).end()
@@ -201,6 +207,18 @@ describe("NodeHttpClient", () => {
         const response = yield* client.get(`${origin.url}/empty-gzip`)
         assert.strictEqual(response.status, 204)
         assert.strictEqual(yield* response.text, "")
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("decodes a chain of 5 codings and refuses one of 6 with a DecodeError, decoding none of it", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        assert.strictEqual(yield* Http.getText(`${origin.url}/gzip-5`), TEXT)
+        // Each coding is a zlib stream: a hostile origin may list thousands in one header.
+        const error = squashed(yield* Effect.exit(Http.getText(`${origin.url}/gzip-6`)))
+        assert.strictEqual(error?.reason?._tag, "DecodeError")
+        assert.include(error?.message, "lists 6 codings, at most 5 are decoded")
+        assert.strictEqual(origin.seen.length, 2, "not fetched again")
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
 

@@ -27,6 +27,20 @@ export const codingsOf = (header: string | Array<string> | undefined): ReadonlyA
 }
 
 /**
+ * Most codings decoded in a chain: each is a zlib stream with buffers of its own, so a hostile
+ * origin listing thousands (under a 16 KiB header) would cost seconds and megabytes for a small
+ * body. undici's fetch refuses more than 5 too (curl CVE-2022-32206).
+ */
+export const MAX_CODINGS = 5
+
+/** The error a body with more than {@link MAX_CODINGS} codings fails with, unread. */
+export const tooManyCodings = (codings: ReadonlyArray<string>): CodingError =>
+  new CodingError(
+    `${codings.length}-coding`,
+    new Error(`its Content-Encoding lists ${codings.length} codings, at most ${MAX_CODINGS} are decoded`)
+  )
+
+/**
  * A body that does not decode as its `Content-Encoding` says; zlib's error is its `cause`. It has
  * no `code` of its own (zlib's `Z_DATA_ERROR` stays on the cause), so the retry policy, which
  * retries a body failure with an I/O code, does not fetch a corrupt body again.

@@ -7,7 +7,7 @@ import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import { ACCEPT_ENCODING, codingsOf } from "./decode.ts"
+import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
 import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
@@ -206,6 +206,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // the time the caller sees the response (so an unread small body never holds it). Not an
     // encoded one: a small wire body can decode to any size.
     this.pending = response
+    // Refused before any of it is decoded; the caller's read fails with the DecodeError.
+    if (codings !== undefined && codings.length > MAX_CODINGS) this.body.abort(tooManyCodings(codings))
     const length = headers["content-length"]
     if (codings === undefined && typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
     // Otherwise (chunked or large): hand it over once undici has parsed what the socket has
