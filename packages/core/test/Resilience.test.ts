@@ -14,7 +14,7 @@ const answering = (respond: (n: number) => { status: number; headers?: Record<st
     Effect.clockWith((clock) => {
       const { status, headers } = respond(sent.length)
       sent.push(clock.currentTimeMillisUnsafe())
-      return Effect.succeed(HttpClientResponse.fromWeb(request, new Response("x", { status, headers })))
+      return Effect.succeed(HttpClientResponse.fromWeb(request, new Response("x", { status, headers: headers ?? {} })))
     })
   )
   return { client, sent }
