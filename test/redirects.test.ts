@@ -10,7 +10,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Redirects, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Layer, Metric, Result, Stream } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { HttpClient, HttpClientRequest } from "effect/http"
 import { makePki } from "../packages/node/test/fixtures/pki.ts"
 import { type Handler, origin } from "./support/origin.ts"
 
@@ -79,7 +79,15 @@ const twoOrigins = Effect.gen(function* () {
     "/down-next": (_req, res) => to(res, 302, `${urls.b}/down`),
     "/later-next": (_req, res) => to(res, 302, `${urls.b}/later`),
     "/to-b-slow": (_req, res) => to(res, 302, `${urls.b}/slow`),
-    "/slow": slow(peakA, "a")
+    "/slow": slow(peakA, "a"),
+    "/via-b": (_req, res) => to(res, 302, `${urls.b}/onward`),
+    "/round-trip": (_req, res) => to(res, 302, `${urls.b}/back`),
+    // Node writes a header string as latin1: "\u00c3\u00a9" goes out as the bytes C3 A9, UTF-8 "é"
+    // (the Buffer body keeps Node from writing the head as UTF-8), and "\u00e9" as E9 alone.
+    "/utf8": (_req, res) => res.writeHead(302, { location: "/caf\u00c3\u00a9" }).end(Buffer.from("move")),
+    "/latin1": (_req, res) => res.writeHead(302, { location: "/caf\u00e9" }).end(Buffer.from("move")),
+    "/caf%C3%A9": recording(seenA, "café"),
+    "/caf%EF%BF%BD": recording(seenA, "replaced")
   })
   let flaky = 0
   const b = yield* origin({
@@ -90,7 +98,9 @@ const twoOrigins = Effect.gen(function* () {
     "/down": (_req, res) => res.writeHead(503).end("down"),
     "/later": (_req, res) => res.writeHead(503, { "retry-after": "30" }).end("later"),
     "/slow": slow(peakB, "b"),
-    "/to-a-slow": (_req, res) => to(res, 302, `${urls.a}/slow`)
+    "/to-a-slow": (_req, res) => to(res, 302, `${urls.a}/slow`),
+    "/onward": (_req, res) => to(res, 302, "/echo"),
+    "/back": (_req, res) => to(res, 302, `${urls.a}/echo`)
   })
   urls.a = a.url
   urls.b = b.url
@@ -200,6 +210,29 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  it.live("drops Content-Encoding, -Language and -Location with the body when POST turns into GET", () =>
+    Effect.gen(function* () {
+      const { a, seenA } = yield* twoOrigins
+      for (const status of [301, 302, 303]) {
+        // Effect's compressBody sets Content-Encoding: a bodiless GET must not claim a gzip body.
+        const request = yield* HttpClientRequest.post(`${a.url}/s${status}`).pipe(
+          HttpClientRequest.bodyText("x=1".repeat(100)),
+          HttpClientRequest.setHeaders({ "content-language": "en", "content-location": "/form" }),
+          HttpClientRequest.compressBody("gzip")
+        )
+        yield* Http.send(request, (r) => r.text)
+      }
+      for (const seen of seenA) {
+        assert.strictEqual(seen.method, "GET")
+        assert.strictEqual(seen.body, "")
+        for (const header of ["content-type", "content-encoding", "content-language", "content-location"]) {
+          assert.isUndefined(seen.headers[header], header)
+        }
+      }
+      assert.strictEqual(seenA.length, 3)
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
   it.live("refuses a 307 whose body was a stream (used up), and sends nothing more", () =>
     Effect.gen(function* () {
       const { a, seenA } = yield* twoOrigins
@@ -239,6 +272,51 @@ describe("Redirects", () => {
       )
       assert.isUndefined(seenB[1]!.headers["x-api-key"])
       assert.strictEqual(seenB[1]!.headers["x-trace"], "keep")
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("drops a header added by a client transform on every hop after crossing origins, back home too", () =>
+    Effect.gen(function* () {
+      const { a, seenA, seenB } = yield* twoOrigins
+      // Credentials on the client, as the README advises for cluster runners: the transform runs
+      // on every hop, so the hop's client must strip after it.
+      const authed = Effect.map(HttpClient.HttpClient, HttpClient.mapRequest(HttpClientRequest.bearerToken("t0ken")))
+      yield* Effect.gen(function* () {
+        yield* Http.getText(`${a.url}/same-origin`)
+        assert.strictEqual(seenA[0]!.headers.authorization, "Bearer t0ken", "same origin: sent")
+        yield* Http.getText(`${a.url}/cross`) // A -> B
+        yield* Http.getText(`${a.url}/via-b`) // A -> B -> B: a later hop, at B
+        yield* Http.getText(`${a.url}/round-trip`) // A -> B -> A: the trade-off, dropped back home too
+      }).pipe(Effect.provideServiceEffect(HttpClient.HttpClient, authed))
+      assert.deepStrictEqual(
+        seenB.map((seen) => seen.headers.authorization),
+        [undefined, undefined]
+      )
+      assert.isUndefined(seenA[1]!.headers.authorization)
+      // The client under a Retry.withPolicy wrapper keeps its transform, and is stripped the same way.
+      yield* Http.getText(`${a.url}/cross`).pipe(
+        Effect.provide(Retry.layerClient),
+        Effect.provideServiceEffect(HttpClient.HttpClient, authed)
+      )
+      assert.isUndefined(seenB[2]!.headers.authorization)
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("follows a Location sent as raw UTF-8 to the URL fetch goes to", () =>
+    Effect.gen(function* () {
+      const { a, seenA } = yield* twoOrigins
+      // Node hands the header over as latin1 ("/cafÃ©"); its bytes are UTF-8, to decode before
+      // resolving, as undici's fetch and browsers do.
+      const chain = yield* Http.send(HttpClientRequest.get(`${a.url}/utf8`), (response) =>
+        Effect.as(response.text, Redirects.chain(response))
+      )
+      assert.deepStrictEqual(chain, [`${a.url}/utf8`, `${a.url}/caf%C3%A9`])
+      assert.strictEqual(seenA[0]!.path, "/caf%C3%A9")
+      // Bytes that are not UTF-8 (a latin1 "é") become U+FFFD, as in fetch.
+      assert.strictEqual(yield* Http.getText(`${a.url}/latin1`), "replaced")
+      const viaFetch = yield* Effect.promise(() => fetch(`${a.url}/latin1`))
+      assert.strictEqual(new URL(viaFetch.url).pathname, "/caf%EF%BF%BD")
+      yield* Effect.promise(() => viaFetch.text())
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 

@@ -5,12 +5,18 @@
  * - 301, 302, 303, 307 and 308 with a `Location` are followed, at most `maxRedirects` (10) hops;
  *   `0` turns following off, and a 3xx is then a `StatusCodeError` as any non-2xx;
  * - 303 turns the request into a `GET` (a `HEAD` stays one), and so do 301 and 302 for a `POST`
- *   (its body dropped); 307 and 308 send the same method and body again, which needs a body
- *   that can be sent twice (text, bytes, form data: not a stream, failing with
+ *   (its body dropped, with `Content-Type`, `Content-Encoding`, `Content-Language` and
+ *   `Content-Location`, as Fetch does); 307 and 308 send the same method and body again, which
+ *   needs a body that can be sent twice (text, bytes, form data: not a stream, failing with
  *   `"body-not-replayable"`);
  * - a hop to another origin (scheme, host or port) drops `Authorization`, `Cookie`,
  *   `Proxy-Authorization`, a `Host` set by hand and every header named in `sensitiveHeaders`
- *   (an `x-api-key`, say), and they stay dropped for the rest of the chain;
+ *   (an `x-api-key`, say), and they stay dropped for the rest of the chain: those a client
+ *   transform adds (`HttpClient.mapRequest(HttpClientRequest.bearerToken(token))` on the client
+ *   in the environment) too, on every hop after the chain first left its origin, a hop back to
+ *   the first origin included (the transform cannot tell that hop from one to a third party);
+ * - a `Location` sent as raw UTF-8 (`/café` unencoded) is decoded as UTF-8 before it is
+ *   resolved, as fetch and browsers do (`/caf%C3%A9`);
  * - a hop from `https:` to `http:` is refused unless `allowDowngrade`; a `Location` to another
  *   scheme (`file:`, `ftp:`...) or one that is not a URL is refused; user info in a `Location`
  *   (`http://user:pass@host/`) is removed, never sent;

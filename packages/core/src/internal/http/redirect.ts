@@ -4,8 +4,9 @@
 // environment, so proxy routing picks the hop's own origin), its response handed to the same
 // handler. Only the non-2xx branch of a response ever gets here: the plain path costs nothing.
 //
-// The hops so far travel with the fiber (`Hops`, provided around each hop), not on request or
-// response objects, which a client's transforms may copy.
+// The chain so far (its hops, whether it crossed origins) travels with the fiber (`Chain`,
+// provided around each hop), not on request or response objects, which a client's transforms
+// may copy.
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -193,8 +194,16 @@ interface Hop {
   readonly url: string
 }
 
-/** The requests made so far for one call, the first one first; empty outside a redirect. */
-const Hops = Context.Reference<ReadonlyArray<Hop>>("@volley/core/Redirects/Hops", { defaultValue: () => [] })
+interface ChainState {
+  /** The requests made so far for one call, the first one first; empty outside a redirect. */
+  readonly hops: ReadonlyArray<Hop>
+  /** Whether a hop went to another origin: every later hop then runs on a client that strips. */
+  readonly crossed: boolean
+}
+
+const NO_CHAIN: ChainState = { hops: [], crossed: false }
+
+const Chain = Context.Reference<ChainState>("@volley/core/Redirects/Chain", { defaultValue: () => NO_CHAIN })
 
 /**
  * Set by a batch with per-host limits, on each worker: waits for a slot at a hop's origin for
@@ -247,9 +256,9 @@ export const follow = <A, E, R, E2>(
       const requested = request.method as HttpMethod
       const from = sentUrl(request)
       if (policy.maxRedirects === 0 || from === undefined) return otherwise()
-      const seen = fiber.getRef(Hops)
-      const hops: ReadonlyArray<Hop> = seen.length > 0 ? seen : [{ method: requested, url: show(from) }]
-      const location = response.headers.location!
+      const state = fiber.getRef(Chain)
+      const hops: ReadonlyArray<Hop> = state.hops.length > 0 ? state.hops : [{ method: requested, url: show(from) }]
+      const location = asUtf8(response.headers.location!)
       const fail = (reason: RedirectReason) =>
         Effect.flatMap(drain(response), () =>
           Effect.fail(
@@ -285,22 +294,24 @@ export const follow = <A, E, R, E2>(
       const url = show(target)
       if (hops.some((hop) => hop.url === url && hop.method === method)) return fail("loop")
       let next = HttpClientRequest.setUrl(request, target)
-      if (method !== requested) next = HttpClientRequest.setMethod(next, method)
-      if (!keepsBody && request.body._tag !== "Empty") next = HttpClientRequest.setBody(next, HttpBody.empty)
-      if (target.origin !== from.origin) {
-        for (const header of Object.keys(next.headers)) {
-          // A Host set by hand names the old origin.
-          if (header === "host" || policy.sensitiveHeaders.has(header))
-            next = HttpClientRequest.removeHeader(next, header)
+      if (method !== requested || (!keepsBody && request.body._tag !== "Empty")) {
+        // The body is dropped, and with it the headers describing it (as Fetch does); setBody
+        // removes Content-Type and Content-Length.
+        if (method !== requested) next = HttpClientRequest.setMethod(next, method)
+        next = HttpClientRequest.setBody(next, HttpBody.empty)
+        for (const header of BODY_HEADERS) {
+          if (next.headers[header] !== undefined) next = HttpClientRequest.removeHeader(next, header)
         }
       }
-      const nextHops = [...hops, { method, url }]
-      const chain = nextHops.map((hop) => hop.url)
+      const crossed = state.crossed || target.origin !== from.origin
+      if (target.origin !== from.origin) next = stripSensitive(next, policy)
+      const nextState: ChainState = { hops: [...hops, { method, url }], crossed }
+      const chain = nextState.hops.map((hop) => hop.url)
       const final = (response: HttpClientResponse.HttpClientResponse) => {
         chains.set(response, chain)
         // Only a further redirect continues this chain; a `read` (which may make requests of
         // its own) runs outside it.
-        return isRedirect(response) ? handle(response) : Effect.provideService(handle(response), Hops, [])
+        return isRedirect(response) ? handle(response) : Effect.provideService(handle(response), Chain, NO_CHAIN)
       }
       const gate = fiber.getRef(HopGate)
       // `volley_http_redirects_total`, by the origin of the target.
@@ -312,16 +323,66 @@ export const follow = <A, E, R, E2>(
         Effect.flatMap(HttpClient.HttpClient, (client) =>
           Effect.provideService(
             Effect.tapError(
-              Loop.run(fiber.getRef(RetryPolicy), next, exchange(unwrap(client), next, final), hopOptions(fiber)),
+              Loop.run(
+                fiber.getRef(RetryPolicy),
+                next,
+                exchange(crossed ? stripping(unwrap(client), policy) : unwrap(client), next, final),
+                hopOptions(fiber)
+              ),
               markFinal
             ),
-            Hops,
-            nextHops
+            Chain,
+            nextState
           )
         )
       )
     }
   )
+
+// Fetch's request-body headers besides Content-Type and Content-Length, which setBody removes.
+const BODY_HEADERS = ["content-encoding", "content-language", "content-location", "content-type"] as const
+
+// Drops what must not reach another origin: the policy's sensitive headers, and a Host set by
+// hand (it names the old origin).
+const stripSensitive = (
+  request: HttpClientRequest.HttpClientRequest,
+  policy: Policy
+): HttpClientRequest.HttpClientRequest => {
+  let stripped = request
+  for (const header of Object.keys(request.headers)) {
+    if (header === "host" || policy.sensitiveHeaders.has(header))
+      stripped = HttpClientRequest.removeHeader(stripped, header)
+  }
+  return stripped
+}
+
+// Once a chain has crossed origins, every later hop runs on `client` with the same headers
+// dropped after the client's own transforms (`HttpClient.mapRequest` appends to them), which
+// would otherwise put an `Authorization` back. The client under a `Retry.withPolicy` wrapper
+// keeps its transforms, so they are stripped as well.
+const stripping = <E, R>(client: HttpClient.HttpClient.With<E, R>, policy: Policy): HttpClient.HttpClient.With<E, R> =>
+  HttpClient.mapRequest(client, (request) => stripSensitive(request, policy))
+
+// A Location as the client hands it: a header's bytes, one character each (latin1), so raw
+// UTF-8 (`/café` sent unencoded, as many servers do) reads as `/cafÃ©`. As undici's fetch
+// (`normalizeBinaryStringToUtf8`) and browsers do, such bytes are decoded as UTF-8 (an invalid
+// sequence becoming U+FFFD) before the URL is parsed. A string with a character past 0xFF was
+// decoded already and is kept.
+const asUtf8 = (location: string): string => {
+  let binary = false
+  for (let i = 0; i < location.length; i++) {
+    const code = location.charCodeAt(i)
+    if (code > 0xff) return location
+    if (code > 0x7f) binary = true
+  }
+  if (!binary) return location
+  const bytes = new Uint8Array(location.length)
+  for (let i = 0; i < location.length; i++) bytes[i] = location.charCodeAt(i)
+  return utf8.decode(bytes)
+}
+
+// `ignoreBOM` keeps a leading BOM, as Buffer's decoding (undici's) does.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true })
 
 // A hop keeps to the deadline of the request it continues (a batch's, the policy's timeout).
 const hopOptions = (fiber: Fiber.Fiber<unknown, unknown>): RunOptions | undefined => {
