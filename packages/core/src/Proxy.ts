@@ -133,7 +133,7 @@ export interface ProxyConfig {
   readonly noProxy: NoProxy
   /** Checked first, in order; the first match decides. */
   readonly rules: ReadonlyArray<Rule>
-  /** Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1) may be proxied at all. */
+  /** Whether loopback hosts (`localhost`, 127.0.0.0/8, ::1, and `0.0.0.0` / `::`) may be proxied at all. */
   readonly proxyLoopback: boolean
 }
 

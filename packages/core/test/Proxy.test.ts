@@ -318,7 +318,10 @@ describe("Proxy", () => {
           "http://a.localhost/",
           // 127.0.0.1 mapped into IPv6, in both spellings
           "http://[::ffff:127.0.0.1]:9/",
-          "http://[::ffff:7f00:1]/"
+          "http://[::ffff:7f00:1]/",
+          // the unspecified addresses: a connection to them reaches this machine
+          "http://0.0.0.0:3000/",
+          "http://[::]:3000/"
         ]
         for (const url of loopbacks) {
           const off = yield* Proxy.make({ all: "http://p:1" })

@@ -186,10 +186,20 @@ const LOOPBACK_V6 = parseIPv6("::1") as Uint8Array
 
 const MAPPED_V4 = parseIPv6("::ffff:0:0") as Uint8Array
 
-/** `localhost`, `*.localhost`, 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6 (`::ffff:127.0.0.1`). */
+const ANY_V4 = new Uint8Array([0, 0, 0, 0])
+const ANY_V6 = new Uint8Array(16)
+
+/**
+ * `localhost`, `*.localhost`, 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6
+ * (`::ffff:127.0.0.1`); and the unspecified addresses `0.0.0.0` and `::`, which a connection
+ * reaches this machine through (the URL a server "listening on 0.0.0.0:3000" prints): a proxy
+ * would reach its own.
+ */
 export const isLoopback = (host: Host): boolean =>
   host._tag === "Name"
     ? host.name === "localhost" || host.name.endsWith(".localhost")
     : inRange(host.bytes, LOOPBACK_V4, 8) ||
       inRange(host.bytes, LOOPBACK_V6, 128) ||
-      (inRange(host.bytes, MAPPED_V4, 96) && host.bytes[12] === 127)
+      (inRange(host.bytes, MAPPED_V4, 96) && host.bytes[12] === 127) ||
+      inRange(host.bytes, ANY_V4, 32) ||
+      inRange(host.bytes, ANY_V6, 128)
