@@ -15,6 +15,7 @@ const unsendable = (server: FaultServer) =>
     [{ "x-a": "a\u0000b" }, `${server.url}/ok`, "EncodeError"],
     [{ "x-a": "\u20ac" }, `${server.url}/ok`, "EncodeError"], // not latin1
     [{ "x a": "v" }, `${server.url}/ok`, "EncodeError"],
+    [{ expect: "100-continue" }, `${server.url}/ok`, "EncodeError"], // undici does not do Expect
     [{}, `ftp://${server.url.slice("http://".length)}/ok`, "InvalidUrlError"],
     [{}, "file:///etc/hosts", "InvalidUrlError"],
     [{}, "data:,hello", "InvalidUrlError"],
@@ -84,5 +85,22 @@ describe("requests that can never be sent", () => {
       assert.strictEqual(server.requests("/ok"), 0)
       assert.strictEqual(mixed.flaky.filter(Result.isSuccess).length, recovered)
     }).pipe(Effect.scoped)
+  )
+
+  it.live("a PUT whose Content-Length contradicts its body: an EncodeError, never sent or retried", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const request = HttpClientRequest.put(`${server.url}/ok`).pipe(
+        HttpClientRequest.bodyText("hello"),
+        HttpClientRequest.setHeader("content-length", "3")
+      )
+      const exit = yield* Effect.exit(Http.send(request, (r) => r.text))
+      assert.strictEqual(
+        Exit.isFailure(exit) && (Cause.squash(exit.cause) as { reason?: { _tag: string } }).reason?._tag,
+        "EncodeError"
+      )
+      // It was a TransportError, sent again by the retry policy.
+      assert.strictEqual(server.requests("/ok"), 0)
+    }).pipe(Effect.scoped, Effect.provide(client()))
   )
 })

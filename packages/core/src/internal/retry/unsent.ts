@@ -6,10 +6,13 @@ import * as HttpClientError from "effect/http/HttpClientError"
 
 /**
  * Codes of errors that reject a request's input before anything is sent: undici's
- * `InvalidArgumentError` and Node's own URL and header checks (`node:http`, `fetch`).
+ * `InvalidArgumentError`, its refusal of an `Expect` header (`NotSupportedError`) and of a
+ * Content-Length the body contradicts, and Node's own URL and header checks (`node:http`, `fetch`).
  */
 const invalidInputCodes: ReadonlySet<string> = new Set([
   "UND_ERR_INVALID_ARG",
+  "UND_ERR_NOT_SUPPORTED",
+  "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH",
   "ERR_INVALID_URL",
   "ERR_INVALID_URL_SCHEME",
   "ERR_INVALID_PROTOCOL",

@@ -287,8 +287,17 @@ const withAcceptEncoding = (headers: Headers.Headers): Readonly<Record<string, s
       ? { ...headers, "accept-encoding": ACCEPT_ENCODING }
       : headers
 
+// undici's refusals of a request's input, before anything is written: a header it cannot write
+// (`InvalidArgumentError`), an `Expect` header (`NotSupportedError`), a Content-Length the body
+// contradicts. Sending it again fails the same way.
+const UNSENDABLE: ReadonlySet<unknown> = new Set([
+  "UND_ERR_INVALID_ARG",
+  "UND_ERR_NOT_SUPPORTED",
+  "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"
+])
+
 const isInvalidArgument = (cause: unknown): cause is Error =>
-  cause instanceof Error && (cause as { readonly code?: unknown }).code === "UND_ERR_INVALID_ARG"
+  cause instanceof Error && UNSENDABLE.has((cause as { readonly code?: unknown }).code)
 
 // The resolved URL without its hash, as platform-node's client reports it.
 const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))
