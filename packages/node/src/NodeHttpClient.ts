@@ -84,8 +84,9 @@ export interface Options {
    */
   readonly connectTimeout?: Duration.Input | undefined
   /**
-   * Time allowed from sending the request to receiving the complete response headers; `0`
-   * turns the limit off (undici's convention), e.g. for a long poll.
+   * Time allowed from sending the request to receiving the complete response headers, however
+   * many informational (1xx) responses come first; `0` turns the limit off (undici's
+   * convention), e.g. for a long poll.
    * @default "30 seconds"
    */
   readonly headersTimeout?: Duration.Input | undefined

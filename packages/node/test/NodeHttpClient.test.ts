@@ -15,6 +15,17 @@ const stallingServer = Effect.acquireRelease(
         let peak = 0
         const server = createServer((req, res) => {
           if (req.url === "/no-headers") return
+          if (req.url === "/early-hints") {
+            // 103 Early Hints every 50 ms for 1.5 s, then the answer.
+            let sent = 0
+            const timer = setInterval(() => {
+              if (res.destroyed) return clearInterval(timer)
+              if (sent++ < 30) return res.writeEarlyHints({ link: "</a.css>; rel=preload" })
+              clearInterval(timer)
+              res.end("ok")
+            }, 50)
+            return
+          }
           if (req.url === "/stalled-body") {
             res.writeHead(200, { "content-length": "10" }).write("12345")
             return
@@ -106,6 +117,19 @@ describe("NodeHttpClient", () => {
         const exit = yield* Effect.exit(
           Http.getText(`${server.url}/no-headers`).pipe(
             Effect.provide(NodeHttpClient.layer({ headersTimeout: "150 millis" }))
+          )
+        )
+        assert.strictEqual(failureCause(exit, "TransportError").code, "UND_ERR_HEADERS_TIMEOUT")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("bounds the whole wait for the head when the server keeps sending 103 Early Hints", () =>
+      Effect.gen(function* () {
+        const server = yield* stallingServer
+        // undici starts its headers timer again at each 1xx: this answered "ok" after 1.5 s.
+        const exit = yield* Effect.exit(
+          Http.getText(`${server.url}/early-hints`).pipe(
+            Effect.provide(NodeHttpClient.layer({ headersTimeout: "200 millis" }))
           )
         )
         assert.strictEqual(failureCause(exit, "TransportError").code, "UND_ERR_HEADERS_TIMEOUT")

@@ -1,7 +1,7 @@
 // One request on undici's `dispatch` with a handler object of our own: no promise, no
 // Readable body, no per-request closures beyond the `Effect.callback` itself.
 import type { Readable } from "node:stream"
-import type * as Undici from "@effect/platform-node/Undici"
+import * as Undici from "@effect/platform-node/Undici"
 import * as Effect from "effect/Effect"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
@@ -101,7 +101,7 @@ const dispatch = (
   upload: Upload | undefined
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.callback((resume) => {
-    const handler = new Handler(request, url, resume, signal, decompress, settings.maxBodySize, meter)
+    const handler = new Handler(request, url, resume, signal, decompress, settings, meter)
     const headers = request.headers
     try {
       dispatcher.dispatch(
@@ -131,9 +131,11 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   ) => void
   readonly signal: AbortSignal | undefined
   readonly decompress: boolean
-  readonly maxBodySize: number
+  readonly settings: Settings
   readonly meter: OriginMeter
   readonly started: number
+  // When undici wrote the request (performance.now()), for informational responses only.
+  sentAt = 0
   status = 0
   wireBytes = 0
   controller: Undici.Dispatcher.DispatchController | undefined = undefined
@@ -149,7 +151,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     resume: (effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>) => void,
     signal: AbortSignal | undefined,
     decompress: boolean,
-    maxBodySize: number,
+    settings: Settings,
     meter: OriginMeter
   ) {
     this.request = request
@@ -157,7 +159,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.resume = resume
     this.signal = signal
     this.decompress = decompress
-    this.maxBodySize = maxBodySize
+    this.settings = settings
     this.meter = meter
     this.started = meter.start()
     if (signal !== undefined) {
@@ -189,6 +191,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // request unwritten and keep the connection for the next one (`controller.abort` here
     // would destroy it, and N cancelled queued requests would cost N new connections).
     if (this.reason !== undefined) throw this.reason
+    this.sentAt = performance.now()
   }
 
   onResponseStart(
@@ -196,10 +199,18 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     statusCode: number,
     headers: Record<string, string | Array<string> | undefined>
   ): void {
-    if (statusCode < 200) return
+    if (statusCode < 200) {
+      // undici starts its headers timer again at each informational response (103 Early Hints,
+      // 102 Processing): an origin sending them on and on would hold the final head back for
+      // good. headersTimeout bounds the whole wait, as documented.
+      const limit = this.settings.headersTimeoutMs
+      if (limit > 0 && performance.now() - this.sentAt >= limit)
+        controller.abort(new Undici.errors.HeadersTimeoutError())
+      return
+    }
     this.status = statusCode
     const codings = this.decompress ? codingsOf(headers["content-encoding"]) : undefined
-    this.body = new Body(controller, codings, this.maxBodySize)
+    this.body = new Body(controller, codings, this.settings.maxBodySize)
     const response = new LeanResponse(this.request, responseUrl(this.url), statusCode, headers, this.body)
     // A body announced as small is awaited before handing the response over: reading it then
     // costs no second suspension of the caller's fiber, and the connection is free again by
