@@ -10,9 +10,19 @@
  *   runs again on another one, so tasks should be safe to repeat.
  * - **Payloads**: payloads and results are stored as JSON: use task schemas whose encoded form is
  *   JSON (numbers, strings, arrays, plain objects), not `Uint8Array`; a payload that is not fails
- *   with `Blocking.InvalidPayloadError` naming the field before anything is stored.
- * - **Cluster failures** (storage unreachable, no runner for the shard) fail a call with
- *   `Blocking.WorkerDiedError` whose `detail` names them.
+ *   with `Blocking.InvalidPayloadError` naming the field before anything is stored, and a result
+ *   (or typed failure) that is not fails with `Blocking.InvalidResultError` naming the field (the
+ *   task has run by then).
+ * - **Timeouts**: `timeout` is applied by the runner's executor, from when the task starts there.
+ *   `queueTimeout` is sent to the runner, whose executor applies it to its own queue. The client
+ *   cannot see when a runner starts a call, so it also bounds the wait for the reply: a call with
+ *   no reply `queueTimeout + timeout` after it was sent (`queueTimeout` alone for a call without a
+ *   `timeout`) fails with `Blocking.TaskTimeoutError` (`phase: "queued"`) and is cancelled. A call
+ *   with a `queueTimeout` and no `timeout` must therefore finish within `queueTimeout`.
+ * - **No runner**: a call no runner takes (none running, or none for its shard) is not an error:
+ *   it stays stored and runs when a runner takes its shard, unless `queueTimeout` bounds the wait.
+ * - **Cluster failures** (storage unreachable) fail a call with `Blocking.WorkerDiedError` whose
+ *   `detail` names them.
  *
  * @since 0.1.0
  */
@@ -108,14 +118,20 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
             )
           }
           const bucket = next++ % buckets
-          return client(`${task.name}/${bucket}`)
-            .RunTask({
-              id: crypto.randomUUID(),
-              module: task.module,
-              task: task.name,
-              payload: request.payload,
-              timeoutMillis: request.timeoutMillis ?? null
-            })
+          const queueTimeoutMillis = request.queueTimeoutMillis
+          const call = client(`${task.name}/${bucket}`)
+            .RunTask(
+              {
+                id: crypto.randomUUID(),
+                module: task.module,
+                task: task.name,
+                payload: request.payload,
+                timeoutMillis: request.timeoutMillis ?? null
+              },
+              queueTimeoutMillis === undefined
+                ? undefined
+                : { headers: { [queueTimeoutHeader]: String(queueTimeoutMillis) } }
+            )
             .pipe(
               Effect.map((reply) => reply as Blocking.Reply),
               Effect.catchIf(
@@ -131,6 +147,18 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
                   )
               )
             )
+          if (queueTimeoutMillis === undefined) return call
+          // The reply is the only news a client gets of a call, so this bounds the wait for it: a
+          // call a runner started within queueTimeout has replied by queueTimeout + timeout. Giving
+          // up interrupts the call, which Effect's cluster stores, so a runner that takes it later
+          // cancels it rather than running it for nobody.
+          return Effect.timeoutOrElse(call, {
+            duration: queueTimeoutMillis + (request.timeoutMillis ?? 0),
+            orElse: () =>
+              Effect.fail(
+                new Blocking.TaskTimeoutError({ task: task.name, phase: "queued", timeoutMillis: queueTimeoutMillis })
+              )
+          })
         }
       })
     })
@@ -177,7 +205,7 @@ export const layerRunner = (options: {
     Effect.gen(function* () {
       const executor = yield* Blocking.BlockingExecutor
       return TaskEntity.of({
-        RunTask: ({ payload: call }) => {
+        RunTask: ({ payload: call, headers }) => {
           const task = byName.get(call.task)
           if (task === undefined || task.module === undefined || fileName(task.module) !== fileName(call.module)) {
             return Effect.fail(
@@ -194,10 +222,10 @@ export const layerRunner = (options: {
               payload: call.payload,
               transfer: [],
               timeoutMillis: call.timeoutMillis ?? undefined,
-              queueTimeoutMillis: undefined,
+              queueTimeoutMillis: millisOf(headers[queueTimeoutHeader]),
               span
             })
-          )
+          ).pipe(Effect.flatMap((reply) => storable(call.task, reply)))
         }
       })
     }),
@@ -211,3 +239,31 @@ export const layerRunner = (options: {
 }
 
 const fileName = (url: string): string => url.slice(url.lastIndexOf("/") + 1)
+
+// The call's queueTimeout travels as a header: RunTask's payload (internal/model.ts) has no field
+// for it, and a header leaves calls from clients that do not send it as they were.
+const queueTimeoutHeader = "volley-queue-timeout-millis"
+
+const millisOf = (header: string | undefined): number | undefined => {
+  const millis = header === undefined ? Number.NaN : Number(header)
+  return Number.isFinite(millis) && millis > 0 ? millis : undefined
+}
+
+// The reply is stored as JSON (RunTask's success is `Schema.Unknown`): a value JSON would change
+// must fail here, typed, not reach the client as a reply it cannot decode (a defect there).
+const storable = (task: string, reply: Blocking.Reply): Effect.Effect<Blocking.Reply, Blocking.InvalidResultError> => {
+  const found =
+    reply._tag === "Success"
+      ? notJson(reply.value, "result")
+      : reply._tag === "Failure"
+        ? notJson(reply.error, "failure")
+        : undefined
+  return found === undefined
+    ? Effect.succeed(reply)
+    : Effect.fail(
+        new Blocking.InvalidResultError({
+          task,
+          reason: `${found} cannot be stored as JSON; use a Schema whose encoded form is JSON (e.g. base64 for bytes)`
+        })
+      )
+}

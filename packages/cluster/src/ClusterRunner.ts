@@ -58,7 +58,10 @@ import { makeWorker, runChunk, Worker } from "./internal/worker.ts"
  * @category models
  */
 export interface DatabaseOptions {
-  /** A `postgres://` URL; keep passwords in a `Redacted`. */
+  /**
+   * A `postgres://` (or `postgresql://`) URL; keep passwords in a `Redacted`. Checked when the layer
+   * is built: one that does not parse fails with `ClusterStartError` `InvalidOptions`.
+   */
   readonly url: string | Redacted.Redacted<string>
   /**
    * Longest wait for the first connection.
@@ -160,7 +163,9 @@ export interface Options extends ClientOptions {
 
 /**
  * A runner or client could not start: the database is unreachable, the port is taken, or an
- * option is wrong. `reason` says which; `message` names the value.
+ * option is wrong (a database URL that does not parse, too). `reason` says which; `message` names
+ * the value. The database password is in no part of it: `cause` keeps only the names, messages
+ * and codes of the driver's errors, with the password cut out.
  *
  * @example
  * ```ts
@@ -244,11 +249,16 @@ export const fastTimings: Partial<ShardingConfig.ShardingConfig["Service"]> = {
  * @since 0.1.0
  * @category layers
  */
-export const layerClient = (options: ClientOptions): Layer.Layer<ClusterRunnerServices, ClusterStartError> =>
-  Socket.layer(shardingConfig(options, Option.none()), true).pipe(
+export const layerClient = (options: ClientOptions): Layer.Layer<ClusterRunnerServices, ClusterStartError> => {
+  const invalid = invalidUrl(options.database.url)
+  if (invalid !== undefined) {
+    return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
+  }
+  return Socket.layer(shardingConfig(options, Option.none()), true).pipe(
     Layer.provideMerge(database(options.database, "volley-client")),
     Layer.catch(failStart(options))
   )
+}
 
 /**
  * A runner: joins the cluster on `host:port`, takes its share of the shards and works the chunks of
@@ -279,7 +289,7 @@ export const layer = (
   options: Options
 ): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
   const host = options.host ?? "127.0.0.1"
-  const invalid = validate(options)
+  const invalid = validate(options) ?? invalidUrl(options.database.url)
   if (invalid !== undefined) {
     return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
   }
@@ -461,11 +471,69 @@ const startError = (
     })
   }
   if (tag === "ClusterStartError") return error as ClusterStartError
+  const secrets = secretsOf(options.database.url)
   return new ClusterStartError({
     reason: "DatabaseUnreachable",
-    detail: `cannot use PostgreSQL at ${where(options.database.url)}: ${String((error as Error)?.message ?? error)}`,
-    cause: error
+    detail: `cannot use PostgreSQL at ${where(options.database.url)}: ${scrub(String((error as Error)?.message ?? error), secrets)}`,
+    cause: sanitised(error, secrets)
   })
+}
+
+// Checked before PgClient sees the URL: its parse errors keep Node's TypeError, whose `input` is
+// the whole URL, password included. The detail never quotes the URL for the same reason.
+const invalidUrl = (url: string | Redacted.Redacted<string>): string | undefined => {
+  let parsed: URL
+  try {
+    parsed = new URL(typeof url === "string" ? url : Redacted.value(url))
+  } catch {
+    return "database.url is not a valid URL (not shown: it may hold a password); check that the port is in 1-65535 and that special characters in the user name and password are percent-encoded"
+  }
+  if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+    return `database.url must be a postgres:// or postgresql:// URL, got ${parsed.protocol}//`
+  }
+  try {
+    decodeURIComponent(parsed.username)
+    decodeURIComponent(parsed.password)
+  } catch {
+    return "database.url has a malformed percent-encoding in its user name or password"
+  }
+  return undefined
+}
+
+// The passwords of the URL (`user:password@` as written and decoded, and a `?password=`), to cut
+// out of any text a start-up error shows.
+const secretsOf = (url: string | Redacted.Redacted<string>): ReadonlyArray<string> => {
+  try {
+    const parsed = new URL(typeof url === "string" ? url : Redacted.value(url))
+    const secrets = [parsed.password, decodeURIComponent(parsed.password), parsed.searchParams.get("password") ?? ""]
+    return [...new Set(secrets.filter((secret) => secret !== ""))]
+  } catch {
+    // invalidUrl refused it already (the layer failed before connecting).
+    return []
+  }
+}
+
+const scrub = (text: string, secrets: ReadonlyArray<string>): string =>
+  secrets.reduce((out, secret) => out.split(secret).join("<redacted>"), text)
+
+// A start-up error's cause, as names, messages and codes only: the raw errors of sql-pg and of
+// the driver may hold the URL or the connection options (with the password) in other fields.
+const sanitised = (error: unknown, secrets: ReadonlyArray<string>, depth = 0): Error | undefined => {
+  if (typeof error !== "object" || error === null || depth > 5) return undefined
+  const { _tag, name, message, code, cause } = error as {
+    readonly _tag?: unknown
+    readonly name?: unknown
+    readonly message?: unknown
+    readonly code?: unknown
+    readonly cause?: unknown
+  }
+  const next = cause === error ? undefined : sanitised(cause, secrets, depth + 1)
+  const text = scrub(`${String(message ?? "")}${code === undefined ? "" : ` (code ${String(code)})`}`, secrets)
+  const copy = new Error(text, next === undefined ? undefined : { cause: next })
+  copy.name = scrub(String(_tag ?? name ?? "Error"), secrets)
+  // The copy's own stack would point here, not at the failure: keep just its first line.
+  copy.stack = `${copy.name}: ${text}`
+  return copy
 }
 
 // The URL without its password, for error messages.

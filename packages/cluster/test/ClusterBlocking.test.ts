@@ -1,10 +1,13 @@
-import { ClusterBlocking } from "@volley/cluster"
+import { ClusterBlocking, ClusterRunner } from "@volley/cluster"
 import { Blocking } from "@volley/core"
-import { Effect, Schema } from "effect"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Layer, ManagedRuntime, Schedule, Schema } from "effect"
+import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as Tasks from "./fixtures/tasks.ts"
 import { unknown } from "./fixtures/unregistered.ts"
 import { startCluster, type TestCluster } from "./support/cluster.ts"
+import { freePort } from "./support/ports.ts"
 
 let cluster: TestCluster
 
@@ -13,6 +16,16 @@ beforeAll(async () => {
 }, 90_000)
 
 afterAll(() => cluster?.dispose(), 60_000)
+
+// support/cluster.ts's `balanced` counts the runners of the whole server, the cluster's included:
+// this waits for the one runner of the current database to hold all 300 shards.
+const holdsEveryShard = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.repeat(
+    sql<{ shards: string }>`select count(*) as shards from pg_locks l join pg_stat_activity a on a.pid = l.pid
+      where l.locktype = 'advisory' and a.application_name like 'volley-runner %' and a.datname = current_database()`,
+    { until: ([row]) => Number(row?.shards) >= 300, schedule: Schedule.spaced("200 millis") }
+  ).pipe(Effect.timeout("30 seconds"))
+)
 
 const run = <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
   cluster.client.runPromise(Effect.provide(effect, ClusterBlocking.layer({ buckets: 16 })))
@@ -77,6 +90,139 @@ describe("ClusterBlocking", () => {
       const error = await run(Effect.flip(Blocking.run(bytes, { name: "x", data: new Uint8Array([1, 2]) })))
       assert.strictEqual(error._tag, "InvalidPayloadError")
       assert.include(error.message, "payload.data (Uint8Array)")
+    }, 30_000)
+
+    it("fails with InvalidPayloadError for a circular payload, not a stack overflow", async () => {
+      const echo = Blocking.task({
+        module: import.meta.url,
+        name: "echo",
+        payload: Schema.Unknown,
+        success: Schema.Unknown,
+        handler: (value: unknown) => value
+      })
+      const loop: Record<string, unknown> = { name: "loop" }
+      loop.self = loop
+      const error = await run(Effect.flip(Blocking.run(echo, loop)))
+      assert.strictEqual(error._tag, "InvalidPayloadError")
+      assert.include(error.message, "payload.self (circular)")
+    }, 30_000)
+  })
+
+  describe("layer, with a runner in this process", () => {
+    // Tasks of this file's runner: it runs them inline (nothing imports this module), and
+    // `received` records what its executor was asked, as a user's own executor would see it.
+    class Bytes extends Schema.TaggedError<Bytes>()("Bytes", { data: Schema.Uint8Array }) {}
+    const fill = Blocking.task({
+      module: import.meta.url,
+      name: "fill",
+      payload: Schema.Number,
+      success: Schema.Uint8Array,
+      handler: (n: number) => new Uint8Array(n).fill(7)
+    })
+    const refuse = Blocking.task({
+      module: import.meta.url,
+      name: "refuse",
+      payload: Schema.Number,
+      success: Schema.Number,
+      failure: Bytes,
+      handler: (n: number): number => {
+        throw new Bytes({ data: new Uint8Array(n) })
+      }
+    })
+    const double = Blocking.task({
+      module: import.meta.url,
+      name: "double",
+      payload: Schema.Number,
+      success: Schema.Number,
+      handler: (n: number) => n * 2
+    })
+    const received: Array<Blocking.Request> = []
+    const recording = Layer.effect(
+      Blocking.BlockingExecutor,
+      Effect.map(Blocking.BlockingExecutor, (inline) =>
+        Blocking.BlockingExecutor.of({
+          execute: (request) => {
+            received.push(request)
+            return inline.execute(request)
+          }
+        })
+      )
+    ).pipe(Layer.provide(Blocking.layerInline))
+
+    let runner: ManagedRuntime.ManagedRuntime<ClusterRunner.ClusterRunnerServices, unknown>
+    let client: ManagedRuntime.ManagedRuntime<Blocking.BlockingExecutor | ClusterRunner.ClusterRunnerServices, unknown>
+
+    beforeAll(async () => {
+      const url = await cluster.postgres.createDatabase("local")
+      runner = ManagedRuntime.make(
+        ClusterBlocking.layerRunner({ tasks: [fill, refuse, double] }).pipe(
+          Layer.provide(recording),
+          Layer.provideMerge(ClusterRunner.layer({ port: await freePort(), database: { url }, timings: "fast" })),
+          Layer.provide(NodeHttpClient.layer())
+        )
+      )
+      await runner.runPromise(Effect.void)
+      client = ManagedRuntime.make(
+        ClusterBlocking.layer().pipe(
+          Layer.provideMerge(ClusterRunner.layerClient({ database: { url }, timings: "fast" }))
+        )
+      )
+      await client.runPromise(holdsEveryShard)
+    }, 90_000)
+
+    afterAll(async () => {
+      await client?.dispose().catch(() => undefined)
+      await runner?.dispose().catch(() => undefined)
+    }, 60_000)
+
+    it("fails with InvalidResultError naming the field for a result or typed failure JSON cannot store", async () => {
+      // The reply is stored as JSON: bytes reached the client as a reply it could not decode (a
+      // defect, MalformedMessage), though the task had run.
+      const result = await client.runPromise(Effect.flip(Blocking.run(fill, 3).pipe(Effect.timeout("20 seconds"))))
+      assert.strictEqual(result._tag, "InvalidResultError")
+      assert.include(result.message, "result (Uint8Array)")
+      const failure = await client.runPromise(Effect.flip(Blocking.run(refuse, 3).pipe(Effect.timeout("20 seconds"))))
+      assert.strictEqual(failure._tag, "InvalidResultError")
+      assert.include(failure.message, "failure.data (Uint8Array)")
+    }, 60_000)
+
+    it("gives the runner's executor the call's queueTimeout", async () => {
+      received.length = 0
+      assert.strictEqual(await client.runPromise(Blocking.run(double, 21, { queueTimeout: "5 seconds" })), 42)
+      assert.deepStrictEqual(
+        received.map((request) => [request.task.name, request.queueTimeoutMillis]),
+        [["double", 5000]]
+      )
+    }, 30_000)
+  })
+
+  describe("layer, with no runner", () => {
+    let client: ManagedRuntime.ManagedRuntime<Blocking.BlockingExecutor, unknown>
+
+    beforeAll(async () => {
+      const url = await cluster.postgres.createDatabase("empty")
+      client = ManagedRuntime.make(
+        ClusterBlocking.layer().pipe(Layer.provide(ClusterRunner.layerClient({ database: { url }, timings: "fast" })))
+      )
+      await client.runPromise(Effect.void)
+    }, 60_000)
+
+    afterAll(() => client?.dispose().catch(() => undefined), 30_000)
+
+    it("fails a call no runner takes with TaskTimeoutError (queued) after queueTimeout + timeout", async () => {
+      // Stored calls wait for a runner; queueTimeout is what bounds that (it was ignored: the
+      // call waited for ever). The client cannot see a call start, so the bound adds `timeout`.
+      const started = Date.now()
+      const error = await client.runPromise(
+        Effect.flip(
+          Blocking.run(Tasks.square, 3, { queueTimeout: "300 millis", timeout: "700 millis" }).pipe(
+            Effect.timeout("10 seconds")
+          )
+        )
+      )
+      assert.strictEqual(error._tag, "TaskTimeoutError")
+      assert.deepInclude(error, { phase: "queued", timeoutMillis: 300 })
+      assert.isAtLeast(Date.now() - started, 1_000)
     }, 30_000)
   })
 })

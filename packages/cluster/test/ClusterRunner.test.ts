@@ -1,8 +1,9 @@
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as Util from "node:util"
 import { ClusterRunner } from "@volley/cluster"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { freePort } from "./support/ports.ts"
@@ -18,6 +19,16 @@ beforeAll(async () => {
 }, 60_000)
 
 afterAll(() => postgres?.dispose(), 30_000)
+
+/** Every way a start-up error gets shown, for checking that a secret is in none of them. */
+const shown = (error: unknown): string =>
+  [
+    String(error),
+    (error as Error).message,
+    Util.inspect(error, { depth: Number.POSITIVE_INFINITY, showHidden: true }),
+    Cause.pretty(Cause.fail(error)),
+    Cause.pretty(Cause.die(error))
+  ].join("\n")
 
 /** Builds a layer and returns how it failed and how long that took. */
 const startFailure = async <A, E>(layer: Layer.Layer<A, E>) => {
@@ -38,8 +49,28 @@ describe("ClusterRunner", () => {
       assert.strictEqual(error._tag, "ClusterStartError")
       assert.strictEqual(error.reason, "DatabaseUnreachable")
       assert.include(error.message, `127.0.0.1:${closed}/volley`)
-      assert.notInclude(error.message, "secret")
+      assert.notInclude(shown(error), "secret")
       assert.isBelow(millis, 8_000)
+    }, 30_000)
+
+    it("fails with InvalidOptions for a malformed database URL, with its password in no part of the error", async () => {
+      // Port 99999 makes Node's URL parser throw a TypeError whose `input` is the whole URL: it must
+      // never reach the error (it did, as the cause of the driver's error).
+      for (const url of [
+        "postgres://volley:s3cretpw@127.0.0.1:99999/volley",
+        Redacted.make("postgres://volley:s3cretpw@127.0.0.1:99999/volley"),
+        "postgres://volley:s3cretpw%zz@127.0.0.1:5432/volley"
+      ]) {
+        const { error } = await startFailure(
+          ClusterRunner.layerClient({ database: { url, connectTimeout: "2 seconds" } })
+        )
+        assert.strictEqual(error.reason, "InvalidOptions")
+        assert.include(error.message, "database.url")
+        assert.notInclude(shown(error), "s3cretpw")
+      }
+      const { error } = await startFailure(ClusterRunner.layerClient({ database: { url: "mysql://127.0.0.1/volley" } }))
+      assert.strictEqual(error.reason, "InvalidOptions")
+      assert.include(error.message, "mysql:")
     }, 30_000)
   })
 
@@ -73,6 +104,14 @@ describe("ClusterRunner", () => {
         )
       )
       assert.include(badConcurrency.error.message, "concurrency must be an integer >= 1, got 0")
+      const badUrl = await startFailure(
+        ClusterRunner.layer({
+          port: 20_000,
+          database: { url: "postgres://volley:s3cretpw@127.0.0.1:99999/volley" }
+        }).pipe(Layer.provide(NodeHttpClient.layer()))
+      )
+      assert.strictEqual(badUrl.error.reason, "InvalidOptions")
+      assert.notInclude(shown(badUrl.error), "s3cretpw")
     })
 
     it("ignores stray PORT and HOST variables: the runner joins on the address it was given", async () => {

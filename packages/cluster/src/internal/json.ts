@@ -3,26 +3,34 @@
 // must be refused before it is stored, not found wrong on the runner.
 
 /** The path of the first value in `value` that JSON would not give back as it is, or undefined. */
-export const notJson = (value: unknown, path = "payload"): string | undefined => {
+export const notJson = (value: unknown, path = "payload"): string | undefined => check(value, path, new WeakSet())
+
+// `open` holds the objects on the path from the root to `value`: one met again there is a cycle,
+// which JSON cannot store (and which would recurse until the stack overflows). An object reached
+// twice by different paths is no cycle: JSON stores it twice and gives back equal copies.
+const check = (value: unknown, path: string, open: WeakSet<object>): string | undefined => {
   if (value === null || typeof value === "string" || typeof value === "boolean") return undefined
   if (typeof value === "number") return Number.isFinite(value) ? undefined : `${path} (${value})`
+  if (typeof value !== "object") return `${path} (${typeof value})`
+  if (open.has(value)) return `${path} (circular)`
   if (Array.isArray(value)) {
+    open.add(value)
     for (let i = 0; i < value.length; i++) {
-      const found = notJson(value[i], `${path}[${i}]`)
+      const found = check(value[i], `${path}[${i}]`, open)
       if (found !== undefined) return found
     }
+    open.delete(value)
     return undefined
   }
-  if (typeof value === "object") {
-    const proto = Object.getPrototypeOf(value)
-    if (proto !== Object.prototype && proto !== null) return `${path} (${proto?.constructor?.name ?? "object"})`
-    for (const [key, field] of Object.entries(value)) {
-      // JSON drops the key, which an optional field reads back the same.
-      if (field === undefined) continue
-      const found = notJson(field, `${path}.${key}`)
-      if (found !== undefined) return found
-    }
-    return undefined
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return `${path} (${proto?.constructor?.name ?? "object"})`
+  open.add(value)
+  for (const [key, field] of Object.entries(value)) {
+    // JSON drops the key, which an optional field reads back the same.
+    if (field === undefined) continue
+    const found = check(field, `${path}.${key}`, open)
+    if (found !== undefined) return found
   }
-  return `${path} (${typeof value})`
+  open.delete(value)
+  return undefined
 }

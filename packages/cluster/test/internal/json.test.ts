@@ -14,4 +14,18 @@ describe("notJson", () => {
     assert.strictEqual(notJson([undefined]), "payload[0] (undefined)")
     assert.strictEqual(notJson(new Map()), "payload (Map)")
   })
+
+  it("names a circular reference instead of recursing until the stack overflows", () => {
+    const loop: Record<string, unknown> = { name: "loop" }
+    loop.self = loop
+    assert.strictEqual(notJson(loop), "payload.self (circular)")
+    const list: Array<unknown> = [1]
+    list.push({ back: list })
+    assert.strictEqual(notJson(list, "result"), "result[1].back (circular)")
+  })
+
+  it("accepts an object reached twice by different paths: JSON stores it twice, no cycle", () => {
+    const shared = { n: 1 }
+    assert.isUndefined(notJson({ a: shared, b: [shared, shared] }))
+  })
 })
