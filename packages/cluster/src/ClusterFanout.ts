@@ -29,6 +29,7 @@
  * @since 0.1.0
  */
 import { Options as Validate } from "@volley/core"
+import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
@@ -42,8 +43,8 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import type { Reader as ReaderModel } from "./internal/reader.ts"
-import { findJob } from "./internal/store.ts"
-import { Conflict, type Item as ItemModel, submit as submitChunks } from "./internal/submit.ts"
+import { durable, findJob } from "./internal/store.ts"
+import { Conflict, type Item as ItemModel, SendFailed, submit as submitChunks } from "./internal/submit.ts"
 
 /**
  * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
@@ -195,11 +196,51 @@ export class JobNotFoundError extends Data.TaggedError("JobNotFoundError")<{ rea
 }
 
 /**
+ * A chunk of a job could not be handed to Effect's cluster (its message storage failed, or the
+ * origin's mailbox was full): the job is partly submitted. Submitting it again with the same
+ * items resumes it; nothing runs twice. `cause` is Effect's error.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schedule } from "effect"
+ * import { ClusterFanout } from "@volley/cluster"
+ *
+ * const program = ClusterFanout.submit("crawl-1", ["http://127.0.0.1:8080/"]).pipe(
+ *   Effect.retry({ while: (e) => e._tag === "ChunkSendError", schedule: Schedule.spaced("5 seconds"), times: 3 })
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
+  readonly job: string
+  readonly chunk: number
+  readonly origin: string
+  readonly cause:
+    | ClusterError.MailboxFull
+    | ClusterError.AlreadyProcessingMessage
+    | ClusterError.PersistenceError
+    | ClusterError.EntityNotAssignedToRunner
+}> {
+  override get message(): string {
+    return (
+      `job ${this.job}: chunk ${this.chunk} (${this.origin}) could not be stored for the runners ` +
+      `(${this.cause._tag}: ${this.cause.message}); submit the job again to resume it`
+    )
+  }
+}
+
+/**
  * Submits a job: stores it and its items in chunks, and returns the number of items. Submitting
  * the same job again (same id, items and options) is harmless: nothing runs twice, so a client
- * that crashed mid-submit just submits again. The same id with other items or options fails with
- * {@link JobConflictError}. An item that is not an `http(s)` URL gets a failed outcome
- * (`InvalidItem`) at once.
+ * that crashed mid-submit (or failed with {@link ChunkSendError}) just submits again. The same id
+ * with other items (another count, or any item different, invalid ones included) or options fails
+ * with {@link JobConflictError}, and then none of this submission's items runs: the input is
+ * compared with the stored job before anything new is sent. An item that is not an `http(s)` URL,
+ * or whose origin is longer than 255 characters (the longest entity id Effect's cluster stores),
+ * gets a failed outcome (`InvalidItem`) at once. After {@link forget} (or the runners' retention),
+ * the id is free: submitting it again runs the job again.
  *
  * @example
  * ```ts
@@ -222,7 +263,7 @@ export const submit = <E = never, R = never>(
   options: SubmitOptions = {}
 ): Effect.Effect<
   number,
-  E | JobConflictError | Validate.InvalidOptionsError | SqlError.SqlError,
+  E | JobConflictError | ChunkSendError | Validate.InvalidOptionsError | SqlError.SqlError,
   R | Sharding.Sharding | SqlClient.SqlClient
 > =>
   Effect.gen(function* () {
@@ -241,6 +282,11 @@ export const submit = <E = never, R = never>(
       Effect.catchIf(
         (error): error is Conflict => error instanceof Conflict,
         (conflict) => Effect.fail(new JobConflictError({ job, detail: conflict.detail }))
+      ),
+      Effect.catchIf(
+        (error): error is SendFailed => error instanceof SendFailed,
+        (failed) =>
+          Effect.fail(new ChunkSendError({ job, chunk: failed.chunk, origin: failed.origin, cause: failed.cause }))
       )
     )
   })
@@ -369,7 +415,8 @@ export const progress = (
 
 /**
  * Streams a job's progress every `interval` (default 1 second), ending with the first `finished`
- * one.
+ * one. A read that cannot reach PostgreSQL (a restart of a few seconds, which runners survive) is
+ * tried again every 500 ms for up to about a minute; other `SqlError`s end the stream at once.
  *
  * @example
  * ```ts
@@ -388,13 +435,14 @@ export const watch = (
   job: string,
   options: { readonly interval?: Duration.Input | undefined } = {}
 ): Stream.Stream<Progress, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
-  Stream.fromEffectSchedule(progress(job), Schedule.spaced(options.interval ?? "1 second")).pipe(
+  Stream.fromEffectSchedule(durable(progress(job)), Schedule.spaced(options.interval ?? "1 second")).pipe(
     Stream.takeUntil((p) => p.finished)
   )
 
 /**
  * Waits until a job is finished (or cancelled) and returns its final progress; with `timeout`,
- * fails with `Cause.TimeoutError` past it.
+ * fails with `Cause.TimeoutError` past it. Like {@link watch}, it waits out a PostgreSQL restart,
+ * never past `timeout`.
  *
  * @example
  * ```ts
@@ -508,8 +556,9 @@ interface ResultRow {
 }
 
 /**
- * Streams a job's outcomes in item order, read from the database in pages (those written so far,
- * for a job still running). With the job's `reader`, values are decoded with its schema.
+ * Streams a job's outcomes in item order, read from the database in pages of `pageSize` (default
+ * 1000; an integer >= 1, else the stream fails with `InvalidOptionsError`): those written so far,
+ * for a job still running. With the job's `reader`, values are decoded with its schema.
  *
  * @example
  * ```ts
@@ -528,24 +577,34 @@ interface ResultRow {
 export const results = <A = unknown>(
   job: string,
   options: { readonly reader?: Reader<A> | undefined; readonly pageSize?: number | undefined } = {}
-): Stream.Stream<Outcome<A>, SqlError.SqlError | Schema.SchemaError, SqlClient.SqlClient> => {
-  const pageSize = options.pageSize ?? 1000
+): Stream.Stream<
+  Outcome<A>,
+  Validate.InvalidOptionsError | SqlError.SqlError | Schema.SchemaError,
+  SqlClient.SqlClient
+> => {
   const decode =
     options.reader === undefined
       ? (json: unknown) => Effect.succeed(json as A)
       : Schema.decodeUnknownEffect(Schema.toCodecJson(options.reader.success))
-  return Stream.paginate(-1, (after: number) =>
-    Effect.flatMap(
-      SqlClient.SqlClient,
-      (sql) =>
-        sql<ResultRow>`select item, origin, ok, status, bytes, value, error_tag, error_message, runner
-        from volley_results where job_id = ${job} and item > ${after} order by item limit ${pageSize}`
-    ).pipe(
-      Effect.flatMap((rows) => Effect.forEach(rows, (row) => toOutcome(row, decode))),
-      Effect.map((page) => {
-        const last = page.at(-1)
-        return [page, page.length < pageSize || last === undefined ? Option.none() : Option.some(last.index)] as const
-      })
+  return Stream.unwrap(
+    Effect.map(Validate.positiveInt("pageSize", options.pageSize ?? 1000), (pageSize) =>
+      Stream.paginate(-1, (after: number) =>
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) =>
+            sql<ResultRow>`select item, origin, ok, status, bytes, value, error_tag, error_message, runner
+            from volley_results where job_id = ${job} and item > ${after} order by item limit ${pageSize}`
+        ).pipe(
+          Effect.flatMap((rows) => Effect.forEach(rows, (row) => toOutcome(row, decode))),
+          Effect.map((page) => {
+            const last = page.at(-1)
+            return [
+              page,
+              page.length < pageSize || last === undefined ? Option.none() : Option.some(last.index)
+            ] as const
+          })
+        )
+      )
     )
   )
 }
@@ -576,30 +635,43 @@ const toOutcome = <A>(
 
 /**
  * Cancels a job: runners start none of its remaining items (those running finish), and the job
- * counts as finished.
+ * counts as finished and cancelled. Returns `true` when this call cancelled it; `false` when the
+ * job had already finished (every item has an outcome) or was cancelled before, and is left as it
+ * was: a job whose items all ran does not read back as cancelled.
  *
  * @example
  * ```ts
+ * import { Effect } from "effect"
  * import { ClusterFanout } from "@volley/cluster"
  *
- * const stop = ClusterFanout.cancel("crawl-1")
+ * const stop = ClusterFanout.cancel("crawl-1").pipe(
+ *   Effect.tap((cancelled) => (cancelled ? Effect.void : Effect.log("crawl-1 had already finished")))
+ * )
  * ```
  *
  * @since 0.1.0
  * @category watching
  */
-export const cancel = (job: string): Effect.Effect<void, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
+export const cancel = (
+  job: string
+): Effect.Effect<boolean, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.flatMap(
-      sql<{ job_id: string }>`update volley_jobs set cancelled_at = coalesce(cancelled_at, now()),
-        finished_at = coalesce(finished_at, now()) where job_id = ${job} returning job_id`,
-      (rows) => (rows.length === 0 ? Effect.fail(new JobNotFoundError({ job })) : Effect.void)
+      // One statement: the job's existence and the update are read from the same snapshot.
+      sql<{ found: boolean; cancelled: boolean }>`with cancelled as (
+          update volley_jobs set cancelled_at = now(), finished_at = now()
+          where job_id = ${job} and finished_at is null returning job_id)
+        select exists (select 1 from volley_jobs where job_id = ${job}) as found,
+          exists (select 1 from cancelled) as cancelled`,
+      ([row]) =>
+        row === undefined || !row.found ? Effect.fail(new JobNotFoundError({ job })) : Effect.succeed(row.cancelled)
     )
   )
 
 /**
  * Deletes a job with its chunks and outcomes (runners do it for finished jobs after their
- * `retention`). Chunks not yet run are then skipped.
+ * `retention`). Chunks not yet run are then skipped. The id is then free: a job submitted again
+ * under it is a new job and runs.
  *
  * @example
  * ```ts

@@ -114,6 +114,93 @@ describe("ClusterFanout", () => {
       assert.include(options.message, "perHost 9")
     }, 30_000)
 
+    it("runs none of a resubmit's items when it is rejected for having more of them", async () => {
+      const a = `${suite.origins[0]!.url}/grown/0`
+      const b = `${suite.origins[1]!.url}/grown/1`
+      await run(ClusterFanout.submit("grown", [a]))
+      await wait("grown")
+      const error = await run(Effect.flip(ClusterFanout.submit("grown", [a, b])))
+      assert.strictEqual(error._tag, "JobConflictError")
+      assert.include(error.message, "1 items; submitted again with 2")
+      // b's origin is new to the job: its chunk must not have been sent before the count was compared.
+      await sleep(1500)
+      const after = await run(ClusterFanout.progress("grown"))
+      assert.deepStrictEqual([hits(suite.origins[1]!, "/grown/"), after.done, after.total], [0, 1, 1])
+    }, 30_000)
+
+    it("rejects the same id with a valid item where an invalid one was", async () => {
+      await run(ClusterFanout.submit("was-invalid", ["not a url"]))
+      await wait("was-invalid")
+      // Invalid items are in no chunk: only the job's hash over every item tells the two apart.
+      const error = await run(
+        Effect.flip(ClusterFanout.submit("was-invalid", [`${suite.origins[0]!.url}/was-invalid/0`]))
+      )
+      assert.strictEqual(error._tag, "JobConflictError")
+      await sleep(1500)
+      assert.strictEqual(hits(suite.origins[0]!, "/was-invalid/"), 0)
+    }, 30_000)
+
+    it("resumes a submit that stopped midway, and writes nothing for a resubmit with other items", async () => {
+      const urls = Array.from({ length: 12 }, (_, i) => `${suite.origins[i % 2]!.url}/resume/${i}`)
+      // The client stops after its first 4 chunks were sent (the pause lets their sends finish).
+      const half = Stream.concat(
+        Stream.fromIterable(urls.slice(0, 8)),
+        Stream.fromEffect(Effect.sleep("1 second")).pipe(Stream.flatMap(() => Stream.fail("client stopped")))
+      )
+      assert.strictEqual(
+        await run(Effect.flip(ClusterFanout.submit("resume", half, { chunkSize: 2 }))),
+        "client stopped"
+      )
+      // Item 5 made invalid: its InvalidItem outcome comes before the stored chunk it differs from
+      // (chunk 3), and must not be written, nor stand for item 5 once the right items resume the job.
+      const other = urls.map((url, i) => (i === 5 ? "not a url" : url))
+      const error = await run(Effect.flip(ClusterFanout.submit("resume", other, { chunkSize: 2 })))
+      assert.strictEqual(error._tag, "JobConflictError")
+      assert.strictEqual(await run(ClusterFanout.submit("resume", urls, { chunkSize: 2 })), 12)
+      const final = await wait("resume")
+      assert.deepStrictEqual([final.total, final.succeeded], [12, 12])
+      await sleep(500)
+      assert.strictEqual(hits(suite.origins[0]!, "/resume/") + hits(suite.origins[1]!, "/resume/"), 12)
+    }, 30_000)
+
+    it("fails an item whose origin is longer than 255 characters as InvalidItem; the job goes on", async () => {
+      // Effect's cluster stores the origin (the entity id) in a VARCHAR(255) column.
+      const long = `http://${"a".repeat(300)}.invalid/x`
+      const good = `${suite.origins[0]!.url}/long-origin/1`
+      assert.strictEqual(await run(ClusterFanout.submit("long-origin", [long, good])), 2)
+      const final = await wait("long-origin")
+      assert.deepStrictEqual([final.total, final.succeeded, final.failed], [2, 1, 1])
+      const [first] = await collect("long-origin")
+      assert.isTrue(Result.isFailure(first!.result) && first!.result.failure.reason === "InvalidItem")
+      assert.match(Result.isFailure(first!.result) ? first!.result.failure.detail : "", /255/)
+    }, 30_000)
+
+    it("fails with ChunkSendError when the cluster cannot store a chunk; submitting again resumes", async () => {
+      // A check constraint stands in for Effect's message storage refusing the chunk's message.
+      const origin = "http://127.0.0.2:9"
+      const refuse = (on: boolean) =>
+        run(
+          Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql.unsafe(
+              on
+                ? `alter table cluster_messages add constraint volley_test_refuse check (entity_id <> '${origin}') not valid`
+                : "alter table cluster_messages drop constraint if exists volley_test_refuse"
+            )
+          )
+        )
+      await refuse(true)
+      let error: { readonly _tag: string; readonly message: string }
+      try {
+        error = await run(Effect.flip(ClusterFanout.submit("send-fails", [`${origin}/x`])))
+      } finally {
+        await refuse(false)
+      }
+      assert.strictEqual(error._tag, "ChunkSendError")
+      assert.include(error.message, "send-fails")
+      assert.strictEqual(await run(ClusterFanout.submit("send-fails", [`${origin}/x`])), 1)
+      assert.strictEqual((await wait("send-fails")).done, 1)
+    }, 60_000)
+
     it("fails with InvalidOptionsError for perHost 0", async () => {
       const error = await run(Effect.flip(ClusterFanout.submit("bad", ["http://127.0.0.1/"], { perHost: 0 })))
       assert.strictEqual(error._tag, "InvalidOptionsError")
@@ -132,7 +219,7 @@ describe("ClusterFanout", () => {
       }
       assert.isAbove(seen.inFlight, 0)
       assert.isAtMost(seen.origins[0]!.inFlight, 100)
-      await run(ClusterFanout.cancel("cancel"))
+      assert.isTrue(await run(ClusterFanout.cancel("cancel")))
       const final = await wait("cancel")
       assert.isTrue(final.cancelled && final.finished)
       await sleep(700)
@@ -141,9 +228,43 @@ describe("ClusterFanout", () => {
       assert.strictEqual(hits(suite.origins[0]!, "/cancel/"), after)
       assert.isBelow(after, 30)
     }, 30_000)
+
+    it("leaves a job that already finished as it is, and returns false", async () => {
+      await run(ClusterFanout.submit("done-then-cancel", [`${suite.origins[0]!.url}/done-then-cancel/0`]))
+      await wait("done-then-cancel")
+      assert.isFalse(await run(ClusterFanout.cancel("done-then-cancel")))
+      const after = await run(ClusterFanout.progress("done-then-cancel"))
+      assert.deepStrictEqual([after.succeeded, after.finished, after.cancelled], [1, true, false])
+    }, 30_000)
+  })
+
+  describe("results", () => {
+    it("fails with InvalidOptionsError naming pageSize for a pageSize below 1", async () => {
+      await run(ClusterFanout.submit("page-size", [`${suite.origins[0]!.url}/page-size/0`]))
+      await wait("page-size")
+      for (const pageSize of [0, -1, 1.5]) {
+        const error = await run(Effect.flip(Stream.runCollect(ClusterFanout.results("page-size", { pageSize }))))
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.include(error.message, "pageSize")
+      }
+    }, 30_000)
   })
 
   describe("forget", () => {
+    it("frees the id: the same job submitted again after forget runs again, and once", async () => {
+      const url = `${suite.origins[0]!.url}/reuse/0`
+      await run(ClusterFanout.submit("reuse", [url]))
+      await wait("reuse")
+      await run(ClusterFanout.forget("reuse"))
+      // Effect's cluster keeps processed message keys: a key made of job and chunk alone was
+      // deduplicated away, and the new job never ran.
+      assert.strictEqual(await run(ClusterFanout.submit("reuse", [url])), 1)
+      assert.strictEqual((await wait("reuse")).succeeded, 1)
+      await run(ClusterFanout.submit("reuse", [url]))
+      await sleep(1000)
+      assert.strictEqual(hits(suite.origins[0]!, "/reuse/"), 2)
+    }, 40_000)
+
     it("deletes a job, after which progress fails with JobNotFoundError", async () => {
       await run(ClusterFanout.submit("forget", [`${suite.origins[0]!.url}/forget/0`]))
       await wait("forget")

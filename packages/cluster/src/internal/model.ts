@@ -16,6 +16,8 @@ export type WireRequest = typeof WireRequest.Type
 /** A chunk: up to `chunkSize` items of one job for one origin, sent as one persisted message. */
 export const Chunk = Schema.Struct({
   job: Schema.String,
+  /** The submission's nonce (the job row's): see {@link RunChunk}. */
+  nonce: Schema.String,
   chunk: Schema.Int,
   origin: Schema.String,
   perHost: Schema.Int,
@@ -28,11 +30,15 @@ export type Chunk = typeof Chunk.Type
  * The entity that owns an origin. Its id is the origin, so every chunk for that origin, from every
  * job and client, is handled by the one runner that holds its shard: the per-host bound is enforced
  * there, and so holds cluster-wide. `primaryKey` makes a chunk sent twice (a client retrying a
- * submit) run once.
+ * submit) run once. It holds the submission's nonce, not just the job id: Effect's cluster keeps
+ * the keys of processed messages (until a `MessageRetention` clears them), so a job id forgotten
+ * and submitted again would otherwise be deduplicated away and never run. The nonce is stored in
+ * the job's row, so resending the same submission reuses it; a new row (after `forget` or the
+ * runners' retention) gets a new one.
  */
 export const RunChunk = Rpc.make("RunChunk", {
   payload: Chunk.fields,
-  primaryKey: (chunk) => `${chunk.job}/${chunk.chunk}`
+  primaryKey: (chunk) => `${chunk.job}/${chunk.nonce}/${chunk.chunk}`
 })
 
 export const OriginEntity = Entity.make("VolleyOrigin", [RunChunk])

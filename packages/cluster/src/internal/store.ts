@@ -1,7 +1,8 @@
 import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import * as SqlClient from "effect/sql/SqlClient"
-import type * as SqlError from "effect/sql/SqlError"
+import * as SqlError from "effect/sql/SqlError"
 
 // volley's own tables, next to effect's `cluster_*` ones. A job row, one row per chunk (its hash detects a
 // job id reused with other items; its start/finish gives "in flight"), one row per item outcome.
@@ -19,8 +20,14 @@ export const migrate: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient
       total bigint,
       created_at timestamptz not null default now(),
       cancelled_at timestamptz,
-      finished_at timestamptz
+      finished_at timestamptz,
+      nonce text not null default gen_random_uuid()::text,
+      hash text
     )`
+      // A submission's nonce makes its chunks' message keys new after a forget (Effect's cluster keeps
+      // processed keys); hash is over all the job's items. Added to tables made before they existed.
+      yield* sql`alter table volley_jobs add column if not exists nonce text not null default gen_random_uuid()::text`
+      yield* sql`alter table volley_jobs add column if not exists hash text`
       yield* sql`create table if not exists volley_chunks (
       job_id text not null references volley_jobs (job_id) on delete cascade,
       chunk integer not null,
@@ -50,9 +57,42 @@ export const migrate: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient
   )
 })
 
-/** Retries a statement while PostgreSQL is away (a restart takes seconds), for up to about a minute. */
-export const durable = <A, R>(effect: Effect.Effect<A, SqlError.SqlError, R>): Effect.Effect<A, SqlError.SqlError, R> =>
-  Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120 })
+/** The SQLSTATE PostgreSQL answered with (sql-pg keeps the server's fields on the reason's cause). */
+const sqlState = (error: SqlError.SqlError): string | undefined => {
+  const cause = error.reason.cause
+  return Predicate.hasProperty(cause, "code") && typeof cause.code === "string" ? cause.code : undefined
+}
+
+/**
+ * PostgreSQL is out of reach: no connection, a connection lost, or a server shutting down or starting
+ * up (a restart). sql-pg classifies 57P01-57P03 (admin_shutdown, crash_shutdown, cannot_connect_now)
+ * as `UnknownError`, so they are matched by code. Anything else is a statement the server refused,
+ * which fails the same way when sent again.
+ */
+export const isConnectionError = (error: unknown): error is SqlError.SqlError => {
+  if (!SqlError.isSqlError(error)) return false
+  if (error.reason._tag === "ConnectionError") return true
+  const code = sqlState(error)
+  return code !== undefined && (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03")
+}
+
+/** A foreign key refused the row: for `volley_results` and `volley_chunks`, the job was forgotten (deleted). */
+export const isForeignKeyViolation = (error: SqlError.SqlError): boolean =>
+  error.reason._tag === "ConstraintError" && sqlState(error) === "23503"
+
+/**
+ * Retries a statement while PostgreSQL is away (a restart takes seconds), for up to about a minute.
+ * Only connection errors are retried: a statement the server refused (a constraint, bad text) fails
+ * at once, since callers may hold a runner's permit, uninterruptibly, around it.
+ */
+export const durable = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120, while: isConnectionError })
+
+/**
+ * Text as volley stores it: PostgreSQL's `text` cannot hold U+0000 (it refuses the whole statement),
+ * so each one is written as the six characters `\u0000`. For messages and details, not for keys.
+ */
+export const storable = (text: string | null): string | null => text?.replaceAll("\u0000", "\\u0000") ?? null
 
 export interface JobRow {
   readonly per_host: number

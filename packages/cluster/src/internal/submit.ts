@@ -1,3 +1,4 @@
+import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -7,7 +8,7 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
-import { durable } from "./store.ts"
+import { durable, storable } from "./store.ts"
 
 /** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text or empty body. */
 export type Item =
@@ -26,6 +27,27 @@ export class Conflict {
   readonly detail: string
   constructor(detail: string) {
     this.detail = detail
+  }
+}
+
+/** Errors of a chunk's send, as Effect's entity client gives them. */
+export type SendCause =
+  | ClusterError.MailboxFull
+  | ClusterError.AlreadyProcessingMessage
+  | ClusterError.PersistenceError
+  | ClusterError.EntityNotAssignedToRunner
+
+/** A chunk could not be handed to Effect's cluster; mapped to `ChunkSendError` by the caller. */
+export class SendFailed {
+  readonly job: string
+  readonly chunk: number
+  readonly origin: string
+  readonly cause: SendCause
+  constructor(job: string, chunk: number, origin: string, cause: SendCause) {
+    this.job = job
+    this.chunk = chunk
+    this.origin = origin
+    this.cause = cause
   }
 }
 
@@ -87,20 +109,59 @@ const originOf = (url: string): string | undefined => {
   }
 }
 
-// A 53-bit string hash (cyrb53): enough to tell a chunk resubmitted with other items from the same
-// chunk submitted again, without node:crypto.
-const hash = (text: string): string => {
-  let h1 = 0xdeadbeef
-  let h2 = 0x41c6ce57
-  for (let i = 0; i < text.length; i++) {
-    const ch = text.charCodeAt(i)
-    h1 = Math.imul(h1 ^ ch, 2654435761)
-    h2 = Math.imul(h2 ^ ch, 1597334677)
+// The origin is the entity id, and Effect's cluster stores entity ids in a VARCHAR(255) column
+// (cluster_messages.entity_id): a longer one fails the send of its chunk.
+const maxOriginLength = 255
+
+/** An item once read: a request to run at an origin, or why it cannot run (its `InvalidItem` outcome). */
+type Classified =
+  | { readonly _tag: "Request"; readonly origin: string; readonly request: WireRequest }
+  | { readonly _tag: "Invalid"; readonly reason: string }
+
+const classify = (item: Item): Classified => {
+  const wire = toWire(item)
+  if (typeof wire === "string") return { _tag: "Invalid", reason: wire }
+  const origin = originOf(wire.url)
+  if (origin === undefined) return { _tag: "Invalid", reason: `not an http(s) URL: ${wire.url}` }
+  if (origin.length > maxOriginLength) {
+    return {
+      _tag: "Invalid",
+      reason: `the origin ${origin.slice(0, 64)}... is ${origin.length} characters; the cluster stores at most ${maxOriginLength}`
+    }
   }
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909)
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909)
-  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36)
+  return { _tag: "Request", origin, request: wire }
 }
+
+// A 53-bit string hash (cyrb53), fed in pieces: enough to tell a job or chunk resubmitted with other
+// items from the same one submitted again, without node:crypto.
+class Hasher {
+  private h1 = 0xdeadbeef
+  private h2 = 0x41c6ce57
+  update(text: string): this {
+    for (let i = 0; i < text.length; i++) {
+      const ch = text.charCodeAt(i)
+      this.h1 = Math.imul(this.h1 ^ ch, 2654435761)
+      this.h2 = Math.imul(this.h2 ^ ch, 1597334677)
+    }
+    return this
+  }
+  digest(): string {
+    let h1 = this.h1
+    let h2 = this.h2
+    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909)
+    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909)
+    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36)
+  }
+}
+
+const hash = (text: string): string => new Hasher().update(text).digest()
+
+/**
+ * An item's line in the job's hash. Invalid items count too (by their reason, which names the URL
+ * when that is what is wrong), so an index that held an invalid item cannot silently take a valid one.
+ */
+const hashLine = (item: Classified): string =>
+  `${item._tag === "Request" ? JSON.stringify(item.request) : JSON.stringify({ invalid: item.reason })}\n`
 
 const sending = 16
 
@@ -111,23 +172,40 @@ export interface Plan {
   readonly reader: string | null
 }
 
+interface JobRow {
+  readonly per_host: number
+  readonly reader: string | null
+  readonly chunk_size: number
+  readonly nonce: string
+  readonly total: string | number | null
+  readonly hash: string | null
+}
+
 /**
  * Stores the job, then its items chunk by chunk: items are grouped per origin, a chunk is sent
  * (one persisted message) when it holds `chunkSize` items, and the rest at the end. Chunks are
- * numbered in the order they are sent, so the same input gives the same chunks: submitting a job
- * again sends nothing new (the chunk's primary key deduplicates it) unless its items differ.
+ * numbered in the order they are sent, so the same input gives the same chunks.
+ *
+ * A job id that exists is checked before anything of this submission is sent or written:
+ * - submitted in full before (its total and hash are stored): the items are read and hashed only,
+ *   and nothing is sent; other items (their count, or any of them, invalid ones included) are a
+ *   `Conflict`.
+ * - partly submitted (a client stopped mid-submit, or is submitting it now): each stored chunk is
+ *   compared with the one this input gives (and sent again: its primary key holds the job's
+ *   nonce, so it runs once); new chunks and invalid items wait until every stored chunk matched.
  */
 export const submit = <E, R>(
   plan: Plan,
   items: Stream.Stream<Item, E, R>
-): Effect.Effect<number, E | Conflict | SqlError.SqlError, R | Sharding.Sharding | SqlClient.SqlClient> =>
+): Effect.Effect<number, E | Conflict | SendFailed | SqlError.SqlError, R | Sharding.Sharding | SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const client = yield* OriginEntity.client
+    // The row's nonce (a column default) is this submission's: kept while the row lives, new after a forget.
     yield* sql`insert into volley_jobs (job_id, per_host, reader, chunk_size)
       values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize}) on conflict do nothing`
-    const [job] = yield* sql<{ per_host: number; reader: string | null; chunk_size: number }>`
-      select per_host, reader, chunk_size from volley_jobs where job_id = ${plan.job}`
+    const [job] = yield* sql<JobRow>`
+      select per_host, reader, chunk_size, nonce, total, hash from volley_jobs where job_id = ${plan.job}`
     if (
       job === undefined ||
       job.per_host !== plan.perHost ||
@@ -141,14 +219,51 @@ export const submit = <E, R>(
         )
       )
     }
+    const jobHash = new Hasher()
+    let total = 0
+    const compare = (storedTotal: number, storedHash: string | null) =>
+      storedTotal !== total
+        ? Effect.fail(new Conflict(`job ${plan.job} exists with ${storedTotal} items; submitted again with ${total}`))
+        : storedHash !== null && storedHash !== jobHash.digest()
+          ? Effect.fail(new Conflict(`job ${plan.job} exists with other items (the same number, ${total})`))
+          : Effect.void
+
+    if (job.total !== null && job.hash !== null) {
+      // Submitted in full before: every chunk is stored in Effect's cluster already. Sending any
+      // before the whole input is compared would run the items of a submit about to be rejected.
+      yield* Stream.runForEach(items, (item) =>
+        Effect.sync(() => {
+          total++
+          jobHash.update(hashLine(classify(item)))
+        })
+      )
+      yield* compare(Number(job.total), job.hash)
+      return total
+    }
+
+    const known = new Map(
+      (yield* sql<{
+        chunk: number
+        hash: string
+      }>`select chunk, hash from volley_chunks where job_id = ${plan.job}`).map((row) => [row.chunk, row.hash] as const)
+    )
+    // A job whose total is stored (by a version before the job hash) has all of its chunks.
+    const complete = job.total !== null
+    let verified = 0
+    const held: Array<Effect.Effect<void, Conflict | SendFailed | SqlError.SqlError>> = []
+    // New chunks and outcomes wait until every stored chunk has matched this input: until then,
+    // this submit may still turn out to be a conflict, and must have run and written nothing.
+    const act = (effect: Effect.Effect<void, Conflict | SendFailed | SqlError.SqlError>) =>
+      verified < known.size ? Effect.sync(() => void held.push(effect)) : effect
+    const release = Effect.suspend(() => Effect.forEach(held.splice(0), (effect) => effect, { discard: true }))
+
     const buffers = new Map<string, Array<Chunk["items"][number]>>()
     let chunks = 0
-    let total = 0
-    const store = (chunk: Chunk) =>
+    const store = (chunk: Chunk, digest: string) =>
       Effect.gen(function* () {
-        const digest = hash(JSON.stringify(chunk.items))
         yield* durable(sql`insert into volley_chunks (job_id, chunk, origin, size, hash)
           values (${plan.job}, ${chunk.chunk}, ${chunk.origin}, ${chunk.items.length}, ${digest}) on conflict do nothing`)
+        // Another client submitting the same id at the same time may have stored this chunk since.
         const [stored] = yield* sql<{
           hash: string
         }>`select hash from volley_chunks where job_id = ${plan.job} and chunk = ${chunk.chunk}`
@@ -159,53 +274,92 @@ export const submit = <E, R>(
             )
           )
         }
-        yield* Effect.orDie(client(chunk.origin).RunChunk(chunk, { discard: true }))
+        yield* client(chunk.origin)
+          .RunChunk(chunk, { discard: true })
+          .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
       })
     // Chunks are numbered here, in input order, then stored and sent up to `sending` at once: a
     // persisted send waits for its storage round trips, and sending one at a time made submitting
     // the bottleneck of a whole job (80 chunks took 18 s on a busy 2-core machine).
     const permits = yield* Semaphore.make(sending)
-    const sends: Array<Fiber.Fiber<void, Conflict | SqlError.SqlError>> = []
-    const send = (origin: string, items: Chunk["items"]) => {
-      const chunk: Chunk = { job: plan.job, chunk: chunks++, origin, perHost: plan.perHost, reader: plan.reader, items }
-      return Effect.flatMap(permits.take(1), () =>
-        Effect.map(Effect.forkChild(Effect.ensuring(store(chunk), permits.release(1))), (fiber) => {
+    const sends: Array<Fiber.Fiber<void, Conflict | SendFailed | SqlError.SqlError>> = []
+    const start = (chunk: Chunk, digest: string) =>
+      Effect.flatMap(permits.take(1), () =>
+        Effect.map(Effect.forkChild(Effect.ensuring(store(chunk, digest), permits.release(1))), (fiber) => {
           sends.push(fiber)
         })
       )
-    }
+    const send = (origin: string, items: Chunk["items"]) =>
+      Effect.suspend(() => {
+        const chunk: Chunk = {
+          job: plan.job,
+          nonce: job.nonce,
+          chunk: chunks++,
+          origin,
+          perHost: plan.perHost,
+          reader: plan.reader,
+          items
+        }
+        const digest = hash(JSON.stringify(items))
+        const stored = known.get(chunk.chunk)
+        if (stored === undefined) {
+          return complete
+            ? Effect.fail(
+                new Conflict(
+                  `job ${plan.job} exists with other items (it has no chunk ${chunk.chunk}, items from ${items[0]?.index})`
+                )
+              )
+            : act(start(chunk, digest))
+        }
+        if (stored !== digest) {
+          return Effect.fail(
+            new Conflict(
+              `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${items[0]?.index})`
+            )
+          )
+        }
+        // A stored chunk sent again adds nothing new (its items were the job's already), and it
+        // may not have been sent before the last submit stopped.
+        verified++
+        return Effect.andThen(start(chunk, digest), verified === known.size ? release : Effect.void)
+      })
     const invalid = (index: number, reason: string): Effect.Effect<void, SqlError.SqlError> =>
       durable(sql`insert into volley_results (job_id, item, chunk, origin, ok, error_tag, error_message, runner)
-        values (${plan.job}, ${index}, ${-1}, ${""}, false, ${"InvalidItem"}, ${reason}, ${"client"}) on conflict do nothing`).pipe(
+        values (${plan.job}, ${index}, ${-1}, ${""}, false, ${"InvalidItem"}, ${storable(reason)}, ${"client"}) on conflict do nothing`).pipe(
         Effect.asVoid
       )
     yield* Stream.runForEach(items, (item) => {
       const index = total++
-      const wire = toWire(item)
-      if (typeof wire === "string") return invalid(index, wire)
-      const origin = originOf(wire.url)
-      if (origin === undefined) return invalid(index, `not an http(s) URL: ${wire.url}`)
-      let buffer = buffers.get(origin)
+      const classified = classify(item)
+      jobHash.update(hashLine(classified))
+      if (classified._tag === "Invalid") return act(invalid(index, classified.reason))
+      let buffer = buffers.get(classified.origin)
       if (buffer === undefined) {
         buffer = []
-        buffers.set(origin, buffer)
+        buffers.set(classified.origin, buffer)
       }
-      buffer.push({ index, request: wire })
+      buffer.push({ index, request: classified.request })
       if (buffer.length < plan.chunkSize) return Effect.void
-      buffers.delete(origin)
-      return send(origin, buffer)
+      buffers.delete(classified.origin)
+      return send(classified.origin, buffer)
     })
     for (const [origin, buffer] of buffers) yield* send(origin, buffer)
-    yield* Fiber.joinAll(sends)
-    const [stored] = yield* sql<{
-      total: string | number | null
-    }>`select total from volley_jobs where job_id = ${plan.job}`
-    if (stored?.total !== null && stored?.total !== undefined && Number(stored.total) !== total) {
+    if (verified < known.size) {
+      const missing = [...known.keys()].filter((chunk) => chunk >= chunks).sort((a, b) => a - b)
       return yield* Effect.fail(
-        new Conflict(`job ${plan.job} exists with ${stored.total} items; submitted again with ${total}`)
+        new Conflict(
+          `job ${plan.job} exists with other items (chunk ${missing[0]}, which this submission does not have)`
+        )
       )
     }
-    yield* sql`update volley_jobs set total = ${total} where job_id = ${plan.job}`
+    yield* Fiber.joinAll(sends)
+    const digest = jobHash.digest()
+    // Only the first complete submission records the total and hash; a stored total that differs keeps its hash.
+    const [stored] = yield* sql<{ total: string | number; hash: string | null }>`update volley_jobs
+      set total = coalesce(total, ${total}),
+        hash = case when coalesce(total, ${total}) = ${total} then coalesce(hash, ${digest}) else hash end
+      where job_id = ${plan.job} returning total, hash`
+    if (stored !== undefined) yield* compare(Number(stored.total), stored.hash)
     // Every item may already have an outcome (all invalid, or a job submitted again after it ran).
     yield* sql`update volley_jobs set finished_at = now()
       where job_id = ${plan.job} and finished_at is null

@@ -12,7 +12,7 @@ import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import type { Chunk, WireRequest } from "./model.ts"
 import type { Reader } from "./reader.ts"
-import { durable, findJob } from "./store.ts"
+import { durable, findJob, isForeignKeyViolation, storable } from "./store.ts"
 
 /** What a runner needs to work chunks: its name, its bound on items at once, its readers. */
 export class Worker extends Context.Service<
@@ -102,13 +102,25 @@ const fetchOne = (
   )
 }
 
-const write = (chunk: Chunk, index: number, runner: string, outcome: Outcome) =>
+/**
+ * Writes an item's outcome; `false` when the job is gone: it was forgotten while the item ran, so
+ * the foreign key refuses the row and the chunk has nowhere to put its outcomes.
+ */
+const write = (
+  chunk: Chunk,
+  index: number,
+  runner: string,
+  outcome: Outcome
+): Effect.Effect<boolean, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     durable(sql`insert into volley_results
       (job_id, item, chunk, origin, ok, status, bytes, value, error_tag, error_message, runner)
       values (${chunk.job}, ${index}, ${chunk.chunk}, ${chunk.origin}, ${outcome.ok}, ${outcome.status},
-        ${outcome.bytes}, ${outcome.value}, ${outcome.errorTag}, ${outcome.errorMessage}, ${runner})
-      on conflict do nothing`)
+        ${outcome.bytes}, ${outcome.value}, ${storable(outcome.errorTag)}, ${storable(outcome.errorMessage)}, ${runner})
+      on conflict do nothing`).pipe(
+      Effect.as(true),
+      Effect.catchIf(isForeignKeyViolation, () => Effect.succeed(false))
+    )
   )
 
 // A job cancelled while its chunk runs: checked before each item, read at most twice a second per chunk.
@@ -127,7 +139,8 @@ const cancelledCheck = (job: string) => {
  * runner's bound. An item that has started finishes and writes its outcome even when the chunk is
  * interrupted (a graceful shutdown hands the shard over); items not started then stay for the
  * next owner, which skips those with outcomes. So SIGTERM runs nothing twice; SIGKILL re-runs at
- * most what was in flight.
+ * most what was in flight. A job forgotten meanwhile ends the chunk quietly: its outcomes are
+ * dropped and its other items not started.
  */
 export const runChunk = (
   chunk: Chunk
@@ -137,6 +150,8 @@ export const runChunk = (
     const worker = yield* Worker
     const cancelled = cancelledCheck(chunk.job)
     if (yield* cancelled) return
+    // Set when an outcome finds the job deleted (forgotten), sooner than the throttled check sees it.
+    let gone = false
     const done = yield* durable(
       sql<{
         readonly item: string | number
@@ -152,7 +167,7 @@ export const runChunk = (
       pending,
       (item) =>
         Effect.flatMap(cancelled, (stop) =>
-          stop
+          stop || gone
             ? Effect.void
             : worker.permits.withPermit(
                 Effect.uninterruptible(
@@ -162,13 +177,17 @@ export const runChunk = (
                           failure("ReaderNotFound", `no reader named ${chunk.reader} on runner ${worker.runner}`)
                         )
                       : fetchOne(item.request, reader),
-                    (outcome) => write(chunk, item.index, worker.runner, outcome)
+                    (outcome) =>
+                      Effect.map(write(chunk, item.index, worker.runner, outcome), (written) => {
+                        if (!written) gone = true
+                      })
                   )
                 )
               )
         ),
       { concurrency: chunk.perHost, discard: true }
     )
+    if (gone) return
     yield* durable(
       sql`update volley_chunks set finished_at = now() where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
     )
