@@ -265,6 +265,20 @@ describe("ClusterFanout", () => {
       assert.strictEqual(hits(suite.origins[0]!, "/reuse/"), 2)
     }, 40_000)
 
+    it("keeps a forgotten job's chunk still running out of the job submitted again under its id", async () => {
+      const origin = suite.origins[1]!
+      // Item 0 of the first submission answers 503 after 1.5 s: it is still running when the job is
+      // forgotten and submitted again with other items.
+      await run(ClusterFanout.submit("stale", [`${origin.url}/stale/old?delay=1500&status=503`]))
+      await sleep(300)
+      await run(ClusterFanout.forget("stale"))
+      await run(ClusterFanout.submit("stale", [`${origin.url}/stale/new`]))
+      const final = await wait("stale")
+      // The old item's 503 was stored as the new job's outcome, and its own item never ran.
+      assert.deepStrictEqual([final.succeeded, final.failed], [1, 0])
+      assert.strictEqual(hits(origin, "/stale/new"), 1)
+    }, 30_000)
+
     it("deletes a job, after which progress fails with JobNotFoundError", async () => {
       await run(ClusterFanout.submit("forget", [`${suite.origins[0]!.url}/forget/0`]))
       await wait("forget")

@@ -101,12 +101,14 @@ export interface JobRow {
   readonly total: string | number | null
   readonly cancelled_at: Date | null
   readonly finished_at: Date | null
+  /** The submission's (see `RunChunk` in ./model.ts): a chunk with another one is a forgotten job's. */
+  readonly nonce: string
 }
 
 export const findJob = (job: string): Effect.Effect<JobRow | undefined, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<JobRow>`select per_host, reader, chunk_size, total, cancelled_at, finished_at from volley_jobs where job_id = ${job}`,
+      sql<JobRow>`select per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce from volley_jobs where job_id = ${job}`,
       (rows) => rows[0]
     )
   )

@@ -103,8 +103,9 @@ const fetchOne = (
 }
 
 /**
- * Writes an item's outcome; `false` when the job is gone: it was forgotten while the item ran, so
- * the foreign key refuses the row and the chunk has nowhere to put its outcomes.
+ * Writes an item's outcome; `false` when the chunk's job is gone: forgotten while the item ran,
+ * perhaps submitted again under its id (another nonce), so the outcome has no job to go to. The
+ * row is written only while the chunk's submission is the job's, in the same statement.
  */
 const write = (
   chunk: Chunk,
@@ -113,24 +114,36 @@ const write = (
   outcome: Outcome
 ): Effect.Effect<boolean, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    durable(sql`insert into volley_results
-      (job_id, item, chunk, origin, ok, status, bytes, value, error_tag, error_message, runner)
-      values (${chunk.job}, ${index}, ${chunk.chunk}, ${chunk.origin}, ${outcome.ok}, ${outcome.status},
-        ${outcome.bytes}, ${outcome.value}, ${storable(outcome.errorTag)}, ${storable(outcome.errorMessage)}, ${runner})
-      on conflict do nothing`).pipe(
-      Effect.as(true),
+    durable(sql<{ readonly live: string | number }>`with job as (
+        select 1 from volley_jobs where job_id = ${chunk.job} and nonce = ${chunk.nonce}
+      ), written as (
+        insert into volley_results
+          (job_id, item, chunk, origin, ok, status, bytes, value, error_tag, error_message, runner)
+        select ${chunk.job}::text, ${index}::bigint, ${chunk.chunk}::integer, ${chunk.origin}::text,
+          ${outcome.ok}::boolean, ${outcome.status}::integer, ${outcome.bytes}::bigint, ${outcome.value}::text,
+          ${storable(outcome.errorTag)}::text, ${storable(outcome.errorMessage)}::text, ${runner}::text
+        from job
+        on conflict do nothing
+      )
+      select count(*) as live from job`).pipe(
+      Effect.map((rows) => Number(rows[0]?.live ?? 0) > 0),
+      // Deleted between the statement's snapshot and its insert.
       Effect.catchIf(isForeignKeyViolation, () => Effect.succeed(false))
     )
   )
 
-// A job cancelled while its chunk runs: checked before each item, read at most twice a second per chunk.
-const cancelledCheck = (job: string) => {
+// A job cancelled (or forgotten, perhaps submitted again: another nonce) while its chunk runs:
+// checked before each item, read at most twice a second per chunk.
+const cancelledCheck = (job: string, nonce: string) => {
   let checkedAt = 0
   let cancelled = false
   return Effect.suspend(() => {
     if (cancelled || Date.now() - checkedAt < 500) return Effect.succeed(cancelled)
     checkedAt = Date.now()
-    return Effect.map(durable(findJob(job)), (row) => (cancelled = row === undefined || row.cancelled_at !== null))
+    return Effect.map(
+      durable(findJob(job)),
+      (row) => (cancelled = row === undefined || row.cancelled_at !== null || row.nonce !== nonce)
+    )
   })
 }
 
@@ -148,7 +161,7 @@ export const runChunk = (
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const worker = yield* Worker
-    const cancelled = cancelledCheck(chunk.job)
+    const cancelled = cancelledCheck(chunk.job, chunk.nonce)
     if (yield* cancelled) return
     // Set when an outcome finds the job deleted (forgotten), sooner than the throttled check sees it.
     let gone = false
