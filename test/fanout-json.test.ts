@@ -65,6 +65,9 @@ describe("Fanout.json", () => {
       assert.strictEqual((mismatch.reason.cause as { _tag?: string })._tag, "SchemaError")
       const notJson = decodeFailure(results[2])
       assert.include(notJson.message, `GET ${server.url}/not-json`)
+      // The parser's issue, in the message too (it said only "Decode error").
+      assert.include(notJson.message, "body is not JSON")
+      assert.instanceOf(notJson.reason.cause, SyntaxError)
       const gone = results[3]!
       assert.isTrue(Result.isFailure(gone) && gone.failure._tag === "HttpClientError")
       assert.strictEqual(
@@ -103,6 +106,8 @@ describe("Fanout.json", () => {
       )
       assert.strictEqual(error._tag, "HttpClientError")
       assert.include(error.message, `GET ${server.url}/mismatch`)
+      const notJson = yield* Effect.flip(Http.getJson(`${server.url}/not-json`, User))
+      assert.include(notJson.message, "body is not JSON")
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
@@ -113,6 +118,8 @@ describe("Fanout.json", () => {
       const error = yield* Effect.flip(Http.getJson(`${server.url}/mismatch`, User))
       assert.strictEqual(error._tag, "HttpClientError")
       assert.include(error.message, `GET ${server.url}/mismatch`)
+      const notJson = yield* Effect.flip(Http.getJson(`${server.url}/not-json`, User))
+      assert.include(notJson.message, "body is not JSON")
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 })

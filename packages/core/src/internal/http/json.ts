@@ -1,7 +1,7 @@
 // A read that decodes a JSON body with a Schema: what `Http.getJson` / `Http.postJson` run and
 // what `Fanout.json` hands a batch. A body that is not JSON, or JSON that does not match, is an
-// `HttpClientError` with reason `DecodeError` naming the request (method and URL) and the
-// schema's issue, its `SchemaError` kept as the `cause`, so a batch types it per item.
+// `HttpClientError` with reason `DecodeError` naming the request (method and URL) and the issue,
+// its `SchemaError` (or the parser's `SyntaxError`) kept as the `cause`, so a batch types it per item.
 import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientResponse from "effect/http/HttpClientResponse"
@@ -14,21 +14,31 @@ export const readJson = <S extends Schema.Constraint>(
 ): Read<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]> => {
   const decode = HttpClientResponse.schemaBodyJson(schema)
   const read: Read<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]> = (response) =>
-    Effect.catchTag(decode(response), "SchemaError", (cause) =>
-      Effect.fail(
-        new HttpClientError.HttpClientError({
-          reason: new HttpClientError.DecodeError({
-            request: response.request,
-            response,
-            cause,
-            description: `body does not match the schema: ${cause.message}`
-          })
-        })
-      )
-    )
+    Effect.catch(decode(response), (error) => Effect.fail(described(response, error)))
   consuming.add(read)
   return read
 }
+
+// The failure with what went wrong in its message: JSON that does not match (the SchemaError its
+// cause), or a body that is not JSON at all (Effect's own DecodeError says only "Decode error";
+// the SyntaxError stays its cause).
+const described = (
+  response: HttpClientResponse.HttpClientResponse,
+  error: Schema.SchemaError | HttpClientError.HttpClientError
+): HttpClientError.HttpClientError => {
+  if (error._tag === "SchemaError") {
+    return decodeError(response, error, `body does not match the schema: ${error.message}`)
+  }
+  const reason = error.reason
+  return reason._tag === "DecodeError" && reason.description === undefined && reason.cause instanceof SyntaxError
+    ? decodeError(response, reason.cause, `body is not JSON: ${reason.cause.message}`)
+    : error
+}
+
+const decodeError = (response: HttpClientResponse.HttpClientResponse, cause: unknown, description: string) =>
+  new HttpClientError.HttpClientError({
+    reason: new HttpClientError.DecodeError({ request: response.request, response, cause, description })
+  })
 
 /**
  * Reads that always read the whole body or fail reading it (so a batch need not release the
