@@ -27,7 +27,8 @@
  *   records (OpenTelemetry, say), each item that ends adds an event `volley.fanout.item`
  *   (`volley.fanout.index`, `http.request.method`, `volley.fanout.outcome`, `error.type`,
  *   `http.response.status_code`); Effect's default tracer gets none. Client spans per request
- *   (and their `traceparent`) only with `tracing: true`, nested under the batch span.
+ *   only with `tracing: true`, nested under the batch span; without it, each request sends the
+ *   batch span's `traceparent` (on `NodeHttpClient`), so the origins' spans join the trace.
  *
  * Interrupting a batch interrupts every request in flight (their sockets are closed).
  *

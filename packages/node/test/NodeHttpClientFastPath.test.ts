@@ -348,5 +348,25 @@ describe("NodeHttpClient", () => {
         assert.isTrue(span.traceId.length === 32)
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
+
+    it.live("with tracing off for a request (as a batch sets it), still sends the enclosing span's trace context", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        const get = Effect.flatMap(client.get(`${server.url}/traceparent`), (r) => r.text)
+        const [sent, span] = yield* Effect.all([get, Effect.currentSpan]).pipe(
+          Effect.provideService(HttpClient.TracerDisabledWhen, () => true),
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.Tracer, recording)
+        )
+        // It sent none: the origin's spans started a trace of their own.
+        assert.strictEqual(sent, `00-${span.traceId}-${span.spanId}-01`)
+        // Tracer.DisablePropagation still turns it off.
+        assert.strictEqual(
+          yield* get.pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.withSpan("c")),
+          "none"
+        )
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
   })
 })

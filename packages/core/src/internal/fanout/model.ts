@@ -52,8 +52,9 @@ export interface Options<A, E, R> {
    */
   readonly onProgress?: ((progress: Progress) => void) | undefined
   /**
-   * Let the client trace each request: a client span per request under the batch span, and its
+   * Let the client trace each request: a client span per request under the batch span, its own
    * `traceparent` sent (with a recording tracer, a span per request costs more than the request).
+   * Without it, requests send the batch span's `traceparent` (on `NodeHttpClient`).
    * @default false
    */
   readonly tracing?: boolean | undefined

@@ -107,16 +107,15 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     }
     const route = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       if (!isPlain(request)) return traced.execute(request)
-      if (
-        fiber.getRef(Tracer.DisablePropagation) ||
-        !fiber.getRef(References.TracerEnabled) ||
-        fiber.getRef(HttpClient.TracerDisabledWhen)(request)
-      ) {
+      if (fiber.getRef(Tracer.DisablePropagation) || !fiber.getRef(References.TracerEnabled)) {
         return fast(request, fiber)
       }
-      // Nothing records spans (Effect's default tracer): skip the client span, but keep
-      // propagating the caller's trace context, as the span would have.
-      if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return fast(propagate(request, fiber), fiber)
+      // No client span for this request (`TracerDisabledWhen`, as a batch without `tracing` sets
+      // it), or nothing records spans (Effect's default tracer): skip the span, but keep
+      // propagating the enclosing span's trace context (a batch's), so the trace stays one.
+      if (fiber.getRef(HttpClient.TracerDisabledWhen)(request) || fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) {
+        return fast(propagate(request, fiber), fiber)
+      }
       return traced.execute(request)
     }
     const client = HttpClient.makeWith(
