@@ -7,7 +7,7 @@ const Todo = Schema.Struct({ id: Schema.Number, title: Schema.String })
 
 const program = Effect.forEach(
   [1, 2, 3].map((id) => `http://127.0.0.1:8080/todos/${id}`),
-  (url) => Http.getJson(url, Todo), // Effect<Todo, HttpClientError | RetryError, HttpClient>
+  (url) => Http.getJson(url, Todo), // Effect<Todo, HttpClientError | RedirectError | RetryError, HttpClient>
   { concurrency: 16 }
 ).pipe(
   Effect.flatMap((todos) => Console.log(todos)),
