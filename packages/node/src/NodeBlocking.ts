@@ -7,8 +7,9 @@
  * `idleTimeout`; its queue is bounded with back-pressure or fail-fast;
  * interrupting a caller removes a queued task or aborts a running one and,
  * after `gracePeriod`, terminates and replaces its thread. A thread that dies
- * (throw outside the handler, `process.exit`, heap limit) fails only the task
- * it was running; the rest are re-run on other threads. A module that kills
+ * (throw outside the handler, `process.exit`, heap limit) fails the task it
+ * was running; the rest are re-run on other threads, but those whose payload
+ * was transferred to it (`transfer`) fail too. A module that kills
  * every thread trips a crash-loop breaker and fails fast. Closing the layer
  * drains or cancels the queue, then terminates every thread.
  *
@@ -16,7 +17,8 @@
  * module (with `effect/Schema`, most of a thread's start-up). Declare the tasks
  * on the layer (`tasks`) and threads import their modules as they start; add
  * `minWorkers` and `waitForWorkers: true` to have them ready when the layer is
- * built. Threads started later import the modules of tasks that have run.
+ * built. Threads started later import the modules other threads have imported.
+ * A task's `timeout` does not count the import: it starts when the handler does.
  * Threads turn on Node's module compile cache (`module.enableCompileCache`, in
  * the OS temp directory unless `NODE_COMPILE_CACHE` names one; off with
  * `NODE_DISABLE_COMPILE_CACHE=1`), so every thread after the first, in this
@@ -32,7 +34,9 @@
  *   period, the tasks it held that it had not reported, whether they ran or
  *   not, run again on another thread. Make handlers whose effects must not
  *   repeat idempotent, or use `maxTasksPerWorker: 1`, so a thread holds only
- *   the task it runs.
+ *   the task it runs. A held task whose payload was transferred (`transfer`)
+ *   cannot run again, its buffers moved to the dead thread: it fails with
+ *   `WorkerDiedError` (reason "exit").
  * - A task sent ahead waits behind the one its thread is running, even if
  *   another thread is free, and so does the result of one that finished just
  *   before it; for short tasks that sometimes run long, lower `maxTasksPerWorker`.
@@ -89,7 +93,7 @@ export interface Options {
   readonly minWorkers?: number | undefined
   /**
    * Tasks whose modules every thread imports as it starts, before it takes work, so the first
-   * call does not wait for the import. Modules of tasks that have run once are preloaded by
+   * call does not wait for the import. Modules a thread has imported for a task are preloaded by
    * threads started later in any case.
    * @default []
    */
@@ -125,15 +129,17 @@ export interface Options {
    */
   readonly queueFull?: "wait" | "fail" | undefined
   /**
-   * Default run timeout, counted from when a task starts running; more than 0 when set. A thread
-   * reports finished results before it starts a timed task (so the pool can start its clock), so
-   * very short timed tasks travel back one message each instead of in batches.
+   * Default run timeout, counted from when a task starts running, once its thread has imported
+   * the task's module (the import counts as queue time); more than 0 when set. A thread reports
+   * when a timed task starts (so the pool can start its clock) and when it ends, so very short
+   * timed tasks travel back in two messages each instead of in batches.
    * @default none
    */
   readonly timeout?: Duration.Input | undefined
   /**
-   * Default bound on the time a task waits before it starts running (in the queue, or sent ahead
-   * to a thread that is still running another task); more than 0 when set.
+   * Default bound on the time a task waits before it starts running (in the queue, sent ahead to
+   * a thread that is still running another task, or while its thread imports the task's module);
+   * more than 0 when set.
    * @default none
    */
   readonly queueTimeout?: Duration.Input | undefined

@@ -83,6 +83,48 @@ const doomedReason = Effect.map(Effect.flip(Blocking.run(doomed, undefined)), (e
   error._tag === "WorkerDiedError" ? error.reason : error._tag
 )
 
+/** Tasks of a module whose import in a thread ends only when the test says so (see `gatedImports`). */
+const gatedModule = fixture("gatedImport.ts")
+const gatedChannel = "volley-test-gated-import"
+const gatedSquare = Blocking.task({
+  module: gatedModule,
+  name: "square",
+  payload: Schema.Number,
+  success: Schema.Number,
+  handler: (n) => n * n
+})
+const gatedBlock = Blocking.task({ ...P.block, module: gatedModule, name: "block" })
+
+/**
+ * Counts the imports of gatedImport.ts under way or done in the pool's threads; `finish` lets
+ * those under way end. Those left are finished when the scope closes.
+ */
+const gatedImports = Effect.gen(function* () {
+  const channel = new BroadcastChannel(gatedChannel)
+  let imports = 0
+  channel.onmessage = (event) => {
+    if ((event as MessageEvent<unknown>).data === "importing") imports++
+  }
+  const finish = () => channel.postMessage("finish")
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      finish()
+      channel.close()
+    })
+  )
+  return { count: () => imports, finish }
+})
+
+/** Polls `done` in real time (10 ms apart, for at most 5 s), running `step` before each look. */
+const eventually = (done: () => boolean, step: Effect.Effect<void> = Effect.void) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 500 && !done(); i++) {
+      yield* step
+      yield* realSleep(10)
+    }
+    return done()
+  })
+
 /** A tracer that keeps every span it starts, to assert on them. */
 const recordingTracer = () => {
   const spans: Array<Tracer.Span> = []
@@ -348,6 +390,30 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.effect("never terminates the thread running the next task when a task that has ended is interrupted", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1, gracePeriod: "1 second" })(
+        Effect.gen(function* () {
+          yield* Blocking.run(P.threadId, undefined)
+          const f = flags()
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          // Sent together to the one thread: the first ends at once, and its result is held back
+          // in the thread (untimed results travel in batches) while the second blocks the thread.
+          const ended = yield* Effect.forkChild(Blocking.run(P.threadId, undefined), { startImmediately: true })
+          const blocking = yield* Effect.forkChild(Blocking.run(P.countedBlock, shared(f)), {
+            startImmediately: true
+          })
+          yield* waitForFlag(f, 0)
+          // Its caller gives up (a race, an Effect.timeout): the task is not running, nothing to stop.
+          yield* Fiber.interrupt(ended)
+          yield* TestClock.adjust("1 second")
+          yield* eventLoopTurn
+          release(f)
+          yield* Fiber.join(blocking)
+          assert.strictEqual(Atomics.load(f, 3), 1, "the blocking task ran once: its thread was not terminated")
+        })
+      )
+    )
+
     it.effect("terminates the thread of a blocked task that times out and fails it with TaskTimeoutError", () =>
       withPool({ maxWorkers: 1, gracePeriod: "100 millis", timeout: "5 seconds" })(
         Effect.gen(function* () {
@@ -411,6 +477,23 @@ describe("NodeBlocking", () => {
             assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashesBefore, 2)
           })
         )
+    )
+
+    it.effect("fails a task sent ahead with a transferred payload when its thread dies: its buffers died with it", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1, waitForWorkers: true, tasks: [P.exit, T.reverse] })(
+        Effect.gen(function* () {
+          // Sent together to the one thread: the first kills it; the second's buffer was moved to it.
+          const [killed, held] = yield* Effect.all(
+            [Effect.flip(Blocking.run(P.exit, 3)), Effect.flip(Blocking.run(T.reverse, new Uint8Array([1, 2, 3])))],
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(killed._tag === "WorkerDiedError" && killed.reason, "exit")
+          assert.strictEqual(held._tag === "WorkerDiedError" && `${held.reason} ${held.exitCode}`, "exit 3")
+          assert.include(held.message, "transferred payload was lost with the thread")
+          const reversed = yield* Blocking.run(T.reverse, new Uint8Array([1, 2, 3]))
+          assert.deepStrictEqual([...reversed], [3, 2, 1], "a new thread took over")
+        })
+      )
     )
 
     it.effect("fails only the task whose thread throws null, undefined or a revoked Proxy from a timer", () =>
@@ -545,6 +628,44 @@ describe("NodeBlocking", () => {
           for (let i = 0; i < 300 && imported.length < 2; i++) yield* realSleep(10)
           assert.strictEqual(imported.length, 2, "the new thread imported the module without a call")
           assert.notStrictEqual(imported[1], first)
+        })
+      )
+    )
+
+    it.effect("counts a task's run timeout from when its thread has imported the task's module", () =>
+      withPool({ minWorkers: 1, maxWorkers: 1, waitForWorkers: true })(
+        Effect.gen(function* () {
+          const imports = yield* gatedImports
+          const call = yield* Effect.forkChild(Blocking.run(gatedSquare, 3, { timeout: "1 second" }))
+          assert.isTrue(yield* eventually(() => imports.count() === 1), "the thread imports the module")
+          // However long the import takes, none of it is run time.
+          yield* TestClock.adjust("5 seconds")
+          yield* eventLoopTurn
+          assert.isUndefined(call.pollUnsafe(), "no run timeout while the module is imported")
+          imports.finish()
+          assert.strictEqual(yield* Fiber.join(call), 9)
+        })
+      )
+    )
+
+    it.effect("has threads started later import a module a thread has imported, though no task of it has ended", () =>
+      withPool({ minWorkers: 1, maxWorkers: 1, gracePeriod: "1 second" })(
+        Effect.gen(function* () {
+          const imports = yield* gatedImports
+          const f = flags()
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          const call = yield* Effect.forkChild(Blocking.run(gatedBlock, shared(f), { timeout: "1 second" }))
+          assert.isTrue(yield* eventually(() => imports.count() === 1))
+          imports.finish()
+          yield* waitForFlag(f, 0)
+          // It never ends: its run timeout fails it, and its thread is terminated after the grace period.
+          assert.isTrue(yield* eventually(() => call.pollUnsafe() !== undefined, TestClock.adjust("1 second")))
+          const error = yield* Effect.flip(Fiber.join(call))
+          assert.strictEqual(error._tag === "TaskTimeoutError" && error.phase, "running")
+          assert.isTrue(
+            yield* eventually(() => imports.count() === 2, TestClock.adjust("1 second")),
+            "the thread started in its place imported the module without a call"
+          )
         })
       )
     )

@@ -15,7 +15,8 @@
 //   marked in the thread's control buffer so the thread skips it); a running one has its
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
 // - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
-//   other job it held is queued again at the front; deaths feed the crash-loop breakers.
+//   other job it held is queued again at the front, except those whose payload was transferred to
+//   it (their buffers went with it: they fail too); deaths feed the crash-loop breakers.
 // - Replies are settled at most `REPLY_BUDGET` per macrotask. Node hands a port's pending messages
 //   over in one go, so when threads outpace the main thread one turn of the event loop could
 //   settle thousands of results (measured: 9,000 in 11 ms, 43 turns for 100,000 no-op tasks);
@@ -92,7 +93,7 @@ export class Engine {
   private readonly waiting = new Queue<Job>()
   private readonly threads = new Set<Thread>()
   private readonly breaker: Breaker
-  /** Modules new threads import before they report ready: declared ones, and those a task of which has finished. */
+  /** Modules new threads import before they report ready: declared ones, and those a thread has imported. */
   private readonly preload: Set<string>
   private readonly tasks: Array<TaskInfo | undefined> = []
   private readonly taskIds = new WeakMap<Blocking.AnyTask, number>()
@@ -330,9 +331,6 @@ export class Engine {
       }
       if (thread.inFlight.length === 0) this.becameIdle(thread)
     }
-    // The first job in flight is running now: its run timeout starts.
-    const first = thread.inFlight[0]
-    if (first !== undefined) this.started(first)
   }
 
   private post(thread: Thread, jobs: ReadonlyArray<Job>, transfer: ReadonlyArray<Transferable>): void {
@@ -344,8 +342,9 @@ export class Engine {
         tasks.push(this.tasks[job.taskId]!.ref)
       }
       const request = job.request
-      // A job with a deadline is reported the moment it starts and ends (see worker.ts), so its
-      // timers never run on while a job after it holds its result back.
+      // A job with a deadline is reported the moment it starts (after its module's import) and
+      // ends (see worker.ts): its run timeout counts from then, and never runs on while a job
+      // after it holds its result back.
       const timed =
         (request.timeoutMillis ?? this.options.timeoutMillis) === undefined &&
         (request.queueTimeoutMillis ?? this.options.queueTimeoutMillis) === undefined
@@ -435,8 +434,6 @@ export class Engine {
       } else if (reply._tag === "Cancelled") this.fail(job, new Blocking.ExecutorShutDownError({ task: job.name }))
       else this.succeed(job, reply)
     }
-    const next = thread.inFlight[0]
-    if (next !== undefined) this.started(next)
     // Idle is decided in the round, after refilling: no unref/idle-timer churn between two tasks.
     this.schedule()
   }
@@ -477,7 +474,17 @@ export class Engine {
     })
   }
 
-  /** The job is first in its thread's line, so running now: its queue timeout ends, its run timeout starts. */
+  /**
+   * The thread reports that job `seq` starts, its module imported (see worker.ts): a timed job's
+   * queue timeout ends and its run timeout starts; new threads preload its module.
+   */
+  private begun(thread: Thread, seq: number): void {
+    const job = thread.inFlight.find((job) => job.seq === seq)
+    if (job === undefined) return
+    this.preload.add(job.module)
+    this.started(job)
+  }
+
   private started(job: Job): void {
     if (job.state !== "sent" || job.started) return
     job.started = true
@@ -498,15 +505,22 @@ export class Engine {
     this.schedule()
   }
 
-  /** Second phase of cancellation: skip it if not started, else abort, then terminate after the grace period. */
+  /**
+   * Second phase of cancellation: skip it if not started, else abort, then terminate after the
+   * grace period if it still runs. Whether it runs is read from the thread (control[0]), not
+   * inferred from `inFlight`: a job first in line may have ended with its result held back in the
+   * thread while the next one runs, and that one must not be killed for its sake. A job not
+   * started (sent ahead, or waiting for its module's import) is skipped by the thread: it reads the
+   * cancellation ring before it starts a job.
+   */
   private stop(job: Job): void {
     const thread = job.thread!
     Atomics.store(thread.control, 1 + (job.seq % RING), job.seq)
-    if (Atomics.load(thread.control, 0) !== job.seq && thread.inFlight[0] !== job) return
+    if (Atomics.load(thread.control, 0) !== job.seq) return
     thread.port.postMessage({ _tag: "Abort", seq: job.seq } satisfies ToWorker)
     job.grace = after(job.clock, this.options.gracePeriodMillis, () => {
       job.grace = undefined
-      if (thread.inFlight.includes(job)) void this.terminate(thread)
+      if (Atomics.load(thread.control, 0) === job.seq) void this.terminate(thread)
     })
   }
 
@@ -519,7 +533,11 @@ export class Engine {
     thread.port.on("message", (message: unknown) => {
       if (!isFromWorker(message)) return
       if (message._tag === "Done") this.receive(thread, message.results)
-      else if (thread.state === "starting") this.ready(thread)
+      else if (message._tag === "Started") {
+        if (message.results.length > 0) this.receive(thread, message.results)
+        // At once, not after the results queued before it: the run timeout starts when the job does.
+        this.begun(thread, message.seq)
+      } else if (thread.state === "starting") this.ready(thread)
     })
     // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
     thread.worker.on("error", (error: unknown) => {
@@ -566,10 +584,12 @@ export class Engine {
   }
 
   /**
-   * A thread exited. If it died unexpectedly, the job it was running (control[0]) fails with
-   * WorkerDiedError; every other job it held (sent ahead, or finished but not yet reported) is
-   * queued again at the front, to run on another thread. The round that follows tops the pool
-   * up to minWorkers.
+   * A thread exited. If it died unexpectedly, the job it was running (control[0], or whose module
+   * it was importing: -seq) fails with WorkerDiedError; every other job it held (sent ahead, or
+   * finished but not yet reported) is queued again at the front, to run on another thread, but
+   * one already posted with a transfer list fails with WorkerDiedError too: its buffers were moved
+   * to the dead thread, and sent again they fail as detached. The round that follows tops the
+   * pool up to minWorkers.
    */
   private exited(thread: Thread, code: number): void {
     // Results it sent before it died are settled first: those jobs finished.
@@ -580,13 +600,15 @@ export class Engine {
     const intended = thread.state === "terminating"
     const wasReady = thread.state === "ready"
     if (!intended) this.options.observe.crash()
-    const running = Atomics.load(thread.control, 0)
+    const running = Math.abs(Atomics.load(thread.control, 0))
     let culprit: Job | undefined
+    const lost: Array<Job> = []
     for (const job of thread.inFlight) {
       job.grace?.()
       job.grace = undefined
       if (job.state !== "sent") continue
       if (!intended && job.seq === running) culprit = job
+      else if (job.request.transfer.length > 0 && !thread.outbox.includes(job)) lost.push(job)
       else {
         // It never ran (or its result was lost with the thread): run it on another thread.
         if (job.started) clearTimer(job)
@@ -608,6 +630,15 @@ export class Engine {
           detail: thread.lastError ?? "the thread exited while running the task"
         })
       )
+    }
+    if (lost.length > 0) {
+      const how = intended ? "was terminated" : `died (${thread.lastError ?? `exit code ${code}`})`
+      const detail = `its thread ${how} before it reported the task, and the task's transferred payload was lost with the thread, so it is not run again (it may have run)`
+      for (const job of lost) {
+        if (job.state === "sent") {
+          this.fail(job, new Blocking.WorkerDiedError({ task: job.name, reason: "exit", exitCode: code, detail }))
+        }
+      }
     }
     if (!intended) this.countDeath(wasReady, culprit, thread.lastError ?? `exit code ${code}`)
     this.checkWarmedUp()

@@ -28,7 +28,7 @@ export interface Job extends Entry {
   seq: number
   /** The thread it was last sent to; kept when a death sends it again, so its queue wait counts once. */
   thread: Thread<Job> | undefined
-  /** First in its thread's line: its queue timeout is over, its run timeout runs. */
+  /** Its thread reported it started (timed jobs only): its queue timeout is over, its run timeout runs. */
   started: boolean
   /** Cancels its queue or run timer. */
   timer: (() => void) | undefined

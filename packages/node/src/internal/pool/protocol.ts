@@ -9,14 +9,17 @@
 import type { MessagePort } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
 
-/** Slots in a thread's shared control buffer: [0] = seq of the running job, [1 + seq % RING] = cancelled seq. */
+/**
+ * Slots in a thread's shared control buffer: [0] = seq of the running job (0: none; -seq while the
+ * thread imports that job's module, which is not running it yet), [1 + seq % RING] = cancelled seq.
+ */
 export const RING = 1024
 
 /**
  * One job: its sequence number on the thread, the task id (announced once per thread in `Run.tasks`),
  * the Schema-encoded payload, the caller's trace, and whether it has a run or queue timeout (`timed`:
- * the thread then reports the results it holds back before it starts the job, so the pool can start
- * or stop its clocks, and the job's own result as soon as it ends).
+ * the thread then reports when the job starts, its module imported (`Started`, so the pool can start
+ * or stop its clocks), and the job's own result as soon as it ends).
  */
 export type JobFields = readonly [
   seq: number,
@@ -55,10 +58,16 @@ export type ToWorker =
   | { readonly _tag: "Run"; readonly tasks: ReadonlyArray<TaskRef>; readonly jobs: ReadonlyArray<unknown> }
   | { readonly _tag: "Abort"; readonly seq: number }
 
-/** Thread → pool. `Ready` comes once, after the thread has imported the modules it was asked to preload. */
+/**
+ * Thread → pool. `Ready` comes once, after the thread has imported the modules it was asked to preload.
+ * `Started` says job `seq` starts running now, and carries the results held back until then: sent for
+ * a timed job, and for the first job of a module the thread has just imported (so that new threads
+ * preload it); never for an untimed job of a module already imported.
+ */
 export type FromWorker =
   | { readonly _tag: "Ready" }
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
+  | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
 
 export interface WorkerData {
   /**
@@ -107,7 +116,9 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
   if (typeof u !== "object" || u === null) return false
   const tag = (u as { _tag?: unknown })._tag
   if (tag === "Ready") return true
-  if (tag !== "Done") return false
+  if (tag === "Started") {
+    if (typeof (u as { seq?: unknown }).seq !== "number") return false
+  } else if (tag !== "Done") return false
   const results = (u as { results?: unknown }).results
   return Array.isArray(results) && results.length % RESULT_FIELDS === 0
 }

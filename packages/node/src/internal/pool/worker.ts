@@ -1,9 +1,11 @@
 // Entry point of every pool thread. Imports the task modules it was asked to preload, reports
 // Ready, then runs the jobs it receives strictly one at a time, in order, so the pool always
-// knows which job is running (control[0]) and whom to blame if the thread dies. Results go back
-// in batches: at most every FLUSH_MS, every MAX_BATCH results, when the local queue runs dry,
-// and before and after a job with a timeout (run or queue). It loads protocol.ts and the task
-// modules, nothing else: every module loaded here is paid for by every thread's start-up.
+// knows which job is running (control[0]) and whom to blame if the thread dies. A job's module is
+// imported before the job counts as started: the import is queue time, not run time. Results go
+// back in batches: at most every FLUSH_MS, every MAX_BATCH results, when the local queue runs dry,
+// before a module's import, with the Started message of a job with a timeout (run or queue) and
+// after it. It loads protocol.ts and the task modules, nothing else: every module loaded here is
+// paid for by every thread's start-up.
 
 import { workerData } from "node:worker_threads"
 import type * as Blocking from "@volley/core/Blocking"
@@ -55,14 +57,28 @@ port.on("message", (message: ToWorker) => {
 
 const drain = async () => {
   draining = true
-  let flushAt = performance.now() + FLUSH_MS
+  let now = performance.now()
+  let flushAt = now + FLUSH_MS
   while (head < queue.length) {
     const [seq, taskId, payload, traceId, spanId, timed] = decodeJob(queue, head)
-    const task = taskIds.get(taskId) ?? unknownTask
+    const [module, name] = taskIds.get(taskId) ?? unknownTask
     head += JOB_FIELDS
-    // The pool starts a job's run timeout (and ends its queue timeout) when it hears that the
-    // jobs before it are done.
-    if (timed === 1) flush()
+    let tasks = modules.get(module)
+    let imported = false
+    if (tasks === undefined || tasks instanceof Promise) {
+      // -seq: the pool blames this job if the import kills the thread, but neither aborts it nor
+      // ends the thread for its sake (a cancel is seen below, once the import is done).
+      Atomics.store(control, 0, -seq)
+      if (Atomics.load(control, 1 + (seq % RING)) !== seq) {
+        // Held results do not wait for the import.
+        flush()
+        await (tasks ?? load(module))
+        tasks = modules.get(module) as Tasks | Error
+        imported = tasks instanceof Map
+      }
+      now = performance.now()
+      flushAt = now + FLUSH_MS
+    }
     Atomics.store(control, 0, seq)
     // Dekker-style handshake with the pool's cancel: one of us sees the other's write.
     if (Atomics.load(control, 1 + (seq % RING)) === seq) {
@@ -70,10 +86,13 @@ const drain = async () => {
       encodeResult(results, seq, { _tag: "Cancelled" }, 0)
       continue
     }
+    // The pool starts a job's run timeout (and ends its queue timeout) when it hears it started;
+    // it preloads a module in new threads once one has imported it.
+    if ((timed === 1 && tasks instanceof Map) || imported) flush(seq)
     const start = performance.now()
     let reply: WireReply
     try {
-      const running = runJob(task[0], task[1], seq, payload, traceId, spanId)
+      const running = runJob(tasks as Tasks | Error, name, seq, payload, traceId, spanId)
       reply = running instanceof Promise ? await running : running
     } catch (thrown) {
       // Only a task module built on another copy of @volley/core, whose invoke is not total, gets here.
@@ -87,7 +106,7 @@ const drain = async () => {
     Atomics.store(control, 0, 0)
     if (controllers.size > 0) controllers.delete(seq)
     if (aborted.size > 0) aborted.delete(seq)
-    const now = performance.now()
+    now = performance.now()
     encodeResult(results, seq, reply, now - start)
     // A job with a deadline is reported at once: held back behind a long job, its run timeout
     // would fire (and stop this thread) although it had ended.
@@ -103,15 +122,13 @@ const drain = async () => {
 }
 
 const runJob = (
-  module: string,
+  tasks: Tasks | Error,
   name: string,
   seq: number,
   payload: unknown,
   traceId: string | undefined,
   spanId: string | undefined
 ): WireReply | Promise<WireReply> => {
-  const tasks = modules.get(module) ?? load(module)
-  if (tasks instanceof Promise) return tasks.then(() => runJob(module, name, seq, payload, traceId, spanId))
   if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
   const task = tasks.get(name)
   if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
@@ -162,11 +179,16 @@ const describe = (thrown: unknown): string => {
 
 const post = (message: FromWorker, moved?: ReadonlyArray<Transferable>) => port.postMessage(message, moved as never)
 
-const flush = () => {
-  if (results.length === 0) return
+/** Sends the results held back; with `started`, as the Started message of that job (sent even without results). */
+const flush = (started?: number) => {
+  if (results.length === 0) {
+    if (started !== undefined) post({ _tag: "Started", seq: started, results })
+    return
+  }
   try {
-    post({ _tag: "Done", results }, transfer)
+    post(started === undefined ? { _tag: "Done", results } : { _tag: "Started", seq: started, results }, transfer)
   } catch {
+    if (started !== undefined) post({ _tag: "Started", seq: started, results: [] })
     // Some result cannot be cloned (a function, a symbol): send them one by one to find it.
     for (let i = 0; i < results.length; i += RESULT_FIELDS) {
       const one = results.slice(i, i + RESULT_FIELDS)
@@ -183,6 +205,6 @@ const flush = () => {
 }
 
 // Ready once the preloads are in, so the first jobs run at once. The pool preloads the modules
-// declared on the layer and those a task of which has finished: a module that kills every thread
-// on import is preloaded only if declared, and then its deaths open the start-up breaker.
+// declared on the layer and those a thread has imported: a module that kills every thread on
+// import is preloaded only if declared, and then its deaths open the start-up breaker.
 void Promise.all(data.preload.map(load)).then(() => post({ _tag: "Ready" }))
