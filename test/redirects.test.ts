@@ -9,10 +9,11 @@ import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Redirects, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer, Metric, Result, Stream } from "effect"
+import { Effect, Layer, Metric, Result, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { makePki } from "../packages/node/test/fixtures/pki.ts"
 import { type Handler, origin } from "./support/origin.ts"
+import { onSpanEnd } from "./support/tracer.ts"
 
 interface Seen {
   readonly method: string
@@ -299,6 +300,40 @@ describe("Redirects", () => {
         Effect.provideServiceEffect(HttpClient.HttpClient, authed)
       )
       assert.isUndefined(seenB[2]!.headers.authorization)
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
+  it.live("sends a hop left untraced the enclosing span's trace context, or none, never the previous hop's", () =>
+    Effect.gen(function* () {
+      const { a, b, seenB } = yield* twoOrigins
+      const spans: Array<Tracer.Span> = []
+      // Client spans for A only, as a service tracing its own origins does; each call A -> B.
+      const call = (wrap: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+        Http.getText(`${a.url}/cross`).pipe(
+          wrap,
+          Effect.provideService(HttpClient.TracerDisabledWhen, (request) => request.url.startsWith(b.url)),
+          Effect.provideService(
+            Tracer.Tracer,
+            onSpanEnd((span) => spans.push(span))
+          )
+        )
+      const traceOf = (i: number) => ({ traceparent: seenB[i]!.headers.traceparent, b3: seenB[i]!.headers.b3 })
+
+      yield* call((effect) => effect)
+      assert.deepStrictEqual(traceOf(0), { traceparent: undefined, b3: undefined })
+
+      yield* call(Effect.withSpan("caller"))
+      const caller = spans.find((span) => span.name === "caller")!
+      assert.deepStrictEqual(traceOf(1), {
+        traceparent: `00-${caller.traceId}-${caller.spanId}-01`,
+        b3: `${caller.traceId}-${caller.spanId}-1`
+      })
+      const clients = spans.filter((span) => span.kind === "client")
+      assert.deepStrictEqual(
+        clients.map((span) => span.attributes.get("url.full")),
+        [`${a.url}/cross`, `${a.url}/cross`]
+      )
+      for (const span of clients) assert.notInclude(JSON.stringify(seenB.map((seen) => seen.headers)), span.spanId)
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 

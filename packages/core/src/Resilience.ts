@@ -150,8 +150,10 @@ export const layer = (
 
 /**
  * {@link layer} from `Config` (environment by default): `<prefix>_RATE_LIMIT` and
- * `<prefix>_RATE_WINDOW` (both set to enable), `_RATE_ALGORITHM`, `_BREAKER_FAILURES` (set to
- * enable), `_BREAKER_OPEN_DURATION`; the retry policy from `Retry.layerConfig()`
+ * `<prefix>_RATE_WINDOW` (both set to enable), `_RATE_ALGORITHM` (with those two),
+ * `_BREAKER_FAILURES` (set to enable), `_BREAKER_OPEN_DURATION` (with `_BREAKER_FAILURES`); a
+ * setting without its companion fails the build with `InvalidOptionsError` naming it, rather
+ * than being ignored. The retry policy comes from `Retry.layerConfig()`
  * (`VOLLEY_RETRY_*`). The default prefix, `VOLLEY_HTTP`, is shared on purpose with
  * `NodeHttpClient.layerConfig()` (pool and timeouts): one namespace for the HTTP client's
  * settings, with no key in common.
@@ -188,6 +190,24 @@ export const layerConfig = (
             new Validate.InvalidOptionsError({
               option: `${prefix}_RATE_LIMIT`,
               reason: `must be set together with ${prefix}_RATE_WINDOW`
+            })
+          )
+        }
+        // A setting of a part left off would be dropped without a word: a breaker's open
+        // duration with no failure count, an algorithm with no limit.
+        if (read.algorithm !== undefined && read.limit === undefined) {
+          return yield* Effect.fail(
+            new Validate.InvalidOptionsError({
+              option: `${prefix}_RATE_ALGORITHM`,
+              reason: `must be set together with ${prefix}_RATE_LIMIT and ${prefix}_RATE_WINDOW`
+            })
+          )
+        }
+        if (read.openDuration !== undefined && read.failures === undefined) {
+          return yield* Effect.fail(
+            new Validate.InvalidOptionsError({
+              option: `${prefix}_BREAKER_OPEN_DURATION`,
+              reason: `must be set together with ${prefix}_BREAKER_FAILURES`
             })
           )
         }

@@ -2,7 +2,7 @@
 // an origin's response headers say. Each case was overridden by a header before (Effect's
 // limiter and breaker read them by default). In-memory clients, TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Result } from "effect"
+import { ConfigProvider, Effect, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Resilience } from "../src/index.ts"
@@ -79,6 +79,48 @@ describe("Resilience.layer", () => {
         assert.strictEqual(sent.length, 2)
         assert.isTrue(Result.isSuccess(probe!))
       }).pipe(Effect.provide(layer))
+    })
+  )
+})
+
+describe("Resilience.layerConfig", () => {
+  const build = (env: Record<string, string>) =>
+    Layer.build(
+      Resilience.layerConfig().pipe(
+        Layer.provide(Layer.succeed(HttpClient.HttpClient, answering(() => ({ status: 200 })).client))
+      )
+    ).pipe(Effect.scoped, Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))))
+
+  it.effect("fails naming a setting whose companion is unset, rather than dropping it", () =>
+    Effect.gen(function* () {
+      const cases: Array<[Record<string, string>, string, string]> = [
+        [{ VOLLEY_HTTP_RATE_LIMIT: "5" }, "VOLLEY_HTTP_RATE_LIMIT", "VOLLEY_HTTP_RATE_WINDOW"],
+        [
+          { VOLLEY_HTTP_BREAKER_OPEN_DURATION: "30 seconds" },
+          "VOLLEY_HTTP_BREAKER_OPEN_DURATION",
+          "VOLLEY_HTTP_BREAKER_FAILURES"
+        ],
+        [{ VOLLEY_HTTP_RATE_ALGORITHM: "fixed-window" }, "VOLLEY_HTTP_RATE_ALGORITHM", "VOLLEY_HTTP_RATE_LIMIT"]
+      ]
+      for (const [env, option, companion] of cases) {
+        const error = yield* Effect.flip(build(env))
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        if (error._tag !== "InvalidOptionsError") continue
+        assert.strictEqual(error.option, option)
+        assert.include(error.message, `must be set together with ${companion}`)
+      }
+    })
+  )
+
+  it.effect("builds with each setting and its companion", () =>
+    Effect.gen(function* () {
+      yield* build({
+        VOLLEY_HTTP_RATE_LIMIT: "5",
+        VOLLEY_HTTP_RATE_WINDOW: "1 second",
+        VOLLEY_HTTP_RATE_ALGORITHM: "fixed-window",
+        VOLLEY_HTTP_BREAKER_FAILURES: "3",
+        VOLLEY_HTTP_BREAKER_OPEN_DURATION: "30 seconds"
+      })
     })
   )
 })

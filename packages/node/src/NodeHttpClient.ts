@@ -156,14 +156,15 @@ export type TlsOptions = Tls.TlsOptions
  * `NodeBlocking.metrics`):
  * `volley_http_requests_total` (counter, attributes `origin` and `status_class`: `1xx`..`5xx`,
  * or `error` when no response came), `volley_http_request_duration_ms` (histogram: from sending
- * to the end of the body or the failure), `volley_http_in_flight` (gauge per `origin`) and
+ * to the end of the body or the failure), `volley_http_in_flight` (gauge per `origin`: the
+ * requests in flight of every client that records in the registry, `NodeProxy`'s included) and
  * `volley_http_body_bytes_read_total` (counter per `origin`: body bytes off the wire, before
- * decoding). Counters and the gauge are published at most every 100 ms while an origin's
- * requests flow, and at once when its last request in flight ends, so they are exact after a
- * batch; the histogram is exact at every read (its state is registered as the metric's hooks,
- * so updating it by hand does nothing). An upgrade request (served by platform-node's client) is
- * counted from sending to its response head, with no body bytes. Retries and
- * redirects are counted by `@volley/core` (`volley_http_retries_total`,
+ * decoding). Counters and the gauge are published within 100 ms of a change, requests stalled
+ * or not, and at once when a client's last request in flight at the origin ends, so they are
+ * exact after a batch; the histogram is exact at every read (its state is registered as the
+ * metric's hooks, so updating it by hand does nothing). An upgrade request (served by
+ * platform-node's client) is counted from sending to its response head, with no body bytes.
+ * Retries and redirects are counted by `@volley/core` (`volley_http_retries_total`,
  * `volley_http_redirects_total`).
  *
  * @example

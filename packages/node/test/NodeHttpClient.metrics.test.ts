@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer, Metric } from "effect"
+import { Context, Effect, Fiber, Layer, Metric } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 import { closedPort, origin } from "../../../test/support/origin.ts"
 
 // /ok (2 bytes), /missing (404, 2 bytes), /big (1 MB).
@@ -20,6 +21,44 @@ const requests = (origin: string, statusClass: string) =>
     Metric.value(Metric.withAttributes(metrics.requests, { origin, status_class: statusClass })),
     (s) => s.count
   )
+
+const inFlight = (origin: string) =>
+  Effect.map(Metric.value(Metric.withAttributes(metrics.inFlight, { origin })), (s) => s.value)
+
+// An origin whose /slow requests hang until released; /fast answers at once.
+const stalling = Effect.gen(function* () {
+  const held: Array<() => void> = []
+  const { url } = yield* origin({
+    "/slow": (_: IncomingMessage, res: ServerResponse) => held.push(() => res.end("slow")),
+    "/fast": (_: IncomingMessage, res: ServerResponse) => res.end("fast")
+  })
+  const get = (client: HttpClient.HttpClient, path: string) =>
+    Effect.flatMap(client.execute(HttpClientRequest.get(`${url}${path}`)), (response) => response.text)
+  /** Waits until the origin holds `n` requests. */
+  const holding = (n: number) =>
+    Effect.repeat(
+      Effect.sync(() => held.length),
+      { until: (length) => length >= n }
+    )
+  const release = Effect.sync(() => {
+    for (const end of held) end()
+  })
+  return { url, get, holding, release }
+})
+
+// What `read` returns once it equals `expected`, or after 2 s (publication is every 100 ms).
+const settled = <A>(read: Effect.Effect<A>, expected: A) =>
+  Effect.gen(function* () {
+    const until = Date.now() + 2000
+    let value = yield* read
+    while (Date.now() < until && JSON.stringify(value) !== JSON.stringify(expected)) {
+      yield* Effect.sleep("20 millis")
+      value = yield* read
+    }
+    return value
+  })
+
+const build = Effect.map(Layer.build(NodeHttpClient.layer()), Context.get(HttpClient.HttpClient))
 
 describe("NodeHttpClient", () => {
   describe("metrics", () => {
@@ -42,6 +81,43 @@ describe("NodeHttpClient", () => {
         assert.strictEqual(bytes.count, 5 * 2 + 2 + 1_000_000)
         assert.strictEqual((yield* Metric.value(metrics.duration)).count - durationsBefore, 8)
       }).pipe(Effect.provide(Live), Effect.scoped)
+    )
+
+    it.live("counts in flight the requests of every client at an origin in one registry", () =>
+      Effect.gen(function* () {
+        const server = yield* stalling
+        const [a, b] = [yield* build, yield* build]
+        const slow = yield* Effect.forkChild(server.get(a, "/slow"))
+        yield* server.holding(1)
+        assert.strictEqual(yield* inFlight(server.url), 1)
+        // B's last request in flight ends, and B publishes: A's is still open.
+        yield* server.get(b, "/fast")
+        const afterB = yield* inFlight(server.url)
+        yield* server.release
+        yield* Fiber.join(slow)
+        assert.strictEqual(afterB, 1)
+        assert.strictEqual(yield* inFlight(server.url), 0)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("publishes the counters while requests stall, with no request starting or ending", () =>
+      Effect.gen(function* () {
+        const server = yield* stalling
+        const client = yield* build
+        const slow = yield* Effect.forkChild(
+          Effect.all([server.get(client, "/slow"), server.get(client, "/slow"), server.get(client, "/slow")], {
+            concurrency: 3
+          })
+        )
+        yield* server.holding(3)
+        yield* server.get(client, "/fast")
+        const read = Effect.all({ inFlight: inFlight(server.url), ok: requests(server.url, "2xx") })
+        const stalled = yield* settled(read, { inFlight: 3, ok: 1 })
+        yield* server.release
+        yield* Fiber.join(slow)
+        assert.deepStrictEqual(stalled, { inFlight: 3, ok: 1 })
+        assert.deepStrictEqual(yield* read, { inFlight: 0, ok: 4 })
+      }).pipe(Effect.scoped)
     )
   })
 })

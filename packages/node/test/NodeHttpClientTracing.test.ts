@@ -3,9 +3,11 @@ import type { AddressInfo } from "node:net"
 import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { assert, describe, it } from "@effect/vitest"
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Fanout, Http } from "@volley/core"
+import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer, Result } from "effect"
+import { Effect, Exit, Layer, Result, Stream } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
+import { closedPort } from "../../../test/support/origin.ts"
 
 // A loopback origin that remembers the traceparent header each path was requested with.
 const origin = Effect.acquireRelease(
@@ -45,6 +47,7 @@ const otel = (exporter: InMemorySpanExporter) =>
   )
 
 const CLIENT = 2 // OpenTelemetry's SpanKind.CLIENT
+const ERROR = 2 // OpenTelemetry's SpanStatusCode.ERROR
 
 describe("NodeHttpClient", () => {
   describe("with an OpenTelemetry tracer", () => {
@@ -138,6 +141,42 @@ describe("NodeHttpClient", () => {
         }
       }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
     })
+
+    it.live(
+      "gives the client span of a request that got no response its error.type: the connection's error code",
+      () => {
+        const exporter = new InMemorySpanExporter()
+        return Effect.gen(function* () {
+          const refused = `http://127.0.0.1:${yield* closedPort}`
+          const plain = yield* Effect.exit(Http.getText(`${refused}/plain`))
+          // A streamed body takes the same traced path; with its span turned off (TracerDisabledWhen),
+          // the caller's span is left as it is.
+          const streamed = HttpClientRequest.post(`${refused}/streamed`).pipe(
+            HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("x")))
+          )
+          yield* Effect.exit(Http.send(streamed, (response) => response.text))
+          const untraced = yield* Effect.exit(
+            Http.send(streamed, (response) => response.text).pipe(
+              Effect.withSpan("caller"),
+              Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
+            )
+          )
+          assert.isTrue(Exit.isFailure(plain) && Exit.isFailure(untraced))
+          const finished = exporter.getFinishedSpans()
+          const clients = finished.filter((span) => span.kind === CLIENT)
+          assert.deepStrictEqual(
+            clients.map((span) => [span.attributes["url.path"], span.attributes["error.type"], span.status.code]),
+            [
+              ["/plain", "ECONNREFUSED", ERROR],
+              ["/streamed", "ECONNREFUSED", ERROR]
+            ]
+          )
+          const caller = finished.find((span) => span.name === "caller")
+          assert.isDefined(caller)
+          assert.isUndefined(caller!.attributes["error.type"])
+        }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), Retry.layer({ retries: 0 }), otel(exporter))))
+      }
+    )
 
     it.live("nests the client spans under the caller's span, in one trace", () => {
       const exporter = new InMemorySpanExporter()

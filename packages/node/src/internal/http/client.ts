@@ -48,6 +48,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
   Effect.gen(function* () {
     // Metrics go to the registry of the context the client is built in, as the pool's do.
     const meters = new Meters(yield* Effect.context<never>())
+    // A publication still scheduled (requests stalled) goes out now, and no timer outlives the client.
+    yield* Effect.addFinalizer(() => Effect.sync(() => meters.close()))
     const fallback = yield* PlatformHttpClient.makeUndici.pipe(
       Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(settings)))
     )
@@ -85,7 +87,14 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                   .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
               )
       const attributes = fiber.getRef(SpanAttributes)
-      return attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
+      const annotated =
+        attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
+      // OpenTelemetry's HTTP conventions want `error.type` on a failed client span; Effect's
+      // client sets it for a 4xx/5xx response only, not for a request that got none. Only when
+      // the request has its client span: otherwise the current span is the caller's.
+      return hasClientSpan(request, fiber)
+        ? Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
+        : annotated
     })
     const fast = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       const url = parseUrl(request)
@@ -129,6 +138,31 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       execute: (request: HttpClientRequest.HttpClientRequest) => Effect.withFiber((fiber) => route(request, fiber))
     })
   })
+
+// Whether `HttpClient.make` runs this request in a client span of its own, as it decides.
+const hasClientSpan = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>): boolean =>
+  fiber.getRef(References.TracerEnabled) &&
+  !fiber.getRef(Tracer.DisablePropagation) &&
+  !fiber.getRef(HttpClient.TracerDisabledWhen)(request)
+
+// A failure's `error.type`: the code of the error undici failed with (`ECONNREFUSED`,
+// `UND_ERR_CONNECT_TIMEOUT`, `UND_ERR_HEADERS_TIMEOUT`...), else the reason's tag.
+const errorType = (error: HttpClientError.HttpClientError): string => {
+  const reason = error.reason
+  return ("cause" in reason ? codeOf(reason.cause) : undefined) ?? reason._tag
+}
+
+const codeOf = (cause: unknown): string | undefined => {
+  // Happy eyeballs reports one failure per address tried; the first names the problem.
+  if (cause instanceof AggregateError && cause.errors.length > 0 && !hasCode(cause)) return codeOf(cause.errors[0])
+  return hasCode(cause) ? cause.code : undefined
+}
+
+const hasCode = (cause: unknown): cause is { readonly code: string } =>
+  typeof cause === "object" &&
+  cause !== null &&
+  typeof (cause as { readonly code?: unknown }).code === "string" &&
+  (cause as { readonly code: string }).code !== ""
 
 // The request's URL as `Url.make` resolves it. Without query parameters or hash (most
 // requests) it is the URL as given: `URL.parse` alone, with no exception to catch.

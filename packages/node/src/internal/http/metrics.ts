@@ -1,9 +1,12 @@
 // The direct client's HTTP metrics. A request must not pay for five metric updates (with
 // attributes, each one merges a context and looks its series up: ~3 µs for the lot, several
 // percent of a small request), so each origin keeps plain counters that are published to the
-// metrics at most every PUBLISH_MS while its requests flow, and at once whenever its last
-// request in flight ends: after a batch, the metrics are exact. The duration histogram, without
-// attributes, is exact at every read: its state is ours (see `Durations`).
+// metrics at most every PUBLISH_MS while its requests flow (a timer publishes what a stall left
+// unpublished), and at once whenever its last request in flight ends: after a batch, the
+// metrics are exact. The in-flight count is one per series (registry, attributes and origin),
+// shared by every client that records there, so each publication sets the gauge to the total
+// (see `InFlight`). The duration histogram, without attributes, is exact at every read: its
+// state is ours (see `Durations`).
 import * as Context from "effect/Context"
 import * as Metric from "effect/Metric"
 
@@ -36,15 +39,22 @@ export class OriginMeter {
   readonly requestSeries: ReadonlyArray<Metric.Metric<number, unknown>>
   readonly inFlightSeries: Metric.Metric<number, unknown>
   readonly bytesSeries: Metric.Metric<number, unknown>
+  /** This client's requests in flight at the origin. */
   inFlight = 0
   bytes = 0
   publishedAt = 0
+  /** The gauge's count: every client's requests in flight in the series. */
+  readonly shared: InFlight
+  /** A publication scheduled for what start/end left unpublished (a stall publishes nothing). */
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined
+  private closed = false
 
   readonly durations: Durations
 
   constructor(origin: string, context: Context.Context<never>, durations: Durations) {
     this.context = context
     this.durations = durations
+    this.shared = InFlight.of(context, origin)
     this.requestSeries = CLASSES.map((statusClass) =>
       Metric.withAttributes(metrics.requests, { origin, status_class: statusClass })
     )
@@ -55,8 +65,10 @@ export class OriginMeter {
   /** A request was sent; returns its start time. */
   start(): number {
     this.inFlight++
+    this.shared.count++
     const now = performance.now()
     if (now - this.publishedAt >= PUBLISH_MS) this.publish(now)
+    else if (this.timer === undefined) this.schedule(now)
     return now
   }
 
@@ -65,12 +77,39 @@ export class OriginMeter {
     const now = performance.now()
     this.durations.add(now - started)
     this.inFlight--
+    this.shared.count--
     this.bytes += bytes
     this.classes[status === 0 ? 5 : Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!++
     if (this.inFlight === 0 || now - this.publishedAt >= PUBLISH_MS) this.publish(now)
+    else if (this.timer === undefined) this.schedule(now)
+  }
+
+  /** The client's scope closed: publishes what is pending, and schedules nothing from now on. */
+  close(): void {
+    this.closed = true
+    if (this.timer !== undefined) this.publish(performance.now())
+  }
+
+  // Unref'd: metrics never keep the process alive. After close, publishes at once instead.
+  private schedule(now: number): void {
+    if (this.closed) {
+      this.publish(now)
+      return
+    }
+    this.timer = setTimeout(this.onTimer, PUBLISH_MS - (now - this.publishedAt))
+    this.timer.unref()
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined
+    this.publish(performance.now())
   }
 
   private publish(now: number): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
     this.publishedAt = now
     this.durations.ensureRegistered()
     for (let i = 0; i < CLASSES.length; i++) {
@@ -78,7 +117,7 @@ export class OriginMeter {
       this.requestSeries[i]!.updateUnsafe(this.classes[i]!, this.context)
       this.classes[i] = 0
     }
-    this.inFlightSeries.updateUnsafe(this.inFlight, this.context)
+    this.inFlightSeries.updateUnsafe(this.shared.count, this.context)
     if (this.bytes > 0) this.bytesSeries.updateUnsafe(this.bytes, this.context)
     this.bytes = 0
   }
@@ -108,7 +147,42 @@ export class Meters {
     this.lastOrigin = origin
     return meter
   }
+  /** The client's scope closed: see `OriginMeter.close`. */
+  close(): void {
+    for (const meter of this.byOrigin.values()) meter.close()
+  }
 }
+
+/**
+ * The requests in flight in one series of `volley_http_in_flight` (registry, the context's
+ * metric attributes and the origin), counted by every client that records there: two clients
+ * (two layers, a `NodeProxy` and a direct client) publishing each its own count would set the
+ * one series to whichever published last.
+ */
+export class InFlight {
+  count = 0
+
+  static of(context: Context.Context<never>, origin: string): InFlight {
+    const registry = Context.get(context, Metric.MetricRegistry)
+    // The attributes as Effect merges them for the series (the context's, then `origin`),
+    // sorted as its series key sorts them.
+    const attributes = { ...Context.get(context, Metric.CurrentMetricAttributes), origin }
+    const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    let byKey = inFlightSeries.get(registry)
+    if (byKey === undefined) {
+      byKey = new Map()
+      inFlightSeries.set(registry, byKey)
+    }
+    let inFlight = byKey.get(key)
+    if (inFlight === undefined) {
+      inFlight = new InFlight()
+      byKey.set(key, inFlight)
+    }
+    return inFlight
+  }
+}
+
+const inFlightSeries = new WeakMap<Metric.MetricRegistry, Map<string, InFlight>>()
 
 /**
  * The duration histogram's state, updated by each request directly and registered as the
