@@ -67,6 +67,24 @@ const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }
 const noRetries = Retry.layer({ retries: 0 })
 
 describe("Fanout", () => {
+  it.effect("ends at once over an empty array, in every form (it waited for good, or for the deadline)", () =>
+    Effect.gen(function* () {
+      const f = fake()
+      const forms = [
+        Fanout.all([]),
+        Fanout.allSettled([], { deadline: "1 hour" }),
+        Stream.runCollect(Fanout.stream([])),
+        Stream.runCollect(Fanout.streamSettled([], { ordered: true })),
+        Stream.runCollect(Fanout.pipeline([], (item) => Effect.succeed(item.index)))
+      ]
+      for (const form of forms) {
+        const fiber = yield* Effect.forkChild(Effect.provideService(form, HttpClient.HttpClient, f.client))
+        yield* TestClock.adjust("1 second")
+        assert.deepStrictEqual(fiber.pollUnsafe(), Exit.succeed([]))
+      }
+    })
+  )
+
   describe("all", () => {
     it.effect("returns values in input order when requests finish out of order", () =>
       Effect.gen(function* () {
@@ -618,6 +636,25 @@ describe("Fanout", () => {
   })
 
   describe("pipeline", () => {
+    it.effect("fails with ItemInterrupted when a stage is interrupted from inside, not a bare interrupt", () =>
+      Effect.gen(function* () {
+        const f = fake()
+        const exit = yield* Fanout.pipeline(["http://a.test/ms/1"], () => Effect.interrupt).pipe(
+          Stream.runCollect,
+          Effect.provideService(HttpClient.HttpClient, f.client),
+          Effect.exit,
+          Effect.forkChild,
+          Effect.tap(() => TestClock.adjust("1 second")),
+          Effect.flatMap(Fiber.join)
+        )
+        assert.isTrue(Exit.isFailure(exit) && !Cause.hasInterrupts(exit.cause))
+        assert.strictEqual(
+          Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string })._tag : "",
+          "ItemInterrupted"
+        )
+      })
+    )
+
     it.effect("holds at most concurrency + buffer bodies when the stage is slow", () =>
       Effect.gen(function* () {
         const f = fake()

@@ -506,6 +506,8 @@ class Workers<X, R> {
     // interrupt waits for the callback to return, then `onExit` stops every worker started.
     const ended = Effect.callback<void, X>((resume) => {
       this.grow()
+      // None started (an empty array: no worker is due), so none will ever end the batch.
+      if (this.live === 0) this.exit ??= Exit.void
       if (this.exit !== undefined) return resume(this.exit)
       this.wake = () => resume(this.exit!)
     })

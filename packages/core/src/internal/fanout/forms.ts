@@ -120,7 +120,18 @@ export const pipeline = <B, E2, R2, A, E, R>(
       failure: (_, error) => Cause.fail(error),
       interrupted: (job) => Cause.fail(interrupted(job))
     }),
-    (item) => Effect.map(stage(item), (value): Item<B> => ({ index: item.index, request: item.request, value }))
+    (item) =>
+      Effect.catchCause(
+        Effect.map(stage(item), (value): Item<B> => ({ index: item.index, request: item.request, value })),
+        // Interrupted from inside: typed, as a fetch's interrupted `read` is (a bare interrupt
+        // would look to the caller as if it had been interrupted itself).
+        (cause) =>
+          Cause.hasInterruptsOnly(cause)
+            ? Effect.fail(
+                new ItemInterrupted({ index: item.index, method: item.request.method, url: item.request.url })
+              )
+            : Effect.failCause(cause)
+      )
   )
 
 /** {@link pipeline} that emits every item's outcome, the fetch's or the stage's. */
