@@ -321,7 +321,8 @@ describe("Proxy", () => {
           "http://[::ffff:7f00:1]/",
           // the unspecified addresses: a connection to them reaches this machine
           "http://0.0.0.0:3000/",
-          "http://[::]:3000/"
+          "http://[::]:3000/",
+          "http://[::ffff:0.0.0.0]:3000/"
         ]
         for (const url of loopbacks) {
           const off = yield* Proxy.make({ all: "http://p:1" })

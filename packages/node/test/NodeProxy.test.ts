@@ -270,27 +270,37 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
 
-    it.live("fails a SOCKS5 password without a user name, or a user name without a password, before connecting", () =>
-      Effect.gen(function* () {
-        const proxy = yield* dropper()
-        // RFC 1929 sends both: either alone would otherwise be dropped silently.
-        for (const scheme of ["socks5h", "socks5"]) {
-          const layer = proxied(`${scheme}://:s3cret@127.0.0.1:${proxy.port}`)
-          const error = proxyErrorOf(yield* Effect.exit(get("http://localhost:9/x", layer)))
-          assert.strictEqual(error._tag, "ProxyAuthenticationError")
-          assert.strictEqual(error.proxy, `${scheme}://:<redacted>@127.0.0.1:${proxy.port}`)
-          assert.strictEqual(error.target, "localhost:9")
-          assert.include(error.message, "has only a password")
-          assert.notInclude(error.message, "s3cret")
-          const token = proxyErrorOf(
-            yield* Effect.exit(get("http://localhost:9/x", proxied(`${scheme}://t0ken@127.0.0.1:${proxy.port}`)))
-          )
-          assert.strictEqual(token._tag, "ProxyAuthenticationError")
-          assert.include(token.message, "has only a user name")
-          assert.notInclude(token.message, "t0ken")
-        }
-        assert.strictEqual(proxy.connections(), 0)
-      }).pipe(Effect.scoped)
+    it.live(
+      "fails SOCKS5 credentials RFC 1929 cannot carry (one without the other, over 255 bytes) before connecting",
+      () =>
+        Effect.gen(function* () {
+          const proxy = yield* dropper()
+          // RFC 1929 sends both: either alone would otherwise be dropped silently.
+          for (const scheme of ["socks5h", "socks5"]) {
+            const layer = proxied(`${scheme}://:s3cret@127.0.0.1:${proxy.port}`)
+            const error = proxyErrorOf(yield* Effect.exit(get("http://localhost:9/x", layer)))
+            assert.strictEqual(error._tag, "ProxyAuthenticationError")
+            assert.strictEqual(error.proxy, `${scheme}://:<redacted>@127.0.0.1:${proxy.port}`)
+            assert.strictEqual(error.target, "localhost:9")
+            assert.include(error.message, "has only a password")
+            assert.notInclude(error.message, "s3cret")
+            const token = proxyErrorOf(
+              yield* Effect.exit(get("http://localhost:9/x", proxied(`${scheme}://t0ken@127.0.0.1:${proxy.port}`)))
+            )
+            assert.strictEqual(token._tag, "ProxyAuthenticationError")
+            assert.include(token.message, "has only a user name")
+            assert.notInclude(token.message, "t0ken")
+            // Over RFC 1929's 255 bytes: the handshake failed, as a connection error retried 3 times.
+            const long = proxyErrorOf(
+              yield* Effect.exit(
+                get("http://localhost:9/x", proxied(`${scheme}://alice:${"p".repeat(300)}@127.0.0.1:${proxy.port}`))
+              )
+            )
+            assert.strictEqual(long._tag, "ProxyAuthenticationError")
+            assert.include(long.message, "at most 255 bytes")
+          }
+          assert.strictEqual(proxy.connections(), 0)
+        }).pipe(Effect.scoped)
     )
 
     it.live("reaches an HTTP proxy on an IPv6 literal", () =>

@@ -195,11 +195,14 @@ const ANY_V6 = new Uint8Array(16)
  * reaches this machine through (the URL a server "listening on 0.0.0.0:3000" prints): a proxy
  * would reach its own.
  */
-export const isLoopback = (host: Host): boolean =>
-  host._tag === "Name"
-    ? host.name === "localhost" || host.name.endsWith(".localhost")
-    : inRange(host.bytes, LOOPBACK_V4, 8) ||
-      inRange(host.bytes, LOOPBACK_V6, 128) ||
-      (inRange(host.bytes, MAPPED_V4, 96) && host.bytes[12] === 127) ||
-      inRange(host.bytes, ANY_V4, 32) ||
-      inRange(host.bytes, ANY_V6, 128)
+export const isLoopback = (host: Host): boolean => {
+  if (host._tag === "Name") return host.name === "localhost" || host.name.endsWith(".localhost")
+  // An IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`, `::ffff:0.0.0.0`) is that address.
+  const v4 = inRange(host.bytes, MAPPED_V4, 96) ? host.bytes.subarray(12) : host.bytes
+  return (
+    inRange(v4, LOOPBACK_V4, 8) ||
+    inRange(v4, ANY_V4, 32) ||
+    inRange(host.bytes, LOOPBACK_V6, 128) ||
+    inRange(host.bytes, ANY_V6, 128)
+  )
+}

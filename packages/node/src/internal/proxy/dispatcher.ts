@@ -57,15 +57,14 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     const fail = (error: Error) =>
       // undici reports failures before a connection exists without a controller, as here.
       handler.onResponseError?.(null as unknown as Undici.Dispatcher.DispatchController, error)
-    if (isSocks(proxy) && (proxy.username === undefined) !== (proxy.password === undefined)) {
-      // SOCKS5 username/password authentication (RFC 1929) carries a user name and a password,
-      // so `socks5://:pw@host` and `socks5://token@host` cannot be sent as given (undici would
-      // silently offer no authentication at all): fail before contacting the proxy rather than
-      // drop the credential.
+    const unsendable = isSocks(proxy) ? socksCredentialProblem(proxy) : undefined
+    if (unsendable !== undefined) {
+      // Credentials SOCKS5 cannot carry as given: fail before contacting the proxy (and as the
+      // authentication error it is, which no policy retries) rather than drop or mangle them.
       const error = new Proxy.ProxyAuthenticationError({
         proxy: proxy.label,
         target: targetOf(origin),
-        reason: `not sent: SOCKS5 username/password authentication needs a user name and a password, the proxy URL has only ${proxy.username === undefined ? "a password" : "a user name"}`
+        reason: `not sent: ${unsendable}`
       })
       queueMicrotask(() => fail(error))
       return true
@@ -348,6 +347,20 @@ const targetOf = (origin: string): string => URL.parse(origin)?.host ?? origin
 const unbracket = (host: string): string => host.replace(/^\[(.*)\]$/, "$1")
 
 const password = (proxy: Proxy.ProxyUrl): string => (proxy.password === undefined ? "" : Redacted.value(proxy.password))
+
+// SOCKS5 username/password authentication (RFC 1929) carries a user name and a password of 1 to
+// 255 bytes each: `socks5://:pw@host` and `socks5://token@host` would be sent with no
+// authentication at all (undici offers none without both), longer ones fail the handshake.
+const socksCredentialProblem = (proxy: Proxy.ProxyUrl): string | undefined => {
+  if (proxy.username === undefined && proxy.password === undefined) return undefined
+  if (proxy.username === undefined || proxy.password === undefined) {
+    return `SOCKS5 username/password authentication needs a user name and a password, the proxy URL has only ${proxy.username === undefined ? "a password" : "a user name"}`
+  }
+  if (Buffer.byteLength(proxy.username) > 255 || Buffer.byteLength(password(proxy)) > 255) {
+    return "SOCKS5 username/password authentication (RFC 1929) allows at most 255 bytes each for the user name and the password"
+  }
+  return undefined
+}
 
 type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
 
