@@ -70,7 +70,7 @@ describe("Fanout", () => {
   it.effect("ends at once over an empty array, in every form (it waited for good, or for the deadline)", () =>
     Effect.gen(function* () {
       const f = fake()
-      const forms = [
+      const forms: ReadonlyArray<Effect.Effect<ReadonlyArray<unknown>, unknown, HttpClient.HttpClient>> = [
         Fanout.all([]),
         Fanout.allSettled([], { deadline: "1 hour" }),
         Stream.runCollect(Fanout.stream([])),

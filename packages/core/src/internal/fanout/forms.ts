@@ -120,12 +120,12 @@ export const pipeline = <B, E2, R2, A, E, R>(
       failure: (_, error) => Cause.fail(error),
       interrupted: (job) => Cause.fail(interrupted(job))
     }),
-    (item) =>
+    (item): Effect.Effect<Item<B>, E2 | ItemInterrupted, R2> =>
       Effect.catchCause(
         Effect.map(stage(item), (value): Item<B> => ({ index: item.index, request: item.request, value })),
         // Interrupted from inside: typed, as a fetch's interrupted `read` is (a bare interrupt
         // would look to the caller as if it had been interrupted itself).
-        (cause) =>
+        (cause): Effect.Effect<never, E2 | ItemInterrupted> =>
           Cause.hasInterruptsOnly(cause)
             ? Effect.fail(
                 new ItemInterrupted({ index: item.index, method: item.request.method, url: item.request.url })
