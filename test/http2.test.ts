@@ -57,6 +57,14 @@ const h2Origin = Effect.acquireRelease(
         stream.respond({ ":status": 200 })
         return stream.end("ok")
       }
+      if (headers[":path"] === "/slow") {
+        const timer = setTimeout(() => {
+          if (stream.closed) return
+          stream.respond({ ":status": 200 })
+          stream.end("ok")
+        }, 300)
+        return stream.on("close", () => clearTimeout(timer))
+      }
       if (headers[":path"] === "/echo") {
         const chunks: Array<Buffer> = []
         stream.on("data", (chunk: Buffer) => chunks.push(chunk))
@@ -174,6 +182,26 @@ describe("NodeHttpClient http2", () => {
         Effect.provide(client(origin.pki.ca, { http2: true }))
       )
       assert.strictEqual(echoed, upload + upload)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("drops request headers HTTP/2 forbids, which failed every request on the connection", () =>
+    Effect.gen(function* () {
+      const origin = yield* h2Origin
+      const get = (headers: Record<string, string>) => Http.getText(`${origin.url}/slow`, { headers })
+      // The last two are sent while the first two are in flight on the one connection: undici
+      // destroyed it (node:http2 throws on them), failing the others too, and retried them.
+      const bodies = yield* Effect.all(
+        [
+          get({}),
+          get({}),
+          Effect.delay(get({ te: "gzip" }), "50 millis"),
+          Effect.delay(get({ "proxy-connection": "keep-alive" }), "50 millis")
+        ],
+        { concurrency: 4 }
+      ).pipe(Effect.provide(client(origin.pki.ca, { http2: true })))
+      assert.deepStrictEqual(bodies, ["ok", "ok", "ok", "ok"])
+      assert.strictEqual(origin.counts().opened, 1)
     }).pipe(Effect.scoped)
   )
 

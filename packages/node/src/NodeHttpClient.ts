@@ -128,7 +128,9 @@ export interface Options {
    * Offer HTTP/2 to `https://` origins (ALPN; undici's `allowH2`): an origin that accepts it
    * carries a batch's requests as streams of one connection (at most 100 at a time per
    * connection, fewer if the server says so). The same timeouts, interruption and per-host
-   * limits apply. Plain `http://` stays HTTP/1.1.
+   * limits apply. Plain `http://` stays HTTP/1.1. Request headers HTTP/2 forbids (`TE` other
+   * than `trailers`, `Proxy-Connection`) are then dropped from `https://` requests, as curl does:
+   * sent, they would make undici destroy the connection, failing every request on it.
    * @default false
    */
   readonly http2?: boolean | undefined
@@ -204,6 +206,8 @@ export interface ResolvedOptions {
   readonly decompress: boolean
   /** `Infinity`: no limit. */
   readonly maxBodySize: number
+  /** Whether HTTP/2 is offered to `https://` origins (`agent.allowH2`). */
+  readonly http2: boolean
 }
 
 /**
@@ -252,7 +256,8 @@ export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}
     headersTimeoutMs: Duration.toMillis(headers),
     bodyTimeoutMs: Duration.toMillis(body),
     decompress,
-    maxBodySize: maxBodySize ?? Number.POSITIVE_INFINITY
+    maxBodySize: maxBodySize ?? Number.POSITIVE_INFINITY,
+    http2
   }
   return resolved
 })

@@ -5,7 +5,7 @@ import * as Undici from "@effect/platform-node/Undici"
 import * as Effect from "effect/Effect"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
-import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
@@ -20,6 +20,8 @@ export interface Settings {
   readonly decompress: boolean
   /** Body limit unless a read's `HttpBody.MaxBodySize` says otherwise; `Infinity`: none. */
   readonly maxBodySize: number
+  /** Whether HTTP/2 may be negotiated with `https:` origins. */
+  readonly http2: boolean
 }
 
 /**
@@ -60,7 +62,21 @@ export const send = (
   const protocol = url.protocol
   if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
   const origin = url.origin
-  return dispatch(dispatcher, request, url, origin, settings, signal, decompress, meters.of(origin), upload)
+  const sent = settings.http2 && protocol === "https:" ? withoutH2Forbidden(request) : request
+  return dispatch(dispatcher, sent, url, origin, settings, signal, decompress, meters.of(origin), upload)
+}
+
+// Request headers HTTP/2 forbids (RFC 9113 §8.2.2) that undici passes on: node:http2 throws on
+// them, and undici then destroys the whole connection, failing every request on it (it refuses
+// the others, `Connection`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, itself). Dropped when
+// the connection may speak HTTP/2, as curl does; meaningless on HTTP/1.1 anyway.
+const withoutH2Forbidden = (request: HttpClientRequest.HttpClientRequest): HttpClientRequest.HttpClientRequest => {
+  const te = request.headers.te
+  const dropTe = te !== undefined && te.trim().toLowerCase() !== "trailers"
+  const dropProxyConnection = request.headers["proxy-connection"] !== undefined
+  if (!dropTe && !dropProxyConnection) return request
+  const kept = dropTe ? HttpClientRequest.removeHeader(request, "te") : request
+  return dropProxyConnection ? HttpClientRequest.removeHeader(kept, "proxy-connection") : kept
 }
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
