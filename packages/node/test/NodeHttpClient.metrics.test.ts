@@ -119,5 +119,23 @@ describe("NodeHttpClient", () => {
         assert.deepStrictEqual(yield* read, { inFlight: 0, ok: 4 })
       }).pipe(Effect.scoped)
     )
+
+    it.live("stops counting a request interrupted while it waits for a connection", () =>
+      Effect.gen(function* () {
+        const server = yield* stalling
+        const client = yield* Layer.build(
+          Layer.merge(NodeHttpClient.layer({ connectionsPerOrigin: 1 }), Retry.layer({ retries: 0 }))
+        ).pipe(Effect.map(Context.get(HttpClient.HttpClient)))
+        const held = yield* Effect.forkChild(server.get(client, "/slow"))
+        yield* server.holding(1)
+        const queued = yield* Effect.forkChild(server.get(client, "/fast"))
+        yield* Effect.sleep("100 millis")
+        yield* Fiber.interrupt(queued)
+        // It stayed counted until undici dropped it, when the connection freed (never, if it hangs).
+        assert.strictEqual(yield* settled(inFlight(server.url), 1), 1)
+        yield* server.release
+        yield* Fiber.join(held)
+      }).pipe(Effect.scoped)
+    )
   })
 })

@@ -192,10 +192,14 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   abort(reason: Error): void {
     if (this.done) return
     this.reason ??= reason
-    this.controller?.abort(reason)
+    if (this.controller !== undefined) this.controller.abort(reason)
+    // Not started (waiting for a connection, or for a proxy's tunnel): undici drops it when its
+    // turn comes (see `onRequestStart`), which may be long after; it is over for the metrics now.
+    else this.finish()
   }
 
   finish(): void {
+    if (this.done) return
     this.done = true
     this.signal?.removeEventListener("abort", this)
     this.meter.end(this.started, this.status, this.wireBytes)
