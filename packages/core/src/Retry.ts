@@ -37,13 +37,15 @@
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
-import type * as HttpClientError from "effect/http/HttpClientError"
+import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { applied, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
-import { make, type Options, RetryPolicy } from "./internal/retry/policy.ts"
+import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
 import * as Validate from "./Options.ts"
 
 export { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./internal/retry/errors.ts"
@@ -126,7 +128,11 @@ export const layerConfig = (
 /**
  * Applies the policy in the environment to every request of a client (status, transport
  * errors and timeouts of the response head; reading the body stays with the caller), for code
- * that calls `HttpClient` itself. `Http.*` helpers and batches need no wrapper: they apply the
+ * that calls `HttpClient` itself. Responses come back as the client returns them: one with a
+ * status the policy retries is sent again while the policy allows, and the last one is
+ * returned when it gives up (a `Retry-After` past `maxRetryAfter` fails with
+ * `RetryAfterTooLong`, its body drained); any other status, a 404 or a redirect, is returned at
+ * once (so `HttpClient.followRedirects` and `filterStatusOk` work over it as over any client). `Http.*` helpers and batches need no wrapper: they apply the
  * policy themselves, body included, and run on the client underneath this one, so a request
  * is never retried by both.
  *
@@ -147,21 +153,48 @@ export const withPolicy = <E, R>(
 ): HttpClient.HttpClient.With<E | HttpClientError.HttpClientError | RetryError, R> => {
   const inner = unwrap(client)
   wrapperBuilt()
-  const checked = HttpClient.filterStatusOk(inner)
-  const wrapped = HttpClient.makeWith(
+  // A response with a status the policy retries is a failure while it may be retried; any other
+  // response is the caller's, as the inner client returns it (a 404, a redirect for
+  // `HttpClient.followRedirects`), and so is the last retried one once the policy gives up.
+  const attempt = (policy: Policy, request: HttpClientRequest.HttpClientRequest) =>
+    Effect.flatMap(inner.execute(request), (response) =>
+      policy.statuses.has(response.status) ? Effect.fail(retryable(response)) : Effect.succeed(response)
+    )
+  const wrapped = HttpClient.makeWith<never, never, E | HttpClientError.HttpClientError | RetryError, R>(
     (request) =>
-      Effect.flatMap(request, (request) =>
+      // Requests made while this one is prepared (a transform fetching a token through this
+      // client) are not under the caller's policy: each gets its own.
+      Effect.flatMap(Effect.provideService(request, PolicyApplied, false), (request) =>
         Effect.withFiber((fiber) =>
           // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
           fiber.getRef(PolicyApplied)
             ? inner.execute(request)
-            : Effect.flatMap(RetryPolicy, (policy) => run(policy, request, applied(checked.execute(request))))
+            : Effect.flatMap(RetryPolicy, (policy) =>
+                Effect.catchIf(
+                  run(policy, request, applied(attempt(policy, request))),
+                  (error) => retried.has(error as object),
+                  (error) =>
+                    Effect.succeed(
+                      ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
+                    )
+                )
+              )
         )
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )
   // `Http.*` and batches find the inner client here and apply the policy once, themselves.
   return Object.assign(wrapped, { [WrappedKey]: inner })
+}
+
+// The failures `withPolicy` makes of responses it may retry, to hand the response back at the end.
+const retried = new WeakSet<object>()
+const retryable = (response: HttpClientResponse.HttpClientResponse): HttpClientError.HttpClientError => {
+  const error = new HttpClientError.HttpClientError({
+    reason: new HttpClientError.StatusCodeError({ request: response.request, response })
+  })
+  retried.add(error)
+  return error
 }
 
 /**

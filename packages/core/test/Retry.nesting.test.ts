@@ -39,9 +39,10 @@ describe("Retry where loops meet", () => {
       const outer = Retry.withPolicy(
         HttpClient.mapRequest(Retry.withPolicy(client), HttpClientRequest.setHeader("x-a", "1"))
       )
-      const fiber = yield* Effect.forkChild(Effect.exit(outer.get("http://api.test/x")))
+      const fiber = yield* Effect.forkChild(outer.get("http://api.test/x"))
       yield* TestClock.adjust("1 minute")
-      assert.strictEqual(failure(yield* Fiber.join(fiber))?.reason?._tag, "StatusCodeError")
+      // Given up on: the last 503 is returned, as the client returns it.
+      assert.strictEqual((yield* Fiber.join(fiber)).status, 503)
       assert.strictEqual(calls.length, 4, "the first try and 3 retries, not 4 x 4")
     }).pipe(Effect.provide(NoDelays))
   )

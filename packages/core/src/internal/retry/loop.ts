@@ -214,15 +214,19 @@ export const retryLoop = <A, E, R>(
         // `>=`: a retry due exactly at the deadline could not run either.
         retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter >= deadline ? "deadline" : undefined
       if (limit !== undefined) {
-        return Effect.fail(
-          new RetryAfterTooLong({
-            method: request.method,
-            url: request.url,
-            retryAfterMillis: retryAfter,
-            limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
-            limit,
-            cause: error as HttpClientError.HttpClientError
-          })
+        // Given up on: its body is read (a small one) or aborted, so it holds no connection.
+        return Effect.andThen(
+          discardBody(error, Math.max(0, deadline - now)),
+          Effect.fail(
+            new RetryAfterTooLong({
+              method: request.method,
+              url: request.url,
+              retryAfterMillis: retryAfter,
+              limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
+              limit,
+              cause: error as HttpClientError.HttpClientError
+            })
+          )
         )
       }
     }
