@@ -3,8 +3,10 @@ import { type AddressInfo, createServer, type Server, type Socket } from "node:n
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Scope } from "effect"
+import { Cause, Effect, Exit, Layer, Scope, Stream, Tracer } from "effect"
 import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientModule from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
 
 // Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
 interface Peer {
@@ -355,4 +357,39 @@ describe("NodeProxy", () => {
       }).pipe(Effect.scoped)
     )
   })
+
+  it.live("names the route on the request's client span only: never on the caller's when tracing is off", () =>
+    Effect.gen(function* () {
+      const targets: Array<string> = []
+      const proxy = yield* forwardProxy(targets)
+      const labelled: Array<string> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          const span = Tracer.nativeTracer.span(options)
+          const attribute = span.attribute.bind(span)
+          span.attribute = (key, value) => {
+            if (key === "proxy.route") labelled.push(options.name)
+            attribute(key, value)
+          }
+          return span
+        }
+      })
+      // A streamed body takes the traced path even when tracing is off for the request.
+      const post = Http.send(
+        HttpClientRequest.post("http://127.0.0.1:9/upload").pipe(
+          HttpClientRequest.bodyStream(Stream.make(new TextEncoder().encode("x")))
+        ),
+        (response) => response.text
+      )
+      const body = yield* post.pipe(
+        Effect.provideService(HttpClientModule.TracerDisabledWhen, () => true),
+        Effect.withSpan("caller"),
+        Effect.provideService(Tracer.Tracer, tracer),
+        Effect.provide(proxied(`http://127.0.0.1:${proxy.port}`))
+      )
+      assert.strictEqual(body, "via proxy")
+      // The caller's span was labelled with the route of one of its requests.
+      assert.deepStrictEqual(labelled, [])
+    }).pipe(Effect.scoped)
+  )
 })

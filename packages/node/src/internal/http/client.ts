@@ -86,15 +86,15 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                   .execute(request)
                   .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
               )
+      // Only when the request has its client span: otherwise (a streamed body with tracing off
+      // for it) the current span is the caller's, which these attributes are not about.
+      if (!hasClientSpan(request, fiber)) return run
       const attributes = fiber.getRef(SpanAttributes)
       const annotated =
         attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
       // OpenTelemetry's HTTP conventions want `error.type` on a failed client span; Effect's
-      // client sets it for a 4xx/5xx response only, not for a request that got none. Only when
-      // the request has its client span: otherwise the current span is the caller's.
-      return hasClientSpan(request, fiber)
-        ? Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
-        : annotated
+      // client sets it for a 4xx/5xx response only, not for a request that got none.
+      return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
     const fast = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       const url = parseUrl(request)
