@@ -277,6 +277,13 @@ export const submit = <E = never, R = never>(
     }
     const name =
       options.reader === undefined ? null : typeof options.reader === "string" ? options.reader : options.reader.name
+    // PostgreSQL text cannot hold U+0000: refused here, typed, not as a failed insert.
+    if (job.includes("\u0000") || name?.includes("\u0000")) {
+      return yield* new Validate.InvalidOptionsError({
+        option: job.includes("\u0000") ? "job" : "reader",
+        reason: "must not contain the character U+0000"
+      })
+    }
     const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
     return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(
       Effect.catchIf(

@@ -206,6 +206,15 @@ describe("ClusterFanout", () => {
       assert.strictEqual(error._tag, "InvalidOptionsError")
       assert.include(error.message, "perHost")
     })
+
+    it("fails with InvalidOptionsError for a job id or reader name with a NUL character (an SqlError before)", async () => {
+      const job = await run(Effect.flip(ClusterFanout.submit("bad\u0000id", ["http://127.0.0.1/"])))
+      assert.deepStrictEqual([job._tag, (job as { option?: string }).option], ["InvalidOptionsError", "job"])
+      const reader = await run(
+        Effect.flip(ClusterFanout.submit("nul-reader", ["http://127.0.0.1/"], { reader: "text\u0000" }))
+      )
+      assert.deepStrictEqual([reader._tag, (reader as { option?: string }).option], ["InvalidOptionsError", "reader"])
+    })
   })
 
   describe("cancel", () => {
