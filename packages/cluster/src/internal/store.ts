@@ -103,12 +103,14 @@ export interface JobRow {
   readonly finished_at: Date | null
   /** The submission's (see `RunChunk` in ./model.ts): a chunk with another one is a forgotten job's. */
   readonly nonce: string
+  /** Over all the job's items, once submitted in full (see ./submit.ts). */
+  readonly hash: string | null
 }
 
 export const findJob = (job: string): Effect.Effect<JobRow | undefined, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     Effect.map(
-      sql<JobRow>`select per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce from volley_jobs where job_id = ${job}`,
+      sql<JobRow>`select per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce, hash from volley_jobs where job_id = ${job}`,
       (rows) => rows[0]
     )
   )

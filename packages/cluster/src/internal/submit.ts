@@ -8,7 +8,7 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
-import { durable, storable } from "./store.ts"
+import { durable, findJob, storable } from "./store.ts"
 
 /** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text or empty body. */
 export type Item =
@@ -172,15 +172,6 @@ export interface Plan {
   readonly reader: string | null
 }
 
-interface JobRow {
-  readonly per_host: number
-  readonly reader: string | null
-  readonly chunk_size: number
-  readonly nonce: string
-  readonly total: string | number | null
-  readonly hash: string | null
-}
-
 /**
  * Stores the job, then its items chunk by chunk: items are grouped per origin, a chunk is sent
  * (one persisted message) when it holds `chunkSize` items, and the rest at the end. Chunks are
@@ -204,8 +195,7 @@ export const submit = <E, R>(
     // The row's nonce (a column default) is this submission's: kept while the row lives, new after a forget.
     yield* sql`insert into volley_jobs (job_id, per_host, reader, chunk_size)
       values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize}) on conflict do nothing`
-    const [job] = yield* sql<JobRow>`
-      select per_host, reader, chunk_size, nonce, total, hash from volley_jobs where job_id = ${plan.job}`
+    const job = yield* findJob(plan.job)
     if (
       job === undefined ||
       job.per_host !== plan.perHost ||
@@ -257,6 +247,10 @@ export const submit = <E, R>(
       verified < known.size ? Effect.sync(() => void held.push(effect)) : effect
     const release = Effect.suspend(() => Effect.forEach(held.splice(0), (effect) => effect, { discard: true }))
 
+    const otherItems = (chunk: Chunk) =>
+      new Conflict(
+        `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
+      )
     const buffers = new Map<string, Array<Chunk["items"][number]>>()
     let chunks = 0
     const store = (chunk: Chunk, digest: string) =>
@@ -267,13 +261,7 @@ export const submit = <E, R>(
         const [stored] = yield* sql<{
           hash: string
         }>`select hash from volley_chunks where job_id = ${plan.job} and chunk = ${chunk.chunk}`
-        if (stored?.hash !== digest) {
-          return yield* Effect.fail(
-            new Conflict(
-              `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
-            )
-          )
-        }
+        if (stored?.hash !== digest) return yield* Effect.fail(otherItems(chunk))
         yield* client(chunk.origin)
           .RunChunk(chunk, { discard: true })
           .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
@@ -311,13 +299,7 @@ export const submit = <E, R>(
               )
             : act(start(chunk, digest))
         }
-        if (stored !== digest) {
-          return Effect.fail(
-            new Conflict(
-              `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${items[0]?.index})`
-            )
-          )
-        }
+        if (stored !== digest) return Effect.fail(otherItems(chunk))
         // A stored chunk sent again adds nothing new (its items were the job's already), and it
         // may not have been sent before the last submit stopped.
         verified++

@@ -297,17 +297,12 @@ export const follow = <A, E, R, E2>(
       // The request as sent carries the trace context the client added for the previous hop,
       // naming that hop's span. The next hop's client adds its own (its span's, or the enclosing
       // span's for a hop it does not trace), or none: the previous hop's must not reach it.
-      for (const header of TRACE_HEADERS) {
-        if (next.headers[header] !== undefined) next = HttpClientRequest.removeHeader(next, header)
-      }
+      next = withoutHeaders(next, TRACE_HEADERS)
       if (method !== requested || (!keepsBody && request.body._tag !== "Empty")) {
         // The body is dropped, and with it the headers describing it (as Fetch does); setBody
         // removes Content-Type and Content-Length.
         if (method !== requested) next = HttpClientRequest.setMethod(next, method)
-        next = HttpClientRequest.setBody(next, HttpBody.empty)
-        for (const header of BODY_HEADERS) {
-          if (next.headers[header] !== undefined) next = HttpClientRequest.removeHeader(next, header)
-        }
+        next = withoutHeaders(HttpClientRequest.setBody(next, HttpBody.empty), BODY_HEADERS)
       }
       const crossed = state.crossed || target.origin !== from.origin
       if (target.origin !== from.origin) next = stripSensitive(next, policy)
@@ -357,13 +352,22 @@ const BODY_HEADERS = ["content-encoding", "content-language", "content-location"
 const stripSensitive = (
   request: HttpClientRequest.HttpClientRequest,
   policy: Policy
+): HttpClientRequest.HttpClientRequest =>
+  withoutHeaders(
+    request,
+    Object.keys(request.headers).filter((header) => header === "host" || policy.sensitiveHeaders.has(header))
+  )
+
+// `request` without those of `headers` it has (as it is when it has none of them).
+const withoutHeaders = (
+  request: HttpClientRequest.HttpClientRequest,
+  headers: ReadonlyArray<string>
 ): HttpClientRequest.HttpClientRequest => {
-  let stripped = request
-  for (const header of Object.keys(request.headers)) {
-    if (header === "host" || policy.sensitiveHeaders.has(header))
-      stripped = HttpClientRequest.removeHeader(stripped, header)
+  let kept = request
+  for (const header of headers) {
+    if (kept.headers[header] !== undefined) kept = HttpClientRequest.removeHeader(kept, header)
   }
-  return stripped
+  return kept
 }
 
 // Once a chain has crossed origins, every later hop runs on `client` with the same headers

@@ -168,17 +168,7 @@ export class InFlight {
     // sorted as its series key sorts them.
     const attributes = { ...Context.get(context, Metric.CurrentMetricAttributes), origin }
     const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-    let byKey = inFlightSeries.get(registry)
-    if (byKey === undefined) {
-      byKey = new Map()
-      inFlightSeries.set(registry, byKey)
-    }
-    let inFlight = byKey.get(key)
-    if (inFlight === undefined) {
-      inFlight = new InFlight()
-      byKey.set(key, inFlight)
-    }
-    return inFlight
+    return perSeries(inFlightSeries, registry, key, () => new InFlight())
   }
 }
 
@@ -216,16 +206,7 @@ export class Durations {
   static of(context: Context.Context<never>): Durations {
     const registry = Context.get(context, Metric.MetricRegistry)
     const key = seriesKey(registry, context)
-    let byKey = registered.get(registry)
-    if (byKey === undefined) {
-      byKey = new Map()
-      registered.set(registry, byKey)
-    }
-    let durations = byKey.get(key)
-    if (durations === undefined) {
-      durations = new Durations(context, registry, key)
-      byKey.set(key, durations)
-    }
+    const durations = perSeries(registered, registry, key, () => new Durations(context, registry, key))
     durations.ensureRegistered()
     return durations
   }
@@ -295,3 +276,24 @@ const seriesKey = (registry: Metric.MetricRegistry, context: Context.Context<nev
 }
 
 const registered = new WeakMap<Metric.MetricRegistry, Map<string, Durations>>()
+
+// The value kept for one series of a registry (by its key), made on first use: one per series,
+// shared by every client that records there.
+const perSeries = <A>(
+  store: WeakMap<Metric.MetricRegistry, Map<string, A>>,
+  registry: Metric.MetricRegistry,
+  key: string,
+  make: () => A
+): A => {
+  let byKey = store.get(registry)
+  if (byKey === undefined) {
+    byKey = new Map()
+    store.set(registry, byKey)
+  }
+  let value = byKey.get(key)
+  if (value === undefined) {
+    value = make()
+    byKey.set(key, value)
+  }
+  return value
+}
