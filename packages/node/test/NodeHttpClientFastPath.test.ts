@@ -30,6 +30,7 @@ const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void
   "/at-limit": (_req, res) => res.writeHead(200, { "content-length": String(atLimit.length) }).end(atLimit),
   "/echo": (req, res) => req.pipe(res.writeHead(200)),
   "/traceparent": (req, res) => res.writeHead(200).end(req.headers.traceparent ?? "none"),
+  "/headers": (req, res) => res.writeHead(200).end(JSON.stringify(req.headers)),
   "/stalled-body": (_req, res) => {
     res.writeHead(200, { "content-length": "10" }).write("12345")
   },
@@ -346,6 +347,32 @@ describe("NodeHttpClient", () => {
         assert.strictEqual(sent, `00-${span.traceId}-${span.spanId}-01`)
         // The header names the caller's trace; no client span of its own was made.
         assert.isTrue(span.traceId.length === 32)
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
+
+    it.live("sends the span's trace context over the request's own headers, with its Accept-Encoding", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        const sent = (request: HttpClientRequest.HttpClientRequest) =>
+          Effect.flatMap(client.execute(request), (r) => r.json) as Effect.Effect<Record<string, string>, unknown>
+        const own = HttpClientRequest.get(`${server.url}/headers`).pipe(
+          HttpClientRequest.setHeaders({ "x-own": "1", traceparent: "00-stale-stale-00" })
+        )
+        const [first, second, plain, span] = yield* Effect.all([
+          sent(own),
+          sent(own),
+          sent(HttpClientRequest.get(`${server.url}/headers`)),
+          Effect.currentSpan
+        ]).pipe(Effect.withSpan("caller"))
+        const traceparent = `00-${span.traceId}-${span.spanId}-01`
+        assert.deepInclude(first, { "x-own": "1", traceparent, b3: `${span.traceId}-${span.spanId}-1` })
+        assert.match(first["accept-encoding"]!, /gzip/)
+        assert.deepStrictEqual(second, first)
+        assert.deepInclude(plain, { traceparent, b3: `${span.traceId}-${span.spanId}-1` })
+        assert.match(plain["accept-encoding"]!, /gzip/)
+        // Outside the span: the request's own headers only.
+        assert.strictEqual((yield* sent(own)).traceparent, "00-stale-stale-00")
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
 

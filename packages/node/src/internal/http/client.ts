@@ -32,7 +32,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
 import * as Tracer from "effect/Tracer"
-import { isPlain, retypeRejected, type Settings, send, type Upload, unsupportedUrl } from "./dispatch.ts"
+import { isPlain, retypeRejected, type Settings, send, TraceHeaders, type Upload, unsupportedUrl } from "./dispatch.ts"
 import { Meters, type OriginMeter } from "./metrics.ts"
 
 /**
@@ -62,7 +62,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             settings,
             signal,
             fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
-            meters
+            meters,
+            undefined
           )
         : url.protocol !== "http:" && url.protocol !== "https:"
           ? Effect.fail(unsupportedUrl(request, url))
@@ -76,6 +77,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                   signal,
                   fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
                   meters,
+                  undefined,
                   upload
                 ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
               )
@@ -96,7 +98,11 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
-    const fast = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
+    const fast = (
+      request: HttpClientRequest.HttpClientRequest,
+      fiber: Fiber.Fiber<unknown, unknown>,
+      trace: TraceHeaders | undefined
+    ) => {
       const url = parseUrl(request)
       return Result.isFailure(url)
         ? Effect.fail(
@@ -111,19 +117,20 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             settings,
             undefined,
             fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
-            meters
+            meters,
+            trace
           )
     }
     const route = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       if (!isPlain(request)) return traced.execute(request)
       if (fiber.getRef(Tracer.DisablePropagation) || !fiber.getRef(References.TracerEnabled)) {
-        return fast(request, fiber)
+        return fast(request, fiber, undefined)
       }
       // No client span for this request (`TracerDisabledWhen`, as a batch without `tracing` sets
       // it), or nothing records spans (Effect's default tracer): skip the span, but keep
       // propagating the enclosing span's trace context (a batch's), so the trace stays one.
       if (fiber.getRef(HttpClient.TracerDisabledWhen)(request) || fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) {
-        return fast(propagate(request, fiber), fiber)
+        return fast(request, fiber, traceOf(fiber))
       }
       return traced.execute(request)
     }
@@ -175,19 +182,20 @@ const parseUrl = (request: HttpClientRequest.HttpClientRequest): Result.Result<U
 }
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if
-// any (a server span continued from an incoming `traceparent`, a `withSpan` around the call),
-// so a trace that crosses this service stays one trace; without a span it carries none.
-const propagate = (
-  request: HttpClientRequest.HttpClientRequest,
-  fiber: Fiber.Fiber<unknown, unknown>
-): HttpClientRequest.HttpClientRequest => {
+// any (a server span continued from an incoming `traceparent`, a `withSpan` around the call,
+// a batch's span), so a trace that crosses this service stays one trace; without a span it
+// carries none. Each span's headers are built once (a batch sends its span's with every request).
+const traceHeaders = new WeakMap<Tracer.AnySpan, TraceHeaders | null>()
+const traceOf = (fiber: Fiber.Fiber<unknown, unknown>): TraceHeaders | undefined => {
   const span = fiber.cache.span
-  if (span === undefined || !fiber.getRef(HttpClient.TracerPropagationEnabled)) return request
-  if (span._tag === "Span" && Context.get(span.annotations, Tracer.DisablePropagation)) return request
-  return HttpClientRequest.setHeaders(request, {
-    b3: `${span.traceId}-${span.spanId}-${span.sampled ? "1" : "0"}`,
-    traceparent: `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
-  })
+  if (span === undefined || !fiber.getRef(HttpClient.TracerPropagationEnabled)) return undefined
+  let trace = traceHeaders.get(span)
+  if (trace === undefined) {
+    trace =
+      span._tag === "Span" && Context.get(span.annotations, Tracer.DisablePropagation) ? null : new TraceHeaders(span)
+    traceHeaders.set(span, trace)
+  }
+  return trace ?? undefined
 }
 
 // A streamed or form-data body as undici takes it, and the request to send it with, encoded as

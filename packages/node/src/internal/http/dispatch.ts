@@ -56,6 +56,7 @@ export const send = (
   signal: AbortSignal | undefined,
   decompress: boolean,
   meters: Meters,
+  trace: TraceHeaders | undefined,
   upload?: Upload
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
   // Each read of a URL's part builds a new string: read each once.
@@ -63,7 +64,26 @@ export const send = (
   if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
   const origin = url.origin
   const sent = settings.http2 && protocol === "https:" ? withoutH2Forbidden(request) : request
-  return dispatch(dispatcher, sent, url, origin, settings, signal, decompress, meters.of(origin), upload)
+  return dispatch(dispatcher, sent, url, origin, settings, signal, decompress, meters.of(origin), trace, upload)
+}
+
+/**
+ * A span's trace context as request headers (`b3`, `traceparent`), sent on top of a request's
+ * own headers by a request without a client span of its own. Built once per span: every
+ * request of a batch sends its batch span's, and copying them into each request (a new
+ * `Headers` and request per request) cost a tenth of a small request's CPU.
+ */
+export class TraceHeaders {
+  readonly headers: Readonly<Record<string, string>>
+  // With the Accept-Encoding of a request that asks for compressed bodies.
+  readonly accepting: Readonly<Record<string, string>>
+  constructor(span: { readonly traceId: string; readonly spanId: string; readonly sampled: boolean }) {
+    this.headers = Object.freeze({
+      b3: `${span.traceId}-${span.spanId}-${span.sampled ? "1" : "0"}`,
+      traceparent: `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
+    })
+    this.accepting = Object.freeze({ ...this.headers, "accept-encoding": ACCEPT_ENCODING })
+  }
 }
 
 // Request headers HTTP/2 forbids (RFC 9113 §8.2.2) that undici passes on: node:http2 throws on
@@ -114,19 +134,18 @@ const dispatch = (
   signal: AbortSignal | undefined,
   decompress: boolean,
   meter: OriginMeter,
+  trace: TraceHeaders | undefined,
   upload: Upload | undefined
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.callback((resume) => {
     const handler = new Handler(request, url, resume, signal, decompress, settings, meter)
-    const headers = request.headers
     try {
       dispatcher.dispatch(
         {
           origin,
           path: url.pathname + url.search,
           method: request.method,
-          // An Accept-Encoding the caller set is sent as it is (the response is still decoded).
-          headers: decompress ? withAcceptEncoding(headers) : headers,
+          headers: outgoing(request.headers, decompress, trace),
           body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
           headersTimeout: settings.headersTimeoutMs,
           bodyTimeout: settings.bodyTimeoutMs
@@ -308,15 +327,27 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   }
 }
 
-// The headers of most requests are Effect's shared empty Headers: they get one shared object
-// rather than a copy each (a copy per request showed in the plain path's benchmark).
+// The headers undici sends: the request's, its span's trace context over them, and an
+// Accept-Encoding when asking for compressed bodies (one the caller set is sent as it is; the
+// response is still decoded). The headers of most requests are Effect's shared empty Headers:
+// they get one shared object rather than a copy each (a copy per request showed in the plain
+// path's benchmark).
 const ACCEPT_ONLY: Readonly<Record<string, string>> = Object.freeze({ "accept-encoding": ACCEPT_ENCODING })
-const withAcceptEncoding = (headers: Headers.Headers): Readonly<Record<string, string>> =>
-  headers === Headers.empty
-    ? ACCEPT_ONLY
-    : headers["accept-encoding"] === undefined
-      ? { ...headers, "accept-encoding": ACCEPT_ENCODING }
-      : headers
+const outgoing = (
+  headers: Headers.Headers,
+  decompress: boolean,
+  trace: TraceHeaders | undefined
+): Readonly<Record<string, string>> => {
+  if (headers === Headers.empty) {
+    if (trace !== undefined) return decompress ? trace.accepting : trace.headers
+    return decompress ? ACCEPT_ONLY : headers
+  }
+  const asking = decompress && headers["accept-encoding"] === undefined
+  if (trace === undefined && !asking) return headers
+  const merged: Record<string, string> = { ...headers, ...trace?.headers }
+  if (asking) merged["accept-encoding"] = ACCEPT_ENCODING
+  return merged
+}
 
 // undici's refusals of a request's input, before anything is written: a header it cannot write
 // (`InvalidArgumentError`), an `Expect` header (`NotSupportedError`), a Content-Length the body
