@@ -96,6 +96,33 @@ const undiciFloor = async (origin: string): Promise<Client> => {
   }
 }
 
+// Effect's floor: the floor's requests, each an \`Effect.callback\` around the bare handler, run
+// by \`Effect.forEach\` at the same concurrency (a fiber per request, as the idiom's). The least
+// any client whose requests are Effects pays; the distance from it to a volley row is volley's.
+const effectFloor = async (origin: string): Promise<Client> => {
+  const pool = new Pool(origin, { connections: 64 })
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const path = new URL(url).pathname
+      const counts: Counts = { ok: 0, failed: 0 }
+      const one = Effect.callback<boolean>((resume) => {
+        pool.dispatch({ method: "GET", path }, new FloorHandler((ok) => resume(Effect.succeed(ok))))
+      })
+      const counted = Effect.suspend(() => (Date.now() < deadline ? one : Effect.succeed(false))).pipe(
+        Effect.map((ok) => {
+          if (ok) counts.ok++
+          else counts.failed++
+        })
+      )
+      await Effect.runPromise(
+        Effect.forEach(Array.from({ length: total }), () => counted, { concurrency, discard: true })
+      )
+      return counts
+    },
+    close: () => pool.close()
+  }
+}
+
 const fetchPLimit = async (): Promise<Client> => ({
   run: async (url, total, concurrency, deadline) => {
     const limit = pLimit(concurrency)
@@ -258,6 +285,7 @@ const fanoutStream = async (): Promise<Client> => {
 /** Clients by name, in the order of the report. */
 export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
   floor: { label: "undici Pool.dispatch, bare handler (the floor)", make: undiciFloor },
+  "effect-floor": { label: "Effect floor: Effect.forEach over Effect.callback + bare handler", make: effectFloor },
   idiom: { label: "volley Effect.forEach + Http.getText (defaults)", make: idiomClient("default") },
   "idiom-untraced": { label: "volley Effect.forEach + Http.getText, tracing off", make: idiomClient("off") },
   "idiom-otel": { label: "volley Effect.forEach + Http.getText, OpenTelemetry", make: idiomClient("otel") },
