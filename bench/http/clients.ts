@@ -109,10 +109,7 @@ const effectFloor = async (origin: string): Promise<Client> => {
         pool.dispatch({ method: "GET", path }, new FloorHandler((ok) => resume(Effect.succeed(ok))))
       })
       const counted = Effect.suspend(() => (Date.now() < deadline ? one : Effect.succeed(false))).pipe(
-        Effect.map((ok) => {
-          if (ok) counts.ok++
-          else counts.failed++
-        })
+        Effect.map((ok) => (ok ? counts.ok++ : counts.failed++))
       )
       await Effect.runPromise(
         Effect.forEach(Array.from({ length: total }), () => counted, { concurrency, discard: true })
