@@ -240,9 +240,11 @@ export class InvalidNoProxyError extends Schema.TaggedError<InvalidNoProxyError>
 /**
  * The proxy could not be reached, failed the TLS handshake (an `https://` proxy whose
  * certificate is not trusted), dropped the connection, or refused to open a tunnel
- * (`status` is the proxy's answer to `CONNECT` when there was one). Never retried by the
- * client itself; the retry policy (`Http.*`, batches) retries it as a transport failure, or,
- * when the proxy answered, as a response with that status (a 503 is retried, a 403 is not).
+ * (`status` is the proxy's answer to `CONNECT` when there was one, `retryAfter` its
+ * `Retry-After` header if it sent one). Never retried by the client itself; the retry policy
+ * (`Http.*`, batches) retries it as a transport failure, or, when the proxy answered, as a
+ * response with that status and `Retry-After` would be (a 503 is retried, a 403 is not; a
+ * `Retry-After` past `maxRetryAfter` fails with `RetryAfterTooLong`).
  *
  * @example
  * ```ts
@@ -262,7 +264,8 @@ export class ProxyConnectionError extends Schema.TaggedError<ProxyConnectionErro
   proxy: Schema.String,
   target: Schema.String,
   reason: Schema.String,
-  status: Schema.optional(Schema.Number)
+  status: Schema.optional(Schema.Number),
+  retryAfter: Schema.optional(Schema.String)
 }) {
   override get message(): string {
     return `Proxy ${this.proxy} failed to reach ${this.target}: ${this.reason}`

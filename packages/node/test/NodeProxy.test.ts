@@ -3,10 +3,11 @@ import { type AddressInfo, createServer, type Server, type Socket } from "node:n
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Scope, Stream, Tracer } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Scope, Stream, Tracer } from "effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import { TestClock } from "effect/testing"
 
 // Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
 interface Peer {
@@ -60,13 +61,17 @@ const dropper = () => serve(createServer((socket) => socket.destroy()))
 /** Accepts and reads, but never answers: a proxy that swallows CONNECT. */
 const silent = () => serve(createServer((socket) => socket.resume()))
 
-/** Answers every request (CONNECT included) with a fixed status line. */
-const answering = (status: string) =>
-  serve(
+/** Answers every request (CONNECT included) with a fixed status line, then the next one's, and so on. */
+const answering = (status: string, ...then: ReadonlyArray<string>) => {
+  const answers = [status, ...then]
+  let n = 0
+  return serve(
     createServer((socket) => {
-      socket.once("data", () => socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`))
+      const answer = answers[Math.min(n++, answers.length - 1)]
+      socket.once("data", () => socket.end(`HTTP/1.1 ${answer}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`))
     })
   )
+}
 
 /** A forward proxy stand-in: answers absolute-form requests itself and records their targets. */
 const forwardProxy = (targets: Array<string>, host?: string) =>
@@ -154,6 +159,54 @@ describe("NodeProxy", () => {
         assert.strictEqual(error._tag, "ProxyConnectionError")
         assert.strictEqual((error as Proxy.ProxyConnectionError).status, 403)
         assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("gives up on a CONNECT refused with a Retry-After past maxRetryAfter, as on such a response", () =>
+      Effect.gen(function* () {
+        const proxy = yield* answering("503 Service Unavailable\r\nretry-after: 3600")
+        const exit = yield* Http.getText("https://127.0.0.1:9/").pipe(
+          Effect.timeout("5 seconds"),
+          Effect.provide(
+            Layer.merge(
+              proxied(`http://127.0.0.1:${proxy.port}`),
+              Retry.layer({ retries: 3, baseDelay: "10 millis", maxRetryAfter: "60 seconds" })
+            )
+          ),
+          Effect.exit
+        )
+        const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        assert.instanceOf(error, Retry.RetryAfterTooLong)
+        assert.strictEqual((error as Retry.RetryAfterTooLong).retryAfterMillis, 3_600_000)
+        assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    it.effect("waits for the Retry-After of a refused CONNECT before sending it again", () =>
+      Effect.gen(function* () {
+        const proxy = yield* answering("503 Service Unavailable\r\nretry-after: 5", "403 Forbidden")
+        const fiber = yield* Effect.forkChild(
+          Http.getText("https://127.0.0.1:9/").pipe(
+            Proxy.unwrapErrors,
+            Effect.provide(
+              Layer.merge(
+                proxied(`http://127.0.0.1:${proxy.port}`),
+                Retry.layer({ retries: 3, baseDelay: "10 millis", maxRetryAfter: "60 seconds" })
+              )
+            )
+          )
+        )
+        const settle = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+        while (proxy.connections() === 0) yield* settle
+        // The backoff alone (10 ms) is long over; the proxy asked for 5 s.
+        yield* TestClock.adjust("4900 millis")
+        yield* settle
+        assert.strictEqual(proxy.connections(), 1)
+        yield* TestClock.adjust("100 millis")
+        const exit = yield* Fiber.await(fiber)
+        assert.strictEqual(proxy.connections(), 2)
+        const error = proxyErrorOf(exit)
+        assert.strictEqual((error as Proxy.ProxyConnectionError).status, 403)
       }).pipe(Effect.scoped)
     )
 

@@ -255,6 +255,17 @@ export const retryLoop = <A, E, R>(
 const countRetry = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<void> =>
   Metric.update(Metric.withAttributes(Metrics.retries, { origin: URL.parse(request.url)?.origin ?? request.url }), 1)
 
+// The `Retry-After` of a response, or of a proxy's refusal of CONNECT (a ProxyConnectionError
+// carries it, as it carries the status the policy retries it by).
+const retryAfterOf = (error: unknown): string | undefined => {
+  if (!HttpClientError.isHttpClientError(error)) return undefined
+  const reason = error.reason
+  if (reason._tag === "StatusCodeError") return reason.response.headers["retry-after"]
+  if (reason._tag !== "TransportError" || typeof reason.cause !== "object" || reason.cause === null) return undefined
+  const { _tag, retryAfter } = reason.cause as { readonly _tag?: unknown; readonly retryAfter?: unknown }
+  return _tag === "ProxyConnectionError" && typeof retryAfter === "string" ? retryAfter : undefined
+}
+
 // A response about to be retried is dropped: read its body to the end first, or it holds its
 // connection (the retry may need that very one) until garbage collection. A batch has done
 // this already, and reading a consumed body again fails or returns it cached: ignored. A body
@@ -268,8 +279,7 @@ const discardBody = (error: unknown, withinMillis: number): Effect.Effect<void> 
 }
 
 const retryAfterMillis = (error: unknown, now: number): number | undefined => {
-  if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "StatusCodeError") return undefined
-  const header = error.reason.response.headers["retry-after"]
+  const header = retryAfterOf(error)
   if (header === undefined) return undefined
   const parsed = Headers.parseRetryAfter(header)
   return Result.isSuccess(parsed) ? Duration.toMillis(Headers.retryAfterDelay(parsed.success, now)) : undefined

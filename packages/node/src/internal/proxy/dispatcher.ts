@@ -236,7 +236,9 @@ class TunnelClient extends Undici.Pool {
       (data) => {
         if (data.statusCode === 200) return data
         data.socket.on("error", () => {}).destroy()
-        throw new TunnelRefusedError(data.statusCode)
+        // Kept so that the retry policy waits (or gives up) as it would for a response.
+        const retryAfter = data.headers["retry-after"]
+        throw new TunnelRefusedError(data.statusCode, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter)
       },
       (error: unknown) => {
         const timedOut = (error as { readonly code?: unknown } | null)?.code === "UND_ERR_HEADERS_TIMEOUT"

@@ -20,12 +20,14 @@ export const markHop = <E>(error: E, hop: Hop): E => {
   return error
 }
 
-/** The proxy answered `CONNECT` with another status than 200. */
+/** The proxy answered `CONNECT` with another status than 200 (and this `Retry-After`, if any). */
 export class TunnelRefusedError extends Error {
   readonly status: number
-  constructor(status: number) {
+  readonly retryAfter: string | undefined
+  constructor(status: number, retryAfter: string | undefined) {
     super(`the proxy answered CONNECT with ${status}`)
     this.status = status
+    this.retryAfter = retryAfter
   }
 }
 
@@ -55,7 +57,8 @@ const classify = (
       : new Proxy.ProxyConnectionError({
           ...fields,
           status: cause.status,
-          reason: `the proxy refused the CONNECT tunnel with status ${cause.status}`
+          reason: `the proxy refused the CONNECT tunnel with status ${cause.status}`,
+          ...(cause.retryAfter === undefined ? {} : { retryAfter: cause.retryAfter })
         })
   }
   if (messageOf(cause) === FORWARDED_407) {
