@@ -17,6 +17,9 @@ const encoded: Record<string, Buffer> = {
   zstd: Zlib.zstdCompressSync(TEXT),
   "gzip, br": Zlib.brotliCompressSync(Zlib.gzipSync(TEXT))
 }
+// TEXT in two halves, for a zstd body of two frames.
+const HALVES = [TEXT.slice(0, TEXT.length / 2), TEXT.slice(TEXT.length / 2)]
+
 // TEXT gzipped n times, for a Content-Encoding naming gzip n times.
 const gzipped = (n: number): Buffer => (n === 0 ? Buffer.from(TEXT) : Zlib.gzipSync(gzipped(n - 1)))
 
@@ -57,6 +60,11 @@ const bodyOrigin = Effect.acquireRelease(
           if (path in encoded) return send(res, path, encoded[path]!)
           if (path === "corrupt") return send(res, "gzip", Buffer.from("this is not gzip at all"))
           if (path === "unknown-coding") return send(res, "aes128gcm", Buffer.from("opaque"))
+          // Frames in a row (RFC 8878 §3), in one write: the first ends inside a chunk.
+          if (path === "zstd-frames")
+            return send(res, "zstd", Buffer.concat(HALVES.map((h) => Zlib.zstdCompressSync(h))))
+          if (path === "zstd-trailing")
+            return send(res, "zstd", Buffer.concat([encoded.zstd!, Buffer.from("not a frame")]))
           if (path === "big") return res.writeHead(200, { "content-length": 1_000_000 }).end(Buffer.alloc(1_000_000))
           if (path === "ten") return res.writeHead(200, { "content-length": 10 }).end("0123456789")
           if (path === "corrupt-slow") {
@@ -207,6 +215,21 @@ describe("NodeHttpClient", () => {
         const response = yield* client.get(`${origin.url}/empty-gzip`)
         assert.strictEqual(response.status, 204)
         assert.strictEqual(yield* response.text, "")
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("decodes every frame of a zstd body, and fails bytes after its last frame with a DecodeError", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        assert.strictEqual(yield* Http.getText(`${origin.url}/zstd-frames`), TEXT)
+        const client = yield* HttpClient.HttpClient
+        const streamedText = yield* client
+          .get(`${origin.url}/zstd-frames`)
+          .pipe(Effect.flatMap((response) => Stream.mkString(Stream.decodeText(response.stream))))
+        assert.strictEqual(streamedText, TEXT)
+        const error = squashed(yield* Effect.exit(Http.getText(`${origin.url}/zstd-trailing`)))
+        assert.strictEqual(error?.reason?._tag, "DecodeError")
+        assert.include(error?.message, "zstd body does not decode")
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
 

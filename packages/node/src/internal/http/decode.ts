@@ -1,7 +1,7 @@
 // Content-Encoding decoding for the direct client: the codings Node's zlib has, as streams fed
 // with the wire chunks undici hands over. Created only for a response that names a coding and
 // has a body, so an identity response never pays for zlib.
-import type { Transform } from "node:stream"
+import { Transform, type TransformCallback } from "node:stream"
 import * as Zlib from "node:zlib"
 
 /** What the client asks for when decompression is on: every coding it can decode. */
@@ -73,7 +73,7 @@ const decoder = (coding: string, first: Uint8Array | undefined): Transform => {
     case "br":
       return Zlib.createBrotliDecompress()
     case "zstd":
-      return Zlib.createZstdDecompress()
+      return new ZstdFrames()
     case "deflate":
       // Inside a chain the inner bytes are unknown until decoded: RFC 1950, as specified.
       return first === undefined || first.length === 0 || (first[0]! & 0x0f) === 8
@@ -81,5 +81,66 @@ const decoder = (coding: string, first: Uint8Array | undefined): Transform => {
         : Zlib.createInflateRaw()
     default:
       return Zlib.createGunzip()
+  }
+}
+
+/**
+ * A zstd body of one or more frames (RFC 8878 §3; `zstd -d` and curl decode them all). Node's
+ * decoder ends at the end of the first frame that ends inside a chunk and ignores the rest, so
+ * a body of two frames read as its first: here the rest goes to a new decoder, once the ended
+ * one has delivered all it decoded (the output stays in order). Anything after the last frame
+ * that is not a frame fails as a corrupt body.
+ */
+class ZstdFrames extends Transform {
+  private decoder: Zlib.ZstdDecompress
+
+  constructor() {
+    super()
+    this.decoder = this.frame()
+  }
+
+  private frame(): Zlib.ZstdDecompress {
+    const decoder = Zlib.createZstdDecompress()
+    decoder.on("data", (chunk: Buffer) => {
+      if (!this.push(chunk)) decoder.pause()
+    })
+    decoder.on("error", (error) => this.destroy(error))
+    return decoder
+  }
+
+  override _read(): void {
+    this.decoder.resume()
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.write_(chunk, done)
+  }
+
+  private write_(chunk: Buffer, done: TransformCallback): void {
+    const decoder = this.decoder
+    const before = decoder.bytesWritten
+    decoder.write(chunk, (error) => {
+      if (error !== undefined && error !== null) return done(error)
+      const used = decoder.bytesWritten - before
+      if (used >= chunk.length) return done()
+      // The frame ended inside this chunk: what follows starts the next one.
+      const next = () => {
+        this.decoder = this.frame()
+        this.write_(chunk.subarray(used), done)
+      }
+      if (decoder.readableEnded) next()
+      else decoder.once("end", next)
+    })
+  }
+
+  override _flush(done: TransformCallback): void {
+    const decoder = this.decoder
+    decoder.once("end", () => done())
+    decoder.end()
+  }
+
+  override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
+    this.decoder.destroy()
+    done(error)
   }
 }
