@@ -241,6 +241,32 @@ describe("Fanout (real server)", () => {
       }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, policy({}))))
     )
 
+    it.effect("keeps one origin to its per-host limit however its URLs spell it", () =>
+      withServer((server) =>
+        Effect.gen(function* () {
+          const port = new URL(server.url).port
+          // Each spelling the URL parser (and undici) resolves to the same origin: a leading zero
+          // in the port, a percent-encoded host, IPv4 shorthand, `\` for `/`, a tab.
+          const spellings = [
+            (i: number) => `${server.url}/ok?delay=40&i=${i}`,
+            (i: number) => `http://127.0.0.1:0${port}/ok?delay=40&i=${i}`,
+            (i: number) => `http://127.0.0.%31:${port}/ok?delay=40&i=${i}`,
+            (i: number) => `http://127.1:${port}/ok?delay=40&i=${i}`,
+            (i: number) => `http://127.0.0.1:${port}\\ok?delay=40&i=${i}`,
+            (i: number) => `http://127.0.0.1:\t${port}/ok?delay=40&i=${i}`
+          ]
+          const urls = Array.from({ length: 12 }, (_, i) => spellings[i % spellings.length]!(i))
+          const results = yield* Fanout.allSettled(urls, { concurrency: 12, perHost: 1 })
+          assert.deepStrictEqual(
+            results.map(tagOf),
+            urls.map(() => "ok")
+          )
+          assert.strictEqual(server.requests("/ok"), 12)
+          assert.strictEqual(server.peakInFlight(), 1)
+        })
+      ).pipe(Effect.provide(Layer.merge(Client, policy({ retries: 0 }))))
+    )
+
     it.effect("gives a malformed URL its own InvalidUrlError and runs the rest", () =>
       withServer((server) =>
         Effect.gen(function* () {

@@ -25,7 +25,8 @@ export interface Options<A, E, R> {
    */
   readonly concurrency?: number | undefined
   /**
-   * Maximum requests in flight per origin (`scheme://host:port`). Requests for a busy origin
+   * Maximum requests in flight per origin (`scheme://host:port` as the URL parser resolves it:
+   * `http://127.1:08080` and `http://127.0.0.1:8080` share one limit). Requests for a busy origin
    * wait in its queue (up to `max(1024, 16 × concurrency)` read ahead of the workers, 65,536 at
    * most) while other origins' requests go first. `Fanout.adaptive` instead finds each origin's
    * limit from its latency and its 429/503 answers.
