@@ -367,6 +367,41 @@ describe("Fanout", () => {
       })
     )
 
+    // With a deadline and a per-host limit, the hop runs under both and still reports.
+    for (const options of [{}, { deadline: "1 minute", perHost: 1 }] as const) {
+      it.effect(`counts a redirect hop's retries in progress.retried (${JSON.stringify(options)})`, () =>
+        Effect.gen(function* () {
+          // /old redirects to /flaky, which answers 503 once, then 200.
+          let flaky = 0
+          const client = HttpClient.make((request, url) =>
+            Effect.sync(() => {
+              if (url.pathname === "/old") {
+                const moved = new Response(null, { status: 302, headers: { location: "http://b.test/flaky" } })
+                return HttpClientResponse.fromWeb(request, moved)
+              }
+              flaky++
+              return HttpClientResponse.fromWeb(request, new Response("x", { status: flaky === 1 ? 503 : 200 }))
+            })
+          )
+          const events: Array<Fanout.Progress> = []
+          const fiber = yield* Fanout.allSettled(["http://a.test/old"], {
+            ...options,
+            onProgress: (p) => events.push(p)
+          }).pipe(
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.provide(Retry.layer({ retries: 1, jitter: false, baseDelay: "20 millis" })),
+            Effect.forkChild
+          )
+          yield* TestClock.adjust("1 second")
+          assert.isTrue((yield* Fiber.join(fiber)).every(Result.isSuccess))
+          assert.strictEqual(flaky, 2)
+          assert.deepStrictEqual(events.at(-1), { total: 1, done: 1, succeeded: 1, failed: 0, inFlight: 0, retried: 1 })
+          // Reported when decided, before its wait, as an item's own retries are.
+          assert.isTrue(events.some((e) => e.retried === 1 && e.done === 0))
+        })
+      )
+    }
+
     it.effect("ends a fail-fast batch's progress with nothing in flight", () =>
       Effect.gen(function* () {
         const { client } = fake()

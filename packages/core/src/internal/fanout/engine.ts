@@ -24,7 +24,7 @@ import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import * as Exchange from "../http/exchange.ts"
-import { HopGate, type RedirectError } from "../http/redirect.ts"
+import { HopGate, HopRetry, type RedirectError } from "../http/redirect.ts"
 import { applied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
@@ -399,9 +399,11 @@ const runIn = <A, E, R, X>(
     const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)
     // An adaptive batch times the client's own stalls while it runs (see `Origins.ticker`).
     const all = origins === undefined ? workers.run : Effect.raceFirst(workers.run, origins.ticker)
-    // Redirect hops, run inside an item's attempt, keep to the batch deadline (one provide per batch).
+    // Redirect hops, run inside an item's attempt, keep to the batch deadline and count their
+    // retries in its progress (one provide per batch).
     const bounded = deadline === undefined ? all : Effect.provideService(all, Loop.CurrentDeadline, deadline)
-    const untraced = plan.tracing ? bounded : Effect.provideService(bounded, HttpClient.TracerDisabledWhen, () => true)
+    const counted = progress === undefined ? bounded : Effect.provideService(bounded, HopRetry, progress.retry)
+    const untraced = plan.tracing ? counted : Effect.provideService(counted, HttpClient.TracerDisabledWhen, () => true)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
     // with the workers: a last event says none is left, so a progress bar does not hang.
     const traced =

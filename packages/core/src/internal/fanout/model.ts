@@ -112,8 +112,8 @@ export interface Progress {
   readonly failed: number
   readonly inFlight: number
   /**
-   * Retries so far (a request retried twice counts twice), counted as each is decided, before
-   * its wait: a batch that ends during that wait never sends it.
+   * Retries so far (a request retried twice counts twice, a redirect hop's retries included),
+   * counted as each is decided, before its wait: a batch that ends during that wait never sends it.
    */
   readonly retried: number
   /**

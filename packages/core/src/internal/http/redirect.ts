@@ -214,6 +214,15 @@ export const HopGate = Context.Reference<((url: string) => Effect.Effect<void>) 
   { defaultValue: () => undefined }
 )
 
+/**
+ * Set by a batch with progress events, once per batch: called as each retry of a redirect hop is
+ * decided, as the item's own retries call theirs, so `Progress.retried` counts both. A request a
+ * `read` makes runs under it too: its hops' retries count as well (its own do not).
+ */
+export const HopRetry = Context.Reference<(() => void) | undefined>("@volley/core/Redirects/HopRetry", {
+  defaultValue: () => undefined
+})
+
 /** The URLs each final response was reached through (see `Redirects.chain`). */
 const chains = new WeakMap<HttpClientResponse.HttpClientResponse, ReadonlyArray<string>>()
 
@@ -398,10 +407,13 @@ const asUtf8 = (location: string): string => {
 // `ignoreBOM` keeps a leading BOM, as Buffer's decoding (undici's) does.
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true })
 
-// A hop keeps to the deadline of the request it continues (a batch's, the policy's timeout).
+// A hop keeps to the deadline of the request it continues (a batch's, the policy's timeout), and
+// reports its retries where the batch's go.
 const hopOptions = (fiber: Fiber.Fiber<unknown, unknown>): RunOptions | undefined => {
   const deadline = fiber.getRef(Loop.CurrentDeadline)
-  return deadline === Number.POSITIVE_INFINITY ? undefined : { deadline }
+  const onRetry = fiber.getRef(HopRetry)
+  if (deadline === Number.POSITIVE_INFINITY) return onRetry === undefined ? undefined : { onRetry }
+  return { deadline, onRetry }
 }
 
 // The URL a request went to: its URL with its query parameters (undefined for a relative URL,
