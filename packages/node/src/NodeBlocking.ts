@@ -10,7 +10,9 @@
  * (throw outside the handler, `process.exit`, heap limit) fails the task it
  * was running; the rest are re-run on other threads, but those whose payload
  * was transferred to it (`transfer`) fail too. A module that kills
- * every thread trips a crash-loop breaker and fails fast. Closing the layer
+ * every thread trips a crash-loop breaker and fails fast. A thread that
+ * cannot be created (`new Worker` throws: a container's pids limit, no
+ * memory) counts as one that died before it was ready. Closing the layer
  * drains or cancels the queue, then terminates every thread.
  *
  * Start-up: a thread's first task waits for the thread to import the task's
@@ -88,6 +90,8 @@ export interface Options {
   readonly name?: string | undefined
   /**
    * Threads kept alive even when idle; started when the layer is built. At most `maxWorkers`.
+   * Threads that die before they are ready, or cannot be created, do not fail the build: they
+   * count toward the start-up breaker (see `crashLoop`).
    * @default 0
    */
   readonly minWorkers?: number | undefined
@@ -100,7 +104,8 @@ export interface Options {
   readonly tasks?: ReadonlyArray<Blocking.AnyTask> | undefined
   /**
    * Building the layer waits until `minWorkers` threads have started and imported `tasks`
-   * (or until threads keep dying before they are ready: the crash-loop breaker opened).
+   * (or until threads keep dying before they are ready, or cannot be created: the crash-loop
+   * breaker opened, and calls fail fast).
    * @default false
    */
   readonly waitForWorkers?: boolean | undefined
@@ -172,8 +177,9 @@ export interface Options {
    * module before any task of that module has finished (a module that kills the thread that
    * imports it), that module's tasks fail fast with `WorkerDiedError` (`"crash-loop"`) for
    * `cooldown`; when `deaths` threads in a row die before they are ready (a `resourceLimits`
-   * too small to start), every task does. After the cool-down tasks are tried again, and one
-   * more death re-opens the breaker. The error's `detail` names the module and the last death's cause.
+   * too small to start) or cannot be created (`new Worker` refused by the OS), every task does.
+   * After the cool-down tasks are tried again, and one more death re-opens the breaker. The
+   * error's `detail` names the module and the last death's cause.
    * @default { deaths: 3, cooldown: "10 seconds" }
    */
   readonly crashLoop?:
@@ -188,7 +194,7 @@ export interface Options {
  * held back by a full queue included), `volley_blocking_queue_wait_ms` and
  * `volley_blocking_run_ms` (histograms, per task; run time is measured in the
  * thread), `volley_blocking_utilization` (gauge: busy threads / maxWorkers)
- * and `volley_blocking_crashes_total` (counter: threads that died unexpectedly).
+ * and `volley_blocking_crashes_total` (counter: threads that died unexpectedly or could not be created).
  *
  * @example
  * ```ts
@@ -212,7 +218,9 @@ export const metrics = {
     boundaries: Metric.exponentialBoundaries({ start: 0.05, factor: 4, count: 10 })
   }),
   utilization: Metric.gauge("volley_blocking_utilization", { description: "Busy threads / maxWorkers" }),
-  crashes: Metric.counter("volley_blocking_crashes_total", { description: "Threads that died unexpectedly" })
+  crashes: Metric.counter("volley_blocking_crashes_total", {
+    description: "Threads that died unexpectedly or could not be created"
+  })
 }
 
 /**

@@ -682,6 +682,60 @@ describe("NodeBlocking", () => {
         assert.strictEqual(error._tag === "InvalidOptionsError" && error.option, "tasks")
       })
     )
+
+    it.effect("fails calls with WorkerDiedError, never an uncaught exception, when no thread can be created", () =>
+      Effect.gen(function* () {
+        const uncaught: Array<unknown> = []
+        const onUncaught = (error: unknown) => uncaught.push(error)
+        process.prependListener("uncaughtException", onUncaught)
+        yield* Effect.addFinalizer(() => Effect.sync(() => process.removeListener("uncaughtException", onUncaught)))
+        // A stack the OS cannot map makes `new Worker` throw ERR_WORKER_INIT_FAILED, as a
+        // container's pids limit does (EAGAIN).
+        yield* withPool({
+          name: "unborn",
+          maxWorkers: 1,
+          resourceLimits: { stackSizeMb: 100_000 },
+          crashLoop: { deaths: 2, cooldown: "1 minute" }
+        })(
+          Effect.gen(function* () {
+            const call = yield* Effect.forkChild(Effect.flip(Blocking.run(T.square, 2)))
+            const settled = yield* eventually(() => call.pollUnsafe() !== undefined)
+            // A call that hangs is interrupted: closing the pool would wait for it.
+            if (!settled) yield* Fiber.interrupt(call)
+            assert.isTrue(settled, "the call hangs")
+            const errors = [yield* Fiber.join(call), yield* Effect.flip(Blocking.run(T.square, 3))]
+            for (const error of errors) {
+              assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "crash-loop")
+              assert.include(error.message, "2 threads in a row died before they were ready (last: ")
+              assert.include(error.message, "the thread could not be created (ERR_WORKER_INIT_FAILED")
+            }
+            const crashes = Metric.withAttributes(NodeBlocking.metrics.crashes, { pool: "unborn" })
+            assert.strictEqual(yield* counterValue(crashes), 2, "counted as deaths")
+          })
+        )
+        assert.deepStrictEqual(uncaught, [])
+      }).pipe(Effect.scoped)
+    )
+
+    it.effect(
+      "builds a pool whose minWorkers threads cannot be created, waiting for the start-up breaker; calls fail fast",
+      () =>
+        Effect.gen(function* () {
+          // Waits for the threads, as when they die before they are ready: until the breaker opens.
+          const executor = yield* Layer.build(
+            NodeBlocking.layer({
+              minWorkers: 2,
+              maxWorkers: 2,
+              waitForWorkers: true,
+              resourceLimits: { stackSizeMb: 100_000 },
+              crashLoop: { deaths: 2, cooldown: "1 minute" }
+            })
+          )
+          const error = yield* Effect.flip(Effect.provide(Blocking.run(T.square, 2), executor))
+          assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "crash-loop")
+          assert.include(error.message, "the thread could not be created (ERR_WORKER_INIT_FAILED")
+        }).pipe(Effect.scoped)
+    )
   })
 
   // A pool's callers are resumed from inside its bookkeeping (a reply, a death, a breaker that

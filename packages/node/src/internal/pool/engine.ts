@@ -16,7 +16,8 @@
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
 // - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
 //   other job it held is queued again at the front, except those whose payload was transferred to
-//   it (their buffers went with it: they fail too); deaths feed the crash-loop breakers.
+//   it (their buffers went with it: they fail too); deaths feed the crash-loop breakers. A thread
+//   that cannot even be created counts as one that died before it was ready.
 // - Replies are settled at most `REPLY_BUDGET` per macrotask. Node hands a port's pending messages
 //   over in one go, so when threads outpace the main thread one turn of the event loop could
 //   settle thousands of results (measured: 9,000 in 11 ms, 43 turns for 100,000 no-op tasks);
@@ -32,7 +33,7 @@ import type { Job } from "./job.ts"
 import { entryModuleRefusal } from "./mainModule.ts"
 import { decodeResult, encodeJob, isFromWorker, RESULT_FIELDS, RING, type TaskRef, type ToWorker } from "./protocol.ts"
 import { Queue } from "./queue.ts"
-import { describeThrown, isOutOfMemory, spawnThread, type Thread as ThreadOf } from "./thread.ts"
+import { describeSpawnError, describeThrown, isOutOfMemory, spawnThread, type Thread as ThreadOf } from "./thread.ts"
 
 type Thread = ThreadOf<Job>
 
@@ -108,12 +109,14 @@ export class Engine {
   private drained: (() => void) | undefined
   /** Set while the layer waits for minWorkers threads to be ready. */
   private warmedUp: (() => void) | undefined
+  /** A thread could not be created, and that is counted on the next turn: none is tried until then. */
+  private spawnRefused = false
 
   constructor(options: EngineOptions) {
     this.options = options
     this.preload = new Set(options.preload)
     this.breaker = new Breaker(options.clock, options.crashLoopDeaths, options.crashLoopCooldownMillis)
-    for (let i = 0; i < options.minWorkers; i++) this.spawn()
+    for (let i = 0; i < options.minWorkers; i++) if (!this.spawn()) break
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ export class Engine {
       this.options.maxWorkers - this.threads.size,
       this.queue.length + this.waiting.length - starting
     )
-    for (let i = 0; i < wanted; i++) this.spawn()
+    for (let i = 0; i < wanted; i++) if (!this.spawn()) break
     this.topUp()
     // Each post may wake a sleeping thread, which on a busy machine costs far more than the
     // message: hold jobs back while the thread still has plenty posted, so they travel in few,
@@ -359,7 +362,7 @@ export class Engine {
   /** Starts threads up to minWorkers, but not while threads die before they are ready (the start-up breaker is open). */
   private topUp(): void {
     if (this.threads.size >= this.options.minWorkers || this.closing || this.breaker.startupOpen()) return
-    while (this.threads.size < this.options.minWorkers) this.spawn()
+    while (this.threads.size < this.options.minWorkers) if (!this.spawn()) break
   }
 
   /** Nothing queued, nothing in flight. */
@@ -527,8 +530,21 @@ export class Engine {
   // ---------------------------------------------------------------------------------------------
   // Threads
 
-  private spawn(): void {
-    const thread: Thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
+  /** Starts a thread; false if it could not be created (see `refused`). */
+  private spawn(): boolean {
+    if (this.spawnRefused) return false
+    let thread: Thread
+    try {
+      thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
+    } catch (error) {
+      // `new Worker` throws when the OS refuses a thread (EAGAIN at a container's pids limit, out of
+      // memory). Thrown from here it would escape the round's microtask as an uncaught exception,
+      // leaving the jobs it was started for queued for good.
+      this.spawnRefused = true
+      const cause = describeSpawnError(error)
+      setImmediate(() => this.refused(cause))
+      return false
+    }
     this.threads.add(thread)
     thread.port.on("message", (message: unknown) => {
       if (!isFromWorker(message)) return
@@ -545,6 +561,21 @@ export class Engine {
       thread.lastError = describeThrown(error)
     })
     thread.worker.on("exit", (code) => this.exited(thread, code))
+    return true
+  }
+
+  /**
+   * A thread could not be created: counted like one that died before it was ready, and on a later
+   * turn, as its exit would be. The round that follows tries another (minWorkers, or queued jobs),
+   * so the jobs wait, as for any death at start-up, until a thread starts or the start-up breaker
+   * opens and fails them: never a retry loop within one turn.
+   */
+  private refused(cause: string): void {
+    this.spawnRefused = false
+    this.options.observe.crash()
+    this.countDeath(false, undefined, cause)
+    this.checkWarmedUp()
+    this.schedule()
   }
 
   /** The thread has imported its preloads and takes jobs. */

@@ -31,7 +31,10 @@ export interface Thread<J> {
   idleTimer: (() => void) | undefined
 }
 
-/** Starts a thread that imports `preload` before it reports ready. */
+/**
+ * Starts a thread that imports `preload` before it reports ready. Throws what `new Worker` throws
+ * when the thread cannot be created (see `describeSpawnError`).
+ */
 export const spawnThread = (
   workerUrl: URL,
   resourceLimits: ResourceLimits | undefined,
@@ -40,12 +43,18 @@ export const spawnThread = (
   const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
   const { port1, port2 } = new MessageChannel()
   const workerData: WorkerData = { port: port2, control: control.buffer as SharedArrayBuffer, preload }
-  const worker = new Worker(bootstrap(workerUrl), {
-    eval: true,
-    workerData,
-    transferList: [port2],
-    ...(resourceLimits === undefined ? {} : { resourceLimits })
-  })
+  let worker: Worker
+  try {
+    worker = new Worker(bootstrap(workerUrl), {
+      eval: true,
+      workerData,
+      transferList: [port2],
+      ...(resourceLimits === undefined ? {} : { resourceLimits })
+    })
+  } catch (error) {
+    port1.close()
+    throw error
+  }
   port1.unref()
   return {
     worker,
@@ -84,6 +93,17 @@ export const describeThrown = (error: unknown): string => {
   } catch {
     return "uncaught value that cannot be described"
   }
+}
+
+/**
+ * Why `new Worker` threw: the OS refused a thread (ERR_WORKER_INIT_FAILED, "EAGAIN" at a
+ * container's pids limit or when out of memory, or a stack it cannot map). The code is kept: the
+ * message alone is often just "EAGAIN".
+ */
+export const describeSpawnError = (error: unknown): string => {
+  const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined
+  const message = describeThrown(error)
+  return `the thread could not be created (${typeof code === "string" ? `${code}: ${message}` : message})`
 }
 
 /** True for the error a thread emits when it exceeds its heap limit. */
