@@ -337,6 +337,29 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  it.live("keeps the trace headers a caller set on every hop, traced or not, in a span or not", () =>
+    Effect.gen(function* () {
+      const { a, seenA, seenB } = yield* twoOrigins
+      const own = {
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate: "vendor=opaque"
+      }
+      const get = (path: string) => Http.getText(`${a.url}${path}`, { headers: own })
+      // No span: the caller's own trace context, on the same origin and across origins.
+      yield* get("/same-origin")
+      yield* get("/cross")
+      assert.deepInclude(seenA[0]!.headers, own)
+      assert.deepInclude(seenB[0]!.headers, own)
+      // In a span (no tracer recording): the span's traceparent goes over the caller's, hop after hop;
+      // its tracestate is the caller's.
+      const span = yield* Effect.flatMap(get("/cross"), () => Effect.currentSpan).pipe(Effect.withSpan("caller"))
+      assert.deepInclude(seenB[1]!.headers, {
+        traceparent: `00-${span.traceId}-${span.spanId}-01`,
+        tracestate: "vendor=opaque"
+      })
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
   it.live("follows a Location sent as raw UTF-8 to the URL fetch goes to", () =>
     Effect.gen(function* () {
       const { a, seenA } = yield* twoOrigins

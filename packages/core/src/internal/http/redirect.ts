@@ -303,10 +303,11 @@ export const follow = <A, E, R, E2>(
       const url = show(target)
       if (hops.some((hop) => hop.url === url && hop.method === method)) return fail("loop")
       let next = HttpClientRequest.setUrl(request, target)
-      // The request as sent carries the trace context the client added for the previous hop,
-      // naming that hop's span. The next hop's client adds its own (its span's, or the enclosing
-      // span's for a hop it does not trace), or none: the previous hop's must not reach it.
-      next = withoutHeaders(next, TRACE_HEADERS)
+      // A client may have added trace context to the request for the previous hop, naming that
+      // hop's span; the next hop's client adds its own (its span's, or the enclosing span's for
+      // a hop it does not trace), or none: the previous hop's must not reach it. A response that
+      // says its request carries the caller's headers only (NodeHttpClient's) keeps them all.
+      if (!(CallerHeadersKey in response)) next = withoutHeaders(next, TRACE_HEADERS)
       if (method !== requested || (!keepsBody && request.body._tag !== "Empty")) {
         // The body is dropped, and with it the headers describing it (as Fetch does); setBody
         // removes Content-Type and Content-Length.
@@ -349,9 +350,11 @@ export const follow = <A, E, R, E2>(
     }
   )
 
-// The trace context headers: Effect's client sends `traceparent` and `b3`; `tracestate` goes with a
-// `traceparent` (W3C Trace Context).
-const TRACE_HEADERS = ["traceparent", "b3", "tracestate"] as const
+// The trace context headers Effect's clients add (a `tracestate` is always the caller's).
+const TRACE_HEADERS = ["traceparent", "b3"] as const
+
+/** Where a response says its `request` carries its caller's headers only (see NodeHttpClient). */
+const CallerHeadersKey = Symbol.for("@volley/core/HttpClientResponse/callerHeaders")
 
 // Fetch's request-body headers besides Content-Type and Content-Length, which setBody removes.
 const BODY_HEADERS = ["content-encoding", "content-language", "content-location", "content-type"] as const

@@ -53,7 +53,14 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     const fallback = yield* PlatformHttpClient.makeUndici.pipe(
       Effect.provideService(PlatformHttpClient.Dispatcher, dispatcher.compose(withTimeouts(settings)))
     )
-    const traced = HttpClient.make((request, url, signal, fiber) => {
+    const traced = HttpClient.make((sent, url, signal, fiber) => {
+      // The trace headers `HttpClient.make` just added for this request's span go on the wire,
+      // not on the response's request (see `TraceHeaders`).
+      const trace = injected(sent, fiber)
+      const request =
+        trace === undefined
+          ? sent
+          : HttpClientRequest.removeHeader(HttpClientRequest.removeHeader(sent, "b3"), "traceparent")
       const run = isPlain(request)
         ? send(
             dispatcher,
@@ -63,21 +70,21 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             signal,
             fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
             meters,
-            undefined
+            trace
           )
         : url.protocol !== "http:" && url.protocol !== "https:"
           ? Effect.fail(unsupportedUrl(request, url))
           : request.headers.upgrade === undefined
-            ? Effect.flatMap(uploadOf(request), ([sent, upload]) =>
+            ? Effect.flatMap(uploadOf(request), ([converted, upload]) =>
                 send(
                   dispatcher,
-                  sent,
+                  converted,
                   url,
                   settings,
                   signal,
                   fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
                   meters,
-                  undefined,
+                  trace,
                   upload
                 ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
               )
@@ -85,7 +92,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
               metered(
                 meters.of(url.origin),
                 fallback
-                  .execute(request)
+                  .execute(sent)
                   .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
               )
       // Only when the request has its client span: otherwise (a streamed body with tracing off
@@ -146,6 +153,19 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     })
   })
 
+// The `b3` and `traceparent` `HttpClient.make` set on `request` for its client span (over any
+// the caller set), or `undefined` when it set none (no span, or propagation off).
+const injected = (
+  request: HttpClientRequest.HttpClientRequest,
+  fiber: Fiber.Fiber<unknown, unknown>
+): TraceHeaders | undefined => {
+  const { b3, traceparent } = request.headers
+  if (b3 === undefined || traceparent === undefined) return undefined
+  return hasClientSpan(request, fiber) && fiber.getRef(HttpClient.TracerPropagationEnabled)
+    ? new TraceHeaders(b3, traceparent)
+    : undefined
+}
+
 // Whether `HttpClient.make` runs this request in a client span of its own, as it decides.
 const hasClientSpan = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>): boolean =>
   fiber.getRef(References.TracerEnabled) &&
@@ -192,7 +212,7 @@ const traceOf = (fiber: Fiber.Fiber<unknown, unknown>): TraceHeaders | undefined
   let trace = traceHeaders.get(span)
   if (trace === undefined) {
     trace =
-      span._tag === "Span" && Context.get(span.annotations, Tracer.DisablePropagation) ? null : new TraceHeaders(span)
+      span._tag === "Span" && Context.get(span.annotations, Tracer.DisablePropagation) ? null : TraceHeaders.of(span)
     traceHeaders.set(span, trace)
   }
   return trace ?? undefined

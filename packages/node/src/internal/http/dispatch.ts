@@ -68,21 +68,28 @@ export const send = (
 }
 
 /**
- * A span's trace context as request headers (`b3`, `traceparent`), sent on top of a request's
- * own headers by a request without a client span of its own. Built once per span: every
- * request of a batch sends its batch span's, and copying them into each request (a new
- * `Headers` and request per request) cost a tenth of a small request's CPU.
+ * Trace context request headers (`b3`, `traceparent`), sent on top of a request's own headers
+ * and kept off the request object, so that a response's `request` is the caller's (a redirect
+ * hop starts from it, see Redirects). A request without a client span of its own sends its
+ * span's, built once per span: every request of a batch sends its batch span's, and copying
+ * them into each request (a new `Headers` and request per request) cost a tenth of a small
+ * request's CPU.
  */
 export class TraceHeaders {
   readonly headers: Readonly<Record<string, string>>
   // With the Accept-Encoding of a request that asks for compressed bodies.
   readonly accepting: Readonly<Record<string, string>>
-  constructor(span: { readonly traceId: string; readonly spanId: string; readonly sampled: boolean }) {
-    this.headers = Object.freeze({
-      b3: `${span.traceId}-${span.spanId}-${span.sampled ? "1" : "0"}`,
-      traceparent: `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
-    })
+  constructor(b3: string, traceparent: string) {
+    this.headers = Object.freeze({ b3, traceparent })
     this.accepting = Object.freeze({ ...this.headers, "accept-encoding": ACCEPT_ENCODING })
+  }
+
+  /** A span's, as Effect's client would send them. */
+  static of(span: { readonly traceId: string; readonly spanId: string; readonly sampled: boolean }): TraceHeaders {
+    return new TraceHeaders(
+      `${span.traceId}-${span.spanId}-${span.sampled ? "1" : "0"}`,
+      `00-${span.traceId.padStart(32, "0")}-${span.spanId}-${span.sampled ? "01" : "00"}`
+    )
   }
 }
 

@@ -36,6 +36,14 @@ const empty = Buffer.alloc(0)
  */
 export const BytesKey: unique symbol = Symbol.for("@volley/core/HttpClientResponse/bytes") as never
 
+/**
+ * Present on a response whose `request` carries only the headers its caller set: no trace
+ * context added by the client (sent, but kept off the request). `@volley/core`'s redirects then
+ * keep every header of the hop before, a caller's own `traceparent` included; without it they
+ * drop the trace headers a client may have added for the hop before's span.
+ */
+export const CallerHeadersKey: unique symbol = Symbol.for("@volley/core/HttpClientResponse/callerHeaders") as never
+
 // UTF-8 without a leading byte order mark, as undici's own body.text() decodes (Buffer's
 // decoder measured about twice as fast as TextDecoder on a 16 KiB body).
 const decodeUtf8 = (bytes: Uint8Array): string => {
@@ -330,6 +338,10 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
    * The body as bytes, without a copy when it came in one chunk (see `Body.view`). What
    * `@volley/core` reads (`Http.getBytes`, a batch's default read), under {@link BytesKey}.
    */
+  get [CallerHeadersKey](): true {
+    return true
+  }
+
   get [BytesKey](): Effect.Effect<Uint8Array, HttpClientError.HttpClientError> {
     // A plain Uint8Array over the same memory: a Buffer's slice() would not copy.
     return this.whole((view) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength))
