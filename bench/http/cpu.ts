@@ -60,12 +60,22 @@ try {
       samples.set(name, list)
     }
   }
-  console.log(`${path}, ${total} requests x ${rounds} rounds (median µs per request; all threads / main / GC pauses)`)
-  for (const [name, list] of samples) {
-    const f = (xs: Array<number>) => median(xs).toFixed(1).padStart(6)
-    console.log(
-      `${name.padEnd(16)} ${f(list.map((s) => s.all))} ${f(list.map((s) => s.main))} ${f(list.map((s) => s.gc))}   all: ${list.map((s) => s.all.toFixed(0)).join(" ")}`
-    )
+  // `bench http` runs this with CPU_JSON set and reads its last line.
+  if (process.env.CPU_JSON !== undefined) {
+    const clients = [...samples].map(([name, list]) => ({
+      name,
+      allUs: Math.round(median(list.map((s) => s.all)) * 10) / 10,
+      mainUs: Math.round(median(list.map((s) => s.main)) * 10) / 10
+    }))
+    console.log(JSON.stringify({ path, requests: total, rounds: Number(rounds), clients }))
+  } else {
+    console.log(`${path}, ${total} requests x ${rounds} rounds (median µs per request; all threads / main / GC pauses)`)
+    for (const [name, list] of samples) {
+      const f = (xs: Array<number>) => median(xs).toFixed(1).padStart(6)
+      console.log(
+        `${name.padEnd(16)} ${f(list.map((s) => s.all))} ${f(list.map((s) => s.main))} ${f(list.map((s) => s.gc))}   all: ${list.map((s) => s.all.toFixed(0)).join(" ")}`
+      )
+    }
   }
   for (const [, client] of built) await client.close()
 } finally {

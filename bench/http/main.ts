@@ -12,7 +12,7 @@ import { cpus, loadavg } from "node:os"
 import { join } from "node:path"
 import { Pool } from "undici"
 import { clients } from "./clients.ts"
-import { writeReport } from "./report.ts"
+import { type Results, writeReport } from "./report.ts"
 import { hasSleep, type Origin, startOrigin } from "./server.ts"
 
 const PYTHON = "/usr/bin/python3"
@@ -24,6 +24,8 @@ const RUNS = Number(process.env.VOLLEY_BENCH_RUNS ?? 3)
 const LATENCY_REQUESTS = 4_000
 const LATENCY_MS = 20
 const MEMORY_REQUESTS = 100_000
+// Rounds of REQUESTS per client in the warm-process measurement (after each client's warm-up).
+const WARM_ROUNDS = 5
 const BODIES = [
   { name: "2 B", path: "/2b" },
   { name: "16 KiB", path: "/16k" }
@@ -212,6 +214,34 @@ else
     `  no network: ${overhead.forms.map((f: { name: string; medianUs: number }) => `${f.name} ${f.medianUs} µs`).join(", ")}`
   )
 
+// A warm process: CPU per request of the floors and volley's forms, interleaved round by round in
+// one process after the JIT has settled (see cpu.ts): the steady state of a long-running service,
+// where the fresh processes above also pay for the JIT's first compilations.
+const WARM_CLIENTS = ["floor", "effect-floor", "idiom", "idiom-untraced", "volley", "volley-stream"].filter(wanted)
+const warm: Array<unknown> = []
+for (const body of BODIES) {
+  const warmRun = await run(
+    process.execPath,
+    [
+      "--conditions=@volley/source",
+      "--expose-gc",
+      join(import.meta.dirname, "cpu.ts"),
+      WARM_CLIENTS.join(","),
+      body.path,
+      String(REQUESTS),
+      String(WARM_ROUNDS)
+    ],
+    300_000,
+    { CPU_JSON: "1" }
+  )
+  const line = warmRun.stdout.trim().split("\n").at(-1) ?? ""
+  if (warmRun.status !== 0 || !line.startsWith("{")) console.error(`warm run failed:\n${warmRun.stderr.slice(-2000)}`)
+  else {
+    warm.push({ body: body.name, ...JSON.parse(line) })
+    console.log(`  warm ${body.name}: ${line}`)
+  }
+}
+
 for (const o of origins.splice(0)) await o.stop()
 
 // Report.
@@ -272,6 +302,7 @@ const results = {
   rows,
   memory: memory === undefined ? null : { requests: MEMORY_REQUESTS, concurrency: CONCURRENCY, ...memory },
   overhead: overhead ?? null,
+  warm: warm.length === BODIES.length ? (warm as NonNullable<Results["warm"]>) : null,
   pythonMissing: missingPython
 }
 writeReport(results)

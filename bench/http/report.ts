@@ -29,6 +29,13 @@ export interface Results {
     readonly rounds: number
     readonly forms: ReadonlyArray<{ readonly name: string; readonly medianUs: number }>
   } | null
+  /** CPU µs per request in one warm process, interleaved rounds (cpu.ts), per body; absent in older results. */
+  readonly warm?: ReadonlyArray<{
+    readonly body: string
+    readonly requests: number
+    readonly rounds: number
+    readonly clients: ReadonlyArray<{ readonly name: string; readonly allUs: number; readonly mainUs: number }>
+  }> | null
   readonly rows: ReadonlyArray<{
     readonly client: string
     readonly label: string
@@ -195,6 +202,7 @@ const render = (r: Results) => {
           )
         ]),
     "",
+    ...warmSection(r),
     ...(r.overhead == null
       ? []
       : [
@@ -285,4 +293,31 @@ if (import.meta.main) {
   const { md, chart } = render(r)
   writeFileSync(join(resultsDir, "http.svg"), chart)
   writeFileSync(join(resultsDir, "http.md"), md)
+}
+
+// The warm-process table: CPU per request after the JIT has settled, and the floor's over it.
+const warmSection = (r: Results): ReadonlyArray<string> => {
+  const warm = r.warm
+  if (warm == null || warm.length === 0) return []
+  const names = warm[0]!.clients.map((c) => c.name)
+  const label = (name: string) => r.rows.find((row) => row.client === name)?.label ?? name
+  const cell = (body: (typeof warm)[number], name: string) => {
+    const floor = body.clients.find((c) => c.name === "floor")?.allUs ?? Number.NaN
+    const us = body.clients.find((c) => c.name === name)?.allUs ?? Number.NaN
+    return `${us.toFixed(1)} | ${(floor / us).toFixed(2)}x`
+  }
+  return [
+    "## A warm process: CPU per request once the JIT has settled",
+    "",
+    `\`http/cpu.ts\`: the clients below in one process against the same origin, each warmed up, then ${warm[0]!.rounds} rounds of`,
+    `${warm[0]!.requests.toLocaleString("en")} requests each, interleaved client by client; the median over rounds of the process's CPU µs per`,
+    "request (every thread), and the floor's over it. The table above runs each client in a fresh process, where",
+    "the first tens of thousands of requests also pay for V8 compiling the client's code (more code, more to",
+    "compile): this is the steady state of a long-running service.",
+    "",
+    `| client | ${warm.map((b) => `${b.body} CPU µs/req | ${b.body} floor/CPU`).join(" | ")} |`,
+    `| --- | ${warm.map(() => "---: | ---:").join(" | ")} |`,
+    ...names.map((name) => `| ${label(name)} | ${warm.map((b) => cell(b, name)).join(" | ")} |`),
+    ""
+  ]
 }
