@@ -155,7 +155,9 @@ export interface Options {
   readonly gracePeriod?: Duration.Input | undefined
   /**
    * Most tasks sent ahead to one thread when tasks are short (under 0.25 ms on average; under
-   * 2 ms, two; longer tasks go one at a time). Sending ahead saves thread wake-ups. At most 1024.
+   * 2 ms, two; longer tasks go one at a time, and so does a task until a run of it has been
+   * measured, so that concurrent first calls start on threads of their own). Sending ahead saves
+   * thread wake-ups. At most 1024.
    * @default 64
    */
   readonly maxTasksPerWorker?: number | undefined

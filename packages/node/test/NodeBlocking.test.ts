@@ -53,6 +53,13 @@ const blockAThread = Effect.gen(function* () {
   return { flags: f, fiber }
 })
 
+/** Runs `P.block` released beforehand: it returns at once. */
+const runReleasedBlock = Effect.suspend(() => {
+  const f = flags()
+  release(f)
+  return Blocking.run(P.block, shared(f))
+})
+
 const realSleep = (millis: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis)))
 
 /** One turn of the event loop (no time passes): forked callers have submitted and the pool has dispatched. */
@@ -393,6 +400,10 @@ describe("NodeBlocking", () => {
     it.effect("never terminates the thread running the next task when a task that has ended is interrupted", () =>
       withPool({ maxWorkers: 1, minWorkers: 1, gracePeriod: "1 second" })(
         Effect.gen(function* () {
+          // Both tasks run once: a task never measured is not sent ahead.
+          const warm = flags()
+          release(warm)
+          yield* Blocking.run(P.countedBlock, shared(warm))
           yield* Blocking.run(P.threadId, undefined)
           const f = flags()
           yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
@@ -482,6 +493,8 @@ describe("NodeBlocking", () => {
     it.effect("fails a task sent ahead with a transferred payload when its thread dies: its buffers died with it", () =>
       withPool({ maxWorkers: 1, minWorkers: 1, waitForWorkers: true, tasks: [P.exit, T.reverse] })(
         Effect.gen(function* () {
+          // Run once: a task never measured is not sent ahead.
+          yield* Blocking.run(T.reverse, new Uint8Array([1]))
           // Sent together to the one thread: the first kills it; the second's buffer was moved to it.
           const [killed, held] = yield* Effect.all(
             [Effect.flip(Blocking.run(P.exit, 3)), Effect.flip(Blocking.run(T.reverse, new Uint8Array([1, 2, 3])))],
@@ -744,7 +757,8 @@ describe("NodeBlocking", () => {
     it.effect("reports a task with a timeout as soon as it ends, even while the next task on its thread runs", () =>
       withPool({ maxWorkers: 1, minWorkers: 1 })(
         Effect.gen(function* () {
-          yield* Blocking.run(P.threadId, undefined)
+          // Run once: a task never measured is not sent ahead.
+          yield* runReleasedBlock
           const f = flags()
           // Sent together to the one thread: the first has a run timeout, the second blocks it.
           const timed = yield* Effect.forkChild(
@@ -768,7 +782,8 @@ describe("NodeBlocking", () => {
     it.effect("reports that a task with a queue timeout started, so the timeout ends when it runs", () =>
       withPool({ maxWorkers: 1, minWorkers: 1 })(
         Effect.gen(function* () {
-          yield* Blocking.run(P.threadId, undefined)
+          // Run once: a task never measured is not sent ahead.
+          yield* runReleasedBlock
           const f = flags()
           // Sent together: the first answers at once, the second (with a queue timeout) then runs.
           const first = yield* Effect.forkChild(Blocking.run(P.slowSquare, { n: 2, millis: 0 }))
@@ -819,7 +834,8 @@ describe("NodeBlocking", () => {
         const f = flags()
         const run = <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
           Effect.provideService(effect, Blocking.BlockingExecutor, executor)
-        yield* run(Blocking.run(P.threadId, undefined))
+        // Run once: a task never measured is not sent ahead.
+        yield* run(Blocking.run(P.mark, { shared: shared(f), index: 1 }))
         // Sent together: the first kills the thread; its caller closes the pool at once.
         const [killed, other] = yield* run(
           Effect.all(

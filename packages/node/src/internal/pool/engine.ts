@@ -10,7 +10,8 @@
 // calls on healthy workers) is what this replaces.
 //
 // - Dispatch: each thread gets a window of jobs sent ahead (many for short tasks, one for long
-//   ones) and runs them one at a time; jobs travel in batches, one message per thread per round.
+//   ones and for tasks not measured yet) and runs them one at a time; jobs travel in batches, one
+//   message per thread per round.
 // - Cancellation is two-phase: a job that has not started is skipped (dropped from the queue, or
 //   marked in the thread's control buffer so the thread skips it); a running one has its
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
@@ -74,6 +75,8 @@ interface TaskInfo {
   readonly refusal: string | undefined
   /** Moving average of its run time: short tasks get several in flight per thread, long ones one. */
   avgRunMillis: number
+  /** A run of it has been measured: until then `avgRunMillis` is a guess, and it goes one at a time. */
+  measured: boolean
   /** One of its runs has reached an answer: its module is known sound (checked once, not per result). */
   worked: boolean
 }
@@ -257,8 +260,11 @@ export class Engine {
     let now: number | undefined
     for (;;) {
       for (let job = this.queue.peek(); job !== undefined; job = this.queue.peek()) {
-        const avg = this.tasks[job.taskId]!.avgRunMillis
-        const thread = this.pick(Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1))
+        const info = this.tasks[job.taskId]!
+        const avg = info.avgRunMillis
+        // A task never measured may be long: sent ahead, its second call would wait behind the first
+        // while another thread is idle or starting (new threads start only for jobs left queued).
+        const thread = this.pick(info.measured ? Math.min(max, avg < 0.25 ? max : avg < 2 ? 2 : 1) : 1)
         if (thread === undefined) break
         now ??= performance.now()
         this.send(thread, this.queue.shift()!, now)
@@ -424,6 +430,7 @@ export class Engine {
       if (reply._tag !== "Cancelled") {
         const info = this.tasks[job.taskId]!
         info.avgRunMillis += (runMillis - info.avgRunMillis) / 8
+        info.measured = true
         this.options.observe.runTime(runMillis)
         if (reply._tag !== "NotFound" && !info.worked) {
           info.worked = true
@@ -723,6 +730,7 @@ export class Engine {
         ref: [id, module, task.name],
         refusal: entryModuleRefusal(module),
         avgRunMillis: 1,
+        measured: false,
         worked: false
       })
     }

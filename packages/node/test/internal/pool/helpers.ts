@@ -25,6 +25,13 @@ export const settles = (fiber: Fiber.Fiber<unknown, unknown>) =>
     return fiber.pollUnsafe() !== undefined
   })
 
+/** True once `done()` holds, polled in real time for at most 5 s. */
+export const eventually = (done: () => boolean) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 500 && !done(); i++) yield* realSleep(10)
+    return done()
+  })
+
 /** Flags of a `P.block` task, released when the scope closes so a failing test leaves no thread blocked. */
 export const blockFlags = Effect.gen(function* () {
   const flags = new Int32Array(new SharedArrayBuffer(16))

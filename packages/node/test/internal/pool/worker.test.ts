@@ -23,6 +23,10 @@ describe("pool worker", () => {
   it.effect("reports a finished task before it starts one with a run timeout, so the timeout is armed", () =>
     withPool({ maxWorkers: 1 })(
       Effect.gen(function* () {
+        // Both tasks run once: a task never measured is not sent ahead.
+        const released = yield* blockFlags
+        release(released)
+        yield* Blocking.run(P.block, released.buffer as SharedArrayBuffer)
         yield* Blocking.run(P.threadId, undefined)
         const flags = yield* blockFlags
         // Sent in one batch: the thread would hold the no-op's result back while the blocked task runs.
@@ -48,6 +52,8 @@ describe("pool worker", () => {
         const released = yield* blockFlags
         release(released)
         for (let i = 0; i < 60; i++) yield* Blocking.run(P.block, released.buffer as SharedArrayBuffer)
+        // Run once, so that it is sent ahead too (a task never measured is not).
+        yield* Blocking.run(P.threadId, undefined)
         const first = yield* blockFlags
         const running = yield* Effect.forkChild(Blocking.run(P.block, first.buffer as SharedArrayBuffer))
         yield* waitForFlag(first, 0)
