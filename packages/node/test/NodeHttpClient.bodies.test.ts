@@ -63,6 +63,12 @@ const bodyOrigin = Effect.acquireRelease(
           // Frames in a row (RFC 8878 §3), in one write: the first ends inside a chunk.
           if (path === "zstd-frames")
             return send(res, "zstd", Buffer.concat(HALVES.map((h) => Zlib.zstdCompressSync(h))))
+          if (path === "zstd-held") {
+            // Decoding to 70 kB (past a stream's 64 KiB mark), the wire held open.
+            res.writeHead(200, { "content-encoding": "zstd" })
+            res.write(Zlib.zstdCompressSync(Buffer.alloc(70_000, "a")))
+            return void setTimeout(() => res.end(), 100)
+          }
           if (path === "zstd-trailing")
             return send(res, "zstd", Buffer.concat([encoded.zstd!, Buffer.from("not a frame")]))
           if (path === "big") return res.writeHead(200, { "content-length": 1_000_000 }).end(Buffer.alloc(1_000_000))
@@ -230,6 +236,20 @@ describe("NodeHttpClient", () => {
         const error = squashed(yield* Effect.exit(Http.getText(`${origin.url}/zstd-trailing`)))
         assert.strictEqual(error?.reason?._tag, "DecodeError")
         assert.include(error?.message, "zstd body does not decode")
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("reads a large zstd body in full when its reader starts late, the wire still open", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        const client = yield* HttpClient.HttpClient
+        // Read 30 ms after the head, as a caller doing something first would: the decoded output
+        // piles up past the decoder's mark meanwhile, and its input waits for the reader.
+        const late = Effect.flatMap(client.get(`${origin.url}/zstd-held`), (response) =>
+          Effect.andThen(Effect.sleep("30 millis"), response.text)
+        )
+        const text = yield* late.pipe(Effect.timeout("5 seconds"))
+        assert.strictEqual(text.length, 70_000)
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
 

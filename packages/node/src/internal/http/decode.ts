@@ -108,8 +108,10 @@ class ZstdFrames extends Transform {
     return decoder
   }
 
-  override _read(): void {
+  override _read(size: number): void {
     this.decoder.resume()
+    // Transform's own: releases the input it held back while the output was over its mark.
+    super._read(size)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
