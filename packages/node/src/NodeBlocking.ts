@@ -12,7 +12,9 @@
  * was transferred to it (`transfer`) fail too. A module that kills
  * every thread trips a crash-loop breaker and fails fast. A thread that
  * cannot be created (`new Worker` throws: a container's pids limit, no
- * memory) counts as one that died before it was ready. Closing the layer
+ * memory) counts as one that died before it was ready when the pool has no
+ * other; with threads running, the pool stays at its size for a second and
+ * tries to grow again, its threads taking the queued calls. Closing the layer
  * drains or cancels the queue, then terminates every thread.
  *
  * Start-up: a thread's first task waits for the thread to import the task's
@@ -179,7 +181,8 @@ export interface Options {
    * module before any task of that module has finished (a module that kills the thread that
    * imports it), that module's tasks fail fast with `WorkerDiedError` (`"crash-loop"`) for
    * `cooldown`; when `deaths` threads in a row die before they are ready (a `resourceLimits`
-   * too small to start) or cannot be created (`new Worker` refused by the OS), every task does.
+   * too small to start) or cannot be created (`new Worker` refused by the OS) while no thread
+   * runs, every task does.
    * After the cool-down tasks are tried again, and one more death re-opens the breaker. The
    * error's `detail` names the module and the last death's cause.
    * @default { deaths: 3, cooldown: "10 seconds" }

@@ -114,6 +114,8 @@ export class Engine {
   private warmedUp: (() => void) | undefined
   /** A thread could not be created, and that is counted on the next turn: none is tried until then. */
   private spawnRefused = false
+  /** Set while the pool, refused a thread with others running, stays at its size (see `refused`). */
+  private growthPause: (() => void) | undefined = undefined
 
   constructor(options: EngineOptions) {
     this.options = options
@@ -201,6 +203,7 @@ export class Engine {
   /** Closes the pool: finishes (drain) or fails (cancel) what is queued, then ends every thread. */
   async close(mode: "drain" | "cancel"): Promise<void> {
     this.closing = true
+    this.growthPause?.()
     this.warmedUp?.()
     if (mode === "cancel") {
       for (const job of [...this.waiting.drain(), ...this.queue.drain()]) this.shutDown(job)
@@ -539,7 +542,7 @@ export class Engine {
 
   /** Starts a thread; false if it could not be created (see `refused`). */
   private spawn(): boolean {
-    if (this.spawnRefused) return false
+    if (this.spawnRefused || this.growthPause !== undefined) return false
     let thread: Thread
     try {
       thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
@@ -572,14 +575,28 @@ export class Engine {
   }
 
   /**
-   * A thread could not be created: counted like one that died before it was ready, and on a later
-   * turn, as its exit would be. The round that follows tries another (minWorkers, or queued jobs),
-   * so the jobs wait, as for any death at start-up, until a thread starts or the start-up breaker
-   * opens and fails them: never a retry loop within one turn.
+   * A thread could not be created. With threads running, the pool goes on at the size it has and
+   * tries to grow again after GROWTH_PAUSE_MILLIS: the threads it has take the queued jobs, where
+   * counting it as a crash would open the start-up breaker and fail every call (a pool growing
+   * into a container's pids limit is not crash-looping). With none, it is counted like a thread
+   * that died before it was ready, on a later turn, as its exit would be: the round that follows
+   * tries another, so the jobs wait, as for any death at start-up, until a thread starts or the
+   * start-up breaker opens and fails them; never a retry loop within one turn.
    */
   private refused(cause: string): void {
     this.spawnRefused = false
     this.options.observe.crash()
+    if (this.threads.size > 0 && !this.closing) {
+      const cancel = after(this.options.clock, GROWTH_PAUSE_MILLIS, () => {
+        this.growthPause = undefined
+        this.schedule()
+      })
+      this.growthPause = () => {
+        this.growthPause = undefined
+        cancel()
+      }
+      return
+    }
     this.countDeath(false, undefined, cause)
     this.checkWarmedUp()
     this.schedule()
@@ -753,6 +770,9 @@ const clearTimer = (job: Job): void => {
   job.timer?.()
   job.timer = undefined
 }
+
+/** How long a pool refused a thread (with others running) waits before it tries to grow again. */
+const GROWTH_PAUSE_MILLIS = 1_000
 
 /** Calls `f` after `millis` on `clock` (a TestClock in tests); returns a canceller. */
 const after = (clock: Clock.Clock, millis: number, f: () => void): (() => void) => {
