@@ -196,11 +196,13 @@ describe("NodeHttpClient http2", () => {
           get({}),
           get({}),
           Effect.delay(get({ te: "gzip" }), "50 millis"),
-          Effect.delay(get({ "proxy-connection": "keep-alive" }), "50 millis")
+          Effect.delay(get({ "proxy-connection": "keep-alive" }), "50 millis"),
+          Effect.delay(get({ te: "Trailers" }), "50 millis"),
+          Effect.delay(get({ "http2-settings": "AAMAAABkAAQAoAAAAAIAAAAA" }), "50 millis")
         ],
-        { concurrency: 4 }
+        { concurrency: 6 }
       ).pipe(Effect.provide(client(origin.pki.ca, { http2: true })))
-      assert.deepStrictEqual(bodies, ["ok", "ok", "ok", "ok"])
+      assert.deepStrictEqual(bodies, ["ok", "ok", "ok", "ok", "ok", "ok"])
       assert.strictEqual(origin.counts().opened, 1)
     }).pipe(Effect.scoped)
   )

@@ -129,7 +129,7 @@ export interface Options {
    * carries a batch's requests as streams of one connection (at most 100 at a time per
    * connection, fewer if the server says so). The same timeouts, interruption and per-host
    * limits apply. Plain `http://` stays HTTP/1.1. Request headers HTTP/2 forbids (`TE` other
-   * than `trailers`, `Proxy-Connection`) are then dropped from `https://` requests, as curl does:
+   * than `trailers`, `HTTP2-Settings`, `Proxy-Connection`) are then dropped from `https://` requests, as curl does:
    * sent, they would make undici destroy the connection, failing every request on it.
    * @default false
    */

@@ -93,17 +93,25 @@ export class TraceHeaders {
   }
 }
 
-// Request headers HTTP/2 forbids (RFC 9113 §8.2.2) that undici passes on: node:http2 throws on
-// them, and undici then destroys the whole connection, failing every request on it (it refuses
-// the others, `Connection`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`, itself). Dropped when
-// the connection may speak HTTP/2, as curl does; meaningless on HTTP/1.1 anyway.
+// Request headers HTTP/2 forbids (RFC 9113 §8.2.2, RFC 7540 §3.2.1) that undici passes on:
+// node:http2 throws on them, and undici then destroys the whole connection, failing every request
+// on it (it refuses the others, `Connection`, `Keep-Alive`, `Transfer-Encoding`, `Upgrade`,
+// itself). Dropped when the connection may speak HTTP/2, as curl does; meaningless on HTTP/1.1
+// anyway. A `TE` of `trailers` in another case or with spaces is sent as node:http2 wants it.
 const withoutH2Forbidden = (request: HttpClientRequest.HttpClientRequest): HttpClientRequest.HttpClientRequest => {
   const te = request.headers.te
-  const dropTe = te !== undefined && te.trim().toLowerCase() !== "trailers"
-  const dropProxyConnection = request.headers["proxy-connection"] !== undefined
-  if (!dropTe && !dropProxyConnection) return request
-  const kept = dropTe ? HttpClientRequest.removeHeader(request, "te") : request
-  return dropProxyConnection ? HttpClientRequest.removeHeader(kept, "proxy-connection") : kept
+  const h2Settings = request.headers["http2-settings"] !== undefined
+  const proxyConnection = request.headers["proxy-connection"] !== undefined
+  if ((te === undefined || te === "trailers") && !h2Settings && !proxyConnection) return request
+  let sent = request
+  if (te !== undefined && te !== "trailers") {
+    sent =
+      te.trim().toLowerCase() === "trailers"
+        ? HttpClientRequest.setHeader(sent, "te", "trailers")
+        : HttpClientRequest.removeHeader(sent, "te")
+  }
+  if (h2Settings) sent = HttpClientRequest.removeHeader(sent, "http2-settings")
+  return proxyConnection ? HttpClientRequest.removeHeader(sent, "proxy-connection") : sent
 }
 
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
