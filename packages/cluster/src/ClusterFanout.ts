@@ -50,8 +50,9 @@ import { Conflict, type Item as ItemModel, SendFailed, submit as submitChunks } 
  * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
  * whose body is empty, text or bytes (decoded as UTF-8). Items are stored as they are, headers
  * included, so an item with credentials (an `Authorization`, `Proxy-Authorization` or `Cookie`
- * header, a `Redacted` URL parameter) is not stored and fails as `InvalidItem`: set
- * credentials on the runners' `HttpClient` instead.
+ * header, a `Redacted` URL parameter, a URL with a `user:password@`) is not stored and fails as
+ * `InvalidItem`: set credentials on the runners' `HttpClient` instead. No `InvalidItem` detail
+ * quotes a URL's `user:password`.
  *
  * @example
  * ```ts

@@ -84,6 +84,42 @@ describe("ClusterFanout", () => {
       assert.strictEqual(Number(stored[0]!.n), 0)
     }, 30_000)
 
+    it("refuses a URL with a user:password, and quotes no invalid URL with its credentials", async () => {
+      const host = suite.origins[0]!.url.slice("http://".length)
+      const items: ReadonlyArray<ClusterFanout.Item> = [
+        `http://alice:pw-s3cret-1@${host}/userinfo/0`,
+        new URL(`http://only-user-s3cret@${host}/userinfo/1`),
+        { method: "POST", url: `http://:pw-s3cret-2@${host}/userinfo/2`, body: "hi" },
+        HttpClientRequest.get(`http://carol:pw-s3cret-3@${host}/userinfo/3`),
+        "ftp://bob:pw-s3cret-4@127.0.0.1/x",
+        "http://dave:pw-s3cret-5@[not-a-host/x",
+        `${suite.origins[0]!.url}/userinfo/6`
+      ]
+      await run(ClusterFanout.submit("userinfo", items))
+      const final = await wait("userinfo")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [7, 1, 6])
+      const details = (await collect("userinfo")).map((o) =>
+        Result.isFailure(o.result) ? [o.result.failure.reason, o.result.failure.detail] : "ok"
+      )
+      for (const detail of details.slice(0, 5)) {
+        assert.deepStrictEqual(detail, [
+          "InvalidItem",
+          "the user:password in the URL would be stored in the database in the clear; set it on the runners' " +
+            "HttpClient (HttpClient.mapRequest) instead"
+        ])
+      }
+      assert.deepStrictEqual(details.slice(5), [["InvalidItem", "not an http(s) URL: http://[not-a-host/x"], "ok"])
+      assert.strictEqual(hits(suite.origins[0]!, "/userinfo/"), 1)
+      const stored = await run(
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql<{ n: number }>`select (select count(*) from cluster_messages m where m::text like ${"%s3cret%"})
+            + (select count(*) from volley_results r where r::text like ${"%s3cret%"}) as n`
+        )
+      )
+      assert.strictEqual(Number(stored[0]!.n), 0)
+    }, 30_000)
+
     it("takes a Stream of any length and chunks it per origin", async () => {
       const items = Stream.range(0, 249).pipe(Stream.map((i) => `${suite.origins[i % 4]!.url}/stream/${i}`))
       assert.strictEqual(await run(ClusterFanout.submit("stream", items, { chunkSize: 16, perHost: 8 })), 250)

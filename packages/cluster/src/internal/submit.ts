@@ -100,13 +100,24 @@ export const toWire = (item: Item): WireRequest | string => {
   return { method: item.method ?? "GET", url: String(item.url), headers: item.headers ?? {}, body: item.body ?? null }
 }
 
-const originOf = (url: string): string | undefined => {
+const parseUrl = (url: string): URL | undefined => {
   try {
-    const parsed = new URL(url)
-    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.origin : undefined
+    return new URL(url)
   } catch {
     return undefined
   }
+}
+
+/**
+ * The URL as an invalid item's reason may quote it: without a `user:password@`, also when the URL
+ * does not parse (the reason is stored and returned by `results`).
+ */
+const withoutUserinfo = (url: string): string => {
+  const parsed = parseUrl(url)
+  if (parsed === undefined) return url.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, "$1")
+  parsed.username = ""
+  parsed.password = ""
+  return parsed.href
 }
 
 // The origin is the entity id, and Effect's cluster stores entity ids in a VARCHAR(255) column
@@ -121,8 +132,15 @@ type Classified =
 const classify = (item: Item): Classified => {
   const wire = toWire(item)
   if (typeof wire === "string") return { _tag: "Invalid", reason: wire }
-  const origin = originOf(wire.url)
-  if (origin === undefined) return { _tag: "Invalid", reason: `not an http(s) URL: ${wire.url}` }
+  const parsed = parseUrl(wire.url)
+  // A URL's user:password would be stored, and sent by any runner, like an Authorization header.
+  if (parsed !== undefined && (parsed.username !== "" || parsed.password !== "")) {
+    return { _tag: "Invalid", reason: secretRefusal("the user:password in the URL") }
+  }
+  if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
+    return { _tag: "Invalid", reason: `not an http(s) URL: ${withoutUserinfo(wire.url)}` }
+  }
+  const origin = parsed.origin
   if (origin.length > maxOriginLength) {
     return {
       _tag: "Invalid",
