@@ -48,7 +48,9 @@ import { Conflict, type Item as ItemModel, SendFailed, submit as submitChunks } 
 
 /**
  * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
- * whose body is empty, text or bytes (decoded as UTF-8). Items are stored as they are, headers
+ * whose body is empty, text or bytes (sent exactly as given, UTF-8 or not). A body is sent with
+ * the item's own `Content-Type` (a plain request's header in any case; without one, text is
+ * `text/plain`). Items are stored as they are, headers
  * included, so an item with credentials (an `Authorization`, `Proxy-Authorization` or `Cookie`
  * header, a `Redacted` URL parameter, a URL with a `user:password@`) is not stored and fails as
  * `InvalidItem`: set credentials on the runners' `HttpClient` instead. No `InvalidItem` detail

@@ -1,3 +1,4 @@
+import * as NodeHttp from "node:http"
 import { ClusterFanout } from "@volley/cluster"
 import { Effect, Redacted, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
@@ -118,6 +119,43 @@ describe("ClusterFanout", () => {
         )
       )
       assert.strictEqual(Number(stored[0]!.n), 0)
+    }, 30_000)
+
+    it("sends each item's body with its own content type, and its bytes exactly (not UTF-8 ones too)", async () => {
+      const seen = new Map<string, { type: string | undefined; body: ReadonlyArray<number> }>()
+      const server = NodeHttp.createServer((request, response) => {
+        const parts: Array<Buffer> = []
+        request.on("data", (part: Buffer) => parts.push(part))
+        request.on("end", () => {
+          seen.set(request.url ?? "", { type: request.headers["content-type"], body: [...Buffer.concat(parts)] })
+          response.end("ok")
+        })
+      })
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      const origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+      const binary = new Uint8Array([0xef, 0xbb, 0xbf, 0xff, 0x00, 0xfe, 0x80])
+      const bom = new Uint8Array([0xef, 0xbb, 0xbf, 0x61])
+      try {
+        const items: ReadonlyArray<ClusterFanout.Item> = [
+          { method: "POST", url: `${origin}/json`, headers: { "Content-Type": "application/json" }, body: '{"a":1}' },
+          HttpClientRequest.post(`${origin}/json2`).pipe(HttpClientRequest.bodyJsonUnsafe({ a: 2 })),
+          HttpClientRequest.post(`${origin}/bin`).pipe(HttpClientRequest.bodyUint8Array(binary, "image/png")),
+          HttpClientRequest.post(`${origin}/bom`).pipe(HttpClientRequest.bodyUint8Array(bom)),
+          { method: "POST", url: `${origin}/plain`, body: "hi" }
+        ]
+        await run(ClusterFanout.submit("bodies", items))
+        assert.strictEqual((await wait("bodies")).succeeded, 5)
+        assert.deepStrictEqual(Object.fromEntries(seen), {
+          "/json": { type: "application/json", body: [...Buffer.from('{"a":1}')] },
+          "/json2": { type: "application/json", body: [...Buffer.from('{"a":2}')] },
+          "/bin": { type: "image/png", body: [...binary] },
+          "/bom": { type: "application/octet-stream", body: [...bom] },
+          "/plain": { type: "text/plain", body: [...Buffer.from("hi")] }
+        })
+      } finally {
+        server.closeAllConnections()
+        server.close()
+      }
     }, 30_000)
 
     it("takes a Stream of any length and chunks it per origin", async () => {

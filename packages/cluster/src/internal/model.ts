@@ -4,12 +4,17 @@ import * as Entity from "effect/cluster/Entity"
 import * as Rpc from "effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 
-/** One request as it is stored: plain data, so it survives the database and the wire. */
+/**
+ * One request as it is stored: plain data, so it survives the database and the wire. A body is
+ * UTF-8 text, or with `bodyEncoding: "base64"` bytes that are not (absent in rows stored before
+ * it existed, whose bodies are all text); its content type is the `content-type` header, if any.
+ */
 export const WireRequest = Schema.Struct({
   method: Schema.String,
   url: Schema.String,
   headers: Schema.Record(Schema.String, Schema.String),
-  body: Schema.NullOr(Schema.String)
+  body: Schema.NullOr(Schema.String),
+  bodyEncoding: Schema.optionalKey(Schema.Literal("base64"))
 })
 export type WireRequest = typeof WireRequest.Type
 

@@ -10,7 +10,7 @@ import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
 import { durable, findJob, storable } from "./store.ts"
 
-/** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text or empty body. */
+/** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text, bytes or empty body. */
 export type Item =
   | string
   | URL
@@ -51,7 +51,21 @@ export class SendFailed {
   }
 }
 
-const textDecoder = new TextDecoder()
+// Fatal: bytes that are not UTF-8 are carried as base64 rather than replaced with U+FFFD. A
+// leading BOM is a byte of the body like any other, kept.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+
+/** A byte body as stored: as text when it is UTF-8 (so a text body's hash is what it always was), else base64. */
+const wireBody = (bytes: Uint8Array): Pick<WireRequest, "body" | "bodyEncoding"> => {
+  try {
+    return { body: utf8.decode(bytes) }
+  } catch {
+    return {
+      body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64"),
+      bodyEncoding: "base64"
+    }
+  }
+}
 
 /**
  * Headers that carry credentials. Items are stored in the clear (the runner that takes a chunk
@@ -92,7 +106,7 @@ export const toWire = (item: Item): WireRequest | string => {
       method: item.method,
       url: url.href,
       headers: { ...item.headers },
-      body: body._tag === "Empty" ? null : textDecoder.decode(body.body)
+      ...(body._tag === "Empty" ? { body: null } : wireBody(body.body))
     }
   }
   const refused = refuseSecrets(item.headers ?? {})

@@ -35,7 +35,16 @@ interface Outcome {
 
 const toRequest = (wire: WireRequest): HttpClientRequest.HttpClientRequest => {
   const request = HttpClientRequest.make(wire.method as "GET")(wire.url, { headers: wire.headers })
-  return wire.body === null ? request : HttpClientRequest.setBody(request, HttpBody.text(wire.body))
+  if (wire.body === null) return request
+  // The item's own content type (the request's headers are lower-cased): setBody replaces the
+  // header with the body's, which would otherwise be HttpBody's default.
+  const contentType = request.headers["content-type"]
+  return HttpClientRequest.setBody(
+    request,
+    wire.bodyEncoding === "base64"
+      ? HttpBody.uint8Array(Buffer.from(wire.body, "base64"), contentType)
+      : HttpBody.text(wire.body, contentType)
+  )
 }
 
 const failure = (tag: string, message: string, status: number | null = null): Outcome => ({
