@@ -242,8 +242,16 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * with {@link JobConflictError}, and then none of this submission's items runs: the input is
  * compared with the stored job before anything new is sent. An item that is not an `http(s)` URL,
  * or whose origin is longer than 255 characters (the longest entity id Effect's cluster stores),
- * gets a failed outcome (`InvalidItem`) at once. After {@link forget} (or the runners' retention),
- * the id is free: submitting it again runs the job again.
+ * gets a failed outcome (`InvalidItem`) at once; it has no origin, so it counts in the job's
+ * `total` and `failed` but in none of `Progress.origins`. After {@link forget} (or the runners'
+ * retention), the id is free: submitting it again runs the job again.
+ *
+ * If the input `Stream` fails (or the submit is interrupted) part-way, the chunks already sent
+ * run, submit fails with the stream's error, and the job stays partly submitted: no `total`, never
+ * `finished` (so {@link wait} does not return), and never removed by the runners' retention, which
+ * forgets finished jobs only. Recover by submitting the same input again (it resumes, nothing runs
+ * twice), or {@link cancel} it (it then counts as finished, and retention forgets it) or
+ * {@link forget} it.
  *
  * @example
  * ```ts
@@ -302,7 +310,8 @@ export const submit = <E = never, R = never>(
   })
 
 /**
- * Progress of one origin in a job.
+ * Progress of one origin in a job. Items that failed as `InvalidItem` at submit have no origin
+ * and are counted in no `OriginProgress`, only in the job's totals.
  *
  * @example
  * ```ts
@@ -353,6 +362,7 @@ export interface Progress {
   readonly cancelled: boolean
   /** Every item has an outcome, or the job was cancelled. */
   readonly finished: boolean
+  /** One entry per origin with items; `InvalidItem` outcomes (no origin) are in none of them. */
   readonly origins: ReadonlyArray<OriginProgress>
 }
 

@@ -44,6 +44,14 @@ describe("ClusterFanout", () => {
       await run(ClusterFanout.submit("fail", items))
       const final = await wait("fail")
       assert.deepStrictEqual([final.done, final.succeeded, final.failed], [4, 1, 3])
+      // The invalid items have no origin: they are in the job's totals, in no origin's.
+      assert.deepStrictEqual(
+        final.origins.map((o) => [o.total, o.succeeded + o.failed]),
+        [
+          [1, 1],
+          [1, 1]
+        ]
+      )
       const outcomes = await collect("fail")
       const failures = outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure : undefined))
       assert.deepStrictEqual(
@@ -156,6 +164,38 @@ describe("ClusterFanout", () => {
         server.closeAllConnections()
         server.close()
       }
+    }, 30_000)
+
+    it("leaves a job whose input Stream failed unfinished, with no total, until it is submitted again", async () => {
+      const urls = Array.from({ length: 6 }, (_, i) => `${suite.origins[0]!.url}/broken-input/${i}`)
+      const broken = Stream.concat(Stream.fromIterable(urls), Stream.fail("input broke"))
+      assert.strictEqual(
+        await run(Effect.flip(ClusterFanout.submit("broken-input", broken, { chunkSize: 2 }))),
+        "input broke"
+      )
+      await sleep(1000)
+      const stuck = await run(ClusterFanout.progress("broken-input"))
+      assert.deepStrictEqual([stuck.total, stuck.finished], [undefined, false])
+      // The documented recovery: the same input again completes it, nothing twice.
+      assert.strictEqual(await run(ClusterFanout.submit("broken-input", urls, { chunkSize: 2 })), 6)
+      const final = await wait("broken-input")
+      assert.deepStrictEqual([final.total, final.succeeded, final.finished], [6, 6, true])
+      assert.deepStrictEqual(
+        urls.map((url) => suite.origins[0]!.hits.get(new URL(url).pathname)),
+        [1, 1, 1, 1, 1, 1]
+      )
+    }, 30_000)
+
+    it("cancels, then forgets, a job whose input Stream failed", async () => {
+      const urls = Array.from({ length: 4 }, (_, i) => `${suite.origins[1]!.url}/broken-cancel/${i}?delay=2000`)
+      const broken = Stream.concat(Stream.fromIterable(urls), Stream.fail("input broke"))
+      await run(Effect.flip(ClusterFanout.submit("broken-cancel", broken, { chunkSize: 1, perHost: 1 })))
+      assert.isTrue(await run(ClusterFanout.cancel("broken-cancel")))
+      const cancelled = await run(ClusterFanout.progress("broken-cancel"))
+      assert.deepStrictEqual([cancelled.total, cancelled.cancelled, cancelled.finished], [undefined, true, true])
+      await run(ClusterFanout.forget("broken-cancel"))
+      const error = await run(Effect.flip(ClusterFanout.progress("broken-cancel")))
+      assert.strictEqual(error._tag, "JobNotFoundError")
     }, 30_000)
 
     it("takes a Stream of any length and chunks it per origin", async () => {
