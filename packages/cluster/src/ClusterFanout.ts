@@ -240,7 +240,10 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * that crashed mid-submit (or failed with {@link ChunkSendError}) just submits again. The same id
  * with other items (another count, or any item different, invalid ones included) or options fails
  * with {@link JobConflictError}, and then none of this submission's items runs: the input is
- * compared with the stored job before anything new is sent. An item that is not an `http(s)` URL,
+ * compared with the stored job before anything new is sent. Not so for two submissions of one
+ * new id with different items at the same time: each may fail with {@link JobConflictError}
+ * after some of its chunks were sent and ran (a conflict is then found chunk by chunk); submit
+ * a job id from one place at a time. An item that is not an `http(s)` URL,
  * or whose origin is longer than 255 characters (the longest entity id Effect's cluster stores),
  * gets a failed outcome (`InvalidItem`) at once; it has no origin, so it counts in the job's
  * `total` and `failed` but in none of `Progress.origins`. After {@link forget} (or the runners'
