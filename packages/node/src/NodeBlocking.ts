@@ -107,7 +107,8 @@ export interface Options {
   /**
    * Building the layer waits until `minWorkers` threads have started and imported `tasks`
    * (or until threads keep dying before they are ready, or cannot be created: the crash-loop
-   * breaker opened, and calls fail fast).
+   * breaker opened, and calls fail fast; or until the OS refuses a thread while others run: the
+   * pool goes on with those).
    * @default false
    */
   readonly waitForWorkers?: boolean | undefined

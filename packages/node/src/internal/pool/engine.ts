@@ -576,7 +576,8 @@ export class Engine {
 
   /**
    * A thread could not be created. With threads running, the pool goes on at the size it has and
-   * tries to grow again after GROWTH_PAUSE_MILLIS: the threads it has take the queued jobs, where
+   * tries to grow again after GROWTH_PAUSE_MILLIS (never while it drains; a build waiting for
+   * minWorkers threads ends with those it has): the threads it has take the queued jobs, where
    * counting it as a crash would open the start-up breaker and fail every call (a pool growing
    * into a container's pids limit is not crash-looping). With none, it is counted like a thread
    * that died before it was ready, on a later turn, as its exit would be: the round that follows
@@ -586,7 +587,14 @@ export class Engine {
   private refused(cause: string): void {
     this.spawnRefused = false
     this.options.observe.crash()
-    if (this.threads.size > 0 && !this.closing) {
+    if (this.threads.size > 0) {
+      if (this.closing) {
+        // Draining: the threads the pool has finish the queue; it does not try to grow again.
+        this.growthPause = () => {
+          this.growthPause = undefined
+        }
+        return
+      }
       const cancel = after(this.options.clock, GROWTH_PAUSE_MILLIS, () => {
         this.growthPause = undefined
         this.schedule()
@@ -595,6 +603,8 @@ export class Engine {
         this.growthPause = undefined
         cancel()
       }
+      // A build waiting for minWorkers threads waits no longer: the pool has what the OS allows.
+      this.checkWarmedUp()
       return
     }
     this.countDeath(false, undefined, cause)
@@ -724,7 +734,12 @@ export class Engine {
 
   private checkWarmedUp(): void {
     if (this.warmedUp === undefined) return
-    if (this.closing || this.staying() >= this.options.minWorkers || this.breaker.startupOpen()) {
+    if (
+      this.closing ||
+      this.staying() >= this.options.minWorkers ||
+      this.breaker.startupOpen() ||
+      this.growthPause !== undefined
+    ) {
       this.warmedUp()
       this.warmedUp = undefined
     }

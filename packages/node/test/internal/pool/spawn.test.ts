@@ -3,7 +3,8 @@
 // every thread alike), so `spawnThread` refuses every thread after the first, by a module mock.
 import { assert, describe, it } from "@effect/vitest"
 import { Blocking } from "@volley/core"
-import { Effect, Fiber } from "effect"
+import { NodeBlocking } from "@volley/node"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { vi } from "vitest"
 import * as P from "../../fixtures/poolTasks.ts"
@@ -26,10 +27,19 @@ vi.mock("../../../src/internal/pool/thread.ts", async (importOriginal) => {
   }
 })
 
+// The OS allows `n` more threads from now on.
+const allow = (n: number) =>
+  Effect.sync(() => {
+    spawns.allowed = n
+    spawns.made = 0
+    spawns.refused = 0
+  })
+
 describe("a pool refused a thread while it grows", () => {
   it.effect("goes on at the size it has (the breaker stays shut) and tries again after a pause", () =>
     withPool({ maxWorkers: 4, crashLoop: { deaths: 2, cooldown: "1 minute" } })(
       Effect.gen(function* () {
+        yield* allow(1)
         const flags = yield* blockFlags
         // The first call gets the one thread the OS allows; the others queue, and the pool's
         // attempts to grow for them are refused.
@@ -58,5 +68,48 @@ describe("a pool refused a thread while it grows", () => {
         yield* Fiber.join(held)
       })
     )
+  )
+
+  it.effect("ends a build waiting for minWorkers threads with those the OS allowed", () =>
+    Effect.gen(function* () {
+      yield* allow(1)
+      const executor = yield* NodeBlocking.make({
+        minWorkers: 3,
+        maxWorkers: 3,
+        waitForWorkers: true,
+        crashLoop: { deaths: 2, cooldown: "1 minute" }
+      })
+      assert.strictEqual(spawns.made, 1)
+      assert.strictEqual(
+        yield* Blocking.run(P.slowSquare, { n: 4, millis: 0 }).pipe(
+          Effect.provideService(Blocking.BlockingExecutor, executor)
+        ),
+        16
+      )
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("drains the queue on the threads it has when it closes, without trying to grow", () =>
+    Effect.gen(function* () {
+      yield* allow(1)
+      const scope = yield* Scope.make()
+      const executor = yield* Scope.provide(
+        NodeBlocking.make({ maxWorkers: 4, shutdown: "drain", crashLoop: { deaths: 2, cooldown: "1 minute" } }),
+        scope
+      )
+      const flags = yield* blockFlags
+      const run = <A, E>(effect: Effect.Effect<A, E, Blocking.BlockingExecutor>) =>
+        Effect.forkChild(Effect.provideService(effect, Blocking.BlockingExecutor, executor))
+      const first = yield* run(Blocking.run(P.block, flags.buffer as SharedArrayBuffer))
+      const others = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (n) => run(Blocking.run(P.slowSquare, { n, millis: 0 })))
+      assert.isTrue(yield* eventually(() => Atomics.load(flags, 0) === 1 && spawns.refused >= 1))
+      // Closed (drain) while six calls wait behind the busy thread: they run on it, none fails.
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      release(flags)
+      yield* Fiber.join(first)
+      assert.deepStrictEqual(yield* Fiber.joinAll(others), [1, 4, 9, 16, 25, 36])
+      yield* Fiber.join(closing)
+      assert.strictEqual(spawns.made, 1)
+    })
   )
 })
