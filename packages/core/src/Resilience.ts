@@ -1,16 +1,17 @@
 /**
  * Resilience for the environment's `HttpClient`, as one layer: the retry policy, plus optional
- * rate limiting and circuit breaking composed from Effect's `HttpClient.withRateLimiter` and
+ * rate limiting and circuit breaking composed from Effect's `RateLimiter` and
  * `HttpClient.withCircuitBreaker` (in-memory stores, one limiter and one breaker per origin).
  *
  * `Http.*` helpers, batches and `Retry.withPolicy` retry around the wrapped client (all under
  * the one retry policy, which `retry` sets), so the limiter spaces every attempt and the
  * breaker counts every attempt that fails (not one the policy's `attemptTimeout` interrupts,
- * see {@link CircuitBreakerOptions}). A request rejected by an open circuit fails at
- * once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
+ * see {@link CircuitBreakerOptions}). Attempts wait for the limiter in arrival order, holding
+ * no slot while they wait (see {@link RateLimitOptions}). A request rejected by an open circuit
+ * fails at once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
  * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
- * would only wait for nothing). The limiter does not retry 429s itself (`times: 0`): the retry
- * policy does, honouring `Retry-After` within its limits. The limits are the ones given here:
+ * would only wait for nothing). The limiter does not retry 429s itself: the retry policy
+ * does, honouring `Retry-After` within its limits. The limits are the ones given here:
  * an origin's response headers (`RateLimit-*`, `X-RateLimit-*`, `Retry-After`) neither change
  * the rate limit nor hold its origin, nor keep the circuit open past `openDuration`.
  *
@@ -27,12 +28,17 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
+import { withRateLimit } from "./internal/resilience/rateLimit.ts"
 import { originOf } from "./internal/url.ts"
 import * as Validate from "./Options.ts"
 import * as Retry from "./Retry.ts"
 
 /**
- * Rate limit per origin (or for the whole client).
+ * Rate limit per origin (or for the whole client). An attempt over the limit waits for its turn,
+ * in arrival order, and takes a slot only when it is sent: one interrupted while it waits (its
+ * caller gave up) holds nothing, and leaves the limit to the others. The wait is part of the
+ * attempt, so the retry policy's `attemptTimeout` and `timeout` count it; an attempt they cut
+ * short while it waited was never sent, and its retry joins the back of the line.
  *
  * @example
  * ```ts
@@ -239,18 +245,16 @@ const wrap = (options: Options) =>
       const algorithm = yield* Validate.oneOf("rateLimit.algorithm", rateLimit.algorithm ?? "token-bucket", algorithms)
       const perHost = yield* Validate.oneOf("rateLimit.perHost", rateLimit.perHost ?? true, [true, false])
       const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
-      client = HttpClient.withRateLimiter(client, {
+      // Not Effect's `HttpClient.withRateLimiter`: its wait reserves a token before sleeping, so a
+      // request interrupted while waiting (by its caller, or by the retry policy's
+      // `attemptTimeout`) kept a slot it never used. The limit is the caller's: response headers
+      // (RateLimit-*, Retry-After) neither raise it nor hold the origin; 429s are the retry policy's.
+      client = withRateLimit(client, {
         limiter,
-        key: perHost ? (request) => originOf(request.url) : "volley",
+        key: perHost ? (request) => originOf(request.url) : () => "volley",
         limit,
         window,
-        algorithm,
-        // The limit is the caller's: response headers (RateLimit-*, Retry-After) neither raise
-        // it nor hold the origin for what a server says; 429s are the retry policy's, whose
-        // `maxRetryAfter` bounds a wait. No retries here either, for the same reason.
-        times: 0,
-        disableResponseInspection: true,
-        disableAdaptiveLearning: true
+        algorithm
       })
     }
     const breakerOptions = options.circuitBreaker

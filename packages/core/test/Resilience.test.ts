@@ -64,6 +64,55 @@ describe("Resilience.layer", () => {
     })
   )
 
+  it.effect("frees the rate limit of requests interrupted while waiting for it", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, { rateLimit: { limit: 2, window: "1 second" }, retry: { retries: 0 } })
+      yield* Effect.gen(function* () {
+        const urls = Array.from({ length: 100 }, (_, i) => `http://api.test/r/${i}`)
+        const batch = yield* Effect.forkChild(Fanout.all(urls, { concurrency: 100 }))
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("1 second")
+        // The caller gives up on the batch: its requests still waiting for their turn are never sent.
+        yield* Fiber.interrupt(batch)
+        const before = sent.length
+        yield* TestClock.adjust("1 second")
+        const next = yield* Effect.forkChild(Fanout.allSettled(["http://api.test/next"]))
+        yield* Effect.yieldNow
+        // The limit has refilled: the new request goes at once. It went 47.5 s later when each
+        // interrupted waiter had kept the token it took before sleeping.
+        assert.strictEqual(sent.length, before + 1)
+        assert.strictEqual(sent[sent.length - 1], 2000)
+        yield* Fiber.join(next)
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
+  it.effect("frees the rate limit of attempts that attemptTimeout cut short while they waited", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "2 seconds" },
+        retry: { retries: 3, attemptTimeout: "3 seconds", jitter: false }
+      })
+      yield* Effect.gen(function* () {
+        const urls = Array.from({ length: 6 }, (_, i) => `http://api.test/r/${i}`)
+        const fiber = yield* Effect.forkChild(Fanout.allSettled(urls, { concurrency: 6 }))
+        for (let i = 0; i < 200; i++) {
+          yield* Effect.yieldNow
+          yield* TestClock.adjust("500 millis")
+        }
+        const results = yield* Fiber.join(fiber)
+        // 100 s of clock had room for 50 requests at 1 per 2 s. Each timed-out attempt used to keep
+        // the slot it had reserved, and each retry reserved another: 2 were sent, 4 failed.
+        assert.strictEqual(results.filter(Result.isFailure).length, 0)
+        assert.strictEqual(sent.length, 6)
+        // Never faster than the limit.
+        for (let i = 1; i < sent.length; i++) assert.isAtLeast(sent[i]! - sent[i - 1]!, 2000)
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
   it.effect("opens the circuit for openDuration, whatever Retry-After the failure carried", () =>
     Effect.gen(function* () {
       const { client, sent } = answering((n) =>

@@ -1,0 +1,67 @@
+// Resilience's rate limit: a per-key FIFO line in front of Effect's `RateLimiter`, whose waiters
+// hold no token while they wait. `HttpClient.withRateLimiter` consumes with `onExceeded: "delay"`,
+// which takes the token up front (the memory store lets the bucket go negative) and then sleeps:
+// a request interrupted during that sleep (its caller gave up, or the retry policy's
+// `attemptTimeout` cut the attempt short) was never sent, yet kept its future slot, and each
+// retry reserved another. Here the head of the line asks for a token with `onExceeded: "fail"`,
+// which takes nothing when none is free, and sleeps for the limiter's `retryAfter` between
+// asks; the others wait on a semaphore. Leaving the line, at any point, leaves nothing behind.
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as RateLimiter from "effect/persistence/RateLimiter"
+import * as Semaphore from "effect/Semaphore"
+
+export interface Options {
+  readonly limiter: RateLimiter.RateLimiter
+  /** The line a request joins: its origin, or one key for the whole client. */
+  readonly key: (request: HttpClientRequest.HttpClientRequest) => string
+  readonly limit: number
+  readonly window: Duration.Duration
+  readonly algorithm: "fixed-window" | "token-bucket"
+}
+
+/** `client` with each request sent only once it holds a token, requests of a key in arrival order. */
+export const withRateLimit = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>,
+  options: Options
+): HttpClient.HttpClient.With<E | RateLimiter.RateLimiterError, R> => {
+  // One line per key while it has someone in it (a key's entry goes when its last request
+  // leaves, so a client that talks to many origins keeps no state for the idle ones).
+  const lines = new Map<string, { readonly semaphore: Semaphore.Semaphore; waiting: number }>()
+
+  const take = (key: string): Effect.Effect<void, RateLimiter.RateLimiterError> => {
+    const ask: Effect.Effect<void, RateLimiter.RateLimiterError> = options.limiter
+      .consume({ key, limit: options.limit, window: options.window, algorithm: options.algorithm, onExceeded: "fail" })
+      .pipe(
+        Effect.asVoid,
+        Effect.catchReason("RateLimiterError", "RateLimitExceeded", (exceeded) =>
+          // At least a millisecond, so that a zero `retryAfter` cannot spin.
+          Effect.flatMap(Effect.sleep(Duration.max(exceeded.retryAfter, Duration.millis(1))), () => ask)
+        )
+      )
+    return ask
+  }
+
+  const turn = (key: string): Effect.Effect<void, RateLimiter.RateLimiterError> =>
+    Effect.suspend(() => {
+      let line = lines.get(key)
+      if (line === undefined) {
+        line = { semaphore: Semaphore.makeUnsafe(1), waiting: 0 }
+        lines.set(key, line)
+      }
+      const joined = line
+      joined.waiting += 1
+      return joined.semaphore.withPermit(take(key)).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            joined.waiting -= 1
+            if (joined.waiting === 0 && lines.get(key) === joined) lines.delete(key)
+          })
+        )
+      )
+    })
+
+  return HttpClient.transform(client, (effect, request) => Effect.flatMap(turn(options.key(request)), () => effect))
+}
