@@ -72,6 +72,7 @@ export {
  * @category constructors
  */
 export const task = <Payload, Success, Failure = never>(options: {
+  /** Unique among the module's exported tasks: a worker runs neither of two that share one (TaskNotFoundError). */
   readonly name: string
   readonly module?: string | URL | undefined
   readonly payload: Schema.Codec<Payload, unknown>

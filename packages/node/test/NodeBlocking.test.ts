@@ -8,6 +8,7 @@ import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
 import * as P from "./fixtures/poolTasks.ts"
 import { runFixture } from "./fixtures/run.ts"
+import * as S from "./fixtures/sameName.ts"
 
 blockingSuite("worker threads", NodeBlocking.layer({ maxWorkers: 2 }))
 
@@ -239,6 +240,26 @@ describe("NodeBlocking", () => {
             const error = yield* Effect.flip(Blocking.run(unexported, undefined))
             assert.include(error.message, `no task named "secret"`)
             assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
+          })
+      )
+
+      it.effect(
+        "fails with TaskNotFoundError for two different tasks of one module sharing a name, running neither handler",
+        () =>
+          Effect.gen(function* () {
+            // Before, the last export won: running sameA ran sameB's handler and decoded "B1" with sameA's Schemas.
+            for (const task of [S.sameA, S.sameB]) {
+              const error = yield* Effect.flip(Blocking.run(task, 1))
+              assert.instanceOf(error, Blocking.TaskNotFoundError)
+              if (error instanceof Blocking.TaskNotFoundError) {
+                assert.strictEqual(error.task, "same")
+                assert.strictEqual(error.module, fixture("sameName.ts").href)
+                assert.strictEqual(error.reason, `the module exports two tasks named "same": give each its own name`)
+              }
+            }
+            // One task exported twice is one task; the module's other tasks still run.
+            assert.strictEqual(yield* Blocking.run(S.twice, 4), 8)
+            assert.strictEqual(yield* Blocking.run(S.own, 4), 5)
           })
       )
 

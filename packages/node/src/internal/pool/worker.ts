@@ -37,7 +37,8 @@ let results: Array<unknown> = []
 let transfer: Array<Transferable> = []
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
-type Tasks = Map<string, Blocking.AnyTask>
+/** A module's tasks by name; a string is why a name cannot be run (two different tasks share it). */
+type Tasks = Map<string, Blocking.AnyTask | string>
 /** A module's tasks, why it could not be imported, or its import under way. */
 const modules = new Map<string, Tasks | Error | Promise<void>>()
 const taskIds = new Map<number, readonly [module: string, name: string]>()
@@ -132,6 +133,7 @@ const runJob = (
   if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
   const task = tasks.get(name)
   if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
+  if (typeof task === "string") return { _tag: "NotFound", reason: task }
   return task.invoke(payload, context(seq, traceId, spanId), transfer)
 }
 
@@ -140,7 +142,16 @@ const load = (url: string): Promise<void> => {
   const loading = import(url).then(
     (namespace: Record<string, unknown>) => {
       const tasks: Tasks = new Map()
-      for (const value of Object.values(namespace)) if (isTask(value)) tasks.set(value.name, value)
+      for (const value of Object.values(namespace)) {
+        if (!isTask(value)) continue
+        const known = tasks.get(value.name)
+        // One task exported twice (`export default t` besides `export const t`) is still one task.
+        // Two different tasks under one name run neither: either handler could answer for the other.
+        // The reason need not repeat the URL: TaskNotFoundError's message names the module.
+        if (known === undefined) tasks.set(value.name, value)
+        else if (known !== value)
+          tasks.set(value.name, `the module exports two tasks named "${value.name}": give each its own name`)
+      }
       modules.set(url, tasks)
     },
     (error: unknown) => {
