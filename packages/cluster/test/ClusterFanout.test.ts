@@ -102,11 +102,19 @@ describe("ClusterFanout", () => {
         HttpClientRequest.get(`http://carol:pw-s3cret-3@${host}/userinfo/3`),
         "ftp://bob:pw-s3cret-4@127.0.0.1/x",
         "http://dave:pw-s3cret-5@[not-a-host/x",
+        // The URL parser takes any number of slashes and backslashes after http: and https:
+        "http:/eve:pw-s3cret-6@bad host/x",
+        "http:eve:pw-s3cret-7@bad host/x",
+        "http:\\\\eve:pw-s3cret-8@bad host/x",
+        "https:///eve:pw-s3cret-9@bad host/x",
+        "//eve:pw-s3cret-10@bad host/x",
+        // no userinfo: quoted unchanged
+        "http://bad host/a@b",
         `${suite.origins[0]!.url}/userinfo/6`
       ]
       await run(ClusterFanout.submit("userinfo", items))
       const final = await wait("userinfo")
-      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [7, 1, 6])
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [13, 1, 12])
       const details = (await collect("userinfo")).map((o) =>
         Result.isFailure(o.result) ? [o.result.failure.reason, o.result.failure.detail] : "ok"
       )
@@ -117,7 +125,16 @@ describe("ClusterFanout", () => {
             "HttpClient (HttpClient.mapRequest) instead"
         ])
       }
-      assert.deepStrictEqual(details.slice(5), [["InvalidItem", "not an http(s) URL: http://[not-a-host/x"], "ok"])
+      assert.deepStrictEqual(details.slice(5), [
+        ["InvalidItem", "not an http(s) URL: http://[not-a-host/x"],
+        ["InvalidItem", "not an http(s) URL: http:/bad host/x"],
+        ["InvalidItem", "not an http(s) URL: http:bad host/x"],
+        ["InvalidItem", "not an http(s) URL: http:\\\\bad host/x"],
+        ["InvalidItem", "not an http(s) URL: https:///bad host/x"],
+        ["InvalidItem", "not an http(s) URL: //bad host/x"],
+        ["InvalidItem", "not an http(s) URL: http://bad host/a@b"],
+        "ok"
+      ])
       assert.strictEqual(hits(suite.origins[0]!, "/userinfo/"), 1)
       const stored = await run(
         Effect.flatMap(

@@ -123,12 +123,24 @@ const parseUrl = (url: string): URL | undefined => {
 }
 
 /**
+ * Where the userinfo of a URL that does not parse would start: after `scheme:` and its slashes, which
+ * the URL parser takes in any number and mixed with `\` (`http:eve@`, `http:/eve@`, `http:\\eve@`,
+ * `https:///eve@`), or after the leading slashes of a URL without a scheme (`//eve@`). `//` is tried
+ * first, so a URL the previous `scheme://` pattern stripped is quoted as before (job hashes use it).
+ */
+const userinfoOfUnparsed =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the URL parser skips leading C0 controls and spaces
+  /^((?:[^:/?#]*:(?:\/\/|[/\\\t\n\r]*))|(?:[\x00-\x20]*[/\\][\t\n\r]*[/\\][/\\\t\n\r]*))[^/?#]*@/
+
+/**
  * The URL as an invalid item's reason may quote it: without a `user:password@`, also when the URL
- * does not parse (the reason is stored and returned by `results`).
+ * does not parse (the reason is stored and returned by `results`). For a URL that does not parse,
+ * everything from there up to the last `@` before the next `/`, `?` or `#` is removed (at worst more
+ * than the userinfo, never less); a URL without such an `@` is quoted unchanged.
  */
 const withoutUserinfo = (url: string): string => {
   const parsed = parseUrl(url)
-  if (parsed === undefined) return url.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, "$1")
+  if (parsed === undefined) return url.replace(userinfoOfUnparsed, "$1")
   parsed.username = ""
   parsed.password = ""
   return parsed.href
