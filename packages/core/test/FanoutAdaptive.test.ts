@@ -92,6 +92,38 @@ describe("Fanout.adaptive", () => {
         assert.isTrue(slow.slice(1).every((s) => s.at >= 5000))
       })
     )
+    it.effect("reports an origin's pause in progress only while it lasts", () =>
+      Effect.gen(function* () {
+        let n = 0
+        const client = HttpClient.make((request) =>
+          Effect.as(
+            Effect.sleep("10 millis"),
+            HttpClientResponse.fromWeb(
+              request,
+              n++ === 0 ? new Response("busy", { status: 503, headers: { "retry-after": "5" } }) : new Response("ok")
+            )
+          )
+        )
+        const seen: Array<{ readonly at: number; readonly origins: ReadonlyArray<Fanout.OriginProgress> }> = []
+        const clock = yield* Effect.clockWith(Effect.succeed)
+        const now = () => Number(clock.monotonicTimeNanosUnsafe()) / 1e6
+        const fiber = yield* Fanout.allSettled(["http://a.test/x", "http://b.test/y"], {
+          concurrency: 4,
+          perHost: Fanout.adaptive({ initial: 1, min: 1, max: 4 }),
+          onProgress: (progress) => seen.push({ at: now(), origins: progress.origins ?? [] })
+        }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 1, jitter: false, budget: false })),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 seconds")
+        assert.isTrue((yield* Fiber.join(fiber)).every((result) => result._tag === "Success"))
+        assert.isTrue(seen.some(({ origins }) => origins.some((o) => o.pausedUntil !== undefined)))
+        for (const { at, origins } of seen) {
+          for (const o of origins) if (o.pausedUntil !== undefined) assert.isAbove(o.pausedUntil, at, o.origin)
+        }
+      })
+    )
   })
 
   describe("Retry-After, retries", () => {

@@ -184,6 +184,9 @@ export class Origins {
   /** Each adaptive origin's state now, for a progress event. */
   snapshot(): ReadonlyArray<OriginSnapshot> {
     const out: Array<OriginSnapshot> = []
+    // A pause that is over is cleared only when the origin next starts a queued request: until
+    // then it is no longer reported (a held retry may have gone ahead without clearing it).
+    const now = this.now()
     for (const [origin, host] of this.scheduler.hosts) {
       const limit = host.adaptive
       if (limit === undefined) continue
@@ -194,7 +197,7 @@ export class Origins {
         baselineMillis: limit.baseline,
         latencyMillis: limit.latency,
         reason: limit.reason,
-        pausedUntil: limit.pausedUntil === 0 ? undefined : limit.pausedUntil
+        pausedUntil: limit.pausedUntil > now ? limit.pausedUntil : undefined
       })
     }
     return out
