@@ -18,6 +18,7 @@ import * as Schema from "effect/Schema"
 import * as Host from "./internal/proxy/host.ts"
 import * as Url from "./internal/proxy/url.ts"
 import { defaultPort as portOfScheme } from "./internal/url.ts"
+import * as Validate from "./Options.ts"
 
 // ---------------------------------------------------------------------------
 // Models
@@ -139,7 +140,9 @@ export interface ProxyConfig {
 
 /**
  * Input for {@link make}: proxy URLs as strings (or `Redacted` strings when they carry a
- * password), a `NO_PROXY`-style list and routing rules.
+ * password), a `NO_PROXY`-style list and routing rules. An option that is `undefined` or
+ * `null` (as JavaScript or JSON may give it) is unset and takes its default; an empty URL
+ * string is unset too.
  *
  * @example
  * ```ts
@@ -366,7 +369,13 @@ export const parseUrl = (
   input: string | Redacted.Redacted<string>,
   source = "proxy URL"
 ): Effect.Effect<ProxyUrl, InvalidProxyUrlError> => {
-  const raw = Redacted.isRedacted(input) ? Redacted.value(input) : input
+  const raw: unknown = Redacted.isRedacted(input) ? Redacted.value(input) : input
+  // From JavaScript (or a cast) anything can come here: a number, `null`, an object.
+  if (typeof raw !== "string") {
+    return Effect.fail(
+      new InvalidProxyUrlError({ source, input: shown(raw), reason: `must be a string URL, got ${kind(raw)}` })
+    )
+  }
   const parsed = Url.parse(raw)
   return typeof parsed === "string"
     ? Effect.fail(new InvalidProxyUrlError({ source, input: Url.redactInput(raw.trim()), reason: parsed }))
@@ -392,6 +401,15 @@ export const parseUrl = (
  * @category constructors
  */
 export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<NoProxy, InvalidNoProxyError> => {
+  if (typeof value !== "string") {
+    return Effect.fail(
+      new InvalidNoProxyError({
+        source,
+        entry: shown(value),
+        reason: `must be a string of comma- or space-separated entries, got ${kind(value)}`
+      })
+    )
+  }
   const patterns: Array<Host.Pattern> = []
   const useless: Array<string> = []
   for (const entry of splitEntries(value)) {
@@ -407,7 +425,13 @@ export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<
 }
 
 /**
- * Builds a {@link ProxyConfig} from options, validating every URL and pattern.
+ * Builds a {@link ProxyConfig} from options, validating every URL and pattern. `undefined`
+ * and `null` options are unset (see {@link Options}). A value of the wrong type (from
+ * JavaScript or a cast) fails, naming the option: a proxy URL (`all`, `http`, `https`,
+ * `rules[i].via`) that is not a string or `Redacted` string with `InvalidProxyUrlError`, a
+ * `noProxy` or `rules[i].match` that is not a string with `InvalidNoProxyError`, and
+ * `rules` that is not an array of objects or `proxyLoopback` that is not a boolean with
+ * `Options.InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -424,12 +448,34 @@ export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<
  * @category constructors
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  // `null` (from JavaScript or JSON) means unset, as `undefined` does.
   const optional = (input: string | Redacted.Redacted<string> | undefined, source: string) =>
-    input === undefined || (typeof input === "string" && input.trim() === "")
+    input === undefined || input === null || (typeof input === "string" && input.trim() === "")
       ? Effect.succeed(undefined)
       : parseUrl(input, source)
+  const proxyLoopback = yield* Validate.oneOf("proxyLoopback", options.proxyLoopback ?? false, [true, false])
+  const inputRules: unknown = options.rules ?? []
+  if (!Array.isArray(inputRules)) {
+    return yield* new Validate.InvalidOptionsError({
+      option: "rules",
+      reason: `must be an array of { match, via }, got ${kind(inputRules)}`
+    })
+  }
   const rules: Array<Rule> = []
-  for (const [i, rule] of (options.rules ?? []).entries()) {
+  for (const [i, rule] of (inputRules as NonNullable<Options["rules"]>).entries()) {
+    if (typeof rule !== "object" || rule === null) {
+      return yield* new Validate.InvalidOptionsError({
+        option: `rules[${i}]`,
+        reason: `must be an object { match, via }, got ${kind(rule)}`
+      })
+    }
+    if (typeof rule.match !== "string") {
+      return yield* new InvalidNoProxyError({
+        source: `rules[${i}].match`,
+        entry: shown(rule.match),
+        reason: `must be a string (one NO_PROXY entry), got ${kind(rule.match)}`
+      })
+    }
     const pattern = Host.parsePattern(rule.match)
     if (typeof pattern === "string") {
       return yield* new InvalidNoProxyError({ source: `rules[${i}].match`, entry: rule.match, reason: pattern })
@@ -445,7 +491,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     all: yield* optional(options.all, "all"),
     noProxy: yield* parseNoProxy(options.noProxy ?? "", "noProxy"),
     rules,
-    proxyLoopback: options.proxyLoopback ?? false
+    proxyLoopback
   }
   return config
 })
@@ -657,6 +703,19 @@ export const unwrapErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Ef
       ? error.reason.cause
       : error
   )
+
+// What a wrong-typed value was, for error messages: primitives as they are, anything else by kind
+// (never its contents, which may hold a password).
+const kind = (value: unknown): string =>
+  value === null || value === undefined
+    ? String(value)
+    : Array.isArray(value)
+      ? "an array"
+      : `a${/^[aeiou]/.test(typeof value) ? "n" : ""} ${typeof value}`
+const shown = (value: unknown): string =>
+  typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value == null
+    ? String(value)
+    : `<${kind(value)}>`
 
 const splitEntries = (value: string): Array<string> => value.split(/[\s,]+/).filter((entry) => entry !== "")
 

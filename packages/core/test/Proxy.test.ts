@@ -360,6 +360,7 @@ describe("Proxy", () => {
     it.effect("rejects a bad rule with the rule's index", () =>
       Effect.gen(function* () {
         const badMatch = failureOf(yield* Effect.exit(Proxy.make({ rules: [{ match: "a b/c", via: "direct" }] })))
+        assert.instanceOf(badMatch, Proxy.InvalidNoProxyError)
         assert.strictEqual(badMatch.source, "rules[0].match")
         const badVia = failureOf(
           yield* Effect.exit(Proxy.make({ rules: [{ match: "a.example", via: "gopher://u:hunter22@x:1" }] }))
@@ -367,6 +368,64 @@ describe("Proxy", () => {
         assert.instanceOf(badVia, Proxy.InvalidProxyUrlError)
         assert.include(badVia.message, "rules[0].via")
         assert.notInclude(badVia.message, "hunter22")
+      })
+    )
+
+    // Found by review: from JavaScript (or a cast) these died with a TypeError (`raw.trim`,
+    // `value.split`, reading `match` of null), and `proxyLoopback: "false"` was taken as true.
+    it.effect("fails with a typed error naming the option when an option has the wrong type", () =>
+      Effect.gen(function* () {
+        const typed = function* (options: unknown) {
+          const exit = yield* Effect.exit(Proxy.make(options as Proxy.Options))
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), `not a typed failure: ${String(exit)}`)
+          return failureOf(exit)
+        }
+        const loopback = yield* typed({ all: "http://127.0.0.1:3128", proxyLoopback: "false" })
+        assert.strictEqual(loopback._tag, "InvalidOptionsError")
+        assert.strictEqual(loopback.message, 'Invalid option proxyLoopback: must be one of true, false, got "false"')
+        for (const field of ["all", "http", "https"] as const) {
+          const error = yield* typed({ [field]: 3128 })
+          assert.instanceOf(error, Proxy.InvalidProxyUrlError)
+          assert.strictEqual(error.source, field)
+          assert.include(error.message, "must be a string URL, got a number")
+        }
+        const objectUrl = yield* typed({ all: { url: "http://u:hunter22@p:1" } })
+        assert.instanceOf(objectUrl, Proxy.InvalidProxyUrlError)
+        assert.notInclude(objectUrl.message, "hunter22")
+        for (const via of [1, null, undefined]) {
+          const error = yield* typed({ rules: [{ match: "a.example", via }] })
+          assert.instanceOf(error, Proxy.InvalidProxyUrlError)
+          assert.strictEqual(error.source, "rules[0].via")
+        }
+        const match = yield* typed({ rules: [{ match: 1, via: "direct" }] })
+        assert.instanceOf(match, Proxy.InvalidNoProxyError)
+        assert.strictEqual(match.source, "rules[0].match")
+        const noProxy = yield* typed({ noProxy: 1 })
+        assert.instanceOf(noProxy, Proxy.InvalidNoProxyError)
+        assert.strictEqual(
+          noProxy.message,
+          'Invalid entry "1" in noProxy: must be a string of comma- or space-separated entries, got a number'
+        )
+        const rules = yield* typed({ rules: "x" })
+        assert.strictEqual(rules._tag, "InvalidOptionsError")
+        assert.strictEqual(rules.message, "Invalid option rules: must be an array of { match, via }, got a string")
+        const rule = yield* typed({ rules: [{ match: "a.example", via: "direct" }, null] })
+        assert.strictEqual(rule._tag, "InvalidOptionsError")
+        assert.strictEqual(rule.message, "Invalid option rules[1]: must be an object { match, via }, got null")
+      })
+    )
+
+    it.effect("takes null options as unset, like undefined", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({
+          all: null,
+          http: null,
+          https: null,
+          noProxy: null,
+          rules: null,
+          proxyLoopback: null
+        } as unknown as Proxy.Options)
+        assert.deepStrictEqual(config, Proxy.none)
       })
     )
   })

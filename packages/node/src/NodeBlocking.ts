@@ -281,6 +281,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   }
   const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
   const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
+  const waitForWorkers = yield* Validate.oneOf("waitForWorkers", options.waitForWorkers ?? false, [true, false])
   const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
   const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
   yield* checkLimits(options.resourceLimits)
@@ -324,7 +325,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     ),
     (engine) => Effect.promise(() => engine.close(shutdown))
   )
-  if (options.waitForWorkers === true) yield* Effect.promise(() => engine.warmUp())
+  if (waitForWorkers) yield* Effect.promise(() => engine.warmUp())
   const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
   const submit = (request: Blocking.Request, callerClock: Clock.Clock, receiver: Blocking.Receiver) => {
     // Timeouts run on the caller's Clock (a TestClock in tests); without any, the pool's Clock

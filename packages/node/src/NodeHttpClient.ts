@@ -101,7 +101,8 @@ export interface Options {
    * `cert` + `key` (a client certificate), `servername` (SNI and the name the certificate must
    * match), `minVersion` (`"TLSv1.2"`, `"TLSv1.3"`). Turning verification off is spelled
    * `rejectUnauthorized: false`, on purpose visible in review; never do it outside tests. The same
-   * names as `NodeProxy`'s `originTls`.
+   * names as `NodeProxy`'s `originTls`. `null` counts as unset; anything else that is not an object
+   * of these fails with `InvalidOptionsError`.
    * @default Node's defaults (its trust store, TLS 1.2 or later)
    */
   readonly tls?: TlsOptions | undefined

@@ -57,6 +57,7 @@ export interface Options extends Omit<NodeHttpClient.Options, "tls"> {
   /**
    * TLS options for connections to origins, direct or through a proxy (e.g. `ca` for a
    * private CA). The proxy never sees inside a tunnel, so this is where origin trust goes.
+   * `null` counts as unset, as for `proxyTls`.
    * @default Node's default trust store
    */
   readonly originTls?: Tls.TlsOptions | undefined
@@ -71,7 +72,8 @@ export interface Options extends Omit<NodeHttpClient.Options, "tls"> {
    * absolute form. Some proxies only allow `CONNECT` to port 443, hence off by default. A
    * proxy that answers a wrong password with 401 rather than 407 (tinyproxy) is then told
    * apart from the origin: only the proxy answers `CONNECT`, so it is a
-   * `Proxy.ProxyAuthenticationError`.
+   * `Proxy.ProxyAuthenticationError`. Anything but `true`, `false` or unset fails the layer with
+   * `InvalidOptionsError`.
    * @default false
    */
   readonly tunnelHttp?: boolean | undefined
@@ -131,7 +133,8 @@ export const layer = (
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
   Layer.unwrap(
     Effect.gen(function* () {
-      if ((options as NodeHttpClient.Options).tls !== undefined) {
+      // `tls: null` is unset, as `null` is for every TLS option.
+      if ((options as NodeHttpClient.Options).tls != null) {
         return yield* new Validate.InvalidOptionsError({
           option: "tls",
           reason: "a proxied client takes originTls (for origins) and proxyTls (for the proxy) instead"
@@ -139,7 +142,9 @@ export const layer = (
       }
       const tls = {
         originTls: yield* Tls.validate("originTls", options.originTls),
-        proxyTls: yield* Tls.validate("proxyTls", options.proxyTls)
+        proxyTls: yield* Tls.validate("proxyTls", options.proxyTls),
+        // A string "false" would otherwise be truthy in the dispatcher and tunnel every request.
+        tunnelHttp: yield* Validate.oneOf("tunnelHttp", options.tunnelHttp ?? false, [true, false])
       }
       const routed = Layer.effect(
         HttpClient.HttpClient,

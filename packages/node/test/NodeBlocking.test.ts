@@ -183,6 +183,17 @@ describe("NodeBlocking", () => {
       })
     )
 
+    // Found by review: `waitForWorkers: "true"` from JavaScript was taken as false without a word.
+    it.effect("rejects a waitForWorkers that is not a boolean", () =>
+      Effect.gen(function* () {
+        const error = yield* Effect.flip(
+          Layer.build(NodeBlocking.layer({ waitForWorkers: "true" as unknown as boolean })).pipe(Effect.scoped)
+        )
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.strictEqual(error.message, 'Invalid option waitForWorkers: must be one of true, false, got "true"')
+      })
+    )
+
     it.effect("rejects more than 1024 threads, minWorkers included, before starting any", () =>
       Effect.gen(function* () {
         const reject = (options: NodeBlocking.Options) =>

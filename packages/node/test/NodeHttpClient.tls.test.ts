@@ -2,9 +2,9 @@ import { createServer, type ServerOptions } from "node:https"
 import type { AddressInfo } from "node:net"
 import type { TLSSocket } from "node:tls"
 import { assert, describe, it } from "@effect/vitest"
-import { Http } from "@volley/core"
+import { Http, Options } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit } from "effect"
+import { Cause, Effect, Exit, Layer } from "effect"
 import { makePki } from "./fixtures/pki.ts"
 
 const pki = makePki()
@@ -109,6 +109,23 @@ describe("NodeHttpClient", () => {
             assert.notInclude(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "PRIVATE KEY")
           }
         })
+    )
+
+    // Found by review: `tls: null` from JavaScript died reading 'minVersion', and `tls: 1` was accepted.
+    it.effect("takes tls: null as unset and fails with InvalidOptionsError for tls that is not an object", () =>
+      Effect.gen(function* () {
+        const build = (tls: unknown) =>
+          Effect.exit(Layer.build(NodeHttpClient.layer({ tls: tls as NodeHttpClient.TlsOptions })).pipe(Effect.scoped))
+        assert.isTrue(Exit.isSuccess(yield* build(null)))
+        for (const tls of [1, "TLSv1.3", [pki.ca]]) {
+          const exit = yield* build(tls)
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), String(tls))
+          const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+          assert.instanceOf(error, Options.InvalidOptionsError)
+          assert.strictEqual(error.option, "tls")
+          assert.include(error.message, "must be an object of TLS options")
+        }
+      })
     )
   })
 })

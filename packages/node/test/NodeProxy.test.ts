@@ -136,6 +136,28 @@ describe("NodeProxy", () => {
       })
     )
 
+    // Found by review: `tunnelHttp: "false"` was truthy (every request tunnelled), and a null TLS
+    // option from JavaScript died reading 'minVersion'.
+    it.effect("takes null TLS options as unset and fails with InvalidOptionsError for a tunnelHttp not a boolean", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({ all: "http://127.0.0.1:3128" })
+        const build = (options: unknown) =>
+          Effect.exit(Layer.build(NodeProxy.layer(config, options as NodeProxy.Options)).pipe(Effect.scoped))
+        assert.isTrue(Exit.isSuccess(yield* build({ originTls: null, proxyTls: null, tls: null })))
+        for (const [options, option, reason] of [
+          [{ tunnelHttp: "false" }, "tunnelHttp", 'must be one of true, false, got "false"'],
+          [{ originTls: 1 }, "originTls", "must be an object of TLS options"],
+          [{ proxyTls: "ca.pem" }, "proxyTls", "must be an object of TLS options"]
+        ] as const) {
+          const exit = yield* build(options)
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), option)
+          const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; message?: string }) : {}
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.include(error.message, `Invalid option ${option}: ${reason}`)
+        }
+      })
+    )
+
     it.live("fails at once with a ProxyConnectionError when the proxy drops CONNECT, after one connection", () =>
       Effect.gen(function* () {
         const proxy = yield* dropper()

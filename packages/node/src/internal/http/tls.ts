@@ -20,7 +20,14 @@ const invalid = (option: string, reason: string) => new Validate.InvalidOptionsE
  * connector and override the layer's own settings.
  */
 export const validate = Effect.fnUntraced(function* (option: string, tls: TlsOptions | undefined) {
-  if (tls === undefined) return undefined
+  // `null` (from JavaScript or JSON) means unset, as `undefined` does: Node's defaults apply.
+  if (tls === undefined || tls === null) return undefined
+  if (typeof tls !== "object" || Array.isArray(tls)) {
+    return yield* invalid(
+      option,
+      `must be an object of TLS options (ca, cert, key, servername, minVersion, rejectUnauthorized), got ${Array.isArray(tls) ? "an array" : typeof tls}`
+    )
+  }
   yield* Validate.optional(tls.minVersion, (version) => Validate.oneOf(`${option}.minVersion`, version, VERSIONS))
   yield* Validate.optional(tls.rejectUnauthorized, (reject) =>
     Validate.oneOf(`${option}.rejectUnauthorized`, reject, [true, false])
