@@ -127,7 +127,9 @@ export interface Options {
 
 /**
  * Wraps the environment's `HttpClient` with the rate limiter and circuit breaker, and provides
- * the retry policy. Fails with `InvalidOptionsError` when built with a bad option.
+ * the retry policy. Fails with `InvalidOptionsError` when built with a bad option (a group of
+ * options that is not an object, such as `rateLimit: null`, included). Without options, or
+ * with `{}`, it changes nothing: the environment's client under the policy already in effect.
  *
  * @example
  * ```ts
@@ -148,10 +150,19 @@ export interface Options {
  * @category layers
  */
 export const layer = (
-  options: Options
+  options: Options = {}
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError, HttpClient.HttpClient> => {
+  // A JavaScript caller's `null` or `rateLimit: null` fails the build, as any bad option does.
+  if (typeof options !== "object" || options === null) {
+    return Layer.effect(HttpClient.HttpClient, Effect.flatMap(Validate.record("options", options), wrap))
+  }
   const client = Layer.effect(HttpClient.HttpClient, wrap(options))
-  return options.retry === undefined ? client : Layer.merge(client, Retry.layer(options.retry))
+  return options.retry === undefined
+    ? client
+    : Layer.merge(
+        client,
+        Layer.unwrap(Effect.map(Validate.record("retry", options.retry), (retry) => Retry.layer(retry)))
+      )
 }
 
 /**
@@ -240,6 +251,7 @@ const wrap = (options: Options) =>
     let client = (yield* HttpClient.HttpClient) as unknown as HttpClient.HttpClient.With<unknown>
     const rateLimit = options.rateLimit
     if (rateLimit !== undefined) {
+      yield* Validate.record("rateLimit", rateLimit)
       const limit = yield* Validate.positiveInt("rateLimit.limit", rateLimit.limit)
       const window = yield* Validate.duration("rateLimit.window", rateLimit.window, { positive: true })
       const algorithm = yield* Validate.oneOf("rateLimit.algorithm", rateLimit.algorithm ?? "token-bucket", algorithms)
@@ -259,6 +271,7 @@ const wrap = (options: Options) =>
     }
     const breakerOptions = options.circuitBreaker
     if (breakerOptions !== undefined) {
+      yield* Validate.record("circuitBreaker", breakerOptions)
       const failures = yield* Validate.positiveInt("circuitBreaker.failures", breakerOptions.failures ?? 5)
       const openDuration = yield* Validate.duration(
         "circuitBreaker.openDuration",

@@ -137,6 +137,42 @@ describe("Fanout", () => {
       })
     )
 
+    it.effect(
+      "gives an item that is not a request (a JavaScript caller's) its own InvalidUrlError, in every form",
+      () => {
+        const f = fake()
+        return Effect.gen(function* () {
+          const bad: ReadonlyArray<Fanout.Input> = [
+            null,
+            42,
+            {},
+            Fanout.cancellable("http://a.test/ms/0", null as never)
+          ] as never
+          const items = ["http://a.test/ms/0", ...bad, "http://b.test/ms/0"]
+          const reasonOf = (r: Result.Result<unknown, unknown> | undefined) =>
+            r !== undefined && Result.isFailure(r) ? (r.failure as { reason: { _tag: string } }).reason._tag : "ok"
+          const expected = ["ok", "InvalidUrlError", "InvalidUrlError", "InvalidUrlError", "InvalidUrlError", "ok"]
+          for (const perHost of [undefined, 1]) {
+            const before = f.started()
+            const settled = yield* Fanout.allSettled(items, { perHost, ...text })
+            assert.deepStrictEqual(settled.map(reasonOf), expected)
+            const streamed = yield* Stream.runCollect(Fanout.streamSettled(items, { perHost, ordered: true }))
+            assert.deepStrictEqual(
+              streamed.map((item) => reasonOf(item.result)),
+              expected
+            )
+            // Only the two valid items were sent, in each settled form.
+            assert.strictEqual(f.started() - before, 4)
+            const exit = yield* Effect.exit(Fanout.all(items, { perHost }))
+            assert.isFalse(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+            const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+            assert.strictEqual((error as { reason: { _tag: string } }).reason._tag, "InvalidUrlError")
+            assert.include((error as Error).message, "invalid Fanout item")
+          }
+        }).pipe(Effect.provideService(HttpClient.HttpClient, f.client), Effect.provide(noRetries))
+      }
+    )
+
     it.effect("fails only the item that was interrupted; the others finish", () =>
       Effect.gen(function* () {
         const { client } = fake()

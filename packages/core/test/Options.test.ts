@@ -32,6 +32,27 @@ describe("Options", () => {
       })
     )
   })
+  describe("array and record", () => {
+    it.effect("accept an array and an object of options, and name what they got otherwise", () =>
+      Effect.gen(function* () {
+        assert.deepStrictEqual(yield* Options.array("methods", ["GET"]), ["GET"])
+        assert.deepStrictEqual(yield* Options.record("rateLimit", { limit: 1 }), { limit: 1 })
+        const string = yield* Effect.flip(Options.array("methods", "GET"))
+        assert.strictEqual(string.message, 'Invalid option methods: must be an array, got "GET"')
+        const set = yield* Effect.flip(Options.array("statuses", new Set([503])))
+        assert.strictEqual(set.message, "Invalid option statuses: must be an array, got object")
+        for (const [bad, got] of [
+          [null, "null"],
+          [1, "1"],
+          [[], "an array"],
+          ["x", '"x"']
+        ] as const) {
+          const error = yield* Effect.flip(Options.record("rateLimit", bad as never))
+          assert.strictEqual(error.message, `Invalid option rateLimit: must be an object, got ${got}`)
+        }
+      })
+    )
+  })
   describe("duration", () => {
     it.effect("parses duration input", () =>
       Effect.gen(function* () {

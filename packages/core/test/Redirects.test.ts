@@ -35,6 +35,22 @@ describe("Redirects", () => {
         assert.include(header.message, '"x api key"')
       })
     )
+    it.effect("refuses sensitiveHeaders that is not an array, a lone name included (it was taken per character)", () =>
+      Effect.gen(function* () {
+        for (const sensitiveHeaders of ["x-api-key", {}, 1, new Set(["x-api-key"])]) {
+          const error = yield* Effect.flip(Redirects.make({ sensitiveHeaders: sensitiveHeaders as never }))
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "sensitiveHeaders")
+          assert.include(error.message, "must be an array")
+        }
+        const exit = yield* Effect.exit(
+          Effect.void.pipe(Redirects.withOptions({ sensitiveHeaders: "x-api-key" as never }))
+        )
+        assert.deepStrictEqual(exit.pipe(Exit.mapError((e) => e.option)), Exit.fail("sensitiveHeaders"))
+        const options = yield* Effect.flip(Redirects.make(null as never))
+        assert.strictEqual(options.option, "options")
+      })
+    )
   })
 
   describe("withOptions", () => {

@@ -24,6 +24,31 @@ const over = (client: HttpClient.HttpClient, options: Resilience.Options) =>
   Resilience.layer(options).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, client)))
 
 describe("Resilience.layer", () => {
+  it.effect("fails its build with InvalidOptionsError on a group of options that is not an object; none is {}", () =>
+    Effect.gen(function* () {
+      const { client } = answering(() => ({ status: 200 }))
+      const build = (layer: Layer.Layer<HttpClient.HttpClient, unknown, HttpClient.HttpClient>) =>
+        Effect.scoped(Layer.build(layer.pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, client)))))
+      const cases: ReadonlyArray<
+        readonly [() => Layer.Layer<HttpClient.HttpClient, unknown, HttpClient.HttpClient>, string]
+      > = [
+        [() => Resilience.layer({ rateLimit: null as never }), "rateLimit"],
+        [() => Resilience.layer({ rateLimit: 50 as never }), "rateLimit"],
+        [() => Resilience.layer({ circuitBreaker: null as never }), "circuitBreaker"],
+        [() => Resilience.layer({ retry: null as never }), "retry"],
+        [() => Resilience.layer(null as never), "options"]
+      ]
+      for (const [layer, option] of cases) {
+        const error = (yield* Effect.flip(build(layer()))) as { _tag: string; option: string; message: string }
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.strictEqual(error.option, option)
+        assert.include(error.message, "must be an object")
+      }
+      yield* build(Resilience.layer(undefined))
+      yield* build(Resilience.layer())
+    })
+  )
+
   it.effect("keeps its rate limit when the origin announces a higher one (RateLimit-Limit)", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200, headers: { "ratelimit-limit": "1000" } }))

@@ -435,6 +435,29 @@ describe("Retry", () => {
         }
       })
     )
+
+    it.effect("rejects wrong-typed options from JavaScript callers with InvalidOptionsError, never a defect", () =>
+      Effect.gen(function* () {
+        const cases: ReadonlyArray<readonly [unknown, string, string]> = [
+          [{ methods: "GET" }, "methods", 'must be an array, got "GET"'],
+          [{ methods: [1] }, "methods", "must hold HTTP methods, got 1"],
+          [{ methods: [null] }, "methods", "must hold HTTP methods, got null"],
+          [{ statuses: 503 }, "statuses", "must be an array, got 503"],
+          [{ statuses: "503" }, "statuses", 'must be an array, got "503"'],
+          [{ jitter: "false" }, "jitter", 'must be one of true, false, got "false"'],
+          [{ jitter: 0 }, "jitter", "must be one of true, false, got 0"],
+          [null, "options", "must be an object, got null"]
+        ]
+        for (const [options, option, reason] of cases) {
+          const exit = yield* Effect.exit(Retry.make(options as Retry.Options))
+          const error = failureOf(exit) as { _tag: string; option: string; reason: string }
+          assert.strictEqual(error._tag, "InvalidOptionsError", JSON.stringify(options))
+          assert.strictEqual(error.option, option)
+          assert.strictEqual(error.reason, reason)
+        }
+        assert.isFalse((yield* Retry.make({ jitter: false })).jitter)
+      })
+    )
   })
 
   describe("layerConfig", () => {

@@ -119,6 +119,53 @@ export const oneOf = <const A extends string | number | boolean>(
       )
 
 /**
+ * Checks that `value` is an array (not any iterable: a string is iterable, and a header name
+ * given as one must not become a list of its characters). The items are the caller's to check.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const methods = Options.array("methods", "GET")
+ * // fails: Invalid option methods: must be an array, got "GET"
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const array = (option: string, value: unknown): Effect.Effect<ReadonlyArray<unknown>, InvalidOptionsError> =>
+  Array.isArray(value)
+    ? Effect.succeed(value)
+    : Effect.fail(new InvalidOptionsError({ option, reason: `must be an array, got ${show(value)}` }))
+
+/**
+ * Checks that `value` is an object of options (not `null`, not an array), for a group of
+ * options such as `rateLimit` that a JavaScript caller can still pass as anything.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const rateLimit = Options.record("rateLimit", null)
+ * // fails: Invalid option rateLimit: must be an object, got null
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const record = <A extends object>(option: string, value: A): Effect.Effect<A, InvalidOptionsError> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+    ? Effect.succeed(value)
+    : Effect.fail(
+        new InvalidOptionsError({
+          option,
+          reason: `must be an object, got ${Array.isArray(value) ? "an array" : show(value)}`
+        })
+      )
+
+/**
  * Validates an optional value with `check`, passing `undefined` through.
  *
  * @example

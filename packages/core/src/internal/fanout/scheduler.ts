@@ -11,7 +11,7 @@
 // - Window: a stream's consumer must take results for new requests to start (`held` counts
 //   started-but-not-taken; in input order the window is on indices so the next result due can
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { originOf } from "../url.ts"
 import { type Config as AdaptiveConfig, AdaptiveLimit } from "./adaptive.ts"
@@ -75,11 +75,16 @@ export class Job {
   readonly interruptWhen: Effect.Effect<unknown, unknown> | undefined
   constructor(index: number, input: Input, host: (url: string) => Host | undefined) {
     const cancellable = input instanceof Cancellable
+    // A cancellable item whose signal is not an Effect (a JavaScript caller's) is invalid too.
+    const signal = cancellable && Effect.isEffect(input.interruptWhen) ? input.interruptWhen : undefined
     this.index = index
-    this.request = toRequest(cancellable ? input.request : input)
+    this.request =
+      cancellable && signal === undefined
+        ? invalidItem("its interruptWhen is not an Effect")
+        : toRequest(cancellable ? input.request : input)
     this.host = host(this.request.url)
     this.origin = this.host
-    this.interruptWhen = cancellable ? input.interruptWhen : undefined
+    this.interruptWhen = signal
   }
 }
 
@@ -393,5 +398,22 @@ export class Scheduler {
 
 const noHost = (): undefined => undefined
 
+// A string first: the common case pays for no other check.
 const toRequest = (input: Target): HttpClientRequest.HttpClientRequest =>
-  typeof input === "string" || input instanceof URL ? HttpClientRequest.get(input) : input
+  typeof input === "string" || input instanceof URL
+    ? HttpClientRequest.get(input)
+    : HttpClientRequest.isHttpClientRequest(input)
+      ? input
+      : invalidItem(`not a string, URL or HttpClientRequest: ${describe(input)}`)
+
+/**
+ * An item a JavaScript caller got wrong (`null`, a number, `{}`): a request whose URL never
+ * parses, even against a base URL (an IPv6 host that is not one), so it fails on its own with
+ * the client's `InvalidUrlError`, as a malformed URL string does, and never sends anything.
+ * Its URL says what was wrong with the item.
+ */
+const invalidItem = (reason: string): HttpClientRequest.HttpClientRequest =>
+  HttpClientRequest.get(`http://[invalid Fanout item: ${reason}]/`)
+
+const describe = (value: unknown): string =>
+  value === null ? "null" : Array.isArray(value) ? "an array" : typeof value

@@ -154,10 +154,13 @@ const ALWAYS_SENSITIVE = ["authorization", "cookie", "proxy-authorization"] as c
  */
 export const make = (options: Options = {}): Effect.Effect<Policy, Validate.InvalidOptionsError> =>
   Effect.gen(function* () {
+    yield* Validate.record("options", options)
     const maxRedirects = yield* Validate.positiveInt("maxRedirects", options.maxRedirects ?? 10, 0)
     const allowDowngrade = yield* Validate.oneOf("allowDowngrade", options.allowDowngrade ?? false, [true, false])
     const sensitiveHeaders = new Set<string>(ALWAYS_SENSITIVE)
-    for (const header of options.sensitiveHeaders ?? []) {
+    // An array, not any iterable: "x-api-key" would be taken for its characters, and the real
+    // header would go on to another origin.
+    for (const header of yield* Validate.array("sensitiveHeaders", options.sensitiveHeaders ?? [])) {
       if (typeof header !== "string" || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) {
         return yield* new Validate.InvalidOptionsError({
           option: "sensitiveHeaders",

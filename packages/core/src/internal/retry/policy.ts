@@ -154,6 +154,7 @@ const defaultStatuses = [408, 429, 500, 502, 503, 504] as const
  */
 export const make = (options: Options = {}): Effect.Effect<Policy, Validate.InvalidOptionsError> =>
   Effect.gen(function* () {
+    yield* Validate.record("options", options)
     const retries = yield* Validate.positiveInt("retries", options.retries ?? 3, 0)
     const baseDelay = yield* Validate.duration("baseDelay", options.baseDelay ?? "100 millis")
     const maxDelay = yield* Validate.duration("maxDelay", options.maxDelay ?? "10 seconds")
@@ -165,13 +166,15 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
       Validate.duration("timeout", d, { positive: true })
     )
     // Trimmed and checked: "GET, PUT" from the environment must not leave " PUT" never retried.
-    const methods = (options.methods ?? defaultMethods).map((m) => m.trim().toUpperCase())
-    for (const method of methods) {
-      if (!/^[!#$%&'*+.^_`|~0-9A-Z-]+$/.test(method)) {
-        return yield* invalid("methods", `must hold HTTP methods, got ${JSON.stringify(method)}`)
+    const methods: Array<string> = []
+    for (const m of yield* Validate.array("methods", options.methods ?? defaultMethods)) {
+      const method = typeof m === "string" ? m.trim().toUpperCase() : undefined
+      if (method === undefined || !/^[!#$%&'*+.^_`|~0-9A-Z-]+$/.test(method)) {
+        return yield* invalid("methods", `must hold HTTP methods, got ${JSON.stringify(method ?? m) ?? String(m)}`)
       }
+      methods.push(method)
     }
-    const statuses = options.statuses ?? defaultStatuses
+    const statuses = (yield* Validate.array("statuses", options.statuses ?? defaultStatuses)) as ReadonlyArray<number>
     for (const status of statuses) {
       if (!Number.isInteger(status) || status < 100 || status > 599) {
         return yield* invalid("statuses", `must hold HTTP statuses (100-599), got ${status}`)
@@ -183,7 +186,7 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
       baseDelayMillis: Duration.toMillis(baseDelay),
       maxDelayMillis: Duration.toMillis(maxDelay),
       maxRetryAfterMillis: Duration.toMillis(maxRetryAfter),
-      jitter: options.jitter ?? true,
+      jitter: yield* Validate.oneOf("jitter", options.jitter ?? true, [true, false]),
       methods: new Set(methods),
       statuses: new Set(statuses),
       attemptTimeoutMillis: attemptTimeout === undefined ? undefined : Duration.toMillis(attemptTimeout),
