@@ -76,7 +76,8 @@ export {
 
 /**
  * One request of a batch: a URL (fetched with `GET`), any `HttpClientRequest`, or either made
- * {@link cancellable}.
+ * {@link cancellable}. A URL that does not parse, or (from JavaScript) a value that is none of
+ * these, fails that item alone with an `InvalidUrlError`: the batch goes on.
  *
  * @example
  * ```ts
