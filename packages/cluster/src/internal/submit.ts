@@ -133,18 +133,12 @@ const userinfoOfUnparsed =
   /^((?:[^:/?#]*:(?:\/\/|[/\\\t\n\r]*))|(?:[\x00-\x20]*[/\\][\t\n\r]*[/\\][/\\\t\n\r]*))[^/?#]*@/
 
 /**
- * The URL as an invalid item's reason may quote it: without a `user:password@`, also when the URL
- * does not parse (the reason is stored and returned by `results`). For a URL that does not parse,
- * everything from there up to the last `@` before the next `/`, `?` or `#` is removed (at worst more
- * than the userinfo, never less); a URL without such an `@` is quoted unchanged.
+ * A URL that does not parse as an invalid item's reason may quote it (the reason is stored and
+ * returned by `results`): everything from where its userinfo would start up to the last `@` before
+ * the next `/`, `?` or `#` is removed (at worst more than the userinfo, never less); a URL without
+ * such an `@` is quoted unchanged. (One that parses with a userinfo is refused before this.)
  */
-const withoutUserinfo = (url: string): string => {
-  const parsed = parseUrl(url)
-  if (parsed === undefined) return url.replace(userinfoOfUnparsed, "$1")
-  parsed.username = ""
-  parsed.password = ""
-  return parsed.href
-}
+const withoutUserinfo = (url: string): string => url.replace(userinfoOfUnparsed, "$1")
 
 // The origin is the entity id, and Effect's cluster stores entity ids in a VARCHAR(255) column
 // (cluster_messages.entity_id): a longer one fails the send of its chunk.
@@ -164,7 +158,10 @@ const classify = (item: Item): Classified => {
     return { _tag: "Invalid", reason: secretRefusal("the user:password in the URL") }
   }
   if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
-    return { _tag: "Invalid", reason: `not an http(s) URL: ${withoutUserinfo(wire.url)}` }
+    return {
+      _tag: "Invalid",
+      reason: `not an http(s) URL: ${parsed === undefined ? withoutUserinfo(wire.url) : wire.url}`
+    }
   }
   const origin = parsed.origin
   if (origin.length > maxOriginLength) {
