@@ -21,6 +21,7 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
@@ -29,6 +30,7 @@ import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { withRateLimit } from "./internal/resilience/rateLimit.ts"
+import { AttemptClock, UNTIMED } from "./internal/retry/loop.ts"
 import { originOf } from "./internal/url.ts"
 import * as Validate from "./Options.ts"
 import * as Retry from "./Retry.ts"
@@ -36,9 +38,11 @@ import * as Retry from "./Retry.ts"
 /**
  * Rate limit per origin (or for the whole client). An attempt over the limit waits for its turn,
  * in arrival order, and takes a slot only when it is sent: one interrupted while it waits (its
- * caller gave up) holds nothing, and leaves the limit to the others. The wait is part of the
- * attempt, so the retry policy's `attemptTimeout` and `timeout` count it; an attempt they cut
- * short while it waited was never sent, and its retry joins the back of the line.
+ * caller gave up) holds nothing, and leaves the limit to the others. The retry policy's
+ * `attemptTimeout` times an attempt from when it leaves the line, so a long line never times it
+ * out (where this layer is provided: its client taken elsewhere counts the wait); the policy's
+ * `timeout` and a batch's `deadline` count the wait, and a request they end while it waits was
+ * never sent.
  *
  * @example
  * ```ts
@@ -154,9 +158,9 @@ export const layer = (
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError, HttpClient.HttpClient> => {
   // A JavaScript caller's `null` or `rateLimit: null` fails the build, as any bad option does.
   if (typeof options !== "object" || options === null) {
-    return Layer.effect(HttpClient.HttpClient, Effect.flatMap(Validate.record("options", options), wrap))
+    return Layer.effectContext(Effect.flatMap(Validate.record("options", options), wrap))
   }
-  const client = Layer.effect(HttpClient.HttpClient, wrap(options))
+  const client = Layer.effectContext(wrap(options))
   return options.retry === undefined
     ? client
     : Layer.merge(
@@ -192,8 +196,7 @@ export const layerConfig = (
   prefix = "VOLLEY_HTTP"
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError, HttpClient.HttpClient> =>
   Layer.merge(
-    Layer.effect(
-      HttpClient.HttpClient,
+    Layer.effectContext(
       Effect.gen(function* () {
         const read = yield* Config.all({
           limit: Validate.optionalConfig(Config.Int("RATE_LIMIT")),
@@ -288,7 +291,7 @@ const wrap = (options: Options) =>
     }
     // The limiter and breaker fail with their own errors; callers of an `HttpClient` handle
     // `HttpClientError`s, so those become TransportErrors (Retry.isRetryable skips them).
-    return HttpClient.transform(client, (effect, request) =>
+    const wrapped = HttpClient.transform(client, (effect, request) =>
       Effect.mapError(effect, (error) =>
         HttpClientError.isHttpClientError(error)
           ? error
@@ -301,4 +304,7 @@ const wrap = (options: Options) =>
             })
       )
     ) as HttpClient.HttpClient
+    const context = Context.make(HttpClient.HttpClient, wrapped)
+    // Attempts may wait for the limiter: the retry policy's `attemptTimeout` leaves that out.
+    return rateLimit === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
   })

@@ -21,6 +21,9 @@
  *   HTTP date), up to `maxRetryAfter`;
  * - never waits past the deadline: a `Retry-After` longer than `maxRetryAfter` or than the time
  *   left fails at once with {@link RetryAfterTooLong} instead of sleeping silently;
+ * - times each attempt (`attemptTimeout`) from when it may go, not while it waits in volley's
+ *   own line (`Resilience`'s rate limit, an adaptive origin's `Retry-After` pause); the total
+ *   `timeout` and a batch's `deadline` bound those waits too;
  * - stops after `retries` retries, and when the {@link RetryPolicy}'s retry budget is spent
  *   (retries capped at a fraction of recent requests, so a failing upstream never sees a
  *   retry storm).

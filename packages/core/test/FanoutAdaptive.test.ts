@@ -164,6 +164,92 @@ describe("Fanout.adaptive", () => {
     )
   })
 
+  describe("Retry-After, attemptTimeout", () => {
+    /** `/pause` answers 503 with `Retry-After: 10` and `/flaky` 500, each the first time; then 200. */
+    const pausing = () => {
+      const sent: Array<string> = []
+      const seen = new Map<string, number>()
+      const client = HttpClient.make((request, url) =>
+        Effect.clockWith((clock) => {
+          const n = seen.get(url.pathname) ?? 0
+          seen.set(url.pathname, n + 1)
+          sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe()}`)
+          const status = n > 0 ? 200 : url.pathname === "/pause" ? 503 : 500
+          const headers: Record<string, string> = url.pathname === "/pause" ? { "retry-after": "10" } : {}
+          const delay = url.pathname === "/pause" ? "1 millis" : "2 millis"
+          return Effect.as(
+            Effect.sleep(delay),
+            HttpClientResponse.fromWeb(request, new Response("x", { status, headers }))
+          )
+        })
+      )
+      return { client, sent }
+    }
+
+    it.effect("times a held retry from when the pause ends, not while it waits for it", () =>
+      Effect.gen(function* () {
+        const { client, sent } = pausing()
+        let retried = 0
+        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
+          concurrency: 4,
+          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 }),
+          onProgress: (progress) => {
+            retried = progress.retried
+          }
+        }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(
+            Retry.layer({
+              retries: 2,
+              baseDelay: "100 millis",
+              attemptTimeout: "1 second",
+              jitter: false,
+              budget: false
+            })
+          ),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("30 seconds")
+        const results = yield* Fiber.join(fiber)
+        // The retry of /flaky waited 10 s for the pause inside an attempt of 1 s: it timed out,
+        // and so did each of its retries.
+        assert.isTrue(results.every((r) => r._tag === "Success"))
+        assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/flaky@10001", "/pause@0", "/pause@10001"])
+        assert.strictEqual(retried, 2)
+      })
+    )
+
+    it.effect("still ends a wait for the pause at the total timeout, with DeadlineExceeded", () =>
+      Effect.gen(function* () {
+        const { client, sent } = pausing()
+        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
+          concurrency: 4,
+          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 })
+        }).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(
+            Retry.layer({
+              retries: 2,
+              baseDelay: "100 millis",
+              attemptTimeout: "1 second",
+              timeout: "3 seconds",
+              jitter: false,
+              budget: false
+            })
+          ),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("30 seconds")
+        const [pause, flaky] = yield* Fiber.join(fiber)
+        // /pause: its Retry-After is past the timeout. /flaky: its retry waited for the pause
+        // until the timeout ended it, unsent.
+        assert.strictEqual(pause?._tag === "Failure" && pause.failure._tag, "RetryAfterTooLong")
+        assert.strictEqual(flaky?._tag === "Failure" && flaky.failure._tag, "DeadlineExceeded")
+        assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/pause@0"])
+      })
+    )
+  })
+
   describe("progress", () => {
     it.effect("shows each origin's limit, in flight, baseline and reason", () =>
       Effect.gen(function* () {

@@ -2,10 +2,10 @@
 // an origin's response headers say. Each case was overridden by a header before (Effect's
 // limiter and breaker read them by default). In-memory clients, TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Fiber, Layer, Result } from "effect"
+import { Cause, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
-import { Fanout, Resilience } from "../src/index.ts"
+import { Fanout, Http, Resilience, Retry } from "../src/index.ts"
 
 /** A client answering request n with `respond(n)`; records when each was sent. */
 const answering = (respond: (n: number) => { status: number; headers?: Record<string, string> }) => {
@@ -116,10 +116,13 @@ describe("Resilience.layer", () => {
   it.effect("frees the rate limit of attempts that attemptTimeout cut short while they waited", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200 }))
-      const layer = over(client, {
-        rateLimit: { limit: 1, window: "2 seconds" },
-        retry: { retries: 3, attemptTimeout: "3 seconds", jitter: false }
-      })
+      const retry = { retries: 3, attemptTimeout: "3 seconds", jitter: false } as const
+      // The layer's client taken out of it: attempts there time their wait in line too.
+      const limited = Context.get(
+        yield* Layer.build(over(client, { rateLimit: { limit: 1, window: "2 seconds" } })),
+        HttpClient.HttpClient
+      )
+      const layer = Layer.merge(Layer.succeed(HttpClient.HttpClient, limited), Retry.layer(retry))
       yield* Effect.gen(function* () {
         const urls = Array.from({ length: 6 }, (_, i) => `http://api.test/r/${i}`)
         const fiber = yield* Effect.forkChild(Fanout.allSettled(urls, { concurrency: 6 }))
@@ -152,6 +155,125 @@ describe("Resilience.layer", () => {
         // The circuit stayed open for the hour: the probe was rejected.
         assert.strictEqual(sent.length, 2)
         assert.isTrue(Result.isSuccess(probe!))
+      }).pipe(Effect.provide(layer))
+    })
+  )
+})
+
+describe("Resilience.layer, attemptTimeout", () => {
+  /** Moves the clock `steps` times by `step`, letting every fiber run between moves. */
+  const advance = (steps: number, step: Duration.Input) =>
+    Effect.gen(function* () {
+      for (let i = 0; i < steps; i++) {
+        yield* Effect.yieldNow
+        yield* TestClock.adjust(step)
+      }
+    })
+
+  it.effect("times a batch's attempt from when the rate limit lets it go, not while it waits in line", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, {
+        rateLimit: { limit: 2, window: "1 second" },
+        retry: { retries: 3, attemptTimeout: "1 second", jitter: false }
+      })
+      const urls = Array.from({ length: 20 }, (_, i) => `http://api.test/r/${i}`)
+      let retried = 0
+      const fiber = yield* Fanout.allSettled(urls, {
+        concurrency: 20,
+        onProgress: (progress) => {
+          retried = progress.retried
+        }
+      }).pipe(Effect.provide(layer), Effect.forkChild)
+      yield* advance(60, "500 millis")
+      const results = yield* Fiber.join(fiber)
+      // The origin answers at once: each attempt, once sent, is done well within its second.
+      // Counted from when it joined the line, every attempt queued past 1 s timed out and was
+      // retried, and most failed with TimeoutError.
+      assert.strictEqual(results.filter(Result.isFailure).length, 0)
+      assert.strictEqual(retried, 0)
+      assert.strictEqual(sent.length, 20)
+      // Two at once (a full bucket), then one per 500 ms.
+      for (let i = 2; i < sent.length; i++) assert.isAtLeast(sent[i]! - sent[i - 1]!, 500)
+    })
+  )
+
+  it.effect("times Http.getText's attempt from when the rate limit lets it go", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "5 seconds" },
+        retry: { retries: 0, attemptTimeout: "1 second" }
+      })
+      const fiber = yield* Effect.all(
+        [1, 2, 3].map((n) => Http.getText(`http://api.test/t/${n}`)),
+        {
+          concurrency: "unbounded"
+        }
+      ).pipe(Effect.provide(layer), Effect.forkChild)
+      yield* advance(30, "500 millis")
+      // The second and third waited 5 and 10 s for their turn: they failed with TimeoutError.
+      assert.deepStrictEqual(yield* Fiber.join(fiber), ["x", "x", "x"])
+      assert.deepStrictEqual(sent, [0, 5000, 10_000])
+    })
+  )
+
+  it.effect("still ends a wait for the rate limit at the total timeout, with DeadlineExceeded", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "10 seconds" },
+        retry: { retries: 3, attemptTimeout: "1 second", timeout: "3 seconds", jitter: false }
+      })
+      yield* Effect.gen(function* () {
+        let retried = 0
+        const fiber = yield* Fanout.allSettled(["http://api.test/a", "http://api.test/b"], {
+          concurrency: 2,
+          onProgress: (progress) => {
+            retried = progress.retried
+          }
+        }).pipe(Effect.forkChild)
+        yield* advance(8, "500 millis")
+        const [first, second] = yield* Fiber.join(fiber)
+        assert.isTrue(Result.isSuccess(first!))
+        assert.isTrue(Result.isFailure(second!))
+        assert.strictEqual((second as Result.Failure<unknown, { _tag: string }>).failure._tag, "DeadlineExceeded")
+        // One attempt, waiting in line until the timeout: never sent, never retried (its
+        // attempts were cut at each second and retried, until the deadline ended them).
+        assert.strictEqual(retried, 0)
+        assert.deepStrictEqual(sent, [0])
+        // It left the line: the next request goes as soon as the limit has a slot again.
+        yield* advance(12, "500 millis")
+        assert.strictEqual(yield* Http.getText("http://api.test/c"), "x")
+        assert.deepStrictEqual(sent, [0, 10_000])
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
+  it.effect("still ends a wait for the rate limit at the total timeout, for Http.getText", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 200 }))
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "10 seconds" },
+        retry: { retries: 3, attemptTimeout: "1 second", timeout: "3 seconds", jitter: false }
+      })
+      yield* Effect.gen(function* () {
+        const first = yield* Effect.forkChild(Http.getText("http://api.test/a"))
+        const second = yield* Effect.forkChild(
+          Effect.exit(Http.getText("http://api.test/b")).pipe(
+            Effect.flatMap((exit) =>
+              Effect.map(Effect.clockWith(Effect.succeed), (clock) => ({ exit, at: clock.currentTimeMillisUnsafe() }))
+            )
+          )
+        )
+        yield* advance(8, "500 millis")
+        assert.strictEqual(yield* Fiber.join(first), "x")
+        const { exit, at } = yield* Fiber.join(second)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Cause.squash((exit as Exit.Failure<unknown, unknown>).cause) as { _tag: string }
+        assert.strictEqual(error._tag, "DeadlineExceeded")
+        assert.strictEqual(at, 3000)
+        assert.deepStrictEqual(sent, [0])
       }).pipe(Effect.provide(layer))
     })
   )

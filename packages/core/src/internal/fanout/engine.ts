@@ -371,16 +371,19 @@ const runIn = <A, E, R, X>(
       if (!gated) return Effect.suspend(loop)
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
       // not per request: a hop is rare).
+      // The wait for it is off the attempt's clock: `attemptTimeout` counts from when it has one.
       let hopped: Job | undefined
       const gate = (url: string) =>
-        Effect.callback<void>((resume) => {
-          const job = current!
-          const cancel = scheduler.moveTo(job, url, () => {
-            hopped = job
-            resume(Effect.void)
+        Loop.offTheClock(
+          Effect.callback<void>((resume) => {
+            const job = current!
+            const cancel = scheduler.moveTo(job, url, () => {
+              hopped = job
+              resume(Effect.void)
+            })
+            return cancel === undefined ? undefined : Effect.sync(cancel)
           })
-          return cancel === undefined ? undefined : Effect.sync(cancel)
-        })
+        )
       const gatedLoop = Effect.provideService(Effect.suspend(loop), HopGate, gate)
       if (origins === undefined) return gatedLoop
       // An adaptive limit also learns from hops: the redirect code sends them through the
@@ -398,7 +401,14 @@ const runIn = <A, E, R, X>(
 
     const workers = new Workers<X, R | HttpClient.HttpClient>(plan.concurrency, makeWorker)
     // An adaptive batch times the client's own stalls while it runs (see `Origins.ticker`).
-    const all = origins === undefined ? workers.run : Effect.raceFirst(workers.run, origins.ticker)
+    const raced = origins === undefined ? workers.run : Effect.raceFirst(workers.run, origins.ticker)
+    // Per-host limits make attempts wait (a redirect hop for a slot, a retry for its origin's
+    // pause): `attemptTimeout` leaves those waits out (see `Loop.AttemptClock`). Kept when the
+    // batch already runs under one (its client's rate limit, an attempt around the batch).
+    const all =
+      gated && policy.attemptTimeoutMillis !== undefined && (yield* Loop.AttemptClock) === undefined
+        ? Effect.provideService(raced, Loop.AttemptClock, Loop.UNTIMED)
+        : raced
     // Redirect hops, run inside an item's attempt, keep to the batch deadline and count their
     // retries in its progress (one provide per batch).
     const bounded = deadline === undefined ? all : Effect.provideService(all, Loop.CurrentDeadline, deadline)

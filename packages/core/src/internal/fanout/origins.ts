@@ -11,6 +11,7 @@ import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Metric from "effect/Metric"
 import * as Result from "effect/Result"
+import { offTheClock } from "../retry/loop.ts"
 import type { Outcome, Reason } from "./adaptive.ts"
 import type { Host, Scheduler } from "./scheduler.ts"
 
@@ -134,13 +135,14 @@ export class Origins {
 
   // A paused origin (its Retry-After) takes no request until the pause ends: the scheduler holds
   // its new items back, and an attempt that already holds a slot (a retry, a redirect hop) waits
-  // here. Checked again after the wait: another answer may have made the pause longer.
+  // here, off its clock (`attemptTimeout` counts from when it is sent). Checked again after the
+  // wait: another answer may have made the pause longer.
   private pausedAt(host: Host): boolean {
     return host.adaptive!.pausedUntil > this.now()
   }
 
   private pause(host: Host): Effect.Effect<void> {
-    return Effect.suspend(() => Effect.sleep(Math.max(0, host.adaptive!.pausedUntil - this.now())))
+    return offTheClock(Effect.suspend(() => Effect.sleep(Math.max(0, host.adaptive!.pausedUntil - this.now()))))
   }
 
   /**

@@ -1,17 +1,19 @@
 // Resilience's rate limit: a per-key FIFO line in front of Effect's `RateLimiter`, whose waiters
 // hold no token while they wait. `HttpClient.withRateLimiter` consumes with `onExceeded: "delay"`,
 // which takes the token up front (the memory store lets the bucket go negative) and then sleeps:
-// a request interrupted during that sleep (its caller gave up, or the retry policy's
-// `attemptTimeout` cut the attempt short) was never sent, yet kept its future slot, and each
-// retry reserved another. Here the head of the line asks for a token with `onExceeded: "fail"`,
+// a request interrupted during that sleep (its caller gave up, or the retry policy's timeout
+// ended it) was never sent, yet kept its future slot, and each retry reserved another. Here the head of the line asks for a token with `onExceeded: "fail"`,
 // which takes nothing when none is free, and sleeps for the limiter's `retryAfter` between
 // asks; the others wait on a semaphore. Leaving the line, at any point, leaves nothing behind.
+// The whole turn runs off the attempt's clock (`offTheClock`): `attemptTimeout` times the
+// request from when it holds its token, not while it stood in line.
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Semaphore from "effect/Semaphore"
+import { offTheClock } from "../retry/loop.ts"
 
 export interface Options {
   readonly limiter: RateLimiter.RateLimiter
@@ -63,5 +65,7 @@ export const withRateLimit = <E, R>(
       )
     })
 
-  return HttpClient.transform(client, (effect, request) => Effect.flatMap(turn(options.key(request)), () => effect))
+  return HttpClient.transform(client, (effect, request) =>
+    Effect.flatMap(offTheClock(turn(options.key(request))), () => effect)
+  )
 }

@@ -2,6 +2,7 @@
 // Retry.ts): attempts, per-attempt and total timeouts, backoff with full jitter, Retry-After
 // within cap and deadline, and the budget.
 
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -179,6 +180,112 @@ export const CurrentDeadline = Context.Reference<number>("@volley/core/Retry/Cur
   defaultValue: () => Number.POSITIVE_INFINITY
 })
 
+/**
+ * The clock of the attempt running on this fiber, when volley may make attempts wait before they
+ * are sent: Resilience's rate limit and a batch's per-host limits set it ({@link UNTIMED}), and
+ * each attempt timed by `attemptTimeout` under them replaces it with its own. A wait run through
+ * {@link offTheClock} stops the clocks of every attempt around it, so `attemptTimeout` counts
+ * from when the attempt may go, not the time it queued. Unset (the default), attempts run under
+ * a plain `Effect.timeout`: nothing per request for callers with no such wait.
+ */
+export const AttemptClock = Context.Reference<AttemptTime | undefined>("@volley/core/Retry/AttemptClock", {
+  defaultValue: () => undefined
+})
+
+/** The active time of one attempt: it does not run while a wait in volley holds the attempt. */
+export class AttemptTime {
+  /** The clock of the attempt this one runs inside (a redirect hop's request), if any. */
+  readonly parent: AttemptTime | undefined
+  /** Waits holding the attempt now. */
+  private waits = 0
+  /** Active time (ms) before `since`. */
+  private used = 0
+  /** When the clock last started running. */
+  private since: number
+  /** Resumes the attempt's timer, parked while the clock is stopped. */
+  wake: (() => void) | undefined = undefined
+  constructor(parent: AttemptTime | undefined, now: number) {
+    this.parent = parent
+    this.since = now
+  }
+  get stopped(): boolean {
+    return this.waits > 0
+  }
+  /** Active time (ms) at `now`. */
+  elapsed(now: number): number {
+    return this.waits > 0 ? this.used : this.used + now - this.since
+  }
+  /** A wait starts: this clock and those of the attempts around it stop. */
+  hold(now: number): void {
+    for (let time: AttemptTime | undefined = this; time !== undefined; time = time.parent) {
+      if (time.waits++ === 0) time.used += now - time.since
+    }
+  }
+  /** The wait ended: the clocks it stopped run again (unless another wait still holds one). */
+  release(now: number): void {
+    for (let time: AttemptTime | undefined = this; time !== undefined; time = time.parent) {
+      if (--time.waits > 0) continue
+      time.since = now
+      const wake = time.wake
+      time.wake = undefined
+      wake?.()
+    }
+  }
+}
+
+/** {@link AttemptClock} where attempts may wait but none runs yet: it stops nothing. */
+export const UNTIMED = new AttemptTime(undefined, 0)
+
+/**
+ * Runs `wait`, a wait in volley's own line before an attempt may go (a rate limit's turn, an
+ * origin's pause, a slot at a redirect's origin), off the clock of the attempts around it: their
+ * `attemptTimeout` does not count it. The total `timeout` and a batch's `deadline` still do.
+ */
+export const offTheClock = <A, E, R>(wait: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiber((fiber) => {
+    const time = fiber.getRef(AttemptClock)
+    if (time === undefined || time === UNTIMED) return wait
+    const clock = fiber.getRef(Clock.Clock)
+    return Effect.uninterruptibleMask((restore) => {
+      time.hold(clock.currentTimeMillisUnsafe())
+      return Effect.ensuring(
+        restore(wait),
+        Effect.sync(() => time.release(clock.currentTimeMillisUnsafe()))
+      )
+    })
+  })
+
+// `attempt` failing with `TimeoutError` (as `Effect.timeout`'s) once it has been active for
+// `millis`, its waits off the clock not counted.
+const timedOnClock = <A, E, R>(
+  attempt: Effect.Effect<A, E, R>,
+  millis: number,
+  outer: AttemptTime,
+  clock: Clock.Clock
+): Effect.Effect<A, E | Cause.TimeoutError, R> =>
+  Effect.suspend(() => {
+    const time = new AttemptTime(outer === UNTIMED ? undefined : outer, clock.currentTimeMillisUnsafe())
+    const parked = Effect.callback<void>((resume) => {
+      if (!time.stopped) return resume(Effect.void)
+      time.wake = () => resume(Effect.void)
+      return Effect.sync(() => {
+        time.wake = undefined
+      })
+    })
+    // Sleeps until the attempt would be due, then looks again: a wait meanwhile moved that on.
+    const timer: Effect.Effect<never, Cause.TimeoutError> = Effect.suspend(() => {
+      if (time.stopped) return Effect.flatMap(parked, () => timer)
+      const left = millis - time.elapsed(clock.currentTimeMillisUnsafe())
+      if (left <= 0) {
+        return Effect.fail(
+          new Cause.TimeoutError(`Operation timed out after '${Duration.format(Duration.millis(millis))}'`)
+        )
+      }
+      return Effect.flatMap(Effect.sleep(left), () => timer)
+    })
+    return Effect.raceFirst(Effect.provideService(attempt, AttemptClock, time), timer)
+  })
+
 // Attempts, timeouts and waits of one request, for a fixed absolute deadline.
 export const retryLoop = <A, E, R>(
   policy: Policy,
@@ -190,18 +297,23 @@ export const retryLoop = <A, E, R>(
 ) => {
   const retries = retrying(policy, request)
   const clock = fiber.getRef(Clock.Clock)
+  // Set when volley may make an attempt wait before it is sent (see `AttemptClock`).
+  const outer = fiber.getRef(AttemptClock)
   const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
     const left = deadline - now
     if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
     const perAttempt = policy.attemptTimeoutMillis
-    // Redirect hops, run inside the attempt, end with it: their waits never outlast it.
-    if (perAttempt !== undefined && perAttempt < left)
-      return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
+    if (perAttempt !== undefined && perAttempt < left) {
+      // Redirect hops, run inside the attempt, end with it: their waits never outlast it.
+      if (outer === undefined)
+        return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
+      // Waits off the clock make the attempt's end unknown in advance: its hops keep to the
+      // request's deadline, and its timer cuts them off as it would the attempt.
+      const timed = timedOnClock(attempt, perAttempt, outer, clock)
+      return left === Number.POSITIVE_INFINITY ? timed : untilDeadline(timed, left, request)
+    }
     if (left === Number.POSITIVE_INFINITY) return attempt
-    return Effect.timeoutOrElse(attempt, {
-      duration: left,
-      orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
-    })
+    return untilDeadline(attempt, left, request)
   }
   const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
     retries && n < policy.retries ? Effect.catch(once(now), (error) => onFailure(error, n)) : once(now)
@@ -250,6 +362,17 @@ export const retryLoop = <A, E, R>(
   }
   return { loop, onFailure }
 }
+
+// `effect`, failing with `DeadlineExceeded` if it runs `left` ms.
+const untilDeadline = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  left: number,
+  request: HttpClientRequest.HttpClientRequest
+): Effect.Effect<A, E | DeadlineExceeded, R> =>
+  Effect.timeoutOrElse(effect, {
+    duration: left,
+    orElse: () => Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+  })
 
 // `volley_http_retries_total`, by the origin sent to again (as the client's own metrics name it).
 const countRetry = (request: HttpClientRequest.HttpClientRequest): Effect.Effect<void> =>

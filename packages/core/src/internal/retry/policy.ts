@@ -83,8 +83,11 @@ export interface Options {
    */
   readonly statuses?: ReadonlyArray<number> | undefined
   /**
-   * Timeout of each attempt (failing with `TimeoutError`, which is retried). Off by default:
-   * it costs a timer fiber per request, and `@volley/node`'s client already bounds headers and
+   * Timeout of each attempt (failing with `TimeoutError`, which is retried). It counts from when
+   * the attempt may go: a wait in volley's own line before it is sent (`Resilience`'s rate
+   * limit, an adaptive origin's `Retry-After` pause, a slot at a redirect's origin under
+   * `perHost`) is left out; `timeout` and a batch's `deadline` count it. Off by default: it
+   * costs a timer fiber per request, and `@volley/node`'s client already bounds headers and
    * body with undici timeouts. More than 0 when set.
    * @default none
    */
