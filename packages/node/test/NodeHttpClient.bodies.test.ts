@@ -419,6 +419,25 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
 
+    it.live("holds a small body that has arrived whole to the limit of Http.* and a batch's default read", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        const ten = `${origin.url}/ten`
+        const limited = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.map(Effect.exit(effect.pipe(HttpBody.withMaxBodySize(9))), (exit) =>
+            HttpBody.isBodyTooLarge(squashed(exit))
+          )
+        assert.isTrue(yield* limited(Http.getText(ten)))
+        assert.isTrue(yield* limited(Http.getBytes(ten)))
+        const [batch] = yield* Fanout.allSettled([ten]).pipe(HttpBody.withMaxBodySize(9))
+        assert.isTrue(batch !== undefined && Result.isFailure(batch) && HttpBody.isBodyTooLarge(batch.failure))
+        // At the limit, the body is read.
+        assert.strictEqual(yield* Http.getText(ten).pipe(HttpBody.withMaxBodySize(10)), "0123456789")
+        const [whole] = yield* Fanout.allSettled([ten]).pipe(HttpBody.withMaxBodySize(10))
+        assert.isTrue(whole !== undefined && Result.isSuccess(whole) && whole.success.byteLength === 10)
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
     it.live("applies a limit set around a batch to each of its requests", () =>
       Effect.gen(function* () {
         const origin = yield* bodyOrigin

@@ -258,7 +258,7 @@ const runIn = <A, E, R, X>(
     const execute = (request: HttpClientRequest.HttpClientRequest) => applied(client.execute(request))
     const measured = (job: Job) =>
       origins === undefined || job.host === undefined
-        ? Effect.flatMap(execute(job.request), onResponse)
+        ? Exchange.exchange(client, job.request, onResponse)
         : origins.measure(job.host, execute(job.request), onResponse)
     // An attempt after one that redirected (a retry) starts again at the request's own origin,
     // under its limit: the slot it holds is the hop's, or none if it gave up waiting for one.

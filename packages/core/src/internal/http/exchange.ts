@@ -30,6 +30,30 @@ export const BytesKey = Symbol.for("@volley/core/HttpClientResponse/bytes")
 
 type WithBytes = { readonly [BytesKey]?: Effect.Effect<Uint8Array, HttpClientError.HttpClientError> }
 
+/**
+ * Where a client may run a whole exchange in fewer steps: volley's NodeHttpClient hands the
+ * response to `handle` itself, rather than resuming the caller with it for `handle` to run next,
+ * and with a built-in read ({@link readText}, {@link readBytes}) resumes the caller with the
+ * read's result when a 2xx response's body is already complete (most small bodies). A registry
+ * symbol, so the platform packages need not import this module.
+ */
+export const ExchangeKey = Symbol.for("@volley/core/HttpClient/exchange")
+
+/** What a `handle` built by {@link onResponse} reads from a 2xx response: a built-in read, or its caller's. */
+export type ExchangeRead = "text" | "bytes" | "custom"
+
+type Exchanging = {
+  readonly [ExchangeKey]?: <A, E, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    read: ExchangeRead,
+    handle: Read<A, E, R>
+  ) => Effect.Effect<A, E | HttpClientError.HttpClientError, R>
+}
+
+// What a handle from `onResponse` reads (absent on other handles).
+const ReadKey = Symbol.for("@volley/core/internal/http/exchange/read")
+type Reading = { readonly [ReadKey]?: ExchangeRead }
+
 /** The body as bytes: the default read of a batch and `Http.getBytes`. */
 export const readBytes = (
   response: HttpClientResponse.HttpClientResponse
@@ -61,7 +85,15 @@ export const onResponse = <A, E, R>(
       : isRedirect(response)
         ? follow(response, handle, () => statusError(response))
         : statusError(response)
-  return handle
+  const given: unknown = read
+  const kind: ExchangeRead = !consumes
+    ? "custom"
+    : given === readText
+      ? "text"
+      : given === readBytes
+        ? "bytes"
+        : "custom"
+  return Object.assign(handle, { [ReadKey]: kind })
 }
 
 /** Runs one request through `client` and hands its response to `handle` (see {@link onResponse}). */
@@ -69,10 +101,15 @@ export const exchange = <A, E, R, E2, R2>(
   client: HttpClient.HttpClient.With<E2, R2>,
   request: HttpClientRequest.HttpClientRequest,
   handle: Read<A, E, R>
-): Effect.Effect<A, E | E2, R | R2> =>
+): Effect.Effect<A, E | E2, R | R2> => {
+  const read = (handle as Reading)[ReadKey]
+  const exchanging = read === undefined ? undefined : (client as Exchanging)[ExchangeKey]
+  // A client offering the exchange is a platform's own, never a `Retry.withPolicy` wrapper.
+  if (exchanging !== undefined) return exchanging(request, read!, handle) as Effect.Effect<A, E | E2, R | R2>
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
-  Effect.flatMap(applied(client.execute(request)), handle)
+  return Effect.flatMap(applied(client.execute(request)), handle)
+}
 
 /** Largest error body drained to keep its connection; a larger or unannounced one is aborted. */
 export const MAX_DRAINED_BYTES = 64 * 1024

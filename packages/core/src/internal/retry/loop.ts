@@ -18,7 +18,7 @@ import * as Exchange from "../http/exchange.ts"
 import * as Metrics from "../http/metrics.ts"
 import type { Budget } from "./budget.ts"
 import { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./errors.ts"
-import { isRetryable, markFinal, type Policy, type RunOptions } from "./policy.ts"
+import { isRetryable, markFinal, markFinalUnsafe, type Policy, type RunOptions } from "./policy.ts"
 import { isReplayable } from "./replay.ts"
 import { isUnsent } from "./unsent.ts"
 
@@ -65,7 +65,21 @@ export const runOn = <A, E, R>(
   request: HttpClientRequest.HttpClientRequest,
   attempt: Effect.Effect<A, E, R>,
   options?: RunOptions
-): Effect.Effect<A, E | RetryError, R> => final(loopOn(fiber, policy, request, attempt, options))
+): Effect.Effect<A, E | RetryError, R> => {
+  const budget = policy.budget
+  if (budget === undefined || isTimed(policy, options)) return final(loopOn(fiber, policy, request, attempt, options))
+  // The default policy (a budget, nothing to time), as `Http.*` run it per request: one handler,
+  // run only when the attempt fails, takes back a request that could never be sent, retries,
+  // and marks what it gives up on as final (`afterFailure` marks its own).
+  const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  budget.request(start)
+  return Effect.catch(attempt, (error) => {
+    if (isUnsent(error)) budget.unrequest(start)
+    else if (retrying(policy, request)) return afterFailure(policy, request, attempt, error, options)
+    markFinalUnsafe(error)
+    return Effect.fail(error)
+  })
+}
 
 // What a loop gives up on is final: a loop around it (whose `read` made this request) must not
 // send its own request again for it.
@@ -78,21 +92,13 @@ const loopOn = <A, E, R>(
   attempt: Effect.Effect<A, E, R>,
   options: RunOptions | undefined
 ): Effect.Effect<A, E | RetryError, R> => {
+  // Nothing to time and no budget (`runOn` runs the untimed case with one): nothing costs until
+  // an attempt fails.
+  if (!isTimed(policy, options)) return bare(policy, request, attempt, options)
   const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
   // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
   // many times), and taken back if it could never be sent (`isUnsent`).
-  if (!isTimed(policy, options)) {
-    // Nothing to time, so nothing costs until an attempt fails.
-    if (budget === undefined) return bare(policy, request, attempt, options)
-    const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-    budget.request(start)
-    // One handler for both: nothing but the attempt runs until it fails.
-    return Effect.catch(attempt, (error) => {
-      if (isUnsent(error)) return uncount(budget, start, error)
-      return retrying(policy, request) ? afterFailure(policy, request, attempt, error, options) : Effect.fail(error)
-    })
-  }
   const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
   budget?.request(start)
   let deadline = options?.deadline ?? Number.POSITIVE_INFINITY

@@ -10,7 +10,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
-import { Body, HIGH_WATER_MARK, LeanResponse, track } from "./response.ts"
+import { Body, HIGH_WATER_MARK, LeanResponse, readComplete, track } from "./response.ts"
 
 /** The client's settings for every request: timeouts in milliseconds, as undici takes them, and body defaults. */
 export interface Settings {
@@ -46,9 +46,10 @@ export type Upload = Readable | Undici.FormData
  * NUL or a character above U+00FF in a value) with an `EncodeError`. Interrupting the effect
  * before the response head arrives aborts the request, which destroys its socket. `signal`,
  * when given, aborts it at any time, including while the body is read (`HttpClient.make` uses
- * it for scoped requests and for responses that are dropped unread).
+ * it for scoped requests and for responses that are dropped unread). With `exchange`, the
+ * effect is that exchange's result instead of the response (see {@link Exchange}).
  */
-export const send = (
+export function send(
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
@@ -58,13 +59,88 @@ export const send = (
   meters: Meters,
   trace: TraceHeaders | undefined,
   upload?: Upload
-): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
+): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
+export function send<A, E, R>(
+  dispatcher: Undici.Dispatcher,
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  settings: Settings,
+  signal: AbortSignal | undefined,
+  decompress: boolean,
+  meters: Meters,
+  trace: TraceHeaders | undefined,
+  upload: Upload | undefined,
+  exchange: Exchange<A, E, R> | undefined
+): Effect.Effect<A | HttpClientResponse.HttpClientResponse, E | HttpClientError.HttpClientError, R>
+export function send(
+  dispatcher: Undici.Dispatcher,
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL,
+  settings: Settings,
+  signal: AbortSignal | undefined,
+  decompress: boolean,
+  meters: Meters,
+  trace: TraceHeaders | undefined,
+  upload?: Upload,
+  exchange?: Exchange<unknown, unknown, unknown>
+): Effect.Effect<unknown, unknown, unknown> {
   // Each read of a URL's part builds a new string: read each once.
   const protocol = url.protocol
   if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
   const origin = url.origin
   const sent = settings.http2 && protocol === "https:" ? withoutH2Forbidden(request) : request
-  return dispatch(dispatcher, sent, url, origin, settings, signal, decompress, meters.of(origin), trace, upload)
+  return dispatch(
+    dispatcher,
+    sent,
+    url,
+    origin,
+    settings,
+    signal,
+    decompress,
+    meters.of(origin),
+    trace,
+    upload,
+    exchange
+  )
+}
+
+/** What `@volley/core`'s exchange reads from a 2xx response (see `ExchangeKey`), as it names it. */
+export type ExchangeRead = "text" | "bytes" | "custom"
+
+/**
+ * Where `@volley/core` finds a client's exchange (see its internal/http/exchange.ts): a registry
+ * symbol, so neither package imports the other's internals.
+ */
+export const ExchangeKey: unique symbol = Symbol.for("@volley/core/HttpClient/exchange") as never
+
+/**
+ * A request sent for `@volley/core`'s exchange: the caller resumes with `handle` run on the
+ * response (which checks its status, follows a redirect, reads the body), one step fewer than
+ * resuming with the response for the caller to run `handle`. With a built-in read, a 2xx response
+ * whose body is complete and within `limit` resumes the caller with the read's result at once.
+ */
+export class Exchange<A, E, R> {
+  readonly read: ExchangeRead
+  readonly handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  readonly limit: number
+  constructor(
+    read: ExchangeRead,
+    handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+    limit: number
+  ) {
+    this.read = read
+    this.handle = handle
+    this.limit = limit
+  }
+
+  settle(response: LeanResponse): Effect.Effect<A, E, R> {
+    const status = response.status
+    const read = this.read
+    const value =
+      read !== "custom" && status >= 200 && status < 300 ? readComplete(response.body, read, this.limit) : undefined
+    // The read's result is the `A` of a built-in read (a string or bytes).
+    return value === undefined ? this.handle(response) : Effect.succeed(value as A)
+  }
 }
 
 /**
@@ -150,10 +226,11 @@ const dispatch = (
   decompress: boolean,
   meter: OriginMeter,
   trace: TraceHeaders | undefined,
-  upload: Upload | undefined
-): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+  upload: Upload | undefined,
+  exchange: Exchange<unknown, unknown, unknown> | undefined
+): Effect.Effect<unknown, unknown, unknown> =>
   Effect.callback((resume) => {
-    const handler = new Handler(request, url, resume, signal, decompress, settings, meter)
+    const handler = new Handler(request, url, resume, signal, decompress, settings, meter, exchange)
     try {
       dispatcher.dispatch(
         {
@@ -176,13 +253,12 @@ const dispatch = (
 class Handler implements Undici.Dispatcher.DispatchHandler {
   readonly request: HttpClientRequest.HttpClientRequest
   readonly url: URL
-  readonly resume: (
-    effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
-  ) => void
+  readonly resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void
   readonly signal: AbortSignal | undefined
   readonly decompress: boolean
   readonly settings: Settings
   readonly meter: OriginMeter
+  readonly exchange: Exchange<unknown, unknown, unknown> | undefined
   readonly started: number
   // When undici wrote the request (performance.now()), for informational responses only.
   sentAt = 0
@@ -198,11 +274,12 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   constructor(
     request: HttpClientRequest.HttpClientRequest,
     url: URL,
-    resume: (effect: Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>) => void,
+    resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void,
     signal: AbortSignal | undefined,
     decompress: boolean,
     settings: Settings,
-    meter: OriginMeter
+    meter: OriginMeter,
+    exchange: Exchange<unknown, unknown, unknown> | undefined
   ) {
     this.request = request
     this.url = url
@@ -211,6 +288,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.decompress = decompress
     this.settings = settings
     this.meter = meter
+    this.exchange = exchange
     this.started = meter.start()
     if (signal !== undefined) {
       if (signal.aborted) this.reason = signal.reason
@@ -285,7 +363,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     if (response === undefined) return
     this.pending = undefined
     track(response)
-    this.resume(Effect.succeed(response))
+    this.resume(this.exchange === undefined ? Effect.succeed(response) : this.exchange.handle(response))
   }
 
   onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Buffer): void {
@@ -338,7 +416,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     const response = this.pending
     if (response === undefined) return
     this.pending = undefined
-    this.resume(Effect.succeed(response))
+    this.resume(this.exchange === undefined ? Effect.succeed(response) : this.exchange.settle(response))
   }
 }
 

@@ -52,6 +52,19 @@ const decodeUtf8 = (bytes: Uint8Array): string => {
   return buffer.toString("utf8", start)
 }
 
+// Bytes as a plain Uint8Array over the same memory: a Buffer's slice() would not copy.
+const plainBytes = (view: Uint8Array): Uint8Array => new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
+
+/**
+ * What a built-in read (`text`, bytes) of `body` gives once the body is complete and within
+ * `limit`, as `LeanResponse` reads it; `undefined` otherwise (still arriving, failed, streamed,
+ * or over the limit: the response's own read then waits or fails).
+ */
+export const readComplete = (body: Body, read: "text" | "bytes", limit: number): string | Uint8Array | undefined => {
+  if (!body.ended || body.sink !== undefined || body.error !== undefined || body.total > limit) return undefined
+  return read === "text" ? decodeUtf8(body.view()) : plainBytes(body.view())
+}
+
 /** A body that grew past its read's `maxBodySize` (after decompression). */
 export class OverLimit extends Error {
   readonly limit: number
@@ -343,8 +356,7 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
   }
 
   get [BytesKey](): Effect.Effect<Uint8Array, HttpClientError.HttpClientError> {
-    // A plain Uint8Array over the same memory: a Buffer's slice() would not copy.
-    return this.whole((view) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength))
+    return this.whole(plainBytes)
   }
 
   get arrayBuffer(): Effect.Effect<ArrayBuffer, HttpClientError.HttpClientError> {
