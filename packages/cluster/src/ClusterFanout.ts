@@ -240,14 +240,15 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * that crashed mid-submit (or failed with {@link ChunkSendError}) just submits again. The same id
  * with other items (another count, or any item different, invalid ones included) or options fails
  * with {@link JobConflictError}, and then none of this submission's items runs: the input is
- * compared with the stored job before anything new is sent. Not so for two submissions of one
- * new id with different items at the same time: each may fail with {@link JobConflictError}
- * after some of its chunks were sent and ran (a conflict is then found chunk by chunk); submit
- * a job id from one place at a time. An item that is not an `http(s)` URL,
- * or whose origin is longer than 255 characters (the longest entity id Effect's cluster stores),
- * gets a failed outcome (`InvalidItem`) at once; it has no origin, so it counts in the job's
- * `total` and `failed` but in none of `Progress.origins`. After {@link forget} (or the runners'
- * retention), the id is free: submitting it again runs the job again.
+ * compared with the stored job before anything new is sent. So are two submissions of one id at
+ * the same time, from anywhere: each chunk is claimed in PostgreSQL, in order, before it is sent,
+ * so one wins and the other fails with {@link JobConflictError}, having sent only chunks equal to
+ * the winner's (the same items at the same indexes, which run once, as the winner's); with the
+ * same items and options, both succeed and each item runs once. An item that is not an
+ * `http(s)` URL, or whose origin is longer than 255 characters (the longest entity id Effect's
+ * cluster stores), gets a failed outcome (`InvalidItem`) once the whole input is read; it has no
+ * origin, so it counts in the job's `total` and `failed` but in none of `Progress.origins`. After
+ * {@link forget} (or the runners' retention), the id is free: submitting it again runs the job again.
  *
  * If the input `Stream` fails (or the submit is interrupted) part-way, the chunks already sent
  * run, submit fails with the stream's error, and the job stays partly submitted: no `total`, never

@@ -291,6 +291,96 @@ describe("ClusterFanout", () => {
       assert.strictEqual(hits(suite.origins[0]!, "/resume/") + hits(suite.origins[1]!, "/resume/"), 12)
     }, 30_000)
 
+    it("lets one of two concurrent submits of a new id with other items win; none of the other's items runs", async () => {
+      // Both inputs share their first chunks (sent by both, once) and differ after: the other one has
+      // another chunk 2 and one more chunk, an invalid item where the other has a valid one, or
+      // just one more chunk (its claim races with the other's total).
+      const at = (origin: number, round: number, path: string) => `${suite.origins[origin]!.url}/race/${round}/${path}`
+      const inputs = (round: number): readonly [ReadonlyArray<string>, ReadonlyArray<string>] => {
+        const common = Array.from({ length: 4 }, (_, i) => at(0, round, `common/${i}`))
+        switch (round % 3) {
+          case 0:
+            return [
+              [...common, at(1, round, "a/4")],
+              [...common, at(2, round, "b/4"), at(3, round, "b/5")]
+            ]
+          case 1:
+            return [
+              [...common, "not a url", at(1, round, "a/5")],
+              [...common, at(2, round, "b/4"), at(1, round, "a/5")]
+            ]
+          default:
+            return [common, [...common, at(2, round, "b/4")]]
+        }
+      }
+      const rounds = 18
+      const winners: Array<ReadonlyArray<string>> = []
+      for (let round = 0; round < rounds; round++) {
+        const job = `race-${round}`
+        const [a, b] = inputs(round)
+        const [first, second] = await run(
+          Effect.all(
+            [a, b].map((items) => Effect.result(ClusterFanout.submit(job, items, { chunkSize: 2 }))),
+            { concurrency: 2 }
+          )
+        )
+        const tags = [first!, second!].map((r) => (Result.isSuccess(r) ? "Success" : r.failure._tag)).sort()
+        assert.deepStrictEqual(tags, ["JobConflictError", "Success"], `round ${round}`)
+        const won = Result.isSuccess(first!) ? a : b
+        winners.push(won)
+        const final = await wait(job)
+        assert.deepStrictEqual([final.total, final.done], [won.length, won.length], `round ${round}`)
+        const outcomes = await collect(job)
+        assert.deepStrictEqual(
+          outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure.reason : "ok")),
+          won.map((item) => (item.startsWith("http") ? "ok" : "InvalidItem")),
+          `round ${round}`
+        )
+      }
+      await sleep(1000)
+      for (let round = 0; round < rounds; round++) {
+        const [a, b] = inputs(round)
+        const lost = winners[round] === a ? b : a
+        for (const item of lost.filter((item) => item.startsWith("http") && !winners[round]!.includes(item))) {
+          const origin = suite.origins.find((o) => item.startsWith(o.url))!
+          assert.strictEqual(
+            hits(origin, new URL(item).pathname),
+            0,
+            `round ${round}: ${item} of the losing submit ran`
+          )
+        }
+        for (const item of winners[round]!.filter((item) => item.startsWith("http"))) {
+          const origin = suite.origins.find((o) => item.startsWith(o.url))!
+          assert.strictEqual(hits(origin, new URL(item).pathname), 1, `round ${round}: ${item}`)
+        }
+      }
+    }, 60_000)
+
+    it("runs each item once when the same new job is submitted twice at the same time; both succeed", async () => {
+      for (let round = 0; round < 4; round++) {
+        const job = `twice-${round}`
+        const urls = Array.from({ length: 9 }, (_, i) => `${suite.origins[i % 3]!.url}/twice/${round}/${i}`)
+        const items = [...urls.slice(0, 4), "not a url", ...urls.slice(4)]
+        const counts = await run(
+          Effect.all(
+            [0, 1].map(() => ClusterFanout.submit(job, items, { chunkSize: 2 })),
+            { concurrency: 2 }
+          )
+        )
+        assert.deepStrictEqual(counts, [10, 10])
+        const final = await wait(job)
+        assert.deepStrictEqual([final.total, final.succeeded, final.failed], [10, 9, 1])
+      }
+      await sleep(1000)
+      assert.strictEqual(
+        suite.origins.reduce((sum, origin) => sum + hits(origin, "/twice/"), 0),
+        36
+      )
+      for (const origin of suite.origins) {
+        for (const [path, count] of origin.hits) if (path.startsWith("/twice/")) assert.strictEqual(count, 1, path)
+      }
+    }, 60_000)
+
     it("fails an item whose origin is longer than 255 characters as InvalidItem; the job goes on", async () => {
       // Effect's cluster stores the origin (the entity id) in a VARCHAR(255) column.
       const long = `http://${"a".repeat(300)}.invalid/x`

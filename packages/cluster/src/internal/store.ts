@@ -114,3 +114,30 @@ export const findJob = (job: string): Effect.Effect<JobRow | undefined, SqlError
       (rows) => rows[0]
     )
   )
+
+/**
+ * Stores a chunk of a job still being submitted (no total yet) under its number, unless that is
+ * taken, and returns the hash stored under it, or `undefined` when the job was completed without
+ * that chunk (or is gone). The job's row is locked `FOR SHARE`, which waits for (and is waited for
+ * by) the update that records a job's total (see ./submit.ts): a chunk is stored either before a
+ * submission completes the job, which then sees it, or not at all.
+ */
+export const claimChunk = (
+  job: string,
+  chunk: { readonly chunk: number; readonly origin: string; readonly size: number },
+  hash: string
+): Effect.Effect<string | undefined, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [inserted] = yield* durable(sql<{
+      hash: string
+    }>`insert into volley_chunks (job_id, chunk, origin, size, hash)
+      select job_id, ${chunk.chunk}, ${chunk.origin}, ${chunk.size}, ${hash}
+      from volley_jobs where job_id = ${job} and total is null for share
+      on conflict do nothing returning hash`)
+    if (inserted !== undefined) return inserted.hash
+    const [stored] = yield* durable(
+      sql<{ hash: string }>`select hash from volley_chunks where job_id = ${job} and chunk = ${chunk.chunk}`
+    )
+    return stored?.hash
+  })

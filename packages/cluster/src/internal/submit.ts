@@ -8,7 +8,7 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
-import { durable, findJob, storable } from "./store.ts"
+import { claimChunk, durable, findJob, storable } from "./store.ts"
 
 /** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text, bytes or empty body. */
 export type Item =
@@ -224,7 +224,14 @@ export interface Plan {
  *   `Conflict`.
  * - partly submitted (a client stopped mid-submit, or is submitting it now): each stored chunk is
  *   compared with the one this input gives (and sent again: its primary key holds the job's
- *   nonce, so it runs once); new chunks and invalid items wait until every stored chunk matched.
+ *   nonce, so it runs once); new chunks wait until every stored chunk matched.
+ *
+ * Two submissions of one id at the same time: each chunk is claimed in the database (stored under
+ * its number, or compared with the one stored) one after another, in order, before it is sent, so
+ * the one that meets another's chunk first stops there, having sent only chunks equal to the
+ * other's. The total and hash are recorded in one transaction with the check that no chunk past
+ * this input's last was claimed, and with the invalid items' outcomes (kept until then): the
+ * loser of that step writes nothing, and no chunk is claimed after it.
  */
 export const submit = <E, R>(
   plan: Plan,
@@ -281,43 +288,41 @@ export const submit = <E, R>(
     // A job whose total is stored (by a version before the job hash) has all of its chunks.
     const complete = job.total !== null
     let verified = 0
-    const held: Array<Effect.Effect<void, Conflict | SendFailed | SqlError.SqlError>> = []
-    // New chunks and outcomes wait until every stored chunk has matched this input: until then,
-    // this submit may still turn out to be a conflict, and must have run and written nothing.
-    const act = (effect: Effect.Effect<void, Conflict | SendFailed | SqlError.SqlError>) =>
-      verified < known.size ? Effect.sync(() => void held.push(effect)) : effect
+    type Step = Effect.Effect<void, Conflict | SqlError.SqlError, SqlClient.SqlClient>
+    const held: Array<Step> = []
+    // New chunks wait until every stored chunk has matched this input (chunks left by a version
+    // that stored them out of order may follow a gap): until then, this submit may still turn out
+    // to be a conflict, and must have run nothing.
+    const act = (effect: Step) => (verified < known.size ? Effect.sync(() => void held.push(effect)) : effect)
     const release = Effect.suspend(() => Effect.forEach(held.splice(0), (effect) => effect, { discard: true }))
 
     const otherItems = (chunk: Chunk) =>
       new Conflict(
         `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
       )
+    const noChunk = (chunk: Chunk) =>
+      new Conflict(
+        `job ${plan.job} exists with other items (it has no chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
+      )
     const buffers = new Map<string, Array<Chunk["items"][number]>>()
     let chunks = 0
-    const store = (chunk: Chunk, digest: string) =>
-      Effect.gen(function* () {
-        yield* durable(sql`insert into volley_chunks (job_id, chunk, origin, size, hash)
-          values (${plan.job}, ${chunk.chunk}, ${chunk.origin}, ${chunk.items.length}, ${digest}) on conflict do nothing`)
-        // Another client submitting the same id at the same time may have stored this chunk since.
-        const [stored] = yield* sql<{
-          hash: string
-        }>`select hash from volley_chunks where job_id = ${plan.job} and chunk = ${chunk.chunk}`
-        if (stored?.hash !== digest) return yield* Effect.fail(otherItems(chunk))
-        yield* client(chunk.origin)
-          .RunChunk(chunk, { discard: true })
-          .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
-      })
-    // Chunks are numbered here, in input order, then stored and sent up to `sending` at once: a
-    // persisted send waits for its storage round trips, and sending one at a time made submitting
-    // the bottleneck of a whole job (80 chunks took 18 s on a busy 2-core machine).
+    // Chunks are numbered here, in input order, claimed one at a time (a chunk claimed before the
+    // previous one matched could be another submission's undoing), then sent up to `sending` at
+    // once: a persisted send waits for its storage round trips, and sending one at a time made
+    // submitting the bottleneck of a whole job (80 chunks took 18 s on a busy 2-core machine).
     const permits = yield* Semaphore.make(sending)
-    const sends: Array<Fiber.Fiber<void, Conflict | SendFailed | SqlError.SqlError>> = []
+    const sends: Array<Fiber.Fiber<void, SendFailed>> = []
+    const sendChunk = (chunk: Chunk) =>
+      client(chunk.origin)
+        .RunChunk(chunk, { discard: true })
+        .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
     const start = (chunk: Chunk, digest: string) =>
-      Effect.flatMap(permits.take(1), () =>
-        Effect.map(Effect.forkChild(Effect.ensuring(store(chunk, digest), permits.release(1))), (fiber) => {
-          sends.push(fiber)
-        })
-      )
+      Effect.gen(function* () {
+        const stored = yield* claimChunk(plan.job, { ...chunk, size: chunk.items.length }, digest)
+        if (stored !== digest) return yield* Effect.fail(stored === undefined ? noChunk(chunk) : otherItems(chunk))
+        yield* permits.take(1)
+        sends.push(yield* Effect.forkChild(Effect.ensuring(sendChunk(chunk), permits.release(1))))
+      })
     const send = (origin: string, items: Chunk["items"]) =>
       Effect.suspend(() => {
         const chunk: Chunk = {
@@ -332,13 +337,7 @@ export const submit = <E, R>(
         const digest = hash(JSON.stringify(items))
         const stored = known.get(chunk.chunk)
         if (stored === undefined) {
-          return complete
-            ? Effect.fail(
-                new Conflict(
-                  `job ${plan.job} exists with other items (it has no chunk ${chunk.chunk}, items from ${items[0]?.index})`
-                )
-              )
-            : act(start(chunk, digest))
+          return complete ? Effect.fail(noChunk(chunk)) : act(start(chunk, digest))
         }
         if (stored !== digest) return Effect.fail(otherItems(chunk))
         // A stored chunk sent again adds nothing new (its items were the job's already), and it
@@ -346,16 +345,25 @@ export const submit = <E, R>(
         verified++
         return Effect.andThen(start(chunk, digest), verified === known.size ? release : Effect.void)
       })
-    const invalid = (index: number, reason: string): Effect.Effect<void, SqlError.SqlError> =>
-      durable(sql`insert into volley_results (job_id, item, chunk, origin, ok, error_tag, error_message, runner)
-        values (${plan.job}, ${index}, ${-1}, ${""}, false, ${"InvalidItem"}, ${storable(reason)}, ${"client"}) on conflict do nothing`).pipe(
-        Effect.asVoid
-      )
+    // Written with the total: another submission at the same time may have a valid item there.
+    const invalid: Array<Record<string, unknown>> = []
     yield* Stream.runForEach(items, (item) => {
       const index = total++
       const classified = classify(item)
       jobHash.update(hashLine(classified))
-      if (classified._tag === "Invalid") return act(invalid(index, classified.reason))
+      if (classified._tag === "Invalid") {
+        invalid.push({
+          job_id: plan.job,
+          item: index,
+          chunk: -1,
+          origin: "",
+          ok: false,
+          error_tag: "InvalidItem",
+          error_message: storable(classified.reason),
+          runner: "client"
+        })
+        return Effect.void
+      }
       let buffer = buffers.get(classified.origin)
       if (buffer === undefined) {
         buffer = []
@@ -377,12 +385,35 @@ export const submit = <E, R>(
     }
     yield* Fiber.joinAll(sends)
     const digest = jobHash.digest()
-    // Only the first complete submission records the total and hash; a stored total that differs keeps its hash.
-    const [stored] = yield* sql<{ total: string | number; hash: string | null }>`update volley_jobs
-      set total = coalesce(total, ${total}),
-        hash = case when coalesce(total, ${total}) = ${total} then coalesce(hash, ${digest}) else hash end
-      where job_id = ${plan.job} returning total, hash`
-    if (stored !== undefined) yield* compare(Number(stored.total), stored.hash)
+    // Only the first complete submission records the total and hash; a stored total that differs
+    // keeps its hash. The update locks the job's row until the commit, so a chunk claimed at the same
+    // time (`claimChunk` locks it FOR SHARE) is either seen by the check after it or never stored.
+    yield* durable(
+      sql.withTransaction(
+        Effect.gen(function* () {
+          const [stored] = yield* sql<{ total: string | number; hash: string | null }>`update volley_jobs
+            set total = coalesce(total, ${total}),
+              hash = case when coalesce(total, ${total}) = ${total} then coalesce(hash, ${digest}) else hash end
+            where job_id = ${plan.job} returning total, hash`
+          if (stored === undefined) return
+          yield* compare(Number(stored.total), stored.hash)
+          const [beyond] = yield* sql<{
+            chunk: number
+          }>`select chunk from volley_chunks where job_id = ${plan.job} and chunk >= ${chunks} order by chunk limit 1`
+          if (beyond !== undefined) {
+            return yield* Effect.fail(
+              new Conflict(
+                `job ${plan.job} exists with other items (chunk ${beyond.chunk}, which this submission does not have)`
+              )
+            )
+          }
+          for (let i = 0; i < invalid.length; i += 1000) {
+            const rows = invalid.slice(i, i + 1000) as [Record<string, unknown>, ...Array<Record<string, unknown>>]
+            yield* sql`insert into volley_results ${sql.insert(rows)} on conflict do nothing`
+          }
+        })
+      )
+    )
     // Every item may already have an outcome (all invalid, or a job submitted again after it ran).
     yield* sql`update volley_jobs set finished_at = now()
       where job_id = ${plan.job} and finished_at is null
