@@ -28,6 +28,40 @@ const fake = () => {
   return { client, started }
 }
 
+/** `/pause` answers 503 with `Retry-After: 10` and `/flaky` 500, each the first time; then 200. */
+const pausing = () => {
+  const sent: Array<string> = []
+  const seen = new Map<string, number>()
+  const client = HttpClient.make((request, url) =>
+    Effect.clockWith((clock) => {
+      const n = seen.get(url.pathname) ?? 0
+      seen.set(url.pathname, n + 1)
+      sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe()}`)
+      const status = n > 0 ? 200 : url.pathname === "/pause" ? 503 : 500
+      const headers: Record<string, string> = url.pathname === "/pause" ? { "retry-after": "10" } : {}
+      const delay = url.pathname === "/pause" ? "1 millis" : "2 millis"
+      return Effect.as(Effect.sleep(delay), HttpClientResponse.fromWeb(request, new Response("x", { status, headers })))
+    })
+  )
+  return { client, sent }
+}
+
+/** `/pause` and `/flaky` in one adaptive batch on `client`, under the retry policy `retry`. */
+const pausingBatch = (
+  client: HttpClient.HttpClient,
+  retry: Retry.Options,
+  onProgress?: (progress: Fanout.Progress) => void
+) =>
+  Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
+    concurrency: 4,
+    perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 }),
+    ...(onProgress === undefined ? {} : { onProgress })
+  }).pipe(
+    Effect.provideService(HttpClient.HttpClient, client),
+    Effect.provide(Retry.layer({ retries: 2, baseDelay: "100 millis", jitter: false, budget: false, ...retry })),
+    Effect.forkChild
+  )
+
 const failure = <A, E>(exit: Exit.Exit<A, E>) => (Exit.isFailure(exit) ? exit.cause : undefined)
 
 describe("Fanout.adaptive", () => {
@@ -131,88 +165,29 @@ describe("Fanout.adaptive", () => {
       Effect.gen(function* () {
         // Both start at once: /pause asks for 10 s of quiet; /flaky failed with a 500 and would be
         // retried after 100 ms, in the middle of that pause.
-        const sent: Array<string> = []
-        const seen = new Map<string, number>()
-        const client = HttpClient.make((request, url) =>
-          Effect.clockWith((clock) => {
-            const n = seen.get(url.pathname) ?? 0
-            seen.set(url.pathname, n + 1)
-            sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe()}`)
-            const status = n > 0 ? 200 : url.pathname === "/pause" ? 503 : 500
-            const headers: Record<string, string> = url.pathname === "/pause" ? { "retry-after": "10" } : {}
-            const delay = url.pathname === "/pause" ? "1 millis" : "2 millis"
-            return Effect.as(
-              Effect.sleep(delay),
-              HttpClientResponse.fromWeb(request, new Response("x", { status, headers }))
-            )
-          })
-        )
-        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
-          concurrency: 4,
-          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 })
-        }).pipe(
-          Effect.provideService(HttpClient.HttpClient, client),
-          Effect.provide(Retry.layer({ retries: 2, baseDelay: "100 millis", jitter: false, budget: false })),
-          Effect.forkChild
-        )
+        const { client, sent } = pausing()
+        const fiber = yield* pausingBatch(client, {})
         yield* TestClock.adjust("30 seconds")
         const results = yield* Fiber.join(fiber)
         assert.isTrue(results.every((r) => r._tag === "Success"))
-        // The retry of /flaky was sent at 102 ms.
+        // The retry of /flaky waited for the pause to end, as /pause's own did.
         assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/flaky@10001", "/pause@0", "/pause@10001"])
       })
     )
   })
 
   describe("Retry-After, attemptTimeout", () => {
-    /** `/pause` answers 503 with `Retry-After: 10` and `/flaky` 500, each the first time; then 200. */
-    const pausing = () => {
-      const sent: Array<string> = []
-      const seen = new Map<string, number>()
-      const client = HttpClient.make((request, url) =>
-        Effect.clockWith((clock) => {
-          const n = seen.get(url.pathname) ?? 0
-          seen.set(url.pathname, n + 1)
-          sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe()}`)
-          const status = n > 0 ? 200 : url.pathname === "/pause" ? 503 : 500
-          const headers: Record<string, string> = url.pathname === "/pause" ? { "retry-after": "10" } : {}
-          const delay = url.pathname === "/pause" ? "1 millis" : "2 millis"
-          return Effect.as(
-            Effect.sleep(delay),
-            HttpClientResponse.fromWeb(request, new Response("x", { status, headers }))
-          )
-        })
-      )
-      return { client, sent }
-    }
-
     it.effect("times a held retry from when the pause ends, not while it waits for it", () =>
       Effect.gen(function* () {
         const { client, sent } = pausing()
         let retried = 0
-        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
-          concurrency: 4,
-          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 }),
-          onProgress: (progress) => {
-            retried = progress.retried
-          }
-        }).pipe(
-          Effect.provideService(HttpClient.HttpClient, client),
-          Effect.provide(
-            Retry.layer({
-              retries: 2,
-              baseDelay: "100 millis",
-              attemptTimeout: "1 second",
-              jitter: false,
-              budget: false
-            })
-          ),
-          Effect.forkChild
-        )
+        const fiber = yield* pausingBatch(client, { attemptTimeout: "1 second" }, (progress) => {
+          retried = progress.retried
+        })
         yield* TestClock.adjust("30 seconds")
         const results = yield* Fiber.join(fiber)
-        // The retry of /flaky waited 10 s for the pause inside an attempt of 1 s: it timed out,
-        // and so did each of its retries.
+        // The retry of /flaky waited 10 s for the pause with an attemptTimeout of 1 s, and went
+        // once the pause ended (before, the wait counted: it timed out, and so did its retries).
         assert.isTrue(results.every((r) => r._tag === "Success"))
         assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/flaky@10001", "/pause@0", "/pause@10001"])
         assert.strictEqual(retried, 2)
@@ -222,23 +197,7 @@ describe("Fanout.adaptive", () => {
     it.effect("still ends a wait for the pause at the total timeout, with DeadlineExceeded", () =>
       Effect.gen(function* () {
         const { client, sent } = pausing()
-        const fiber = yield* Fanout.allSettled(["http://x.test/pause", "http://x.test/flaky"], {
-          concurrency: 4,
-          perHost: Fanout.adaptive({ initial: 2, min: 1, max: 4 })
-        }).pipe(
-          Effect.provideService(HttpClient.HttpClient, client),
-          Effect.provide(
-            Retry.layer({
-              retries: 2,
-              baseDelay: "100 millis",
-              attemptTimeout: "1 second",
-              timeout: "3 seconds",
-              jitter: false,
-              budget: false
-            })
-          ),
-          Effect.forkChild
-        )
+        const fiber = yield* pausingBatch(client, { attemptTimeout: "1 second", timeout: "3 seconds" })
         yield* TestClock.adjust("30 seconds")
         const [pause, flaky] = yield* Fiber.join(fiber)
         // /pause: its Retry-After is past the timeout. /flaky: its retry waited for the pause

@@ -170,6 +170,13 @@ describe("Resilience.layer, attemptTimeout", () => {
       }
     })
 
+  /** One request per 10 s, attempts of at most 1 s, 3 s in all. */
+  const oneIn10Seconds = (client: HttpClient.HttpClient) =>
+    over(client, {
+      rateLimit: { limit: 1, window: "10 seconds" },
+      retry: { retries: 3, attemptTimeout: "1 second", timeout: "3 seconds", jitter: false }
+    })
+
   it.effect("times a batch's attempt from when the rate limit lets it go, not while it waits in line", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200 }))
@@ -221,10 +228,7 @@ describe("Resilience.layer, attemptTimeout", () => {
   it.effect("still ends a wait for the rate limit at the total timeout, with DeadlineExceeded", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200 }))
-      const layer = over(client, {
-        rateLimit: { limit: 1, window: "10 seconds" },
-        retry: { retries: 3, attemptTimeout: "1 second", timeout: "3 seconds", jitter: false }
-      })
+      const layer = oneIn10Seconds(client)
       yield* Effect.gen(function* () {
         let retried = 0
         const fiber = yield* Fanout.allSettled(["http://api.test/a", "http://api.test/b"], {
@@ -238,8 +242,8 @@ describe("Resilience.layer, attemptTimeout", () => {
         assert.isTrue(Result.isSuccess(first!))
         assert.isTrue(Result.isFailure(second!))
         assert.strictEqual((second as Result.Failure<unknown, { _tag: string }>).failure._tag, "DeadlineExceeded")
-        // One attempt, waiting in line until the timeout: never sent, never retried (its
-        // attempts were cut at each second and retried, until the deadline ended them).
+        // One attempt, waiting in line until the timeout: never sent, never retried (before,
+        // attemptTimeout cut it at each second and it was retried, until the deadline).
         assert.strictEqual(retried, 0)
         assert.deepStrictEqual(sent, [0])
         // It left the line: the next request goes as soon as the limit has a slot again.
@@ -253,10 +257,7 @@ describe("Resilience.layer, attemptTimeout", () => {
   it.effect("still ends a wait for the rate limit at the total timeout, for Http.getText", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200 }))
-      const layer = over(client, {
-        rateLimit: { limit: 1, window: "10 seconds" },
-        retry: { retries: 3, attemptTimeout: "1 second", timeout: "3 seconds", jitter: false }
-      })
+      const layer = oneIn10Seconds(client)
       yield* Effect.gen(function* () {
         const first = yield* Effect.forkChild(Http.getText("http://api.test/a"))
         const second = yield* Effect.forkChild(

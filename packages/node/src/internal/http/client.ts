@@ -116,23 +116,13 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
-    function fast(
-      request: HttpClientRequest.HttpClientRequest,
-      fiber: Fiber.Fiber<unknown, unknown>,
-      trace: TraceHeaders | undefined
-    ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
-    function fast<A, E, R>(
-      request: HttpClientRequest.HttpClientRequest,
-      fiber: Fiber.Fiber<unknown, unknown>,
-      trace: TraceHeaders | undefined,
-      exchange: Exchange<A, E, R>
-    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R>
-    function fast<A, E, R>(
+    // `A` is the response's type unless an exchange is given (see `send`).
+    const fast = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
       request: HttpClientRequest.HttpClientRequest,
       fiber: Fiber.Fiber<unknown, unknown>,
       trace: TraceHeaders | undefined,
       exchange?: Exchange<A, E, R>
-    ): Effect.Effect<unknown, unknown, unknown> {
+    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
       const url = parseUrl(request)
       return Result.isFailure(url)
         ? Effect.fail(

@@ -49,30 +49,7 @@ export type Upload = Readable | Undici.FormData
  * it for scoped requests and for responses that are dropped unread). With `exchange`, the
  * effect is that exchange's result instead of the response (see {@link Exchange}).
  */
-export function send(
-  dispatcher: Undici.Dispatcher,
-  request: HttpClientRequest.HttpClientRequest,
-  url: URL,
-  settings: Settings,
-  signal: AbortSignal | undefined,
-  decompress: boolean,
-  meters: Meters,
-  trace: TraceHeaders | undefined,
-  upload?: Upload
-): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
-export function send<A, E, R>(
-  dispatcher: Undici.Dispatcher,
-  request: HttpClientRequest.HttpClientRequest,
-  url: URL,
-  settings: Settings,
-  signal: AbortSignal | undefined,
-  decompress: boolean,
-  meters: Meters,
-  trace: TraceHeaders | undefined,
-  upload: Upload | undefined,
-  exchange: Exchange<A, E, R> | undefined
-): Effect.Effect<A | HttpClientResponse.HttpClientResponse, E | HttpClientError.HttpClientError, R>
-export function send(
+export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
@@ -82,13 +59,14 @@ export function send(
   meters: Meters,
   trace: TraceHeaders | undefined,
   upload?: Upload,
-  exchange?: Exchange<unknown, unknown, unknown>
-): Effect.Effect<unknown, unknown, unknown> {
+  exchange?: Exchange<A, E, R>
+): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
   // Each read of a URL's part builds a new string: read each once.
   const protocol = url.protocol
   if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
   const origin = url.origin
   const sent = settings.http2 && protocol === "https:" ? withoutH2Forbidden(request) : request
+  // Without an exchange, what the handler resumes with is the response (`A`'s default).
   return dispatch(
     dispatcher,
     sent,
@@ -101,7 +79,7 @@ export function send(
     trace,
     upload,
     exchange
-  )
+  ) as Effect.Effect<A, E | HttpClientError.HttpClientError, R>
 }
 
 /** What `@volley/core`'s exchange reads from a 2xx response (see `ExchangeKey`), as it names it. */
@@ -216,7 +194,7 @@ export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClie
   })
 }
 
-const dispatch = (
+const dispatch = <A, E, R>(
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   url: URL,
@@ -227,7 +205,7 @@ const dispatch = (
   meter: OriginMeter,
   trace: TraceHeaders | undefined,
   upload: Upload | undefined,
-  exchange: Exchange<unknown, unknown, unknown> | undefined
+  exchange: Exchange<A, E, R> | undefined
 ): Effect.Effect<unknown, unknown, unknown> =>
   Effect.callback((resume) => {
     const handler = new Handler(request, url, resume, signal, decompress, settings, meter, exchange)
