@@ -341,6 +341,11 @@ const runIn = <A, E, R, X>(
         }
         return onExit(exit)
       }
+      // `onFirstExit` as handlers of the attempt: one step per job, not an `Effect.exit` and a `flatMap`.
+      const firstExit = {
+        onSuccess: (value: A) => onExit(Exit.succeed(value)),
+        onFailure: (cause: Cause.Cause<Failure<E>>) => onFirstExit(Exit.failCause(cause))
+      }
       const loop = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const job = scheduler.next()
         if (job === DONE) {
@@ -364,7 +369,7 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
-          return Effect.flatMap(Effect.exit(attempt(job)), onFirstExit)
+          return Effect.matchCauseEffect(attempt(job), firstExit)
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }

@@ -32,10 +32,11 @@ type WithBytes = { readonly [BytesKey]?: Effect.Effect<Uint8Array, HttpClientErr
 
 /**
  * Where a client may run a whole exchange in fewer steps: volley's NodeHttpClient hands the
- * response to `handle` itself, rather than resuming the caller with it for `handle` to run next,
- * and with a built-in read ({@link readText}, {@link readBytes}) resumes the caller with the
- * read's result when a 2xx response's body is already complete (most small bodies). A registry
- * symbol, so the platform packages need not import this module.
+ * response to `handle` itself, rather than resuming the caller with it for `handle` to run next.
+ * A 2xx response whose body has already arrived whole goes to `read` directly (if it fails,
+ * nothing is left to release), and with a built-in read ({@link readText}, {@link readBytes})
+ * within the read's `MaxBodySize` the caller resumes with the body at once (most small bodies).
+ * A registry symbol, so the platform packages need not import this module.
  */
 export const ExchangeKey = Symbol.for("@volley/core/HttpClient/exchange")
 
@@ -45,14 +46,17 @@ export type ExchangeRead = "text" | "bytes" | "custom"
 type Exchanging = {
   readonly [ExchangeKey]?: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
-    read: ExchangeRead,
-    handle: Read<A, E, R>
+    kind: ExchangeRead,
+    handle: Read<A, E, R>,
+    read: Read<A, E, R>
   ) => Effect.Effect<A, E | HttpClientError.HttpClientError, R>
 }
 
-// What a handle from `onResponse` reads (absent on other handles).
+// What a handle from `onResponse` reads from a 2xx response (absent on other handles).
 const ReadKey = Symbol.for("@volley/core/internal/http/exchange/read")
-type Reading = { readonly [ReadKey]?: ExchangeRead }
+type Reading = {
+  readonly [ReadKey]?: { readonly kind: ExchangeRead; readonly read: Read<unknown, unknown, unknown> }
+}
 
 /** The body as bytes: the default read of a batch and `Http.getBytes`. */
 export const readBytes = (
@@ -93,7 +97,7 @@ export const onResponse = <A, E, R>(
       : given === readBytes
         ? "bytes"
         : "custom"
-  return Object.assign(handle, { [ReadKey]: kind })
+  return Object.assign(handle, { [ReadKey]: { kind, read } })
 }
 
 /** Runs one request through `client` and hands its response to `handle` (see {@link onResponse}). */
@@ -102,10 +106,16 @@ export const exchange = <A, E, R, E2, R2>(
   request: HttpClientRequest.HttpClientRequest,
   handle: Read<A, E, R>
 ): Effect.Effect<A, E | E2, R | R2> => {
-  const read = (handle as Reading)[ReadKey]
-  const exchanging = read === undefined ? undefined : (client as Exchanging)[ExchangeKey]
+  const reading = (handle as Reading)[ReadKey]
+  const exchanging = reading === undefined ? undefined : (client as Exchanging)[ExchangeKey]
   // A client offering the exchange is a platform's own, never a `Retry.withPolicy` wrapper.
-  if (exchanging !== undefined) return exchanging(request, read!, handle) as Effect.Effect<A, E | E2, R | R2>
+  if (exchanging !== undefined) {
+    return exchanging(request, reading!.kind, handle, reading!.read as Read<A, E, R>) as Effect.Effect<
+      A,
+      E | E2,
+      R | R2
+    >
+  }
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
   return Effect.flatMap(applied(client.execute(request)), handle)

@@ -151,14 +151,15 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     // path (see `Exchange`).
     const exchange = <A, E, R>(
       request: HttpClientRequest.HttpClientRequest,
-      read: ExchangeRead,
-      handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+      kind: ExchangeRead,
+      handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
       Effect.withFiber((fiber) => {
         const trace = fastTrace(request, fiber)
         if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
         const limit = fiber.getRef(HttpBody.MaxBodySize) ?? settings.maxBodySize
-        return fast(request, fiber, trace, new Exchange(read, handle, limit))
+        return fast(request, fiber, trace, new Exchange(kind, handle, read, limit))
       })
     const client = HttpClient.makeWith(
       (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),

@@ -10,7 +10,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
-import { Body, HIGH_WATER_MARK, LeanResponse, readComplete, track } from "./response.ts"
+import { Body, HIGH_WATER_MARK, isComplete, LeanResponse, readComplete, track } from "./response.ts"
 
 /** The client's settings for every request: timeouts in milliseconds, as undici takes them, and body defaults. */
 export interface Settings {
@@ -94,30 +94,35 @@ export const ExchangeKey: unique symbol = Symbol.for("@volley/core/HttpClient/ex
 /**
  * A request sent for `@volley/core`'s exchange: the caller resumes with `handle` run on the
  * response (which checks its status, follows a redirect, reads the body), one step fewer than
- * resuming with the response for the caller to run `handle`. With a built-in read, a 2xx response
- * whose body is complete and within `limit` resumes the caller with the read's result at once.
+ * resuming with the response for the caller to run `handle`. A 2xx response whose body is
+ * complete goes to `read` directly: `handle` would also make sure a failed read leaves no body
+ * holding its connection, and a complete body holds none. With a built-in read within `limit`,
+ * the caller resumes with the read's result at once.
  */
 export class Exchange<A, E, R> {
-  readonly read: ExchangeRead
+  readonly kind: ExchangeRead
   readonly handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+  readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   readonly limit: number
   constructor(
-    read: ExchangeRead,
+    kind: ExchangeRead,
     handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+    read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
     limit: number
   ) {
-    this.read = read
+    this.kind = kind
     this.handle = handle
+    this.read = read
     this.limit = limit
   }
 
   settle(response: LeanResponse): Effect.Effect<A, E, R> {
     const status = response.status
-    const read = this.read
-    const value =
-      read !== "custom" && status >= 200 && status < 300 ? readComplete(response.body, read, this.limit) : undefined
-    // The read's result is the `A` of a built-in read (a string or bytes).
-    return value === undefined ? this.handle(response) : Effect.succeed(value as A)
+    if (status < 200 || status >= 300 || !isComplete(response.body)) return this.handle(response)
+    const kind = this.kind
+    const value = kind === "custom" ? undefined : readComplete(response.body, kind, this.limit)
+    // The result of a built-in read is its `A` (a string or bytes).
+    return value === undefined ? this.read(response) : Effect.succeed(value as A)
   }
 }
 

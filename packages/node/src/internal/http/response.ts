@@ -55,13 +55,16 @@ const decodeUtf8 = (bytes: Uint8Array): string => {
 // Bytes as a plain Uint8Array over the same memory: a Buffer's slice() would not copy.
 const plainBytes = (view: Uint8Array): Uint8Array => new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
 
+/** Whether all of `body` has arrived, held for a read: neither failed nor taken by a stream. */
+export const isComplete = (body: Body): boolean => body.ended && body.error === undefined && body.sink === undefined
+
 /**
- * What a built-in read (`text`, bytes) of `body` gives once the body is complete and within
- * `limit`, as `LeanResponse` reads it; `undefined` otherwise (still arriving, failed, streamed,
- * or over the limit: the response's own read then waits or fails).
+ * What a built-in read (`text`, bytes) of a complete `body` (see {@link isComplete}) gives when
+ * it is within `limit`, as `LeanResponse` reads it; `undefined` over the limit (the response's
+ * own read then fails).
  */
 export const readComplete = (body: Body, read: "text" | "bytes", limit: number): string | Uint8Array | undefined => {
-  if (!body.ended || body.sink !== undefined || body.error !== undefined || body.total > limit) return undefined
+  if (body.total > limit) return undefined
   return read === "text" ? decodeUtf8(body.view()) : plainBytes(body.view())
 }
 
@@ -386,7 +389,7 @@ export class LeanResponse extends Inspectable.Class implements HttpClientRespons
     // inside it (a Fanout `read`, `response.text.pipe(withMaxBodySize(n))`) must honour it.
     return Effect.withFiber((fiber) => {
       const limit = fiber.getRef(HttpBody.MaxBodySize) ?? body.defaultLimit
-      if (body.ended && body.sink === undefined && body.error === undefined) {
+      if (isComplete(body)) {
         // Complete: over the limit only fails this read; the bytes stay for a read with a larger one.
         return body.total <= limit
           ? Effect.succeed(f(body.view()))
