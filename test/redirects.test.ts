@@ -7,7 +7,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import { createServer as createHttpsServer } from "node:https"
 import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
-import { Fanout, Http, Redirects, Retry } from "@volley/core"
+import { Fanout, Http, Redirects, Resilience, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Layer, Metric, Result, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
@@ -532,6 +532,40 @@ describe("Redirects", () => {
       const item = batch[0]!
       assert.isTrue(Result.isFailure(item) && item.failure._tag === "RetryAfterTooLong")
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Client, Retry.layer({ timeout: "5 seconds", budget: false }))))
+  )
+
+  it.live(
+    "keeps a hop to its attempt's attemptTimeout, under a rate limit too: a Retry-After past it fails at once",
+    () =>
+      Effect.gen(function* () {
+        const retry = {
+          retries: 1,
+          attemptTimeout: "400 millis",
+          baseDelay: "10 millis",
+          jitter: false,
+          budget: false
+        } as const
+        for (const rateLimit of [undefined, { limit: 1000, window: "1 second" }] as const) {
+          const { a, b } = yield* twoOrigins
+          const layer = Resilience.layer(rateLimit === undefined ? { retry } : { rateLimit, retry })
+          const started = Date.now()
+          const error = yield* Effect.flip(Http.getText(`${a.url}/later-next`).pipe(Effect.provide(layer)))
+          const tookMillis = Date.now() - started
+          // Before, under the rate limit, the hop slept for its Retry-After of 30 s until the
+          // attempt's timer cut it, and the whole chain was sent again (TimeoutError, /a twice).
+          assert.deepStrictEqual(
+            {
+              error: error._tag,
+              limit: error._tag === "RetryAfterTooLong" && error.limit,
+              a: a.requests(),
+              b: b.requests()
+            },
+            { error: "RetryAfterTooLong", limit: "deadline", a: 1, b: 1 },
+            JSON.stringify(rateLimit)
+          )
+          assert.isBelow(tookMillis, 400, "failed before the attempt's timer")
+        }
+      }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
   it.live("refuses https -> http unless allowDowngrade", () =>

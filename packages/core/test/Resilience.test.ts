@@ -2,7 +2,7 @@
 // an origin's response headers say. Each case was overridden by a header before (Effect's
 // limiter and breaker read them by default). In-memory clients, TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
+import { Cause, Clock, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Http, Resilience, Retry } from "../src/index.ts"
@@ -278,6 +278,148 @@ describe("Resilience.layer, attemptTimeout", () => {
       }).pipe(Effect.provide(layer))
     })
   )
+
+  it.effect("times an attempt by the monotonic clock: a wall clock stepped back does not stretch it", () =>
+    Effect.gen(function* () {
+      const hanging = HttpClient.make(() => Effect.never)
+      const retry = { retries: 0, attemptTimeout: "1 second" } as const
+      for (const options of [{ retry }, { rateLimit: { limit: 100, window: "1 second" }, retry }] as const) {
+        const base = yield* Effect.clockWith(Effect.succeed)
+        // The machine's wall clock, stepped back (NTP) by `back` ms; sleeps and monotonic time untouched.
+        let back = 0
+        const wall = () => base.currentTimeMillisUnsafe() - back
+        const stepped: Clock.Clock = {
+          currentTimeMillisUnsafe: wall,
+          currentTimeMillis: Effect.sync(wall),
+          currentTimeNanosUnsafe: () => BigInt(wall()) * 1_000_000n,
+          currentTimeNanos: Effect.sync(() => BigInt(wall()) * 1_000_000n),
+          monotonicTimeNanosUnsafe: () => base.monotonicTimeNanosUnsafe(),
+          monotonicTimeNanos: base.monotonicTimeNanos,
+          sleep: (duration) => base.sleep(duration)
+        }
+        const start = base.currentTimeMillisUnsafe()
+        const fiber = yield* Http.getText("http://api.test/slow").pipe(
+          Effect.exit,
+          Effect.map((exit) => ({
+            error: Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag: string })._tag : "none",
+            at: base.currentTimeMillisUnsafe() - start
+          })),
+          Effect.provide(over(hanging, options)),
+          Effect.provideService(Clock.Clock, stepped),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("500 millis")
+        back = 10_000
+        yield* advance(40, "100 millis")
+        const ended = fiber.pollUnsafe()
+        yield* Fiber.interrupt(fiber)
+        // Before, under the rate limit, the attempt's clock read the wall clock: still running at 4.5 s.
+        const seen = ended !== undefined && Exit.isSuccess(ended) ? ended.value : "still running"
+        assert.deepStrictEqual(seen, { error: "TimeoutError", at: 1000 }, JSON.stringify(options))
+      }
+    })
+  )
+
+  describe("a redirect hop's Retry-After", () => {
+    /** `/a` redirects to `/b`, which answers 503 with `Retry-After: <seconds>` the first time, then 200. */
+    const redirecting = (seconds = 5) =>
+      Effect.clockWith((clock) => {
+        const start = clock.currentTimeMillisUnsafe()
+        /** Each request's path and when it was sent, counted from `start`. */
+        const sent: Array<string> = []
+        let b = 0
+        const client = HttpClient.make((request, url) =>
+          Effect.sync(() => {
+            sent.push(`${url.pathname}@${clock.currentTimeMillisUnsafe() - start}`)
+            const response =
+              url.pathname === "/a"
+                ? new Response(null, { status: 302, headers: { location: "http://api.test/b" } })
+                : b++ === 0
+                  ? new Response("busy", { status: 503, headers: { "retry-after": String(seconds) } })
+                  : new Response("ok", { status: 200 })
+            return HttpClientResponse.fromWeb(request, response)
+          })
+        )
+        return Effect.succeed({ client, sent })
+      })
+    const retry = {
+      retries: 2,
+      attemptTimeout: "2 seconds",
+      baseDelay: "100 millis",
+      jitter: false,
+      budget: false
+    } as const
+    /** What a request ended with: its text, or its error's tag, limit and time left. */
+    const outcome = (result: Result.Result<string, unknown>) => {
+      if (Result.isSuccess(result)) return result.success
+      const error = result.failure as { _tag: string; limit?: string; limitMillis?: number }
+      return `${error._tag} ${error.limit} ${error.limitMillis}`
+    }
+
+    it.effect("fails at once past the attempt's time left under a rate limit, as without one", () =>
+      Effect.gen(function* () {
+        for (const rateLimit of [undefined, { limit: 100, window: "1 second" }] as const) {
+          const { client, sent } = yield* redirecting()
+          const options = rateLimit === undefined ? { retry } : { rateLimit, retry }
+          const fiber = yield* Http.getText("http://api.test/a").pipe(
+            Effect.result,
+            Effect.provide(over(client, options)),
+            Effect.forkChild
+          )
+          yield* advance(200, "100 millis")
+          const result = outcome(yield* Fiber.join(fiber))
+          // As a plain timed attempt's hop, whose deadline is the attempt's end. Before, under the
+          // rate limit, the hop slept for its Retry-After until the attempt's timer cut it, and the
+          // whole chain was sent again: "ok", after /a and /b twice.
+          assert.deepStrictEqual(
+            { result, sent },
+            { result: "RetryAfterTooLong deadline 2000", sent: ["/a@0", "/b@0"] },
+            JSON.stringify(rateLimit)
+          )
+        }
+      })
+    )
+
+    it.effect("fails at once past the attempt's time left in a batch with perHost, as without it", () =>
+      Effect.gen(function* () {
+        for (const perHost of [undefined, 4]) {
+          const { client, sent } = yield* redirecting()
+          const fiber = yield* Fanout.allSettled(["http://api.test/a"], { perHost, read: (r) => r.text }).pipe(
+            Effect.provideService(HttpClient.HttpClient, client),
+            Effect.provide(Retry.layer(retry)),
+            Effect.forkChild
+          )
+          yield* advance(200, "100 millis")
+          const [item] = yield* Fiber.join(fiber)
+          // Before, with perHost, the hop slept until the attempt's timer, and the chain went again.
+          assert.deepStrictEqual(
+            { result: outcome(item!), sent },
+            { result: "RetryAfterTooLong deadline 2000", sent: ["/a@0", "/b@0"] },
+            `perHost ${perHost}`
+          )
+        }
+      })
+    )
+
+    it.effect("has the attempt's time left as it is when it fails: its waits in the rate limit do not count", () =>
+      Effect.gen(function* () {
+        // One request per 3 s: the hop waits 3 s for its turn, and its retry 2 s more, each past
+        // the attempt's 2 s. Its Retry-After of 1 s is within the 2 s the attempt has left.
+        const { client, sent } = yield* redirecting(1)
+        const layer = over(client, { rateLimit: { limit: 1, window: "3 seconds" }, retry })
+        const fiber = yield* Http.getText("http://api.test/a").pipe(
+          Effect.result,
+          Effect.provide(layer),
+          Effect.forkChild
+        )
+        yield* advance(200, "100 millis")
+        assert.deepStrictEqual(
+          { result: outcome(yield* Fiber.join(fiber)), sent },
+          { result: "ok", sent: ["/a@0", "/b@3000", "/b@6000"] }
+        )
+      })
+    )
+  })
 })
 
 describe("Resilience.layerConfig", () => {

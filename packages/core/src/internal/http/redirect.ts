@@ -414,10 +414,18 @@ const asUtf8 = (location: string): string => {
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true })
 
 // A hop keeps to the deadline of the request it continues (a batch's, the policy's timeout), and
-// reports its retries where the batch's go.
+// reports its retries where the batch's go. In an attempt timed on its clock (see
+// `Loop.AttemptClock`), whose end moves with its waits, it also keeps to the time that attempt
+// has left, read as each of its retries is decided (a plain timed attempt's end is its deadline).
 const hopOptions = (fiber: Fiber.Fiber<unknown, unknown>): RunOptions | undefined => {
   const deadline = fiber.getRef(Loop.CurrentDeadline)
   const onRetry = fiber.getRef(HopRetry)
+  const within = fiber.getRef(Loop.AttemptClock)
+  if (within !== undefined && within !== Loop.UNTIMED) {
+    const options: Loop.HopRunOptions =
+      deadline === Number.POSITIVE_INFINITY ? { onRetry, within } : { deadline, onRetry, within }
+    return options
+  }
   if (deadline === Number.POSITIVE_INFINITY) return onRetry === undefined ? undefined : { onRetry }
   return { deadline, onRetry }
 }

@@ -191,17 +191,25 @@ export const CurrentDeadline = Context.Reference<number>("@volley/core/Retry/Cur
  * are sent: Resilience's rate limit and a batch's per-host limits set it ({@link UNTIMED}), and
  * each attempt timed by `attemptTimeout` under them replaces it with its own. A wait run through
  * {@link offTheClock} stops the clocks of every attempt around it, so `attemptTimeout` counts
- * from when the attempt may go, not the time it queued. Unset (the default), attempts run under
- * a plain `Effect.timeout`: nothing per request for callers with no such wait.
+ * from when the attempt may go, not the time it queued. A redirect hop's retries, run inside
+ * such an attempt, keep to the time it has left ({@link AttemptTime.remaining}). Unset (the
+ * default), attempts run under a plain `Effect.timeout`: nothing per request for callers with no
+ * such wait.
  */
 export const AttemptClock = Context.Reference<AttemptTime | undefined>("@volley/core/Retry/AttemptClock", {
   defaultValue: () => undefined
 })
 
-/** The active time of one attempt: it does not run while a wait in volley holds the attempt. */
+/**
+ * The active time of one attempt: it does not run while a wait in volley holds the attempt. Times
+ * are monotonic ms ({@link monotonicMillis}): a step of the wall clock (NTP) neither stretches nor
+ * cuts an attempt short.
+ */
 export class AttemptTime {
   /** The clock of the attempt this one runs inside (a redirect hop's request), if any. */
   readonly parent: AttemptTime | undefined
+  /** Active time (ms) the attempt may run: its `attemptTimeout`. */
+  readonly millis: number
   /** Waits holding the attempt now. */
   private waits = 0
   /** Active time (ms) before `since`. */
@@ -210,8 +218,9 @@ export class AttemptTime {
   private since: number
   /** Resumes the attempt's timer, parked while the clock is stopped. */
   wake: (() => void) | undefined = undefined
-  constructor(parent: AttemptTime | undefined, now: number) {
+  constructor(parent: AttemptTime | undefined, millis: number, now: number) {
     this.parent = parent
+    this.millis = millis
     this.since = now
   }
   get stopped(): boolean {
@@ -220,6 +229,17 @@ export class AttemptTime {
   /** Active time (ms) at `now`. */
   elapsed(now: number): number {
     return this.waits > 0 ? this.used : this.used + now - this.since
+  }
+  /**
+   * Active time (ms) left at `now` before this attempt or one around it times out: a wait on the
+   * clock longer than that would be cut short. Waits off the clock leave it as it is.
+   */
+  remaining(now: number): number {
+    let left = Number.POSITIVE_INFINITY
+    for (let time: AttemptTime | undefined = this; time !== undefined; time = time.parent) {
+      left = Math.min(left, time.millis - time.elapsed(now))
+    }
+    return left
   }
   /** A wait starts: this clock and those of the attempts around it stop. */
   hold(now: number): void {
@@ -239,8 +259,23 @@ export class AttemptTime {
   }
 }
 
+/**
+ * {@link RunOptions} of a redirect hop made inside an attempt timed on its clock: that attempt's
+ * end is unknown in advance, so the hop cannot have it as its `deadline`; a retry of the hop
+ * instead never waits past the time the attempt has left as the hop fails (as a hop in a plain
+ * timed attempt keeps to that attempt's end), and a wait longer than that (a `Retry-After`)
+ * fails at once.
+ */
+export interface HopRunOptions extends RunOptions {
+  /** The clock of the attempt the hop continues. */
+  readonly within?: AttemptTime | undefined
+}
+
 /** {@link AttemptClock} where attempts may wait but none runs yet: it stops nothing. */
-export const UNTIMED = new AttemptTime(undefined, 0)
+export const UNTIMED = new AttemptTime(undefined, Number.POSITIVE_INFINITY, 0)
+
+/** `clock`'s monotonic time in ms: what {@link AttemptTime} measures with. */
+export const monotonicMillis = (clock: Clock.Clock): number => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
 
 /**
  * Runs `wait`, a wait in volley's own line before an attempt may go (a rate limit's turn, an
@@ -253,10 +288,10 @@ export const offTheClock = <A, E, R>(wait: Effect.Effect<A, E, R>): Effect.Effec
     if (time === undefined || time === UNTIMED) return wait
     const clock = fiber.getRef(Clock.Clock)
     return Effect.uninterruptibleMask((restore) => {
-      time.hold(clock.currentTimeMillisUnsafe())
+      time.hold(monotonicMillis(clock))
       return Effect.ensuring(
         restore(wait),
-        Effect.sync(() => time.release(clock.currentTimeMillisUnsafe()))
+        Effect.sync(() => time.release(monotonicMillis(clock)))
       )
     })
   })
@@ -270,7 +305,7 @@ const timedOnClock = <A, E, R>(
   clock: Clock.Clock
 ): Effect.Effect<A, E | Cause.TimeoutError, R> =>
   Effect.suspend(() => {
-    const time = new AttemptTime(outer === UNTIMED ? undefined : outer, clock.currentTimeMillisUnsafe())
+    const time = new AttemptTime(outer === UNTIMED ? undefined : outer, millis, monotonicMillis(clock))
     const parked = Effect.callback<void>((resume) => {
       if (!time.stopped) return resume(Effect.void)
       time.wake = () => resume(Effect.void)
@@ -281,7 +316,7 @@ const timedOnClock = <A, E, R>(
     // Sleeps until the attempt would be due, then looks again: a wait meanwhile moved that on.
     const timer: Effect.Effect<never, Cause.TimeoutError> = Effect.suspend(() => {
       if (time.stopped) return Effect.flatMap(parked, () => timer)
-      const left = millis - time.elapsed(clock.currentTimeMillisUnsafe())
+      const left = millis - time.elapsed(monotonicMillis(clock))
       if (left <= 0) {
         return Effect.fail(
           new Cause.TimeoutError(`Operation timed out after '${Duration.format(Duration.millis(millis))}'`)
@@ -305,6 +340,14 @@ export const retryLoop = <A, E, R>(
   const clock = fiber.getRef(Clock.Clock)
   // Set when volley may make an attempt wait before it is sent (see `AttemptClock`).
   const outer = fiber.getRef(AttemptClock)
+  // The latest a wait may end, at `now`: the deadline, and for a redirect hop inside an attempt
+  // timed on its clock, the time that attempt has left as of now (waits off its clock since it
+  // started used none of it), as the plain path gives a hop `now + attemptTimeout` (see `once`).
+  const within = (options as HopRunOptions | undefined)?.within
+  const end =
+    within === undefined
+      ? (_now: number) => deadline
+      : (now: number) => Math.min(deadline, now + within.remaining(monotonicMillis(clock)))
   const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
     const left = deadline - now
     if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
@@ -314,7 +357,8 @@ export const retryLoop = <A, E, R>(
       if (outer === undefined)
         return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
       // Waits off the clock make the attempt's end unknown in advance: its hops keep to the
-      // request's deadline, and its timer cuts them off as it would the attempt.
+      // request's deadline and to the time it has left when they fail (`HopRunOptions`), and its
+      // timer cuts them off as it would the attempt.
       const timed = timedOnClock(attempt, perAttempt, outer, clock)
       return left === Number.POSITIVE_INFINITY ? timed : untilDeadline(timed, left, request)
     }
@@ -326,21 +370,22 @@ export const retryLoop = <A, E, R>(
   const onFailure = (error: E | RetryError, n: number): Effect.Effect<A, E | RetryError, R> => {
     if (!isRetryable(policy, error)) return Effect.fail(error)
     const now = clock.currentTimeMillisUnsafe()
+    const until = end(now)
     const retryAfter = retryAfterMillis(error, now)
     if (retryAfter !== undefined) {
       const limit =
         // `>=`: a retry due exactly at the deadline could not run either.
-        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter >= deadline ? "deadline" : undefined
+        retryAfter > policy.maxRetryAfterMillis ? "cap" : now + retryAfter >= until ? "deadline" : undefined
       if (limit !== undefined) {
         // Given up on: its body is read (a small one) or aborted, so it holds no connection.
         return Effect.andThen(
-          discardBody(error, Math.max(0, deadline - now)),
+          discardBody(error, Math.max(0, until - now)),
           Effect.fail(
             new RetryAfterTooLong({
               method: request.method,
               url: request.url,
               retryAfterMillis: retryAfter,
-              limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, deadline - now),
+              limitMillis: limit === "cap" ? policy.maxRetryAfterMillis : Math.max(0, until - now),
               limit,
               cause: error as HttpClientError.HttpClientError
             })
@@ -352,12 +397,12 @@ export const retryLoop = <A, E, R>(
     const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
     const delay = Math.max(backoff, retryAfter ?? 0)
     // Waiting would end past the deadline: fail now with the real reason.
-    if (now + delay >= deadline) return Effect.fail(error)
+    if (now + delay >= until) return Effect.fail(error)
     const budget = policy.budget
     if (budget !== undefined && !budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
     // The drain may take until the retry would have to start, never longer.
-    const wait = Effect.andThen(discardBody(error, deadline - now - delay), Effect.sleep(delay))
+    const wait = Effect.andThen(discardBody(error, until - now - delay), Effect.sleep(delay))
     // A retry interrupted while it waits is never sent: it gives its budget slot back, and the
     // metric ("requests sent again") counts it only once the wait is over.
     const waited =
