@@ -303,7 +303,7 @@ const run = <A, E, R>(
   // One step finds the client, the policy and the fiber: the idiom runs this once per request.
   Effect.withFiber((fiber) => {
     const client = unwrap(Context.getUnsafe(fiber.context, HttpClient.HttpClient))
-    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle))
+    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle, fiber))
   })
 
 // Built once: the hot path allocates only the request and its effects.

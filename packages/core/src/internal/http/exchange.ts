@@ -48,7 +48,8 @@ type Exchanging = {
     request: HttpClientRequest.HttpClientRequest,
     kind: ExchangeRead,
     handle: Read<A, E, R>,
-    read: Read<A, E, R>
+    read: Read<A, E, R>,
+    fiber: Fiber.Fiber<unknown, unknown> | undefined
   ) => Effect.Effect<A, E | HttpClientError.HttpClientError, R>
 }
 
@@ -100,21 +101,23 @@ export const onResponse = <A, E, R>(
   return Object.assign(handle, { [ReadKey]: { kind, read } })
 }
 
-/** Runs one request through `client` and hands its response to `handle` (see {@link onResponse}). */
+/**
+ * Runs one request through `client` and hands its response to `handle` (see {@link onResponse}).
+ * `fiber`: the fiber that will run the effect, in the context it will run in, when the caller
+ * holds it (`Http.*`): the client then decides how to send the request now, not in a step of its own.
+ */
 export const exchange = <A, E, R, E2, R2>(
   client: HttpClient.HttpClient.With<E2, R2>,
   request: HttpClientRequest.HttpClientRequest,
-  handle: Read<A, E, R>
+  handle: Read<A, E, R>,
+  fiber?: Fiber.Fiber<unknown, unknown>
 ): Effect.Effect<A, E | E2, R | R2> => {
   const reading = (handle as Reading)[ReadKey]
   const exchanging = reading === undefined ? undefined : (client as Exchanging)[ExchangeKey]
   // A client offering the exchange is a platform's own, never a `Retry.withPolicy` wrapper.
   if (exchanging !== undefined) {
-    return exchanging(request, reading!.kind, handle, reading!.read as Read<A, E, R>) as Effect.Effect<
-      A,
-      E | E2,
-      R | R2
-    >
+    const read = reading!.read as Read<A, E, R>
+    return exchanging(request, reading!.kind, handle, read, fiber) as Effect.Effect<A, E | E2, R | R2>
   }
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.

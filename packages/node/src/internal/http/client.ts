@@ -153,14 +153,24 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       request: HttpClientRequest.HttpClientRequest,
       kind: ExchangeRead,
       handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
-      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      fiber: Fiber.Fiber<unknown, unknown> | undefined
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-      Effect.withFiber((fiber) => {
-        const trace = fastTrace(request, fiber)
-        if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
-        const limit = fiber.getRef(HttpBody.MaxBodySize) ?? settings.maxBodySize
-        return fast(request, fiber, trace, new Exchange(kind, handle, read, limit))
-      })
+      fiber === undefined
+        ? Effect.withFiber((fiber) => exchangeOn(request, kind, handle, read, fiber))
+        : exchangeOn(request, kind, handle, read, fiber)
+    const exchangeOn = <A, E, R>(
+      request: HttpClientRequest.HttpClientRequest,
+      kind: ExchangeRead,
+      handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      fiber: Fiber.Fiber<unknown, unknown>
+    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
+      const trace = fastTrace(request, fiber)
+      if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
+      const limit = fiber.getRef(HttpBody.MaxBodySize) ?? settings.maxBodySize
+      return fast(request, fiber, trace, new Exchange(kind, handle, read, limit))
+    }
     const client = HttpClient.makeWith(
       (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),
       Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
