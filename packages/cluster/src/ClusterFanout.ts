@@ -44,7 +44,7 @@ import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import type { Reader as ReaderModel } from "./internal/reader.ts"
 import { durable, findJob } from "./internal/store.ts"
-import { Conflict, type Item as ItemModel, SendFailed, submit as submitChunks } from "./internal/submit.ts"
+import { Conflict, Forgotten, type Item as ItemModel, SendFailed, submit as submitChunks } from "./internal/submit.ts"
 
 /**
  * One request of a job: a URL (fetched with `GET`), a plain request, or an `HttpClientRequest`
@@ -176,7 +176,9 @@ export class JobConflictError extends Data.TaggedError("JobConflictError")<{
 }
 
 /**
- * No job has that id (never submitted, or forgotten).
+ * No job has that id (never submitted, or forgotten). From {@link submit}: the job it was storing
+ * was forgotten while it ran (`detail` says so); the id may since hold a job submitted again,
+ * which is left to its own submission.
  *
  * @example
  * ```ts
@@ -192,9 +194,12 @@ export class JobConflictError extends Data.TaggedError("JobConflictError")<{
  * @since 0.1.0
  * @category errors
  */
-export class JobNotFoundError extends Data.TaggedError("JobNotFoundError")<{ readonly job: string }> {
+export class JobNotFoundError extends Data.TaggedError("JobNotFoundError")<{
+  readonly job: string
+  readonly detail?: string | undefined
+}> {
   override get message(): string {
-    return `no job with id ${this.job}`
+    return `no job with id ${this.job}${this.detail === undefined ? "" : `: ${this.detail}`}`
   }
 }
 
@@ -246,9 +251,12 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * the winner's (the same items at the same indexes, which run once, as the winner's); with the
  * same items and options, both succeed and each item runs once. An item that is not an
  * `http(s)` URL, or whose origin is longer than 255 characters (the longest entity id Effect's
- * cluster stores), gets a failed outcome (`InvalidItem`) once the whole input is read; it has no
- * origin, so it counts in the job's `total` and `failed` but in none of `Progress.origins`. After
- * {@link forget} (or the runners' retention), the id is free: submitting it again runs the job again.
+ * cluster stores), gets a failed outcome (`InvalidItem`) as the input is read (a thousand at a
+ * time; the last ones with the total); it has no origin, so it counts in the job's `total` and
+ * `failed` but in none of `Progress.origins`. After {@link forget} (or the runners' retention),
+ * the id is free: submitting it again runs the job again. A submit still running when its job is
+ * forgotten fails with {@link JobNotFoundError} and writes nothing more; the job submitted again
+ * under the id meanwhile is left to its own submission.
  *
  * If the input `Stream` fails (or the submit is interrupted) part-way, the chunks already sent
  * run, submit fails with the stream's error, and the job stays partly submitted: no `total`, never
@@ -278,7 +286,7 @@ export const submit = <E = never, R = never>(
   options: SubmitOptions = {}
 ): Effect.Effect<
   number,
-  E | JobConflictError | ChunkSendError | Validate.InvalidOptionsError | SqlError.SqlError,
+  E | JobConflictError | JobNotFoundError | ChunkSendError | Validate.InvalidOptionsError | SqlError.SqlError,
   R | Sharding.Sharding | SqlClient.SqlClient
 > =>
   Effect.gen(function* () {
@@ -301,6 +309,11 @@ export const submit = <E = never, R = never>(
     }
     const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
     return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(
+      // First: a Forgotten has a Conflict's shape (and more), so it is no longer in the type after that.
+      Effect.catchIf(
+        (error): error is Forgotten => error instanceof Forgotten,
+        (forgotten) => Effect.fail(new JobNotFoundError({ job, detail: forgotten.detail }))
+      ),
       Effect.catchIf(
         (error): error is Conflict => error instanceof Conflict,
         (conflict) => Effect.fail(new JobConflictError({ job, detail: conflict.detail }))
@@ -393,12 +406,13 @@ export const progress = (
     const sql = yield* SqlClient.SqlClient
     const row = yield* findJob(job)
     if (row === undefined) return yield* new JobNotFoundError({ job })
+    // Chunks of origin "" hold invalid items' outcomes (see ./internal/submit.ts), of no origin.
     const chunks = yield* sql<{ origin: string; total: string | number; in_flight: string | number }>`
       select c.origin, sum(c.size) as total,
         sum(case when c.started_at is not null and c.finished_at is null
           then c.size - (select count(*) from volley_results r where r.job_id = c.job_id and r.chunk = c.chunk)
           else 0 end) as in_flight
-      from volley_chunks c where c.job_id = ${job} group by c.origin`
+      from volley_chunks c where c.job_id = ${job} and c.origin <> '' group by c.origin`
     const outcomes = yield* sql<{ origin: string; succeeded: string | number; failed: string | number }>`
       select origin, count(*) filter (where ok) as succeeded, count(*) filter (where not ok) as failed
       from volley_results where job_id = ${job} group by origin`

@@ -1,6 +1,6 @@
 import * as NodeHttp from "node:http"
-import { ClusterFanout } from "@volley/cluster"
-import { Effect, Redacted, Result, Stream } from "effect"
+import { ClusterFanout, ClusterRunner } from "@volley/cluster"
+import { Effect, ManagedRuntime, Redacted, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
@@ -378,6 +378,81 @@ describe("ClusterFanout", () => {
       )
       for (const origin of suite.origins) {
         for (const [path, count] of origin.hits) if (path.startsWith("/twice/")) assert.strictEqual(count, 1, path)
+      }
+    }, 60_000)
+
+    it("lets one input win each of several jobs raced at once by up to three submits, on one pooled connection", async () => {
+      // One connection: a claim or a total's transaction never waits for one another submit holds.
+      const client = ManagedRuntime.make(
+        ClusterRunner.layerClient({ database: { url: suite.cluster.url, maxConnections: 1 }, timings: "fast" })
+      )
+      const at = (origin: number, round: number, path: string) =>
+        `${suite.origins[origin]!.url}/shapes/${round}/${path}`
+      const shapes = (round: number): ReadonlyArray<ReadonlyArray<string>> => {
+        const common = Array.from({ length: 4 }, (_, i) => at(i % 2, round, `common/${i}`))
+        switch (round) {
+          case 0: // a prefix, one more chunk, two more chunks
+            return [common, [...common, at(2, round, "b/4")], [...common, at(2, round, "c/4"), at(3, round, "c/5")]]
+          case 1: // invalid items only: other reasons, the same count
+            return [
+              ["not a url 1", "x"],
+              ["not a url 2", "x"],
+              ["not a url 1", "x"]
+            ]
+          case 2: // no items against one
+            return [[], [at(0, round, "e/0")]]
+          case 3: // the same first chunks, the longer one differing later
+            return [
+              [...common, at(2, round, "a/4"), at(2, round, "a/5")],
+              [...common, at(2, round, "a/4"), at(3, round, "b/5"), at(3, round, "b/6"), at(3, round, "b/7")]
+            ]
+          default: // two identical against one different
+            return [
+              [...common, at(1, round, "x/4")],
+              [...common, at(1, round, "x/4")],
+              [...common, at(1, round, "y/4")]
+            ]
+        }
+      }
+      const rounds = 5
+      try {
+        const outcomes = await client.runPromise(
+          Effect.forEach(
+            Array.from({ length: rounds }, (_, round) => round),
+            (round) =>
+              Effect.all(
+                shapes(round).map((items) =>
+                  Effect.result(ClusterFanout.submit(`shapes-${round}`, items, { chunkSize: 2 }))
+                ),
+                { concurrency: "unbounded" }
+              ),
+            { concurrency: "unbounded" }
+          ).pipe(Effect.timeout("20 seconds"))
+        )
+        const winners = outcomes.map((results, round) => {
+          const tags = results.map((r) => (Result.isSuccess(r) ? "Success" : r.failure._tag))
+          const won = shapes(round).filter((_, i) => Result.isSuccess(results[i]!))
+          assert.isAtLeast(won.length, 1, `round ${round}: ${tags}`)
+          for (const input of won) assert.deepStrictEqual(input, won[0], `round ${round}: two inputs won, ${tags}`)
+          for (const tag of tags) assert.oneOf(tag, ["Success", "JobConflictError"], `round ${round}`)
+          return won[0]!
+        })
+        for (let round = 0; round < rounds; round++) {
+          const final = await wait(`shapes-${round}`)
+          assert.deepStrictEqual([final.total, final.done], [winners[round]!.length, winners[round]!.length])
+        }
+        await sleep(1000)
+        for (let round = 0; round < rounds; round++) {
+          for (const item of shapes(round)
+            .flat()
+            .filter((item) => item.startsWith("http"))) {
+            const origin = suite.origins.find((o) => item.startsWith(o.url))!
+            const ran = origin.hits.get(new URL(item).pathname) ?? 0
+            assert.strictEqual(ran, winners[round]!.includes(item) ? 1 : 0, `round ${round}: ${item}`)
+          }
+        }
+      } finally {
+        await client.dispose()
       }
     }, 60_000)
 

@@ -116,28 +116,37 @@ export const findJob = (job: string): Effect.Effect<JobRow | undefined, SqlError
   )
 
 /**
+ * What claiming a chunk found: the hash stored under its number (`undefined` when the job was
+ * completed without that chunk), or that the submission's job is gone (forgotten, perhaps
+ * submitted again under its id: another nonce).
+ */
+export type Claim = { readonly _tag: "Stored"; readonly hash: string | undefined } | { readonly _tag: "Forgotten" }
+
+/**
  * Stores a chunk of a job still being submitted (no total yet) under its number, unless that is
- * taken, and returns the hash stored under it, or `undefined` when the job was completed without
- * that chunk (or is gone). The job's row is locked `FOR SHARE`, which waits for (and is waited for
- * by) the update that records a job's total (see ./submit.ts): a chunk is stored either before a
- * submission completes the job, which then sees it, or not at all.
+ * taken, and says what is stored under it. Only the submission's own job is written or read: the
+ * job row must still hold `nonce`. That row is locked `FOR SHARE`, which waits for (and is waited
+ * for by) the update that records a job's total (see ./submit.ts) and `forget`'s delete: a chunk is
+ * stored either before a submission completes the job, which then sees it, or not at all.
  */
 export const claimChunk = (
   job: string,
+  nonce: string,
   chunk: { readonly chunk: number; readonly origin: string; readonly size: number },
   hash: string
-): Effect.Effect<string | undefined, SqlError.SqlError, SqlClient.SqlClient> =>
+): Effect.Effect<Claim, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const [inserted] = yield* durable(sql<{
       hash: string
     }>`insert into volley_chunks (job_id, chunk, origin, size, hash)
       select job_id, ${chunk.chunk}, ${chunk.origin}, ${chunk.size}, ${hash}
-      from volley_jobs where job_id = ${job} and total is null for share
+      from volley_jobs where job_id = ${job} and nonce = ${nonce} and total is null for share
       on conflict do nothing returning hash`)
-    if (inserted !== undefined) return inserted.hash
-    const [stored] = yield* durable(
-      sql<{ hash: string }>`select hash from volley_chunks where job_id = ${job} and chunk = ${chunk.chunk}`
-    )
-    return stored?.hash
+    if (inserted !== undefined) return { _tag: "Stored", hash: inserted.hash }
+    // A statement of its own: it sees a chunk another submission stored since the insert began.
+    const [stored] = yield* durable(sql<{ hash: string | null }>`select c.hash from volley_jobs j
+      left join volley_chunks c on c.job_id = j.job_id and c.chunk = ${chunk.chunk}
+      where j.job_id = ${job} and j.nonce = ${nonce}`)
+    return stored === undefined ? { _tag: "Forgotten" } : { _tag: "Stored", hash: stored.hash ?? undefined }
   })

@@ -8,7 +8,7 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
-import { claimChunk, durable, findJob, storable } from "./store.ts"
+import { claimChunk, durable, findJob, isForeignKeyViolation, storable } from "./store.ts"
 
 /** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text, bytes or empty body. */
 export type Item =
@@ -24,6 +24,18 @@ export type Item =
 
 /** The job id is taken by a job with other items or options; mapped to `JobConflictError` by the caller. */
 export class Conflict {
+  readonly detail: string
+  constructor(detail: string) {
+    this.detail = detail
+  }
+}
+
+/**
+ * The job this submission was storing was forgotten meanwhile (its row deleted, perhaps made again
+ * by another submission: another nonce); mapped to `JobNotFoundError` by the caller.
+ */
+export class Forgotten {
+  readonly _tag = "Forgotten"
   readonly detail: string
   constructor(detail: string) {
     this.detail = detail
@@ -206,6 +218,13 @@ const hashLine = (item: Classified): string =>
 
 const sending = 16
 
+/**
+ * Invalid items' outcomes are written in batches of this many as the input is read, each claimed
+ * as a chunk of its own (see {@link submit}); the rest with the total. So a submit holds at most
+ * this many (about 375 bytes each) rather than every one until its input ends.
+ */
+const invalidBatch = 1000
+
 export interface Plan {
   readonly job: string
   readonly perHost: number
@@ -229,14 +248,25 @@ export interface Plan {
  * Two submissions of one id at the same time: each chunk is claimed in the database (stored under
  * its number, or compared with the one stored) one after another, in order, before it is sent, so
  * the one that meets another's chunk first stops there, having sent only chunks equal to the
- * other's. The total and hash are recorded in one transaction with the check that no chunk past
- * this input's last was claimed, and with the invalid items' outcomes (kept until then): the
- * loser of that step writes nothing, and no chunk is claimed after it.
+ * other's. Invalid items' outcomes are claimed the same way, as chunks of their own (origin `""`,
+ * size 0, never sent) of `invalidBatch` outcomes, written once claimed: a chunk is the same for
+ * every submission that claims it, so these items are invalid in the job that wins. The total and
+ * hash are recorded in one transaction with the check that no chunk past this input's last was
+ * claimed, the last invalid items' outcomes, and the job's finish when every item has an outcome:
+ * the loser of that step writes nothing, and no chunk is claimed after it.
+ *
+ * Everything is written only while the job's row holds the nonce read at the start: a job
+ * forgotten (and perhaps submitted again by another client) meanwhile fails this submit with
+ * `Forgotten`, and the job now under the id is left to its own submission.
  */
 export const submit = <E, R>(
   plan: Plan,
   items: Stream.Stream<Item, E, R>
-): Effect.Effect<number, E | Conflict | SendFailed | SqlError.SqlError, R | Sharding.Sharding | SqlClient.SqlClient> =>
+): Effect.Effect<
+  number,
+  E | Conflict | Forgotten | SendFailed | SqlError.SqlError,
+  R | Sharding.Sharding | SqlClient.SqlClient
+> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const client = yield* OriginEntity.client
@@ -266,6 +296,15 @@ export const submit = <E, R>(
           ? Effect.fail(new Conflict(`job ${plan.job} exists with other items (the same number, ${total})`))
           : Effect.void
 
+    const forgotten = () =>
+      new Forgotten(`it was forgotten while this submit stored it (the id may hold a job submitted since)`)
+    // The job is finished once every item has an outcome. Also run after the total's commit: an
+    // outcome written meanwhile was seen neither by its runner's check (no total then) nor by the
+    // one in the transaction.
+    const finish = sql`update volley_jobs set finished_at = now()
+      where job_id = ${plan.job} and nonce = ${job.nonce} and finished_at is null
+        and total = (select count(*) from volley_results where job_id = ${plan.job})`
+
     if (job.total !== null && job.hash !== null) {
       // Submitted in full before: every chunk is stored in Effect's cluster already. Sending any
       // before the whole input is compared would run the items of a submit about to be rejected.
@@ -276,6 +315,8 @@ export const submit = <E, R>(
         })
       )
       yield* compare(Number(job.total), job.hash)
+      // The submit that recorded the total may have stopped (a crash, a restart) before the finish.
+      yield* durable(finish)
       return total
     }
 
@@ -283,12 +324,13 @@ export const submit = <E, R>(
       (yield* sql<{
         chunk: number
         hash: string
-      }>`select chunk, hash from volley_chunks where job_id = ${plan.job}`).map((row) => [row.chunk, row.hash] as const)
+      }>`select c.chunk, c.hash from volley_chunks c join volley_jobs j on j.job_id = c.job_id
+        where c.job_id = ${plan.job} and j.nonce = ${job.nonce}`).map((row) => [row.chunk, row.hash] as const)
     )
     // A job whose total is stored (by a version before the job hash) has all of its chunks.
     const complete = job.total !== null
     let verified = 0
-    type Step = Effect.Effect<void, Conflict | SqlError.SqlError, SqlClient.SqlClient>
+    type Step = Effect.Effect<void, Conflict | Forgotten | SqlError.SqlError, SqlClient.SqlClient>
     const held: Array<Step> = []
     // New chunks wait until every stored chunk has matched this input (chunks left by a version
     // that stored them out of order may follow a gap): until then, this submit may still turn out
@@ -296,14 +338,10 @@ export const submit = <E, R>(
     const act = (effect: Step) => (verified < known.size ? Effect.sync(() => void held.push(effect)) : effect)
     const release = Effect.suspend(() => Effect.forEach(held.splice(0), (effect) => effect, { discard: true }))
 
-    const otherItems = (chunk: Chunk) =>
-      new Conflict(
-        `job ${plan.job} exists with other items (chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
-      )
-    const noChunk = (chunk: Chunk) =>
-      new Conflict(
-        `job ${plan.job} exists with other items (it has no chunk ${chunk.chunk}, items from ${chunk.items[0]?.index})`
-      )
+    const otherItems = (chunk: number, first: number | undefined) =>
+      new Conflict(`job ${plan.job} exists with other items (chunk ${chunk}, items from ${first})`)
+    const noChunk = (chunk: number, first: number | undefined) =>
+      new Conflict(`job ${plan.job} exists with other items (it has no chunk ${chunk}, items from ${first})`)
     const buffers = new Map<string, Array<Chunk["items"][number]>>()
     let chunks = 0
     // Chunks are numbered here, in input order, claimed one at a time (a chunk claimed before the
@@ -316,13 +354,44 @@ export const submit = <E, R>(
       client(chunk.origin)
         .RunChunk(chunk, { discard: true })
         .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
-    const start = (chunk: Chunk, digest: string) =>
+    // Claims a chunk (see the function's comment), then does what follows once it is the job's.
+    const claim = (
+      chunk: number,
+      origin: string,
+      size: number,
+      digest: string,
+      first: number | undefined,
+      then: Step
+    ) =>
       Effect.gen(function* () {
-        const stored = yield* claimChunk(plan.job, { ...chunk, size: chunk.items.length }, digest)
-        if (stored !== digest) return yield* Effect.fail(stored === undefined ? noChunk(chunk) : otherItems(chunk))
-        yield* permits.take(1)
-        sends.push(yield* Effect.forkChild(Effect.ensuring(sendChunk(chunk), permits.release(1))))
+        const claimed = yield* claimChunk(plan.job, job.nonce, { chunk, origin, size }, digest)
+        if (claimed._tag === "Forgotten") return yield* Effect.fail(forgotten())
+        if (claimed.hash !== digest) {
+          return yield* Effect.fail(claimed.hash === undefined ? noChunk(chunk, first) : otherItems(chunk, first))
+        }
+        yield* then
       })
+    const place = (
+      chunk: number,
+      origin: string,
+      size: number,
+      digest: string,
+      first: number | undefined,
+      then: Step
+    ) => {
+      const stored = known.get(chunk)
+      if (stored === undefined) {
+        return complete ? Effect.fail(noChunk(chunk, first)) : act(claim(chunk, origin, size, digest, first, then))
+      }
+      if (stored !== digest) return Effect.fail(otherItems(chunk, first))
+      // A stored chunk is claimed (and sent, or its outcomes written) again: it adds nothing new
+      // (it was the job's already), and the last submit may have stopped before it did either.
+      verified++
+      return Effect.andThen(
+        claim(chunk, origin, size, digest, first, then),
+        verified === known.size ? release : Effect.void
+      )
+    }
     const send = (origin: string, items: Chunk["items"]) =>
       Effect.suspend(() => {
         const chunk: Chunk = {
@@ -334,35 +403,47 @@ export const submit = <E, R>(
           reader: plan.reader,
           items
         }
-        const digest = hash(JSON.stringify(items))
-        const stored = known.get(chunk.chunk)
-        if (stored === undefined) {
-          return complete ? Effect.fail(noChunk(chunk)) : act(start(chunk, digest))
-        }
-        if (stored !== digest) return Effect.fail(otherItems(chunk))
-        // A stored chunk sent again adds nothing new (its items were the job's already), and it
-        // may not have been sent before the last submit stopped.
-        verified++
-        return Effect.andThen(start(chunk, digest), verified === known.size ? release : Effect.void)
+        const forked = Effect.gen(function* () {
+          yield* permits.take(1)
+          sends.push(yield* Effect.forkChild(Effect.ensuring(sendChunk(chunk), permits.release(1))))
+        })
+        return place(chunk.chunk, origin, items.length, hash(JSON.stringify(items)), items[0]?.index, forked)
       })
-    // Written with the total: another submission at the same time may have a valid item there.
-    const invalid: Array<Record<string, unknown>> = []
+    type Invalid = { readonly index: number; readonly reason: string }
+    // One statement, written only while the job is this submission's (like a runner's outcomes).
+    const writeInvalid = (batch: ReadonlyArray<Invalid>) =>
+      Effect.flatMap(
+        sql<{ live: string | number }>`with job as (
+            select 1 from volley_jobs where job_id = ${plan.job} and nonce = ${job.nonce}
+          ), written as (
+            insert into volley_results (job_id, item, chunk, origin, ok, error_tag, error_message, runner)
+            select ${plan.job}::text, r.item, -1, '', false, 'InvalidItem', r.message, 'client'
+            from job, json_to_recordset(${JSON.stringify(
+              batch.map(({ index, reason }) => ({ item: index, message: storable(reason) }))
+            )}::json) as r(item bigint, message text)
+            on conflict do nothing
+          )
+          select count(*) as live from job`.pipe(
+          // Deleted between the statement's snapshot and its insert.
+          Effect.catchIf(isForeignKeyViolation, () => Effect.succeed([]))
+        ),
+        (rows) => (Number(rows[0]?.live ?? 0) > 0 ? Effect.void : Effect.fail(forgotten()))
+      )
+    let invalid: Array<Invalid> = []
+    const writeBatch = Effect.suspend(() => {
+      const batch = invalid
+      invalid = []
+      const digest = hash(JSON.stringify(batch.map(({ index, reason }) => ({ index, invalid: reason }))))
+      return place(chunks++, "", 0, digest, batch[0]?.index, durable(writeInvalid(batch)))
+    })
     yield* Stream.runForEach(items, (item) => {
       const index = total++
       const classified = classify(item)
       jobHash.update(hashLine(classified))
       if (classified._tag === "Invalid") {
-        invalid.push({
-          job_id: plan.job,
-          item: index,
-          chunk: -1,
-          origin: "",
-          ok: false,
-          error_tag: "InvalidItem",
-          error_message: storable(classified.reason),
-          runner: "client"
-        })
-        return Effect.void
+        invalid.push({ index, reason: classified.reason })
+        // A job completed by a version before the job hash has no such chunks: kept for the total.
+        return invalid.length < invalidBatch || complete ? Effect.void : writeBatch
       }
       let buffer = buffers.get(classified.origin)
       if (buffer === undefined) {
@@ -394,8 +475,8 @@ export const submit = <E, R>(
           const [stored] = yield* sql<{ total: string | number; hash: string | null }>`update volley_jobs
             set total = coalesce(total, ${total}),
               hash = case when coalesce(total, ${total}) = ${total} then coalesce(hash, ${digest}) else hash end
-            where job_id = ${plan.job} returning total, hash`
-          if (stored === undefined) return
+            where job_id = ${plan.job} and nonce = ${job.nonce} returning total, hash`
+          if (stored === undefined) return yield* Effect.fail(forgotten())
           yield* compare(Number(stored.total), stored.hash)
           const [beyond] = yield* sql<{
             chunk: number
@@ -407,16 +488,13 @@ export const submit = <E, R>(
               )
             )
           }
-          for (let i = 0; i < invalid.length; i += 1000) {
-            const rows = invalid.slice(i, i + 1000) as [Record<string, unknown>, ...Array<Record<string, unknown>>]
-            yield* sql`insert into volley_results ${sql.insert(rows)} on conflict do nothing`
-          }
+          // Fewer than `invalidBatch`, and this submission's: the update above locked the job's row.
+          if (invalid.length > 0) yield* writeInvalid(invalid)
+          // Every item may already have an outcome (all invalid, or all chunks run before the total).
+          yield* finish
         })
       )
     )
-    // Every item may already have an outcome (all invalid, or a job submitted again after it ran).
-    yield* sql`update volley_jobs set finished_at = now()
-      where job_id = ${plan.job} and finished_at is null
-        and total = (select count(*) from volley_results where job_id = ${plan.job})`
+    yield* durable(finish)
     return total
   })

@@ -1,0 +1,258 @@
+import { ClusterFanout } from "@volley/cluster"
+import { Effect, Result, Schedule, Stream } from "effect"
+import { SqlClient } from "effect/sql"
+import { assert, describe, it } from "vitest"
+import type { Origin } from "../support/origins.ts"
+import { clusterSuite } from "../support/suite.ts"
+
+// How a submit stores a job: against a forget of its job, with many invalid items, and across a
+// PostgreSQL restart at its end (last in the file).
+const suite = clusterSuite({ runners: 1 }, { count: 2, delayMillis: 5 })
+const { run } = suite
+const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
+const wait = (job: string) => run(ClusterFanout.wait(job, { interval: "100 millis", timeout: "20 seconds" }))
+const hits = (origin: Origin, prefix: string) =>
+  [...origin.hits].filter(([path]) => path.startsWith(prefix)).reduce((sum, [, count]) => sum + count, 0)
+const count = async (query: string) => {
+  const rows = await run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<{ n: number }>(query)))
+  return Number(rows[0]!.n)
+}
+/** Polls `check` every 50 ms, for up to 10 s. */
+const until = async (check: () => Promise<boolean>, what: string) => {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return
+    await sleep(50)
+  }
+  assert.fail(`timed out waiting until ${what}`)
+}
+const gate = () => {
+  let open!: () => void
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  return { open, opened }
+}
+/** The items, the input then waiting for `opened` before the one at `at` (or its end). */
+const gated = <A>(items: ReadonlyArray<A>, at: number, opened: Promise<void>) =>
+  Stream.concat(
+    Stream.fromIterable(items.slice(0, at)),
+    Stream.unwrap(
+      Effect.as(
+        Effect.promise(() => opened),
+        Stream.fromIterable(items.slice(at))
+      )
+    )
+  )
+const failure = <A, E extends { readonly _tag: string }>(result: Result.Result<A, E>) =>
+  Result.isSuccess(result) ? `Success ${String(result.success)}` : result.failure._tag
+
+describe("submit", () => {
+  describe("a forget while it runs", () => {
+    it("leaves the job submitted again under the id to its new submit; the old one fails with JobNotFoundError", async () => {
+      const job = "hijack"
+      const a = Array.from({ length: 4 }, (_, i) => `${suite.origins[0]!.url}/hijack/a/${i}`)
+      const b = Array.from({ length: 4 }, (_, i) => `${suite.origins[1]!.url}/hijack/b/${i}`)
+      const gateA = gate()
+      const gateB = gate()
+      // A claims two chunks, then its input waits; the job is forgotten and submitted again by B.
+      const first = run(Effect.result(ClusterFanout.submit(job, gated(a, 2, gateA.opened), { chunkSize: 1 })))
+      await until(
+        async () => (await count(`select count(*) as n from volley_chunks where job_id = '${job}'`)) === 2,
+        "A claimed 2 chunks"
+      )
+      await run(ClusterFanout.forget(job))
+      const second = run(Effect.result(ClusterFanout.submit(job, gated(b, 0, gateB.opened), { chunkSize: 1 })))
+      await until(
+        async () => (await count(`select count(*) as n from volley_jobs where job_id = '${job}'`)) === 1,
+        "B stored the job"
+      )
+      // A goes on first: it claimed chunks 2 and 3 and recorded the total in B's job, which then
+      // failed with JobConflictError and never finished.
+      gateA.open()
+      const ra = await first
+      gateB.open()
+      const rb = await second
+      assert.deepStrictEqual([failure(ra), failure(rb)], ["JobNotFoundError", "Success 4"])
+      if (Result.isFailure(ra)) assert.include(ra.failure.message, "forgotten")
+      const final = await wait(job)
+      assert.deepStrictEqual([final.total, final.succeeded], [4, 4])
+      await sleep(500)
+      assert.strictEqual(hits(suite.origins[1]!, "/hijack/b/"), 4)
+      assert.strictEqual(hits(suite.origins[0]!, "/hijack/a/2") + hits(suite.origins[0]!, "/hijack/a/3"), 0)
+    }, 30_000)
+
+    it("fails with JobNotFoundError when its job is forgotten before it records the total, and writes nothing", async () => {
+      const job = "forgotten-at-end"
+      const a = [`${suite.origins[0]!.url}/forgotten-at-end/a/0`, `${suite.origins[0]!.url}/forgotten-at-end/a/1`]
+      const b = [`${suite.origins[1]!.url}/forgotten-at-end/b/0`, `${suite.origins[1]!.url}/forgotten-at-end/b/1`]
+      const gateA = gate()
+      const gateB = gate()
+      // A's input waits at its end, both chunks claimed; the job is forgotten and submitted again by B.
+      const first = run(Effect.result(ClusterFanout.submit(job, gated(a, a.length, gateA.opened), { chunkSize: 1 })))
+      await until(
+        async () => (await count(`select count(*) as n from volley_chunks where job_id = '${job}'`)) === 2,
+        "A claimed its chunks"
+      )
+      await run(ClusterFanout.forget(job))
+      const second = run(Effect.result(ClusterFanout.submit(job, gated(b, 0, gateB.opened), { chunkSize: 1 })))
+      await until(
+        async () => (await count(`select count(*) as n from volley_jobs where job_id = '${job}'`)) === 1,
+        "B stored the job"
+      )
+      // A recorded its total and hash in B's job (or returned 2 when no row matched).
+      gateA.open()
+      assert.strictEqual(failure(await first), "JobNotFoundError")
+      assert.strictEqual(await count(`select count(*) as n from volley_results where job_id = '${job}'`), 0)
+      gateB.open()
+      assert.strictEqual(failure(await second), "Success 2")
+      assert.deepStrictEqual((await wait(job)).succeeded, 2)
+    }, 30_000)
+  })
+
+  describe("invalid items", () => {
+    it("writes their outcomes as the input is read, not all of them once it ends", async () => {
+      const job = "invalid-early"
+      const invalid = Array.from({ length: 2500 }, (_, i) => `not a url ${i}`)
+      const items = [...invalid, `${suite.origins[0]!.url}/invalid-early/2500`]
+      const input = gate()
+      const submitting = run(ClusterFanout.submit(job, gated(items, 2500, input.opened), { chunkSize: 10 }))
+      try {
+        // Held in memory until the end of the input before: about 375 MB per million invalid items.
+        await until(
+          async () => (await count(`select count(*) as n from volley_results where job_id = '${job}'`)) >= 2000,
+          "2,000 outcomes are written while the input waits"
+        )
+      } finally {
+        input.open()
+      }
+      assert.strictEqual(await submitting, 2501)
+      const final = await wait(job)
+      assert.deepStrictEqual([final.total, final.failed, final.succeeded, final.origins.length], [2501, 2500, 1, 1])
+      const outcomes = await run(Stream.runCollect(ClusterFanout.results(job)))
+      assert.deepStrictEqual(
+        outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure.detail : "ok")),
+        [...invalid.map((item) => `not an http(s) URL: ${item}`), "ok"]
+      )
+    }, 30_000)
+
+    it("lets one of two concurrent submits differing in one invalid item win, and stores only its outcomes", async () => {
+      // 2,500 invalid items each, different at item 1,500: past the first batch of outcomes written.
+      const inputs = ["a", "b"].map((tag) =>
+        Array.from({ length: 2500 }, (_, i) => (i === 1500 ? `bad ${tag} ${i}` : `bad ${i}`))
+      )
+      for (let round = 0; round < 3; round++) {
+        const job = `invalid-race-${round}`
+        const results = await run(
+          Effect.all(
+            inputs.map((items) => Effect.result(ClusterFanout.submit(job, items))),
+            { concurrency: 2 }
+          )
+        )
+        assert.deepStrictEqual(results.map(failure).sort(), ["JobConflictError", "Success 2500"], `round ${round}`)
+        const won = inputs[results.findIndex(Result.isSuccess)]!
+        const outcomes = await run(Stream.runCollect(ClusterFanout.results(job)))
+        assert.deepStrictEqual(
+          outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure.detail : "ok")),
+          won.map((item) => `not an http(s) URL: ${item}`),
+          `round ${round}`
+        )
+        assert.isTrue((await wait(job)).finished)
+      }
+      // The same input twice at once: both succeed.
+      const both = await run(
+        Effect.all(
+          [0, 1].map(() => ClusterFanout.submit("invalid-twice", inputs[0]!)),
+          { concurrency: 2 }
+        )
+      )
+      assert.deepStrictEqual(both, [2500, 2500])
+      assert.deepStrictEqual([(await wait("invalid-twice")).failed], [2500])
+    }, 30_000)
+
+    it("resumes a submit stopped after a batch of them; two resubmits at once run each item once", async () => {
+      const job = "invalid-resume"
+      const items = Array.from({ length: 1500 }, (_, i) =>
+        i % 100 === 7 ? `${suite.origins[i % 2]!.url}/invalid-resume/${i}` : `bad ${i}`
+      )
+      const broken = Stream.concat(Stream.fromIterable(items.slice(0, 1200)), Stream.fail("input broke"))
+      assert.strictEqual(await run(Effect.flip(ClusterFanout.submit(job, broken, { chunkSize: 2 }))), "input broke")
+      assert.isAtLeast(await count(`select count(*) as n from volley_results where job_id = '${job}'`), 1000)
+      const again = await run(
+        Effect.all(
+          [0, 1].map(() => ClusterFanout.submit(job, items, { chunkSize: 2 })),
+          { concurrency: 2 }
+        )
+      )
+      assert.deepStrictEqual(again, [1500, 1500])
+      const final = await wait(job)
+      assert.deepStrictEqual([final.total, final.succeeded, final.failed], [1500, 15, 1485])
+      const outcomes = await run(Stream.runCollect(ClusterFanout.results(job)))
+      assert.deepStrictEqual(
+        outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure.detail : "ok")),
+        items.map((item) => (item.startsWith("http") ? "ok" : `not an http(s) URL: ${item}`))
+      )
+      await sleep(500)
+      for (const item of items.filter((item) => item.startsWith("http"))) {
+        const origin = suite.origins.find((o) => item.startsWith(o.url))!
+        assert.strictEqual(origin.hits.get(new URL(item).pathname), 1, item)
+      }
+    }, 30_000)
+  })
+
+  describe("finishing", () => {
+    it("finishes, when it is submitted again, a job whose every item has an outcome but which was left unfinished", async () => {
+      const job = "left-unfinished"
+      const items = ["not a url", `${suite.origins[0]!.url}/left-unfinished/1`]
+      await run(ClusterFanout.submit(job, items))
+      await wait(job)
+      // As a crash between the last outcome and the job's finish leaves it.
+      await count(
+        `with u as (update volley_jobs set finished_at = null where job_id = '${job}' returning 1) select count(*) as n from u`
+      )
+      assert.isFalse((await run(ClusterFanout.progress(job))).finished)
+      assert.strictEqual(await run(ClusterFanout.submit(job, items)), 2)
+      assert.isTrue((await run(ClusterFanout.progress(job))).finished)
+      assert.strictEqual(hits(suite.origins[0]!, "/left-unfinished/"), 1)
+    }, 30_000)
+
+    it("records a job's total and its finish together, across a PostgreSQL restart", async () => {
+      const job = "restart-end"
+      const since = new Date().toISOString()
+      // Retried while the client's connections come back after the restart.
+      const exec = (text: string) =>
+        run(
+          Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(text)).pipe(
+            Effect.retry({ schedule: Schedule.spaced("500 millis"), times: 20 })
+          )
+        )
+      // Test-only: the update that finishes the job waits 2 s (before the restart only), so that
+      // the restart lands on it.
+      await exec(`create or replace function slow_finish() returns trigger language plpgsql as $$
+        begin
+          if new.job_id = '${job}' and old.finished_at is null and new.finished_at is not null
+            and pg_postmaster_start_time() < '${since}'::timestamptz then perform pg_sleep(2); end if;
+          return new;
+        end $$`)
+      await exec("create trigger slow_finish before update on volley_jobs for each row execute function slow_finish()")
+      try {
+        const items = ["not a url", "ftp://127.0.0.1/x", "also not a url"]
+        const submitting = run(Effect.result(ClusterFanout.submit(job, items)))
+        await until(
+          async () =>
+            (await count(
+              "select count(*) as n from pg_stat_activity where state = 'active' and wait_event = 'PgSleep'"
+            )) > 0,
+          "the finish is running"
+        )
+        await suite.cluster.postgres.stop("fast")
+        await suite.cluster.postgres.start()
+        // The finish was a statement of its own, after the total's transaction: it failed with
+        // SqlError, and submitting again (the total stored) did not finish the job either.
+        const submitted = await submitting
+        assert.strictEqual(failure(submitted), "Success 3")
+        const progress = await run(ClusterFanout.progress(job))
+        assert.deepStrictEqual([progress.total, progress.failed, progress.finished], [3, 3, true])
+      } finally {
+        await exec("drop trigger if exists slow_finish on volley_jobs")
+      }
+    }, 60_000)
+  })
+})
