@@ -8,7 +8,7 @@ import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
-import { claimChunk, durable, findJob, isForeignKeyViolation, storable } from "./store.ts"
+import { claimChunk, durable, isForeignKeyViolation, type JobRow, storable } from "./store.ts"
 
 /** One item as a user gives it: a URL, a plain request, or an `HttpClientRequest` with a text, bytes or empty body. */
 export type Item =
@@ -240,7 +240,7 @@ export interface Plan {
  * A job id that exists is checked before anything of this submission is sent or written:
  * - submitted in full before (its total and hash are stored): the items are read and hashed only,
  *   and nothing is sent; other items (their count, or any of them, invalid ones included) are a
- *   `Conflict`.
+ *   `Conflict`, and the job forgotten before that check is done `Forgotten`.
  * - partly submitted (a client stopped mid-submit, or is submitting it now): each stored chunk is
  *   compared with the one this input gives (and sent again: its primary key holds the job's
  *   nonce, so it runs once); new chunks wait until every stored chunk matched.
@@ -271,18 +271,18 @@ export const submit = <E, R>(
     const sql = yield* SqlClient.SqlClient
     const client = yield* OriginEntity.client
     // The row's nonce (a column default) is this submission's: kept while the row lives, new after a forget.
-    yield* sql`insert into volley_jobs (job_id, per_host, reader, chunk_size)
-      values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize}) on conflict do nothing`
-    const job = yield* findJob(plan.job)
-    if (
-      job === undefined ||
-      job.per_host !== plan.perHost ||
-      job.reader !== plan.reader ||
-      job.chunk_size !== plan.chunkSize
-    ) {
+    // The row, new or existing, comes back from this one statement (read by one of its own, it could
+    // be forgotten in between): the no-op update makes PostgreSQL return the row the insert met, or
+    // insert once a forget's delete of it commits.
+    const rows = yield* sql<JobRow>`insert into volley_jobs (job_id, per_host, reader, chunk_size)
+      values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize})
+      on conflict (job_id) do update set nonce = volley_jobs.nonce
+      returning per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce, hash`
+    const job = rows[0]!
+    if (job.per_host !== plan.perHost || job.reader !== plan.reader || job.chunk_size !== plan.chunkSize) {
       return yield* Effect.fail(
         new Conflict(
-          `job ${plan.job} exists with perHost ${job?.per_host}, reader ${job?.reader}, chunkSize ${job?.chunk_size}; ` +
+          `job ${plan.job} exists with perHost ${job.per_host}, reader ${job.reader}, chunkSize ${job.chunk_size}; ` +
             `submitted again with perHost ${plan.perHost}, reader ${plan.reader}, chunkSize ${plan.chunkSize}`
         )
       )
@@ -300,10 +300,19 @@ export const submit = <E, R>(
       new Forgotten(`it was forgotten while this submit stored it (the id may hold a job submitted since)`)
     // The job is finished once every item has an outcome. Also run after the total's commit: an
     // outcome written meanwhile was seen neither by its runner's check (no total then) nor by the
-    // one in the transaction.
-    const finish = sql`update volley_jobs set finished_at = now()
-      where job_id = ${plan.job} and nonce = ${job.nonce} and finished_at is null
-        and total = (select count(*) from volley_results where job_id = ${plan.job})`
+    // one in the transaction. Says whether the job is still this submission's (the update matches
+    // no row for a finished job too, so that is a count of its own, as in `writeInvalid`).
+    const finish = Effect.map(
+      sql<{ live: string | number }>`with job as (
+          select 1 from volley_jobs where job_id = ${plan.job} and nonce = ${job.nonce}
+        ), finished as (
+          update volley_jobs set finished_at = now()
+          where job_id = ${plan.job} and nonce = ${job.nonce} and finished_at is null
+            and total = (select count(*) from volley_results where job_id = ${plan.job})
+        )
+        select count(*) as live from job`,
+      (rows) => Number(rows[0]?.live ?? 0) > 0
+    )
 
     if (job.total !== null && job.hash !== null) {
       // Submitted in full before: every chunk is stored in Effect's cluster already. Sending any
@@ -316,7 +325,8 @@ export const submit = <E, R>(
       )
       yield* compare(Number(job.total), job.hash)
       // The submit that recorded the total may have stopped (a crash, a restart) before the finish.
-      yield* durable(finish)
+      // The job compared with may have been forgotten (and submitted again) while the input was read.
+      if (!(yield* durable(finish))) return yield* Effect.fail(forgotten())
       return total
     }
 
@@ -495,6 +505,7 @@ export const submit = <E, R>(
         })
       )
     )
+    // A forget since the commit came after this job was stored in full: the total stands.
     yield* durable(finish)
     return total
   })
