@@ -423,11 +423,13 @@ const hopOptions = (fiber: Fiber.Fiber<unknown, unknown>): RunOptions | undefine
   const within = fiber.getRef(Loop.AttemptClock)
   if (within !== undefined && within !== Loop.UNTIMED) {
     const options: Loop.HopRunOptions =
-      deadline === Number.POSITIVE_INFINITY ? { onRetry, within } : { deadline, onRetry, within }
+      deadline === Number.POSITIVE_INFINITY ? { onRetry, within } : { deadline, onRetry, within, enclosed: true }
     return options
   }
   if (deadline === Number.POSITIVE_INFINITY) return onRetry === undefined ? undefined : { onRetry }
-  return { deadline, onRetry }
+  // The deadline is the enclosing attempt's, which its own timers enforce.
+  const options: Loop.HopRunOptions = { deadline, onRetry, enclosed: true }
+  return options
 }
 
 // The URL a request went to: its URL with its query parameters (undefined for a relative URL,

@@ -269,6 +269,13 @@ export class AttemptTime {
 export interface HopRunOptions extends RunOptions {
   /** The clock of the attempt the hop continues. */
   readonly within?: AttemptTime | undefined
+  /**
+   * The hop runs inside an attempt whose own timers end it at `deadline` (its `attemptTimeout`:
+   * a `TimeoutError` that attempt retries; the request's deadline: `DeadlineExceeded`). The hop
+   * then keeps to `deadline` in its waits but puts no timer of its own on it: due at the same
+   * moment, it would race the attempt's and could end the request with a final error instead.
+   */
+  readonly enclosed?: boolean | undefined
 }
 
 /** {@link AttemptClock} where attempts may wait but none runs yet: it stops nothing. */
@@ -344,25 +351,30 @@ export const retryLoop = <A, E, R>(
   // timed on its clock, the time that attempt has left as of now (waits off its clock since it
   // started used none of it), as the plain path gives a hop `now + attemptTimeout` (see `once`).
   const within = (options as HopRunOptions | undefined)?.within
+  const enclosed = (options as HopRunOptions | undefined)?.enclosed === true
   const end =
     within === undefined
       ? (_now: number) => deadline
       : (now: number) => Math.min(deadline, now + within.remaining(monotonicMillis(clock)))
   const once = (now: number): Effect.Effect<A, E | RetryError, R> => {
     const left = deadline - now
-    if (left <= 0) return Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
+    // A hop past its enclosing attempt's end is ended by that attempt's timers (see `enclosed`).
+    if (left <= 0)
+      return enclosed ? attempt : Effect.fail(new DeadlineExceeded({ method: request.method, url: request.url }))
     const perAttempt = policy.attemptTimeoutMillis
     if (perAttempt !== undefined && perAttempt < left) {
       // Redirect hops, run inside the attempt, end with it: their waits never outlast it.
       if (outer === undefined)
         return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
+      // A hop with no less time than its enclosing attempt has left is ended by that attempt.
+      if (within !== undefined && perAttempt >= within.remaining(monotonicMillis(clock))) return attempt
       // Waits off the clock make the attempt's end unknown in advance: its hops keep to the
       // request's deadline and to the time it has left when they fail (`HopRunOptions`), and its
       // timer cuts them off as it would the attempt.
       const timed = timedOnClock(attempt, perAttempt, outer, clock)
-      return left === Number.POSITIVE_INFINITY ? timed : untilDeadline(timed, left, request)
+      return left === Number.POSITIVE_INFINITY || enclosed ? timed : untilDeadline(timed, left, request)
     }
-    if (left === Number.POSITIVE_INFINITY) return attempt
+    if (left === Number.POSITIVE_INFINITY || enclosed) return attempt
     return untilDeadline(attempt, left, request)
   }
   const loop = (n: number, now: number): Effect.Effect<A, E | RetryError, R> =>
