@@ -52,26 +52,39 @@ const gated = <A>(items: ReadonlyArray<A>, at: number, held: ReturnType<typeof g
 const failure = <A, E extends { readonly _tag: string }>(result: Result.Result<A, E>) =>
   Result.isSuccess(result) ? `Success ${String(result.success)}` : result.failure._tag
 
+// Submit A of `a`, held once it has claimed `claimed` chunks (its input waits at `heldAt`); then
+// the job is forgotten and submitted again by B of `b`, held at its start. Both gates stay shut.
+const forgetWhileSubmitting = async (
+  job: string,
+  a: ReadonlyArray<string>,
+  heldAt: number,
+  claimed: number,
+  b: ReadonlyArray<string>
+) => {
+  const gateA = gate()
+  const gateB = gate()
+  const first = run(Effect.result(ClusterFanout.submit(job, gated(a, heldAt, gateA), { chunkSize: 1 })))
+  await until(
+    async () => (await count(`select count(*) as n from volley_chunks where job_id = '${job}'`)) === claimed,
+    `A claimed ${claimed} chunks`
+  )
+  await run(ClusterFanout.forget(job))
+  const second = run(Effect.result(ClusterFanout.submit(job, gated(b, 0, gateB), { chunkSize: 1 })))
+  await until(
+    async () => (await count(`select count(*) as n from volley_jobs where job_id = '${job}'`)) === 1,
+    "B stored the job"
+  )
+  return { first, second, gateA, gateB }
+}
+
 describe("submit", () => {
   describe("a forget while it runs", () => {
     it("leaves the job submitted again under the id to its new submit; the old one fails with JobNotFoundError", async () => {
       const job = "hijack"
       const a = Array.from({ length: 4 }, (_, i) => `${suite.origins[0]!.url}/hijack/a/${i}`)
       const b = Array.from({ length: 4 }, (_, i) => `${suite.origins[1]!.url}/hijack/b/${i}`)
-      const gateA = gate()
-      const gateB = gate()
       // A claims two chunks, then its input waits; the job is forgotten and submitted again by B.
-      const first = run(Effect.result(ClusterFanout.submit(job, gated(a, 2, gateA), { chunkSize: 1 })))
-      await until(
-        async () => (await count(`select count(*) as n from volley_chunks where job_id = '${job}'`)) === 2,
-        "A claimed 2 chunks"
-      )
-      await run(ClusterFanout.forget(job))
-      const second = run(Effect.result(ClusterFanout.submit(job, gated(b, 0, gateB), { chunkSize: 1 })))
-      await until(
-        async () => (await count(`select count(*) as n from volley_jobs where job_id = '${job}'`)) === 1,
-        "B stored the job"
-      )
+      const { first, second, gateA, gateB } = await forgetWhileSubmitting(job, a, 2, 2, b)
       // A goes on first: it claimed chunks 2 and 3 and recorded the total in B's job, which then
       // failed with JobConflictError and never finished.
       gateA.open()
@@ -91,20 +104,8 @@ describe("submit", () => {
       const job = "forgotten-at-end"
       const a = [`${suite.origins[0]!.url}/forgotten-at-end/a/0`, `${suite.origins[0]!.url}/forgotten-at-end/a/1`]
       const b = [`${suite.origins[1]!.url}/forgotten-at-end/b/0`, `${suite.origins[1]!.url}/forgotten-at-end/b/1`]
-      const gateA = gate()
-      const gateB = gate()
       // A's input waits at its end, both chunks claimed; the job is forgotten and submitted again by B.
-      const first = run(Effect.result(ClusterFanout.submit(job, gated(a, a.length, gateA), { chunkSize: 1 })))
-      await until(
-        async () => (await count(`select count(*) as n from volley_chunks where job_id = '${job}'`)) === 2,
-        "A claimed its chunks"
-      )
-      await run(ClusterFanout.forget(job))
-      const second = run(Effect.result(ClusterFanout.submit(job, gated(b, 0, gateB), { chunkSize: 1 })))
-      await until(
-        async () => (await count(`select count(*) as n from volley_jobs where job_id = '${job}'`)) === 1,
-        "B stored the job"
-      )
+      const { first, second, gateA, gateB } = await forgetWhileSubmitting(job, a, a.length, 2, b)
       // A recorded its total and hash in B's job (or returned 2 when no row matched).
       gateA.open()
       assert.strictEqual(failure(await first), "JobNotFoundError")
