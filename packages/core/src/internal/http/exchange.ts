@@ -74,14 +74,17 @@ export const readText = (
  * What to do with a response: `read` it when its status is 2xx, follow it when it is a redirect
  * (./redirect.ts: the next hop's response comes back here), else fail with a `StatusCodeError`
  * once its body is drained. `consumes`: `read` always reads the whole body or fails reading it
- * (the built-in reads), so it needs no `release` on failure. Build it once per call site, not
- * per request.
+ * (as the built-in reads do, whoever passes them), so it needs no `release` on failure. Build it
+ * once per call site, not per request.
  */
 export const onResponse = <A, E, R>(
   read: Read<A, E, R>,
   consumes: boolean
 ): Read<A, E | HttpClientError.HttpClientError | RedirectError | RetryError, R | HttpClient.HttpClient> => {
-  const checked: Read<A, E, R> = consumes ? read : (response) => Effect.onError(read(response), () => release(response))
+  const given: unknown = read
+  const kind: ExchangeRead = given === readText ? "text" : given === readBytes ? "bytes" : "custom"
+  const checked: Read<A, E, R> =
+    consumes || kind !== "custom" ? read : (response) => Effect.onError(read(response), () => release(response))
   const handle: Read<A, E | HttpClientError.HttpClientError | RedirectError | RetryError, R | HttpClient.HttpClient> = (
     response
   ) =>
@@ -90,14 +93,6 @@ export const onResponse = <A, E, R>(
       : isRedirect(response)
         ? follow(response, handle, () => statusError(response))
         : statusError(response)
-  const given: unknown = read
-  const kind: ExchangeRead = !consumes
-    ? "custom"
-    : given === readText
-      ? "text"
-      : given === readBytes
-        ? "bytes"
-        : "custom"
   return Object.assign(handle, { [ReadKey]: { kind, read } })
 }
 
