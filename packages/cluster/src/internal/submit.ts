@@ -364,15 +364,16 @@ export const submit = <E, R>(
       client(chunk.origin)
         .RunChunk(chunk, { discard: true })
         .pipe(Effect.mapError((cause) => new SendFailed(plan.job, chunk.chunk, chunk.origin, cause)))
+    // A chunk as it is claimed: its number, origin, size and hash, and its first item's index.
+    interface Claim {
+      readonly chunk: number
+      readonly origin: string
+      readonly size: number
+      readonly digest: string
+      readonly first: number | undefined
+    }
     // Claims a chunk (see the function's comment), then does what follows once it is the job's.
-    const claim = (
-      chunk: number,
-      origin: string,
-      size: number,
-      digest: string,
-      first: number | undefined,
-      then: Step
-    ) =>
+    const claim = ({ chunk, origin, size, digest, first }: Claim, then: Step) =>
       Effect.gen(function* () {
         const claimed = yield* claimChunk(plan.job, job.nonce, { chunk, origin, size }, digest)
         if (claimed._tag === "Forgotten") return yield* Effect.fail(forgotten())
@@ -381,26 +382,15 @@ export const submit = <E, R>(
         }
         yield* then
       })
-    const place = (
-      chunk: number,
-      origin: string,
-      size: number,
-      digest: string,
-      first: number | undefined,
-      then: Step
-    ) => {
+    const place = (placed: Claim, then: Step) => {
+      const { chunk, digest, first } = placed
       const stored = known.get(chunk)
-      if (stored === undefined) {
-        return complete ? Effect.fail(noChunk(chunk, first)) : act(claim(chunk, origin, size, digest, first, then))
-      }
+      if (stored === undefined) return complete ? Effect.fail(noChunk(chunk, first)) : act(claim(placed, then))
       if (stored !== digest) return Effect.fail(otherItems(chunk, first))
       // A stored chunk is claimed (and sent, or its outcomes written) again: it adds nothing new
       // (it was the job's already), and the last submit may have stopped before it did either.
       verified++
-      return Effect.andThen(
-        claim(chunk, origin, size, digest, first, then),
-        verified === known.size ? release : Effect.void
-      )
+      return Effect.andThen(claim(placed, then), verified === known.size ? release : Effect.void)
     }
     const send = (origin: string, items: Chunk["items"]) =>
       Effect.suspend(() => {
@@ -417,7 +407,8 @@ export const submit = <E, R>(
           yield* permits.take(1)
           sends.push(yield* Effect.forkChild(Effect.ensuring(sendChunk(chunk), permits.release(1))))
         })
-        return place(chunk.chunk, origin, items.length, hash(JSON.stringify(items)), items[0]?.index, forked)
+        const digest = hash(JSON.stringify(items))
+        return place({ chunk: chunk.chunk, origin, size: items.length, digest, first: items[0]?.index }, forked)
       })
     type Invalid = { readonly index: number; readonly reason: string }
     // One statement, written only while the job is this submission's (like a runner's outcomes).
@@ -444,7 +435,10 @@ export const submit = <E, R>(
       const batch = invalid
       invalid = []
       const digest = hash(JSON.stringify(batch.map(({ index, reason }) => ({ index, invalid: reason }))))
-      return place(chunks++, "", 0, digest, batch[0]?.index, durable(writeInvalid(batch)))
+      return place(
+        { chunk: chunks++, origin: "", size: 0, digest, first: batch[0]?.index },
+        durable(writeInvalid(batch))
+      )
     })
     yield* Stream.runForEach(items, (item) => {
       const index = total++
