@@ -155,17 +155,9 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
       read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
       fiber: Fiber.Fiber<unknown, unknown> | undefined
-    ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> =>
-      fiber === undefined
-        ? Effect.withFiber((fiber) => exchangeOn(request, kind, handle, read, fiber))
-        : exchangeOn(request, kind, handle, read, fiber)
-    const exchangeOn = <A, E, R>(
-      request: HttpClientRequest.HttpClientRequest,
-      kind: ExchangeRead,
-      handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
-      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
-      fiber: Fiber.Fiber<unknown, unknown>
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
+      // Without the fiber that will run it (a batch's attempt), the route is decided when it runs.
+      if (fiber === undefined) return Effect.withFiber((fiber) => exchange(request, kind, handle, read, fiber))
       const trace = fastTrace(request, fiber)
       if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
       const limit = fiber.getRef(HttpBody.MaxBodySize) ?? settings.maxBodySize
