@@ -28,7 +28,9 @@
  *   (`volley.fanout.index`, `http.request.method`, `volley.fanout.outcome`, `error.type`,
  *   `http.response.status_code`); Effect's default tracer gets none. Client spans per request
  *   only with `tracing: true`, nested under the batch span; without it, each request sends the
- *   batch span's `traceparent` (on `NodeHttpClient`), so the origins' spans join the trace.
+ *   batch span's `traceparent` (on `NodeHttpClient`), so the origins' spans join the trace. With
+ *   Effect's default tracer, which records nothing, requests send the `traceparent` of the span
+ *   the batch runs in, if any, as `Http.*` do.
  *
  * Interrupting a batch interrupts every request in flight (their sockets are closed).
  *

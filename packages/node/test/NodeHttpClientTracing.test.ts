@@ -197,4 +197,24 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
     })
   })
+
+  describe("with Effect's default tracer", () => {
+    it.live("sends a batch's requests with the trace context of the span it runs in, and none outside a span", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        yield* Fanout.allSettled([`${server.url}/top`, `${server.url}/http`])
+        // Nothing records the batch's own span: naming it would point the origins' spans at a
+        // parent that exists nowhere. As `Http.*` outside a span, the requests send none.
+        assert.isUndefined(server.received.get("/top"))
+        const span = yield* Effect.gen(function* () {
+          yield* Fanout.allSettled([`${server.url}/inside`])
+          yield* Http.getText(`${server.url}/inside-http`)
+          return yield* Effect.currentSpan
+        }).pipe(Effect.withSpan("caller"))
+        const traceparent = `00-${span.traceId}-${span.spanId}-01`
+        assert.strictEqual(server.received.get("/inside"), traceparent)
+        assert.strictEqual(server.received.get("/inside-http"), traceparent)
+      }).pipe(Effect.provide(NodeHttpClient.layer()))
+    )
+  })
 })
