@@ -303,6 +303,43 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  it.live(
+    "drops a transform's header cross-origin when another transform sits above its Retry.withPolicy wrapper",
+    () =>
+      Effect.gen(function* () {
+        const { a, seenB } = yield* twoOrigins
+        // The token is added under the wrapper, a harmless header over it: the wrapper sends each
+        // request through the client it wraps, whose transform runs after anything above it.
+        const layered = (withPolicy: typeof Retry.withPolicy) =>
+          Effect.map(
+            HttpClient.HttpClient,
+            (client) =>
+              client.pipe(
+                HttpClient.mapRequest(HttpClientRequest.bearerToken("t0ken")),
+                withPolicy,
+                HttpClient.mapRequest(HttpClientRequest.setHeader("x-outer", "1"))
+              ) as HttpClient.HttpClient
+          )
+        yield* Http.getText(`${a.url}/cross`).pipe(
+          Effect.provideServiceEffect(HttpClient.HttpClient, layered(Retry.withPolicy))
+        )
+        // Two wrappers, the token between them.
+        yield* Http.getText(`${a.url}/cross`).pipe(
+          Effect.provideServiceEffect(
+            HttpClient.HttpClient,
+            layered(<E, R>(client: HttpClient.HttpClient.With<E, R>) => Retry.withPolicy(Retry.withPolicy(client)))
+          )
+        )
+        assert.deepStrictEqual(
+          seenB.map((seen) => [seen.headers.authorization, seen.headers["x-outer"]]),
+          [
+            [undefined, "1"],
+            [undefined, "1"]
+          ]
+        )
+      }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
   it.live("sends a hop left untraced the enclosing span's trace context, or none, never the previous hop's", () =>
     Effect.gen(function* () {
       const { a, b, seenB } = yield* twoOrigins

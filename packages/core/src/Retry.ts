@@ -45,7 +45,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { applied, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
+import { applied, HopStrip, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -163,6 +163,11 @@ export const withPolicy = <E, R>(
     Effect.flatMap(inner.execute(request), (response) =>
       policy.statuses.has(response.status) ? Effect.fail(retryable(response)) : Effect.succeed(response)
     )
+  // A redirect hop across origins is stripped again after the inner client's own transforms.
+  const passThrough = (
+    strip: ((request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest) | undefined,
+    request: HttpClientRequest.HttpClientRequest
+  ) => (strip === undefined ? inner.execute(request) : HttpClient.mapRequest(inner, strip).execute(request))
   const wrapped = HttpClient.makeWith<never, never, E | HttpClientError.HttpClientError | RetryError, R>(
     (request) =>
       // Requests made while this one is prepared (a transform fetching a token through this
@@ -171,7 +176,7 @@ export const withPolicy = <E, R>(
         Effect.withFiber((fiber) =>
           // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
           fiber.getRef(PolicyApplied)
-            ? inner.execute(request)
+            ? passThrough(fiber.getRef(HopStrip), request)
             : Effect.flatMap(RetryPolicy, (policy) =>
                 Effect.catchIf(
                   run(policy, request, applied(attempt(policy, request))),

@@ -4,6 +4,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 
 /** Where a client wrapped by `Retry.withPolicy` keeps the client it wraps. */
 export const WrappedKey: unique symbol = Symbol.for("@volley/core/Retry/withPolicy")
@@ -20,6 +21,16 @@ export const unwrap = <E, R>(client: HttpClient.HttpClient.With<E, R>): HttpClie
 export const PolicyApplied = Context.Reference<boolean>("@volley/core/Retry/PolicyApplied", {
   defaultValue: () => false
 })
+
+/**
+ * Set while a redirect hop that crossed origins is sent: drops the headers that must not reach
+ * its origin. A `Retry.withPolicy` wrapper passing the hop's request through applies it after
+ * the transforms of the client it wraps, which run after everything above the wrapper (the
+ * hop's own stripping included) and could put an `Authorization` back.
+ */
+export const HopStrip = Context.Reference<
+  ((request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest) | undefined
+>("@volley/core/Retry/HopStrip", { defaultValue: () => undefined })
 
 const WrappersKey: unique symbol = Symbol.for("@volley/core/Retry/wrappers")
 // Whether a `Retry.withPolicy` wrapper was ever built in this process. Shared through the global
