@@ -152,6 +152,16 @@ export interface Options {
    */
   readonly queueTimeout?: Duration.Input | undefined
   /**
+   * How long a thread waits for a task module's import (its top-level code and `await`) before the
+   * module's tasks fail on that thread with `TaskNotFoundError`, so that an import that never
+   * settles (a top-level `await` on a connection that never answers) cannot hold its callers, or
+   * a `waitForWorkers` layer build, for good. The import goes on: once it settles, later tasks
+   * of the module run. More than 0; an import that blocks its thread (a synchronous loop) is
+   * bounded by `queueTimeout` instead.
+   * @default "60 seconds"
+   */
+  readonly importTimeout?: Duration.Input | undefined
+  /**
    * How long an aborted (interrupted or timed-out) task may keep running before its thread is terminated.
    * @default "1 second"
    */
@@ -271,6 +281,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) =>
     Validate.duration("queueTimeout", d, { positive: true })
   )
+  const importTimeout = yield* Validate.duration("importTimeout", options.importTimeout ?? "60 seconds", {
+    positive: true
+  })
   const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
   // A thread reads cancellations of the tasks sent ahead to it from a ring of RING slots.
   if (perWorker > RING) {
@@ -311,6 +324,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           maxTasksPerWorker: perWorker,
           resourceLimits: options.resourceLimits,
           preload,
+          importTimeoutMillis: Duration.toMillis(importTimeout),
           crashLoopDeaths,
           crashLoopCooldownMillis: Duration.toMillis(crashLoopCooldown),
           clock,
@@ -376,7 +390,7 @@ export const layer = (options?: Options): Layer.Layer<Blocking.BlockingExecutor,
 /**
  * Reads {@link Options} from `Config` (by default the environment), under `prefix`:
  * `VOLLEY_BLOCKING_MIN_WORKERS`, `_WAIT_FOR_WORKERS` (`true` | `false`), `_MAX_WORKERS`, `_MAX_QUEUE`, `_QUEUE_FULL` (`wait` | `fail`),
- * `_TIMEOUT`, `_QUEUE_TIMEOUT`, `_IDLE_TIMEOUT`, `_GRACE_PERIOD`, `_MAX_TASKS_PER_WORKER`,
+ * `_TIMEOUT`, `_QUEUE_TIMEOUT`, `_IMPORT_TIMEOUT`, `_IDLE_TIMEOUT`, `_GRACE_PERIOD`, `_MAX_TASKS_PER_WORKER`,
  * `_SHUTDOWN` (`drain` | `cancel`), `_CRASH_LOOP_DEATHS`, `_CRASH_LOOP_COOLDOWN`; durations such as
  * `"5 seconds"`. Unset variables keep the
  * defaults; a value that does not parse fails the layer with a `ConfigError`.
@@ -405,6 +419,7 @@ export const layerConfig = (
         queueFull: Validate.optionalConfig(Config.Literals(["wait", "fail"], "QUEUE_FULL")),
         timeout: Validate.optionalConfig(Config.Duration("TIMEOUT")),
         queueTimeout: Validate.optionalConfig(Config.Duration("QUEUE_TIMEOUT")),
+        importTimeout: Validate.optionalConfig(Config.Duration("IMPORT_TIMEOUT")),
         idleTimeout: Validate.optionalConfig(Config.Duration("IDLE_TIMEOUT")),
         gracePeriod: Validate.optionalConfig(Config.Duration("GRACE_PERIOD")),
         maxTasksPerWorker: Validate.optionalConfig(Config.Int("MAX_TASKS_PER_WORKER")),

@@ -124,7 +124,7 @@ const gatedImports = Effect.gen(function* () {
 })
 
 /** Polls `done` in real time (10 ms apart, for at most 5 s), running `step` before each look. */
-const eventually = (done: () => boolean, step: Effect.Effect<void> = Effect.void) =>
+const eventually = <R = never>(done: () => boolean, step: Effect.Effect<void, never, R> = Effect.void) =>
   Effect.gen(function* () {
     for (let i = 0; i < 500 && !done(); i++) {
       yield* step
@@ -219,6 +219,8 @@ describe("NodeBlocking", () => {
         assert.include(invalid.message, "maxWorkers")
         const breaker = yield* Effect.flip(build({ VOLLEY_BLOCKING_CRASH_LOOP_DEATHS: "0" }))
         assert.include(breaker.message, "crashLoop.deaths")
+        const noImport = yield* Effect.flip(build({ VOLLEY_BLOCKING_IMPORT_TIMEOUT: "0 millis" }))
+        assert.include(noImport.message, "importTimeout")
         const unparsable = yield* Effect.flip(build({ VOLLEY_BLOCKING_QUEUE_FULL: "drop" }))
         assert.strictEqual(unparsable._tag, "ConfigError")
         assert.include(String(unparsable), "QUEUE_FULL")
@@ -713,6 +715,58 @@ describe("NodeBlocking", () => {
           )
         })
       )
+    )
+
+    it.effect(
+      "fails the tasks of a module whose import does not settle within importTimeout, then runs them once it has",
+      () =>
+        withPool({ minWorkers: 1, maxWorkers: 1, importTimeout: "300 millis" })(
+          Effect.gen(function* () {
+            const imports = yield* gatedImports
+            // Two calls waiting for the one import: neither waits past its bound (real time: it is the thread's).
+            const calls = yield* Effect.forkChild(
+              Effect.all([Blocking.run(gatedSquare, 3), Blocking.run(gatedSquare, 4)].map(Effect.flip), {
+                concurrency: 2
+              })
+            )
+            assert.isTrue(yield* eventually(() => calls.pollUnsafe() !== undefined), "the calls wait for the import")
+            for (const error of yield* Fiber.join(calls)) {
+              assert.instanceOf(error, Blocking.TaskNotFoundError)
+              assert.include(error.message, "its import did not settle within 300 ms (importTimeout)")
+            }
+            // The thread still serves other modules, and the import goes on: once done, its tasks run.
+            assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
+            assert.strictEqual(imports.count(), 1)
+            imports.finish()
+            let squared: number | undefined
+            const tryIt = Effect.map(Effect.exit(Blocking.run(gatedSquare, 6)), (exit) => {
+              if (Exit.isSuccess(exit)) squared = exit.value
+            })
+            yield* eventually(() => squared !== undefined, tryIt)
+            assert.strictEqual(squared, 36)
+          })
+        )
+    )
+
+    it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing, after importTimeout", () =>
+      Effect.gen(function* () {
+        const imports = yield* gatedImports
+        const executor = yield* Layer.build(
+          NodeBlocking.layer({
+            minWorkers: 1,
+            maxWorkers: 1,
+            waitForWorkers: true,
+            importTimeout: "300 millis",
+            tasks: [gatedSquare]
+          })
+        )
+        assert.strictEqual(imports.count(), 1)
+        const error = yield* Effect.flip(Effect.provide(Blocking.run(gatedSquare, 2), executor))
+        assert.strictEqual(error._tag, "TaskNotFoundError")
+        assert.strictEqual(yield* Effect.provide(Blocking.run(T.square, 3), executor), 9)
+        const invalid = yield* Effect.flip(Layer.build(NodeBlocking.layer({ importTimeout: 0 })))
+        assert.strictEqual(invalid._tag === "InvalidOptionsError" && invalid.option, "importTimeout")
+      }).pipe(Effect.scoped)
     )
 
     it.effect("rejects tasks without a module URL", () =>

@@ -52,6 +52,8 @@ export interface EngineOptions {
   readonly resourceLimits: ResourceLimits | undefined
   /** Task modules every thread imports before it reports ready. */
   readonly preload: ReadonlyArray<string>
+  /** How long a thread waits for a module's import (see `NodeBlocking.Options.importTimeout`). */
+  readonly importTimeoutMillis: number
   /** Crash-loop breaker: deaths in a row that open it, and for how long. */
   readonly crashLoopDeaths: number
   readonly crashLoopCooldownMillis: number
@@ -545,7 +547,12 @@ export class Engine {
     if (this.spawnRefused || this.growthPause !== undefined) return false
     let thread: Thread
     try {
-      thread = spawnThread(this.options.workerUrl, this.options.resourceLimits, [...this.preload])
+      thread = spawnThread(
+        this.options.workerUrl,
+        this.options.resourceLimits,
+        [...this.preload],
+        this.options.importTimeoutMillis
+      )
     } catch (error) {
       // `new Worker` throws when the OS refuses a thread (EAGAIN at a container's pids limit, out of
       // memory). Thrown from here it would escape the round's microtask as an uncaught exception,

@@ -78,6 +78,8 @@ export interface WorkerData {
   readonly control: SharedArrayBuffer
   /** Task modules to import before the thread reports Ready. */
   readonly preload: ReadonlyArray<string>
+  /** How long an import may take before the module's tasks fail on this thread (see `NodeBlocking.Options.importTimeout`). */
+  readonly importTimeoutMillis: number
 }
 
 /** Appends one job to a flat batch. */

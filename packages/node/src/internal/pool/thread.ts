@@ -38,11 +38,17 @@ export interface Thread<J> {
 export const spawnThread = (
   workerUrl: URL,
   resourceLimits: ResourceLimits | undefined,
-  preload: ReadonlyArray<string>
+  preload: ReadonlyArray<string>,
+  importTimeoutMillis: number
 ): Thread<never> => {
   const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
   const { port1, port2 } = new MessageChannel()
-  const workerData: WorkerData = { port: port2, control: control.buffer as SharedArrayBuffer, preload }
+  const workerData: WorkerData = {
+    port: port2,
+    control: control.buffer as SharedArrayBuffer,
+    preload,
+    importTimeoutMillis
+  }
   let worker: Worker
   try {
     worker = new Worker(bootstrap(workerUrl), {

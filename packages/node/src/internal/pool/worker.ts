@@ -137,10 +137,19 @@ const runJob = (
   return task.invoke(payload, context(seq, traceId, spanId), transfer)
 }
 
-/** Imports a module once; its tasks are found by their type id. */
+// Node fires a timer set past this at once.
+const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
+/**
+ * Imports a module once; its tasks are found by their type id. An import still pending after
+ * `importTimeoutMillis` leaves the module failed on this thread until it settles, so its jobs
+ * (and the thread's Ready) do not wait for it for good.
+ */
 const load = (url: string): Promise<void> => {
-  const loading = import(url).then(
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const imported = import(url).then(
     (namespace: Record<string, unknown>) => {
+      clearTimeout(timer)
       const tasks: Tasks = new Map()
       for (const value of Object.values(namespace)) {
         if (!isTask(value)) continue
@@ -155,11 +164,27 @@ const load = (url: string): Promise<void> => {
       modules.set(url, tasks)
     },
     (error: unknown) => {
+      clearTimeout(timer)
       modules.set(url, error instanceof Error ? error : new Error(describe(error)))
     }
   )
-  modules.set(url, loading)
-  return loading
+  const millis = data.importTimeoutMillis
+  const bounded: Promise<void> =
+    millis > MAX_TIMER_MILLIS
+      ? imported
+      : Promise.race([
+          imported,
+          new Promise<void>((resolve) => {
+            timer = setTimeout(() => {
+              if (modules.get(url) === bounded) {
+                modules.set(url, new Error(`its import did not settle within ${millis} ms (importTimeout)`))
+              }
+              resolve()
+            }, millis)
+          })
+        ])
+  modules.set(url, bounded)
+  return bounded
 }
 
 const isTask = (u: unknown): u is Blocking.AnyTask =>
