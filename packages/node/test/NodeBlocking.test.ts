@@ -9,6 +9,7 @@ import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite
 import * as P from "./fixtures/poolTasks.ts"
 import { runFixture } from "./fixtures/run.ts"
 import * as S from "./fixtures/sameName.ts"
+import * as Strict from "./fixtures/strictExport.ts"
 
 blockingSuite("worker threads", NodeBlocking.layer({ maxWorkers: 2 }))
 
@@ -766,6 +767,22 @@ describe("NodeBlocking", () => {
         assert.strictEqual(yield* Effect.provide(Blocking.run(T.square, 3), executor), 9)
         const invalid = yield* Effect.flip(Layer.build(NodeBlocking.layer({ importTimeout: 0 })))
         assert.strictEqual(invalid._tag === "InvalidOptionsError" && invalid.option, "importTimeout")
+      }).pipe(Effect.scoped)
+    )
+
+    it.effect("runs the tasks of a module that also exports an object throwing on unknown keys, preloaded too", () =>
+      Effect.gen(function* () {
+        // Reading that export to look for tasks threw, and the thread died: every call, and with
+        // the module preloaded every thread before it was ready, so no task of any module ran.
+        const strict = Strict.square
+        const executor = yield* Layer.build(
+          NodeBlocking.layer({ minWorkers: 1, maxWorkers: 1, waitForWorkers: true, tasks: [strict] })
+        )
+        assert.strictEqual(yield* Effect.provide(Blocking.run(strict, 3), executor), 9)
+        assert.strictEqual(yield* Effect.provide(Blocking.run(T.square, 4), executor), 16)
+        const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+        assert.strictEqual(yield* Effect.provide(Blocking.run(strict, 5), executor), 25)
+        assert.strictEqual(yield* counterValue(NodeBlocking.metrics.crashes), crashes, "no thread died")
       }).pipe(Effect.scoped)
     )
 

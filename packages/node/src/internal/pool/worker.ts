@@ -147,27 +147,16 @@ const MAX_TIMER_MILLIS = 2 ** 31 - 1
  */
 const load = (url: string): Promise<void> => {
   let timer: ReturnType<typeof setTimeout> | undefined
-  const imported = import(url).then(
-    (namespace: Record<string, unknown>) => {
+  // Never rejects: a module that cannot be imported is an Error in `modules`, its tasks' answer.
+  const imported = import(url)
+    .then((namespace: Record<string, unknown>) => {
       clearTimeout(timer)
-      const tasks: Tasks = new Map()
-      for (const value of Object.values(namespace)) {
-        if (!isTask(value)) continue
-        const known = tasks.get(value.name)
-        // One task exported twice (`export default t` besides `export const t`) is still one task.
-        // Two different tasks under one name run neither: either handler could answer for the other.
-        // The reason need not repeat the URL: TaskNotFoundError's message names the module.
-        if (known === undefined) tasks.set(value.name, value)
-        else if (known !== value)
-          tasks.set(value.name, `the module exports two tasks named "${value.name}": give each its own name`)
-      }
-      modules.set(url, tasks)
-    },
-    (error: unknown) => {
+      modules.set(url, tasksOf(namespace))
+    })
+    .catch((error: unknown) => {
       clearTimeout(timer)
       modules.set(url, error instanceof Error ? error : new Error(describe(error)))
-    }
-  )
+    })
   const millis = data.importTimeoutMillis
   const bounded: Promise<void> =
     millis > MAX_TIMER_MILLIS
@@ -187,8 +176,31 @@ const load = (url: string): Promise<void> => {
   return bounded
 }
 
-const isTask = (u: unknown): u is Blocking.AnyTask =>
-  typeof u === "object" && u !== null && (u as Record<string, unknown>)[TASK_TYPE_ID] === TASK_TYPE_ID
+// A module's exports by task name. Reading an export may throw (a Proxy that refuses unknown
+// keys, as envalid's `cleanEnv` returns): that is then a failure of the import, not of the thread.
+const tasksOf = (namespace: Record<string, unknown>): Tasks => {
+  const tasks: Tasks = new Map()
+  for (const value of Object.values(namespace)) {
+    if (!isTask(value)) continue
+    const known = tasks.get(value.name)
+    // One task exported twice (`export default t` besides `export const t`) is still one task.
+    // Two different tasks under one name run neither: either handler could answer for the other.
+    // The reason need not repeat the URL: TaskNotFoundError's message names the module.
+    if (known === undefined) tasks.set(value.name, value)
+    else if (known !== value)
+      tasks.set(value.name, `the module exports two tasks named "${value.name}": give each its own name`)
+  }
+  return tasks
+}
+
+// Any other export is not a task, whatever reading it does.
+const isTask = (u: unknown): u is Blocking.AnyTask => {
+  try {
+    return typeof u === "object" && u !== null && (u as Record<string, unknown>)[TASK_TYPE_ID] === TASK_TYPE_ID
+  } catch {
+    return false
+  }
+}
 
 // Most handlers never look at the signal; an AbortController per task would cost more than a no-op task.
 const context = (seq: number, traceId: string | undefined, spanId: string | undefined): Blocking.TaskContext => ({
