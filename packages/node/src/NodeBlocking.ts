@@ -152,12 +152,14 @@ export interface Options {
    */
   readonly queueTimeout?: Duration.Input | undefined
   /**
-   * How long a thread waits for a task module's import (its top-level code and `await`) before the
-   * module's tasks fail on that thread with `TaskNotFoundError`, so that an import that never
-   * settles (a top-level `await` on a connection that never answers) cannot hold its callers, or
-   * a `waitForWorkers` layer build, for good. The import goes on: once it settles, later tasks
-   * of the module run. More than 0; an import that blocks its thread (a synchronous loop) is
-   * bounded by `queueTimeout` instead.
+   * How long a thread waits for a task module's import (its top-level code and `await`), so that
+   * an import that never settles (a top-level `await` on a connection that never answers) cannot
+   * hold its callers, or a `waitForWorkers` layer build, for good. Past it the thread ends, as
+   * when a module kills the thread that imports it: the task waiting for the import fails with
+   * `WorkerDiedError` (its `detail` says so), the thread's other tasks run on other threads, and
+   * `crashLoop.deaths` such deaths in a row open the crash-loop breaker for the module (for a
+   * module of `tasks`, imported as threads start, the start-up breaker). More than 0; an import
+   * that blocks its thread (a synchronous loop) is bounded by `queueTimeout` instead.
    * @default "60 seconds"
    */
   readonly importTimeout?: Duration.Input | undefined

@@ -718,53 +718,58 @@ describe("NodeBlocking", () => {
       )
     )
 
-    it.effect(
-      "fails the tasks of a module whose import does not settle within importTimeout, then runs them once it has",
-      () =>
-        withPool({ minWorkers: 1, maxWorkers: 1, importTimeout: "300 millis" })(
-          Effect.gen(function* () {
-            const imports = yield* gatedImports
-            // Two calls waiting for the one import: neither waits past its bound (real time: it is the thread's).
-            const calls = yield* Effect.forkChild(
-              Effect.all([Blocking.run(gatedSquare, 3), Blocking.run(gatedSquare, 4)].map(Effect.flip), {
-                concurrency: 2
-              })
-            )
-            assert.isTrue(yield* eventually(() => calls.pollUnsafe() !== undefined), "the calls wait for the import")
-            for (const error of yield* Fiber.join(calls)) {
-              assert.instanceOf(error, Blocking.TaskNotFoundError)
-              assert.include(error.message, "its import did not settle within 300 ms (importTimeout)")
-            }
-            // The thread still serves other modules, and the import goes on: once done, its tasks run.
-            assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
-            assert.strictEqual(imports.count(), 1)
-            imports.finish()
-            let squared: number | undefined
-            const tryIt = Effect.map(Effect.exit(Blocking.run(gatedSquare, 6)), (exit) => {
-              if (Exit.isSuccess(exit)) squared = exit.value
+    it.effect("ends a thread whose import does not settle within importTimeout; such deaths open the breaker", () =>
+      withPool({ maxWorkers: 1, importTimeout: "300 millis", crashLoop: { deaths: 2, cooldown: "1 minute" } })(
+        Effect.gen(function* () {
+          const imports = yield* gatedImports
+          const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+          // Two calls waiting for the one import (real time: the bound is the thread's). Each import
+          // that times out ends its thread and fails the call waiting for it; the other call goes to
+          // the next thread, whose import times out too. Nothing waits for the import for good, nor
+          // runs on a thread it could still end.
+          const calls = yield* Effect.forkChild(
+            Effect.all([Blocking.run(gatedSquare, 3), Blocking.run(gatedSquare, 4)].map(Effect.flip), {
+              concurrency: 2
             })
-            yield* eventually(() => squared !== undefined, tryIt)
-            assert.strictEqual(squared, 36)
-          })
-        )
+          )
+          assert.isTrue(yield* eventually(() => calls.pollUnsafe() !== undefined), "the calls wait for the import")
+          for (const error of yield* Fiber.join(calls)) {
+            assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "exit")
+            assert.include(
+              error.message,
+              `the import of ${gatedModule.href} did not settle within 300 ms (importTimeout)`
+            )
+          }
+          assert.strictEqual(imports.count(), 2)
+          assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashes, 2)
+          // Two such deaths in a row: the module's tasks fail fast; other modules' run.
+          const refused = yield* Effect.flip(Blocking.run(gatedSquare, 5))
+          assert.strictEqual(refused._tag === "WorkerDiedError" && refused.reason, "crash-loop")
+          assert.strictEqual(yield* Blocking.run(T.square, 6), 36)
+          assert.strictEqual(imports.count(), 2, "no third import")
+        })
+      )
     )
 
-    it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing, after importTimeout", () =>
+    it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing: start-up breaker", () =>
       Effect.gen(function* () {
         const imports = yield* gatedImports
+        // Threads end before they are ready, as when a declared module kills them: the build ends
+        // once the start-up breaker opens, and calls fail fast.
         const executor = yield* Layer.build(
           NodeBlocking.layer({
             minWorkers: 1,
             maxWorkers: 1,
             waitForWorkers: true,
             importTimeout: "300 millis",
-            tasks: [gatedSquare]
+            tasks: [gatedSquare],
+            crashLoop: { deaths: 2, cooldown: "1 minute" }
           })
         )
-        assert.strictEqual(imports.count(), 1)
-        const error = yield* Effect.flip(Effect.provide(Blocking.run(gatedSquare, 2), executor))
-        assert.strictEqual(error._tag, "TaskNotFoundError")
-        assert.strictEqual(yield* Effect.provide(Blocking.run(T.square, 3), executor), 9)
+        assert.strictEqual(imports.count(), 2)
+        const error = yield* Effect.flip(Effect.provide(Blocking.run(T.square, 3), executor))
+        assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "crash-loop")
+        assert.include(error.message, "did not settle within 300 ms (importTimeout)")
         const invalid = yield* Effect.flip(Layer.build(NodeBlocking.layer({ importTimeout: 0 })))
         assert.strictEqual(invalid._tag === "InvalidOptionsError" && invalid.option, "importTimeout")
       }).pipe(Effect.scoped)

@@ -142,8 +142,7 @@ const MAX_TIMER_MILLIS = 2 ** 31 - 1
 
 /**
  * Imports a module once; its tasks are found by their type id. An import still pending after
- * `importTimeoutMillis` leaves the module failed on this thread until it settles, so its jobs
- * (and the thread's Ready) do not wait for it for good.
+ * `importTimeoutMillis` ends the thread (see `expire`).
  */
 const load = (url: string): Promise<void> => {
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -157,23 +156,19 @@ const load = (url: string): Promise<void> => {
       clearTimeout(timer)
       modules.set(url, error instanceof Error ? error : new Error(describe(error)))
     })
+  modules.set(url, imported)
   const millis = data.importTimeoutMillis
-  const bounded: Promise<void> =
-    millis > MAX_TIMER_MILLIS
-      ? imported
-      : Promise.race([
-          imported,
-          new Promise<void>((resolve) => {
-            timer = setTimeout(() => {
-              if (modules.get(url) === bounded) {
-                modules.set(url, new Error(`its import did not settle within ${millis} ms (importTimeout)`))
-              }
-              resolve()
-            }, millis)
-          })
-        ])
-  modules.set(url, bounded)
-  return bounded
+  if (millis <= MAX_TIMER_MILLIS) timer = setTimeout(expire, millis, url, millis)
+  return imported
+}
+
+// An import that never settles would hold this thread's jobs (and its Ready) for good, and one
+// that settles late could still end the thread under another module's task. The thread ends
+// now, with this reason: the pool fails the job waiting for the import (the others go to other
+// threads) and counts the death against the module, as for a module that kills its thread (a
+// preloaded one's against start-up), so its crash-loop breaker ends the retries.
+const expire = (url: string, millis: number): never => {
+  throw new Error(`the import of ${url} did not settle within ${millis} ms (importTimeout)`)
 }
 
 // A module's exports by task name. Reading an export may throw (a Proxy that refuses unknown
