@@ -340,6 +340,56 @@ describe("Redirects", () => {
       }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  it.live("keeps the credentials of a token a transform fetches while a cross-origin hop is prepared", () =>
+    Effect.gen(function* () {
+      const tokenAuth: Array<string | undefined> = []
+      const seenB: Array<IncomingHttpHeaders> = []
+      const token = yield* origin({
+        "/token": (req, res) => {
+          tokenAuth.push(req.headers.authorization)
+          if (req.headers.authorization === undefined) res.writeHead(401).end("no credentials")
+          else res.end("tok")
+        }
+      })
+      const b = yield* origin({
+        "/echo": (req, res) => {
+          seenB.push(req.headers)
+          res.end("b")
+        }
+      })
+      const a = yield* origin({
+        "/cross": (_req, res) => res.writeHead(302, { location: `${b.url}/echo`, "content-length": "0" }).end()
+      })
+      const base = yield* HttpClient.HttpClient
+      // The token endpoint's client: Basic credentials above its Retry.withPolicy wrapper.
+      const tokenClient = base.pipe(
+        Retry.withPolicy,
+        HttpClient.mapRequest(HttpClientRequest.basicAuth("client-id", "client-secret"))
+      ) as HttpClient.HttpClient
+      const fetchToken = Http.getText(`${token.url}/token`).pipe(
+        Effect.provideService(HttpClient.HttpClient, tokenClient)
+      )
+      // The API client fetches a token per request, in a transform above its own wrapper, or with none.
+      const api = (wrapped: boolean) =>
+        HttpClient.mapRequestEffect(wrapped ? (Retry.withPolicy(base) as HttpClient.HttpClient) : base, (request) =>
+          Effect.map(fetchToken, (bearer) => HttpClientRequest.bearerToken(request, bearer))
+        ) as HttpClient.HttpClient
+      for (const wrapped of [true, false]) {
+        const answer = yield* Http.getText(`${a.url}/cross`).pipe(
+          Effect.provideService(HttpClient.HttpClient, api(wrapped))
+        )
+        assert.strictEqual(answer, "b")
+      }
+      // Each hop fetched its token with its Basic credentials (the hop's stripping is its own request's)...
+      assert.deepStrictEqual(tokenAuth, Array(4).fill("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="))
+      // ...and sent no bearer token to the other origin.
+      assert.deepStrictEqual(
+        seenB.map((seen) => seen.authorization),
+        [undefined, undefined]
+      )
+    }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
   it.live("sends a hop left untraced the enclosing span's trace context, or none, never the previous hop's", () =>
     Effect.gen(function* () {
       const { a, b, seenB } = yield* twoOrigins

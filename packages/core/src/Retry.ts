@@ -172,22 +172,24 @@ export const withPolicy = <E, R>(
     (request) =>
       // Requests made while this one is prepared (a transform fetching a token through this
       // client) are not under the caller's policy: each gets its own.
-      Effect.flatMap(Effect.provideService(request, PolicyApplied, false), (request) =>
-        Effect.withFiber((fiber) =>
-          // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
-          fiber.getRef(PolicyApplied)
-            ? passThrough(fiber.getRef(HopStrip), request)
-            : Effect.flatMap(RetryPolicy, (policy) =>
-                Effect.catchIf(
-                  run(policy, request, applied(attempt(policy, request))),
-                  (error) => retried.has(error as object),
-                  (error) =>
-                    Effect.succeed(
-                      ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
-                    )
+      Effect.flatMap(
+        Effect.provideService(Effect.provideService(request, PolicyApplied, false), HopStrip, undefined),
+        (request) =>
+          Effect.withFiber((fiber) =>
+            // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
+            fiber.getRef(PolicyApplied)
+              ? passThrough(fiber.getRef(HopStrip), request)
+              : Effect.flatMap(RetryPolicy, (policy) =>
+                  Effect.catchIf(
+                    run(policy, request, applied(attempt(policy, request))),
+                    (error) => retried.has(error as object),
+                    (error) =>
+                      Effect.succeed(
+                        ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
+                      )
+                  )
                 )
-              )
-        )
+          )
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )

@@ -46,8 +46,11 @@ export const wrapperBuilt = (): void => {
 }
 
 /**
- * `execute` with {@link PolicyApplied} set. Only a `Retry.withPolicy` wrapper reads it, so until
+ * `execute` with {@link PolicyApplied} set, and no {@link HopStrip} of a hop it is made during (a
+ * token a transform fetches while a cross-origin hop is prepared keeps its own credentials). Only a `Retry.withPolicy` wrapper reads it, so until
  * one exists no request can meet one, and the context it costs per request is skipped.
  */
 export const applied = <A, E, R>(execute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  wrappers.built ? Effect.provideService(execute, PolicyApplied, true) : execute
+  wrappers.built
+    ? Effect.provideService(Effect.provideService(execute, PolicyApplied, true), HopStrip, undefined)
+    : execute
