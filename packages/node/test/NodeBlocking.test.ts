@@ -751,6 +751,34 @@ describe("NodeBlocking", () => {
       )
     )
 
+    it.live(
+      "ends an import's thread past importTimeout though the module catches uncaught exceptions; counted if the call gave up",
+      () =>
+        withPool({ maxWorkers: 1, importTimeout: "300 millis", crashLoop: { deaths: 2, cooldown: "1 minute" } })(
+          Effect.gen(function* () {
+            const hanging = Blocking.task({ ...T.square, module: fixture("hangingImport.ts"), name: "square" })
+            const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+            // A thrown timeout would be swallowed by the module's handler, and the call would wait for good.
+            const first = yield* Effect.flip(Blocking.run(hanging, 2).pipe(Effect.timeout("5 seconds")))
+            assert.strictEqual(first._tag === "WorkerDiedError" && first.reason, "exit")
+            assert.include(first.message, "did not settle within 300 ms (importTimeout)")
+            // A call that gives up first (its queueTimeout) still has the thread's death counted against the
+            // module: the second such death in a row opens its breaker.
+            const second = yield* Effect.flip(Blocking.run(hanging, 3, { queueTimeout: "100 millis" }))
+            assert.strictEqual(second._tag, "TaskTimeoutError")
+            let died = 0
+            const count = Effect.map(counterValue(NodeBlocking.metrics.crashes), (now) => {
+              died = now - crashes
+            })
+            yield* eventually(() => died === 2, count)
+            assert.strictEqual(died, 2, "both threads ended")
+            const refused = yield* Effect.flip(Blocking.run(hanging, 4))
+            assert.strictEqual(refused._tag === "WorkerDiedError" && refused.reason, "crash-loop")
+            assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
+          })
+        )
+    )
+
     it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing: start-up breaker", () =>
       Effect.gen(function* () {
         const imports = yield* gatedImports

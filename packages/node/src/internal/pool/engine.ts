@@ -570,6 +570,10 @@ export class Engine {
         if (message.results.length > 0) this.receive(thread, message.results)
         // At once, not after the results queued before it: the run timeout starts when the job does.
         this.begun(thread, message.seq)
+      } else if (message._tag === "Expired") {
+        // Ended as a death of the thread (not `terminate`, which the pool's own intended ends take).
+        thread.lastError = message.reason
+        void thread.worker.terminate()
       } else if (thread.state === "starting") this.ready(thread)
     })
     // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
@@ -673,14 +677,22 @@ export class Engine {
     const wasReady = thread.state === "ready"
     if (!intended) this.options.observe.crash()
     const running = Math.abs(Atomics.load(thread.control, 0))
+    // The job it was running, or whose module it was importing: its module is blamed for the
+    // death even when the job already ended for its caller (timed out in the queue, interrupted),
+    // and it fails with WorkerDiedError if not.
+    let blamed: Job | undefined
     let culprit: Job | undefined
     const lost: Array<Job> = []
     for (const job of thread.inFlight) {
       job.grace?.()
       job.grace = undefined
+      if (!intended && job.seq === running) {
+        blamed = job
+        if (job.state === "sent") culprit = job
+        continue
+      }
       if (job.state !== "sent") continue
-      if (!intended && job.seq === running) culprit = job
-      else if (job.request.transfer.length > 0 && !thread.outbox.includes(job)) lost.push(job)
+      if (job.request.transfer.length > 0 && !thread.outbox.includes(job)) lost.push(job)
       else {
         // It never ran (or its result was lost with the thread): run it on another thread.
         if (job.started) clearTimer(job)
@@ -712,7 +724,7 @@ export class Engine {
         }
       }
     }
-    if (!intended) this.countDeath(wasReady, culprit, thread.lastError ?? `exit code ${code}`)
+    if (!intended) this.countDeath(wasReady, blamed, thread.lastError ?? `exit code ${code}`)
     this.checkWarmedUp()
     this.schedule()
   }

@@ -62,10 +62,12 @@ export type ToWorker =
  * Thread → pool. `Ready` comes once, after the thread has imported the modules it was asked to preload.
  * `Started` says job `seq` starts running now, and carries the results held back until then: sent for
  * a timed job, and for the first job of a module the thread has just imported (so that new threads
- * preload it); never for an untimed job of a module already imported.
+ * preload it); never for an untimed job of a module already imported. `Expired`: an import has not
+ * settled within `importTimeoutMillis`, and the thread must end, with `reason`.
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }
+  | { readonly _tag: "Expired"; readonly reason: string }
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
 
@@ -118,6 +120,7 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
   if (typeof u !== "object" || u === null) return false
   const tag = (u as { _tag?: unknown })._tag
   if (tag === "Ready") return true
+  if (tag === "Expired") return typeof (u as { reason?: unknown }).reason === "string"
   if (tag === "Started") {
     if (typeof (u as { seq?: unknown }).seq !== "number") return false
   } else if (tag !== "Done") return false

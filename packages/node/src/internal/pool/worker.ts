@@ -163,13 +163,13 @@ const load = (url: string): Promise<void> => {
 }
 
 // An import that never settles would hold this thread's jobs (and its Ready) for good, and one
-// that settles late could still end the thread under another module's task. The thread ends
-// now, with this reason: the pool fails the job waiting for the import (the others go to other
-// threads) and counts the death against the module, as for a module that kills its thread (a
-// preloaded one's against start-up), so its crash-loop breaker ends the retries.
-const expire = (url: string, millis: number): never => {
-  throw new Error(`the import of ${url} did not settle within ${millis} ms (importTimeout)`)
-}
+// that settles late could still end the thread under another module's task. The pool ends the
+// thread (a throw could be caught by a module's own uncaughtException handler): it fails the job
+// waiting for the import (the others go to other threads) and counts the death against the
+// module, as for a module that kills its thread (a preloaded one's against start-up), so its
+// crash-loop breaker ends the retries.
+const expire = (url: string, millis: number): void =>
+  post({ _tag: "Expired", reason: `the import of ${url} did not settle within ${millis} ms (importTimeout)` })
 
 // A module's exports by task name. Reading an export may throw (a Proxy that refuses unknown
 // keys, as envalid's `cleanEnv` returns): that is then a failure of the import, not of the thread.
