@@ -361,31 +361,35 @@ describe("Redirects", () => {
         "/cross": (_req, res) => res.writeHead(302, { location: `${b.url}/echo`, "content-length": "0" }).end()
       })
       const base = yield* HttpClient.HttpClient
-      // The token endpoint's client: Basic credentials above its Retry.withPolicy wrapper.
-      const tokenClient = base.pipe(
-        Retry.withPolicy,
-        HttpClient.mapRequest(HttpClientRequest.basicAuth("client-id", "client-secret"))
-      ) as HttpClient.HttpClient
-      const fetchToken = Http.getText(`${token.url}/token`).pipe(
-        Effect.provideService(HttpClient.HttpClient, tokenClient)
-      )
+      const basic = HttpClient.mapRequest(HttpClientRequest.basicAuth("client-id", "client-secret"))
+      // The token, fetched with `Http.getText` on a client with Basic credentials above its
+      // Retry.withPolicy wrapper, or with the client's own `get` on one with them under it.
+      const tokenUrl = `${token.url}/token`
+      const fetchers = [
+        Http.getText(tokenUrl).pipe(
+          Effect.provideService(HttpClient.HttpClient, basic(Retry.withPolicy(base)) as HttpClient.HttpClient)
+        ),
+        Effect.flatMap((Retry.withPolicy(basic(base)) as HttpClient.HttpClient).get(tokenUrl), (r) => r.text)
+      ]
       // The API client fetches a token per request, in a transform above its own wrapper, or with none.
-      const api = (wrapped: boolean) =>
+      const api = (wrapped: boolean, fetchToken: Effect.Effect<string, unknown>) =>
         HttpClient.mapRequestEffect(wrapped ? (Retry.withPolicy(base) as HttpClient.HttpClient) : base, (request) =>
-          Effect.map(fetchToken, (bearer) => HttpClientRequest.bearerToken(request, bearer))
+          Effect.map(Effect.orDie(fetchToken), (bearer) => HttpClientRequest.bearerToken(request, bearer))
         ) as HttpClient.HttpClient
-      for (const wrapped of [true, false]) {
-        const answer = yield* Http.getText(`${a.url}/cross`).pipe(
-          Effect.provideService(HttpClient.HttpClient, api(wrapped))
-        )
-        assert.strictEqual(answer, "b")
+      for (const fetchToken of fetchers) {
+        for (const wrapped of [true, false]) {
+          const answer = yield* Http.getText(`${a.url}/cross`).pipe(
+            Effect.provideService(HttpClient.HttpClient, api(wrapped, fetchToken))
+          )
+          assert.strictEqual(answer, "b")
+        }
       }
       // Each hop fetched its token with its Basic credentials (the hop's stripping is its own request's)...
-      assert.deepStrictEqual(tokenAuth, Array(4).fill("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="))
+      assert.deepStrictEqual(tokenAuth, Array(8).fill("Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="))
       // ...and sent no bearer token to the other origin.
       assert.deepStrictEqual(
         seenB.map((seen) => seen.authorization),
-        [undefined, undefined]
+        Array(4).fill(undefined)
       )
     }).pipe(Effect.scoped, Effect.provide(Client))
   )

@@ -45,7 +45,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { applied, HopStrip, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
+import { executeApplied, HopStrip, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -160,14 +160,14 @@ export const withPolicy = <E, R>(
   // response is the caller's, as the inner client returns it (a 404, a redirect for
   // `HttpClient.followRedirects`), and so is the last retried one once the policy gives up.
   const attempt = (policy: Policy, request: HttpClientRequest.HttpClientRequest) =>
-    Effect.flatMap(inner.execute(request), (response) =>
+    Effect.flatMap(executeApplied(inner, request), (response) =>
       policy.statuses.has(response.status) ? Effect.fail(retryable(response)) : Effect.succeed(response)
     )
   // A redirect hop across origins is stripped again after the inner client's own transforms.
   const passThrough = (
     strip: ((request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest) | undefined,
     request: HttpClientRequest.HttpClientRequest
-  ) => (strip === undefined ? inner.execute(request) : HttpClient.mapRequest(inner, strip).execute(request))
+  ) => executeApplied(strip === undefined ? inner : HttpClient.mapRequest(inner, strip), request, strip)
   const wrapped = HttpClient.makeWith<never, never, E | HttpClientError.HttpClientError | RetryError, R>(
     (request) =>
       // Requests made while this one is prepared (a transform fetching a token through this
@@ -181,7 +181,7 @@ export const withPolicy = <E, R>(
               ? passThrough(fiber.getRef(HopStrip), request)
               : Effect.flatMap(RetryPolicy, (policy) =>
                   Effect.catchIf(
-                    run(policy, request, applied(attempt(policy, request))),
+                    run(policy, request, attempt(policy, request)),
                     (error) => retried.has(error as object),
                     (error) =>
                       Effect.succeed(

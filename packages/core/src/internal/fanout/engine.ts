@@ -25,7 +25,7 @@ import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 import * as Exchange from "../http/exchange.ts"
 import { HopGate, HopRetry, type RedirectError } from "../http/redirect.ts"
-import { applied, unwrap } from "../retry/client.ts"
+import { executeApplied, unwrap } from "../retry/client.ts"
 import { DeadlineExceeded, type RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
 import { isRetryable, markFinalUnsafe, RetryPolicy, type RunOptions } from "../retry/policy.ts"
@@ -258,7 +258,7 @@ const runIn = <A, E, R, X>(
       if (progress !== undefined) progress.origins = origins
     }
     // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
-    const execute = (request: HttpClientRequest.HttpClientRequest) => applied(client.execute(request))
+    const execute = (request: HttpClientRequest.HttpClientRequest) => executeApplied(client, request)
     const measured = (job: Job) =>
       origins === undefined || job.host === undefined
         ? Exchange.exchange(client, job.request, onResponse)

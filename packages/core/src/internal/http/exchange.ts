@@ -14,7 +14,7 @@ import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import { applied } from "../retry/client.ts"
+import { executeApplied } from "../retry/client.ts"
 import type { RetryError } from "../retry/errors.ts"
 import { MaxBodySize } from "./body.ts"
 import { follow, isRedirect, type RedirectError } from "./redirect.ts"
@@ -116,7 +116,7 @@ export const exchange = <A, E, R, E2, R2>(
   }
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
-  return Effect.flatMap(applied(client.execute(request)), handle)
+  return Effect.flatMap(executeApplied(client, request), handle)
 }
 
 /** Largest error body drained to keep its connection; a larger or unannounced one is aborted. */

@@ -5,6 +5,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 
 /** Where a client wrapped by `Retry.withPolicy` keeps the client it wraps. */
 export const WrappedKey: unique symbol = Symbol.for("@volley/core/Retry/withPolicy")
@@ -40,17 +41,33 @@ const registry = globalThis as { [WrappersKey]?: { built: boolean } }
 const wrappers = registry[WrappersKey] ?? { built: false }
 registry[WrappersKey] = wrappers
 
-/** Called by `Retry.withPolicy`: from now on, requests must mark the fiber (see {@link applied}). */
+/** Called by `Retry.withPolicy`: from now on, requests must mark the fiber (see {@link executeApplied}). */
 export const wrapperBuilt = (): void => {
   wrappers.built = true
 }
 
 /**
- * `execute` with {@link PolicyApplied} set, and no {@link HopStrip} of a hop it is made during (a
- * token a transform fetches while a cross-origin hop is prepared keeps its own credentials). Only a `Retry.withPolicy` wrapper reads it, so until
- * one exists no request can meet one, and the context it costs per request is skipped.
+ * `client.execute(request)` sent with {@link PolicyApplied} set and `strip` (a hop's
+ * {@link HopStrip}, or none), while the request's preparation (the client's transforms, which may
+ * make requests of their own: a token fetched through another client) runs with neither, as any
+ * new request does: its wrapper applies its own policy and strips nothing. Only a
+ * `Retry.withPolicy` wrapper reads them, so until one exists no request can meet one, and the
+ * plain `execute` is sent.
  */
-export const applied = <A, E, R>(execute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  wrappers.built
-    ? Effect.provideService(Effect.provideService(execute, PolicyApplied, true), HopStrip, undefined)
-    : execute
+export const executeApplied = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>,
+  request: HttpClientRequest.HttpClientRequest,
+  strip?: (request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> => {
+  if (!wrappers.built) return client.execute(request)
+  const prepared = Effect.provideService(
+    Effect.provideService(client.preprocess(request), PolicyApplied, false),
+    HopStrip,
+    undefined
+  )
+  return Effect.provideService(
+    Effect.provideService(client.postprocess(prepared), PolicyApplied, true),
+    HopStrip,
+    strip
+  )
+}
