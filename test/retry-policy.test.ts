@@ -113,6 +113,34 @@ describe("the retry policy", () => {
         )
       )
 
+      it.effect("gives a token a transform fetches with a wrapped client's own get that client's retries", () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const base = yield* HttpClient.HttpClient
+          // A request of its own, made while the request it is for is prepared (that one runs under
+          // the policy itself): its wrapper retries its 503 (it passed it through).
+          const tokenClient = Retry.withPolicy(base) as HttpClient.HttpClient
+          const token = Effect.flatMap(
+            tokenClient.get(`${server.url}/flaky?key=token-${form.name}&fail=1`),
+            (r) => r.text
+          )
+          const api = HttpClient.mapRequestEffect(base, (request) =>
+            Effect.map(Effect.orDie(token), (bearer) => HttpClientRequest.bearerToken(request, bearer))
+          ) as HttpClient.HttpClient
+          const fiber = yield* Effect.forkChild(
+            form.get(`${server.url}/ok`).pipe(Effect.provideService(HttpClient.HttpClient, api))
+          )
+          yield* Effect.promise(() => server.receivedRequests(1).then(server.noneInFlight))
+          while (fiber.pollUnsafe() === undefined) {
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
+            yield* TestClock.adjust("100 millis")
+          }
+          yield* Fiber.join(fiber)
+          assert.strictEqual(server.requests("/flaky"), 2)
+          assert.strictEqual(server.requests("/ok"), 1)
+        }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+      )
+
       it.effect("never retries twice when other client transforms sit above Retry.layerClient", () =>
         Effect.gen(function* () {
           const server = yield* faultServer
