@@ -779,6 +779,35 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.live("runs nothing more on a thread whose import expired, though its end reaches the pool late", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1, importTimeout: "300 millis" })(
+        Effect.gen(function* () {
+          const late = Blocking.task({ ...T.square, module: fixture("lateImport.ts"), name: "square" })
+          // A task measured as short is sent ahead to the thread, behind the import.
+          for (let i = 0; i < 3; i++) yield* runReleasedBlock
+          const f = flags()
+          yield* Effect.addFinalizer(() => Effect.sync(() => release(f)))
+          const importing = yield* Effect.forkChild(Effect.flip(Blocking.run(late, 3)))
+          const behind = yield* Effect.forkChild(Blocking.run(P.block, shared(f)))
+          yield* eventLoopTurn
+          // The pool hears of the expired import late (its event loop busy past the import's end):
+          // the thread must not have gone on to the import's end and the job behind it.
+          yield* Effect.sync(() => {
+            const end = Date.now() + 1000
+            while (Date.now() < end) {}
+          })
+          assert.strictEqual(Atomics.load(f, 0), 0, "the job behind the import did not start on that thread")
+          const error = yield* Fiber.join(importing)
+          assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "exit")
+          yield* waitForFlag(f, 0)
+          release(f)
+          yield* Fiber.join(behind)
+          // Only the late module's death was counted: the pool has no reason to refuse anything.
+          yield* runReleasedBlock
+        })
+      )
+    )
+
     it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing: start-up breaker", () =>
       Effect.gen(function* () {
         const imports = yield* gatedImports

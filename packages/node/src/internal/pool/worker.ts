@@ -167,9 +167,12 @@ const load = (url: string): Promise<void> => {
 // thread (a throw could be caught by a module's own uncaughtException handler): it fails the job
 // waiting for the import (the others go to other threads) and counts the death against the
 // module, as for a module that kills its thread (a preloaded one's against start-up), so its
-// crash-loop breaker ends the retries.
-const expire = (url: string, millis: number): void =>
+// crash-loop breaker ends the retries. Until then the thread runs nothing more: not the import's
+// end, not another job, which the pool would blame for the death.
+const expire = (url: string, millis: number): void => {
   post({ _tag: "Expired", reason: `the import of ${url} did not settle within ${millis} ms (importTimeout)` })
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
+}
 
 // A module's exports by task name. Reading an export may throw (a Proxy that refuses unknown
 // keys, as envalid's `cleanEnv` returns): that is then a failure of the import, not of the thread.
