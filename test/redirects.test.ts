@@ -394,23 +394,6 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
-  it.live("keeps a wrapped client's credentials off another origin under Effect's own followRedirects", () =>
-    Effect.gen(function* () {
-      const { a, seenB } = yield* twoOrigins
-      const authed = HttpClient.mapRequest(yield* HttpClient.HttpClient, HttpClientRequest.basicAuth("user", "secret"))
-      // Effect's followRedirects drops Authorization on a hop to B and sends the hop through the
-      // client's sending side: a wrapper that prepared each attempt again put it back.
-      for (const client of [authed, Retry.withPolicy(Retry.withPolicy(authed)) as HttpClient.HttpClient]) {
-        const response = yield* HttpClient.followRedirects(client).get(`${a.url}/cross`)
-        yield* response.text
-      }
-      assert.deepStrictEqual(
-        seenB.map((seen) => seen.headers.authorization),
-        [undefined, undefined]
-      )
-    }).pipe(Effect.scoped, Effect.provide(Client))
-  )
-
   it.live("sends a hop left untraced the enclosing span's trace context, or none, never the previous hop's", () =>
     Effect.gen(function* () {
       const { a, b, seenB } = yield* twoOrigins

@@ -141,36 +141,6 @@ describe("the retry policy", () => {
         }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
       )
 
-      it.effect(
-        "gives a session a client's HttpClient.transform fetches before each send its own client's retries",
-        () =>
-          Effect.gen(function* () {
-            const server = yield* faultServer
-            const base = yield* HttpClient.HttpClient
-            // Fetched while the request is sent (after its preparation), so under the request's own
-            // policy: only that request is passed through by wrappers, not the session's.
-            const sessionClient = Retry.withPolicy(base) as HttpClient.HttpClient
-            const session = Effect.flatMap(
-              sessionClient.get(`${server.url}/flaky?key=session-${form.name}&fail=1`),
-              (r) => r.text
-            )
-            const api = HttpClient.transform(base, (effect) => Effect.andThen(Effect.orDie(session), effect))
-            const fiber = yield* Effect.forkChild(
-              form
-                .get(`${server.url}/ok`)
-                .pipe(Effect.provideService(HttpClient.HttpClient, api as HttpClient.HttpClient))
-            )
-            yield* Effect.promise(() => server.receivedRequests(1).then(server.noneInFlight))
-            while (fiber.pollUnsafe() === undefined) {
-              yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 10)))
-              yield* TestClock.adjust("100 millis")
-            }
-            yield* Fiber.join(fiber)
-            assert.strictEqual(server.requests("/flaky"), 2)
-            assert.strictEqual(server.requests("/ok"), 1)
-          }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
-      )
-
       it.effect("never retries twice when other client transforms sit above Retry.layerClient", () =>
         Effect.gen(function* () {
           const server = yield* faultServer

@@ -45,7 +45,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
+import { executeApplied, HopStrip, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -135,11 +135,9 @@ export const layerConfig = (
  * status the policy retries is sent again while the policy allows, and the last one is
  * returned when it gives up (a `Retry-After` past `maxRetryAfter` fails with
  * `RetryAfterTooLong`, its body drained); any other status, a 404 or a redirect, is returned at
- * once (so `HttpClient.followRedirects` and `filterStatusOk` work over it as over any client).
- * The wrapped client's transforms prepare each request once, and every attempt sends what they
- * prepared, as Effect's `HttpClient.retry` does. `Http.*` helpers and batches need no wrapper:
- * they apply the policy themselves, body included, and run on the client underneath this one,
- * so a request is never retried by both.
+ * once (so `HttpClient.followRedirects` and `filterStatusOk` work over it as over any client). `Http.*` helpers and batches need no wrapper: they apply the
+ * policy themselves, body included, and run on the client underneath this one, so a request
+ * is never retried by both.
  *
  * @example
  * ```ts
@@ -158,42 +156,42 @@ export const withPolicy = <E, R>(
 ): HttpClient.HttpClient.With<E | HttpClientError.HttpClientError | RetryError, R> => {
   const inner = unwrap(client)
   wrapperBuilt()
-  // One attempt: the prepared request through the inner client's sending side, marked as sent
-  // under this policy, so that a wrapper deeper in it passes it through.
-  const send = (request: HttpClientRequest.HttpClientRequest) =>
-    Effect.provideService(inner.postprocess(Effect.succeed(request)), PolicyApplied, request)
   // A response with a status the policy retries is a failure while it may be retried; any other
   // response is the caller's, as the inner client returns it (a 404, a redirect for
   // `HttpClient.followRedirects`), and so is the last retried one once the policy gives up.
   const attempt = (policy: Policy, request: HttpClientRequest.HttpClientRequest) =>
-    Effect.flatMap(send(request), (response) =>
+    Effect.flatMap(executeApplied(inner, request), (response) =>
       policy.statuses.has(response.status) ? Effect.fail(retryable(response)) : Effect.succeed(response)
     )
-  // The inner client's transforms prepare the request once, as this client's own (so a redirect
-  // that `HttpClient.followRedirects` sends on, its credentials dropped, is not prepared again),
-  // and retries send what they prepared.
-  const wrapped = HttpClient.makeWith<E, R, E | HttpClientError.HttpClientError | RetryError, R>(
-    (prepared) =>
+  // A redirect hop across origins is stripped again after the inner client's own transforms.
+  const passThrough = (
+    strip: ((request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest) | undefined,
+    request: HttpClientRequest.HttpClientRequest
+  ) => executeApplied(strip === undefined ? inner : HttpClient.mapRequest(inner, strip), request, strip)
+  const wrapped = HttpClient.makeWith<never, never, E | HttpClientError.HttpClientError | RetryError, R>(
+    (request) =>
       // Requests made while this one is prepared (a transform fetching a token through this
       // client) are not under the caller's policy: each gets its own.
-      Effect.flatMap(Effect.provideService(prepared, PolicyApplied, undefined), (request) =>
-        Effect.withFiber((fiber) =>
-          // Sent by `Http.*`, a batch or a wrapper above, which apply the policy (and check the status) themselves.
-          fiber.getRef(PolicyApplied) === request
-            ? send(request)
-            : Effect.flatMap(RetryPolicy, (policy) =>
-                Effect.catchIf(
-                  run(policy, request, attempt(policy, request)),
-                  (error) => retried.has(error as object),
-                  (error) =>
-                    Effect.succeed(
-                      ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
-                    )
+      Effect.flatMap(
+        Effect.provideService(Effect.provideService(request, PolicyApplied, false), HopStrip, undefined),
+        (request) =>
+          Effect.withFiber((fiber) =>
+            // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
+            fiber.getRef(PolicyApplied)
+              ? passThrough(fiber.getRef(HopStrip), request)
+              : Effect.flatMap(RetryPolicy, (policy) =>
+                  Effect.catchIf(
+                    run(policy, request, attempt(policy, request)),
+                    (error) => retried.has(error as object),
+                    (error) =>
+                      Effect.succeed(
+                        ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
+                      )
+                  )
                 )
-              )
-        )
+          )
       ),
-    inner.preprocess
+    Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )
   // `Http.*` and batches find the inner client here and apply the policy once, themselves.
   return Object.assign(wrapped, { [WrappedKey]: inner })

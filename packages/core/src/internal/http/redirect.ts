@@ -22,7 +22,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Validate from "../options.ts"
 import { redactInput } from "../proxy/url.ts"
-import { unwrap } from "../retry/client.ts"
+import { HopStrip, unwrap } from "../retry/client.ts"
 import type { RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
 import { markFinal, RetryPolicy, type RunOptions } from "../retry/policy.ts"
@@ -387,10 +387,18 @@ const withoutHeaders = (
 
 // Once a chain has crossed origins, every later hop runs on `client` with the same headers
 // dropped after the client's own transforms (`HttpClient.mapRequest` appends to them), which
-// would otherwise put an `Authorization` back; a `Retry.withPolicy` wrapper's inner client
-// prepares its requests among them.
-const stripping = <E, R>(client: HttpClient.HttpClient.With<E, R>, policy: Policy): HttpClient.HttpClient.With<E, R> =>
-  HttpClient.mapRequest(client, (request) => stripSensitive(request, policy))
+// would otherwise put an `Authorization` back. The client under a `Retry.withPolicy` wrapper
+// keeps its transforms, so they are stripped as well: by the wrapper itself (see `HopStrip`)
+// when a transform above it hides it from `unwrap`.
+const stripping = <E, R>(
+  client: HttpClient.HttpClient.With<E, R>,
+  policy: Policy
+): HttpClient.HttpClient.With<E, R> => {
+  const strip = (request: HttpClientRequest.HttpClientRequest) => stripSensitive(request, policy)
+  return HttpClient.transformResponse(HttpClient.mapRequest(client, strip), (effect) =>
+    Effect.provideService(effect, HopStrip, strip)
+  )
+}
 
 // A Location as the client hands it: a header's bytes, one character each (latin1), so raw
 // UTF-8 (`/café` sent unencoded, as many servers do) reads as `/cafÃ©`. As undici's fetch

@@ -15,16 +15,23 @@ export const unwrap = <E, R>(client: HttpClient.HttpClient.With<E, R>): HttpClie
   (client as { readonly [WrappedKey]?: HttpClient.HttpClient.With<E, R> })[WrappedKey] ?? client
 
 /**
- * The request being sent under a policy its caller applies (`Http.*`, a batch, a wrapper's own
- * attempt): a `Retry.withPolicy` wrapper found deeper, under transforms or `Resilience.layer`,
- * passes that request through instead of retrying it again. The request itself, not a flag: a
- * request made while it is sent (a session a `HttpClient.transform` fetches through another
- * wrapped client) is not it, and gets its own client's policy.
+ * Set while `Http.*` or a batch runs a request under the policy themselves: a `Retry.withPolicy`
+ * wrapper found deeper (under `HttpClient.mapRequest`, `Resilience.layer`...) passes it through,
+ * so nothing is retried twice whatever sits above the wrapper.
  */
-export const PolicyApplied = Context.Reference<HttpClientRequest.HttpClientRequest | undefined>(
-  "@volley/core/Retry/PolicyApplied",
-  { defaultValue: () => undefined }
-)
+export const PolicyApplied = Context.Reference<boolean>("@volley/core/Retry/PolicyApplied", {
+  defaultValue: () => false
+})
+
+/**
+ * Set while a redirect hop that crossed origins is sent: drops the headers that must not reach
+ * its origin. A `Retry.withPolicy` wrapper passing the hop's request through applies it after
+ * the transforms of the client it wraps, which run after everything above the wrapper (the
+ * hop's own stripping included) and could put an `Authorization` back.
+ */
+export const HopStrip = Context.Reference<
+  ((request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest) | undefined
+>("@volley/core/Retry/HopStrip", { defaultValue: () => undefined })
 
 const WrappersKey: unique symbol = Symbol.for("@volley/core/Retry/wrappers")
 // Whether a `Retry.withPolicy` wrapper was ever built in this process. Shared through the global
@@ -40,18 +47,27 @@ export const wrapperBuilt = (): void => {
 }
 
 /**
- * `client.execute(request)` with the prepared request marked as sent under the caller's policy
- * (see {@link PolicyApplied}); its preparation (the client's transforms, which may make requests
- * of their own: a token fetched through another client) runs unmarked, as any new request does.
- * Only a `Retry.withPolicy` wrapper reads the mark, so until one exists no request can meet one,
- * and the plain `execute` is sent.
+ * `client.execute(request)` sent with {@link PolicyApplied} set and `strip` (a hop's
+ * {@link HopStrip}, or none), while the request's preparation (the client's transforms, which may
+ * make requests of their own: a token fetched through another client) runs with neither, as any
+ * new request does: its wrapper applies its own policy and strips nothing. Only a
+ * `Retry.withPolicy` wrapper reads them, so until one exists no request can meet one, and the
+ * plain `execute` is sent.
  */
 export const executeApplied = <E, R>(
   client: HttpClient.HttpClient.With<E, R>,
-  request: HttpClientRequest.HttpClientRequest
-): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> =>
-  wrappers.built
-    ? Effect.flatMap(Effect.provideService(client.preprocess(request), PolicyApplied, undefined), (prepared) =>
-        Effect.provideService(client.postprocess(Effect.succeed(prepared)), PolicyApplied, prepared)
-      )
-    : client.execute(request)
+  request: HttpClientRequest.HttpClientRequest,
+  strip?: (request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest
+): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> => {
+  if (!wrappers.built) return client.execute(request)
+  const prepared = Effect.provideService(
+    Effect.provideService(client.preprocess(request), PolicyApplied, false),
+    HopStrip,
+    undefined
+  )
+  return Effect.provideService(
+    Effect.provideService(client.postprocess(prepared), PolicyApplied, true),
+    HopStrip,
+    strip
+  )
+}
