@@ -1,0 +1,129 @@
+// One policy per request however a Retry.withPolicy wrapper is stacked under Effect's own client
+// combinators that send a request other than the one prepared (a cookie jar adds its cookie while
+// sending; followRedirects sends each hop): the wrapper passes what Http.*, a batch or an outer
+// wrapper sends under its policy through. A request counted as a different one was retried by both.
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Http, Retry } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Ref } from "effect"
+import { type Cookies, HttpClient, HttpClientRequest } from "effect/http"
+
+const server = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ url: string; count: (p: string) => number; close: () => Promise<void> }>((resolve) => {
+        const perPath = new Map<string, number>()
+        const perKey = new Map<string, number>()
+        const s = createServer((req, res) => {
+          const u = new URL(req.url ?? "/", "http://x")
+          perPath.set(u.pathname, (perPath.get(u.pathname) ?? 0) + 1)
+          if (u.pathname === "/cookie") {
+            res.writeHead(200, { "set-cookie": "sid=1; Path=/" })
+            return res.end("ok")
+          }
+          if (u.pathname === "/redir") {
+            res.writeHead(302, { location: u.searchParams.get("to") ?? "/" })
+            return res.end()
+          }
+          if (u.pathname === "/flaky") {
+            const key = u.searchParams.get("key") ?? ""
+            const n = (perKey.get(key) ?? 0) + 1
+            perKey.set(key, n)
+            if (n <= Number(u.searchParams.get("fail") ?? "0")) {
+              res.writeHead(503)
+              return res.end("busy")
+            }
+            res.writeHead(200)
+            return res.end("ok")
+          }
+          res.writeHead(200)
+          res.end("ok")
+        })
+        s.listen(0, "127.0.0.1", () =>
+          resolve({
+            url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`,
+            count: (p) => perPath.get(p) ?? 0,
+            close: () =>
+              new Promise<void>((r) => {
+                s.closeAllConnections()
+                s.close(() => r())
+              })
+          })
+        )
+      })
+  ),
+  (s) => Effect.promise(s.close)
+)
+
+const policy = Retry.layer({ retries: 1, baseDelay: 0, jitter: false, budget: false })
+
+describe("Retry.withPolicy stacked under Effect's client combinators", () => {
+  it.live("Http.getText over HttpClient.withCookiesRef(Retry.layerClient): 1 retry allowed -> 2 sends", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const base = yield* HttpClient.HttpClient
+      const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
+      const client = HttpClient.withCookiesRef(Retry.withPolicy(base), jar) as HttpClient.HttpClient
+      yield* Effect.gen(function* () {
+        yield* Http.getText(`${srv.url}/cookie`) // the jar now holds sid=1
+        yield* Effect.exit(Http.getText(`${srv.url}/flaky?key=a&fail=5`))
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(policy))
+      assert.strictEqual(srv.count("/flaky"), 2)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("Fanout.all over HttpClient.withCookiesRef(Retry.layerClient): 1 retry allowed -> 2 sends", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const base = yield* HttpClient.HttpClient
+      const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
+      const client = HttpClient.withCookiesRef(Retry.withPolicy(base), jar) as HttpClient.HttpClient
+      yield* Effect.gen(function* () {
+        yield* Http.getText(`${srv.url}/cookie`)
+        yield* Effect.exit(Fanout.all([`${srv.url}/flaky?key=b&fail=5`], { read: (r) => r.text }))
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(policy))
+      assert.strictEqual(srv.count("/flaky"), 2)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("Http.getText over HttpClient.followRedirects(Retry.layerClient): a redirect hop is retried once", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const base = yield* HttpClient.HttpClient
+      const client = HttpClient.followRedirects(Retry.withPolicy(base)) as HttpClient.HttpClient
+      yield* Effect.exit(Http.getText(`${srv.url}/redir?to=/flaky%3Fkey%3Dc%26fail%3D5`)).pipe(
+        Effect.provideService(HttpClient.HttpClient, client),
+        Effect.provide(policy)
+      )
+      assert.strictEqual(srv.count("/flaky"), 2)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("nested Retry.withPolicy with withCookiesRef between: 1 retry allowed -> 2 sends", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const base = yield* HttpClient.HttpClient
+      const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
+      const client = Retry.withPolicy(HttpClient.withCookiesRef(Retry.withPolicy(base), jar))
+      yield* Effect.gen(function* () {
+        yield* client.get(`${srv.url}/cookie`)
+        yield* Effect.exit(client.get(`${srv.url}/flaky?key=d&fail=5`))
+      }).pipe(Effect.provide(policy))
+      assert.strictEqual(srv.count("/flaky"), 2)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("nested Retry.withPolicy with mapRequest between: 1 retry allowed -> 2 sends", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const base = yield* HttpClient.HttpClient
+      const client = Retry.withPolicy(
+        HttpClient.mapRequest(Retry.withPolicy(base), HttpClientRequest.setHeader("x", "y"))
+      )
+      yield* Effect.exit(client.get(`${srv.url}/flaky?key=e&fail=5`)).pipe(Effect.provide(policy))
+      assert.strictEqual(srv.count("/flaky"), 2)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+})
