@@ -60,33 +60,28 @@ const server = Effect.acquireRelease(
 const policy = Retry.layer({ retries: 1, baseDelay: 0, jitter: false, budget: false })
 
 describe("Retry.withPolicy stacked under Effect's client combinators", () => {
-  it.live("Http.getText over HttpClient.withCookiesRef(Retry.layerClient): 1 retry allowed -> 2 sends", () =>
-    Effect.gen(function* () {
-      const srv = yield* server
-      const base = yield* HttpClient.HttpClient
-      const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
-      const client = HttpClient.withCookiesRef(Retry.withPolicy(base), jar) as HttpClient.HttpClient
-      yield* Effect.gen(function* () {
-        yield* Http.getText(`${srv.url}/cookie`) // the jar now holds sid=1
-        yield* Effect.exit(Http.getText(`${srv.url}/flaky?key=a&fail=5`))
-      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(policy))
-      assert.strictEqual(srv.count("/flaky"), 2)
-    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
-  )
-
-  it.live("Fanout.all over HttpClient.withCookiesRef(Retry.layerClient): 1 retry allowed -> 2 sends", () =>
-    Effect.gen(function* () {
-      const srv = yield* server
-      const base = yield* HttpClient.HttpClient
-      const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
-      const client = HttpClient.withCookiesRef(Retry.withPolicy(base), jar) as HttpClient.HttpClient
-      yield* Effect.gen(function* () {
-        yield* Http.getText(`${srv.url}/cookie`)
-        yield* Effect.exit(Fanout.all([`${srv.url}/flaky?key=b&fail=5`], { read: (r) => r.text }))
-      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(policy))
-      assert.strictEqual(srv.count("/flaky"), 2)
-    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
-  )
+  const forms: ReadonlyArray<{
+    readonly name: string
+    readonly get: (url: string) => Effect.Effect<unknown, unknown, HttpClient.HttpClient>
+  }> = [
+    { name: "Http.getText", get: (url) => Http.getText(url) },
+    { name: "Fanout.all", get: (url) => Fanout.all([url], { read: (r) => r.text }) }
+  ]
+  for (const form of forms) {
+    it.live(`${form.name} over HttpClient.withCookiesRef(Retry.layerClient): 1 retry allowed -> 2 sends`, () =>
+      Effect.gen(function* () {
+        const srv = yield* server
+        const base = yield* HttpClient.HttpClient
+        const jar = yield* Ref.make<ReadonlyArray<Cookies.Cookie>>([])
+        const client = HttpClient.withCookiesRef(Retry.withPolicy(base), jar) as HttpClient.HttpClient
+        yield* Effect.gen(function* () {
+          yield* Http.getText(`${srv.url}/cookie`) // the jar now holds sid=1
+          yield* Effect.exit(form.get(`${srv.url}/flaky?key=${form.name}&fail=5`))
+        }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provide(policy))
+        assert.strictEqual(srv.count("/flaky"), 2)
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
+  }
 
   it.live("Http.getText over HttpClient.followRedirects(Retry.layerClient): a redirect hop is retried once", () =>
     Effect.gen(function* () {
