@@ -156,10 +156,12 @@ export interface Options {
    * an import that never settles (a top-level `await` on a connection that never answers) cannot
    * hold its callers, or a `waitForWorkers` layer build, for good. Past it the thread ends, as
    * when a module kills the thread that imports it: the task waiting for the import fails with
-   * `WorkerDiedError` (its `detail` says so), the thread's other tasks run on other threads, and
-   * `crashLoop.deaths` such deaths in a row open the crash-loop breaker for the module (for a
-   * module of `tasks`, imported as threads start, the start-up breaker). More than 0; an import
-   * that blocks its thread (a synchronous loop) is bounded by `queueTimeout` instead.
+   * `WorkerDiedError` (its `detail` says so), the thread's other tasks run on other threads (one
+   * whose payload was transferred fails with `WorkerDiedError`: its buffers went with the thread),
+   * and `crashLoop.deaths` such deaths in a row open the crash-loop breaker for the module (for a
+   * module of `tasks`, imported as threads start, the start-up breaker; a module that imported in
+   * time before is no longer imported by new threads before they are ready). More than 0; an
+   * import that blocks its thread (a synchronous loop) is bounded by `queueTimeout` instead.
    * @default "60 seconds"
    */
   readonly importTimeout?: Duration.Input | undefined

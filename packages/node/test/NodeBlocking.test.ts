@@ -808,6 +808,56 @@ describe("NodeBlocking", () => {
       )
     )
 
+    it.live("stops preloading a module that imported once when its import later expires; no start-up breaker", () =>
+      withPool({
+        minWorkers: 2,
+        maxWorkers: 2,
+        importTimeout: "300 millis",
+        crashLoop: { deaths: 2, cooldown: "1 minute" }
+      })(
+        Effect.gen(function* () {
+          const imports = yield* gatedImports
+          yield* Blocking.run(P.threadId, undefined)
+          const first = yield* Effect.forkChild(Blocking.run(gatedSquare, 3))
+          assert.isTrue(yield* eventually(() => imports.count() === 1))
+          imports.finish()
+          assert.strictEqual(yield* Fiber.join(first), 9)
+          // New threads now import the module as they start, and from here on its import hangs. One
+          // crash (of a module that has worked) makes the pool start one: its import expires. That
+          // was a start-up death, and the next thread's too: the start-up breaker refused every task.
+          const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+          assert.strictEqual((yield* Effect.flip(Blocking.run(P.exit, 3)))._tag, "WorkerDiedError")
+          let died = 0
+          const count = Effect.map(counterValue(NodeBlocking.metrics.crashes), (now) => {
+            died = now - crashes
+          })
+          yield* eventually(() => died >= 2, count)
+          // Long enough for a third thread to start and expire (300 ms) if it still imported the module.
+          for (let i = 0; i < 100 && died < 3; i++) yield* Effect.andThen(realSleep(10), count)
+          assert.strictEqual(died, 2, "the thread after the expired one did not import the module")
+          assert.strictEqual(imports.count(), 2)
+          assert.strictEqual(yield* Blocking.run(T.square, 4), 16)
+        })
+      )
+    )
+
+    it.live("fails a task with a transferred payload sent ahead behind an expired import, saying it did not run", () =>
+      withPool({ maxWorkers: 1, minWorkers: 1, importTimeout: "300 millis", tasks: [T.reverse], waitForWorkers: true })(
+        Effect.gen(function* () {
+          const imports = yield* gatedImports
+          // Measured as short: sent ahead to the thread importing the gated module.
+          for (let i = 0; i < 3; i++) yield* Blocking.run(T.reverse, new Uint8Array([1]))
+          const importing = yield* Effect.forkChild(Effect.flip(Blocking.run(gatedSquare, 3)))
+          assert.isTrue(yield* eventually(() => imports.count() === 1))
+          // Its buffers went to the thread with it, so it cannot be sent again; the thread ran nothing after the import.
+          const behind = yield* Effect.flip(Blocking.run(T.reverse, new Uint8Array([1, 2, 3])))
+          assert.strictEqual(behind._tag === "WorkerDiedError" && behind.reason, "exit")
+          assert.include(behind.message, "so it is not run again (it did not run)")
+          assert.strictEqual((yield* Fiber.join(importing))._tag, "WorkerDiedError")
+        })
+      )
+    )
+
     it.effect("builds a waitForWorkers pool whose preloaded module never finishes importing: start-up breaker", () =>
       Effect.gen(function* () {
         const imports = yield* gatedImports

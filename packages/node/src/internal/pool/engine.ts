@@ -101,6 +101,8 @@ export class Engine {
   private readonly breaker: Breaker
   /** Modules new threads import before they report ready: declared ones, and those a thread has imported. */
   private readonly preload: Set<string>
+  /** The modules of the layer's `tasks`. */
+  private readonly declared: ReadonlySet<string>
   private readonly tasks: Array<TaskInfo | undefined> = []
   private readonly taskIds = new WeakMap<Blocking.AnyTask, number>()
   private readonly taskIdsByKey = new Map<string, number>()
@@ -122,6 +124,7 @@ export class Engine {
   constructor(options: EngineOptions) {
     this.options = options
     this.preload = new Set(options.preload)
+    this.declared = new Set(options.preload)
     this.breaker = new Breaker(options.clock, options.crashLoopDeaths, options.crashLoopCooldownMillis)
     for (let i = 0; i < options.minWorkers; i++) if (!this.spawn()) break
   }
@@ -297,7 +300,7 @@ export class Engine {
   private pick(window: number): Thread | undefined {
     let best: Thread | undefined
     for (const thread of this.threads) {
-      if (thread.state !== "ready" || thread.inFlight.length >= window) continue
+      if (thread.state !== "ready" || thread.expired !== undefined || thread.inFlight.length >= window) continue
       if (best === undefined || thread.inFlight.length < best.inFlight.length) best = thread
     }
     return best
@@ -573,6 +576,7 @@ export class Engine {
       } else if (message._tag === "Expired") {
         // Ended as a death of the thread (not `terminate`, which the pool's own intended ends take).
         thread.lastError = message.reason
+        thread.expired = message.module
         void thread.worker.terminate()
       } else if (thread.state === "starting") this.ready(thread)
     })
@@ -717,26 +721,37 @@ export class Engine {
     }
     if (lost.length > 0) {
       const how = intended ? "was terminated" : `died (${thread.lastError ?? `exit code ${code}`})`
-      const detail = `its thread ${how} before it reported the task, and the task's transferred payload was lost with the thread, so it is not run again (it may have run)`
+      // A thread whose import expired ran nothing after it: the task did not run.
+      const ran = thread.expired === undefined ? " (it may have run)" : " (it did not run)"
+      const detail = `its thread ${how} before it reported the task, and the task's transferred payload was lost with the thread, so it is not run again${ran}`
       for (const job of lost) {
         if (job.state === "sent") {
           this.fail(job, new Blocking.WorkerDiedError({ task: job.name, reason: "exit", exitCode: code, detail }))
         }
       }
     }
-    if (!intended) this.countDeath(wasReady, blamed, thread.lastError ?? `exit code ${code}`)
+    const cause = thread.lastError ?? `exit code ${code}`
+    if (!intended && thread.expired !== undefined && !this.declared.has(thread.expired)) {
+      // An import that expired is its module's death, whether the thread was ready or importing it
+      // as a preload it had learnt (a module that imported in time before): threads started from
+      // now on import it only for its own tasks, and the other modules' tasks are not refused.
+      this.preload.delete(thread.expired)
+      this.moduleDeath(thread.expired, cause)
+    } else if (!intended) this.countDeath(wasReady, blamed?.module, cause)
     this.checkWarmedUp()
     this.schedule()
   }
 
-  private countDeath(wasReady: boolean, culprit: Job | undefined, cause: string): void {
+  private countDeath(wasReady: boolean, module: string | undefined, cause: string): void {
     if (!wasReady) {
       const opened = this.breaker.startupDeath(cause)
       if (opened !== undefined) this.failQueued(() => true, opened)
-    } else if (culprit !== undefined) {
-      const opened = this.breaker.moduleDeath(culprit.module, cause)
-      if (opened !== undefined) this.failQueued((job) => job.module === culprit.module, opened)
-    }
+    } else if (module !== undefined) this.moduleDeath(module, cause)
+  }
+
+  private moduleDeath(module: string, cause: string): void {
+    const opened = this.breaker.moduleDeath(module, cause)
+    if (opened !== undefined) this.failQueued((job) => job.module === module, opened)
   }
 
   /** The breaker opened: queued jobs it refuses fail now rather than start another doomed thread. */

@@ -63,11 +63,11 @@ export type ToWorker =
  * `Started` says job `seq` starts running now, and carries the results held back until then: sent for
  * a timed job, and for the first job of a module the thread has just imported (so that new threads
  * preload it); never for an untimed job of a module already imported. `Expired`: an import has not
- * settled within `importTimeoutMillis`, and the thread must end, with `reason`.
+ * settled within `importTimeoutMillis`, and the thread must end, with `reason`; it runs nothing more.
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }
-  | { readonly _tag: "Expired"; readonly reason: string }
+  | { readonly _tag: "Expired"; readonly module: string; readonly reason: string }
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
 
@@ -120,7 +120,11 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
   if (typeof u !== "object" || u === null) return false
   const tag = (u as { _tag?: unknown })._tag
   if (tag === "Ready") return true
-  if (tag === "Expired") return typeof (u as { reason?: unknown }).reason === "string"
+  if (tag === "Expired") {
+    return (
+      typeof (u as { reason?: unknown }).reason === "string" && typeof (u as { module?: unknown }).module === "string"
+    )
+  }
   if (tag === "Started") {
     if (typeof (u as { seq?: unknown }).seq !== "number") return false
   } else if (tag !== "Done") return false

@@ -27,6 +27,8 @@ export interface Thread<J> {
   /** Set by an `error` event before its exit: tells an out-of-memory death from a plain exit, and why it died. */
   outOfMemory: boolean
   lastError: string | undefined
+  /** The module whose import expired on it (see `importTimeout`): it takes no more jobs, and is ending. */
+  expired: string | undefined
   /** Cancels its idle timer (it ends the thread if the pool can spare it). */
   idleTimer: (() => void) | undefined
 }
@@ -73,6 +75,7 @@ export const spawnThread = (
     nextSeq: 1,
     outOfMemory: false,
     lastError: undefined,
+    expired: undefined,
     idleTimer: undefined
   }
 }

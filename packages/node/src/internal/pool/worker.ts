@@ -170,7 +170,11 @@ const load = (url: string): Promise<void> => {
 // crash-loop breaker ends the retries. Until then the thread runs nothing more: not the import's
 // end, not another job, which the pool would blame for the death.
 const expire = (url: string, millis: number): void => {
-  post({ _tag: "Expired", reason: `the import of ${url} did not settle within ${millis} ms (importTimeout)` })
+  post({
+    _tag: "Expired",
+    module: url,
+    reason: `the import of ${url} did not settle within ${millis} ms (importTimeout)`
+  })
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
 }
 
