@@ -259,16 +259,18 @@ const runIn = <A, E, R, X>(
     }
     // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
     const execute = (request: HttpClientRequest.HttpClientRequest) => executeApplied(client, request)
-    const measured = (job: Job) =>
+    // `fiber`: the fiber that runs the attempt, when the caller holds it (a worker's first attempt):
+    // the client then needs no step to find it.
+    const measured = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>) =>
       origins === undefined || job.host === undefined
-        ? Exchange.exchange(client, job.request, onResponse)
+        ? Exchange.exchange(client, job.request, onResponse, fiber)
         : origins.measure(job.host, execute(job.request), onResponse)
     // An attempt after one that redirected (a retry) starts again at the request's own origin,
     // under its limit: the slot it holds is the hop's, or none if it gave up waiting for one.
     // Built when it runs: an adaptive limit measures it at the origin it is sent to.
-    const attempt = (job: Job) =>
+    const attempt = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>) =>
       job.origin === undefined
-        ? measured(job)
+        ? measured(job, fiber)
         : Effect.suspend(() =>
             job.host === job.origin
               ? measured(job)
@@ -373,12 +375,7 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
-          // The plain first attempt: the client is handed the fiber that runs it (no step to find it).
-          const first =
-            job.origin === undefined && origins === undefined
-              ? Exchange.exchange(client, job.request, onResponse, self)
-              : attempt(job)
-          return Effect.matchCauseEffect(first, firstExit)
+          return Effect.matchCauseEffect(attempt(job, self), firstExit)
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
