@@ -6,6 +6,7 @@ import { Cause, Clock, ConfigProvider, Context, type Duration, Effect, Exit, Fib
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Http, Resilience, Retry } from "../src/index.ts"
+import { timedRetry } from "./fixtures/timedRetry.ts"
 
 /** A client answering request n with `respond(n)`; records when each was sent. */
 const answering = (respond: (n: number) => { status: number; headers?: Record<string, string> }) => {
@@ -342,13 +343,7 @@ describe("Resilience.layer, attemptTimeout", () => {
         )
         return Effect.succeed({ client, sent })
       })
-    const retry = {
-      retries: 2,
-      attemptTimeout: "2 seconds",
-      baseDelay: "100 millis",
-      jitter: false,
-      budget: false
-    } as const
+    const retry = timedRetry
     /** What a request ended with: its text, or its error's tag, limit and time left. */
     const outcome = (result: Result.Result<string, unknown>) => {
       if (Result.isSuccess(result)) return result.success

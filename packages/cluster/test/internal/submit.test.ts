@@ -115,19 +115,27 @@ describe("submit", () => {
       assert.deepStrictEqual((await wait(job)).succeeded, 2)
     }, 30_000)
 
-    it("fails with JobNotFoundError when submitting again a job submitted in full that is forgotten meanwhile", async () => {
-      const job = "full-forgotten"
-      const a = ["not a url", `${suite.origins[0]!.url}/full-forgotten/a/1`]
-      assert.strictEqual(await run(ClusterFanout.submit(job, a)), 2)
+    // Submits `job` in full, then the same items again, whose input waits at its end while the job
+    // is forgotten and `meanwhile` runs: returns the second submit's result.
+    const resubmitAcrossForget = async (job: string, items: ReadonlyArray<string>, meanwhile: () => Promise<void>) => {
+      assert.strictEqual(await run(ClusterFanout.submit(job, items)), items.length)
       await wait(job)
       // The same input again: it finds the job submitted in full, then its input waits at its end.
       const input = gate()
-      const again = run(Effect.result(ClusterFanout.submit(job, gated(a, a.length, input))))
+      const again = run(Effect.result(ClusterFanout.submit(job, gated(items, items.length, input))))
       await input.reached
       await run(ClusterFanout.forget(job))
+      await meanwhile()
       input.open()
+      return again
+    }
+
+    it("fails with JobNotFoundError when submitting again a job submitted in full that is forgotten meanwhile", async () => {
+      const job = "full-forgotten"
+      const a = ["not a url", `${suite.origins[0]!.url}/full-forgotten/a/1`]
+      const again = await resubmitAcrossForget(job, a, async () => {})
       // It compared its input with the hash read at the start and returned 2 for a job that is gone.
-      assert.strictEqual(failure(await again), "JobNotFoundError")
+      assert.strictEqual(failure(again), "JobNotFoundError")
       assert.strictEqual(await count(`select count(*) as n from volley_jobs where job_id = '${job}'`), 0)
     }, 30_000)
 
@@ -135,16 +143,11 @@ describe("submit", () => {
       const job = "full-replaced"
       const a = ["not a url", `${suite.origins[0]!.url}/full-replaced/a/1`]
       const b = [`${suite.origins[1]!.url}/full-replaced/b/0`, `${suite.origins[1]!.url}/full-replaced/b/1`, "x"]
-      assert.strictEqual(await run(ClusterFanout.submit(job, a)), 2)
-      await wait(job)
-      const input = gate()
-      const again = run(Effect.result(ClusterFanout.submit(job, gated(a, a.length, input))))
-      await input.reached
-      await run(ClusterFanout.forget(job))
-      assert.strictEqual(await run(ClusterFanout.submit(job, b)), 3)
-      input.open()
+      const again = await resubmitAcrossForget(job, a, async () => {
+        assert.strictEqual(await run(ClusterFanout.submit(job, b)), 3)
+      })
       // It reported its 2 items submitted while the id held 3 other ones.
-      assert.strictEqual(failure(await again), "JobNotFoundError")
+      assert.strictEqual(failure(again), "JobNotFoundError")
       const final = await wait(job)
       assert.deepStrictEqual([final.total, final.succeeded, final.failed], [3, 2, 1])
     }, 30_000)

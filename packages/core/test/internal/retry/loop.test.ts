@@ -3,6 +3,7 @@ import { type Duration, Effect, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Http, Resilience, Retry } from "../../../src/index.ts"
+import { timedRetry } from "../../fixtures/timedRetry.ts"
 
 /** Moves the clock `steps` times by `step`, letting every fiber run between moves. */
 const advance = (steps: number, step: Duration.Input) =>
@@ -28,13 +29,7 @@ const redirecting = (aDelay: number) => {
   )
 }
 
-const retry = {
-  retries: 2,
-  attemptTimeout: "2 seconds",
-  baseDelay: "100 millis",
-  jitter: false,
-  budget: false
-} as const
+const retry = timedRetry
 
 const outcome = (result: Result.Result<string, unknown>) =>
   Result.isSuccess(result) ? result.success : (result.failure as { readonly _tag: string })._tag
