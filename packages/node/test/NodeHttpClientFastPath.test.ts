@@ -31,6 +31,7 @@ const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void
   "/echo": (req, res) => req.pipe(res.writeHead(200)),
   "/traceparent": (req, res) => res.writeHead(200).end(req.headers.traceparent ?? "none"),
   "/headers": (req, res) => res.writeHead(200).end(JSON.stringify(req.headers)),
+  "/target": (req, res) => res.writeHead(200).end(req.url),
   "/stalled-body": (_req, res) => {
     res.writeHead(200, { "content-length": "10" }).write("12345")
   },
@@ -129,6 +130,30 @@ describe("NodeHttpClient", () => {
             assert.strictEqual(yield* text.text, "hello")
             assert.deepStrictEqual(yield* Effect.flatMap(client.get(`${server.url}/json`), (r) => r.json), { id: 1 })
             assert.strictEqual((yield* client.get(`${server.url}/missing`)).status, 404)
+          })
+        )
+      )
+
+      it.live("sends a URL as the WHATWG parser resolves it and reports it without its fragment", () =>
+        run(
+          Effect.gen(function* () {
+            const server = yield* origin
+            const client = yield* HttpClient.HttpClient
+            const host = server.url.slice("http://".length)
+            const cases: ReadonlyArray<readonly [HttpClientRequest.HttpClientRequest, string]> = [
+              [HttpClientRequest.get(`${server.url}/target?x=1&y=%2e`), "/target?x=1&y=%2e"],
+              [HttpClientRequest.get(`HTTP://${host}/a/../target?`), "/target"],
+              [HttpClientRequest.get(`http://${host}/%2e/target?q=a b#frag`), "/target?q=a%20b"],
+              [HttpClientRequest.get(`${server.url}/target`, { urlParams: { a: "1" } }), "/target?a=1"]
+            ]
+            for (const [request, path] of cases) {
+              const response = yield* client.execute(request)
+              assert.strictEqual(yield* response.text, path, request.url)
+              assert.strictEqual(response.request.url, request.url)
+              const parsed = new URL(request.url)
+              parsed.hash = ""
+              if (request.urlParams.params.length === 0) assert.strictEqual(response.url, parsed.href)
+            }
           })
         )
       )

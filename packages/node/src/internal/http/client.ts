@@ -45,6 +45,7 @@ import {
   unsupportedUrl
 } from "./dispatch.ts"
 import { Meters, type OriginMeter } from "./metrics.ts"
+import { canonical, fromUrl, Target } from "./target.ts"
 
 /**
  * Extra attributes for a traced request's client span, from its URL (`NodeProxy` adds the
@@ -72,40 +73,42 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
         trace === undefined
           ? sent
           : HttpClientRequest.removeHeader(HttpClientRequest.removeHeader(sent, "b3"), "traceparent")
-      const run = isPlain(request)
-        ? send(
-            dispatcher,
-            request,
-            url,
-            settings,
-            signal,
-            fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
-            meters,
-            trace
-          )
-        : url.protocol !== "http:" && url.protocol !== "https:"
+      const target = fromUrl(url)
+      const run =
+        target === undefined
           ? Effect.fail(unsupportedUrl(request, url))
-          : request.headers.upgrade === undefined
-            ? Effect.flatMap(uploadOf(request), ([converted, upload]) =>
-                send(
-                  dispatcher,
-                  converted,
-                  url,
-                  settings,
-                  signal,
-                  fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
-                  meters,
-                  trace,
-                  upload
-                ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
+          : isPlain(request)
+            ? send(
+                dispatcher,
+                request,
+                target,
+                settings,
+                signal,
+                fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+                meters,
+                trace
               )
-            : // the outer client already traces this request
-              metered(
-                meters.of(url.origin),
-                fallback
-                  .execute(sent)
-                  .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
-              )
+            : request.headers.upgrade === undefined
+              ? Effect.flatMap(uploadOf(request), ([converted, upload]) =>
+                  send(
+                    dispatcher,
+                    converted,
+                    target,
+                    settings,
+                    signal,
+                    fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+                    meters,
+                    trace,
+                    upload
+                  ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
+                )
+              : // the outer client already traces this request
+                metered(
+                  meters.of(target.origin),
+                  fallback
+                    .execute(sent)
+                    .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
+                )
       // Only when the request has its client span: otherwise (a streamed body with tracing off
       // for it) the current span is the caller's, which these attributes are not about.
       if (!hasClientSpan(request, fiber)) return run
@@ -123,17 +126,13 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       trace: TraceHeaders | undefined,
       exchange?: Exchange<A, E, R>
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
-      const url = parseUrl(request)
-      return Result.isFailure(url)
-        ? Effect.fail(
-            new HttpClientError.HttpClientError({
-              reason: new HttpClientError.InvalidUrlError({ request, cause: url.failure })
-            })
-          )
+      const target = targetOf(request)
+      return !(target instanceof Target)
+        ? Effect.fail(target)
         : send(
             dispatcher,
             request,
-            url.success,
+            target,
             settings,
             undefined,
             fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
@@ -232,14 +231,26 @@ const hasCode = (cause: unknown): cause is { readonly code: string } =>
   typeof (cause as { readonly code?: unknown }).code === "string" &&
   (cause as { readonly code: string }).code !== ""
 
-// The request's URL as `Url.make` resolves it. Without query parameters or hash (most
-// requests) it is the URL as given: `URL.parse` alone, with no exception to catch.
-const parseUrl = (request: HttpClientRequest.HttpClientRequest): Result.Result<URL, Url.UrlError> => {
+// Where the request's URL, as `Url.make` resolves it, goes, or why it cannot be sent. Without
+// query parameters or hash (most requests) it is the URL as given: read from its text when
+// written as the parser writes it, else `URL.parse` alone, with no exception to catch.
+const targetOf = (request: HttpClientRequest.HttpClientRequest): Target | HttpClientError.HttpClientError => {
+  let url: URL | null = null
   if (request.urlParams.params.length === 0 && Option.isNone(request.hash)) {
-    const url = URL.parse(request.url)
-    if (url !== null) return Result.succeed(url)
+    const target = canonical(request.url)
+    if (target !== undefined) return target
+    url = URL.parse(request.url)
   }
-  return Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+  if (url === null) {
+    const made = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+    if (Result.isFailure(made)) {
+      return new HttpClientError.HttpClientError({
+        reason: new HttpClientError.InvalidUrlError({ request, cause: made.failure })
+      })
+    }
+    url = made.success
+  }
+  return fromUrl(url) ?? unsupportedUrl(request, url)
 }
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if

@@ -11,6 +11,7 @@ import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decod
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
 import { Body, HIGH_WATER_MARK, isComplete, LeanResponse, readComplete, track } from "./response.ts"
+import type { Target } from "./target.ts"
 
 /** The client's settings for every request: timeouts in milliseconds, as undici takes them, and body defaults. */
 export interface Settings {
@@ -40,9 +41,9 @@ export const isPlain = (request: HttpClientRequest.HttpClientRequest): boolean =
 export type Upload = Readable | Undici.FormData
 
 /**
- * Sends a plain request (see {@link isPlain}), or one whose body is given as `upload`. One that
- * can never be sent fails at once without reaching the network: a URL that is not
- * `http:`/`https:` with an `InvalidUrlError`, a header undici cannot write (a bad name; CR, LF,
+ * Sends a plain request (see {@link isPlain}), or one whose body is given as `upload`, to
+ * `target` (the caller has checked it is `http:`/`https:`). One that can never be sent fails at
+ * once without reaching the network: a header undici cannot write (a bad name; CR, LF,
  * NUL or a character above U+00FF in a value) with an `EncodeError`. Interrupting the effect
  * before the response head arrives aborts the request, which destroys its socket. `signal`,
  * when given, aborts it at any time, including while the body is read (`HttpClient.make` uses
@@ -52,7 +53,7 @@ export type Upload = Readable | Undici.FormData
 export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
-  url: URL,
+  target: Target,
   settings: Settings,
   signal: AbortSignal | undefined,
   decompress: boolean,
@@ -61,21 +62,16 @@ export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = n
   upload?: Upload,
   exchange?: Exchange<A, E, R>
 ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
-  // Each read of a URL's part builds a new string: read each once.
-  const protocol = url.protocol
-  if (protocol !== "http:" && protocol !== "https:") return Effect.fail(unsupportedUrl(request, url))
-  const origin = url.origin
-  const sent = settings.http2 && protocol === "https:" ? withoutH2Forbidden(request) : request
+  const sent = settings.http2 && target.https ? withoutH2Forbidden(request) : request
   // Without an exchange, what the handler resumes with is the response (`A`'s default).
   return dispatch(
     dispatcher,
     sent,
-    url,
-    origin,
+    target,
     settings,
     signal,
     decompress,
-    meters.of(origin),
+    meters.of(target.origin),
     trace,
     upload,
     exchange
@@ -202,8 +198,7 @@ export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClie
 const dispatch = <A, E, R>(
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
-  url: URL,
-  origin: string,
+  target: Target,
   settings: Settings,
   signal: AbortSignal | undefined,
   decompress: boolean,
@@ -213,12 +208,12 @@ const dispatch = <A, E, R>(
   exchange: Exchange<A, E, R> | undefined
 ): Effect.Effect<unknown, unknown, unknown> =>
   Effect.callback((resume) => {
-    const handler = new Handler(request, url, resume, signal, decompress, settings, meter, exchange)
+    const handler = new Handler(request, target.href, resume, signal, decompress, settings, meter, exchange)
     try {
       dispatcher.dispatch(
         {
-          origin,
-          path: url.pathname + url.search,
+          origin: target.origin,
+          path: target.path,
           method: request.method,
           headers: outgoing(request.headers, decompress, trace),
           body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
@@ -235,7 +230,8 @@ const dispatch = <A, E, R>(
 
 class Handler implements Undici.Dispatcher.DispatchHandler {
   readonly request: HttpClientRequest.HttpClientRequest
-  readonly url: URL
+  // What the response reports as its URL.
+  readonly url: string
   readonly resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void
   readonly signal: AbortSignal | undefined
   readonly decompress: boolean
@@ -256,7 +252,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
 
   constructor(
     request: HttpClientRequest.HttpClientRequest,
-    url: URL,
+    url: string,
     resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void,
     signal: AbortSignal | undefined,
     decompress: boolean,
@@ -326,7 +322,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.status = statusCode
     const codings = this.decompress ? codingsOf(headers["content-encoding"]) : undefined
     this.body = new Body(controller, codings, this.settings.maxBodySize)
-    const response = new LeanResponse(this.request, responseUrl(this.url), statusCode, headers, this.body)
+    const response = new LeanResponse(this.request, this.url, statusCode, headers, this.body)
     // A body announced as small is awaited before handing the response over: reading it then
     // costs no second suspension of the caller's fiber, and the connection is free again by
     // the time the caller sees the response (so an unread small body never holds it). Not an
@@ -436,9 +432,6 @@ const UNSENDABLE: ReadonlySet<unknown> = new Set([
 
 const isInvalidArgument = (cause: unknown): cause is Error =>
   cause instanceof Error && UNSENDABLE.has((cause as { readonly code?: unknown }).code)
-
-// The resolved URL without its hash, as platform-node's client reports it.
-const responseUrl = (url: URL): string => (url.hash === "" ? url.href : url.href.slice(0, -url.hash.length))
 
 // Responses that ended during the current task, ended together from one immediate queued by a
 // microtask (which runs once the task is over, so after undici queued its immediates): per
