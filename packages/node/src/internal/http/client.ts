@@ -119,10 +119,19 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
+    const refs = new WeakMap<Context.Context<never>, FastRefs>()
+    const refsOf = (fiber: Fiber.Fiber<unknown, unknown>): FastRefs => {
+      let found = refs.get(fiber.context)
+      if (found === undefined) {
+        found = new FastRefs(fiber.context, settings)
+        refs.set(fiber.context, found)
+      }
+      return found
+    }
     // `A` is the response's type unless an exchange is given (see `send`).
     const fast = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
       request: HttpClientRequest.HttpClientRequest,
-      fiber: Fiber.Fiber<unknown, unknown>,
+      fiberRefs: FastRefs,
       trace: TraceHeaders | undefined,
       exchange?: Exchange<A, E, R>
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
@@ -135,7 +144,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             target,
             settings,
             undefined,
-            fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
+            fiberRefs.decompress,
             meters,
             trace,
             undefined,
@@ -143,8 +152,9 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
           )
     }
     const route = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
-      const trace = fastTrace(request, fiber)
-      return trace === TRACED ? traced.execute(request) : fast(request, fiber, trace)
+      const fiberRefs = refsOf(fiber)
+      const trace = fastTrace(request, fiber, fiberRefs)
+      return trace === TRACED ? traced.execute(request) : fast(request, fiberRefs, trace)
     }
     // `@volley/core`'s exchange (`Http.*`, a batch's first attempt) in fewer steps on the fast
     // path (see `Exchange`).
@@ -157,10 +167,10 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
       // Without the fiber that will run it (a batch's attempt), the route is decided when it runs.
       if (fiber === undefined) return Effect.withFiber((fiber) => exchange(request, kind, handle, read, fiber))
-      const trace = fastTrace(request, fiber)
+      const fiberRefs = refsOf(fiber)
+      const trace = fastTrace(request, fiber, fiberRefs)
       if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
-      const limit = fiber.getRef(HttpBody.MaxBodySize) ?? settings.maxBodySize
-      return fast(request, fiber, trace, new Exchange(kind, handle, read, limit))
+      return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize))
     }
     const client = HttpClient.makeWith(
       (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),
@@ -175,21 +185,44 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     })
   })
 
+// What the fast path reads of a fiber's context, read once per context: a context never
+// changes (providing a service makes a new one), the fibers of `Effect.forEach` and of a batch
+// share theirs, and looking up a reference the context does not set costs two map misses
+// (six of them were a twentieth of a small request's own JavaScript).
+class FastRefs {
+  // Whether trace context may be sent at all.
+  readonly propagating: boolean
+  readonly disabledWhen: (request: HttpClientRequest.HttpClientRequest) => boolean
+  // Whether spans are recorded (a tracer other than Effect's default one).
+  readonly recording: boolean
+  readonly propagationEnabled: boolean
+  readonly maxBodySize: number
+  readonly decompress: boolean
+  constructor(context: Context.Context<never>, settings: Settings) {
+    this.propagating =
+      !Context.get(context, Tracer.DisablePropagation) && Context.get(context, References.TracerEnabled)
+    this.disabledWhen = Context.get(context, HttpClient.TracerDisabledWhen)
+    this.recording = Context.get(context, Tracer.Tracer) !== Tracer.nativeTracer
+    this.propagationEnabled = Context.get(context, HttpClient.TracerPropagationEnabled)
+    this.maxBodySize = Context.get(context, HttpBody.MaxBodySize) ?? settings.maxBodySize
+    this.decompress = Context.get(context, HttpBody.Decompress) ?? settings.decompress
+  }
+}
+
 // Whether a plain request takes the fast path, and then with which trace headers; `TRACED`: it
 // needs `HttpClient.make`'s client span (or is not plain).
 const TRACED = Symbol("traced")
 const fastTrace = (
   request: HttpClientRequest.HttpClientRequest,
-  fiber: Fiber.Fiber<unknown, unknown>
+  fiber: Fiber.Fiber<unknown, unknown>,
+  refs: FastRefs
 ): TraceHeaders | undefined | typeof TRACED => {
   if (!isPlain(request)) return TRACED
-  if (fiber.getRef(Tracer.DisablePropagation) || !fiber.getRef(References.TracerEnabled)) return undefined
+  if (!refs.propagating) return undefined
   // No client span for this request (`TracerDisabledWhen`, as a batch without `tracing` sets
   // it), or nothing records spans (Effect's default tracer): skip the span, but keep
   // propagating the enclosing span's trace context (a batch's), so the trace stays one.
-  if (fiber.getRef(HttpClient.TracerDisabledWhen)(request) || fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) {
-    return traceOf(fiber)
-  }
+  if (!refs.recording || refs.disabledWhen(request)) return traceOf(fiber, refs)
   return TRACED
 }
 
@@ -258,9 +291,9 @@ const targetOf = (request: HttpClientRequest.HttpClientRequest): Target | HttpCl
 // a batch's span), so a trace that crosses this service stays one trace; without a span it
 // carries none. Each span's headers are built once (a batch sends its span's with every request).
 const traceHeaders = new WeakMap<Tracer.AnySpan, TraceHeaders | null>()
-const traceOf = (fiber: Fiber.Fiber<unknown, unknown>): TraceHeaders | undefined => {
+const traceOf = (fiber: Fiber.Fiber<unknown, unknown>, refs: FastRefs): TraceHeaders | undefined => {
   const span = fiber.cache.span
-  if (span === undefined || !fiber.getRef(HttpClient.TracerPropagationEnabled)) return undefined
+  if (span === undefined || !refs.propagationEnabled) return undefined
   let trace = traceHeaders.get(span)
   if (trace === undefined) {
     trace =
