@@ -31,6 +31,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
@@ -44,7 +45,7 @@ import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
-import { RetryPolicy } from "./internal/retry/policy.ts"
+import { type Policy, RetryPolicy } from "./internal/retry/policy.ts"
 import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -302,9 +303,37 @@ const run = <A, E, R>(
 > =>
   // One step finds the client, the policy and the fiber: the idiom runs this once per request.
   Effect.withFiber((fiber) => {
-    const client = unwrap(Context.getUnsafe(fiber.context, HttpClient.HttpClient))
-    return runOn(fiber, fiber.getRef(RetryPolicy), request, Exchange.exchange(client, request, handle, fiber))
+    const found = servicesOf(fiber.context)
+    return runOn(
+      fiber,
+      found.policy,
+      request,
+      Exchange.exchange(found.client, request, handle, fiber),
+      undefined,
+      found.clock
+    )
   })
+
+// What `run` reads of its fiber's context, read once per context: a context never changes
+// (providing a service makes a new one) and the fibers of `Effect.forEach` share their parent's.
+interface RunServices {
+  readonly client: HttpClient.HttpClient
+  readonly policy: Policy
+  readonly clock: Clock.Clock
+}
+const services = new WeakMap<Context.Context<never>, RunServices>()
+const servicesOf = (context: Context.Context<never>): RunServices => {
+  let found = services.get(context)
+  if (found === undefined) {
+    found = {
+      client: unwrap(Context.getUnsafe(context, HttpClient.HttpClient)),
+      policy: Context.get(context, RetryPolicy),
+      clock: Context.get(context, Clock.Clock)
+    }
+    services.set(context, found)
+  }
+  return found
+}
 
 // Built once: the hot path allocates only the request and its effects.
 const onText = Exchange.onResponse(Exchange.readText, true)

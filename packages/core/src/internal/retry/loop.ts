@@ -64,14 +64,16 @@ export const runOn = <A, E, R>(
   policy: Policy,
   request: HttpClientRequest.HttpClientRequest,
   attempt: Effect.Effect<A, E, R>,
-  options?: RunOptions
+  options?: RunOptions,
+  // The fiber's, when the caller already holds it.
+  clock: Clock.Clock = fiber.getRef(Clock.Clock)
 ): Effect.Effect<A, E | RetryError, R> => {
   const budget = policy.budget
   if (budget === undefined || isTimed(policy, options)) return final(loopOn(fiber, policy, request, attempt, options))
   // The default policy (a budget, nothing to time), as `Http.*` run it per request: one handler,
   // run only when the attempt fails, takes back a request that could never be sent, retries,
   // and marks what it gives up on as final (`afterFailure` marks its own).
-  const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  const start = clock.currentTimeMillisUnsafe()
   budget.request(start)
   return Effect.catch(attempt, (error) => {
     if (isUnsent(error)) budget.unrequest(start)
