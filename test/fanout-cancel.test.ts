@@ -65,6 +65,20 @@ describe("Fanout cancellation", () => {
     { timeout: 20_000 }
   )
 
+  it.live("interrupting a batch with more items than workers closes the requests in flight and sends no other", () =>
+    Effect.gen(function* () {
+      const server = yield* remoteFaultServer
+      const urls = Array.from({ length: 40 }, (_, i) => `${server.url}/hang?i=${i}`)
+      const fiber = yield* Fanout.allSettled(urls, { concurrency: 4 }).pipe(Effect.forkChild)
+      yield* Effect.promise(() => server.until((s) => s.requests === 4))
+      // Each worker aborts its own request when it is interrupted (its first attempts leave
+      // that to it): no worker goes on to the next item on the way out.
+      yield* Fiber.interrupt(fiber)
+      yield* Effect.promise(() => server.until((s) => s.openSockets === 0)).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual((yield* Effect.promise(server.stats)).requests, 4)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
   it.live("closing a stream early interrupts its requests and closes their sockets", () =>
     Effect.gen(function* () {
       const server = yield* faultServer

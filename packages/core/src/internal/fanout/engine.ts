@@ -261,16 +261,16 @@ const runIn = <A, E, R, X>(
     const execute = (request: HttpClientRequest.HttpClientRequest) => executeApplied(client, request)
     // `fiber`: the fiber that runs the attempt, when the caller holds it (a worker's first attempt):
     // the client then needs no step to find it.
-    const measured = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>) =>
+    const measured = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>, inFlight?: Exchange.InFlight) =>
       origins === undefined || job.host === undefined
-        ? Exchange.exchange(client, job.request, onResponse, fiber)
+        ? Exchange.exchange(client, job.request, onResponse, fiber, inFlight)
         : origins.measure(job.host, execute(job.request), onResponse)
     // An attempt after one that redirected (a retry) starts again at the request's own origin,
     // under its limit: the slot it holds is the hop's, or none if it gave up waiting for one.
     // Built when it runs: an adaptive limit measures it at the origin it is sent to.
-    const attempt = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>) =>
+    const attempt = (job: Job, fiber?: Fiber.Fiber<unknown, unknown>, inFlight?: Exchange.InFlight) =>
       job.origin === undefined
-        ? measured(job, fiber)
+        ? measured(job, fiber, inFlight)
         : Effect.suspend(() =>
             job.host === job.origin
               ? measured(job)
@@ -325,6 +325,9 @@ const runIn = <A, E, R, X>(
       let current: Job | undefined
       // When the bare first attempt of `current` was counted in the budget.
       let counted = 0
+      // A bare first attempt runs on this worker's fiber, interrupted only with the worker: its
+      // request is left here, and aborted by the worker (see `Exchange.InFlight`).
+      const inFlight: Exchange.InFlight = { current: undefined }
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const stop = settle(current!, exit)
         current = undefined
@@ -375,11 +378,12 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
-          return Effect.matchCauseEffect(attempt(job, self), firstExit)
+          return Effect.matchCauseEffect(attempt(job, self, inFlight), firstExit)
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
-      if (!gated) return Effect.suspend(loop)
+      const run = Effect.onInterrupt(Effect.suspend(loop), () => abortInFlight(inFlight))
+      if (!gated) return run
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
       // not per request: a hop is rare).
       // The wait for it is off the attempt's clock: `attemptTimeout` counts from when it has one.
@@ -395,7 +399,7 @@ const runIn = <A, E, R, X>(
             return cancel === undefined ? undefined : Effect.sync(cancel)
           })
         )
-      const gatedLoop = Effect.provideService(Effect.suspend(loop), HopGate, gate)
+      const gatedLoop = Effect.provideService(run, HopGate, gate)
       if (origins === undefined) return gatedLoop
       // An adaptive limit also learns from hops: the redirect code sends them through the
       // environment's client, which here times each attempt at the hop's origin (only the
@@ -541,6 +545,11 @@ class Workers<X, R> {
     })
   })
 }
+
+// A worker interrupted with a request in flight closes its connection, as an interrupted
+// request does (see `Exchange.InFlight`).
+const abortInFlight = (inFlight: Exchange.InFlight): Effect.Effect<void> =>
+  Effect.sync(() => inFlight.current?.abort(new Error("The request was interrupted")))
 
 /**
  * Gives every job that did not finish by the deadline `DeadlineExceeded`, in input order: those

@@ -43,13 +43,23 @@ export const ExchangeKey = Symbol.for("@volley/core/HttpClient/exchange")
 /** What a `handle` built by {@link onResponse} reads from a 2xx response: a built-in read, or its caller's. */
 export type ExchangeRead = "text" | "bytes" | "custom"
 
+/**
+ * The request a batch worker has in flight, which the worker aborts when it is interrupted: its
+ * first attempts then need no interrupt handler of their own (each cost a finalizer on the
+ * fiber's stack and an uninterruptible step when the response arrived).
+ */
+export interface InFlight {
+  current: { readonly abort: (reason: Error) => void } | undefined
+}
+
 type Exchanging = {
   readonly [ExchangeKey]?: <A, E, R>(
     request: HttpClientRequest.HttpClientRequest,
     kind: ExchangeRead,
     handle: Read<A, E, R>,
     read: Read<A, E, R>,
-    fiber: Fiber.Fiber<unknown, unknown> | undefined
+    fiber: Fiber.Fiber<unknown, unknown> | undefined,
+    inFlight: InFlight | undefined
   ) => Effect.Effect<A, E | HttpClientError.HttpClientError, R>
 }
 
@@ -100,19 +110,22 @@ export const onResponse = <A, E, R>(
  * Runs one request through `client` and hands its response to `handle` (see {@link onResponse}).
  * `fiber`: the fiber that will run the effect, in the context it will run in, when the caller
  * holds it (`Http.*`): the client then decides how to send the request now, not in a step of its own.
+ * `inFlight`: where the client may leave the request for `fiber` to abort when it is interrupted,
+ * instead of handling the interrupt itself (only for a fiber that does, see {@link InFlight}).
  */
 export const exchange = <A, E, R, E2, R2>(
   client: HttpClient.HttpClient.With<E2, R2>,
   request: HttpClientRequest.HttpClientRequest,
   handle: Read<A, E, R>,
-  fiber?: Fiber.Fiber<unknown, unknown>
+  fiber?: Fiber.Fiber<unknown, unknown>,
+  inFlight?: InFlight
 ): Effect.Effect<A, E | E2, R | R2> => {
   const reading = (handle as Reading)[ReadKey]
   const exchanging = reading === undefined ? undefined : (client as Exchanging)[ExchangeKey]
   // A client offering the exchange is a platform's own, never a `Retry.withPolicy` wrapper.
   if (exchanging !== undefined) {
     const read = reading!.read as Read<A, E, R>
-    return exchanging(request, reading!.kind, handle, read, fiber) as Effect.Effect<A, E | E2, R | R2>
+    return exchanging(request, reading!.kind, handle, read, fiber, inFlight) as Effect.Effect<A, E | E2, R | R2>
   }
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.

@@ -36,6 +36,7 @@ import {
   Exchange,
   ExchangeKey,
   type ExchangeRead,
+  type InFlight,
   isPlain,
   retypeRejected,
   type Settings,
@@ -163,14 +164,16 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       kind: ExchangeRead,
       handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
       read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
-      fiber: Fiber.Fiber<unknown, unknown> | undefined
+      fiber: Fiber.Fiber<unknown, unknown> | undefined,
+      inFlight: InFlight | undefined
     ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
       // Without the fiber that will run it (a batch's attempt), the route is decided when it runs.
-      if (fiber === undefined) return Effect.withFiber((fiber) => exchange(request, kind, handle, read, fiber))
+      if (fiber === undefined)
+        return Effect.withFiber((fiber) => exchange(request, kind, handle, read, fiber, inFlight))
       const fiberRefs = refsOf(fiber)
       const trace = fastTrace(request, fiber, fiberRefs)
       if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
-      return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize))
+      return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight))
     }
     const client = HttpClient.makeWith(
       (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),

@@ -82,6 +82,14 @@ export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = n
 export type ExchangeRead = "text" | "bytes" | "custom"
 
 /**
+ * Where `@volley/core`'s batch worker keeps its request in flight, to abort it when the worker
+ * is interrupted (its `Exchange.InFlight`): such a request returns no interrupt handler.
+ */
+export interface InFlight {
+  current: { readonly abort: (reason: Error) => void } | undefined
+}
+
+/**
  * Where `@volley/core` finds a client's exchange (see its internal/http/exchange.ts): a registry
  * symbol, so neither package imports the other's internals.
  */
@@ -100,16 +108,19 @@ export class Exchange<A, E, R> {
   readonly handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   readonly limit: number
+  readonly inFlight: InFlight | undefined
   constructor(
     kind: ExchangeRead,
     handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
     read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
-    limit: number
+    limit: number,
+    inFlight: InFlight | undefined
   ) {
     this.kind = kind
     this.handle = handle
     this.read = read
     this.limit = limit
+    this.inFlight = inFlight
   }
 
   settle(response: LeanResponse): Effect.Effect<A, E, R> {
@@ -225,7 +236,9 @@ const dispatch = <A, E, R>(
     } catch (cause) {
       handler.onResponseError(undefined, cause)
     }
-    return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
+    const inFlight = exchange?.inFlight
+    if (inFlight === undefined) return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
+    inFlight.current = handler
   })
 
 class Handler implements Undici.Dispatcher.DispatchHandler {
