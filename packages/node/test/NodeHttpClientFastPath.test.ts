@@ -337,6 +337,32 @@ describe("NodeHttpClient", () => {
   })
 
   describe("tracing", () => {
+    it.live(
+      "asks TracerDisabledWhen about every request, with no tracer configured too, as Effect's client does",
+      () => {
+        const asked: Array<string> = []
+        const predicate = function (this: unknown, request: HttpClientRequest.HttpClientRequest) {
+          asked.push(`${request.method} ${this === undefined ? "" : "with this"}`)
+          return false
+        }
+        return Effect.gen(function* () {
+          const server = yield* origin
+          const client = yield* HttpClient.HttpClient
+          yield* Effect.flatMap(client.get(`${server.url}/text`), (r) => r.text)
+          const streamed = HttpClientRequest.post(`${server.url}/echo`).pipe(
+            HttpClientRequest.bodyStream(Stream.make(new Uint8Array([1])))
+          )
+          yield* Effect.flatMap(client.execute(streamed), (r) => r.text)
+          // The streamed one takes the traced path, where Effect's client asks again.
+          assert.deepStrictEqual([...new Set(asked)], ["GET ", "POST "])
+        }).pipe(
+          Effect.provideService(HttpClient.TracerDisabledWhen, predicate),
+          Effect.scoped,
+          Effect.provide(NodeHttpClient.layer())
+        )
+      }
+    )
+
     it.live("records a client span unless tracing is off for the request", () => {
       const names: Array<string> = []
       const tracer = Tracer.make({

@@ -224,8 +224,11 @@ const fastTrace = (
   if (!refs.propagating) return undefined
   // No client span for this request (`TracerDisabledWhen`, as a batch without `tracing` sets
   // it), or nothing records spans (Effect's default tracer): skip the span, but keep
-  // propagating the enclosing span's trace context (a batch's), so the trace stays one.
-  if (!refs.recording || refs.disabledWhen(request)) return traceOf(fiber, refs)
+  // propagating the enclosing span's trace context (a batch's), so the trace stays one. The
+  // predicate is the user's: called for every request, as Effect's client calls it, and with
+  // no `this`.
+  const disabledWhen = refs.disabledWhen
+  if (disabledWhen(request) || !refs.recording) return traceOf(fiber, refs)
   return TRACED
 }
 

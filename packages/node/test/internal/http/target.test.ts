@@ -99,10 +99,13 @@ describe("internal/http/target", () => {
       { ...canonical("http://127.0.0.1:8080/2b") },
       { origin: "http://127.0.0.1:8080", path: "/2b", href: "http://127.0.0.1:8080/2b", https: false }
     )
-    assert.deepStrictEqual(
-      { ...canonical("https://api.example.com/v1/items?id=3&q=a%20b") },
-      parsed("https://api.example.com/v1/items?id=3&q=a%20b")
-    )
+    for (const text of [
+      "https://api.example.com/v1/items?id=3&q=a%20b",
+      "http://a-b.0day.io:65535//x/.hidden/a..b/c.?q=./y/../%2e&r=?",
+      "https://255.255.255.255:1/~u/:x@y;z=1,2+3$4!5*6(7)8&9'%zz"
+    ]) {
+      assert.deepStrictEqual({ ...canonical(text) }, parsed(text), text)
+    }
   })
 
   it("leaves to the parser every URL the parser would write otherwise, or might", () => {
@@ -126,6 +129,17 @@ describe("internal/http/target", () => {
       "http://example.com/a/./b",
       "http://example.com/a/..",
       "http://example.com/%2e%2e/b",
+      "http://example.com/%2E/b",
+      "http://example.com/.%2E/b",
+      "http://example.com/a/%2E",
+      "http://foo.123/",
+      "http://1.2.3.4.5/",
+      "http://1.2.3.256/",
+      "http://example.com:65536/",
+      "http://example.com:0/",
+      "http://a_b.com/",
+      "http://exa%41mple.com/",
+      "http://example.com/a|b",
       "http://example.com/a\\b",
       "http://example.com/a b",
       "http://example.com/ä",
