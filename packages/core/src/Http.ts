@@ -314,25 +314,27 @@ const run = <A, E, R>(
     )
   })
 
-// What `run` reads of its fiber's context, read once per context: a context never changes
-// (providing a service makes a new one) and the fibers of `Effect.forEach` share their parent's.
+// What `run` reads of its fiber's context, read again only when the context changes: a context
+// never changes (providing a service makes a new one) and the fibers of `Effect.forEach` share
+// their parent's. The last context's is kept until a call in another context replaces it (one,
+// not a map: a `WeakMap` insert costs more than the lookups where each call has its own context).
 interface RunServices {
+  readonly context: Context.Context<never>
   readonly client: HttpClient.HttpClient
   readonly policy: Policy
   readonly clock: Clock.Clock
 }
-const services = new WeakMap<Context.Context<never>, RunServices>()
+let last: RunServices | undefined
 const servicesOf = (context: Context.Context<never>): RunServices => {
-  let found = services.get(context)
-  if (found === undefined) {
-    found = {
+  if (last?.context !== context) {
+    last = {
+      context,
       client: unwrap(Context.getUnsafe(context, HttpClient.HttpClient)),
       policy: Context.get(context, RetryPolicy),
       clock: Context.get(context, Clock.Clock)
     }
-    services.set(context, found)
   }
-  return found
+  return last
 }
 
 // Built once: the hot path allocates only the request and its effects.

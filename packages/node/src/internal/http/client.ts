@@ -120,14 +120,11 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
-    const refs = new WeakMap<Context.Context<never>, FastRefs>()
+    // The last context's (see `FastRefs`): kept until a request in another context replaces it.
+    let lastRefs: FastRefs | undefined
     const refsOf = (fiber: Fiber.Fiber<unknown, unknown>): FastRefs => {
-      let found = refs.get(fiber.context)
-      if (found === undefined) {
-        found = new FastRefs(fiber.context, settings)
-        refs.set(fiber.context, found)
-      }
-      return found
+      if (lastRefs?.context !== fiber.context) lastRefs = new FastRefs(fiber.context, settings)
+      return lastRefs
     }
     // `A` is the response's type unless an exchange is given (see `send`).
     const fast = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
@@ -188,11 +185,14 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     })
   })
 
-// What the fast path reads of a fiber's context, read once per context: a context never
-// changes (providing a service makes a new one), the fibers of `Effect.forEach` and of a batch
-// share theirs, and looking up a reference the context does not set costs two map misses
-// (six of them were a twentieth of a small request's own JavaScript).
+// What the fast path reads of a fiber's context, read again only when the context changes: a
+// context never changes (providing a service makes a new one), the fibers of `Effect.forEach`
+// and of a batch share theirs, and looking up a reference the context does not set costs two
+// map misses (six of them were a twentieth of a small request's own JavaScript). One context
+// is remembered, not a map of them: a `WeakMap` insert per context cost several times the
+// lookups it saves where each request has a context of its own (a span per request).
 class FastRefs {
+  readonly context: Context.Context<never>
   // Whether trace context may be sent at all.
   readonly propagating: boolean
   readonly disabledWhen: (request: HttpClientRequest.HttpClientRequest) => boolean
@@ -202,6 +202,7 @@ class FastRefs {
   readonly maxBodySize: number
   readonly decompress: boolean
   constructor(context: Context.Context<never>, settings: Settings) {
+    this.context = context
     this.propagating =
       !Context.get(context, Tracer.DisablePropagation) && Context.get(context, References.TracerEnabled)
     this.disabledWhen = Context.get(context, HttpClient.TracerDisabledWhen)
