@@ -141,6 +141,25 @@ const write = (
     )
   )
 
+/**
+ * Marks when a chunk started (the first time) or finished, for `progress`; only while the
+ * chunk's submission is the job's: a chunk of a forgotten submission that ends after the job
+ * was submitted again under its id must not mark the new submission's chunk of that number.
+ */
+export const markChunk = (
+  chunk: Pick<Chunk, "job" | "nonce" | "chunk">,
+  mark: "started" | "finished"
+): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    durable(
+      mark === "started"
+        ? sql`update volley_chunks c set started_at = coalesce(c.started_at, now()) from volley_jobs j
+            where c.job_id = ${chunk.job} and c.chunk = ${chunk.chunk} and j.job_id = c.job_id and j.nonce = ${chunk.nonce}`
+        : sql`update volley_chunks c set finished_at = now() from volley_jobs j
+            where c.job_id = ${chunk.job} and c.chunk = ${chunk.chunk} and j.job_id = c.job_id and j.nonce = ${chunk.nonce}`
+    )
+  )
+
 // A job cancelled (or forgotten, perhaps submitted again: another nonce) while its chunk runs:
 // checked before each item, read at most twice a second per chunk.
 const cancelledCheck = (job: string, nonce: string) => {
@@ -180,9 +199,7 @@ export const runChunk = (
       }>`select item from volley_results where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
     )
     const skip = new Set(done.map((row) => Number(row.item)))
-    yield* durable(
-      sql`update volley_chunks set started_at = coalesce(started_at, now()) where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
-    )
+    yield* markChunk(chunk, "started")
     const reader = chunk.reader === null ? undefined : worker.readers.get(chunk.reader)
     const pending = chunk.items.filter((item) => !skip.has(item.index))
     yield* Effect.forEach(
@@ -210,9 +227,7 @@ export const runChunk = (
       { concurrency: chunk.perHost, discard: true }
     )
     if (gone) return
-    yield* durable(
-      sql`update volley_chunks set finished_at = now() where job_id = ${chunk.job} and chunk = ${chunk.chunk}`
-    )
+    yield* markChunk(chunk, "finished")
     // The job is finished when every item of a fully submitted job has an outcome.
     yield* durable(sql`update volley_jobs set finished_at = now()
       where job_id = ${chunk.job} and finished_at is null and total is not null
