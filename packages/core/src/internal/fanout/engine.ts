@@ -331,6 +331,8 @@ const runIn = <A, E, R, X>(
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const stop = settle(current!, exit)
         current = undefined
+        // Nothing of a finished item stays reachable while the worker waits for the next.
+        inFlight.current = undefined
         workers.busy--
         return stop === undefined ? loop() : stop
       }
