@@ -45,7 +45,15 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import { executeApplied, HopStrip, PolicyApplied, unwrap, WrappedKey, wrapperBuilt } from "./internal/retry/client.ts"
+import {
+  executeApplied,
+  HopStrip,
+  PolicyApplied,
+  unmarked,
+  unwrap,
+  WrappedKey,
+  wrapperBuilt
+} from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
 import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -172,24 +180,22 @@ export const withPolicy = <E, R>(
     (request) =>
       // Requests made while this one is prepared (a transform fetching a token through this
       // client) are not under the caller's policy: each gets its own.
-      Effect.flatMap(
-        Effect.provideService(Effect.provideService(request, PolicyApplied, false), HopStrip, undefined),
-        (request) =>
-          Effect.withFiber((fiber) =>
-            // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
-            fiber.getRef(PolicyApplied)
-              ? passThrough(fiber.getRef(HopStrip), request)
-              : Effect.flatMap(RetryPolicy, (policy) =>
-                  Effect.catchIf(
-                    run(policy, request, attempt(policy, request)),
-                    (error) => retried.has(error as object),
-                    (error) =>
-                      Effect.succeed(
-                        ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
-                      )
-                  )
+      Effect.flatMap(unmarked(request), (request) =>
+        Effect.withFiber((fiber) =>
+          // Under `Http.*` or a batch, which apply the policy (and check the status) themselves.
+          fiber.getRef(PolicyApplied)
+            ? passThrough(fiber.getRef(HopStrip), request)
+            : Effect.flatMap(RetryPolicy, (policy) =>
+                Effect.catchIf(
+                  run(policy, request, attempt(policy, request)),
+                  (error) => retried.has(error as object),
+                  (error) =>
+                    Effect.succeed(
+                      ((error as HttpClientError.HttpClientError).reason as HttpClientError.StatusCodeError).response
+                    )
                 )
-          )
+              )
+        )
       ),
     Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
   )

@@ -46,6 +46,10 @@ export const wrapperBuilt = (): void => {
   wrappers.built = true
 }
 
+/** `effect` run as a new request's preparation: under no request's policy mark and no hop's strip. */
+export const unmarked = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.provideService(Effect.provideService(effect, PolicyApplied, false), HopStrip, undefined)
+
 /**
  * `client.execute(request)` sent with {@link PolicyApplied} set and `strip` (a hop's
  * {@link HopStrip}, or none), while the request's preparation (the client's transforms, which may
@@ -60,11 +64,7 @@ export const executeApplied = <E, R>(
   strip?: (request: HttpClientRequest.HttpClientRequest) => HttpClientRequest.HttpClientRequest
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, E, R> => {
   if (!wrappers.built) return client.execute(request)
-  const prepared = Effect.provideService(
-    Effect.provideService(client.preprocess(request), PolicyApplied, false),
-    HopStrip,
-    undefined
-  )
+  const prepared = unmarked(client.preprocess(request))
   return Effect.provideService(
     Effect.provideService(client.postprocess(prepared), PolicyApplied, true),
     HopStrip,
