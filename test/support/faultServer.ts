@@ -10,6 +10,8 @@
 //   /flaky-reset?key=k&fail=n    resets the first n requests per key, then 200 "ok"
 //   /slow-body?chunks=n&interval=ms  200, n chunks of "x" spaced by `interval` ms
 //   /truncated                   announces 100 bytes, sends 10, destroys the socket
+//   /together?key=k&n=c&code=s   held until c requests of key `k` arrived, then all answered
+//                                at once (in arrival order), each with its own `code` (default 200)
 //   /hang                        never answers
 //   /index?i=n                   200 with body n (to check order)
 //   /json-gz?i=n&items=k         200, a gzipped JSON document {i, items: [k objects]}
@@ -58,6 +60,8 @@ const listen = () =>
       waiters = []
       for (const w of ws) w()
     }
+    // Requests held by `/together`, per key, until their number is reached.
+    const held = new Map<string, Array<() => void>>()
     const later = (ms: number, f: () => void) => {
       const t = setTimeout(() => {
         timers.delete(t)
@@ -115,6 +119,16 @@ const listen = () =>
           res.writeHead(200, { "content-length": "100" })
           res.write("x".repeat(10))
           return later(5, () => req.socket.destroy())
+        case "/together": {
+          const key = url.searchParams.get("key") ?? ""
+          const answers = held.get(key) ?? []
+          answers.push(() => res.writeHead(q("code", 200), { "content-length": "1" }).end("t"))
+          held.set(key, answers)
+          if (answers.length < q("n", 2)) return
+          held.delete(key)
+          for (const answer of answers) answer()
+          return
+        }
         case "/hang":
           return
         default:

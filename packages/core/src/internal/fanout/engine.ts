@@ -4,7 +4,9 @@
 // moves on), run one of two ways:
 // - the default policy (no `attemptTimeout`, no `timeout`), a job without its own cancel
 //   signal: the first attempt runs bare, with nothing around it but the budget's count; only
-//   when it fails does `afterFailure` (internal/retry/loop.ts) take over to retry it;
+//   when it fails does `afterFailure` (internal/retry/loop.ts) take over to retry it. On a
+//   client that can start a request without an effect (volley's NodeHttpClient), a worker
+//   sends request after request from one suspension of its fiber while they succeed;
 // - per-request timeouts, or a `Fanout.cancellable` job: the whole job runs under `run` of the
 //   same loop (timers per attempt, the job raced with its signal).
 // `Http.*` run the same exchange under the same loop, so both obey one policy. Workers start
@@ -316,6 +318,9 @@ const runIn = <A, E, R, X>(
     const retries = policy.retries > 0
     const budget = policy.budget
 
+    // A bare first attempt may start without an effect unless an adaptive limit measures it.
+    const startable = bare && origins === undefined
+
     // A per-host limit, fixed or adaptive, holds for every redirect hop's origin too.
     const gated = scheduler.options.perHost !== undefined || scheduler.options.adaptive !== undefined
 
@@ -328,6 +333,60 @@ const runIn = <A, E, R, X>(
       // A bare first attempt runs on this worker's fiber, interrupted only with the worker: its
       // request is left here, and aborted by the worker (see `Exchange.InFlight`).
       const inFlight: Exchange.InFlight = { current: undefined }
+      // Bare first attempts started without an effect (see `Exchange.start`): while they
+      // succeed, the worker settles each and sends the next from one suspension of its fiber,
+      // `waiting`, which no request resumes; anything else resumes the fiber with its effect.
+      let resumeFiber: ((effect: Effect.Effect<void, X, R | HttpClient.HttpClient>) => void) | undefined
+      // What a request refused at once resumed with, while `start` ran.
+      let early: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient> | undefined
+      let starting = false
+      // Interrupted: a response handed over now (it ended just before) is not the batch's any more.
+      let stopped = false
+      const waiting = Effect.callback<void, X, R | HttpClient.HttpClient>((resume) => {
+        resumeFiber = resume
+      })
+      const onStarted = (effect: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient>): void => {
+        if (starting) {
+          early = effect
+          return
+        }
+        if (stopped) return
+        let following: Effect.Effect<void, X, R | HttpClient.HttpClient>
+        if (Exit.isExit(effect) && Exit.isSuccess(effect)) {
+          try {
+            following = onExit(effect as Exit.Exit<A, Failure<E>>)
+          } catch (defect) {
+            // A progress callback's throw, as it would end the fiber if it ran there.
+            following = Effect.die(defect)
+          }
+          if (following === waiting) return
+        } else following = Effect.matchCauseEffect(effect, firstExit)
+        const resume = resumeFiber!
+        resumeFiber = undefined
+        resume(following)
+      }
+      const startBare = (job: Job): Effect.Effect<void, X, R | HttpClient.HttpClient> | undefined => {
+        starting = true
+        let started: boolean
+        try {
+          started = Exchange.start<A, Failure<E>, R | HttpClient.HttpClient>(
+            client,
+            job.request,
+            onResponse,
+            self,
+            inFlight,
+            onStarted
+          )
+        } finally {
+          starting = false
+        }
+        if (!started) return undefined
+        // Suspended already (the previous request's response started this one): stays so.
+        if (early === undefined) return waiting
+        const result = early
+        early = undefined
+        return Effect.matchCauseEffect(result, firstExit)
+      }
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const stop = settle(current!, exit)
         current = undefined
@@ -380,11 +439,20 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
+          if (startable && job.origin === undefined) {
+            const started = startBare(job)
+            if (started !== undefined) return started
+          }
           return Effect.matchCauseEffect(attempt(job, self, inFlight), firstExit)
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
-      const run = Effect.onInterrupt(Effect.suspend(loop), () => abortInFlight(inFlight))
+      const run = Effect.onInterrupt(Effect.suspend(loop), () =>
+        Effect.sync(() => {
+          stopped = true
+          inFlight.current?.abort(new Error("The request was interrupted"))
+        })
+      )
       if (!gated) return run
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
       // not per request: a hop is rare).
@@ -547,11 +615,6 @@ class Workers<X, R> {
     })
   })
 }
-
-// A worker interrupted with a request in flight closes its connection, as an interrupted
-// request does (see `Exchange.InFlight`).
-const abortInFlight = (inFlight: Exchange.InFlight): Effect.Effect<void> =>
-  Effect.sync(() => inFlight.current?.abort(new Error("The request was interrupted")))
 
 /**
  * Gives every job that did not finish by the deadline `DeadlineExceeded`, in input order: those

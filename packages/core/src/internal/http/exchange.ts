@@ -63,6 +63,28 @@ type Exchanging = {
   ) => Effect.Effect<A, E | HttpClientError.HttpClientError, R>
 }
 
+/**
+ * Where a client may start an exchange without an effect, for a caller that sends one request
+ * after another from a single suspension of its fiber (a batch worker): the request is sent at
+ * once and `resume` called once with what the fiber would resume with, an `Exit` when the
+ * result is already known (a built-in read of a complete 2xx body). Returns `false`, sending
+ * nothing, when the request needs the client's effect (a client span, an upload, a URL it
+ * must parse). A registry symbol, as {@link ExchangeKey}.
+ */
+export const StartKey = Symbol.for("@volley/core/HttpClient/start")
+
+type Starting = {
+  readonly [StartKey]?: <A, E, R>(
+    request: HttpClientRequest.HttpClientRequest,
+    kind: ExchangeRead,
+    handle: Read<A, E, R>,
+    read: Read<A, E, R>,
+    fiber: Fiber.Fiber<unknown, unknown>,
+    inFlight: InFlight,
+    resume: (effect: Effect.Effect<A, E | HttpClientError.HttpClientError, R>) => void
+  ) => boolean
+}
+
 // What a handle from `onResponse` reads from a 2xx response (absent on other handles).
 const ReadKey = Symbol.for("@volley/core/internal/http/exchange/read")
 type Reading = {
@@ -130,6 +152,25 @@ export const exchange = <A, E, R, E2, R2>(
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
   return Effect.flatMap(executeApplied(client, request), handle)
+}
+
+/**
+ * Starts one request through `client` without an effect (see {@link StartKey}), for `fiber`,
+ * suspended until `resume` is called; `false` when the client cannot, and nothing was sent:
+ * run {@link exchange} instead.
+ */
+export const start = <A, E, R>(
+  client: HttpClient.HttpClient,
+  request: HttpClientRequest.HttpClientRequest,
+  handle: Read<A, E, R>,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  inFlight: InFlight,
+  resume: (effect: Effect.Effect<A, E | HttpClientError.HttpClientError, R>) => void
+): boolean => {
+  const reading = (handle as Reading)[ReadKey]
+  const starting = reading === undefined ? undefined : (client as Starting)[StartKey]
+  if (starting === undefined) return false
+  return starting(request, reading!.kind, handle, reading!.read as Read<A, E, R>, fiber, inFlight, resume)
 }
 
 /** Largest error body drained to keep its connection; a larger or unannounced one is aborted. */

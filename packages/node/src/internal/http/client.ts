@@ -40,7 +40,9 @@ import {
   isPlain,
   retypeRejected,
   type Settings,
+  StartKey,
   send,
+  start as startRequest,
   TraceHeaders,
   type Upload,
   unsupportedUrl
@@ -172,6 +174,26 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
       return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight))
     }
+    // The same, started without an effect for a batch worker (see `@volley/core`'s `StartKey`):
+    // only a request the fast path sends as it is.
+    const start = <A, E, R>(
+      request: HttpClientRequest.HttpClientRequest,
+      kind: ExchangeRead,
+      handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
+      fiber: Fiber.Fiber<unknown, unknown>,
+      inFlight: InFlight,
+      resume: (effect: Effect.Effect<A, E | HttpClientError.HttpClientError, R>) => void
+    ): boolean => {
+      const fiberRefs = refsOf(fiber)
+      const trace = fastTrace(request, fiber, fiberRefs)
+      if (trace === TRACED) return false
+      const target = targetOf(request)
+      if (!(target instanceof Target)) return false
+      const exchange = new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight)
+      startRequest(dispatcher, request, target, settings, fiberRefs.decompress, meters, trace, exchange, resume)
+      return true
+    }
     const client = HttpClient.makeWith(
       (effect) => Effect.flatMap(effect, (request) => Effect.withFiber((fiber) => route(request, fiber))),
       Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
@@ -181,7 +203,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     // request). Clients derived from this one go through `postprocess`, as before.
     return Object.assign(client, {
       execute: (request: HttpClientRequest.HttpClientRequest) => Effect.withFiber((fiber) => route(request, fiber)),
-      [ExchangeKey]: exchange
+      [ExchangeKey]: exchange,
+      [StartKey]: start
     })
   })
 

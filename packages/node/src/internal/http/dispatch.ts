@@ -63,19 +63,49 @@ export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = n
   exchange?: Exchange<A, E, R>
 ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
   const sent = settings.http2 && target.https ? withoutH2Forbidden(request) : request
+  const meter = meters.of(target.origin)
   // Without an exchange, what the handler resumes with is the response (`A`'s default).
-  return dispatch(
-    dispatcher,
+  return Effect.callback((resume) => {
+    const handler = new Handler(sent, target.href, resume as Resume, signal, decompress, settings, meter, exchange)
+    write(dispatcher, sent, target, settings, decompress, trace, upload, handler)
+    const inFlight = exchange?.inFlight
+    if (inFlight === undefined) return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
+    inFlight.current = handler
+  }) as Effect.Effect<A, E | HttpClientError.HttpClientError, R>
+}
+
+/**
+ * Sends a plain request for `exchange` as {@link send} does, without an effect: `resume` is
+ * called once with what the caller's fiber would resume with (an `Exit` for a built-in read of
+ * a complete 2xx body, else an effect to run), possibly before this returns (a request undici
+ * refuses at once). The request is left in `exchange.inFlight` to be aborted. For a caller that
+ * sends one request after another from the same suspension of its fiber (a batch worker).
+ */
+export const start = <A, E, R>(
+  dispatcher: Undici.Dispatcher,
+  request: HttpClientRequest.HttpClientRequest,
+  target: Target,
+  settings: Settings,
+  decompress: boolean,
+  meters: Meters,
+  trace: TraceHeaders | undefined,
+  exchange: Exchange<A, E, R>,
+  resume: (effect: Effect.Effect<A, E | HttpClientError.HttpClientError, R>) => void
+): void => {
+  const sent = settings.http2 && target.https ? withoutH2Forbidden(request) : request
+  const handler = new Handler(
     sent,
-    target,
-    settings,
-    signal,
+    target.href,
+    resume as Resume,
+    undefined,
     decompress,
+    settings,
     meters.of(target.origin),
-    trace,
-    upload,
     exchange
-  ) as Effect.Effect<A, E | HttpClientError.HttpClientError, R>
+  )
+  // Set before undici may call back: a refusal resumes at once, and the caller starts its next request.
+  if (exchange.inFlight !== undefined) exchange.inFlight.current = handler
+  write(dispatcher, sent, target, settings, decompress, trace, undefined, handler)
 }
 
 /** What `@volley/core`'s exchange reads from a 2xx response (see `ExchangeKey`), as it names it. */
@@ -94,6 +124,9 @@ export interface InFlight {
  * symbol, so neither package imports the other's internals.
  */
 export const ExchangeKey: unique symbol = Symbol.for("@volley/core/HttpClient/exchange") as never
+
+/** Where `@volley/core`'s batch worker finds a client's {@link start} (see its `StartKey`). */
+export const StartKey: unique symbol = Symbol.for("@volley/core/HttpClient/start") as never
 
 /**
  * A request sent for `@volley/core`'s exchange: the caller resumes with `handle` run on the
@@ -206,46 +239,41 @@ export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClie
   })
 }
 
-const dispatch = <A, E, R>(
+type Resume = (effect: Effect.Effect<unknown, unknown, unknown>) => void
+
+const write = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
   target: Target,
   settings: Settings,
-  signal: AbortSignal | undefined,
   decompress: boolean,
-  meter: OriginMeter,
   trace: TraceHeaders | undefined,
   upload: Upload | undefined,
-  exchange: Exchange<A, E, R> | undefined
-): Effect.Effect<unknown, unknown, unknown> =>
-  Effect.callback((resume) => {
-    const handler = new Handler(request, target.href, resume, signal, decompress, settings, meter, exchange)
-    try {
-      dispatcher.dispatch(
-        {
-          origin: target.origin,
-          path: target.path,
-          method: request.method,
-          headers: outgoing(request.headers, decompress, trace),
-          body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
-          headersTimeout: settings.headersTimeoutMs,
-          bodyTimeout: settings.bodyTimeoutMs
-        },
-        handler
-      )
-    } catch (cause) {
-      handler.onResponseError(undefined, cause)
-    }
-    const inFlight = exchange?.inFlight
-    if (inFlight === undefined) return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
-    inFlight.current = handler
-  })
+  handler: Handler
+): void => {
+  try {
+    dispatcher.dispatch(
+      {
+        origin: target.origin,
+        path: target.path,
+        method: request.method,
+        headers: outgoing(request.headers, decompress, trace),
+        body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
+        headersTimeout: settings.headersTimeoutMs,
+        bodyTimeout: settings.bodyTimeoutMs
+      },
+      handler
+    )
+  } catch (cause) {
+    handler.onResponseError(undefined, cause)
+  }
+}
 
 class Handler implements Undici.Dispatcher.DispatchHandler {
   readonly request: HttpClientRequest.HttpClientRequest
   // What the response reports as its URL.
   readonly url: string
-  readonly resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void
+  readonly resume: Resume
   readonly signal: AbortSignal | undefined
   readonly decompress: boolean
   readonly settings: Settings
@@ -266,7 +294,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   constructor(
     request: HttpClientRequest.HttpClientRequest,
     url: string,
-    resume: (effect: Effect.Effect<unknown, unknown, unknown>) => void,
+    resume: Resume,
     signal: AbortSignal | undefined,
     decompress: boolean,
     settings: Settings,

@@ -1,0 +1,162 @@
+// A batch worker on volley's NodeHttpClient sends its items' first attempts one after another
+// from a single suspension of its fiber while they succeed, and hands every other outcome to the
+// fiber (a failure to retry or report, a body still arriving, a request the client must parse or
+// refuses at once). These tests walk one worker through every such turn and check that nothing is
+// lost, reordered, sent twice or left in flight.
+import { assert, describe, it } from "@effect/vitest"
+import { Fanout, Retry } from "@volley/core"
+import { NodeHttpClient } from "@volley/node"
+import { Cause, Effect, Exit, Fiber, Layer, Result, Stream } from "effect"
+import { HttpClientRequest } from "effect/http"
+import { faultServer } from "./support/faultServer.ts"
+
+const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
+
+const decoder = new TextDecoder()
+const outcome = (result: Result.Result<Uint8Array, unknown>) =>
+  Result.isSuccess(result)
+    ? decoder.decode(result.success)
+    : ((result.failure as { reason?: { _tag: string } }).reason?._tag ?? "?")
+
+describe("Fanout worker", () => {
+  it.live("one worker goes through every kind of outcome in input order, sending each request once", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const host = server.url.slice("http://".length)
+      // Refused at once by undici, while the worker's fiber runs or while it is suspended.
+      const refused = HttpClientRequest.get(`${server.url}/ok`, { headers: { "x-a": "a\r\nb" } })
+      const items = [
+        refused,
+        ...Array.from({ length: 5 }, (_, i) => `${server.url}/index?i=${i}`),
+        `${server.url}/status?code=500`, // a failure: the fiber reports it
+        refused,
+        `${server.url}/index?i=5`,
+        refused,
+        `${server.url}/index?i=6`,
+        `${server.url}/slow-body?chunks=3&interval=5`, // a body still arriving: the fiber reads it
+        `${server.url}/index?i=7`,
+        `ftp://${host}/`, // never sent
+        `${server.url}/index?i=8`
+      ]
+      const results = yield* Fanout.allSettled(items, { concurrency: 1 })
+      assert.deepStrictEqual(results.map(outcome), [
+        "EncodeError",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "StatusCodeError",
+        "EncodeError",
+        "5",
+        "EncodeError",
+        "6",
+        "xxx",
+        "7",
+        "InvalidUrlError",
+        "8"
+      ])
+      assert.strictEqual(server.requests(), 11)
+      assert.strictEqual(server.requests("/ok"), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("workers sending request after request keep every result of a large batch", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = Array.from({ length: 2000 }, (_, i) => `${server.url}/index?i=${i}`)
+      const results = yield* Fanout.allSettled(urls, { concurrency: 8 })
+      assert.deepStrictEqual(
+        results.map(outcome),
+        urls.map((_, i) => String(i))
+      )
+      assert.strictEqual(server.requests(), 2000)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a fail-fast batch that ends while other responses arrive settles none of them after its end", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      // All ten are answered at once, the failure first: it ends the batch while the others'
+      // responses have arrived and wait to be handed over.
+      const urls = [
+        `${server.url}/together?n=10&code=500`,
+        ...Array.from({ length: 9 }, (_, i) => `${server.url}/together?n=10&i=${i}`)
+      ]
+      const events: Array<Fanout.Progress> = []
+      const exit = yield* Effect.exit(Fanout.all(urls, { concurrency: 10, onProgress: (p) => events.push(p) }))
+      assert.isTrue(Exit.isFailure(exit))
+      const ended = events.length
+      yield* Effect.sleep("200 millis")
+      assert.strictEqual(events.length, ended, "no event after the batch ended")
+      assert.strictEqual(events.at(-1)?.inFlight, 0)
+      assert.isTrue(events.every((event) => event.inFlight >= 0))
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a batch interrupted from its progress callback sends nothing more", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [
+        ...Array.from({ length: 3 }, (_, i) => `${server.url}/index?i=${i}`),
+        ...Array.from({ length: 5 }, (_, i) => `${server.url}/hang?i=${i}`)
+      ]
+      // Interrupted while the worker settles its third item, between two of its requests.
+      let batch: Fiber.Fiber<unknown, unknown> | undefined
+      batch = yield* Fanout.allSettled(urls, {
+        concurrency: 1,
+        onProgress: (progress) => {
+          if (progress.done === 3) batch?.interruptUnsafe()
+        }
+      }).pipe(Effect.forkChild)
+      const exit = yield* Fiber.await(batch)
+      assert.isTrue(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause))
+      yield* Effect.sleep("100 millis")
+      assert.strictEqual(server.requests("/hang"), 0)
+      assert.strictEqual(server.inFlight(), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a stream whose consumer stops leaves no request in flight and sends none after", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [
+        ...Array.from({ length: 3 }, (_, i) => `${server.url}/index?i=${i}`),
+        ...Array.from({ length: 20 }, (_, i) => `${server.url}/hang?i=${i}`)
+      ]
+      const taken = yield* Fanout.stream(urls, { concurrency: 1 }).pipe(Stream.take(3), Stream.runCollect)
+      assert.deepStrictEqual(
+        taken.map((item) => item.index),
+        [0, 1, 2]
+      )
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      const sent = server.requests()
+      yield* Effect.sleep("100 millis")
+      assert.strictEqual(server.requests(), sent)
+      assert.isAtMost(server.requests("/hang"), 1)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a progress callback that throws ends the batch with its defect and leaves nothing in flight", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [
+        ...Array.from({ length: 5 }, (_, i) => `${server.url}/index?i=${i}`),
+        ...Array.from({ length: 5 }, (_, i) => `${server.url}/hang?i=${i}`)
+      ]
+      const boom = new Error("progress callback failed")
+      const exit = yield* Effect.exit(
+        Fanout.allSettled(urls, {
+          concurrency: 1,
+          onProgress: (progress) => {
+            if (progress.done === 3) throw boom
+          }
+        })
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) assert.strictEqual(Cause.squash(exit.cause), boom)
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(server.requests("/hang"), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+})
