@@ -3,10 +3,12 @@
 // fiber (a failure to retry or report, a body still arriving, a request the client must parse or
 // refuses at once). These tests walk one worker through every such turn and check that nothing is
 // lost, reordered, sent twice or left in flight.
+import { AsyncLocalStorage } from "node:async_hooks"
+import diagnostics from "node:diagnostics_channel"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Fiber, Layer, Result, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
 import { faultServer } from "./support/faultServer.ts"
 
@@ -115,6 +117,66 @@ describe("Fanout worker", () => {
       assert.strictEqual(server.requests("/hang"), 0)
       assert.strictEqual(server.inFlight(), 0)
     }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a worker interrupted while another takes a moment to stop sends nothing more", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      // The cancellable item's signal takes 50 ms to stop: the batch does not end at once when
+      // the progress callback interrupts it, while the other worker settles its third item.
+      const slowSignal = Effect.never.pipe(Effect.onInterrupt(() => Effect.sleep("50 millis")))
+      const urls: Array<Fanout.Input> = [
+        Fanout.cancellable(`${server.url}/hang?slow`, slowSignal),
+        ...Array.from({ length: 3 }, (_, i) => `${server.url}/index?i=${i}`),
+        ...Array.from({ length: 5 }, (_, i) => `${server.url}/hang?i=${i}`)
+      ]
+      let batch: Fiber.Fiber<unknown, unknown> | undefined
+      batch = yield* Fanout.allSettled(urls, {
+        concurrency: 2,
+        onProgress: (progress) => {
+          if (progress.done === 3) batch?.interruptUnsafe()
+        }
+      }).pipe(Effect.forkChild)
+      yield* Fiber.await(batch)
+      yield* Effect.promise(() => server.noneInFlight()).pipe(Effect.timeout("5 seconds"))
+      assert.strictEqual(server.requests("/hang"), 1)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a worker's requests and callbacks run in the async context its batch runs in", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const store = new AsyncLocalStorage<string>()
+      // What OpenTelemetry's undici instrumentation reads: the store when undici creates a request.
+      const created: Array<string> = []
+      const onCreate = () => created.push(store.getStore() ?? "none")
+      diagnostics.subscribe("undici:request:create", onCreate)
+      const progressed: Array<string> = []
+      // One client for both batches: the second reuses the first's connections, whose callbacks
+      // run in the first's context.
+      const runtime = ManagedRuntime.make(Live)
+      yield* Effect.addFinalizer(() => Effect.promise(() => runtime.dispose()))
+      const batch = (name: string) =>
+        Effect.promise(() =>
+          store.run(name, () =>
+            runtime.runPromise(
+              Fanout.allSettled(
+                Array.from({ length: 6 }, (_, i) => `${server.url}/index?i=${i}`),
+                { concurrency: 2, onProgress: () => progressed.push(store.getStore() ?? "none") }
+              )
+            )
+          )
+        )
+      const one = yield* batch("one")
+      created.length = 0
+      progressed.length = 0
+      const two = yield* batch("two")
+      diagnostics.unsubscribe("undici:request:create", onCreate)
+      assert.strictEqual(one.filter(Result.isSuccess).length, 6)
+      assert.strictEqual(two.filter(Result.isSuccess).length, 6)
+      assert.deepStrictEqual(created, Array(6).fill("two"))
+      assert.isTrue(progressed.length > 0 && progressed.every((name) => name === "two"))
+    }).pipe(Effect.scoped)
   )
 
   it.live("a stream whose consumer stops leaves no request in flight and sends none after", () =>

@@ -332,7 +332,7 @@ const runIn = <A, E, R, X>(
       let counted = 0
       // A bare first attempt runs on this worker's fiber, interrupted only with the worker: its
       // request is left here, and aborted by the worker (see `Exchange.InFlight`).
-      const inFlight: Exchange.InFlight = { current: undefined }
+      const inFlight: Exchange.InFlight = { current: undefined, context: undefined }
       // Bare first attempts started without an effect (see `Exchange.start`): while they
       // succeed, the worker settles each and sends the next from one suspension of its fiber,
       // `waiting`, which no request resumes; anything else resumes the fiber with its effect.
@@ -340,7 +340,9 @@ const runIn = <A, E, R, X>(
       // What a request refused at once resumed with, while `start` ran.
       let early: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient> | undefined
       let starting = false
-      // Interrupted: a response handed over now (it ended just before) is not the batch's any more.
+      // Interrupted (perhaps while settling, from a progress callback): a response handed over now
+      // is not the batch's any more, nor is a next request, though the batch, still stopping its
+      // other workers, has not closed its input yet.
       let stopped = false
       const waiting = Effect.callback<void, X, R | HttpClient.HttpClient>((resume) => {
         resumeFiber = resume
@@ -439,7 +441,7 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
-          if (startable && job.origin === undefined) {
+          if (startable && job.origin === undefined && !stopped) {
             const started = startBare(job)
             if (started !== undefined) return started
           }

@@ -50,6 +50,8 @@ export type ExchangeRead = "text" | "bytes" | "custom"
  */
 export interface InFlight {
   current: { readonly abort: (reason: Error) => void } | undefined
+  /** The client's own, for as long as the worker lives (NodeHttpClient keeps the fiber's async context there). */
+  context: unknown
 }
 
 type Exchanging = {

@@ -1,5 +1,6 @@
 // One request on undici's `dispatch` with a handler object of our own: no promise, no
 // Readable body, no per-request closures beyond the `Effect.callback` itself.
+import { AsyncResource } from "node:async_hooks"
 import type { Readable } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Effect from "effect/Effect"
@@ -103,8 +104,13 @@ export const start = <A, E, R>(
     meters.of(target.origin),
     exchange
   )
-  // Set before undici may call back: a refusal resumes at once, and the caller starts its next request.
-  if (exchange.inFlight !== undefined) exchange.inFlight.current = handler
+  const inFlight = exchange.inFlight
+  if (inFlight !== undefined) {
+    inFlight.context ??= new AsyncResource("volley.Fanout.worker")
+    handler.context = inFlight.context as AsyncResource
+    // Set before undici may call back: a refusal resumes at once, and the caller starts its next request.
+    inFlight.current = handler
+  }
   write(dispatcher, sent, target, settings, decompress, trace, undefined, handler)
 }
 
@@ -117,6 +123,13 @@ export type ExchangeRead = "text" | "bytes" | "custom"
  */
 export interface InFlight {
   current: { readonly abort: (reason: Error) => void } | undefined
+  /**
+   * The async context of the worker's fiber, captured by the first request {@link start} sends
+   * for it (from the fiber): the worker's later requests are sent from the previous one's
+   * response, outside the fiber, and their callbacks run in this context, as the fiber's would
+   * (an `AsyncLocalStorage` store, OpenTelemetry's context, undici's diagnostics channels).
+   */
+  context: unknown
 }
 
 /**
@@ -290,6 +303,8 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   pending: LeanResponse | undefined = undefined
   reason: Error | undefined = undefined
   done = false
+  // Where `resume` runs, when not in undici's context (see `InFlight.context`).
+  context: AsyncResource | undefined = undefined
 
   constructor(
     request: HttpClientRequest.HttpClientRequest,
@@ -383,7 +398,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     if (response === undefined) return
     this.pending = undefined
     track(response)
-    this.resume(this.exchange === undefined ? Effect.succeed(response) : this.exchange.handle(response))
+    this.deliver(this.exchange === undefined ? Effect.succeed(response) : this.exchange.handle(response))
   }
 
   onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Buffer): void {
@@ -416,7 +431,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     }
     // Built when the caller's fiber resumes, not in undici's callback: the error redacts its
     // URL with that fiber's `UrlParams.CurrentRedactedNames` (with none current, Effect's defaults).
-    this.resume(
+    this.deliver(
       Effect.failSync(
         () =>
           new HttpClientError.HttpClientError({
@@ -432,11 +447,17 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     )
   }
 
+  deliver(effect: Effect.Effect<unknown, unknown, unknown>): void {
+    const context = this.context
+    if (context === undefined) this.resume(effect)
+    else context.runInAsyncScope(this.resume, undefined, effect)
+  }
+
   handOver(): void {
     const response = this.pending
     if (response === undefined) return
     this.pending = undefined
-    this.resume(this.exchange === undefined ? Effect.succeed(response) : this.exchange.settle(response))
+    this.deliver(this.exchange === undefined ? Effect.succeed(response) : this.exchange.settle(response))
   }
 }
 
