@@ -10,7 +10,9 @@ import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
+import * as Scheduler from "effect/Scheduler"
 import { faultServer } from "./support/faultServer.ts"
+import { closedPort } from "./support/origin.ts"
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 
@@ -60,6 +62,39 @@ describe("Fanout worker", () => {
       ])
       assert.strictEqual(server.requests(), 11)
       assert.strictEqual(server.requests("/ok"), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  for (const maxOps of [3, 4]) {
+    it.live(
+      `a request failing while the worker's fiber has yielded on its way to wait is reported (${maxOps} ops a slice)`,
+      () =>
+        Effect.gen(function* () {
+          const server = yield* faultServer
+          const port = yield* closedPort
+          // With so small an op budget the fiber yields to Effect's scheduler just before it waits
+          // for its next request, which a refused connection fails before the fiber runs again.
+          const items = [`${server.url}/status?code=500`, `http://127.0.0.1:${port}/`, `${server.url}/index?i=1`]
+          const results = yield* Fanout.allSettled(items, { concurrency: 1 }).pipe(
+            Effect.provideService(Scheduler.MaxOpsBeforeYield, maxOps),
+            Effect.timeout("5 seconds")
+          )
+          assert.deepStrictEqual(results.map(outcome), ["StatusCodeError", "TransportError", "1"])
+        }).pipe(Effect.scoped, Effect.provide(Live))
+    )
+  }
+
+  it.live("workers under a per-host limit keep every result and the limit", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = Array.from({ length: 300 }, (_, i) => `${server.url}/index?i=${i}`)
+      const results = yield* Fanout.allSettled(urls, { concurrency: 8, perHost: 3 })
+      assert.deepStrictEqual(
+        results.map(outcome),
+        urls.map((_, i) => String(i))
+      )
+      assert.strictEqual(server.requests(), 300)
+      assert.isAtMost(server.peakInFlight(), 3)
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 

@@ -344,8 +344,17 @@ const runIn = <A, E, R, X>(
       // is not the batch's any more, nor is a next request, though the batch, still stopping its
       // other workers, has not closed its input yet.
       let stopped = false
+      // What the fiber continues with, decided before it got to `waiting` (it yielded to Effect's
+      // scheduler on its way, its op budget spent, and a request failed meanwhile).
+      let pending: Effect.Effect<void, X, R | HttpClient.HttpClient> | undefined
       const waiting = Effect.callback<void, X, R | HttpClient.HttpClient>((resume) => {
-        resumeFiber = resume
+        if (pending === undefined) {
+          resumeFiber = resume
+          return
+        }
+        const following = pending
+        pending = undefined
+        resume(following)
       })
       const onStarted = (effect: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient>): void => {
         if (starting) {
@@ -363,7 +372,11 @@ const runIn = <A, E, R, X>(
           }
           if (following === waiting) return
         } else following = Effect.matchCauseEffect(effect, firstExit)
-        const resume = resumeFiber!
+        const resume = resumeFiber
+        if (resume === undefined) {
+          pending = following
+          return
+        }
         resumeFiber = undefined
         resume(following)
       }
@@ -441,7 +454,8 @@ const runIn = <A, E, R, X>(
             counted = clock.currentTimeMillisUnsafe()
             budget.request(counted)
           }
-          if (startable && job.origin === undefined && !stopped) {
+          // A fresh job is at its own origin (a redirect moves it during its attempt only).
+          if (startable && job.host === job.origin && !stopped) {
             const started = startBare(job)
             if (started !== undefined) return started
           }
