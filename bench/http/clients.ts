@@ -237,32 +237,45 @@ const idiomClient = (tracing: "default" | "off" | "otel") => async (): Promise<C
   }
 }
 
-// The body in full as bytes (as a batch's default read gets it), keeping only its size.
+// A read of the caller's own: the body in full as bytes (as the default read gets it), keeping
+// only its size.
 const byteLength = (response: HttpClientResponse.HttpClientResponse) =>
   Effect.map(Http.readBytes(response), (bytes) => bytes.byteLength)
 
-// volley's batch API: one Fanout.allSettled over all the URLs. The time bound is a timeout
-// around the whole batch (Fanout's own `deadline` would also time each attempt).
-const fanoutClient = (useDeadline: boolean) => async (): Promise<Client> => {
+// volley's batch API: one Fanout.allSettled over all the URLs, as a user writes it (the default
+// read: every body kept as bytes in the result array), with a deadline, or with a read of its own.
+// The time bound is otherwise a timeout around the whole batch (Fanout's own `deadline` would
+// also time each attempt).
+const fanoutClient = (form: "default" | "deadline" | "read") => async (): Promise<Client> => {
   const runtime = ManagedRuntime.make(NodeHttpClient.layer())
   return {
     run: async (url, total, concurrency, deadline) => {
       const limit = Duration.millis(Math.max(0, deadline - Date.now()))
-      const batch = Fanout.allSettled(
-        Array.from({ length: total }, () => url),
-        // Read every body in full and keep only its size, as the other clients do: the default
-        // read would keep all 20,000 bodies in the result array.
-        useDeadline ? { concurrency, deadline: limit, read: byteLength } : { concurrency, read: byteLength }
-      )
-      const results = await runtime.runPromise(useDeadline ? batch : Effect.timeout(batch, limit))
-      const ok = results.filter(Result.isSuccess).length
+      const urls = Array.from({ length: total }, () => url)
+      // Each form's results, as an array of `Result`s: only their count of successes is used.
+      const batch: Effect.Effect<
+        ReadonlyArray<Result.Result<unknown, unknown>>,
+        unknown,
+        HttpClient.HttpClient
+      > = form === "deadline"
+        ? Fanout.allSettled(urls, { concurrency, deadline: limit })
+        : Effect.timeout(
+            form === "read"
+              ? Fanout.allSettled(urls, { concurrency, read: byteLength })
+              : Fanout.allSettled(urls, { concurrency }),
+            limit
+          )
+      const results = await runtime.runPromise(batch)
+      let ok = 0
+      for (const result of results) if (Result.isSuccess(result)) ok++
       return { ok, failed: results.length - ok }
     },
     close: () => runtime.dispose()
   }
 }
 
-// volley's streaming batch API: Fanout.stream over all the URLs, counted as they arrive.
+// volley's streaming batch API: Fanout.stream over all the URLs (the default read), counted as
+// they arrive.
 const fanoutStream = async (): Promise<Client> => {
   const runtime = ManagedRuntime.make(NodeHttpClient.layer())
   return {
@@ -270,7 +283,7 @@ const fanoutStream = async (): Promise<Client> => {
       const limit = Duration.millis(Math.max(0, deadline - Date.now()))
       const count = Fanout.stream(
         Array.from({ length: total }, () => url),
-        { concurrency, read: byteLength }
+        { concurrency }
       ).pipe(Stream.runCount, Effect.timeout(limit))
       const exit = await runtime.runPromiseExit(count)
       return exit._tag === "Success" ? { ok: exit.value, failed: total - exit.value } : { ok: 0, failed: total }
@@ -286,8 +299,9 @@ export const clients: Record<string, { readonly label: string; readonly make: (o
   idiom: { label: "volley Effect.forEach + Http.getText (defaults)", make: idiomClient("default") },
   "idiom-untraced": { label: "volley Effect.forEach + Http.getText, tracing off", make: idiomClient("off") },
   "idiom-otel": { label: "volley Effect.forEach + Http.getText, OpenTelemetry", make: idiomClient("otel") },
-  volley: { label: "volley Fanout.allSettled (batch API)", make: fanoutClient(false) },
-  "volley-deadline": { label: "volley Fanout.allSettled with a deadline", make: fanoutClient(true) },
+  volley: { label: "volley Fanout.allSettled (batch API)", make: fanoutClient("default") },
+  "volley-read": { label: "volley Fanout.allSettled with a read of its own", make: fanoutClient("read") },
+  "volley-deadline": { label: "volley Fanout.allSettled with a deadline", make: fanoutClient("deadline") },
   "volley-stream": { label: "volley Fanout.stream", make: fanoutStream },
   undici: { label: "undici Pool.request", make: undiciPool },
   effect: {

@@ -217,7 +217,15 @@ else
 // A warm process: CPU per request of the floors and volley's forms, interleaved round by round in
 // one process after the JIT has settled (see cpu.ts): the steady state of a long-running service,
 // where the fresh processes above also pay for the JIT's first compilations.
-const WARM_CLIENTS = ["floor", "effect-floor", "idiom", "idiom-untraced", "volley", "volley-stream"].filter(wanted)
+const WARM_CLIENTS = [
+  "floor",
+  "effect-floor",
+  "idiom",
+  "idiom-untraced",
+  "volley",
+  "volley-read",
+  "volley-stream"
+].filter(wanted)
 const warm: Array<unknown> = []
 for (const body of BODIES) {
   const warmRun = await run(

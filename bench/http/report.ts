@@ -259,7 +259,13 @@ const render = (r: Results) => {
     "- Effect's own `HttpClient` on platform-node's undici client adds undici's `request()` API (a promise and a Node",
     "  `Readable` per body, each resumed through an `AsyncResource`) to the generic wrapper and the span.",
     "- `Fanout` workers pull jobs (no fiber per request) and run the same exchange; a batch `deadline` costs one timer per",
-    "  batch, not one per request (compare the two allSettled rows).",
+    "  batch, not one per request (compare the allSettled rows).",
+    "- A `Fanout` worker with the default policy sends its items' first attempts one after another from a single",
+    "  suspension of its fiber while they succeed: NodeHttpClient starts each request without an effect (a",
+    "  registry-symbol hook) and hands a complete 2xx body read by a built-in read back as an `Exit`, which the worker",
+    "  settles in plain JavaScript before it sends its next request, in the async context its fiber runs in. So no",
+    "  fiber resume, `AsyncResource` or Effect step per request; anything else (a failure, a redirect, a body still",
+    "  arriving, a `read` of the caller's own) resumes the fiber. No network, default read: 2.95 to 2.0 µs.",
     "- The exchange took 11 Effect steps per idiom request (counted by wrapping the fiber's run loop): a step to find the",
     "  client, two failure handlers of the retry policy, the response handed back to the fiber, then a step to read",
     "  it. NodeHttpClient now runs `@volley/core`'s exchange itself (a registry-symbol hook) on the fiber `Http.*` hand",
@@ -294,13 +300,6 @@ const render = (r: Results) => {
   return { md, chart }
 }
 
-if (import.meta.main) {
-  const r = JSON.parse(readFileSync(join(resultsDir, "http.json"), "utf8")) as Results
-  const { md, chart } = render(r)
-  writeFileSync(join(resultsDir, "http.svg"), chart)
-  writeFileSync(join(resultsDir, "http.md"), md)
-}
-
 // The warm-process table: CPU per request after the JIT has settled, and the floor's over it.
 const warmSection = (r: Results): ReadonlyArray<string> => {
   const warm = r.warm
@@ -326,4 +325,12 @@ const warmSection = (r: Results): ReadonlyArray<string> => {
     ...names.map((name) => `| ${label(name)} | ${warm.map((b) => cell(b, name)).join(" | ")} |`),
     ""
   ]
+}
+
+// `node http/report.ts` renders the report again from http.json (after its text changed).
+if (import.meta.main) {
+  const r = JSON.parse(readFileSync(join(resultsDir, "http.json"), "utf8")) as Results
+  const { md, chart } = render(r)
+  writeFileSync(join(resultsDir, "http.svg"), chart)
+  writeFileSync(join(resultsDir, "http.md"), md)
 }
