@@ -3,7 +3,7 @@
 // fiber (a failure to retry or report, a body still arriving, a request the client must parse or
 // refuses at once). These tests walk one worker through every such turn and check that nothing is
 // lost, reordered, sent twice or left in flight.
-import { AsyncLocalStorage } from "node:async_hooks"
+import { AsyncLocalStorage, createHook } from "node:async_hooks"
 import diagnostics from "node:diagnostics_channel"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
@@ -212,6 +212,34 @@ describe("Fanout worker", () => {
       assert.deepStrictEqual(created, Array(6).fill("two"))
       assert.isTrue(progressed.length > 0 && progressed.every((name) => name === "two"))
     }).pipe(Effect.scoped)
+  )
+
+  it.live("a worker's async context ends with the worker, for async_hooks", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const created = new Set<number>()
+      const destroyed = new Set<number>()
+      const hook = createHook({
+        init: (id, type) => {
+          if (type === "volley.Fanout.worker") created.add(id)
+        },
+        destroy: (id) => {
+          if (created.has(id)) destroyed.add(id)
+        }
+      }).enable()
+      const urls = Array.from({ length: 40 }, (_, i) => `${server.url}/index?i=${i}`)
+      yield* Fanout.allSettled(urls, { concurrency: 4 })
+      // Interrupted workers too.
+      yield* Fanout.allSettled([...urls, `${server.url}/hang`], { concurrency: 4 }).pipe(
+        Effect.timeout("200 millis"),
+        Effect.ignore
+      )
+      // Destroy hooks run after the current tick.
+      yield* Effect.sleep("50 millis")
+      hook.disable()
+      assert.isAtLeast(created.size, 8)
+      assert.deepStrictEqual([...destroyed].sort(), [...created].sort())
+    }).pipe(Effect.scoped, Effect.provide(Live))
   )
 
   it.live("a stream whose consumer stops leaves no request in flight and sends none after", () =>

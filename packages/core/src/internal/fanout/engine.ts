@@ -463,11 +463,15 @@ const runIn = <A, E, R, X>(
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
-      const run = Effect.onInterrupt(Effect.suspend(loop), () =>
-        Effect.sync(() => {
-          stopped = true
-          inFlight.current?.abort(new Error("The request was interrupted"))
-        })
+      const run = Effect.ensuring(
+        Effect.onInterrupt(Effect.suspend(loop), () =>
+          Effect.sync(() => {
+            stopped = true
+            inFlight.current?.abort(new Error("The request was interrupted"))
+          })
+        ),
+        // The client's context for the worker (see `Exchange.InFlight`) ends with it.
+        Effect.sync(() => inFlight.context?.end())
       )
       if (!gated) return run
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,

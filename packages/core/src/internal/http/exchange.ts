@@ -50,8 +50,8 @@ export type ExchangeRead = "text" | "bytes" | "custom"
  */
 export interface InFlight {
   current: { readonly abort: (reason: Error) => void } | undefined
-  /** The client's own, for as long as the worker lives (NodeHttpClient keeps the fiber's async context there). */
-  context: unknown
+  /** The client's own while the worker lives (NodeHttpClient keeps the fiber's async context there), ended with it. */
+  context: { readonly end: () => void } | undefined
 }
 
 type Exchanging = {
@@ -71,7 +71,7 @@ type Exchanging = {
  * once and `resume` called once with what the fiber would resume with, an `Exit` when the
  * result is already known (a built-in read of a complete 2xx body). Returns `false`, sending
  * nothing, when the request needs the client's effect (a client span, an upload, a URL it
- * must parse). A registry symbol, as {@link ExchangeKey}.
+ * cannot send, whose failure the effect builds). A registry symbol, as {@link ExchangeKey}.
  */
 export const StartKey = Symbol.for("@volley/core/HttpClient/start")
 

@@ -106,8 +106,8 @@ export const start = <A, E, R>(
   )
   const inFlight = exchange.inFlight
   if (inFlight !== undefined) {
-    inFlight.context ??= new AsyncResource("volley.Fanout.worker")
-    handler.context = inFlight.context as AsyncResource
+    inFlight.context ??= new WorkerContext()
+    handler.context = inFlight.context
     // Set before undici may call back: a refusal resumes at once, and the caller starts its next request.
     inFlight.current = handler
   }
@@ -129,7 +129,17 @@ export interface InFlight {
    * response, outside the fiber, and their callbacks run in this context, as the fiber's would
    * (an `AsyncLocalStorage` store, OpenTelemetry's context, undici's diagnostics channels).
    */
-  context: unknown
+  context: WorkerContext | undefined
+}
+
+/** A worker's async context (see `InFlight.context`), ended (for async_hooks) when the worker ends. */
+class WorkerContext extends AsyncResource {
+  constructor() {
+    super("volley.Fanout.worker")
+  }
+  end(): void {
+    this.emitDestroy()
+  }
 }
 
 /**
@@ -304,7 +314,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   reason: Error | undefined = undefined
   done = false
   // Where `resume` runs, when not in undici's context (see `InFlight.context`).
-  context: AsyncResource | undefined = undefined
+  context: WorkerContext | undefined = undefined
 
   constructor(
     request: HttpClientRequest.HttpClientRequest,
