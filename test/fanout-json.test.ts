@@ -4,7 +4,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Result, Schema, Stream } from "effect"
+import { Context, Effect, Result, Schema, SchemaGetter, Stream } from "effect"
 import type { HttpClientError } from "effect/http"
 import { origin } from "./support/origin.ts"
 
@@ -24,6 +24,61 @@ const routes = {
   "/count": json('{"count":"42"}'),
   "/gone": (_req: unknown, res: import("node:http").ServerResponse) => res.writeHead(404).end("gone")
 }
+
+// With a Content-Length a small body arrives whole with its response: NodeHttpClient decodes it
+// at once (the read's synchronous form); chunked, it is handed over first and the read's effect
+// decodes it. Both must give the same result.
+const sized = (body: string) => (_req: unknown, res: import("node:http").ServerResponse) =>
+  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body)
+
+const bodies = [
+  '{"id":1,"name":"Ada"}',
+  '{"id":2,"name":"Grace","extra":[1,2,3]}',
+  '{"id":"four","name":"Edsger"}',
+  '{"id":5}',
+  "{this is not json",
+  "",
+  "null",
+  "[]",
+  '{"id":1e400,"name":"big"}',
+  '{"id":6,"name":"\u00e9\ud83d\ude00"}',
+  '{"count":"42"}',
+  '{"count":"forty-two"}'
+]
+
+/** An outcome as plain data: the value, or the error's reason, description and cause. */
+const outcomeOf = (result: Result.Result<unknown, unknown>) => {
+  if (Result.isSuccess(result)) return { value: result.success }
+  const failure = result.failure as HttpClientError.HttpClientError
+  const reason = failure.reason as { _tag: string; description?: string; cause?: unknown }
+  return {
+    reason: reason._tag,
+    description: reason.description?.replaceAll(/\/(chunked|sized)\//g, "/"),
+    cause: (reason.cause as { _tag?: string } | undefined)?._tag ?? (reason.cause as Error | undefined)?.name
+  }
+}
+
+// A reference, not a service: decoding outside the caller's context would not fail, it would
+// quietly use the default.
+const Offset = Context.Reference<number>("test/Offset", { defaultValue: () => 0 })
+// Decoding reads the caller's context: a body's number plus the caller's offset.
+const Shifted = Schema.Struct({
+  id: Schema.Number.pipe(
+    Schema.decodeTo(Schema.Number, {
+      decode: SchemaGetter.transformEffect((n: number) => Effect.map(Effect.service(Offset), (offset) => n + offset)),
+      encode: SchemaGetter.transform((n: number) => n)
+    })
+  )
+})
+// Decoding takes time: it cannot run without suspending.
+const Slow = Schema.Struct({
+  id: Schema.Number.pipe(
+    Schema.decodeTo(Schema.Number, {
+      decode: SchemaGetter.transformEffect((n: number) => Effect.as(Effect.sleep("1 millis"), n * 2)),
+      encode: SchemaGetter.transform((n: number) => n)
+    })
+  )
+})
 
 const decodeFailure = (result: Result.Result<unknown, unknown> | undefined): HttpClientError.HttpClientError => {
   assert.isTrue(result !== undefined && Result.isFailure(result))
@@ -108,6 +163,44 @@ describe("Fanout.json", () => {
       assert.include(error.message, `GET ${server.url}/mismatch`)
       const notJson = yield* Effect.flip(Http.getJson(`${server.url}/not-json`, User))
       assert.include(notJson.message, "body is not JSON")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("decodes a body that arrived whole as it decodes one still arriving", () =>
+    Effect.gen(function* () {
+      const routes: Record<string, ReturnType<typeof sized>> = {}
+      bodies.forEach((body, i) => {
+        routes[`/sized/${i}`] = sized(body)
+        routes[`/chunked/${i}`] = json(body)
+      })
+      const server = yield* origin(routes)
+      for (const schema of [User, Count, Schema.NullOr(User), Schema.Unknown] as const) {
+        const read = (kind: string) =>
+          Fanout.allSettled(
+            bodies.map((_, i) => `${server.url}/${kind}/${i}`),
+            { concurrency: 4, read: Fanout.json(schema as Schema.Codec<unknown, unknown, never, never>) }
+          )
+        const whole = (yield* read("sized")).map(outcomeOf)
+        const arriving = (yield* read("chunked")).map(outcomeOf)
+        assert.deepStrictEqual(whole, arriving)
+      }
+      // The same for Http.getJson.
+      const one = (kind: string) =>
+        Effect.forEach(bodies, (_, i) => Effect.result(Http.getJson(`${server.url}/${kind}/${i}`, User)))
+      assert.deepStrictEqual((yield* one("sized")).map(outcomeOf), (yield* one("chunked")).map(outcomeOf))
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("decodes in the context the batch runs in, and with a schema that suspends", () =>
+    Effect.gen(function* () {
+      const server = yield* origin({ "/a": sized('{"id":1}'), "/b": sized('{"id":2}') })
+      const urls = [`${server.url}/a`, `${server.url}/b`]
+      const shifted = yield* Fanout.all(urls, { read: Fanout.json(Shifted) }).pipe(Effect.provideService(Offset, 100))
+      assert.deepStrictEqual(shifted, [{ id: 101 }, { id: 102 }])
+      const slow = yield* Fanout.all(urls, { read: Fanout.json(Slow) })
+      assert.deepStrictEqual(slow, [{ id: 2 }, { id: 4 }])
+      const one = yield* Http.getJson(`${server.url}/b`, Shifted).pipe(Effect.provideService(Offset, 10))
+      assert.deepStrictEqual(one, { id: 12 })
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
