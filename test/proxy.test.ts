@@ -4,9 +4,9 @@ import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, type Socket } from "node:net"
 import { join } from "node:path"
 import { assert, describe, layer } from "@effect/vitest"
-import { Http, Proxy, Retry } from "@volley/core"
+import { Fanout, Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Scope, Tracer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Result, Scope, Tracer } from "effect"
 import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
 import { onSpanEnd } from "./support/tracer.ts"
 
@@ -290,6 +290,41 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         const body = yield* getVia(`${s.http.url}/tiny-tunnel-plain`, { all: good }, { tunnelHttp: true })
         assert.strictEqual(body, "hello from /tiny-tunnel-plain")
         yield* logged("tinyproxy-auth.log", `CONNECT 127.0.0.1:${s.http.port}`)
+      })
+    )
+  })
+
+  describe("batches", () => {
+    it.effect("send every item through squid, tinyproxy and microsocks, HTTP and HTTPS, in order", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const proxies = {
+          squid: `http://127.0.0.1:${s.squidOpen}`,
+          tinyproxy: `http://127.0.0.1:${s.tinyOpen}`,
+          microsocks: `socks5h://127.0.0.1:${s.socksOpen}`
+        }
+        for (const [name, all] of Object.entries(proxies)) {
+          const paths = Array.from({ length: 24 }, (_, i) => `/batch-${name}-${i}`)
+          const urls = paths.map((path, i) => `${i % 2 === 0 ? s.http.url : s.https.url}${path}`)
+          const results = yield* Fanout.allSettled(urls, { concurrency: 4, read: (response) => response.text }).pipe(
+            Effect.provide(Layer.merge(client({ all }), Retry.layer({ retries: 0 })))
+          )
+          assert.deepStrictEqual(
+            results.map((result) => (Result.isSuccess(result) ? result.success : String(result.failure))),
+            paths.map((path) => `hello from ${path}`),
+            name
+          )
+          const defaultRead = yield* Fanout.allSettled(urls, { concurrency: 4 }).pipe(
+            Effect.provide(Layer.merge(client({ all }), Retry.layer({ retries: 0 })))
+          )
+          assert.deepStrictEqual(
+            defaultRead.map((result) =>
+              Result.isSuccess(result) ? new TextDecoder().decode(result.success) : "failed"
+            ),
+            paths.map((path) => `hello from ${path}`),
+            name
+          )
+        }
       })
     )
   })
