@@ -204,6 +204,41 @@ describe("Fanout.json", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
+  it.live("decodes each body once, whole or arriving, quick or suspending", () =>
+    Effect.gen(function* () {
+      const server = yield* origin({ "/sized": sized('{"id":1}'), "/chunked": json('{"id":1}') })
+      let quick = 0
+      let slow = 0
+      const Counted = Schema.Struct({
+        id: Schema.Number.pipe(
+          Schema.decodeTo(Schema.Number, {
+            decode: SchemaGetter.transform((n: number) => {
+              quick++
+              return n
+            }),
+            encode: SchemaGetter.transform((n: number) => n)
+          })
+        )
+      })
+      const Suspending = Schema.Struct({
+        id: Schema.Number.pipe(
+          Schema.decodeTo(Schema.Number, {
+            decode: SchemaGetter.transformEffect((n: number) =>
+              Effect.sync(() => slow++).pipe(Effect.andThen(Effect.sleep("1 millis")), Effect.as(n))
+            ),
+            encode: SchemaGetter.transform((n: number) => n)
+          })
+        )
+      })
+      const urls = [`${server.url}/sized`, `${server.url}/chunked`]
+      yield* Fanout.all(urls, { read: Fanout.json(Counted) })
+      yield* Fanout.all(urls, { read: Fanout.json(Suspending) })
+      yield* Effect.forEach(urls, (url) => Http.getJson(url, Counted))
+      yield* Effect.forEach(urls, (url) => Http.getJson(url, Suspending))
+      assert.deepStrictEqual([quick, slow], [4, 4])
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("Http.getJson reads the same way, one URL at a time", () =>
     Effect.gen(function* () {
       const server = yield* origin(routes)

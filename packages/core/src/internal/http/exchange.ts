@@ -87,14 +87,6 @@ type Starting = {
   ) => boolean
 }
 
-/**
- * Where a read may offer a synchronous form of itself over a complete body's text, run in the
- * caller's context, for clients that have the body whole when the response arrives (volley's
- * NodeHttpClient): an `Exit`, or `undefined` when it cannot decide so (its effect then runs).
- * `Fanout.json` and `Http.getJson` reads do. A registry symbol, as {@link ExchangeKey}.
- */
-export const DecodeKey = Symbol.for("@volley/core/read/decode")
-
 // What a handle from `onResponse` reads from a 2xx response (absent on other handles).
 const ReadKey = Symbol.for("@volley/core/internal/http/exchange/read")
 type Reading = {

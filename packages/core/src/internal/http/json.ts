@@ -2,19 +2,15 @@
 // what `Fanout.json` hands a batch. A body that is not JSON, or JSON that does not match, is an
 // `HttpClientError` with reason `DecodeError` naming the request (method and URL) and the issue,
 // its `SchemaError` (or the parser's `SyntaxError`) kept as the `cause`, so a batch types it per item.
-import * as Cause from "effect/Cause"
-import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientResponse from "effect/http/HttpClientResponse"
-import * as Option from "effect/Option"
-import * as Schema from "effect/Schema"
-import { DecodeKey, type Read } from "./exchange.ts"
+import type * as Schema from "effect/Schema"
+import type { Read } from "./exchange.ts"
 
 /**
  * The read of a schema, built once per schema, not per response nor per `Http.getJson` call
- * (building its decoders walks the schema: µs a call, more than a small body's decoding).
+ * (building its decoder walks the schema: µs a call, more than a small body's decoding).
  */
 export const readJson = <S extends Schema.Constraint>(
   schema: S
@@ -26,35 +22,10 @@ export const readJson = <S extends Schema.Constraint>(
     Effect.catch(decode(response), (error) => Effect.fail(described(response, error)))
   consuming.add(read)
   reads.set(schema, read)
-  return Object.assign(read, { [DecodeKey]: decodeText(schema) })
+  return read
 }
 
 const reads = new WeakMap<Schema.Constraint, Read<unknown, HttpClientError.HttpClientError, unknown>>()
-
-// The same read over a body already complete, as text, without suspending the caller (see
-// `DecodeKey`): the same JSON as `response.json` parses, decoded as `schemaBodyJson` decodes it,
-// in the caller's context (its services, references, logger), failing the same way. A schema
-// that decodes asynchronously cannot run so: `undefined`, and the read's effect runs instead.
-const decodeText = <S extends Schema.Constraint>(schema: S) => {
-  const decode = Schema.decodeUnknownEffect(Schema.toCodecJson(schema))
-  return (
-    text: string,
-    response: HttpClientResponse.HttpClientResponse,
-    context: Context.Context<never>
-  ): Exit.Exit<S["Type"], HttpClientError.HttpClientError> | undefined => {
-    let json: unknown
-    try {
-      json = text === "" ? null : JSON.parse(text)
-    } catch (cause) {
-      return Exit.fail(decodeError(response, cause, `body is not JSON: ${(cause as Error).message}`))
-    }
-    const exit = Effect.runSyncExitWith(context as Context.Context<S["DecodingServices"]>)(decode(json))
-    // A success carries no error: it is the read's as it is.
-    if (Exit.isSuccess(exit)) return exit as Exit.Exit<S["Type"], never>
-    const error = Cause.findErrorOption(exit.cause)
-    return Option.isSome(error) ? Exit.fail(described(response, error.value)) : undefined
-  }
-}
 
 // The failure with what went wrong in its message: JSON that does not match (the SchemaError its
 // cause), or a body that is not JSON at all (Effect's own DecodeError says only "Decode error";

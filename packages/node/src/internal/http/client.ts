@@ -172,12 +172,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       const fiberRefs = refsOf(fiber)
       const trace = fastTrace(request, fiber, fiberRefs)
       if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
-      return fast(
-        request,
-        fiberRefs,
-        trace,
-        new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight, fiberRefs.context)
-      )
+      return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight))
     }
     // The same, started without an effect for a batch worker (see `@volley/core`'s `StartKey`):
     // only a request the fast path sends as it is.
@@ -195,7 +190,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       if (trace === TRACED) return false
       const target = targetOf(request)
       if (!(target instanceof Target)) return false
-      const exchange = new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight, fiberRefs.context)
+      const exchange = new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight)
       startRequest(dispatcher, request, target, settings, fiberRefs.decompress, meters, trace, exchange, resume)
       return true
     }

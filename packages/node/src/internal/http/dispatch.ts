@@ -3,9 +3,7 @@
 import { AsyncResource } from "node:async_hooks"
 import type { Readable } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
-import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -150,16 +148,6 @@ class WorkerContext extends AsyncResource {
  */
 export const ExchangeKey: unique symbol = Symbol.for("@volley/core/HttpClient/exchange") as never
 
-/** Where `@volley/core`'s JSON reads offer a synchronous form of themselves (see its `DecodeKey`). */
-const DecodeKey: unique symbol = Symbol.for("@volley/core/read/decode") as never
-type Decoding<A, E> = {
-  readonly [DecodeKey]?: (
-    text: string,
-    response: HttpClientResponse.HttpClientResponse,
-    context: Context.Context<never>
-  ) => Exit.Exit<A, E> | undefined
-}
-
 /** Where `@volley/core`'s batch worker finds a client's {@link start} (see its `StartKey`). */
 export const StartKey: unique symbol = Symbol.for("@volley/core/HttpClient/start") as never
 
@@ -177,34 +165,25 @@ export class Exchange<A, E, R> {
   readonly read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>
   readonly limit: number
   readonly inFlight: InFlight | undefined
-  /** The caller's fiber's: where a read's synchronous form runs (see `DecodeKey`). */
-  readonly context: Context.Context<never>
   constructor(
     kind: ExchangeRead,
     handle: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
     read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<A, E, R>,
     limit: number,
-    inFlight: InFlight | undefined,
-    context: Context.Context<never>
+    inFlight: InFlight | undefined
   ) {
     this.kind = kind
     this.handle = handle
     this.read = read
     this.limit = limit
     this.inFlight = inFlight
-    this.context = context
   }
 
   settle(response: LeanResponse): Effect.Effect<A, E, R> {
     const status = response.status
     if (status < 200 || status >= 300 || !isComplete(response.body)) return this.handle(response)
     const kind = this.kind
-    if (kind === "custom") {
-      const decode = (this.read as Decoding<A, E>)[DecodeKey]
-      const text = decode === undefined ? undefined : readComplete(response.body, "text", this.limit)
-      return (text === undefined ? undefined : decode!(text as string, response, this.context)) ?? this.read(response)
-    }
-    const value = readComplete(response.body, kind, this.limit)
+    const value = kind === "custom" ? undefined : readComplete(response.body, kind, this.limit)
     // The result of a built-in read is its `A` (a string or bytes).
     return value === undefined ? this.read(response) : Effect.succeed(value as A)
   }
