@@ -6,10 +6,10 @@
 import { AsyncLocalStorage, createHook } from "node:async_hooks"
 import diagnostics from "node:diagnostics_channel"
 import { assert, describe, it } from "@effect/vitest"
-import { Fanout, Retry } from "@volley/core"
+import { Fanout, Http, HttpBody, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Stream } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as Scheduler from "effect/Scheduler"
 import { faultServer } from "./support/faultServer.ts"
 import { closedPort } from "./support/origin.ts"
@@ -95,6 +95,27 @@ describe("Fanout worker", () => {
       )
       assert.strictEqual(server.requests(), 300)
       assert.isAtMost(server.peakInFlight(), 3)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("Http.readText as a batch's read gives what response.text gives, limits included", () =>
+    Effect.gen(function* () {
+      const server = yield* faultServer
+      const urls = [0, 2, 3000, 70_000].map((size) => `${server.url}/ok?size=${size}`)
+      const texts = (read: (response: HttpClientResponse.HttpClientResponse) => Effect.Effect<string, unknown>) =>
+        Fanout.allSettled([...urls, `${server.url}/status?code=404`], { concurrency: 2, read }).pipe(
+          Effect.map((results) =>
+            results.map((result) =>
+              Result.isSuccess(result) ? result.success.length : (result.failure as { message: string }).message
+            )
+          )
+        )
+      const own = (response: HttpClientResponse.HttpClientResponse) => response.text
+      assert.deepStrictEqual(yield* texts(Http.readText), [0, 2, 3000, 70_000, (yield* texts(own))[4]])
+      assert.deepStrictEqual(yield* texts(Http.readText), yield* texts(own))
+      // Under a body limit, the same failures.
+      const limited = HttpBody.withMaxBodySize(100)
+      assert.deepStrictEqual(yield* limited(texts(Http.readText)), yield* limited(texts(own)))
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 

@@ -21,7 +21,10 @@
  *   body is read and dropped), so no connection is held by an unread body. `read: json(schema)`
  *   gives typed values, a body that does not decode failing its own item.
  * - **Cost**: at most `concurrency` worker fibers, started as requests start (a huge
- *   `concurrency` costs nothing by itself), no fiber, stream or span per request.
+ *   `concurrency` costs nothing by itself), no fiber, stream or span per request. On
+ *   `NodeHttpClient`, with the default read (or `Http.readBytes`, `Http.readText`) and no
+ *   per-request timeouts, a worker sends request after request from one suspension of its fiber
+ *   while they succeed; a `read` of your own runs on the worker's fiber, one resume per item.
  * - **Tracing**: a batch is one span, `volley.Fanout` (attributes `volley.fanout.concurrency`,
  *   and `volley.fanout.succeeded` / `volley.fanout.failed` when it ends). With a tracer that
  *   records (OpenTelemetry, say), each item that ends adds an event `volley.fanout.item`
