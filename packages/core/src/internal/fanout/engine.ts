@@ -337,15 +337,16 @@ const runIn = <A, E, R, X>(
       // succeed, the worker settles each and sends the next from one suspension of its fiber,
       // `waiting`, which no request resumes; anything else resumes the fiber with its effect.
       let resumeFiber: ((effect: Effect.Effect<void, X, R | HttpClient.HttpClient>) => void) | undefined
-      // What a request refused at once resumed with, while `start` ran.
-      let early: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient> | undefined
+      // Set while `start` runs: a request refused at once resumes before it returns, perhaps from
+      // inside undici's dispatch; the fiber goes on with it once `start` has returned, never from there.
       let starting = false
       // Interrupted (perhaps while settling, from a progress callback): a response handed over now
       // is not the batch's any more, nor is a next request, though the batch, still stopping its
       // other workers, has not closed its input yet.
       let stopped = false
-      // What the fiber continues with, decided before it got to `waiting` (it yielded to Effect's
-      // scheduler on its way, its op budget spent, and a request failed meanwhile).
+      // What the fiber continues with, decided before it got to `waiting`: a request refused
+      // while `start` ran, or one that failed while the fiber, its op budget spent, had yielded
+      // to Effect's scheduler on its way there.
       let pending: Effect.Effect<void, X, R | HttpClient.HttpClient> | undefined
       const waiting = Effect.callback<void, X, R | HttpClient.HttpClient>((resume) => {
         if (pending === undefined) {
@@ -358,7 +359,7 @@ const runIn = <A, E, R, X>(
       })
       const onStarted = (effect: Effect.Effect<A, Failure<E>, R | HttpClient.HttpClient>): void => {
         if (starting) {
-          early = effect
+          pending = Effect.matchCauseEffect(effect, firstExit)
           return
         }
         if (stopped) return
@@ -397,10 +398,10 @@ const runIn = <A, E, R, X>(
         }
         if (!started) return undefined
         // Suspended already (the previous request's response started this one): stays so.
-        if (early === undefined) return waiting
-        const result = early
-        early = undefined
-        return Effect.matchCauseEffect(result, firstExit)
+        if (pending === undefined) return waiting
+        const following = pending
+        pending = undefined
+        return following
       }
       const onExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         const stop = settle(current!, exit)
