@@ -16,6 +16,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import got from "got"
 import pLimit from "p-limit"
@@ -96,8 +97,8 @@ const undiciFloor = async (origin: string): Promise<Client> => {
   }
 }
 
-// Effect's floor: the floor's requests, each an \`Effect.callback\` around the bare handler, run
-// by \`Effect.forEach\` at the same concurrency (a fiber per request, as the idiom's). The least
+// Effect's floor: the floor's requests, each an `Effect.callback` around the bare handler, run
+// by `Effect.forEach` at the same concurrency (a fiber per request, as the idiom's). The least
 // any client whose requests are Effects pays; the distance from it to a volley row is volley's.
 const effectFloor = async (origin: string): Promise<Client> => {
   const pool = new Pool(origin, { connections: 64 })
@@ -237,6 +238,42 @@ const idiomClient = (tracing: "default" | "off" | "otel") => async (): Promise<C
   }
 }
 
+// The README's first example: `Effect.forEach` over `Http.getJson` with a schema, against the
+// origin's `/todo` (one small JSON object), keeping only each value's `id`.
+const Todo = Schema.Struct({ id: Schema.Number, title: Schema.String })
+const idiomJson = async (): Promise<Client> => {
+  const runtime = ManagedRuntime.make(NodeHttpClient.layer())
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const limit = Duration.millis(Math.max(0, deadline - Date.now()))
+      const urls = Array.from({ length: total }, () => url)
+      const program = Effect.forEach(urls, (u) => Effect.map(Http.getJson(u, Todo), (todo) => todo.id), {
+        concurrency
+      }).pipe(Effect.timeout(limit))
+      const exit = await runtime.runPromiseExit(program)
+      return exit._tag === "Success" ? { ok: exit.value.length, failed: 0 } : { ok: 0, failed: total }
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+// The same as a batch: `Fanout.allSettled` with `Fanout.json` as its read.
+const fanoutJson = async (): Promise<Client> => {
+  const runtime = ManagedRuntime.make(NodeHttpClient.layer())
+  const read = Fanout.json(Todo)
+  return {
+    run: async (url, total, concurrency, deadline) => {
+      const limit = Duration.millis(Math.max(0, deadline - Date.now()))
+      const urls = Array.from({ length: total }, () => url)
+      const results = await runtime.runPromise(Effect.timeout(Fanout.allSettled(urls, { concurrency, read }), limit))
+      let ok = 0
+      for (const result of results) if (Result.isSuccess(result)) ok++
+      return { ok, failed: results.length - ok }
+    },
+    close: () => runtime.dispose()
+  }
+}
+
 // A read of the caller's own: the body in full as bytes (as the default read gets it), keeping
 // only its size.
 const byteLength = (response: HttpClientResponse.HttpClientResponse) =>
@@ -303,6 +340,8 @@ export const clients: Record<string, { readonly label: string; readonly make: (o
   "volley-read": { label: "volley Fanout.allSettled with a read of its own", make: fanoutClient("read") },
   "volley-deadline": { label: "volley Fanout.allSettled with a deadline", make: fanoutClient("deadline") },
   "volley-stream": { label: "volley Fanout.stream", make: fanoutStream },
+  "idiom-json": { label: "volley Effect.forEach + Http.getJson (the README's example)", make: idiomJson },
+  "volley-json": { label: "volley Fanout.allSettled with Fanout.json", make: fanoutJson },
   undici: { label: "undici Pool.request", make: undiciPool },
   effect: {
     label: "Effect HttpClient (platform-node layerUndici)",

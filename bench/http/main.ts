@@ -26,6 +26,10 @@ const LATENCY_MS = 20
 const MEMORY_REQUESTS = 100_000
 // Rounds of REQUESTS per client in the warm-process measurement (after each client's warm-up).
 const WARM_ROUNDS = 5
+// The README's first example (`Effect.forEach` over `Http.getJson` with a schema) against one
+// small JSON object, with the floor and the text idiom on the same path in the same rounds.
+const README_PATH = "/todo"
+const README_BODY = '{"id":1,"title":"ok"}'
 const BODIES = [
   { name: "2 B", path: "/2b" },
   { name: "16 KiB", path: "/16k" }
@@ -45,7 +49,9 @@ const scripts: Record<string, string> = {
 const only = process.env.VOLLEY_BENCH_CLIENTS?.split(",")
 const wanted = (name: string) => only === undefined || name === "floor" || name === "undici" || only.includes(name)
 const pythonHas = (module: string) => spawnSync(PYTHON, ["-c", `import ${module}`], { stdio: "ignore" }).status === 0
-const nodeNames = Object.keys(clients).filter(wanted)
+// The README's example reads JSON: those clients run only against `/todo` (see README_PATH).
+const JSON_ONLY = ["idiom-json", "volley-json"]
+const nodeNames = Object.keys(clients).filter((name) => wanted(name) && !JSON_ONLY.includes(name))
 const pythonNames = Object.keys(pythonClients).filter((n) => wanted(n) && pythonHas(pythonClients[n]!.module))
 const missingPython = Object.keys(pythonClients).filter((n) => wanted(n) && !pythonNames.includes(n))
 const labelOf = (name: string) => clients[name]?.label ?? pythonClients[name]?.label ?? name
@@ -168,6 +174,18 @@ for (let round = 1; round <= RUNS; round++) {
   }
 }
 
+const jsonNames = ["floor", "idiom", ...JSON_ONLY].filter(wanted)
+const readmeRuns = new Map<string, Array<Sample>>()
+for (let round = 1; round <= RUNS; round++) {
+  for (const name of jsonNames) {
+    const sample = await measure(name, origin.base + README_PATH, REQUESTS, 2_000)
+    readmeRuns.set(name, [...(readmeRuns.get(name) ?? []), sample])
+    console.log(
+      `  round ${round} JSON   ${name.padEnd(16)} ${Math.round(rps(sample))} req/s, ${sample.cpuUs.toFixed(1)} µs CPU/req`
+    )
+  }
+}
+
 // Latency-bound: each request waits 20 ms at the origin; ideal = CONCURRENCY / 20 ms.
 const ideal = CONCURRENCY / (LATENCY_MS / 1000)
 // The origin's timer is not exact: one request on its own takes a little more than 20 ms, so
@@ -286,6 +304,21 @@ const rows = names.map((name) => {
     }
   }
 })
+const floorJson = readmeRuns.get("floor") ?? []
+const readme = {
+  path: README_PATH,
+  body: README_BODY,
+  rows: jsonNames.map((name) => {
+    const samples = readmeRuns.get(name) ?? []
+    return {
+      client: name,
+      label: labelOf(name),
+      median: Math.round(median(samples.map(rps))),
+      ratio: median(samples.map((s, i) => rps(s) / (floorJson[i] === undefined ? Number.NaN : rps(floorJson[i]!)))),
+      cpuUs: Math.round(median(samples.map((s) => s.cpuUs)) * 10) / 10
+    }
+  })
+}
 const cpu = cpus()
 const results = {
   date: new Date().toISOString(),
@@ -308,6 +341,7 @@ const results = {
     ceilingRps: Math.round(CONCURRENCY / (loneMs / 1000))
   },
   rows,
+  readme,
   memory: memory === undefined ? null : { requests: MEMORY_REQUESTS, concurrency: CONCURRENCY, ...memory },
   overhead: overhead ?? null,
   warm: warm.length === BODIES.length ? (warm as NonNullable<Results["warm"]>) : null,

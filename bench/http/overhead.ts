@@ -1,6 +1,6 @@
 // The JavaScript cost of a request in each form, with no network: every client sends to an
 // in-process undici dispatcher that answers each request on the next event-loop turn (status 200,
-// a 2-byte body), so what is measured is the client's own work, without the socket writes and the
+// a 2-byte body; the JSON forms' `/todo`, a 21-byte object), so what is measured is the client's own work, without the socket writes and the
 // origin's CPU that make req/s on this 2-core machine swing by ±15%.
 //
 //   cd bench && node --conditions=@volley/source --expose-gc http/overhead.ts [requests] [rounds]
@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { Dispatcher } from "undici"
 import { FloorHandler } from "./floor.ts"
@@ -22,11 +23,15 @@ const CONCURRENCY = 64
 const URL_ = "http://127.0.0.1:8080/2b"
 const BODY = Buffer.from("ok")
 const HEADERS = { "content-length": "2", "content-type": "text/plain" }
+// The README's example reads `/todo`: one small JSON object.
+const TODO_URL = "http://127.0.0.1:8080/todo"
+const TODO = Buffer.from('{"id":1,"title":"ok"}')
+const TODO_HEADERS = { "content-length": String(TODO.byteLength), "content-type": "application/json" }
 
 // Answers on the next turn, as a keep-alive socket read would: start, head, body, end.
 class Answering extends Dispatcher {
-  override dispatch(_options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    setImmediate(answer, handler)
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    setImmediate(options.path === "/todo" ? answerTodo : answer, handler)
     return true
   }
   override close(): Promise<void> {
@@ -48,6 +53,12 @@ const answer = (handler: Dispatcher.DispatchHandler) => {
   handler.onRequestStart?.(controller, {})
   handler.onResponseStart?.(controller, 200, HEADERS, "OK")
   handler.onResponseData?.(controller, BODY)
+  handler.onResponseEnd?.(controller, {})
+}
+const answerTodo = (handler: Dispatcher.DispatchHandler) => {
+  handler.onRequestStart?.(controller, {})
+  handler.onResponseStart?.(controller, 200, TODO_HEADERS, "OK")
+  handler.onResponseData?.(controller, TODO)
   handler.onResponseEnd?.(controller, {})
 }
 
@@ -86,6 +97,9 @@ const runtime = ManagedRuntime.make(
   NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<HttpClient.HttpClient>
 )
 const urls = Array.from({ length: total }, () => URL_)
+const todoUrls = Array.from({ length: total }, () => TODO_URL)
+const Todo = Schema.Struct({ id: Schema.Number, title: Schema.String })
+const todoRead = Fanout.json(Todo)
 const byteLength = (response: Parameters<typeof Http.readBytes>[0]) =>
   Effect.map(Http.readBytes(response), (bytes) => bytes.byteLength)
 
@@ -102,8 +116,16 @@ const forms: Record<string, () => Promise<unknown>> = {
         Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
       )
     ),
+  "idiom-json": () =>
+    runtime.runPromise(
+      Effect.forEach(todoUrls, (u) => Effect.map(Http.getJson(u, Todo), (todo) => todo.id), {
+        concurrency: CONCURRENCY
+      })
+    ),
   allSettled: () => runtime.runPromise(Fanout.allSettled(urls, { concurrency: CONCURRENCY })),
   "allSettled-read": () => runtime.runPromise(Fanout.allSettled(urls, { concurrency: CONCURRENCY, read: byteLength })),
+  "allSettled-json": () =>
+    runtime.runPromise(Fanout.allSettled(todoUrls, { concurrency: CONCURRENCY, read: todoRead })),
   stream: () => runtime.runPromise(Stream.runCount(Fanout.stream(urls, { concurrency: CONCURRENCY })))
 }
 

@@ -60,6 +60,18 @@ export interface Results {
       readonly ratioToPoolRequest?: number
     }
   }>
+  /** The README's example (Http.getJson) against one small JSON object, in the same run; absent in older results. */
+  readonly readme?: {
+    readonly path: string
+    readonly body: string
+    readonly rows: ReadonlyArray<{
+      readonly client: string
+      readonly label: string
+      readonly median: number
+      readonly ratio: number
+      readonly cpuUs: number
+    }>
+  }
   readonly memory: {
     readonly done: number
     readonly ms: number
@@ -178,6 +190,7 @@ const render = (r: Results) => {
     "less than req/s when other processes compete for the two cores.",
     ...fullGcs(r),
     "",
+    ...readmeSection(r),
     `## Latency-bound: origin answers after ${r.latency.delayMs} ms`,
     "",
     `${r.latency.requests.toLocaleString("en")} GETs at concurrency ${r.concurrency} against ${r.origin.latencyOrigin === "nginx" ? "nginx `echo_sleep 0.02`" : "the node:http origin (`setTimeout` 20 ms)"}; the ideal is C / 20 ms = ${r.latency.idealRps} req/s.`,
@@ -209,7 +222,8 @@ const render = (r: Results) => {
           "## Without a network: the clients' own JavaScript",
           "",
           `\`http/overhead.ts\`: ${r.overhead.requests.toLocaleString("en")} requests per form to an in-process undici dispatcher that answers`,
-          "each on the next event-loop turn (status 200, 2 bytes), so neither socket writes nor the origin's CPU count;",
+          "each on the next event-loop turn (status 200, 2 bytes; the `-json` forms: `/todo`'s 21-byte JSON object, decoded",
+          "with the schema above), so neither socket writes nor the origin's CPU count;",
           `main-thread CPU µs per request, median of ${r.overhead.rounds} interleaved rounds. \`effect-floor\` is Effect's own least:`,
           "`Effect.forEach` at the same concurrency over an `Effect.callback` that dispatches a bare handler (a fiber, a",
           "suspension and a resume per request); what a volley form costs beyond it is volley's.",
@@ -298,6 +312,30 @@ const render = (r: Results) => {
   ].join("\n")
 
   return { md, chart }
+}
+
+// The README's first example, `Effect.forEach` over `Http.getJson` with a schema, beside the floor
+// and the text idiom on the same JSON body.
+const readmeSection = (r: Results): ReadonlyArray<string> => {
+  const readme = r.readme
+  if (readme === undefined) return []
+  return [
+    "## The README's example: `Http.getJson` with a schema",
+    "",
+    `The same ${r.requests.toLocaleString("en")} GETs at concurrency ${r.concurrency} against \`${readme.path}\`, which answers \`${readme.body}\``,
+    `(${readme.body.length} B, \`application/json\`), in fresh processes interleaved with the floor on the same path (median of ${r.runs}).`,
+    "The JSON clients decode each body with `Schema.Struct({ id: Schema.Number, title: Schema.String })`, as the",
+    "README's first example does; the floor and the text idiom only read it. What the JSON rows cost beyond the text",
+    "idiom is the JSON parse and Effect Schema's decode.",
+    "",
+    "| client | req/s | vs floor | CPU µs/req |",
+    "| --- | ---: | ---: | ---: |",
+    ...readme.rows.map(
+      (row) =>
+        `| ${row.label} | ${row.median} | ${Number.isFinite(row.ratio) ? row.ratio.toFixed(2) : "n/a"}x | ${row.cpuUs} |`
+    ),
+    ""
+  ]
 }
 
 // The warm-process table: CPU per request after the JIT has settled, and the floor's over it.

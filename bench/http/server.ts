@@ -83,6 +83,7 @@ ${nginxPreamble(dir)}  sendfile on;
   server {
     listen 127.0.0.1:${port} backlog=4096;
     location = /2b { default_type text/plain; return 200 "ok"; }
+    location = /todo { default_type application/json; return 200 '{"id":1,"title":"ok"}'; }
     location = /16k { default_type application/octet-stream; alias ${dir}/www/16k.bin; }
     ${echo ? `location = /sleep { default_type text/plain; echo_sleep 0.02; echo -n "ok"; }` : ""}
   }
