@@ -28,6 +28,10 @@ const routes = {
   },
   "/bom": (_req, res) => res.end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("après")])),
   "/big": (_req, res) => res.writeHead(200, { "content-length": String(big.length) }).end(big),
+  "/accept": (req, res) =>
+    res
+      .writeHead(200, { "content-type": "application/json" })
+      .end(JSON.stringify({ id: 1, name: `${req.headers.accept} ${req.url}` })),
   "/hang": () => {}
 } satisfies Parameters<typeof origin>[0]
 
@@ -44,6 +48,23 @@ describe("Http", () => {
       assert.strictEqual(yield* Http.getText(`${server.url}/text`), "hello")
       assert.deepStrictEqual(Array.from(yield* Http.getBytes(`${server.url}/bytes`)), [0, 1, 2, 255])
       assert.deepStrictEqual(yield* Http.getJson(`${server.url}/user`, User), { id: 1, name: "Ada" })
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  it.live("asks for JSON with an Accept header that the caller's own headers replace", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const sentBy = (options?: Http.RequestOptions) =>
+        Effect.map(Http.getJson(`${server.url}/accept`, User, options), (user) => user.name)
+      assert.strictEqual(yield* sentBy(), "application/json /accept")
+      assert.strictEqual(yield* sentBy({ urlParams: { page: "2" } }), "application/json /accept?page=2")
+      assert.strictEqual(
+        yield* sentBy({ headers: { accept: "application/vnd.api+json" } }),
+        "application/vnd.api+json /accept"
+      )
+      assert.strictEqual(yield* sentBy(), "application/json /accept")
+      const posted = yield* Http.postJson(`${server.url}/accept`, { name: "Ada" }, User)
+      assert.strictEqual(posted.name, "application/json /accept")
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 

@@ -165,8 +165,10 @@ export const getBytes = (
  */
 export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
   run(
-    build("GET", url, { ...options, headers: { accept: "application/json", ...options?.headers } }),
-    Exchange.onResponse(readJson(schema), true)
+    options === undefined
+      ? HttpClientRequest.setUrl(JSON_GET, url)
+      : build("GET", url, { ...options, headers: { accept: "application/json", ...options.headers } }),
+    onJson(schema)
   )
 
 /**
@@ -229,7 +231,7 @@ export const postJson = <S extends Schema.Constraint>(
     Effect.mapError(
       (cause) => new HttpClientError.HttpClientError({ reason: new HttpClientError.EncodeError({ request, cause }) })
     ),
-    Effect.flatMap((withBody) => run(withBody, Exchange.onResponse(readJson(schema), true)))
+    Effect.flatMap((withBody) => run(withBody, onJson(schema)))
   )
 }
 
@@ -313,6 +315,22 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
       })
 
 const EMPTY_POST = HttpClientRequest.setMethod(HttpClientRequest.empty, "POST")
+const JSON_GET = HttpClientRequest.setHeader(HttpClientRequest.empty, "accept", "application/json")
+
+// A schema's exchange, built once as its read is (see `readJson`), not per call.
+const jsonHandles = new WeakMap<Schema.Constraint, Exchange.Read<unknown, unknown, unknown>>()
+const onJson = <S extends Schema.Constraint>(schema: S) => {
+  let handle = jsonHandles.get(schema)
+  if (handle === undefined) {
+    handle = Exchange.onResponse(readJson(schema), true) as Exchange.Read<unknown, unknown, unknown>
+    jsonHandles.set(schema, handle)
+  }
+  return handle as Exchange.Read<
+    S["Type"],
+    HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
+    S["DecodingServices"] | HttpClient.HttpClient
+  >
+}
 
 // The exchange (status check and body read included) under the policy in the environment, on
 // the client under a `Retry.withPolicy` wrapper if there is one: what a batch runs per item.

@@ -427,6 +427,39 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
     )
 
+    it.live("sends each request's own headers when requests built from different templates alternate", () =>
+      Effect.gen(function* () {
+        const server = yield* origin
+        const client = yield* HttpClient.HttpClient
+        const sent = (request: HttpClientRequest.HttpClientRequest) =>
+          Effect.flatMap(client.execute(request), (r) => r.json) as Effect.Effect<Record<string, string>, unknown>
+        const a = HttpClientRequest.get(`${server.url}/headers`).pipe(HttpClientRequest.setHeader("x-tag", "a"))
+        const b = HttpClientRequest.get(`${server.url}/headers`).pipe(HttpClientRequest.setHeader("x-tag", "b"))
+        const own = HttpClientRequest.setHeader(b, "accept-encoding", "identity")
+        const tags = []
+        for (const request of [a, a, b, a, own, b, HttpClientRequest.get(`${server.url}/headers`), a]) {
+          const headers = yield* sent(request)
+          tags.push(
+            `${headers["x-tag"] ?? "-"}:${/gzip/.test(headers["accept-encoding"] ?? "") ? "gzip" : headers["accept-encoding"]}`
+          )
+        }
+        assert.deepStrictEqual(tags, [
+          "a:gzip",
+          "a:gzip",
+          "b:gzip",
+          "a:gzip",
+          "b:identity",
+          "b:gzip",
+          "-:gzip",
+          "a:gzip"
+        ])
+        // In a span, the same template carries the span's trace context too; outside, not.
+        const [traced, span] = yield* Effect.all([sent(a), Effect.currentSpan]).pipe(Effect.withSpan("caller"))
+        assert.deepInclude(traced, { "x-tag": "a", traceparent: `00-${span.traceId}-${span.spanId}-01` })
+        assert.isUndefined((yield* sent(a)).traceparent)
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+    )
+
     it.live("with tracing off for a request (as a batch sets it), still sends the enclosing span's trace context", () =>
       Effect.gen(function* () {
         const server = yield* origin

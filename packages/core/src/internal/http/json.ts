@@ -4,8 +4,8 @@
 // its `SchemaError` (or the parser's `SyntaxError`) kept as the `cause`, so a batch types it per item.
 import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
-import * as HttpClientResponse from "effect/http/HttpClientResponse"
-import type * as Schema from "effect/Schema"
+import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Schema from "effect/Schema"
 import type { Read } from "./exchange.ts"
 
 /**
@@ -17,31 +17,28 @@ export const readJson = <S extends Schema.Constraint>(
 ): Read<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]> => {
   const known = reads.get(schema)
   if (known !== undefined) return known as Read<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]>
-  const decode = HttpClientResponse.schemaBodyJson(schema)
+  // What `HttpClientResponse.schemaBodyJson` runs, in fewer steps: the text, parsed here (an
+  // error then needs no catch around the whole read, only around the decode). A small body's
+  // read cost a fifth more through `response.json` and a catch of every failure.
+  const decode = Schema.decodeEffect(Schema.toCodecJson(schema))
   const read: Read<S["Type"], HttpClientError.HttpClientError, S["DecodingServices"]> = (response) =>
-    Effect.catch(decode(response), (error) => Effect.fail(described(response, error)))
+    Effect.flatMap(response.text, (text) => {
+      let json: Schema.Json
+      try {
+        json = text === "" ? null : JSON.parse(text)
+      } catch (cause) {
+        return Effect.fail(decodeError(response, cause, `body is not JSON: ${(cause as Error).message}`))
+      }
+      return Effect.mapError(decode(json), (error) =>
+        decodeError(response, error, `body does not match the schema: ${error.message}`)
+      )
+    })
   consuming.add(read)
   reads.set(schema, read)
   return read
 }
 
 const reads = new WeakMap<Schema.Constraint, Read<unknown, HttpClientError.HttpClientError, unknown>>()
-
-// The failure with what went wrong in its message: JSON that does not match (the SchemaError its
-// cause), or a body that is not JSON at all (Effect's own DecodeError says only "Decode error";
-// the SyntaxError stays its cause).
-const described = (
-  response: HttpClientResponse.HttpClientResponse,
-  error: Schema.SchemaError | HttpClientError.HttpClientError
-): HttpClientError.HttpClientError => {
-  if (error._tag === "SchemaError") {
-    return decodeError(response, error, `body does not match the schema: ${error.message}`)
-  }
-  const reason = error.reason
-  return reason._tag === "DecodeError" && reason.description === undefined && reason.cause instanceof SyntaxError
-    ? decodeError(response, reason.cause, `body is not JSON: ${reason.cause.message}`)
-    : error
-}
 
 const decodeError = (response: HttpClientResponse.HttpClientResponse, cause: unknown, description: string) =>
   new HttpClientError.HttpClientError({
