@@ -12,7 +12,7 @@ import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Stream } fro
 import { HttpClientRequest, type HttpClientResponse } from "effect/http"
 import * as Scheduler from "effect/Scheduler"
 import { faultServer } from "./support/faultServer.ts"
-import { closedPort } from "./support/origin.ts"
+import { closedPort, origin } from "./support/origin.ts"
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 
@@ -281,6 +281,36 @@ describe("Fanout worker", () => {
       assert.strictEqual(server.requests(), sent)
       assert.isAtMost(server.requests("/hang"), 1)
     }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live(
+    "a read that throws instead of failing ends its batch or call with the defect, and closes a body still arriving",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* origin({
+          "/small": (_req, res) => res.end("ok"),
+          "/endless": (_req, res) => {
+            res.writeHead(200).write("x".repeat(1000))
+          }
+        })
+        const bug = new Error("bug in read")
+        const read = (): Effect.Effect<string> => {
+          throw bug
+        }
+        for (const path of ["/small", "/endless"]) {
+          const request = HttpClientRequest.get(`${server.url}${path}`)
+          for (const run of [
+            Fanout.allSettled([request], { read }),
+            Fanout.stream([request], { read }).pipe(Stream.runDrain),
+            Http.send(request, read)
+          ]) {
+            const exit = yield* Effect.exit(Effect.timeout(run, "5 seconds"))
+            assert.isTrue(Exit.isFailure(exit) && Cause.squash(exit.cause) === bug, `${path}: ${String(exit)}`)
+          }
+        }
+        // The three responses to /endless were aborted, their sockets closed.
+        yield* Effect.promise(() => server.closedSockets(3)).pipe(Effect.timeout("5 seconds"))
+      }).pipe(Effect.scoped, Effect.provide(Live))
   )
 
   it.live("a progress callback that throws ends the batch with its defect and leaves nothing in flight", () =>

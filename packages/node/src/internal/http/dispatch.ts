@@ -179,14 +179,37 @@ export class Exchange<A, E, R> {
     this.inFlight = inFlight
   }
 
-  settle(response: LeanResponse): Effect.Effect<A, E, R> {
-    const status = response.status
-    if (status < 200 || status >= 300 || !isComplete(response.body)) return this.handle(response)
-    const kind = this.kind
-    const value = kind === "custom" ? undefined : readComplete(response.body, kind, this.limit)
-    // The result of a built-in read is its `A` (a string or bytes).
-    return value === undefined ? this.read(response) : Effect.succeed(value as A)
+  /** What the caller resumes with for a response whose body may still be arriving: `handle`'s effect. */
+  early(response: LeanResponse): Effect.Effect<A, E, R> {
+    try {
+      return this.handle(response)
+    } catch (defect) {
+      return thrown(response, defect)
+    }
   }
+
+  /** What the caller resumes with for a response whose body has ended, or failed. */
+  settle(response: LeanResponse): Effect.Effect<A, E, R> {
+    try {
+      const status = response.status
+      if (status < 200 || status >= 300 || !isComplete(response.body)) return this.handle(response)
+      const kind = this.kind
+      const value = kind === "custom" ? undefined : readComplete(response.body, kind, this.limit)
+      // The result of a built-in read is its `A` (a string or bytes).
+      return value === undefined ? this.read(response) : Effect.succeed(value as A)
+    } catch (defect) {
+      return thrown(response, defect)
+    }
+  }
+}
+
+// A caller's `read` that throws instead of failing, called here in undici's callbacks rather
+// than on the caller's fiber: the fiber dies with the throw, as it would had the function run
+// there (in a `flatMap`), instead of the process; a body still arriving is aborted, as after a
+// failed read, rather than left holding its connection.
+const thrown = (response: LeanResponse, defect: unknown): Effect.Effect<never> => {
+  if (!response.body.ended) response.body.abort(new Error("The response's read threw"))
+  return Effect.die(defect)
 }
 
 /**
@@ -408,7 +431,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     if (response === undefined) return
     this.pending = undefined
     track(response)
-    this.deliver(this.exchange === undefined ? Effect.succeed(response) : this.exchange.handle(response))
+    this.deliver(this.exchange === undefined ? Effect.succeed(response) : this.exchange.early(response))
   }
 
   onResponseData(_controller: Undici.Dispatcher.DispatchController, chunk: Buffer): void {
