@@ -100,7 +100,10 @@ export interface Options {
   /**
    * Tasks whose modules every thread imports as it starts, before it takes work, so the first
    * call does not wait for the import. Modules a thread has imported for a task are preloaded by
-   * threads started later in any case.
+   * threads started later in any case, until a thread dies before it is ready while importing
+   * them (modules that imported fine one by one may not together, within `resourceLimits` say):
+   * from then on new threads preload only these, and that death does not count toward the
+   * start-up breaker.
    * @default []
    */
   readonly tasks?: ReadonlyArray<Blocking.AnyTask> | undefined
@@ -160,8 +163,10 @@ export interface Options {
    * whose payload was transferred fails with `WorkerDiedError`: its buffers went with the thread),
    * and `crashLoop.deaths` such deaths in a row open the crash-loop breaker for the module (for a
    * module of `tasks`, imported as threads start, the start-up breaker; a module that imported in
-   * time before is no longer imported by new threads before they are ready). More than 0; an
-   * import that blocks its thread (a synchronous loop) is bounded by `queueTimeout` instead.
+   * time before is no longer imported by new threads before they are ready). More than 0. An import
+   * that blocks its thread (a synchronous loop at the module's top level), which the thread's own
+   * timer cannot end, is ended by the pool a `gracePeriod` past this, the same way (and a thread
+   * still starting, its preloads blocking it, 5 s later still, as a death before it was ready).
    * @default "60 seconds"
    */
   readonly importTimeout?: Duration.Input | undefined

@@ -779,6 +779,74 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.live(
+      "ends a thread whose import blocks it past importTimeout: its call fails, the pool goes on, a draining close ends",
+      () =>
+        Effect.gen(function* () {
+          const blocking = Blocking.task({ ...T.square, module: fixture("blockingImport.ts"), name: "square" })
+          const options = { maxWorkers: 1, importTimeout: "300 millis", gracePeriod: "100 millis" } as const
+          yield* withPool(options)(
+            Effect.gen(function* () {
+              // The thread cannot keep its own import timer: the pool ends it.
+              const error = yield* Effect.flip(Blocking.run(blocking, 2).pipe(Effect.timeout("10 seconds")))
+              assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "exit", String(error))
+              assert.include(error.message, "did not settle within 300 ms (importTimeout) and blocked its thread")
+              assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
+              // A call that gives up first (its queue timeout) leaves a thread that the pool still ends,
+              // and the layer's draining close does not wait for it.
+              const queued = yield* Effect.flip(Blocking.run(blocking, 4, { queueTimeout: "100 millis" }))
+              assert.strictEqual(queued._tag, "TaskTimeoutError")
+            })
+          ).pipe(Effect.timeout("10 seconds"))
+        })
+    )
+
+    it.live("builds a waitForWorkers pool whose preloaded module blocks its thread: start-up breaker", () =>
+      Effect.gen(function* () {
+        const blocking = Blocking.task({ ...T.square, module: fixture("blockingImport.ts"), name: "square" })
+        // The thread, spinning in the import, neither gets ready nor ends itself: the pool ends it
+        // (the import bound, then 5 s for the thread's start), a death before it was ready.
+        const executor = yield* Layer.build(
+          NodeBlocking.layer({
+            minWorkers: 1,
+            maxWorkers: 1,
+            waitForWorkers: true,
+            tasks: [blocking],
+            importTimeout: "300 millis",
+            gracePeriod: "100 millis",
+            crashLoop: { deaths: 1, cooldown: "1 minute" }
+          })
+        ).pipe(Effect.timeout("20 seconds"))
+        const refused = yield* Effect.flip(Effect.provide(Blocking.run(T.square, 2), Layer.succeedContext(executor)))
+        assert.strictEqual(refused._tag === "WorkerDiedError" && refused.reason, "crash-loop", String(refused))
+        assert.include(refused.message, "importing the modules it preloads blocks it")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("stops preloading learnt modules when threads preloading them die before they are ready", () =>
+      withPool({ maxWorkers: 2, crashLoop: { deaths: 2, cooldown: "1 minute" } })(
+        Effect.gen(function* () {
+          const flaky = Blocking.task({ ...T.square, module: fixture("exitOnImportWhenSet.ts"), name: "square" })
+          // Imported once on a thread of its own: new threads preload it from now on.
+          assert.strictEqual(yield* Blocking.run(flaky, 3), 9)
+          yield* Effect.acquireRelease(
+            Effect.sync(() => {
+              process.env.VOLLEY_TEST_EXIT_ON_IMPORT = "1"
+            }),
+            () =>
+              Effect.sync(() => {
+                delete process.env.VOLLEY_TEST_EXIT_ON_IMPORT
+              })
+          )
+          // With the one thread held, a second call starts a thread, which preloads the module and
+          // dies. Two such deaths opened the start-up breaker, which then failed every task: now the
+          // pool drops what it had learnt, and the next thread starts without it.
+          yield* blockAThread
+          assert.strictEqual(yield* Blocking.run(T.square, 4).pipe(Effect.timeout("10 seconds")), 16)
+        })
+      )
+    )
+
     it.live("runs nothing more on a thread whose import expired, though its end reaches the pool late", () =>
       withPool({ maxWorkers: 1, minWorkers: 1, importTimeout: "300 millis" })(
         Effect.gen(function* () {

@@ -566,9 +566,20 @@ export class Engine {
       return false
     }
     this.threads.add(thread)
+    thread.learned = this.preload.size > this.declared.size
+    // Its preloads' imports block it if it is not ready by then (its own import timer cannot fire).
+    this.watchImport(thread, BOOT_MILLIS, () =>
+      thread.state === "starting"
+        ? `the thread was not ready ${this.importBoundMillis() + BOOT_MILLIS} ms after it started: importing the modules it preloads blocks it (importTimeout)`
+        : undefined
+    )
     thread.port.on("message", (message: unknown) => {
       if (!isFromWorker(message)) return
-      if (message._tag === "Done") this.receive(thread, message.results)
+      // Any word from the thread: the import it was bounded by (if any) no longer blocks it.
+      thread.importWatch?.()
+      thread.importWatch = undefined
+      if (message._tag === "Importing") this.importing(thread, message.seq)
+      else if (message._tag === "Done") this.receive(thread, message.results)
       else if (message._tag === "Started") {
         if (message.results.length > 0) this.receive(thread, message.results)
         // At once, not after the results queued before it: the run timeout starts when the job does.
@@ -627,6 +638,46 @@ export class Engine {
     this.schedule()
   }
 
+  /**
+   * Job `seq` waits on `thread` for its module's import. The thread bounds the import itself
+   * (`importTimeout`, see worker.ts `expire`), but not one that blocks it (a synchronous loop at the
+   * module's top level): that one would hold the thread, its callers and a draining close for good.
+   * The pool ends the thread if it is still importing for the job a grace period after the bound.
+   */
+  private importing(thread: Thread, seq: number): void {
+    const job = thread.inFlight.find((job) => job.seq === seq)
+    if (job === undefined) return
+    this.watchImport(thread, 0, () => {
+      if (Atomics.load(thread.control, 0) !== -seq) return undefined
+      thread.expired = job.module
+      return `the import of ${job.module} did not settle within ${this.options.importTimeoutMillis} ms (importTimeout) and blocked its thread`
+    })
+  }
+
+  /** The import bound the pool keeps beside the thread's own, which a blocked thread cannot keep. */
+  private importBoundMillis(): number {
+    return this.options.importTimeoutMillis + this.options.gracePeriodMillis
+  }
+
+  /**
+   * Ends `thread` as a death once the import bound and `extraMillis` have passed with no word
+   * from it, if `blocked` then says why (the death is then counted as the thread's `expired`
+   * import's, or as a death before it was ready).
+   */
+  private watchImport(thread: Thread, extraMillis: number, blocked: () => string | undefined): void {
+    const millis = this.importBoundMillis() + extraMillis
+    if (!Number.isFinite(millis)) return
+    thread.importWatch = after(this.options.clock, millis, () => {
+      thread.importWatch = undefined
+      if (thread.state === "terminating") return
+      const reason = blocked()
+      if (reason === undefined) return
+      thread.lastError = reason
+      // A death, not one of the pool's intended ends (`terminate`).
+      void thread.worker.terminate()
+    })
+  }
+
   /** The thread has imported its preloads and takes jobs. */
   private ready(thread: Thread): void {
     thread.state = "ready"
@@ -677,6 +728,8 @@ export class Engine {
     this.threads.delete(thread)
     thread.idleTimer?.()
     thread.idleTimer = undefined
+    thread.importWatch?.()
+    thread.importWatch = undefined
     const intended = thread.state === "terminating"
     const wasReady = thread.state === "ready"
     if (!intended) this.options.observe.crash()
@@ -737,6 +790,12 @@ export class Engine {
       // now on import it only for its own tasks, and the other modules' tasks are not refused.
       this.preload.delete(thread.expired)
       this.moduleDeath(thread.expired, cause)
+    } else if (!intended && !wasReady && thread.learned) {
+      // Dead before it was ready while importing modules the pool had learnt (each imported fine
+      // on a thread of its own, but together they may not: too much for `resourceLimits`, say):
+      // preloading them was only to save time, so threads from now on import declared ones only,
+      // and this death does not count against start-up (the next thread's would).
+      for (const module of this.preload) if (!this.declared.has(module)) this.preload.delete(module)
     } else if (!intended) this.countDeath(wasReady, blamed?.module, cause)
     this.checkWarmedUp()
     this.schedule()
@@ -819,6 +878,13 @@ const clearTimer = (job: Job): void => {
   job.timer?.()
   job.timer = undefined
 }
+
+/**
+ * Beyond the import bound, how long a thread may take to start before the pool takes it that its
+ * preloads' imports block it: starting a thread (loading the worker and what it imports) takes
+ * tens to hundreds of ms, more on a loaded machine.
+ */
+const BOOT_MILLIS = 5_000
 
 /** How long a pool refused a thread (with others running) waits before it tries to grow again. */
 const GROWTH_PAUSE_MILLIS = 1_000

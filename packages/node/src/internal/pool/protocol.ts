@@ -62,11 +62,15 @@ export type ToWorker =
  * Thread → pool. `Ready` comes once, after the thread has imported the modules it was asked to preload.
  * `Started` says job `seq` starts running now, and carries the results held back until then: sent for
  * a timed job, and for the first job of a module the thread has just imported (so that new threads
- * preload it); never for an untimed job of a module already imported. `Expired`: an import has not
- * settled within `importTimeoutMillis`, and the thread must end, with `reason`; it runs nothing more.
+ * preload it); never for an untimed job of a module already imported. `Importing`: job `seq` waits
+ * for its module's import, which starts now (the pool ends the thread if it does not hear from it
+ * again in time: an import that blocks the thread also blocks the thread's own timer). `Expired`: an
+ * import has not settled within `importTimeoutMillis`, and the thread must end, with `reason`; it
+ * runs nothing more.
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }
+  | { readonly _tag: "Importing"; readonly seq: number }
   | { readonly _tag: "Expired"; readonly module: string; readonly reason: string }
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
@@ -125,6 +129,7 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
       typeof (u as { reason?: unknown }).reason === "string" && typeof (u as { module?: unknown }).module === "string"
     )
   }
+  if (tag === "Importing") return typeof (u as { seq?: unknown }).seq === "number"
   if (tag === "Started") {
     if (typeof (u as { seq?: unknown }).seq !== "number") return false
   } else if (tag !== "Done") return false

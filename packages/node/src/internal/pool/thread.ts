@@ -31,6 +31,13 @@ export interface Thread<J> {
   expired: string | undefined
   /** Cancels its idle timer (it ends the thread if the pool can spare it). */
   idleTimer: (() => void) | undefined
+  /**
+   * Cancels the pool's own bound on the import under way (its preloads while it starts, then a
+   * job's module, see `Importing`): the next message from the thread says it is not blocked.
+   */
+  importWatch: (() => void) | undefined
+  /** Started with modules to preload that the pool learnt (see the engine's `preload`), not only declared ones. */
+  learned: boolean
 }
 
 /**
@@ -76,7 +83,9 @@ export const spawnThread = (
     outOfMemory: false,
     lastError: undefined,
     expired: undefined,
-    idleTimer: undefined
+    idleTimer: undefined,
+    importWatch: undefined,
+    learned: false
   }
 }
 

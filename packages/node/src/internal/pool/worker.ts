@@ -68,11 +68,13 @@ const drain = async () => {
     let imported = false
     if (tasks === undefined || tasks instanceof Promise) {
       // -seq: the pool blames this job if the import kills the thread, but neither aborts it nor
-      // ends the thread for its sake (a cancel is seen below, once the import is done).
+      // ends the thread for its sake (a cancel is seen below, once the import is done), unless the
+      // import blocks the thread past its timeout (see `Importing`).
       Atomics.store(control, 0, -seq)
       if (Atomics.load(control, 1 + (seq % RING)) !== seq) {
         // Held results do not wait for the import.
         flush()
+        post({ _tag: "Importing", seq })
         await (tasks ?? load(module))
         tasks = modules.get(module) as Tasks | Error
         imported = tasks instanceof Map
