@@ -197,6 +197,28 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect(
+        "fails with InvalidResultError when the result's transfer list cannot be moved, alone or in a batch",
+        () =>
+          Effect.gen(function* () {
+            for (const which of ["duplicate", "number"] as const) {
+              const error = yield* Effect.flip(Blocking.run(T.wrongTransferList, which))
+              assert.strictEqual(error._tag, "InvalidResultError", `${which}: ${String(error)}`)
+            }
+            // Beside results that can be moved, only the one that cannot fails.
+            const settled = yield* Blocking.runAllSettled(T.wrongTransferList, [
+              "fine",
+              "duplicate",
+              "fine",
+              "number"
+            ] as const)
+            assert.deepStrictEqual(
+              settled.map((r) => (Result.isSuccess(r) ? r.success[0] : r.failure._tag)),
+              [2, "InvalidResultError", 2, "InvalidResultError"]
+            )
+          })
+      )
+
       it.effect("moves transferred buffers instead of copying them", () =>
         Effect.gen(function* () {
           const bytes = new Uint8Array([1, 2, 3])

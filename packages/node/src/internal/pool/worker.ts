@@ -35,6 +35,8 @@ let head = 0
 let draining = false
 let results: Array<unknown> = []
 let transfer: Array<Transferable> = []
+// Where each held result's transferables end in `transfer` (they start where the previous one's end).
+let transferEnds: Array<number> = []
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
 /** A module's tasks by name; a string is why a name cannot be run (two different tasks share it). */
@@ -87,6 +89,7 @@ const drain = async () => {
     if (Atomics.load(control, 1 + (seq % RING)) === seq) {
       Atomics.store(control, 0, 0)
       encodeResult(results, seq, { _tag: "Cancelled" }, 0)
+      transferEnds.push(transfer.length)
       continue
     }
     // The pool starts a job's run timeout (and ends its queue timeout) when it hears it started;
@@ -111,6 +114,7 @@ const drain = async () => {
     if (aborted.size > 0) aborted.delete(seq)
     now = performance.now()
     encodeResult(results, seq, reply, now - start)
+    transferEnds.push(transfer.length)
     // A job with a deadline is reported at once: held back behind a long job, its run timeout
     // would fire (and stop this thread) although it had ended.
     if (timed === 1 || results.length >= MAX_BATCH * RESULT_FIELDS || now >= flushAt) {
@@ -241,11 +245,12 @@ const flush = (started?: number) => {
     post(started === undefined ? { _tag: "Done", results } : { _tag: "Started", seq: started, results }, transfer)
   } catch {
     if (started !== undefined) post({ _tag: "Started", seq: started, results: [] })
-    // Some result cannot be cloned (a function, a symbol): send them one by one to find it.
-    for (let i = 0; i < results.length; i += RESULT_FIELDS) {
+    // Some result cannot be sent (a function, a symbol, a transfer list that is not): send them
+    // one by one, each with its own transferables, to find it, as the inline executor clones each.
+    for (let i = 0, n = 0; i < results.length; i += RESULT_FIELDS, n++) {
       const one = results.slice(i, i + RESULT_FIELDS)
       try {
-        post({ _tag: "Done", results: one })
+        post({ _tag: "Done", results: one }, transfer.slice(n === 0 ? 0 : transferEnds[n - 1], transferEnds[n]))
       } catch (error) {
         const reply: WireReply = { _tag: "InvalidResult", reason: `cannot be sent back: ${describe(error)}` }
         post({ _tag: "Done", results: [one[0], REPLY, reply, one[3]] })
@@ -254,6 +259,7 @@ const flush = (started?: number) => {
   }
   results = []
   transfer = []
+  transferEnds = []
 }
 
 // Ready once the preloads are in, so the first jobs run at once. The pool preloads the modules
