@@ -201,7 +201,8 @@ export const run = <Payload, Success, Failure>(
   payload: Payload,
   options?: RunOptions
 ): Effect.Effect<Success, Failure | BlockingError | Validate.InvalidOptionsError, BlockingExecutor> =>
-  options === undefined
+  // `null` from JavaScript is no options, as `undefined` is.
+  options == null
     ? Effect.flatMap(BlockingExecutor, (executor) => Run.one(executor, task, payload, task.timeoutMillis, undefined))
     : Effect.flatMap(
         Effect.all([

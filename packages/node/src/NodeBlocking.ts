@@ -265,7 +265,15 @@ export const metrics = {
  * @since 0.1.0
  * @category constructors
  */
-export const make = Effect.fnUntraced(function* (options: Options = {}) {
+export const make = Effect.fnUntraced(function* (given?: Options) {
+  // `null` from JavaScript is no options, as `undefined` is.
+  const options: Options = given ?? {}
+  if (options.name !== undefined && typeof options.name !== "string") {
+    return yield* new Validate.InvalidOptionsError({
+      option: "name",
+      reason: `must be a string, got ${typeof options.name}`
+    })
+  }
   const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
   // Checked before any thread starts: minWorkers threads start at build, and up to maxWorkers
   // start when tasks queue, so `{ minWorkers: 1e6, maxWorkers: 1e6 }` would try a million.
@@ -451,6 +459,11 @@ const limitFloors: { readonly [K in keyof ResourceLimits]-?: number } = {
 }
 
 const checkLimits = (limits: ResourceLimits | undefined): Effect.Effect<void, Validate.InvalidOptionsError> => {
+  if (limits !== undefined && (typeof limits !== "object" || limits === null)) {
+    return Effect.fail(
+      new Validate.InvalidOptionsError({ option: "resourceLimits", reason: `must be an object, got ${String(limits)}` })
+    )
+  }
   for (const key of Object.keys(limitFloors) as Array<keyof ResourceLimits>) {
     const value = limits?.[key]
     if (value === undefined) continue

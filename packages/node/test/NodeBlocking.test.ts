@@ -181,7 +181,21 @@ describe("NodeBlocking", () => {
           "resourceLimits.maxYoungGenerationSizeMb: must be a number > 0"
         )
         assert.include((yield* reject({ timeout: 0 })).message, "timeout: must be a finite duration > 0")
+        // From JavaScript, values of another type.
+        assert.include(
+          (yield* reject({ resourceLimits: "x" as unknown as NodeBlocking.Options["resourceLimits"] })).message,
+          "resourceLimits: must be an object, got x"
+        )
+        assert.include((yield* reject({ name: 5 as unknown as string })).message, "name: must be a string, got number")
       })
+    )
+
+    it.effect("takes null options from JavaScript as none, for the layer and for a call", () =>
+      Effect.gen(function* () {
+        const executor = yield* Layer.build(NodeBlocking.layer(null as unknown as NodeBlocking.Options))
+        const run = Blocking.run(T.square, 3, null as unknown as Blocking.RunOptions)
+        assert.strictEqual(yield* Effect.provide(run, Layer.succeedContext(executor)), 9)
+      }).pipe(Effect.scoped)
     )
 
     // Found by review: `waitForWorkers: "true"` from JavaScript was taken as false without a word.
