@@ -197,6 +197,15 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect("says what a payload schema's transformation threw", () =>
+        Effect.gen(function* () {
+          assert.strictEqual(yield* Blocking.run(T.throwingSchema, "fine"), "fine")
+          const error = yield* Effect.flip(Blocking.run(T.throwingSchema, "throw"))
+          assert.strictEqual(error._tag, "InvalidPayloadError")
+          assert.include(error.message, "the transformation threw")
+        })
+      )
+
       it.effect(
         "fails with InvalidResultError when the result's transfer list cannot be moved, alone or in a batch",
         () =>

@@ -81,7 +81,8 @@ export const describe = (error: unknown): string => {
 
 export const issue = (exit: Exit.Failure<unknown, Schema.SchemaError>): string => {
   const found = Cause.findError(exit.cause)
-  return found._tag === "Success" ? found.success.message : "schema check failed"
+  // Otherwise the schema's own code threw (a transformation): what it threw says what went wrong.
+  return found._tag === "Success" ? found.success.message : `schema check failed: ${describe(Cause.squash(exit.cause))}`
 }
 
 /**
