@@ -39,4 +39,33 @@ describe("Scheduler origins", () => {
       [true, true, true, true, false, false, true, false]
     )
   })
+
+  it("keeps an origin's queue bounded while it always has a backlog, in input order", () => {
+    const total = 50_000
+    const urls = Array.from({ length: total }, (_, i) => `http://a.test/${i}`)
+    const scheduler = new Scheduler(urls[Symbol.iterator](), {
+      perHost: 2,
+      adaptive: undefined,
+      window: Number.POSITIVE_INFINITY,
+      ordered: false,
+      lookahead: 1024
+    })
+    const running: Array<Job> = []
+    let started = 0
+    let longest = 0
+    for (;;) {
+      const next = scheduler.next()
+      if (next === DONE) break
+      if (next === WAIT) {
+        // Both slots taken: the oldest request finishes, and the next one starts.
+        scheduler.finish(running.shift()!)
+        continue
+      }
+      assert.strictEqual(next.index, started++)
+      running.push(next)
+      longest = Math.max(longest, scheduler.hosts.get("http://a.test")!.queue.length)
+    }
+    assert.strictEqual(started, total)
+    assert.isAtMost(longest, 2 * 1024 + 1)
+  })
 })

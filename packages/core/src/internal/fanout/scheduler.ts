@@ -102,6 +102,9 @@ export interface SchedulerOptions {
   readonly lookahead: number
 }
 
+// Started jobs at the front of an origin's queue that `next` drops at once (see there).
+const COMPACT_AFTER = 1024
+
 export class Scheduler {
   readonly options: SchedulerOptions
   private readonly source: Iterator<Input>
@@ -158,6 +161,13 @@ export class Scheduler {
           this.rr = i
         } else {
           this.rr = i + 1
+          // An origin that always has a backlog never empties its queue: the jobs it has started
+          // are dropped from the front once they are 1,024 and half of it (amortised, and the
+          // queue stays within twice the read-ahead), or a long batch would keep every request.
+          if (host.head >= COMPACT_AFTER && host.head * 2 >= host.queue.length) {
+            host.queue = host.queue.slice(host.head)
+            host.head = 0
+          }
         }
         return this.start(job)
       }
