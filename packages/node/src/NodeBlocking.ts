@@ -164,9 +164,10 @@ export interface Options {
    * and `crashLoop.deaths` such deaths in a row open the crash-loop breaker for the module (for a
    * module of `tasks`, imported as threads start, the start-up breaker; a module that imported in
    * time before is no longer imported by new threads before they are ready). More than 0. An import
-   * that blocks its thread (a synchronous loop at the module's top level), which the thread's own
-   * timer cannot end, is ended by the pool a `gracePeriod` past this, the same way (and a thread
-   * still starting, its preloads blocking it, 5 s later still, as a death before it was ready).
+   * that keeps its thread busy past this (a synchronous loop at the module's top level, or a very
+   * large module graph compiled on a cold cache), which the thread's own timer cannot end, is
+   * ended by the pool a `gracePeriod` later, the same way (and a thread still starting, its
+   * preloads keeping it busy, 5 s later still, as a death before it was ready).
    * @default "60 seconds"
    */
   readonly importTimeout?: Duration.Input | undefined
@@ -268,12 +269,12 @@ export const metrics = {
 export const make = Effect.fnUntraced(function* (given?: Options) {
   // `null` from JavaScript is no options, as `undefined` is.
   const options: Options = given ?? {}
-  if (options.name !== undefined && typeof options.name !== "string") {
-    return yield* new Validate.InvalidOptionsError({
-      option: "name",
-      reason: `must be a string, got ${typeof options.name}`
-    })
+  // Likewise a `null` name or resourceLimits: none.
+  const name = options.name ?? undefined
+  if (name !== undefined && typeof name !== "string") {
+    return yield* new Validate.InvalidOptionsError({ option: "name", reason: `must be a string, got ${typeof name}` })
   }
+  const resourceLimits = options.resourceLimits ?? undefined
   const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
   // Checked before any thread starts: minWorkers threads start at build, and up to maxWorkers
   // start when tasks queue, so `{ minWorkers: 1e6, maxWorkers: 1e6 }` would try a million.
@@ -314,11 +315,11 @@ export const make = Effect.fnUntraced(function* (given?: Options) {
   const waitForWorkers = yield* Validate.oneOf("waitForWorkers", options.waitForWorkers ?? false, [true, false])
   const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
   const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
-  yield* checkLimits(options.resourceLimits)
+  yield* checkLimits(resourceLimits)
   const preload = yield* modulesOf(options.tasks ?? [])
   const context = yield* Effect.context<never>()
   const named = <I, S>(metric: Metric.Metric<I, S>) =>
-    options.name === undefined ? metric : Metric.withAttributes(metric, { pool: options.name })
+    name === undefined ? metric : Metric.withAttributes(metric, { pool: name })
   const update = <I>(metric: Metric.Metric<I, unknown>) => {
     const series = named(metric)
     return (value: I) => series.updateUnsafe(value, context)
@@ -339,7 +340,7 @@ export const make = Effect.fnUntraced(function* (given?: Options) {
           queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
           gracePeriodMillis: Duration.toMillis(grace),
           maxTasksPerWorker: perWorker,
-          resourceLimits: options.resourceLimits,
+          resourceLimits,
           preload,
           importTimeoutMillis: Duration.toMillis(importTimeout),
           crashLoopDeaths,
@@ -459,7 +460,7 @@ const limitFloors: { readonly [K in keyof ResourceLimits]-?: number } = {
 }
 
 const checkLimits = (limits: ResourceLimits | undefined): Effect.Effect<void, Validate.InvalidOptionsError> => {
-  if (limits !== undefined && (typeof limits !== "object" || limits === null)) {
+  if (limits !== undefined && (typeof limits !== "object" || limits === null || Array.isArray(limits))) {
     return Effect.fail(
       new Validate.InvalidOptionsError({ option: "resourceLimits", reason: `must be an object, got ${String(limits)}` })
     )

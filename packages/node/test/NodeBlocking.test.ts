@@ -195,6 +195,10 @@ describe("NodeBlocking", () => {
         const executor = yield* Layer.build(NodeBlocking.layer(null as unknown as NodeBlocking.Options))
         const run = Blocking.run(T.square, 3, null as unknown as Blocking.RunOptions)
         assert.strictEqual(yield* Effect.provide(run, Layer.succeedContext(executor)), 9)
+        // A null field is no value too, as with `??` for the others.
+        const nulls = { name: null, resourceLimits: null } as unknown as NodeBlocking.Options
+        const other = yield* Layer.build(NodeBlocking.layer(nulls))
+        assert.strictEqual(yield* Effect.provide(run, Layer.succeedContext(other)), 9)
       }).pipe(Effect.scoped)
     )
 
@@ -804,7 +808,10 @@ describe("NodeBlocking", () => {
               // The thread cannot keep its own import timer: the pool ends it.
               const error = yield* Effect.flip(Blocking.run(blocking, 2).pipe(Effect.timeout("10 seconds")))
               assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "exit", String(error))
-              assert.include(error.message, "did not settle within 300 ms (importTimeout) and blocked its thread")
+              assert.include(
+                error.message,
+                "did not settle within 300 ms (importTimeout), its top-level code keeping the thread busy"
+              )
               assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
               // A call that gives up first (its queue timeout) leaves a thread that the pool still ends,
               // and the layer's draining close does not wait for it.
@@ -833,7 +840,7 @@ describe("NodeBlocking", () => {
         ).pipe(Effect.timeout("20 seconds"))
         const refused = yield* Effect.flip(Effect.provide(Blocking.run(T.square, 2), Layer.succeedContext(executor)))
         assert.strictEqual(refused._tag === "WorkerDiedError" && refused.reason, "crash-loop", String(refused))
-        assert.include(refused.message, "importing the modules it preloads blocks it")
+        assert.include(refused.message, "importing the modules it preloads keeps it busy")
       }).pipe(Effect.scoped)
     )
 
@@ -859,6 +866,62 @@ describe("NodeBlocking", () => {
           assert.strictEqual(yield* Blocking.run(T.square, 4).pipe(Effect.timeout("10 seconds")), 16)
         })
       )
+    )
+
+    it.live("does not learn a module again once it stopped preloading learnt ones", () =>
+      // The breaker stays out of it: P.exit's module kills three threads here.
+      withPool({ maxWorkers: 1, crashLoop: { deaths: 10, cooldown: "1 minute" } })(
+        Effect.gen(function* () {
+          const flaky = Blocking.task({ ...T.square, module: fixture("exitOnImportWhenSet.ts"), name: "square" })
+          const killing = (on: boolean) =>
+            Effect.sync(() => {
+              if (on) process.env.VOLLEY_TEST_EXIT_ON_IMPORT = "1"
+              else delete process.env.VOLLEY_TEST_EXIT_ON_IMPORT
+            })
+          yield* Effect.addFinalizer(() => killing(false))
+          const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+          const died = Effect.map(counterValue(NodeBlocking.metrics.crashes), (now) => now - crashes)
+          // Learnt (a timed call reports its start), then the module kills the threads that import it.
+          assert.strictEqual(yield* Blocking.run(flaky, 3, { timeout: "10 seconds" }), 9)
+          yield* killing(true)
+          assert.strictEqual((yield* Effect.flip(Blocking.run(P.exit, 3)))._tag, "WorkerDiedError")
+          // The next thread preloads it and dies; the one after starts without it.
+          assert.strictEqual(yield* Blocking.run(T.square, 4).pipe(Effect.timeout("10 seconds")), 16)
+          assert.strictEqual(yield* died, 2)
+          // Imported (and timed) again, on a thread started where it imports: it is not learnt again,
+          // so a thread started after the next death does not die preloading it. (A thread reads
+          // the environment as it was when it started.)
+          yield* killing(false)
+          assert.strictEqual((yield* Effect.flip(Blocking.run(P.exit, 3)))._tag, "WorkerDiedError")
+          assert.strictEqual(yield* Blocking.run(flaky, 5, { timeout: "10 seconds" }), 25)
+          yield* killing(true)
+          assert.strictEqual((yield* Effect.flip(Blocking.run(P.exit, 3)))._tag, "WorkerDiedError")
+          assert.strictEqual(yield* Blocking.run(T.square, 6).pipe(Effect.timeout("10 seconds")), 36)
+          assert.strictEqual(yield* died, 4)
+        })
+      )
+    )
+
+    it.effect(
+      "keeps its own import bounds on real time: a TestClock moved on ends no thread that starts or imports",
+      () =>
+        withPool({ minWorkers: 1, maxWorkers: 1 })(
+          Effect.gen(function* () {
+            const imports = yield* gatedImports
+            const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+            // Far past importTimeout (60 s) on the pool's clock, while the thread starts.
+            yield* TestClock.adjust("2 minutes")
+            assert.strictEqual(yield* Blocking.run(T.square, 2), 4)
+            // And while it imports a module.
+            const call = yield* Effect.forkChild(Blocking.run(gatedSquare, 3))
+            assert.isTrue(yield* eventually(() => imports.count() === 1))
+            yield* TestClock.adjust("2 minutes")
+            yield* realSleep(50)
+            imports.finish()
+            assert.strictEqual(yield* Fiber.join(call), 9)
+            assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashes, 0)
+          })
+        )
     )
 
     it.live("runs nothing more on a thread whose import expired, though its end reaches the pool late", () =>

@@ -101,6 +101,10 @@ export class Engine {
   private readonly breaker: Breaker
   /** Modules new threads import before they report ready: declared ones, and those a thread has imported. */
   private readonly preload: Set<string>
+  /** Whether modules threads import are added to `preload` (see `learn`). */
+  private learning = true
+  /** Modules whose import expired: not preloaded again unless declared. */
+  private readonly unlearnt = new Set<string>()
   /** The modules of the layer's `tasks`. */
   private readonly declared: ReadonlySet<string>
   private readonly tasks: Array<TaskInfo | undefined> = []
@@ -459,7 +463,15 @@ export class Engine {
   /** A task of `module` ran to an answer: the module is sound (its deaths stop counting), and new threads preload it. */
   private moduleWorked(module: string): void {
     this.breaker.moduleWorked(module)
-    this.preload.add(module)
+    this.learn(module)
+  }
+
+  /**
+   * New threads preload `module` from now on, unless the pool has stopped learning (a thread died
+   * before it was ready while preloading what it had learnt) or the module's import once expired.
+   */
+  private learn(module: string): void {
+    if (this.learning && !this.unlearnt.has(module)) this.preload.add(module)
   }
 
   private succeed(job: Job, reply: Blocking.Reply): void {
@@ -499,7 +511,7 @@ export class Engine {
   private begun(thread: Thread, seq: number): void {
     const job = thread.inFlight.find((job) => job.seq === seq)
     if (job === undefined) return
-    this.preload.add(job.module)
+    this.learn(job.module)
     this.started(job)
   }
 
@@ -570,7 +582,7 @@ export class Engine {
     // Its preloads' imports block it if it is not ready by then (its own import timer cannot fire).
     this.watchImport(thread, BOOT_MILLIS, () =>
       thread.state === "starting"
-        ? `the thread was not ready ${this.importBoundMillis() + BOOT_MILLIS} ms after it started: importing the modules it preloads blocks it (importTimeout)`
+        ? `the thread was not ready ${this.importBoundMillis() + BOOT_MILLIS} ms after it started: importing the modules it preloads keeps it busy (importTimeout)`
         : undefined
     )
     thread.port.on("message", (message: unknown) => {
@@ -640,8 +652,8 @@ export class Engine {
 
   /**
    * Job `seq` waits on `thread` for its module's import. The thread bounds the import itself
-   * (`importTimeout`, see worker.ts `expire`), but not one that blocks it (a synchronous loop at the
-   * module's top level): that one would hold the thread, its callers and a draining close for good.
+   * (`importTimeout`, see worker.ts `expire`), but not one that keeps it busy (a synchronous loop at
+   * the module's top level): that one would hold the thread, its callers and a draining close for good.
    * The pool ends the thread if it is still importing for the job a grace period after the bound.
    */
   private importing(thread: Thread, seq: number): void {
@@ -650,7 +662,7 @@ export class Engine {
     this.watchImport(thread, 0, () => {
       if (Atomics.load(thread.control, 0) !== -seq) return undefined
       thread.expired = job.module
-      return `the import of ${job.module} did not settle within ${this.options.importTimeoutMillis} ms (importTimeout) and blocked its thread`
+      return `the import of ${job.module} did not settle within ${this.options.importTimeoutMillis} ms (importTimeout), its top-level code keeping the thread busy`
     })
   }
 
@@ -666,8 +678,12 @@ export class Engine {
    */
   private watchImport(thread: Thread, extraMillis: number, blocked: () => string | undefined): void {
     const millis = this.importBoundMillis() + extraMillis
-    if (!Number.isFinite(millis)) return
-    thread.importWatch = after(this.options.clock, millis, () => {
+    // Node fires a timer set past this at once; the thread's own timer is not set either.
+    if (!(millis <= MAX_TIMER_MILLIS)) return
+    // Real time, as the import it bounds and the thread's own timer run on, not the pool's clock
+    // (a TestClock moved on would end a thread importing as it should); unref'd, as it is never
+    // what keeps the process alive.
+    const timer = setTimeout(() => {
       thread.importWatch = undefined
       if (thread.state === "terminating") return
       const reason = blocked()
@@ -675,7 +691,9 @@ export class Engine {
       thread.lastError = reason
       // A death, not one of the pool's intended ends (`terminate`).
       void thread.worker.terminate()
-    })
+    }, millis)
+    timer.unref()
+    thread.importWatch = () => clearTimeout(timer)
   }
 
   /** The thread has imported its preloads and takes jobs. */
@@ -789,12 +807,15 @@ export class Engine {
       // as a preload it had learnt (a module that imported in time before): threads started from
       // now on import it only for its own tasks, and the other modules' tasks are not refused.
       this.preload.delete(thread.expired)
+      this.unlearnt.add(thread.expired)
       this.moduleDeath(thread.expired, cause)
     } else if (!intended && !wasReady && thread.learned) {
       // Dead before it was ready while importing modules the pool had learnt (each imported fine
       // on a thread of its own, but together they may not: too much for `resourceLimits`, say):
       // preloading them was only to save time, so threads from now on import declared ones only,
-      // and this death does not count against start-up (the next thread's would).
+      // and this death does not count against start-up (the next thread's would). For good: a
+      // module learnt again would kill the threads that preload it again, uncounted.
+      this.learning = false
       for (const module of this.preload) if (!this.declared.has(module)) this.preload.delete(module)
     } else if (!intended) this.countDeath(wasReady, blamed?.module, cause)
     this.checkWarmedUp()
@@ -885,6 +906,9 @@ const clearTimer = (job: Job): void => {
  * tens to hundreds of ms, more on a loaded machine.
  */
 const BOOT_MILLIS = 5_000
+
+/** Node fires a timer set past this at once. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1
 
 /** How long a pool refused a thread (with others running) waits before it tries to grow again. */
 const GROWTH_PAUSE_MILLIS = 1_000
