@@ -1,5 +1,5 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
-import { type AddressInfo, createServer, type Server, type Socket } from "node:net"
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
@@ -60,6 +60,50 @@ const dropper = () => serve(createServer((socket) => socket.destroy()))
 
 /** Accepts and reads, but never answers: a proxy that swallows CONNECT. */
 const silent = () => serve(createServer((socket) => socket.resume()))
+
+/**
+ * A SOCKS5 proxy stand-in that takes any method (username/password when offered: it accepts any),
+ * then answers CONNECT with `reply` (whole or cut short) and closes the connection.
+ */
+const socksThenClose = (reply: ReadonlyArray<number>) =>
+  serve(
+    createServer((socket) => {
+      let stage: "greeting" | "auth" | "connect" | "closed" = "greeting"
+      socket.on("error", () => {})
+      socket.on("data", (bytes: Buffer) => {
+        if (stage === "greeting") {
+          const auth = bytes.subarray(2, 2 + bytes[1]!).includes(0x02)
+          socket.write(Buffer.from([0x05, auth ? 0x02 : 0x00]))
+          stage = auth ? "auth" : "connect"
+        } else if (stage === "auth") {
+          socket.write(Buffer.from([0x01, 0x00]))
+          stage = "connect"
+        } else if (stage === "connect") {
+          stage = "closed"
+          socket.end(Buffer.from(reply))
+        }
+      })
+    })
+  )
+
+/**
+ * A tunnelling proxy stand-in that answers CONNECT with `status` (a 2xx) and then joins the
+ * connection to the requested target.
+ */
+const tunnelling = (status: string) => {
+  const server = createHttpServer()
+  server.on("connect", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const [host, port] = (req.url ?? "").split(":")
+    const upstream = connect(Number(port), host!, () => {
+      socket.write(`HTTP/1.1 ${status}\r\n\r\n`)
+      upstream.write(head)
+      upstream.pipe(socket).pipe(upstream)
+    })
+    upstream.on("error", () => socket.destroy())
+    socket.on("error", () => upstream.destroy())
+  })
+  return serve(server)
+}
 
 /** Answers every request (CONNECT included) with a fixed status line, then the next one's, and so on. */
 const answering = (status: string, ...then: ReadonlyArray<string>) => {
@@ -297,6 +341,39 @@ describe("NodeProxy", () => {
           assert.notInclude(error.message, "hunter22")
           assert.strictEqual(proxy.connections(), 1)
         }).pipe(Effect.scoped)
+    )
+
+    it.live("fails at once when a SOCKS5 proxy closes partway through its CONNECT reply, after authenticating", () =>
+      Effect.gen(function* () {
+        // Method choice (2 bytes), auth reply (2) and 8 of a 10-byte reply: 12 bytes read.
+        const proxy = yield* socksThenClose([0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1])
+        const layer = proxied(`socks5h://u:hunter22@127.0.0.1:${proxy.port}`, { connectTimeout: "30 seconds" })
+        // `get` gives up after 5 s: the failure must come from the close, not the 30 s timeout.
+        const error = proxyErrorOf(yield* Effect.exit(get("http://127.0.0.1:9/", layer)))
+        assert.strictEqual(error._tag, "ProxyConnectionError")
+        assert.include(error.message, "closed the connection during the handshake")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("reports an origin that closes the tunnel after a short SOCKS5 reply as such, not as the handshake", () =>
+      Effect.gen(function* () {
+        // A whole reply of 7 bytes (a bound address of type domain, empty), then the close.
+        const proxy = yield* socksThenClose([0x05, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00])
+        const exit = yield* Effect.exit(get("http://127.0.0.1:9/", proxied(`socks5h://127.0.0.1:${proxy.port}`)))
+        assert.isTrue(Exit.isFailure(exit))
+        assert.notInclude(String(Cause.squash((exit as Exit.Failure<string, unknown>).cause)), "during the handshake")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("takes any 2xx answer to CONNECT as the tunnel", () =>
+      Effect.gen(function* () {
+        const origin = yield* forwardProxy([])
+        for (const status of ["200 Connection established", "204 No Content"]) {
+          const proxy = yield* tunnelling(status)
+          const layer = proxied(`http://127.0.0.1:${proxy.port}`, { tunnelHttp: true })
+          assert.strictEqual(yield* get(`http://127.0.0.1:${origin.port}/x`, layer), "via proxy", status)
+        }
+      }).pipe(Effect.scoped)
     )
 
     it.live("sends plain HTTP to the proxy in absolute form, or tunnels it with tunnelHttp", () =>

@@ -234,7 +234,10 @@ class TunnelClient extends Undici.Pool {
   override connect(options: Undici.Dispatcher.ConnectOptions): Promise<Undici.Dispatcher.ConnectData> {
     return super.connect(options).then(
       (data) => {
-        if (data.statusCode === 200) return data
+        // Any 2xx opens the tunnel (RFC 9110 §9.3.6, as curl takes it); undici's ProxyAgent, which
+        // reads this, takes only 200.
+        if (data.statusCode >= 200 && data.statusCode < 300)
+          return data.statusCode === 200 ? data : { ...data, statusCode: 200 }
         data.socket.on("error", () => {}).destroy()
         // Kept so that the retry policy waits (or gives up) as it would for a response.
         const retryAfter = data.headers["retry-after"]
@@ -313,9 +316,9 @@ class SocksAgent extends Undici.Agent {
 }
 
 // The connector to the SOCKS5 proxy itself. It also makes up for Socks5ProxyAgent ignoring
-// the socket closing during the handshake (a proxy that dropped the connection left the
-// request waiting for the connect timeout): a successful handshake reads at least 12 bytes
-// (method choice + shortest CONNECT reply), so a close before that is a failure.
+// the socket closing during the handshake (a proxy that dropped the connection, or closed it
+// partway through a reply, left the request waiting for the connect timeout): a socket still in
+// `handshakes` (its handshake has not succeeded, see `socksAgent`) that closes is a failure.
 const socksConnector = (
   timeout: { readonly timeout?: number },
   handshakes: Set<Socket>
@@ -332,8 +335,8 @@ const socksConnector = (
       (error, socket) => {
         if (socket instanceof Socket) handshakes.add(socket)
         socket?.once("close", () => {
-          handshakes.delete(socket as Socket)
-          if (socket.bytesRead < 12 && socket.listenerCount("error") > 0) {
+          const during = handshakes.delete(socket as Socket)
+          if (during && socket.listenerCount("error") > 0) {
             socket.emit("error", new Error("the proxy closed the connection during the handshake"))
           }
         })
