@@ -10,7 +10,10 @@
  *   `ordered: true`) and only start new requests as the consumer takes results, so a slow
  *   consumer throttles fetching instead of buffering bodies.
  * - **Failures**: the `...Settled` forms keep every item's success or typed failure; the others
- *   stop at the first failure and interrupt the requests still in flight.
+ *   stop at the first failure and interrupt the requests still in flight. A bug is not an
+ *   item's failure: a `read`, progress callback or input iterable that throws ends any form
+ *   with that defect (as a throw in a `flatMap`), interrupting what is in flight; an input
+ *   item that is not a valid request (a bad URL) is that item's typed failure.
  * - **Resilience**: each request runs under the {@link Retry.RetryPolicy} in the environment
  *   (retries, backoff, `Retry-After`, budget, timeouts), the same rule as `Http.*` (a client
  *   wrapped by `Retry.layerClient` is seen through, never retrying twice); `deadline` bounds

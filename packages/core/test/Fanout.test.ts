@@ -67,6 +67,32 @@ const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }
 const noRetries = Retry.layer({ retries: 0 })
 
 describe("Fanout", () => {
+  it.effect("ends with the defect of an input iterable that throws, in every form, settled ones included", () =>
+    Effect.gen(function* () {
+      const { client } = fake()
+      const bug = new Error("the input threw")
+      const input = () =>
+        (function* () {
+          yield "http://a.test/ms/1"
+          throw bug
+        })()
+      const forms: ReadonlyArray<Effect.Effect<unknown, unknown, HttpClient.HttpClient>> = [
+        Fanout.all(input(), text),
+        Fanout.allSettled(input(), text),
+        Stream.runDrain(Fanout.stream(input(), text)),
+        Stream.runDrain(Fanout.streamSettled(input(), text))
+      ]
+      for (const form of forms) {
+        const fiber = yield* Effect.forkChild(
+          Effect.exit(form.pipe(Effect.provideService(HttpClient.HttpClient, client)))
+        )
+        yield* TestClock.adjust("10 millis")
+        const exit = yield* Fiber.join(fiber)
+        assert.isTrue(Exit.isFailure(exit) && Cause.squash(exit.cause) === bug, String(exit))
+      }
+    }).pipe(Effect.provide(noRetries))
+  )
+
   it.effect("ends at once over an empty array, in every form (it waited for good, or for the deadline)", () =>
     Effect.gen(function* () {
       const f = fake()
