@@ -902,6 +902,35 @@ describe("NodeBlocking", () => {
       )
     )
 
+    it.live("ends no thread that got ready while the pool's own thread was too busy to hear it", () =>
+      Effect.gen(function* () {
+        const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+        const executor = yield* Layer.build(
+          NodeBlocking.layer({
+            minWorkers: 1,
+            maxWorkers: 1,
+            tasks: [T.square],
+            importTimeout: "300 millis",
+            gracePeriod: "100 millis"
+          })
+        )
+        // Busy past the start-up bound (0.4 s + 5 s) from an immediate, before the pool reads the
+        // thread's Ready: the timers run first, then the message.
+        yield* Effect.promise(
+          () =>
+            new Promise<void>((resolve) =>
+              setImmediate(() => {
+                const end = Date.now() + 5_800
+                while (Date.now() < end) {}
+                resolve()
+              })
+            )
+        )
+        assert.strictEqual(yield* Effect.provide(Blocking.run(T.square, 3), Layer.succeedContext(executor)), 9)
+        assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashes, 0)
+      }).pipe(Effect.scoped)
+    )
+
     it.effect(
       "keeps its own import bounds on real time: a TestClock moved on ends no thread that starts or imports",
       () =>

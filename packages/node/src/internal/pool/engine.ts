@@ -32,7 +32,16 @@ import * as Effect from "effect/Effect"
 import { Breaker } from "./breaker.ts"
 import type { Job } from "./job.ts"
 import { entryModuleRefusal } from "./mainModule.ts"
-import { decodeResult, encodeJob, isFromWorker, RESULT_FIELDS, RING, type TaskRef, type ToWorker } from "./protocol.ts"
+import {
+  decodeResult,
+  encodeJob,
+  isFromWorker,
+  READY,
+  RESULT_FIELDS,
+  RING,
+  type TaskRef,
+  type ToWorker
+} from "./protocol.ts"
 import { Queue } from "./queue.ts"
 import { describeSpawnError, describeThrown, isOutOfMemory, spawnThread, type Thread as ThreadOf } from "./thread.ts"
 
@@ -581,7 +590,8 @@ export class Engine {
     thread.learned = this.preload.size > this.declared.size
     // Its preloads' imports block it if it is not ready by then (its own import timer cannot fire).
     this.watchImport(thread, BOOT_MILLIS, () =>
-      thread.state === "starting"
+      // From the thread, not from `state`: its Ready may wait in the port while this thread was busy.
+      thread.state === "starting" && Atomics.load(thread.control, READY) === 0
         ? `the thread was not ready ${this.importBoundMillis() + BOOT_MILLIS} ms after it started: importing the modules it preloads keeps it busy (importTimeout)`
         : undefined
     )

@@ -11,9 +11,12 @@ import type * as Blocking from "@volley/core/Blocking"
 
 /**
  * Slots in a thread's shared control buffer: [0] = seq of the running job (0: none; -seq while the
- * thread imports that job's module, which is not running it yet), [1 + seq % RING] = cancelled seq.
+ * thread imports that job's module, which is not running it yet), [1 + seq % RING] = cancelled seq,
+ * [READY] = 1 once the thread has imported its preloads (as it posts Ready).
  */
 export const RING = 1024
+export const READY = 1 + RING
+export const CONTROL_SLOTS = 2 + RING
 
 /**
  * One job: its sequence number on the thread, the task id (announced once per thread in `Run.tasks`),

@@ -1,7 +1,7 @@
 // One pool thread, as the engine tracks it. A record only: the engine is the one module that
 // writes it (and listens to its Worker).
 import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from "node:worker_threads"
-import { RING, type WorkerData } from "./protocol.ts"
+import { CONTROL_SLOTS, type WorkerData } from "./protocol.ts"
 
 /**
  * - `starting`: spawned, importing its preloads; takes no job yet
@@ -50,7 +50,7 @@ export const spawnThread = (
   preload: ReadonlyArray<string>,
   importTimeoutMillis: number
 ): Thread<never> => {
-  const control = new Int32Array(new SharedArrayBuffer(4 * (1 + RING)))
+  const control = new Int32Array(new SharedArrayBuffer(4 * CONTROL_SLOTS))
   const { port1, port2 } = new MessageChannel()
   const workerData: WorkerData = {
     port: port2,

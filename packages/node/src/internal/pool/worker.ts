@@ -14,6 +14,7 @@ import {
   encodeResult,
   type FromWorker,
   JOB_FIELDS,
+  READY,
   REPLY,
   RESULT_FIELDS,
   RING,
@@ -265,4 +266,8 @@ const flush = (started?: number) => {
 // Ready once the preloads are in, so the first jobs run at once. The pool preloads the modules
 // declared on the layer and those a thread has imported: a module that kills every thread on
 // import is preloaded only if declared, and then its deaths open the start-up breaker.
-void Promise.all(data.preload.map(load)).then(() => post({ _tag: "Ready" }))
+void Promise.all(data.preload.map(load)).then(() => {
+  // Also in shared memory: the pool may look before it has read the message (see its boot watch).
+  Atomics.store(control, READY, 1)
+  post({ _tag: "Ready" })
+})
