@@ -45,6 +45,23 @@ describe("ClusterFanout", () => {
       }
     }, 30_000)
 
+    it("records a failure per item when a reader fails with a tag or message that is not text (it replayed the chunk for good)", async () => {
+      const urls = [0, 1, 2].map((i) => `${suite.origins[i]!.url}/odd/${i}`)
+      await run(ClusterFanout.submit("odd", urls, { reader: Readers.odd }))
+      const final = await wait("odd")
+      assert.deepStrictEqual([final.done, final.failed, final.inFlight], [3, 3, 0])
+      const outcomes = await collect("odd", Readers.odd)
+      for (const outcome of outcomes) {
+        const failure = Result.isFailure(outcome.result) ? outcome.result.failure : undefined
+        assert.deepStrictEqual(failure && [failure.reason, failure.detail], ["42", "[object Object]"])
+      }
+      assert.isTrue(
+        suite.origins
+          .slice(0, 3)
+          .every((origin) => (origin.hits.get(`/odd/${suite.origins.indexOf(origin)}`) ?? 0) === 1)
+      )
+    }, 40_000)
+
     it("records typed failures: a non-2xx status with its code, an item that is not an http(s) URL", async () => {
       const items = [
         `${suite.origins[0]!.url}/fail/0?status=404`,

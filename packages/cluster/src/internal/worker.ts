@@ -56,16 +56,36 @@ const failure = (tag: string, message: string, status: number | null = null): Ou
   errorMessage: message
 })
 
+// An item's failure, whatever a reader failed with: its tag and message are stored as text, so a
+// value of another kind (a number, an object, one whose getters throw) is described rather than
+// stored as it is, which failed the chunk's every write and replayed it for good.
 const describe = (error: unknown): Outcome => {
-  if (typeof error === "object" && error !== null && "_tag" in error) {
-    const tagged = error as { readonly _tag: string; readonly message?: string; readonly reason?: unknown }
-    if (tagged._tag === "HttpClientError" && typeof tagged.reason === "object" && tagged.reason !== null) {
-      const reason = tagged.reason as { readonly _tag: string; readonly response?: { readonly status: number } }
-      return failure(reason._tag, tagged.message ?? reason._tag, reason.response?.status ?? null)
+  try {
+    if (typeof error === "object" && error !== null && "_tag" in error) {
+      const tagged = error as { readonly _tag: unknown; readonly message?: unknown; readonly reason?: unknown }
+      const tag = textOf(tagged._tag, "Defect")
+      if (tag === "HttpClientError" && typeof tagged.reason === "object" && tagged.reason !== null) {
+        const reason = tagged.reason as { readonly _tag?: unknown; readonly response?: { readonly status?: unknown } }
+        const status = reason.response?.status
+        const reasonTag = textOf(reason._tag, tag)
+        return failure(reasonTag, textOf(tagged.message, reasonTag), typeof status === "number" ? status : null)
+      }
+      return failure(tag, textOf(tagged.message, tag))
     }
-    return failure(tagged._tag, tagged.message ?? tagged._tag)
+    return failure("Defect", textOf(error, "a value that cannot be described"))
+  } catch {
+    return failure("Defect", "a value that cannot be described")
   }
-  return failure("Defect", String(error))
+}
+
+const textOf = (u: unknown, fallback: string): string => {
+  if (typeof u === "string") return u
+  if (u === undefined) return fallback
+  try {
+    return u instanceof Error ? String(u.message) : typeof u === "symbol" ? u.toString() : String(u)
+  } catch {
+    return fallback
+  }
 }
 
 /** Runs one request and reads it: bytes by default, or with the job's reader, encoded to JSON. */
