@@ -33,7 +33,7 @@ import type * as Sharding from "effect/cluster/Sharding"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { notJson } from "./internal/json.ts"
+import { notJson, tooLarge, tooLargeReason } from "./internal/json.ts"
 import { TaskEntity } from "./internal/model.ts"
 
 /**
@@ -115,6 +115,12 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
                 task: task.name,
                 reason: `${unstorable} cannot be stored as JSON; use a Schema whose encoded form is JSON (e.g. base64 for bytes)`
               })
+            )
+          }
+          const large = tooLarge(request.payload)
+          if (large !== undefined) {
+            return Effect.fail(
+              new Blocking.InvalidPayloadError({ task: task.name, reason: tooLargeReason("the payload", large) })
             )
           }
           const bucket = next++ % buckets
@@ -258,12 +264,16 @@ const storable = (task: string, reply: Blocking.Reply): Effect.Effect<Blocking.R
       : reply._tag === "Failure"
         ? notJson(reply.error, "failure")
         : undefined
-  return found === undefined
+  if (found !== undefined) {
+    return Effect.fail(
+      new Blocking.InvalidResultError({
+        task,
+        reason: `${found} cannot be stored as JSON; use a Schema whose encoded form is JSON (e.g. base64 for bytes)`
+      })
+    )
+  }
+  const large = tooLarge(reply)
+  return large === undefined
     ? Effect.succeed(reply)
-    : Effect.fail(
-        new Blocking.InvalidResultError({
-          task,
-          reason: `${found} cannot be stored as JSON; use a Schema whose encoded form is JSON (e.g. base64 for bytes)`
-        })
-      )
+    : Effect.fail(new Blocking.InvalidResultError({ task, reason: tooLargeReason("the reply", large) }))
 }

@@ -136,6 +136,20 @@ describe("ClusterBlocking", () => {
       success: Schema.Number,
       handler: (n: number) => n * 2
     })
+    const text = Blocking.task({
+      module: import.meta.url,
+      name: "text",
+      payload: Schema.Number,
+      success: Schema.String,
+      handler: (n: number) => "x".repeat(n)
+    })
+    const length = Blocking.task({
+      module: import.meta.url,
+      name: "length",
+      payload: Schema.String,
+      success: Schema.Number,
+      handler: (s: string) => s.length
+    })
     const received: Array<Blocking.Request> = []
     const recording = Layer.effect(
       Blocking.BlockingExecutor,
@@ -155,7 +169,7 @@ describe("ClusterBlocking", () => {
     beforeAll(async () => {
       const url = await cluster.postgres.createDatabase("local")
       runner = ManagedRuntime.make(
-        ClusterBlocking.layerRunner({ tasks: [fill, refuse, double] }).pipe(
+        ClusterBlocking.layerRunner({ tasks: [fill, refuse, double, text, length] }).pipe(
           Layer.provide(recording),
           Layer.provideMerge(ClusterRunner.layer({ port: await freePort(), database: { url }, timings: "fast" })),
           Layer.provide(NodeHttpClient.layer())
@@ -184,6 +198,20 @@ describe("ClusterBlocking", () => {
       const failure = await client.runPromise(Effect.flip(Blocking.run(refuse, 3).pipe(Effect.timeout("20 seconds"))))
       assert.strictEqual(failure._tag, "InvalidResultError")
       assert.include(failure.message, "failure.data (Uint8Array)")
+    }, 60_000)
+
+    it("refuses a payload or a reply too large for one stored message, typed, and the runner goes on", async () => {
+      // A message over 16 MiB was stored, then every read of the runner's messages failed: that
+      // call and every later one waited for good.
+      const nine = 9 * 1024 * 1024
+      const payload = await client.runPromise(Effect.flip(Blocking.run(length, "x".repeat(nine))))
+      assert.strictEqual(payload._tag, "InvalidPayloadError")
+      assert.include(payload.message, "the payload is 9.0 MiB as JSON")
+      const reply = await client.runPromise(Effect.flip(Blocking.run(text, nine).pipe(Effect.timeout("20 seconds"))))
+      assert.strictEqual(reply._tag, "InvalidResultError")
+      assert.include(reply.message, "the reply is 9.0 MiB as JSON")
+      assert.strictEqual(await client.runPromise(Blocking.run(length, "x".repeat(1024 * 1024))), 1024 * 1024)
+      assert.strictEqual(await client.runPromise(Blocking.run(double, 21).pipe(Effect.timeout("20 seconds"))), 42)
     }, 60_000)
 
     it("gives the runner's executor the call's queueTimeout", async () => {

@@ -62,6 +62,30 @@ describe("ClusterFanout", () => {
       )
     }, 40_000)
 
+    it("refuses an item too large for one stored message and cuts chunks before they grow past it", async () => {
+      // A chunk over 16 MiB was stored, then every read of its runner's messages failed: nothing
+      // more ran there, this job's other items and other jobs' alike.
+      const url = suite.origins[3]!.url
+      const body = (path: string, mib: number) =>
+        HttpClientRequest.post(`${url}${path}`).pipe(HttpClientRequest.bodyText("y".repeat(mib * 1024 * 1024)))
+      const items = [body("/large/0", 9), ...[1, 2, 3, 4].map((i) => body(`/large/${i}`, 3))]
+      await run(ClusterFanout.submit("large", items))
+      const final = await wait("large")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [5, 4, 1])
+      const [refused] = await collect("large")
+      const failure = refused && Result.isFailure(refused.result) ? refused.result.failure : undefined
+      assert.strictEqual(failure?.reason, "InvalidItem")
+      assert.include(failure?.detail, "the request is 9.0 MiB as JSON")
+      // 4 x 3 MiB to one origin: in chunks of at most 8 MiB, not one of 12.
+      const [chunks] = await run(
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql<{ n: string }>`select count(*) as n from volley_chunks where job_id = 'large' and chunk >= 0`
+        )
+      )
+      assert.isAtLeast(Number(chunks!.n), 2)
+    }, 40_000)
+
     it("records typed failures: a non-2xx status with its code, an item that is not an http(s) URL", async () => {
       const items = [
         `${suite.origins[0]!.url}/fail/0?status=404`,

@@ -34,3 +34,21 @@ const check = (value: unknown, path: string, open: WeakSet<object>): string | un
   open.delete(value)
   return undefined
 }
+
+/**
+ * Most bytes one stored value may take as JSON. Effect's cluster stores a message (a chunk, a
+ * task call) or a reply as one row and reads a runner's messages back together; PostgreSQL's
+ * client refuses a row over 16 MiB, and one such row stops every read of its runner's shards
+ * (nothing more runs there). Half of that leaves room for the envelope and JSON's escapes.
+ */
+export const maxStoredBytes = 8 * 1024 * 1024
+
+/** `value`'s size as JSON in bytes, if over {@link maxStoredBytes}; else undefined. */
+export const tooLarge = (value: unknown): number | undefined => {
+  const bytes = Buffer.byteLength(JSON.stringify(value) ?? "")
+  return bytes > maxStoredBytes ? bytes : undefined
+}
+
+/** Says a stored value is too large, naming what it is. */
+export const tooLargeReason = (what: string, bytes: number): string =>
+  `${what} is ${(bytes / 1048576).toFixed(1)} MiB as JSON; the cluster stores at most ${maxStoredBytes / 1048576} MiB in one message (PostgreSQL's client reads no row over 16 MiB)`

@@ -7,6 +7,7 @@ import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
+import { maxStoredBytes, tooLargeReason } from "./json.ts"
 import { type Chunk, OriginEntity, type WireRequest } from "./model.ts"
 import { claimChunk, durable, isForeignKeyViolation, type JobRow, storable } from "./store.ts"
 
@@ -158,7 +159,7 @@ const maxOriginLength = 255
 
 /** An item once read: a request to run at an origin, or why it cannot run (its `InvalidItem` outcome). */
 type Classified =
-  | { readonly _tag: "Request"; readonly origin: string; readonly request: WireRequest }
+  | { readonly _tag: "Request"; readonly origin: string; readonly request: WireRequest; readonly bytes: number }
   | { readonly _tag: "Invalid"; readonly reason: string }
 
 const classify = (item: Item): Classified => {
@@ -182,7 +183,10 @@ const classify = (item: Item): Classified => {
       reason: `the origin ${origin.slice(0, 64)}... is ${origin.length} characters; the cluster stores at most ${maxOriginLength}`
     }
   }
-  return { _tag: "Request", origin, request: wire }
+  // A chunk is one stored message (see `maxStoredBytes`): an item that alone would pass it is refused.
+  const bytes = Buffer.byteLength(JSON.stringify(wire))
+  if (bytes > maxStoredBytes) return { _tag: "Invalid", reason: tooLargeReason("the request", bytes) }
+  return { _tag: "Request", origin, request: wire, bytes }
 }
 
 // A 53-bit string hash (cyrb53), fed in pieces: enough to tell a job or chunk resubmitted with other
@@ -353,6 +357,8 @@ export const submit = <E, R>(
     const noChunk = (chunk: number, first: number | undefined) =>
       new Conflict(`job ${plan.job} exists with other items (it has no chunk ${chunk}, items from ${first})`)
     const buffers = new Map<string, Array<Chunk["items"][number]>>()
+    // Bytes of each buffer's requests as JSON.
+    const bufferBytes = new Map<string, number>()
     let chunks = 0
     // Chunks are numbered here, in input order, claimed one at a time (a chunk claimed before the
     // previous one matched could be another submission's undoing), then sent up to `sending` at
@@ -449,15 +455,24 @@ export const submit = <E, R>(
         // A job completed by a version before the job hash has no such chunks: kept for the total.
         return invalid.length < invalidBatch || complete ? Effect.void : writeBatch
       }
-      let buffer = buffers.get(classified.origin)
+      const origin = classified.origin
+      let buffer = buffers.get(origin)
+      // A chunk ends before its items would pass what one stored message may take.
+      let sent: Effect.Effect<void, Conflict | Forgotten | SqlError.SqlError, SqlClient.SqlClient> = Effect.void
+      if (buffer !== undefined && bufferBytes.get(origin)! + classified.bytes > maxStoredBytes) {
+        sent = send(origin, buffer)
+        buffer = undefined
+      }
       if (buffer === undefined) {
         buffer = []
-        buffers.set(classified.origin, buffer)
+        buffers.set(origin, buffer)
+        bufferBytes.set(origin, 0)
       }
       buffer.push({ index, request: classified.request })
-      if (buffer.length < plan.chunkSize) return Effect.void
-      buffers.delete(classified.origin)
-      return send(classified.origin, buffer)
+      bufferBytes.set(origin, bufferBytes.get(origin)! + classified.bytes)
+      if (buffer.length < plan.chunkSize) return sent
+      buffers.delete(origin)
+      return Effect.andThen(sent, send(origin, buffer))
     })
     for (const [origin, buffer] of buffers) yield* send(origin, buffer)
     if (verified < known.size) {
