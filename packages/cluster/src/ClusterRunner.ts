@@ -250,7 +250,7 @@ export const fastTimings: Partial<ShardingConfig.ShardingConfig["Service"]> = {
  * @category layers
  */
 export const layerClient = (options: ClientOptions): Layer.Layer<ClusterRunnerServices, ClusterStartError> => {
-  const invalid = invalidUrl(options.database.url)
+  const invalid = validateClient(options)
   if (invalid !== undefined) {
     return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
   }
@@ -289,7 +289,7 @@ export const layer = (
   options: Options
 ): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
   const host = options.host ?? "127.0.0.1"
-  const invalid = validate(options) ?? invalidUrl(options.database.url)
+  const invalid = validate(options) ?? validateClient(options)
   if (invalid !== undefined) {
     return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
   }
@@ -366,7 +366,7 @@ export interface EmbeddedOptions {
 export const layerEmbedded = (
   options: EmbeddedOptions
 ): Layer.Layer<ClusterRunnerServices, ClusterStartError, HttpClient.HttpClient> => {
-  const invalid = validate({ port: 1, concurrency: options.concurrency })
+  const invalid = validate({ port: 1, concurrency: options.concurrency, retention: options.retention })
   if (invalid !== undefined) {
     return Layer.effectContext(Effect.fail(new ClusterStartError({ reason: "InvalidOptions", detail: invalid })))
   }
@@ -441,16 +441,52 @@ const shardingConfig = (
 
 const validate = (options: {
   readonly port: number
+  readonly host?: string | undefined
   readonly concurrency?: number | undefined
+  readonly retention?: Duration.Input | undefined
 }): string | undefined => {
   const concurrency = options.concurrency ?? 64
   if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
     return `port must be an integer in 1-65535, got ${options.port}`
   }
+  // A host that cannot be listened on was reported as a port in use.
+  if (
+    options.host !== undefined &&
+    (typeof options.host !== "string" || !/^[A-Za-z0-9.:%[\]_-]+$/.test(options.host))
+  ) {
+    return `host must be a host name or an IP address, got ${JSON.stringify(options.host)}`
+  }
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     return `concurrency must be an integer >= 1, got ${concurrency}`
   }
-  return undefined
+  // A negative retention deleted finished jobs at once; one that is not a duration threw.
+  return options.retention === undefined ? undefined : invalidDuration("retention", options.retention, 0)
+}
+
+/** What is wrong with a client's options, the database's included; undefined if nothing. */
+const validateClient = (options: ClientOptions): string | undefined => {
+  const { connectTimeout, maxConnections } = options.database
+  // maxConnections 0 left the layer waiting for good; a connect timeout that is not a duration died.
+  if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
+    return `database.maxConnections must be an integer >= 1, got ${maxConnections}`
+  }
+  if (connectTimeout !== undefined) {
+    const invalid = invalidDuration("database.connectTimeout", connectTimeout, 1)
+    if (invalid !== undefined) return invalid
+  }
+  if (options.timings !== undefined && options.timings !== "default" && options.timings !== "fast") {
+    return `timings must be "default" or "fast", got ${JSON.stringify(options.timings)}`
+  }
+  return invalidUrl(options.database.url)
+}
+
+// A duration of at least `least` milliseconds, finite.
+const invalidDuration = (name: string, input: Duration.Input, least: number): string | undefined => {
+  const parsed = Duration.fromInput(input)
+  const millis = Option.isSome(parsed) ? Duration.toMillis(parsed.value) : Number.NaN
+  return Number.isFinite(millis) && millis >= least
+    ? undefined
+    : `${name} must be a finite duration${least > 0 ? " > 0" : " >= 0"}, got ${JSON.stringify(input)}`
 }
 
 const failStart =

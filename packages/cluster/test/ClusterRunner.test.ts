@@ -3,7 +3,7 @@ import * as Path from "node:path"
 import * as Util from "node:util"
 import { ClusterRunner } from "@volley/cluster"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Layer, Redacted } from "effect"
+import { Cause, type Duration, Effect, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { freePort } from "./support/ports.ts"
@@ -112,6 +112,32 @@ describe("ClusterRunner", () => {
       )
       assert.strictEqual(badUrl.error.reason, "InvalidOptions")
       assert.notInclude(shown(badUrl.error), "s3cretpw")
+    })
+
+    it("fails with InvalidOptions for a retention, connect timeout, pool size, host or timings it cannot use", async () => {
+      // Before: a retention that is not a duration threw from ClusterRunner.layer itself, a negative
+      // one deleted finished jobs at once, maxConnections 0 waited for good, a connect timeout that
+      // is not a duration died, a bad host read as a port in use, unknown timings were ignored.
+      const cases: ReadonlyArray<readonly [Partial<ClusterRunner.Options>, string]> = [
+        [{ retention: "banana" as Duration.Input }, "retention must be a finite duration >= 0"],
+        [{ retention: -5 }, "retention must be a finite duration >= 0"],
+        [{ database: { url, maxConnections: 0 } }, "database.maxConnections must be an integer >= 1, got 0"],
+        [
+          { database: { url, connectTimeout: "soon" as Duration.Input } },
+          "database.connectTimeout must be a finite duration > 0"
+        ],
+        [{ host: "not a host!!" }, "host must be a host name or an IP address"],
+        [{ timings: "slow" as ClusterRunner.Timings }, 'timings must be "default" or "fast", got "slow"']
+      ]
+      for (const [options, message] of cases) {
+        const failed = await startFailure(
+          ClusterRunner.layer({ port: 20_000, database: { url }, ...options }).pipe(
+            Layer.provide(NodeHttpClient.layer())
+          )
+        )
+        assert.strictEqual(failed.error.reason, "InvalidOptions", message)
+        assert.include(failed.error.message, message)
+      }
     })
 
     it("ignores stray PORT and HOST variables: the runner joins on the address it was given", async () => {
