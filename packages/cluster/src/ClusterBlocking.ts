@@ -33,7 +33,7 @@ import type * as Sharding from "effect/cluster/Sharding"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { notJson, tooLarge, tooLargeReason } from "./internal/json.ts"
+import { asJson, maxStoredBytes, notJson, tooLarge, tooLargeReason } from "./internal/json.ts"
 import { TaskEntity } from "./internal/model.ts"
 
 /**
@@ -117,10 +117,10 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
               })
             )
           }
-          const large = tooLarge(request.payload)
-          if (large !== undefined) {
+          const stored = asJson(request.payload)
+          if (stored.bytes > maxStoredBytes) {
             return Effect.fail(
-              new Blocking.InvalidPayloadError({ task: task.name, reason: tooLargeReason("the payload", large) })
+              new Blocking.InvalidPayloadError({ task: task.name, reason: tooLargeReason("the payload", stored.bytes) })
             )
           }
           const bucket = next++ % buckets
@@ -131,7 +131,9 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
                 id: crypto.randomUUID(),
                 module: task.module,
                 task: task.name,
-                payload: request.payload,
+                // As JSON gives it back (an object's undefined fields dropped), which is how it is
+                // documented to travel: such a field reached the runner as a MalformedMessage defect.
+                payload: JSON.parse(stored.text),
                 timeoutMillis: request.timeoutMillis ?? null
               },
               queueTimeoutMillis === undefined

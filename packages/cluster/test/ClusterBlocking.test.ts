@@ -150,6 +150,13 @@ describe("ClusterBlocking", () => {
       success: Schema.Number,
       handler: (s: string) => s.length
     })
+    const keys = Blocking.task({
+      module: import.meta.url,
+      name: "keys",
+      payload: Schema.Unknown,
+      success: Schema.Array(Schema.String),
+      handler: (value: unknown) => Object.keys(value as object)
+    })
     const received: Array<Blocking.Request> = []
     const recording = Layer.effect(
       Blocking.BlockingExecutor,
@@ -169,7 +176,7 @@ describe("ClusterBlocking", () => {
     beforeAll(async () => {
       const url = await cluster.postgres.createDatabase("local")
       runner = ManagedRuntime.make(
-        ClusterBlocking.layerRunner({ tasks: [fill, refuse, double, text, length] }).pipe(
+        ClusterBlocking.layerRunner({ tasks: [fill, refuse, double, text, length, keys] }).pipe(
           Layer.provide(recording),
           Layer.provideMerge(ClusterRunner.layer({ port: await freePort(), database: { url }, timings: "fast" })),
           Layer.provide(NodeHttpClient.layer())
@@ -198,6 +205,13 @@ describe("ClusterBlocking", () => {
       const failure = await client.runPromise(Effect.flip(Blocking.run(refuse, 3).pipe(Effect.timeout("20 seconds"))))
       assert.strictEqual(failure._tag, "InvalidResultError")
       assert.include(failure.message, "failure.data (Uint8Array)")
+    }, 60_000)
+
+    it("sends a payload as JSON gives it back: an object's undefined fields are dropped (a MalformedMessage defect before)", async () => {
+      const sent = await client.runPromise(
+        Blocking.run(keys, { a: undefined, b: 1, c: [1, { d: undefined }] }).pipe(Effect.timeout("20 seconds"))
+      )
+      assert.deepStrictEqual(sent, ["b", "c"])
     }, 60_000)
 
     it("refuses a payload or a reply too large for one stored message, typed, and the runner goes on", async () => {

@@ -43,9 +43,15 @@ const check = (value: unknown, path: string, open: WeakSet<object>): string | un
  */
 export const maxStoredBytes = 8 * 1024 * 1024
 
+/** `value` as JSON and its size in bytes. */
+export const asJson = (value: unknown): { readonly text: string; readonly bytes: number } => {
+  const text = JSON.stringify(value) ?? "null"
+  return { text, bytes: Buffer.byteLength(text) }
+}
+
 /** `value`'s size as JSON in bytes, if over {@link maxStoredBytes}; else undefined. */
 export const tooLarge = (value: unknown): number | undefined => {
-  const bytes = Buffer.byteLength(JSON.stringify(value) ?? "")
+  const { bytes } = asJson(value)
   return bytes > maxStoredBytes ? bytes : undefined
 }
 
