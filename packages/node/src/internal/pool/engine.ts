@@ -36,6 +36,7 @@ import {
   decodeResult,
   encodeJob,
   isFromWorker,
+  MAX_TIMER_MILLIS,
   READY,
   RESULT_FIELDS,
   RING,
@@ -916,9 +917,6 @@ const clearTimer = (job: Job): void => {
  * tens to hundreds of ms, more on a loaded machine.
  */
 const BOOT_MILLIS = 5_000
-
-/** Node fires a timer set past this at once. */
-const MAX_TIMER_MILLIS = 2 ** 31 - 1
 
 /** How long a pool refused a thread (with others running) waits before it tries to grow again. */
 const GROWTH_PAUSE_MILLIS = 1_000

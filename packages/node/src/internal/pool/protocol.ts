@@ -18,6 +18,9 @@ export const RING = 1024
 export const READY = 1 + RING
 export const CONTROL_SLOTS = 2 + RING
 
+/** Node fires a timer set past this at once: neither the thread's import timer nor the pool's is set longer. */
+export const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
 /**
  * One job: its sequence number on the thread, the task id (announced once per thread in `Run.tasks`),
  * the Schema-encoded payload, the caller's trace, and whether it has a run or queue timeout (`timed`:

@@ -14,6 +14,7 @@ import {
   encodeResult,
   type FromWorker,
   JOB_FIELDS,
+  MAX_TIMER_MILLIS,
   READY,
   REPLY,
   RESULT_FIELDS,
@@ -143,9 +144,6 @@ const runJob = (
   if (typeof task === "string") return { _tag: "NotFound", reason: task }
   return task.invoke(payload, context(seq, traceId, spanId), transfer)
 }
-
-// Node fires a timer set past this at once.
-const MAX_TIMER_MILLIS = 2 ** 31 - 1
 
 /**
  * Imports a module once; its tasks are found by their type id. An import still pending after
