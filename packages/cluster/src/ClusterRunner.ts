@@ -454,13 +454,14 @@ const validate = (options: {
     options.host !== undefined &&
     (typeof options.host !== "string" || !/^[A-Za-z0-9.:%[\]_-]+$/.test(options.host))
   ) {
-    return `host must be a host name or an IP address, got ${JSON.stringify(options.host)}`
+    return `host must be a host name or an IP address, got ${shown(options.host)}`
   }
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     return `concurrency must be an integer >= 1, got ${concurrency}`
   }
-  // A negative retention deleted finished jobs at once; one that is not a duration threw.
-  return options.retention === undefined ? undefined : invalidDuration("retention", options.retention, 0)
+  // A negative retention deleted finished jobs at once; one that is not a duration threw. An
+  // infinite one keeps everything, as it did.
+  return options.retention === undefined ? undefined : invalidDuration("retention", options.retention, 0, true)
 }
 
 /** What is wrong with a client's options, the database's included; undefined if nothing. */
@@ -471,22 +472,32 @@ const validateClient = (options: ClientOptions): string | undefined => {
     return `database.maxConnections must be an integer >= 1, got ${maxConnections}`
   }
   if (connectTimeout !== undefined) {
-    const invalid = invalidDuration("database.connectTimeout", connectTimeout, 1)
+    const invalid = invalidDuration("database.connectTimeout", connectTimeout, 1, false)
     if (invalid !== undefined) return invalid
   }
   if (options.timings !== undefined && options.timings !== "default" && options.timings !== "fast") {
-    return `timings must be "default" or "fast", got ${JSON.stringify(options.timings)}`
+    return `timings must be "default" or "fast", got ${shown(options.timings)}`
   }
   return invalidUrl(options.database.url)
 }
 
-// A duration of at least `least` milliseconds, finite.
-const invalidDuration = (name: string, input: Duration.Input, least: number): string | undefined => {
+// A duration of at least `least` milliseconds, finite unless `infinite` is allowed.
+const invalidDuration = (name: string, input: Duration.Input, least: number, infinite: boolean): string | undefined => {
   const parsed = Duration.fromInput(input)
   const millis = Option.isSome(parsed) ? Duration.toMillis(parsed.value) : Number.NaN
-  return Number.isFinite(millis) && millis >= least
-    ? undefined
-    : `${name} must be a finite duration${least > 0 ? " > 0" : " >= 0"}, got ${JSON.stringify(input)}`
+  if (millis >= least && (infinite || Number.isFinite(millis))) return undefined
+  return `${name} must be a ${infinite ? "" : "finite "}duration of at least ${least} ms, got ${shown(input)}`
+}
+
+// An option's value in a message, whatever it is (JSON.stringify throws on a bigint duration).
+const shown = (value: unknown): string => {
+  if (typeof value === "bigint") return `${value}n`
+  if (typeof value === "number") return String(value)
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return typeof value
+  }
 }
 
 const failStart =

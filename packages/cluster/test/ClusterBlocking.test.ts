@@ -217,13 +217,13 @@ describe("ClusterBlocking", () => {
     it("refuses a payload or a reply too large for one stored message, typed, and the runner goes on", async () => {
       // A message over 16 MiB was stored, then every read of the runner's messages failed: that
       // call and every later one waited for good.
-      const nine = 9 * 1024 * 1024
-      const payload = await client.runPromise(Effect.flip(Blocking.run(length, "x".repeat(nine))))
+      const sixteen = 16 * 1024 * 1024
+      const payload = await client.runPromise(Effect.flip(Blocking.run(length, "x".repeat(sixteen))))
       assert.strictEqual(payload._tag, "InvalidPayloadError")
-      assert.include(payload.message, "the payload is 9.0 MiB as JSON")
-      const reply = await client.runPromise(Effect.flip(Blocking.run(text, nine).pipe(Effect.timeout("20 seconds"))))
+      assert.include(payload.message, "the payload is 16.0 MiB as JSON")
+      const reply = await client.runPromise(Effect.flip(Blocking.run(text, sixteen).pipe(Effect.timeout("20 seconds"))))
       assert.strictEqual(reply._tag, "InvalidResultError")
-      assert.include(reply.message, "the reply is 9.0 MiB as JSON")
+      assert.include(reply.message, "the reply is 16.0 MiB as JSON")
       assert.strictEqual(await client.runPromise(Blocking.run(length, "x".repeat(1024 * 1024))), 1024 * 1024)
       assert.strictEqual(await client.runPromise(Blocking.run(double, 21).pipe(Effect.timeout("20 seconds"))), 42)
     }, 60_000)

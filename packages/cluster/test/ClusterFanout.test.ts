@@ -68,15 +68,15 @@ describe("ClusterFanout", () => {
       const url = suite.origins[3]!.url
       const body = (path: string, mib: number) =>
         HttpClientRequest.post(`${url}${path}`).pipe(HttpClientRequest.bodyText("y".repeat(mib * 1024 * 1024)))
-      const items = [body("/large/0", 9), ...[1, 2, 3, 4].map((i) => body(`/large/${i}`, 3))]
+      const items = [body("/large/0", 16), ...[1, 2, 3, 4].map((i) => body(`/large/${i}`, 5))]
       await run(ClusterFanout.submit("large", items))
       const final = await wait("large")
       assert.deepStrictEqual([final.done, final.succeeded, final.failed], [5, 4, 1])
       const [refused] = await collect("large")
       const failure = refused && Result.isFailure(refused.result) ? refused.result.failure : undefined
       assert.strictEqual(failure?.reason, "InvalidItem")
-      assert.include(failure?.detail, "the request is 9.0 MiB as JSON")
-      // 4 x 3 MiB to one origin: in chunks of at most 8 MiB, not one of 12.
+      assert.include(failure?.detail, "the request is 16.0 MiB as JSON")
+      // 4 x 5 MiB to one origin: in chunks of at most 15 MiB, not one of 20.
       const [chunks] = await run(
         Effect.flatMap(
           SqlClient.SqlClient,

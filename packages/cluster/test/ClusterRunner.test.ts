@@ -119,12 +119,13 @@ describe("ClusterRunner", () => {
       // one deleted finished jobs at once, maxConnections 0 waited for good, a connect timeout that
       // is not a duration died, a bad host read as a port in use, unknown timings were ignored.
       const cases: ReadonlyArray<readonly [Partial<ClusterRunner.Options>, string]> = [
-        [{ retention: "banana" as Duration.Input }, "retention must be a finite duration >= 0"],
-        [{ retention: -5 }, "retention must be a finite duration >= 0"],
+        [{ retention: "banana" as Duration.Input }, 'retention must be a duration of at least 0 ms, got "banana"'],
+        [{ retention: -5 }, "retention must be a duration of at least 0 ms, got -5"],
+        [{ retention: -1n }, "retention must be a duration of at least 0 ms, got -1n"],
         [{ database: { url, maxConnections: 0 } }, "database.maxConnections must be an integer >= 1, got 0"],
         [
           { database: { url, connectTimeout: "soon" as Duration.Input } },
-          "database.connectTimeout must be a finite duration > 0"
+          "database.connectTimeout must be a finite duration of at least 1 ms"
         ],
         [{ host: "not a host!!" }, "host must be a host name or an IP address"],
         [{ timings: "slow" as ClusterRunner.Timings }, 'timings must be "default" or "fast", got "slow"']

@@ -39,9 +39,12 @@ const check = (value: unknown, path: string, open: WeakSet<object>): string | un
  * Most bytes one stored value may take as JSON. Effect's cluster stores a message (a chunk, a
  * task call) or a reply as one row and reads a runner's messages back together; PostgreSQL's
  * client refuses a row over 16 MiB, and one such row stops every read of its runner's shards
- * (nothing more runs there). Half of that leaves room for the envelope and JSON's escapes.
+ * (nothing more runs there). 1 MiB is left for the row's other columns and the message's
+ * envelope (the JSON measured is already escaped): so close to the limit that jobs stored before
+ * it existed keep their chunks (and a resubmission matches them) unless a chunk was nearly too
+ * large already.
  */
-export const maxStoredBytes = 8 * 1024 * 1024
+export const maxStoredBytes = 15 * 1024 * 1024
 
 /** `value` as JSON and its size in bytes. */
 export const asJson = (value: unknown): { readonly text: string; readonly bytes: number } => {
