@@ -159,7 +159,14 @@ const maxOriginLength = 255
 
 /** An item once read: a request to run at an origin, or why it cannot run (its `InvalidItem` outcome). */
 type Classified =
-  | { readonly _tag: "Request"; readonly origin: string; readonly request: WireRequest; readonly bytes: number }
+  | {
+      readonly _tag: "Request"
+      readonly origin: string
+      readonly request: WireRequest
+      /** The request as JSON (hashed and measured once) and its size in bytes. */
+      readonly json: string
+      readonly bytes: number
+    }
   | { readonly _tag: "Invalid"; readonly reason: string }
 
 const classify = (item: Item): Classified => {
@@ -184,9 +191,10 @@ const classify = (item: Item): Classified => {
     }
   }
   // A chunk is one stored message (see `maxStoredBytes`): an item that alone would pass it is refused.
-  const bytes = Buffer.byteLength(JSON.stringify(wire))
+  const json = JSON.stringify(wire)
+  const bytes = Buffer.byteLength(json)
   if (bytes > maxStoredBytes) return { _tag: "Invalid", reason: tooLargeReason("the request", bytes) }
-  return { _tag: "Request", origin, request: wire, bytes }
+  return { _tag: "Request", origin, request: wire, json, bytes }
 }
 
 // A 53-bit string hash (cyrb53), fed in pieces: enough to tell a job or chunk resubmitted with other
@@ -218,7 +226,7 @@ const hash = (text: string): string => new Hasher().update(text).digest()
  * when that is what is wrong), so an index that held an invalid item cannot silently take a valid one.
  */
 const hashLine = (item: Classified): string =>
-  `${item._tag === "Request" ? JSON.stringify(item.request) : JSON.stringify({ invalid: item.reason })}\n`
+  `${item._tag === "Request" ? item.json : JSON.stringify({ invalid: item.reason })}\n`
 
 const sending = 16
 
