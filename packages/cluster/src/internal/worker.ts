@@ -200,8 +200,9 @@ const cancelledCheck = (job: string, nonce: string) => {
  * runner's bound. An item that has started finishes and writes its outcome even when the chunk is
  * interrupted (a graceful shutdown hands the shard over); items not started then stay for the
  * next owner, which skips those with outcomes. So SIGTERM runs nothing twice; SIGKILL re-runs at
- * most what was in flight. A job forgotten meanwhile ends the chunk quietly: its outcomes are
- * dropped and its other items not started.
+ * most what was in flight. A job cancelled meanwhile ends the chunk (marked finished) without
+ * starting its other items; a job forgotten meanwhile ends it quietly: its outcomes are dropped
+ * and its other items not started.
  */
 export const runChunk = (
   chunk: Chunk
@@ -210,7 +211,10 @@ export const runChunk = (
     const sql = yield* SqlClient.SqlClient
     const worker = yield* Worker
     const cancelled = cancelledCheck(chunk.job, chunk.nonce)
-    if (yield* cancelled) return
+    // A cancelled job's chunk may have been started by a runner that stopped mid-chunk (a handover,
+    // a crash) and is delivered again: it starts nothing, but ends its chunk, else `progress`
+    // counted the items never run as in flight for good. A forgotten job's chunk marks nothing.
+    if (yield* cancelled) return yield* markChunk(chunk, "finished")
     // Set when an outcome finds the job deleted (forgotten), sooner than the throttled check sees it.
     let gone = false
     const done = yield* durable(

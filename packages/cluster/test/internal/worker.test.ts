@@ -1,14 +1,26 @@
 import { ClusterFanout } from "@volley/cluster"
-import { Effect } from "effect"
+import { NodeHttpClient } from "@volley/node"
+import { Effect, Fiber, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
-import { markChunk } from "../../src/internal/worker.ts"
+import type { Chunk } from "../../src/internal/model.ts"
+import { makeWorker, markChunk, runChunk, Worker } from "../../src/internal/worker.ts"
+import type { Origin } from "../support/origins.ts"
 import { clusterSuite } from "../support/suite.ts"
 
 // What a runner writes for a chunk besides its items' outcomes.
 const suite = clusterSuite({ runners: 1 }, { count: 1, delayMillis: 5 })
 const { run } = suite
 const query = <A extends object>(text: string) => run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text)))
+const hits = (origin: Origin, prefix: string) =>
+  [...origin.hits].filter(([path]) => path.startsWith(prefix)).reduce((sum, [, count]) => sum + count, 0)
+
+// Runs a chunk in this process, as the runner that owns its origin would.
+const runHere = (chunk: Chunk) =>
+  runChunk(chunk).pipe(
+    Effect.provideServiceEffect(Worker, makeWorker("test", 4, [])),
+    Effect.provide(NodeHttpClient.layer())
+  )
 
 describe("internal/worker", () => {
   it("marks a chunk's start and end only for the job's current submission", async () => {
@@ -36,5 +48,51 @@ describe("internal/worker", () => {
     assert.deepStrictEqual(await marks(), { started: true, finished: false })
     await run(markChunk(current, "finished"))
     assert.deepStrictEqual(await marks(), { started: true, finished: true })
+  }, 60_000)
+
+  it("a cancelled job's chunk that was started and handed over counts nothing in flight once delivered again", async () => {
+    const origin = suite.origins[0]!
+    // A job stored as submit stores it, but never sent to the runners: this test is its runners.
+    const [job] = await query<{ nonce: string }>(
+      "insert into volley_jobs (job_id, per_host, chunk_size, total, hash) values ('handover', 1, 3, 3, 'h') returning nonce"
+    )
+    await query(
+      `insert into volley_chunks (job_id, chunk, origin, size, hash) values ('handover', 0, '${origin.url}', 3, 'h')`
+    )
+    const chunk: Chunk = {
+      job: "handover",
+      nonce: job!.nonce,
+      chunk: 0,
+      origin: origin.url,
+      perHost: 1,
+      reader: null,
+      items: [0, 1, 2].map((index) => ({
+        index,
+        request: { method: "GET", url: `${origin.url}/handover/${index}?delay=1000`, headers: {}, body: null }
+      }))
+    }
+    await run(
+      Effect.gen(function* () {
+        // The origin's shard moves while the chunk's first item runs: the chunk is interrupted, the
+        // item finishes and writes its outcome, the other two are left for the next owner.
+        const first = yield* Effect.forkChild(runHere(chunk))
+        yield* Effect.sync(() => hits(origin, "/handover/")).pipe(
+          Effect.repeat({ until: (n) => n > 0, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("10 seconds")
+        )
+        yield* Fiber.interrupt(first)
+      })
+    )
+    const handedOver = await run(ClusterFanout.progress("handover"))
+    assert.deepStrictEqual([handedOver.done, handedOver.inFlight], [1, 2])
+    assert.isTrue(await run(ClusterFanout.cancel("handover")))
+    // The next owner gets the chunk again, after the cancel.
+    await run(runHere(chunk))
+    const final = await run(ClusterFanout.progress("handover"))
+    assert.deepStrictEqual(
+      [final.cancelled, final.finished, final.done, final.inFlight, final.origins[0]?.inFlight],
+      [true, true, 1, 0, 0]
+    )
+    assert.strictEqual(hits(origin, "/handover/"), 1, "the cancelled job's other items were not started")
   }, 60_000)
 })
