@@ -12,7 +12,9 @@
  *   JSON (numbers, strings, arrays, plain objects), not `Uint8Array`; a payload that is not fails
  *   with `Blocking.InvalidPayloadError` naming the field before anything is stored, and a result
  *   (or typed failure) that is not fails with `Blocking.InvalidResultError` naming the field (the
- *   task has run by then).
+ *   task has run by then). Replies travel as JSON gives them back (an object's `undefined` fields
+ *   dropped), so a task that throws a value that is not an `Error` fails with
+ *   `Blocking.HandlerError`, as on one machine.
  * - **Timeouts**: `timeout` is applied by the runner's executor, from when the task starts there.
  *   `queueTimeout` is sent to the runner, whose executor applies it to its own queue. The client
  *   cannot see when a runner starts a call, so it also bounds the wait for the reply: a call with
@@ -33,7 +35,7 @@ import type * as Sharding from "effect/cluster/Sharding"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { asJson, maxStoredBytes, notJson, tooLarge, tooLargeReason } from "./internal/json.ts"
+import { asJson, maxStoredBytes, notJson, tooLargeReason } from "./internal/json.ts"
 import { TaskEntity } from "./internal/model.ts"
 
 /**
@@ -258,7 +260,10 @@ const millisOf = (header: string | undefined): number | undefined => {
 }
 
 // The reply is stored as JSON (RunTask's success is `Schema.Unknown`): a value JSON would change
-// must fail here, typed, not reach the client as a reply it cannot decode (a defect there).
+// must fail here, typed, not reach the client as a reply it cannot decode (a defect there). It is
+// sent as JSON gives it back: Effect's cluster refuses an `undefined` anywhere in it, and the
+// reply to a thrown non-Error (`throw { code: 1 }`) has `stack: undefined`, so such a task's
+// failure reached the client as a MalformedMessage defect instead of a HandlerError.
 const storable = (task: string, reply: Blocking.Reply): Effect.Effect<Blocking.Reply, Blocking.InvalidResultError> => {
   const found =
     reply._tag === "Success"
@@ -274,8 +279,8 @@ const storable = (task: string, reply: Blocking.Reply): Effect.Effect<Blocking.R
       })
     )
   }
-  const large = tooLarge(reply)
-  return large === undefined
-    ? Effect.succeed(reply)
-    : Effect.fail(new Blocking.InvalidResultError({ task, reason: tooLargeReason("the reply", large) }))
+  const stored = asJson(reply)
+  return stored.bytes > maxStoredBytes
+    ? Effect.fail(new Blocking.InvalidResultError({ task, reason: tooLargeReason("the reply", stored.bytes) }))
+    : Effect.succeed(JSON.parse(stored.text) as Blocking.Reply)
 }

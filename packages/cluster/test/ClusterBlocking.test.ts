@@ -1,7 +1,7 @@
 import { ClusterBlocking, ClusterRunner } from "@volley/cluster"
 import { Blocking } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer, ManagedRuntime, Schedule, Schema } from "effect"
+import { Cause, Effect, Exit, Layer, ManagedRuntime, Option, Schedule, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as Tasks from "./fixtures/tasks.ts"
@@ -59,6 +59,23 @@ describe("ClusterBlocking", () => {
       assert.instanceOf(error, Tasks.Odd)
       assert.strictEqual((error as Tasks.Odd).n, 3)
       assert.strictEqual(await run(Blocking.run(Tasks.even, 4)), 4)
+    }, 30_000)
+
+    it("fails with HandlerError describing a thrown non-Error, as it does for an Error (a MalformedMessage defect before)", async () => {
+      // Its reply has no stack (`stack: undefined`), which Effect's cluster could not store as JSON.
+      const exit = await run(Effect.exit(Blocking.run(Tasks.throwsObject, 1).pipe(Effect.timeout("20 seconds"))))
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isSuccess(exit)) return
+      const error = Cause.findErrorOption(exit.cause)
+      assert.isTrue(Option.isSome(error), `a typed failure, not ${Cause.pretty(exit.cause).slice(0, 400)}`)
+      if (Option.isNone(error)) return
+      assert.instanceOf(error.value, Blocking.HandlerError)
+      const handler = error.value as Blocking.HandlerError
+      assert.deepStrictEqual(
+        [handler.errorName, handler.errorMessage, handler.remoteStack],
+        ["object", '{"code":1,"fn":"[function answer]"}', undefined]
+      )
+      assert.strictEqual(await run(Blocking.run(Tasks.even, 2)), 2, "the runners go on")
     }, 30_000)
 
     it("fails with TaskNotFoundError for a task no runner registered", async () => {

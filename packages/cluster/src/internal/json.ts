@@ -52,12 +52,6 @@ export const asJson = (value: unknown): { readonly text: string; readonly bytes:
   return { text, bytes: Buffer.byteLength(text) }
 }
 
-/** `value`'s size as JSON in bytes, if over {@link maxStoredBytes}; else undefined. */
-export const tooLarge = (value: unknown): number | undefined => {
-  const { bytes } = asJson(value)
-  return bytes > maxStoredBytes ? bytes : undefined
-}
-
 /** Says a stored value is too large, naming what it is. */
 export const tooLargeReason = (what: string, bytes: number): string =>
   `${what} is ${(bytes / 1048576).toFixed(1)} MiB as JSON; the cluster stores at most ${maxStoredBytes / 1048576} MiB in one message (PostgreSQL's client reads no row over 16 MiB)`

@@ -63,6 +63,19 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      it.effect("fails with HandlerError showing a thrown plain object as JSON, not [object Object]", () =>
+        Effect.gen(function* () {
+          for (const async of [false, true]) {
+            const error = yield* Effect.flip(Blocking.run(T.throwObject, { async }).pipe(Effect.timeout("5 seconds")))
+            assert.deepStrictEqual(
+              error._tag === "HandlerError" && [error.errorName, error.errorMessage],
+              ["object", '{"code":1,"fn":"[function fn]","big":"2n"}'],
+              `async: ${async}`
+            )
+          }
+        })
+      )
+
       it.effect("fails with HandlerError when the handler throws something String() cannot describe", () =>
         Effect.gen(function* () {
           for (const async of [false, true]) {

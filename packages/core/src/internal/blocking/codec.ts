@@ -79,6 +79,32 @@ export const describe = (error: unknown): string => {
   }
 }
 
+/**
+ * A thrown value that is not an Error: a plain object (`throw { code: 1 }`), which `String` gives
+ * as "[object Object]", is shown as JSON (at most 1,000 characters), its functions, bigints and
+ * symbols named; anything else, or an object JSON cannot show (a cycle, a getter that throws), as
+ * {@link describe} gives it.
+ */
+const describeValue = (thrown: unknown): string => {
+  const described = describe(thrown)
+  if (typeof thrown !== "object" || thrown === null || !described.startsWith("[object ")) return described
+  try {
+    const json = JSON.stringify(thrown, (_key, value: unknown) =>
+      typeof value === "function"
+        ? `[function ${value.name === "" ? "(anonymous)" : value.name}]`
+        : typeof value === "bigint"
+          ? `${value}n`
+          : typeof value === "symbol"
+            ? value.toString()
+            : value
+    )
+    if (json === undefined) return described
+    return json.length > 1000 ? `${json.slice(0, 1000)}...` : json
+  } catch {
+    return described
+  }
+}
+
 export const issue = (exit: Exit.Failure<unknown, Schema.SchemaError>): string => {
   const found = Cause.findError(exit.cause)
   // Otherwise the schema's own code threw (a transformation): what it threw says what went wrong.
@@ -158,7 +184,7 @@ const fromThrown = (codecs: Codecs, thrown: unknown): Reply => {
     // Inspecting it threw (a revoked Proxy, a throwing getter): it is not the typed failure.
   }
   if (!isErrorUnsafe(thrown))
-    return { _tag: "Threw", name: kindOf(thrown), message: describe(thrown), stack: undefined }
+    return { _tag: "Threw", name: kindOf(thrown), message: describeValue(thrown), stack: undefined }
   return {
     _tag: "Threw",
     name: readString(thrown, "name") ?? kindOf(thrown),
