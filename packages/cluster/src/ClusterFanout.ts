@@ -17,7 +17,9 @@
  *   on the old runner, and the new owner goes on with the rest.
  * - **Outcomes**: each item's outcome (status and body size, or the value of a runner's
  *   {@link Reader}, or a typed failure) is written once to `volley_results`, keyed by job and
- *   item (`ON CONFLICT DO NOTHING`): delivery is at-least-once, the outcome is one.
+ *   item (`ON CONFLICT DO NOTHING`): delivery is at-least-once, the outcome is one. An outcome
+ *   PostgreSQL refuses is recorded as the item's failure, `OutcomeNotStored` (see {@link ItemFailed}),
+ *   rather than running the chunk again.
  * - **Runner's layers**: retries, timeouts, the deadline per request, proxies and the connection
  *   pool are whatever `HttpClient` and `Retry.RetryPolicy` the runner provides, as with `Fanout`
  *   in one process.
@@ -505,7 +507,10 @@ export const wait = (
 
 /**
  * A failed item: `reason` is the failure's tag (`StatusCodeError` with `status`, `TransportError`,
- * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message.
+ * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message. `OutcomeNotStored`:
+ * the item ran, but PostgreSQL refused its outcome (a constraint, a value it rejects; or a
+ * deadlock, serialization failure or timeout, tried 5 times); `detail` says what the outcome was
+ * and PostgreSQL's SQLSTATE and message.
  *
  * @example
  * ```ts

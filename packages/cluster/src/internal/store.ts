@@ -81,6 +81,20 @@ export const isForeignKeyViolation = (error: SqlError.SqlError): boolean =>
   error.reason._tag === "ConstraintError" && sqlState(error) === "23503"
 
 /**
+ * What PostgreSQL said when it refused a statement: its SQLSTATE and message (sql-pg's own message
+ * is only "Query failed"; the server's is on the reason's cause).
+ */
+export const refusal = (error: SqlError.SqlError): string => {
+  const code = sqlState(error)
+  const cause = error.reason.cause
+  const message =
+    Predicate.hasProperty(cause, "message") && typeof cause.message === "string" && cause.message !== ""
+      ? cause.message
+      : error.message
+  return `${code === undefined ? "" : `SQLSTATE ${code}: `}${message}`
+}
+
+/**
  * Retries a statement while PostgreSQL is away (a restart takes seconds), for up to about a minute.
  * Only connection errors are retried: a statement the server refused (a constraint, bad text) fails
  * at once, since callers may hold a runner's permit, uninterruptibly, around it.

@@ -6,13 +6,14 @@ import * as Exit from "effect/Exit"
 import * as HttpBody from "effect/http/HttpBody"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Semaphore from "effect/Semaphore"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import type { Chunk, WireRequest } from "./model.ts"
 import type { Reader } from "./reader.ts"
-import { durable, findJob, isForeignKeyViolation, storable } from "./store.ts"
+import { durable, findJob, isConnectionError, isForeignKeyViolation, refusal, storable } from "./store.ts"
 
 /** What a runner needs to work chunks: its name, its bound on items at once, its readers. */
 export class Worker extends Context.Service<
@@ -132,11 +133,51 @@ const fetchOne = (
 }
 
 /**
- * Writes an item's outcome; `false` when the chunk's job is gone: forgotten while the item ran,
+ * Writes an item's outcome; `false` when the chunk's job is gone (see {@link insert}). A statement
+ * PostgreSQL refuses does not end the chunk: a refusal it marks as worth retrying (a deadlock, a
+ * serialization failure, a lock or statement timeout) is tried again a few times, then that one,
+ * like any other (a constraint, a value it rejects), is recorded as the item's failure,
+ * `OutcomeNotStored`, naming the refusal. Failing the chunk restarted the origin's entity, which
+ * replayed the chunk for good (every ~10 s): the item was fetched again each time and the origin's
+ * later chunks, of every job, waited behind it. A failure PostgreSQL refuses too (it refuses every
+ * outcome), and connection errors (retried by `durable` for a minute), still fail the chunk:
+ * nothing can be recorded, so the chunk is replayed until PostgreSQL takes outcomes again.
+ */
+const write = (
+  chunk: Chunk,
+  index: number,
+  runner: string,
+  outcome: Outcome
+): Effect.Effect<boolean, SqlError.SqlError, SqlClient.SqlClient> =>
+  insert(chunk, index, runner, outcome).pipe(
+    Effect.retry({
+      schedule: Schedule.spaced("200 millis"),
+      times: 4,
+      while: (error) => error.isRetryable && !isConnectionError(error)
+    }),
+    Effect.catchIf(
+      (error) => !isConnectionError(error),
+      (error) =>
+        insert(
+          chunk,
+          index,
+          runner,
+          failure("OutcomeNotStored", `PostgreSQL refused the item's outcome (${summary(outcome)}): ${refusal(error)}`)
+        )
+    )
+  )
+
+const summary = (outcome: Outcome): string => {
+  const status = outcome.status === null ? "" : `status ${outcome.status}`
+  return outcome.ok ? status || "ok" : `${outcome.errorTag}${status && ` (${status})`}: ${outcome.errorMessage}`
+}
+
+/**
+ * Inserts an item's outcome; `false` when the chunk's job is gone: forgotten while the item ran,
  * perhaps submitted again under its id (another nonce), so the outcome has no job to go to. The
  * row is written only while the chunk's submission is the job's, in the same statement.
  */
-const write = (
+const insert = (
   chunk: Chunk,
   index: number,
   runner: string,

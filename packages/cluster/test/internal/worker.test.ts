@@ -1,6 +1,6 @@
 import { ClusterFanout } from "@volley/cluster"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Fiber, Schedule } from "effect"
+import { Effect, Fiber, Result, Schedule, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
 import type { Chunk } from "../../src/internal/model.ts"
@@ -95,4 +95,64 @@ describe("internal/worker", () => {
     )
     assert.strictEqual(hits(origin, "/handover/"), 1, "the cancelled job's other items were not started")
   }, 60_000)
+
+  describe("an outcome PostgreSQL refuses", () => {
+    it("is recorded as the item's failure, OutcomeNotStored, naming the refusal: the item is fetched once", async () => {
+      const origin = suite.origins[0]!
+      const runner = suite.cluster.runners[0]!.child()
+      const logged = runner.output().length
+      // A real refusal from PostgreSQL (SQLSTATE 23514), for this job's 418s only.
+      await query(
+        "alter table volley_results add constraint no_teapot check (job_id <> 'refused' or status is distinct from 418)"
+      )
+      try {
+        await run(ClusterFanout.submit("refused", [`${origin.url}/refused/0?status=418`, `${origin.url}/refused/1`]))
+        const final = await run(ClusterFanout.wait("refused", { interval: "100 millis", timeout: "20 seconds" }))
+        assert.deepStrictEqual([final.succeeded, final.failed, final.inFlight], [1, 1, 0])
+        const [refused] = await run(Stream.runCollect(ClusterFanout.results("refused")))
+        const failure = Result.isFailure(refused!.result) ? refused!.result.failure : undefined
+        assert.strictEqual(failure?.reason, "OutcomeNotStored")
+        assert.include(failure?.detail, "status 418")
+        assert.include(failure?.detail, "SQLSTATE 23514")
+        assert.include(failure?.detail, "no_teapot")
+        // Failing the chunk restarted the origin's entity, which replayed the chunk every few
+        // seconds for good: the item fetched again each time, the job never finished.
+        assert.strictEqual(hits(origin, "/refused/0"), 1)
+        assert.notInclude(runner.output().slice(logged), "Defect in entity")
+      } finally {
+        await query("alter table volley_results drop constraint if exists no_teapot")
+      }
+    }, 60_000)
+
+    it("is written again when PostgreSQL marks the refusal as passing (a serialization failure)", async () => {
+      const origin = suite.origins[0]!
+      const runner = suite.cluster.runners[0]!.child()
+      const logged = runner.output().length
+      // The first two outcomes of this job are refused with SQLSTATE 40001, as under serializable isolation.
+      await query("create sequence flaky_refusals")
+      await query(`create function flaky_refusal() returns trigger language plpgsql as $$
+        begin
+          if new.job_id = 'flaky' and nextval('flaky_refusals') <= 2 then
+            raise exception 'could not serialize access (test)' using errcode = 'serialization_failure';
+          end if;
+          return new;
+        end $$`)
+      await query(
+        "create trigger flaky_refusal before insert on volley_results for each row execute function flaky_refusal()"
+      )
+      try {
+        await run(ClusterFanout.submit("flaky", [`${origin.url}/flaky/0`]))
+        const final = await run(ClusterFanout.wait("flaky", { interval: "100 millis", timeout: "20 seconds" }))
+        assert.deepStrictEqual([final.succeeded, final.failed], [1, 0])
+        const [flaky] = await query<{ n: string }>("select nextval('flaky_refusals') as n")
+        assert.strictEqual(Number(flaky!.n), 4, "two refusals, one write, this read")
+        assert.strictEqual(hits(origin, "/flaky/0"), 1)
+        assert.notInclude(runner.output().slice(logged), "Defect in entity")
+      } finally {
+        await query("drop trigger if exists flaky_refusal on volley_results")
+        await query("drop function if exists flaky_refusal()")
+        await query("drop sequence if exists flaky_refusals")
+      }
+    }, 60_000)
+  })
 })
