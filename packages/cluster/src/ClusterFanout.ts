@@ -678,9 +678,10 @@ const toOutcome = <A>(
 
 /**
  * Cancels a job: runners start none of its remaining items (those running finish, and then
- * `progress` counts none in flight), and the job counts as finished and cancelled. Returns `true` when this call cancelled it; `false` when the
- * job had already finished (every item has an outcome) or was cancelled before, and is left as it
- * was: a job whose items all ran does not read back as cancelled.
+ * `progress` counts none in flight), and the job counts as finished and cancelled. Returns `true`
+ * when this call cancelled it; `false` when the job had already finished (every item has an
+ * outcome) or was cancelled before, and is left as it was: a job whose items all ran does not read
+ * back as cancelled.
  *
  * @example
  * ```ts
