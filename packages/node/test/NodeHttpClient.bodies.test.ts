@@ -20,6 +20,15 @@ const encoded: Record<string, Buffer> = {
 // TEXT in two halves, for a zstd body of two frames.
 const HALVES = [TEXT.slice(0, TEXT.length / 2), TEXT.slice(TEXT.length / 2)]
 
+// TEXT as a zstd frame whose header asks for a window of 2^exponent bytes (byte 5, the window
+// descriptor of a frame without a content size; a larger window than the one compressed with
+// still decodes), for RFC 9659's 8 MiB bound.
+const zstdWindow = (exponent: number): Buffer => {
+  const frame = Buffer.from(Zlib.zstdCompressSync(TEXT, { params: { [Zlib.constants.ZSTD_c_contentSizeFlag]: 0 } }))
+  frame[5] = (exponent - 10) << 3
+  return frame
+}
+
 // TEXT gzipped n times, for a Content-Encoding naming gzip n times.
 const gzipped = (n: number): Buffer => (n === 0 ? Buffer.from(TEXT) : Zlib.gzipSync(gzipped(n - 1)))
 
@@ -69,6 +78,8 @@ const bodyOrigin = Effect.acquireRelease(
             res.write(Zlib.zstdCompressSync(Buffer.alloc(70_000, "a")))
             return void setTimeout(() => res.end(), 100)
           }
+          if (path === "zstd-window-8m") return send(res, "zstd", zstdWindow(23))
+          if (path === "zstd-window-128m") return send(res, "zstd", zstdWindow(27))
           if (path === "zstd-trailing")
             return send(res, "zstd", Buffer.concat([encoded.zstd!, Buffer.from("not a frame")]))
           if (path === "big") return res.writeHead(200, { "content-length": 1_000_000 }).end(Buffer.alloc(1_000_000))
@@ -234,6 +245,24 @@ describe("NodeHttpClient", () => {
           .pipe(Effect.flatMap((response) => Stream.mkString(Stream.decodeText(response.stream))))
         assert.strictEqual(streamedText, TEXT)
         const error = squashed(yield* Effect.exit(Http.getText(`${origin.url}/zstd-trailing`)))
+        assert.strictEqual(error?.reason?._tag, "DecodeError")
+        assert.include(error?.message, "zstd body does not decode")
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
+    )
+
+    it.live("decodes a zstd window of 8 MiB and refuses a larger one with a DecodeError (RFC 9659)", () =>
+      Effect.gen(function* () {
+        const origin = yield* bodyOrigin
+        assert.strictEqual(yield* Http.getText(`${origin.url}/zstd-window-8m`), TEXT)
+        // A 128 MiB window held ~128 MiB per response being decoded, whatever the body's size:
+        // a 24 KB body streamed to its end grew RSS by 167 MiB.
+        const client = yield* HttpClient.HttpClient
+        const exit = yield* Effect.exit(
+          client
+            .get(`${origin.url}/zstd-window-128m`)
+            .pipe(Effect.flatMap((response) => Stream.runDrain(response.stream)))
+        )
+        const error = squashed(exit)
         assert.strictEqual(error?.reason?._tag, "DecodeError")
         assert.include(error?.message, "zstd body does not decode")
       }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)

@@ -85,6 +85,14 @@ const decoder = (coding: string, first: Uint8Array | undefined): Transform => {
 }
 
 /**
+ * A zstd frame's header names its window, which the decoder allocates and fills as it decodes:
+ * up to 128 MiB by default (ZSTD_d_windowLogMax 27), so a 24 KB body streamed to its end held
+ * 167 MiB per response. RFC 9659 bounds the window of the `zstd` content coding at 8 MiB, as
+ * Chrome and Firefox enforce; a frame asking for more fails as a corrupt body.
+ */
+const ZSTD_OPTIONS: Zlib.ZstdOptions = { params: { [Zlib.constants.ZSTD_d_windowLogMax]: 23 } }
+
+/**
  * A zstd body of one or more frames (RFC 8878 §3; `zstd -d` and curl decode them all). Node's
  * decoder ends at the end of the first frame that ends inside a chunk and ignores the rest, so
  * a body of two frames read as its first: here the rest goes to a new decoder, once the ended
@@ -100,7 +108,7 @@ class ZstdFrames extends Transform {
   }
 
   private frame(): Zlib.ZstdDecompress {
-    const decoder = Zlib.createZstdDecompress()
+    const decoder = Zlib.createZstdDecompress(ZSTD_OPTIONS)
     decoder.on("data", (chunk: Buffer) => {
       if (!this.push(chunk)) decoder.pause()
     })
