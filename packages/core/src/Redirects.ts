@@ -31,7 +31,8 @@
  * attempt with every hop after it. In a batch with a `perHost` limit, an item gives back its
  * slot at each redirect and takes one at the hop's origin, so every origin keeps to its limit;
  * an adaptive `perHost` also learns each origin's limit from the hops sent there (a
- * `Retry-After` pause holds back new items at that origin, not hops of items already running).
+ * `Retry-After` pause holds back new items at that origin, and a hop of an item already running
+ * takes its slot there at once but is sent only when the pause ends).
  *
  * The final response is the one `read` sees: `response.request` is the last hop's request, and
  * {@link chain} gives every URL requested to reach it (the last one with its query). Failures
