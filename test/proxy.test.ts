@@ -3,10 +3,12 @@ import type { IncomingMessage } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, type Socket } from "node:net"
 import { join } from "node:path"
+import { inspect } from "node:util"
 import { assert, describe, layer } from "@effect/vitest"
 import { Fanout, Http, Proxy, Retry } from "@volley/core"
-import { NodeProxy } from "@volley/node"
+import { NodeHttpClient, NodeProxy } from "@volley/node"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Result, Scope, Tracer } from "effect"
+import { HttpClient } from "effect/http"
 import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
 import { onSpanEnd } from "./support/tracer.ts"
 
@@ -33,6 +35,48 @@ const logged = (name: string, text: string) =>
     const s = yield* ProxyServers
     assert.include(yield* s.logWith(name, text), text)
   })
+
+// Every way an object reaches a person or a log: util.inspect at any depth (hidden properties and
+// getters too), JSON, and every string reachable through its properties.
+const renderings = (value: unknown): Array<string> => [
+  inspect(value, { depth: Infinity, showHidden: true }),
+  inspect(value, { depth: Infinity, getters: true }),
+  JSON.stringify(value, cycleSafe()) ?? "",
+  reachableStrings(value).join("\n")
+]
+
+const cycleSafe = () => {
+  const seen = new WeakSet<object>()
+  return (_key: string, value: unknown) => {
+    if (typeof value === "bigint") return String(value)
+    if (typeof value !== "object" || value === null) return value
+    if (seen.has(value)) return "[Circular]"
+    seen.add(value)
+    return value instanceof Map ? [...value] : value instanceof Set ? [...value] : value
+  }
+}
+
+// The strings held by own data properties (symbol-keyed and hidden ones too), Map and Set entries,
+// of everything reachable from `root`; getters are not called.
+const reachableStrings = (root: unknown): Array<string> => {
+  const strings: Array<string> = []
+  const seen = new Set<unknown>()
+  const queue: Array<unknown> = [root]
+  while (queue.length > 0) {
+    const value = queue.pop()
+    if (typeof value === "string") strings.push(value)
+    if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) continue
+    seen.add(value)
+    if (value instanceof Map) for (const entry of value) queue.push(...entry)
+    if (value instanceof Set) for (const entry of value) queue.push(entry)
+    for (const key of Reflect.ownKeys(value)) {
+      const descriptor = Object.getOwnPropertyDescriptor(value, key)
+      if (typeof key === "string") strings.push(key)
+      if (descriptor !== undefined && "value" in descriptor) queue.push(descriptor.value)
+    }
+  }
+  return strings
+}
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): unknown => {
   assert.isTrue(Exit.isFailure(exit), "expected a failure")
@@ -488,6 +532,41 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
           )
         )
         assert.strictEqual(body, "hello from /from-env")
+      })
+    )
+  })
+
+  describe("credentials at rest", () => {
+    it.effect("never show in a deep inspection or JSON of the client and its dispatcher, while they work", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const squid = `http://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.squidAuth}`
+        const socks = `socks5://${USER}:${enc(PASSWORD)}@127.0.0.1:${s.socksAuth}`
+        const cases: Array<[Proxy.Options, NodeProxy.Options]> = [
+          [{ all: squid }, {}], // plain HTTP forwarded, HTTPS through CONNECT
+          [{ all: squid }, { tunnelHttp: true }],
+          [{ all: socks }, {}]
+        ]
+        for (const [options, nodeOptions] of cases) {
+          const config = yield* Proxy.make({ proxyLoopback: true, ...options })
+          let dispatcher: unknown
+          const withDispatcher = NodeHttpClient.layerWith((agent) => {
+            dispatcher = NodeProxy.makeDispatcher(config, agent, { originTls: { ca: s.ca }, ...nodeOptions })
+            return dispatcher as ReturnType<typeof NodeProxy.makeDispatcher>
+          })
+          // The layer's client, and a client on the dispatcher makeDispatcher hands out.
+          for (const layer of [client(options, nodeOptions), withDispatcher]) {
+            yield* Effect.gen(function* () {
+              // Authenticated requests on every path, so that each pool and tunnel exists.
+              assert.strictEqual(yield* Http.getText(`${s.http.url}/at-rest`), "hello from /at-rest")
+              assert.strictEqual(yield* Http.getText(`${s.https.url}/at-rest-tls`), "hello from /at-rest-tls")
+              // Looked at while the layer is alive: pools and keep-alive connections included.
+              for (const value of [yield* HttpClient.HttpClient, dispatcher]) {
+                for (const text of renderings(value)) assertNoSecret(text)
+              }
+            }).pipe(Effect.provide(Layer.merge(layer, Retry.layer({ retries: 0 }))))
+          }
+        }
       })
     )
   })

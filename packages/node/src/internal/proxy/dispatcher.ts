@@ -34,6 +34,9 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   readonly named = new Map<string, Undici.Dispatcher>()
   // Evicted agents, closing once their requests are done.
   readonly retiring = new Set<Undici.Dispatcher>()
+  // The distinct passwords met so far: a route's key names one by its index here, never in
+  // clear (the keys show in an inspection of this dispatcher).
+  readonly passwords: Array<Redacted.Redacted<string>> = []
   closed = false
 
   constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
@@ -90,8 +93,8 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   }
 
   via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
-    // The password is part of the key: the same proxy with other credentials is another route.
-    const key = `${proxy.label}\u0000${password(proxy)}\u0000${servername ?? ""}`
+    // The credentials are part of the key: the same proxy with another password is another route.
+    const key = `${proxy.label}\u0000${this.passwordIndex(proxy)}\u0000${servername ?? ""}`
     const routes = servername === undefined ? this.proxies : this.named
     let dispatcher = routes.get(key)
     if (dispatcher === undefined) {
@@ -106,6 +109,13 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     routes.set(key, dispatcher)
     if (this.named.size > (this.settings.maxNamedRoutes ?? MAX_NAMED_ROUTES)) this.retire()
     return dispatcher
+  }
+
+  passwordIndex(proxy: Proxy.ProxyUrl): number {
+    if (proxy.password === undefined) return -1
+    const value = Redacted.value(proxy.password)
+    const index = this.passwords.findIndex((known) => Redacted.value(known) === value)
+    return index >= 0 ? index : this.passwords.push(proxy.password) - 1
   }
 
   // Closes the least recently used per-name agent; its requests in flight finish first.
@@ -151,31 +161,64 @@ const makeProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
 const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
   // Credentials go in a header built here, never into a URL string that could be logged. A
   // password without a user name (`http://:pw@proxy`) is sent with an empty one, as curl does.
-  const token =
+  //
+  // ProxyAgent is not given the header (`token`): it keeps it in clear on itself and on its
+  // Agent, which copies its options into every pool it creates, so a deep `util.inspect` of the
+  // client showed it. The clients that talk to the proxy add it to each request they send instead
+  // (the CONNECT of a tunnel, a forwarded plain-HTTP request), from this Redacted.
+  const authorization =
     proxy.username === undefined && proxy.password === undefined
       ? undefined
-      : `Basic ${Buffer.from(`${proxy.username ?? ""}:${password(proxy)}`).toString("base64")}`
+      : Redacted.make(`Basic ${Buffer.from(`${proxy.username ?? ""}:${password(proxy)}`).toString("base64")}`)
   const uri = `${proxy.protocol}://${proxy.hostname}:${proxy.port}`
   const proxyHref = new URL(uri).href
   return new Undici.ProxyAgent({
     ...agent,
     uri,
     proxyTunnel: settings.tunnelHttp,
-    ...(token === undefined ? {} : { token }),
     ...(settings.originTls === undefined ? {} : { requestTls: settings.originTls }),
     ...(settings.proxyTls === undefined ? {} : { proxyTls: settings.proxyTls }),
     // The client that sends CONNECT: its connections are the hop to the proxy.
     clientFactory: (origin, options) =>
-      new TunnelClient(origin, { connect: toProxy(connectorOf(options)), headersTimeout: connectTimeoutOf(agent) }),
+      new TunnelClient(origin, {
+        connect: toProxy(connectorOf(options)),
+        headersTimeout: connectTimeoutOf(agent),
+        authorization
+      }),
     // ProxyAgent asks this factory both for the pool of each tunnelled origin (with the origin
     // and the agent's options) and for the client that forwards plain HTTP to the proxy (with
     // the proxy's href and only a connector: left to itself, that pool would ignore the pool
     // options). Its connections are the hop to the proxy too.
     factory: (origin, options) =>
       String(origin) === proxyHref
-        ? new Undici.Pool(origin, { ...agent, connect: toProxy(connectorOf(options)) })
+        ? new Undici.Pool(origin, {
+            ...agent,
+            connect: toProxy(connectorOf(options)),
+            ...(authorization === undefined
+              ? {}
+              : { factory: (origin, options) => new ForwardingClient(origin, options, authorization) })
+          })
         : new Undici.Pool(origin, options as Undici.Pool.Options)
   })
+}
+
+const PROXY_AUTHORIZATION = "proxy-authorization"
+
+// A connection to the proxy that forwards plain-HTTP requests in absolute form, adding the
+// proxy's credentials to each as it is sent.
+class ForwardingClient extends Undici.Client {
+  readonly authorization: Redacted.Redacted<string>
+  constructor(origin: string | URL, options: Undici.Client.Options, authorization: Redacted.Redacted<string>) {
+    super(origin, options)
+    this.authorization = authorization
+  }
+
+  override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
+    return super.dispatch(
+      { ...options, headers: withHeader(options.headers, PROXY_AUTHORIZATION, Redacted.value(this.authorization)) },
+      handler
+    )
+  }
 }
 
 const connectorOf = (options: object): Undici.buildConnector.connector =>
@@ -224,15 +267,32 @@ const connectTimeoutOf = (agent: Undici.Agent.Options): number =>
 // proxy that never answered CONNECT held the request for the client's headers timeout,
 // undici's 300 s default. That is this client's headersTimeout (the only timeout undici's
 // CONNECT request honours; ProxyAgent sets none on it). Running out fails the request at once.
+//
+// It also adds the proxy's credentials to each CONNECT (see httpProxyAgent).
 class TunnelClient extends Undici.Pool {
   readonly answerTimeout: number
-  constructor(origin: string | URL, options: Undici.Pool.Options & { readonly headersTimeout: number }) {
+  readonly authorization: Redacted.Redacted<string> | undefined
+  constructor(
+    origin: string | URL,
+    {
+      authorization,
+      ...options
+    }: Undici.Pool.Options & {
+      readonly headersTimeout: number
+      readonly authorization: Redacted.Redacted<string> | undefined
+    }
+  ) {
     super(origin, options)
     this.answerTimeout = options.headersTimeout
+    this.authorization = authorization
   }
 
   override connect(options: Undici.Dispatcher.ConnectOptions): Promise<Undici.Dispatcher.ConnectData> {
-    return super.connect(options).then(
+    const authorized =
+      this.authorization === undefined
+        ? options
+        : { ...options, headers: withHeader(options.headers, PROXY_AUTHORIZATION, Redacted.value(this.authorization)) }
+    return super.connect(authorized).then(
       (data) => {
         // Any 2xx opens the tunnel (RFC 9110 §9.3.6, as curl takes it); undici's ProxyAgent, which
         // reads this, takes only 200.
@@ -369,20 +429,28 @@ const socksCredentialProblem = (proxy: Proxy.ProxyUrl): string | undefined => {
 
 type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
 
-export const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers => {
-  if (headers === undefined || headers === null) return { host }
-  const isHost = (name: unknown) => String(name).toLowerCase() === "host"
+export const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers =>
+  withHeader(headers, "host", host)
+
+/** `headers` with `name` (lower case) set to `value`, unless they have it already (in any case). */
+export const withHeader = (
+  headers: Undici.Dispatcher.DispatchOptions["headers"] | Undici.Dispatcher.ConnectOptions["headers"],
+  name: string,
+  value: string
+): Headers => {
+  if (headers === undefined || headers === null) return { [name]: value }
+  const isName = (key: unknown) => String(key).toLowerCase() === name
   if (Array.isArray(headers))
-    return headers.some((v, i) => i % 2 === 0 && isHost(v)) ? headers : [...headers, "host", host]
+    return headers.some((v, i) => i % 2 === 0 && isName(v)) ? headers : [...headers, name, value]
   if (Symbol.iterator in headers) {
     // undici reads an array as flat name/value pairs, so the entries are flattened.
     const flat: Array<string> = []
-    for (const [name, value] of headers as Iterable<[string, string | Array<string> | undefined]>) {
-      for (const one of value === undefined ? [] : Array.isArray(value) ? value : [value]) flat.push(name, one)
+    for (const [key, values] of headers as Iterable<[string, string | Array<string> | undefined]>) {
+      for (const one of values === undefined ? [] : Array.isArray(values) ? values : [values]) flat.push(key, one)
     }
-    return withHost(flat, host)
+    return withHeader(flat, name, value)
   }
-  return Object.keys(headers).some(isHost) ? headers : { ...headers, host }
+  return Object.keys(headers).some(isName) ? headers : { ...headers, [name]: value }
 }
 
 // Forwards every handler call, replacing the error passed to onResponseError/onError by a
