@@ -190,7 +190,10 @@ export interface Options {
 // ---------------------------------------------------------------------------
 
 /**
- * A proxy URL was rejected. `input` has its user info replaced by `<redacted>`.
+ * A proxy URL was rejected. `input` has its user info replaced by `<redacted>`, and so has,
+ * without user info, whatever follows a colon that is not a port: `http://alice:123456` (no
+ * `@host`, and no port has six digits) shows as `http://alice:<redacted>`, its digits named by
+ * neither `input` nor `reason`.
  *
  * @example
  * ```ts

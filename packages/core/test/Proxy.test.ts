@@ -222,6 +222,42 @@ describe("Proxy", () => {
       })
     )
 
+    it("hides digits after a colon that no port can be, which without @host may be a password", () => {
+      const cases = [
+        ["http://alice:123456", "http://alice:<redacted>"],
+        ["alice:123456", "alice:<redacted>"],
+        ["socks5h://alice:00000/", "socks5h://alice:<redacted>"],
+        ["http://alice:99999?x", "http://alice:<redacted>"]
+      ] as const
+      for (const [input, shown] of cases) {
+        const exit = Effect.runSyncExit(Proxy.parseUrl(input, "all"))
+        const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        assert.instanceOf(error, Proxy.InvalidProxyUrlError)
+        const e = error as Proxy.InvalidProxyUrlError
+        assert.strictEqual(e.input, shown)
+        // Still says what is wrong, and why the value is not shown.
+        assert.include(e.reason, "port must be an integer from 1 to 65535")
+        assert.include(e.reason, "may be a password")
+        for (const text of [e.message, String(e), JSON.stringify(e)]) {
+          assert.notMatch(text, /123456|99999|00000/, text)
+        }
+      }
+      // A port that is one, or after a host no user name can be (user info ends in "@"), still shows.
+      const exit = Effect.runSyncExit(Proxy.parseUrl("http://u:pw@proxy.example:99999"))
+      assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "got 99999")
+      fc.assert(
+        fc.property(
+          // Digits no port can be (a port may have leading zeros: `000080` is port 80, and shows).
+          fc.stringMatching(/^[0-9]{6,16}$/).filter((digits) => Number(digits) === 0 || Number(digits) > 65535),
+          fc.constantFrom("http://u:%s", "u:%s", "socks5://u:%s/", "https://u:%s?q"),
+          (digits, template) => {
+            const exit = Effect.runSyncExit(Proxy.parseUrl(template.replace("%s", digits)))
+            return Exit.isFailure(exit) && !JSON.stringify(Cause.squash(exit.cause)).includes(digits)
+          }
+        )
+      )
+    })
+
     it("never puts the password in an error message", () => {
       fc.assert(
         fc.property(

@@ -14,17 +14,26 @@ export interface Parsed {
 
 const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
 
+/** Whether `digits` is a port number: 1 to 65535 (leading zeros allowed, as URLs allow them). */
+const isPort = (digits: string): boolean => /^\d+$/.test(digits) && Number(digits) >= 1 && Number(digits) <= 65535
+
 /**
  * Masks what might be a password in a raw input that did not parse (where we cannot tell the
  * parts apart): the whole user info, or, without one, anything after a colon that is not a
- * port (`http://alice:s3cret` has a password typed without its host).
+ * port. `http://alice:s3cret` and `http://alice:123456` (no port has six digits) are a user
+ * and a password typed without the host: they show as `http://alice:<redacted>`. After a
+ * bracketed IPv6 host, which no user name can be, digits are a port, whatever their value.
  */
 export const redactInput = (input: string): string => {
   const scheme = SCHEME.exec(input)?.[0] ?? ""
   const rest = input.slice(scheme.length)
   const at = rest.lastIndexOf("@")
   if (at >= 0) return `${scheme}<redacted>@${rest.slice(at + 1)}`
-  return /^(\[[^\]]*\]|[^:[\]]*)(:\d*)?([/?#].*)?$/.test(rest) ? input : `${scheme}<redacted>`
+  const parts = /^(\[[^\]]*\]|[^:[\]]*)(?::(\d*))?([/?#].*)?$/.exec(rest)
+  const [, host = "", port = ""] = parts ?? []
+  if (parts !== null && (port === "" || host.startsWith("[") || isPort(port))) return input
+  const head = /^(\[[^\]]*\]|[^:[\]]*):/.exec(rest)?.[1]
+  return head === undefined ? `${scheme}<redacted>` : `${scheme}${head}:<redacted>`
 }
 
 /** The URL as people read it, with the password (or a lone user name, often a token) replaced by `<redacted>`. */
@@ -61,9 +70,15 @@ export const parse = (raw: string): Parsed | string => {
     return `unsupported scheme "${protocol}" (expected http, https, socks5 or socks5h)`
   }
   // The authority's port, wherever the authority ends (`/`, `?`, `#` or the end of the input).
-  const explicit = /^(?:[a-z][a-z0-9+.-]*:\/\/)?(?:[^/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):(\d+)(?=[/?#]|$)/i.exec(input)?.[1]
-  if (explicit !== undefined && (Number(explicit) < 1 || Number(explicit) > 65535)) {
-    return `port must be an integer from 1 to 65535, got ${explicit}`
+  const authority = /^(?:[a-z][a-z0-9+.-]*:\/\/)?([^/?#]*@)?(\[[^\]]*\]|[^:/?#]*):(\d+)(?=[/?#]|$)/i.exec(input)
+  const explicit = authority?.[3]
+  if (authority !== null && explicit !== undefined && !isPort(explicit)) {
+    // Without user info, `alice:123456` may be a user and a password typed without "@host": the
+    // digits are not echoed (see redactInput).
+    const ambiguous = authority[1] === undefined && !(authority[2] ?? "").startsWith("[")
+    return ambiguous
+      ? `port must be an integer from 1 to 65535 (the digits after ":" are not shown: with no "@host" after them, they may be a password)`
+      : `port must be an integer from 1 to 65535, got ${explicit}`
   }
   let url: URL
   try {
