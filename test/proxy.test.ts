@@ -476,6 +476,21 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       })
     )
 
+    it.effect("sends an IPv4-mapped IPv6 origin direct when an IPv4 NO_PROXY range covers it", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const all = `http://127.0.0.1:${s.squidOpen}`
+        // The same origin, 127.0.0.1, reached through its IPv4-mapped IPv6 address.
+        const mapped = `http://[::ffff:127.0.0.1]:${s.http.port}`
+        const body = yield* getVia(`${mapped}/mapped-direct`, { all, noProxy: "127.0.0.0/8" })
+        assert.strictEqual(body, "hello from /mapped-direct")
+        assert.isUndefined(s.http.seen.find((r) => r.path === "/mapped-direct")?.headers.via)
+        yield* getVia(`${s.http.url}/after-mapped-direct`, { all })
+        yield* logged("squid/access.log", "/after-mapped-direct")
+        assert.notInclude(s.log("squid/access.log"), "/mapped-direct ")
+      })
+    )
+
     it.effect("applies rules in order before the per-scheme proxies", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers

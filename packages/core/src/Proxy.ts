@@ -597,6 +597,9 @@ export const direct: Route = { _tag: "Direct" }
  * - IPv4 and IPv6 literals (bracketed or not) match the same address in any spelling,
  *   and CIDR ranges (`10.0.0.0/8`, `fd00::/8`) the addresses inside them; no DNS lookup
  *   is made, so a name never matches an IP entry;
+ * - an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) is its IPv4 address: IPv4 entries and
+ *   ranges (`127.0.0.0/8`) match it, and a range inside `::ffff:0:0/96`
+ *   (`::ffff:10.0.0.0/104`) matches the IPv4 addresses it maps (curl matches neither);
  * - an entry with `:port` (`[v6]:port` for IPv6) matches only that port.
  *
  * Entries that do not parse never match (use {@link parseNoProxy} to reject them).

@@ -61,7 +61,21 @@ describe("Proxy", () => {
       ["[::1]", 8081, "[::1]:8080", false],
       ["10.0.0.1", 80, "10.0.0.0/8:80", true],
       ["::ffff:10.0.0.1", 80, "::ffff:10.0.0.1", true],
-      ["10.0.0.1", 80, "::ffff:10.0.0.0/104", false],
+      // An IPv4 address and its IPv4-mapped IPv6 form are one address, either way round.
+      ["[::ffff:127.0.0.1]", 8080, "127.0.0.0/8", true],
+      ["[::ffff:7f00:1]", 80, "127.0.0.1", true],
+      ["::ffff:10.0.0.1", 80, "10.0.0.1:80", true],
+      ["::ffff:10.0.0.1", 81, "10.0.0.1:80", false],
+      ["[::ffff:10.0.0.2]", 80, "10.0.0.1", false],
+      ["[::ffff:1.2.3.4]", 80, "0.0.0.0/0", true],
+      ["10.0.0.1", 80, "::ffff:10.0.0.0/104", true],
+      ["10.0.0.1", 80, "[::ffff:10.0.0.1]", true],
+      ["11.0.0.1", 80, "::ffff:10.0.0.0/104", false],
+      // Not mapped: ::1, an IPv4-compatible or NAT64 address; and an IPv6 range wider than the mapped block.
+      ["[::1]", 80, "0.0.0.0/0", false],
+      ["[::a00:1]", 80, "10.0.0.1", false],
+      ["[64:ff9b::a00:1]", 80, "10.0.0.1", false],
+      ["10.0.0.1", 80, "::/0", false],
       // Entries that do not parse never match; the valid ones still do.
       ["example.com", 80, "bad$entry, example.com", true],
       ["10.0.0.1", 80, "10.0.0.0/33", false],
@@ -366,6 +380,26 @@ describe("Proxy", () => {
           assert.strictEqual(Proxy.route(off, url)._tag, "Direct")
           assert.strictEqual(Proxy.route(on, url)._tag, "Proxy")
         }
+      })
+    )
+
+    it.effect("matches an IPv4-mapped IPv6 origin against IPv4 NO_PROXY entries and rules", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({
+          all: "http://p:1",
+          proxyLoopback: true,
+          noProxy: "127.0.0.0/8, 10.0.0.1",
+          rules: [{ match: "192.168.0.0/16", via: "socks5h://rule.proxy:1080" }]
+        })
+        const via = (url: string) => {
+          const r = Proxy.route(config, url)
+          return r._tag === "Direct" ? "direct" : r.proxy.hostname
+        }
+        assert.strictEqual(via("http://[::ffff:127.0.0.1]:8080/"), "direct")
+        assert.strictEqual(via("https://[::ffff:7f00:2]/"), "direct")
+        assert.strictEqual(via("http://[::ffff:10.0.0.1]/"), "direct")
+        assert.strictEqual(via("http://[::ffff:10.0.0.2]/"), "p")
+        assert.strictEqual(via("http://[::ffff:192.168.1.1]/"), "rule.proxy")
       })
     )
 

@@ -176,15 +176,27 @@ export const matches = (pattern: Pattern, host: Host, port: number | undefined):
       return (
         host._tag === "Ip" &&
         (pattern.port === undefined || pattern.port === port) &&
-        inRange(host.bytes, pattern.bytes, pattern.prefix)
+        covers(pattern.bytes, pattern.prefix, host.bytes)
       )
   }
 }
 
-const LOOPBACK_V4 = new Uint8Array([127, 0, 0, 0])
-const LOOPBACK_V6 = parseIPv6("::1") as Uint8Array
+/**
+ * Whether the range covers the address. An IPv4 address and its IPv4-mapped IPv6 form
+ * (`::ffff:127.0.0.1`, which a URL may carry) are one address: IPv4 entries and ranges cover the
+ * mapped form, and a range inside `::ffff:0:0/96` (`::ffff:10.0.0.0/104`, `::ffff:10.0.0.1`)
+ * covers the IPv4 addresses it maps. A wider IPv6 range (`::/0`) still covers no IPv4 address.
+ */
+const covers = (range: Uint8Array, prefix: number, bytes: Uint8Array): boolean => {
+  if (bytes.length === range.length) return inRange(bytes, range, prefix)
+  if (bytes.length === 16) return inRange(bytes, MAPPED_V4, 96) && inRange(bytes.subarray(12), range, prefix)
+  return prefix >= 96 && inRange(range, MAPPED_V4, 96) && inRange(bytes, range.subarray(12), prefix - 96)
+}
 
 const MAPPED_V4 = parseIPv6("::ffff:0:0") as Uint8Array
+
+const LOOPBACK_V4 = new Uint8Array([127, 0, 0, 0])
+const LOOPBACK_V6 = parseIPv6("::1") as Uint8Array
 
 const ANY_V4 = new Uint8Array([0, 0, 0, 0])
 const ANY_V6 = new Uint8Array(16)
