@@ -387,7 +387,8 @@ export const parseUrl = (
 
 /**
  * Parses a `NO_PROXY` value, failing on the first entry that is not `*`, a host name, an
- * IP literal or a CIDR range (each optionally with `:port`). Empty entries are skipped.
+ * IP literal or a CIDR range (each optionally with `:port`). Empty entries are skipped. An
+ * internationalised name is kept in punycode, as the WHATWG URL parser maps it.
  * Entries that parse but can never match a URL's host (names ending in a number, such as
  * `300.1.1.1` or `1.2.3`, which URLs read as IPv4 addresses) are kept, as curl keeps them,
  * and named in one warning log (`Effect.logWarning`) per call.
@@ -593,7 +594,9 @@ export const direct: Route = { _tag: "Direct" }
  *
  * - entries are separated by commas and/or spaces; `*` matches every host;
  * - a name matches itself and its subdomains, with or without a leading `.` (or `*.`),
- *   case-insensitively and ignoring a trailing dot;
+ *   case-insensitively and ignoring a trailing dot; an internationalised name (`bücher.example`)
+ *   is matched in punycode (`xn--bcher-kva.example`), the form a URL's host has, whichever way
+ *   the entry and the host are written;
  * - IPv4 and IPv6 literals (bracketed or not) match the same address in any spelling,
  *   and CIDR ranges (`10.0.0.0/8`, `fd00::/8`) the addresses inside them; no DNS lookup
  *   is made, so a name never matches an IP entry;

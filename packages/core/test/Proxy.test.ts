@@ -76,6 +76,15 @@ describe("Proxy", () => {
       ["[::a00:1]", 80, "10.0.0.1", false],
       ["[64:ff9b::a00:1]", 80, "10.0.0.1", false],
       ["10.0.0.1", 80, "::/0", false],
+      // Internationalised names match in punycode, the form a URL's host has, whichever way each is written.
+      ["xn--bcher-kva.example", 443, "bücher.example", true],
+      ["www.xn--bcher-kva.example", 443, "*.BÜCHER.example", true],
+      ["bücher.example", 443, "xn--bcher-kva.example", true],
+      ["BÜCHER.example", 443, ".bücher.example", true],
+      ["xn--bcher-kva.example", 8080, "bücher.example:443", false],
+      ["buecher.example", 443, "bücher.example", false],
+      // IDNA maps full-width digits and dots to ASCII ones: that entry is an address, as in a URL.
+      ["10.0.0.1", 80, "１０．０．０．１", true],
       // Entries that do not parse never match; the valid ones still do.
       ["example.com", 80, "bad$entry, example.com", true],
       ["10.0.0.1", 80, "10.0.0.0/33", false],
@@ -315,6 +324,23 @@ describe("Proxy", () => {
       })
     )
 
+    it.effect("accepts internationalised names, kept in punycode; rejects what a URL host cannot hold", () =>
+      Effect.gen(function* () {
+        const noProxy = yield* Proxy.parseNoProxy("bücher.example, .münchen.de:8443, *.例え.テスト")
+        assert.deepStrictEqual(noProxy.patterns, [
+          { _tag: "Domain", domain: "xn--bcher-kva.example", port: undefined },
+          { _tag: "Domain", domain: "xn--mnchen-3ya.de", port: 8443 },
+          { _tag: "Domain", domain: "xn--r8jz45g.xn--zckzah", port: undefined }
+        ])
+        for (const entry of ["bü?cher.example", "bü#cher.example", "bü@cher.example", "bü%41.example"]) {
+          const error = failureOf(yield* Effect.exit(Proxy.parseNoProxy(`a.example, ${entry}`)))
+          assert.instanceOf(error, Proxy.InvalidNoProxyError)
+          assert.strictEqual(error.entry, entry)
+          assert.include(error.reason, "not a host name")
+        }
+      })
+    )
+
     it.effect("warns once, without failing, about entries that can never match a URL's host", () =>
       Effect.gen(function* () {
         const warnings: Array<string> = []
@@ -380,6 +406,25 @@ describe("Proxy", () => {
           assert.strictEqual(Proxy.route(off, url)._tag, "Direct")
           assert.strictEqual(Proxy.route(on, url)._tag, "Proxy")
         }
+      })
+    )
+
+    it.effect("matches an internationalised origin against NO_PROXY entries and rules written in Unicode", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({
+          all: "http://p:1",
+          noProxy: "bücher.example",
+          rules: [{ match: "münchen.de", via: "socks5h://rule.proxy:1080" }]
+        })
+        const via = (url: string) => {
+          const r = Proxy.route(config, url)
+          return r._tag === "Direct" ? "direct" : r.proxy.hostname
+        }
+        // A URL's host is in punycode, however the URL was written.
+        assert.strictEqual(via("https://www.bücher.example/"), "direct")
+        assert.strictEqual(via("https://xn--bcher-kva.example/"), "direct")
+        assert.strictEqual(via("https://buecher.example/"), "p")
+        assert.strictEqual(via("https://MÜNCHEN.de/"), "rule.proxy")
       })
     )
 

@@ -70,11 +70,30 @@ export const parseIp = (input: string): Uint8Array | undefined => {
 
 const NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/
 
-/** Normalises a host as it appears in a URL: brackets, case and a trailing dot don't matter. */
+/**
+ * A host name in ASCII: an internationalised one (`bücher.example`) in punycode
+ * (`xn--bcher-kva.example`), as a URL's host is; `undefined` when the WHATWG URL parser, which
+ * does the IDNA mapping (core has no `node:url`), rejects it. ASCII names are returned as they are.
+ */
+export const toAscii = (name: string): string | undefined => {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the ASCII range, control characters included
+  if (/^[\x00-\x7f]*$/.test(name)) return name
+  // What would end a URL's host (`bü/cher` is host `bü` and a path), or be decoded in it, is no name.
+  if (/[\s/\\?#@:[\]%]/.test(name)) return undefined
+  return URL.parse(`http://${name}/`)?.hostname
+}
+
+/**
+ * Normalises a host as it appears in a URL: brackets, case and a trailing dot don't matter, and
+ * an internationalised name is taken in punycode, as a URL gives it.
+ */
 export const parseHost = (input: string): Host => {
   const bytes = parseIp(input)
   if (bytes !== undefined) return { _tag: "Ip", bytes }
-  return { _tag: "Name", name: input.toLowerCase().replace(/\.$/, "") }
+  const ascii = toAscii(input) ?? input
+  const mapped = ascii === input ? undefined : parseIp(ascii)
+  if (mapped !== undefined) return { _tag: "Ip", bytes: mapped }
+  return { _tag: "Name", name: ascii.toLowerCase().replace(/\.$/, "") }
 }
 
 /** Whether a host name is syntactically valid (letters, digits, `-`, `_`, dots). */
@@ -129,10 +148,13 @@ export const parsePattern = (raw: string): Pattern | string => {
   }
   const bytes = parseIp(address)
   if (bytes !== undefined) return { _tag: "Cidr", bytes, prefix: bytes.length * 8, port }
-  const domain = address
-    .replace(/^\*?\./, "")
-    .replace(/\.$/, "")
-    .toLowerCase()
+  // An internationalised name is matched in punycode, the form a URL's host has.
+  const ascii = toAscii(address.replace(/^\*?\./, ""))
+  if (ascii === undefined) return "not a host name, IP address or CIDR range (the URL parser rejects it)"
+  // IDNA can map to an address (full-width digits): then it is one.
+  const mapped = parseIp(ascii)
+  if (mapped !== undefined) return { _tag: "Cidr", bytes: mapped, prefix: mapped.length * 8, port }
+  const domain = ascii.replace(/\.$/, "").toLowerCase()
   if (!isHostName(domain)) return "not a host name, IP address or CIDR range"
   return { _tag: "Domain", domain, port }
 }
