@@ -25,7 +25,9 @@ export interface Settings {
 const MAX_NAMED_ROUTES = 256
 
 export class RoutingDispatcher extends Undici.Dispatcher {
-  readonly config: Proxy.ProxyConfig
+  // Private, so that no inspection of this dispatcher shows it: a lone user name (`http://<token>@proxy`)
+  // is in clear in its ProxyUrl, and usually a token.
+  readonly #config: Proxy.ProxyConfig
   readonly agent: Undici.Agent.Options
   readonly settings: Settings
   readonly direct: Undici.Agent
@@ -41,7 +43,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
 
   constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
     super()
-    this.config = config
+    this.#config = config
     this.agent = agent
     this.settings = settings
     this.direct = new Undici.Agent(
@@ -54,7 +56,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     // is created that nobody would close.
     if (this.closed) return this.direct.dispatch(options, handler)
     const origin = String(options.origin)
-    const route = Proxy.route(this.config, origin)
+    const route = Proxy.route(this.#config, origin)
     if (route._tag === "Direct") return this.direct.dispatch(options, handler)
     const proxy = route.proxy
     const fail = (error: Error) =>

@@ -1,9 +1,27 @@
 // The routing dispatcher's bookkeeping: socks5:// routes resolve names locally and keep one
 // agent per name, at most `maxNamedRoutes` of them, the least recently used closed first.
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { inspect } from "node:util"
+import * as Undici from "@effect/platform-node/Undici"
 import { assert, describe, it } from "@effect/vitest"
 import { Proxy } from "@volley/core"
 import { Effect } from "effect"
 import { RoutingDispatcher, withHost } from "../../../src/internal/proxy/dispatcher.ts"
+
+// A proxy that refuses every request and every CONNECT with 407.
+const refusingProxy = Effect.acquireRelease(
+  Effect.promise(() => {
+    const server = createServer((_req, res) => res.writeHead(407).end())
+    server.on("connect", (_req, socket) => socket.end("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"))
+    return new Promise<typeof server>((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)))
+  }),
+  (server) =>
+    Effect.promise(() => {
+      server.closeAllConnections()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+)
 
 describe("RoutingDispatcher", () => {
   it.effect("keeps at most maxNamedRoutes per-name socks5 agents, closing the least recently used", () =>
@@ -30,6 +48,33 @@ describe("RoutingDispatcher", () => {
       assert.isTrue(closed(b), "the evicted agent is closed")
       assert.isTrue(closed(a) && closed(dispatcher.direct))
     })
+  )
+
+  it.live("shows no lone proxy user name (usually a token) when inspected, after requests on every path", () =>
+    Effect.gen(function* () {
+      const server = yield* refusingProxy
+      const port = (server.address() as AddressInfo).port
+      const token = "ghp_S3cretT0ken"
+      const secrets = [token, Buffer.from(`${token}:`).toString("base64")]
+      const config = yield* Proxy.make({ all: `http://${token}@127.0.0.1:${port}`, proxyLoopback: true })
+      const dispatcher = new RoutingDispatcher(
+        config,
+        {},
+        { originTls: undefined, proxyTls: undefined, tunnelHttp: false }
+      )
+      yield* Effect.addFinalizer(() => Effect.promise(() => dispatcher.destroy()))
+      for (const url of ["http://127.0.0.1:9/forwarded", "https://127.0.0.1:9/tunnelled"]) {
+        yield* Effect.promise(() =>
+          Undici.request(url, { dispatcher }).then(
+            () => undefined,
+            () => undefined
+          )
+        )
+      }
+      const text = inspect(dispatcher, { depth: Infinity, showHidden: true, getters: true })
+      assert.include(text, "<redacted>@127.0.0.1") // the route, by its label
+      for (const secret of secrets) assert.notInclude(text, secret)
+    }).pipe(Effect.scoped)
   )
 
   it("adds the origin's Host to every form of headers undici takes, unless one is there", () => {
