@@ -339,6 +339,11 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
   })
 
   describe("batches", () => {
+    // tinyproxy 1.11 closes each client connection after its response without saying so (no
+    // `Connection: close`), and undici may write the next request on it before the close arrives:
+    // that item fails with "other side closed" (seen once in 24). It is a transport error the
+    // default policy retries, so tinyproxy's batch runs with two quick retries; the others with
+    // none.
     it.effect("send every item through squid, tinyproxy and microsocks, HTTP and HTTPS, in order", () =>
       Effect.gen(function* () {
         const s = yield* ProxyServers
@@ -350,8 +355,9 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         for (const [name, all] of Object.entries(proxies)) {
           const paths = Array.from({ length: 24 }, (_, i) => `/batch-${name}-${i}`)
           const urls = paths.map((path, i) => `${i % 2 === 0 ? s.http.url : s.https.url}${path}`)
+          const retry = Retry.layer(name === "tinyproxy" ? { retries: 2, baseDelay: "1 millis" } : { retries: 0 })
           const results = yield* Fanout.allSettled(urls, { concurrency: 4, read: (response) => response.text }).pipe(
-            Effect.provide(Layer.merge(client({ all }), Retry.layer({ retries: 0 })))
+            Effect.provide(Layer.merge(client({ all }), retry))
           )
           assert.deepStrictEqual(
             results.map((result) => (Result.isSuccess(result) ? result.success : String(result.failure))),
@@ -359,7 +365,7 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
             name
           )
           const defaultRead = yield* Fanout.allSettled(urls, { concurrency: 4 }).pipe(
-            Effect.provide(Layer.merge(client({ all }), Retry.layer({ retries: 0 })))
+            Effect.provide(Layer.merge(client({ all }), retry))
           )
           assert.deepStrictEqual(
             defaultRead.map((result) =>
