@@ -53,10 +53,12 @@ import { Conflict, Forgotten, type Item as ItemModel, SendFailed, submit as subm
  * whose body is empty, text or bytes (sent exactly as given, UTF-8 or not). A body is sent with
  * the item's own `Content-Type` (a plain request's header in any case; without one, text is
  * `text/plain`). Items are stored as they are, headers
- * included, so an item with credentials (an `Authorization`, `Proxy-Authorization` or `Cookie`
- * header, a `Redacted` URL parameter, a URL with a `user:password@`) is not stored and fails as
- * `InvalidItem`: set credentials on the runners' `HttpClient` instead. No `InvalidItem` detail
- * quotes a URL's `user:password`.
+ * included, so an item with credentials (an `Authorization`, `Proxy-Authorization`, `Cookie` or
+ * `X-Api-Key` header, or one named in the submitting fiber's `Headers.CurrentRedactedNames`; a
+ * `Redacted` URL parameter, or one named in its `UrlParams.CurrentRedactedNames`, signed-URL
+ * parameters by default; a URL with a `user:password@`) is not stored and fails as `InvalidItem`:
+ * set credentials on the runners' `HttpClient` instead. No `InvalidItem` detail quotes a URL's
+ * `user:password` or such a parameter's value.
  *
  * @example
  * ```ts

@@ -1,7 +1,7 @@
 import * as NodeHttp from "node:http"
 import { ClusterFanout, ClusterRunner } from "@volley/cluster"
 import { Effect, ManagedRuntime, Redacted, Result, Stream } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { Headers, HttpClientRequest, UrlParams } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
 import * as Readers from "./fixtures/readers.ts"
@@ -135,6 +135,47 @@ describe("ClusterFanout", () => {
       }
       // Nothing of them reached the origin, and nothing of them is in the database.
       assert.strictEqual(hits(suite.origins[0]!, "/secret/"), 1)
+      assert.strictEqual(await storedSecrets(), 0)
+    }, 30_000)
+
+    it("refuses the headers and URL parameters Effect redacts: X-Api-Key, the submitter's own names", async () => {
+      const url = `${suite.origins[0]!.url}/named`
+      const items: ReadonlyArray<ClusterFanout.Item> = [
+        // In Headers.CurrentRedactedNames by default: refused even under a list of one's own
+        { url: `${url}/0`, headers: { "X-Api-Key": "s3cret-key" } },
+        HttpClientRequest.get(`${url}/1`).pipe(HttpClientRequest.setHeader("x-api-key", "s3cret-key")),
+        // Named by the submitter: a header, and URL parameters in a string, a URL and urlParams
+        { url: `${url}/2`, headers: { "X-Auth-Token": "s3cret-token" } },
+        `${url}/3?page=1&token=s3cret-token`,
+        new URL(`${url}/4?TOKEN=s3cret-token`),
+        HttpClientRequest.get(`${url}/5`).pipe(HttpClientRequest.setUrlParam("token", "s3cret-token")),
+        // In UrlParams.CurrentRedactedNames by default; and one quoted as an invalid URL
+        `${url}/6?X-Amz-Signature=s3cret-sig`,
+        "ftp://127.0.0.1/x?token=s3cret-token",
+        { url: `${url}/8?page=2`, headers: { accept: "text/plain" } }
+      ]
+      await run(
+        ClusterFanout.submit("named-secrets", items).pipe(
+          Effect.provideService(Headers.CurrentRedactedNames, ["x-auth-token"]),
+          Effect.provideService(UrlParams.CurrentRedactedNames, ["token", "X-Amz-Signature"])
+        )
+      )
+      const final = await wait("named-secrets")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [9, 1, 8])
+      const outcomes = await collect("named-secrets")
+      for (const outcome of outcomes.slice(0, 8)) {
+        assert.isTrue(Result.isFailure(outcome.result))
+        if (!Result.isFailure(outcome.result)) continue
+        assert.strictEqual(outcome.result.failure.reason, "InvalidItem")
+        assert.notInclude(outcome.result.failure.detail, "s3cret", outcome.result.failure.detail)
+      }
+      for (const outcome of outcomes.slice(0, 7)) {
+        if (Result.isFailure(outcome.result)) {
+          assert.match(outcome.result.failure.detail, /stored in the database in the clear/)
+        }
+      }
+      // Nothing of them reached the origin, and nothing of them is in the database.
+      assert.strictEqual(hits(suite.origins[0]!, "/named/"), 1)
       assert.strictEqual(await storedSecrets(), 0)
     }, 30_000)
 

@@ -2,7 +2,9 @@ import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Headers from "effect/http/Headers"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as UrlParams from "effect/http/UrlParams"
 import * as Semaphore from "effect/Semaphore"
 import * as Stream from "effect/Stream"
 import * as SqlClient from "effect/sql/SqlClient"
@@ -82,24 +84,55 @@ const wireBody = (bytes: Uint8Array): Pick<WireRequest, "body" | "bodyEncoding">
 
 /**
  * Headers that carry credentials. Items are stored in the clear (the runner that takes a chunk
- * must send them), so these are refused: the runners set them on their own `HttpClient`.
+ * must send them), so these are refused: the runners set them on their own `HttpClient`. Those
+ * the submitting fiber's `Headers.CurrentRedactedNames` names are refused too (see
+ * {@link SecretNames}); these are whatever that list says, as a list of one's own replaces
+ * Effect's defaults.
  */
-const CREDENTIAL_HEADERS = new Set(["authorization", "proxy-authorization", "cookie"])
+const CREDENTIAL_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "x-api-key"])
 
 const secretRefusal = (where: string) =>
   `${where} would be stored in the database in the clear; set it on the runners' HttpClient ` +
   "(HttpClient.mapRequest) instead"
 
+/**
+ * The names the submitting fiber treats as secrets: Effect's `Headers.CurrentRedactedNames`
+ * (`authorization`, `cookie`, `set-cookie`, `x-api-key` by default) and
+ * `UrlParams.CurrentRedactedNames` (signed-URL parameters by default). What Effect would redact in
+ * an error or a span is not stored in the clear either.
+ */
+export interface SecretNames {
+  readonly headers: ReadonlyArray<string | RegExp>
+  readonly urlParams: ReadonlyArray<string | RegExp>
+}
+
+/** The submitting fiber's {@link SecretNames}. */
+export const secretNames: Effect.Effect<SecretNames> = Effect.map(
+  Effect.all([Headers.CurrentRedactedNames, UrlParams.CurrentRedactedNames]),
+  ([headers, urlParams]) => ({ headers, urlParams })
+)
+
 /** Why these headers cannot be stored, if they cannot: one of them carries credentials. */
-const refuseSecrets = (headers: Record<string, string>): string | undefined => {
+const refuseSecrets = (headers: Record<string, string>, names: SecretNames): string | undefined => {
   for (const key in headers) {
-    if (CREDENTIAL_HEADERS.has(key.toLowerCase())) return secretRefusal(`the ${key} header`)
+    if (CREDENTIAL_HEADERS.has(key.toLowerCase()) || Headers.isRedactedName(key, names.headers)) {
+      return secretRefusal(`the ${key} header`)
+    }
+  }
+  return undefined
+}
+
+/** Why this URL cannot be stored, if it cannot: a query parameter of it is named as a secret. */
+const refuseSecretParams = (url: URL, names: SecretNames): string | undefined => {
+  if (url.search === "" || names.urlParams.length === 0) return undefined
+  for (const key of url.searchParams.keys()) {
+    if (UrlParams.isRedactedName(key, names.urlParams)) return secretRefusal(`the URL parameter ${key}`)
   }
   return undefined
 }
 
 /** The stored form of an item, or why it cannot be stored. */
-export const toWire = (item: Item): WireRequest | string => {
+export const toWire = (item: Item, names: SecretNames): WireRequest | string => {
   if (typeof item === "string" || item instanceof URL) {
     return { method: "GET", url: String(item), headers: {}, body: null }
   }
@@ -108,7 +141,7 @@ export const toWire = (item: Item): WireRequest | string => {
     if (body._tag !== "Empty" && body._tag !== "Uint8Array") {
       return `a request body of kind ${body._tag} cannot be stored; use a string or bytes`
     }
-    const refused = refuseSecrets(item.headers)
+    const refused = refuseSecrets(item.headers, names)
     if (refused !== undefined) return refused
     const url = new URL(item.url)
     for (const [key, value] of item.urlParams) {
@@ -122,7 +155,7 @@ export const toWire = (item: Item): WireRequest | string => {
       ...(body._tag === "Empty" ? { body: null } : wireBody(body.body))
     }
   }
-  const refused = refuseSecrets(item.headers ?? {})
+  const refused = refuseSecrets(item.headers ?? {}, names)
   if (refused !== undefined) return refused
   return { method: item.method ?? "GET", url: String(item.url), headers: item.headers ?? {}, body: item.body ?? null }
 }
@@ -169,18 +202,20 @@ type Classified =
     }
   | { readonly _tag: "Invalid"; readonly reason: string }
 
-const classify = (item: Item): Classified => {
-  const wire = toWire(item)
+const classify = (item: Item, names: SecretNames): Classified => {
+  const wire = toWire(item, names)
   if (typeof wire === "string") return { _tag: "Invalid", reason: wire }
   const parsed = parseUrl(wire.url)
   // A URL's user:password would be stored, and sent by any runner, like an Authorization header.
   if (parsed !== undefined && (parsed.username !== "" || parsed.password !== "")) {
     return { _tag: "Invalid", reason: secretRefusal("the user:password in the URL") }
   }
+  const refused = parsed === undefined ? undefined : refuseSecretParams(parsed, names)
+  if (refused !== undefined) return { _tag: "Invalid", reason: refused }
   if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
     return {
       _tag: "Invalid",
-      reason: `not an http(s) URL: ${parsed === undefined ? withoutUserinfo(wire.url) : wire.url}`
+      reason: `not an http(s) URL: ${parsed === undefined ? UrlParams.redactUrl(withoutUserinfo(wire.url), names.urlParams) : wire.url}`
     }
   }
   const origin = parsed.origin
@@ -282,6 +317,7 @@ export const submit = <E, R>(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const client = yield* OriginEntity.client
+    const names = yield* secretNames
     // The row's nonce (a column default) is this submission's: kept while the row lives, new after a forget.
     // The row, new or existing, comes back from this one statement (read by one of its own, it could
     // be forgotten in between): the no-op update makes PostgreSQL return the row the insert met, or
@@ -332,7 +368,7 @@ export const submit = <E, R>(
       yield* Stream.runForEach(items, (item) =>
         Effect.sync(() => {
           total++
-          jobHash.update(hashLine(classify(item)))
+          jobHash.update(hashLine(classify(item, names)))
         })
       )
       yield* compare(Number(job.total), job.hash)
@@ -456,7 +492,7 @@ export const submit = <E, R>(
     })
     yield* Stream.runForEach(items, (item) => {
       const index = total++
-      const classified = classify(item)
+      const classified = classify(item, names)
       jobHash.update(hashLine(classified))
       if (classified._tag === "Invalid") {
         invalid.push({ index, reason: classified.reason })
