@@ -24,9 +24,11 @@ export const start = (dir: string): Effect.Effect<string, string, Scope.Scope> =
           await run(asRoot, `${bin}/initdb -D '${data}' -A trust -U postgres >/dev/null`)
         }
         if (!running(data)) {
+          // The server trusts whoever reaches its socket (no password): PostgreSQL's default mode,
+          // 0777, let every local user in as its superuser, to the stored items and outcomes.
           await run(
             asRoot,
-            `${bin}/pg_ctl -D '${data}' -w -t 60 -o "-c listen_addresses='' -k '${root}'" -l '${root}/postgres.log' start >/dev/null`
+            `${bin}/pg_ctl -D '${data}' -w -t 60 -o "-c listen_addresses='' -k '${root}' -c unix_socket_permissions=0700" -l '${root}/postgres.log' start >/dev/null`
           )
         }
         return { bin, data, socket: Path.join(root, ".s.PGSQL.5432"), asRoot }
