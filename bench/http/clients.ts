@@ -68,67 +68,40 @@ const undiciPool = async (origin: string): Promise<Client> => {
 }
 
 // The floor: undici's Pool.dispatch with a bare handler object per request (./floor.ts),
-// `concurrency` lanes each sending the next request when its response has ended.
-const undiciFloor = async (origin: string): Promise<Client> => {
-  const pool = new Pool(origin, { connections: 64 })
-  return {
-    run: (url, total, concurrency, deadline) =>
-      new Promise<Counts>((resolve) => {
-        const path = new URL(url).pathname
-        const counts: Counts = { ok: 0, failed: 0 }
-        let started = 0
-        let active = 0
-        const done = (ok: boolean) => {
-          if (ok) counts.ok++
-          else counts.failed++
-          active--
-          next()
-        }
-        const next = () => {
-          if (started < total && Date.now() < deadline) {
-            started++
-            active++
-            pool.dispatch({ method: "GET", path }, new FloorHandler(done))
-          } else if (active === 0) resolve(counts)
-        }
-        for (let i = 0; i < concurrency; i++) next()
-      }),
-    close: () => pool.close()
+// `concurrency` lanes each sending the next request when its response has ended. `keep`: every
+// body is kept until the run ends, as a batch's results keep theirs (`Fanout.allSettled` returns
+// every body): what holding that memory costs on this machine, beside the floor letting each go.
+const undiciFloor =
+  (keep: boolean) =>
+  async (origin: string): Promise<Client> => {
+    const pool = new Pool(origin, { connections: 64 })
+    return {
+      run: (url, total, concurrency, deadline) =>
+        new Promise<Counts>((resolve) => {
+          const path = new URL(url).pathname
+          const counts: Counts = { ok: 0, failed: 0 }
+          const kept: Array<Array<Buffer>> = []
+          let started = 0
+          let active = 0
+          const done = (ok: boolean, chunks: Array<Buffer>) => {
+            if (ok) counts.ok++
+            else counts.failed++
+            if (keep) kept.push(chunks)
+            active--
+            next()
+          }
+          const next = () => {
+            if (started < total && Date.now() < deadline) {
+              started++
+              active++
+              pool.dispatch({ method: "GET", path }, new FloorHandler(done))
+            } else if (active === 0) resolve(counts)
+          }
+          for (let i = 0; i < concurrency; i++) next()
+        }),
+      close: () => pool.close()
+    }
   }
-}
-
-// The floor keeping every body until the run ends, as a batch's results keep theirs
-// (`Fanout.allSettled` returns every body): what holding that memory costs on this machine,
-// beside the floor that lets each body go. Same requests, same handler.
-const undiciFloorKeeping = async (origin: string): Promise<Client> => {
-  const pool = new Pool(origin, { connections: 64 })
-  return {
-    run: (url, total, concurrency, deadline) =>
-      new Promise<Counts>((resolve) => {
-        const path = new URL(url).pathname
-        const counts: Counts = { ok: 0, failed: 0 }
-        const kept: Array<Array<Buffer>> = []
-        let started = 0
-        let active = 0
-        const next = () => {
-          if (started < total && Date.now() < deadline) {
-            started++
-            active++
-            const handler: FloorHandler = new FloorHandler((ok) => {
-              if (ok) counts.ok++
-              else counts.failed++
-              kept.push(handler.chunks)
-              active--
-              next()
-            })
-            pool.dispatch({ method: "GET", path }, handler)
-          } else if (active === 0) resolve(counts)
-        }
-        for (let i = 0; i < concurrency; i++) next()
-      }),
-    close: () => pool.close()
-  }
-}
 
 // Effect's floor: the floor's requests, each an `Effect.callback` around the bare handler, run
 // by `Effect.forEach` at the same concurrency (a fiber per request, as the idiom's). The least
@@ -364,10 +337,10 @@ const fanoutStream = async (): Promise<Client> => {
 
 /** Clients by name, in the order of the report. */
 export const clients: Record<string, { readonly label: string; readonly make: (origin: string) => Promise<Client> }> = {
-  floor: { label: "undici Pool.dispatch, bare handler (the floor)", make: undiciFloor },
+  floor: { label: "undici Pool.dispatch, bare handler (the floor)", make: undiciFloor(false) },
   "floor-keep": {
     label: "undici Pool.dispatch, bare handler, keeping every body to the end (as a batch's results do)",
-    make: undiciFloorKeeping
+    make: undiciFloor(true)
   },
   "effect-floor": { label: "Effect floor: Effect.forEach over Effect.callback + bare handler", make: effectFloor },
   idiom: { label: "volley Effect.forEach + Http.getText (defaults)", make: idiomClient("default") },

@@ -6,8 +6,8 @@ import type { Dispatcher } from "undici"
 export class FloorHandler implements Dispatcher.DispatchHandler {
   status = 0
   chunks: Array<Buffer> = []
-  readonly done: (ok: boolean) => void
-  constructor(done: (ok: boolean) => void) {
+  readonly done: (ok: boolean, chunks: Array<Buffer>) => void
+  constructor(done: (ok: boolean, chunks: Array<Buffer>) => void) {
     this.done = done
   }
   onRequestStart(): void {}
@@ -19,9 +19,9 @@ export class FloorHandler implements Dispatcher.DispatchHandler {
   }
   onResponseEnd(): void {
     // The body stays as undici handed it over (no copy, no join): nothing is cheaper.
-    this.done(this.status === 200)
+    this.done(this.status === 200, this.chunks)
   }
   onResponseError(): void {
-    this.done(false)
+    this.done(false, this.chunks)
   }
 }

@@ -4,14 +4,14 @@
 // (message, String, JSON, util.inspect at any depth, Cause.pretty); every span's name, attributes
 // and events under OpenTelemetry; every log line at every level.
 import { inspect } from "node:util"
-import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { assert, describe, it } from "@effect/vitest"
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Fanout, Http, HttpBody, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Logger, References, Result, Schema } from "effect"
+import { Cause, Effect, Exit, Logger, References, Result, Schema } from "effect"
 import { HttpClientRequest, UrlParams } from "effect/http"
 import { closedPort, origin } from "../../../test/support/origin.ts"
+import { otel } from "./fixtures/otel.ts"
 
 const TOKEN = "tok3n-s3cret"
 const BEARER = "b3arer-s3cret"
@@ -67,19 +67,6 @@ const secretRequest = (server: string, path: string) =>
     HttpClientRequest.setHeader("authorization", `Bearer ${BEARER}`),
     HttpClientRequest.setHeader("cookie", `sid=${COOKIE}`),
     HttpClientRequest.setHeader("x-api-key", API_KEY)
-  )
-
-const otel = (exporter: InMemorySpanExporter) =>
-  OtelTracer.layer.pipe(
-    Layer.provide(
-      Layer.effect(
-        OtelTracer.OtelTracerProvider,
-        Effect.acquireRelease(
-          Effect.sync(() => new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })),
-          (provider) => Effect.promise(() => provider.shutdown())
-        )
-      )
-    )
   )
 
 const spanTexts = (exporter: InMemorySpanExporter): Array<string> =>

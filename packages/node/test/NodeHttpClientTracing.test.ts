@@ -1,13 +1,13 @@
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
-import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { assert, describe, it } from "@effect/vitest"
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Exit, Layer, Result, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { closedPort } from "../../../test/support/origin.ts"
+import { otel } from "./fixtures/otel.ts"
 
 // A loopback origin that remembers the traceparent header each path was requested with.
 const origin = Effect.acquireRelease(
@@ -31,20 +31,6 @@ const origin = Effect.acquireRelease(
   ),
   (server) => Effect.promise(server.close)
 )
-
-// OpenTelemetry through @effect/opentelemetry, every finished span kept in memory.
-const otel = (exporter: InMemorySpanExporter) =>
-  OtelTracer.layer.pipe(
-    Layer.provide(
-      Layer.effect(
-        OtelTracer.OtelTracerProvider,
-        Effect.acquireRelease(
-          Effect.sync(() => new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })),
-          (provider) => Effect.promise(() => provider.shutdown())
-        )
-      )
-    )
-  )
 
 const CLIENT = 2 // OpenTelemetry's SpanKind.CLIENT
 const ERROR = 2 // OpenTelemetry's SpanStatusCode.ERROR
