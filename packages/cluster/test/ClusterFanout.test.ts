@@ -179,6 +179,29 @@ describe("ClusterFanout", () => {
       assert.strictEqual(await storedSecrets(), 0)
     }, 30_000)
 
+    it("refuses a header a pattern of Headers.CurrentRedactedNames names, whatever its case in a plain item", async () => {
+      // Effect tests patterns against lower-cased header names (as a request holds them): one
+      // written for Effect's own redaction names X-Auth-Token as sent from a plain item too.
+      const url = `${suite.origins[0]!.url}/pattern`
+      const items: ReadonlyArray<ClusterFanout.Item> = [
+        { url: `${url}/0`, headers: { "X-Auth-Token": "s3cret-token" } },
+        HttpClientRequest.get(`${url}/1`).pipe(HttpClientRequest.setHeader("X-Auth-Token", "s3cret-token"))
+      ]
+      await run(
+        ClusterFanout.submit("pattern-secrets", items).pipe(
+          Effect.provideService(Headers.CurrentRedactedNames, [/^x-auth-/])
+        )
+      )
+      await wait("pattern-secrets")
+      const outcomes = await collect("pattern-secrets")
+      assert.deepStrictEqual(
+        outcomes.map((o) => (Result.isFailure(o.result) ? o.result.failure.reason : "stored")),
+        ["InvalidItem", "InvalidItem"]
+      )
+      assert.strictEqual(hits(suite.origins[0]!, "/pattern/"), 0)
+      assert.strictEqual(await storedSecrets(), 0)
+    }, 30_000)
+
     it("refuses a URL with a user:password, and quotes no invalid URL with its credentials", async () => {
       const host = suite.origins[0]!.url.slice("http://".length)
       const items: ReadonlyArray<ClusterFanout.Item> = [

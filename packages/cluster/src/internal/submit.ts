@@ -115,7 +115,9 @@ export const secretNames: Effect.Effect<SecretNames> = Effect.map(
 /** Why these headers cannot be stored, if they cannot: one of them carries credentials. */
 const refuseSecrets = (headers: Record<string, string>, names: SecretNames): string | undefined => {
   for (const key in headers) {
-    if (CREDENTIAL_HEADERS.has(key.toLowerCase()) || Headers.isRedactedName(key, names.headers)) {
+    // Lower-cased as Effect holds a request's header names: its patterns are tested against those.
+    const name = key.toLowerCase()
+    if (CREDENTIAL_HEADERS.has(name) || Headers.isRedactedName(name, names.headers)) {
       return secretRefusal(`the ${key} header`)
     }
   }
