@@ -511,8 +511,8 @@ export const wait = (
  * A failed item: `reason` is the failure's tag (`StatusCodeError` with `status`, `TransportError`,
  * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message. `OutcomeNotStored`:
  * the item ran, but PostgreSQL refused its outcome (a constraint, a value it rejects; or a
- * deadlock, serialization failure or timeout, tried 5 times); `detail` says what the outcome was
- * and PostgreSQL's SQLSTATE and message.
+ * deadlock, serialization failure, timeout or shortage such as too many connections, tried 5 times);
+ * `detail` says what the outcome was and PostgreSQL's SQLSTATE and message.
  *
  * @example
  * ```ts

@@ -81,6 +81,13 @@ export const isForeignKeyViolation = (error: SqlError.SqlError): boolean =>
   error.reason._tag === "ConstraintError" && sqlState(error) === "23503"
 
 /**
+ * PostgreSQL is short of a resource (SQLSTATE class 53: disk full, out of memory, too many
+ * connections): a state of the server, which may pass, not something wrong with the statement.
+ * sql-pg classifies these as `UnknownError`, not retryable.
+ */
+export const isResourceShortage = (error: SqlError.SqlError): boolean => sqlState(error)?.startsWith("53") === true
+
+/**
  * What PostgreSQL said when it refused a statement: its SQLSTATE and message (sql-pg's own message
  * is only "Query failed"; the server's is on the reason's cause).
  */

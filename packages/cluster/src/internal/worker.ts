@@ -13,7 +13,15 @@ import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
 import type { Chunk, WireRequest } from "./model.ts"
 import type { Reader } from "./reader.ts"
-import { durable, findJob, isConnectionError, isForeignKeyViolation, refusal, storable } from "./store.ts"
+import {
+  durable,
+  findJob,
+  isConnectionError,
+  isForeignKeyViolation,
+  isResourceShortage,
+  refusal,
+  storable
+} from "./store.ts"
 
 /** What a runner needs to work chunks: its name, its bound on items at once, its readers. */
 export class Worker extends Context.Service<
@@ -135,7 +143,8 @@ const fetchOne = (
 /**
  * Writes an item's outcome; `false` when the chunk's job is gone (see {@link insert}). A statement
  * PostgreSQL refuses does not end the chunk: a refusal it marks as worth retrying (a deadlock, a
- * serialization failure, a lock or statement timeout) is tried again a few times, then that one,
+ * serialization failure, a lock or statement timeout), or a shortage of the server's (too many
+ * connections, out of memory, disk full), is tried again a few times, then that one,
  * like any other (a constraint, a value it rejects), is recorded as the item's failure,
  * `OutcomeNotStored`, naming the refusal. Failing the chunk restarted the origin's entity, which
  * replayed the chunk for good (every ~10 s): the item was fetched again each time and the origin's
@@ -153,7 +162,9 @@ const write = (
     Effect.retry({
       schedule: Schedule.spaced("200 millis"),
       times: 4,
-      while: (error) => error.isRetryable && !isConnectionError(error)
+      // A shortage (too many connections, out of memory) is the server's state too: recorded at once,
+      // an item that ran well stayed a failure for good though the next statement would be stored.
+      while: (error) => (error.isRetryable || isResourceShortage(error)) && !isConnectionError(error)
     }),
     Effect.catchIf(
       (error) => !isConnectionError(error),

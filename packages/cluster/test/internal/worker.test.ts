@@ -124,6 +124,38 @@ describe("internal/worker", () => {
       }
     }, 60_000)
 
+    it("is written again when PostgreSQL is short of a resource for a moment (too many connections)", async () => {
+      const origin = suite.origins[0]!
+      // The server's state, not the outcome's: a connection taken a moment later (another client
+      // gone) stores it. sql-pg classifies class 53 as UnknownError, not retryable.
+      await query("create sequence busy_refusals")
+      await query(`create function busy_refusal() returns trigger language plpgsql as $$
+        begin
+          if new.job_id = 'busy' and nextval('busy_refusals') <= 1 then
+            raise exception 'sorry, too many clients already (test)' using errcode = 'too_many_connections';
+          end if;
+          return new;
+        end $$`)
+      await query(
+        "create trigger busy_refusal before insert on volley_results for each row execute function busy_refusal()"
+      )
+      try {
+        await run(ClusterFanout.submit("busy", [`${origin.url}/busy/0`]))
+        const final = await run(ClusterFanout.wait("busy", { interval: "100 millis", timeout: "20 seconds" }))
+        const [busy] = await run(Stream.runCollect(ClusterFanout.results("busy")))
+        assert.deepStrictEqual(
+          [final.succeeded, final.failed],
+          [1, 0],
+          Result.isFailure(busy!.result) ? busy!.result.failure.detail : "stored"
+        )
+        assert.strictEqual(hits(origin, "/busy/0"), 1)
+      } finally {
+        await query("drop trigger if exists busy_refusal on volley_results")
+        await query("drop function if exists busy_refusal()")
+        await query("drop sequence if exists busy_refusals")
+      }
+    }, 60_000)
+
     it("is written again when PostgreSQL marks the refusal as passing (a serialization failure)", async () => {
       const origin = suite.origins[0]!
       const runner = suite.cluster.runners[0]!.child()
