@@ -248,6 +248,27 @@ describe("ClusterFanout", () => {
       assert.strictEqual(await storedSecrets(), 0)
     }, 30_000)
 
+    it("records a request item whose URL does not parse as InvalidItem, as it does a string", async () => {
+      const items = [
+        HttpClientRequest.get("http://bad host/x"),
+        HttpClientRequest.get("http://bad host/y").pipe(HttpClientRequest.setUrlParam("page", "2")),
+        HttpClientRequest.get(`${suite.origins[0]!.url}/request-url/3`)
+      ]
+      assert.strictEqual(await run(ClusterFanout.submit("request-url", items)), 3)
+      const final = await wait("request-url")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [3, 1, 2])
+      assert.deepStrictEqual(
+        (await collect("request-url")).map((o) =>
+          Result.isFailure(o.result) ? [o.result.failure.reason, o.result.failure.detail] : "ok"
+        ),
+        [
+          ["InvalidItem", "not an http(s) URL: http://bad host/x"],
+          ["InvalidItem", "not an http(s) URL: http://bad host/y"],
+          "ok"
+        ]
+      )
+    }, 30_000)
+
     it("sends each item's body with its own content type, and its bytes exactly (not UTF-8 ones too)", async () => {
       const seen = new Map<string, { type: string | undefined; body: ReadonlyArray<number> }>()
       const server = NodeHttp.createServer((request, response) => {

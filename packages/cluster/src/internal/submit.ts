@@ -145,7 +145,9 @@ export const toWire = (item: Item, names: SecretNames): WireRequest | string => 
     }
     const refused = refuseSecrets(item.headers, names)
     if (refused !== undefined) return refused
-    const url = new URL(item.url)
+    const url = URL.parse(item.url)
+    // Refused by `classify` with the reason a string item gets (a request does not check its URL).
+    if (url === null) return { method: item.method, url: item.url, headers: { ...item.headers }, body: null }
     for (const [key, value] of item.urlParams) {
       if (typeof value !== "string") return secretRefusal(`the Redacted value of URL parameter ${key}`)
       url.searchParams.append(key, value)
