@@ -36,9 +36,9 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   readonly named = new Map<string, Undici.Dispatcher>()
   // Evicted agents, closing once their requests are done.
   readonly retiring = new Set<Undici.Dispatcher>()
-  // The distinct passwords met so far: a route's key names one by its index here, never in
-  // clear (the keys show in an inspection of this dispatcher).
-  readonly passwords: Array<Redacted.Redacted<string>> = []
+  // The distinct credentials (user name and password) met so far: a route's key names them by
+  // their index here, never in clear (the keys show in an inspection of this dispatcher).
+  readonly credentials: Array<Redacted.Redacted<string>> = []
   closed = false
 
   constructor(config: Proxy.ProxyConfig, agent: Undici.Agent.Options, settings: Settings) {
@@ -95,8 +95,9 @@ export class RoutingDispatcher extends Undici.Dispatcher {
   }
 
   via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
-    // The credentials are part of the key: the same proxy with another password is another route.
-    const key = `${proxy.label}\u0000${this.passwordIndex(proxy)}\u0000${servername ?? ""}`
+    // The credentials are part of the key: the same proxy with another user name or password is
+    // another route. The label is not enough: it hides a lone user name (a token) as `<redacted>@`.
+    const key = `${proxy.label}\u0000${this.credentialsIndex(proxy)}\u0000${servername ?? ""}`
     const routes = servername === undefined ? this.proxies : this.named
     let dispatcher = routes.get(key)
     if (dispatcher === undefined) {
@@ -113,11 +114,11 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     return dispatcher
   }
 
-  passwordIndex(proxy: Proxy.ProxyUrl): number {
-    if (proxy.password === undefined) return -1
-    const value = Redacted.value(proxy.password)
-    const index = this.passwords.findIndex((known) => Redacted.value(known) === value)
-    return index >= 0 ? index : this.passwords.push(proxy.password) - 1
+  credentialsIndex(proxy: Proxy.ProxyUrl): number {
+    if (proxy.username === undefined && proxy.password === undefined) return -1
+    const value = JSON.stringify([proxy.username ?? "", password(proxy)])
+    const index = this.credentials.findIndex((known) => Redacted.value(known) === value)
+    return index >= 0 ? index : this.credentials.push(Redacted.make(value)) - 1
   }
 
   // Closes the least recently used per-name agent; its requests in flight finish first.

@@ -23,7 +23,73 @@ const refusingProxy = Effect.acquireRelease(
     })
 )
 
+// A proxy that answers every forwarded request and refuses every CONNECT, recording the
+// Proxy-Authorization each came with.
+const recordingProxy = Effect.acquireRelease(
+  Effect.promise(() => {
+    const seen: Array<string> = []
+    const server = createServer((req, res) => {
+      seen.push(`${req.url} ${req.headers["proxy-authorization"] ?? "-"}`)
+      res.end("ok")
+    })
+    server.on("connect", (req, socket) => {
+      seen.push(`CONNECT ${req.url} ${req.headers["proxy-authorization"] ?? "-"}`)
+      socket.end("HTTP/1.1 403 Forbidden\r\n\r\n")
+    })
+    return new Promise<{ readonly server: typeof server; readonly seen: Array<string> }>((resolve) =>
+      server.listen(0, "127.0.0.1", () => resolve({ server, seen }))
+    )
+  }),
+  ({ server }) =>
+    Effect.promise(() => {
+      server.closeAllConnections()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+)
+
+const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`
+
 describe("RoutingDispatcher", () => {
+  it.live("sends each proxy URL its own credentials, when two differ only by a lone user name (a token)", () =>
+    Effect.gen(function* () {
+      const { server, seen } = yield* recordingProxy
+      const port = (server.address() as AddressInfo).port
+      // Both labels are `http://<redacted>@127.0.0.1:<port>`: the route key must tell them apart.
+      const config = yield* Proxy.make({
+        proxyLoopback: true,
+        rules: [
+          { match: "127.0.0.1:1001", via: `http://tokenA@127.0.0.1:${port}` },
+          { match: "127.0.0.1:1002", via: `http://tokenB@127.0.0.1:${port}` }
+        ]
+      })
+      const dispatcher = new RoutingDispatcher(
+        config,
+        {},
+        { originTls: undefined, proxyTls: undefined, tunnelHttp: false }
+      )
+      yield* Effect.addFinalizer(() => Effect.promise(() => dispatcher.destroy()))
+      for (const url of [
+        "http://127.0.0.1:1001/a",
+        "https://127.0.0.1:1001/a",
+        "http://127.0.0.1:1002/b",
+        "https://127.0.0.1:1002/b"
+      ]) {
+        yield* Effect.promise(() =>
+          Undici.request(url, { dispatcher }).then(
+            (response) => response.body.text(),
+            () => undefined
+          )
+        )
+      }
+      assert.deepStrictEqual(seen, [
+        `http://127.0.0.1:1001/a ${basic("tokenA", "")}`,
+        `CONNECT 127.0.0.1:1001 ${basic("tokenA", "")}`,
+        `http://127.0.0.1:1002/b ${basic("tokenB", "")}`,
+        `CONNECT 127.0.0.1:1002 ${basic("tokenB", "")}`
+      ])
+    }).pipe(Effect.scoped)
+  )
+
   it.effect("keeps at most maxNamedRoutes per-name socks5 agents, closing the least recently used", () =>
     Effect.gen(function* () {
       const proxy = yield* Proxy.parseUrl("socks5://127.0.0.1:1080")
