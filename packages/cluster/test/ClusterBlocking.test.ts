@@ -73,7 +73,7 @@ describe("ClusterBlocking", () => {
       const handler = error.value as Blocking.HandlerError
       assert.deepStrictEqual(
         [handler.errorName, handler.errorMessage, handler.remoteStack],
-        ["object", '{"code":1,"fn":"[function answer]"}', undefined]
+        ["object", "{ code: 1, fn: [function answer] }", undefined]
       )
       assert.strictEqual(await run(Blocking.run(Tasks.even, 2)), 2, "the runners go on")
     }, 30_000)

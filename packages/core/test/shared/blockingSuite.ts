@@ -63,17 +63,32 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
-      it.effect("fails with HandlerError showing a thrown plain object as JSON, not [object Object]", () =>
+      it.effect("fails with HandlerError showing a thrown plain object one level deep, not [object Object]", () =>
         Effect.gen(function* () {
           for (const async of [false, true]) {
             const error = yield* Effect.flip(Blocking.run(T.throwObject, { async }).pipe(Effect.timeout("5 seconds")))
             assert.deepStrictEqual(
               error._tag === "HandlerError" && [error.errorName, error.errorMessage],
-              ["object", '{"code":1,"fn":"[function fn]","big":"2n"}'],
+              ["object", "{ code: 1, fn: [function fn], big: 2n }"],
               `async: ${async}`
             )
           }
         })
+      )
+
+      it.effect(
+        "fails with HandlerError naming a thrown object's bulky values by kind and size, reading none of them",
+        () =>
+          Effect.gen(function* () {
+            const error = yield* Effect.flip(
+              Blocking.run(T.throwBulkyObject, undefined).pipe(Effect.timeout("5 seconds"))
+            )
+            assert.deepStrictEqual(
+              error._tag === "HandlerError" && error.errorMessage,
+              "{ code: 1, pixels: [Uint8Array of 1000000 bytes], file: [Uint8Array of 1000000 bytes], seen: [Map of 1], " +
+                "rows: [Array of 1000000], self: [object Object] }"
+            )
+          })
       )
 
       it.effect("fails with HandlerError when the handler throws something String() cannot describe", () =>

@@ -79,29 +79,58 @@ export const describe = (error: unknown): string => {
   }
 }
 
+/** The most keys of a thrown object, and characters of a string in it, its description shows. */
+const MAX_KEYS = 20
+const MAX_STRING = 100
+
 /**
  * A thrown value that is not an Error: a plain object (`throw { code: 1 }`), which `String` gives
- * as "[object Object]", is shown as JSON (at most 1,000 characters), its functions, bigints and
- * symbols named; anything else, or an object JSON cannot show (a cycle, a getter that throws), as
+ * as "[object Object]", is shown one level deep, `{ code: 1, fn: [function answer] }`: its first
+ * 20 own enumerable keys, a string value quoted (its first 100 characters), a number, boolean,
+ * bigint, null or undefined as written, a function by its name, binary data, an array, a map or a
+ * set by its kind and size, any other object by its kind. Nothing below the top level is read (no
+ * `toJSON`, no nested data: a 20 MB array costs nothing to describe, a URL with credentials in it
+ * shows as `[object URL]`). Anything else, or an object that throws when read, as
  * {@link describe} gives it.
  */
 const describeValue = (thrown: unknown): string => {
   const described = describe(thrown)
-  if (typeof thrown !== "object" || thrown === null || !described.startsWith("[object ")) return described
+  if (typeof thrown !== "object" || thrown === null || described !== "[object Object]") return described
   try {
-    const json = JSON.stringify(thrown, (_key, value: unknown) =>
-      typeof value === "function"
-        ? `[function ${value.name === "" ? "(anonymous)" : value.name}]`
-        : typeof value === "bigint"
-          ? `${value}n`
-          : typeof value === "symbol"
-            ? value.toString()
-            : value
-    )
-    if (json === undefined) return described
-    return json.length > 1000 ? `${json.slice(0, 1000)}...` : json
+    const keys = Object.keys(thrown)
+    const shown = keys
+      .slice(0, MAX_KEYS)
+      .map((key) => `${clip(key)}: ${shallow((thrown as Record<string, unknown>)[key])}`)
+    if (keys.length > MAX_KEYS) shown.push(`... ${keys.length - MAX_KEYS} more`)
+    return shown.length === 0 ? "{}" : `{ ${shown.join(", ")} }`
   } catch {
+    // A Proxy's trap or a getter threw.
     return described
+  }
+}
+
+const clip = (text: string): string => (text.length > MAX_STRING ? `${text.slice(0, MAX_STRING)}...` : text)
+
+const shallow = (value: unknown): string => {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(clip(value))
+    case "function":
+      return `[function ${value.name === "" ? "(anonymous)" : clip(value.name)}]`
+    case "bigint":
+      return `${value}n`
+    case "symbol":
+      return clip(value.toString())
+    case "object": {
+      if (value === null) return "null"
+      const kind = Object.prototype.toString.call(value).slice(8, -1)
+      if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return `[${kind} of ${value.byteLength} bytes]`
+      if (Array.isArray(value)) return `[Array of ${value.length}]`
+      if (value instanceof Map || value instanceof Set) return `[${kind} of ${value.size}]`
+      return `[object ${clip(kind)}]`
+    }
+    default:
+      return String(value)
   }
 }
 
