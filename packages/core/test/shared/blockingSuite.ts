@@ -124,6 +124,11 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
           const callSites = yield* Effect.flip(Blocking.run(T.throwStrange, strange("stack of call sites", false)))
           assert.strictEqual(callSites._tag === "HandlerError" && callSites.errorMessage, "with call sites")
           assert.include(callSites._tag === "HandlerError" ? callSites.remoteStack : "", "blockingTasks.ts")
+          const objectMessage = yield* Effect.flip(Blocking.run(T.throwStrange, strange("object message", false)))
+          assert.strictEqual(
+            objectMessage._tag === "HandlerError" && objectMessage.errorMessage,
+            '{ text: "not a string" }'
+          )
           const named = yield* Effect.flip(Blocking.run(T.throwStrange, strange("numeric name", false)))
           assert.strictEqual(named._tag === "HandlerError" && named.errorName, "42")
           assert.strictEqual(yield* Blocking.run(T.square, 3), 9, "the executor keeps working")

@@ -96,16 +96,20 @@ const MAX_STRING = 100
 const describeValue = (thrown: unknown): string => {
   const described = describe(thrown)
   if (typeof thrown !== "object" || thrown === null || described !== "[object Object]") return described
+  return oneLevel(thrown) ?? described
+}
+
+/** An object one level deep (see {@link describeValue}); `undefined` when reading it throws (a Proxy's trap, a getter). */
+const oneLevel = (value: object): string | undefined => {
   try {
-    const keys = Object.keys(thrown)
+    const keys = Object.keys(value)
     const shown = keys
       .slice(0, MAX_KEYS)
-      .map((key) => `${clip(key)}: ${shallow((thrown as Record<string, unknown>)[key])}`)
+      .map((key) => `${clip(key)}: ${shallow((value as Record<string, unknown>)[key])}`)
     if (keys.length > MAX_KEYS) shown.push(`... ${keys.length - MAX_KEYS} more`)
     return shown.length === 0 ? "{}" : `{ ${shown.join(", ")} }`
   } catch {
-    // A Proxy's trap or a getter threw.
-    return described
+    return undefined
   }
 }
 
@@ -237,7 +241,8 @@ const readString = (error: Error, field: "name" | "message"): string | undefined
     const value: unknown = error[field]
     if (typeof value === "string") return value
     if (value === undefined || value === null) return undefined
-    return typeof value === "object" ? JSON.stringify(value) : String(value)
+    // One level deep, as a thrown object: JSON would read all of it (megabytes, a URL's credentials).
+    return typeof value === "object" ? oneLevel(value) : String(value)
   } catch {
     return undefined
   }
