@@ -88,6 +88,8 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
               "{ code: 1, pixels: [Uint8Array of 1000000 bytes], file: [Uint8Array of 1000000 bytes], seen: [Map of 1], " +
                 "rows: [Array of 1000000], self: [object Object] }"
             )
+            const bytes = yield* Effect.flip(Blocking.run(T.throwBytes, undefined).pipe(Effect.timeout("5 seconds")))
+            assert.deepStrictEqual(bytes._tag === "HandlerError" && bytes.errorMessage, "[Uint8Array of 1000000 bytes]")
           })
       )
 

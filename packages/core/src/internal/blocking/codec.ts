@@ -90,10 +90,12 @@ const MAX_STRING = 100
  * bigint, null or undefined as written, a function by its name, binary data, an array, a map or a
  * set by its kind and size, any other object by its kind. Nothing below the top level is read (no
  * `toJSON`, no nested data: a 20 MB array costs nothing to describe, a URL with credentials in it
- * shows as `[object URL]`). Anything else, or an object that throws when read, as
- * {@link describe} gives it.
+ * shows as `[object URL]`). Thrown binary data or an array is named by its kind and size too;
+ * anything else, or an object that throws when read, as {@link describe} gives it.
  */
 const describeValue = (thrown: unknown): string => {
+  // By kind and size: `String` would join every item (40 MB of text for a 20 MB Uint8Array).
+  if (isBulk(thrown)) return shallow(thrown)
   const described = describe(thrown)
   if (typeof thrown !== "object" || thrown === null || described !== "[object Object]") return described
   return oneLevel(thrown) ?? described
@@ -110,6 +112,15 @@ const oneLevel = (value: object): string | undefined => {
     return shown.length === 0 ? "{}" : `{ ${shown.join(", ")} }`
   } catch {
     return undefined
+  }
+}
+
+// Binary data or an array; `false` for what cannot be asked (a revoked Proxy throws on `instanceof`).
+const isBulk = (value: unknown): boolean => {
+  try {
+    return ArrayBuffer.isView(value) || value instanceof ArrayBuffer || Array.isArray(value)
+  } catch {
+    return false
   }
 }
 
