@@ -206,6 +206,20 @@ describe("Http", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
+  it.live(
+    "fails a JSON body that JSON has no text for (undefined, a function) with an EncodeError, without sending it",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* origin(routes)
+        // JSON.stringify returns undefined for these: an empty body labelled application/json was sent.
+        for (const body of [undefined, () => 1, Symbol("s"), { toJSON: () => undefined }]) {
+          const reason = reasonOf(yield* Effect.exit(Http.postJson(`${server.url}/echo`, body, User)))
+          assert.strictEqual(reason._tag, "EncodeError")
+        }
+        assert.strictEqual(server.requests(), 0)
+      }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("closes the socket when an in-flight request is interrupted, and returns promptly", () =>
     Effect.gen(function* () {
       const server = yield* origin(routes)

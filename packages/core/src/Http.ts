@@ -34,6 +34,7 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as HttpBody from "effect/http/HttpBody"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -205,8 +206,9 @@ export const postBytes = (url: string | URL, body: Uint8Array, options?: Request
 
 /**
  * POST a JSON body and decode the JSON response with `schema`. A body that
- * cannot be encoded as JSON (a `bigint`, a cycle) fails with an
- * `HttpClientError` whose reason is an `EncodeError`, before any network call.
+ * cannot be encoded as JSON (a `bigint`, a cycle; `undefined`, a function or a
+ * symbol, which have no JSON text) fails with an `HttpClientError` whose reason
+ * is an `EncodeError`, before any network call.
  *
  * @example
  * ```ts
@@ -228,12 +230,28 @@ export const postJson = <S extends Schema.Constraint>(
 ) => {
   const request = build("POST", url, { ...options, headers: { accept: "application/json", ...options?.headers } })
   return HttpClientRequest.bodyJson(request, body).pipe(
+    Effect.flatMap((withBody) =>
+      // `JSON.stringify` gives no text at all (rather than throwing) for `undefined`, a function,
+      // a symbol or a `toJSON` that returns one of them: Effect then sends an empty body as
+      // `application/json`. No JSON text is empty, so an empty body means nothing to send.
+      withBody.body._tag === "Uint8Array" && withBody.body.body.byteLength === 0
+        ? Effect.fail(
+            new HttpBody.HttpBodyError({
+              reason: { _tag: "JsonError" },
+              cause: new TypeError(`JSON.stringify gives no text for ${describeJson(body)}`)
+            })
+          )
+        : Effect.succeed(withBody)
+    ),
     Effect.mapError(
       (cause) => new HttpClientError.HttpClientError({ reason: new HttpClientError.EncodeError({ request, cause }) })
     ),
     Effect.flatMap((withBody) => run(withBody, onJson(schema)))
   )
 }
+
+const describeJson = (body: unknown): string =>
+  body === undefined ? "undefined" : typeof body === "object" ? "a value whose toJSON gives none" : `a ${typeof body}`
 
 /**
  * Reads a response's body as bytes, with no copy where the client allows it (volley's
