@@ -536,6 +536,31 @@ describe("Fanout", () => {
         assert.isTrue(Exit.isFailure(exit))
       })
     )
+    it.effect("refuses a lone URL string as the requests, sending nothing, in every form", () =>
+      Effect.gen(function* () {
+        const { client, started } = fake()
+        // A string is an Iterable<Input> of its characters: each would be a request (a path of
+        // its own under a client that prepends a base URL).
+        const url = "http://a.test/ms/0"
+        const forms = [
+          Fanout.all(url),
+          Fanout.allSettled(url),
+          Stream.runDrain(Fanout.stream(url)),
+          Stream.runDrain(Fanout.streamSettled(url)),
+          Stream.runDrain(Fanout.pipeline(url, Effect.succeed)),
+          Stream.runDrain(Fanout.pipelineSettled(url, Effect.succeed))
+        ]
+        for (const form of forms) {
+          const exit = yield* Effect.exit(Effect.provideService(form, HttpClient.HttpClient, client))
+          const error = Exit.isFailure(exit)
+            ? (Cause.squash(exit.cause) as { _tag: string; option: string })
+            : undefined
+          assert.strictEqual(error?._tag, "InvalidOptionsError")
+          assert.strictEqual(error?.option, "requests")
+        }
+        assert.strictEqual(started(), 0)
+      })
+    )
   })
 
   describe("stream", () => {

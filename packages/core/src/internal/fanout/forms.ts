@@ -207,6 +207,15 @@ const resolve = <A, E, R>(
   stream: { readonly ordered: boolean } | undefined
 ) =>
   Effect.gen(function* () {
+    // A string is an `Iterable<Input>` too, of its characters: `Fanout.all(url)` for `[url]`
+    // type-checks, and would send a request per character (each a path of its own under a
+    // client that prepends a base URL).
+    if (typeof requests === "string") {
+      return yield* new Validate.InvalidOptionsError({
+        option: "requests",
+        reason: "must be an iterable of requests, got a string (write [url] for one URL)"
+      })
+    }
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
     const perHostOption = options?.perHost
     const adaptive =
