@@ -220,6 +220,35 @@ describe("Http", () => {
       }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
+  it.live("sends the Content-Type a POST's headers name, not its body's default", () =>
+    Effect.gen(function* () {
+      const seen: Array<string | undefined> = []
+      const server = yield* origin({
+        "/seen": (req, res) => {
+          seen.push(req.headers["content-type"])
+          req.resume()
+          req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end('{"id":1,"name":"Ada"}'))
+        }
+      })
+      const url = `${server.url}/seen`
+      yield* Http.postJson(url, { id: 1 }, User, { headers: { "Content-Type": "application/merge-patch+json" } })
+      yield* Http.postText(url, "a,b", { headers: { "content-type": "text/csv" } })
+      yield* Http.postBytes(url, new Uint8Array([1]), { headers: { "CONTENT-TYPE": "image/png" } })
+      // Without one, each body's own.
+      yield* Http.postJson(url, { id: 1 }, User)
+      yield* Http.postText(url, "x")
+      yield* Http.postBytes(url, new Uint8Array([1]))
+      assert.deepStrictEqual(seen, [
+        "application/merge-patch+json",
+        "text/csv",
+        "image/png",
+        "application/json",
+        "text/plain",
+        "application/octet-stream"
+      ])
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("closes the socket when an in-flight request is interrupted, and returns promptly", () =>
     Effect.gen(function* () {
       const server = yield* origin(routes)

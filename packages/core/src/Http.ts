@@ -65,7 +65,7 @@ import type * as Retry from "./Retry.ts"
  * @category models
  */
 export interface RequestOptions {
-  /** Extra request headers. */
+  /** Extra request headers; a `Content-Type` among them is sent with a POST body in place of its default. */
   readonly headers?: Record<string, string> | undefined
   /** Query parameters appended to the URL. */
   readonly urlParams?: Record<string, string> | undefined
@@ -186,7 +186,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
  * @category POST
  */
 export const postText = (url: string | URL, body: string, options?: RequestOptions) =>
-  run(HttpClientRequest.bodyText(build("POST", url, options), body), onText)
+  run(HttpClientRequest.bodyText(build("POST", url, options), body, contentTypeOf(options)), onText)
 
 /**
  * POST a binary body and read the response as bytes.
@@ -202,7 +202,7 @@ export const postText = (url: string | URL, body: string, options?: RequestOptio
  * @category POST
  */
 export const postBytes = (url: string | URL, body: Uint8Array, options?: RequestOptions) =>
-  run(HttpClientRequest.bodyUint8Array(build("POST", url, options), body), onBytes)
+  run(HttpClientRequest.bodyUint8Array(build("POST", url, options), body, contentTypeOf(options)), onBytes)
 
 /**
  * POST a JSON body and decode the JSON response with `schema`. A body that
@@ -229,7 +229,8 @@ export const postJson = <S extends Schema.Constraint>(
   options?: RequestOptions
 ) => {
   const request = build("POST", url, { ...options, headers: { accept: "application/json", ...options?.headers } })
-  return HttpClientRequest.bodyJson(request, body).pipe(
+  return HttpBody.json(body, contentTypeOf(options)).pipe(
+    Effect.map((json) => HttpClientRequest.setBody(request, json)),
     Effect.flatMap((withBody) =>
       // `JSON.stringify` gives no text at all (rather than throwing) for `undefined`, a function,
       // a symbol or a `toJSON` that returns one of them: Effect then sends an empty body as
@@ -331,6 +332,17 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
         ...(options.headers === undefined ? {} : { headers: options.headers }),
         ...(options.urlParams === undefined ? {} : { urlParams: options.urlParams })
       })
+
+// The Content-Type a caller's headers name, any case, for the body: setting a body sets its
+// own Content-Type over the request's (text/plain, application/json...), which would replace
+// the caller's (application/merge-patch+json, text/csv).
+const contentTypeOf = (options: RequestOptions | undefined): string | undefined => {
+  let found: string | undefined
+  if (options?.headers !== undefined) {
+    for (const name in options.headers) if (name.toLowerCase() === "content-type") found = options.headers[name]
+  }
+  return found
+}
 
 const EMPTY_POST = HttpClientRequest.setMethod(HttpClientRequest.empty, "POST")
 const JSON_GET = HttpClientRequest.setHeader(HttpClientRequest.empty, "accept", "application/json")
