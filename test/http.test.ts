@@ -68,6 +68,18 @@ describe("Http", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
+  it.live("appends urlParams to the URL's own query, whether the URL is a string or a URL", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const sent = (url: string | URL) =>
+        Effect.map(Http.getJson(url, User, { urlParams: { page: "2", q: "b" } }), (user) => user.name)
+      const expected = "application/json /accept?page=1&q=a&page=2&q=b"
+      assert.strictEqual(yield* sent(`${server.url}/accept?page=1&q=a`), expected)
+      // A URL's own parameters of the same names were replaced, not appended to.
+      assert.strictEqual(yield* sent(new URL(`${server.url}/accept?page=1&q=a`)), expected)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("reads bodies that arrive in one chunk or in many, as text (byte order mark dropped) and as bytes", () =>
     Effect.gen(function* () {
       const server = yield* origin(routes)

@@ -328,10 +328,18 @@ export const metrics: {
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
   options === undefined
     ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, url)
-    : HttpClientRequest.make(method)(url, {
-        ...(options.headers === undefined ? {} : { headers: options.headers }),
-        ...(options.urlParams === undefined ? {} : { urlParams: options.urlParams })
-      })
+    : withParams(
+        HttpClientRequest.make(method)(url, options.headers === undefined ? {} : { headers: options.headers }),
+        options.urlParams
+      )
+
+// Appended, not set: `make`'s `urlParams` replace those of the same name that a `URL` object
+// brought (`?page=1` lost), while a string URL keeps its query and gets them after it.
+const withParams = (
+  request: HttpClientRequest.HttpClientRequest,
+  urlParams: Record<string, string> | undefined
+): HttpClientRequest.HttpClientRequest =>
+  urlParams === undefined ? request : HttpClientRequest.appendUrlParams(request, urlParams)
 
 // The Content-Type a caller's headers name, any case, for the body: setting a body sets its
 // own Content-Type over the request's (text/plain, application/json...), which would replace
