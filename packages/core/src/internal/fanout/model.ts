@@ -37,7 +37,9 @@ export interface Options<A, E, R> {
    * Time allowed for the whole batch. Requests still running then are interrupted; in settled
    * forms they and the ones never started get `DeadlineExceeded`, other forms fail with it.
    * Streams hand those out as the consumer takes them, so the rest of a long or endless input is
-   * read only as far as the consumer goes. Retries never wait past it. More than 0 when set.
+   * read only as far as the consumer goes. `allSettled` gives every input item its result, so over
+   * an endless input it never ends, deadline or not (it reads on, each item `DeadlineExceeded`):
+   * use a stream form for endless inputs. Retries never wait past it. More than 0 when set.
    * @default none
    */
   readonly deadline?: Duration.Input | undefined
