@@ -28,11 +28,11 @@
  *
  * @since 0.1.0
  */
-import { Blocking } from "@volley/core"
+import { Blocking, Options as Validate } from "@volley/core"
 import * as MessageRetention from "effect/cluster/MessageRetention"
 import type * as MessageStorage from "effect/cluster/MessageStorage"
 import type * as Sharding from "effect/cluster/Sharding"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { asJson, maxStoredBytes, notJson, tooLargeReason } from "./internal/json.ts"
@@ -64,6 +64,7 @@ export interface Options {
 /**
  * A `Blocking.BlockingExecutor` that runs every call on the cluster's runners. Needs a cluster
  * member (`ClusterRunner.layerClient` or `ClusterRunner.layer`).
+ * A `buckets` that is not an integer >= 1 fails the layer with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -91,12 +92,16 @@ export interface Options {
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecutor, never, Sharding.Sharding> =>
+export const layer = (
+  options: Options = {}
+): Layer.Layer<Blocking.BlockingExecutor, Validate.InvalidOptionsError, Sharding.Sharding> =>
   Layer.effect(
     Blocking.BlockingExecutor,
     Effect.gen(function* () {
+      // Checked, as every option is: NaN sent every call to one entity, "NaN/…", and a fraction
+      // or 0 was quietly rounded.
+      const buckets = yield* Validate.positiveInt("buckets", options.buckets ?? 64)
       const client = yield* TaskEntity.client
-      const buckets = Math.max(1, Math.floor(options.buckets ?? 64))
       let next = 0
       return Blocking.BlockingExecutor.of({
         execute: (request) => {
@@ -177,6 +182,7 @@ export const layer = (options: Options = {}): Layer.Layer<Blocking.BlockingExecu
 /**
  * Runs blocking calls on this runner with the `Blocking.BlockingExecutor` you provide (for
  * example `NodeBlocking.layer()`), for the listed tasks. Add it next to `ClusterRunner.layer`.
+ * A `retention` that is not a duration >= 0 fails the layer with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -208,7 +214,11 @@ export const layerRunner = (options: {
   readonly tasks: ReadonlyArray<unknown>
   /** @default "1 hour" */
   readonly retention?: Duration.Input | undefined
-}): Layer.Layer<never, never, Sharding.Sharding | MessageStorage.MessageStorage | Blocking.BlockingExecutor> => {
+}): Layer.Layer<
+  never,
+  Validate.InvalidOptionsError,
+  Sharding.Sharding | MessageStorage.MessageStorage | Blocking.BlockingExecutor
+> => {
   const byName = new Map<string, Blocking.AnyTask>()
   for (const task of options.tasks) if (Blocking.isTask(task)) byName.set(task.name, task)
   const handlers = TaskEntity.toLayer(
@@ -242,9 +252,24 @@ export const layerRunner = (options: {
     // The executor bounds and queues; the entity only spreads calls over runners.
     { concurrency: "unbounded" }
   )
+  // A retention that is not a duration died while the layer was built; a negative one deleted
+  // calls' replies as soon as they were stored. An infinite one keeps them, as ClusterRunner's does.
+  const retention = options.retention ?? "1 hour"
+  const decoded = Duration.fromInput(retention)
+  const nan = typeof retention === "number" && Number.isNaN(retention)
+  if (nan || decoded._tag === "None" || !(Duration.toMillis(decoded.value) >= 0)) {
+    return Layer.effectDiscard(
+      Effect.fail(
+        new Validate.InvalidOptionsError({
+          option: "retention",
+          reason: `must be a duration >= 0, got ${Duration.isDuration(retention) ? Duration.format(retention) : String(retention)}`
+        })
+      )
+    )
+  }
   return Layer.merge(
     handlers,
-    MessageRetention.make({ entity: TaskEntity, retention: options.retention ?? "1 hour", interval: "1 minute" })
+    MessageRetention.make({ entity: TaskEntity, retention: decoded.value, interval: "1 minute" })
   )
 }
 
