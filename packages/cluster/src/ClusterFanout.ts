@@ -31,6 +31,7 @@
  * @since 0.1.0
  */
 import { Options as Validate } from "@volley/core"
+import type * as Cause from "effect/Cause"
 import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
 import * as Data from "effect/Data"
@@ -459,6 +460,7 @@ export const progress = (
  * Streams a job's progress every `interval` (default 1 second), ending with the first `finished`
  * one. A read that cannot reach PostgreSQL (a restart of a few seconds, which runners survive) is
  * tried again every 500 ms for up to about a minute; other `SqlError`s end the stream at once.
+ * An `interval` that is not a positive duration fails the stream with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -476,15 +478,22 @@ export const progress = (
 export const watch = (
   job: string,
   options: { readonly interval?: Duration.Input | undefined } = {}
-): Stream.Stream<Progress, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
-  Stream.fromEffectSchedule(durable(progress(job)), Schedule.spaced(options.interval ?? "1 second")).pipe(
-    Stream.takeUntil((p) => p.finished)
+): Stream.Stream<Progress, JobNotFoundError | SqlError.SqlError | Validate.InvalidOptionsError, SqlClient.SqlClient> =>
+  // Checked, as every option is: "NaN seconds" threw from this call, and 0 or a negative
+  // interval polled PostgreSQL without a pause.
+  Stream.unwrap(
+    Effect.map(Validate.duration("interval", options.interval ?? "1 second", { positive: true }), (interval) =>
+      Stream.fromEffectSchedule(durable(progress(job)), Schedule.spaced(interval)).pipe(
+        Stream.takeUntil((p) => p.finished)
+      )
+    )
   )
 
 /**
  * Waits until a job is finished (or cancelled) and returns its final progress; with `timeout`,
  * fails with `Cause.TimeoutError` past it. Like {@link watch}, it waits out a PostgreSQL restart,
  * never past `timeout`.
+ * An `interval` or `timeout` that is not a positive duration fails with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -500,11 +509,19 @@ export const watch = (
 export const wait = (
   job: string,
   options: { readonly interval?: Duration.Input | undefined; readonly timeout?: Duration.Input | undefined } = {}
-) => {
+): Effect.Effect<
+  Progress,
+  JobNotFoundError | SqlError.SqlError | Cause.TimeoutError | Validate.InvalidOptionsError,
+  SqlClient.SqlClient
+> => {
   const last = Stream.runLast(watch(job, options)).pipe(
     Effect.flatMap(Option.match({ onNone: () => Effect.fail(new JobNotFoundError({ job })), onSome: Effect.succeed }))
   )
-  return options.timeout === undefined ? last : Effect.timeout(last, options.timeout)
+  return options.timeout === undefined
+    ? last
+    : Effect.flatMap(Validate.duration("timeout", options.timeout, { positive: true }), (timeout) =>
+        Effect.timeout(last, timeout)
+      )
 }
 
 /**

@@ -3,9 +3,9 @@
 // defect while the layer is built, nor an exception thrown by the call). No database is needed:
 // the services given here fail the test if they are ever used.
 import { assert, describe, it } from "@effect/vitest"
-import { ClusterBlocking } from "@volley/cluster"
+import { ClusterBlocking, ClusterFanout } from "@volley/cluster"
 import { Blocking, Options as Validate } from "@volley/core"
-import { Cause, type Duration, Effect, Exit, Layer } from "effect"
+import { Cause, type Duration, Effect, Exit, Layer, Stream } from "effect"
 import { MessageStorage, Sharding } from "effect/cluster"
 import { SqlClient } from "effect/sql"
 
@@ -65,5 +65,37 @@ describe("cluster options", () => {
         )
       )
     }
+  })
+
+  describe("ClusterFanout.watch", () => {
+    for (const interval of [0, -1, "NaN seconds", Number.NaN] as ReadonlyArray<Duration.Input>) {
+      it.effect(`fails the stream with InvalidOptionsError for interval ${String(interval)}`, () =>
+        Effect.map(
+          invalidOption(
+            called(() => Stream.runDrain(ClusterFanout.watch("job", { interval }))).pipe(Effect.provide(services))
+          ),
+          (option) => assert.strictEqual(option, "interval")
+        )
+      )
+    }
+  })
+
+  describe("ClusterFanout.wait", () => {
+    it.effect("fails with InvalidOptionsError for a timeout that is not a positive duration", () =>
+      Effect.map(
+        invalidOption(
+          called(() => ClusterFanout.wait("job", { timeout: "NaN seconds" as Duration.Input })).pipe(
+            Effect.provide(services)
+          )
+        ),
+        (option) => assert.strictEqual(option, "timeout")
+      )
+    )
+    it.effect("fails with InvalidOptionsError for an interval that is not a positive duration", () =>
+      Effect.map(
+        invalidOption(called(() => ClusterFanout.wait("job", { interval: 0 })).pipe(Effect.provide(services))),
+        (option) => assert.strictEqual(option, "interval")
+      )
+    )
   })
 })
