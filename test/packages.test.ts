@@ -71,6 +71,18 @@ describe("packed packages", () => {
     assert.include(result.stderr, "ERR_PACKAGE_PATH_NOT_EXPORTED")
   })
 
+  it("declare their types with exported modules only (no import of another package's internal/)", () => {
+    // Such an import cannot be resolved by a consumer ("./internal/*" is not exported): with
+    // skipLibCheck the type silently became `any`, without it the consumer did not compile.
+    for (const tarball of Object.values(tarballs)) {
+      const declarations = execFileSync("tar", ["-xzOf", tarball, "--wildcards", "package/dist/*.d.ts"], {
+        encoding: "utf8",
+        maxBuffer: 64 * 1024 * 1024
+      })
+      assert.notMatch(declarations, /["']@volley\/[a-z]+\/internal\//, tarball)
+    }
+  })
+
   it("fail at once with the required version when @volley/node is imported on Node < 22.19", () => {
     const oldNode = 'Object.defineProperty(process.versions, "node", { value: "20.20.2" })'
     const result = run(["--input-type=module", "-e", `${oldNode}; await import("@volley/node")`])

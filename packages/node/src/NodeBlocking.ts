@@ -66,6 +66,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as Scope from "effect/Scope"
 import { Engine } from "./internal/pool/engine.ts"
 import { RING } from "./internal/pool/protocol.ts"
 
@@ -266,121 +267,132 @@ export const metrics = {
  * @since 0.1.0
  * @category constructors
  */
-export const make = Effect.fnUntraced(function* (given?: Options) {
-  // `null` from JavaScript is no options, as `undefined` is.
-  const options: Options = given ?? {}
-  // Likewise a `null` name or resourceLimits: none.
-  const name = options.name ?? undefined
-  if (name !== undefined && typeof name !== "string") {
-    return yield* new Validate.InvalidOptionsError({ option: "name", reason: `must be a string, got ${typeof name}` })
-  }
-  const resourceLimits = options.resourceLimits ?? undefined
-  const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
-  // Checked before any thread starts: minWorkers threads start at build, and up to maxWorkers
-  // start when tasks queue, so `{ minWorkers: 1e6, maxWorkers: 1e6 }` would try a million.
-  if (maxWorkers > maxWorkersCap) {
-    return yield* new Validate.InvalidOptionsError({
-      option: "maxWorkers",
-      reason: `must be at most ${maxWorkersCap}, got ${maxWorkers}`
+// Written out: the inferred type named core's internal Executor module, which a consumer of the
+// published declarations cannot import (its `A` became `any`, or did not compile).
+export const make: (
+  given?: Options
+) => Effect.Effect<Blocking.BlockingExecutor["Service"], Validate.InvalidOptionsError, Scope.Scope> = Effect.fnUntraced(
+  function* (given?: Options) {
+    // `null` from JavaScript is no options, as `undefined` is.
+    const options: Options = given ?? {}
+    // Likewise a `null` name or resourceLimits: none.
+    const name = options.name ?? undefined
+    if (name !== undefined && typeof name !== "string") {
+      return yield* new Validate.InvalidOptionsError({ option: "name", reason: `must be a string, got ${typeof name}` })
+    }
+    const resourceLimits = options.resourceLimits ?? undefined
+    const maxWorkers = yield* Validate.positiveInt("maxWorkers", options.maxWorkers ?? availableParallelism())
+    // Checked before any thread starts: minWorkers threads start at build, and up to maxWorkers
+    // start when tasks queue, so `{ minWorkers: 1e6, maxWorkers: 1e6 }` would try a million.
+    if (maxWorkers > maxWorkersCap) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "maxWorkers",
+        reason: `must be at most ${maxWorkersCap}, got ${maxWorkers}`
+      })
+    }
+    const minWorkers = yield* Validate.positiveInt("minWorkers", options.minWorkers ?? 0, 0)
+    if (minWorkers > maxWorkers) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "minWorkers",
+        reason: `must be <= maxWorkers (${maxWorkers}), got ${minWorkers}`
+      })
+    }
+    const maxQueue = options.maxQueue === Number.POSITIVE_INFINITY ? maxQueueUnbounded : options.maxQueue
+    const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded)
+    const idle = yield* Validate.duration("idleTimeout", options.idleTimeout ?? "30 seconds")
+    const grace = yield* Validate.duration("gracePeriod", options.gracePeriod ?? "1 second")
+    const timeout = yield* Validate.optional(options.timeout, (d) =>
+      Validate.duration("timeout", d, { positive: true })
+    )
+    const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) =>
+      Validate.duration("queueTimeout", d, { positive: true })
+    )
+    const importTimeout = yield* Validate.duration("importTimeout", options.importTimeout ?? "60 seconds", {
+      positive: true
     })
-  }
-  const minWorkers = yield* Validate.positiveInt("minWorkers", options.minWorkers ?? 0, 0)
-  if (minWorkers > maxWorkers) {
-    return yield* new Validate.InvalidOptionsError({
-      option: "minWorkers",
-      reason: `must be <= maxWorkers (${maxWorkers}), got ${minWorkers}`
-    })
-  }
-  const maxQueue = options.maxQueue === Number.POSITIVE_INFINITY ? maxQueueUnbounded : options.maxQueue
-  const resolvedQueue = yield* Validate.positiveInt("maxQueue", maxQueue ?? maxQueueUnbounded)
-  const idle = yield* Validate.duration("idleTimeout", options.idleTimeout ?? "30 seconds")
-  const grace = yield* Validate.duration("gracePeriod", options.gracePeriod ?? "1 second")
-  const timeout = yield* Validate.optional(options.timeout, (d) => Validate.duration("timeout", d, { positive: true }))
-  const queueTimeout = yield* Validate.optional(options.queueTimeout, (d) =>
-    Validate.duration("queueTimeout", d, { positive: true })
-  )
-  const importTimeout = yield* Validate.duration("importTimeout", options.importTimeout ?? "60 seconds", {
-    positive: true
-  })
-  const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
-  // A thread reads cancellations of the tasks sent ahead to it from a ring of RING slots.
-  if (perWorker > RING) {
-    return yield* new Validate.InvalidOptionsError({
-      option: "maxTasksPerWorker",
-      reason: `must be at most ${RING}, got ${perWorker}`
-    })
-  }
-  const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
-  const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
-  const waitForWorkers = yield* Validate.oneOf("waitForWorkers", options.waitForWorkers ?? false, [true, false])
-  const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
-  const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", options.crashLoop?.cooldown ?? "10 seconds")
-  yield* checkLimits(resourceLimits)
-  const preload = yield* modulesOf(options.tasks ?? [])
-  const context = yield* Effect.context<never>()
-  const named = <I, S>(metric: Metric.Metric<I, S>) =>
-    name === undefined ? metric : Metric.withAttributes(metric, { pool: name })
-  const update = <I>(metric: Metric.Metric<I, unknown>) => {
-    const series = named(metric)
-    return (value: I) => series.updateUnsafe(value, context)
-  }
-  const crashes = named(metrics.crashes)
-  const clock = yield* Effect.clockWith(Effect.succeed)
-  const engine = yield* Effect.acquireRelease(
-    Effect.sync(
-      () =>
-        new Engine({
-          workerUrl: new URL(`./internal/pool/worker${extension}`, import.meta.url),
-          minWorkers,
-          maxWorkers,
-          idleTimeoutMillis: Duration.toMillis(idle),
-          maxQueue: resolvedQueue === maxQueueUnbounded ? Number.POSITIVE_INFINITY : resolvedQueue,
-          queueFull,
-          timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),
-          queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
-          gracePeriodMillis: Duration.toMillis(grace),
-          maxTasksPerWorker: perWorker,
-          resourceLimits,
-          preload,
-          importTimeoutMillis: Duration.toMillis(importTimeout),
-          crashLoopDeaths,
-          crashLoopCooldownMillis: Duration.toMillis(crashLoopCooldown),
-          clock,
-          observe: {
-            queueLength: update(metrics.queueLength),
-            queueWait: update(metrics.queueWait),
-            runTime: update(metrics.runTime),
-            utilization: update(metrics.utilization),
-            crash: () => crashes.updateUnsafe(1, context)
-          }
-        })
-    ),
-    (engine) => Effect.promise(() => engine.close(shutdown))
-  )
-  if (waitForWorkers) yield* Effect.promise(() => engine.warmUp())
-  const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
-  const submit = (request: Blocking.Request, callerClock: Clock.Clock, receiver: Blocking.Receiver) => {
-    // Timeouts run on the caller's Clock (a TestClock in tests); without any, the pool's Clock
-    // serves the grace period.
-    const timed = hasTimeouts || request.timeoutMillis !== undefined || request.queueTimeoutMillis !== undefined
-    const job = engine.submit(request, timed ? callerClock : clock, receiver)
-    // Bound, not a closure: no scope kept alive per waiting call.
-    return job === undefined ? undefined : engine.cancel.bind(engine, job)
-  }
-  return Blocking.BlockingExecutor.of({
-    submit,
-    execute: (request) =>
-      Effect.clockWith((callerClock) =>
-        Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
-          const cancel = submit(request, callerClock, {
-            succeed: (reply) => resume(Exit.succeed(reply)),
-            fail: (error) => resume(Exit.fail(error))
+    const perWorker = yield* Validate.positiveInt("maxTasksPerWorker", options.maxTasksPerWorker ?? 64)
+    // A thread reads cancellations of the tasks sent ahead to it from a ring of RING slots.
+    if (perWorker > RING) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "maxTasksPerWorker",
+        reason: `must be at most ${RING}, got ${perWorker}`
+      })
+    }
+    const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
+    const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
+    const waitForWorkers = yield* Validate.oneOf("waitForWorkers", options.waitForWorkers ?? false, [true, false])
+    const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
+    const crashLoopCooldown = yield* Validate.duration(
+      "crashLoop.cooldown",
+      options.crashLoop?.cooldown ?? "10 seconds"
+    )
+    yield* checkLimits(resourceLimits)
+    const preload = yield* modulesOf(options.tasks ?? [])
+    const context = yield* Effect.context<never>()
+    const named = <I, S>(metric: Metric.Metric<I, S>) =>
+      name === undefined ? metric : Metric.withAttributes(metric, { pool: name })
+    const update = <I>(metric: Metric.Metric<I, unknown>) => {
+      const series = named(metric)
+      return (value: I) => series.updateUnsafe(value, context)
+    }
+    const crashes = named(metrics.crashes)
+    const clock = yield* Effect.clockWith(Effect.succeed)
+    const engine = yield* Effect.acquireRelease(
+      Effect.sync(
+        () =>
+          new Engine({
+            workerUrl: new URL(`./internal/pool/worker${extension}`, import.meta.url),
+            minWorkers,
+            maxWorkers,
+            idleTimeoutMillis: Duration.toMillis(idle),
+            maxQueue: resolvedQueue === maxQueueUnbounded ? Number.POSITIVE_INFINITY : resolvedQueue,
+            queueFull,
+            timeoutMillis: timeout === undefined ? undefined : Duration.toMillis(timeout),
+            queueTimeoutMillis: queueTimeout === undefined ? undefined : Duration.toMillis(queueTimeout),
+            gracePeriodMillis: Duration.toMillis(grace),
+            maxTasksPerWorker: perWorker,
+            resourceLimits,
+            preload,
+            importTimeoutMillis: Duration.toMillis(importTimeout),
+            crashLoopDeaths,
+            crashLoopCooldownMillis: Duration.toMillis(crashLoopCooldown),
+            clock,
+            observe: {
+              queueLength: update(metrics.queueLength),
+              queueWait: update(metrics.queueWait),
+              runTime: update(metrics.runTime),
+              utilization: update(metrics.utilization),
+              crash: () => crashes.updateUnsafe(1, context)
+            }
           })
-          if (cancel !== undefined) return Effect.sync(cancel)
-        })
-      )
-  })
-})
+      ),
+      (engine) => Effect.promise(() => engine.close(shutdown))
+    )
+    if (waitForWorkers) yield* Effect.promise(() => engine.warmUp())
+    const hasTimeouts = timeout !== undefined || queueTimeout !== undefined
+    const submit = (request: Blocking.Request, callerClock: Clock.Clock, receiver: Blocking.Receiver) => {
+      // Timeouts run on the caller's Clock (a TestClock in tests); without any, the pool's Clock
+      // serves the grace period.
+      const timed = hasTimeouts || request.timeoutMillis !== undefined || request.queueTimeoutMillis !== undefined
+      const job = engine.submit(request, timed ? callerClock : clock, receiver)
+      // Bound, not a closure: no scope kept alive per waiting call.
+      return job === undefined ? undefined : engine.cancel.bind(engine, job)
+    }
+    return Blocking.BlockingExecutor.of({
+      submit,
+      execute: (request) =>
+        Effect.clockWith((callerClock) =>
+          Effect.callback<Blocking.Reply, Blocking.BlockingError>((resume) => {
+            const cancel = submit(request, callerClock, {
+              succeed: (reply) => resume(Exit.succeed(reply)),
+              fail: (error) => resume(Exit.fail(error))
+            })
+            if (cancel !== undefined) return Effect.sync(cancel)
+          })
+        )
+    })
+  }
+)
 
 /**
  * The worker-thread executor as a layer; options are validated when the
