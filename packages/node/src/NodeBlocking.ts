@@ -41,6 +41,9 @@
  *   the task it runs. A held task whose payload was transferred (`transfer`)
  *   cannot run again, its buffers moved to the dead thread: it fails with
  *   `WorkerDiedError` (reason "exit").
+ * - A result a thread can send but the pool's thread cannot read (nested
+ *   thousands deep: a thread's stack is larger) fails with `InvalidResultError`,
+ *   and so do the results that travelled in the same message (they are lost with it).
  * - A task sent ahead waits behind the one its thread is running, even if
  *   another thread is free, and so does the result of one that finished just
  *   before it; for short tasks that sometimes run long, lower `maxTasksPerWorker`.

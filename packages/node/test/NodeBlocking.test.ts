@@ -2,7 +2,20 @@ import { availableParallelism } from "node:os"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Option, Schema, Scope, Tracer } from "effect"
+import {
+  Cause,
+  ConfigProvider,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Metric,
+  Option,
+  Result,
+  Schema,
+  Scope,
+  Tracer
+} from "effect"
 import { TestClock } from "effect/testing"
 import * as T from "../../core/test/fixtures/blockingTasks.ts"
 import { blockingSuite, waitForFlag } from "../../core/test/shared/blockingSuite.ts"
@@ -604,6 +617,29 @@ describe("NodeBlocking", () => {
           )
         })
       )
+    )
+
+    it.live(
+      "fails a result its thread can send but the pool cannot read with InvalidResultError, none waiting for good",
+      () =>
+        // Nested 10,000 deep: a pool thread's 4 MB stack serializes it, the main thread's cannot read it
+        // back, and Node drops the message with the results in it. Bounded by a real timeout: without
+        // an answer the calls would wait for good. "cancel": a drain would wait for them too.
+        withPool({ maxWorkers: 1, shutdown: "cancel" })(
+          Effect.gen(function* () {
+            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
+            assert.deepStrictEqual(yield* bounded(Blocking.run(P.nested, 2)), [[]])
+            const error = yield* bounded(Effect.flip(Blocking.run(P.nested, 10_000)))
+            assert.strictEqual(error._tag, "InvalidResultError")
+            assert.include(error.message, "cannot be received from its thread")
+            // Results sent in the same message are lost with it: they fail too, and nothing waits.
+            const settled = yield* bounded(Blocking.runAllSettled(P.nested, [1, 10_000, 1, 3]))
+            assert.strictEqual(settled.length, 4)
+            const second = settled[1]!
+            assert.isTrue(Result.isFailure(second) && second.failure._tag === "InvalidResultError")
+            assert.deepStrictEqual(yield* bounded(Blocking.run(P.nested, 1)), [])
+          })
+        )
     )
 
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>

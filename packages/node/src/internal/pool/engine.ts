@@ -437,6 +437,7 @@ export class Engine {
 
   /** A thread's batch of results: each is matched to its job, recorded and settled. */
   private results(thread: Thread, results: ReadonlyArray<unknown>): void {
+    thread.received += results.length / RESULT_FIELDS
     for (let i = 0; i < results.length; i += RESULT_FIELDS) {
       const { seq, reply, runMillis } = decodeResult(results, i)
       // Replies come in the order jobs were sent; the search is for the rare out-of-order case.
@@ -602,6 +603,7 @@ export class Engine {
       thread.importWatch?.()
       thread.importWatch = undefined
       if (message._tag === "Importing") this.importing(thread, message.seq)
+      else if (message._tag === "Synced") this.synced(thread, message.posted)
       else if (message._tag === "Done") this.receive(thread, message.results)
       else if (message._tag === "Started") {
         if (message.results.length > 0) this.receive(thread, message.results)
@@ -613,6 +615,13 @@ export class Engine {
         thread.expired = message.module
         void thread.worker.terminate()
       } else if (thread.state === "starting") this.ready(thread)
+    })
+    // A message the thread could send but this thread cannot read (nested deeper than its smaller
+    // stack deserializes): Node drops it, and the results in it with it. Their callers would wait
+    // for good, and a draining close with them: the thread says how many results it has posted.
+    thread.port.on("messageerror", (error: unknown) => {
+      thread.unreadable = describeThrown(error)
+      thread.port.postMessage({ _tag: "Sync" } satisfies ToWorker)
     })
     // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
     thread.worker.on("error", (error: unknown) => {
@@ -705,6 +714,24 @@ export class Engine {
     }, millis)
     timer.unref()
     thread.importWatch = () => clearTimeout(timer)
+  }
+
+  /**
+   * The thread has posted `posted` results. Those this side has not received were in a message it
+   * could not read: results arrive in the order the jobs were sent and each settles (and leaves
+   * `inFlight`) as it arrives, so they are the first jobs still in flight. They fail with
+   * InvalidResultError, as a result the inline executor cannot clone does.
+   */
+  private synced(thread: Thread, posted: number): void {
+    this.settleInbox(Number.POSITIVE_INFINITY)
+    const reason = `cannot be received from its thread: ${thread.unreadable ?? "the message could not be read"}`
+    for (; thread.received < posted && thread.inFlight.length > 0; thread.received++) {
+      const job = thread.inFlight.shift()!
+      job.grace?.()
+      job.grace = undefined
+      if (job.state === "sent") this.fail(job, new Blocking.InvalidResultError({ task: job.name, reason }))
+    }
+    this.schedule()
   }
 
   /** The thread has imported its preloads and takes jobs. */

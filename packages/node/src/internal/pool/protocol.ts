@@ -63,6 +63,8 @@ export const REPLY = 1
 export type ToWorker =
   | { readonly _tag: "Run"; readonly tasks: ReadonlyArray<TaskRef>; readonly jobs: ReadonlyArray<unknown> }
   | { readonly _tag: "Abort"; readonly seq: number }
+  /** A message from the thread could not be read (see `Synced`). */
+  | { readonly _tag: "Sync" }
 
 /**
  * Thread → pool. `Ready` comes once, after the thread has imported the modules it was asked to preload.
@@ -72,7 +74,9 @@ export type ToWorker =
  * for its module's import, which starts now (the pool ends the thread if it does not hear from it
  * again in time: an import that blocks the thread also blocks the thread's own timer). `Expired`: an
  * import has not settled within `importTimeoutMillis`, and the thread must end, with `reason`; it
- * runs nothing more.
+ * runs nothing more. `Synced` answers `Sync`: `posted` results have been sent so far, so those the pool
+ * has not received were in a message it could not read (a value nested deeper than the pool's
+ * thread can deserialize: the pool thread's stack is smaller than a worker's).
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }
@@ -80,6 +84,7 @@ export type FromWorker =
   | { readonly _tag: "Expired"; readonly module: string; readonly reason: string }
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
+  | { readonly _tag: "Synced"; readonly posted: number }
 
 export interface WorkerData {
   /**
@@ -136,6 +141,7 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
     )
   }
   if (tag === "Importing") return typeof (u as { seq?: unknown }).seq === "number"
+  if (tag === "Synced") return typeof (u as { posted?: unknown }).posted === "number"
   if (tag === "Started") {
     if (typeof (u as { seq?: unknown }).seq !== "number") return false
   } else if (tag !== "Done") return false

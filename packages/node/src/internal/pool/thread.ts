@@ -38,6 +38,10 @@ export interface Thread<J> {
   importWatch: (() => void) | undefined
   /** Started with modules to preload that the pool learnt (see the engine's `preload`), not only declared ones. */
   learned: boolean
+  /** Results received from it (or known lost), matched against what it says it posted (`Synced`). */
+  received: number
+  /** Why a message from it could not be read (its results in it are lost; see `Sync`). */
+  unreadable: string | undefined
 }
 
 /**
@@ -85,7 +89,9 @@ export const spawnThread = (
     expired: undefined,
     idleTimer: undefined,
     importWatch: undefined,
-    learned: false
+    learned: false,
+    received: 0,
+    unreadable: undefined
   }
 }
 

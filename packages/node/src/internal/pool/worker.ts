@@ -39,6 +39,8 @@ let results: Array<unknown> = []
 let transfer: Array<Transferable> = []
 // Where each held result's transferables end in `transfer` (they start where the previous one's end).
 let transferEnds: Array<number> = []
+/** Results posted so far (see `Sync`). */
+let posted = 0
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
 /** A module's tasks by name; a string is why a name cannot be run (two different tasks share it). */
@@ -53,6 +55,9 @@ port.on("message", (message: ToWorker) => {
     for (const [id, module, name] of message.tasks) taskIds.set(id, [module, name])
     for (const value of message.jobs) queue.push(value)
     if (!draining) void drain()
+  } else if (message._tag === "Sync") {
+    // After every result posted so far: the pool counts those it received against `posted`.
+    post({ _tag: "Synced", posted })
   } else if (message.seq === Atomics.load(control, 0)) {
     const controller = controllers.get(message.seq)
     if (controller === undefined) aborted.add(message.seq)
@@ -242,6 +247,7 @@ const flush = (started?: number) => {
   }
   try {
     post(started === undefined ? { _tag: "Done", results } : { _tag: "Started", seq: started, results }, transfer)
+    posted += results.length / RESULT_FIELDS
   } catch {
     if (started !== undefined) post({ _tag: "Started", seq: started, results: [] })
     // Some result cannot be sent (a function, a symbol, a transfer list that is not): send them
@@ -254,6 +260,7 @@ const flush = (started?: number) => {
         const reply: WireReply = { _tag: "InvalidResult", reason: `cannot be sent back: ${describe(error)}` }
         post({ _tag: "Done", results: [one[0], REPLY, reply, one[3]] })
       }
+      posted++
     }
   }
   results = []
