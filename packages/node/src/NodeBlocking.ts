@@ -191,6 +191,9 @@ export interface Options {
   /**
    * Heap and stack limits of each thread; a thread that exceeds them fails its task with `WorkerDiedError` ("out-of-memory").
    * Each must be > 0, `maxOldGenerationSizeMb` >= 4 and `stackSizeMb` >= 0.5: below those Node aborts the whole process.
+   * A `stackSizeMb` below the main thread's (about 1 MB) leaves threads unable to read payloads nested
+   * deeper than it allows (a few thousand levels): such a payload fails with `InvalidPayloadError`, and so
+   * do the payloads sent to its thread in the same message.
    * @default Node's defaults
    */
   readonly resourceLimits?: ResourceLimits | undefined

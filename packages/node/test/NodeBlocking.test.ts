@@ -642,6 +642,29 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.live(
+      "fails a payload its thread cannot read (a stack made small) with InvalidPayloadError, none waiting for good",
+      () =>
+        // Nested 2,000 deep: this thread sends it, a thread limited to a 0.5 MB stack cannot read it,
+        // and Node drops the message with the jobs in it. Bounded by a real timeout: without an
+        // answer the call would wait for good. "cancel": a drain would wait for it too.
+        withPool({ maxWorkers: 1, shutdown: "cancel", resourceLimits: { stackSizeMb: 0.5 } })(
+          Effect.gen(function* () {
+            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
+            const nestedArrays = (depth: number) => {
+              let value: unknown = 0
+              for (let i = 0; i < depth; i++) value = [value]
+              return value
+            }
+            // The task's first call, lost with the task's announcement: the next call announces it again.
+            const error = yield* bounded(Effect.flip(Blocking.run(P.depthOf, nestedArrays(2_000))))
+            assert.strictEqual(error._tag, "InvalidPayloadError")
+            assert.include(error.message, "cannot be read by its thread")
+            assert.strictEqual(yield* bounded(Blocking.run(P.depthOf, nestedArrays(3))), 3)
+          })
+        )
+    )
+
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>
       withPool({ maxWorkers: 1, resourceLimits: { maxOldGenerationSizeMb: 48 } })(
         Effect.gen(function* () {

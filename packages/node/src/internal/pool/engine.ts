@@ -180,6 +180,7 @@ export class Engine {
       started: false,
       removed: false,
       timer: undefined,
+      run: 0,
       grace: undefined
     }
     // Callers already waiting for room go first, even if a cancel has just made some.
@@ -329,6 +330,7 @@ export class Engine {
     }
     job.state = "sent"
     job.thread = thread
+    job.run = 0
     job.seq = thread.nextSeq
     // Seqs live in an Int32Array slot; wrap before 2^31 (0 means "nothing running").
     thread.nextSeq = thread.nextSeq === 0x7fffffff ? 1 : thread.nextSeq + 1
@@ -384,6 +386,8 @@ export class Engine {
       encodeJob(flat, job.seq, job.taskId, request.payload, request.span.traceId, request.span.spanId, timed)
     }
     thread.port.postMessage({ _tag: "Run", tasks, jobs: flat } satisfies ToWorker, transfer as never)
+    thread.runs++
+    for (const job of jobs) job.run = thread.runs
     for (const task of tasks) thread.known.add(task[0])
   }
 
@@ -604,6 +608,7 @@ export class Engine {
       thread.importWatch = undefined
       if (message._tag === "Importing") this.importing(thread, message.seq)
       else if (message._tag === "Synced") this.synced(thread, message.posted)
+      else if (message._tag === "Unreadable") this.unreadable(thread, message.run, message.reason)
       else if (message._tag === "Done") this.receive(thread, message.results)
       else if (message._tag === "Started") {
         if (message.results.length > 0) this.receive(thread, message.results)
@@ -730,6 +735,27 @@ export class Engine {
       job.grace?.()
       job.grace = undefined
       if (job.state === "sent") this.fail(job, new Blocking.InvalidResultError({ task: job.name, reason }))
+    }
+    this.schedule()
+  }
+
+  /**
+   * The thread could not read Run message `run` (a payload nested deeper than its stack, which
+   * `resourceLimits` may make smaller than this thread's, deserializes): its jobs never reached the
+   * thread and fail with InvalidPayloadError, as one this side cannot send does. The tasks it
+   * announced are announced again with the next jobs.
+   */
+  private unreadable(thread: Thread, run: number, reason: string): void {
+    const lost: Array<Job> = []
+    for (let i = thread.inFlight.length - 1; i >= 0; i--) {
+      if (thread.inFlight[i]!.run === run) lost.unshift(...thread.inFlight.splice(i, 1))
+    }
+    thread.known.clear()
+    const why = `cannot be read by its thread: ${reason}`
+    for (const job of lost) {
+      job.grace?.()
+      job.grace = undefined
+      if (job.state === "sent") this.fail(job, new Blocking.InvalidPayloadError({ task: job.name, reason: why }))
     }
     this.schedule()
   }

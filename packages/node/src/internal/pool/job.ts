@@ -32,6 +32,8 @@ export interface Job extends Entry {
   started: boolean
   /** Cancels its queue or run timer. */
   timer: (() => void) | undefined
+  /** The number of the Run message that took it to its thread (0 until posted; see `Unreadable`). */
+  run: number
   /** Cancels the grace period after an abort. */
   grace: (() => void) | undefined
 }

@@ -76,7 +76,9 @@ export type ToWorker =
  * import has not settled within `importTimeoutMillis`, and the thread must end, with `reason`; it
  * runs nothing more. `Synced` answers `Sync`: `posted` results have been sent so far, so those the pool
  * has not received were in a message it could not read (a value nested deeper than the pool's
- * thread can deserialize: the pool thread's stack is smaller than a worker's).
+ * thread can deserialize: the pool thread's stack is smaller than a worker's). `Unreadable`: the
+ * thread could not read the `run`th Run message sent to it (a payload nested deeper than its stack,
+ * limited by `resourceLimits`, deserializes): its jobs never reach the thread.
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }
@@ -85,6 +87,7 @@ export type FromWorker =
   | { readonly _tag: "Done"; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Started"; readonly seq: number; readonly results: ReadonlyArray<unknown> }
   | { readonly _tag: "Synced"; readonly posted: number }
+  | { readonly _tag: "Unreadable"; readonly run: number; readonly reason: string }
 
 export interface WorkerData {
   /**
@@ -142,6 +145,9 @@ export const isFromWorker = (u: unknown): u is FromWorker => {
   }
   if (tag === "Importing") return typeof (u as { seq?: unknown }).seq === "number"
   if (tag === "Synced") return typeof (u as { posted?: unknown }).posted === "number"
+  if (tag === "Unreadable") {
+    return typeof (u as { run?: unknown }).run === "number" && typeof (u as { reason?: unknown }).reason === "string"
+  }
   if (tag === "Started") {
     if (typeof (u as { seq?: unknown }).seq !== "number") return false
   } else if (tag !== "Done") return false

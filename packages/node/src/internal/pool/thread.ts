@@ -42,6 +42,8 @@ export interface Thread<J> {
   received: number
   /** Why a message from it could not be read (its results in it are lost; see `Sync`). */
   unreadable: string | undefined
+  /** Run messages posted to it (see `Unreadable`). */
+  runs: number
 }
 
 /**
@@ -91,7 +93,8 @@ export const spawnThread = (
     importWatch: undefined,
     learned: false,
     received: 0,
-    unreadable: undefined
+    unreadable: undefined,
+    runs: 0
   }
 }
 

@@ -41,6 +41,8 @@ let transfer: Array<Transferable> = []
 let transferEnds: Array<number> = []
 /** Results posted so far (see `Sync`). */
 let posted = 0
+/** Run messages received so far, read or not (see `Unreadable`). */
+let runs = 0
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
 /** A module's tasks by name; a string is why a name cannot be run (two different tasks share it). */
@@ -52,6 +54,7 @@ const unknownTask = ["(unknown)", "(unknown)"] as const
 
 port.on("message", (message: ToWorker) => {
   if (message._tag === "Run") {
+    runs++
     for (const [id, module, name] of message.tasks) taskIds.set(id, [module, name])
     for (const value of message.jobs) queue.push(value)
     if (!draining) void drain()
@@ -63,6 +66,13 @@ port.on("message", (message: ToWorker) => {
     if (controller === undefined) aborted.add(message.seq)
     else controller.abort()
   }
+})
+
+// A Run this thread cannot read (a payload nested deeper than its stack deserializes): Node drops it,
+// jobs and all. The pool fails those jobs, which it finds by the Run's number.
+port.on("messageerror", (error: unknown) => {
+  runs++
+  post({ _tag: "Unreadable", run: runs, reason: describe(error) })
 })
 
 const drain = async () => {
