@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Layer, Result, Schema, Tracer } from "effect"
 import { Blocking } from "../src/index.ts"
 import { blockingSuite } from "./shared/blockingSuite.ts"
 
@@ -118,6 +118,43 @@ describe("Blocking.runAll's cancellation", () => {
       const exit = yield* Effect.exit(Blocking.runAll(noop, [1, 2], { concurrency: 2 }).pipe(Effect.provide(layer)))
       assert.isTrue(exit._tag === "Failure")
       assert.deepStrictEqual(seen, { cancelled: 1, answered: 0 })
+    })
+  )
+})
+
+describe("Blocking.runAll's tracing", () => {
+  it.effect("records no span when tracing is turned off, as Blocking.run does", () =>
+    Effect.gen(function* () {
+      const names: Array<string> = []
+      const tracer = Tracer.make({
+        span(options) {
+          names.push(options.name)
+          return Tracer.nativeTracer.span(options)
+        }
+      })
+      const answer = (request: Blocking.Request) =>
+        Blocking.invoke(request.task, request.payload, {
+          signal: new AbortController().signal,
+          traceId: request.span.traceId,
+          spanId: request.span.spanId
+        })
+      const layer = Layer.succeed(
+        Blocking.BlockingExecutor,
+        Blocking.BlockingExecutor.of({
+          execute: (request) => Effect.promise(async () => answer(request)),
+          submit: (request, _clock, receiver) => {
+            void Promise.resolve(answer(request)).then((reply) => receiver.succeed(reply))
+            return undefined
+          }
+        })
+      )
+      const noop = Blocking.task({ name: "noop", payload: Schema.Number, success: Schema.Number, handler: (n) => n })
+      const untraced = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        effect.pipe(Effect.withTracerEnabled(false), Effect.withTracer(tracer), Effect.provide(layer))
+      assert.strictEqual(yield* untraced(Blocking.run(noop, 1)), 1)
+      assert.deepStrictEqual(yield* untraced(Blocking.runAll(noop, [1, 2])), [1, 2])
+      assert.deepStrictEqual(yield* untraced(Blocking.runAllSettled(noop, [3])), [Result.succeed(3)])
+      assert.deepStrictEqual(names, [])
     })
   )
 })

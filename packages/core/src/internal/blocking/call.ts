@@ -115,6 +115,9 @@ export class Call implements Blocking.Request, Blocking.Receiver {
 
   private open(): Tracer.Span {
     const fiber = this.fiber
+    // Tracing turned off (`Effect.withTracerEnabled(false)`): no span reaches the tracer, as with
+    // Effect's own spans (`Blocking.run` then never makes a Call, but a batch always does).
+    if (!fiber.cache.tracerEnabled) return noopSpan(this.spanName, propagated(fiber.cache.span))
     const parent = propagated(fiber.cache.span)
     const level = fiber.getRef(Tracer.CurrentTraceLevel)
     const links = fiber.getRef(References.TracerSpanLinks)
@@ -139,6 +142,25 @@ export class Call implements Blocking.Request, Blocking.Receiver {
 }
 
 const emptyAnnotations = Context.empty()
+
+/** A span that records nothing and is ended already, as Effect makes one when tracing is off. */
+const noopSpan = (name: string, parent: Option.Option<Tracer.AnySpan>): Tracer.Span => ({
+  _tag: "Span",
+  name,
+  spanId: "noop",
+  traceId: "noop",
+  parent,
+  annotations: emptyAnnotations,
+  status: { _tag: "Ended", startTime: 0n, endTime: 0n, exit: Exit.void },
+  attributes: new Map(),
+  links: [],
+  sampled: false,
+  kind: "internal",
+  end: () => {},
+  attribute: () => {},
+  event: () => {},
+  addLinks: () => {}
+})
 
 const now = (fiber: Fiber.Fiber<unknown, unknown>): bigint =>
   fiber.getRef(References.TracerTimingEnabled) ? fiber.getRef(Clock.Clock).currentTimeNanosUnsafe() : 0n
