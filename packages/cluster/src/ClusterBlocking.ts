@@ -182,7 +182,9 @@ export const layer = (
 /**
  * Runs blocking calls on this runner with the `Blocking.BlockingExecutor` you provide (for
  * example `NodeBlocking.layer()`), for the listed tasks. Add it next to `ClusterRunner.layer`.
- * A `retention` that is not a duration >= 0 fails the layer with `InvalidOptionsError`.
+ * Entries of `tasks` that are not tasks are skipped (pass a tasks module's exports as they are,
+ * `Object.values(Tasks)`); a task defined without a module URL, or a `retention` that is not a
+ * duration >= 0, fails the layer with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -220,7 +222,23 @@ export const layerRunner = (options: {
   Sharding.Sharding | MessageStorage.MessageStorage | Blocking.BlockingExecutor
 > => {
   const byName = new Map<string, Blocking.AnyTask>()
-  for (const task of options.tasks) if (Blocking.isTask(task)) byName.set(task.name, task)
+  for (const task of options.tasks) {
+    // Entries that are not tasks are skipped, so that a tasks module's exports can be passed as
+    // they are (`Object.values(Tasks)`, its error classes and all). A task without a module URL
+    // can never be matched to a call: its calls would fail later, on a runner, as TaskNotFoundError.
+    if (!Blocking.isTask(task)) continue
+    if (task.module === undefined) {
+      return Layer.effectDiscard(
+        Effect.fail(
+          new Validate.InvalidOptionsError({
+            option: "tasks",
+            reason: `must be tasks defined with a module URL, got "${task.name}" without one`
+          })
+        )
+      )
+    }
+    byName.set(task.name, task)
+  }
   const handlers = TaskEntity.toLayer(
     Effect.gen(function* () {
       const executor = yield* Blocking.BlockingExecutor

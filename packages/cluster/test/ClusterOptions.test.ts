@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ClusterBlocking, ClusterFanout } from "@volley/cluster"
 import { Blocking, Options as Validate } from "@volley/core"
-import { Cause, type Duration, Effect, Exit, Layer, Stream } from "effect"
+import { Cause, type Duration, Effect, Exit, Layer, Schema, Stream } from "effect"
 import { MessageStorage, Sharding } from "effect/cluster"
 import { SqlClient } from "effect/sql"
 
@@ -65,6 +65,26 @@ describe("cluster options", () => {
         )
       )
     }
+  })
+
+  describe("ClusterBlocking.layerRunner tasks", () => {
+    const moduleless = Blocking.task({
+      name: "moduleless",
+      payload: Schema.Number,
+      success: Schema.Number,
+      handler: (n) => n
+    })
+    it.effect("fails with InvalidOptionsError for a task without a module URL, when built", () =>
+      Effect.map(invalidOption(build(ClusterBlocking.layerRunner({ tasks: [moduleless] }))), (option) =>
+        assert.strictEqual(option, "tasks")
+      )
+    )
+    it.effect("skips entries that are not tasks (a tasks module's other exports)", () =>
+      Effect.map(
+        invalidOption(build(ClusterBlocking.layerRunner({ tasks: ["square", { name: "square" }] }))),
+        (option) => assert.notStrictEqual(option, "tasks")
+      )
+    )
   })
 
   describe("ClusterFanout.watch", () => {
