@@ -56,7 +56,7 @@ import {
 } from "./internal/retry/client.ts"
 import type { RetryError } from "./internal/retry/errors.ts"
 import { run } from "./internal/retry/loop.ts"
-import { make, markFinalUnsafe, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
+import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/policy.ts"
 import * as Validate from "./Options.ts"
 
 export { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./internal/retry/errors.ts"
@@ -218,11 +218,6 @@ const retryable = (response: HttpClientResponse.HttpClientResponse): HttpClientE
  * Effect's `HttpClient` directly gets the same retries as `Http.*` and `Fanout` (which see
  * through it and never retry twice).
  *
- * The `HttpClient` service fails with `HttpClientError` only, so the policy's own failures
- * ({@link RetryError}: `RetryAfterTooLong`, `DeadlineExceeded`, the total timeout's
- * `TimeoutError`) arrive as an `HttpClientError` whose reason is a `TransportError` with that
- * error as its `cause`, and are not retried again. Use {@link withPolicy} to keep them as they are.
- *
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
@@ -242,31 +237,10 @@ const retryable = (response: HttpClientResponse.HttpClientResponse): HttpClientE
  */
 export const layerClient: Layer.Layer<HttpClient.HttpClient, never, HttpClient.HttpClient> = Layer.effect(
   HttpClient.HttpClient,
-  Effect.map(HttpClient.HttpClient, (client) => {
-    const wrapped = withPolicy(client)
-    // A caller of the `HttpClient` service can only name `HttpClientError` (`catchTag` of
-    // "RetryAfterTooLong" does not compile), so a RetryError passed on as it is escaped every
-    // handler the type allows, such as `Effect.catchTag("HttpClientError", ...)`.
-    const typed = HttpClient.makeWith<never, never, HttpClientError.HttpClientError, never>(
-      (prepared) =>
-        Effect.flatMap(prepared, (request) =>
-          Effect.mapError(wrapped.postprocess(Effect.succeed(request)), (error) =>
-            HttpClientError.isHttpClientError(error) ? error : policyGaveUp(request, error)
-          )
-        ),
-      Effect.succeed as HttpClient.HttpClient.Preprocess<never, never>
-    )
-    // Still seen through by `Http.*` and batches, which apply the policy themselves.
-    return Object.assign(typed, { [WrappedKey]: unwrap(wrapped) })
-  })
+  Effect.map(
+    HttpClient.HttpClient,
+    (client) =>
+      // `withPolicy`'s extra error types are all `Error`s a caller of `HttpClient` handles by tag.
+      withPolicy(client) as unknown as HttpClient.HttpClient
+  )
 )
-
-// The policy's verdict as the `HttpClientError` a caller of `HttpClient` can handle: final, as the
-// verdict was, so no retry loop around it (a redirect hop's caller) sends the request again.
-const policyGaveUp = (request: HttpClientRequest.HttpClientRequest, error: RetryError) => {
-  const wrapped = new HttpClientError.HttpClientError({
-    reason: new HttpClientError.TransportError({ request, cause: error, description: error.message })
-  })
-  markFinalUnsafe(wrapped)
-  return wrapped
-}
