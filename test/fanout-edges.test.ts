@@ -4,9 +4,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer, Option, Stream } from "effect"
+import { Cause, Effect, Exit, Layer, Option, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import { faultServer } from "./support/faultServer.ts"
+import { origin } from "./support/origin.ts"
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
 // One request at a time per origin, so a 429's Retry-After pauses its origin.
@@ -123,6 +124,32 @@ describe("Fanout at its edges", () => {
       }
       yield* Effect.flip(Fanout.all(failing(), { concurrency: 2 }))
       assert.strictEqual(closed, 2)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
+
+  it.live("a String object as the requests is refused as a string is, sending nothing, in every form", () =>
+    Effect.gen(function* () {
+      const server = yield* origin({ "/": (_req, res) => res.end("ok") })
+      // new String(url) iterates its characters as "url" does (and is an Iterable<Input>): under
+      // a client that prepends a base URL, each would be a request of its own.
+      const url = new String(`${server.url}/`)
+      const forms = [
+        Fanout.all(url),
+        Fanout.allSettled(url),
+        Stream.runDrain(Fanout.stream(url)),
+        Stream.runDrain(Fanout.streamSettled(url)),
+        Stream.runDrain(Fanout.pipeline(url, Effect.succeed)),
+        Stream.runDrain(Fanout.pipelineSettled(url, Effect.succeed))
+      ]
+      for (const form of forms) {
+        const exit = yield* Effect.exit(form)
+        const error = Exit.isFailure(exit)
+          ? (Cause.squash(exit.cause) as { _tag?: string; option?: string })
+          : undefined
+        assert.strictEqual(error?._tag, "InvalidOptionsError")
+        assert.strictEqual(error?.option, "requests")
+      }
+      assert.strictEqual(server.requests(), 0)
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
 })

@@ -209,8 +209,8 @@ const resolve = <A, E, R>(
   Effect.gen(function* () {
     // A string is an `Iterable<Input>` too, of its characters: `Fanout.all(url)` for `[url]`
     // type-checks, and would send a request per character (each a path of its own under a
-    // client that prepends a base URL).
-    if (typeof requests === "string") {
+    // client that prepends a base URL). A `String` object iterates the same way.
+    if (typeof requests === "string" || requests instanceof String) {
       return yield* new Validate.InvalidOptionsError({
         option: "requests",
         reason: "must be an iterable of requests, got a string (write [url] for one URL)"
