@@ -152,4 +152,31 @@ describe("Fanout at its edges", () => {
       assert.strictEqual(server.requests(), 0)
     }).pipe(Effect.scoped, Effect.provide(Live))
   )
+
+  it.live("a lone URL object as the requests fails with InvalidOptionsError, not a defect, in every form", () =>
+    Effect.gen(function* () {
+      const server = yield* origin({ "/": (_req, res) => res.end("ok") })
+      // Not iterable (so not an Iterable<Input>, but an easy slip from JavaScript or under a cast):
+      // it died with "requests[Symbol.iterator] is not a function".
+      const url = new URL(`${server.url}/`) as unknown as Iterable<Fanout.Input>
+      const forms = [
+        Fanout.all(url),
+        Fanout.allSettled(url),
+        Stream.runDrain(Fanout.stream(url)),
+        Stream.runDrain(Fanout.streamSettled(url)),
+        Stream.runDrain(Fanout.pipeline(url, Effect.succeed)),
+        Stream.runDrain(Fanout.pipelineSettled(url, Effect.succeed))
+      ]
+      for (const form of forms) {
+        const exit = yield* Effect.exit(form)
+        assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), String(exit))
+        const error = Exit.isFailure(exit)
+          ? (Cause.squash(exit.cause) as { _tag?: string; option?: string })
+          : undefined
+        assert.strictEqual(error?._tag, "InvalidOptionsError")
+        assert.strictEqual(error?.option, "requests")
+      }
+      assert.strictEqual(server.requests(), 0)
+    }).pipe(Effect.scoped, Effect.provide(Live))
+  )
 })

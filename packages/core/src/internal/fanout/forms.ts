@@ -216,6 +216,14 @@ const resolve = <A, E, R>(
         reason: "must be an iterable of requests, got a string (write [url] for one URL)"
       })
     }
+    // Not an `Iterable<Input>`, but a lone URL or request slips in from JavaScript or under a
+    // cast, and would die when the scheduler asks it for an iterator.
+    if (typeof (requests as Partial<Iterable<Input>> | null | undefined)?.[Symbol.iterator] !== "function") {
+      return yield* new Validate.InvalidOptionsError({
+        option: "requests",
+        reason: `must be an iterable of requests, got ${describeRequests(requests)} (write [url] for one URL)`
+      })
+    }
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
     const perHostOption = options?.perHost
     const adaptive =
@@ -364,3 +372,12 @@ const makeStream = <A, E, R, X, Out>(
     )
   )
 }
+
+const describeRequests = (requests: unknown): string =>
+  requests === null
+    ? "null"
+    : requests instanceof URL
+      ? "a URL"
+      : typeof requests === "object"
+        ? "an object that is not iterable"
+        : `a ${typeof requests}`
