@@ -312,6 +312,14 @@ export const submit = <E = never, R = never>(
         reason: "must not contain the character U+0000"
       })
     }
+    // A string (or a `String`) is an `Iterable<Item>` too, of its characters: `submit(job, url)`
+    // for `[url]` type-checks, and stored and sent an item per character.
+    if (typeof items === "string" || items instanceof String) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "items",
+        reason: "must be an iterable or a stream of items, got a string (write [url] for one URL)"
+      })
+    }
     const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
     return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(
       // First: a Forgotten has a Conflict's shape (and more), so it is no longer in the type after that.

@@ -626,6 +626,17 @@ describe("ClusterFanout", () => {
       assert.include(error.message, "perHost")
     })
 
+    it("fails with InvalidOptionsError for a lone URL string or String as the items, storing none", async () => {
+      // A string is an Iterable<Item> of its characters: each was stored and sent as an item.
+      const url = `${suite.origins[0]!.url}/lone`
+      for (const items of [url, new String(url)]) {
+        const error = await run(Effect.flip(ClusterFanout.submit("lone-url", items)))
+        assert.deepStrictEqual([error._tag, (error as { option?: string }).option], ["InvalidOptionsError", "items"])
+      }
+      const progress = await run(Effect.flip(ClusterFanout.progress("lone-url")))
+      assert.strictEqual(progress._tag, "JobNotFoundError")
+    })
+
     it("fails with InvalidOptionsError for a job id or reader name with a NUL character (an SqlError before)", async () => {
       const job = await run(Effect.flip(ClusterFanout.submit("bad\u0000id", ["http://127.0.0.1/"])))
       assert.deepStrictEqual([job._tag, (job as { option?: string }).option], ["InvalidOptionsError", "job"])
