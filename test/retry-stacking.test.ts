@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Ref } from "effect"
+import { Effect, Exit, Layer, Ref } from "effect"
 import { type Cookies, HttpClient, HttpClientRequest } from "effect/http"
 
 const server = Effect.acquireRelease(
@@ -23,6 +23,11 @@ const server = Effect.acquireRelease(
             res.writeHead(200, { "set-cookie": "sid=1; Path=/" })
             return res.end("ok")
           }
+          if (u.pathname === "/busy") {
+            res.writeHead(503, { "retry-after": "3600" })
+            return res.end("busy")
+          }
+          if (u.pathname === "/hang") return
           if (u.pathname === "/redir") {
             res.writeHead(302, { location: u.searchParams.get("to") ?? "/" })
             return res.end()
@@ -120,5 +125,26 @@ describe("Retry.withPolicy stacked under Effect's client combinators", () => {
       yield* Effect.exit(client.get(`${srv.url}/flaky?key=e&fail=5`)).pipe(Effect.provide(policy))
       assert.strictEqual(srv.count("/flaky"), 2)
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  // Effect's retryTransient retries every TransportError (HttpClient.isTransientError), at once (a
+  // TransportError has no response, so no Retry-After). The policy's verdicts pass through as
+  // RetryError, which no Effect loop retries: one send. (2c8937e wrapped them in a TransportError,
+  // and a server that asked for an hour's pause got the request twice more within milliseconds;
+  // reverted in e75c8f8.)
+  it.live("HttpClient.retryTransient over Retry.layerClient: the policy's verdicts are not sent again", () =>
+    Effect.gen(function* () {
+      const srv = yield* server
+      const client = (yield* HttpClient.HttpClient).pipe(HttpClient.retryTransient({ times: 2 }))
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(client.get(`${srv.url}/busy`))))
+      assert.isTrue(
+        Exit.isFailure(
+          yield* Effect.exit(client.get(`${srv.url}/hang`)).pipe(
+            Effect.provide(Retry.layer({ retries: 0, timeout: "100 millis" }))
+          )
+        )
+      )
+      assert.deepStrictEqual([srv.count("/busy"), srv.count("/hang")], [1, 1])
+    }).pipe(Effect.scoped, Effect.provide(Retry.layerClient.pipe(Layer.provide(NodeHttpClient.layer()))))
   )
 })
