@@ -665,6 +665,50 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.live(
+      "enforces the run timeout of a task whose Started message was lost with a result the pool cannot read",
+      () =>
+        // `nestedCached` 10,000 deep ends untimed at once, its result held back; the timed `block` sent
+        // with it starts and sends that result in its Started message, which the pool cannot read. The
+        // run timeout must still end `block` (blocked for 30 s, deaf to its signal) by terminating its
+        // thread; without it, the thread cannot answer Sync either, and both calls wait 30 s.
+        withPool({ maxWorkers: 1, shutdown: "cancel", gracePeriod: "100 millis" })(
+          Effect.gen(function* () {
+            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
+            // Both measured as short: the pool sends them ahead together.
+            const warm = flags()
+            release(warm)
+            for (let i = 0; i < 16; i++) {
+              yield* bounded(Blocking.run(P.block, warm.buffer as SharedArrayBuffer))
+              yield* bounded(Blocking.run(P.nestedCached, 2))
+            }
+            yield* bounded(Effect.flip(Blocking.run(P.nestedCached, 10_000)))
+            // Held behind a first block, the two are sent together when it ends, in one message.
+            const first = flags()
+            const running = yield* Effect.forkChild(Blocking.run(P.block, first.buffer as SharedArrayBuffer))
+            yield* waitForFlag(first, 0)
+            const shared = flags()
+            const both = yield* Effect.forkChild(
+              Effect.all(
+                [
+                  Effect.flip(Blocking.run(P.nestedCached, 10_000)),
+                  Effect.flip(Blocking.run(P.block, shared.buffer as SharedArrayBuffer, { timeout: "300 millis" }))
+                ],
+                { concurrency: "unbounded" }
+              )
+            )
+            // Real time for both to reach the thread while the first still blocks it.
+            yield* Effect.sleep("50 millis")
+            release(first)
+            yield* Fiber.join(running)
+            const [lost, blocked] = yield* bounded(Fiber.join(both))
+            release(shared)
+            assert.strictEqual(blocked._tag === "TaskTimeoutError" && blocked.phase, "running")
+            assert.strictEqual(lost._tag, "InvalidResultError")
+          })
+        )
+    )
+
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>
       withPool({ maxWorkers: 1, resourceLimits: { maxOldGenerationSizeMb: 48 } })(
         Effect.gen(function* () {

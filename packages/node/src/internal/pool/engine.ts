@@ -627,6 +627,14 @@ export class Engine {
     thread.port.on("messageerror", (error: unknown) => {
       thread.unreadable = describeThrown(error)
       thread.port.postMessage({ _tag: "Sync" } satisfies ToWorker)
+      // The lost message may be a Started (which carries the results held back): its job's run
+      // timeout would never start, and a job that runs for good would hold its thread, and the
+      // answer to Sync, for good. The job the thread runs now is read from it, as a cancel does.
+      const running = Atomics.load(thread.control, 0)
+      if (running > 0) {
+        const job = thread.inFlight.find((job) => job.seq === running)
+        if (job !== undefined) this.started(job)
+      }
     })
     // `error` carries whatever the thread threw, uncaught: null, undefined and symbols included.
     thread.worker.on("error", (error: unknown) => {
