@@ -709,6 +709,39 @@ describe("NodeBlocking", () => {
         )
     )
 
+    it.live("runs a task whose announcement was lost in an unreadable message, in a message sent after it", () =>
+      // The first call of `depthOf` on a thread announces the task in a message the thread cannot
+      // read (a payload 2,000 deep, a stack of 0.5 MB); the second is sent in its own message before
+      // the thread says so, its task not announced again: it must still run the task.
+      withPool({ maxWorkers: 1, shutdown: "cancel", resourceLimits: { stackSizeMb: 0.5 } })(
+        Effect.gen(function* () {
+          const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
+          const nestedArrays = (depth: number) => {
+            let value: unknown = 0
+            for (let i = 0; i < depth; i++) value = [value]
+            return value
+          }
+          // Measured as short (sent ahead), then on a new thread that has not heard of it.
+          for (let i = 0; i < 16; i++) yield* bounded(Blocking.run(P.depthOf, nestedArrays(1)))
+          const died = yield* bounded(Effect.flip(Blocking.run(P.exit, 1)))
+          assert.strictEqual(died._tag, "WorkerDiedError")
+          // Both wait in the thread's port behind a first block, in messages of their own.
+          const first = flags()
+          const running = yield* Effect.forkChild(Blocking.run(P.block, first.buffer as SharedArrayBuffer))
+          yield* waitForFlag(first, 0)
+          const deep = yield* Effect.forkChild(Effect.flip(Blocking.run(P.depthOf, nestedArrays(2_000))))
+          yield* Effect.sleep("20 millis")
+          const shallow = yield* Effect.forkChild(Blocking.run(P.depthOf, nestedArrays(3)))
+          yield* Effect.sleep("20 millis")
+          release(first)
+          yield* bounded(Fiber.join(running))
+          const error = yield* bounded(Fiber.join(deep))
+          assert.strictEqual(error._tag, "InvalidPayloadError")
+          assert.strictEqual(yield* bounded(Fiber.join(shallow)), 3)
+        })
+      )
+    )
+
     it.effect("fails a task that exceeds the heap limit with WorkerDiedError (out-of-memory) and keeps working", () =>
       withPool({ maxWorkers: 1, resourceLimits: { maxOldGenerationSizeMb: 48 } })(
         Effect.gen(function* () {

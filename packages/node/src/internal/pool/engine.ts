@@ -751,14 +751,21 @@ export class Engine {
    * The thread could not read Run message `run` (a payload nested deeper than its stack, which
    * `resourceLimits` may make smaller than this thread's, deserializes): its jobs never reached the
    * thread and fail with InvalidPayloadError, as one this side cannot send does. The tasks it
-   * announced are announced again with the next jobs.
+   * announced are announced again.
    */
   private unreadable(thread: Thread, run: number, reason: string): void {
     const lost: Array<Job> = []
     for (let i = thread.inFlight.length - 1; i >= 0; i--) {
       if (thread.inFlight[i]!.run === run) lost.unshift(...thread.inFlight.splice(i, 1))
     }
-    thread.known.clear()
+    // Every task it was told of is announced again, at once: jobs sent after the lost Run, on their
+    // way already, do not announce the tasks it did, and the thread holds them until it hears them.
+    const tasks: Array<TaskRef> = []
+    for (const id of thread.known) tasks.push(this.tasks[id]!.ref)
+    if (tasks.length > 0) {
+      thread.port.postMessage({ _tag: "Run", tasks, jobs: [] } satisfies ToWorker)
+      thread.runs++
+    }
     const why = `cannot be read by its thread: ${reason}`
     for (const job of lost) {
       job.grace?.()

@@ -78,7 +78,8 @@ export type ToWorker =
  * has not received were in a message it could not read (a value nested deeper than the pool's
  * thread can deserialize: the pool thread's stack is smaller than a worker's). `Unreadable`: the
  * thread could not read the `run`th Run message sent to it (a payload nested deeper than its stack,
- * limited by `resourceLimits`, deserializes): its jobs never reach the thread.
+ * limited by `resourceLimits`, deserializes): its jobs never reach the thread, and the pool
+ * announces every task again (in a Run without jobs), which jobs sent after the lost Run wait for.
  */
 export type FromWorker =
   | { readonly _tag: "Ready" }

@@ -43,6 +43,10 @@ let transferEnds: Array<number> = []
 let posted = 0
 /** Run messages received so far, read or not (see `Unreadable`). */
 let runs = 0
+/** A Run could not be read: the task ids it announced may come again (see `announced`). */
+let lostRun = false
+/** Wakes a job waiting for its task's announcement (see `announced`). */
+let onAnnounce: (() => void) | undefined
 const controllers = new Map<number, AbortController>()
 const aborted = new Set<number>()
 /** A module's tasks by name; a string is why a name cannot be run (two different tasks share it). */
@@ -56,6 +60,7 @@ port.on("message", (message: ToWorker) => {
   if (message._tag === "Run") {
     runs++
     for (const [id, module, name] of message.tasks) taskIds.set(id, [module, name])
+    if (onAnnounce !== undefined && message.tasks.length > 0) onAnnounce()
     for (const value of message.jobs) queue.push(value)
     if (!draining) void drain()
   } else if (message._tag === "Sync") {
@@ -72,6 +77,7 @@ port.on("message", (message: ToWorker) => {
 // jobs and all. The pool fails those jobs, which it finds by the Run's number.
 port.on("messageerror", (error: unknown) => {
   runs++
+  lostRun = true
   post({ _tag: "Unreadable", run: runs, reason: describe(error) })
 })
 
@@ -81,7 +87,7 @@ const drain = async () => {
   let flushAt = now + FLUSH_MS
   while (head < queue.length) {
     const [seq, taskId, payload, traceId, spanId, timed] = decodeJob(queue, head)
-    const [module, name] = taskIds.get(taskId) ?? unknownTask
+    const [module, name] = taskIds.get(taskId) ?? (lostRun ? await announced(taskId) : unknownTask)
     head += JOB_FIELDS
     let tasks = modules.get(module)
     let imported = false
@@ -143,6 +149,24 @@ const drain = async () => {
   head = 0
   flush()
   draining = false
+}
+
+/**
+ * A job sent after a Run this thread could not read, whose task that Run announced (the pool
+ * announces a task once per thread): the pool announces every task again when it hears of the lost
+ * Run (see `Unreadable`), so the job waits for it, held results sent first. In order: results go
+ * back in the order jobs were sent.
+ */
+const announced = async (taskId: number): Promise<readonly [module: string, name: string]> => {
+  flush()
+  for (;;) {
+    const known = taskIds.get(taskId)
+    if (known !== undefined) return known
+    await new Promise<void>((resolve) => {
+      onAnnounce = resolve
+    })
+    onAnnounce = undefined
+  }
 }
 
 const runJob = (
