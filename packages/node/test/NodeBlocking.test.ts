@@ -77,6 +77,16 @@ const runReleasedBlock = Effect.suspend(() => {
 
 const realSleep = (millis: number) => Effect.promise(() => new Promise((resolve) => setTimeout(resolve, millis)))
 
+// A call that must not wait for good, bounded by a real timeout (the tests of messages a thread
+// cannot read, where a lost answer would leave the call waiting).
+const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
+// An array nested `depth` deep: past a few thousand, a small stack cannot deserialize it.
+const nestedArrays = (depth: number) => {
+  let value: unknown = 0
+  for (let i = 0; i < depth; i++) value = [value]
+  return value
+}
+
 /** One turn of the event loop (no time passes): forked callers have submitted and the pool has dispatched. */
 const eventLoopTurn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
@@ -627,7 +637,6 @@ describe("NodeBlocking", () => {
         // an answer the calls would wait for good. "cancel": a drain would wait for them too.
         withPool({ maxWorkers: 1, shutdown: "cancel" })(
           Effect.gen(function* () {
-            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
             assert.deepStrictEqual(yield* bounded(Blocking.run(P.nested, 2)), [[]])
             const error = yield* bounded(Effect.flip(Blocking.run(P.nested, 10_000)))
             assert.strictEqual(error._tag, "InvalidResultError")
@@ -650,12 +659,6 @@ describe("NodeBlocking", () => {
         // answer the call would wait for good. "cancel": a drain would wait for it too.
         withPool({ maxWorkers: 1, shutdown: "cancel", resourceLimits: { stackSizeMb: 0.5 } })(
           Effect.gen(function* () {
-            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
-            const nestedArrays = (depth: number) => {
-              let value: unknown = 0
-              for (let i = 0; i < depth; i++) value = [value]
-              return value
-            }
             // The task's first call, lost with the task's announcement: the next call announces it again.
             const error = yield* bounded(Effect.flip(Blocking.run(P.depthOf, nestedArrays(2_000))))
             assert.strictEqual(error._tag, "InvalidPayloadError")
@@ -674,7 +677,6 @@ describe("NodeBlocking", () => {
         // thread; without it, the thread cannot answer Sync either, and both calls wait 30 s.
         withPool({ maxWorkers: 1, shutdown: "cancel", gracePeriod: "100 millis" })(
           Effect.gen(function* () {
-            const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
             // Both measured as short: the pool sends them ahead together.
             const warm = flags()
             release(warm)
@@ -715,12 +717,6 @@ describe("NodeBlocking", () => {
       // the thread says so, its task not announced again: it must still run the task.
       withPool({ maxWorkers: 1, shutdown: "cancel", resourceLimits: { stackSizeMb: 0.5 } })(
         Effect.gen(function* () {
-          const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.timeout(effect, "10 seconds")
-          const nestedArrays = (depth: number) => {
-            let value: unknown = 0
-            for (let i = 0; i < depth; i++) value = [value]
-            return value
-          }
           // Measured as short (sent ahead), then on a new thread that has not heard of it.
           for (let i = 0; i < 16; i++) yield* bounded(Blocking.run(P.depthOf, nestedArrays(1)))
           const died = yield* bounded(Effect.flip(Blocking.run(P.exit, 1)))
