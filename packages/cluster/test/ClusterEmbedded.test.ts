@@ -32,12 +32,16 @@ const progressAtLeast = (output: string, done: number) =>
 describe("ClusterRunner", () => {
   describe("layerEmbedded", () => {
     it("finishes a job after the process is SIGKILLed mid-job and started again, one outcome per item", async () => {
+      // A directory others may read, as `mkdir` under the usual umask makes it.
+      Fs.chmodSync(dir, 0o755)
       const first = spawnNode(entry, [dir, origin.url, "200"])
       try {
         await first.waitFor("submitted", 60_000)
         // The server trusts whoever reaches its socket (no password): only this user may.
         const socket = Fs.statSync(Path.join(dir, ".s.PGSQL.5432"))
         assert.strictEqual((socket.mode & 0o077).toString(8), "0", `socket mode ${(socket.mode & 0o777).toString(8)}`)
+        // ...and the directory holding it and the server's log is this user's alone.
+        assert.strictEqual((Fs.statSync(dir).mode & 0o777).toString(8), "700")
         const until = Date.now() + 30_000
         while (!progressAtLeast(first.output(), 40) && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
         assert.isTrue(progressAtLeast(first.output(), 40), first.output())

@@ -16,7 +16,10 @@ export const start = (dir: string): Effect.Effect<string, string, Scope.Scope> =
       try: async () => {
         const bin = findBin()
         const root = Path.resolve(dir)
-        Fs.mkdirSync(root, { recursive: true })
+        // The directory holds the socket and the server's log: this user's alone, so that a server an
+        // older version left running with a socket anyone could open (0777) is out of reach too.
+        Fs.mkdirSync(root, { recursive: true, mode: 0o700 })
+        Fs.chmodSync(root, 0o700)
         const asRoot = process.getuid?.() === 0
         if (asRoot) ChildProcess.execFileSync("chown", ["postgres", root])
         const data = Path.join(root, "data")
