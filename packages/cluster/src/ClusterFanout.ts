@@ -320,6 +320,15 @@ export const submit = <E = never, R = never>(
         reason: "must be an iterable or a stream of items, got a string (write [url] for one URL)"
       })
     }
+    // A lone URL or request slips in from JavaScript or under a cast, and would die when asked
+    // for an iterator.
+    const iterable = (items as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator]
+    if (!Stream.isStream(items) && typeof iterable !== "function") {
+      return yield* new Validate.InvalidOptionsError({
+        option: "items",
+        reason: `must be an iterable or a stream of items, got ${items === null ? "null" : items instanceof URL ? "a URL" : typeof items} (write [url] for one URL)`
+      })
+    }
     const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
     return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(
       // First: a Forgotten has a Conflict's shape (and more), so it is no longer in the type after that.

@@ -626,11 +626,16 @@ describe("ClusterFanout", () => {
       assert.include(error.message, "perHost")
     })
 
-    it("fails with InvalidOptionsError for a lone URL string or String as the items, storing none", async () => {
+    it("fails with InvalidOptionsError for a lone URL (string, String, URL object), request or null as the items, storing none", async () => {
       // A string is an Iterable<Item> of its characters: each was stored and sent as an item.
       const url = `${suite.origins[0]!.url}/lone`
       for (const items of [url, new String(url)]) {
         const error = await run(Effect.flip(ClusterFanout.submit("lone-url", items)))
+        assert.deepStrictEqual([error._tag, (error as { option?: string }).option], ["InvalidOptionsError", "items"])
+      }
+      // Not iterable at all (JavaScript, or a cast): a URL object, a request, null.
+      for (const items of [new URL(url), { url }, null]) {
+        const error = await run(Effect.flip(ClusterFanout.submit("lone-url", items as unknown as Array<string>)))
         assert.deepStrictEqual([error._tag, (error as { option?: string }).option], ["InvalidOptionsError", "items"])
       }
       const progress = await run(Effect.flip(ClusterFanout.progress("lone-url")))
