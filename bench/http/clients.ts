@@ -3,9 +3,8 @@
 // reading every body in full, and stops early at `deadline` (epoch ms) so a stuck client can
 // never hang the benchmark.
 import { Agent as HttpAgent } from "node:http"
-import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
-import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import axios from "axios"
@@ -22,6 +21,7 @@ import got from "got"
 import pLimit from "p-limit"
 import { Pool } from "undici"
 import { FloorHandler } from "./floor.ts"
+import { otel } from "./otel.ts"
 
 export interface Counts {
   ok: number
@@ -210,20 +210,7 @@ const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, 
 // every span recorded by a batch processor into the SDK's in-memory exporter).
 const idiomClient = (tracing: "default" | "off" | "otel") => async (): Promise<Client> => {
   const exporter = new InMemorySpanExporter()
-  const tracer =
-    tracing === "otel"
-      ? OtelTracer.layer.pipe(
-          Layer.provide(
-            Layer.effect(
-              OtelTracer.OtelTracerProvider,
-              Effect.acquireRelease(
-                Effect.sync(() => new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] })),
-                (provider) => Effect.promise(() => provider.shutdown())
-              )
-            )
-          )
-        )
-      : Layer.empty
+  const tracer = tracing === "otel" ? otel(exporter) : Layer.empty
   const runtime = ManagedRuntime.make(Layer.mergeAll(NodeHttpClient.layer(), tracer))
   return {
     run: async (url, total, concurrency, deadline) => {

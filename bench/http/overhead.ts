@@ -6,16 +6,18 @@
 //   cd bench && node --conditions=@volley/source --expose-gc http/overhead.ts [requests] [rounds]
 //
 // Prints the median over rounds of main-thread CPU µs per request, interleaved round by round.
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { Dispatcher } from "undici"
 import { FloorHandler } from "./floor.ts"
+import { otel } from "./otel.ts"
 
 const [requests = "50000", rounds = "7"] = process.argv.slice(2)
 const total = Number(requests)
@@ -93,9 +95,11 @@ const bareRequest = Effect.callback<boolean>((resume) => {
   )
 })
 
-const runtime = ManagedRuntime.make(
-  NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<HttpClient.HttpClient>
-)
+const client = NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<HttpClient.HttpClient>
+const runtime = ManagedRuntime.make(client)
+// The idiom under OpenTelemetry: a client span per request, exported in batches.
+const exporter = new InMemorySpanExporter()
+const traced = ManagedRuntime.make(Layer.merge(client, otel(exporter)))
 const urls = Array.from({ length: total }, () => URL_)
 const todoUrls = Array.from({ length: total }, () => TODO_URL)
 const Todo = Schema.Struct({ id: Schema.Number, title: Schema.String })
@@ -116,6 +120,12 @@ const forms: Record<string, () => Promise<unknown>> = {
         Effect.provideService(HttpClient.TracerDisabledWhen, () => true)
       )
     ),
+  "idiom-otel": () =>
+    traced
+      .runPromise(
+        Effect.forEach(urls, (u) => Effect.map(Http.getText(u), (t) => t.length), { concurrency: CONCURRENCY })
+      )
+      .finally(() => exporter.reset()),
   "idiom-json": () =>
     runtime.runPromise(
       Effect.forEach(todoUrls, (u) => Effect.map(Http.getJson(u, Todo), (todo) => todo.id), {
@@ -147,6 +157,7 @@ for (let round = 0; round < Number(rounds); round++) {
   }
 }
 await runtime.dispose()
+await traced.dispose()
 const base = median(samples.get("floor")!)
 const forms_ = [...samples].map(([name, xs]) => ({ name, medianUs: Math.round(median(xs) * 100) / 100 }))
 // `bench http` runs this and reads its last line.

@@ -27,8 +27,10 @@
  * left unread holds its connection until it is read or its response is
  * garbage-collected (`bodyTimeout` does not run while undici waits for a
  * reader); `Http.*` never leave one unread. With a tracer that records
- * (OpenTelemetry, for one), requests keep Effect's full contract: a client
- * span per request with the HTTP attributes, and its `traceparent`.
+ * (OpenTelemetry, for one), every request gets a client span with the HTTP
+ * attributes, and its `traceparent`: `HttpClient.execute` through Effect's
+ * full wrapper, `Http.*` and traced batches (which always read the body)
+ * through a span made the same way without the wrapper's response tracking.
  *
  * Like browsers, fetch, requests and got, it asks for compressed bodies (gzip, deflate, br,
  * zstd) and decodes them as they stream (`decompress`); an identity body never meets zlib.

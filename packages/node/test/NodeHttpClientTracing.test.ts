@@ -4,7 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Exit, Layer, Result, Stream } from "effect"
+import { Effect, Exit, Layer, Redacted, Result, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { closedPort } from "../../../test/support/origin.ts"
 import { otel } from "./fixtures/otel.ts"
@@ -70,6 +70,73 @@ describe("NodeHttpClient", () => {
           assert.strictEqual(server.received.get(path), `00-${traceId}-${spanId}-01`)
         }
       }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), otel(exporter))))
+    })
+
+    it.live("makes the same client span for Http.* as Effect's client makes for HttpClient.execute", () => {
+      // Http.* (volley reads the body itself) spans the request without Effect's wrapper; a raw
+      // execute keeps Effect's HttpClient.make. Both must give OpenTelemetry the same span.
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* origin
+        const refused = `http://127.0.0.1:${yield* closedPort}`
+        const requests = [
+          HttpClientRequest.get(`${server.url}/same?x=1&X-Amz-Signature=sig#frag`, {
+            headers: { authorization: "Bearer secret", "x-custom": "v" },
+            urlParams: { token: Redacted.make("hidden"), page: "2" }
+          }),
+          HttpClientRequest.get(`${server.url}/missing`),
+          HttpClientRequest.get(`${refused}/refused`)
+        ]
+        const spansOf = (
+          name: string,
+          send: (request: HttpClientRequest.HttpClientRequest) => Effect.Effect<unknown, unknown, HttpClient.HttpClient>
+        ) =>
+          Effect.gen(function* () {
+            exporter.reset()
+            for (const request of requests) yield* Effect.exit(send(request).pipe(Effect.withSpan(name)))
+            const finished = exporter.getFinishedSpans()
+            const callers = new Map(
+              finished.filter((span) => span.name === name).map((s) => [s.spanContext().spanId, s])
+            )
+            return finished
+              .filter((span) => span.kind === CLIENT)
+              .map((span) => {
+                assert.isTrue(callers.has(span.parentSpanContext?.spanId ?? ""), "a child of the caller's span")
+                const path = span.attributes["url.path"] as string
+                const traceparent = [...server.received].find(([url]) => url.split("?")[0] === path)?.[1]
+                if (span.attributes["server.port"] === Number(new URL(server.url).port)) {
+                  assert.strictEqual(traceparent, `00-${span.spanContext().traceId}-${span.spanContext().spanId}-01`)
+                }
+                return { name: span.name, attributes: span.attributes, status: span.status, events: span.events.length }
+              })
+          })
+        const volley = yield* spansOf("volley", (request) => Http.send(request, (response) => response.text))
+        const effect = yield* spansOf("effect", (request) =>
+          Effect.flatMap(HttpClient.execute(request), (response) => response.text)
+        )
+        assert.strictEqual(volley.length, 3)
+        assert.deepStrictEqual(volley, effect)
+        // What the three show: redacted query and header, the 404's error status, the refusal's code.
+        assert.deepInclude(volley[0]!.attributes, {
+          "url.full": `${server.url}/same?x=1&X-Amz-Signature=REDACTED&token=REDACTED&page=2#frag`,
+          "http.request.header.authorization": "<redacted>",
+          "http.request.header.x-custom": "v",
+          "http.response.status_code": 200
+        })
+        assert.deepInclude(volley[1]!, {
+          name: "GET /missing",
+          status: { code: ERROR, message: volley[1]!.status.message }
+        })
+        assert.strictEqual(volley[1]!.attributes["error.type"], "404")
+        assert.strictEqual(volley[2]!.attributes["error.type"], "ECONNREFUSED")
+      }).pipe(
+        Effect.provideService(HttpClient.TracerHeaderFilter, () => true),
+        Effect.provideService(
+          HttpClient.SpanNameGenerator,
+          (request) => `${request.method} ${new URL(request.url).pathname}`
+        ),
+        Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), Retry.layer({ retries: 0 }), otel(exporter)))
+      )
     })
 
     it.live("gives a Fanout batch one span with an event per item, and no client span per request", () => {

@@ -1,7 +1,10 @@
-// The client behind `NodeHttpClient.layer`. Two paths share one lean undici runner (see
+// The client behind `NodeHttpClient.layer`. Three paths share one lean undici runner (see
 // dispatch.ts):
 // - traced: Effect's `HttpClient.make` around the runner, i.e. the full generic contract
 //   (client span and trace headers, `HttpClient.withScope`, abort of unread bodies on GC);
+// - spanned: a plain request `@volley/core` sends and reads itself (`Http.*`, a traced batch),
+//   when a tracer records spans: the same client span (span.ts), without the rest of that
+//   contract, which is for bodies a caller may leave unread;
 // - fast: when no span would be recorded for the request: tracing off for it
 //   (`HttpClient.TracerDisabledWhen` or `Tracer.DisablePropagation`, as batches set it, or
 //   `References.TracerEnabled` false), or
@@ -48,6 +51,7 @@ import {
   unsupportedUrl
 } from "./dispatch.ts"
 import { Meters, type OriginMeter } from "./metrics.ts"
+import { clientSpan, errorType } from "./span.ts"
 import { canonical, fromUrl, Target } from "./target.ts"
 
 /**
@@ -156,6 +160,19 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       const trace = fastTrace(request, fiber, fiberRefs)
       return trace === TRACED ? traced.execute(request) : fast(request, fiberRefs, trace)
     }
+    // A plain request that `@volley/core` reads itself, in a client span made as Effect's client
+    // makes it (see span.ts): its body is never left unread, which the rest of `traced` is for.
+    const spanned = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
+      const made = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+      if (Result.isFailure(made)) return Effect.fail(invalidUrl(request, made.failure))
+      const url = made.success
+      const target = fromUrl(url)
+      return clientSpan(request, url, fiber, fiber.getRef(SpanAttributes), (trace) =>
+        target === undefined
+          ? Effect.fail(unsupportedUrl(request, url))
+          : send(dispatcher, request, target, settings, undefined, refsOf(fiber).decompress, meters, trace)
+      )
+    }
     // `@volley/core`'s exchange (`Http.*`, a batch's first attempt) in fewer steps on the fast
     // path (see `Exchange`).
     const exchange = <A, E, R>(
@@ -171,7 +188,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
         return Effect.withFiber((fiber) => exchange(request, kind, handle, read, fiber, inFlight))
       const fiberRefs = refsOf(fiber)
       const trace = fastTrace(request, fiber, fiberRefs)
-      if (trace === TRACED) return Effect.flatMap(traced.execute(request), handle)
+      if (trace === TRACED)
+        return Effect.flatMap(isPlain(request) ? spanned(request, fiber) : traced.execute(request), handle)
       return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight))
     }
     // The same, started without an effect for a batch worker (see `@volley/core`'s `StartKey`):
@@ -275,25 +293,6 @@ const hasClientSpan = (request: HttpClientRequest.HttpClientRequest, fiber: Fibe
   !fiber.getRef(Tracer.DisablePropagation) &&
   !fiber.getRef(HttpClient.TracerDisabledWhen)(request)
 
-// A failure's `error.type`: the code of the error undici failed with (`ECONNREFUSED`,
-// `UND_ERR_CONNECT_TIMEOUT`, `UND_ERR_HEADERS_TIMEOUT`...), else the reason's tag.
-const errorType = (error: HttpClientError.HttpClientError): string => {
-  const reason = error.reason
-  return ("cause" in reason ? codeOf(reason.cause) : undefined) ?? reason._tag
-}
-
-const codeOf = (cause: unknown): string | undefined => {
-  // Happy eyeballs reports one failure per address tried; the first names the problem.
-  if (cause instanceof AggregateError && cause.errors.length > 0 && !hasCode(cause)) return codeOf(cause.errors[0])
-  return hasCode(cause) ? cause.code : undefined
-}
-
-const hasCode = (cause: unknown): cause is { readonly code: string } =>
-  typeof cause === "object" &&
-  cause !== null &&
-  typeof (cause as { readonly code?: unknown }).code === "string" &&
-  (cause as { readonly code: string }).code !== ""
-
 // Where the request's URL, as `Url.make` resolves it, goes, or why it cannot be sent. Without
 // query parameters or hash (most requests) it is the URL as given: read from its text when
 // written as the parser writes it, else `URL.parse` alone, with no exception to catch.
@@ -306,15 +305,14 @@ const targetOf = (request: HttpClientRequest.HttpClientRequest): Target | HttpCl
   }
   if (url === null) {
     const made = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
-    if (Result.isFailure(made)) {
-      return new HttpClientError.HttpClientError({
-        reason: new HttpClientError.InvalidUrlError({ request, cause: made.failure })
-      })
-    }
+    if (Result.isFailure(made)) return invalidUrl(request, made.failure)
     url = made.success
   }
   return fromUrl(url) ?? unsupportedUrl(request, url)
 }
+
+const invalidUrl = (request: HttpClientRequest.HttpClientRequest, cause: unknown): HttpClientError.HttpClientError =>
+  new HttpClientError.HttpClientError({ reason: new HttpClientError.InvalidUrlError({ request, cause }) })
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if
 // any (a server span continued from an incoming `traceparent`, a `withSpan` around the call,
