@@ -190,7 +190,8 @@ export interface Options {
   readonly maxTasksPerWorker?: number | undefined
   /**
    * Heap and stack limits of each thread; a thread that exceeds them fails its task with `WorkerDiedError` ("out-of-memory").
-   * Each must be > 0, `maxOldGenerationSizeMb` >= 4 and `stackSizeMb` >= 0.5: below those Node aborts the whole process.
+   * Each must be > 0, `maxOldGenerationSizeMb` >= 4 and `stackSizeMb` >= 0.5: below those Node aborts the whole process;
+   * `codeRangeSizeMb` and `stackSizeMb` at most 1048576 (1 TiB): above that it aborts or segfaults.
    * A `stackSizeMb` below the main thread's (about 1 MB) leaves threads unable to read payloads nested
    * deeper than it allows (a few thousand levels): such a payload fails with `InvalidPayloadError`, and so
    * do the payloads sent to its thread in the same message.
@@ -477,6 +478,18 @@ const limitFloors: { readonly [K in keyof ResourceLimits]-?: number } = {
   stackSizeMb: 0.5
 }
 
+// Above these, too: a code range the address space cannot hold aborts the process (V8's "Failed to
+// reserve virtual memory for CodeRange", measured from about 1e8 MB on Node 24, x64), and a stack
+// of about 2e13 MB and more overflows Node's byte count and segfaults it. Up to these, a stack the
+// OS cannot map only fails the thread's creation (EAGAIN), which the pool handles. The heap limits
+// are clamped by V8 and have none.
+const limitCeilings: { readonly [K in keyof ResourceLimits]-?: number } = {
+  maxOldGenerationSizeMb: Number.POSITIVE_INFINITY,
+  maxYoungGenerationSizeMb: Number.POSITIVE_INFINITY,
+  codeRangeSizeMb: 1_048_576,
+  stackSizeMb: 1_048_576
+}
+
 const checkLimits = (limits: ResourceLimits | undefined): Effect.Effect<void, Validate.InvalidOptionsError> => {
   if (limits !== undefined && (typeof limits !== "object" || limits === null || Array.isArray(limits))) {
     return Effect.fail(
@@ -493,6 +506,15 @@ const checkLimits = (limits: ResourceLimits | undefined): Effect.Effect<void, Va
         new Validate.InvalidOptionsError({
           option: `resourceLimits.${key}`,
           reason: `must be a number ${bound} (smaller values crash the whole process), got ${String(value)}`
+        })
+      )
+    }
+    const ceiling = limitCeilings[key]
+    if (value > ceiling) {
+      return Effect.fail(
+        new Validate.InvalidOptionsError({
+          option: `resourceLimits.${key}`,
+          reason: `must be at most ${ceiling} (larger values can crash the whole process), got ${String(value)}`
         })
       )
     }

@@ -213,6 +213,28 @@ describe("NodeBlocking", () => {
       })
     )
 
+    // Found by a boundary sweep: only floors were checked, and `codeRangeSizeMb: 1e9` aborted the
+    // process ("Failed to reserve virtual memory for CodeRange") at the first thread, as
+    // `stackSizeMb: 1e300` segfaulted it. Built with no thread started, so nothing crashes here.
+    it.effect("rejects resourceLimits large enough to crash the whole process", () =>
+      Effect.gen(function* () {
+        const reject = (resourceLimits: NodeBlocking.Options["resourceLimits"]) =>
+          Effect.flip(Layer.build(NodeBlocking.layer({ minWorkers: 0, resourceLimits })).pipe(Effect.scoped))
+        const codeRange = yield* reject({ codeRangeSizeMb: 1e9 })
+        assert.strictEqual(codeRange._tag, "InvalidOptionsError")
+        assert.strictEqual(
+          codeRange.message,
+          "Invalid option resourceLimits.codeRangeSizeMb: must be at most 1048576 (larger values can crash the whole process), got 1000000000"
+        )
+        const stack = yield* reject({ stackSizeMb: 1e300 })
+        assert.include(stack.message, "resourceLimits.stackSizeMb: must be at most 1048576")
+        // The largest values allowed still build (a stack the OS cannot map fails its thread only).
+        yield* Layer.build(
+          NodeBlocking.layer({ minWorkers: 0, resourceLimits: { codeRangeSizeMb: 1_048_576, stackSizeMb: 1_048_576 } })
+        ).pipe(Effect.scoped)
+      })
+    )
+
     it.effect("takes null options from JavaScript as none, for the layer and for a call", () =>
       Effect.gen(function* () {
         const executor = yield* Layer.build(NodeBlocking.layer(null as unknown as NodeBlocking.Options))
