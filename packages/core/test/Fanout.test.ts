@@ -536,6 +536,51 @@ describe("Fanout", () => {
         assert.isTrue(Exit.isFailure(exit))
       })
     )
+    // Found by a boundary sweep: options of the wrong type from JavaScript (or under a cast) were
+    // dropped without a word (`"x"` for the options, `ordered: "false"` taken as true, a string
+    // for `Fanout.adaptive`'s) or died mid-batch, a request already sent (`read: "text"`,
+    // `onProgress: 5`, `Fanout.adaptive(null)`).
+    it.effect("rejects options of the wrong type with InvalidOptionsError, sending nothing, in every form", () =>
+      Effect.gen(function* () {
+        const { client, started } = fake()
+        const urls = ["http://a.test/ms/0", "http://b.test/ms/0"]
+        const cases: ReadonlyArray<readonly [unknown, string]> = [
+          ["concurrency: 2", "options"],
+          [{ read: "text" }, "read"],
+          [{ onProgress: 5 }, "onProgress"],
+          [{ tracing: "false" }, "tracing"],
+          [{ ordered: "false" }, "ordered"],
+          [{ perHost: Fanout.adaptive("max: 2" as never) }, "perHost"],
+          [{ perHost: Fanout.adaptive(null as never), concurrency: 2 }, undefined as never]
+        ]
+        for (const [given, option] of cases) {
+          const options = given as Fanout.PipelineOptions<Uint8Array, never, never>
+          const forms = [
+            Fanout.all(urls, options),
+            Fanout.allSettled(urls, options),
+            Stream.runDrain(Fanout.stream(urls, options)),
+            Stream.runDrain(Fanout.streamSettled(urls, options)),
+            Stream.runDrain(Fanout.pipeline(urls, Effect.succeed, options)),
+            Stream.runDrain(Fanout.pipelineSettled(urls, Effect.succeed, options))
+          ]
+          for (const form of forms) {
+            const exit = yield* Effect.exit(Effect.provideService(form, HttpClient.HttpClient, client))
+            if (option === undefined) {
+              // `null` is no options, as `undefined` is.
+              assert.isTrue(Exit.isSuccess(exit))
+              continue
+            }
+            const error = Exit.isFailure(exit)
+              ? (Cause.squash(exit.cause) as { _tag: string; option: string })
+              : undefined
+            assert.strictEqual(error?._tag, "InvalidOptionsError", `${option}: ${String(error)}`)
+            assert.strictEqual(error?.option, option)
+          }
+        }
+        assert.strictEqual(started(), 6 * 2)
+      })
+    )
+
     it.effect("refuses a lone URL string as the requests, sending nothing, in every form", () =>
       Effect.gen(function* () {
         const { client, started } = fake()

@@ -224,7 +224,15 @@ const resolve = <A, E, R>(
         reason: `must be an iterable of requests, got ${describeRequests(requests)} (write [url] for one URL)`
       })
     }
+    // Checked, not read as they come: from JavaScript or under a cast, options that are not an
+    // object were dropped without a word, a `read` or `onProgress` that is not a function died
+    // in the middle of the batch (a request already sent), and `ordered: "false"` was truthy.
+    if (options != null) yield* Validate.record("options", options)
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
+    yield* Validate.optional(options?.read, (read) => func("read", read))
+    yield* Validate.optional(options?.onProgress, (onProgress) => func("onProgress", onProgress))
+    const tracing = yield* Validate.oneOf("tracing", options?.tracing ?? false, [true, false])
+    yield* Validate.oneOf("ordered", options?.ordered ?? false, [true, false])
     const perHostOption = options?.perHost
     const adaptive =
       perHostOption instanceof AdaptiveLimit ? yield* adaptiveConfig(perHostOption, concurrency) : undefined
@@ -242,7 +250,7 @@ const resolve = <A, E, R>(
       deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
       read: options?.read ?? (Exchange.readBytes as unknown as Engine.Plan<A, E, R>["read"]),
       customRead: options?.read !== undefined && !consuming.has(options.read),
-      tracing: options?.tracing ?? false,
+      tracing,
       progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)
     }
     const scheduler = new Scheduler(requests[Symbol.iterator](), {
@@ -265,12 +273,11 @@ const MAX_LOOKAHEAD = 65_536
 // which caps every origin anyway.
 const adaptiveConfig = (limit: AdaptiveLimit, concurrency: number) =>
   Effect.gen(function* () {
-    const min = yield* Validate.positiveInt("perHost.min", limit.options.min ?? 1)
-    const max = yield* Validate.positiveInt("perHost.max", limit.options.max ?? Math.max(256, min))
-    const initial = yield* Validate.positiveInt(
-      "perHost.initial",
-      limit.options.initial ?? Math.min(max, Math.max(4, min))
-    )
+    // `Fanout.adaptive(null)` from JavaScript is no options, as `undefined` is; a string is not.
+    const options = yield* Validate.record("perHost", limit.options ?? {})
+    const min = yield* Validate.positiveInt("perHost.min", options.min ?? 1)
+    const max = yield* Validate.positiveInt("perHost.max", options.max ?? Math.max(256, min))
+    const initial = yield* Validate.positiveInt("perHost.initial", options.initial ?? Math.min(max, Math.max(4, min)))
     if (min > max) {
       return yield* new Validate.InvalidOptionsError({
         option: "perHost.min",
@@ -372,6 +379,11 @@ const makeStream = <A, E, R, X, Out>(
     )
   )
 }
+
+const func = (option: string, value: unknown): Effect.Effect<void, Validate.InvalidOptionsError> =>
+  typeof value === "function"
+    ? Effect.void
+    : Effect.fail(new Validate.InvalidOptionsError({ option, reason: `must be a function, got ${typeof value}` }))
 
 const describeRequests = (requests: unknown): string =>
   requests === null
