@@ -431,7 +431,8 @@ export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<
 /**
  * Builds a {@link ProxyConfig} from options, validating every URL and pattern. `undefined`
  * and `null` options are unset (see {@link Options}). A value of the wrong type (from
- * JavaScript or a cast) fails, naming the option: a proxy URL (`all`, `http`, `https`,
+ * JavaScript or a cast) fails, naming the option: options that are not an object (a proxy URL
+ * given for them) with `Options.InvalidOptionsError`, a proxy URL (`all`, `http`, `https`,
  * `rules[i].via`) that is not a string or `Redacted` string with `InvalidProxyUrlError`, a
  * `noProxy` or `rules[i].match` that is not a string with `InvalidNoProxyError`, and
  * `rules` that is not an array of objects or `proxyLoopback` that is not a boolean with
@@ -451,7 +452,10 @@ export const parseNoProxy = (value: string, source = "NO_PROXY"): Effect.Effect<
  * @since 0.1.0
  * @category constructors
  */
-export const make = Effect.fnUntraced(function* (options: Options = {}) {
+export const make = Effect.fnUntraced(function* (given?: Options) {
+  // A proxy URL given for the options (`make("http://proxy:3128")`) would otherwise route every
+  // request direct without a word. `null` options are none, as `undefined` are.
+  const options = yield* Validate.record("options", given ?? {})
   // `null` (from JavaScript or JSON) means unset, as `undefined` does.
   const optional = (input: string | Redacted.Redacted<string> | undefined, source: string) =>
     input === undefined || input === null || (typeof input === "string" && input.trim() === "")
@@ -546,7 +550,8 @@ export const none: ProxyConfig = {
  * @since 0.1.0
  * @category constructors
  */
-export const fromEnv = Effect.fnUntraced(function* (options: Pick<Options, "rules" | "proxyLoopback"> = {}) {
+export const fromEnv = Effect.fnUntraced(function* (given?: Pick<Options, "rules" | "proxyLoopback">) {
+  const options = yield* Validate.record("options", given ?? {})
   const read = Effect.fnUntraced(function* (name: string) {
     for (const key of [name.toLowerCase(), name.toUpperCase()]) {
       const value = yield* Config.option(Config.Redacted(key))

@@ -530,6 +530,25 @@ describe("Proxy", () => {
       })
     )
 
+    // Found by a boundary sweep: `make("http://proxy:3128")` (a URL for the options) routed every
+    // request direct without a word, and `make(null)` died with a TypeError.
+    it.effect("rejects options that are not an object, as make and fromEnv; null is none", () =>
+      Effect.gen(function* () {
+        const url = yield* Effect.flip(Proxy.make("http://proxy.example:3128" as unknown as Proxy.Options))
+        assert.strictEqual(url._tag, "InvalidOptionsError")
+        assert.strictEqual(url.message, 'Invalid option options: must be an object, got "http://proxy.example:3128"')
+        const fromEnv = yield* Effect.flip(Proxy.fromEnv("x" as unknown as Proxy.Options))
+        assert.strictEqual(fromEnv._tag, "InvalidOptionsError")
+        assert.deepStrictEqual(yield* Proxy.make(null as unknown as Proxy.Options), Proxy.none)
+        assert.deepStrictEqual(
+          yield* Proxy.fromEnv(null as unknown as Proxy.Options).pipe(
+            Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} })))
+          ),
+          Proxy.none
+        )
+      })
+    )
+
     it.effect("takes null options as unset, like undefined", () =>
       Effect.gen(function* () {
         const config = yield* Proxy.make({
