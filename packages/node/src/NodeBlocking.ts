@@ -280,8 +280,8 @@ export const make: (
   given?: Options
 ) => Effect.Effect<Blocking.BlockingExecutor["Service"], Validate.InvalidOptionsError, Scope.Scope> = Effect.fnUntraced(
   function* (given?: Options) {
-    // `null` from JavaScript is no options, as `undefined` is.
-    const options: Options = given ?? {}
+    // `null` from JavaScript is no options, as `undefined` is; a string (say) is not options at all.
+    const options: Options = yield* Validate.record("options", given ?? {})
     // Likewise a `null` name or resourceLimits: none.
     const name = options.name ?? undefined
     if (name !== undefined && typeof name !== "string") {
@@ -328,13 +328,15 @@ export const make: (
     const queueFull = yield* oneOf("queueFull", options.queueFull ?? "wait", ["wait", "fail"] as const)
     const shutdown = yield* oneOf("shutdown", options.shutdown ?? "drain", ["drain", "cancel"] as const)
     const waitForWorkers = yield* Validate.oneOf("waitForWorkers", options.waitForWorkers ?? false, [true, false])
-    const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", options.crashLoop?.deaths ?? 3)
-    const crashLoopCooldown = yield* Validate.duration(
-      "crashLoop.cooldown",
-      options.crashLoop?.cooldown ?? "10 seconds"
-    )
+    // A `null` crashLoop is none too; one of another type would leave the breaker's defaults
+    // without a word.
+    const crashLoop = yield* Validate.record("crashLoop", options.crashLoop ?? {})
+    const crashLoopDeaths = yield* Validate.positiveInt("crashLoop.deaths", crashLoop.deaths ?? 3)
+    const crashLoopCooldown = yield* Validate.duration("crashLoop.cooldown", crashLoop.cooldown ?? "10 seconds")
     yield* checkLimits(resourceLimits)
-    const preload = yield* modulesOf(options.tasks ?? [])
+    // An array, as documented: an object that is not iterable died in the loop below.
+    const tasks = yield* Validate.array("tasks", options.tasks ?? [])
+    const preload = yield* modulesOf(tasks as ReadonlyArray<Blocking.AnyTask>)
     const context = yield* Effect.context<never>()
     const named = <I, S>(metric: Metric.Metric<I, S>) =>
       name === undefined ? metric : Metric.withAttributes(metric, { pool: name })

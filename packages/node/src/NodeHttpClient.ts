@@ -227,7 +227,9 @@ export interface ResolvedOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const resolveOptions = Effect.fnUntraced(function* (options: Options = {}) {
+export const resolveOptions = Effect.fnUntraced(function* (given?: Options) {
+  // `null` from JavaScript is no options, as `undefined` is; a string (say) is not options at all.
+  const options = yield* Validate.record("options", given ?? {})
   const connections = yield* Validate.optional(options.connectionsPerOrigin, (n) =>
     Validate.positiveInt("connectionsPerOrigin", n)
   )

@@ -129,10 +129,12 @@ export const makeDispatcher = (
  */
 export const layer = (
   config: Proxy.ProxyConfig,
-  options: Options = {}
+  given?: Options
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
   Layer.unwrap(
     Effect.gen(function* () {
+      // `null` from JavaScript is no options, as `undefined` is.
+      const options = yield* Validate.record("options", given ?? {})
       // `tls: null` is unset, as `null` is for every TLS option.
       if ((options as NodeHttpClient.Options).tls != null) {
         return yield* new Validate.InvalidOptionsError({
@@ -183,15 +185,18 @@ export const layer = (
  * @category layers
  */
 export const layerConfig = (
-  options: Options & Pick<Proxy.Options, "rules" | "proxyLoopback"> = {}
+  given?: Options & Pick<Proxy.Options, "rules" | "proxyLoopback">
 ): Layer.Layer<
   HttpClient.HttpClient,
   Validate.InvalidOptionsError | Config.ConfigError | Proxy.InvalidProxyUrlError | Proxy.InvalidNoProxyError
 > =>
   Layer.unwrap(
-    Effect.map(Proxy.fromEnv({ rules: options.rules, proxyLoopback: options.proxyLoopback }), (config) =>
-      layer(config, options)
-    )
+    Effect.gen(function* () {
+      // Read in the layer, not in the call: `layerConfig(null)` threw out of the call itself.
+      const options = yield* Validate.record("options", given ?? {})
+      const config = yield* Proxy.fromEnv({ rules: options.rules, proxyLoopback: options.proxyLoopback })
+      return layer(config, options)
+    })
   )
 
 const routeLabel = (config: Proxy.ProxyConfig, url: URL): string => {

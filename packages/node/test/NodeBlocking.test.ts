@@ -235,6 +235,27 @@ describe("NodeBlocking", () => {
       })
     )
 
+    // Found by a boundary sweep: options or a crashLoop of another type than an object (a string)
+    // were dropped without a word, and `tasks: {}` died with a TypeError (not iterable).
+    it.effect("rejects options, crashLoop and tasks of the wrong type with InvalidOptionsError", () =>
+      Effect.gen(function* () {
+        for (const [options, option] of [
+          ["maxWorkers=2", "options"],
+          [{ crashLoop: "3" }, "crashLoop"],
+          [{ tasks: {} }, "tasks"],
+          [{ tasks: T.square }, "tasks"]
+        ] as const) {
+          const exit = yield* Effect.exit(
+            Layer.build(NodeBlocking.layer(options as unknown as NodeBlocking.Options)).pipe(Effect.scoped)
+          )
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), option)
+          const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; option?: string }) : {}
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, option)
+        }
+      })
+    )
+
     it.effect("takes null options from JavaScript as none, for the layer and for a call", () =>
       Effect.gen(function* () {
         const executor = yield* Layer.build(NodeBlocking.layer(null as unknown as NodeBlocking.Options))

@@ -111,6 +111,23 @@ describe("NodeHttpClient", () => {
       })
     )
 
+    // Found by a boundary sweep: `layer(null)` from JavaScript died with a TypeError, and options
+    // that are not an object (a string) were dropped without a word.
+    it.effect("fails to build with InvalidOptionsError given options that are not an object; null is none", () =>
+      Effect.gen(function* () {
+        const build = (options: unknown) =>
+          Effect.exit(Layer.build(NodeHttpClient.layer(options as NodeHttpClient.Options)).pipe(Effect.scoped))
+        for (const options of ["connectionsPerOrigin=2", 5, [{ maxBodySize: 1 }]]) {
+          const exit = yield* build(options)
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), String(options))
+          const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; option?: string }) : {}
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "options")
+        }
+        assert.isTrue(Exit.isSuccess(yield* build(null)))
+      })
+    )
+
     it.live("fails with undici's headers timeout when the server never answers", () =>
       Effect.gen(function* () {
         const server = yield* stallingServer

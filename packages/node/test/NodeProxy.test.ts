@@ -3,7 +3,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, Effect, Exit, Fiber, Layer, Scope, Stream, Tracer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Scope, Stream, Tracer } from "effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -177,6 +177,30 @@ describe("NodeProxy", () => {
         assert.include(error.message, "originTls")
         const badCa = NodeProxy.layer(config, { proxyTls: { ca: "/etc/ssl/ca.pem" } })
         assert.strictEqual((yield* Effect.flip(Layer.build(badCa).pipe(Effect.scoped)))._tag, "InvalidOptionsError")
+      })
+    )
+
+    // Found by a boundary sweep: `layer(config, null)` died with a TypeError reading 'tls', and
+    // `layerConfig(null)` threw it out of the call itself, before any layer was built.
+    it.effect("fails its build with InvalidOptionsError given options that are not an object; null is none", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({ all: "http://127.0.0.1:3128" })
+        const noEnv = ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} }))
+        const build = (layer: () => Layer.Layer<HttpClient.HttpClient, unknown>) =>
+          Effect.exit(Effect.suspend(() => Layer.build(layer())).pipe(Effect.scoped, Effect.provide(noEnv)))
+        for (const layer of [
+          () => NodeProxy.layer(config, "http://127.0.0.1:3128" as never),
+          () => NodeProxy.layerConfig("x" as never)
+        ]) {
+          const exit = yield* build(layer)
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause))
+          const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; option?: string }) : {}
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "options")
+        }
+        assert.isTrue(Exit.isSuccess(yield* build(() => NodeProxy.layer(config, null as never))))
+        // Built, not thrown out of the call: null is no options there too.
+        assert.isTrue(Exit.isSuccess(yield* build(() => NodeProxy.layerConfig(null as never))))
       })
     )
 
