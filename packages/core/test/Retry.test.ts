@@ -460,6 +460,32 @@ describe("Retry", () => {
     )
   })
 
+  // Found by a boundary sweep: any budget but `false` and an object (`true`, "off", 0.2) built
+  // the default budget without a word.
+  describe("make budget", () => {
+    it.effect("rejects a budget that is neither an object nor false; null is the default budget", () =>
+      Effect.gen(function* () {
+        for (const [budget, shown] of [
+          [true, "true"],
+          ["off", '"off"'],
+          [0.2, "0.2"],
+          [[], "an array"]
+        ] as const) {
+          const error = failureOf(yield* Effect.exit(Retry.make({ budget } as unknown as Retry.Options))) as {
+            _tag: string
+            option: string
+            reason: string
+          }
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "budget")
+          assert.strictEqual(error.reason, `must be an object of budget options or false, got ${shown}`)
+        }
+        const unset = yield* Retry.make({ budget: null } as unknown as Retry.Options)
+        assert.deepStrictEqual(unset.budget?.config, { ratio: 0.2, minPerSecond: 10, windowSeconds: 10 })
+      })
+    )
+  })
+
   describe("layerConfig", () => {
     it.effect("reads the policy from the environment", () =>
       Effect.gen(function* () {

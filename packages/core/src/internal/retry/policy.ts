@@ -183,7 +183,13 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
         return yield* invalid("statuses", `must hold HTTP statuses (100-599), got ${status}`)
       }
     }
-    const budget = options.budget === false ? undefined : yield* makeBudget(options.budget ?? {})
+    // `budget: true` or a string from JavaScript would otherwise build the default budget
+    // without a word (a `null` is unset, as for the other options).
+    const budgetOptions = options.budget ?? {}
+    if (budgetOptions !== false && (typeof budgetOptions !== "object" || Array.isArray(budgetOptions))) {
+      return yield* invalid("budget", `must be an object of budget options or false, got ${show(budgetOptions)}`)
+    }
+    const budget = budgetOptions === false ? undefined : yield* makeBudget(budgetOptions)
     return {
       retries,
       baseDelayMillis: Duration.toMillis(baseDelay),
@@ -297,6 +303,9 @@ const makeBudget = (options: BudgetOptions) =>
     const windowSeconds = Math.ceil(Duration.toSeconds(window))
     return new Budget({ ratio, minPerSecond, windowSeconds })
   })
+
+const show = (value: unknown): string =>
+  Array.isArray(value) ? "an array" : typeof value === "string" ? JSON.stringify(value) : String(value)
 
 const invalid = (option: string, reason: string) => Effect.fail(new Validate.InvalidOptionsError({ option, reason }))
 
