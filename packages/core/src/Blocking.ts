@@ -206,10 +206,12 @@ export const run = <Payload, Success, Failure>(
     ? Effect.flatMap(BlockingExecutor, (executor) => Run.one(executor, task, payload, task.timeoutMillis, undefined))
     : Effect.flatMap(
         Effect.all([
+          // Options that are not an object (a string, from JavaScript) were dropped without a word.
+          Validate.record("options", options),
           Validate.optional(options.timeout, (d) => Validate.duration("timeout", d, { positive: true })),
           Validate.optional(options.queueTimeout, (d) => Validate.duration("queueTimeout", d, { positive: true }))
         ]),
-        ([timeout, queueTimeout]) =>
+        ([, timeout, queueTimeout]) =>
           Effect.flatMap(BlockingExecutor, (executor) =>
             Run.one(
               executor,
@@ -258,7 +260,8 @@ export interface BatchOptions extends RunOptions {
  * input order; fails with the first failure (a typed failure of the task or a
  * {@link BlockingError}, an invalid payload included) and cancels the tasks still running, as
  * interrupting the batch does. Each task keeps its own `Blocking.run <task>` span, under the
- * batch's `Blocking.runAll <task>` span.
+ * batch's `Blocking.runAll <task>` span. `payloads` that are a string (iterable, of its
+ * characters) or not iterable fail with `InvalidOptionsError` before any task runs.
  *
  * @example
  * ```ts
@@ -333,13 +336,16 @@ const runBatch = <Payload, A, E>(
 ): Effect.Effect<A, E | Validate.InvalidOptionsError, BlockingExecutor> =>
   Effect.flatMap(
     Effect.all([
+      Run.checkPayloads(payloads),
+      // `null` is no options, as `undefined` is; a string (say) was dropped without a word.
+      options == null ? Effect.void : Validate.record("options", options),
       options?.concurrency === "unbounded"
         ? Effect.succeed(Number.POSITIVE_INFINITY)
         : Validate.positiveInt("concurrency", options?.concurrency ?? DEFAULT_WINDOW),
       Validate.optional(options?.timeout, (d) => Validate.duration("timeout", d, { positive: true })),
       Validate.optional(options?.queueTimeout, (d) => Validate.duration("queueTimeout", d, { positive: true }))
     ]),
-    ([window, timeout, queueTimeout]) => {
+    ([, , window, timeout, queueTimeout]) => {
       const all = Array.from(payloads)
       const plan: Run.BatchPlan = {
         timeoutMillis: timeout === undefined ? task.timeoutMillis : Duration.toMillis(timeout),

@@ -47,6 +47,58 @@ describe("Blocking", () => {
   })
 })
 
+// Found by a boundary sweep: a string is an Iterable<string>, so `runAll(shout, "hello")` for a
+// task of strings type-checked and ran a task per character; `null` payloads died in
+// `Array.from`; options given as a string were dropped without a word.
+describe("Blocking.runAll's payloads and options", () => {
+  const shout = Blocking.task({
+    name: "shout",
+    payload: Schema.String,
+    success: Schema.String,
+    handler: (text) => text.toUpperCase()
+  })
+  type Rejection = { readonly _tag: string; readonly option: string; readonly reason: string }
+  const failure = (effect: Effect.Effect<unknown, unknown, Blocking.BlockingExecutor>) =>
+    Effect.flip(effect).pipe(Effect.provide(Blocking.layerInline)) as Effect.Effect<Rejection>
+
+  it.effect("refuses payloads that are a string or not iterable, running nothing, settled or not", () =>
+    Effect.gen(function* () {
+      for (const [payloads, reason] of [
+        ["hello", "must be an iterable of payloads, got a string (write [payload] for one)"],
+        [new String("hello"), "must be an iterable of payloads, got a string (write [payload] for one)"],
+        [null, "must be an iterable of payloads, got null"],
+        [{ text: "hello" }, "must be an iterable of payloads, got object"]
+      ] as const) {
+        const given = payloads as unknown as Iterable<string>
+        for (const batch of [Blocking.runAll(shout, given), Blocking.runAllSettled(shout, given)]) {
+          const error = yield* failure(batch)
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "payloads")
+          assert.strictEqual(error.reason, reason)
+        }
+      }
+    })
+  )
+
+  it.effect("refuses options that are not an object, for a batch and for a call; null is none", () =>
+    Effect.gen(function* () {
+      const options = "concurrency: 2" as unknown as Blocking.BatchOptions
+      for (const call of [
+        Blocking.runAll(shout, ["a"], options),
+        Blocking.runAllSettled(shout, ["a"], options),
+        Blocking.run(shout, "a", options)
+      ]) {
+        const error = yield* failure(call)
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.strictEqual(error.option, "options")
+      }
+      const none = null as unknown as Blocking.BatchOptions
+      const results = yield* Blocking.runAll(shout, ["a", "b"], none).pipe(Effect.provide(Blocking.layerInline))
+      assert.deepStrictEqual(results, ["A", "B"])
+    })
+  )
+})
+
 describe("Blocking.runAll's window", () => {
   /** An executor that answers every submitted call on a later macrotask and counts the most outstanding at once. */
   const counting = () => {

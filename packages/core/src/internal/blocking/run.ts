@@ -4,6 +4,7 @@
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import type * as Result from "effect/Result"
+import * as Validate from "../options.ts"
 import * as Batch from "./batch.ts"
 import { Call } from "./call.ts"
 import * as Codec from "./codec.ts"
@@ -102,4 +103,26 @@ const start = <Payload, Success, Failure>(
     Effect.flatMap(executor.execute(call), (reply) => Codec.decodeReply(task, reply)),
     (exit) => Effect.sync(() => call.end(exit))
   )
+}
+
+// A string is an `Iterable<string>` too, of its characters: `runAll(shout, "hello")` for
+// `["hello"]` type-checks for a task of strings, and would run one task per character. Anything
+// not iterable (`null`, a lone payload object) would die in `Array.from`.
+export const checkPayloads = (payloads: unknown): Effect.Effect<void, Validate.InvalidOptionsError> => {
+  if (typeof payloads === "string" || payloads instanceof String) {
+    return Effect.fail(
+      new Validate.InvalidOptionsError({
+        option: "payloads",
+        reason: "must be an iterable of payloads, got a string (write [payload] for one)"
+      })
+    )
+  }
+  return typeof (payloads as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator] === "function"
+    ? Effect.void
+    : Effect.fail(
+        new Validate.InvalidOptionsError({
+          option: "payloads",
+          reason: `must be an iterable of payloads, got ${payloads === null ? "null" : typeof payloads}`
+        })
+      )
 }
