@@ -81,7 +81,8 @@ export interface Options {
   readonly keepAliveTimeout?: Duration.Input | undefined
   /**
    * Time allowed to open a TCP (and TLS) connection, including a proxy's answer to `CONNECT` or
-   * its SOCKS5 handshake; `0` turns the limit off.
+   * its SOCKS5 handshake; `0` turns the limit off. Timeouts count whole milliseconds, a fraction
+   * rounded up.
    * @default "10 seconds"
    */
   readonly connectTimeout?: Duration.Input | undefined
@@ -251,15 +252,15 @@ export const resolveOptions = Effect.fnUntraced(function* (given?: Options) {
       ...(connections === undefined ? {} : { connections }),
       // undici 8 offers HTTP/2 unless told not to: keep it opt-in.
       allowH2: http2,
-      keepAliveTimeout: Duration.toMillis(keepAlive),
+      keepAliveTimeout: wholeMillis(keepAlive),
       // An upper bound, not a default: a server's `Keep-Alive: timeout=30` hint (which undici
       // otherwise follows up to 10 minutes) must not keep idle sockets open longer.
-      keepAliveMaxTimeout: Duration.toMillis(keepAlive),
-      connectTimeout: Duration.toMillis(connect),
+      keepAliveMaxTimeout: wholeMillis(keepAlive),
+      connectTimeout: wholeMillis(connect),
       ...(tls === undefined ? {} : { connect: tls })
     },
-    headersTimeoutMs: Duration.toMillis(headers),
-    bodyTimeoutMs: Duration.toMillis(body),
+    headersTimeoutMs: wholeMillis(headers),
+    bodyTimeoutMs: wholeMillis(body),
     decompress,
     maxBodySize: maxBodySize ?? Number.POSITIVE_INFINITY,
     http2
@@ -356,3 +357,9 @@ export const layerConfig = (
       layer
     )
   )
+
+// undici takes whole milliseconds: a proxy tunnel's CONNECT (headers timeout: the connect
+// timeout) refused "1500 micros" or a third of a second with "headersTimeout must be a positive
+// integer or zero", failing every tunnelled request. Rounded up, so that a limit under 1 ms stays
+// a limit rather than becoming 0 (off).
+const wholeMillis = (duration: Duration.Duration): number => Math.ceil(Duration.toMillis(duration))

@@ -3,7 +3,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Scope, Stream, Tracer } from "effect"
+import { Cause, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Scope, Stream, Tracer } from "effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -396,6 +396,25 @@ describe("NodeProxy", () => {
           const proxy = yield* tunnelling(status)
           const layer = proxied(`http://127.0.0.1:${proxy.port}`, { tunnelHttp: true })
           assert.strictEqual(yield* get(`http://127.0.0.1:${origin.port}/x`, layer), "via proxy", status)
+        }
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by a boundary sweep: the CONNECT's headers timeout is the connect timeout, and undici
+    // takes whole milliseconds only: a third of a second failed every tunnelled request with
+    // "CONNECT failed: headersTimeout must be a positive integer or zero".
+    it.live("tunnels with a connect timeout that is not a whole number of milliseconds", () =>
+      Effect.gen(function* () {
+        const origin = yield* forwardProxy([])
+        const proxy = yield* tunnelling("200 Connection established")
+        const timeouts: ReadonlyArray<Duration.Input> = [
+          Duration.seconds(1 / 3),
+          "1500 micros",
+          Duration.millis(2000.5)
+        ]
+        for (const connectTimeout of timeouts) {
+          const layer = proxied(`http://127.0.0.1:${proxy.port}`, { tunnelHttp: true, connectTimeout })
+          assert.strictEqual(yield* get(`http://127.0.0.1:${origin.port}/x`, layer), "via proxy")
         }
       }).pipe(Effect.scoped)
     )
