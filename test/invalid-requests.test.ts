@@ -4,8 +4,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Result } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { Cause, Effect, Exit, Layer, Result, Schema } from "effect"
+import { type HttpClientError, HttpClientRequest } from "effect/http"
 import { type FaultServer, faultServer } from "./support/faultServer.ts"
 
 /** Each unsendable request, with the reason it must fail with. */
@@ -85,6 +85,55 @@ describe("requests that can never be sent", () => {
       assert.strictEqual(server.requests("/ok"), 0)
       assert.strictEqual(mixed.flaky.filter(Result.isSuccess).length, recovered)
     }).pipe(Effect.scoped)
+  )
+
+  // Found by a boundary sweep: from JavaScript or under a cast, `Http.getText(url, null)` and a
+  // headers string threw a TypeError out of the call itself, a `null` URL too, and options given
+  // as a string were dropped without a word.
+  it.live(
+    "Http.*: arguments of the wrong type fail typed, naming the argument, not thrown; null options are none",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* faultServer
+        const url = `${server.url}/ok`
+        const calls = (target: unknown, options: unknown) => {
+          const u = target as string
+          const o = options as Http.RequestOptions
+          const S = Schema.Unknown
+          return [
+            () => Http.getText(u, o),
+            () => Http.getBytes(u, o),
+            () => Http.getJson(u, S, o),
+            () => Http.postText(u, "x", o),
+            () => Http.postBytes(u, new Uint8Array(1), o),
+            () => Http.postJson(u, { a: 1 }, S, o)
+          ] as const
+        }
+        for (const [target, options, reason, option] of [
+          [null, undefined, "InvalidUrlError", "url"],
+          [42, {}, "InvalidUrlError", "url"],
+          [url, "accept: text/plain", "EncodeError", "options"],
+          [url, { headers: "accept: text/plain" }, "EncodeError", "headers"],
+          [url, { headers: ["accept", "text/plain"] }, "EncodeError", "headers"],
+          [url, { urlParams: "a=1" }, "EncodeError", "urlParams"]
+        ] as const) {
+          for (const call of calls(target, options)) {
+            const exit = yield* Effect.exit(call())
+            const error = Exit.isFailure(exit)
+              ? (Cause.squash(exit.cause) as HttpClientError.HttpClientError)
+              : undefined
+            assert.strictEqual(error?.reason._tag, reason, `${String(target)} ${JSON.stringify(options)}`)
+            const cause = error?.reason.cause as { _tag?: string; option?: string } | undefined
+            assert.strictEqual(cause?._tag, "InvalidOptionsError")
+            assert.strictEqual(cause?.option, option)
+          }
+        }
+        assert.strictEqual(server.requests("/ok"), 0)
+        // `null` options, headers and urlParams are none, as `undefined` ones are.
+        for (const options of [null, { headers: null, urlParams: null }]) {
+          assert.strictEqual(yield* Http.getText(url, options as unknown as Http.RequestOptions), "xx")
+        }
+      }).pipe(Effect.scoped, Effect.provide(client()))
   )
 
   it.live("a PUT whose Content-Length contradicts its body: an EncodeError, never sent or retried", () =>

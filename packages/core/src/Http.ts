@@ -44,6 +44,7 @@ import type * as Schema from "effect/Schema"
 import * as Exchange from "./internal/http/exchange.ts"
 import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
+import { InvalidOptionsError } from "./internal/options.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
 import { type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -51,7 +52,10 @@ import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
 /**
- * Per-call options shared by every helper.
+ * Per-call options shared by every helper. `null` (from JavaScript) counts as unset, for the
+ * options and for each field; a URL that is not a string or `URL`, or options, `headers` or
+ * `urlParams` that are not objects, fail the call with an `HttpClientError` (`InvalidUrlError`,
+ * `EncodeError`) caused by an `Options.InvalidOptionsError` naming it, before anything is sent.
  *
  * @example
  * ```ts
@@ -122,7 +126,7 @@ export const getText = (
   string,
   HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
   HttpClient.HttpClient
-> => run(build("GET", url, options), onText)
+> => refused("GET", url, options) ?? run(build("GET", url, options), onText)
 
 /**
  * GET a URL and read the body as bytes.
@@ -145,7 +149,7 @@ export const getBytes = (
   Uint8Array,
   HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
   HttpClient.HttpClient
-> => run(build("GET", url, options), onBytes)
+> => refused("GET", url, options) ?? run(build("GET", url, options), onBytes)
 
 /**
  * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
@@ -165,8 +169,9 @@ export const getBytes = (
  * @category GET
  */
 export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
+  refused("GET", url, options) ??
   run(
-    options === undefined
+    options == null
       ? HttpClientRequest.setUrl(JSON_GET, url)
       : build("GET", url, { ...options, headers: { accept: "application/json", ...options.headers } }),
     onJson(schema)
@@ -186,6 +191,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
  * @category POST
  */
 export const postText = (url: string | URL, body: string, options?: RequestOptions) =>
+  refused("POST", url, options) ??
   run(HttpClientRequest.bodyText(build("POST", url, options), body, contentTypeOf(options)), onText)
 
 /**
@@ -202,6 +208,7 @@ export const postText = (url: string | URL, body: string, options?: RequestOptio
  * @category POST
  */
 export const postBytes = (url: string | URL, body: Uint8Array, options?: RequestOptions) =>
+  refused("POST", url, options) ??
   run(HttpClientRequest.bodyUint8Array(build("POST", url, options), body, contentTypeOf(options)), onBytes)
 
 /**
@@ -228,6 +235,8 @@ export const postJson = <S extends Schema.Constraint>(
   schema: S,
   options?: RequestOptions
 ) => {
+  const refusal = refused("POST", url, options)
+  if (refusal !== undefined) return refusal
   const request = build("POST", url, { ...options, headers: { accept: "application/json", ...options?.headers } })
   return HttpBody.json(body, contentTypeOf(options)).pipe(
     Effect.map((json) => HttpClientRequest.setBody(request, json)),
@@ -325,13 +334,60 @@ export const metrics: {
 
 // A call without options (most are) builds its request in one step, from an empty one of its
 // method: `make` builds three and copies its options twice.
+// `null` options (from JavaScript) are none, as a `null` field is unset.
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
-  options === undefined
+  options == null
     ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, url)
     : withParams(
-        HttpClientRequest.make(method)(url, options.headers === undefined ? {} : { headers: options.headers }),
-        options.urlParams
+        HttpClientRequest.make(method)(url, options.headers == null ? {} : { headers: options.headers }),
+        options.urlParams ?? undefined
       )
+
+// A call a JavaScript caller (or a cast) got wrong fails as a request that can never be sent,
+// never retried: a URL that is not a string or URL with InvalidUrlError, options, headers or
+// urlParams that are not objects with EncodeError (as a header the client cannot write does),
+// each caused by the InvalidOptionsError naming it. They threw out of the call (`null` for the
+// URL, `"x"` for the headers) or were dropped without a word (`"x"` for the options). Checked
+// before anything is built; nothing to check on the common path (a URL string, no options).
+const refused = (
+  method: "GET" | "POST",
+  url: string | URL,
+  options: RequestOptions | undefined
+): Effect.Effect<never, HttpClientError.HttpClientError> | undefined => {
+  const urlOk = typeof url === "string" || url instanceof URL
+  if (urlOk && options == null) return undefined
+  const bad = !urlOk
+    ? ["url", "must be a string or a URL", url]
+    : !isObject(options)
+      ? ["options", "must be an object", options]
+      : options.headers != null && !isObject(options.headers)
+        ? ["headers", "must be an object of header names to values", options.headers]
+        : options.urlParams != null && !isObject(options.urlParams)
+          ? ["urlParams", "must be an object of parameter names to values", options.urlParams]
+          : undefined
+  if (bad === undefined) return undefined
+  const [option, must, value] = bad
+  const cause = new InvalidOptionsError({ option: option as string, reason: `${must}, got ${kindOf(value)}` })
+  const request = HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, urlOk ? url : "")
+  const props = { request, cause, description: cause.message }
+  return Effect.fail(
+    new HttpClientError.HttpClientError({
+      reason: urlOk ? new HttpClientError.EncodeError(props) : new HttpClientError.InvalidUrlError(props)
+    })
+  )
+}
+
+const isObject = (value: unknown): value is object =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+const kindOf = (value: unknown): string =>
+  value === null
+    ? "null"
+    : Array.isArray(value)
+      ? "an array"
+      : typeof value === "string"
+        ? JSON.stringify(value)
+        : typeof value
 
 // Appended, not set: `make`'s `urlParams` replace those of the same name that a `URL` object
 // brought (`?page=1` lost), while a string URL keeps its query and gets them after it.
