@@ -15,7 +15,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as internal from "./internal/http/body.ts"
-import type { InvalidOptionsError } from "./internal/options.ts"
+import { type InvalidOptionsError, oneOf } from "./internal/options.ts"
 
 /**
  * Whether responses are decoded (`Content-Encoding` gzip, deflate, br, zstd) for the requests
@@ -103,7 +103,8 @@ export const isBodyTooLarge: (error: unknown) => boolean = internal.isBodyTooLar
 
 /**
  * Turns decompression on or off for every request of `effect` (a call, a batch, a pipeline),
- * whatever the client layer says.
+ * whatever the client layer says. A value that is not a boolean (`"false"` from JavaScript)
+ * fails with an `InvalidOptionsError` before anything runs.
  *
  * @example
  * ```ts
@@ -118,8 +119,11 @@ export const isBodyTooLarge: (error: unknown) => boolean = internal.isBodyTooLar
  */
 export const withDecompress =
   (enabled: boolean) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.provideService(effect, internal.Decompress, enabled)
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | InvalidOptionsError, R> =>
+    // Checked: from JavaScript or a config string, `"false"` was truthy and turned decoding on.
+    enabled === true || enabled === false
+      ? Effect.provideService(effect, internal.Decompress, enabled)
+      : Effect.flatMap(oneOf("decompress", enabled, [true, false]), () => effect)
 
 /**
  * Limits every response body read in `effect` (a call, a batch, a pipeline) to `bytes` after
