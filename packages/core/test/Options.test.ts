@@ -67,6 +67,30 @@ describe("Options", () => {
         }
       })
     )
+    // Found by a boundary sweep: Effect's decoder reads these as 0 without a word, and 0 turns
+    // some limits off (`headersTimeout: { secs: 30 }` was no headers timeout at all).
+    it.effect("rejects NaN in a pair or an object, and objects with fields a duration does not have", () =>
+      Effect.gen(function* () {
+        for (const bad of [
+          [Number.NaN, 0],
+          [1, Number.NaN],
+          { seconds: Number.NaN },
+          { secs: 30 },
+          { millis: 5 },
+          { seconds: "30" },
+          { seconds: 30, extra: 1 }
+        ]) {
+          const error = yield* Effect.flip(Options.duration("headersTimeout", bad as unknown as Duration.Input))
+          assert.strictEqual(error.option, "headersTimeout", JSON.stringify(bad))
+          assert.include(error.message, "must be a duration")
+        }
+        // Pairs and objects still read as Effect reads them.
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("t", [1, 500_000_000])), 1500)
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("t", { minutes: 1, milliseconds: 5 })), 60_005)
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("t", { seconds: 2, days: undefined })), 2000)
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("t", {})), 0)
+      })
+    )
     it.effect("rejects 0 when the duration must be positive, and only then", () =>
       Effect.gen(function* () {
         assert.strictEqual(Duration.toMillis(yield* Options.duration("timeout", 0)), 0)

@@ -52,7 +52,8 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
 /**
  * Checks that `value` is a finite, non-negative duration (positive with `{ positive: true }`)
  * and returns it as a `Duration`. Accepts anything `Duration.Input` accepts (`"5 seconds"`, a
- * number of milliseconds, a `Duration`); `NaN` is not a duration.
+ * number of milliseconds, a `Duration`); `NaN` is not a duration, in a `[seconds, nanos]` pair
+ * or a duration object either, nor is an object with a field a duration object does not have.
  *
  * @example
  * ```ts
@@ -72,7 +73,7 @@ export const duration = (
   value: Duration.Input,
   bounds?: { readonly positive?: boolean | undefined }
 ): Effect.Effect<Duration.Duration, InvalidOptionsError> => {
-  const decoded = typeof value === "number" && Number.isNaN(value) ? undefined : Duration.fromInput(value)
+  const decoded = misread(value) ? undefined : Duration.fromInput(value)
   if (decoded === undefined || decoded._tag === "None") {
     return Effect.fail(new InvalidOptionsError({ option, reason: `must be a duration, got ${show(value)}` }))
   }
@@ -183,6 +184,30 @@ export const optional = <A, B>(
   value: A | undefined,
   check: (value: A) => Effect.Effect<B, InvalidOptionsError>
 ): Effect.Effect<B | undefined, InvalidOptionsError> => (value === undefined ? Effect.undefined : check(value))
+
+// What Effect's decoder turns into 0 without a word: `NaN` as milliseconds, in a
+// `[seconds, nanos]` pair or in a field of a duration object, and an object field it does not
+// know (`{ secs: 30 }`, `{ millis: 5 }`) or of another type. 0 switches some limits off.
+const misread = (value: unknown): boolean => {
+  if (typeof value === "number") return Number.isNaN(value)
+  if (typeof value !== "object" || value === null || Duration.isDuration(value)) return false
+  if (Array.isArray(value)) return value.some((part) => Number.isNaN(part))
+  return Object.entries(value).some(
+    ([key, part]) =>
+      !DURATION_FIELDS.has(key) || (part !== undefined && !(typeof part === "number" && !Number.isNaN(part)))
+  )
+}
+
+const DURATION_FIELDS: ReadonlySet<string> = new Set([
+  "weeks",
+  "days",
+  "hours",
+  "minutes",
+  "seconds",
+  "milliseconds",
+  "microseconds",
+  "nanoseconds"
+])
 
 const show = (value: unknown): string => {
   if (typeof value === "string") return JSON.stringify(value)
