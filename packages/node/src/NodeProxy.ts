@@ -110,7 +110,8 @@ export const makeDispatcher = (
 /**
  * Provides `HttpClient` routed by `config`. Logs the routes (passwords redacted) at
  * Debug level when built, and gives each traced request's client span a `proxy.route`
- * attribute: `direct`, or the proxy's URL with its password redacted.
+ * attribute: `direct`, or the proxy's URL with its password redacted. A `config` not built by
+ * `Proxy.make` or `Proxy.fromEnv` (their options, say) fails the build with `InvalidOptionsError`.
  *
  * @example
  * ```ts
@@ -135,6 +136,13 @@ export const layer = (
     Effect.gen(function* () {
       // `null` from JavaScript is no options, as `undefined` is.
       const options = yield* Validate.record("options", given ?? {})
+      // A configuration not built by Proxy.make (its options, `{ all: url }`, say) died in routing.
+      if (!isProxyConfig(config)) {
+        return yield* new Validate.InvalidOptionsError({
+          option: "config",
+          reason: "must be a ProxyConfig built by Proxy.make or Proxy.fromEnv (not their options)"
+        })
+      }
       // `tls: null` is unset, as `null` is for every TLS option.
       if ((options as NodeHttpClient.Options).tls != null) {
         return yield* new Validate.InvalidOptionsError({
@@ -198,6 +206,12 @@ export const layerConfig = (
       return layer(config, options)
     })
   )
+
+const isProxyConfig = (config: unknown): config is Proxy.ProxyConfig => {
+  if (typeof config !== "object" || config === null) return false
+  const { noProxy, rules } = config as Partial<Proxy.ProxyConfig>
+  return typeof noProxy === "object" && noProxy !== null && Array.isArray(noProxy.patterns) && Array.isArray(rules)
+}
 
 const routeLabel = (config: Proxy.ProxyConfig, url: URL): string => {
   const route = Proxy.route(config, url)

@@ -204,6 +204,24 @@ describe("NodeProxy", () => {
       })
     )
 
+    // Found by a boundary sweep: a configuration not from Proxy.make (its options, `{ all: url }`,
+    // a URL, null) built, and the first request died with a TypeError reading 'source' or 'http'.
+    it.effect("fails its build with InvalidOptionsError given a config not built by Proxy.make", () =>
+      Effect.gen(function* () {
+        for (const config of [{ all: "http://127.0.0.1:3128" }, "http://127.0.0.1:3128", null]) {
+          const exit = yield* Effect.exit(
+            Layer.build(NodeProxy.layer(config as unknown as Proxy.ProxyConfig)).pipe(Effect.scoped)
+          )
+          assert.isTrue(Exit.isFailure(exit) && !Cause.hasDies(exit.cause), String(config))
+          const error = Exit.isFailure(exit) ? (Cause.squash(exit.cause) as { _tag?: string; option?: string }) : {}
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.strictEqual(error.option, "config")
+        }
+        yield* Layer.build(NodeProxy.layer(yield* Proxy.make({ all: "http://127.0.0.1:3128" }))).pipe(Effect.scoped)
+        yield* Layer.build(NodeProxy.layer(Proxy.none)).pipe(Effect.scoped)
+      })
+    )
+
     // Found by review: `tunnelHttp: "false"` was truthy (every request tunnelled), and a null TLS
     // option from JavaScript died reading 'minVersion'.
     it.effect("takes null TLS options as unset and fails with InvalidOptionsError for a tunnelHttp not a boolean", () =>
