@@ -612,8 +612,9 @@ describe("NodeBlocking", () => {
     it.effect("fails a task sent ahead with a transferred payload when its thread dies: its buffers died with it", () =>
       withPool({ maxWorkers: 1, minWorkers: 1, waitForWorkers: true, tasks: [P.exit, T.reverse] })(
         Effect.gen(function* () {
-          // Run once: a task never measured is not sent ahead.
-          yield* Blocking.run(T.reverse, new Uint8Array([1]))
+          // A task never measured is not sent ahead, nor one measured long (over 2 ms: a first call
+          // on a loaded machine can be): runs enough that its average (1/8 weight) comes down.
+          for (let i = 0; i < 30; i++) yield* Blocking.run(T.reverse, new Uint8Array([1]))
           // Sent together to the one thread: the first kills it; the second's buffer was moved to it.
           const [killed, held] = yield* Effect.all(
             [Effect.flip(Blocking.run(P.exit, 3)), Effect.flip(Blocking.run(T.reverse, new Uint8Array([1, 2, 3])))],
