@@ -259,7 +259,12 @@ const wrap = (options: Options) =>
       const window = yield* Validate.duration("rateLimit.window", rateLimit.window, { positive: true })
       const algorithm = yield* Validate.oneOf("rateLimit.algorithm", rateLimit.algorithm ?? "token-bucket", algorithms)
       const perHost = yield* Validate.oneOf("rateLimit.perHost", rateLimit.perHost ?? true, [true, false])
-      const limiter = yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))
+      // The store is built in the layer's scope: its sweep of expired buckets is a fiber of that
+      // scope. Provided to `make` alone, its scope closed as `make` returned, which stopped the
+      // sweep and kept a bucket for every origin ever limited, for the client's life. Fresh: a
+      // store of its own, never one memoised by another layer (whose keys would be shared).
+      const store = yield* Layer.build(Layer.fresh(RateLimiter.layerStoreMemory))
+      const limiter = yield* RateLimiter.make.pipe(Effect.provideContext(store))
       // Not Effect's `HttpClient.withRateLimiter`: its wait reserves a token before sleeping, so a
       // request interrupted while waiting (by its caller, or by the retry policy's
       // `attemptTimeout`) kept a slot it never used. The limit is the caller's: response headers
