@@ -159,6 +159,11 @@ export const cancellable = (
  *
  * Visible as it runs: `Progress.origins` in `onProgress`, and {@link adaptiveMetrics}.
  *
+ * A batch keeps the limits of the last 1,024 origins to go idle (no request in flight or
+ * queued; a paused one until its pause ends): an origin forgotten before it is met again
+ * starts again from `initial`, so that a stream over an endless input of origins keeps a
+ * bounded state.
+ *
  * Options are checked when a batch starts: `min`, `max` and `initial` must be integers >= 1
  * with `min <= initial <= max`, or the batch fails with `InvalidOptionsError`.
  *

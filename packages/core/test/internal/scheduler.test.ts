@@ -1,7 +1,8 @@
 // The scheduler's origin keys: a URL that starts like the last origin seen but names another
 // (a longer host, a port, user info, another case) gets its own host and limit.
 import { assert, describe, it } from "@effect/vitest"
-import { DONE, type Job, Scheduler, WAIT } from "../../src/internal/fanout/scheduler.ts"
+import type { Config as AdaptiveConfig } from "../../src/internal/fanout/adaptive.ts"
+import { DONE, type Job, MAX_IDLE_ORIGINS, Scheduler, WAIT } from "../../src/internal/fanout/scheduler.ts"
 
 const hostsOf = (urls: ReadonlyArray<string>) => {
   const scheduler = new Scheduler(urls[Symbol.iterator](), {
@@ -67,5 +68,87 @@ describe("Scheduler origins", () => {
     }
     assert.strictEqual(started, total)
     assert.isAtMost(longest, 2 * 1024 + 1)
+  })
+
+  // A crawler's stream meets each of millions of origins once or a few times: the batch must not
+  // keep a host for each (a fixed perHost's was 190 bytes, an adaptive one's 830).
+  describe("forgets idle origins, so an endless input of origins keeps a bounded state", () => {
+    /** Runs `urls` with `concurrency` requests in flight, finishing the oldest first. */
+    const run = (urls: Iterable<string>, adaptive: AdaptiveConfig | undefined, concurrency: number) => {
+      const scheduler = new Scheduler(urls[Symbol.iterator](), {
+        perHost: adaptive === undefined ? 2 : undefined,
+        adaptive,
+        window: Number.POSITIVE_INFINITY,
+        ordered: false,
+        lookahead: 1024
+      })
+      const running: Array<Job> = []
+      let started = 0
+      let most = 0
+      for (;;) {
+        const next = running.length < concurrency ? scheduler.next() : WAIT
+        if (next === DONE) break
+        if (next === WAIT) {
+          scheduler.finish(running.shift()!)
+          continue
+        }
+        started++
+        running.push(next)
+        most = Math.max(most, scheduler.hosts.size)
+      }
+      for (const job of running) scheduler.finish(job)
+      return { scheduler, started, most }
+    }
+    const origins = function* (count: number) {
+      for (let i = 0; i < count; i++) yield `http://host-${i}.test/`
+    }
+
+    it("with a fixed perHost, keeps only the origins with requests in flight or queued", () => {
+      const { scheduler, started, most } = run(origins(20_000), undefined, 8)
+      assert.strictEqual(started, 20_000)
+      // And the last origin met, kept for the next request.
+      assert.isAtMost(most, 8 + 1)
+      assert.isAtMost(scheduler.hosts.size, 1)
+    })
+
+    it("with a fixed perHost, still holds a busy origin to its limit", () => {
+      // Each origin is met in turns (a, a, a, b, a, a, ...): forgotten in between, never over 2.
+      const urls = Array.from({ length: 3_000 }, (_, i) => `http://${i % 4 === 3 ? `b-${i}` : "a"}.test/${i}`)
+      const scheduler = new Scheduler(urls[Symbol.iterator](), {
+        perHost: 2,
+        adaptive: undefined,
+        window: Number.POSITIVE_INFINITY,
+        ordered: false,
+        lookahead: 1024
+      })
+      const running: Array<Job> = []
+      let started = 0
+      for (;;) {
+        const next = running.length < 8 ? scheduler.next() : WAIT
+        if (next === DONE) break
+        if (next === WAIT) {
+          scheduler.finish(running.shift()!)
+          continue
+        }
+        started++
+        running.push(next)
+        // By URL, not by host object: a second host for one origin would double its limit.
+        const origin = new URL(next.request.url).host
+        assert.isAtMost(running.filter((job) => new URL(job.request.url).host === origin).length, 2)
+      }
+      assert.strictEqual(started, 3_000)
+    })
+
+    it("with an adaptive perHost, keeps the last idle origins' limits, up to a bound", () => {
+      const config: AdaptiveConfig = { initial: 4, min: 1, max: 64 }
+      const { scheduler, started, most } = run(origins(20_000), config, 8)
+      assert.strictEqual(started, 20_000)
+      assert.isAtMost(most, MAX_IDLE_ORIGINS + 8 + 1)
+      assert.isAtMost(scheduler.hosts.size, MAX_IDLE_ORIGINS + 1)
+      // The most recent ones are those kept (met again, an origin goes on with its learnt limit).
+      const kept = scheduler.hosts.get("http://host-19999.test")
+      assert.isDefined(kept)
+      assert.isUndefined(scheduler.hosts.get("http://host-0.test"))
+    })
   })
 })

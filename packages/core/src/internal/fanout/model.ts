@@ -120,7 +120,8 @@ export interface Progress {
   readonly retried: number
   /**
    * With `perHost: Fanout.adaptive()`: each origin's limit now and why (a getter, computed
-   * when read: read it in the callback; a copy such as `{ ...progress }` leaves it out).
+   * when read: read it in the callback; a copy such as `{ ...progress }` leaves it out). The
+   * origins with requests, and the last 1,024 to go idle (see `Fanout.adaptive`).
    */
   readonly origins?: ReadonlyArray<OriginProgress> | undefined
 }

@@ -65,7 +65,8 @@ export class Origins {
   private readonly maxPauseMillis: number
   private readonly deadline: number | undefined
   private readonly attemptTimeoutMillis: number | undefined
-  private readonly series = new Map<Host, Series>()
+  // Weak: an origin the scheduler forgets (idle) takes its series with it.
+  private readonly series = new WeakMap<Host, Series>()
   /** The client's own stalls, read by `ticker` (see `stallOf`). */
   private nextTick = Number.POSITIVE_INFINITY
   private stallEnd = Number.NEGATIVE_INFINITY
@@ -258,7 +259,7 @@ export class Origins {
   private record(host: Host, reason: Reason): void {
     let series = this.series.get(host)
     if (series === undefined) {
-      const attributes = { origin: this.originOf(host) }
+      const attributes = { origin: host.key }
       series = {
         limit: Metric.withAttributes(metrics.limit, attributes),
         inFlight: Metric.withAttributes(metrics.inFlight, attributes),
@@ -270,7 +271,7 @@ export class Origins {
     }
     let changes = series.changes.get(reason)
     if (changes === undefined) {
-      changes = Metric.withAttributes(metrics.changes, { origin: this.originOf(host), reason })
+      changes = Metric.withAttributes(metrics.changes, { origin: host.key, reason })
       series.changes.set(reason, changes)
     }
     const limit = host.adaptive!
@@ -280,11 +281,6 @@ export class Origins {
     if (limit.baseline !== undefined) series.baseline.updateUnsafe(limit.baseline, context)
     if (limit.latency !== undefined) series.latency.updateUnsafe(limit.latency, context)
     changes.updateUnsafe(1, context)
-  }
-
-  private originOf(host: Host): string {
-    for (const [origin, h] of this.scheduler.hosts) if (h === host) return origin
-    return ""
   }
 }
 

@@ -33,6 +33,8 @@ export class Cancellable {
 export type Input = Target | Cancellable
 
 export class Host {
+  /** The origin, as `Scheduler.hosts` keys it. */
+  readonly key: string
   inFlight = 0
   queue: Array<Job> = []
   head = 0
@@ -41,7 +43,8 @@ export class Host {
   readonly adaptive: AdaptiveLimit | undefined
   /** Redirected jobs waiting for a slot here; served before the queue (they started earlier). */
   hops: Array<PendingHop> | undefined = undefined
-  constructor(limit: number, adaptive: AdaptiveConfig | undefined) {
+  constructor(key: string, limit: number, adaptive: AdaptiveConfig | undefined) {
+    this.key = key
     this.adaptive = adaptive === undefined ? undefined : new AdaptiveLimit(adaptive)
     this.limit = this.adaptive === undefined ? limit : this.adaptive.limit
   }
@@ -52,6 +55,10 @@ export class Host {
    */
   get free(): boolean {
     return this.inFlight < this.limit
+  }
+  /** Whether no request of the origin is in flight, queued or waiting for a slot here. */
+  get idle(): boolean {
+    return this.inFlight === 0 && this.head === this.queue.length && (this.hops === undefined || this.hops.length === 0)
   }
   /** Whether a request may start now (under its limit, not paused). */
   open(now: () => number): boolean {
@@ -105,11 +112,19 @@ export interface SchedulerOptions {
 // Started jobs at the front of an origin's queue that `next` drops at once (see there).
 const COMPACT_AFTER = 1024
 
+// Idle origins whose adaptive limit is kept (see `settle`).
+export const MAX_IDLE_ORIGINS = 1024
+
 export class Scheduler {
   readonly options: SchedulerOptions
   private readonly source: Iterator<Input>
-  /** Origins seen so far, by `originOf` key. */
+  /**
+   * Origins with work, by `originOf` key, and the idle ones still worth keeping (see `settle`):
+   * a stream over an endless input of origins must not keep one for each.
+   */
   readonly hosts = new Map<string, Host>()
+  /** Idle origins with an adaptive limit, least recently idle first. */
+  private readonly idleHosts = new Set<Host>()
   private readonly ready: Array<Host> = []
   private rr = 0
   private exhausted = false
@@ -203,6 +218,7 @@ export class Scheduler {
         return
       }
       host.inFlight--
+      if (host.inFlight === 0) this.settle(host)
     }
     this.version++
     // Except when the read-ahead is full: the finisher's take makes room to read more, which
@@ -245,6 +261,7 @@ export class Scheduler {
     return () => {
       const i = to.hops!.indexOf(pending)
       if (i >= 0) to.hops!.splice(i, 1)
+      if (to.inFlight === 0) this.settle(to)
     }
   }
 
@@ -255,6 +272,7 @@ export class Scheduler {
     // Under the limit only: an adaptive one may have dropped below the requests in flight.
     const hop = host.free ? host.hops?.shift() : undefined
     if (hop === undefined) {
+      if (host.inFlight === 0) this.settle(host)
       this.changed(1)
       return
     }
@@ -348,6 +366,39 @@ export class Scheduler {
     return job
   }
 
+  /**
+   * `host` may have gone idle: then it is forgotten (a request to it later starts afresh, as the
+   * first did), so that a batch's state does not grow with every origin it ever met. An adaptive
+   * limit is learnt, so the last `MAX_IDLE_ORIGINS` idle ones are kept, and a paused one until
+   * its pause ends (it comes back here when it next goes idle, or when another is forgotten).
+   */
+  private settle(host: Host): void {
+    if (!host.idle) return
+    if (host.adaptive === undefined) {
+      this.forget(host)
+      return
+    }
+    const idle = this.idleHosts
+    idle.delete(host)
+    idle.add(host)
+    if (idle.size <= MAX_IDLE_ORIGINS) return
+    const now = this.now()
+    for (const oldest of idle) {
+      if (idle.size <= MAX_IDLE_ORIGINS) break
+      if (oldest.idle && oldest.adaptive!.paused(now)) continue
+      idle.delete(oldest)
+      // Busy again since it went idle: it comes back when it next does.
+      if (oldest.idle) this.forget(oldest)
+    }
+  }
+
+  private forget(host: Host): void {
+    // The last origin met is kept: the next request is most likely its (one worker on one
+    // origin goes idle between any two requests), and it is found without a parse.
+    if (host === this.lastHost) return
+    if (this.hosts.get(host.key) === host) this.hosts.delete(host.key)
+  }
+
   /** The earliest end of a pause still running, or 0 (rare: when a pause ends). */
   private nextWake(): number {
     const now = this.now()
@@ -395,7 +446,7 @@ export class Scheduler {
     const key = originOf(url)
     let host = this.hosts.get(key)
     if (host === undefined) {
-      host = new Host(this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
+      host = new Host(key, this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
       this.hosts.set(key, host)
     }
     if (key !== "") {
