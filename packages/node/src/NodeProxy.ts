@@ -3,8 +3,9 @@
  * direct, through an HTTP(S) proxy or through SOCKS5 depending on the layer you provide.
  *
  * Each request is routed by its origin with {@link Proxy.route}: direct requests use a
- * plain undici `Agent`; proxied ones use undici's `ProxyAgent` (plain HTTP forwarded in
- * absolute form, HTTPS tunnelled with `CONNECT`, Basic auth, `https://` proxies) or, for
+ * plain undici `Agent`; proxied ones use undici's `ProxyAgent` (HTTPS tunnelled with
+ * `CONNECT`, Basic auth, `https://` proxies), an `Agent` of pools to the proxy for plain HTTP
+ * forwarded in absolute form (dropped, as direct ones are, once their connections close) or, for
  * SOCKS5 (username/password), an `Agent` whose connections are tunnels opened with the
  * handshake of undici's `Socks5ProxyAgent`; one per distinct proxy. Every route keeps its
  * own pool per origin, built from the same options (`connectionsPerOrigin`,

@@ -1,6 +1,7 @@
 // One undici dispatcher that routes each request by its origin: a plain Agent for direct
-// routes and one agent per distinct proxy (undici's ProxyAgent for HTTP(S) proxies, an Agent
-// whose connections are SOCKS5 tunnels for SOCKS5), each with its own per-origin pools built
+// routes and one agent per distinct proxy (undici's ProxyAgent for HTTP(S) proxies' tunnels and
+// an Agent of pools to the proxy for the plain HTTP they forward, an Agent whose connections are
+// SOCKS5 tunnels for SOCKS5), each with its own per-origin pools built
 // from the same pool options, created on first use. Closing or destroying it closes them all.
 // Failures on the way to a proxy are marked where they happen (see errors.ts).
 import { lookup } from "node:dns/promises"
@@ -77,7 +78,8 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     const url = new URL(origin)
     const hostname = unbracket(url.hostname)
     if (proxy.protocol !== "socks5" || isIP(hostname) !== 0) {
-      return this.via(proxy).dispatch(options, withProxyErrors(handler, proxy, origin))
+      const forwarded = !isSocks(proxy) && url.protocol === "http:" && !this.settings.tunnelHttp
+      return this.via(proxy, undefined, forwarded).dispatch(options, withProxyErrors(handler, proxy, origin))
     }
     // socks5 (unlike socks5h) resolves names locally: undici always sends the name to the
     // proxy, so the request goes to the address instead, with the name kept in Host and as
@@ -94,10 +96,10 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     return true
   }
 
-  via(proxy: Proxy.ProxyUrl, servername?: string): Undici.Dispatcher {
+  via(proxy: Proxy.ProxyUrl, servername?: string, forwarded = false): Undici.Dispatcher {
     // The credentials are part of the key: the same proxy with another user name or password is
     // another route. The label is not enough: it hides a lone user name (a token) as `<redacted>@`.
-    const key = `${proxy.label}\u0000${this.credentialsIndex(proxy)}\u0000${servername ?? ""}`
+    const key = `${proxy.label}\u0000${this.credentialsIndex(proxy)}\u0000${servername ?? ""}${forwarded ? "\u0000forward" : ""}`
     const routes = servername === undefined ? this.proxies : this.named
     let dispatcher = routes.get(key)
     if (dispatcher === undefined) {
@@ -105,7 +107,9 @@ export class RoutingDispatcher extends Undici.Dispatcher {
         servername === undefined
           ? this.settings
           : { ...this.settings, originTls: { ...this.settings.originTls, servername } }
-      dispatcher = makeProxyAgent(proxy, this.agent, settings)
+      dispatcher = forwarded
+        ? forwardingAgent(proxy, this.agent, settings)
+        : makeProxyAgent(proxy, this.agent, settings)
     } else if (servername !== undefined) {
       routes.delete(key) // re-inserted below as the most recently used
     }
@@ -169,12 +173,8 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
   // Agent, which copies its options into every pool it creates, so a deep `util.inspect` of the
   // client showed it. The clients that talk to the proxy add it to each request they send instead
   // (the CONNECT of a tunnel, a forwarded plain-HTTP request), from this Redacted.
-  const authorization =
-    proxy.username === undefined && proxy.password === undefined
-      ? undefined
-      : Redacted.make(`Basic ${Buffer.from(`${proxy.username ?? ""}:${password(proxy)}`).toString("base64")}`)
+  const authorization = authorizationOf(proxy)
   const uri = `${proxy.protocol}://${proxy.hostname}:${proxy.port}`
-  const proxyHref = new URL(uri).href
   return new Undici.ProxyAgent({
     ...agent,
     uri,
@@ -188,41 +188,110 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
         headersTimeout: connectTimeoutOf(agent),
         authorization
       }),
-    // ProxyAgent asks this factory both for the pool of each tunnelled origin (with the origin
-    // and the agent's options) and for the client that forwards plain HTTP to the proxy (with
-    // the proxy's href and only a connector: left to itself, that pool would ignore the pool
-    // options). Its connections are the hop to the proxy too.
-    factory: (origin, options) =>
-      String(origin) === proxyHref
-        ? new Undici.Pool(origin, {
-            ...agent,
-            connect: toProxy(connectorOf(options)),
-            ...(authorization === undefined
-              ? {}
-              : { factory: (origin, options) => new ForwardingClient(origin, options, authorization) })
-          })
-        : new Undici.Pool(origin, options as Undici.Pool.Options)
+    // ProxyAgent asks this factory for the pool of each tunnelled origin. Plain HTTP forwarded
+    // in absolute form never reaches this agent (see `forwardingAgent`).
+    factory: (origin, options) => new Undici.Pool(origin, options as Undici.Pool.Options)
   })
 }
 
 const PROXY_AUTHORIZATION = "proxy-authorization"
 
-// A connection to the proxy that forwards plain-HTTP requests in absolute form, adding the
-// proxy's credentials to each as it is sent.
-class ForwardingClient extends Undici.Client {
-  readonly authorization: Redacted.Redacted<string>
-  constructor(origin: string | URL, options: Undici.Client.Options, authorization: Redacted.Redacted<string>) {
-    super(origin, options)
-    this.authorization = authorization
+const authorizationOf = (proxy: Proxy.ProxyUrl): Redacted.Redacted<string> | undefined =>
+  proxy.username === undefined && proxy.password === undefined
+    ? undefined
+    : Redacted.make(`Basic ${Buffer.from(`${proxy.username ?? ""}:${password(proxy)}`).toString("base64")}`)
+
+// Plain HTTP sent to an HTTP(S) proxy in absolute form (`GET http://origin/path`), one pool per
+// origin, as undici's ProxyAgent does. Not ProxyAgent's: it wraps each origin's pool in a
+// dispatcher that passes on none of the pool's connection events, which are how its Agent knows
+// a pool went idle, so it never dropped one: a client that met many origins through the proxy kept
+// a pool for each (about 23 KB) for its life. Here each origin's pool is a pool to the proxy that
+// rewrites its requests, and the Agent drops it once its connections have closed.
+const forwardingAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings: Settings): Undici.Dispatcher => {
+  const proxyHref = new URL(`${proxy.protocol}://${proxy.hostname}:${proxy.port}`).href
+  const https = proxy.protocol === "https"
+  const connectHttp1 = Undici.buildConnector({
+    ...(typeof agent.connectTimeout === "number" ? { timeout: agent.connectTimeout } : {}),
+    ...settings.proxyTls,
+    allowH2: false
+  })
+  // As ProxyAgent: a certificate for another name is the proxy's (undici's client would
+  // otherwise keep the requests queued on it).
+  const connect: Undici.buildConnector.connector = https
+    ? (options, callback) =>
+        connectHttp1(options, (error, socket) => {
+          if (error !== null && (error as { readonly code?: unknown }).code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+            callback(new Undici.errors.SecureProxyConnectionError(error), null)
+          } else if (error !== null) callback(error, null)
+          else callback(null, socket)
+        })
+    : connectHttp1
+  const forwarding: Forwarding = {
+    authorization: authorizationOf(proxy),
+    // The name the proxy's certificate must match, not the origin's (which the Host header names).
+    servername: https ? (settings.proxyTls?.servername ?? unbracket(proxy.hostname)) : undefined
+  }
+  // Each origin's pool has the pool options, and connects to the proxy.
+  return new Undici.Agent({
+    ...agent,
+    factory: () => new ForwardingPool(proxyHref, { ...agent, allowH2: false, connect: toProxy(connect) }, forwarding)
+  })
+}
+
+interface Forwarding {
+  readonly authorization: Redacted.Redacted<string> | undefined
+  readonly servername: string | undefined
+}
+
+// undici's message for a 407 to a forwarded request (see errors.ts), kept as ProxyAgent has it.
+const FORWARDED_407 = "Proxy Authentication Required (407)"
+
+/** One origin's connections to the proxy, sending its requests in absolute form. */
+class ForwardingPool extends Undici.Pool {
+  readonly forwarding: Forwarding
+  constructor(proxyHref: string, options: Undici.Pool.Options, forwarding: Forwarding) {
+    super(proxyHref, options)
+    this.forwarding = forwarding
   }
 
   override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
+    // As ProxyAgent: the proxy's credentials are the route's, never a request's own header.
+    if (hasHeader(options.headers, PROXY_AUTHORIZATION)) {
+      throw new Undici.errors.InvalidArgumentError("Proxy-Authorization should be sent in ProxyAgent constructor")
+    }
+    const origin = new URL(String(options.origin))
+    const { authorization, servername } = this.forwarding
+    const headers = withHost(options.headers, origin.host)
     return super.dispatch(
-      { ...options, headers: withHeader(options.headers, PROXY_AUTHORIZATION, Redacted.value(this.authorization)) },
-      handler
+      {
+        ...options,
+        path: origin.origin + (options.path || "/"),
+        headers:
+          authorization === undefined
+            ? headers
+            : withHeader(headers, PROXY_AUTHORIZATION, Redacted.value(authorization)),
+        ...(servername === undefined ? {} : { servername })
+      },
+      refusing407(handler)
     )
   }
 }
+
+// A 407 is the proxy's answer, not the origin's: the request fails with it, as with ProxyAgent.
+const refusing407 = (handler: Undici.Dispatcher.DispatchHandler): Undici.Dispatcher.DispatchHandler =>
+  new globalThis.Proxy(handler, {
+    get(inner, property) {
+      const value: unknown = Reflect.get(inner, property)
+      if (typeof value !== "function") return value
+      if (property === "onResponseStart") {
+        return (controller: Undici.Dispatcher.DispatchController, status: number, ...rest: Array<unknown>) =>
+          status === 407
+            ? inner.onResponseError?.(controller, new Undici.errors.InvalidArgumentError(FORWARDED_407))
+            : value.call(inner, controller, status, ...rest)
+      }
+      return value.bind(inner)
+    }
+  })
 
 const connectorOf = (options: object): Undici.buildConnector.connector =>
   (options as { readonly connect: Undici.buildConnector.connector }).connect
@@ -431,6 +500,18 @@ const socksCredentialProblem = (proxy: Proxy.ProxyUrl): string | undefined => {
 }
 
 type Headers = NonNullable<Undici.Dispatcher.DispatchOptions["headers"]>
+
+/** Whether `headers` have `name` (lower case), in any case. */
+const hasHeader = (headers: Undici.Dispatcher.DispatchOptions["headers"], name: string): boolean => {
+  if (headers === undefined || headers === null) return false
+  const isName = (key: unknown) => String(key).toLowerCase() === name
+  if (Array.isArray(headers)) return headers.some((v, i) => i % 2 === 0 && isName(v))
+  if (Symbol.iterator in headers) {
+    for (const [key] of headers as Iterable<[string, unknown]>) if (isName(key)) return true
+    return false
+  }
+  return Object.keys(headers).some(isName)
+}
 
 export const withHost = (headers: Undici.Dispatcher.DispatchOptions["headers"], host: string): Headers =>
   withHeader(headers, "host", host)
