@@ -30,10 +30,14 @@ export const metrics = {
 }
 
 const PUBLISH_MS = 100
+
+/** Idle origins whose meter a client keeps (see `Meters`). */
+export const MAX_IDLE_METERS = 256
 const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"] as const
 
 /** One origin's counters since they were last published. */
 export class OriginMeter {
+  readonly origin: string
   readonly context: Context.Context<never>
   readonly classes: Array<number> = [0, 0, 0, 0, 0, 0]
   readonly requestSeries: ReadonlyArray<Metric.Metric<number, unknown>>
@@ -44,14 +48,25 @@ export class OriginMeter {
   bytes = 0
   publishedAt = 0
   /** The gauge's count: every client's requests in flight in the series. */
-  readonly shared: InFlight
+  private shared: InFlight
+  /** Forgotten by its client (see `Meters`): holds no `shared` until its next request. */
+  private released = false
   /** A publication scheduled for what start/end left unpublished (a stall publishes nothing). */
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private closed = false
 
   readonly durations: Durations
+  /** The origin's last request in flight ended (its counters are published). */
+  private readonly onIdle: (meter: OriginMeter) => void
 
-  constructor(origin: string, context: Context.Context<never>, durations: Durations) {
+  constructor(
+    origin: string,
+    context: Context.Context<never>,
+    durations: Durations,
+    onIdle: (meter: OriginMeter) => void = () => {}
+  ) {
+    this.origin = origin
+    this.onIdle = onIdle
     this.context = context
     this.durations = durations
     this.shared = InFlight.of(context, origin)
@@ -64,6 +79,11 @@ export class OriginMeter {
 
   /** A request was sent; returns its start time. */
   start(): number {
+    // A request on a meter its client forgot meanwhile (one taken, then started later).
+    if (this.released) {
+      this.released = false
+      this.shared = InFlight.of(this.context, this.origin)
+    }
     this.inFlight++
     this.shared.count++
     const now = performance.now()
@@ -80,8 +100,18 @@ export class OriginMeter {
     this.shared.count--
     this.bytes += bytes
     this.classes[status === 0 ? 5 : Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!++
-    if (this.inFlight === 0 || now - this.publishedAt >= PUBLISH_MS) this.publish(now)
+    if (this.inFlight === 0) {
+      this.publish(now)
+      this.onIdle(this)
+    } else if (now - this.publishedAt >= PUBLISH_MS) this.publish(now)
     else if (this.timer === undefined) this.schedule(now)
+  }
+
+  /** Its client forgets it, with nothing in flight and everything published. */
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.shared.release()
   }
 
   /** The client's scope closed: publishes what is pending, and schedules nothing from now on. */
@@ -123,11 +153,19 @@ export class OriginMeter {
   }
 }
 
-/** One meter per origin, for a client's lifetime. */
+/**
+ * One meter per origin with requests in flight, and for the last `MAX_IDLE_METERS` origins to go
+ * idle: a client that meets many origins (a crawler) must not keep one for each (3.4 KB apiece)
+ * for its life. A meter forgotten has published everything (`end`); the origin's next request
+ * gets a new one, on the same series and in-flight count.
+ */
 export class Meters {
   readonly context: Context.Context<never>
   readonly durations: Durations
   readonly byOrigin = new Map<string, OriginMeter>()
+  /** Meters with no request in flight, least recently idle first. */
+  private readonly idle = new Set<OriginMeter>()
+  private lastIdle: OriginMeter | undefined = undefined
   // The last origin asked for: consecutive requests mostly go to one origin, and comparing two
   // equal strings is cheaper than hashing the new one for the map.
   private last: OriginMeter | undefined = undefined
@@ -140,16 +178,37 @@ export class Meters {
     if (origin === this.lastOrigin && this.last !== undefined) return this.last
     let meter = this.byOrigin.get(origin)
     if (meter === undefined) {
-      meter = new OriginMeter(origin, this.context, this.durations)
+      meter = new OriginMeter(origin, this.context, this.durations, this.idled)
       this.byOrigin.set(origin, meter)
     }
     this.last = meter
     this.lastOrigin = origin
     return meter
   }
+  private readonly idled = (meter: OriginMeter): void => {
+    // One origin's requests one after the other: nothing to move.
+    if (meter === this.lastIdle) return
+    this.lastIdle = meter
+    const idle = this.idle
+    idle.delete(meter)
+    idle.add(meter)
+    if (idle.size <= MAX_IDLE_METERS) return
+    for (const oldest of idle) {
+      if (idle.size <= MAX_IDLE_METERS) break
+      idle.delete(oldest)
+      // Busy again since (it comes back when it next goes idle), or the one asked for last.
+      if (oldest.inFlight > 0 || oldest === this.last) continue
+      if (this.byOrigin.get(oldest.origin) === oldest) this.byOrigin.delete(oldest.origin)
+      oldest.release()
+    }
+  }
+
   /** The client's scope closed: see `OriginMeter.close`. */
   close(): void {
-    for (const meter of this.byOrigin.values()) meter.close()
+    for (const meter of this.byOrigin.values()) {
+      meter.close()
+      if (meter.inFlight === 0) meter.release()
+    }
   }
 }
 
@@ -161,6 +220,20 @@ export class Meters {
  */
 export class InFlight {
   count = 0
+  /** The meters that hold it: with none, and none in flight, it is dropped from `byKey`. */
+  private refs = 0
+  private readonly key: string
+  private readonly byKey: Map<string, InFlight>
+
+  private constructor(key: string, byKey: Map<string, InFlight>) {
+    this.key = key
+    this.byKey = byKey
+  }
+
+  release(): void {
+    this.refs--
+    if (this.refs === 0 && this.count === 0 && this.byKey.get(this.key) === this) this.byKey.delete(this.key)
+  }
 
   static of(context: Context.Context<never>, origin: string): InFlight {
     const registry = Context.get(context, Metric.MetricRegistry)
@@ -168,7 +241,9 @@ export class InFlight {
     // sorted as its series key sorts them.
     const attributes = { ...Context.get(context, Metric.CurrentMetricAttributes), origin }
     const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-    return perSeries(inFlightSeries, registry, key, () => new InFlight())
+    const inFlight = perSeries(inFlightSeries, registry, key, (byKey) => new InFlight(key, byKey))
+    inFlight.refs++
+    return inFlight
   }
 }
 
@@ -283,7 +358,7 @@ const perSeries = <A>(
   store: WeakMap<Metric.MetricRegistry, Map<string, A>>,
   registry: Metric.MetricRegistry,
   key: string,
-  make: () => A
+  make: (byKey: Map<string, A>) => A
 ): A => {
   let byKey = store.get(registry)
   if (byKey === undefined) {
@@ -292,7 +367,7 @@ const perSeries = <A>(
   }
   let value = byKey.get(key)
   if (value === undefined) {
-    value = make()
+    value = make(byKey)
     byKey.set(key, value)
   }
   return value
