@@ -20,8 +20,8 @@ import * as Stream from "effect/Stream"
 import got from "got"
 import pLimit from "p-limit"
 import { Pool } from "undici"
+import { otel } from "../../packages/node/test/fixtures/otel.ts"
 import { FloorHandler } from "./floor.ts"
-import { otel } from "./otel.ts"
 
 export interface Counts {
   ok: number
@@ -210,7 +210,7 @@ const effectClient = async (layer: Layer.Layer<HttpClient.HttpClient, unknown>, 
 // every span recorded by a batch processor into the SDK's in-memory exporter).
 const idiomClient = (tracing: "default" | "off" | "otel") => async (): Promise<Client> => {
   const exporter = new InMemorySpanExporter()
-  const tracer = tracing === "otel" ? otel(exporter) : Layer.empty
+  const tracer = tracing === "otel" ? otel(exporter, true) : Layer.empty
   const runtime = ManagedRuntime.make(Layer.mergeAll(NodeHttpClient.layer(), tracer))
   return {
     run: async (url, total, concurrency, deadline) => {

@@ -16,8 +16,8 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { Dispatcher } from "undici"
+import { otel } from "../../packages/node/test/fixtures/otel.ts"
 import { FloorHandler } from "./floor.ts"
-import { otel } from "./otel.ts"
 
 const [requests = "50000", rounds = "7"] = process.argv.slice(2)
 const total = Number(requests)
@@ -99,7 +99,7 @@ const client = NodeHttpClient.layerWith(() => new Answering()) as Layer.Layer<Ht
 const runtime = ManagedRuntime.make(client)
 // The idiom under OpenTelemetry: a client span per request, exported in batches.
 const exporter = new InMemorySpanExporter()
-const traced = ManagedRuntime.make(Layer.merge(client, otel(exporter)))
+const traced = ManagedRuntime.make(Layer.merge(client, otel(exporter, true)))
 const urls = Array.from({ length: total }, () => URL_)
 const todoUrls = Array.from({ length: total }, () => TODO_URL)
 const Todo = Schema.Struct({ id: Schema.Number, title: Schema.String })

@@ -1,11 +1,10 @@
 // Scheduling, ordering, modes, deadline and progress of batches, under TestClock with an
 // in-memory HttpClient (real sockets, faults and cancellation: test/fanout*.test.ts).
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Result, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
+import { heapAfterGc } from "../../../test/support/heap.ts"
 import { Fanout, Retry } from "../src/index.ts"
 
 /**
@@ -63,15 +62,6 @@ const endless = (url: string) => {
     }
   })()
   return { urls, read: () => read }
-}
-
-// vitest's workers do not start with --expose-gc: turn the flag on and take `gc` from a fresh context.
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
-const heapAfterGc = (): number => {
-  gc()
-  gc()
-  return process.memoryUsage().heapUsed
 }
 
 const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }

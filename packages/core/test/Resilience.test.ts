@@ -1,12 +1,11 @@
 // Resilience.layer's rate limit and circuit breaker keep to what the caller configured, whatever
 // an origin's response headers say. Each case was overridden by a header before (Effect's
 // limiter and breaker read them by default). In-memory clients, TestClock.
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Clock, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
+import { heapAfterGc } from "../../../test/support/heap.ts"
 import { Fanout, Http, Resilience, Retry } from "../src/index.ts"
 import { timedRetry } from "./fixtures/timedRetry.ts"
 
@@ -21,15 +20,6 @@ const answering = (respond: (n: number) => { status: number; headers?: Record<st
     })
   )
   return { client, sent }
-}
-
-// vitest's workers do not start with --expose-gc: turn the flag on and take `gc` from a fresh context.
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
-const heapAfterGc = (): number => {
-  gc()
-  gc()
-  return process.memoryUsage().heapUsed
 }
 
 const over = (client: HttpClient.HttpClient, options: Resilience.Options) =>

@@ -1,11 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Context, Effect, Fiber, Layer, Metric } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
+import { heapAfterGc } from "../../../test/support/heap.ts"
 import { closedPort, origin } from "../../../test/support/origin.ts"
 
 // /ok (2 bytes), /missing (404, 2 bytes), /big (1 MB).
@@ -13,15 +12,6 @@ const routes = {
   "/ok": (_: IncomingMessage, res: ServerResponse) => res.end("ok"),
   "/missing": (_: IncomingMessage, res: ServerResponse) => res.writeHead(404).end("no"),
   "/big": (_: IncomingMessage, res: ServerResponse) => res.end(Buffer.alloc(1_000_000))
-}
-
-// vitest's workers do not start with --expose-gc: turn the flag on and take `gc` from a fresh context.
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
-const heapAfterGc = (): number => {
-  gc()
-  gc()
-  return process.memoryUsage().heapUsed
 }
 
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))

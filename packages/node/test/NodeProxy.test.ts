@@ -1,7 +1,5 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
 import { NodeProxy } from "@volley/node"
@@ -10,6 +8,7 @@ import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { TestClock } from "effect/testing"
+import { heapAfterGc } from "../../../test/support/heap.ts"
 
 // Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
 interface Peer {
@@ -143,15 +142,6 @@ const recordingProxy = (seen: Array<string | undefined>) => {
     socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
   })
   return serve(server)
-}
-
-// vitest's workers do not start with --expose-gc: turn the flag on and take `gc` from a fresh context.
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
-const heapAfterGc = (): number => {
-  gc()
-  gc()
-  return process.memoryUsage().heapUsed
 }
 
 const proxied = (all: string, options: NodeProxy.Options = {}) =>
