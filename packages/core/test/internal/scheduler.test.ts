@@ -111,6 +111,37 @@ describe("Scheduler origins", () => {
       assert.isAtMost(scheduler.hosts.size, 1)
     })
 
+    it("with a fixed perHost, forgets an origin that went idle while it was the last one met", () => {
+      // One request at a time (or the newest finishing first): each origin goes idle before
+      // the next is read, while it is still the last one met.
+      for (const concurrency of [1, 8]) {
+        const scheduler = new Scheduler(origins(20_000), {
+          perHost: 2,
+          adaptive: undefined,
+          window: Number.POSITIVE_INFINITY,
+          ordered: false,
+          lookahead: 1024
+        })
+        const running: Array<Job> = []
+        let started = 0
+        let most = 0
+        for (;;) {
+          const next = running.length < concurrency ? scheduler.next() : WAIT
+          if (next === DONE) break
+          if (next === WAIT) {
+            scheduler.finish(running.pop()!)
+            continue
+          }
+          started++
+          running.push(next)
+          most = Math.max(most, scheduler.hosts.size)
+        }
+        for (const job of running) scheduler.finish(job)
+        assert.strictEqual(started, 20_000)
+        assert.isAtMost(most, concurrency + 1, `concurrency ${concurrency}`)
+      }
+    })
+
     it("with a fixed perHost, still holds a busy origin to its limit", () => {
       // Each origin is met in turns (a, a, a, b, a, a, ...): forgotten in between, never over 2.
       const urls = Array.from({ length: 3_000 }, (_, i) => `http://${i % 4 === 3 ? `b-${i}` : "a"}.test/${i}`)

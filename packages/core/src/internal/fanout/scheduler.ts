@@ -450,8 +450,13 @@ export class Scheduler {
       this.hosts.set(key, host)
     }
     if (key !== "") {
+      const previous = this.lastHost
       this.lastKey = key
       this.lastHost = host
+      // Kept while it was the last met (see `forget`): an idle one not in `idleHosts` (a fixed
+      // limit, or one that aged out of it meanwhile) would otherwise stay for the batch's life.
+      if (previous !== undefined && previous !== host && previous.idle && !this.idleHosts.has(previous))
+        this.forget(previous)
     }
     return host
   }
