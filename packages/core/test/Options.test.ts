@@ -89,6 +89,17 @@ describe("Options", () => {
         assert.strictEqual(Duration.toMillis(yield* Options.duration("t", { minutes: 1, milliseconds: 5 })), 60_005)
         assert.strictEqual(Duration.toMillis(yield* Options.duration("t", { seconds: 2, days: undefined })), 2000)
         assert.strictEqual(Duration.toMillis(yield* Options.duration("t", {})), 0)
+        // A duration object of another library (Luxon's): state of its own, its fields as getters.
+        class LibraryDuration {
+          readonly values = { seconds: 30 }
+          readonly isLibraryDuration = true
+          get seconds(): number {
+            return this.values.seconds
+          }
+        }
+        assert.strictEqual(Duration.toMillis(yield* Options.duration("t", new LibraryDuration())), 30_000)
+        const nan = Object.assign(new LibraryDuration(), { values: { seconds: Number.NaN } })
+        assert.include((yield* Effect.flip(Options.duration("t", nan))).message, "must be a duration")
       })
     )
     it.effect("rejects 0 when the duration must be positive, and only then", () =>

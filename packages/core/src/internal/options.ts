@@ -53,7 +53,8 @@ export const positiveInt = (option: string, value: number, min = 1): Effect.Effe
  * Checks that `value` is a finite, non-negative duration (positive with `{ positive: true }`)
  * and returns it as a `Duration`. Accepts anything `Duration.Input` accepts (`"5 seconds"`, a
  * number of milliseconds, a `Duration`); `NaN` is not a duration, in a `[seconds, nanos]` pair
- * or a duration object either, nor is an object with a field a duration object does not have.
+ * or a duration object either, nor is a plain object with a field a duration object does not have
+ * (an instance, such as Luxon's `Duration`, is read through its getters, as Effect reads it).
  *
  * @example
  * ```ts
@@ -192,9 +193,17 @@ const misread = (value: unknown): boolean => {
   if (typeof value === "number") return Number.isNaN(value)
   if (typeof value !== "object" || value === null || Duration.isDuration(value)) return false
   if (Array.isArray(value)) return value.some((part) => Number.isNaN(part))
-  return Object.entries(value).some(
-    ([key, part]) =>
-      !DURATION_FIELDS.has(key) || (part !== undefined && !(typeof part === "number" && !Number.isNaN(part)))
+  // Read as Effect reads them, getters included: a Luxon or Temporal duration's fields are.
+  for (const key of DURATION_FIELDS) {
+    const part = (value as Record<string, unknown>)[key]
+    if (part !== undefined && !(typeof part === "number" && !Number.isNaN(part))) return true
+  }
+  // A field a duration does not have, in a plain object (a literal, JSON) only: an instance
+  // (Luxon's Duration) keeps state of its own beside the getters Effect reads.
+  const prototype = Object.getPrototypeOf(value)
+  return (
+    (prototype === Object.prototype || prototype === null) &&
+    Object.keys(value).some((key) => !DURATION_FIELDS.has(key))
   )
 }
 
