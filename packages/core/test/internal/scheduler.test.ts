@@ -170,6 +170,53 @@ describe("Scheduler origins", () => {
       assert.strictEqual(started, 3_000)
     })
 
+    it("with an adaptive perHost, does not look at every paused origin each time one goes idle", () => {
+      // A crawler whose origins answer 429 with Retry-After: half of them stay paused (kept).
+      const config: AdaptiveConfig = { initial: 4, min: 1, max: 64 }
+      const scheduler = new Scheduler(origins(20_000), {
+        perHost: undefined,
+        adaptive: config,
+        window: Number.POSITIVE_INFINITY,
+        ordered: false,
+        lookahead: 1024
+      })
+      scheduler.now = () => 0
+      let looks = 0
+      let paused = 0
+      const finish = (job: Job) => {
+        const limit = job.host!.adaptive!
+        if (job.index % 2 === 0) {
+          limit.pausedUntil = 60_000
+          paused++
+        }
+        const pausedAt = limit.paused.bind(limit)
+        limit.paused = (now) => {
+          looks++
+          return pausedAt(now)
+        }
+        scheduler.finish(job)
+      }
+      const running: Array<Job> = []
+      let started = 0
+      for (;;) {
+        const next = running.length < 8 ? scheduler.next() : WAIT
+        if (next === DONE) break
+        if (next === WAIT) {
+          finish(running.shift()!)
+          continue
+        }
+        started++
+        running.push(next)
+      }
+      for (const job of running) finish(job)
+      assert.strictEqual(started, 20_000)
+      // Each paused origin is kept until its pause ends (and a bounded number of others), and
+      // looked at a few times, not once for each origin that went idle after it.
+      assert.isAtLeast(scheduler.hosts.size, paused)
+      assert.isAtMost(scheduler.hosts.size, paused + 2 * MAX_IDLE_ORIGINS)
+      assert.isBelow(looks, 20_000 * 8)
+    })
+
     it("with an adaptive perHost, keeps the last idle origins' limits, up to a bound", () => {
       const config: AdaptiveConfig = { initial: 4, min: 1, max: 64 }
       const { scheduler, started, most } = run(origins(20_000), config, 8)

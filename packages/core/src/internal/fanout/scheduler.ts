@@ -115,6 +115,9 @@ const COMPACT_AFTER = 1024
 // Idle origins whose adaptive limit is kept (see `settle`).
 export const MAX_IDLE_ORIGINS = 1024
 
+// Idle origins `settle` looks at per call: more than the one it may add, so the excess drains.
+const SETTLE_LOOKS = 4
+
 export class Scheduler {
   readonly options: SchedulerOptions
   private readonly source: Iterator<Input>
@@ -383,12 +386,16 @@ export class Scheduler {
     idle.add(host)
     if (idle.size <= MAX_IDLE_ORIGINS) return
     const now = this.now()
+    // A few at a time, a paused one moved to the back: left at the front, every origin going
+    // idle would look at each paused one again (a crawler's many 429s, a minute each).
+    let looked = 0
     for (const oldest of idle) {
-      if (idle.size <= MAX_IDLE_ORIGINS) break
-      if (oldest.idle && oldest.adaptive!.paused(now)) continue
+      if (idle.size <= MAX_IDLE_ORIGINS || looked++ === SETTLE_LOOKS) break
       idle.delete(oldest)
       // Busy again since it went idle: it comes back when it next does.
-      if (oldest.idle) this.forget(oldest)
+      if (!oldest.idle) continue
+      if (oldest.adaptive!.paused(now)) idle.add(oldest)
+      else this.forget(oldest)
     }
   }
 
