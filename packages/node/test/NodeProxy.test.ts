@@ -9,6 +9,7 @@ import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { TestClock } from "effect/testing"
 import { heapAfterGc } from "../../../test/support/heap.ts"
+import { runFixture } from "./fixtures/run.ts"
 
 // Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
 interface Peer {
@@ -359,6 +360,15 @@ describe("NodeProxy", () => {
         yield* Effect.promise(() => proxy.allClosed()).pipe(Effect.timeout("2 seconds"))
         assert.strictEqual(proxy.openSockets(), 0)
       }).pipe(Effect.scoped)
+    )
+
+    it.live(
+      "lets the process exit once the layer closes with a SOCKS5 handshake open, before its connect timeout",
+      () =>
+        // A child process with a 60 s connect timeout: it must exit by itself well before.
+        runFixture("socksCloseAndExit.ts", 15_000).pipe(
+          Effect.map((stdout) => assert.deepStrictEqual(JSON.parse(stdout), { request: "Failure", proxyClosed: true }))
+        )
     )
 
     it.live("maps a 407 on a forwarded plain-HTTP request to a ProxyAuthenticationError", () =>

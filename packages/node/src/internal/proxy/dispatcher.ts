@@ -438,8 +438,10 @@ class SocksAgent extends Undici.Agent {
   override destroy(callback: () => void): void
   override destroy(err: Error | null, callback: () => void): void
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    // Left in the set: each socket's 'close' (see `socksConnector`) takes it out and fails its
+    // handshake, which clears undici's handshake timer. Cleared here, the handshake was never
+    // failed, and its timer (not unref'd) kept the process alive for up to the connect timeout.
     for (const socket of this.handshakes) socket.destroy()
-    this.handshakes.clear()
     // Passed on as given: undici's promise form calls back into this one with a callback.
     if (typeof a === "function") return super.destroy(a)
     if (b !== undefined) return super.destroy(a ?? null, b)
