@@ -998,6 +998,36 @@ describe("NodeBlocking", () => {
         })
     )
 
+    it.live("a draining close ends a thread still importing for calls that went away, before or during the close", () =>
+      Effect.gen(function* () {
+        // Finished only when the test ends: the imports outlast the closes unless the pool ends them.
+        const imports = yield* gatedImports
+        const crashes = yield* counterValue(NodeBlocking.metrics.crashes)
+        // The default importTimeout (60 s) is what a close waited for.
+        const before = yield* withPool({ maxWorkers: 1 })(
+          Effect.gen(function* () {
+            const call = yield* Effect.forkChild(Blocking.run(gatedSquare, 3))
+            assert.isTrue(yield* eventually(() => imports.count() === 1))
+            yield* Fiber.interrupt(call)
+          })
+        ).pipe(Effect.timeout("5 seconds"), Effect.exit)
+        assert.isTrue(Exit.isSuccess(before), "closed after the call was interrupted")
+        const scope = yield* Scope.make()
+        const executor = yield* NodeBlocking.make({ maxWorkers: 1 }).pipe(Scope.provide(scope))
+        const call = yield* Effect.forkDetach(
+          Blocking.run(gatedSquare, 3).pipe(Effect.provideService(Blocking.BlockingExecutor, executor))
+        )
+        assert.isTrue(yield* eventually(() => imports.count() === 2))
+        const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+        // Draining by now (were it not, the close would start after the interrupt: the case above).
+        yield* realSleep(50)
+        yield* Fiber.interrupt(call)
+        const during = yield* Fiber.await(closing).pipe(Effect.timeout("5 seconds"), Effect.exit)
+        assert.isTrue(Exit.isSuccess(during), "closed once the call was interrupted")
+        assert.strictEqual((yield* counterValue(NodeBlocking.metrics.crashes)) - crashes, 0, "no thread died")
+      }).pipe(Effect.scoped)
+    )
+
     it.live("builds a waitForWorkers pool whose preloaded module blocks its thread: start-up breaker", () =>
       Effect.gen(function* () {
         const blocking = Blocking.task({ ...T.square, module: fixture("blockingImport.ts"), name: "square" })

@@ -397,10 +397,19 @@ export class Engine {
     while (this.threads.size < this.options.minWorkers) if (!this.spawn()) break
   }
 
-  /** Nothing queued, nothing in flight. */
+  /**
+   * Nothing queued, and no job in flight that a caller waits for or that runs. A thread may still
+   * hold jobs whose callers have gone (interrupted, timed out in the queue) while it imports their
+   * module: a draining close ends it rather than wait for the import (up to importTimeout) for
+   * nobody. A job whose caller has gone and that runs is waited for: its grace period ends it.
+   */
   private idle(): boolean {
     if (this.queue.length > 0 || this.waiting.length > 0) return false
-    for (const thread of this.threads) if (thread.inFlight.length > 0) return false
+    for (const thread of this.threads) {
+      if (thread.inFlight.length === 0) continue
+      if (Atomics.load(thread.control, 0) > 0) return false
+      for (const job of thread.inFlight) if (job.state !== "finished") return false
+    }
     return true
   }
 
@@ -560,6 +569,8 @@ export class Engine {
    */
   private stop(job: Job): void {
     const thread = job.thread!
+    // A draining close may have waited only for this job: it need not, unless it runs (see `idle`).
+    if (this.drained !== undefined) this.schedule()
     Atomics.store(thread.control, 1 + (job.seq % RING), job.seq)
     if (Atomics.load(thread.control, 0) !== job.seq) return
     thread.port.postMessage({ _tag: "Abort", seq: job.seq } satisfies ToWorker)
