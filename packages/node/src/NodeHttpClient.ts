@@ -41,13 +41,14 @@
  * @since 0.1.0
  */
 import "./internal/runtime.ts"
-import * as Undici from "@effect/platform-node/Undici"
+import type * as Undici from "@effect/platform-node/Undici"
 import * as Validate from "@volley/core/Options"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
+import { DirectAgent } from "./internal/http/agent.ts"
 import * as Client from "./internal/http/client.ts"
 import * as Metrics from "./internal/http/metrics.ts"
 import * as Tls from "./internal/http/tls.ts"
@@ -320,7 +321,7 @@ export const layerWith = (
  * @category layers
  */
 export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
-  layerWith((agent) => new Undici.Agent(agent), options)
+  layerWith((agent) => new DirectAgent(agent), options)
 
 /**
  * Reads {@link Options} from `Config` (by default the environment), under `prefix`:

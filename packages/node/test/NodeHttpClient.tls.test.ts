@@ -1,10 +1,10 @@
 import { createServer, type ServerOptions } from "node:https"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
 import { assert, describe, it } from "@effect/vitest"
-import { Http, Options } from "@volley/core"
-import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Layer } from "effect"
+import { Http, Options, Proxy, Retry } from "@volley/core"
+import { NodeHttpClient, NodeProxy } from "@volley/node"
+import { Cause, Effect, Exit, Layer, Scope } from "effect"
 import { makePki } from "./fixtures/pki.ts"
 
 const pki = makePki()
@@ -27,6 +27,36 @@ const tlsOrigin = (options: ServerOptions = {}) =>
     ({ server }) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
   ).pipe(Effect.map(({ server, connections }) => ({ port: (server.address() as AddressInfo).port, connections })))
 
+// A TCP server that accepts and never answers: a TLS handshake with it never ends. Counts the
+// sockets open on its side.
+const silentOrigin = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<{ server: ReturnType<typeof createTcpServer>; sockets: Set<Socket> }>((resolve) => {
+        const sockets = new Set<Socket>()
+        const server = createTcpServer((socket) => {
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+          socket.resume()
+        })
+        server.listen(0, "127.0.0.1", () => resolve({ server, sockets }))
+      })
+  ),
+  ({ server, sockets }) =>
+    Effect.promise(() => {
+      for (const socket of sockets) socket.destroy()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+).pipe(
+  Effect.map(({ server, sockets }) => ({
+    port: (server.address() as AddressInfo).port,
+    open: () => sockets.size,
+    closed: Effect.promise(async () => {
+      while (sockets.size > 0) await new Promise((resolve) => setTimeout(resolve, 10))
+    })
+  }))
+)
+
 const get = (url: string, options: NodeHttpClient.Options) =>
   Http.getText(url).pipe(Effect.provide(NodeHttpClient.layer(options)), Effect.exit)
 
@@ -45,6 +75,29 @@ describe("NodeHttpClient", () => {
         assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca } }), Exit.succeed("anonymous"))
         assert.strictEqual(failureTag(yield* get(url, {})), "TransportError")
         assert.strictEqual(connections(), 2, "an untrusted certificate is not retried")
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("closes a connection still in its TLS handshake when the layer's scope closes, direct or routed", () =>
+      Effect.gen(function* () {
+        const origin = yield* silentOrigin
+        // The connect timeout, which bounded that handshake after the close (its timer keeping the
+        // process alive), is far past the bound on the close below.
+        const options = { connectTimeout: "60 seconds" } as const
+        for (const client of [NodeHttpClient.layer(options), NodeProxy.layer(Proxy.none, options)]) {
+          const scope = yield* Scope.make()
+          const context = yield* Layer.buildWithScope(Layer.merge(client, Retry.layer({ retries: 0 })), scope)
+          const exit = yield* Effect.exit(
+            Http.getText(`https://127.0.0.1:${origin.port}/`).pipe(
+              Effect.timeout("200 millis"),
+              Effect.provideContext(context)
+            )
+          )
+          assert.isTrue(Exit.isFailure(exit))
+          assert.strictEqual(origin.open(), 1)
+          yield* Scope.close(scope, Exit.void)
+          yield* origin.closed.pipe(Effect.timeout("2 seconds"))
+        }
       }).pipe(Effect.scoped)
     )
 

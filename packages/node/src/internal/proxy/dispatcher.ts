@@ -9,6 +9,7 @@ import { isIP, Socket } from "node:net"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
+import { DirectAgent } from "../http/agent.ts"
 import type { TlsOptions } from "../http/tls.ts"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 
@@ -47,7 +48,7 @@ export class RoutingDispatcher extends Undici.Dispatcher {
     this.#config = config
     this.agent = agent
     this.settings = settings
-    this.direct = new Undici.Agent(
+    this.direct = new DirectAgent(
       settings.originTls === undefined ? agent : { ...agent, connect: { ...settings.originTls } }
     )
   }

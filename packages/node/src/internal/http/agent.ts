@@ -1,0 +1,65 @@
+// The undici Agent of direct connections. undici's own destroy() leaves a connection it is still
+// opening (its TCP connect or TLS handshake) to run on until the connect timeout: the Client it
+// belongs to fails its requests but does not cancel the attempt. A TLS origin that accepts and
+// never answers the handshake then kept its socket open, and the connect timer the process
+// alive, for up to `connectTimeout` (10 s by default) after the layer's scope had closed.
+import { Socket } from "node:net"
+import * as Undici from "@effect/platform-node/Undici"
+
+/**
+ * An Agent whose destruction also ends the connections it is still opening. Its connector is the
+ * one undici builds from the same options (TLS options in `connect`, `allowH2`, `connectTimeout`),
+ * so connections are made exactly as before.
+ */
+export class DirectAgent extends Undici.Agent {
+  readonly opening: Set<Socket>
+  constructor(options: Undici.Agent.Options) {
+    const opening = new Set<Socket>()
+    const { connect, connectTimeout, allowH2 } = options
+    super({
+      ...options,
+      connect: tracked(
+        typeof connect === "function"
+          ? connect
+          : Undici.buildConnector({
+              ...(allowH2 === undefined ? {} : { allowH2 }),
+              ...(connectTimeout == null ? {} : { timeout: connectTimeout }),
+              ...connect
+            }),
+        opening
+      )
+    })
+    this.opening = opening
+  }
+
+  override destroy(): Promise<void>
+  override destroy(err: Error | null): Promise<void>
+  override destroy(callback: () => void): void
+  override destroy(err: Error | null, callback: () => void): void
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    // With an error: the connector's 'error' listener clears its connect timer and calls back,
+    // which a plain destroy() (a 'close' only) would not.
+    for (const socket of this.opening) socket.destroy(new Undici.errors.ClientDestroyedError())
+    this.opening.clear()
+    // Passed on as given: undici's promise form calls back into this one with a callback.
+    if (typeof a === "function") return super.destroy(a)
+    if (b !== undefined) return super.destroy(a ?? null, b)
+    return super.destroy(a ?? null)
+  }
+}
+
+// Keeps each socket the connector returns in `opening` until the connector calls back.
+const tracked =
+  (connect: Undici.buildConnector.connector, opening: Set<Socket>): Undici.buildConnector.connector =>
+  (options, callback) => {
+    let done = false
+    const socket: unknown = connect(options, (error, connected) => {
+      done = true
+      if (socket instanceof Socket) opening.delete(socket)
+      if (error === null) callback(null, connected!)
+      else callback(error, null)
+    })
+    if (!done && socket instanceof Socket) opening.add(socket)
+    // Returned as undici's connectors return it: undici cancels an attempt through it.
+    return socket
+  }
