@@ -107,6 +107,25 @@ const tunnelling = (status: string) => {
   return serve(server)
 }
 
+/** A SOCKS5 proxy stand-in (no authentication) that joins every CONNECT to 127.0.0.1:`port`. */
+const socksTo = (port: number) =>
+  serve(
+    createServer((socket) => {
+      socket.on("error", () => {})
+      socket.once("data", () => {
+        socket.write(Buffer.from([0x05, 0x00]))
+        socket.once("data", () => {
+          const upstream = connect(port, "127.0.0.1", () => {
+            socket.write(Buffer.from([0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1, 0, 0]))
+            upstream.pipe(socket).pipe(upstream)
+          })
+          upstream.on("error", () => socket.destroy())
+          socket.on("close", () => upstream.destroy())
+        })
+      })
+    })
+  )
+
 /** Answers every request (CONNECT included) with a fixed status line, then the next one's, and so on. */
 const answering = (status: string, ...then: ReadonlyArray<string>) => {
   const answers = [status, ...then]
@@ -369,6 +388,34 @@ describe("NodeProxy", () => {
         runFixture("socksCloseAndExit.ts", 15_000).pipe(
           Effect.map((stdout) => assert.deepStrictEqual(JSON.parse(stdout), { request: "Failure", proxyClosed: true }))
         )
+    )
+
+    it.live(
+      "ends a TLS handshake with an origin inside a tunnel when the layer's scope closes, CONNECT or SOCKS5",
+      () =>
+        Effect.gen(function* () {
+          // Accepts and never answers: the TLS handshake inside the tunnel never ends.
+          const origin = yield* silent()
+          const viaConnect = yield* tunnelling("200 Connection Established")
+          const viaSocks = yield* socksTo(origin.port)
+          for (const proxy of [`http://127.0.0.1:${viaConnect.port}`, `socks5h://127.0.0.1:${viaSocks.port}`]) {
+            const scope = yield* Scope.make()
+            // The connect timeout, which bounded that handshake after the close, is far past the wait below.
+            const context = yield* Layer.buildWithScope(
+              Layer.merge(proxied(proxy, { connectTimeout: "60 seconds" }), Retry.layer({ retries: 0 })),
+              scope
+            )
+            yield* Effect.exit(
+              Http.getText(`https://127.0.0.1:${origin.port}/`).pipe(
+                Effect.timeout("300 millis"),
+                Effect.provideContext(context)
+              )
+            )
+            assert.strictEqual(origin.openSockets(), 1, proxy)
+            yield* Scope.close(scope, Exit.void)
+            yield* Effect.promise(() => origin.allClosed()).pipe(Effect.timeout("2 seconds"))
+          }
+        }).pipe(Effect.scoped)
     )
 
     it.live("maps a 407 on a forwarded plain-HTTP request to a ProxyAuthenticationError", () =>

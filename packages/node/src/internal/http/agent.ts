@@ -48,8 +48,8 @@ export class DirectAgent extends Undici.Agent {
   }
 }
 
-// Keeps each socket the connector returns in `opening` until the connector calls back.
-const tracked =
+/** `connect`, keeping each socket it returns in `opening` until it calls back. */
+export const tracked =
   (connect: Undici.buildConnector.connector, opening: Set<Socket>): Undici.buildConnector.connector =>
   (options, callback) => {
     let done = false

@@ -6,10 +6,11 @@
 // Failures on the way to a proxy are marked where they happen (see errors.ts).
 import { lookup } from "node:dns/promises"
 import { isIP, Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
-import { DirectAgent } from "../http/agent.ts"
+import { DirectAgent, tracked } from "../http/agent.ts"
 import type { TlsOptions } from "../http/tls.ts"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 
@@ -176,7 +177,8 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
   // (the CONNECT of a tunnel, a forwarded plain-HTTP request), from this Redacted.
   const authorization = authorizationOf(proxy)
   const uri = `${proxy.protocol}://${proxy.hostname}:${proxy.port}`
-  return new Undici.ProxyAgent({
+  const tunnels = new Set<Duplex>()
+  return new TunnellingAgent(tunnels, {
     ...agent,
     uri,
     proxyTunnel: settings.tunnelHttp,
@@ -187,12 +189,39 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
       new TunnelClient(origin, {
         connect: toProxy(connectorOf(options)),
         headersTimeout: connectTimeoutOf(agent),
-        authorization
+        authorization,
+        tunnels
       }),
     // ProxyAgent asks this factory for the pool of each tunnelled origin. Plain HTTP forwarded
     // in absolute form never reaches this agent (see `forwardingAgent`).
     factory: (origin, options) => new Undici.Pool(origin, options as Undici.Pool.Options)
   })
+}
+
+/**
+ * A ProxyAgent whose destruction also ends its open tunnels. undici's leaves a TLS handshake with
+ * an origin inside a tunnel (which no pool owns until it succeeds) to run until the connect
+ * timeout, its timer keeping the process alive: ending the tunnel under it, with an error, fails it.
+ */
+class TunnellingAgent extends Undici.ProxyAgent {
+  readonly tunnels: Set<Duplex>
+  constructor(tunnels: Set<Duplex>, options: Undici.ProxyAgent.Options) {
+    super(options)
+    this.tunnels = tunnels
+  }
+
+  override destroy(): Promise<void>
+  override destroy(err: Error | null): Promise<void>
+  override destroy(callback: () => void): void
+  override destroy(err: Error | null, callback: () => void): void
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    for (const socket of this.tunnels) socket.destroy(new Undici.errors.ClientDestroyedError())
+    this.tunnels.clear()
+    // Passed on as given: undici's promise form calls back into this one with a callback.
+    if (typeof a === "function") return super.destroy(a)
+    if (b !== undefined) return super.destroy(a ?? null, b)
+    return super.destroy(a ?? null)
+  }
 }
 
 const PROXY_AUTHORIZATION = "proxy-authorization"
@@ -345,19 +374,24 @@ const connectTimeoutOf = (agent: Undici.Agent.Options): number =>
 class TunnelClient extends Undici.Pool {
   readonly answerTimeout: number
   readonly authorization: Redacted.Redacted<string> | undefined
+  // Every tunnel open, for the agent to end (see `TunnellingAgent`).
+  readonly tunnels: Set<Duplex>
   constructor(
     origin: string | URL,
     {
       authorization,
+      tunnels,
       ...options
     }: Undici.Pool.Options & {
       readonly headersTimeout: number
       readonly authorization: Redacted.Redacted<string> | undefined
+      readonly tunnels: Set<Duplex>
     }
   ) {
     super(origin, options)
     this.answerTimeout = options.headersTimeout
     this.authorization = authorization
+    this.tunnels = tunnels
   }
 
   override connect(options: Undici.Dispatcher.ConnectOptions): Promise<Undici.Dispatcher.ConnectData> {
@@ -369,8 +403,12 @@ class TunnelClient extends Undici.Pool {
       (data) => {
         // Any 2xx opens the tunnel (RFC 9110 §9.3.6, as curl takes it); undici's ProxyAgent, which
         // reads this, takes only 200.
-        if (data.statusCode >= 200 && data.statusCode < 300)
+        if (data.statusCode >= 200 && data.statusCode < 300) {
+          const socket = data.socket
+          this.tunnels.add(socket)
+          socket.once("close", () => this.tunnels.delete(socket))
           return data.statusCode === 200 ? data : { ...data, statusCode: 200 }
+        }
         data.socket.on("error", () => {}).destroy()
         // Kept so that the retry policy waits (or gives up) as it would for a response.
         const retryAfter = data.headers["retry-after"]
@@ -405,8 +443,10 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
     ...(proxy.username === undefined ? {} : { username: proxy.username, password: password(proxy) })
   }) as unknown as Socks5Handshake
   // HTTP/1.1 inside the tunnel, as with Socks5ProxyAgent's own pools (which offered no ALPN).
-  const originTls = Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: false })
-  return new SocksAgent(handshakes, {
+  // Its TLS handshakes with origins, inside tunnels, are ended with the agent too (see `DirectAgent`).
+  const opening = new Set<Socket>()
+  const originTls = tracked(Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: false }), opening)
+  return new SocksAgent(handshakes, opening, {
     ...agent,
     connect: (options, callback) => {
       const port = Number(options.port) || (Proxy.defaultPort(options.protocol) ?? 80)
@@ -424,14 +464,16 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
 
 /**
  * An Agent whose destruction also ends the connections to the SOCKS proxy still in their
- * handshake: no pool owns them yet, so they would outlive it (until the connect timeout, or for
- * good without one).
+ * handshake, and the TLS handshakes with origins inside tunnels (`opening`): no pool owns them
+ * yet, so they would outlive it (until the connect timeout, or for good without one).
  */
 class SocksAgent extends Undici.Agent {
   readonly handshakes: Set<Socket>
-  constructor(handshakes: Set<Socket>, options: Undici.Agent.Options) {
+  readonly opening: Set<Socket>
+  constructor(handshakes: Set<Socket>, opening: Set<Socket>, options: Undici.Agent.Options) {
     super(options)
     this.handshakes = handshakes
+    this.opening = opening
   }
 
   override destroy(): Promise<void>
@@ -443,6 +485,9 @@ class SocksAgent extends Undici.Agent {
     // handshake, which clears undici's handshake timer. Cleared here, the handshake was never
     // failed, and its timer (not unref'd) kept the process alive for up to the connect timeout.
     for (const socket of this.handshakes) socket.destroy()
+    // With an error, as `DirectAgent` does: the connector's timer is cleared.
+    for (const socket of this.opening) socket.destroy(new Undici.errors.ClientDestroyedError())
+    this.opening.clear()
     // Passed on as given: undici's promise form calls back into this one with a callback.
     if (typeof a === "function") return super.destroy(a)
     if (b !== undefined) return super.destroy(a ?? null, b)
