@@ -104,7 +104,7 @@ export const isBodyTooLarge: (error: unknown) => boolean = internal.isBodyTooLar
 /**
  * Turns decompression on or off for every request of `effect` (a call, a batch, a pipeline),
  * whatever the client layer says. A value that is not a boolean (`"false"` from JavaScript)
- * fails with an `InvalidOptionsError` before anything runs.
+ * is a defect (an `InvalidOptionsError`) before anything runs.
  *
  * @example
  * ```ts
@@ -119,11 +119,12 @@ export const isBodyTooLarge: (error: unknown) => boolean = internal.isBodyTooLar
  */
 export const withDecompress =
   (enabled: boolean) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | InvalidOptionsError, R> =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     // Checked: from JavaScript or a config string, `"false"` was truthy and turned decoding on.
+    // A defect, not a failure: the type says boolean, so TypeScript callers get no new error.
     enabled === true || enabled === false
       ? Effect.provideService(effect, internal.Decompress, enabled)
-      : Effect.flatMap(oneOf("decompress", enabled, [true, false]), () => effect)
+      : Effect.flatMap(Effect.orDie(oneOf("decompress", enabled, [true, false])), () => effect)
 
 /**
  * Limits every response body read in `effect` (a call, a batch, a pipeline) to `bytes` after
