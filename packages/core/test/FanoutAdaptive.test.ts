@@ -2,7 +2,7 @@
 // validation, the Retry-After pause and what progress events show. Convergence on real
 // origins: test/fanout-adaptive.test.ts; the state machine itself: test/internal/adaptive.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Effect, Exit, Fiber, Metric } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Retry } from "../src/index.ts"
@@ -205,6 +205,49 @@ describe("Fanout.adaptive", () => {
         assert.strictEqual(pause?._tag === "Failure" && pause.failure._tag, "RetryAfterTooLong")
         assert.strictEqual(flaky?._tag === "Failure" && flaky.failure._tag, "DeadlineExceeded")
         assert.deepStrictEqual([...sent].sort(), ["/flaky@0", "/pause@0"])
+      })
+    )
+  })
+
+  describe("metrics", () => {
+    // An origin idle long enough is forgotten (a batch keeps the last 1,024 idle ones): met
+    // again, it starts from `initial`, and its gauge must say so, not the limit it had learnt.
+    it.effect("sets a forgotten origin's limit gauge back to its initial limit", () =>
+      Effect.gen(function* () {
+        const client = HttpClient.make((request, url) =>
+          Effect.succeed(
+            HttpClientResponse.fromWeb(request, new Response("x", { status: url.host === "learnt.test" ? 503 : 200 }))
+          )
+        )
+        const limitOf = (origin: string) =>
+          Effect.map(Metric.snapshot, (metrics) => {
+            const found = metrics.find(
+              (metric) => metric.id === "volley_fanout_origin_limit" && metric.attributes?.origin === origin
+            )
+            return (found?.state as { readonly value: number } | undefined)?.value
+          })
+        const others = Array.from({ length: 1_100 }, (_, i) => `http://o${i}.forget.test/`)
+        const registry = new Map()
+        const learnt = yield* Fanout.allSettled(["http://learnt.test/", "http://learnt.test/"], {
+          concurrency: 16,
+          perHost: Fanout.adaptive({ initial: 8, min: 1, max: 16 })
+        }).pipe(
+          Effect.andThen(limitOf("http://learnt.test")),
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 0 })),
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+        assert.isBelow(learnt!, 8, "two 503s lowered the limit")
+        const forgotten = yield* Fanout.allSettled(["http://learnt.test/", "http://learnt.test/", ...others], {
+          concurrency: 16,
+          perHost: Fanout.adaptive({ initial: 8, min: 1, max: 16 })
+        }).pipe(
+          Effect.andThen(limitOf("http://learnt.test")),
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provide(Retry.layer({ retries: 0 })),
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+        assert.strictEqual(forgotten, 8)
       })
     )
   })

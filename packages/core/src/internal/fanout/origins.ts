@@ -90,6 +90,7 @@ export class Origins {
     this.maxPauseMillis = options.maxPauseMillis
     this.deadline = options.deadline
     this.attemptTimeoutMillis = options.attemptTimeoutMillis
+    options.scheduler.onForget = (host) => this.forgotten(host)
   }
 
   /**
@@ -254,6 +255,15 @@ export class Origins {
     if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
     if (rose) this.scheduler.raised(host, limit.limit - before)
     if (limit.changedAt !== changedAt) this.record(host, limit.reason)
+  }
+
+  // A forgotten origin starts again from its initial limit when next met: its gauges say so now,
+  // not the limit it had learnt (a limit only changes, and is recorded, when a request ends).
+  private forgotten(host: Host): void {
+    const series = this.series.get(host)
+    if (series === undefined) return
+    series.limit.updateUnsafe(host.adaptive!.config.initial, this.context)
+    series.inFlight.updateUnsafe(0, this.context)
   }
 
   private record(host: Host, reason: Reason): void {

@@ -399,11 +399,16 @@ export class Scheduler {
     }
   }
 
+  /** Told of each adaptive origin forgotten (its metrics, see `Origins`). */
+  onForget: ((host: Host) => void) | undefined = undefined
+
   private forget(host: Host): void {
     // The last origin met is kept: the next request is most likely its (one worker on one
     // origin goes idle between any two requests), and it is found without a parse.
     if (host === this.lastHost) return
-    if (this.hosts.get(host.key) === host) this.hosts.delete(host.key)
+    if (this.hosts.get(host.key) !== host) return
+    this.hosts.delete(host.key)
+    if (host.adaptive !== undefined) this.onForget?.(host)
   }
 
   /** The earliest end of a pause still running, or 0 (rare: when a pause ends). */
