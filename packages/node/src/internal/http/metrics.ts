@@ -196,8 +196,15 @@ export class Meters {
     for (const oldest of idle) {
       if (idle.size <= MAX_IDLE_METERS) break
       idle.delete(oldest)
-      // Busy again since (it comes back when it next goes idle), or the one asked for last.
-      if (oldest.inFlight > 0 || oldest === this.last) continue
+      // Busy again since: it comes back when it next goes idle.
+      if (oldest.inFlight > 0) continue
+      // The one asked for last is forgotten too (kept, it was in no list any more and stayed for
+      // good: one more each time the last origin asked for went idle first, as a batch's last
+      // request may): its origin's next request gets a new meter, as any other's.
+      if (oldest === this.last) {
+        this.last = undefined
+        this.lastOrigin = ""
+      }
       if (this.byOrigin.get(oldest.origin) === oldest) this.byOrigin.delete(oldest.origin)
       oldest.release()
     }

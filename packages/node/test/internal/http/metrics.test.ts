@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Metric } from "effect"
-import { Durations, metrics } from "../../../src/internal/http/metrics.ts"
+import { Durations, MAX_IDLE_METERS, Meters, metrics } from "../../../src/internal/http/metrics.ts"
 
 describe("Durations", () => {
   it.effect("holds what Effect's own histogram would, read through the metric", () =>
@@ -49,6 +49,39 @@ describe("Durations", () => {
       first.add(2)
       first.add(3)
       assert.strictEqual((yield* read).count, 2)
+    })
+  )
+})
+
+describe("Meters", () => {
+  it.effect("keeps a meter for no more than the last idle origins, whichever origin was asked for last", () =>
+    Effect.gen(function* () {
+      const registry: Metric.MetricRegistry = new Map()
+      const meters = new Meters(Context.make(Metric.MetricRegistry, registry))
+      // A crawler's batches: 300 origins sent at once, the last one sent answering first. The
+      // last origin asked for was kept when it went idle first, one more meter per batch, for good.
+      let n = 0
+      for (let batch = 0; batch < 20; batch++) {
+        const sent = Array.from({ length: 300 }, () => {
+          const meter = meters.of(`http://o${n++}.test`)
+          return { meter, started: meter.start() }
+        })
+        for (const { meter, started } of [sent.at(-1)!, ...sent.slice(0, -1)]) meter.end(started, 200, 0)
+      }
+      assert.isAtMost(meters.byOrigin.size, MAX_IDLE_METERS)
+      // Counted as before: a batch's last origin, forgotten, counts on with its next request.
+      const last = "http://o5999.test"
+      const meter = meters.of(last)
+      meter.end(meter.start(), 200, 0)
+      const read = <A>(metric: Metric.Metric<number, A>, attributes: Record<string, string>) =>
+        Metric.value(Metric.withAttributes(metric, attributes)).pipe(
+          Effect.provideService(Metric.MetricRegistry, registry)
+        )
+      assert.deepStrictEqual(yield* read(metrics.requests, { origin: last, status_class: "2xx" }), {
+        count: 2,
+        incremental: false
+      })
+      assert.strictEqual((yield* read(metrics.inFlight, { origin: last })).value, 0)
     })
   )
 })
