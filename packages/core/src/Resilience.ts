@@ -20,6 +20,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -29,7 +30,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
-import { withRateLimit } from "./internal/resilience/rateLimit.ts"
+import { sweepClock, withRateLimit } from "./internal/resilience/rateLimit.ts"
 import { AttemptClock, UNTIMED } from "./internal/retry/loop.ts"
 import { originOf } from "./internal/url.ts"
 import * as Validate from "./Options.ts"
@@ -262,8 +263,12 @@ const wrap = (options: Options) =>
       // The store is built in the layer's scope: its sweep of expired buckets is a fiber of that
       // scope. Provided to `make` alone, its scope closed as `make` returned, which stopped the
       // sweep and kept a bucket for every origin ever limited, for the client's life. Fresh: a
-      // store of its own, never one memoised by another layer (whose keys would be shared).
-      const store = yield* Layer.build(Layer.fresh(RateLimiter.layerStoreMemory))
+      // store of its own, never one memoised by another layer (whose keys would be shared). Its
+      // sweep keeps no process running (see `sweepClock`).
+      const clock = yield* Effect.clockWith(Effect.succeed)
+      const store = yield* Layer.build(Layer.fresh(RateLimiter.layerStoreMemory)).pipe(
+        Effect.provideService(Clock.Clock, sweepClock(clock))
+      )
       const limiter = yield* RateLimiter.make.pipe(Effect.provideContext(store))
       // Not Effect's `HttpClient.withRateLimiter`: its wait reserves a token before sleeping, so a
       // request interrupted while waiting (by its caller, or by the retry policy's

@@ -1,6 +1,7 @@
 // Resilience.layer's rate limit and circuit breaker keep to what the caller configured, whatever
 // an origin's response headers say. Each case was overridden by a header before (Effect's
 // limiter and breaker read them by default). In-memory clients, TestClock.
+import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Clock, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
@@ -186,6 +187,23 @@ describe("Resilience.layer", () => {
         }).pipe(Effect.scoped)
       }),
     { timeout: 60_000 }
+  )
+  it.live(
+    "lets a script whose runtime is never disposed exit: the store's sweep holds no process",
+    () =>
+      Effect.promise(
+        () =>
+          new Promise<string>((resolve, reject) =>
+            execFile(
+              process.execPath,
+              ["--conditions=@volley/source", new URL("./fixtures/rateLimitedScript.ts", import.meta.url).pathname],
+              // The sweep's timer held it for good; it exits in well under a second.
+              { timeout: 10_000 },
+              (error, stdout) => (error ? reject(error) : resolve(stdout))
+            )
+          )
+      ).pipe(Effect.map((stdout) => assert.strictEqual(stdout, "ok\n"))),
+    { timeout: 30_000 }
   )
 })
 

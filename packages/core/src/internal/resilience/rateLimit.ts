@@ -7,6 +7,8 @@
 // asks; the others wait on a semaphore. Leaving the line, at any point, leaves nothing behind.
 // The whole turn runs off the attempt's clock (`offTheClock`): `attemptTimeout` times the
 // request from when it holds its token, not while it stood in line.
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
@@ -69,3 +71,33 @@ export const withRateLimit = <E, R>(
     Effect.flatMap(offTheClock(turn(options.key(request))), () => effect)
   )
 }
+
+/**
+ * The clock to build the limiter's memory store with. Its sweep of expired buckets is a fiber
+ * that sleeps a minute at a time for the layer's life: on the live clock, each sleep is a timer
+ * that keeps the process running, so a program whose runtime is never disposed (a script's
+ * `ManagedRuntime`) never exited. On the live clock its sleeps hold the process no more than
+ * the client's other timers do; any other clock (`TestClock`, one of the caller's) is kept as
+ * it is. The store's own reads of the time use the requesting fiber's clock, not this one.
+ */
+export const sweepClock = (clock: Clock.Clock): Clock.Clock =>
+  clock !== Context.get(Context.empty(), Clock.Clock)
+    ? clock
+    : {
+        currentTimeMillisUnsafe: () => clock.currentTimeMillisUnsafe(),
+        currentTimeMillis: clock.currentTimeMillis,
+        currentTimeNanosUnsafe: () => clock.currentTimeNanosUnsafe(),
+        currentTimeNanos: clock.currentTimeNanos,
+        monotonicTimeNanosUnsafe: () => clock.monotonicTimeNanosUnsafe(),
+        monotonicTimeNanos: clock.monotonicTimeNanos,
+        sleep: (duration) =>
+          Effect.callback<void>((resume) => {
+            const timer = setTimeout(() => resume(Effect.void), Math.min(Duration.toMillis(duration), MAX_TIMER_MS))
+            // Node, Deno and Bun give timers `unref`; elsewhere (a browser) nothing holds a process.
+            ;(timer as { unref?: () => void }).unref?.()
+            return Effect.sync(() => clearTimeout(timer))
+          })
+      }
+
+// setTimeout's longest delay; the sweep sleeps a minute.
+const MAX_TIMER_MS = 2_147_483_647
