@@ -560,6 +560,39 @@ describe("NodeProxy", () => {
       { timeout: 60_000 }
     )
 
+    it.live("refuses a request's own Proxy-Authorization, keeping nothing for its origin", () =>
+      Effect.gen(function* () {
+        // Never contacted: the request is refused before any connection.
+        const config = yield* Proxy.make({ all: "http://127.0.0.1:9", proxyLoopback: true })
+        const dispatcher = yield* Effect.acquireRelease(
+          Effect.sync(() => NodeProxy.makeDispatcher(config)),
+          (dispatcher) => Effect.promise(() => dispatcher.destroy())
+        )
+        const refused: Array<string> = []
+        const visit = (from: number, count: number) =>
+          Effect.promise(async () => {
+            for (let i = from; i < from + count; i++) {
+              const origin = `http://127.9.${i >> 8}.${i & 255}`
+              await dispatcher
+                .request({ origin, path: "/", method: "GET", headers: { "Proxy-Authorization": "Basic eDp5" } })
+                .then(
+                  () => refused.push("sent"),
+                  (error: Error) => refused.push(error.message)
+                )
+            }
+          })
+        yield* visit(0, 200)
+        const before = heapAfterGc()
+        yield* visit(1_000, 2_000)
+        assert.deepStrictEqual(
+          new Set(refused),
+          new Set(["Proxy-Authorization should be sent in ProxyAgent constructor"])
+        )
+        // A pool left per origin refused so was 38 MB here.
+        assert.isBelow(heapAfterGc() - before, 4_000_000)
+      }).pipe(Effect.scoped)
+    )
+
     it.live("sends Basic credentials for a password with an empty user name, as curl does", () =>
       Effect.gen(function* () {
         const seen: Array<string | undefined> = []

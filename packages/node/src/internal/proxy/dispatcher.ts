@@ -262,7 +262,7 @@ const forwardingAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, set
     servername: https ? (settings.proxyTls?.servername ?? unbracket(proxy.hostname)) : undefined
   }
   // Each origin's pool has the pool options, and connects to the proxy.
-  return new Undici.Agent({
+  return new ForwardingAgent({
     ...agent,
     factory: () => new ForwardingPool(proxyHref, { ...agent, allowH2: false, connect: toProxy(connect) }, forwarding)
   })
@@ -276,6 +276,21 @@ interface Forwarding {
 // undici's message for a 407 to a forwarded request (see errors.ts), kept as ProxyAgent has it.
 const FORWARDED_407 = "Proxy Authentication Required (407)"
 
+/**
+ * The forwarding pools of one proxy. As ProxyAgent does, it refuses a request's own
+ * Proxy-Authorization (the proxy's credentials are the route's) before anything is made for it:
+ * refused by the origin's pool instead, the request left that pool behind for good (one that
+ * never connects is never dropped), about 19 KB for each origin met so.
+ */
+class ForwardingAgent extends Undici.Agent {
+  override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
+    if (hasHeader(options.headers, PROXY_AUTHORIZATION)) {
+      throw new Undici.errors.InvalidArgumentError("Proxy-Authorization should be sent in ProxyAgent constructor")
+    }
+    return super.dispatch(options, handler)
+  }
+}
+
 /** One origin's connections to the proxy, sending its requests in absolute form. */
 class ForwardingPool extends Undici.Pool {
   readonly forwarding: Forwarding
@@ -285,10 +300,6 @@ class ForwardingPool extends Undici.Pool {
   }
 
   override dispatch(options: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean {
-    // As ProxyAgent: the proxy's credentials are the route's, never a request's own header.
-    if (hasHeader(options.headers, PROXY_AUTHORIZATION)) {
-      throw new Undici.errors.InvalidArgumentError("Proxy-Authorization should be sent in ProxyAgent constructor")
-    }
     const origin = new URL(String(options.origin))
     const { authorization, servername } = this.forwarding
     const headers = withHost(options.headers, origin.host)
