@@ -41,10 +41,10 @@ import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import type * as Metric from "effect/Metric"
 import type * as Schema from "effect/Schema"
+import { refused } from "./internal/http/arguments.ts"
 import * as Exchange from "./internal/http/exchange.ts"
 import { readJson } from "./internal/http/json.ts"
 import * as Metrics from "./internal/http/metrics.ts"
-import { InvalidOptionsError } from "./internal/options.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
 import { type Policy, RetryPolicy } from "./internal/retry/policy.ts"
@@ -126,7 +126,7 @@ export const getText = (
   string,
   HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
   HttpClient.HttpClient
-> => refused("GET", url, options) ?? run(build("GET", url, options), onText)
+> => refused(url, options, HttpClientRequest.empty) ?? run(build("GET", url, options), onText)
 
 /**
  * GET a URL and read the body as bytes.
@@ -149,7 +149,7 @@ export const getBytes = (
   Uint8Array,
   HttpClientError.HttpClientError | Retry.RetryError | Redirects.RedirectError,
   HttpClient.HttpClient
-> => refused("GET", url, options) ?? run(build("GET", url, options), onBytes)
+> => refused(url, options, HttpClientRequest.empty) ?? run(build("GET", url, options), onBytes)
 
 /**
  * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
@@ -169,7 +169,7 @@ export const getBytes = (
  * @category GET
  */
 export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: S, options?: RequestOptions) =>
-  refused("GET", url, options) ??
+  refused(url, options, HttpClientRequest.empty) ??
   run(
     options == null
       ? HttpClientRequest.setUrl(JSON_GET, url)
@@ -191,7 +191,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
  * @category POST
  */
 export const postText = (url: string | URL, body: string, options?: RequestOptions) =>
-  refused("POST", url, options) ??
+  refused(url, options, EMPTY_POST) ??
   run(HttpClientRequest.bodyText(build("POST", url, options), body, contentTypeOf(options)), onText)
 
 /**
@@ -208,7 +208,7 @@ export const postText = (url: string | URL, body: string, options?: RequestOptio
  * @category POST
  */
 export const postBytes = (url: string | URL, body: Uint8Array, options?: RequestOptions) =>
-  refused("POST", url, options) ??
+  refused(url, options, EMPTY_POST) ??
   run(HttpClientRequest.bodyUint8Array(build("POST", url, options), body, contentTypeOf(options)), onBytes)
 
 /**
@@ -235,7 +235,7 @@ export const postJson = <S extends Schema.Constraint>(
   schema: S,
   options?: RequestOptions
 ) => {
-  const refusal = refused("POST", url, options)
+  const refusal = refused(url, options, EMPTY_POST)
   if (refusal !== undefined) return refusal
   const request = build("POST", url, { ...options, headers: { accept: "application/json", ...options?.headers } })
   return HttpBody.json(body, contentTypeOf(options)).pipe(
@@ -342,52 +342,6 @@ const build = (method: "GET" | "POST", url: string | URL, options: RequestOption
         HttpClientRequest.make(method)(url, options.headers == null ? {} : { headers: options.headers }),
         options.urlParams ?? undefined
       )
-
-// A call a JavaScript caller (or a cast) got wrong fails as a request that can never be sent,
-// never retried: a URL that is not a string or URL with InvalidUrlError, options, headers or
-// urlParams that are not objects with EncodeError (as a header the client cannot write does),
-// each caused by the InvalidOptionsError naming it. They threw out of the call (`null` for the
-// URL, `"x"` for the headers) or were dropped without a word (`"x"` for the options). Checked
-// before anything is built; nothing to check on the common path (a URL string, no options).
-const refused = (
-  method: "GET" | "POST",
-  url: string | URL,
-  options: RequestOptions | undefined
-): Effect.Effect<never, HttpClientError.HttpClientError> | undefined => {
-  const urlOk = typeof url === "string" || url instanceof URL
-  if (urlOk && options == null) return undefined
-  const bad = !urlOk
-    ? ["url", "must be a string or a URL", url]
-    : !isObject(options)
-      ? ["options", "must be an object", options]
-      : options.headers != null && !isObject(options.headers)
-        ? ["headers", "must be an object of header names to values", options.headers]
-        : options.urlParams != null && !isObject(options.urlParams)
-          ? ["urlParams", "must be an object of parameter names to values", options.urlParams]
-          : undefined
-  if (bad === undefined) return undefined
-  const [option, must, value] = bad
-  const cause = new InvalidOptionsError({ option: option as string, reason: `${must}, got ${kindOf(value)}` })
-  const request = HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, urlOk ? url : "")
-  const props = { request, cause, description: cause.message }
-  return Effect.fail(
-    new HttpClientError.HttpClientError({
-      reason: urlOk ? new HttpClientError.EncodeError(props) : new HttpClientError.InvalidUrlError(props)
-    })
-  )
-}
-
-const isObject = (value: unknown): value is object =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-const kindOf = (value: unknown): string =>
-  value === null
-    ? "null"
-    : Array.isArray(value)
-      ? "an array"
-      : typeof value === "string"
-        ? JSON.stringify(value)
-        : typeof value
 
 // Appended, not set: `make`'s `urlParams` replace those of the same name that a `URL` object
 // brought (`?page=1` lost), while a string URL keeps its query and gets them after it.
