@@ -73,8 +73,13 @@ describe("Scheduler origins", () => {
   // A crawler's stream meets each of millions of origins once or a few times: the batch must not
   // keep a host for each (a fixed perHost's was 190 bytes, an adaptive one's 830).
   describe("forgets idle origins, so an endless input of origins keeps a bounded state", () => {
-    /** Runs `urls` with `concurrency` requests in flight, finishing the oldest first. */
-    const run = (urls: Iterable<string>, adaptive: AdaptiveConfig | undefined, concurrency: number) => {
+    /** Runs `urls` with `concurrency` requests in flight, finishing the oldest (or the newest) first. */
+    const run = (
+      urls: Iterable<string>,
+      adaptive: AdaptiveConfig | undefined,
+      concurrency: number,
+      finishing: "oldest" | "newest" = "oldest"
+    ) => {
       const scheduler = new Scheduler(urls[Symbol.iterator](), {
         perHost: adaptive === undefined ? 2 : undefined,
         adaptive,
@@ -89,7 +94,7 @@ describe("Scheduler origins", () => {
         const next = running.length < concurrency ? scheduler.next() : WAIT
         if (next === DONE) break
         if (next === WAIT) {
-          scheduler.finish(running.shift()!)
+          scheduler.finish((finishing === "oldest" ? running.shift() : running.pop())!)
           continue
         }
         started++
@@ -115,28 +120,7 @@ describe("Scheduler origins", () => {
       // One request at a time (or the newest finishing first): each origin goes idle before
       // the next is read, while it is still the last one met.
       for (const concurrency of [1, 8]) {
-        const scheduler = new Scheduler(origins(20_000), {
-          perHost: 2,
-          adaptive: undefined,
-          window: Number.POSITIVE_INFINITY,
-          ordered: false,
-          lookahead: 1024
-        })
-        const running: Array<Job> = []
-        let started = 0
-        let most = 0
-        for (;;) {
-          const next = running.length < concurrency ? scheduler.next() : WAIT
-          if (next === DONE) break
-          if (next === WAIT) {
-            scheduler.finish(running.pop()!)
-            continue
-          }
-          started++
-          running.push(next)
-          most = Math.max(most, scheduler.hosts.size)
-        }
-        for (const job of running) scheduler.finish(job)
+        const { started, most } = run(origins(20_000), undefined, concurrency, "newest")
         assert.strictEqual(started, 20_000)
         assert.isAtMost(most, concurrency + 1, `concurrency ${concurrency}`)
       }

@@ -4,6 +4,7 @@
 // never answers the handshake then kept its socket open, and the connect timer the process
 // alive, for up to `connectTimeout` (10 s by default) after the layer's scope had closed.
 import { Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
 
 /**
@@ -37,15 +38,35 @@ export class DirectAgent extends Undici.Agent {
   override destroy(callback: () => void): void
   override destroy(err: Error | null, callback: () => void): void
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
-    // With an error: the connector's 'error' listener clears its connect timer and calls back,
-    // which a plain destroy() (a 'close' only) would not.
-    for (const socket of this.opening) socket.destroy(new Undici.errors.ClientDestroyedError())
-    this.opening.clear()
-    // Passed on as given: undici's promise form calls back into this one with a callback.
-    if (typeof a === "function") return super.destroy(a)
-    if (b !== undefined) return super.destroy(a ?? null, b)
-    return super.destroy(a ?? null)
+    endOpening(this.opening)
+    return destroyAs(super.destroy.bind(this), a, b)
   }
+}
+
+/**
+ * Ends sockets an agent is still opening, with an error: the connector's 'error' listener clears
+ * its connect timer and calls back, which a plain destroy() (a 'close' only) would not.
+ */
+export const endOpening = (sockets: Set<Duplex>): void => {
+  for (const socket of sockets) socket.destroy(new Undici.errors.ClientDestroyedError())
+  sockets.clear()
+}
+
+type Destroy = {
+  (err: Error | null): Promise<void>
+  (callback: () => void): void
+  (err: Error | null, callback: () => void): void
+}
+
+/** An agent's `destroy(a, b)` passed on to `destroy` as given: undici's promise form calls back into it. */
+export const destroyAs = (
+  destroy: Destroy,
+  a: Error | null | (() => void) | undefined,
+  b: (() => void) | undefined
+): Promise<void> | void => {
+  if (typeof a === "function") return destroy(a)
+  if (b !== undefined) return destroy(a ?? null, b)
+  return destroy(a ?? null)
 }
 
 /** `connect`, keeping each socket it returns in `opening` until it calls back. */

@@ -10,7 +10,7 @@ import type { Duplex } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
-import { DirectAgent, tracked } from "../http/agent.ts"
+import { DirectAgent, destroyAs, endOpening, tracked } from "../http/agent.ts"
 import type { TlsOptions } from "../http/tls.ts"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 
@@ -215,12 +215,8 @@ class TunnellingAgent extends Undici.ProxyAgent {
   override destroy(callback: () => void): void
   override destroy(err: Error | null, callback: () => void): void
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
-    for (const socket of this.tunnels) socket.destroy(new Undici.errors.ClientDestroyedError())
-    this.tunnels.clear()
-    // Passed on as given: undici's promise form calls back into this one with a callback.
-    if (typeof a === "function") return super.destroy(a)
-    if (b !== undefined) return super.destroy(a ?? null, b)
-    return super.destroy(a ?? null)
+    endOpening(this.tunnels)
+    return destroyAs(super.destroy.bind(this), a, b)
   }
 }
 
@@ -496,13 +492,8 @@ class SocksAgent extends Undici.Agent {
     // handshake, which clears undici's handshake timer. Cleared here, the handshake was never
     // failed, and its timer (not unref'd) kept the process alive for up to the connect timeout.
     for (const socket of this.handshakes) socket.destroy()
-    // With an error, as `DirectAgent` does: the connector's timer is cleared.
-    for (const socket of this.opening) socket.destroy(new Undici.errors.ClientDestroyedError())
-    this.opening.clear()
-    // Passed on as given: undici's promise form calls back into this one with a callback.
-    if (typeof a === "function") return super.destroy(a)
-    if (b !== undefined) return super.destroy(a ?? null, b)
-    return super.destroy(a ?? null)
+    endOpening(this.opening)
+    return destroyAs(super.destroy.bind(this), a, b)
   }
 }
 
