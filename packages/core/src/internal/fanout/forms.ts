@@ -229,8 +229,11 @@ const resolve = <A, E, R>(
     // in the middle of the batch (a request already sent), and `ordered: "false"` was truthy.
     if (options != null) yield* Validate.record("options", options)
     const concurrency = yield* Validate.positiveInt("concurrency", options?.concurrency ?? 16)
-    yield* Validate.optional(options?.read, (read) => func("read", read))
-    yield* Validate.optional(options?.onProgress, (onProgress) => func("onProgress", onProgress))
+    // `null` (from JavaScript) is unset, as for the options themselves.
+    const read = options?.read ?? undefined
+    const onProgress = options?.onProgress ?? undefined
+    yield* Validate.optional(read, (read) => func("read", read))
+    yield* Validate.optional(onProgress, (onProgress) => func("onProgress", onProgress))
     const tracing = yield* Validate.oneOf("tracing", options?.tracing ?? false, [true, false])
     yield* Validate.oneOf("ordered", options?.ordered ?? false, [true, false])
     const perHostOption = options?.perHost
@@ -248,10 +251,10 @@ const resolve = <A, E, R>(
     const plan: Engine.Plan<A, E, R> = {
       concurrency: total === undefined ? concurrency : Math.min(concurrency, total),
       deadlineMillis: deadline === undefined ? undefined : Duration.toMillis(deadline),
-      read: options?.read ?? (Exchange.readBytes as unknown as Engine.Plan<A, E, R>["read"]),
-      customRead: options?.read !== undefined && !consuming.has(options.read),
+      read: read ?? (Exchange.readBytes as unknown as Engine.Plan<A, E, R>["read"]),
+      customRead: read !== undefined && !consuming.has(read),
       tracing,
-      progress: options?.onProgress === undefined ? undefined : new Engine.Progress(total, options.onProgress)
+      progress: onProgress === undefined ? undefined : new Engine.Progress(total, onProgress)
     }
     const scheduler = new Scheduler(requests[Symbol.iterator](), {
       perHost: perHost === undefined || perHost >= concurrency ? undefined : perHost,
