@@ -370,6 +370,32 @@ describe("Retry", () => {
       })
     )
 
+    // A detached request still in flight when its client's layer closed retried against the
+    // destroyed client, for the backoff's length (found by a review of cancellation).
+    it.effect("never retries a request its client refused because the client was closed or destroyed", () =>
+      Effect.gen(function* () {
+        const policy = yield* noJitter({ retries: 3, baseDelay: "100 millis" })
+        for (const code of ["UND_ERR_DESTROYED", "UND_ERR_CLOSED"]) {
+          let calls = 0
+          const closed = HttpClient.make((request) => {
+            calls++
+            return Effect.fail(
+              new HttpClientError.HttpClientError({
+                reason: new HttpClientError.TransportError({
+                  request,
+                  cause: Object.assign(new Error("The client is destroyed"), { code })
+                })
+              })
+            )
+          })
+          const request = HttpClientRequest.get("http://api.test/x")
+          const exit = yield* Effect.exit(Retry.run(policy, request, closed.execute(request)))
+          assert.isTrue(Exit.isFailure(exit))
+          assert.strictEqual(calls, 1, code)
+        }
+      })
+    )
+
     it.effect("retries a proxy's failure as the response it stands for: never bad credentials", () =>
       Effect.gen(function* () {
         const policy = yield* noJitter({ retries: 2, baseDelay: 0 })

@@ -254,7 +254,7 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   // would fail the same way again.
   if (reason._tag === "TransportError") {
     const cause = reason.cause
-    if (isRefusal(cause) || isInvalidInput(cause) || isTlsRefusal(cause)) return false
+    if (isRefusal(cause) || isInvalidInput(cause) || isTlsRefusal(cause) || isClosedClient(cause)) return false
     // A proxy's own answer (see Proxy): credentials it refused would be refused again, and a
     // refused CONNECT is retried as a response with that status would be. A proxy that could
     // not be reached or dropped the connection is a transport failure like any other.
@@ -266,6 +266,13 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   // parse has no such code and is not retried.
   if (reason._tag === "DecodeError") return hasCode(reason.cause)
   return reason._tag === "StatusCodeError" && policy.statuses.has(reason.response.status)
+}
+
+// The client itself was closed or destroyed (its layer's scope closed under a request still in
+// flight, a detached one): every retry would fail the same way, at once, for the backoff's length.
+const isClosedClient = (cause: unknown): boolean => {
+  const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined
+  return code === "UND_ERR_DESTROYED" || code === "UND_ERR_CLOSED"
 }
 
 const isRefusal = (cause: unknown): boolean =>
