@@ -9,24 +9,18 @@ import * as Undici from "@effect/platform-node/Undici"
 
 /**
  * An Agent whose destruction also ends the connections it is still opening. Its connector is the
- * one undici builds from the same options (TLS options in `connect`, `allowH2`, `connectTimeout`),
- * so connections are made exactly as before.
+ * one undici's pools build from the same options (see `connectorOptions`), so connections are
+ * made exactly as before.
  */
 export class DirectAgent extends Undici.Agent {
   readonly opening: Set<Socket>
   constructor(options: Undici.Agent.Options) {
     const opening = new Set<Socket>()
-    const { connect, connectTimeout, allowH2 } = options
+    const { connect } = options
     super({
       ...options,
       connect: tracked(
-        typeof connect === "function"
-          ? connect
-          : Undici.buildConnector({
-              ...(allowH2 === undefined ? {} : { allowH2 }),
-              ...(connectTimeout == null ? {} : { timeout: connectTimeout }),
-              ...connect
-            }),
+        typeof connect === "function" ? connect : Undici.buildConnector(connectorOptions(options)),
         opening
       )
     })
@@ -40,6 +34,33 @@ export class DirectAgent extends Undici.Agent {
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
     endOpening(this.opening)
     return destroyAs(super.destroy.bind(this), a, b)
+  }
+}
+
+/**
+ * What undici's Pool (and Client) build their connector from: its TLS options (`connect`, and
+ * the legacy `tls`) and the pool options that shape a connection (`socketPath`,
+ * `maxCachedSessions`, `autoSelectFamily`, `useH2c`...), in the same order, `connect` last.
+ */
+const connectorOptions = (options: Undici.Agent.Options): Undici.buildConnector.BuildOptions => {
+  const { connect, connectTimeout, allowH2, socketPath, maxCachedSessions } = options
+  const { autoSelectFamily, autoSelectFamilyAttemptTimeout } = options
+  // Taken by undici's pools, left out of the Agent's type declarations.
+  const { tls, useH2c } = options as { readonly tls?: object | null; readonly useH2c?: boolean | null }
+  return {
+    ...tls,
+    ...(maxCachedSessions == null ? {} : { maxCachedSessions }),
+    ...(allowH2 == null ? {} : { allowH2 }),
+    ...(useH2c == null ? {} : { useH2c }),
+    ...(socketPath == null ? {} : { socketPath }),
+    ...(connectTimeout == null ? {} : { timeout: connectTimeout }),
+    ...(typeof autoSelectFamily === "boolean"
+      ? {
+          autoSelectFamily,
+          ...(autoSelectFamilyAttemptTimeout == null ? {} : { autoSelectFamilyAttemptTimeout })
+        }
+      : {}),
+    ...(connect as Partial<Undici.buildConnector.BuildOptions> | undefined)
   }
 }
 
