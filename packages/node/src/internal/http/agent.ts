@@ -95,7 +95,9 @@ export const tracked =
   (connect: Undici.buildConnector.connector, opening: Set<Socket>): Undici.buildConnector.connector =>
   (options, callback) => {
     let done = false
-    const socket: unknown = connect(options, (error, connected) => {
+    // Declared first: a connector of the caller's may call back before it returns.
+    let socket: unknown
+    socket = connect(options, (error, connected) => {
       done = true
       if (socket instanceof Socket) opening.delete(socket)
       if (error === null) callback(null, connected!)

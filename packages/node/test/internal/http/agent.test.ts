@@ -87,4 +87,20 @@ describe("DirectAgent", () => {
       }
     }).pipe(Effect.scoped)
   )
+
+  it.live("takes a connector of the caller's that fails before it returns", () =>
+    Effect.gen(function* () {
+      // A filter of the caller's (an address it refuses, say) calls back at once: undici's Agent
+      // fails the request with its error.
+      const refused = new Error("refused by the caller's connector")
+      const agent = yield* destroyed(
+        () => new DirectAgent({ connect: (_options, callback) => callback(refused, null) })
+      )
+      const error = yield* Effect.flip(
+        Effect.tryPromise(() => agent.request({ origin: "http://127.0.0.1:9", path: "/", method: "GET" }))
+      )
+      assert.strictEqual((error as { readonly cause?: unknown }).cause, refused)
+      assert.strictEqual(agent.opening.size, 0)
+    }).pipe(Effect.scoped)
+  )
 })
