@@ -10,7 +10,10 @@ import * as Undici from "@effect/platform-node/Undici"
 /**
  * An Agent whose destruction also ends the connections it is still opening. Its connector is the
  * one undici's pools build from the same options (see `connectorOptions`), so connections are
- * made exactly as before.
+ * made exactly as before; one for the agent rather than one per origin's pool, so its TLS
+ * sessions (kept by server name, `maxCachedSessions` of them) outlive a pool undici drops once
+ * its connections close: an origin met again resumes its session (measured: with a connector per
+ * pool, none did).
  */
 export class DirectAgent extends Undici.Agent {
   readonly opening: Set<Socket>
