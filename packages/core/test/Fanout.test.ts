@@ -64,6 +64,16 @@ const endless = (url: string) => {
   return { urls, read: () => read }
 }
 
+/** Every form of batch over `requests`, run to its end. */
+const everyForm = (requests: Iterable<Fanout.Input>, options?: Fanout.PipelineOptions<Uint8Array, never, never>) => [
+  Fanout.all(requests, options),
+  Fanout.allSettled(requests, options),
+  Stream.runDrain(Fanout.stream(requests, options)),
+  Stream.runDrain(Fanout.streamSettled(requests, options)),
+  Stream.runDrain(Fanout.pipeline(requests, Effect.succeed, options)),
+  Stream.runDrain(Fanout.pipelineSettled(requests, Effect.succeed, options))
+]
+
 const text = { read: (r: HttpClientResponse.HttpClientResponse) => r.text }
 const noRetries = Retry.layer({ retries: 0 })
 
@@ -557,15 +567,7 @@ describe("Fanout", () => {
         ]
         for (const [given, option] of cases) {
           const options = given as Fanout.PipelineOptions<Uint8Array, never, never>
-          const forms = [
-            Fanout.all(urls, options),
-            Fanout.allSettled(urls, options),
-            Stream.runDrain(Fanout.stream(urls, options)),
-            Stream.runDrain(Fanout.streamSettled(urls, options)),
-            Stream.runDrain(Fanout.pipeline(urls, Effect.succeed, options)),
-            Stream.runDrain(Fanout.pipelineSettled(urls, Effect.succeed, options))
-          ]
-          for (const form of forms) {
+          for (const form of everyForm(urls, options)) {
             const exit = yield* Effect.exit(Effect.provideService(form, HttpClient.HttpClient, client))
             if (option === undefined) {
               // `null` is no options (or option), as `undefined` is.
@@ -589,15 +591,7 @@ describe("Fanout", () => {
         // A string is an Iterable<Input> of its characters: each would be a request (a path of
         // its own under a client that prepends a base URL).
         const url = "http://a.test/ms/0"
-        const forms = [
-          Fanout.all(url),
-          Fanout.allSettled(url),
-          Stream.runDrain(Fanout.stream(url)),
-          Stream.runDrain(Fanout.streamSettled(url)),
-          Stream.runDrain(Fanout.pipeline(url, Effect.succeed)),
-          Stream.runDrain(Fanout.pipelineSettled(url, Effect.succeed))
-        ]
-        for (const form of forms) {
+        for (const form of everyForm(url)) {
           const exit = yield* Effect.exit(Effect.provideService(form, HttpClient.HttpClient, client))
           const error = Exit.isFailure(exit)
             ? (Cause.squash(exit.cause) as { _tag: string; option: string })

@@ -4,14 +4,18 @@ import { assert, describe, it } from "@effect/vitest"
 import type { Config as AdaptiveConfig } from "../../src/internal/fanout/adaptive.ts"
 import { DONE, type Job, MAX_IDLE_ORIGINS, Scheduler, WAIT } from "../../src/internal/fanout/scheduler.ts"
 
-const hostsOf = (urls: ReadonlyArray<string>) => {
-  const scheduler = new Scheduler(urls[Symbol.iterator](), {
-    perHost: 100,
-    adaptive: undefined,
+/** A batch's scheduler over `urls`: a fixed `perHost`, or an adaptive one. */
+const schedulerOf = (urls: Iterable<string>, limit: number | AdaptiveConfig) =>
+  new Scheduler(urls[Symbol.iterator](), {
+    perHost: typeof limit === "number" ? limit : undefined,
+    adaptive: typeof limit === "number" ? undefined : limit,
     window: Number.POSITIVE_INFINITY,
     ordered: false,
     lookahead: 1024
   })
+
+const hostsOf = (urls: ReadonlyArray<string>) => {
+  const scheduler = schedulerOf(urls, 100)
   const jobs: Array<Job> = []
   for (;;) {
     const next = scheduler.next()
@@ -44,13 +48,7 @@ describe("Scheduler origins", () => {
   it("keeps an origin's queue bounded while it always has a backlog, in input order", () => {
     const total = 50_000
     const urls = Array.from({ length: total }, (_, i) => `http://a.test/${i}`)
-    const scheduler = new Scheduler(urls[Symbol.iterator](), {
-      perHost: 2,
-      adaptive: undefined,
-      window: Number.POSITIVE_INFINITY,
-      ordered: false,
-      lookahead: 1024
-    })
+    const scheduler = schedulerOf(urls, 2)
     const running: Array<Job> = []
     let started = 0
     let longest = 0
@@ -80,13 +78,7 @@ describe("Scheduler origins", () => {
       concurrency: number,
       finishing: "oldest" | "newest" = "oldest"
     ) => {
-      const scheduler = new Scheduler(urls[Symbol.iterator](), {
-        perHost: adaptive === undefined ? 2 : undefined,
-        adaptive,
-        window: Number.POSITIVE_INFINITY,
-        ordered: false,
-        lookahead: 1024
-      })
+      const scheduler = schedulerOf(urls, adaptive ?? 2)
       const running: Array<Job> = []
       let started = 0
       let most = 0
@@ -129,13 +121,7 @@ describe("Scheduler origins", () => {
     it("with a fixed perHost, still holds a busy origin to its limit", () => {
       // Each origin is met in turns (a, a, a, b, a, a, ...): forgotten in between, never over 2.
       const urls = Array.from({ length: 3_000 }, (_, i) => `http://${i % 4 === 3 ? `b-${i}` : "a"}.test/${i}`)
-      const scheduler = new Scheduler(urls[Symbol.iterator](), {
-        perHost: 2,
-        adaptive: undefined,
-        window: Number.POSITIVE_INFINITY,
-        ordered: false,
-        lookahead: 1024
-      })
+      const scheduler = schedulerOf(urls, 2)
       const running: Array<Job> = []
       let started = 0
       for (;;) {
@@ -157,13 +143,7 @@ describe("Scheduler origins", () => {
     it("with an adaptive perHost, does not look at every paused origin each time one goes idle", () => {
       // A crawler whose origins answer 429 with Retry-After: half of them stay paused (kept).
       const config: AdaptiveConfig = { initial: 4, min: 1, max: 64 }
-      const scheduler = new Scheduler(origins(20_000), {
-        perHost: undefined,
-        adaptive: config,
-        window: Number.POSITIVE_INFINITY,
-        ordered: false,
-        lookahead: 1024
-      })
+      const scheduler = schedulerOf(origins(20_000), config)
       scheduler.now = () => 0
       let looks = 0
       let paused = 0
