@@ -312,22 +312,9 @@ export const submit = <E = never, R = never>(
         reason: "must not contain the character U+0000"
       })
     }
-    // A string (or a `String`) is an `Iterable<Item>` too, of its characters: `submit(job, url)`
-    // for `[url]` type-checks, and stored and sent an item per character.
-    if (typeof items === "string" || items instanceof String) {
-      return yield* new Validate.InvalidOptionsError({
-        option: "items",
-        reason: "must be an iterable or a stream of items, got a string (write [url] for one URL)"
-      })
-    }
-    // A lone URL or request slips in from JavaScript or under a cast, and would die when asked
-    // for an iterator.
-    const iterable = (items as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator]
-    if (!Stream.isStream(items) && typeof iterable !== "function") {
-      return yield* new Validate.InvalidOptionsError({
-        option: "items",
-        reason: `must be an iterable or a stream of items, got ${items === null ? "null" : items instanceof URL ? "a URL" : typeof items} (write [url] for one URL)`
-      })
+    // A lone URL (a string stored an item per character, a URL object died) or request.
+    if (!Stream.isStream(items)) {
+      yield* Validate.iterable("items", items, "an iterable or a stream of items", "write [url] for one URL")
     }
     const stream = Stream.isStream(items) ? items : Stream.fromIterable(items)
     return yield* submitChunks({ job, perHost, chunkSize, reader: name }, stream).pipe(

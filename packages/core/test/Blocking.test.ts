@@ -66,8 +66,11 @@ describe("Blocking.runAll's payloads and options", () => {
       for (const [payloads, reason] of [
         ["hello", "must be an iterable of payloads, got a string (write [payload] for one)"],
         [new String("hello"), "must be an iterable of payloads, got a string (write [payload] for one)"],
-        [null, "must be an iterable of payloads, got null"],
-        [{ text: "hello" }, "must be an iterable of payloads, got object"]
+        [null, "must be an iterable of payloads, got null (write [payload] for one)"],
+        [
+          { text: "hello" },
+          "must be an iterable of payloads, got an object that is not iterable (write [payload] for one)"
+        ]
       ] as const) {
         const given = payloads as unknown as Iterable<string>
         for (const batch of [Blocking.runAll(shout, given), Blocking.runAllSettled(shout, given)]) {

@@ -168,6 +168,47 @@ export const record = <A extends object>(option: string, value: A): Effect.Effec
       )
 
 /**
+ * Checks that `value` is `expected` (an iterable of something) and not a string: a string is an
+ * iterable of its characters, so a lone URL written for `[url]` type-checks and would be taken
+ * one character at a time; anything else not iterable (a lone URL object, `null`) would die when
+ * asked for an iterator. `hint` says how to write a single one.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Options } from "@volley/core"
+ *
+ * const requests = Options.iterable("requests", "http://api.test/", "an iterable of requests", "write [url] for one URL")
+ * // fails: Invalid option requests: must be an iterable of requests, got a string (write [url] for one URL)
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const iterable = (
+  option: string,
+  value: unknown,
+  expected: string,
+  hint: string
+): Effect.Effect<void, InvalidOptionsError> => {
+  const got =
+    typeof value === "string" || value instanceof String
+      ? "a string"
+      : typeof (value as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator] === "function"
+        ? undefined
+        : value === null
+          ? "null"
+          : value instanceof URL
+            ? "a URL"
+            : typeof value === "object"
+              ? "an object that is not iterable"
+              : `a ${typeof value}`
+  return got === undefined
+    ? Effect.void
+    : Effect.fail(new InvalidOptionsError({ option, reason: `must be ${expected}, got ${got} (${hint})` }))
+}
+
+/**
  * Validates an optional value with `check`, passing `undefined` through.
  *
  * @example

@@ -106,23 +106,6 @@ const start = <Payload, Success, Failure>(
 }
 
 // A string is an `Iterable<string>` too, of its characters: `runAll(shout, "hello")` for
-// `["hello"]` type-checks for a task of strings, and would run one task per character. Anything
-// not iterable (`null`, a lone payload object) would die in `Array.from`.
-export const checkPayloads = (payloads: unknown): Effect.Effect<void, Validate.InvalidOptionsError> => {
-  if (typeof payloads === "string" || payloads instanceof String) {
-    return Effect.fail(
-      new Validate.InvalidOptionsError({
-        option: "payloads",
-        reason: "must be an iterable of payloads, got a string (write [payload] for one)"
-      })
-    )
-  }
-  return typeof (payloads as Partial<Iterable<unknown>> | null | undefined)?.[Symbol.iterator] === "function"
-    ? Effect.void
-    : Effect.fail(
-        new Validate.InvalidOptionsError({
-          option: "payloads",
-          reason: `must be an iterable of payloads, got ${payloads === null ? "null" : typeof payloads}`
-        })
-      )
-}
+// `["hello"]` type-checks for a task of strings, and would run one task per character.
+export const checkPayloads = (payloads: unknown): Effect.Effect<void, Validate.InvalidOptionsError> =>
+  Validate.iterable("payloads", payloads, "an iterable of payloads", "write [payload] for one")

@@ -207,23 +207,8 @@ const resolve = <A, E, R>(
   stream: { readonly ordered: boolean } | undefined
 ) =>
   Effect.gen(function* () {
-    // A string is an `Iterable<Input>` too, of its characters: `Fanout.all(url)` for `[url]`
-    // type-checks, and would send a request per character (each a path of its own under a
-    // client that prepends a base URL). A `String` object iterates the same way.
-    if (typeof requests === "string" || requests instanceof String) {
-      return yield* new Validate.InvalidOptionsError({
-        option: "requests",
-        reason: "must be an iterable of requests, got a string (write [url] for one URL)"
-      })
-    }
-    // Not an `Iterable<Input>`, but a lone URL or request slips in from JavaScript or under a
-    // cast, and would die when the scheduler asks it for an iterator.
-    if (typeof (requests as Partial<Iterable<Input>> | null | undefined)?.[Symbol.iterator] !== "function") {
-      return yield* new Validate.InvalidOptionsError({
-        option: "requests",
-        reason: `must be an iterable of requests, got ${describeRequests(requests)} (write [url] for one URL)`
-      })
-    }
+    // A lone URL (a string, a URL object) or request where an iterable of them goes.
+    yield* Validate.iterable("requests", requests, "an iterable of requests", "write [url] for one URL")
     // Checked, not read as they come: from JavaScript or under a cast, options that are not an
     // object were dropped without a word, a `read` or `onProgress` that is not a function died
     // in the middle of the batch (a request already sent), and `ordered: "false"` was truthy.
@@ -387,12 +372,3 @@ const func = (option: string, value: unknown): Effect.Effect<void, Validate.Inva
   typeof value === "function"
     ? Effect.void
     : Effect.fail(new Validate.InvalidOptionsError({ option, reason: `must be a function, got ${typeof value}` }))
-
-const describeRequests = (requests: unknown): string =>
-  requests === null
-    ? "null"
-    : requests instanceof URL
-      ? "a URL"
-      : typeof requests === "object"
-        ? "an object that is not iterable"
-        : `a ${typeof requests}`
