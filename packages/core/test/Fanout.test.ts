@@ -563,7 +563,7 @@ describe("Fanout", () => {
           [{ ordered: "false" }, "ordered"],
           [{ perHost: Fanout.adaptive("max: 2" as never) }, "perHost"],
           [{ perHost: Fanout.adaptive(null as never), concurrency: 2 }, undefined as never],
-          [{ read: null, onProgress: null, concurrency: 2 }, undefined as never]
+          [{ read: null, onProgress: null, perHost: null, deadline: null, concurrency: 2 }, undefined as never]
         ]
         for (const [given, option] of cases) {
           const options = given as Fanout.PipelineOptions<Uint8Array, never, never>

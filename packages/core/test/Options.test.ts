@@ -32,6 +32,19 @@ describe("Options", () => {
       })
     )
   })
+  describe("optional", () => {
+    // Found by a boundary sweep: `deadline: null`, `timeout: null`, `perHost: null` (JavaScript,
+    // JSON) were refused where an option with a default (`concurrency: null`) is unset.
+    it.effect("passes undefined and null through as unset and checks anything else", () =>
+      Effect.gen(function* () {
+        const check = (value: unknown) => Options.optional(value, (d) => Options.duration("timeout", d as never))
+        assert.isUndefined(yield* check(undefined))
+        assert.isUndefined(yield* check(null))
+        assert.strictEqual(Duration.toMillis((yield* check("1 second"))!), 1000)
+        assert.strictEqual((yield* Effect.flip(check("soon"))).option, "timeout")
+      })
+    )
+  })
   describe("array and record", () => {
     it.effect("accept an array and an object of options, and name what they got otherwise", () =>
       Effect.gen(function* () {

@@ -209,7 +209,9 @@ export const iterable = (
 }
 
 /**
- * Validates an optional value with `check`, passing `undefined` through.
+ * Validates an optional value with `check`, passing `undefined` and `null` through as
+ * `undefined`: options from JavaScript or JSON say "unset" with either, as they do for options
+ * with a default (`options.concurrency ?? 16`).
  *
  * @example
  * ```ts
@@ -223,9 +225,10 @@ export const iterable = (
  * @category validation
  */
 export const optional = <A, B>(
-  value: A | undefined,
+  value: A | null | undefined,
   check: (value: A) => Effect.Effect<B, InvalidOptionsError>
-): Effect.Effect<B | undefined, InvalidOptionsError> => (value === undefined ? Effect.undefined : check(value))
+): Effect.Effect<B | undefined, InvalidOptionsError> =>
+  value === undefined || value === null ? Effect.undefined : check(value)
 
 // What Effect's decoder turns into 0 without a word: `NaN` as milliseconds, in a
 // `[seconds, nanos]` pair or in a field of a duration object, and an object field it does not
