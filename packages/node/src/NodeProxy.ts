@@ -27,8 +27,10 @@ import "./internal/runtime.ts"
 import type * as Undici from "@effect/platform-node/Undici"
 import * as Validate from "@volley/core/Options"
 import * as Proxy from "@volley/core/Proxy"
+import * as Cause from "effect/Cause"
 import type * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
 import * as Client from "./internal/http/client.ts"
@@ -83,6 +85,9 @@ export interface Options extends Omit<NodeHttpClient.Options, "tls"> {
 /**
  * Builds the routing undici dispatcher behind {@link layer}, for use with
  * `NodeHttpClient.layerWith` or your own undici calls. You own it: destroy it when done.
+ * Throws `InvalidOptionsError` for what {@link layer} fails with: a `config` not built by
+ * `Proxy.make` or `Proxy.fromEnv`, TLS options or a `tunnelHttp` of the wrong type (as undici's
+ * `Agent` throws for its own options).
  *
  * @example
  * ```ts
@@ -101,11 +106,31 @@ export const makeDispatcher = (
   config: Proxy.ProxyConfig,
   agent: Undici.Agent.Options = {},
   options: Pick<Options, "originTls" | "proxyTls" | "tunnelHttp"> = {}
-): Undici.Dispatcher =>
-  new RoutingDispatcher(config, agent, {
-    originTls: options.originTls,
-    proxyTls: options.proxyTls,
-    tunnelHttp: options.tunnelHttp ?? false
+): Undici.Dispatcher => {
+  // No error channel here: a wrong option died later, in routing or in a TLS handshake.
+  const checked = Effect.runSyncExit(checkRoute(config, options))
+  if (Exit.isFailure(checked)) throw Cause.squash(checked.cause)
+  return new RoutingDispatcher(config, agent, checked.value)
+}
+
+// What routing takes from `config` and the options, checked: null options are none, as
+// `undefined` is, and `null` is unset for each TLS option.
+const checkRoute = (config: Proxy.ProxyConfig, given: Options | null | undefined) =>
+  Effect.gen(function* () {
+    const options = yield* Validate.record("options", given ?? {})
+    // A configuration not built by Proxy.make (its options, `{ all: url }`, say) died in routing.
+    if (!isProxyConfig(config)) {
+      return yield* new Validate.InvalidOptionsError({
+        option: "config",
+        reason: "must be a ProxyConfig built by Proxy.make or Proxy.fromEnv (not their options)"
+      })
+    }
+    return {
+      originTls: yield* Tls.validate("originTls", options.originTls),
+      proxyTls: yield* Tls.validate("proxyTls", options.proxyTls),
+      // A string "false" would otherwise be truthy in the dispatcher and tunnel every request.
+      tunnelHttp: yield* Validate.oneOf("tunnelHttp", options.tunnelHttp ?? false, [true, false])
+    }
   })
 
 /**
@@ -135,27 +160,14 @@ export const layer = (
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError> =>
   Layer.unwrap(
     Effect.gen(function* () {
-      // `null` from JavaScript is no options, as `undefined` is.
-      const options = yield* Validate.record("options", given ?? {})
-      // A configuration not built by Proxy.make (its options, `{ all: url }`, say) died in routing.
-      if (!isProxyConfig(config)) {
-        return yield* new Validate.InvalidOptionsError({
-          option: "config",
-          reason: "must be a ProxyConfig built by Proxy.make or Proxy.fromEnv (not their options)"
-        })
-      }
+      const route = yield* checkRoute(config, given)
+      const options = given ?? {}
       // `tls: null` is unset, as `null` is for every TLS option.
       if ((options as NodeHttpClient.Options).tls != null) {
         return yield* new Validate.InvalidOptionsError({
           option: "tls",
           reason: "a proxied client takes originTls (for origins) and proxyTls (for the proxy) instead"
         })
-      }
-      const tls = {
-        originTls: yield* Tls.validate("originTls", options.originTls),
-        proxyTls: yield* Tls.validate("proxyTls", options.proxyTls),
-        // A string "false" would otherwise be truthy in the dispatcher and tunnel every request.
-        tunnelHttp: yield* Validate.oneOf("tunnelHttp", options.tunnelHttp ?? false, [true, false])
       }
       const routed = Layer.effect(
         HttpClient.HttpClient,
@@ -169,9 +181,7 @@ export const layer = (
         })
       )
       return routed.pipe(
-        Layer.provide(
-          NodeHttpClient.layerWith((agent) => makeDispatcher(config, agent, { ...options, ...tls }), options)
-        )
+        Layer.provide(NodeHttpClient.layerWith((agent) => new RoutingDispatcher(config, agent, route), options))
       )
     })
   )

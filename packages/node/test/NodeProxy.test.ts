@@ -265,6 +265,31 @@ describe("NodeProxy", () => {
       })
     )
 
+    // Found by a boundary sweep: the dispatcher took whatever it was given, and died later in
+    // routing (a config that is Proxy.make's options) or at the first request.
+    it.effect("makeDispatcher throws InvalidOptionsError for what the layer fails with; null is none", () =>
+      Effect.gen(function* () {
+        const config = yield* Proxy.make({ all: "http://127.0.0.1:3128" })
+        for (const [given, options, option] of [
+          [{ all: "http://127.0.0.1:3128" }, {}, "config"],
+          [config, { tunnelHttp: "false" }, "tunnelHttp"],
+          [config, { originTls: 1 }, "originTls"],
+          [config, "x", "options"]
+        ] as const) {
+          const thrown = yield* Effect.flip(
+            Effect.try({
+              try: () => NodeProxy.makeDispatcher(given as Proxy.ProxyConfig, {}, options as NodeProxy.Options),
+              catch: (error) => error as { _tag?: string; option?: string }
+            })
+          )
+          assert.strictEqual(thrown._tag, "InvalidOptionsError", option)
+          assert.strictEqual(thrown.option, option)
+        }
+        const dispatcher = NodeProxy.makeDispatcher(config, {}, null as never)
+        yield* Effect.promise(() => dispatcher.destroy())
+      })
+    )
+
     it.live("fails at once with a ProxyConnectionError when the proxy drops CONNECT, after one connection", () =>
       Effect.gen(function* () {
         const proxy = yield* dropper()
