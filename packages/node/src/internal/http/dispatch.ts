@@ -11,6 +11,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
+import { refusal } from "./refusal.ts"
 import { Body, HIGH_WATER_MARK, isComplete, LeanResponse, readComplete, track } from "./response.ts"
 import type { Target } from "./target.ts"
 
@@ -297,6 +298,11 @@ const write = (
   upload: Upload | undefined,
   handler: Handler
 ): void => {
+  const refused = refusal(request.method, request.headers)
+  if (refused !== undefined) {
+    handler.onResponseError(undefined, refused)
+    return
+  }
   try {
     dispatcher.dispatch(
       {
