@@ -63,6 +63,26 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      // Found by review: V8's `stack` leaves out an Error's `cause` and an AggregateError's `errors`,
+      // and only the stack crossed the boundary: `new Error("query failed", { cause })` lost why.
+      it.effect(
+        "keeps what a thrown Error wraps (its cause chain, an AggregateError's errors) in the remote stack",
+        () =>
+          Effect.gen(function* () {
+            const error = yield* Effect.flip(Blocking.run(T.explodeWrapped, undefined))
+            assert.strictEqual(error._tag, "HandlerError")
+            if (error._tag !== "HandlerError") return
+            assert.strictEqual(error.errorMessage, "download failed")
+            const lines = (error.remoteStack ?? "").split("\n").filter((line) => line.startsWith("Caused by"))
+            assert.deepStrictEqual(lines, [
+              "Caused by: Error: retries exhausted",
+              "Caused by: AggregateError: all mirrors failed",
+              "Caused by (errors[0]): TypeError: first mirror down",
+              "Caused by (errors[1]): second mirror down"
+            ])
+          })
+      )
+
       it.effect("fails with HandlerError showing a thrown plain object one level deep, not [object Object]", () =>
         Effect.gen(function* () {
           for (const async of [false, true]) {

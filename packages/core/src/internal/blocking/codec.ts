@@ -233,8 +233,52 @@ const fromThrown = (codecs: Codecs, thrown: unknown): Reply => {
     _tag: "Threw",
     name: readString(thrown, "name") ?? kindOf(thrown),
     message: readString(thrown, "message") ?? "(the error's message cannot be read)",
-    stack: readStack(thrown)
+    stack: withCauses(thrown, readStack(thrown))
   }
+}
+
+/** The most errors a remote stack shows below the thrown one (its causes, an AggregateError's errors). */
+const MAX_CAUSES = 10
+
+/**
+ * The stack followed by what the error wraps: V8's `stack` leaves out `cause`
+ * (`new Error("query failed", { cause })`) and an AggregateError's `errors` (`Promise.any`), which
+ * often say why it failed, and which the caller could otherwise never see. Each as Java shows a
+ * chain, "Caused by: <its stack>", read as carefully as the thrown error; a cycle ends the chain.
+ */
+const withCauses = (error: Error, stack: string | undefined): string | undefined => {
+  const seen = new Set<unknown>([error])
+  const lines: Array<string> = []
+  const pending = wrapped(error)
+  while (pending.length > 0 && lines.length < MAX_CAUSES) {
+    const [label, value] = pending.shift()!
+    if (seen.has(value)) continue
+    seen.add(value)
+    if (isErrorUnsafe(value)) {
+      const head = `${readString(value, "name") ?? kindOf(value)}: ${readString(value, "message") ?? ""}`
+      lines.push(`${label}: ${readStack(value) ?? head}`)
+      pending.push(...wrapped(value))
+    } else lines.push(`${label}: ${describeValue(value)}`)
+  }
+  if (lines.length === 0) return stack
+  const head = stack ?? `${readString(error, "name") ?? kindOf(error)}: ${readString(error, "message") ?? ""}`
+  return [head, ...lines].join("\n")
+}
+
+/** An error's `cause` and, for an AggregateError, its `errors`, labelled; nothing when reading them throws. */
+const wrapped = (error: Error): Array<readonly [label: string, value: unknown]> => {
+  const out: Array<readonly [string, unknown]> = []
+  try {
+    const cause: unknown = (error as { cause?: unknown }).cause
+    if (cause !== undefined) out.push(["Caused by", cause])
+    const errors: unknown = error instanceof AggregateError ? error.errors : undefined
+    if (Array.isArray(errors)) {
+      for (let i = 0; i < Math.min(errors.length, MAX_CAUSES); i++) out.push([`Caused by (errors[${i}])`, errors[i]])
+    }
+  } catch {
+    // A getter that throws, or a Proxy: what it wraps cannot be read.
+  }
+  return out
 }
 
 /** `instanceof Error`, false when asking throws (a Proxy whose getPrototypeOf trap throws, or revoked). */

@@ -101,7 +101,9 @@ export class InvalidResultError extends Schema.TaggedError<InvalidResultError>()
 }
 
 /**
- * The handler threw something that is not its typed failure; keeps the remote name, message and stack.
+ * The handler threw something that is not its typed failure; keeps the remote name, message and
+ * stack, the stack followed by what the error wraps ("Caused by: ...", its `cause` chain and an
+ * AggregateError's `errors`), which V8's stack leaves out.
  *
  * @since 0.1.0
  * @category errors
