@@ -305,7 +305,7 @@ export const follow = <A, E, R, E2>(
       target.password = ""
       const url = show(target)
       if (hops.some((hop) => hop.url === url && hop.method === method)) return fail("loop")
-      let next = HttpClientRequest.setUrl(request, target)
+      let next = toHop(request, target)
       // A client may have added trace context to the request for the previous hop, naming that
       // hop's span; the next hop's client adds its own (its span's, or the enclosing span's for
       // a hop it does not trace), or none: the previous hop's must not reach it. A response that
@@ -397,6 +397,23 @@ const stripping = <E, R>(
   const strip = (request: HttpClientRequest.HttpClientRequest) => stripSensitive(request, policy)
   return HttpClient.transformResponse(HttpClient.mapRequest(client, strip), (effect) =>
     Effect.provideService(effect, HopStrip, strip)
+  )
+}
+
+// The request for a hop to `target`, its URL exactly as the URL parser wrote the Location.
+// `setUrl` with a URL object would split the query into url params, sent written back
+// form-encoded (`%20` as `+`, `?flag` as `?flag=`, `/` and `~` escaped): another URL than the
+// one the server named, which a signed URL's signature does not cover. The first request's
+// url params go too: the Location replaces its whole query.
+const toHop = (request: HttpClientRequest.HttpClientRequest, target: URL): HttpClientRequest.HttpClientRequest => {
+  const hash = target.hash
+  return HttpClientRequest.makeWith(
+    request.method,
+    hash === "" ? target.href : target.href.slice(0, -hash.length),
+    UrlParams.empty,
+    hash === "" ? Option.none() : Option.some(hash.slice(1)),
+    request.headers,
+    request.body
   )
 }
 
