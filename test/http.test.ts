@@ -32,7 +32,8 @@ const routes = {
     res
       .writeHead(200, { "content-type": "application/json" })
       .end(JSON.stringify({ id: 1, name: `${req.headers.accept} ${req.url}` })),
-  "/hang": () => {}
+  "/hang": () => {},
+  "/url": (req, res) => res.end(req.url)
 } satisfies Parameters<typeof origin>[0]
 
 const reasonOf = <A>(exit: Exit.Exit<A, unknown>) => {
@@ -77,6 +78,22 @@ describe("Http", () => {
       assert.strictEqual(yield* sent(`${server.url}/accept?page=1&q=a`), expected)
       // A URL's own parameters of the same names were replaced, not appended to.
       assert.strictEqual(yield* sent(new URL(`${server.url}/accept?page=1&q=a`)), expected)
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  // Found by review: a URL object's query was split into url params and sent written back
+  // form-encoded (`?sig=a%2Bb%20c&flag&path=/x~y;z` as `?sig=a%2Bb+c&flag=&path=%2Fx%7Ey%3Bz`):
+  // another URL than the one given, where its text and fetch send it as written.
+  it.live("sends a URL object's query as written, in Http.* and in a batch", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const url = new URL(`${server.url}/url?sig=a%2Bb%20c&flag&path=/x~y;z`)
+      const written = "/url?sig=a%2Bb%20c&flag&path=/x~y;z"
+      assert.strictEqual(yield* Http.getText(url), written)
+      assert.strictEqual(yield* Http.getText(url, { headers: { "x-trace": "1" } }), written)
+      assert.strictEqual(yield* Http.postText(url, "body"), written)
+      assert.deepStrictEqual(yield* Fanout.all([url], { read: Http.readText }), [written])
+      assert.strictEqual(yield* Effect.promise(() => fetch(url).then((response) => response.text())), written)
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 

@@ -48,6 +48,7 @@ import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
 import { type Policy, RetryPolicy } from "./internal/retry/policy.ts"
+import { urlText } from "./internal/url.ts"
 import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -172,7 +173,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
   refused(url, options, HttpClientRequest.empty) ??
   run(
     options == null
-      ? HttpClientRequest.setUrl(JSON_GET, url)
+      ? HttpClientRequest.setUrl(JSON_GET, urlText(url))
       : build("GET", url, { ...options, headers: { accept: "application/json", ...options.headers } }),
     onJson(schema)
   )
@@ -337,14 +338,14 @@ export const metrics: {
 // `null` options (from JavaScript) are none, as a `null` field is unset.
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
   options == null
-    ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, url)
+    ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, urlText(url))
     : withParams(
-        HttpClientRequest.make(method)(url, options.headers == null ? {} : { headers: options.headers }),
+        HttpClientRequest.make(method)(urlText(url), options.headers == null ? {} : { headers: options.headers }),
         options.urlParams ?? undefined
       )
 
-// Appended, not set: `make`'s `urlParams` replace those of the same name that a `URL` object
-// brought (`?page=1` lost), while a string URL keeps its query and gets them after it.
+// Appended after the URL's own query, which stays as written (a `URL` object is passed as its
+// text, see `urlText`), a parameter of the same name included.
 const withParams = (
   request: HttpClientRequest.HttpClientRequest,
   urlParams: Record<string, string> | undefined

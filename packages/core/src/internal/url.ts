@@ -1,6 +1,15 @@
 // URL facts shared by the fan-out scheduler, Resilience's per-origin keys and proxy routing:
 // the one table of default ports, and a URL's origin key.
 
+/**
+ * A URL argument (`Http.*`, a batch's item) as the text of the request's URL. Given a URL
+ * object, `HttpClientRequest.setUrl` splits its query into url params, sent written back
+ * form-encoded (`%20` as `+`, `?flag` as `?flag=`, `/`, `~` and `;` escaped): another URL than
+ * the one given (a signed URL's signature covers the query as written), where fetch sends its
+ * `href`, as a string URL is sent.
+ */
+export const urlText = (url: string | URL): string => (typeof url === "string" ? url : url.href)
+
 /** The port each scheme implies when a URL names none. */
 export const DEFAULT_PORTS = { "http:": 80, "https:": 443, "socks5:": 1080, "socks5h:": 1080 } as const
 

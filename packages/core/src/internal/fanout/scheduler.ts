@@ -13,7 +13,7 @@
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
 import * as Effect from "effect/Effect"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
-import { originOf } from "../url.ts"
+import { originOf, urlText } from "../url.ts"
 import { type Config as AdaptiveConfig, AdaptiveLimit } from "./adaptive.ts"
 
 /** A request on its own: a URL (fetched with `GET`) or any `HttpClientRequest`. */
@@ -480,7 +480,7 @@ const noHost = (): undefined => undefined
 // request (a GET), as `Http.*` build theirs: `HttpClientRequest.get` builds three.
 const toRequest = (input: Target): HttpClientRequest.HttpClientRequest =>
   typeof input === "string" || input instanceof URL
-    ? HttpClientRequest.setUrl(HttpClientRequest.empty, input)
+    ? HttpClientRequest.setUrl(HttpClientRequest.empty, urlText(input))
     : HttpClientRequest.isHttpClientRequest(input)
       ? input
       : invalidItem(`not a string, URL or HttpClientRequest: ${describe(input)}`)
