@@ -140,6 +140,8 @@ export interface Options {
   readonly maxQueue?: number | undefined
   /**
    * When the queue is full: `"wait"` suspends the caller until there is room, `"fail"` fails with `QueueFullError`.
+   * A `Blocking.runAll` batch submits a window of tasks at once (its `concurrency`, 1,024 by default): with
+   * `"fail"`, those past `maxQueue` plus the free threads fail, so give such a batch a `concurrency` within them.
    * @default "wait"
    */
   readonly queueFull?: "wait" | "fail" | undefined
