@@ -407,23 +407,28 @@ const run = <A, E, R>(
 // What `run` reads of its fiber's context, read again only when the context changes: a context
 // never changes (providing a service makes a new one) and the fibers of `Effect.forEach` share
 // their parent's. The last context's is kept until a call in another context replaces it (one,
-// not a map: a `WeakMap` insert costs more than the lookups where each call has its own context).
-interface RunServices {
-  readonly context: Context.Context<never>
-  readonly client: HttpClient.HttpClient
+// not a map: a `WeakMap` insert costs more than the lookups where each call has its own context),
+// the context and its client weakly: held for good, they and all they reach (a layer's client, a
+// batch's state) lived on until a call in another context came, perhaps never.
+class RunServices {
+  readonly context: WeakRef<Context.Context<never>>
+  private readonly clientRef: WeakRef<HttpClient.HttpClient>
   readonly policy: Policy
   readonly clock: Clock.Clock
+  constructor(context: Context.Context<never>) {
+    this.context = new WeakRef(context)
+    this.clientRef = new WeakRef(unwrap(Context.getUnsafe(context, HttpClient.HttpClient)))
+    this.policy = Context.get(context, RetryPolicy)
+    this.clock = Context.get(context, Clock.Clock)
+  }
+  /** Alive while the context is, which holds it: so whenever these services are used. */
+  get client(): HttpClient.HttpClient {
+    return this.clientRef.deref()!
+  }
 }
 let last: RunServices | undefined
 const servicesOf = (context: Context.Context<never>): RunServices => {
-  if (last?.context !== context) {
-    last = {
-      context,
-      client: unwrap(Context.getUnsafe(context, HttpClient.HttpClient)),
-      policy: Context.get(context, RetryPolicy),
-      clock: Context.get(context, Clock.Clock)
-    }
-  }
+  if (last?.context.deref() !== context) last = new RunServices(context)
   return last
 }
 

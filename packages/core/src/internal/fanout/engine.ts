@@ -215,6 +215,12 @@ class ItemEvents<A, E, X> implements Sink<A, E, X> {
 
 // What failed, by tag: an HttpClientError's reason (`StatusCodeError`, `TransportError`, ...),
 // else the error's own tag (`DeadlineExceeded`, a read's error).
+// An untraced batch's TracerDisabledWhen: one function for every batch. One made in `runIn`
+// would hold that call's whole scope (V8 shares one context among a scope's closures): its sink,
+// so every result of the batch, for as long as anything keeps the predicate (a client's cache of
+// its last context's references did, until a request in another context replaced it).
+const untracedAll = (): boolean => true
+
 const errorType = (error: unknown): string => {
   if (HttpClientError.isHttpClientError(error)) return error.reason._tag
   const tag = (error as { readonly _tag?: unknown } | null)?._tag
@@ -519,7 +525,7 @@ const runIn = <A, E, R, X>(
     // retries in its progress (one provide per batch).
     const bounded = deadline === undefined ? all : Effect.provideService(all, Loop.CurrentDeadline, deadline)
     const counted = progress === undefined ? bounded : Effect.provideService(bounded, HopRetry, progress.retry)
-    const untraced = plan.tracing ? counted : Effect.provideService(counted, HttpClient.TracerDisabledWhen, () => true)
+    const untraced = plan.tracing ? counted : Effect.provideService(counted, HttpClient.TracerDisabledWhen, untracedAll)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
     // with the workers: a last event says none is left, so a progress bar does not hang.
     const traced =

@@ -129,7 +129,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     // The last context's (see `FastRefs`): kept until a request in another context replaces it.
     let lastRefs: FastRefs | undefined
     const refsOf = (fiber: Fiber.Fiber<unknown, unknown>): FastRefs => {
-      if (lastRefs?.context !== fiber.context) lastRefs = new FastRefs(fiber.context, settings)
+      if (lastRefs?.context.deref() !== fiber.context) lastRefs = new FastRefs(fiber.context, settings)
       return lastRefs
     }
     // `A` is the response's type unless an exchange is given (see `send`).
@@ -231,22 +231,26 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
 // and of a batch share theirs, and looking up a reference the context does not set costs two
 // map misses (six of them were a twentieth of a small request's own JavaScript). One context
 // is remembered, not a map of them: a `WeakMap` insert per context cost several times the
-// lookups it saves where each request has a context of its own (a span per request).
+// lookups it saves where each request has a context of its own (a span per request). Held
+// weakly, as is the one function read from it: kept for good, the last context (and what its
+// services and that function reach: a finished batch's results, say) lived on until a request in
+// another context came, perhaps never.
 class FastRefs {
-  readonly context: Context.Context<never>
+  readonly context: WeakRef<Context.Context<never>>
   // Whether trace context may be sent at all.
   readonly propagating: boolean
-  readonly disabledWhen: (request: HttpClientRequest.HttpClientRequest) => boolean
+  // Alive while the context is, which holds it: so whenever these references are used.
+  readonly disabledWhen: WeakRef<(request: HttpClientRequest.HttpClientRequest) => boolean>
   // Whether spans are recorded (a tracer other than Effect's default one).
   readonly recording: boolean
   readonly propagationEnabled: boolean
   readonly maxBodySize: number
   readonly decompress: boolean
   constructor(context: Context.Context<never>, settings: Settings) {
-    this.context = context
+    this.context = new WeakRef(context)
     this.propagating =
       !Context.get(context, Tracer.DisablePropagation) && Context.get(context, References.TracerEnabled)
-    this.disabledWhen = Context.get(context, HttpClient.TracerDisabledWhen)
+    this.disabledWhen = new WeakRef(Context.get(context, HttpClient.TracerDisabledWhen))
     this.recording = Context.get(context, Tracer.Tracer) !== Tracer.nativeTracer
     this.propagationEnabled = Context.get(context, HttpClient.TracerPropagationEnabled)
     this.maxBodySize = Context.get(context, HttpBody.MaxBodySize) ?? settings.maxBodySize
@@ -269,7 +273,7 @@ const fastTrace = (
   // propagating the enclosing span's trace context (a batch's), so the trace stays one. The
   // predicate is the user's: called for every request, as Effect's client calls it, and with
   // no `this`.
-  const disabledWhen = refs.disabledWhen
+  const disabledWhen = refs.disabledWhen.deref()!
   if (disabledWhen(request) || !refs.recording) return traceOf(fiber, refs)
   return TRACED
 }
