@@ -3,7 +3,9 @@
 //
 //   node --conditions=@volley/source scripts/check-examples.ts [file.ts ...]
 //
-// Without arguments it checks packages/{core,node,cluster}/src/*.ts (internal/ is not public).
+// Without arguments it checks packages/{core,node,cluster}/src/*.ts, and compiles the examples under
+// src/internal/ too: a public module re-exports what is documented there (`Retry.make`, `Options.*`),
+// though internal exports need no `@example` of their own.
 // Each example becomes its own module under .examples-check/ inside the repo, so `@volley/*` and
 // `effect` resolve from the workspace (sources, through the `@volley/source` condition), and one
 // `tsc` run checks them all. Errors are reported at the line of the JSDoc they came from.
@@ -86,13 +88,15 @@ const findMissing = (file: string, text: string): ReadonlyArray<Missing> => {
   return missing
 }
 
-const publicModules = () =>
+const modulesUnder = (dir: string, recursive: boolean) =>
   ["core", "node", "cluster"].flatMap((pkg) =>
-    readdirSync(join(root, "packages", pkg, "src"))
+    (readdirSync(join(root, "packages", pkg, dir), { recursive }) as Array<string>)
       .filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts"))
       .sort()
-      .map((f) => join("packages", pkg, "src", f))
+      .map((f) => join("packages", pkg, dir, f))
   )
+const publicModules = () => modulesUnder("src", false)
+const internalModules = () => modulesUnder("src/internal", true)
 
 interface Report {
   readonly examples: number
@@ -101,18 +105,18 @@ interface Report {
   readonly missing: ReadonlyArray<Missing>
 }
 
-/** Extracts, compiles and reports; `files` are repo-relative. */
-const check = (files: ReadonlyArray<string>): Report => {
+/** Extracts, compiles and reports; `files` are repo-relative, `examplesOnly` need no `@example`. */
+const check = (files: ReadonlyArray<string>, examplesOnly: ReadonlyArray<string> = []): Report => {
   const dir = join(root, ".examples-check", `run-${process.pid}`)
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
   try {
     const examples: Array<Example> = []
     const missing: Array<Missing> = []
-    for (const file of files) {
+    for (const file of [...files, ...examplesOnly]) {
       const text = readFileSync(join(root, file), "utf8")
       examples.push(...extractExamples(file, text))
-      missing.push(...findMissing(file, text))
+      if (files.includes(file)) missing.push(...findMissing(file, text))
     }
     const names = examples.map((example, i) => {
       const name = `example-${String(i).padStart(3, "0")}.ts`
@@ -154,7 +158,8 @@ const locate = (line: string, dir: string, names: ReadonlyArray<string>, example
 if (import.meta.main) {
   const started = performance.now()
   const args = process.argv.slice(2)
-  const report = check(args.length > 0 ? args.map((a) => relative(root, resolve(a))) : publicModules())
+  const report =
+    args.length > 0 ? check(args.map((a) => relative(root, resolve(a)))) : check(publicModules(), internalModules())
   for (const error of report.errors) console.error(error)
   for (const m of report.missing) console.error(`${m.file}:${m.line}: export ${m.name} has no @example`)
   const seconds = ((performance.now() - started) / 1000).toFixed(1)

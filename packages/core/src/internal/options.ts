@@ -150,7 +150,8 @@ export const array = (option: string, value: unknown): Effect.Effect<ReadonlyArr
  * import { Effect } from "effect"
  * import { Options } from "@volley/core"
  *
- * const rateLimit = Options.record("rateLimit", null)
+ * const fromJavaScript: object = JSON.parse("null") // what an untyped caller can pass
+ * const rateLimit = Options.record("rateLimit", fromJavaScript)
  * // fails: Invalid option rateLimit: must be an object, got null
  * ```
  *
