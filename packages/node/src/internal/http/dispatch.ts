@@ -428,13 +428,17 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     const length = headers["content-length"]
     if (codings === undefined && typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
     // Otherwise (chunked or large): hand it over once undici has parsed what the socket has
-    // delivered so far, so a small chunked body that came in the same read still ends first.
+    // delivered so far, so a small chunked body that came in the same read goes with its end.
     queueMicrotask(() => this.handOverEarly())
   }
 
   handOverEarly(): void {
     const response = this.pending
-    if (response === undefined) return
+    // Ended in the read that brought its head: `end` hands it over, once undici has freed the
+    // connection. Handed over now, its body would not have ended yet (`end` ends it): a caller
+    // that dropped it (an error body of unannounced length) would abort it, and send its next
+    // request before the connection is back in the pool, on a new one.
+    if (response === undefined || this.done) return
     this.pending = undefined
     track(response)
     this.deliver(this.exchange === undefined ? Effect.succeed(response) : this.exchange.early(response))
