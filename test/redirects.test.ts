@@ -581,6 +581,47 @@ describe("Redirects", () => {
     }).pipe(Effect.scoped, Effect.provide(Client))
   )
 
+  // Found by review: a `read` ran with its worker's hop gate, so its own requests' redirects
+  // moved the item from origin to origin; two at once each took a slot for it, one never given
+  // back, and the batch hung at that origin (and so did a nested batch's, whose workers inherit it).
+  it.live(
+    "requests a batch's read makes are not the item's hops: their redirects take none of its per-host slots",
+    () =>
+      Effect.gen(function* () {
+        const urls = { c: "", d: "" }
+        // B redirects /c to C and /d to D; C answers /slow after 300 ms.
+        const b = yield* origin({
+          "/c": (_req, res) => to(res, 302, `${urls.c}/ok`),
+          "/d": (_req, res) => to(res, 302, `${urls.d}/ok`)
+        })
+        const c = yield* origin({
+          "/ok": (_req, res) => res.end("c"),
+          "/slow": (_req, res) => setTimeout(() => res.end("c"), 300)
+        })
+        const d = yield* origin({ "/ok": (_req, res) => res.end("d") })
+        urls.c = c.url
+        urls.d = d.url
+        const both = [`${b.url}/c`, `${b.url}/d`]
+        for (const read of [
+          () =>
+            Effect.all(
+              both.map((url) => Http.getText(url)),
+              { concurrency: 2 }
+            ),
+          () => Fanout.all(both, { concurrency: 2, read: Http.readText })
+        ]) {
+          // The second item's read follows two redirects at once, to C (busy with the first item)
+          // and to D; the third item needs D's only slot after that.
+          const results = yield* Fanout.all([`${c.url}/slow`, `${d.url}/ok`, `${d.url}/ok`], {
+            concurrency: 2,
+            perHost: 1,
+            read: (response) => Effect.andThen(response.text, read)
+          }).pipe(Effect.timeout("5 seconds"))
+          assert.deepStrictEqual(results, Array(3).fill(["c", "d"]))
+        }
+      }).pipe(Effect.scoped, Effect.provide(Client))
+  )
+
   it.live(
     "a retried item that had redirected starts again under its own origin's perHost limit",
     () =>

@@ -244,9 +244,17 @@ const runIn = <A, E, R, X>(
     const running = deadline === undefined ? undefined : new Set<Job>()
     const { read } = plan
 
+    // A per-host limit, fixed or adaptive, holds for every redirect hop's origin too.
+    const gated = scheduler.options.perHost !== undefined || scheduler.options.adaptive !== undefined
+    // The worker's gate (see `gate`) moves its item to each of the item's own hops' origins. A
+    // caller's `read` runs without it: its own requests (a nested batch's included) are not the
+    // item's hops, and two of them redirecting at once would each take a slot for the item, one
+    // never given back.
+    const itemRead: typeof read =
+      gated && plan.customRead ? (response) => Effect.provideService(read(response), HopGate, undefined) : read
     // The exchange `Http.*` run too (status check, body read, release of an unread body), built
     // once per batch, not per request: the hot path allocates the request's effects only.
-    const onResponse = Exchange.onResponse(read, !plan.customRead)
+    const onResponse = Exchange.onResponse(itemRead, !plan.customRead)
     // An adaptive `perHost` measures each attempt (time to the response head, 429/503,
     // timeouts) and feeds it to the origin's limit; a fixed one costs nothing here.
     const origins =
@@ -326,9 +334,6 @@ const runIn = <A, E, R, X>(
 
     // A bare first attempt may start without an effect unless an adaptive limit measures it.
     const startable = bare && origins === undefined
-
-    // A per-host limit, fixed or adaptive, holds for every redirect hop's origin too.
-    const gated = scheduler.options.perHost !== undefined || scheduler.options.adaptive !== undefined
 
     // One worker: a loop over jobs whose continuations are created once per worker.
     // `self`: the worker's fiber, which runs every step of `loop`.
