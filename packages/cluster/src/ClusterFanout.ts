@@ -263,6 +263,13 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * forgotten fails with {@link JobNotFoundError} and writes nothing more; the job submitted again
  * under the id meanwhile is left to its own submission.
  *
+ * Its memory is bounded whatever the size of the input and its number of origins: the input is
+ * read as it is stored, and a submit holds at most 100,000 items (or 64 MiB of their requests as
+ * JSON) in chunks not yet full, a thousand invalid items and 16 sends at a time. Past that, the
+ * chunks not yet full that were started first are sent as they are, so an input of many origins
+ * with few items each makes smaller chunks rather than being held until it ends. Which chunks
+ * depends only on the input: the same input gives the same chunks, and resumes.
+ *
  * If the input `Stream` fails (or the submit is interrupted) part-way, the chunks already sent
  * run, submit fails with the stream's error, and the job stays partly submitted: no `total`, never
  * `finished` (so {@link wait} does not return), and never removed by the runners' retention, which

@@ -1,7 +1,7 @@
+import type * as Cause from "effect/Cause"
 import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Headers from "effect/http/Headers"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as UrlParams from "effect/http/UrlParams"
@@ -276,6 +276,22 @@ const sending = 16
  */
 const invalidBatch = 1000
 
+/**
+ * What a submit holds at most in chunks not yet full (the items of origins that have fewer than
+ * `chunkSize` so far), in items and in bytes of their requests as JSON. Past either, the oldest of
+ * these chunks (by when their first item was read) are sent as they are, until half of each is
+ * left. Which ones depends only on the input (and `chunkSize`), so the same input still gives the
+ * same chunks, and an input that never passes them gives the chunks it always did. A URL item
+ * held costs about 300 bytes of memory: 100,000 of them about 30 MB.
+ */
+export interface BufferLimit {
+  readonly items: number
+  readonly bytes: number
+}
+
+/** The {@link BufferLimit} of every submit: its chunks are compared with a resubmission's, so it is fixed. */
+export const bufferLimit: BufferLimit = { items: 100_000, bytes: 64 * 1024 * 1024 }
+
 export interface Plan {
   readonly job: string
   readonly perHost: number
@@ -285,8 +301,11 @@ export interface Plan {
 
 /**
  * Stores the job, then its items chunk by chunk: items are grouped per origin, a chunk is sent
- * (one persisted message) when it holds `chunkSize` items, and the rest at the end. Chunks are
- * numbered in the order they are sent, so the same input gives the same chunks.
+ * (one persisted message) when it holds `chunkSize` items, when the chunks not yet full pass
+ * `limit` (the oldest of them; see {@link BufferLimit}), and the rest at the end. Chunks are
+ * numbered in the order they are sent, so the same input gives the same chunks. So a submit holds
+ * at most `limit` of items, `invalidBatch` invalid ones and `sending` sends, whatever its input (a
+ * resubmission of a partly submitted job also holds the number and hash of each chunk stored).
  *
  * A job id that exists is checked before anything of this submission is sent or written:
  * - submitted in full before (its total and hash are stored): the items are read and hashed only,
@@ -312,7 +331,8 @@ export interface Plan {
  */
 export const submit = <E, R>(
   plan: Plan,
-  items: Stream.Stream<Item, E, R>
+  items: Stream.Stream<Item, E, R>,
+  limit: BufferLimit = bufferLimit
 ): Effect.Effect<
   number,
   E | Conflict | Forgotten | SendFailed | SqlError.SqlError,
@@ -404,16 +424,21 @@ export const submit = <E, R>(
       new Conflict(`job ${plan.job} exists with other items (chunk ${chunk}, items from ${first})`)
     const noChunk = (chunk: number, first: number | undefined) =>
       new Conflict(`job ${plan.job} exists with other items (it has no chunk ${chunk}, items from ${first})`)
-    const buffers = new Map<string, Array<Chunk["items"][number]>>()
-    // Bytes of each buffer's requests as JSON.
-    const bufferBytes = new Map<string, number>()
+    // Each origin's chunk not yet full, and the bytes of its requests as JSON; in the order they were
+    // started, the order they are sent in at the end of the input.
+    const buffers = new Map<string, { readonly items: Array<Chunk["items"][number]>; bytes: number }>()
+    // Items and bytes in all of them, held under `limit`.
+    let bufferedItems = 0
+    let bufferedBytes = 0
     let chunks = 0
     // Chunks are numbered here, in input order, claimed one at a time (a chunk claimed before the
     // previous one matched could be another submission's undoing), then sent up to `sending` at
     // once: a persisted send waits for its storage round trips, and sending one at a time made
     // submitting the bottleneck of a whole job (80 chunks took 18 s on a busy 2-core machine).
+    // Sends are not kept once done (a job of many origins has one per few items): the submit waits
+    // for all of them by taking every permit, and fails with the first failure.
     const permits = yield* Semaphore.make(sending)
-    const sends: Array<Fiber.Fiber<void, SendFailed>> = []
+    let sendFailure: Cause.Cause<SendFailed> | undefined
     const sendChunk = (chunk: Chunk) =>
       client(chunk.origin)
         .RunChunk(chunk, { discard: true })
@@ -459,11 +484,25 @@ export const submit = <E, R>(
         }
         const forked = Effect.gen(function* () {
           yield* permits.take(1)
-          sends.push(yield* Effect.forkChild(Effect.ensuring(sendChunk(chunk), permits.release(1))))
+          yield* Effect.forkChild(
+            sendChunk(chunk).pipe(
+              Effect.catchCause((cause) =>
+                Effect.sync(() => {
+                  sendFailure ??= cause
+                })
+              ),
+              Effect.ensuring(permits.release(1))
+            )
+          )
         })
         const digest = hash(JSON.stringify(items))
         return place({ chunk: chunk.chunk, origin, size: items.length, digest, first: items[0]?.index }, forked)
       })
+    const sendBuffer = (origin: string, buffer: { readonly items: Chunk["items"]; readonly bytes: number }) => {
+      bufferedItems -= buffer.items.length
+      bufferedBytes -= buffer.bytes
+      return send(origin, buffer.items)
+    }
     type Invalid = { readonly index: number; readonly reason: string }
     // One statement, written only while the job is this submission's (like a runner's outcomes).
     const writeInvalid = (batch: ReadonlyArray<Invalid>) =>
@@ -504,25 +543,37 @@ export const submit = <E, R>(
         return invalid.length < invalidBatch || complete ? Effect.void : writeBatch
       }
       const origin = classified.origin
+      // Run in this order, which numbers the chunks.
+      const sent: Array<Step> = []
       let buffer = buffers.get(origin)
-      // A chunk ends before its items would pass what one stored message may take.
-      let sent: Effect.Effect<void, Conflict | Forgotten | SqlError.SqlError, SqlClient.SqlClient> = Effect.void
-      if (buffer !== undefined && bufferBytes.get(origin)! + classified.bytes > maxStoredBytes) {
-        sent = send(origin, buffer)
+      // A chunk ends before its items would pass what one stored message may take. Its successor
+      // keeps its place in `buffers` (as it always has: it orders the chunks sent at the end).
+      if (buffer !== undefined && buffer.bytes + classified.bytes > maxStoredBytes) {
+        sent.push(sendBuffer(origin, buffer))
         buffer = undefined
       }
       if (buffer === undefined) {
-        buffer = []
+        buffer = { items: [], bytes: 0 }
         buffers.set(origin, buffer)
-        bufferBytes.set(origin, 0)
       }
-      buffer.push({ index, request: classified.request })
-      bufferBytes.set(origin, bufferBytes.get(origin)! + classified.bytes)
-      if (buffer.length < plan.chunkSize) return sent
-      buffers.delete(origin)
-      return Effect.andThen(sent, send(origin, buffer))
+      buffer.items.push({ index, request: classified.request })
+      buffer.bytes += classified.bytes
+      bufferedItems++
+      bufferedBytes += classified.bytes
+      if (buffer.items.length >= plan.chunkSize) {
+        buffers.delete(origin)
+        sent.push(sendBuffer(origin, buffer))
+      }
+      if (bufferedItems > limit.items || bufferedBytes > limit.bytes) {
+        for (const [origin, buffer] of buffers) {
+          if (bufferedItems <= limit.items / 2 && bufferedBytes <= limit.bytes / 2) break
+          buffers.delete(origin)
+          sent.push(sendBuffer(origin, buffer))
+        }
+      }
+      return Effect.forEach(sent, (step) => step, { discard: true })
     })
-    for (const [origin, buffer] of buffers) yield* send(origin, buffer)
+    for (const [origin, buffer] of buffers) yield* send(origin, buffer.items)
     if (verified < known.size) {
       const missing = [...known.keys()].filter((chunk) => chunk >= chunks).sort((a, b) => a - b)
       return yield* Effect.fail(
@@ -531,7 +582,8 @@ export const submit = <E, R>(
         )
       )
     }
-    yield* Fiber.joinAll(sends)
+    yield* permits.take(sending)
+    if (sendFailure !== undefined) return yield* Effect.failCause(sendFailure)
     const digest = jobHash.digest()
     // Only the first complete submission records the total and hash; a stored total that differs
     // keeps its hash. The update locks the job's row until the commit, so a chunk claimed at the same

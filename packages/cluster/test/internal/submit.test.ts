@@ -2,11 +2,13 @@ import { ClusterFanout } from "@volley/cluster"
 import { Effect, Result, Schedule, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
+import { heapAfterGc } from "../../../../test/support/heap.ts"
+import { type BufferLimit, submit as submitChunks } from "../../src/internal/submit.ts"
 import type { Origin } from "../support/origins.ts"
 import { clusterSuite } from "../support/suite.ts"
 
-// How a submit stores a job: against a forget of its job, with many invalid items, and across a
-// PostgreSQL restart at its end (last in the file).
+// How a submit stores a job: against a forget of its job, with many invalid items, with more items in
+// chunks not yet full than it may hold, and across a PostgreSQL restart at its end (last in the file).
 const suite = clusterSuite({ runners: 1 }, { count: 2, delayMillis: 5 })
 const { run } = suite
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
@@ -262,6 +264,100 @@ describe("submit", () => {
         assert.strictEqual(origin.hits.get(new URL(item).pathname), 1, item)
       }
     }, 30_000)
+  })
+
+  describe("chunks not yet full", () => {
+    // The production limit (100,000 items) takes a job too large for these tests: the same code
+    // with a smaller one. 300 items over 2 origins with chunkSize 1,000: no chunk ever fills.
+    const limit: BufferLimit = { items: 100, bytes: 64 * 1024 * 1024 }
+    const plan = (job: string) => ({ job, perHost: 4, chunkSize: 1000, reader: null })
+    const itemsOf = (job: string) => Array.from({ length: 300 }, (_, i) => `${suite.origins[i % 2]!.url}/${job}/${i}`)
+    const storedChunks = (job: string) =>
+      run(
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) =>
+            sql<{ chunk: number; origin: string; size: number; hash: string }>`select chunk, origin, size, hash
+              from volley_chunks where job_id = ${job} order by chunk`
+        )
+      )
+    const sizes = (chunks: ReadonlyArray<{ readonly size: number }>) => chunks.reduce((sum, c) => sum + c.size, 0)
+    const ranOnce = async (job: string, items: ReadonlyArray<string>) => {
+      const final = await wait(job)
+      assert.deepStrictEqual([final.total, final.succeeded], [items.length, items.length])
+      await sleep(500)
+      for (const [i, item] of items.entries()) {
+        assert.strictEqual(suite.origins[i % 2]!.hits.get(new URL(item).pathname), 1, item)
+      }
+    }
+
+    // Found by review: a chunk was sent only once its origin had chunkSize items (or at the end of
+    // the input), so an input of many origins with few items each was held in memory whole until
+    // it ended: 1,000,000 URLs over 200,000 origins, every one of them.
+    it("sends the oldest of them once they pass the limit, before the input ends", async () => {
+      const job = "held-bounded"
+      const items = itemsOf(job)
+      const input = gate()
+      const submitting = run(submitChunks(plan(job), gated(items, 250, input), limit))
+      try {
+        await input.reached
+        // 250 items read, at most 100 of them held: the other 150 or more are stored in chunks.
+        await until(async () => sizes(await storedChunks(job)) >= 150, "150 items are stored while the input waits")
+      } finally {
+        input.open()
+      }
+      assert.strictEqual(await submitting, 300)
+      assert.strictEqual(sizes(await storedChunks(job)), 300)
+      await ranOnce(job, items)
+    }, 30_000)
+
+    it("gives the same chunks for the same input: a submit stopped after some resumes, nothing twice", async () => {
+      const job = "held-resumed"
+      const items = itemsOf(job)
+      const broken = Stream.concat(Stream.fromIterable(items.slice(0, 250)), Stream.fail("input broke"))
+      assert.strictEqual(await run(Effect.flip(submitChunks(plan(job), broken, limit))), "input broke")
+      const stopped = await storedChunks(job)
+      assert.isAtLeast(sizes(stopped), 150)
+      // Each stored chunk is compared with the one this input gives, by number and hash.
+      assert.strictEqual(await run(submitChunks(plan(job), Stream.fromIterable(items), limit)), 300)
+      const resumed = await storedChunks(job)
+      assert.deepStrictEqual(resumed.slice(0, stopped.length), stopped)
+      await ranOnce(job, items)
+      // Another job of the same items (their URLs name the first job) gets the same chunks.
+      assert.strictEqual(await run(submitChunks(plan("held-again"), Stream.fromIterable(items), limit)), 300)
+      assert.deepStrictEqual(await storedChunks("held-again"), resumed)
+    }, 30_000)
+
+    it("holds at most the production limit of them: a submit's heap stays bounded over 400,000 items", async () => {
+      const job = "held-heap"
+      const start = gate()
+      const end = gate()
+      // Made as they are read, so that only the submit can hold them. The input waits at its start
+      // (the job stored), where the job is cancelled so that its chunks are skipped, not run, and at
+      // its end, where the heap is measured. No chunk ever fills: only the limit sends them early.
+      const items = Stream.range(0, 399_999).pipe(
+        Stream.map((i) => `${suite.origins[i % 2]!.url}/${job}/${"x".repeat(64)}/${i}`)
+      )
+      const submitting = run(
+        ClusterFanout.submit(job, gated([], 0, start).pipe(Stream.concat(items), Stream.concat(gated([], 0, end))), {
+          chunkSize: 1_000_000
+        })
+      )
+      await start.reached
+      assert.isTrue(await run(ClusterFanout.cancel(job)))
+      const before = heapAfterGc()
+      start.open()
+      try {
+        await end.reached
+        // About 140 bytes an item held: 57 MB when every item was held until the end of the input,
+        // 23 MB under the limit's 100,000 with the chunks of the sends in flight.
+        const grown = (heapAfterGc() - before) / 1e6
+        assert.isBelow(grown, 40, `${grown.toFixed(0)} MB`)
+      } finally {
+        end.open()
+      }
+      assert.strictEqual(await submitting, 400_000)
+    }, 60_000)
   })
 
   describe("finishing", () => {
