@@ -571,7 +571,7 @@ export const submit = <E, R>(
           sent.push(sendBuffer(origin, buffer))
         }
       }
-      return Effect.forEach(sent, (step) => step, { discard: true })
+      return sent.length === 0 ? Effect.void : Effect.forEach(sent, (step) => step, { discard: true })
     })
     for (const [origin, buffer] of buffers) yield* send(origin, buffer.items)
     if (verified < known.size) {
