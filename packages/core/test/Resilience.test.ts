@@ -188,6 +188,52 @@ describe("Resilience.layer", () => {
       }),
     { timeout: 60_000 }
   )
+  // Found by review: the breaker's store kept every origin for an hour after its last request
+  // (Effect's default), 6.7 MB per 20,000 origins here: a crawler's memory grew for that hour.
+  it.effect(
+    "keeps no circuit-breaker state for origins idle past a minute (a crawler's memory stays flat)",
+    () =>
+      Effect.gen(function* () {
+        const { client } = answering(() => ({ status: 200 }))
+        const layer = over(client, { circuitBreaker: { failures: 5, openDuration: "1 second" }, retry: { retries: 0 } })
+        yield* Effect.gen(function* () {
+          const context = yield* Layer.build(layer)
+          const visit = (from: number, count: number) =>
+            Effect.forEach(
+              Array.from({ length: count }, (_, i) => `http://host-${from + i}.test/`),
+              (url) => Http.getText(url),
+              { discard: true }
+            ).pipe(Effect.provideContext(context))
+          // Warmed up and idle, then a request that lets the store drop the idle origins.
+          yield* visit(0, 2_000)
+          yield* TestClock.adjust("2 minutes")
+          yield* visit(3_000_000, 1)
+          const before = heapAfterGc()
+          yield* visit(1_000_000, 20_000)
+          yield* TestClock.adjust("2 minutes")
+          yield* visit(4_000_000, 1)
+          assert.isBelow(heapAfterGc() - before, 1_000_000)
+        }).pipe(Effect.scoped)
+      }),
+    { timeout: 60_000 }
+  )
+  it.effect("forgets a circuit only once it is closed and its origin idle, never while it is open", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 503 }))
+      const layer = over(client, { circuitBreaker: { failures: 2, openDuration: "5 minutes" }, retry: { retries: 0 } })
+      yield* Effect.gen(function* () {
+        const get = Effect.flip(Http.getText("http://api.test/"))
+        yield* get
+        // Failures under a minute apart add up and open the circuit.
+        yield* TestClock.adjust("50 seconds")
+        yield* get
+        yield* TestClock.adjust("4 minutes")
+        const rejected = yield* get
+        assert.include(rejected.message, "Circuit open")
+        assert.strictEqual(sent.length, 2)
+      }).pipe(Effect.provide(layer))
+    })
+  )
   it.live(
     "lets a script whose runtime is never disposed exit: the store's sweep holds no process",
     () =>
