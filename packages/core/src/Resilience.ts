@@ -258,7 +258,8 @@ const breakerIdleTime = (openDuration: Duration.Duration): Duration.Duration =>
 const wrap = (options: Options) =>
   Effect.gen(function* () {
     // Typed loosely while wrapping (each wrapper adds its error type); narrowed back at the end.
-    let client = (yield* HttpClient.HttpClient) as unknown as HttpClient.HttpClient.With<unknown>
+    const given = yield* HttpClient.HttpClient
+    let client = given as unknown as HttpClient.HttpClient.With<unknown>
     const rateLimit = options.rateLimit
     if (rateLimit !== undefined) {
       yield* Validate.record("rateLimit", rateLimit)
@@ -310,19 +311,19 @@ const wrap = (options: Options) =>
       )
       client = HttpClient.withCircuitBreaker(client, { breaker })
     }
+    // Nothing added: the client as it is, with its own errors and fast paths (a batch's).
+    if (rateLimit === undefined && breakerOptions === undefined) return Context.make(HttpClient.HttpClient, given)
     // The limiter and breaker fail with their own errors; callers of an `HttpClient` handle
-    // `HttpClientError`s, so those become TransportErrors (Retry.isRetryable skips them).
+    // `HttpClientError`s, so those become TransportErrors (Retry.isRetryable skips them). Any
+    // other error of the client underneath stays as it is: a `Retry.withPolicy` wrapper's
+    // `RetryAfterTooLong` made a TransportError would be retried by a loop above it.
     const wrapped = HttpClient.transform(client, (effect, request) =>
       Effect.mapError(effect, (error) =>
-        HttpClientError.isHttpClientError(error)
-          ? error
-          : new HttpClientError.HttpClientError({
-              reason: new HttpClientError.TransportError({
-                request,
-                cause: error,
-                description: error instanceof Error ? error.message : String(error)
-              })
+        error instanceof CircuitBreaker.CircuitBreakerError || error instanceof RateLimiter.RateLimiterError
+          ? new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({ request, cause: error, description: error.message })
             })
+          : error
       )
     ) as HttpClient.HttpClient
     const context = Context.make(HttpClient.HttpClient, wrapped)

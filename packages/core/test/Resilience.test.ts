@@ -52,6 +52,34 @@ describe("Resilience.layer", () => {
     })
   )
 
+  // Found by review: every error of the client underneath became a TransportError, and even with
+  // nothing to add the client was wrapped: over Retry.layerClient, the policy's RetryAfterTooLong
+  // came out as a TransportError (which a retry loop above resends), and a batch lost the fast
+  // paths of volley's NodeHttpClient.
+  it.effect("passes the errors of the client underneath as they are; with nothing to add, the client itself", () =>
+    Effect.gen(function* () {
+      const { client } = answering(() => ({ status: 503, headers: { "retry-after": "3600" } }))
+      const wrapped = Retry.layerClient.pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, client)))
+      const layers: ReadonlyArray<Resilience.Options> = [
+        { rateLimit: { limit: 10, window: "1 second" } },
+        { circuitBreaker: {} },
+        {}
+      ]
+      for (const options of layers) {
+        const error = yield* Effect.flip(
+          HttpClient.get("http://api.test/").pipe(
+            Effect.provide(Resilience.layer(options).pipe(Layer.provide(wrapped)))
+          )
+        )
+        assert.strictEqual(error._tag, "RetryAfterTooLong")
+      }
+      for (const options of [{}, { retry: { retries: 1 } }]) {
+        const given = yield* HttpClient.HttpClient.pipe(Effect.provide(over(client, options)))
+        assert.strictEqual(given, client)
+      }
+    })
+  )
+
   it.effect("keeps its rate limit when the origin announces a higher one (RateLimit-Limit)", () =>
     Effect.gen(function* () {
       const { client, sent } = answering(() => ({ status: 200, headers: { "ratelimit-limit": "1000" } }))
