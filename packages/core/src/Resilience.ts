@@ -10,7 +10,7 @@
  * no slot while they wait (see {@link RateLimitOptions}). A request rejected by an open circuit
  * fails at once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
  * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
- * would only wait for nothing). The limiter does not retry 429s itself: the retry policy
+ * would only wait for nothing), nor counts it in its retry budget (it sent nothing). The limiter does not retry 429s itself: the retry policy
  * does, honouring `Retry-After` within its limits. The limits are the ones given here:
  * an origin's response headers (`RateLimit-*`, `X-RateLimit-*`, `Retry-After`) neither change
  * the rate limit nor hold its origin, nor keep the circuit open past `openDuration`.

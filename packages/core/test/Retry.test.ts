@@ -1,10 +1,10 @@
 // Timing logic of the retry policy under TestClock, with an in-memory HttpClient (the real
 // server cases live in test/fanout*.test.ts).
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Duration, Effect, Exit, Fiber, Random } from "effect"
+import { Cause, ConfigProvider, Context, Duration, Effect, Exit, Fiber, Layer, Random } from "effect"
 import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
-import { Http, Proxy, Retry } from "../src/index.ts"
+import { Fanout, Http, Proxy, Resilience, Retry } from "../src/index.ts"
 
 type Reply = { readonly status: number; readonly headers?: Record<string, string> } | "hang" | "reset"
 
@@ -368,6 +368,52 @@ describe("Retry", () => {
         yield* burst(runOnce(policy, failing), 20)
         assert.strictEqual(failing.calls.length, 20 + 10)
       })
+    )
+
+    // Found by review: a request the client's own open circuit refused counted in the budget as a
+    // request sent, so a thousand refused at once funded a hundred retries of a failing origin
+    // elsewhere (at ratio 0.1: 10 failing requests were sent 40 times, not 11).
+    it.effect("does not count requests its client's circuit breaker refused in the budget", () =>
+      Effect.gen(function* () {
+        let sent = 0
+        const busy = HttpClient.make((request) => {
+          sent++
+          return Effect.succeed(HttpClientResponse.fromWeb(request, new Response("busy", { status: 503 })))
+        })
+        const guarded = yield* Layer.build(
+          Resilience.layer({ circuitBreaker: { failures: 1, openDuration: "1 hour" } }).pipe(
+            Layer.provide(Layer.succeed(HttpClient.HttpClient, busy))
+          )
+        )
+        const policy = yield* budgeted(0.1)
+        const request = HttpClientRequest.get("http://a.test/")
+        const attempt = HttpClient.filterStatusOk(Context.get(guarded, HttpClient.HttpClient)).execute(request)
+        // Sent, and the circuit opens; then refused: by `run` with and without timers, a batch, Http.*.
+        yield* Effect.exit(Retry.run(policy, request, attempt))
+        for (let i = 0; i < 50; i++) {
+          yield* Effect.exit(Retry.run(policy, request, attempt))
+          yield* Effect.exit(Retry.run({ ...policy, timeoutMillis: 60_000 }, request, attempt))
+        }
+        yield* Effect.gen(function* () {
+          yield* Fanout.allSettled(Array.from({ length: 50 }, (_, i) => `http://a.test/${i}`))
+          yield* Effect.forEach(Array.from({ length: 50 }), () => Effect.exit(Http.getText("http://a.test/")))
+        }).pipe(Effect.provideContext(guarded), Effect.provideService(Retry.RetryPolicy, policy))
+        assert.strictEqual(sent, 1)
+        // The 200 refused funded nothing: 20 failing requests (and the one sent) buy 2 retries.
+        const failing = fakeClient([{ status: 503 }])
+        yield* burst(runOnce(policy, failing), 20)
+        assert.strictEqual(failing.calls.length, 20 + 2)
+        // A retry the circuit refused ends a request that was sent: that request still counts.
+        const generous = yield* budgeted(1)
+        const other = HttpClientRequest.get("http://b.test/")
+        const opening = HttpClient.filterStatusOk(Context.get(guarded, HttpClient.HttpClient)).execute(other)
+        yield* burst(Retry.run({ ...generous, timeoutMillis: 60_000 }, other, opening), 1)
+        assert.strictEqual(sent, 2)
+        const next = fakeClient([{ status: 503 }])
+        yield* burst(runOnce(generous, next), 1)
+        // 2 requests and 1 retry so far: 1 more retry.
+        assert.strictEqual(next.calls.length, 2)
+      }).pipe(Effect.scoped)
     )
 
     // A detached request still in flight when its client's layer closed retried against the

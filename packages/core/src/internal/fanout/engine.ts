@@ -425,7 +425,7 @@ const runIn = <A, E, R, X>(
       const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         if (Exit.isFailure(exit)) {
           const error = Cause.findErrorOption(exit.cause)
-          // A request that can never be sent leaves the budget as if never made (as in `run`).
+          // A request that was never sent leaves the budget as if never made (as in `run`).
           if (budget !== undefined && Option.isSome(error) && isUnsent(error.value)) budget.unrequest(counted)
           else if (retries && Option.isSome(error) && isRetryable(policy, error.value)) {
             const job = current!

@@ -71,7 +71,7 @@ export const runOn = <A, E, R>(
   const budget = policy.budget
   if (budget === undefined || isTimed(policy, options)) return final(loopOn(fiber, policy, request, attempt, options))
   // The default policy (a budget, nothing to time), as `Http.*` run it per request: one handler,
-  // run only when the attempt fails, takes back a request that could never be sent, retries,
+  // run only when the attempt fails, takes back a request that was never sent, retries,
   // and marks what it gives up on as final (`afterFailure` marks its own).
   const start = clock.currentTimeMillisUnsafe()
   budget.request(start)
@@ -100,16 +100,32 @@ const loopOn = <A, E, R>(
   const budget = policy.budget
   // Every request counts in the budget, retried method or not: it caps retries at a fraction
   // of all recent requests. Counted when it runs, not when it is built (a `run` effect may run
-  // many times), and taken back if it could never be sent (`isUnsent`).
+  // many times), and taken back if it was never sent (`isUnsent`).
   const start = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
   budget?.request(start)
   let deadline = options?.deadline ?? Number.POSITIVE_INFINITY
   if (policy.timeoutMillis !== undefined) deadline = Math.min(deadline, start + policy.timeoutMillis)
-  const looped = retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start)
-  // Redirect hops, run inside `attempt`, keep to the same deadline.
-  const run = deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
-  return budget === undefined ? run : Effect.catch(run, (error) => uncount(budget, start, error))
+  if (budget === undefined)
+    return deadlined(retryLoop(policy, request, attempt, options, fiber, deadline).loop(0, start), deadline)
+  // A retry refused by the client's own circuit (opened by the attempt before it) ends a request
+  // that was sent: only a refusal of the first attempt leaves the budget.
+  let retried = false
+  const counting: RunOptions = {
+    ...options,
+    onRetry: () => {
+      retried = true
+      options?.onRetry?.()
+    }
+  }
+  const looped = retryLoop(policy, request, attempt, counting, fiber, deadline).loop(0, start)
+  return Effect.catch(deadlined(looped, deadline), (error) =>
+    retried ? Effect.fail(error) : uncount(budget, start, error)
+  )
 }
+
+// Redirect hops, run inside `attempt`, keep to the request's deadline.
+const deadlined = <A, E, R>(looped: Effect.Effect<A, E, R>, deadline: number): Effect.Effect<A, E, R> =>
+  deadline === Number.POSITIVE_INFINITY ? looped : Effect.provideService(looped, CurrentDeadline, deadline)
 
 // The attempt alone, handed to `afterFailure` only if it fails and may be retried.
 const bare = <A, E, R>(
@@ -128,7 +144,7 @@ const retrying = (policy: Policy, request: HttpClientRequest.HttpClientRequest):
 const isTimed = (policy: Policy, options: RunOptions | undefined): boolean =>
   options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined
 
-// A request that failed because it could never be sent leaves the budget as if never made.
+// A request that failed without being sent leaves the budget as if never made.
 const uncount = <E>(budget: Budget, start: number, error: E): Effect.Effect<never, E> => {
   if (isUnsent(error)) budget.unrequest(start)
   return Effect.fail(error)
@@ -141,8 +157,8 @@ const uncount = <E>(budget: Budget, start: number, error: E): Effect.Effect<neve
  * For runners that make the first attempt themselves (a fan-out batch does, to keep the
  * success path free of retry machinery); they must count the request in the budget
  * (`policy.budget?.request(now)`), and take it back (`policy.budget?.unrequest(now)`) when
- * the first attempt failed because the request can never be sent (`InvalidUrlError`,
- * `EncodeError`).
+ * the first attempt failed without being sent (`InvalidUrlError`, `EncodeError`, a refusal of
+ * the client's own circuit breaker or rate limiter).
  *
  * @example
  * ```ts

@@ -8,7 +8,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as Validate from "../options.ts"
 import { Budget } from "./budget.ts"
 import { isTlsRefusal } from "./tls.ts"
-import { isInvalidInput } from "./unsent.ts"
+import { isInvalidInput, isRefusal } from "./unsent.ts"
 
 /**
  * Retry-budget options: retries in the last `window` may reach `ratio` of the requests seen in
@@ -274,12 +274,6 @@ const isClosedClient = (cause: unknown): boolean => {
   const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined
   return code === "UND_ERR_DESTROYED" || code === "UND_ERR_CLOSED"
 }
-
-const isRefusal = (cause: unknown): boolean =>
-  typeof cause === "object" &&
-  cause !== null &&
-  ((cause as { _tag?: unknown })._tag === "CircuitBreakerError" ||
-    (cause as { _tag?: unknown })._tag === "RateLimiterError")
 
 // `"auth"` for a ProxyAuthenticationError, the status of a ProxyConnectionError that has one
 // (the proxy's answer to CONNECT), else undefined. Read by tag, so Retry needs no Proxy import.

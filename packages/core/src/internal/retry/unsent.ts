@@ -1,7 +1,7 @@
-// Failures of requests that never left the client because they cannot be sent at all: a URL
-// the client does not speak (`ftp:`, `data:`...), a header name or value it cannot write. The
-// same request fails the same way every time, so the retry policy never retries it and the
-// retry budget does not count it as a request (it would fund other requests' retries).
+// Failures of requests that never left the client: they cannot be sent at all (a URL the client
+// does not speak, `ftp:`, `data:`...; a header name or value it cannot write), or the client's
+// own circuit breaker or rate limiter refused them. The retry policy never retries them, and the
+// retry budget does not count them as requests: they would fund other requests' retries.
 import * as HttpClientError from "effect/http/HttpClientError"
 
 /**
@@ -29,13 +29,27 @@ export const isInvalidInput = (cause: unknown): boolean =>
   typeof (cause as { code?: unknown }).code === "string" &&
   invalidInputCodes.has((cause as { code: string }).code)
 
-/** Whether `error` says the request was never sent and never can be. */
+/**
+ * Whether a client's transport error only wraps a refusal of its own circuit breaker or rate
+ * limiter (see Resilience). Read by tag, so Retry needs no Resilience import.
+ */
+export const isRefusal = (cause: unknown): boolean =>
+  typeof cause === "object" &&
+  cause !== null &&
+  ((cause as { _tag?: unknown })._tag === "CircuitBreakerError" ||
+    (cause as { _tag?: unknown })._tag === "RateLimiterError")
+
+/**
+ * Whether `error` says the request was never sent: it never can be, or the client's own circuit
+ * breaker or rate limiter refused it (an open circuit refuses thousands at once, each of which
+ * would have funded a fifth of a retry elsewhere).
+ */
 export const isUnsent = (error: unknown): boolean => {
   if (!HttpClientError.isHttpClientError(error)) return false
   const reason = error.reason
   return (
     reason._tag === "InvalidUrlError" ||
     reason._tag === "EncodeError" ||
-    (reason._tag === "TransportError" && isInvalidInput(reason.cause))
+    (reason._tag === "TransportError" && (isInvalidInput(reason.cause) || isRefusal(reason.cause)))
   )
 }
