@@ -7,13 +7,15 @@
  * the one retry policy, which `retry` sets), so the limiter spaces every attempt and the
  * breaker counts every attempt that fails (not one the policy's `attemptTimeout` interrupts,
  * see {@link CircuitBreakerOptions}). Attempts wait for the limiter in arrival order, holding
- * no slot while they wait (see {@link RateLimitOptions}). A request rejected by an open circuit
- * fails at once with an `HttpClientError` whose reason is a `TransportError` caused by Effect's
- * `CircuitBreakerError`; the retry policy never retries it (the circuit is open, retrying
- * would only wait for nothing), nor counts it in its retry budget (it sent nothing). The limiter does not retry 429s itself: the retry policy
- * does, honouring `Retry-After` within its limits. The limits are the ones given here:
- * an origin's response headers (`RateLimit-*`, `X-RateLimit-*`, `Retry-After`) neither change
- * the rate limit nor hold its origin, nor keep the circuit open past `openDuration`.
+ * no slot while they wait (see {@link RateLimitOptions}); those waiting when their origin's
+ * circuit opens are refused at once, as the circuit refuses new ones. A request rejected by an
+ * open circuit fails at once with an `HttpClientError` whose reason is a `TransportError` caused
+ * by Effect's `CircuitBreakerError`; the retry policy never retries it (the circuit is open,
+ * retrying would only wait for nothing), nor counts it in its retry budget (it sent nothing).
+ * The limiter does not retry 429s itself: the retry policy does, honouring `Retry-After`
+ * within its limits. The limits are the ones given here: an origin's response headers
+ * (`RateLimit-*`, `X-RateLimit-*`, `Retry-After`) neither change the rate limit nor hold its
+ * origin, nor keep the circuit open past `openDuration`.
  *
  * Everything is validated when the layer is built, and readable from `Config`
  * ({@link layerConfig}).
@@ -27,6 +29,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
@@ -250,6 +253,25 @@ export const layerConfig = (
 
 const algorithms = ["token-bucket", "fixed-window"] as const
 
+// One circuit per origin, keyed as the rate limit's lines are (Effect's default key is close
+// but its own): the line asks the circuit of the request's key.
+const breakerKey = (request: HttpClientRequest.HttpClientRequest): string => originOf(request.url)
+
+// Fails with the breaker's own refusal when the request's circuit is open. A circuit past its
+// open time reads "Open" until the next admission makes it half-open: that one no longer refuses.
+const refuseOpen =
+  (breaker: CircuitBreaker.CircuitBreaker) =>
+  (request: HttpClientRequest.HttpClientRequest): Effect.Effect<void, CircuitBreaker.CircuitBreakerError> =>
+    Effect.flatMap(breaker.state(breakerKey(request)), (state) =>
+      state._tag === "Open" && Duration.toMillis(state.retryAfter) > 0
+        ? Effect.fail(
+            new CircuitBreaker.CircuitBreakerError({
+              reason: new CircuitBreaker.CircuitOpen({ key: state.key, retryAfter: state.retryAfter })
+            })
+          )
+        : Effect.void
+    )
+
 // How long a circuit's state outlives its origin's last request: never less than a circuit stays
 // open, nor than a minute (failures a minute apart count as consecutive).
 const breakerIdleTime = (openDuration: Duration.Duration): Duration.Duration =>
@@ -260,6 +282,29 @@ const wrap = (options: Options) =>
     // Typed loosely while wrapping (each wrapper adds its error type); narrowed back at the end.
     const given = yield* HttpClient.HttpClient
     let client = given as unknown as HttpClient.HttpClient.With<unknown>
+    // Built first: the rate limit's line refuses a request whose circuit opened while it waited.
+    const breakerOptions = options.circuitBreaker
+    let breaker: CircuitBreaker.CircuitBreaker | undefined
+    if (breakerOptions !== undefined) {
+      yield* Validate.record("circuitBreaker", breakerOptions)
+      const failures = yield* Validate.positiveInt("circuitBreaker.failures", breakerOptions.failures ?? 5)
+      const openDuration = yield* Validate.duration(
+        "circuitBreaker.openDuration",
+        breakerOptions.openDuration ?? "30 seconds"
+      )
+      breaker = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.consecutive(failures),
+        openDuration,
+        // Open for `openDuration`, as documented: a failure's Retry-After (up to an hour by
+        // default) does not stretch it.
+        maxOpenDuration: openDuration
+      }).pipe(
+        // The store's default keeps every origin an hour after its last request (6.7 MB per
+        // 20,000 origins, a crawler's memory growing for that hour); an origin idle for
+        // `breakerIdleTime` is forgotten instead, and starts again closed.
+        Effect.provide(CircuitBreaker.layerStoreMemory({ idleTimeToLive: breakerIdleTime(openDuration) }))
+      )
+    }
     const rateLimit = options.rateLimit
     if (rateLimit !== undefined) {
       yield* Validate.record("rateLimit", rateLimit)
@@ -286,31 +331,13 @@ const wrap = (options: Options) =>
         key: perHost ? (request) => originOf(request.url) : () => "volley",
         limit,
         window,
-        algorithm
+        algorithm,
+        // The breaker admitted the request as it joined the line: one whose circuit opened while it
+        // waited is refused when its turn comes, at once, not sent to the origin the breaker gave up on.
+        ready: breaker === undefined ? undefined : refuseOpen(breaker)
       })
     }
-    const breakerOptions = options.circuitBreaker
-    if (breakerOptions !== undefined) {
-      yield* Validate.record("circuitBreaker", breakerOptions)
-      const failures = yield* Validate.positiveInt("circuitBreaker.failures", breakerOptions.failures ?? 5)
-      const openDuration = yield* Validate.duration(
-        "circuitBreaker.openDuration",
-        breakerOptions.openDuration ?? "30 seconds"
-      )
-      const breaker = yield* CircuitBreaker.make({
-        tripPolicy: CircuitBreaker.consecutive(failures),
-        openDuration,
-        // Open for `openDuration`, as documented: a failure's Retry-After (up to an hour by
-        // default) does not stretch it.
-        maxOpenDuration: openDuration
-      }).pipe(
-        // The store's default keeps every origin an hour after its last request (6.7 MB per
-        // 20,000 origins, a crawler's memory growing for that hour); an origin idle for
-        // `breakerIdleTime` is forgotten instead, and starts again closed.
-        Effect.provide(CircuitBreaker.layerStoreMemory({ idleTimeToLive: breakerIdleTime(openDuration) }))
-      )
-      client = HttpClient.withCircuitBreaker(client, { breaker })
-    }
+    if (breaker !== undefined) client = HttpClient.withCircuitBreaker(client, { breaker, key: breakerKey })
     // Nothing added: the client as it is, with its own errors and fast paths (a batch's).
     if (rateLimit === undefined && breakerOptions === undefined) return Context.make(HttpClient.HttpClient, given)
     // The limiter and breaker fail with their own errors; callers of an `HttpClient` handle

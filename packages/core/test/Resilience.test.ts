@@ -172,6 +172,62 @@ describe("Resilience.layer", () => {
     })
   )
 
+  // Found by review: the breaker admitted a request when it joined the rate limit's line, so the
+  // requests already waiting there when the circuit opened were still sent, one per token, to the
+  // origin it had given up on (all 10 of a batch over 10 seconds, at 1 per second).
+  it.effect("refuses at once the requests waiting for the rate limit when their circuit opens", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 503 }))
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "1 second" },
+        circuitBreaker: { failures: 2, openDuration: "1 hour" },
+        retry: { retries: 0 }
+      })
+      const urls = Array.from({ length: 10 }, (_, i) => `http://api.test/${i}`)
+      const fiber = yield* Fanout.allSettled(urls, { concurrency: 10 }).pipe(Effect.provide(layer), Effect.forkChild)
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("1 second")
+      yield* Effect.yieldNow
+      // The second failure opened the circuit: the other 8 are refused without another token.
+      const results = fiber.pollUnsafe()
+      assert.isDefined(results)
+      assert.deepStrictEqual(sent, [0, 1000])
+      const refused = (yield* Fiber.join(fiber)).filter(
+        (result) => Result.isFailure(result) && result.failure.message.includes("Circuit open")
+      )
+      assert.strictEqual(refused.length, 8)
+    })
+  )
+
+  it.effect("sends a request that waited for the rate limit past the time its circuit stayed open", () =>
+    Effect.gen(function* () {
+      const sent: Array<number> = []
+      // The second answer takes 2 s: the third is in line before the circuit opens.
+      const client = HttpClient.make((request) =>
+        Effect.gen(function* () {
+          const n = sent.push(yield* Clock.currentTimeMillis)
+          if (n === 2) yield* Effect.sleep("2 seconds")
+          return HttpClientResponse.fromWeb(request, new Response("x", { status: n < 3 ? 503 : 200 }))
+        })
+      )
+      const layer = over(client, {
+        rateLimit: { limit: 1, window: "10 seconds" },
+        circuitBreaker: { failures: 2, openDuration: "5 seconds" },
+        retry: { retries: 0 }
+      })
+      const urls = Array.from({ length: 3 }, (_, i) => `http://api.test/${i}`)
+      const fiber = yield* Fanout.allSettled(urls, { concurrency: 3 }).pipe(Effect.provide(layer), Effect.forkChild)
+      for (let i = 0; i < 25; i++) {
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("1 second")
+      }
+      const results = yield* Fiber.join(fiber)
+      // Open from 12 s to 17 s: the third, whose turn comes at 20 s, goes.
+      assert.deepStrictEqual(sent, [0, 10_000, 20_000])
+      assert.isTrue(Result.isSuccess(results[2]!))
+    })
+  )
+
   it.effect("opens the circuit for openDuration, whatever Retry-After the failure carried", () =>
     Effect.gen(function* () {
       const { client, sent } = answering((n) =>

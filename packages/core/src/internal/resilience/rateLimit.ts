@@ -17,26 +17,34 @@ import type * as RateLimiter from "effect/persistence/RateLimiter"
 import * as Semaphore from "effect/Semaphore"
 import { offTheClock } from "../retry/loop.ts"
 
-export interface Options {
+export interface Options<G = never> {
   readonly limiter: RateLimiter.RateLimiter
   /** The line a request joins: its origin, or one key for the whole client. */
   readonly key: (request: HttpClientRequest.HttpClientRequest) => string
   readonly limit: number
   readonly window: Duration.Duration
   readonly algorithm: "fixed-window" | "token-bucket"
+  /**
+   * Run at the head of the line before each ask for a token: its failure ends the request's turn
+   * at once, taking nothing, and the next in line goes on.
+   */
+  readonly ready?: ((request: HttpClientRequest.HttpClientRequest) => Effect.Effect<void, G>) | undefined
 }
 
 /** `client` with each request sent only once it holds a token, requests of a key in arrival order. */
-export const withRateLimit = <E, R>(
+export const withRateLimit = <E, R, G = never>(
   client: HttpClient.HttpClient.With<E, R>,
-  options: Options
-): HttpClient.HttpClient.With<E | RateLimiter.RateLimiterError, R> => {
+  options: Options<G>
+): HttpClient.HttpClient.With<E | G | RateLimiter.RateLimiterError, R> => {
   // One line per key while it has someone in it (a key's entry goes when its last request
   // leaves, so a client that talks to many origins keeps no state for the idle ones).
   const lines = new Map<string, { readonly semaphore: Semaphore.Semaphore; waiting: number }>()
 
-  const take = (key: string): Effect.Effect<void, RateLimiter.RateLimiterError> => {
-    const ask: Effect.Effect<void, RateLimiter.RateLimiterError> = options.limiter
+  const take = (
+    key: string,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<void, G | RateLimiter.RateLimiterError> => {
+    const consume: Effect.Effect<void, G | RateLimiter.RateLimiterError> = options.limiter
       .consume({ key, limit: options.limit, window: options.window, algorithm: options.algorithm, onExceeded: "fail" })
       .pipe(
         Effect.asVoid,
@@ -45,10 +53,15 @@ export const withRateLimit = <E, R>(
           Effect.flatMap(Effect.sleep(Duration.max(exceeded.retryAfter, Duration.millis(1))), () => ask)
         )
       )
+    const ready = options.ready
+    const ask = ready === undefined ? consume : Effect.andThen(ready(request), consume)
     return ask
   }
 
-  const turn = (key: string): Effect.Effect<void, RateLimiter.RateLimiterError> =>
+  const turn = (
+    key: string,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<void, G | RateLimiter.RateLimiterError> =>
     Effect.suspend(() => {
       let line = lines.get(key)
       if (line === undefined) {
@@ -57,7 +70,7 @@ export const withRateLimit = <E, R>(
       }
       const joined = line
       joined.waiting += 1
-      return joined.semaphore.withPermit(take(key)).pipe(
+      return joined.semaphore.withPermit(take(key, request)).pipe(
         Effect.ensuring(
           Effect.sync(() => {
             joined.waiting -= 1
@@ -68,7 +81,7 @@ export const withRateLimit = <E, R>(
     })
 
   return HttpClient.transform(client, (effect, request) =>
-    Effect.flatMap(offTheClock(turn(options.key(request))), () => effect)
+    Effect.flatMap(offTheClock(turn(options.key(request), request)), () => effect)
   )
 }
 
