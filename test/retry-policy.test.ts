@@ -164,6 +164,37 @@ describe("the retry policy", () => {
   }
 })
 
+describe("a small error body that stalls", () => {
+  // Found by review: a 503 announcing a small body that never came held each attempt until the
+  // client's bodyTimeout (30 s) while volley drained it to keep the connection: 4 attempts of a
+  // GET took 2 minutes, the status known at once.
+  it.live("is read for at most a second before the request fails or is retried", () =>
+    Effect.gen(function* () {
+      let requests = 0
+      const server = createServer((_req, res) => {
+        requests++
+        res.writeHead(503, { "content-length": "100" })
+        res.write("partial")
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
+        () =>
+          Effect.promise(() => {
+            server.closeAllConnections()
+            return new Promise<void>((resolve) => server.close(() => resolve()))
+          })
+      )
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+      const exit = yield* Effect.exit(Http.getText(url)).pipe(
+        Effect.provide(Retry.layer({ retries: 1, baseDelay: "1 millis", jitter: false, budget: false })),
+        Effect.timeoutOption("10 seconds")
+      )
+      assert.isTrue(exit._tag === "Some", "it ended")
+      assert.strictEqual(requests, 2, "the first try and 1 retry")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+})
+
 describe("Retry.withPolicy", () => {
   it.live("reads at most a small error body before it retries: an endless one is aborted", () =>
     Effect.gen(function* () {

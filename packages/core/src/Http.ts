@@ -23,8 +23,8 @@
  *
  * A body is never left holding its keep-alive connection: a non-2xx body
  * announced as at most 64 KiB is read to its end before the `StatusCodeError`
- * is returned (a larger or unannounced one is aborted, closing its
- * connection), and a body that a
+ * is returned (a larger or unannounced one, or one still arriving after a
+ * second, is aborted, closing its connection), and a body that a
  * `read` leaves unread (it fails, is interrupted, or ignores the body) is
  * discarded when the call ends. This needs no `Scope` per call: these helpers
  * run the same exchange as a `Fanout` batch's first attempt.

@@ -179,11 +179,19 @@ export const start = <A, E, R>(
 export const MAX_DRAINED_BYTES = 64 * 1024
 
 /**
- * A non-2xx response is a `StatusCodeError`. A body announced as at most 64 KiB is read first, so
- * its connection is reused; a larger one, or one of unknown length, is aborted (its socket
- * closed) rather than read: a hostile 503 with a 300 MB body costs no memory. The read is
- * capped at 64 KiB after decompression too (for clients that honour `MaxBodySize`, as
- * NodeHttpClient does), so a small compressed body that inflates to gigabytes is aborted as well.
+ * Longest a small error body is read to keep its connection (64 KiB take half a second at
+ * 1 Mbit/s); one still arriving then is aborted. Without it an origin that stalls its 503's
+ * body held each attempt for the client's body timeout (30 s), the status long known.
+ */
+export const MAX_DRAIN_MILLIS = 1000
+
+/**
+ * A non-2xx response is a `StatusCodeError`. A body announced as at most 64 KiB is read first
+ * (for at most a second), so its connection is reused; a larger one, or one of unknown length,
+ * is aborted (its socket closed) rather than read: a hostile 503 with a 300 MB body costs no
+ * memory. The read is capped at 64 KiB after decompression too (for clients that honour
+ * `MaxBodySize`, as NodeHttpClient does), so a small compressed body that inflates to gigabytes
+ * is aborted as well.
  */
 export const statusError = (
   response: HttpClientResponse.HttpClientResponse
@@ -196,11 +204,19 @@ export const statusError = (
     )
   )
 
-/** Reads a small error body to its end (its connection is reused), else aborts it. */
+/**
+ * Reads a small error body to its end (its connection is reused), else aborts it; one that
+ * takes longer than {@link MAX_DRAIN_MILLIS} is aborted then (interrupting the read does).
+ */
 export const drain = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> => {
   const length = response.headers["content-length"]
   return length !== undefined && Number(length) <= MAX_DRAINED_BYTES
-    ? Effect.ignore(Effect.provideService(readBytes(response), MaxBodySize, MAX_DRAINED_BYTES))
+    ? Effect.asVoid(
+        Effect.timeoutOption(
+          Effect.ignore(Effect.provideService(readBytes(response), MaxBodySize, MAX_DRAINED_BYTES)),
+          MAX_DRAIN_MILLIS
+        )
+      )
     : release(response)
 }
 

@@ -418,15 +418,18 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     const codings = this.decompress ? codingsOf(headers["content-encoding"]) : undefined
     this.body = new Body(controller, codings, this.settings.maxBodySize)
     const response = new LeanResponse(this.request, this.url, statusCode, headers, this.body)
-    // A body announced as small is awaited before handing the response over: reading it then
-    // costs no second suspension of the caller's fiber, and the connection is free again by
+    // A 2xx body announced as small is awaited before handing the response over: reading it
+    // then costs no second suspension of the caller's fiber, and the connection is free again by
     // the time the caller sees the response (so an unread small body never holds it). Not an
-    // encoded one: a small wire body can decode to any size.
+    // encoded one: a small wire body can decode to any size. Nor another status's: the caller
+    // bounds how long it drains that body (a 503 whose body stalls held the request for the
+    // whole bodyTimeout, its status known), and it comes at once when it is in the same read.
     this.pending = response
     // Refused before any of it is decoded; the caller's read fails with the DecodeError.
     if (codings !== undefined && codings.length > MAX_CODINGS) this.body.abort(tooManyCodings(codings))
     const length = headers["content-length"]
-    if (codings === undefined && typeof length === "string" && Number(length) <= HIGH_WATER_MARK) return
+    if (statusCode < 300 && codings === undefined && typeof length === "string" && Number(length) <= HIGH_WATER_MARK)
+      return
     // Otherwise (chunked or large): hand it over once undici has parsed what the socket has
     // delivered so far, so a small chunked body that came in the same read goes with its end.
     queueMicrotask(() => this.handOverEarly())
