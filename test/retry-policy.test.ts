@@ -10,6 +10,7 @@ import { Cause, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { HttpBody, HttpClient, HttpClientRequest } from "effect/http"
 import { TestClock } from "effect/testing"
 import { faultServer } from "./support/faultServer.ts"
+import { origin } from "./support/origin.ts"
 
 /** The two ways to make one request: the card's helpers and a batch of one. */
 const forms = [
@@ -170,27 +171,18 @@ describe("a small error body that stalls", () => {
   // GET took 2 minutes, the status known at once.
   it.live("is read for at most a second before the request fails or is retried", () =>
     Effect.gen(function* () {
-      let requests = 0
-      const server = createServer((_req, res) => {
-        requests++
-        res.writeHead(503, { "content-length": "100" })
-        res.write("partial")
+      const server = yield* origin({
+        "/": (_req, res) => {
+          res.writeHead(503, { "content-length": "100" })
+          res.write("partial")
+        }
       })
-      yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
-        () =>
-          Effect.promise(() => {
-            server.closeAllConnections()
-            return new Promise<void>((resolve) => server.close(() => resolve()))
-          })
-      )
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
-      const exit = yield* Effect.exit(Http.getText(url)).pipe(
+      const exit = yield* Effect.exit(Http.getText(`${server.url}/`)).pipe(
         Effect.provide(Retry.layer({ retries: 1, baseDelay: "1 millis", jitter: false, budget: false })),
         Effect.timeoutOption("10 seconds")
       )
       assert.isTrue(exit._tag === "Some", "it ended")
-      assert.strictEqual(requests, 2, "the first try and 1 retry")
+      assert.strictEqual(server.requests(), 2, "the first try and 1 retry")
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 })

@@ -10,6 +10,14 @@ import { heapAfterGc } from "../../../test/support/heap.ts"
 import { Fanout, Http, Resilience, Retry } from "../src/index.ts"
 import { timedRetry } from "./fixtures/timedRetry.ts"
 
+/** Visits `count` origins once each from `from` on (a crawler's requests), through `context`'s client. */
+const visiting = (context: Context.Context<HttpClient.HttpClient>) => (from: number, count: number) =>
+  Effect.forEach(
+    Array.from({ length: count }, (_, i) => `http://host-${from + i}.test/`),
+    (url) => Http.getText(url),
+    { discard: true }
+  ).pipe(Effect.provideContext(context))
+
 /** A client answering request n with `respond(n)`; records when each was sent. */
 const answering = (respond: (n: number) => { status: number; headers?: Record<string, string> }) => {
   const sent: Array<number> = []
@@ -253,12 +261,7 @@ describe("Resilience.layer", () => {
         const layer = over(client, { rateLimit: { limit: 10, window: "1 second" }, retry: { retries: 0 } })
         yield* Effect.gen(function* () {
           const context = yield* Layer.build(layer)
-          const visit = (from: number, count: number) =>
-            Effect.forEach(
-              Array.from({ length: count }, (_, i) => `http://host-${from + i}.test/`),
-              (url) => Http.getText(url),
-              { discard: true }
-            ).pipe(Effect.provideContext(context))
+          const visit = visiting(context)
           // Warmed up (code compiled, pools allocated) and idle, before measuring.
           yield* visit(0, 2_000)
           yield* TestClock.adjust("2 minutes")
@@ -282,12 +285,7 @@ describe("Resilience.layer", () => {
         const layer = over(client, { circuitBreaker: { failures: 5, openDuration: "1 second" }, retry: { retries: 0 } })
         yield* Effect.gen(function* () {
           const context = yield* Layer.build(layer)
-          const visit = (from: number, count: number) =>
-            Effect.forEach(
-              Array.from({ length: count }, (_, i) => `http://host-${from + i}.test/`),
-              (url) => Http.getText(url),
-              { discard: true }
-            ).pipe(Effect.provideContext(context))
+          const visit = visiting(context)
           // Warmed up and idle, then a request that lets the store drop the idle origins.
           yield* visit(0, 2_000)
           yield* TestClock.adjust("2 minutes")
