@@ -12,7 +12,8 @@
  * Retries follow one rule for every volley request, these helpers and `Fanout`
  * batches alike: each request runs, body read included, under the
  * `Retry.RetryPolicy` in the environment (by default 3 retries of transport
- * errors and 408/429/500/502/503/504 answers for idempotent methods, with backoff and a
+ * errors and 408/429/500/502/503/504 answers for idempotent methods or an
+ * `Idempotency-Key`, with backoff and a
  * retry budget; `Retry.layer` or `Resilience.layer({ retry })` replace it,
  * `Retry.layer({ retries: 0 })` turns retrying off). A client wrapped by
  * `Retry.layerClient` is seen through, so nothing is retried twice.

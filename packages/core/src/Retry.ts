@@ -8,7 +8,8 @@
  *
  * - retries transport errors (a body cut short included), attempt timeouts and
  *   408/429/500/502/503/504 responses, and
- *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`) whose body
+ *   only for idempotent methods (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`), or
+ *   a request carrying an `Idempotency-Key` header (its server deduplicates it), whose body
  *   can be sent again (none, text, bytes, form data: never a `Stream` or a Node `Readable`,
  *   which the first attempt used up);
  * - treats a proxy's own answer like a response: retries a `CONNECT` refused with a status in

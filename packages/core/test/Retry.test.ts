@@ -137,6 +137,22 @@ describe("Retry", () => {
       })
     )
 
+    it.effect("retries a POST that carries an Idempotency-Key (its server deduplicates it)", () =>
+      Effect.gen(function* () {
+        const fake = fakeClient([{ status: 503 }, { status: 200 }])
+        const request = HttpClientRequest.post("http://api.test/x", { headers: { "Idempotency-Key": "order-42" } })
+        const run = Retry.run(
+          yield* noJitter(),
+          request,
+          Effect.flatMap(fake.client.execute(request), (r) => r.text)
+        )
+        const fiber = yield* Effect.forkChild(run)
+        yield* TestClock.adjust("1 second")
+        assert.strictEqual(yield* Fiber.join(fiber), "body")
+        assert.deepStrictEqual(fake.calls, ["POST", "POST"])
+      })
+    )
+
     it.effect("does not retry a 404", () =>
       Effect.gen(function* () {
         const { effect, calls } = runWith(yield* noJitter(), [{ status: 404 }, { status: 200 }])

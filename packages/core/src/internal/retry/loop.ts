@@ -138,8 +138,12 @@ const bare = <A, E, R>(
     ? Effect.catch(attempt, (error) => afterFailure(policy, request, attempt, error, options))
     : attempt
 
+// A method the policy retries, or one carrying an `Idempotency-Key`: the server deduplicates it
+// (the IETF httpapi draft; Stripe's and PayPal's APIs), so a POST or PATCH sent again is safe.
 const retrying = (policy: Policy, request: HttpClientRequest.HttpClientRequest): boolean =>
-  policy.retries > 0 && policy.methods.has(request.method) && isReplayable(request)
+  policy.retries > 0 &&
+  (policy.methods.has(request.method) || request.headers["idempotency-key"] !== undefined) &&
+  isReplayable(request)
 
 const isTimed = (policy: Policy, options: RunOptions | undefined): boolean =>
   options?.deadline !== undefined || policy.timeoutMillis !== undefined || policy.attemptTimeoutMillis !== undefined

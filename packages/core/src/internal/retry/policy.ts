@@ -73,7 +73,9 @@ export interface Options {
    */
   readonly jitter?: boolean | undefined
   /**
-   * Methods that may be retried (upper case). Others are sent once.
+   * Methods that may be retried (upper case). Others are sent once, unless the request carries an
+   * `Idempotency-Key` header: a server that takes one deduplicates the request, so a POST or PATCH
+   * with one is retried too (as Stripe's and PayPal's SDKs do).
    * @default ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
    */
   readonly methods?: ReadonlyArray<string> | undefined
