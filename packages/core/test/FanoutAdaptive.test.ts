@@ -2,8 +2,9 @@
 // validation, the Retry-After pause and what progress events show. Convergence on real
 // origins: test/fanout-adaptive.test.ts; the state machine itself: test/internal/adaptive.test.ts.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Metric } from "effect"
-import { HttpClient, HttpClientResponse } from "effect/http"
+import { Duration, Effect, Exit, Fiber, Metric } from "effect"
+import { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
+import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import { TestClock } from "effect/testing"
 import { Fanout, Retry } from "../src/index.ts"
 
@@ -242,6 +243,35 @@ describe("Fanout.adaptive", () => {
       })
     )
   })
+
+  // Found by review: a request the client's own circuit breaker refused (nothing sent) read as the
+  // origin's overload, and each such refusal cut the origin's limit.
+  it.effect("leaves an origin's limit alone when the client's own breaker refuses its requests", () =>
+    Effect.gen(function* () {
+      const refusing = HttpClient.make((request) =>
+        Effect.fail(
+          new HttpClientError.HttpClientError({
+            reason: new HttpClientError.TransportError({
+              request,
+              cause: new CircuitBreaker.CircuitBreakerError({
+                reason: new CircuitBreaker.CircuitOpen({ key: "http://a.test", retryAfter: Duration.seconds(30) })
+              })
+            })
+          })
+        )
+      )
+      const seen: Array<Fanout.OriginProgress> = []
+      yield* Fanout.allSettled(
+        Array.from({ length: 40 }, (_, i) => `http://a.test/x${i}`),
+        {
+          concurrency: 8,
+          perHost: Fanout.adaptive({ initial: 8, min: 1, max: 16 }),
+          onProgress: (p) => seen.push(...(p.origins ?? []))
+        }
+      ).pipe(Effect.provideService(HttpClient.HttpClient, refusing))
+      assert.strictEqual(Math.min(...seen.map((o) => o.limit)), 8)
+    }).pipe(Effect.provide(Retry.layer({ retries: 0 })))
+  )
 
   describe("progress", () => {
     it.effect("shows each origin's limit, in flight, baseline and reason", () =>

@@ -12,6 +12,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Metric from "effect/Metric"
 import * as Result from "effect/Result"
 import { offTheClock } from "../retry/loop.ts"
+import { isUnsent } from "../retry/unsent.ts"
 import type { Outcome, Reason } from "./adaptive.ts"
 import type { Host, Scheduler } from "./scheduler.ts"
 
@@ -225,9 +226,10 @@ export class Origins {
     const error = Cause.findErrorOption(cause)
     if (error._tag === "Some") {
       // Refused or reset connections, and the client's own timeouts, are an origin's way of
-      // saying it has too much; a request it could not even encode is not.
+      // saying it has too much; a request never sent is not (one it could not even encode, or
+      // one the client's own circuit breaker or rate limiter refused: each cut the limit).
       const reason = error.value.reason
-      const transport = reason._tag === "TransportError"
+      const transport = reason._tag === "TransportError" && !isUnsent(error.value)
       this.ended(host, startedAt, !transport ? "other" : isTimeout(reason.cause) ? "timeout" : "overload")
       return
     }
