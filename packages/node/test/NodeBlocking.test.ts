@@ -1,4 +1,7 @@
-import { availableParallelism } from "node:os"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { availableParallelism, tmpdir } from "node:os"
+import { join } from "node:path"
+import { pathToFileURL } from "node:url"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
@@ -339,6 +342,27 @@ describe("NodeBlocking", () => {
             assert.include(error.message, `no task named "secret"`)
             assert.strictEqual(yield* Blocking.run(T.square, 5), 25)
           })
+      )
+
+      // Found by review: a syntax error in a task's module, or in one it imports, said only
+      // "Expression expected", naming neither the file nor the line.
+      it.effect("fails with TaskNotFoundError naming the file and line of a syntax error in its module's imports", () =>
+        Effect.gen(function* () {
+          const dir = mkdtempSync(join(tmpdir(), "volley-syntax-"))
+          yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+          writeFileSync(join(dir, "broken.ts"), "export const a = 1\nexport const b = (\n")
+          writeFileSync(join(dir, "tasks.ts"), 'import "./broken.ts"\nexport const c = 1\n')
+          const task = Blocking.task({
+            module: pathToFileURL(join(dir, "tasks.ts")),
+            name: "c",
+            payload: Schema.Void,
+            success: Schema.Void,
+            handler: () => undefined
+          })
+          const error = yield* Effect.flip(Blocking.run(task, undefined))
+          assert.strictEqual(error._tag, "TaskNotFoundError")
+          assert.include(error.message, `(at ${join(dir, "broken.ts")}:2)`)
+        }).pipe(Effect.scoped)
       )
 
       it.effect(

@@ -177,11 +177,22 @@ const runJob = (
   traceId: string | undefined,
   spanId: string | undefined
 ): WireReply | Promise<WireReply> => {
-  if (tasks instanceof Error) return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}` }
+  if (tasks instanceof Error) {
+    return { _tag: "NotFound", reason: `cannot import the module: ${tasks.message}${syntaxErrorAt(tasks)}` }
+  }
   const task = tasks.get(name)
   if (task === undefined) return { _tag: "NotFound", reason: `the module exports no task named "${name}"` }
   if (typeof task === "string") return { _tag: "NotFound", reason: task }
   return task.invoke(payload, context(seq, traceId, spanId), transfer)
+}
+
+// Where a syntax error is, when the loader says: Node's type stripping puts `file:line` (of the
+// module, or of a module it imports, which its message would not name) on the first line of the
+// stack; V8's own parser (a `.js` module) says nothing of it.
+const syntaxErrorAt = (error: Error): string => {
+  if (!(error instanceof SyntaxError)) return ""
+  const first = String(error.stack).split("\n", 1)[0]!
+  return /^\S+:\d+$/.test(first) ? ` (at ${first})` : ""
 }
 
 /**
