@@ -153,6 +153,45 @@ describe("Retry", () => {
       })
     )
 
+    // Found by review: every request an origin sent away with the same Retry-After came back at
+    // the same millisecond (the jitter stayed under it), to be sent away together again.
+    it.effect("spreads the retries an origin sent away together over the backoff after their Retry-After", () =>
+      Effect.gen(function* () {
+        const sent: Array<number> = []
+        const client = HttpClient.make((request) =>
+          Effect.clockWith((clock) => {
+            const first = sent.push(clock.currentTimeMillisUnsafe()) <= 20
+            const headers: Record<string, string> = first ? { "retry-after": "1" } : {}
+            return Effect.succeed(
+              HttpClientResponse.fromWeb(request, new Response("x", { status: first ? 429 : 200, headers }))
+            )
+          })
+        )
+        const policy = yield* Retry.make({ budget: false, baseDelay: "100 millis" })
+        const request = HttpClientRequest.get("http://api.test/x")
+        const one = Retry.run(
+          policy,
+          request,
+          Effect.flatMap(HttpClient.filterStatusOk(client).execute(request), (r) => r.text)
+        )
+        const fiber = yield* Effect.forkChild(
+          Effect.all(
+            Array.from({ length: 20 }, () => one),
+            { concurrency: 20 }
+          )
+        )
+        yield* TestClock.adjust("2 seconds")
+        yield* Fiber.join(fiber)
+        const retries = sent.slice(20)
+        assert.strictEqual(retries.length, 20)
+        assert.isTrue(
+          retries.every((at) => at >= 1000 && at <= 1100),
+          retries.join()
+        )
+        assert.isAbove(new Set(retries).size, 10, retries.join())
+      })
+    )
+
     it.effect("does not retry a 404", () =>
       Effect.gen(function* () {
         const { effect, calls } = runWith(yield* noJitter(), [{ status: 404 }, { status: 200 }])

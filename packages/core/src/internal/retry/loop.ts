@@ -428,8 +428,14 @@ export const retryLoop = <A, E, R>(
       }
     }
     const ceiling = Math.min(policy.maxDelayMillis, policy.baseDelayMillis * 2 ** n)
-    const backoff = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() * ceiling : ceiling
-    const delay = Math.max(backoff, retryAfter ?? 0)
+    const spread = policy.jitter ? fiber.getRef(Random.Random).nextDoubleUnsafe() : 1
+    // A `Retry-After` is a floor, with the jitter above it: the requests an origin sent away
+    // together (a batch's, every 429 saying "5") came back at the same millisecond, to be sent
+    // away again; they now spread over the backoff's ceiling after it.
+    const delay =
+      retryAfter === undefined || retryAfter < ceiling
+        ? Math.max(spread * ceiling, retryAfter ?? 0)
+        : retryAfter + (policy.jitter ? Math.min(spread * ceiling, Math.max(0, until - now - retryAfter - 1)) : 0)
     // Waiting would end past the deadline: fail now with the real reason.
     if (now + delay >= until) return Effect.fail(error)
     const budget = policy.budget

@@ -67,8 +67,10 @@ export interface Options {
    */
   readonly maxRetryAfter?: Duration.Input | undefined
   /**
-   * Full jitter: each backoff is a random delay between 0 and its exponential ceiling.
-   * `false` waits the ceiling itself (deterministic, for tests).
+   * Full jitter: each backoff is a random delay between 0 and its exponential ceiling; after a
+   * `Retry-After` longer than that ceiling, the wait is the `Retry-After` plus such a delay, so the
+   * requests an origin sent away together do not all come back at once.
+   * `false` waits the ceiling itself, or the `Retry-After` (deterministic, for tests).
    * @default true
    */
   readonly jitter?: boolean | undefined
