@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Cause, Effect, Exit, Result, Tracer } from "effect"
+import { Cause, Effect, Exit, Result, Stream, Tracer } from "effect"
 import { UrlParams } from "effect/http"
 import { closedPort, origin } from "./support/origin.ts"
 import { onSpanEnd } from "./support/tracer.ts"
@@ -13,6 +13,7 @@ import { onSpanEnd } from "./support/tracer.ts"
 const SECRET = "s3cr3t-value"
 
 const routes = {
+  "/ok": (_req, res) => res.end("ok"),
   "/missing": (_req, res) => res.writeHead(404).end("no"),
   "/busy": (_req, res) => res.writeHead(503, { "retry-after": "3600" }).end(),
   // A redirect loop whose every hop carries the token.
@@ -90,6 +91,32 @@ describe("URL redaction", () => {
       assert.isTrue(signed !== undefined && Result.isFailure(signed))
       if (signed !== undefined && Result.isFailure(signed)) assertHidden(Cause.fail(signed.failure), "default names")
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  // Found by review: ItemInterrupted kept its request's URL as given, so an item interrupted from
+  // inside (its read, a pipeline's stage) or cancelled showed its user info and signed parameters
+  // in its message, JSON and inspection.
+  it.live("an interrupted or cancelled item's ItemInterrupted hides them and the URL's user info", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const url = (path: string) => `${server.url.replace("http://", `http://alice:${SECRET}@`)}${path}?token=${SECRET}`
+      const read = yield* Fanout.allSettled([url("/ok")], { read: () => Effect.interrupt })
+      const cancelled = yield* Fanout.allSettled([Fanout.cancellable(url("/hang"), Effect.sleep("50 millis"))])
+      const staged = yield* Stream.runCollect(Fanout.pipelineSettled([url("/ok")], () => Effect.interrupt))
+      const failures = [...read, ...cancelled, ...[...staged].map((item) => item.result)].map((result) =>
+        Result.isFailure(result) ? result.failure : undefined
+      )
+      assert.strictEqual(failures.length, 3)
+      for (const failure of failures) {
+        assert.instanceOf(failure, Fanout.ItemInterrupted)
+        assertHidden(Cause.fail(failure), "ItemInterrupted")
+        assert.include((failure as Fanout.ItemInterrupted).url, "REDACTED:REDACTED@")
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.provideService(UrlParams.CurrentRedactedNames, ["token"]),
+      Effect.provide(NodeHttpClient.layer())
+    )
   )
 
   it.live("a traced request's client span shows its URL redacted", () =>

@@ -6,6 +6,7 @@ import type * as Effect from "effect/Effect"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as UrlParams from "effect/http/UrlParams"
 import type * as Result from "effect/Result"
 import type { RedirectError } from "../http/redirect.ts"
 import type { RetryError } from "../retry/errors.ts"
@@ -203,7 +204,8 @@ export class AdaptiveLimit {
 /**
  * One item's request was interrupted from inside (its own read, an interrupted client call) or
  * cancelled from outside (`Fanout.cancellable`) while the batch went on; in settled forms only
- * that item fails.
+ * that item fails. `url` is kept redacted as `Retry.DeadlineExceeded`'s (user info, and the
+ * query parameters named in `UrlParams.CurrentRedactedNames`).
  *
  * @example
  * ```ts
@@ -221,6 +223,9 @@ export class ItemInterrupted extends Data.TaggedError("ItemInterrupted")<{
   readonly method: string
   readonly url: string
 }> {
+  constructor(props: { readonly index: number; readonly method: string; readonly url: string }) {
+    super({ ...props, url: UrlParams.redactUrl(props.url) })
+  }
   override get message(): string {
     return `${this.method} ${this.url} (item ${this.index}) was interrupted`
   }
