@@ -31,6 +31,7 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Url from "effect/http/Url"
+import * as UrlParams from "effect/http/UrlParams"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
@@ -126,6 +127,9 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
+    // `HttpClient.make` fails a URL that does not parse with its own `InvalidUrlError`.
+    const tracedExecute = (request: HttpClientRequest.HttpClientRequest) =>
+      Effect.mapError(traced.execute(request), redactInvalidUrl)
     // The last context's (see `FastRefs`): kept until a request in another context replaces it.
     let lastRefs: FastRefs | undefined
     const refsOf = (fiber: Fiber.Fiber<unknown, unknown>): FastRefs => {
@@ -158,7 +162,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
     const route = (request: HttpClientRequest.HttpClientRequest, fiber: Fiber.Fiber<unknown, unknown>) => {
       const fiberRefs = refsOf(fiber)
       const trace = fastTrace(request, fiber, fiberRefs)
-      return trace === TRACED ? traced.execute(request) : fast(request, fiberRefs, trace)
+      return trace === TRACED ? tracedExecute(request) : fast(request, fiberRefs, trace)
     }
     // A plain request that `@volley/core` reads itself, in a client span made as Effect's client
     // makes it (see span.ts): its body is never left unread, which the rest of `traced` is for.
@@ -189,7 +193,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       const fiberRefs = refsOf(fiber)
       const trace = fastTrace(request, fiber, fiberRefs)
       if (trace === TRACED)
-        return Effect.flatMap(isPlain(request) ? spanned(request, fiber) : traced.execute(request), handle)
+        return Effect.flatMap(isPlain(request) ? spanned(request, fiber) : tracedExecute(request), handle)
       return fast(request, fiberRefs, trace, new Exchange(kind, handle, read, fiberRefs.maxBodySize, inFlight))
     }
     // The same, started without an effect for a batch worker (see `@volley/core`'s `StartKey`):
@@ -316,7 +320,23 @@ const targetOf = (request: HttpClientRequest.HttpClientRequest): Target | HttpCl
 }
 
 const invalidUrl = (request: HttpClientRequest.HttpClientRequest, cause: unknown): HttpClientError.HttpClientError =>
-  new HttpClientError.HttpClientError({ reason: new HttpClientError.InvalidUrlError({ request, cause }) })
+  redactInvalidUrl(
+    new HttpClientError.HttpClientError({ reason: new HttpClientError.InvalidUrlError({ request, cause }) })
+  )
+
+// Node's URL parser keeps the text it refused as its error's `input`, an enumerable field (shown
+// by the error's JSON and inspection), user info and signed query parameters included: it is
+// redacted as the error's message redacts the request's URL. The parser made that error for
+// this request alone, so it is changed in place.
+const redactInvalidUrl = (error: HttpClientError.HttpClientError): HttpClientError.HttpClientError => {
+  const reason = error.reason
+  if (reason._tag !== "InvalidUrlError") return error
+  const parse = reason.cause instanceof Url.UrlError ? reason.cause.cause : undefined
+  if (parse instanceof TypeError && "input" in parse && typeof parse.input === "string") {
+    parse.input = UrlParams.redactUrl(parse.input)
+  }
+  return error
+}
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if
 // any (a server span continued from an incoming `traceparent`, a `withSpan` around the call,
