@@ -26,6 +26,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
+import * as Headers from "effect/http/Headers"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
@@ -52,7 +53,7 @@ import {
   unsupportedUrl
 } from "./dispatch.ts"
 import { Meters, type OriginMeter } from "./metrics.ts"
-import { clientSpan, errorType } from "./span.ts"
+import { clientSpan, errorType, PROXY_AUTHORIZATION } from "./span.ts"
 import { canonical, fromUrl, Target } from "./target.ts"
 
 /**
@@ -127,9 +128,12 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none.
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
     })
-    // `HttpClient.make` fails a URL that does not parse with its own `InvalidUrlError`.
-    const tracedExecute = (request: HttpClientRequest.HttpClientRequest) =>
-      Effect.mapError(traced.execute(request), redactInvalidUrl)
+    // `HttpClient.make` fails a URL that does not parse with its own `InvalidUrlError`, and
+    // redacts its span's headers by the fiber's names alone (see `PROXY_AUTHORIZATION`).
+    const tracedExecute = (request: HttpClientRequest.HttpClientRequest) => {
+      const executed = Effect.mapError(traced.execute(request), redactInvalidUrl)
+      return request.headers[PROXY_AUTHORIZATION] === undefined ? executed : redactingProxyAuthorization(executed)
+    }
     // The last context's (see `FastRefs`): kept until a request in another context replaces it.
     let lastRefs: FastRefs | undefined
     const refsOf = (fiber: Fiber.Fiber<unknown, unknown>): FastRefs => {
@@ -323,6 +327,14 @@ const invalidUrl = (request: HttpClientRequest.HttpClientRequest, cause: unknown
   redactInvalidUrl(
     new HttpClientError.HttpClientError({ reason: new HttpClientError.InvalidUrlError({ request, cause }) })
   )
+
+const redactingProxyAuthorization = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiber((fiber) => {
+    const names = fiber.getRef(Headers.CurrentRedactedNames)
+    return Headers.isRedactedName(PROXY_AUTHORIZATION, names)
+      ? effect
+      : Effect.provideService(effect, Headers.CurrentRedactedNames, [...names, PROXY_AUTHORIZATION])
+  })
 
 // Node's URL parser keeps the text it refused as its error's `input`, an enumerable field (shown
 // by the error's JSON and inspection), user info and signed query parameters included: it is

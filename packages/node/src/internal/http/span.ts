@@ -89,7 +89,8 @@ const redactedNames = (
   return keys.length === 0 ? names : [...names, ...new URLSearchParams(keys.map((key) => [key, ""])).keys()]
 }
 
-// The headers `HttpClient.TracerHeaderFilter` lets through (none by default), redacted by name.
+// The headers `HttpClient.TracerHeaderFilter` lets through (none by default), redacted by name,
+// and `Proxy-Authorization` always (see `PROXY_AUTHORIZATION`).
 const addHeaderAttributes = (
   span: Tracer.Span,
   phase: "request" | "response",
@@ -101,10 +102,16 @@ const addHeaderAttributes = (
     if (!filter(name, phase)) continue
     span.attribute(
       `http.${phase}.header.${name}`,
-      Headers.isRedactedName(name, redacted) ? "<redacted>" : headers[name]
+      name === PROXY_AUTHORIZATION || Headers.isRedactedName(name, redacted) ? "<redacted>" : headers[name]
     )
   }
 }
+
+/**
+ * A request header carrying a proxy's credentials as `Authorization` carries an origin's, but
+ * missing from Effect's default `Headers.CurrentRedactedNames`: a client span never shows it.
+ */
+export const PROXY_AUTHORIZATION = "proxy-authorization"
 
 // Ends the span as failed with the `StatusCodeError` a caller checking the status would see.
 const endFailed = (
