@@ -540,6 +540,19 @@ describe("Proxy", () => {
         const fromEnv = yield* Effect.flip(Proxy.fromEnv("x" as unknown as Proxy.Options))
         assert.strictEqual(fromEnv._tag, "InvalidOptionsError")
         assert.deepStrictEqual(yield* Proxy.make(null as unknown as Proxy.Options), Proxy.none)
+        // Found by review: a proxy URL with credentials given for the options (or for any option
+        // taking a boolean or a list) was echoed whole, its password in the error's message.
+        const secret = yield* Effect.flip(
+          Proxy.make("http://alice:s3cret@proxy.example:3128" as unknown as Proxy.Options)
+        )
+        assert.strictEqual(
+          secret.message,
+          'Invalid option options: must be an object, got "http://REDACTED:REDACTED@proxy.example:3128"'
+        )
+        const loopback = yield* Effect.flip(
+          Proxy.make({ proxyLoopback: "http://alice:s3cret@proxy.example:3128" as unknown as boolean })
+        )
+        assert.notInclude(loopback.message, "s3cret")
         assert.deepStrictEqual(
           yield* Proxy.fromEnv(null as unknown as Proxy.Options).pipe(
             Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} })))
