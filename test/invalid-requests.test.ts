@@ -128,6 +128,17 @@ describe("requests that can never be sent", () => {
             assert.strictEqual(cause?.option, option)
           }
         }
+        // Found by review: a string given for the headers or the options was echoed in the error,
+        // a header's value (a token) with it.
+        const token = (yield* Effect.flip(
+          Http.getText(url, { headers: "Bearer s3cret" } as unknown as Http.RequestOptions)
+        )) as HttpClientError.HttpClientError
+        assert.strictEqual(
+          (token.reason.cause as { message?: string } | undefined)?.message,
+          "Invalid option headers: must be an object of header names to values, got a string"
+        )
+        assert.notInclude(JSON.stringify(token), "s3cret")
+        assert.notInclude(String(token), "s3cret")
         assert.strictEqual(server.requests("/ok"), 0)
         // `null` options, headers and urlParams are none, as `undefined` ones are.
         for (const options of [null, { headers: null, urlParams: null }]) {

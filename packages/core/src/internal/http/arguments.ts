@@ -42,11 +42,7 @@ export const refused = (
 const isObject = (value: unknown): value is object =>
   typeof value === "object" && value !== null && !Array.isArray(value)
 
+// A string by its kind alone: where headers or query parameters go, it is likely one of their
+// values (`{ headers: "Bearer <token>" }`), which the error must not echo.
 const kindOf = (value: unknown): string =>
-  value === null
-    ? "null"
-    : Array.isArray(value)
-      ? "an array"
-      : typeof value === "string"
-        ? JSON.stringify(value)
-        : typeof value
+  value === null ? "null" : Array.isArray(value) ? "an array" : typeof value === "string" ? "a string" : typeof value
