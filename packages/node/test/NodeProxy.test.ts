@@ -356,7 +356,8 @@ describe("NodeProxy", () => {
         yield* TestClock.adjust("4900 millis")
         yield* settle
         assert.strictEqual(proxy.connections(), 1)
-        yield* TestClock.adjust("100 millis")
+        // Then the jitter above it (the first backoff's ceiling, 10 ms).
+        yield* TestClock.adjust("110 millis")
         const exit = yield* Fiber.await(fiber)
         assert.strictEqual(proxy.connections(), 2)
         const error = proxyErrorOf(exit)
