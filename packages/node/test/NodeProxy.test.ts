@@ -1,4 +1,5 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
+import { createSecureServer, type Http2Session } from "node:http2"
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
@@ -9,6 +10,7 @@ import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { TestClock } from "effect/testing"
 import { heapAfterGc } from "../../../test/support/heap.ts"
+import { makePki } from "./fixtures/pki.ts"
 import { runFixture } from "./fixtures/run.ts"
 
 // Loopback servers that stand in for misbehaving proxies. Each counts the connections it accepted.
@@ -673,6 +675,43 @@ describe("NodeProxy", () => {
         const proxy = yield* forwardProxy(targets, "::1")
         assert.strictEqual(yield* get("http://127.0.0.1:9/v6", proxied(`http://[::1]:${proxy.port}`)), "via proxy")
         assert.deepStrictEqual(targets, ["http://127.0.0.1:9/v6"])
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: with http2: true, the agent's destroy ended every tunnel before undici
+    // destroyed the TLS connections over them. A TLS socket closes by destroying its tunnel and
+    // waiting for that one's 'close', already emitted: the HTTP/2 connection, which waits for its
+    // socket's 'close', never closed, and neither did the layer's scope (the program hung at exit).
+    it.live("closes an HTTP/2 connection inside a CONNECT tunnel when the layer's scope closes", () =>
+      Effect.gen(function* () {
+        const pki = makePki()
+        const versions: Array<string> = []
+        const sessions = new Set<Http2Session>()
+        const server = createSecureServer(
+          { cert: pki.serverCert, key: pki.serverKey, allowHTTP1: true },
+          (req, res) => {
+            versions.push(req.httpVersion)
+            res.end("ok")
+          }
+        )
+        server.on("session", (session) => {
+          sessions.add(session)
+          session.on("close", () => sessions.delete(session))
+        })
+        const origin = yield* serve(server)
+        const proxy = yield* tunnelling("200 Connection Established")
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(
+          proxied(`http://127.0.0.1:${proxy.port}`, { http2: true, originTls: { ca: pki.ca } }),
+          scope
+        )
+        assert.strictEqual(yield* Http.getText(`https://localhost:${origin.port}/`).pipe(Effect.provide(context)), "ok")
+        assert.deepStrictEqual(versions, ["2.0"])
+        // Forked, so that a close that never ends fails here rather than at the test's timeout.
+        const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
+        yield* Fiber.join(closing).pipe(Effect.timeout("3 seconds"))
+        yield* Effect.promise(origin.allClosed).pipe(Effect.timeout("2 seconds"))
+        assert.strictEqual(sessions.size, 0)
       }).pipe(Effect.scoped)
     )
 

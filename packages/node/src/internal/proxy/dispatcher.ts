@@ -202,6 +202,11 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
  * A ProxyAgent whose destruction also ends its open tunnels. undici's leaves a TLS handshake with
  * an origin inside a tunnel (which no pool owns until it succeeds) to run until the connect
  * timeout, its timer keeping the process alive: ending the tunnel under it, with an error, fails it.
+ *
+ * Only after undici has destroyed its pools' connections (which it does at once, in the call): a
+ * TLS socket over a tunnel closes by destroying the tunnel and waiting for its 'close', which a
+ * tunnel ended first had already emitted. An HTTP/2 connection waits for its socket's 'close', so
+ * the agent's destroy never resolved, and the layer's scope never closed.
  */
 class TunnellingAgent extends Undici.ProxyAgent {
   readonly tunnels: Set<Duplex>
@@ -215,8 +220,9 @@ class TunnellingAgent extends Undici.ProxyAgent {
   override destroy(callback: () => void): void
   override destroy(err: Error | null, callback: () => void): void
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const destroyed = destroyAs(super.destroy.bind(this), a, b)
     endOpening(this.tunnels)
-    return destroyAs(super.destroy.bind(this), a, b)
+    return destroyed
   }
 }
 
