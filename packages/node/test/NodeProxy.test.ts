@@ -1,5 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
 import { createSecureServer, type Http2Session } from "node:http2"
+import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Proxy, Retry } from "@volley/core"
@@ -303,6 +304,27 @@ describe("NodeProxy", () => {
         assert.include(error.message, "127.0.0.1:9")
         assert.notInclude(error.message, "hunter22")
         assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: a certificate of an https:// proxy that the client does not trust was
+    // retried (four TLS handshakes with the proxy per request), though the same certificate
+    // failure with an origin is not: the policy read the TLS error's code only on the
+    // transport error's cause, here the ProxyConnectionError that wraps it.
+    it.live("does not retry an https:// proxy whose certificate it does not trust, forwarded or tunnelled", () =>
+      Effect.gen(function* () {
+        const pki = makePki()
+        const proxy = yield* serve(createHttpsServer({ cert: pki.serverCert, key: pki.serverKey }))
+        const layer = Layer.merge(proxied(`https://localhost:${proxy.port}`), Retry.layer({ baseDelay: "1 millis" }))
+        for (const url of ["http://127.0.0.1:9/", "https://127.0.0.1:9/"]) {
+          const exit = yield* Effect.exit(
+            Http.getText(url).pipe(Proxy.unwrapErrors, Effect.timeout("5 seconds"), Effect.provide(layer))
+          )
+          const error = proxyErrorOf(exit)
+          assert.strictEqual(error._tag, "ProxyConnectionError")
+          assert.match((error as Proxy.ProxyConnectionError).reason, /^TLS to the proxy failed: .*certificate/)
+        }
+        assert.strictEqual(proxy.connections(), 2, "one TLS handshake with the proxy per request")
       }).pipe(Effect.scoped)
     )
 

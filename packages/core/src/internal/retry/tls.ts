@@ -1,5 +1,6 @@
-// TLS failures the same request would meet again: the origin's certificate is not trusted, has
-// expired or names another host, or the two ends share no protocol version. Read by error code,
+// TLS failures the same request would meet again: the certificate of the origin (or of an
+// `https://` proxy) is not trusted, has expired or names another host, or the two ends share no
+// protocol version. Read by error code,
 // so core needs no Node import. A connection closed during the handshake stays retryable.
 const CERTIFICATE_CODES = new Set([
   "CERT_HAS_EXPIRED",
@@ -24,8 +25,17 @@ const PROTOCOL_CODES = new Set([
   "ERR_SSL_WRONG_VERSION_NUMBER"
 ])
 
+// How deep to look through errors that wrap one: the proxy error for an `https://` proxy's
+// certificate (the node client's ProxyConnectionError), and undici's own wrapper inside it.
+const MAX_WRAPS = 3
+
+/** Whether `cause`, or an error it wraps (its `cause`), is such a failure. */
 export const isTlsRefusal = (cause: unknown): boolean => {
-  if (typeof cause !== "object" || cause === null) return false
-  const code = (cause as { readonly code?: unknown }).code
-  return typeof code === "string" && (CERTIFICATE_CODES.has(code) || PROTOCOL_CODES.has(code))
+  let error = cause
+  for (let depth = 0; depth <= MAX_WRAPS && typeof error === "object" && error !== null; depth++) {
+    const code = (error as { readonly code?: unknown }).code
+    if (typeof code === "string" && (CERTIFICATE_CODES.has(code) || PROTOCOL_CODES.has(code))) return true
+    error = (error as { readonly cause?: unknown }).cause
+  }
+  return false
 }
