@@ -131,6 +131,29 @@ describe("NodeHttpClient", () => {
       }).pipe(Effect.scoped)
     )
 
+    // Found by review: an origin's alert refusing the handshake (here TLS 1.2's handshake_failure
+    // for a missing client certificate; unknown_ca for an untrusted one) was retried, four
+    // handshakes per request, each refused the same way.
+    it.live("does not retry an origin that refuses the handshake for want of a client certificate (TLS 1.2)", () =>
+      Effect.gen(function* () {
+        const { port, connections } = yield* tlsOrigin({
+          ca: pki.clientCa,
+          requestCert: true,
+          rejectUnauthorized: true,
+          maxVersion: "TLSv1.2"
+        })
+        const exit = yield* Http.getText(`https://localhost:${port}/`).pipe(
+          Effect.provide(
+            Layer.merge(NodeHttpClient.layer({ tls: { ca: pki.ca } }), Retry.layer({ baseDelay: "1 millis" }))
+          ),
+          Effect.exit
+        )
+        assert.strictEqual(failureTag(exit), "TransportError")
+        assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "alert handshake failure")
+        assert.strictEqual(connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
     it.live("refuses an origin below minVersion, without retrying", () =>
       Effect.gen(function* () {
         const { port, connections } = yield* tlsOrigin({ maxVersion: "TLSv1.2" })

@@ -234,8 +234,9 @@ export const RetryPolicy: Context.Reference<Policy> = Context.Reference<Policy>(
  * never be sent: an `InvalidUrlError`, an `EncodeError`, or a transport error that only wraps
  * the client's rejection of the request's URL or headers (undici's `UND_ERR_INVALID_ARG`,
  * Node's `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...). Nor a TLS refusal that would recur: an
- * untrusted, expired or misnamed certificate of the origin or of an `https://` proxy, or no TLS
- * version both ends speak.
+ * untrusted, expired or misnamed certificate of the origin or of an `https://` proxy, no TLS
+ * version both ends speak, or the server's alert refusing the handshake (a client certificate it
+ * requires or does not accept).
  *
  * @example
  * ```ts
