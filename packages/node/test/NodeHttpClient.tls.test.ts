@@ -1,10 +1,11 @@
+import { createPrivateKey } from "node:crypto"
 import { createServer, type ServerOptions } from "node:https"
 import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
 import { assert, describe, it } from "@effect/vitest"
 import { Http, Options, Proxy, Retry } from "@volley/core"
 import { NodeHttpClient, NodeProxy } from "@volley/node"
-import { Cause, Effect, Exit, Layer, Scope } from "effect"
+import { Cause, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { makePki } from "./fixtures/pki.ts"
 
 const pki = makePki()
@@ -151,6 +152,36 @@ describe("NodeHttpClient", () => {
         assert.strictEqual(failureTag(exit), "TransportError")
         assert.include(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : ""), "alert handshake failure")
         assert.strictEqual(connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: an encrypted client key could not be used: `passphrase`, Node's option for
+    // it, was dropped with the other unknown options, and the build failed with OpenSSL's "bad
+    // decrypt" alone.
+    it.live("presents a client certificate whose key is encrypted, given its passphrase", () =>
+      Effect.gen(function* () {
+        const { port } = yield* tlsOrigin({ ca: pki.clientCa, requestCert: true, rejectUnauthorized: true })
+        const url = `https://localhost:${port}/`
+        const secret = "open sesame"
+        const key = createPrivateKey(pki.clientKey).export({
+          type: "pkcs8",
+          format: "pem",
+          cipher: "aes-256-cbc",
+          passphrase: secret
+        }) as string
+        for (const passphrase of [secret, Redacted.make(secret)]) {
+          const exit = yield* get(url, { tls: { ca: pki.ca, cert: pki.clientCert, key, passphrase } })
+          assert.deepStrictEqual(exit, Exit.succeed("client"))
+        }
+        for (const passphrase of [undefined, "wrong"]) {
+          const exit = yield* get(url, { tls: { ca: pki.ca, cert: pki.clientCert, key, passphrase } })
+          assert.strictEqual(failureTag(exit), "InvalidOptionsError")
+          const message = String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : "")
+          assert.include(message, "key is encrypted, and its passphrase is missing or wrong")
+          assert.notInclude(message, secret)
+        }
+        const noKey = yield* get(url, { tls: { ca: pki.ca, passphrase: secret } })
+        assert.strictEqual(failureTag(noKey), "InvalidOptionsError")
       }).pipe(Effect.scoped)
     )
 

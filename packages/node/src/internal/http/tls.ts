@@ -2,11 +2,21 @@ import { X509Certificate } from "node:crypto"
 import * as Tls from "node:tls"
 import * as Validate from "@volley/core/Options"
 import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
 
 /** TLS options for connections to origins (and, in the proxy layer, to an `https://` proxy). */
 export type TlsOptions = Pick<
   Tls.ConnectionOptions,
   "ca" | "cert" | "key" | "servername" | "minVersion" | "rejectUnauthorized"
+> & {
+  /** The passphrase of an encrypted `key`, as Node's `passphrase`. */
+  readonly passphrase?: string | Redacted.Redacted<string> | undefined
+}
+
+/** Validated TLS options, as Node's TLS (and undici's connector) takes them. */
+export type ResolvedTls = Pick<
+  Tls.ConnectionOptions,
+  "ca" | "cert" | "key" | "passphrase" | "servername" | "minVersion" | "rejectUnauthorized"
 >
 
 const VERSIONS: ReadonlyArray<Tls.SecureVersion> = ["TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1"]
@@ -25,7 +35,7 @@ export const validate = Effect.fnUntraced(function* (option: string, tls: TlsOpt
   if (typeof tls !== "object" || Array.isArray(tls)) {
     return yield* invalid(
       option,
-      `must be an object of TLS options (ca, cert, key, servername, minVersion, rejectUnauthorized), got ${Array.isArray(tls) ? "an array" : typeof tls}`
+      `must be an object of TLS options (ca, cert, key, passphrase, servername, minVersion, rejectUnauthorized), got ${Array.isArray(tls) ? "an array" : typeof tls}`
     )
   }
   yield* Validate.optional(tls.minVersion, (version) => Validate.oneOf(`${option}.minVersion`, version, VERSIONS))
@@ -38,10 +48,15 @@ export const validate = Effect.fnUntraced(function* (option: string, tls: TlsOpt
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
     return yield* invalid(option, "cert and key go together: a client certificate needs its private key")
   }
-  const picked: TlsOptions = {
+  const passphrase = Redacted.isRedacted(tls.passphrase) ? Redacted.value(tls.passphrase) : tls.passphrase
+  if (passphrase !== undefined && (typeof passphrase !== "string" || tls.key === undefined)) {
+    return yield* invalid(`${option}.passphrase`, "must be a string (or Redacted), the passphrase of an encrypted key")
+  }
+  const picked: ResolvedTls = {
     ...(tls.ca === undefined ? {} : { ca: tls.ca }),
     ...(tls.cert === undefined ? {} : { cert: tls.cert }),
     ...(tls.key === undefined ? {} : { key: tls.key }),
+    ...(passphrase === undefined ? {} : { passphrase }),
     ...(tls.servername === undefined ? {} : { servername: tls.servername }),
     ...(tls.minVersion === undefined ? {} : { minVersion: tls.minVersion }),
     ...(tls.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: tls.rejectUnauthorized })
@@ -55,9 +70,12 @@ export const validate = Effect.fnUntraced(function* (option: string, tls: TlsOpt
   }
   // OpenSSL's messages name the problem ("key values mismatch"), never the key material.
   yield* Effect.try({
-    try: () => Tls.createSecureContext({ ca: picked.ca, cert: picked.cert, key: picked.key }),
+    try: () =>
+      Tls.createSecureContext({ ca: picked.ca, cert: picked.cert, key: picked.key, passphrase: picked.passphrase }),
     catch: (error) =>
-      invalid(option, `ca, cert or key cannot be used: ${error instanceof Error ? error.message : String(error)}`)
+      (error as { readonly code?: unknown }).code === "ERR_OSSL_BAD_DECRYPT"
+        ? invalid(option, "key is encrypted, and its passphrase is missing or wrong")
+        : invalid(option, `ca, cert or key cannot be used: ${error instanceof Error ? error.message : String(error)}`)
   })
   return picked
 })

@@ -11,12 +11,12 @@ import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
 import { DirectAgent, destroyAs, endOpening, tracked } from "../http/agent.ts"
-import type { TlsOptions } from "../http/tls.ts"
+import type { ResolvedTls } from "../http/tls.ts"
 import { markHop, TunnelRefusedError, toProxyError } from "./errors.ts"
 
 export interface Settings {
-  readonly originTls: TlsOptions | undefined
-  readonly proxyTls: TlsOptions | undefined
+  readonly originTls: ResolvedTls | undefined
+  readonly proxyTls: ResolvedTls | undefined
   readonly tunnelHttp: boolean
   /**
    * Most per-name agents kept for `socks5://` routes (names resolved locally need one agent per
