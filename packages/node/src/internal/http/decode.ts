@@ -135,6 +135,9 @@ class ZstdFrames extends Transform {
       if (used >= chunk.length) return done()
       // The frame ended inside this chunk: what follows starts the next one.
       const next = () => {
+        // Its input side never finishes, so Node's autoDestroy never closes it: its context and
+        // window would stay allocated until garbage collection, one per frame.
+        decoder.destroy()
         this.decoder = this.frame()
         this.write_(chunk.subarray(used), done)
       }
