@@ -6,6 +6,7 @@ import { Fanout, Http, HttpBody } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Result, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
+import { heapAfterGc } from "../../../test/support/heap.ts"
 
 // The text every encoded route serves, large enough to span several chunks once decoded.
 const TEXT = "volley decodes what it asks for. ".repeat(4_000)
@@ -514,6 +515,51 @@ describe("NodeHttpClient", () => {
         const perCall = squashed(yield* Effect.exit(Effect.void.pipe(HttpBody.withMaxBodySize(0))))
         assert.strictEqual(perCall?._tag, "InvalidOptionsError")
       }).pipe(Effect.scoped)
+    )
+  })
+
+  describe("a body arriving in tiny reads", () => {
+    // Found by review: each chunk buffered for a read was kept as undici handed it, a Buffer
+    // over the socket read that carried it: a body written a byte at a time held ~230 B per
+    // byte (60 KB here: 14 MB; 1 MB now), so maxBodySize bounded its bytes but not the memory
+    // they took. Small chunks are now copied together.
+    it.live("holds about its bytes, not an object per chunk", () =>
+      Effect.gen(function* () {
+        const BYTES = 60_000 // under the 64 KiB mark: all of it is buffered unread
+        let written = 0
+        const server = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<ReturnType<typeof createServer>>((resolve) => {
+                const s = createServer((_req, res) => {
+                  res.writeHead(200, { "content-type": "text/plain" })
+                  // One byte per write, each on a turn of its own: one read per byte on the client.
+                  const step = () => {
+                    if (written === BYTES) return
+                    written++
+                    res.write("x", () => setImmediate(step))
+                  }
+                  step()
+                })
+                s.listen(0, "127.0.0.1", () => resolve(s))
+              })
+          ),
+          (s) =>
+            Effect.promise(() => {
+              s.closeAllConnections()
+              return new Promise<void>((resolve) => s.close(() => resolve()))
+            })
+        )
+        const client = yield* HttpClient.HttpClient
+        const before = heapAfterGc() + process.memoryUsage().arrayBuffers
+        const response = yield* client.get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)
+        const body = (response as unknown as { readonly body: { readonly bytes: number } }).body
+        // Bounded: every byte arrives within a few seconds.
+        for (let i = 0; i < 1000 && body.bytes < BYTES; i++) yield* Effect.sleep("10 millis")
+        assert.strictEqual(body.bytes, BYTES)
+        const held = heapAfterGc() + process.memoryUsage().arrayBuffers - before
+        assert.isBelow(held, 4_000_000, `${BYTES} bytes in ${BYTES} reads held ${held} bytes`)
+      }).pipe(Effect.provide(NodeHttpClient.layer()), Effect.scoped)
     )
   })
 })

@@ -26,6 +26,10 @@ import { CodingError, decoders as decoders_ } from "./decode.ts"
 /** Bytes buffered before an unread body pauses its connection (undici's body stream uses 64 KiB too). */
 export const HIGH_WATER_MARK = 64 * 1024
 
+// Chunks smaller than this are buffered by copy (see `Body.keepSmall`), into buffers of at most POOL_SIZE.
+const SMALL_CHUNK = 1024
+const POOL_SIZE = 16 * 1024
+
 const formDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
 const empty = Buffer.alloc(0)
 
@@ -96,6 +100,10 @@ export class Body {
   // come in one chunk; an array and its backing store cost ~180 B more per response).
   first: Buffer | undefined = undefined
   more: Array<Buffer> | undefined = undefined
+  // Where small chunks after the first are copied together (see `keepSmall`); `more` ends with
+  // its used part while it is set.
+  pool: Buffer | undefined = undefined
+  pooled = 0
   bytes = 0
   /** Bytes delivered to the reader so far (buffered ones included). */
   total = 0
@@ -162,12 +170,37 @@ export class Body {
       return
     }
     if (this.first === undefined) this.first = chunk
-    else if (this.more === undefined) this.more = [chunk]
-    else this.more.push(chunk)
+    else if (chunk.byteLength < SMALL_CHUNK) this.keepSmall(chunk)
+    else {
+      this.pool = undefined
+      if (this.more === undefined) this.more = [chunk]
+      else this.more.push(chunk)
+    }
     this.bytes += chunk.byteLength
     // Past, not at, the mark: a body of exactly HIGH_WATER_MARK bytes is awaited before the
     // response is handed over (dispatch.ts), and pausing on its last chunk would hold back its end.
     if (this.bytes > HIGH_WATER_MARK && this.waiter === undefined) this.pauseReader()
+  }
+
+  /**
+   * A small chunk is copied into a buffer shared with the small chunks around it: kept as undici
+   * hands it, a view of the socket read that carried it, a body arriving a byte per read held
+   * ~230 B per byte, so `maxBodySize` bounded its bytes but not its memory.
+   */
+  private keepSmall(chunk: Buffer): void {
+    this.more ??= []
+    const more = this.more
+    let pool = this.pool
+    if (pool === undefined || pool.byteLength - this.pooled < chunk.byteLength) {
+      // Doubling from SMALL_CHUNK: a body with a few small chunks gets a small buffer.
+      pool = Buffer.allocUnsafeSlow(Math.min(POOL_SIZE, 2 * (pool?.byteLength ?? SMALL_CHUNK / 2)))
+      this.pool = pool
+      this.pooled = 0
+      more.push(pool)
+    }
+    pool.set(chunk, this.pooled)
+    this.pooled += chunk.byteLength
+    more[more.length - 1] = pool.subarray(0, this.pooled)
   }
 
   /**
@@ -185,6 +218,7 @@ export class Body {
     const error = new OverLimit(this.limit)
     this.first = undefined
     this.more = undefined
+    this.pool = undefined
     this.bytes = 0
     // A body that already ended (read in full before this read started) only fails the read.
     if (this.ended) this.error = error
@@ -256,6 +290,7 @@ export class Body {
     }
     this.first = out
     this.more = undefined
+    this.pool = undefined
     return out
   }
 
@@ -265,6 +300,7 @@ export class Body {
     if (this.more !== undefined) for (const chunk of this.more) readable.push(chunk)
     this.first = undefined
     this.more = undefined
+    this.pool = undefined
     if (this.error !== undefined) readable.destroy(this.error as Error)
     else if (this.ended) readable.push(null)
     // Set even when the body is complete: it marks the body as taken by a stream.
