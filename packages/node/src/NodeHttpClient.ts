@@ -173,7 +173,7 @@ export type TlsOptions = Tls.TlsOptions
  * metric's hooks, so updating it by hand does nothing). An upgrade request (served by
  * platform-node's client) is counted from sending to its response head, with no body bytes.
  * Retries and redirects are counted by `@volley/core` (`volley_http_retries_total`,
- * `volley_http_redirects_total`). Each origin met adds its series to the registry (about 7 KB),
+ * `volley_http_redirects_total`). Each origin met adds its series to the registry (1.3-7 KB),
  * kept for the registry's life: a client that meets a great many origins (a crawler) grows it
  * with each, so record such a client's metrics in a registry of its own or remove stale series.
  *
