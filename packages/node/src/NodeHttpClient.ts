@@ -103,7 +103,7 @@ export interface Options {
   /**
    * TLS options for `https://` origins: `ca` (PEM; replaces Node's trust store, e.g. a private CA),
    * `cert` + `key` (a client certificate; `passphrase`, a string or `Redacted`, for an encrypted
-   * key), `servername` (SNI and the name the certificate must match), `minVersion` (`"TLSv1.2"`,
+   * key), `servername` (SNI and the name the certificate must match: a host name, without a port), `minVersion` (`"TLSv1.2"`,
    * `"TLSv1.3"`). Turning verification off is spelled
    * `rejectUnauthorized: false`, on purpose visible in review; never do it outside tests. The same
    * names as `NodeProxy`'s `originTls`. `null` counts as unset; anything else that is not an object

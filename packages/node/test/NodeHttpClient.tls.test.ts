@@ -218,6 +218,28 @@ describe("NodeHttpClient", () => {
         })
     )
 
+    // Found by review: a servername with a port (`localhost:443`, a URL's host as written) passed
+    // validation; sent as SNI and checked against the certificate as given, it failed every request.
+    it.effect("fails the layer's build with InvalidOptionsError for a servername with a port, scheme or path", () =>
+      Effect.gen(function* () {
+        for (const servername of ["localhost:443", "https://localhost", "localhost/", "[::1]", "local host"]) {
+          const exit = yield* Effect.exit(
+            Layer.build(NodeHttpClient.layer({ tls: { servername } })).pipe(Effect.scoped)
+          )
+          const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+          assert.instanceOf(error, Options.InvalidOptionsError, servername)
+          assert.strictEqual(error.option, "tls.servername")
+          assert.include(error.message, "must be a host name, without a scheme, port or path")
+        }
+        for (const servername of ["localhost", "example.test", "::1", "127.0.0.1"]) {
+          const exit = yield* Effect.exit(
+            Layer.build(NodeHttpClient.layer({ tls: { servername } })).pipe(Effect.scoped)
+          )
+          assert.isTrue(Exit.isSuccess(exit), servername)
+        }
+      })
+    )
+
     // Found by review: `tls: null` from JavaScript died reading 'minVersion', and `tls: 1` was accepted.
     it.effect("takes tls: null as unset and fails with InvalidOptionsError for tls that is not an object", () =>
       Effect.gen(function* () {

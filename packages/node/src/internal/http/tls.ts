@@ -1,4 +1,5 @@
 import { X509Certificate } from "node:crypto"
+import { isIPv6 } from "node:net"
 import * as Tls from "node:tls"
 import * as Validate from "@volley/core/Options"
 import * as Effect from "effect/Effect"
@@ -23,6 +24,11 @@ const VERSIONS: ReadonlyArray<Tls.SecureVersion> = ["TLSv1.3", "TLSv1.2", "TLSv1
 
 const invalid = (option: string, reason: string) => new Validate.InvalidOptionsError({ option, reason })
 
+// No URL delimiters, brackets or whitespace, except in an IPv6 address (which is written without
+// brackets here, as Node takes it).
+const isHostName = (name: string | undefined): boolean =>
+  name === undefined || isIPv6(name) || /^[^\s/\\:?#@[\]]+$/.test(name)
+
 /**
  * Checks what the type system cannot (values from JavaScript, PEM that does not parse, a key that
  * does not match its certificate), so a mistake fails at build time instead of on every request,
@@ -44,6 +50,14 @@ export const validate = Effect.fnUntraced(function* (option: string, tls: TlsOpt
   )
   if (tls.servername !== undefined && (typeof tls.servername !== "string" || tls.servername === "")) {
     return yield* invalid(`${option}.servername`, "must be a host name")
+  }
+  // A servername with a port or scheme (`localhost:443`, as a URL's host is written) was sent as
+  // SNI and matched against the certificate as it is, so every request failed on its name.
+  if (!isHostName(tls.servername)) {
+    return yield* invalid(
+      `${option}.servername`,
+      `must be a host name, without a scheme, port or path, got ${JSON.stringify(tls.servername)}`
+    )
   }
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
     return yield* invalid(option, "cert and key go together: a client certificate needs its private key")
