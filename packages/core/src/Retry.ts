@@ -95,8 +95,9 @@ export const layer = (options: Options = {}): Layer.Layer<never, Validate.Invali
  * Reads the policy from `Config` (environment by default): `<prefix>_RETRIES`, `_BASE_DELAY`,
  * `_MAX_DELAY`, `_MAX_RETRY_AFTER`, `_ATTEMPT_TIMEOUT`, `_TIMEOUT` (durations like `"250 millis"`),
  * `_JITTER` (`true` | `false`), `_METHODS` and `_STATUSES` (comma-separated, e.g. `GET,PUT` and
- * `503,504`), `_BUDGET_RATIO` (a number; `0` disables the budget), `_BUDGET_MIN_PER_SECOND`,
- * `_BUDGET_WINDOW`. Unset keys keep their defaults.
+ * `503,504`), `_BUDGET` (`false` disables the budget, as `budget: false` does), `_BUDGET_RATIO`,
+ * `_BUDGET_MIN_PER_SECOND`, `_BUDGET_WINDOW` (as the `budget` option's fields: a ratio of `0` keeps
+ * the per-second reserve). Unset keys keep their defaults.
  *
  * @example
  * ```ts
@@ -125,14 +126,15 @@ export const layerConfig = (
         jitter: Validate.optionalConfig(Config.Boolean("JITTER")),
         methods: Validate.optionalConfig(Config.Array(Schema.String, "METHODS")),
         statuses: Validate.optionalConfig(Config.Array(Schema.NumberFromString, "STATUSES")),
+        budget: Validate.optionalConfig(Config.Boolean("BUDGET")),
         budgetRatio: Validate.optionalConfig(Config.Number("BUDGET_RATIO")),
         budgetMinPerSecond: Validate.optionalConfig(Config.Number("BUDGET_MIN_PER_SECOND")),
         budgetWindow: Validate.optionalConfig(Config.Duration("BUDGET_WINDOW"))
       }).pipe(Config.nested(prefix))
-      const { budgetRatio: ratio, budgetMinPerSecond: minPerSecond, budgetWindow: window, ...options } = read
+      const { budget, budgetRatio: ratio, budgetMinPerSecond: minPerSecond, budgetWindow: window, ...options } = read
       return yield* make({
         ...options,
-        budget: ratio === 0 ? false : { ratio, minPerSecond, window }
+        budget: budget === false ? false : { ratio, minPerSecond, window }
       })
     })
   )

@@ -634,7 +634,7 @@ describe("Retry", () => {
                 VOLLEY_RETRY_RETRIES: "5",
                 VOLLEY_RETRY_BASE_DELAY: "250 millis",
                 VOLLEY_RETRY_TIMEOUT: "10 seconds",
-                VOLLEY_RETRY_BUDGET_RATIO: "0",
+                VOLLEY_RETRY_BUDGET: "false",
                 VOLLEY_RETRY_JITTER: "false",
                 VOLLEY_RETRY_METHODS: "get, POST",
                 VOLLEY_RETRY_STATUSES: "503,504"
@@ -660,6 +660,19 @@ describe("Retry", () => {
         assert.include(badStatus.message, "statuses")
         const notAStatus = yield* read({ VOLLEY_RETRY_STATUSES: "503,soon" })
         assert.include(notAStatus.message, "statuses")
+      })
+    )
+
+    // Found by review: VOLLEY_RETRY_BUDGET_RATIO=0 turned the budget off, where the option it
+    // stands for, `budget: { ratio: 0 }`, keeps the per-second reserve (and caps retries by it).
+    it.effect("reads a budget ratio of 0 as the budget option does: the reserve stays", () =>
+      Effect.gen(function* () {
+        const fromEnv = yield* Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { VOLLEY_RETRY_BUDGET_RATIO: "0" } })))
+        )
+        const fromOptions = yield* Retry.make({ budget: { ratio: 0 } })
+        assert.deepStrictEqual(fromEnv.budget?.config, { ratio: 0, minPerSecond: 10, windowSeconds: 10 })
+        assert.deepStrictEqual(fromEnv.budget?.config, fromOptions.budget?.config)
       })
     )
 
