@@ -5,6 +5,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
+import { isToken } from "../http/token.ts"
 import * as Validate from "../options.ts"
 import { Budget } from "./budget.ts"
 import { isTlsRefusal } from "./tls.ts"
@@ -176,7 +177,7 @@ export const make = (options: Options = {}): Effect.Effect<Policy, Validate.Inva
     const methods: Array<string> = []
     for (const m of yield* Validate.array("methods", options.methods ?? defaultMethods)) {
       const method = typeof m === "string" ? m.trim().toUpperCase() : undefined
-      if (method === undefined || !/^[!#$%&'*+.^_`|~0-9A-Z-]+$/.test(method)) {
+      if (method === undefined || !isToken(method)) {
         return yield* invalid("methods", `must hold HTTP methods, got ${JSON.stringify(method ?? m) ?? String(m)}`)
       }
       methods.push(method)

@@ -10,6 +10,8 @@ import * as Headers from "effect/http/Headers"
 // Headers objects found sendable: a batch's requests mostly share one (made from one template).
 const sendable = new WeakSet<Headers.Headers>()
 
+// undici's token rule (RFC 9110's, as core's own check of methods and header names): kept here, as
+// node may use only core's public modules, and what this file must match is undici.
 const TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/
 // Outside field-vchar, SP and HTAB: CR, LF, NUL, other controls, DEL, above U+00FF.
 const NOT_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
