@@ -217,13 +217,17 @@ describe("ClusterFanout", () => {
         "http:\\\\eve:pw-s3cret-8@bad host/x",
         "https:///eve:pw-s3cret-9@bad host/x",
         "//eve:pw-s3cret-10@bad host/x",
+        // Found by review: a password holding a `/`, `?` or `#` makes the URL fail on its port, and
+        // it was quoted as given.
+        "http://eve:pw/s3cret-11@bad host/x",
+        "http://eve:pw?s3cret-12@bad host/x",
         // no userinfo: quoted unchanged
         "http://bad host/a@b",
         `${suite.origins[0]!.url}/userinfo/6`
       ]
       await run(ClusterFanout.submit("userinfo", items))
       const final = await wait("userinfo")
-      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [13, 1, 12])
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [15, 1, 14])
       const details = (await collect("userinfo")).map((o) =>
         Result.isFailure(o.result) ? [o.result.failure.reason, o.result.failure.detail] : "ok"
       )
@@ -241,6 +245,8 @@ describe("ClusterFanout", () => {
         ["InvalidItem", "not an http(s) URL: http:\\\\bad host/x"],
         ["InvalidItem", "not an http(s) URL: https:///bad host/x"],
         ["InvalidItem", "not an http(s) URL: //bad host/x"],
+        ["InvalidItem", "not an http(s) URL: http://REDACTED:REDACTED@bad host/x"],
+        ["InvalidItem", "not an http(s) URL: http://REDACTED:REDACTED@bad host/x"],
         ["InvalidItem", "not an http(s) URL: http://bad host/a@b"],
         "ok"
       ])

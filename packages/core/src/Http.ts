@@ -49,7 +49,7 @@ import * as Metrics from "./internal/http/metrics.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { runOn } from "./internal/retry/loop.ts"
 import { type Policy, RetryPolicy } from "./internal/retry/policy.ts"
-import { urlText } from "./internal/url.ts"
+import * as Url from "./internal/url.ts"
 import type * as Redirects from "./Redirects.ts"
 import type * as Retry from "./Retry.ts"
 
@@ -174,7 +174,7 @@ export const getJson = <S extends Schema.Constraint>(url: string | URL, schema: 
   refused(url, options, HttpClientRequest.empty) ??
   run(
     options == null
-      ? HttpClientRequest.setUrl(JSON_GET, urlText(url))
+      ? HttpClientRequest.setUrl(JSON_GET, Url.urlText(url))
       : build("GET", url, { ...options, headers: { accept: "application/json", ...options.headers } }),
     onJson(schema)
   )
@@ -312,6 +312,26 @@ export const readText: (
 ) => Effect.Effect<string, HttpClientError.HttpClientError> = Exchange.readText
 
 /**
+ * A URL as volley's errors and spans show it: its user info reads `REDACTED:REDACTED` (in a URL
+ * that does not parse too, where a password holding a `/`, `?`, `#` or `\` would otherwise
+ * show: `http://user:pa/ss@host/`), and the query parameters in `names` (by default the fiber's
+ * `UrlParams.CurrentRedactedNames`) read `REDACTED`. For a URL of your own in a log line or an
+ * error: Effect's `UrlParams.redactUrl` with that one case added.
+ *
+ * @example
+ * ```ts
+ * import { Http } from "@volley/core"
+ *
+ * const shown = Http.redactUrl("http://user:pa/ss@example.com/?Signature=abc")
+ * // "http://REDACTED:REDACTED@example.com/?Signature=REDACTED"
+ * ```
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const redactUrl: (url: string, names?: ReadonlyArray<string | RegExp>) => string = Url.redactUrl
+
+/**
  * What volley does to requests above the client, as counters with an `origin` attribute:
  * `volley_http_retries_total` (requests sent again by the retry policy, by their origin) and
  * `volley_http_redirects_total` (redirects followed, by the origin of their target). They count
@@ -339,9 +359,9 @@ export const metrics: {
 // `null` options (from JavaScript) are none, as a `null` field is unset.
 const build = (method: "GET" | "POST", url: string | URL, options: RequestOptions | undefined) =>
   options == null
-    ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, urlText(url))
+    ? HttpClientRequest.setUrl(method === "GET" ? HttpClientRequest.empty : EMPTY_POST, Url.urlText(url))
     : withParams(
-        HttpClientRequest.make(method)(urlText(url), options.headers == null ? {} : { headers: options.headers }),
+        HttpClientRequest.make(method)(Url.urlText(url), options.headers == null ? {} : { headers: options.headers }),
         options.urlParams ?? undefined
       )
 

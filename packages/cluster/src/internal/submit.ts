@@ -1,3 +1,4 @@
+import * as Http from "@volley/core/Http"
 import type * as Cause from "effect/Cause"
 import type * as ClusterError from "effect/cluster/ClusterError"
 import type * as Sharding from "effect/cluster/Sharding"
@@ -186,7 +187,9 @@ const userinfoOfUnparsed =
  * A URL that does not parse as an invalid item's reason may quote it (the reason is stored and
  * returned by `results`): everything from where its userinfo would start up to the last `@` before
  * the next `/`, `?` or `#` is removed (at worst more than the userinfo, never less); a URL without
- * such an `@` is quoted unchanged. (One that parses with a userinfo is refused before this.)
+ * such an `@` is quoted unchanged. (One that parses with a userinfo is refused before this.) A
+ * password holding a `/`, `?` or `#` (`http://eve:pa/ss@host`) is left to `Http.redactUrl`, which
+ * quotes it as `REDACTED:REDACTED@`: stripped here, the reason of a job submitted before would change.
  */
 const withoutUserinfo = (url: string): string => url.replace(userinfoOfUnparsed, "$1")
 
@@ -219,7 +222,7 @@ const classify = (item: Item, names: SecretNames): Classified => {
   if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
     return {
       _tag: "Invalid",
-      reason: `not an http(s) URL: ${parsed === undefined ? UrlParams.redactUrl(withoutUserinfo(wire.url), names.urlParams) : wire.url}`
+      reason: `not an http(s) URL: ${parsed === undefined ? Http.redactUrl(withoutUserinfo(wire.url), names.urlParams) : wire.url}`
     }
   }
   const origin = parsed.origin

@@ -2,8 +2,8 @@
 // thread that imports a task module does not load effect/Config. Options.ts re-exports it all.
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as UrlParams from "effect/http/UrlParams"
 import * as Schema from "effect/Schema"
+import { redactUrl } from "./url.ts"
 
 /**
  * An option was missing, out of range or of the wrong shape.
@@ -267,7 +267,7 @@ const DURATION_FIELDS: ReadonlySet<string> = new Set([
 // A string is shown as given, but a URL's user info and signed query parameters redacted as
 // Effect redacts a request's URL: `Proxy.make(process.env.HTTPS_PROXY)` echoed the password.
 const show = (value: unknown): string => {
-  if (typeof value === "string") return JSON.stringify(UrlParams.redactUrl(value))
+  if (typeof value === "string") return JSON.stringify(redactUrl(value))
   if (typeof value === "number" || typeof value === "bigint" || typeof value === "boolean") return String(value)
   if (value === null || value === undefined) return String(value)
   if (Duration.isDuration(value)) return Duration.format(value)

@@ -1,5 +1,6 @@
 // URL facts shared by the fan-out scheduler, Resilience's per-origin keys and proxy routing:
-// the one table of default ports, and a URL's origin key.
+// the one table of default ports, and a URL's origin key; and a URL as errors show it.
+import * as UrlParams from "effect/http/UrlParams"
 
 /**
  * A URL argument (`Http.*`, a batch's item) as the text of the request's URL. Given a URL
@@ -147,4 +148,28 @@ const isPlainPort = (url: string, from: number, to: number): boolean => {
     if (c < 48 || c > 57) return false
   }
   return true
+}
+
+/**
+ * A URL as volley's errors, logs and spans show it: Effect's `UrlParams.redactUrl` (user info,
+ * the query parameters `names` lists, by default the fiber's `UrlParams.CurrentRedactedNames`),
+ * and, in a URL that does not parse, a password holding a `/`, `?`, `#` or `\`
+ * (`http://user:pa/ss@host/`). The URL parser, and so Effect, ends the authority at that
+ * character: the URL fails on its port (`pa`), and the password showed as given.
+ */
+export const redactUrl = (url: string, names?: ReadonlyArray<string | RegExp>): string =>
+  UrlParams.redactUrl(url.includes("@") && !URL.canParse(url) ? redactUnparsedUserinfo(url) : url, names)
+
+// A URL that does not parse: after `scheme:` and its slashes (or the leading slashes of a URL
+// without one), a user name and a colon not followed by a port (digits up to a `/`, `?`, `#`, `\`
+// or the end) but by a password running to an `@`. Where that password ends cannot be told, so
+// everything up to the last `@` is replaced (at worst more than the user info, never less). Tabs,
+// newlines and leading controls, which the parser drops, are dropped first, as Effect does.
+const UNPARSED_USERINFO = /^((?:[a-z][a-z\d+.-]*:[/\\]*|[/\\]{2,}))[^/\\?#@:]*:(?!\d*(?:[/\\?#]|$)).*@/is
+
+const redactUnparsedUserinfo = (url: string): string => {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the parser drops leading C0 controls and spaces
+  const normalized = url.replace(/[\t\n\r]/g, "").replace(/^[\x00-\x20]+/, "")
+  const match = UNPARSED_USERINFO.exec(normalized)
+  return match === null ? url : `${match[1]}REDACTED:REDACTED@${normalized.slice(match[0].length)}`
 }

@@ -2,7 +2,7 @@
 // URL spells it, the same the URL parser (and so undici) resolves it to.
 import { assert, describe, it } from "@effect/vitest"
 import fc from "fast-check"
-import { originOf } from "../../src/internal/url.ts"
+import { originOf, redactUrl } from "../../src/internal/url.ts"
 
 describe("originOf", () => {
   it("keys a plain URL by scheme, host and port, lower case, without user info or default port", () => {
@@ -69,5 +69,43 @@ describe("originOf", () => {
     assert.strictEqual(originOf("socks5://proxy.test:1080"), "socks5://proxy.test")
     assert.strictEqual(originOf("/x"), "")
     assert.strictEqual(originOf("x?y"), "")
+  })
+})
+
+describe("redactUrl", () => {
+  // Found by review: a password holding a `/`, `?`, `#` or `\` makes the URL fail on its port (the
+  // parser ends the authority there), and Effect's redaction, which finds user info as the parser
+  // does, left it as given.
+  it("redacts the user info of a URL that does not parse, whatever its password holds", () => {
+    for (const [url, shown] of [
+      ["http://user:pa/ss@host/", "http://REDACTED:REDACTED@host/"],
+      ["http://user:p?ss@host", "http://REDACTED:REDACTED@host"],
+      ["http://u:p#w@host", "http://REDACTED:REDACTED@host"],
+      ["http://u:p\\w@host/x", "http://REDACTED:REDACTED@host/x"],
+      ["HTTPS:\\\\u:p/w@host", "HTTPS:\\\\REDACTED:REDACTED@host"],
+      ["\t http://u:p/w@h", "http://REDACTED:REDACTED@h"],
+      ["//u:p/w@bad host", "//REDACTED:REDACTED@bad host"],
+      ["ftp://a:b/c@d", "ftp://REDACTED:REDACTED@d"],
+      // Where such a password ends cannot be told: up to the last `@`.
+      ["http://u:p/w@h/x@y", "http://REDACTED:REDACTED@y"],
+      ["http://u:p/w@h/?Signature=abc", "http://REDACTED:REDACTED@h/?Signature=REDACTED"]
+    ] as const) {
+      assert.strictEqual(redactUrl(url), shown, url)
+    }
+  })
+
+  it("leaves URLs without user info as Effect's redaction does", () => {
+    for (const url of [
+      "http://bad host/a@b", // not parsed, no user info
+      "http://ho st:8080/a@b", // a port before the first `/`
+      "http://us/er:pass@host/", // parses: a path
+      "http://u:1#w@host", // parses: a port and a fragment
+      "http://host/a@b?x=y@z",
+      "not a URL: a/b@c"
+    ]) {
+      assert.strictEqual(redactUrl(url, []), url, url)
+    }
+    assert.strictEqual(redactUrl("http://u:p@bad host/x", []), "http://REDACTED:REDACTED@bad host/x")
+    assert.strictEqual(redactUrl("http://u:p@host/x?sig=1", ["sig"]), "http://REDACTED:REDACTED@host/x?sig=REDACTED")
   })
 })

@@ -6,10 +6,10 @@ import type * as Effect from "effect/Effect"
 import type * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import * as UrlParams from "effect/http/UrlParams"
 import type * as Result from "effect/Result"
 import type { RedirectError } from "../http/redirect.ts"
 import type { RetryError } from "../retry/errors.ts"
+import { redactUrl } from "../url.ts"
 import type * as Adaptive from "./adaptive.ts"
 
 /**
@@ -224,7 +224,7 @@ export class ItemInterrupted extends Data.TaggedError("ItemInterrupted")<{
   readonly url: string
 }> {
   constructor(props: { readonly index: number; readonly method: string; readonly url: string }) {
-    super({ ...props, url: UrlParams.redactUrl(props.url) })
+    super({ ...props, url: redactUrl(props.url) })
   }
   override get message(): string {
     return `${this.method} ${this.url} (item ${this.index}) was interrupted`

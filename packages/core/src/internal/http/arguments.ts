@@ -3,6 +3,7 @@ import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { InvalidOptionsError } from "../options.ts"
+import { redactUrl } from "../url.ts"
 
 // A call a JavaScript caller (or a cast) got wrong fails as a request that can never be sent,
 // never retried: a URL that is not a string or URL with InvalidUrlError, options, headers or
@@ -30,7 +31,9 @@ export const refused = (
   if (bad === undefined) return undefined
   const [option, must, value] = bad
   const cause = new InvalidOptionsError({ option: option as string, reason: `${must}, got ${kindOf(value)}` })
-  const request = HttpClientRequest.setUrl(empty, urlOk ? url : "")
+  // Never sent, so its URL is the one the error shows: Effect's message misses a password that
+  // holds a `/` in a URL that does not parse.
+  const request = HttpClientRequest.setUrl(empty, typeof url === "string" ? redactUrl(url) : urlOk ? url : "")
   const props = { request, cause, description: cause.message }
   return Effect.fail(
     new HttpClientError.HttpClientError({

@@ -6,9 +6,9 @@ import * as Effect from "effect/Effect"
 import * as HttpClientError from "effect/http/HttpClientError"
 import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
-import * as UrlParams from "effect/http/UrlParams"
 import * as Schema from "effect/Schema"
 import { type InvalidOptionsError, positiveInt } from "../options.ts"
+import { redactUrl } from "../url.ts"
 
 /** `undefined`: the client's own setting (a layer option) applies. */
 export const Decompress = Context.Reference<boolean | undefined>("@volley/core/HttpBody/Decompress", {
@@ -44,7 +44,7 @@ export const bodyTooLarge = (
   response: HttpClientResponse.HttpClientResponse,
   limit: number
 ): HttpClientError.HttpClientError => {
-  const cause = new BodyTooLargeError({ limit, method: request.method, url: UrlParams.redactUrl(request.url) })
+  const cause = new BodyTooLargeError({ limit, method: request.method, url: redactUrl(request.url) })
   return new HttpClientError.HttpClientError({
     reason: new HttpClientError.DecodeError({ request, response, cause, description: cause.message })
   })

@@ -12,10 +12,12 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientError from "effect/http/HttpClientError"
-import type * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
+import * as Url from "effect/http/Url"
 import { executeApplied } from "../retry/client.ts"
 import type { RetryError } from "../retry/errors.ts"
+import { redactUrl } from "../url.ts"
 import { MaxBodySize } from "./body.ts"
 import { follow, isRedirect, type RedirectError } from "./redirect.ts"
 
@@ -153,7 +155,30 @@ export const exchange = <A, E, R, E2, R2>(
   }
   // The caller applies the retry policy: a `Retry.withPolicy` wrapper anywhere under `client`
   // (however many transforms sit above it) passes the request through instead of retrying again.
-  return Effect.flatMap(executeApplied(client, request), handle)
+  return Effect.flatMap(Effect.mapError(executeApplied(client, request), redactInvalidUrl), handle)
+}
+
+// Another client's `InvalidUrlError` (Effect's `HttpClient.make` fails a URL that does not parse
+// with one) holds the request with the URL as volley shows it: Effect's message misses a password
+// holding a `/`, `?` or `#`. Never sent, so nothing else reads that URL. The URL parser's error,
+// its cause, keeps the text it refused as its enumerable `input`: redacted in place, as volley's
+// NodeHttpClient does with its own.
+const redactInvalidUrl = <E>(error: E): E => {
+  if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "InvalidUrlError") return error
+  const reason = error.reason
+  const parse = reason.cause instanceof Url.UrlError ? reason.cause.cause : undefined
+  if (parse instanceof TypeError && "input" in parse && typeof parse.input === "string") {
+    parse.input = redactUrl(parse.input)
+  }
+  const url = redactUrl(reason.request.url)
+  if (url === reason.request.url) return error
+  return new HttpClientError.HttpClientError({
+    reason: new HttpClientError.InvalidUrlError({
+      request: HttpClientRequest.setUrl(reason.request, url),
+      cause: reason.cause,
+      ...(reason.description === undefined ? {} : { description: reason.description })
+    })
+  }) as E
 }
 
 /**

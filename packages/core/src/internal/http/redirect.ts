@@ -27,6 +27,7 @@ import type { RetryError } from "../retry/errors.ts"
 import * as Loop from "../retry/loop.ts"
 import { markFinal, RetryPolicy, type RunOptions } from "../retry/policy.ts"
 import { isReplayable } from "../retry/replay.ts"
+import { redactUrl } from "../url.ts"
 import { drain, exchange } from "./exchange.ts"
 import * as Metrics from "./metrics.ts"
 import { isToken } from "./token.ts"
@@ -81,8 +82,8 @@ export class RedirectError extends Data.TaggedError("RedirectError")<RedirectErr
   constructor(props: RedirectErrorProps) {
     super({
       ...props,
-      location: UrlParams.redactUrl(props.location),
-      chain: props.chain.map((url) => UrlParams.redactUrl(url))
+      location: redactUrl(props.location),
+      chain: props.chain.map((url) => redactUrl(url))
     })
   }
   override get message(): string {

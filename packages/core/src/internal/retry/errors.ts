@@ -3,7 +3,7 @@
 import type * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import type * as HttpClientError from "effect/http/HttpClientError"
-import * as UrlParams from "effect/http/UrlParams"
+import { redactUrl } from "../url.ts"
 
 /**
  * A request did not finish before its deadline (the batch deadline or the policy's total
@@ -26,7 +26,7 @@ export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
   readonly url: string
 }> {
   constructor(props: { readonly method: string; readonly url: string }) {
-    super({ ...props, url: UrlParams.redactUrl(props.url) })
+    super({ ...props, url: redactUrl(props.url) })
   }
   override get message(): string {
     return `${this.method} ${this.url} did not finish before its deadline`
@@ -53,7 +53,7 @@ export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<{
  */
 export class RetryAfterTooLong extends Data.TaggedError("RetryAfterTooLong")<RetryAfterTooLongProps> {
   constructor(props: RetryAfterTooLongProps) {
-    super({ ...props, url: UrlParams.redactUrl(props.url) })
+    super({ ...props, url: redactUrl(props.url) })
   }
   override get message(): string {
     const what = this.limit === "cap" ? "the maxRetryAfter cap of" : "the time left before the deadline,"

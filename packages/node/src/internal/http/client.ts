@@ -21,6 +21,7 @@
 import * as PlatformHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Undici from "@effect/platform-node/Undici"
+import * as Http from "@volley/core/Http"
 import * as HttpBody from "@volley/core/HttpBody"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -32,7 +33,6 @@ import * as HttpClientError from "effect/http/HttpClientError"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Url from "effect/http/Url"
-import * as UrlParams from "effect/http/UrlParams"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
 import * as Result from "effect/Result"
@@ -336,18 +336,28 @@ const redactingProxyAuthorization = <A, E, R>(effect: Effect.Effect<A, E, R>): E
       : Effect.provideService(effect, Headers.CurrentRedactedNames, [...names, PROXY_AUTHORIZATION])
   })
 
-// Node's URL parser keeps the text it refused as its error's `input`, an enumerable field (shown
-// by the error's JSON and inspection), user info and signed query parameters included: it is
-// redacted as the error's message redacts the request's URL. The parser made that error for
-// this request alone, so it is changed in place.
+// A request whose URL does not parse is never sent: its error holds it with the URL as volley
+// shows it, since Effect's message, JSON and inspection of the request miss a password holding a
+// `/`, `?` or `#` (the parser ends the authority there). Node's URL parser keeps the text it
+// refused as its error's `input`, an enumerable field (shown by the error's JSON and inspection),
+// redacted the same way; the parser made that error for this request alone, so it is changed in
+// place.
 const redactInvalidUrl = (error: HttpClientError.HttpClientError): HttpClientError.HttpClientError => {
   const reason = error.reason
   if (reason._tag !== "InvalidUrlError") return error
   const parse = reason.cause instanceof Url.UrlError ? reason.cause.cause : undefined
   if (parse instanceof TypeError && "input" in parse && typeof parse.input === "string") {
-    parse.input = UrlParams.redactUrl(parse.input)
+    parse.input = Http.redactUrl(parse.input)
   }
-  return error
+  const url = Http.redactUrl(reason.request.url)
+  if (url === reason.request.url) return error
+  return new HttpClientError.HttpClientError({
+    reason: new HttpClientError.InvalidUrlError({
+      request: HttpClientRequest.setUrl(reason.request, url),
+      cause: reason.cause,
+      ...(reason.description === undefined ? {} : { description: reason.description })
+    })
+  })
 }
 
 // With no tracer recording, a request carries the trace context of the span it runs in, if
