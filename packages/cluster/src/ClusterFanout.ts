@@ -265,7 +265,8 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  *
  * Its memory is bounded whatever the size of the input and its number of origins: the input is
  * read as it is stored, and a submit holds at most 100,000 items (or 64 MiB of their requests as
- * JSON) in chunks not yet full, a thousand invalid items and 16 sends at a time. Past that, the
+ * JSON) in chunks not yet full, a thousand invalid items and 16 sends at a time (submitted again,
+ * a partly submitted job's stored chunks are read to compare a thousand at a time). Past that, the
  * chunks not yet full that were started first are sent as they are, so an input of many origins
  * with few items each makes smaller chunks rather than being held until it ends. Which chunks
  * depends only on the input: the same input gives the same chunks, and resumes.

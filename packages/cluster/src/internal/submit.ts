@@ -295,6 +295,12 @@ export interface BufferLimit {
 /** The {@link BufferLimit} of every submit: its chunks are compared with a resubmission's, so it is fixed. */
 export const bufferLimit: BufferLimit = { items: 100_000, bytes: 64 * 1024 * 1024 }
 
+/**
+ * How many stored chunks a resubmission of a partly submitted job reads at once: it compares them
+ * with its own as its input reaches their numbers, holding one page of them at a time.
+ */
+export const storedPage = 1000
+
 export interface Plan {
   readonly job: string
   readonly perHost: number
@@ -308,7 +314,7 @@ export interface Plan {
  * `limit` (the oldest of them; see {@link BufferLimit}), and the rest at the end. Chunks are
  * numbered in the order they are sent, so the same input gives the same chunks. So a submit holds
  * at most `limit` of items, `invalidBatch` invalid ones and `sending` sends, whatever its input (a
- * resubmission of a partly submitted job also holds the number and hash of each chunk stored).
+ * resubmission of a partly submitted job also holds `page` of the chunks stored, their numbers and hashes).
  *
  * A job id that exists is checked before anything of this submission is sent or written:
  * - submitted in full before (its total and hash are stored): the items are read and hashed only,
@@ -335,7 +341,8 @@ export interface Plan {
 export const submit = <E, R>(
   plan: Plan,
   items: Stream.Stream<Item, E, R>,
-  limit: BufferLimit = bufferLimit
+  limit: BufferLimit = bufferLimit,
+  page: number = storedPage
 ): Effect.Effect<
   number,
   E | Conflict | Forgotten | SendFailed | SqlError.SqlError,
@@ -405,22 +412,44 @@ export const submit = <E, R>(
       return total
     }
 
-    const known = new Map(
-      (yield* sql<{
-        chunk: number
-        hash: string
-      }>`select c.chunk, c.hash from volley_chunks c join volley_jobs j on j.job_id = c.job_id
-        where c.job_id = ${plan.job} and j.nonce = ${job.nonce}`).map((row) => [row.chunk, row.hash] as const)
-    )
+    // The chunks stored when this submit started (numbered up to `lastStored`: a submission claims
+    // them in order, so these are the job's first ones), read in pages of `page` as this input reaches
+    // their numbers, never all at once: a job of millions of items may have as many chunks. Chunks
+    // claimed by another submission meanwhile are met by `claimChunk`.
+    const [max] = yield* sql<{ last: number | null }>`select max(c.chunk) as last from volley_chunks c
+      join volley_jobs j on j.job_id = c.job_id where c.job_id = ${plan.job} and j.nonce = ${job.nonce}`
+    const lastStored = max?.last ?? -1
+    type Stored = { readonly chunk: number; readonly hash: string }
+    let stored: ReadonlyArray<Stored> = []
+    let at = 0
+    // The stored chunk numbered `chunk`, or the first one past it. Asked for in increasing order.
+    const storedFrom = (chunk: number): Effect.Effect<Stored | undefined, Forgotten | SqlError.SqlError> =>
+      Effect.suspend(() => {
+        while (at < stored.length && stored[at]!.chunk < chunk) at++
+        if (at < stored.length) return Effect.succeed(stored[at])
+        if (chunk > lastStored) return Effect.succeed(undefined)
+        return Effect.flatMap(
+          durable(sql<Stored>`select c.chunk, c.hash from volley_chunks c join volley_jobs j on j.job_id = c.job_id
+            where c.job_id = ${plan.job} and j.nonce = ${job.nonce} and c.chunk >= ${chunk} and c.chunk <= ${lastStored}
+            order by c.chunk limit ${page}`),
+          (rows) => {
+            stored = rows
+            at = 0
+            // Chunk `lastStored` was stored: none left means the job was deleted (forgotten) since.
+            return rows.length === 0 ? Effect.fail(forgotten()) : Effect.succeed(rows[0])
+          }
+        )
+      })
     // A job whose total is stored (by a version before the job hash) has all of its chunks.
     const complete = job.total !== null
-    let verified = 0
     type Step = Effect.Effect<void, Conflict | Forgotten | SqlError.SqlError, SqlClient.SqlClient>
     const held: Array<Step> = []
     // New chunks wait until every stored chunk has matched this input (chunks left by a version
     // that stored them out of order may follow a gap): until then, this submit may still turn out
-    // to be a conflict, and must have run nothing.
-    const act = (effect: Step) => (verified < known.size ? Effect.sync(() => void held.push(effect)) : effect)
+    // to be a conflict, and must have run nothing. Chunks are placed in order, so those stored
+    // before `chunk` have matched.
+    const act = (chunk: number, effect: Step) =>
+      chunk < lastStored ? Effect.sync(() => void held.push(effect)) : effect
     const release = Effect.suspend(() => Effect.forEach(held.splice(0), (effect) => effect, { discard: true }))
 
     const otherItems = (chunk: number, first: number | undefined) =>
@@ -464,16 +493,16 @@ export const submit = <E, R>(
         }
         yield* then
       })
-    const place = (placed: Claim, then: Step) => {
-      const { chunk, digest, first } = placed
-      const stored = known.get(chunk)
-      if (stored === undefined) return complete ? Effect.fail(noChunk(chunk, first)) : act(claim(placed, then))
-      if (stored !== digest) return Effect.fail(otherItems(chunk, first))
-      // A stored chunk is claimed (and sent, or its outcomes written) again: it adds nothing new
-      // (it was the job's already), and the last submit may have stopped before it did either.
-      verified++
-      return Effect.andThen(claim(placed, then), verified === known.size ? release : Effect.void)
-    }
+    const place = (placed: Claim, then: Step) =>
+      Effect.flatMap(storedFrom(placed.chunk), (next) => {
+        const { chunk, digest, first } = placed
+        if (next?.chunk !== chunk)
+          return complete ? Effect.fail(noChunk(chunk, first)) : act(chunk, claim(placed, then))
+        if (next.hash !== digest) return Effect.fail(otherItems(chunk, first))
+        // A stored chunk is claimed (and sent, or its outcomes written) again: it adds nothing new
+        // (it was the job's already), and the last submit may have stopped before it did either.
+        return Effect.andThen(claim(placed, then), chunk === lastStored ? release : Effect.void)
+      })
     const send = (origin: string, items: Chunk["items"]) =>
       Effect.suspend(() => {
         const chunk: Chunk = {
@@ -577,11 +606,11 @@ export const submit = <E, R>(
       return sent.length === 0 ? Effect.void : Effect.forEach(sent, (step) => step, { discard: true })
     })
     for (const [origin, buffer] of buffers) yield* send(origin, buffer.items)
-    if (verified < known.size) {
-      const missing = [...known.keys()].filter((chunk) => chunk >= chunks).sort((a, b) => a - b)
+    if (chunks <= lastStored) {
+      const missing = yield* storedFrom(chunks)
       return yield* Effect.fail(
         new Conflict(
-          `job ${plan.job} exists with other items (chunk ${missing[0]}, which this submission does not have)`
+          `job ${plan.job} exists with other items (chunk ${missing?.chunk}, which this submission does not have)`
         )
       )
     }

@@ -2,7 +2,7 @@ import { ClusterFanout } from "@volley/cluster"
 import { Effect, Result, Schedule, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
-import { type BufferLimit, submit as submitChunks } from "../../src/internal/submit.ts"
+import { type BufferLimit, bufferLimit, submit as submitChunks } from "../../src/internal/submit.ts"
 import type { Origin } from "../support/origins.ts"
 import { clusterSuite } from "../support/suite.ts"
 
@@ -52,6 +52,25 @@ const gated = <A>(items: ReadonlyArray<A>, at: number, held: ReturnType<typeof g
   )
 const failure = <A, E extends { readonly _tag: string }>(result: Result.Result<A, E>) =>
   Result.isSuccess(result) ? `Success ${String(result.success)}` : result.failure._tag
+
+const storedChunks = (job: string) =>
+  run(
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql<{ chunk: number; origin: string; size: number; hash: string }>`select chunk, origin, size, hash
+          from volley_chunks where job_id = ${job} order by chunk`
+    )
+  )
+/** The job is finished, each of its items (item i at origin i % 2) requested once. */
+const ranOnce = async (job: string, items: ReadonlyArray<string>) => {
+  const final = await wait(job)
+  assert.deepStrictEqual([final.total, final.succeeded], [items.length, items.length])
+  await sleep(500)
+  for (const [i, item] of items.entries()) {
+    assert.strictEqual(suite.origins[i % 2]!.hits.get(new URL(item).pathname), 1, item)
+  }
+}
 
 // Submit A of `a`, held once it has claimed `claimed` chunks (its input waits at `heldAt`); then
 // the job is forgotten and submitted again by B of `b`, held at its start. Both gates stay shut.
@@ -271,24 +290,7 @@ describe("submit", () => {
     const limit: BufferLimit = { items: 100, bytes: 64 * 1024 * 1024 }
     const plan = (job: string) => ({ job, perHost: 4, chunkSize: 1000, reader: null })
     const itemsOf = (job: string) => Array.from({ length: 300 }, (_, i) => `${suite.origins[i % 2]!.url}/${job}/${i}`)
-    const storedChunks = (job: string) =>
-      run(
-        Effect.flatMap(
-          SqlClient.SqlClient,
-          (sql) =>
-            sql<{ chunk: number; origin: string; size: number; hash: string }>`select chunk, origin, size, hash
-              from volley_chunks where job_id = ${job} order by chunk`
-        )
-      )
     const sizes = (chunks: ReadonlyArray<{ readonly size: number }>) => chunks.reduce((sum, c) => sum + c.size, 0)
-    const ranOnce = async (job: string, items: ReadonlyArray<string>) => {
-      const final = await wait(job)
-      assert.deepStrictEqual([final.total, final.succeeded], [items.length, items.length])
-      await sleep(500)
-      for (const [i, item] of items.entries()) {
-        assert.strictEqual(suite.origins[i % 2]!.hits.get(new URL(item).pathname), 1, item)
-      }
-    }
 
     // Found by review: a chunk was sent only once its origin had chunkSize items (or at the end of
     // the input), so an input of many origins with few items each was held in memory whole until
@@ -325,6 +327,47 @@ describe("submit", () => {
       // Another job of the same items (their URLs name the first job) gets the same chunks.
       assert.strictEqual(await run(submitChunks(plan("held-again"), Stream.fromIterable(items), limit)), 300)
       assert.deepStrictEqual(await storedChunks("held-again"), resumed)
+    }, 30_000)
+  })
+
+  describe("a partly submitted job", () => {
+    /** `sql`, recording how many rows each of its statements returned. */
+    const counting = (sql: SqlClient.SqlClient, returned: Array<number>): SqlClient.SqlClient =>
+      new Proxy(sql, {
+        apply: (target, self, args) => {
+          const made = Reflect.apply(target, self, args)
+          // A tagged template makes a statement; other calls make fragments (identifiers, lists).
+          return Array.isArray(args[0]) && "raw" in args[0]
+            ? Effect.tap(made as Effect.Effect<ReadonlyArray<unknown>>, (rows) =>
+                Effect.sync(() => void returned.push(rows.length))
+              )
+            : made
+        }
+      })
+
+    // Found by review: a resubmission read the number and hash of every chunk stored in one
+    // statement and held them all, so its memory grew with the job (a job of millions of items
+    // has as many chunks as it has items over chunkSize, or more with many origins).
+    it("reads its stored chunks a page at a time as its input reaches them", async () => {
+      const job = "resume-paged"
+      const items = Array.from({ length: 30 }, (_, i) => `${suite.origins[i % 2]!.url}/${job}/${i}`)
+      const plan = { job, perHost: 4, chunkSize: 1, reader: null }
+      const broken = Stream.concat(Stream.fromIterable(items.slice(0, 20)), Stream.fail("input broke"))
+      assert.strictEqual(await run(Effect.flip(submitChunks(plan, broken))), "input broke")
+      assert.strictEqual((await storedChunks(job)).length, 20)
+      const returned: Array<number> = []
+      const resumed = run(
+        Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          submitChunks(plan, Stream.fromIterable(items), bufferLimit, 3).pipe(
+            Effect.provideService(SqlClient.SqlClient, counting(sql, returned))
+          )
+        )
+      )
+      assert.strictEqual(await resumed, 30)
+      // 20 chunks compared, 3 at most read at once (20 in one statement before).
+      assert.isAtLeast(returned.length, 30)
+      assert.isAtMost(Math.max(...returned), 3)
+      await ranOnce(job, items)
     }, 30_000)
   })
 
