@@ -269,7 +269,9 @@ export class ChunkSendError extends Data.TaggedError("ChunkSendError")<{
  * a partly submitted job's stored chunks are read to compare a thousand at a time). Past that, the
  * chunks not yet full that were started first are sent as they are, so an input of many origins
  * with few items each makes smaller chunks rather than being held until it ends. Which chunks
- * depends only on the input: the same input gives the same chunks, and resumes.
+ * depends only on the input: the same input gives the same chunks, and resumes (a job submitted
+ * in part by a version before this bound, which sent such chunks at the end of the input only,
+ * resumes with the chunks it stored, holding its chunks not yet full as it did until past them).
  *
  * If the input `Stream` fails (or the submit is interrupted) part-way, the chunks already sent
  * run, submit fails with the stream's error, and the job stays partly submitted: no `total`, never

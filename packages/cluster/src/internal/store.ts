@@ -22,12 +22,16 @@ export const migrate: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient
       cancelled_at timestamptz,
       finished_at timestamptz,
       nonce text not null default gen_random_uuid()::text,
-      hash text
+      hash text,
+      bounded boolean
     )`
       // A submission's nonce makes its chunks' message keys new after a forget (Effect's cluster keeps
       // processed keys); hash is over all the job's items. Added to tables made before they existed.
       yield* sql`alter table volley_jobs add column if not exists nonce text not null default gen_random_uuid()::text`
       yield* sql`alter table volley_jobs add column if not exists hash text`
+      // True for a job made by a version that sends chunks not yet full past a limit (see
+      // ./submit.ts); null for one made before, whose chunks a resubmission must still match.
+      yield* sql`alter table volley_jobs add column if not exists bounded boolean`
       yield* sql`create table if not exists volley_chunks (
       job_id text not null references volley_jobs (job_id) on delete cascade,
       chunk integer not null,

@@ -263,6 +263,9 @@ class Hasher {
 
 const hash = (text: string): string => new Hasher().update(text).digest()
 
+/** A chunk's hash, stored with it, which a resubmission compares with its own chunk of that number. */
+export const chunkHash = (items: Chunk["items"]): string => hash(JSON.stringify(items))
+
 /**
  * An item's line in the job's hash. Invalid items count too (by their reason, which names the URL
  * when that is what is wrong), so an index that held an invalid item cannot silently take a valid one.
@@ -322,7 +325,9 @@ export interface Plan {
  *   `Conflict`, and the job forgotten before that check is done `Forgotten`.
  * - partly submitted (a client stopped mid-submit, or is submitting it now): each stored chunk is
  *   compared with the one this input gives (and sent again: its primary key holds the job's
- *   nonce, so it runs once); new chunks wait until every stored chunk matched.
+ *   nonce, so it runs once); new chunks wait until every stored chunk matched. A job made by a
+ *   version before `limit` (see `storedOther`) gets the chunks that version made, as long as its
+ *   stored ones last: no chunk not yet full is sent early where it stored another.
  *
  * Two submissions of one id at the same time: each chunk is claimed in the database (stored under
  * its number, or compared with the one stored) one after another, in order, before it is sent, so
@@ -356,10 +361,11 @@ export const submit = <E, R>(
     // The row, new or existing, comes back from this one statement (read by one of its own, it could
     // be forgotten in between): the no-op update makes PostgreSQL return the row the insert met, or
     // insert once a forget's delete of it commits.
-    const rows = yield* sql<JobRow>`insert into volley_jobs (job_id, per_host, reader, chunk_size)
-      values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize})
+    const rows = yield* sql<JobRow & { readonly bounded: boolean | null }>`insert into volley_jobs
+        (job_id, per_host, reader, chunk_size, bounded)
+      values (${plan.job}, ${plan.perHost}, ${plan.reader}, ${plan.chunkSize}, true)
       on conflict (job_id) do update set nonce = volley_jobs.nonce
-      returning per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce, hash`
+      returning per_host, reader, chunk_size, total, cancelled_at, finished_at, nonce, hash, bounded`
     const job = rows[0]!
     if (job.per_host !== plan.perHost || job.reader !== plan.reader || job.chunk_size !== plan.chunkSize) {
       return yield* Effect.fail(
@@ -419,7 +425,7 @@ export const submit = <E, R>(
     const [max] = yield* sql<{ last: number | null }>`select max(c.chunk) as last from volley_chunks c
       join volley_jobs j on j.job_id = c.job_id where c.job_id = ${plan.job} and j.nonce = ${job.nonce}`
     const lastStored = max?.last ?? -1
-    type Stored = { readonly chunk: number; readonly hash: string }
+    type Stored = { readonly chunk: number; readonly origin: string; readonly size: number; readonly hash: string }
     let stored: ReadonlyArray<Stored> = []
     let at = 0
     // The stored chunk numbered `chunk`, or the first one past it. Asked for in increasing order.
@@ -429,7 +435,7 @@ export const submit = <E, R>(
         if (at < stored.length) return Effect.succeed(stored[at])
         if (chunk > lastStored) return Effect.succeed(undefined)
         return Effect.flatMap(
-          durable(sql<Stored>`select c.chunk, c.hash from volley_chunks c join volley_jobs j on j.job_id = c.job_id
+          durable(sql<Stored>`select c.chunk, c.origin, c.size, c.hash from volley_chunks c join volley_jobs j on j.job_id = c.job_id
             where c.job_id = ${plan.job} and j.nonce = ${job.nonce} and c.chunk >= ${chunk} and c.chunk <= ${lastStored}
             order by c.chunk limit ${page}`),
           (rows) => {
@@ -527,7 +533,7 @@ export const submit = <E, R>(
             )
           )
         })
-        const digest = hash(JSON.stringify(items))
+        const digest = chunkHash(items)
         return place({ chunk: chunk.chunk, origin, size: items.length, digest, first: items[0]?.index }, forked)
       })
     const sendBuffer = (origin: string, buffer: { readonly items: Chunk["items"]; readonly bytes: number }) => {
@@ -535,6 +541,29 @@ export const submit = <E, R>(
       bufferedBytes -= buffer.bytes
       return send(origin, buffer.items)
     }
+    // A job submitted in part by a version before `limit` (its row has no `bounded`) held its chunks
+    // not yet full until its input ended, the chunks it stored included: the number the oldest of
+    // them would take here may hold one of those, still to come from this input. Comparing the
+    // origin and size first hashes only a chunk that may be the one stored.
+    const storedOther = (chunk: number, origin: string, items: Chunk["items"]) =>
+      job.bounded === true
+        ? Effect.succeed(false)
+        : Effect.map(
+            storedFrom(chunk),
+            (stored) =>
+              stored?.chunk === chunk &&
+              (stored.origin !== origin || stored.size !== items.length || stored.hash !== chunkHash(items))
+          )
+    // Sends the oldest chunks not yet full until half of `limit` is left; for a job submitted in part
+    // before `limit`, none where it stored another chunk (its layout, and memory, while they last).
+    const sendOldest: Step = Effect.gen(function* () {
+      for (const [origin, buffer] of buffers) {
+        if (bufferedItems <= limit.items / 2 && bufferedBytes <= limit.bytes / 2) return
+        if (yield* storedOther(chunks, origin, buffer.items)) return
+        buffers.delete(origin)
+        yield* sendBuffer(origin, buffer)
+      }
+    })
     type Invalid = { readonly index: number; readonly reason: string }
     // One statement, written only while the job is this submission's (like a runner's outcomes).
     const writeInvalid = (batch: ReadonlyArray<Invalid>) =>
@@ -596,13 +625,7 @@ export const submit = <E, R>(
         buffers.delete(origin)
         sent.push(sendBuffer(origin, buffer))
       }
-      if (bufferedItems > limit.items || bufferedBytes > limit.bytes) {
-        for (const [origin, buffer] of buffers) {
-          if (bufferedItems <= limit.items / 2 && bufferedBytes <= limit.bytes / 2) break
-          buffers.delete(origin)
-          sent.push(sendBuffer(origin, buffer))
-        }
-      }
+      if (bufferedItems > limit.items || bufferedBytes > limit.bytes) sent.push(sendOldest)
       return sent.length === 0 ? Effect.void : Effect.forEach(sent, (step) => step, { discard: true })
     })
     for (const [origin, buffer] of buffers) yield* send(origin, buffer.items)

@@ -2,7 +2,8 @@ import { ClusterFanout } from "@volley/cluster"
 import { Effect, Result, Schedule, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
-import { type BufferLimit, bufferLimit, submit as submitChunks } from "../../src/internal/submit.ts"
+import type { WireRequest } from "../../src/internal/model.ts"
+import { type BufferLimit, bufferLimit, chunkHash, submit as submitChunks, toWire } from "../../src/internal/submit.ts"
 import type { Origin } from "../support/origins.ts"
 import { clusterSuite } from "../support/suite.ts"
 
@@ -327,6 +328,43 @@ describe("submit", () => {
       // Another job of the same items (their URLs name the first job) gets the same chunks.
       assert.strictEqual(await run(submitChunks(plan("held-again"), Stream.fromIterable(items), limit)), 300)
       assert.deepStrictEqual(await storedChunks("held-again"), resumed)
+    }, 30_000)
+
+    // Found by review: a version before the limit sent chunks not yet full at the end of the input
+    // only, so a job it left partly submitted could hold, under a number, a chunk this version
+    // sends earlier and smaller: submitting the same items again failed with JobConflictError.
+    it("resumes a job partly submitted by a version that held them until the end of its input", async () => {
+      const job = "held-older"
+      const items = itemsOf(job)
+      // What that version stored before it stopped, written as it wrote it: the job's row (no
+      // `bounded`) and chunk 0, sent at the end of the input: origin 0's 150 items, more than `limit`.
+      const first = items.flatMap((url, index) =>
+        index % 2 === 0 ? [{ index, request: toWire(url, { headers: [], urlParams: [] }) as WireRequest }] : []
+      )
+      await run(
+        Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          Effect.andThen(
+            sql`insert into volley_jobs (job_id, per_host, reader, chunk_size) values (${job}, 4, null, 1000)`,
+            sql`insert into volley_chunks (job_id, chunk, origin, size, hash)
+              values (${job}, 0, ${suite.origins[0]!.url}, 150, ${chunkHash(first)})`
+          )
+        )
+      )
+      assert.strictEqual(await run(submitChunks(plan(job), Stream.fromIterable(items), limit)), 300)
+      const [o0, o1] = [suite.origins[0]!.url, suite.origins[1]!.url]
+      const chunks = await storedChunks(job)
+      assert.strictEqual(chunks[0]!.hash, chunkHash(first))
+      // Chunk 0 came when origin 0 had its 150 items; past it the limit held again: origin 1's 149
+      // so far were sent with it (the whole job in the older layout: origin 1's 150 at the end).
+      assert.deepStrictEqual(
+        chunks.map((c) => [c.origin, c.size]),
+        [
+          [o0, 150],
+          [o1, 149],
+          [o1, 1]
+        ]
+      )
+      await ranOnce(job, items)
     }, 30_000)
   })
 
