@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs"
 import type { IncomingMessage } from "node:http"
+import { createSecureServer, type Http2Session } from "node:http2"
 import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, type Socket } from "node:net"
 import { join } from "node:path"
@@ -464,6 +465,63 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
         const unbounded = yield* burst("/socks-pool-any-").pipe(Effect.provide(client({ all })))
         assert.isAbove(unbounded.before, 2)
       })
+    )
+
+    // Found by review: the SOCKS5 route offered origins no ALPN, so `http2: true` silently gave
+    // HTTP/1.1 through SOCKS5 (a connection per request in flight) while it gave HTTP/2 direct and
+    // through CONNECT: the same program spoke another protocol under another layer.
+    it.effect("offers HTTP/2 inside the tunnel with http2: true, for socks5h and socks5, closed with the layer", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const pki = (name: string) => readFileSync(join(s.dir, "pki", name))
+        const versions: Array<string> = []
+        const sessions = new Set<Http2Session>()
+        const server = createSecureServer(
+          { cert: pki("server.crt"), key: pki("server.key"), allowHTTP1: true },
+          (req, res) => {
+            versions.push(req.httpVersion)
+            res.end("ok")
+          }
+        )
+        server.on("session", (session) => {
+          sessions.add(session)
+          session.on("close", () => sessions.delete(session))
+        })
+        const port = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<number>((resolve) =>
+                server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port))
+              )
+          ),
+          () => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+        )
+        for (const scheme of ["socks5h", "socks5"]) {
+          versions.length = 0
+          const scope = yield* Scope.make()
+          const context = yield* Layer.buildWithScope(
+            client({ all: `${scheme}://127.0.0.1:${s.socksOpen}` }, { http2: true }),
+            scope
+          )
+          const bodies = yield* Effect.all(
+            Array.from({ length: 4 }, () => Http.getText(`https://localhost:${port}/`)),
+            { concurrency: "unbounded" }
+          ).pipe(Effect.provide(context))
+          assert.deepStrictEqual(bodies, ["ok", "ok", "ok", "ok"])
+          assert.deepStrictEqual(versions, ["2.0", "2.0", "2.0", "2.0"], scheme)
+          assert.strictEqual(sessions.size, 1, `${scheme}: the requests share one connection`)
+          yield* Scope.close(scope, Exit.void).pipe(Effect.timeout("3 seconds"))
+          // The server's session closes once the client's connection has.
+          yield* Effect.promise(
+            () =>
+              new Promise<void>((resolve) => {
+                if (sessions.size === 0) return resolve()
+                for (const session of sessions) session.once("close", () => sessions.size === 0 && resolve())
+              })
+          ).pipe(Effect.timeout("2 seconds"))
+          assert.strictEqual(sessions.size, 0, `${scheme}: closed with the layer`)
+        }
+      }).pipe(Effect.scoped)
     )
   })
 

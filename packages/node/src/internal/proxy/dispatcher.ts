@@ -455,10 +455,15 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
     connect: socksConnector(timeout, handshakes),
     ...(proxy.username === undefined ? {} : { username: proxy.username, password: password(proxy) })
   }) as unknown as Socks5Handshake
-  // HTTP/1.1 inside the tunnel, as with Socks5ProxyAgent's own pools (which offered no ALPN).
-  // Its TLS handshakes with origins, inside tunnels, are ended with the agent too (see `DirectAgent`).
+  // HTTP/2 is offered inside the tunnel as it is direct and through CONNECT (`http2: true`, the
+  // agent's allowH2); without it, `http2: true` through SOCKS5 was HTTP/1.1, a connection per request
+  // in flight. Its TLS handshakes with origins, inside tunnels, are ended with the agent too (see
+  // `DirectAgent`).
   const opening = new Set<Socket>()
-  const originTls = tracked(Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: false }), opening)
+  const originTls = tracked(
+    Undici.buildConnector({ ...settings.originTls, ...timeout, allowH2: agent.allowH2 === true }),
+    opening
+  )
   return new SocksAgent(handshakes, opening, {
     ...agent,
     connect: (options, callback) => {
