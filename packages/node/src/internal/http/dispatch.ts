@@ -11,6 +11,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import { ACCEPT_ENCODING, codingsOf, MAX_CODINGS, tooManyCodings } from "./decode.ts"
 import { describedBy } from "./describe.ts"
 import type { Meters, OriginMeter } from "./metrics.ts"
+import { QUEUED_ABORT } from "./queued.ts"
 import { refusal } from "./refusal.ts"
 import { Body, HIGH_WATER_MARK, isComplete, LeanResponse, readComplete, track } from "./response.ts"
 import type { Target } from "./target.ts"
@@ -288,6 +289,10 @@ export const retypeRejected = (error: HttpClientError.HttpClientError): HttpClie
 
 type Resume = (effect: Effect.Effect<unknown, unknown, unknown>) => void
 
+// Where undici looks for the hook that hands a queued request's cancel function to its handler
+// (see ./queued.ts); an undici without one gets the hook under a key it never reads.
+const QUEUED: symbol = QUEUED_ABORT ?? Symbol("volley/unread")
+
 const write = (
   dispatcher: Undici.Dispatcher,
   request: HttpClientRequest.HttpClientRequest,
@@ -312,7 +317,8 @@ const write = (
         headers: outgoing(request.headers, decompress, trace),
         body: upload ?? (request.body._tag === "Empty" ? null : (request.body as { readonly body: Uint8Array }).body),
         headersTimeout: settings.headersTimeoutMs,
-        bodyTimeout: settings.bodyTimeoutMs
+        bodyTimeout: settings.bodyTimeoutMs,
+        [QUEUED]: handler.queued
       },
       handler
     )
@@ -344,6 +350,11 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   done = false
   // Where `resume` runs, when not in undici's context (see `InFlight.context`).
   context: WorkerContext | undefined = undefined
+  // Takes the request out of undici's queue while it waits for a connection (see ./queued.ts).
+  cancelQueued: ((reason: Error) => void) | undefined = undefined
+  readonly queued = (cancel: (reason: Error) => void): void => {
+    this.cancelQueued = cancel
+  }
 
   constructor(
     request: HttpClientRequest.HttpClientRequest,
@@ -378,10 +389,22 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   abort(reason: Error): void {
     if (this.done) return
     this.reason ??= reason
-    if (this.controller !== undefined) this.controller.abort(reason)
-    // Not started (waiting for a connection, or for a proxy's tunnel): undici drops it when its
-    // turn comes (see `onRequestStart`), which may be long after; it is over for the metrics now.
-    else this.finish()
+    if (this.controller !== undefined) {
+      this.controller.abort(reason)
+      return
+    }
+    // Not started (waiting for a connection, or for a proxy's tunnel): it is over for the metrics
+    // now. undici takes it out of its queue and gives up a connection being opened that no other
+    // request waits for, closing its socket (not a proxy's tunnel: undici's connector for it does
+    // not hand the socket back); from a microtask, as undici calls back `onResponseError` at once
+    // and this runs in an interrupt. Without the hook, undici drops the request when its turn
+    // comes (see `onRequestStart`), which may be long after.
+    this.finish()
+    const cancel = this.cancelQueued
+    if (cancel !== undefined) {
+      this.cancelQueued = undefined
+      queueMicrotask(() => cancel(reason))
+    }
   }
 
   finish(): void {
@@ -393,6 +416,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Undici.Dispatcher.DispatchController): void {
     this.controller = controller
+    this.cancelQueued = undefined
     // Interrupted or aborted while queued for a connection: throwing makes undici drop the
     // request unwritten and keep the connection for the next one (`controller.abort` here
     // would destroy it, and N cancelled queued requests would cost N new connections).
