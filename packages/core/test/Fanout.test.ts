@@ -881,6 +881,36 @@ describe("Fanout", () => {
       })
     )
 
+    // Found by review: a stage interrupted as the stream ended (the consumer interrupted, another
+    // stage failed) gave its item's slot back, which woke a worker to start a new request during
+    // the teardown: interrupting a pipeline whose stages held the window started
+    // `stageConcurrency` more requests (only aborted afterwards, tokens of a rate limit spent).
+    it.effect("starts no request once the stream ends, interrupted or failed by a stage", () =>
+      Effect.gen(function* () {
+        const urls = Array.from({ length: 20 }, (_, i) => `http://a.test/ms/1?i=${i}`)
+        // The window (4) full of items whose stages never end, or one of which fails after 5 ms.
+        for (const ending of ["interrupted", "a stage failed"] as const) {
+          const f = fake()
+          const stage = (item: Fanout.Item<Uint8Array>) =>
+            ending === "a stage failed" && item.index === 3
+              ? Effect.andThen(Effect.sleep("5 millis"), Effect.fail("bad stage" as const))
+              : Effect.never
+          const fiber = yield* Fanout.pipeline(urls, stage, { concurrency: 4, buffer: 0 }).pipe(
+            Stream.runDrain,
+            Effect.provideService(HttpClient.HttpClient, f.client),
+            Effect.exit,
+            Effect.forkChild
+          )
+          yield* TestClock.adjust("2 millis")
+          assert.strictEqual(f.started(), 4)
+          if (ending === "interrupted") yield* Fiber.interrupt(fiber)
+          yield* TestClock.adjust("1 second")
+          assert.isDefined(fiber.pollUnsafe(), ending)
+          assert.strictEqual(f.started(), 4, ending)
+        }
+      })
+    )
+
     it.effect("settled: fails only the item whose request, stage or stage interruption failed", () =>
       Effect.gen(function* () {
         const { client } = fake()

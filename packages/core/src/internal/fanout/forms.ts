@@ -174,7 +174,7 @@ export const pipelineSettled = <B, E2, R2, A, E, R>(
 type Leased<T> = T & { readonly release: () => void }
 
 // Fetches into `sink` (with items leaving the window only when `release`d) and runs `run` on
-// each item, `stageConcurrency` at a time, releasing the item when `run` is done with it.
+// each item, `stageConcurrency` at a time, releasing the item when `run` has succeeded with it.
 const staged = <A, E, R, X, In extends { readonly release: () => void }, Out, E2, R2>(
   requests: Iterable<Input>,
   options: PipelineOptions<A, E, R> | undefined,
@@ -189,7 +189,10 @@ const staged = <A, E, R, X, In extends { readonly release: () => void }, Out, E2
       ),
       (stageConcurrency) =>
         makeStream(requests, options, sink, true).pipe(
-          Stream.mapEffect((item) => Effect.ensuring(run(item), Effect.sync(item.release)), {
+          // Released when the stage succeeds only: a stage that fails or is interrupted ends the
+          // stream, and releasing its slot then (the consumer gone, the other stages interrupted
+          // one by one before the batch) would wake a worker to start another request.
+          Stream.mapEffect((item) => Effect.tap(run(item), () => Effect.sync(item.release)), {
             concurrency: stageConcurrency,
             unordered: !(options?.ordered ?? false)
           })
