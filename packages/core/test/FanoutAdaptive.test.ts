@@ -242,6 +242,44 @@ describe("Fanout.adaptive", () => {
         assert.strictEqual(yield* limitAfter(["http://learnt.test/", "http://learnt.test/", ...others]), 8)
       })
     )
+
+    // Found by review: the counter of limit changes counted every round whose exact (fractional)
+    // limit was set, the integer limit moving or not: one held at `max` (each round clamped back
+    // to it) counted a change a round trip, for good.
+    it.effect("counts a change only when the limit moves", () =>
+      Effect.gen(function* () {
+        const { client } = fake()
+        const limits: Array<number> = []
+        const registry = new Map()
+        const fiber = yield* Fanout.allSettled(
+          Array.from({ length: 400 }, (_, i) => `http://a.test/x${i}`),
+          {
+            concurrency: 4,
+            perHost: Fanout.adaptive({ initial: 1, min: 1, max: 4 }),
+            onProgress: (p) => {
+              const limit = p.origins?.[0]?.limit
+              if (limit !== undefined && limit !== limits.at(-1)) limits.push(limit)
+            }
+          }
+        ).pipe(
+          Effect.provideService(HttpClient.HttpClient, client),
+          Effect.provideService(Metric.MetricRegistry, registry),
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("10 seconds")
+        yield* Fiber.join(fiber)
+        const changes = yield* Effect.map(Metric.snapshot, (metrics) =>
+          metrics
+            .filter(
+              (m) => m.id === "volley_fanout_origin_limit_changes_total" && m.attributes?.origin === "http://a.test"
+            )
+            .reduce((sum, m) => sum + (m.state as { readonly count: number }).count, 0)
+        ).pipe(Effect.provideService(Metric.MetricRegistry, registry))
+        // From 1 up to max, where it stays: as many changes as moves.
+        assert.strictEqual(limits.at(-1), 4)
+        assert.strictEqual(changes, limits.length - 1)
+      })
+    )
   })
 
   // Found by review: a request the client's own circuit breaker refused (nothing sent) read as the

@@ -256,7 +256,9 @@ export class Origins {
     host.limit = limit.limit
     if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
     if (rose) this.scheduler.raised(host, limit.limit - before)
-    if (limit.changedAt !== changedAt) this.record(host, limit.reason)
+    // The exact limit moves every round (at `max` too, clamped), its integer part less often:
+    // the gauges follow each round, the counter only the limit's moves.
+    if (limit.changedAt !== changedAt) this.record(host, limit.reason, limit.limit !== before)
   }
 
   // A forgotten origin starts again from its initial limit when next met: its gauges say so now,
@@ -268,7 +270,7 @@ export class Origins {
     series.inFlight.updateUnsafe(0, this.context)
   }
 
-  private record(host: Host, reason: Reason): void {
+  private record(host: Host, reason: Reason, moved: boolean): void {
     let series = this.series.get(host)
     if (series === undefined) {
       const attributes = { origin: host.key }
@@ -281,17 +283,18 @@ export class Origins {
       }
       this.series.set(host, series)
     }
-    let changes = series.changes.get(reason)
-    if (changes === undefined) {
-      changes = Metric.withAttributes(metrics.changes, { origin: host.key, reason })
-      series.changes.set(reason, changes)
-    }
     const limit = host.adaptive!
     const context = this.context
     series.limit.updateUnsafe(limit.limit, context)
     series.inFlight.updateUnsafe(host.inFlight, context)
     if (limit.baseline !== undefined) series.baseline.updateUnsafe(limit.baseline, context)
     if (limit.latency !== undefined) series.latency.updateUnsafe(limit.latency, context)
+    if (!moved) return
+    let changes = series.changes.get(reason)
+    if (changes === undefined) {
+      changes = Metric.withAttributes(metrics.changes, { origin: host.key, reason })
+      series.changes.set(reason, changes)
+    }
     changes.updateUnsafe(1, context)
   }
 }
