@@ -143,8 +143,9 @@ export const cancellable = (
  * takes at once, each origin's limit starts at `initial` and follows its capacity while the
  * batch runs, from its own latency and answers, never from another origin's.
  *
- * How: the limit grows quickly at first (x1.5 per round trip), then once per round trip
- * compares the origin's latency (to the response head: the mean of a round, each answer
+ * How: the limit grows quickly at first (x1.5 a round: the answers to as many requests as
+ * the limit, sent since it last changed, about two round trips), then once a round compares
+ * the origin's latency (to the response head: the mean of a round, each answer
  * counted at most twice the uncongested latency, smoothed over rounds, less the client's own
  * stalls, which a 5 ms timer measures) to its uncongested
  * latency (the lowest over the last 10-20 s, re-measured by a round at 3/4 of the limit every

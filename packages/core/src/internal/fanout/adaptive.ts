@@ -16,7 +16,7 @@
 //   stall of the client that reads as a queue costs little. A headroom of `sqrt(limit) / 3`
 //   (at least 0.5) is added so the limit keeps probing upwards, and the limit settles about
 //   `TOLERANCE × C + headroom` (simulated, C = 24: 25-30). With no queue at all it grows by 5%
-//   a round trip (`GROWTH`), so a dip caused by a stall is made up in a few round trips.
+//   a round (`GROWTH`), so a dip caused by a stall is made up in a few rounds.
 // - The baseline is the origin's uncongested latency: the lowest round latency in a sliding
 //   window of two buckets of 10 s, so a stale minimum ages out. Once the limit sits above the
 //   capacity every round queues, so every 10 s one round runs at 3/4 of the limit (`PROBE`)
@@ -40,12 +40,14 @@
 //   from one full queue would collapse the limit to `min`. A `Retry-After` also pauses the
 //   origin (no new request starts) until that time; the engine caps it by the batch's
 //   deadline and the retry policy's `maxRetryAfter`.
-// - Slow start: from `initial`, the limit grows by half a request per fast response (x1.5 per
-//   round trip) until the smoothed latency is 1.5x the baseline, or an overload, so reaching
+// - Slow start: from `initial`, the limit grows by half a request per fast response (x1.5 a
+//   round) until the smoothed latency is 1.5x the baseline, or an overload, so reaching
 //   `C = 24` from 1 costs about a hundred requests, not many hundreds.
-// - Rounds, not single samples: the limit moves once per `ceil(limit)` responses (about one
-//   round trip), and only responses to requests started since the last change count: the
-//   others measure a limit that is gone, and counting them makes the limit overshoot.
+// - Rounds, not single samples: the limit moves once per `ceil(limit)` responses, and only
+//   responses to requests started since the last change count: the others measure a limit
+//   that is gone, and counting them makes the limit overshoot. So a round takes about two
+//   round trips: the requests in flight at a change are answered, uncounted, in the first
+//   (simulated, slow start from 1: 24 after 11 round trips, 81 after 17).
 // - Latency is time to the response head, not to the end of the body: queueing at the origin
 //   shows there, and the size of a body does not.
 // - Application limited: the limit grows only while the origin actually used at least half of
@@ -103,7 +105,7 @@ export const DECREASE = 0.5
 /** Lowest gradient of one round: latency alone lowers the limit by at most a quarter a round. */
 const MIN_GRADIENT = 0.75
 
-/** Growth per round trip while the latency shows no queue at all (beyond the headroom). */
+/** Growth per round while the latency shows no queue at all (beyond the headroom). */
 const GROWTH = 0.05
 
 /**
@@ -301,8 +303,8 @@ export class AdaptiveLimit {
         this.nextProbe = now + BASELINE_WINDOW_MILLIS
         this.set(this.value * gradient, now, "queueing")
       } else if (used && !slow) {
-        // Half a request more per fast response, held for a first slow round (x1.5 a round
-        // trip, not TCP's x2): the latency shows a queue a round trip late, and the overshoot
+        // Half a request more per fast response, held for a first slow round (x1.5 a round,
+        // not TCP's x2 a round trip): the latency shows a queue a round late, and the overshoot
         // is what it shows by then.
         this.set(this.value + Math.max(1, samples / 2), now, "slow-start")
       }

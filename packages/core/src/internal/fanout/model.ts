@@ -151,12 +151,12 @@ export interface OriginProgress {
 }
 
 /**
- * Why an adaptive limit last changed: still `"initial"`; `"slow-start"` (x1.5 per round trip
- * until the first sign of congestion); `"headroom"` (latency at the baseline, probing
- * upwards); `"queueing"` (latency above the baseline, lowered by the ratio); `"probe"` (one
- * round at 3/4 of the limit, every 10 s, to re-measure the baseline); `"overload"` (a
- * 429, 503, refused or reset connection: halved); `"timeout"` (halved); `"retry-after"`
- * (halved, and the origin paused).
+ * Why an adaptive limit last changed: still `"initial"`; `"slow-start"` (x1.5 a round, about
+ * two round trips, until the first sign of congestion); `"headroom"` (latency at the
+ * baseline, probing upwards); `"queueing"` (latency above the baseline, lowered by the
+ * ratio); `"probe"` (one round at 3/4 of the limit, every 10 s, to re-measure the baseline);
+ * `"overload"` (a 429, 503, refused or reset connection: halved); `"timeout"` (halved);
+ * `"retry-after"` (halved, and the origin paused).
  *
  * @since 0.1.0
  * @category models
