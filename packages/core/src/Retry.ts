@@ -61,7 +61,7 @@ import { make, type Options, type Policy, RetryPolicy } from "./internal/retry/p
 import * as Validate from "./Options.ts"
 
 export { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./internal/retry/errors.ts"
-export { afterFailure, run } from "./internal/retry/loop.ts"
+export { afterFailure, isOutOfTime, run } from "./internal/retry/loop.ts"
 export {
   type BudgetOptions,
   isRetryable,

@@ -6,6 +6,7 @@ import { Fanout, Http, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Effect, Exit, Fiber, Layer, Redacted, Result, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
+import { TestClock } from "effect/testing"
 import { closedPort, origin as slowOrigin } from "../../../test/support/origin.ts"
 import { otel } from "./fixtures/otel.ts"
 
@@ -260,6 +261,76 @@ describe("NodeHttpClient", () => {
           assert.isDefined(caller)
           assert.isUndefined(caller!.attributes["error.type"])
         }).pipe(Effect.provide(Layer.mergeAll(NodeHttpClient.layer(), Retry.layer({ retries: 0 }), otel(exporter))))
+      }
+    )
+
+    // Found by review: a request cut short (Retry's attemptTimeout, Effect.timeout, an interrupt)
+    // ended its client span with status UNSET and no error.type, unlike one that failed:
+    // OpenTelemetry's HTTP conventions count a cancelled request as failed.
+    it.effect(
+      "ends the client span of a request cut short as failed: error.type timeout when volley's attemptTimeout cut it, else interrupted",
+      () => {
+        const exporter = new InMemorySpanExporter()
+        return Effect.gen(function* () {
+          let reached = Promise.resolve()
+          let arrived = () => {}
+          const server = yield* slowOrigin({ "/hang": () => arrived() })
+          const url = `${server.url}/hang`
+          const forms = {
+            volley: Http.getText(url),
+            effect: Effect.flatMap(HttpClient.get(url), (response) => response.text)
+          }
+          // Each form's request hangs until the policy's attemptTimeout (1 s), a shorter
+          // Effect.timeout or an interrupt cuts it, once it has reached the origin.
+          const cut = (
+            send: Effect.Effect<unknown, unknown, HttpClient.HttpClient>,
+            by: "attempt" | "timeout" | "fiber"
+          ) =>
+            Effect.gen(function* () {
+              reached = new Promise<void>((resolve) => {
+                arrived = resolve
+              })
+              const fiber = yield* Effect.forkChild(by === "timeout" ? Effect.timeout(send, "500 millis") : send)
+              yield* Effect.promise(() => reached)
+              if (by === "fiber") yield* Fiber.interrupt(fiber)
+              else yield* TestClock.adjust(by === "attempt" ? "1 second" : "500 millis")
+              return yield* Fiber.await(fiber)
+            })
+          const spansOf = (send: Effect.Effect<unknown, unknown, HttpClient.HttpClient>) =>
+            Effect.gen(function* () {
+              exporter.reset()
+              const exits = [yield* cut(send, "attempt"), yield* cut(send, "timeout"), yield* cut(send, "fiber")]
+              assert.deepStrictEqual(
+                exits.map((exit) => Exit.isFailure(exit) && (Exit.hasInterrupts(exit) ? "interrupt" : "fail")),
+                ["fail", "fail", "interrupt"]
+              )
+              return exporter
+                .getFinishedSpans()
+                .filter((span) => span.kind === CLIENT)
+                .map((span) => [
+                  span.attributes["error.type"],
+                  span.status.code,
+                  span.attributes["effect.fiber.interrupted"],
+                  span.attributes["http.response.status_code"]
+                ])
+            })
+          const volley = yield* spansOf(forms.volley)
+          assert.deepStrictEqual(volley, [
+            ["timeout", ERROR, true, undefined],
+            ["interrupted", ERROR, true, undefined],
+            ["interrupted", ERROR, true, undefined]
+          ])
+          assert.deepStrictEqual(yield* spansOf(forms.effect), volley)
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(
+            Layer.mergeAll(
+              Retry.layerClient.pipe(Layer.provide(NodeHttpClient.layer())),
+              Retry.layer({ retries: 0, attemptTimeout: "1 second" }),
+              otel(exporter)
+            )
+          )
+        )
       }
     )
 

@@ -307,6 +307,38 @@ export const UNTIMED = new AttemptTime(undefined, Number.POSITIVE_INFINITY, 0)
 export const monotonicMillis = (clock: Clock.Clock): number => Number(clock.monotonicTimeNanosUnsafe()) / 1_000_000
 
 /**
+ * Whether the request running on `fiber` has used up the time volley gives it: its attempt's
+ * `attemptTimeout`, its policy's `timeout`, or its batch's `deadline`. For a client whose request
+ * is interrupted, to tell a cut by one of these from any other interrupt (volley's client spans
+ * then say `error.type: "timeout"`). An `Effect.timeout` of the caller's own is not seen.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Retry } from "@volley/core"
+ *
+ * declare const attempt: Effect.Effect<string>
+ * const watched = attempt.pipe(
+ *   Effect.onInterrupt(() =>
+ *     Effect.withFiber((fiber) => Effect.log(Retry.isOutOfTime(fiber) ? "timed out" : "interrupted"))
+ *   )
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category timeouts
+ */
+export const isOutOfTime = (fiber: Fiber.Fiber<unknown, unknown>): boolean => {
+  const clock = fiber.getRef(Clock.Clock)
+  const time = fiber.getRef(AttemptClock)
+  // Its timer measures on this clock, and ends the attempt once none is left.
+  if (time !== undefined && time.remaining(monotonicMillis(clock)) <= 0) return true
+  // The deadline is on the wall clock; `Effect.timeout`'s timer (the event loop's clock) may end
+  // an attempt up to a millisecond before the wall clock reaches it.
+  return clock.currentTimeMillisUnsafe() >= fiber.getRef(CurrentDeadline) - 1
+}
+
+/**
  * Runs `wait`, a wait in volley's own line before an attempt may go (a rate limit's turn, an
  * origin's pause, a slot at a redirect's origin), off the clock of the attempts around it: their
  * `attemptTimeout` does not count it. The total `timeout` and a batch's `deadline` still do.

@@ -53,7 +53,7 @@ import {
   unsupportedUrl
 } from "./dispatch.ts"
 import { Meters, type OriginMeter } from "./metrics.ts"
-import { clientSpan, errorType, PROXY_AUTHORIZATION } from "./span.ts"
+import { clientSpan, endInterrupted, errorType, PROXY_AUTHORIZATION } from "./span.ts"
 import { canonical, fromUrl, Target } from "./target.ts"
 
 /**
@@ -125,8 +125,11 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       const annotated =
         attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
       // OpenTelemetry's HTTP conventions want `error.type` on a failed client span; Effect's
-      // client sets it for a 4xx/5xx response only, not for a request that got none.
-      return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error)))
+      // client sets it for a 4xx/5xx response only, not for a request that got none, and leaves
+      // the status of one interrupted unset (see `endInterrupted`).
+      return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error))).pipe(
+        Effect.onInterrupt(() => Effect.withFiber(endCurrentInterrupted))
+      )
     })
     // `HttpClient.make` fails a URL that does not parse with its own `InvalidUrlError`, and
     // redacts its span's headers by the fiber's names alone (see `PROXY_AUTHORIZATION`).
@@ -297,6 +300,14 @@ const injected = (
   return hasClientSpan(request, fiber) && fiber.getRef(HttpClient.TracerPropagationEnabled)
     ? new TraceHeaders(b3, traceparent)
     : undefined
+}
+
+// Ends the client span `HttpClient.make` runs the request in (the fiber's current span) as
+// `clientSpan` ends its own when interrupted.
+const endCurrentInterrupted = (fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<void> => {
+  const span = fiber.cache.span
+  if (span?._tag === "Span") endInterrupted(fiber, span)
+  return Effect.void
 }
 
 // Whether `HttpClient.make` runs this request in a client span of its own, as it decides.

@@ -4,6 +4,8 @@
 // leave unread (an `AbortController`, a `FinalizationRegistry` entry, a response wrapper, two
 // `WeakMap` entries), which cost about twice the span itself under OpenTelemetry. The span ends
 // with the response head, as Effect's does; the body is read after it, in the caller's span.
+import * as Retry from "@volley/core/Retry"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -50,7 +52,15 @@ export const clientSpan = (
         // OpenTelemetry marks a client span failed for a 4xx or 5xx response, which still succeeds.
         if (response.status >= 400 && response.status < 600) {
           span.attribute("error.type", String(response.status))
-          endFailed(fiber, span, request, response)
+          // The `StatusCodeError` a caller checking the status would see.
+          endFailed(
+            fiber,
+            span,
+            () =>
+              new HttpClientError.HttpClientError({
+                reason: new HttpClientError.StatusCodeError({ request, response })
+              })
+          )
         }
         return response
       }),
@@ -59,9 +69,33 @@ export const clientSpan = (
       Effect.mapError((error) => {
         span.attribute("error.type", errorType(error))
         return error
-      })
+      }),
+      // On the fiber the request runs on: the one given may be its caller's, outside the
+      // attempt whose timeout (see `Retry.isOutOfTime`) cut it.
+      Effect.onInterrupt(() =>
+        Effect.withFiber((running) => {
+          endInterrupted(running, span)
+          return Effect.void
+        })
+      )
     )
   })
+
+/**
+ * Ends the client span of a request interrupted before its response was handed over as failed,
+ * with its `error.type`: `timeout` when volley's `attemptTimeout`, `timeout` or batch `deadline`
+ * cut it, else `interrupted` (an `Effect.timeout` of the caller's own, a lost race, a cancelled
+ * fiber). OpenTelemetry's HTTP conventions count a cancelled request as failed; Effect's tracer
+ * would end the span with its status unset (and `effect.fiber.interrupted`, kept here).
+ */
+export const endInterrupted = (fiber: Fiber.Fiber<unknown, unknown>, span: Tracer.Span): void => {
+  const timedOut = Retry.isOutOfTime(fiber)
+  span.attribute("error.type", timedOut ? "timeout" : "interrupted")
+  span.attribute("effect.fiber.interrupted", true)
+  endFailed(fiber, span, () =>
+    timedOut ? new Cause.TimeoutError("The request timed out") : new Error("The request was interrupted")
+  )
+}
 
 // Effect's `url.*` and `server.*` attributes, the URL's redacted query parameters hidden.
 const addUrlAttributes = (span: Tracer.Span, url: URL, redacted: ReadonlyArray<string | RegExp>): void => {
@@ -113,20 +147,13 @@ const addHeaderAttributes = (
  */
 export const PROXY_AUTHORIZATION = "proxy-authorization"
 
-// Ends the span as failed with the `StatusCodeError` a caller checking the status would see.
-const endFailed = (
-  fiber: Fiber.Fiber<unknown, unknown>,
-  span: Tracer.Span,
-  request: HttpClientRequest.HttpClientRequest,
-  response: HttpClientResponse.HttpClientResponse
-): void => {
+// Ends the span as failed with `error`, built without a stack: it is never thrown.
+const endFailed = (fiber: Fiber.Fiber<unknown, unknown>, span: Tracer.Span, error: () => Error): void => {
   const limit = Error.stackTraceLimit
-  Error.stackTraceLimit = 0 // no stack: it is never thrown
-  let exit: Exit.Exit<never, HttpClientError.HttpClientError>
+  Error.stackTraceLimit = 0
+  let exit: Exit.Exit<never, Error>
   try {
-    exit = Exit.fail(
-      new HttpClientError.HttpClientError({ reason: new HttpClientError.StatusCodeError({ request, response }) })
-    )
+    exit = Exit.fail(error())
   } finally {
     Error.stackTraceLimit = limit
   }
