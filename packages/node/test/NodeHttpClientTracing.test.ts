@@ -1,3 +1,4 @@
+import * as diagnostics from "node:diagnostics_channel"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
@@ -333,6 +334,62 @@ describe("NodeHttpClient", () => {
         )
       }
     )
+
+    // Found by review: a 2xx with a small announced body is handed over once that body is in;
+    // one whose body stalled and was cut by a timeout ended its span without the status and
+    // headers that had arrived.
+    it.effect("gives the span of a request cut while its small 2xx body stalls the status and headers it got", () => {
+      const exporter = new InMemorySpanExporter()
+      return Effect.gen(function* () {
+        const server = yield* slowOrigin({
+          "/stall": (_req, res) => {
+            res.writeHead(200, { "content-type": "text/plain", "content-length": "10" })
+            res.write("part")
+          }
+        })
+        // undici announces each response head just before handing it to volley's handler.
+        let arrived = () => {}
+        const onHead = () => arrived()
+        yield* Effect.acquireRelease(
+          Effect.sync(() => diagnostics.subscribe("undici:request:headers", onHead)),
+          () => Effect.sync(() => diagnostics.unsubscribe("undici:request:headers", onHead))
+        )
+        const url = `${server.url}/stall`
+        const forms = [Http.getText(url), Effect.flatMap(HttpClient.get(url), (response) => response.text)]
+        for (const send of forms) {
+          const head = new Promise<void>((resolve) => {
+            arrived = resolve
+          })
+          const fiber = yield* Effect.forkChild(send)
+          yield* Effect.promise(() => head)
+          yield* TestClock.adjust("1 second") // the policy's attemptTimeout
+          assert.isTrue(Exit.isFailure(yield* Fiber.await(fiber)))
+        }
+        const spans = exporter.getFinishedSpans().filter((span) => span.kind === CLIENT)
+        assert.deepStrictEqual(
+          spans.map((span) => [
+            span.attributes["http.response.status_code"],
+            span.attributes["http.response.header.content-length"],
+            span.attributes["error.type"],
+            span.status.code
+          ]),
+          [
+            [200, "10", "timeout", ERROR],
+            [200, "10", "timeout", ERROR]
+          ]
+        )
+      }).pipe(
+        Effect.scoped,
+        Effect.provideService(HttpClient.TracerHeaderFilter, (name) => name === "content-length"),
+        Effect.provide(
+          Layer.mergeAll(
+            Retry.layerClient.pipe(Layer.provide(NodeHttpClient.layer())),
+            Retry.layer({ retries: 0, attemptTimeout: "1 second" }),
+            otel(exporter)
+          )
+        )
+      )
+    })
 
     it.live("nests the client spans under the caller's span, in one trace", () => {
       const exporter = new InMemorySpanExporter()

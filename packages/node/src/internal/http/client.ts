@@ -41,6 +41,7 @@ import {
   Exchange,
   ExchangeKey,
   type ExchangeRead,
+  Head,
   type InFlight,
   isPlain,
   retypeRejected,
@@ -83,6 +84,10 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
           ? sent
           : HttpClientRequest.removeHeader(HttpClientRequest.removeHeader(sent, "b3"), "traceparent")
       const target = fromUrl(url)
+      // Only when the request has its client span: otherwise (a streamed body with tracing off
+      // for it) the current span is the caller's, which what follows is not about.
+      const spanned = hasClientSpan(request, fiber)
+      const head = spanned ? new Head() : undefined
       const run =
         target === undefined
           ? Effect.fail(unsupportedUrl(request, url))
@@ -95,7 +100,8 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                 signal,
                 fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
                 meters,
-                trace
+                trace,
+                head
               )
             : request.headers.upgrade === undefined
               ? Effect.flatMap(uploadOf(request), ([converted, upload]) =>
@@ -108,6 +114,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                     fiber.getRef(HttpBody.Decompress) ?? settings.decompress,
                     meters,
                     trace,
+                    head,
                     upload
                   ).pipe(Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : release(upload))))
                 )
@@ -118,9 +125,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
                     .execute(sent)
                     .pipe(Effect.provideService(Tracer.DisablePropagation, true), Effect.mapError(retypeRejected))
                 )
-      // Only when the request has its client span: otherwise (a streamed body with tracing off
-      // for it) the current span is the caller's, which these attributes are not about.
-      if (!hasClientSpan(request, fiber)) return run
+      if (!spanned) return run
       const attributes = fiber.getRef(SpanAttributes)
       const annotated =
         attributes === undefined ? run : Effect.andThen(Effect.annotateCurrentSpan(attributes(url)), run)
@@ -128,7 +133,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       // client sets it for a 4xx/5xx response only, not for a request that got none, and leaves
       // the status of one interrupted unset (see `endInterrupted`).
       return Effect.tapError(annotated, (error) => Effect.annotateCurrentSpan("error.type", errorType(error))).pipe(
-        Effect.onInterrupt(() => Effect.withFiber(endCurrentInterrupted))
+        Effect.onInterrupt(() => Effect.withFiber((running) => endCurrentInterrupted(running, head)))
       )
     })
     // `HttpClient.make` fails a URL that does not parse with its own `InvalidUrlError`, and
@@ -163,6 +168,7 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
             meters,
             trace,
             undefined,
+            undefined,
             exchange
           )
     }
@@ -178,10 +184,10 @@ export const make = (dispatcher: Undici.Dispatcher, settings: Settings) =>
       if (Result.isFailure(made)) return Effect.fail(invalidUrl(request, made.failure))
       const url = made.success
       const target = fromUrl(url)
-      return clientSpan(request, url, fiber, fiber.getRef(SpanAttributes), (trace) =>
+      return clientSpan(request, url, fiber, fiber.getRef(SpanAttributes), (trace, head) =>
         target === undefined
           ? Effect.fail(unsupportedUrl(request, url))
-          : send(dispatcher, request, target, settings, undefined, refsOf(fiber).decompress, meters, trace)
+          : send(dispatcher, request, target, settings, undefined, refsOf(fiber).decompress, meters, trace, head)
       )
     }
     // `@volley/core`'s exchange (`Http.*`, a batch's first attempt) in fewer steps on the fast
@@ -304,9 +310,9 @@ const injected = (
 
 // Ends the client span `HttpClient.make` runs the request in (the fiber's current span) as
 // `clientSpan` ends its own when interrupted.
-const endCurrentInterrupted = (fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<void> => {
+const endCurrentInterrupted = (fiber: Fiber.Fiber<unknown, unknown>, head: Head | undefined): Effect.Effect<void> => {
   const span = fiber.cache.span
-  if (span?._tag === "Span") endInterrupted(fiber, span)
+  if (span?._tag === "Span") endInterrupted(fiber, span, head)
   return Effect.void
 }
 

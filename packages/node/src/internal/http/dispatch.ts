@@ -50,8 +50,9 @@ export type Upload = Readable | Undici.FormData
  * NUL or a character above U+00FF in a value) with an `EncodeError`. Interrupting the effect
  * before the response head arrives aborts the request, which destroys its socket. `signal`,
  * when given, aborts it at any time, including while the body is read (`HttpClient.make` uses
- * it for scoped requests and for responses that are dropped unread). With `exchange`, the
- * effect is that exchange's result instead of the response (see {@link Exchange}).
+ * it for scoped requests and for responses that are dropped unread). `head`, when given, gets
+ * the response head as it arrives (see {@link Head}). With `exchange`, the effect is that
+ * exchange's result instead of the response (see {@link Exchange}).
  */
 export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = never>(
   dispatcher: Undici.Dispatcher,
@@ -62,6 +63,7 @@ export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = n
   decompress: boolean,
   meters: Meters,
   trace: TraceHeaders | undefined,
+  head?: Head,
   upload?: Upload,
   exchange?: Exchange<A, E, R>
 ): Effect.Effect<A, E | HttpClientError.HttpClientError, R> => {
@@ -69,7 +71,17 @@ export const send = <A = HttpClientResponse.HttpClientResponse, E = never, R = n
   const meter = meters.of(target.origin)
   // Without an exchange, what the handler resumes with is the response (`A`'s default).
   return Effect.callback((resume) => {
-    const handler = new Handler(sent, target.href, resume as Resume, signal, decompress, settings, meter, exchange)
+    const handler = new Handler(
+      sent,
+      target.href,
+      resume as Resume,
+      signal,
+      decompress,
+      settings,
+      meter,
+      head,
+      exchange
+    )
     write(dispatcher, sent, target, settings, decompress, trace, upload, handler)
     const inFlight = exchange?.inFlight
     if (inFlight === undefined) return Effect.sync(() => handler.abort(new Error("The request was interrupted")))
@@ -104,6 +116,7 @@ export const start = <A, E, R>(
     decompress,
     settings,
     meters.of(target.origin),
+    undefined,
     exchange
   )
   const inFlight = exchange.inFlight
@@ -261,6 +274,15 @@ const withoutH2Forbidden = (request: HttpClientRequest.HttpClientRequest): HttpC
   return proxyConnection ? HttpClientRequest.removeHeader(sent, "proxy-connection") : sent
 }
 
+/**
+ * Where a traced request's client span finds its response head as soon as it arrives, before
+ * the response is handed over (a 2xx with a small announced body waits for the body, see
+ * `Handler.pending`): a request cut short while it waits still shows the status it got.
+ */
+export class Head {
+  response: HttpClientResponse.HttpClientResponse | undefined = undefined
+}
+
 /** The error of a request whose URL is not `http:`/`https:`: it can never be sent. */
 export const unsupportedUrl = (request: HttpClientRequest.HttpClientRequest, url: URL) =>
   new HttpClientError.HttpClientError({
@@ -336,6 +358,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
   readonly decompress: boolean
   readonly settings: Settings
   readonly meter: OriginMeter
+  readonly head: Head | undefined
   readonly exchange: Exchange<unknown, unknown, unknown> | undefined
   readonly started: number
   // When undici wrote the request (performance.now()), for informational responses only.
@@ -364,6 +387,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     decompress: boolean,
     settings: Settings,
     meter: OriginMeter,
+    head: Head | undefined,
     exchange: Exchange<unknown, unknown, unknown> | undefined
   ) {
     this.request = request
@@ -373,6 +397,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     this.decompress = decompress
     this.settings = settings
     this.meter = meter
+    this.head = head
     this.exchange = exchange
     this.started = meter.start()
     if (signal !== undefined) {
@@ -449,6 +474,7 @@ class Handler implements Undici.Dispatcher.DispatchHandler {
     // bounds how long it drains that body (a 503 whose body stalls held the request for the
     // whole bodyTimeout, its status known), and it comes at once when it is in the same read.
     this.pending = response
+    if (this.head !== undefined) this.head.response = response
     // Refused before any of it is decoded; the caller's read fails with the DecodeError.
     if (codings !== undefined && codings.length > MAX_CODINGS) this.body.abort(tooManyCodings(codings))
     const length = headers["content-length"]

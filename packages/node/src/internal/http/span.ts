@@ -18,7 +18,7 @@ import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as UrlParams from "effect/http/UrlParams"
 import * as References from "effect/References"
 import type * as Tracer from "effect/Tracer"
-import { TraceHeaders } from "./dispatch.ts"
+import { Head, TraceHeaders } from "./dispatch.ts"
 
 /** Extra attributes for a request's span, from its URL (`NodeProxy` adds the route). */
 export type Annotate = ((url: URL) => Record<string, unknown>) | undefined
@@ -34,7 +34,8 @@ export const clientSpan = (
   fiber: Fiber.Fiber<unknown, unknown>,
   annotate: Annotate,
   send: (
-    trace: TraceHeaders | undefined
+    trace: TraceHeaders | undefined,
+    head: Head
   ) => Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError>
 ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
   Effect.useSpan(fiber.getRef(HttpClient.SpanNameGenerator)(request), { kind: "client" }, (span) => {
@@ -45,10 +46,10 @@ export const clientSpan = (
     addHeaderAttributes(span, "request", request.headers, filter, redacted)
     if (annotate !== undefined) for (const [key, value] of Object.entries(annotate(url))) span.attribute(key, value)
     const trace = fiber.getRef(HttpClient.TracerPropagationEnabled) ? TraceHeaders.of(span) : undefined
-    return send(trace).pipe(
+    const head = new Head()
+    return send(trace, head).pipe(
       Effect.map((response) => {
-        span.attribute("http.response.status_code", response.status)
-        addHeaderAttributes(span, "response", response.headers, filter, redacted)
+        addResponseAttributes(span, response, filter, redacted)
         // OpenTelemetry marks a client span failed for a 4xx or 5xx response, which still succeeds.
         if (response.status >= 400 && response.status < 600) {
           span.attribute("error.type", String(response.status))
@@ -74,7 +75,7 @@ export const clientSpan = (
       // attempt whose timeout (see `Retry.isOutOfTime`) cut it.
       Effect.onInterrupt(() =>
         Effect.withFiber((running) => {
-          endInterrupted(running, span)
+          endInterrupted(running, span, head)
           return Effect.void
         })
       )
@@ -86,15 +87,40 @@ export const clientSpan = (
  * with its `error.type`: `timeout` when volley's `attemptTimeout`, `timeout` or batch `deadline`
  * cut it, else `interrupted` (an `Effect.timeout` of the caller's own, a lost race, a cancelled
  * fiber). OpenTelemetry's HTTP conventions count a cancelled request as failed; Effect's tracer
- * would end the span with its status unset (and `effect.fiber.interrupted`, kept here).
+ * would end the span with its status unset (and `effect.fiber.interrupted`, kept here). A head
+ * that arrived (its small body awaited) gives the span its status and headers.
  */
-export const endInterrupted = (fiber: Fiber.Fiber<unknown, unknown>, span: Tracer.Span): void => {
+export const endInterrupted = (
+  fiber: Fiber.Fiber<unknown, unknown>,
+  span: Tracer.Span,
+  head: Head | undefined
+): void => {
+  const response = head?.response
+  if (response !== undefined) {
+    addResponseAttributes(
+      span,
+      response,
+      fiber.getRef(HttpClient.TracerHeaderFilter),
+      fiber.getRef(Headers.CurrentRedactedNames)
+    )
+  }
   const timedOut = Retry.isOutOfTime(fiber)
   span.attribute("error.type", timedOut ? "timeout" : "interrupted")
   span.attribute("effect.fiber.interrupted", true)
   endFailed(fiber, span, () =>
     timedOut ? new Cause.TimeoutError("The request timed out") : new Error("The request was interrupted")
   )
+}
+
+// The status and the headers `HttpClient.TracerHeaderFilter` lets through of a response.
+const addResponseAttributes = (
+  span: Tracer.Span,
+  response: HttpClientResponse.HttpClientResponse,
+  filter: (name: string, phase: "request" | "response") => boolean,
+  redacted: ReadonlyArray<string | RegExp>
+): void => {
+  span.attribute("http.response.status_code", response.status)
+  addHeaderAttributes(span, "response", response.headers, filter, redacted)
 }
 
 // Effect's `url.*` and `server.*` attributes, the URL's redacted query parameters hidden.
