@@ -59,7 +59,8 @@ import { Conflict, Forgotten, type Item as ItemModel, SendFailed, submit as subm
  * `Redacted` URL parameter, or one named in its `UrlParams.CurrentRedactedNames`, signed-URL
  * parameters by default; a URL with a `user:password@`) is not stored and fails as `InvalidItem`:
  * set credentials on the runners' `HttpClient` instead. No `InvalidItem` detail quotes a URL's
- * `user:password` or such a parameter's value.
+ * `user:password` or such a parameter's value. From untyped input (JSON), an item that is none of
+ * these (`null`, a method, header value or body that is not a string) fails as `InvalidItem` too.
  *
  * @example
  * ```ts

@@ -275,6 +275,39 @@ describe("ClusterFanout", () => {
       )
     }, 30_000)
 
+    // Found by review: items read from untyped input (JSON) with a field of another type than declared
+    // (a number as a header value or method, bytes as a plain item's body, null as the item) killed the
+    // submit with a defect ("Schema validation failed" when the chunk was sent, a TypeError for null),
+    // after the chunk was claimed: the corrected input then conflicted with it.
+    it("records an item whose fields are not of the declared types as InvalidItem; the job goes on", async () => {
+      const url = (i: number) => `${suite.origins[0]!.url}/malformed/${i}`
+      const items = [
+        null,
+        { url: url(1), headers: { "x-count": 5 } },
+        { method: 5, url: url(2) },
+        { method: "POST", url: url(3), body: new Uint8Array([1, 2]) },
+        { url: url(4), headers: "x-a: b" },
+        url(5)
+      ] as unknown as ReadonlyArray<ClusterFanout.Item>
+      assert.strictEqual(await run(ClusterFanout.submit("malformed", items)), 6)
+      const final = await wait("malformed")
+      assert.deepStrictEqual([final.done, final.succeeded, final.failed], [6, 1, 5])
+      assert.deepStrictEqual(
+        (await collect("malformed")).map((o) =>
+          Result.isFailure(o.result) ? [o.result.failure.reason, o.result.failure.detail] : "ok"
+        ),
+        [
+          ["InvalidItem", "not an item: null (a URL, a request or { url })"],
+          ["InvalidItem", "the value of the x-count header must be a string, got number"],
+          ["InvalidItem", "the method must be a string, got number"],
+          ["InvalidItem", "the body must be a string (send bytes as an HttpClientRequest), got Uint8Array"],
+          ["InvalidItem", "headers must be an object of strings, got string"],
+          "ok"
+        ]
+      )
+      assert.strictEqual(hits(suite.origins[0]!, "/malformed/"), 1)
+    }, 30_000)
+
     it("sends each item's body with its own content type, and its bytes exactly (not UTF-8 ones too)", async () => {
       const seen = new Map<string, { type: string | undefined; body: ReadonlyArray<number> }>()
       const server = NodeHttp.createServer((request, response) => {

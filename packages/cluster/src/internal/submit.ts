@@ -160,10 +160,48 @@ export const toWire = (item: Item, names: SecretNames): WireRequest | string => 
       ...(body._tag === "Empty" ? { body: null } : wireBody(body.body))
     }
   }
+  // Untyped input (items read from JSON at run time): no item at all, else its fields are checked
+  // by `malformed`.
+  if (item === null || item === undefined) return `not an item: ${item} (a URL, a request or { url })`
   const refused = refuseSecrets(item.headers ?? {}, names)
   if (refused !== undefined) return refused
   return { method: item.method ?? "GET", url: String(item.url), headers: item.headers ?? {}, body: item.body ?? null }
 }
+
+/**
+ * What is wrong with a plain item's fields, if they are not the declared ones (untyped input: a
+ * method, a header value or a body that is not a string, headers that are not an object). Such an
+ * item failed its chunk's send with a defect (the message schema refused it), which stopped the
+ * submit, and its claimed chunk made the corrected input a `JobConflictError`. No value is quoted:
+ * a header's may be a secret.
+ */
+const malformed = (wire: WireRequest): string | undefined => {
+  const { method, headers, body } = wire as {
+    readonly method: unknown
+    readonly headers: unknown
+    readonly body: unknown
+  }
+  if (typeof method !== "string") return `the method must be a string, got ${kind(method)}`
+  if (typeof headers !== "object" || headers === null || Array.isArray(headers)) {
+    return `headers must be an object of strings, got ${kind(headers)}`
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value !== "string") return `the value of the ${name} header must be a string, got ${kind(value)}`
+  }
+  if (body !== null && typeof body !== "string") {
+    return `the body must be a string (send bytes as an HttpClientRequest), got ${kind(body)}`
+  }
+  return undefined
+}
+
+const kind = (value: unknown): string =>
+  value === null
+    ? "null"
+    : Array.isArray(value)
+      ? "an array"
+      : typeof value === "object"
+        ? (Object.getPrototypeOf(value)?.constructor?.name ?? "an object")
+        : typeof value
 
 const parseUrl = (url: string): URL | undefined => {
   try {
@@ -232,6 +270,10 @@ const classify = (item: Item, names: SecretNames): Classified => {
       reason: `the origin ${origin.slice(0, 64)}... is ${origin.length} characters; the cluster stores at most ${maxOriginLength}`
     }
   }
+  // After the URL's checks, so an item they refused keeps its reason (a job's hash holds it); before
+  // JSON.stringify, which throws on a bigint.
+  const wrong = malformed(wire)
+  if (wrong !== undefined) return { _tag: "Invalid", reason: wrong }
   // A chunk is one stored message (see `maxStoredBytes`): an item that alone would pass it is refused.
   const json = JSON.stringify(wire)
   const bytes = Buffer.byteLength(json)
