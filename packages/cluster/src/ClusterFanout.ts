@@ -544,7 +544,9 @@ export const wait = (
  * `TimeoutError`, `InvalidItem`, `ReaderNotFound`, ...), `detail` its message. `OutcomeNotStored`:
  * the item ran, but PostgreSQL refused its outcome (a constraint, a value it rejects; or a
  * deadlock, serialization failure, timeout or shortage such as too many connections, tried 5 times);
- * `detail` says what the outcome was and PostgreSQL's SQLSTATE and message.
+ * `detail` says what the outcome was and PostgreSQL's SQLSTATE and message. `ValueTooLarge`: the
+ * job's reader gave a value over 15 MiB as JSON, more than a stored row can be read back with
+ * (`status` is the response's). A `detail` longer than 65,536 characters is stored cut there.
  *
  * @example
  * ```ts

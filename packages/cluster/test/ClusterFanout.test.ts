@@ -1,6 +1,6 @@
 import * as NodeHttp from "node:http"
 import { ClusterFanout, ClusterRunner } from "@volley/cluster"
-import { Effect, ManagedRuntime, Redacted, Result, Stream } from "effect"
+import { Effect, ManagedRuntime, Option, Redacted, Result, Stream } from "effect"
 import { Headers, HttpClientRequest, UrlParams } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { assert, describe, it } from "vitest"
@@ -61,6 +61,33 @@ describe("ClusterFanout", () => {
           .every((origin) => (origin.hits.get(`/odd/${suite.origins.indexOf(origin)}`) ?? 0) === 1)
       )
     }, 40_000)
+
+    // Found by review: a reader's value, or a failure's message (an invalid item's reason quotes its
+    // text), over 16 MiB was stored as it was: PostgreSQL's client cannot read such a row back, so
+    // every read of the job's results failed (a ConnectionError, "exceeds maxMessageSize"), for good.
+    it("stores no outcome too large to read back: a reader's value fails as ValueTooLarge, a long message is cut", async () => {
+      const large = "x".repeat(17 * 1024 * 1024)
+      const server = NodeHttp.createServer((request, response) => {
+        response.end(request.url === "/large" ? large : "small")
+      })
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      try {
+        const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+        const items = [`${base}/small`, `${base}/large`, `not a URL ${large}`]
+        await run(ClusterFanout.submit("outcome-size", items, { reader: Readers.text }))
+        assert.strictEqual((await wait("outcome-size")).done, 3)
+        const outcomes = await collect("outcome-size", Readers.text)
+        assert.deepStrictEqual(Result.getOrThrow(outcomes[0]!.result).value, { body: "small", status: 200 })
+        const [value, message] = outcomes.slice(1).map((o) => Result.getFailure(o.result).pipe(Option.getOrThrow))
+        assert.deepStrictEqual([value!.reason, value!.status], ["ValueTooLarge", 200])
+        assert.include(value!.detail, "the reader's value is 17.0 MiB as JSON")
+        assert.strictEqual(message!.reason, "InvalidItem")
+        assert.isTrue(message!.detail.startsWith("not an http(s) URL: not a URL xxx"))
+        assert.isTrue(message!.detail.endsWith(`... (${large.length + 30 - 65536} more characters not stored)`))
+      } finally {
+        server.close()
+      }
+    }, 60_000)
 
     it("refuses an item too large for one stored message and cuts chunks before they grow past it", async () => {
       // A chunk over 16 MiB was stored, then every read of its runner's messages failed: nothing

@@ -114,10 +114,25 @@ export const durable = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
   Effect.retry(effect, { schedule: Schedule.spaced("500 millis"), times: 120, while: isConnectionError })
 
 /**
- * Text as volley stores it: PostgreSQL's `text` cannot hold U+0000 (it refuses the whole statement),
- * so each one is written as the six characters `\u0000`. For messages and details, not for keys.
+ * The longest message or detail stored (in UTF-16 units, so at most 192 KiB as UTF-8). A failure's
+ * message may quote anything (an invalid item's reason quotes its whole text, a reader's error
+ * may hold a body): stored whole, one over 16 MiB made a row PostgreSQL's client cannot read back,
+ * and every read of the job's results failed.
  */
-export const storable = (text: string | null): string | null => text?.replaceAll("\u0000", "\\u0000") ?? null
+const maxStoredText = 64 * 1024
+
+/**
+ * Text as volley stores it: PostgreSQL's `text` cannot hold U+0000 (it refuses the whole statement),
+ * so each one is written as the six characters `\u0000`; and at most {@link maxStoredText}
+ * characters of it. For messages and details, not for keys.
+ */
+export const storable = (text: string | null): string | null => {
+  if (text === null) return null
+  const escaped = text.replaceAll("\u0000", "\\u0000")
+  return escaped.length <= maxStoredText
+    ? escaped
+    : `${escaped.slice(0, maxStoredText)}... (${escaped.length - maxStoredText} more characters not stored)`
+}
 
 export interface JobRow {
   readonly per_host: number

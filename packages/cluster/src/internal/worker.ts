@@ -11,6 +11,7 @@ import * as Schema from "effect/Schema"
 import * as Semaphore from "effect/Semaphore"
 import * as SqlClient from "effect/sql/SqlClient"
 import type * as SqlError from "effect/sql/SqlError"
+import { maxStoredBytes, tooLargeReason } from "./json.ts"
 import type { Chunk, WireRequest } from "./model.ts"
 import type { Reader } from "./reader.ts"
 import {
@@ -116,17 +117,21 @@ const fetchOne = (
           })
         )
       : Effect.flatMap(reader.read(response), (value) =>
-          Effect.map(
-            Schema.encodeUnknownEffect(Schema.toCodecJson(reader.success))(value),
-            (encoded): Outcome => ({
-              ok: true,
-              status: response.status,
-              bytes: null,
-              value: JSON.stringify(encoded),
-              errorTag: null,
-              errorMessage: null
-            })
-          )
+          Effect.map(Schema.encodeUnknownEffect(Schema.toCodecJson(reader.success))(value), (encoded): Outcome => {
+            const json: string | undefined = JSON.stringify(encoded)
+            const bytes = json === undefined ? 0 : Buffer.byteLength(json)
+            // Stored, a row PostgreSQL's client cannot read back failed every read of the job's results.
+            return bytes > maxStoredBytes
+              ? failure("ValueTooLarge", tooLargeReason("the reader's value", bytes), response.status)
+              : {
+                  ok: true,
+                  status: response.status,
+                  bytes: null,
+                  value: json ?? null,
+                  errorTag: null,
+                  errorMessage: null
+                }
+          })
         )
   )
   return Effect.exit(read).pipe(
