@@ -142,7 +142,8 @@ export const reader = <A, E>(options: {
  */
 export interface SubmitOptions {
   /**
-   * Requests at once to one origin, across the whole cluster.
+   * Requests at once to one origin, across the whole cluster: an integer in 1-2147483647, else
+   * `InvalidOptionsError` (so is `chunkSize`).
    * @default 4
    */
   readonly perHost?: number | undefined
@@ -306,8 +307,8 @@ export const submit = <E = never, R = never>(
   R | Sharding.Sharding | SqlClient.SqlClient
 > =>
   Effect.gen(function* () {
-    const perHost = yield* Validate.positiveInt("perHost", options.perHost ?? 4)
-    const chunkSize = yield* Validate.positiveInt("chunkSize", options.chunkSize ?? 100)
+    const perHost = yield* storedInt("perHost", options.perHost ?? 4)
+    const chunkSize = yield* storedInt("chunkSize", options.chunkSize ?? 100)
     if (job.length === 0 || job.length > 200) {
       return yield* new Validate.InvalidOptionsError({
         option: "job",
@@ -345,6 +346,15 @@ export const submit = <E = never, R = never>(
       )
     )
   })
+
+// perHost and chunkSize are stored in PostgreSQL `integer` columns: a larger value failed the
+// job's insert with an SqlError ("out of range for type integer").
+const storedInt = (option: string, value: number) =>
+  Effect.flatMap(Validate.positiveInt(option, value), (n) =>
+    n <= 2_147_483_647
+      ? Effect.succeed(n)
+      : Effect.fail(new Validate.InvalidOptionsError({ option, reason: `must be at most 2147483647, got ${n}` }))
+  )
 
 /**
  * Progress of one origin in a job. Items that failed as `InvalidItem` at submit have no origin

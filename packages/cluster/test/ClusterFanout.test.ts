@@ -692,6 +692,19 @@ describe("ClusterFanout", () => {
       assert.include(error.message, "perHost")
     })
 
+    // Found by review: perHost or chunkSize past PostgreSQL's integer failed the job's insert with an SqlError.
+    it("fails with InvalidOptionsError for a perHost or chunkSize past 2147483647, storing nothing", async () => {
+      for (const option of ["perHost", "chunkSize"] as const) {
+        const error = await run(
+          Effect.flip(ClusterFanout.submit("huge-option", ["http://127.0.0.1/"], { [option]: 2 ** 31 }))
+        )
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.include(error.message, option)
+      }
+      assert.strictEqual((await run(Effect.flip(ClusterFanout.progress("huge-option"))))._tag, "JobNotFoundError")
+      assert.strictEqual(await run(ClusterFanout.submit("huge-option", [], { perHost: 2 ** 31 - 1 })), 0)
+    }, 30_000)
+
     it("fails with InvalidOptionsError for a lone URL (string, String, URL object), request or null as the items, storing none", async () => {
       // A string is an Iterable<Item> of its characters: each was stored and sent as an item.
       const url = `${suite.origins[0]!.url}/lone`
