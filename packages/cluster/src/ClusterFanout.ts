@@ -434,7 +434,7 @@ export const progress = (
 ): Effect.Effect<Progress, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const row = yield* findJob(job)
+    const row = noSuchId(job) ? undefined : yield* findJob(job)
     if (row === undefined) return yield* new JobNotFoundError({ job })
     // Chunks of origin "" hold invalid items' outcomes (see ./internal/submit.ts), of no origin.
     const chunks = yield* sql<{ origin: string; total: string | number; in_flight: string | number }>`
@@ -678,10 +678,11 @@ export const results = <A = unknown>(
   return Stream.unwrap(
     Effect.map(Validate.positiveInt("pageSize", options.pageSize ?? 1000), (pageSize) =>
       Stream.paginate(-1, (after: number) =>
-        Effect.flatMap(
-          SqlClient.SqlClient,
-          (sql) =>
-            sql<ResultRow>`select item, origin, ok, status, bytes, value, error_tag, error_message, runner
+        Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          // No outcomes, as for any id no job has.
+          noSuchId(job)
+            ? Effect.succeed([])
+            : sql<ResultRow>`select item, origin, ok, status, bytes, value, error_tag, error_message, runner
             from volley_results where job_id = ${job} and item > ${after} order by item limit ${pageSize}`
         ).pipe(
           Effect.flatMap((rows) => Effect.forEach(rows, (row) => toOutcome(row, decode))),
@@ -745,18 +746,20 @@ const toOutcome = <A>(
 export const cancel = (
   job: string
 ): Effect.Effect<boolean, JobNotFoundError | SqlError.SqlError, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.flatMap(
-      // One statement: the job's existence and the update are read from the same snapshot.
-      sql<{ found: boolean; cancelled: boolean }>`with cancelled as (
+  noSuchId(job)
+    ? Effect.fail(new JobNotFoundError({ job }))
+    : Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        Effect.flatMap(
+          // One statement: the job's existence and the update are read from the same snapshot.
+          sql<{ found: boolean; cancelled: boolean }>`with cancelled as (
           update volley_jobs set cancelled_at = now(), finished_at = now()
           where job_id = ${job} and finished_at is null returning job_id)
         select exists (select 1 from volley_jobs where job_id = ${job}) as found,
           exists (select 1 from cancelled) as cancelled`,
-      ([row]) =>
-        row === undefined || !row.found ? Effect.fail(new JobNotFoundError({ job })) : Effect.succeed(row.cancelled)
-    )
-  )
+          ([row]) =>
+            row === undefined || !row.found ? Effect.fail(new JobNotFoundError({ job })) : Effect.succeed(row.cancelled)
+        )
+      )
 
 /**
  * Deletes a job with its chunks and outcomes (runners do it for finished jobs after their
@@ -774,4 +777,10 @@ export const cancel = (
  * @category watching
  */
 export const forget = (job: string): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.asVoid(sql`delete from volley_jobs where job_id = ${job}`))
+  noSuchId(job)
+    ? Effect.void
+    : Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.asVoid(sql`delete from volley_jobs where job_id = ${job}`))
+
+// PostgreSQL text cannot hold U+0000, so no job has an id with one (submit refuses it): looked up,
+// such an id failed with an SqlError (SQLSTATE 22021, invalid byte sequence), not as an unknown job.
+const noSuchId = (job: string): boolean => job.includes("\u0000")

@@ -731,6 +731,25 @@ describe("ClusterFanout", () => {
     })
   })
 
+  // Found by review: an id with U+0000 (which no job can have) failed every lookup with an SqlError
+  // (SQLSTATE 22021) rather than as an id no job has.
+  it("answers an id with a NUL character as one no job has: JobNotFoundError, no outcomes, nothing to forget", async () => {
+    const job = "no\u0000such"
+    const errors = await run(
+      Effect.all([
+        Effect.flip(ClusterFanout.progress(job)),
+        Effect.flip(ClusterFanout.wait(job, { timeout: "5 seconds" })),
+        Effect.flip(ClusterFanout.cancel(job))
+      ])
+    )
+    assert.deepStrictEqual(
+      errors.map((error) => error._tag),
+      ["JobNotFoundError", "JobNotFoundError", "JobNotFoundError"]
+    )
+    assert.strictEqual((await collect(job)).length, 0)
+    await run(ClusterFanout.forget(job))
+  }, 30_000)
+
   describe("cancel", () => {
     it("starts none of a cancelled job's remaining items; progress showed them in flight before", async () => {
       const urls = Array.from({ length: 100 }, (_, i) => `${suite.origins[0]!.url}/cancel/${i}?delay=100`)
