@@ -57,6 +57,13 @@ export const migrate: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient
       created_at timestamptz not null default now(),
       primary key (job_id, item)
     )`
+      // A chunk's outcomes (read when it starts, counted for `progress`'s in flight) and a job's chunks
+      // not yet finished (before its outcomes are counted at a chunk's end), found without reading
+      // every outcome of the job: per chunk, that cost O(items), quadratic in a job's size (a job of a
+      // million items read ~200 ms of rows at each of its 10,000 chunks' starts and ends).
+      yield* sql`create index if not exists volley_results_chunk on volley_results (job_id, chunk)`
+      yield* sql`create index if not exists volley_chunks_unfinished on volley_chunks (job_id)
+        where finished_at is null and origin <> ''`
     })
   )
 })

@@ -309,9 +309,13 @@ export const runChunk = (
     )
     if (gone) return
     yield* markChunk(chunk, "finished")
-    // The job is finished when every item of a fully submitted job has an outcome.
+    // The job is finished when every item of a fully submitted job has an outcome. Its outcomes are
+    // counted only once none of its chunks is left unfinished (marked before this, by each runner):
+    // the last chunk's end counts them, not every chunk's.
     yield* durable(sql`update volley_jobs set finished_at = now()
       where job_id = ${chunk.job} and finished_at is null and total is not null
+        and not exists (select 1 from volley_chunks c
+          where c.job_id = ${chunk.job} and c.finished_at is null and c.origin <> '')
         and total = (select count(*) from volley_results where job_id = ${chunk.job})`)
   })
 

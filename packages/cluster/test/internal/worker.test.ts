@@ -96,6 +96,48 @@ describe("internal/worker", () => {
     assert.strictEqual(hits(origin, "/handover/"), 1, "the cancelled job's other items were not started")
   }, 60_000)
 
+  // Found by review: a chunk read every outcome of its job, twice: at its start (its own, found by
+  // the job's rows, with no index on the chunk) and at its end (all of them counted, to see if the
+  // job was finished). So each chunk cost O(items), a job O(items x chunks): ~200 ms of rows at each
+  // of the 10,000 chunks of a million-item job; `progress` likewise for each chunk in flight.
+  it("reads only its own chunk's outcomes, not every one of its job's, until the job's last chunk", async () => {
+    const origin = suite.origins[0]!
+    const [job] = await query<{ nonce: string }>(
+      "insert into volley_jobs (job_id, per_host, chunk_size, total, hash) values ('wide', 1, 20000, 20002, 'h') returning nonce"
+    )
+    // Chunk 0 ran (20,000 outcomes), chunk 1 runs here, chunk 2 has not run yet.
+    await query(`insert into volley_chunks (job_id, chunk, origin, size, hash, started_at, finished_at)
+      values ('wide', 0, '${origin.url}', 20000, 'h', now(), now()), ('wide', 1, '${origin.url}', 1, 'h', null, null),
+        ('wide', 2, '${origin.url}', 1, 'h', null, null)`)
+    await query(`insert into volley_results (job_id, item, chunk, origin, ok, status, bytes, runner)
+      select 'wide', i, 0, '${origin.url}', true, 200, 2, 'test' from generate_series(0, 19999) as i`)
+    const chunk: Chunk = {
+      job: "wide",
+      nonce: job!.nonce,
+      chunk: 1,
+      origin: origin.url,
+      perHost: 1,
+      reader: null,
+      items: [{ index: 20000, request: { method: "GET", url: `${origin.url}/wide/20000`, headers: {}, body: null } }]
+    }
+    // In one transaction, whose own counts PostgreSQL keeps: rows read from volley_results and its indexes.
+    const read = await run(
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql.withTransaction(
+          Effect.andThen(
+            runHere(chunk),
+            sql<{ n: string }>`select sum(pg_stat_get_xact_tuples_returned(oid)) as n from pg_class
+              where oid = 'volley_results'::regclass
+                or oid in (select indexrelid from pg_index where indrelid = 'volley_results'::regclass)`
+          )
+        )
+      )
+    )
+    assert.isBelow(Number(read[0]!.n), 100)
+    const progress = await run(ClusterFanout.progress("wide"))
+    assert.deepStrictEqual([progress.done, progress.inFlight, progress.finished], [20001, 0, false])
+  }, 60_000)
+
   describe("an outcome PostgreSQL refuses", () => {
     it("is recorded as the item's failure, OutcomeNotStored, naming the refusal: the item is fetched once", async () => {
       const origin = suite.origins[0]!
