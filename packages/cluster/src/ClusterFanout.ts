@@ -750,12 +750,15 @@ export const cancel = (
     ? Effect.fail(new JobNotFoundError({ job }))
     : Effect.flatMap(SqlClient.SqlClient, (sql) =>
         Effect.flatMap(
-          // One statement: the job's existence and the update are read from the same snapshot.
+          // One statement: the job's existence and the update are read from the same snapshot. A job
+          // whose every item has an outcome, not yet marked finished (its last runner between its
+          // last outcome and the mark, or killed there), is finished, not cancelled.
           sql<{ found: boolean; cancelled: boolean }>`with cancelled as (
-          update volley_jobs set cancelled_at = now(), finished_at = now()
-          where job_id = ${job} and finished_at is null returning job_id)
+          update volley_jobs j set finished_at = now(), cancelled_at = case
+            when j.total = (select count(*) from volley_results r where r.job_id = j.job_id) then null else now() end
+          where j.job_id = ${job} and j.finished_at is null returning j.cancelled_at)
         select exists (select 1 from volley_jobs where job_id = ${job}) as found,
-          exists (select 1 from cancelled) as cancelled`,
+          exists (select 1 from cancelled where cancelled_at is not null) as cancelled`,
           ([row]) =>
             row === undefined || !row.found ? Effect.fail(new JobNotFoundError({ job })) : Effect.succeed(row.cancelled)
         )

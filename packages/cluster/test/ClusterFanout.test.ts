@@ -771,6 +771,25 @@ describe("ClusterFanout", () => {
       assert.isBelow(after, 30)
     }, 30_000)
 
+    // Found by review: cancel marked a job cancelled when all its items had outcomes but its last
+    // chunk's runner had not yet marked it finished (a moment, or until a killed runner's chunk is
+    // delivered again): the job read back as cancelled though every item ran, and cancel said true.
+    it("a job whose every item has an outcome is finished, not cancelled, by a cancel before its runner marks it", async () => {
+      const origin = suite.origins[0]!
+      const query = (text: string) => run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(text)))
+      // A job stored as submit and a runner store it, as its last chunk's runner leaves it before the mark.
+      await query(
+        "insert into volley_jobs (job_id, per_host, chunk_size, total, hash) values ('all-ran', 1, 1, 1, 'h')"
+      )
+      await query(`insert into volley_chunks (job_id, chunk, origin, size, hash, started_at)
+        values ('all-ran', 0, '${origin.url}', 1, 'h', now())`)
+      await query(`insert into volley_results (job_id, item, chunk, origin, ok, status, bytes, runner)
+        values ('all-ran', 0, 0, '${origin.url}', true, 200, 2, 'test')`)
+      assert.isFalse(await run(ClusterFanout.cancel("all-ran")))
+      const after = await run(ClusterFanout.progress("all-ran"))
+      assert.deepStrictEqual([after.finished, after.cancelled, after.succeeded], [true, false, 1])
+    }, 30_000)
+
     it("leaves a job that already finished as it is, and returns false", async () => {
       await run(ClusterFanout.submit("done-then-cancel", [`${suite.origins[0]!.url}/done-then-cancel/0`]))
       await wait("done-then-cancel")
