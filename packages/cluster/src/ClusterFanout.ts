@@ -724,11 +724,13 @@ const toOutcome = <A>(
 }
 
 /**
- * Cancels a job: runners start none of its remaining items (those running finish, and then
- * `progress` counts none in flight), and the job counts as finished and cancelled. Returns `true`
- * when this call cancelled it; `false` when the job had already finished (every item has an
- * outcome) or was cancelled before, and is left as it was: a job whose items all ran does not read
- * back as cancelled.
+ * Cancels a job: runners stop starting its items within about half a second (a running chunk
+ * reads its job's state at most twice a second, so items it starts meanwhile still run: measured,
+ * 81 with 8 at once to an origin answering in 2 ms; a chunk not yet started starts none), those
+ * running finish (and then `progress` counts none in flight), and the job counts as finished
+ * and cancelled at once. Returns `true` when this call cancelled it; `false` when the job had
+ * already finished (every item has an outcome) or was cancelled before, and is left as it was: a
+ * job whose items all ran does not read back as cancelled.
  *
  * @example
  * ```ts
