@@ -117,7 +117,8 @@ export const secretNames: Effect.Effect<SecretNames> = Effect.map(
 const refuseSecrets = (headers: Record<string, string>, names: SecretNames): string | undefined => {
   for (const key in headers) {
     // Lower-cased as Effect holds a request's header names: its patterns are tested against those.
-    const name = key.toLowerCase()
+    // Trimmed: `"Authorization "` can never be sent (not a header name), but was stored, in clear.
+    const name = key.trim().toLowerCase()
     if (CREDENTIAL_HEADERS.has(name) || Headers.isRedactedName(name, names.headers)) {
       return secretRefusal(`the ${key} header`)
     }
