@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs"
 import type { IncomingMessage } from "node:http"
-import { createSecureServer, type Http2Session } from "node:http2"
 import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, type Socket } from "node:net"
 import { join } from "node:path"
@@ -10,6 +9,7 @@ import { Fanout, Http, Proxy, Retry } from "@volley/core"
 import { NodeHttpClient, NodeProxy } from "@volley/node"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Result, Scope, Tracer } from "effect"
 import { HttpClient } from "effect/http"
+import { h2Origin } from "../packages/node/test/fixtures/h2Origin.ts"
 import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
 import { onSpanEnd } from "./support/tracer.ts"
 
@@ -474,19 +474,7 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
       Effect.gen(function* () {
         const s = yield* ProxyServers
         const pki = (name: string) => readFileSync(join(s.dir, "pki", name))
-        const versions: Array<string> = []
-        const sessions = new Set<Http2Session>()
-        const server = createSecureServer(
-          { cert: pki("server.crt"), key: pki("server.key"), allowHTTP1: true },
-          (req, res) => {
-            versions.push(req.httpVersion)
-            res.end("ok")
-          }
-        )
-        server.on("session", (session) => {
-          sessions.add(session)
-          session.on("close", () => sessions.delete(session))
-        })
+        const { server, versions, sessions } = h2Origin(pki("server.crt"), pki("server.key"))
         const port = yield* Effect.acquireRelease(
           Effect.promise(
             () =>

@@ -1,5 +1,4 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http"
-import { createSecureServer, type Http2Session } from "node:http2"
 import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net"
 import { assert, describe, it } from "@effect/vitest"
@@ -11,6 +10,7 @@ import * as HttpClientModule from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import { TestClock } from "effect/testing"
 import { heapAfterGc } from "../../../test/support/heap.ts"
+import { h2Origin } from "./fixtures/h2Origin.ts"
 import { makePki } from "./fixtures/pki.ts"
 import { runFixture } from "./fixtures/run.ts"
 
@@ -707,19 +707,7 @@ describe("NodeProxy", () => {
     it.live("closes an HTTP/2 connection inside a CONNECT tunnel when the layer's scope closes", () =>
       Effect.gen(function* () {
         const pki = makePki()
-        const versions: Array<string> = []
-        const sessions = new Set<Http2Session>()
-        const server = createSecureServer(
-          { cert: pki.serverCert, key: pki.serverKey, allowHTTP1: true },
-          (req, res) => {
-            versions.push(req.httpVersion)
-            res.end("ok")
-          }
-        )
-        server.on("session", (session) => {
-          sessions.add(session)
-          session.on("close", () => sessions.delete(session))
-        })
+        const { server, versions, sessions } = h2Origin(pki.serverCert, pki.serverKey)
         const origin = yield* serve(server)
         const proxy = yield* tunnelling("200 Connection Established")
         const scope = yield* Scope.make()
