@@ -335,6 +335,50 @@ describe("NodeHttpClient", () => {
       }
     )
 
+    it.effect(
+      "says timeout on the client span of a traced batch's request its attemptTimeout or deadline cut, perHost or not",
+      () => {
+        const exporter = new InMemorySpanExporter()
+        return Effect.gen(function* () {
+          let arrived = () => {}
+          const server = yield* slowOrigin({ "/hang": () => arrived() })
+          const url = `${server.url}/hang`
+          const cut = (options: { readonly perHost?: number; readonly deadline?: "1 second" }) =>
+            Effect.gen(function* () {
+              const reached = new Promise<void>((resolve) => {
+                arrived = resolve
+              })
+              const fiber = yield* Effect.forkChild(Fanout.allSettled([url], { tracing: true, ...options }))
+              yield* Effect.promise(() => reached)
+              yield* TestClock.adjust("1 second")
+              const [result] = yield* Fiber.join(fiber)
+              assert.isTrue(Result.isFailure(result!))
+            })
+          yield* cut({})
+          yield* cut({ perHost: 1 })
+          yield* cut({ deadline: "1 second" }).pipe(Effect.provide(Retry.layer({ retries: 0 })))
+          const clients = exporter.getFinishedSpans().filter((span) => span.kind === CLIENT)
+          assert.deepStrictEqual(
+            clients.map((span) => [span.attributes["error.type"], span.status.code]),
+            [
+              ["timeout", ERROR],
+              ["timeout", ERROR],
+              ["timeout", ERROR]
+            ]
+          )
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(
+            Layer.mergeAll(
+              NodeHttpClient.layer(),
+              Retry.layer({ retries: 0, attemptTimeout: "1 second" }),
+              otel(exporter)
+            )
+          )
+        )
+      }
+    )
+
     // Found by review: a 2xx with a small announced body is handed over once that body is in;
     // one whose body stalled and was cut by a timeout ended its span without the status and
     // headers that had arrived.
