@@ -32,12 +32,12 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
-import * as SqlClient from "effect/sql/SqlClient"
+import type * as SqlClient from "effect/sql/SqlClient"
 import * as Embedded from "./internal/embedded.ts"
 import { OriginEntity } from "./internal/model.ts"
 import type { Reader } from "./internal/reader.ts"
 import * as Socket from "./internal/socket.ts"
-import { migrate } from "./internal/store.ts"
+import { migrate, sweepFinished } from "./internal/store.ts"
 import { makeWorker, runChunk, Worker } from "./internal/worker.ts"
 
 /**
@@ -155,7 +155,8 @@ export interface Options extends ClientOptions {
   // biome-ignore lint/suspicious/noExplicitAny: a reader of any value type
   readonly readers?: ReadonlyArray<Reader<any>> | undefined
   /**
-   * How long a finished job's rows and its processed messages are kept.
+   * How long a finished job's rows and its processed messages are kept; `Infinity`: for good.
+   * A sweep that fails (PostgreSQL away) logs a warning and runs again a minute later.
    * @default "1 hour"
    */
   readonly retention?: Duration.Input | undefined
@@ -327,7 +328,8 @@ export interface EmbeddedOptions {
   // biome-ignore lint/suspicious/noExplicitAny: a reader of any value type
   readonly readers?: ReadonlyArray<Reader<any>> | undefined
   /**
-   * How long a finished job's rows and its processed messages are kept.
+   * How long a finished job's rows and its processed messages are kept; `Infinity`: for good.
+   * A sweep that fails (PostgreSQL away) logs a warning and runs again a minute later.
    * @default "1 hour"
    */
   readonly retention?: Duration.Input | undefined
@@ -405,7 +407,16 @@ const work = (options: Pick<Options, "concurrency" | "readers" | "retention">, r
     { concurrency: 1, maxIdleTime: "5 seconds" }
   )
   const worker = Layer.effect(Worker, makeWorker(runner, options.concurrency ?? 64, options.readers ?? []))
-  const cleanup = Layer.effectDiscard(Effect.forkScoped(sweep(retention)))
+  // As Effect's MessageRetention does: a sweep that fails (PostgreSQL away) says so, and runs again
+  // a minute later.
+  const cleanup = Layer.effectDiscard(
+    Effect.forkScoped(
+      sweepFinished(Duration.fromInputUnsafe(retention)).pipe(
+        Effect.catchCause((cause) => Effect.logWarning("volley: deleting finished jobs failed", cause)),
+        Effect.repeat(Schedule.spaced("1 minute"))
+      )
+    )
+  )
   return Layer.mergeAll(
     handlers,
     MessageRetention.make({ entity: OriginEntity, retention, interval: "1 minute" }),
@@ -592,13 +603,3 @@ const where = (url: string | Redacted.Redacted<string>): string => {
     return "an invalid URL"
   }
 }
-
-// Deletes finished jobs past their retention (their chunks and outcomes go with them).
-const sweep = (retention: Duration.Input) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) => {
-    const seconds = Duration.toSeconds(Duration.fromInputUnsafe(retention))
-    return sql`delete from volley_jobs where finished_at < now() - make_interval(secs => ${seconds})`.pipe(
-      Effect.ignore,
-      Effect.repeat(Schedule.spaced("1 minute"))
-    )
-  })

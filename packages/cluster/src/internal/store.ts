@@ -1,3 +1,4 @@
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
@@ -69,6 +70,25 @@ export const migrate: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient
 })
 
 /** The SQLSTATE PostgreSQL answered with (sql-pg keeps the server's fields on the reason's cause). */
+// ~3,170 years: `now()` less much more than that falls before PostgreSQL's first timestamp (4713 BC).
+const MAX_RETENTION_SECONDS = 1e11
+
+/**
+ * Deletes the jobs that finished more than `retention` ago (their chunks and outcomes go with
+ * them). A retention longer than PostgreSQL's timestamps reach back (`Infinity`, or thousands of
+ * years) keeps them for good without asking: the statement failed at every sweep ("interval out
+ * of range", "timestamp out of range").
+ */
+export const sweepFinished = (
+  retention: Duration.Duration
+): Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> => {
+  const seconds = Duration.toSeconds(retention)
+  if (!(seconds < MAX_RETENTION_SECONDS)) return Effect.void
+  return Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.asVoid(sql`delete from volley_jobs where finished_at < now() - make_interval(secs => ${seconds})`)
+  )
+}
+
 const sqlState = (error: SqlError.SqlError): string | undefined => {
   const cause = error.reason.cause
   return Predicate.hasProperty(cause, "code") && typeof cause.code === "string" ? cause.code : undefined

@@ -1,6 +1,7 @@
 import { ClusterFanout } from "@volley/cluster"
-import { Cause, Effect, Exit, Result, Stream } from "effect"
+import { Cause, Duration, Effect, Exit, Result, Stream } from "effect"
 import { assert, describe, it } from "vitest"
+import { sweepFinished } from "../../src/internal/store.ts"
 import type { Origin } from "../support/origins.ts"
 import { clusterSuite } from "../support/suite.ts"
 
@@ -13,6 +14,24 @@ const hits = (origin: Origin, prefix: string) =>
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 
 describe("store", () => {
+  describe("sweepFinished", () => {
+    it("keeps finished jobs for good with a retention longer than PostgreSQL's timestamps, and says nothing", async () => {
+      await run(ClusterFanout.submit("kept", [`${suite.origins[0]!.url}/kept/0`]))
+      await run(ClusterFanout.wait("kept", { interval: "100 millis", timeout: "15 seconds" }))
+      // Before: the statement failed at every sweep ("interval out of range" for Infinity,
+      // "timestamp out of range" for 10,000 years), unseen.
+      for (const retention of [Duration.infinity, Duration.days(3_652_500)]) {
+        const exit = await run(Effect.exit(sweepFinished(retention)))
+        assert.isTrue(Exit.isSuccess(exit), Exit.isFailure(exit) ? Cause.pretty(exit.cause).slice(0, 400) : "")
+      }
+      await run(sweepFinished(Duration.days(365 * 1000)))
+      assert.strictEqual((await run(ClusterFanout.progress("kept"))).done, 1)
+      await run(sweepFinished(Duration.zero))
+      const gone = await run(Effect.exit(ClusterFanout.progress("kept")))
+      assert.isTrue(Exit.isFailure(gone) && Cause.pretty(gone.cause).includes("JobNotFoundError"))
+    }, 40_000)
+  })
+
   describe("durable", () => {
     it("forgetting a running job frees its origin at once for the next job, quietly", async () => {
       const origin = suite.origins[1]!
