@@ -2,7 +2,7 @@
 // server cases live in test/fanout*.test.ts).
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Context, Duration, Effect, Exit, Fiber, Layer, Random } from "effect"
-import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
+import { FetchHttpClient, HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { Fanout, Http, Proxy, Resilience, Retry } from "../src/index.ts"
 
@@ -422,6 +422,34 @@ describe("Retry", () => {
         const failing = fakeClient([{ status: 503 }])
         yield* burst(runOnce(policy, failing), 20)
         assert.strictEqual(failing.calls.length, 20 + 10)
+      })
+    )
+
+    // Found by review: on Effect's FetchHttpClient (`Http.*` run on any client) an `ftp:` or
+    // `file:` URL was sent 4 times: fetch fails it as a network error (`unknown scheme`, no
+    // code), a TransportError the policy retried, where volley's client fails it as unsendable.
+    it.live("never retries a URL of a scheme no HTTP client sends, on Effect's FetchHttpClient", () =>
+      Effect.gen(function* () {
+        let calls = 0
+        const fetchClient = yield* Effect.provide(HttpClient.HttpClient, FetchHttpClient.layer)
+        const counted = HttpClient.transform(fetchClient, (sent) =>
+          Effect.andThen(
+            Effect.sync(() => calls++),
+            sent
+          )
+        )
+        const policy = yield* Retry.make({ jitter: false, baseDelay: "1 millis", budget: false })
+        for (const url of ["ftp://127.0.0.1/x", "file:///etc/hostname"]) {
+          calls = 0
+          const error = yield* Effect.flip(
+            Http.getText(url).pipe(
+              Effect.provideService(HttpClient.HttpClient, counted),
+              Effect.provideService(Retry.RetryPolicy, policy)
+            )
+          )
+          assert.strictEqual(error._tag === "HttpClientError" && error.reason._tag, "TransportError", url)
+          assert.strictEqual(calls, 1, url)
+        }
       })
     )
 

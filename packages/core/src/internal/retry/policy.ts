@@ -9,7 +9,7 @@ import { isToken } from "../http/token.ts"
 import * as Validate from "../options.ts"
 import { Budget } from "./budget.ts"
 import { isTlsRefusal } from "./tls.ts"
-import { isInvalidInput, isRefusal } from "./unsent.ts"
+import { isInvalidInput, isRefusal, isUnsendableScheme } from "./unsent.ts"
 
 /**
  * Retry-budget options: retries in the last `window` may reach `ratio` of the requests seen in
@@ -257,11 +257,12 @@ export const isRetryable = (policy: Policy, error: unknown): boolean => {
   const reason = error.reason
   // A TransportError that only wraps a refusal of the client's own circuit breaker or rate
   // limiter (see Resilience), of the request's own URL or headers (a client that does not
-  // type those as InvalidUrlError / EncodeError), or of the origin's certificate or TLS version
-  // would fail the same way again.
+  // type those as InvalidUrlError / EncodeError, such as a URL of a scheme it cannot send), or of
+  // the origin's certificate or TLS version would fail the same way again.
   if (reason._tag === "TransportError") {
     const cause = reason.cause
-    if (isRefusal(cause) || isInvalidInput(cause) || isTlsRefusal(cause) || isClosedClient(cause)) return false
+    if (isRefusal(cause) || isInvalidInput(cause) || isUnsendableScheme(reason.request)) return false
+    if (isTlsRefusal(cause) || isClosedClient(cause)) return false
     // A proxy's own answer (see Proxy): credentials it refused would be refused again, and a
     // refused CONNECT is retried as a response with that status would be. A proxy that could
     // not be reached or dropped the connection is a transport failure like any other.

@@ -3,6 +3,7 @@
 // own circuit breaker or rate limiter refused them. The retry policy never retries them, and the
 // retry budget does not count them as requests: they would fund other requests' retries.
 import * as HttpClientError from "effect/http/HttpClientError"
+import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 
 /**
  * Codes of errors that reject a request's input before anything is sent: undici's
@@ -30,6 +31,17 @@ export const isInvalidInput = (cause: unknown): boolean =>
   invalidInputCodes.has((cause as { code: string }).code)
 
 /**
+ * Whether a request's URL has a scheme no HTTP client sends (`ftp:`, `file:`...): a client
+ * that does not type that as an `InvalidUrlError` fails it as a transport error, which would
+ * fail the same way again (Effect's `FetchHttpClient`: fetch's `unknown scheme` network error,
+ * which has no code). A URL that does not parse, relative say, is not judged here.
+ */
+export const isUnsendableScheme = (request: HttpClientRequest.HttpClientRequest): boolean => {
+  const protocol = URL.parse(request.url)?.protocol
+  return protocol !== undefined && protocol !== "http:" && protocol !== "https:"
+}
+
+/**
  * Whether a client's transport error only wraps a refusal of its own circuit breaker or rate
  * limiter (see Resilience). Read by tag, so Retry needs no Resilience import.
  */
@@ -50,6 +62,7 @@ export const isUnsent = (error: unknown): boolean => {
   return (
     reason._tag === "InvalidUrlError" ||
     reason._tag === "EncodeError" ||
-    (reason._tag === "TransportError" && (isInvalidInput(reason.cause) || isRefusal(reason.cause)))
+    (reason._tag === "TransportError" &&
+      (isInvalidInput(reason.cause) || isRefusal(reason.cause) || isUnsendableScheme(reason.request)))
   )
 }
