@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Fanout, Http } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Fiber, Schema } from "effect"
-import { HttpClientRequest } from "effect/http"
+import { FetchHttpClient, HttpClientRequest } from "effect/http"
 import { closedPort, origin } from "./support/origin.ts"
 
 const big = Buffer.alloc(1024 * 1024, 7)
@@ -171,6 +171,28 @@ describe("Http", () => {
       assert.strictEqual(reason._tag, "InvalidUrlError")
       assert.strictEqual(server.requests(), 0)
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
+  // Found by review: a URL that does not parse (a path without its origin, a host without its
+  // scheme) failed with "InvalidUrl error (GET /todos/1)", nothing saying what was wrong with it,
+  // and `localhost:8080/x` with "got localhost:" alone; on volley's client and on Effect's.
+  it.live("says what to fix in a URL that does not parse or lacks its scheme", () =>
+    Effect.gen(function* () {
+      const unparsed = "InvalidUrl: the URL does not parse (an absolute http:// or https:// URL is needed)"
+      for (const client of [NodeHttpClient.layer(), FetchHttpClient.layer]) {
+        for (const url of ["/todos/1", "127.0.0.1:8080/x", "http://exa mple/"]) {
+          const reason = reasonOf(yield* Effect.exit(Http.getText(url).pipe(Effect.provide(client))))
+          assert.strictEqual(reason.message, `${unparsed} (GET ${url})`)
+        }
+      }
+      const reason = reasonOf(
+        yield* Effect.exit(Http.getText("localhost:8080/x").pipe(Effect.provide(NodeHttpClient.layer())))
+      )
+      assert.strictEqual(
+        reason.message,
+        "InvalidUrl: only http: and https: URLs can be sent, got localhost:; is http:// missing? (GET localhost:8080/x)"
+      )
+    })
   )
 
   it.live("fails a refused connection with a TransportError whose message names the cause", () =>

@@ -162,7 +162,8 @@ export const exchange = <A, E, R, E2, R2>(
 // with one) holds the request with the URL as volley shows it: Effect's message misses a password
 // holding a `/`, `?` or `#`. Never sent, so nothing else reads that URL. The URL parser's error,
 // its cause, keeps the text it refused as its enumerable `input`: redacted in place, as volley's
-// NodeHttpClient does with its own.
+// NodeHttpClient does with its own. Its message says what to fix, as NodeHttpClient's does:
+// Effect's says only "InvalidUrl error".
 const redactInvalidUrl = <E>(error: E): E => {
   if (!HttpClientError.isHttpClientError(error) || error.reason._tag !== "InvalidUrlError") return error
   const reason = error.reason
@@ -171,15 +172,18 @@ const redactInvalidUrl = <E>(error: E): E => {
     parse.input = redactUrl(parse.input)
   }
   const url = redactUrl(reason.request.url)
-  if (url === reason.request.url) return error
+  const description = reason.description ?? (parse === undefined ? undefined : UNPARSED_URL)
+  if (url === reason.request.url && description === reason.description) return error
   return new HttpClientError.HttpClientError({
     reason: new HttpClientError.InvalidUrlError({
       request: HttpClientRequest.setUrl(reason.request, url),
       cause: reason.cause,
-      ...(reason.description === undefined ? {} : { description: reason.description })
+      ...(description === undefined ? {} : { description })
     })
   }) as E
 }
+
+const UNPARSED_URL = "the URL does not parse (an absolute http:// or https:// URL is needed)"
 
 /**
  * Starts one request through `client` without an effect (see {@link StartKey}), for `fiber`,

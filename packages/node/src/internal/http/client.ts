@@ -340,10 +340,17 @@ const targetOf = (request: HttpClientRequest.HttpClientRequest): Target | HttpCl
   return fromUrl(url) ?? unsupportedUrl(request, url)
 }
 
+// The description says what to fix: the parser's own error says only "Invalid URL", and a path
+// without its origin (`/todos/1`, a base never prepended) or a host without its scheme are the
+// usual causes.
 const invalidUrl = (request: HttpClientRequest.HttpClientRequest, cause: unknown): HttpClientError.HttpClientError =>
   redactInvalidUrl(
-    new HttpClientError.HttpClientError({ reason: new HttpClientError.InvalidUrlError({ request, cause }) })
+    new HttpClientError.HttpClientError({
+      reason: new HttpClientError.InvalidUrlError({ request, cause, description: UNPARSED_URL })
+    })
   )
+
+const UNPARSED_URL = "the URL does not parse (an absolute http:// or https:// URL is needed)"
 
 const redactingProxyAuthorization = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withFiber((fiber) => {

@@ -288,7 +288,8 @@ export const unsupportedUrl = (request: HttpClientRequest.HttpClientRequest, url
   new HttpClientError.HttpClientError({
     reason: new HttpClientError.InvalidUrlError({
       request,
-      description: `only http: and https: URLs can be sent, got ${url.protocol}`
+      // `localhost:8080/x` parses with the scheme `localhost:` and no host: its scheme was left out.
+      description: `only http: and https: URLs can be sent, got ${url.protocol}${url.host === "" ? "; is http:// missing?" : ""}`
     })
   })
 
