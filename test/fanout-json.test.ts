@@ -191,6 +191,22 @@ describe("Fanout.json", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
+  // As the JSDoc of getJson, postJson and Fanout.json says: an endpoint that answers 204 needs a
+  // schema that takes `null`.
+  it.live("decodes an empty body (a 204) as null, in Http.getJson, Http.postJson and Fanout.json", () =>
+    Effect.gen(function* () {
+      const noContent = (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) =>
+        req.resume().on("end", () => res.writeHead(204).end())
+      const server = yield* origin({ "/none": noContent })
+      const url = `${server.url}/none`
+      assert.isNull(yield* Http.getJson(url, Schema.Null))
+      assert.isNull(yield* Http.postJson(url, { name: "Ada" }, Schema.Null))
+      assert.deepStrictEqual(yield* Fanout.all([url, url], { read: Fanout.json(Schema.NullOr(User)) }), [null, null])
+      const refused = yield* Effect.flip(Http.getJson(url, User))
+      assert.strictEqual(refused._tag === "HttpClientError" && refused.reason._tag, "DecodeError")
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
+  )
+
   it.live("decodes in the context the batch runs in, and with a schema that suspends", () =>
     Effect.gen(function* () {
       const server = yield* origin({ "/a": sized('{"id":1}'), "/b": sized('{"id":2}') })

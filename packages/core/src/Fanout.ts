@@ -219,7 +219,8 @@ export const adaptiveMetrics: {
  * schema's typed values, and an item whose body is not JSON or does not match fails on its own
  * (settled forms keep going) with an `HttpClientError` whose reason is a `DecodeError`: its
  * message names the request (`GET <url>`) and the schema's issue, its `cause` is the
- * `SchemaError`. Such a failure is not retried (the same body would fail the same way). The
+ * `SchemaError`. Such a failure is not retried (the same body would fail the same way). An empty
+ * body (a 204) decodes as `null`: `Schema.NullOr(...)` where an origin may send none. The
  * schema's decoding services, if any, become the batch's requirements. Build it once and reuse
  * it: the decoder is made when `json` is called, not per response. The request's headers are
  * the batch's (add `accept: application/json` to an `HttpClientRequest` if the origin needs it).

@@ -157,6 +157,8 @@ export const getBytes = (
  * GET a URL and decode its JSON body with `schema`. A body that is not JSON or
  * does not match the schema fails with an `HttpClientError` whose reason is a
  * `DecodeError` naming the request; the `SchemaError` is its `cause`.
+ * An empty body (a 204, say) decodes as `null`: give a schema that takes it
+ * (`Schema.Null`, `Schema.NullOr(User)`) where the origin may send none.
  *
  * @example
  * ```ts
@@ -218,6 +220,8 @@ export const postBytes = (url: string | URL, body: Uint8Array, options?: Request
  * cannot be encoded as JSON (a `bigint`, a cycle; `undefined`, a function or a
  * symbol, which have no JSON text) fails with an `HttpClientError` whose reason
  * is an `EncodeError`, before any network call.
+ * An empty response (a 204, say) decodes as `null`, as with {@link getJson}:
+ * `Schema.Null` as the schema where the endpoint answers with no body.
  *
  * @example
  * ```ts
