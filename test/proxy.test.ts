@@ -1,14 +1,15 @@
 import { readFileSync } from "node:fs"
 import type { IncomingMessage } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
-import { type AddressInfo, connect, type Socket } from "node:net"
+import { type AddressInfo, connect, createServer, type Socket } from "node:net"
 import { join } from "node:path"
 import { inspect } from "node:util"
 import { assert, describe, layer } from "@effect/vitest"
 import { Fanout, Http, Proxy, Retry } from "@volley/core"
 import { NodeHttpClient, NodeProxy } from "@volley/node"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, References, Result, Scope, Tracer } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, Layer, Logger, References, Result, Scope, Tracer } from "effect"
 import { HttpClient } from "effect/http"
+import { TestClock } from "effect/testing"
 import { h2Origin } from "../packages/node/test/fixtures/h2Origin.ts"
 import { type Origin, PASSWORD, ProxyServers, layer as serversLayer, TINY_PASSWORD, USER } from "./servers/proxies.ts"
 import { onSpanEnd } from "./support/tracer.ts"
@@ -124,6 +125,52 @@ const tlsProxyOnV6 = (targets: Array<string>) =>
         })
     )
   })
+
+/**
+ * A TLS origin that never answers: it accepts TCP and reads, but never says a word back, so a TLS
+ * handshake with it never ends. `greeted(n)` waits until n connections sent it something (a
+ * ClientHello); `closed` until none of its connections is open.
+ */
+const silentTlsOrigin = Effect.gen(function* () {
+  const open = new Set<Socket>()
+  let greetings = 0
+  const changed: Array<() => void> = []
+  const wake = () => {
+    for (const waiter of changed.splice(0)) waiter()
+  }
+  const until = (done: () => boolean) =>
+    Effect.promise(async () => {
+      while (!done()) await new Promise<void>((resolve) => changed.push(resolve))
+    })
+  const server = createServer((socket) => {
+    open.add(socket)
+    socket.once("data", () => {
+      greetings++
+      wake()
+    })
+    socket
+      .on("error", () => {})
+      .on("close", () => {
+        open.delete(socket)
+        wake()
+      })
+    socket.resume()
+  })
+  const port = yield* Effect.acquireRelease(
+    Effect.promise(
+      () =>
+        new Promise<number>((resolve) =>
+          server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port))
+        )
+    ),
+    () =>
+      Effect.promise(() => {
+        for (const socket of open) socket.destroy()
+        return new Promise<void>((resolve) => server.close(() => resolve()))
+      })
+  )
+  return { port, greeted: (n: number) => until(() => greetings >= n), closed: until(() => open.size === 0) }
+})
 
 // One attempt: these tests are about the client and the proxies, not the retry policy (which
 // `Http.*` applies as batches do, and which would retry a proxy's 503 like an origin's).
@@ -673,6 +720,45 @@ layer(serversLayer, { excludeTestServices: true, timeout: "60 seconds" })("NodeP
           Effect.timeout("2 seconds")
         )
       })
+    )
+
+    // Found by review: a tunnel being opened ran on once its request was interrupted (undici gives
+    // up a connection attempt no request waits for only through the socket its connector returns,
+    // and the proxy connectors returned none): with an origin that never answers the TLS handshake
+    // inside the tunnel, the tunnel stayed open until connectTimeout, a socket at the proxy and the
+    // origin for each interrupted request.
+    it.effect("ends a tunnel whose TLS handshake with the origin hangs once its request is interrupted", () =>
+      Effect.gen(function* () {
+        const s = yield* ProxyServers
+        const origin = yield* silentTlsOrigin
+        let greetings = 0
+        for (const proxy of [`http://127.0.0.1:${s.squidOpen}`, `socks5h://127.0.0.1:${s.socksOpen}`]) {
+          // Open throughout: closing it would end the tunnel anyway.
+          const context = yield* Layer.build(
+            Layer.merge(client({ all: proxy }, { connectTimeout: "30 seconds" }), Retry.layer({ retries: 0 }))
+          )
+          const exit = yield* Effect.gen(function* () {
+            const request = yield* Effect.forkChild(
+              Http.getText(`https://127.0.0.1:${origin.port}/`).pipe(
+                Effect.timeout("1 second"),
+                Effect.provideContext(context)
+              )
+            )
+            // The proxy answered (CONNECT 200, or SOCKS5 success): the ClientHello reached the origin.
+            yield* origin.greeted(++greetings)
+            yield* TestClock.adjust("1 second")
+            return yield* Fiber.await(request)
+          }).pipe(Effect.provide(TestClock.layer()))
+          assert.strictEqual((failureOf(exit) as { _tag?: string })._tag, "TimeoutError", proxy)
+          // Long before the connect timeout, with the layer still open.
+          yield* origin.closed.pipe(Effect.timeout("5 seconds"))
+          // The route still works.
+          assert.strictEqual(
+            yield* Http.getText(`${s.https.url}/after-interrupt`).pipe(Effect.provideContext(context)),
+            "hello from /after-interrupt"
+          )
+        }
+      }).pipe(Effect.scoped)
     )
   })
 

@@ -19,6 +19,8 @@ interface Peer {
   readonly port: number
   readonly connections: () => number
   readonly openSockets: () => number
+  /** Resolves once it has accepted `n` connections. */
+  readonly accepted: (n: number) => Promise<void>
   /** Resolves once no accepted socket is open any more. */
   readonly allClosed: () => Promise<void>
 }
@@ -31,9 +33,11 @@ const serve = (server: Server, host = "127.0.0.1") =>
           let connections = 0
           const sockets = new Set<Socket>()
           const waiters: Array<() => void> = []
+          const arrivals: Array<() => void> = []
           server.on("connection", (socket: Socket) => {
             connections++
             sockets.add(socket)
+            for (const wake of arrivals.splice(0)) wake()
             socket.on("close", () => {
               sockets.delete(socket)
               if (sockets.size === 0) for (const wake of waiters.splice(0)) wake()
@@ -44,6 +48,9 @@ const serve = (server: Server, host = "127.0.0.1") =>
               port: (server.address() as AddressInfo).port,
               connections: () => connections,
               openSockets: () => sockets.size,
+              accepted: async (n) => {
+                while (connections < n) await new Promise<void>((resolve) => arrivals.push(resolve))
+              },
               allClosed: () =>
                 sockets.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))
             })
@@ -405,6 +412,35 @@ describe("NodeProxy", () => {
         assert.include(error.message, "CONNECT failed: the proxy did not answer within 500 ms")
         assert.notInclude(error.message, "hunter22")
         assert.strictEqual(proxy.connections(), 1)
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: a tunnel being opened ran on once its request was interrupted (undici gives
+    // up a connection attempt no request waits for only through the socket its connector returns,
+    // and the proxy connectors returned none): a proxy that never answers CONNECT, or the SOCKS5
+    // greeting, kept its connection until connectTimeout, one for each interrupted request.
+    it.effect("ends a CONNECT or SOCKS5 handshake the proxy never answers once its request is interrupted", () =>
+      Effect.gen(function* () {
+        const proxy = yield* silent()
+        let accepted = 0
+        for (const url of [`http://127.0.0.1:${proxy.port}`, `socks5h://127.0.0.1:${proxy.port}`]) {
+          // Open throughout: closing it would end the handshake anyway.
+          const context = yield* Layer.build(
+            Layer.merge(proxied(url, { connectTimeout: "30 seconds" }), Retry.layer({ retries: 0 }))
+          )
+          const request = yield* Effect.forkChild(
+            Http.getText("https://127.0.0.1:9/").pipe(Effect.timeout("1 second"), Effect.provideContext(context))
+          )
+          yield* Effect.promise(() => proxy.accepted(++accepted))
+          yield* TestClock.adjust("1 second")
+          const exit = yield* Fiber.await(request)
+          assert.strictEqual(
+            Exit.isFailure(exit) && (Cause.squash(exit.cause) as { _tag?: string })._tag,
+            "TimeoutError"
+          )
+          // Long before the connect timeout, with the layer still open.
+          yield* Effect.promise(() => proxy.allClosed()).pipe(Effect.timeout("5 seconds"), TestClock.withLive)
+        }
       }).pipe(Effect.scoped)
     )
 

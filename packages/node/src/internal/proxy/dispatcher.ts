@@ -6,7 +6,7 @@
 // Failures on the way to a proxy are marked where they happen (see errors.ts).
 import { lookup } from "node:dns/promises"
 import { isIP, Socket } from "node:net"
-import type { Duplex } from "node:stream"
+import { Duplex } from "node:stream"
 import * as Undici from "@effect/platform-node/Undici"
 import * as Proxy from "@volley/core/Proxy"
 import * as Redacted from "effect/Redacted"
@@ -192,11 +192,48 @@ const httpProxyAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, sett
         authorization,
         tunnels
       }),
-    // ProxyAgent asks this factory for the pool of each tunnelled origin. Plain HTTP forwarded
-    // in absolute form never reaches this agent (see `forwardingAgent`).
-    factory: (origin, options) => new Undici.Pool(origin, options as Undici.Pool.Options)
+    // ProxyAgent asks this factory for the pool of each tunnelled origin, with its tunnel connector.
+    // Plain HTTP forwarded in absolute form never reaches this agent (see `forwardingAgent`).
+    factory: (origin, options) =>
+      new Undici.Pool(origin, { ...(options as Undici.Pool.Options), connect: cancellable(connectorOf(options)) })
   })
 }
+
+/**
+ * A connection attempt undici can give up. undici cancels one that no request waits for any more
+ * (its requests were interrupted, see ../http/queued.ts) only through the stream its connector
+ * returns, by destroying it; the proxies' tunnel connectors return none (ProxyAgent's is an async
+ * function), so such a tunnel ran on until it connected or timed out. Destroying this aborts
+ * `signal`, which the steps of the attempt end on (see `cancellable`, `TunnelClient`, `socksAgent`).
+ */
+class Attempt extends Duplex {
+  readonly #abort = new AbortController()
+  get signal(): AbortSignal {
+    return this.#abort.signal
+  }
+  override _destroy(error: Error | null, done: (error: Error | null) => void): void {
+    this.#abort.abort(error ?? new Undici.errors.RequestAbortedError())
+    done(null)
+  }
+}
+
+/**
+ * ProxyAgent's tunnel connector, cancellable: its CONNECT is sent with the attempt's signal (undici
+ * then takes it out of the queue to the proxy, or drops its connection to the proxy while the
+ * answer is awaited), and `TunnelClient` ends the tunnel on it while the TLS handshake with the
+ * origin inside runs. undici itself destroys a connection that arrives once it gave the attempt up.
+ */
+const cancellable =
+  (connect: Undici.buildConnector.connector): Undici.buildConnector.connector =>
+  (options, callback) => {
+    const attempt = new Attempt()
+    connect({ ...options, signal: attempt.signal } as Undici.buildConnector.Options, callback)
+    return attempt
+  }
+
+/** Destroys `socket`, with the reason, once `signal` aborts. */
+const endOnAbort = (signal: AbortSignal, socket: Duplex): void =>
+  signal.addEventListener("abort", () => socket.destroy(signal.reason as Error), { once: true })
 
 /**
  * A ProxyAgent whose destruction also ends its open tunnels. undici's leaves a TLS handshake with
@@ -412,12 +449,21 @@ class TunnelClient extends Undici.Pool {
       this.authorization === undefined
         ? options
         : { ...options, headers: withHeader(options.headers, PROXY_AUTHORIZATION, Redacted.value(this.authorization)) }
+    // An attempt's (see `cancellable`): undici's CONNECT honours it until the proxy answers.
+    const signal = options.signal instanceof AbortSignal ? options.signal : undefined
     return super.connect(authorized).then(
       (data) => {
         // Any 2xx opens the tunnel (RFC 9110 §9.3.6, as curl takes it); undici's ProxyAgent, which
         // reads this, takes only 200.
         if (data.statusCode >= 200 && data.statusCode < 300) {
           const socket = data.socket
+          // Given up as the proxy answered: the TLS handshake with the origin is not started.
+          if (signal?.aborted === true) {
+            socket.destroy()
+            throw markHop(signal.reason, "tunnel")
+          }
+          // Given up during the TLS handshake with the origin inside: ending the tunnel fails it.
+          if (signal !== undefined) endOnAbort(signal, socket)
           this.tunnels.add(socket)
           socket.once("close", () => this.tunnels.delete(socket))
           return data.statusCode === 200 ? data : { ...data, statusCode: 200 }
@@ -450,9 +496,14 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
   const connectTimeout = typeof agent.connectTimeout === "number" ? agent.connectTimeout : undefined
   const timeout = connectTimeout === undefined ? {} : { timeout: connectTimeout }
   const handshakes = new Set<Socket>()
+  // The attempt whose handshake is being started: `createSocks5Connection` opens its connection to
+  // the proxy at once, before it first awaits, and that connection becomes the tunnel.
+  let starting: Attempt | undefined
   const socks = new Undici.Socks5ProxyAgent(`socks5://${proxy.hostname}:${proxy.port}`, {
     ...(connectTimeout === undefined ? {} : { connectTimeout }),
-    connect: socksConnector(timeout, handshakes),
+    connect: socksConnector(timeout, handshakes, (socket) => {
+      if (starting !== undefined) endOnAbort(starting.signal, socket)
+    }),
     ...(proxy.username === undefined ? {} : { username: proxy.username, password: password(proxy) })
   }) as unknown as Socks5Handshake
   // HTTP/2 is offered inside the tunnel as it is direct and through CONNECT (`http2: true`, the
@@ -466,16 +517,25 @@ const socksAgent = (proxy: Proxy.ProxyUrl, agent: Undici.Agent.Options, settings
   )
   return new SocksAgent(handshakes, opening, {
     ...agent,
+    // Cancellable (see `Attempt`): given up, the connection to the proxy is ended, which fails its
+    // handshake (see `socksConnector`) or, once it is the tunnel, the TLS handshake inside.
     connect: (options, callback) => {
       const port = Number(options.port) || (Proxy.defaultPort(options.protocol) ?? 80)
-      socks.createSocks5Connection(options.hostname, port).then(
+      const attempt = new Attempt()
+      starting = attempt
+      const handshake = socks.createSocks5Connection(options.hostname, port)
+      starting = undefined
+      handshake.then(
         (socket) => {
           handshakes.delete(socket)
-          if (options.protocol === "https:") originTls({ ...options, httpSocket: socket }, callback)
+          // Given up as the handshake ended: its tunnel, already ended, is not used.
+          if (attempt.signal.aborted) callback(attempt.signal.reason as Error, null)
+          else if (options.protocol === "https:") originTls({ ...options, httpSocket: socket }, callback)
           else callback(null, socket)
         },
         (error: Error) => callback(markHop(error, "tunnel"), null)
       )
+      return attempt
     }
   })
 }
@@ -514,11 +574,12 @@ class SocksAgent extends Undici.Agent {
 // `handshakes` (its handshake has not succeeded, see `socksAgent`) that closes is a failure.
 const socksConnector = (
   timeout: { readonly timeout?: number },
-  handshakes: Set<Socket>
+  handshakes: Set<Socket>,
+  opened: (socket: Socket) => void
 ): Undici.buildConnector.connector => {
   const connect = toProxy(Undici.buildConnector(timeout))
-  return (options, callback) =>
-    connect(
+  return (options, callback) => {
+    const socket: unknown = connect(
       {
         ...options,
         // Socks5ProxyAgent passes the URL's hostname, brackets included for IPv6.
@@ -537,6 +598,9 @@ const socksConnector = (
         else callback(error, null)
       }
     )
+    if (socket instanceof Socket) opened(socket)
+    return socket
+  }
 }
 
 // The target as proxy errors name it: the origin's host and port.
