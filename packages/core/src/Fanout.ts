@@ -17,7 +17,8 @@
  * - **Resilience**: each request runs under the {@link Retry.RetryPolicy} in the environment
  *   (retries, backoff, `Retry-After`, budget, timeouts), the same rule as `Http.*` (a client
  *   wrapped by `Retry.layerClient` is seen through, never retrying twice); `deadline` bounds
- *   the whole batch.
+ *   the whole batch. A retry waiting out a `Retry-After` pauses its origin in the batch (no new
+ *   request there until then) and lends its slot to other origins' items meanwhile.
  * - **Redirects**: followed for every item as `Redirects` describes (a refused one fails only
  *   that item, with `RedirectError`); each hop is retried on its own.
  * - **Bodies**: every response body is read (by `read`, by default into a `Uint8Array`; a non-2xx

@@ -148,13 +148,13 @@ describe("Scheduler origins", () => {
       let looks = 0
       let paused = 0
       const finish = (job: Job) => {
-        const limit = job.host!.adaptive!
+        const host = job.host!
         if (job.index % 2 === 0) {
-          limit.pausedUntil = 60_000
+          scheduler.pause(host, 60_000)
           paused++
         }
-        const pausedAt = limit.paused.bind(limit)
-        limit.paused = (now) => {
+        const pausedAt = host.paused.bind(host)
+        host.paused = (now) => {
           looks++
           return pausedAt(now)
         }

@@ -257,22 +257,21 @@ const runIn = <A, E, R, X>(
     const onResponse = Exchange.onResponse(itemRead, !plan.customRead)
     // An adaptive `perHost` measures each attempt (time to the response head, 429/503,
     // timeouts) and feeds it to the origin's limit; a fixed one costs nothing here.
+    // Origins' pauses end on the batch's clock.
+    scheduler.now = () => Number(clock.monotonicTimeNanosUnsafe()) / 1e6
     const origins =
       scheduler.options.adaptive === undefined
         ? undefined
         : new Origins({
             scheduler,
             context: yield* Effect.context<never>(),
-            now: () => Number(clock.monotonicTimeNanosUnsafe()) / 1e6,
+            now: scheduler.now,
             wallNow: () => clock.currentTimeMillisUnsafe(),
             maxPauseMillis: policy.maxRetryAfterMillis,
             deadline,
             attemptTimeoutMillis: policy.attemptTimeoutMillis
           })
-    if (origins !== undefined) {
-      scheduler.now = origins.now
-      if (progress !== undefined) progress.origins = origins
-    }
+    if (origins !== undefined && progress !== undefined) progress.origins = origins
     // Under the policy the batch applies: a `Retry.withPolicy` wrapper deeper in the client passes through.
     const execute = (request: HttpClientRequest.HttpClientRequest) => executeApplied(client, request)
     // `fiber`: the fiber that runs the attempt, when the caller holds it (a worker's first attempt):
@@ -334,6 +333,12 @@ const runIn = <A, E, R, X>(
 
     // A bare first attempt may start without an effect unless an adaptive limit measures it.
     const startable = bare && origins === undefined
+
+    // Each worker's way to wait out a `Retry-After` without its slot, by fiber: the retry loop
+    // runs on the worker's fiber (a request a `read` runs on a fiber of its own waits in its slot).
+    const parkers = new WeakMap<Fiber.Fiber<unknown, unknown>, Loop.WaitForRetryAfter>()
+    const waitForRetryAfter: Loop.WaitForRetryAfter = (fiber, url, retryAfterMillis, delayMillis, until) =>
+      (parkers.get(fiber) ?? sleepInSlot)(fiber, url, retryAfterMillis, delayMillis, until)
 
     // One worker: a loop over jobs whose continuations are created once per worker.
     // `self`: the worker's fiber, which runs every step of `loop`.
@@ -420,7 +425,10 @@ const runIn = <A, E, R, X>(
         // Nothing of a finished item stays reachable while the worker waits for the next.
         inFlight.current = undefined
         workers.busy--
-        return stop === undefined ? loop() : stop
+        if (stop !== undefined) return stop
+        // A parked item waiting for a slot gets this one (see `retryAfterWait`); `loop` then ends the worker.
+        if (workers.parked !== 0) workers.handOver()
+        return loop()
       }
       const onFirstExit = (exit: Exit.Exit<A, Failure<E>>): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
         if (Exit.isFailure(exit)) {
@@ -444,6 +452,8 @@ const runIn = <A, E, R, X>(
         onFailure: (cause: Cause.Cause<Failure<E>>) => onFirstExit(Exit.failCause(cause))
       }
       const loop = (): Effect.Effect<void, X, R | HttpClient.HttpClient> => {
+        // Every slot taken (a parked item took one back): this worker is one too many.
+        if (workers.busy >= workers.max) return Effect.void
         const job = scheduler.next()
         if (job === DONE) {
           workers.drained = true
@@ -475,6 +485,54 @@ const runIn = <A, E, R, X>(
         }
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
+      // A retry that waits out a `Retry-After` (of the item's request, of a redirect hop of it, or
+      // of a request its `read` sends on this fiber) pauses that origin in the scheduler: no request of it starts until then, those in flight
+      // go on. Meanwhile the item gives back its slots (the batch's and its origin's), so other
+      // origins' items run in them; after its wait, and its origin's pause (which another answer
+      // may have made longer), it takes them back (the batch's first: a worker finishing a job
+      // hands it over, before any new item), never past `until`: then its retry fails unsent.
+      // A plain backoff keeps its slot, as before: it asks nothing of the origin, and giving the
+      // slot away for a 100 ms wait would buy little for its cost.
+      const retryAfterWait: Loop.WaitForRetryAfter = (_, url, retryAfterMillis, delayMillis, until) => {
+        // As the retry is decided: no request of the origin starts while its body is drained.
+        scheduler.pauseAt(url, scheduler.now() + retryAfterMillis)
+        return Effect.suspend(() => {
+          const job = current!
+          const left = scheduler.vacate(job)
+          let held = false
+          const slot = Effect.callback<void>((resume) => {
+            const cancel = workers.unpark(() => {
+              held = true
+              resume(Effect.void)
+            })
+            return cancel === undefined ? undefined : Effect.sync(cancel)
+          })
+          // The slot it gave back, at its item's origin (or its hop's): a `read`'s own request
+          // that waits parks the item too, which keeps its place at its own origin.
+          const origin =
+            left === undefined
+              ? Effect.void
+              : Effect.callback<void>((resume) => {
+                  const cancel = scheduler.reenter(job, left, () => resume(Effect.void))
+                  return cancel === undefined ? undefined : Effect.sync(cancel)
+                })
+          const back = Effect.andThen(pauseOf(scheduler, url), Effect.andThen(slot, origin))
+          const bounded =
+            until === Number.POSITIVE_INFINITY
+              ? back
+              : Effect.suspend(() => Effect.timeoutOption(back, Math.max(0, until - clock.currentTimeMillisUnsafe())))
+          return Effect.uninterruptibleMask((restore) => {
+            workers.park()
+            return Effect.ensuring(
+              restore(Effect.andThen(Effect.sleep(delayMillis), Loop.offTheClock(bounded))),
+              // Interrupted or out of time without a slot: it takes its slot back as it ends, unsent.
+              Effect.sync(() => {
+                if (!held) workers.take()
+              })
+            )
+          })
+        })
+      }
       const run = Effect.ensuring(
         Effect.onInterrupt(Effect.suspend(loop), () =>
           Effect.sync(() => {
@@ -485,6 +543,9 @@ const runIn = <A, E, R, X>(
         // The client's context for the worker (see `Exchange.InFlight`) ends with it.
         Effect.sync(() => inFlight.context?.end())
       )
+      // Found by its fiber (see `waitForRetryAfter`): a context of its own per worker would cost
+      // every request the client's look-up of its context (see NodeHttpClient's `FastRefs`).
+      parkers.set(self, retryAfterWait)
       if (!gated) return run
       // A redirect hop of this worker's item takes a slot at its own origin (one per worker,
       // not per request: a hop is rare).
@@ -529,7 +590,8 @@ const runIn = <A, E, R, X>(
     // Redirect hops, run inside an item's attempt, keep to the batch deadline and count their
     // retries in its progress (one provide per batch).
     const bounded = deadline === undefined ? all : Effect.provideService(all, Loop.CurrentDeadline, deadline)
-    const counted = progress === undefined ? bounded : Effect.provideService(bounded, HopRetry, progress.retry)
+    const parking = Effect.provideService(bounded, Loop.RetryAfterWait, waitForRetryAfter)
+    const counted = progress === undefined ? parking : Effect.provideService(parking, HopRetry, progress.retry)
     const untraced = plan.tracing ? counted : Effect.provideService(counted, HttpClient.TracerDisabledWhen, untracedAll)
     // A batch that ends early (fail-fast, interrupted) leaves requests in flight, interrupted
     // with the workers: a last event says none is left, so a progress bar does not hang.
@@ -568,8 +630,12 @@ class Workers<X, R> {
   readonly fibers = new Set<Fiber.Fiber<void, X>>()
   /** Workers started and not ended. */
   live = 0
-  /** Workers running a job. */
+  /** Workers running a job: the slots taken. */
   busy = 0
+  /** Workers whose job waits holding no slot (see `park`). */
+  parked = 0
+  /** Parked jobs waiting for a slot, first come first served. */
+  private slotWaiters: Array<() => void> = []
   /** A worker saw the input done: nothing will ever need another worker. */
   drained = false
   /** How the whole ends: the first failure, or success when the last worker ends. */
@@ -586,14 +652,61 @@ class Workers<X, R> {
   /** A worker took a job: start another if none is spare. */
   took(): void {
     this.busy++
-    if (this.busy >= this.live) this.grow()
+    if (this.busy + this.parked >= this.live) this.grow()
+  }
+
+  /**
+   * The calling worker's job waits holding no slot: another worker may run a job in it (started
+   * if none is spare). So the fibers may outnumber `max` by the parked ones; the slots never do.
+   */
+  park(): void {
+    this.busy--
+    this.parked++
+    // A parked job waiting for a slot comes first, as when a worker finishes a job.
+    if (this.slotWaiters.length > 0) this.handOver()
+    else this.grow()
+  }
+
+  /**
+   * A parked job takes its slot back: at once if one is free, else `resume` is called when a
+   * worker finishing a job hands its slot over. Returns how to stop waiting.
+   */
+  unpark(resume: () => void): (() => void) | undefined {
+    if (this.busy < this.max) {
+      this.take()
+      resume()
+      return undefined
+    }
+    const waiter = () => {
+      this.take()
+      resume()
+    }
+    this.slotWaiters.push(waiter)
+    return () => {
+      const i = this.slotWaiters.indexOf(waiter)
+      if (i >= 0) this.slotWaiters.splice(i, 1)
+    }
+  }
+
+  /** A worker gave up its slot (it finished a job): the parked job first in line takes it. */
+  handOver(): void {
+    this.slotWaiters.shift()?.()
+  }
+
+  /**
+   * A parked job takes its slot (also when it gave up waiting for one: it then fails unsent, or
+   * its batch is stopping, and its worker settles it at once).
+   */
+  take(): void {
+    this.busy++
+    this.parked--
   }
 
   private grow(): void {
     // A worker started by the loop below takes a job and calls back here: the loop goes on.
     if (this.growing || this.fork === undefined) return
     this.growing = true
-    while (this.exit === undefined && !this.drained && this.busy >= this.live && this.live < this.max) {
+    while (this.exit === undefined && !this.drained && this.busy + this.parked >= this.live && this.busy < this.max) {
       this.live++
       // Registered by its first step, before any of its work: it runs inside `fork`, and its
       // first item can end a stream's consumer, which stops the batch (and every registered
@@ -706,6 +819,15 @@ const interruptibleBy = <A, E, R>(
     Effect.flatMap(Effect.exit(signal), () => Effect.interrupt),
     effect
   )
+
+const sleepInSlot: Loop.WaitForRetryAfter = (_fiber, _url, _retryAfterMillis, delayMillis) => Effect.sleep(delayMillis)
+
+/** Waits until the origin of `url` is not paused (another answer may make its pause longer). */
+const pauseOf = (scheduler: Scheduler, url: string): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const left = (scheduler.hostAt(url)?.pausedUntil ?? 0) - scheduler.now()
+    return left > 0 ? Effect.andThen(Effect.sleep(left), pauseOf(scheduler, url)) : Effect.void
+  })
 
 /**
  * Waits until the scheduler changes (a result taken, a slot freed), or until an origin's

@@ -21,7 +21,9 @@ import type * as Adaptive from "./adaptive.ts"
 export interface Options<A, E, R> {
   /**
    * Maximum requests in flight. Worker fibers start as requests do, so a large value costs
-   * only the requests actually in flight (`1e9` over three URLs runs three).
+   * only the requests actually in flight (`1e9` over three URLs runs three). A retry waiting out
+   * a `Retry-After` holds no slot: its origin is paused meanwhile (nothing new is sent there)
+   * and other origins' items run in its slot; a plain backoff waits in its slot.
    * @default 16
    */
   readonly concurrency?: number | undefined

@@ -141,11 +141,11 @@ export class Origins {
   // here, off its clock (`attemptTimeout` counts from when it is sent). Checked again after the
   // wait: another answer may have made the pause longer.
   private pausedAt(host: Host): boolean {
-    return host.adaptive!.pausedUntil > this.now()
+    return host.pausedUntil > this.now()
   }
 
   private pause(host: Host): Effect.Effect<void> {
-    return offTheClock(Effect.suspend(() => Effect.sleep(Math.max(0, host.adaptive!.pausedUntil - this.now()))))
+    return offTheClock(Effect.suspend(() => Effect.sleep(Math.max(0, host.pausedUntil - this.now()))))
   }
 
   /**
@@ -202,7 +202,7 @@ export class Origins {
         baselineMillis: limit.baseline,
         latencyMillis: limit.latency,
         reason: limit.reason,
-        pausedUntil: limit.pausedUntil > now ? limit.pausedUntil : undefined
+        pausedUntil: host.pausedUntil > now ? host.pausedUntil : undefined
       })
     }
     return out
@@ -254,7 +254,8 @@ export class Origins {
     // late; an answer that arrives during a turn is handled in the next, a whole turn later.
     const rose = limit.ended(startedAt, now, outcome, pause, this.stallOf(startedAt, now), 2 * this.lag)
     host.limit = limit.limit
-    if (limit.pausedUntil !== 0) this.scheduler.pause(limit.pausedUntil)
+    // The scheduler holds the pause (the origin's, whatever paused it); the limit keeps its own to report.
+    if (pause !== undefined && limit.pausedUntil > now) this.scheduler.pause(host, limit.pausedUntil)
     if (rose) this.scheduler.raised(host, limit.limit - before)
     // The exact limit moves every round (at `max` too, clamped), its integer part less often:
     // the gauges follow each round, the counter only the limit's moves.

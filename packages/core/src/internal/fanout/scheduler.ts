@@ -7,7 +7,10 @@
 //   workers go on with other origins (round-robin over the origins that have work), so one slow
 //   host holds at most `perHost` workers. PartitionedSemaphore would not do: it shares one pool.
 //   With an adaptive `perHost` each origin's limit moves (./adaptive.ts, fed by ./origins.ts):
-//   `Host.limit` is read here, and an origin paused by `Retry-After` starts nothing until then.
+//   `Host.limit` is read here.
+// - Pauses: an origin paused by a `Retry-After` (its adaptive limit's, or a retry's in any batch,
+//   see `pauseAt`) starts nothing until then. A batch without `perHost` starts tracking origins
+//   at its first pause: until then it parses no URL.
 // - Window: a stream's consumer must take results for new requests to start (`held` counts
 //   started-but-not-taken; in input order the window is on indices so the next result due can
 //   always start). A slow consumer therefore throttles fetching instead of buffering bodies.
@@ -43,6 +46,8 @@ export class Host {
   readonly adaptive: AdaptiveLimit | undefined
   /** Redirected jobs waiting for a slot here; served before the queue (they started earlier). */
   hops: Array<PendingHop> | undefined = undefined
+  /** No request of the origin starts before this (monotonic ms): a `Retry-After`. 0 when not paused. */
+  pausedUntil = 0
   constructor(key: string, limit: number, adaptive: AdaptiveConfig | undefined) {
     this.key = key
     this.adaptive = adaptive === undefined ? undefined : new AdaptiveLimit(adaptive)
@@ -63,7 +68,14 @@ export class Host {
   /** Whether a request may start now (under its limit, not paused). */
   open(now: () => number): boolean {
     if (this.inFlight >= this.limit) return false
-    return this.adaptive === undefined || this.adaptive.pausedUntil === 0 || !this.adaptive.paused(now())
+    return this.pausedUntil === 0 || !this.paused(now())
+  }
+  /** Whether the origin is paused at `now`; clears a pause that has ended. */
+  paused(now: number): boolean {
+    if (this.pausedUntil === 0) return false
+    if (now < this.pausedUntil) return true
+    this.pausedUntil = 0
+    return false
   }
 }
 
@@ -140,13 +152,13 @@ export class Scheduler {
   /** Bumped on every change a waiting worker may care about; guards against lost wake-ups. */
   version = 0
   private waiters: Array<() => void> = []
-  /** Monotonic ms, set by the engine of an adaptive batch: when a paused origin may go on. */
+  /** Monotonic ms, set by the engine: when a paused origin may go on. */
   now: () => number = Date.now
   /** The earliest end of an origin's pause, or 0: a waiting worker must look again then. */
   wakeAt = 0
 
-  /** Whether origins are tracked at all (a `perHost` limit, fixed or adaptive). */
-  private readonly tracked: boolean
+  /** Whether origins are tracked at all (a `perHost` limit, fixed or adaptive, or a pause). */
+  private tracked: boolean
 
   constructor(source: Iterator<Input>, options: SchedulerOptions) {
     this.source = source
@@ -251,6 +263,11 @@ export class Scheduler {
       job.host = undefined
       this.leave(from)
     }
+    return this.enter(job, to, moved)
+  }
+
+  // `job`, holding no slot, takes one at `to`, now or after the redirected jobs waiting there.
+  private enter(job: Job, to: Host, moved: () => void): (() => void) | undefined {
     if ((to.hops === undefined || to.hops.length === 0) && to.free) {
       to.inFlight++
       job.host = to
@@ -300,9 +317,40 @@ export class Scheduler {
     if (n > 0) this.changed(n)
   }
 
-  /** An origin is paused until `until` (monotonic ms): waiting workers look again then. */
-  pause(until: number): void {
+  /** `host` is paused until `until` (monotonic ms), unless already for longer: waiting workers look again then. */
+  pause(host: Host, until: number): void {
+    if (until > host.pausedUntil) host.pausedUntil = until
     if (this.wakeAt === 0 || until < this.wakeAt) this.wakeAt = until
+  }
+
+  /**
+   * The origin of `url` is paused until `until` (a retry waits out its `Retry-After`): none of
+   * its requests starts until then. A batch that tracked no origin does from now on.
+   */
+  pauseAt(url: string, until: number): void {
+    this.tracked = true
+    this.pause(this.hostOf(url), until)
+  }
+
+  /**
+   * `job` gives back its slot at its origin while it waits (a retry's `Retry-After`): a
+   * redirected job waiting there may take it. Returns that origin, for {@link reenter}.
+   */
+  vacate(job: Job): Host | undefined {
+    const host = job.host
+    if (host === undefined) return undefined
+    job.host = undefined
+    this.leave(host)
+    return host
+  }
+
+  /**
+   * `job`, which gave back its slot at `host` (see {@link vacate}), takes one there again, as a
+   * redirected job does (see {@link moveTo}).
+   */
+  reenter(job: Job, host: Host, entered: () => void): (() => void) | undefined {
+    // Forgotten meanwhile (idle once its pause ended): its origin's host now, as a new request's.
+    return this.enter(job, this.hostByKey(host.key), entered)
   }
 
   /** The consumer took `n` results. */
@@ -394,7 +442,7 @@ export class Scheduler {
       idle.delete(oldest)
       // Busy again since it went idle: it comes back when it next does.
       if (!oldest.idle) continue
-      if (oldest.adaptive!.paused(now)) idle.add(oldest)
+      if (oldest.paused(now)) idle.add(oldest)
       else this.forget(oldest)
     }
   }
@@ -406,18 +454,29 @@ export class Scheduler {
     // The last origin met is kept: the next request is most likely its (one worker on one
     // origin goes idle between any two requests), and it is found without a parse.
     if (host === this.lastHost) return
+    // A paused one is kept until its pause ends (see `nextWake`): its next request must wait for it.
+    if (host.pausedUntil !== 0 && host.paused(this.now())) return
     if (this.hosts.get(host.key) !== host) return
     this.hosts.delete(host.key)
     if (host.adaptive !== undefined) this.onForget?.(host)
   }
 
-  /** The earliest end of a pause still running, or 0 (rare: when a pause ends). */
+  /**
+   * The earliest end of a pause still running, or 0 (rare: when a pause ends). An idle origin
+   * whose pause has ended is settled now: `forget` kept it for its pause.
+   */
   private nextWake(): number {
     const now = this.now()
     let wake = 0
     for (const host of this.hosts.values()) {
-      const until = host.adaptive?.pausedUntil ?? 0
-      if (until > now && (wake === 0 || until < wake)) wake = until
+      const until = host.pausedUntil
+      if (until === 0) continue
+      if (until > now) {
+        if (wake === 0 || until < wake) wake = until
+      } else {
+        host.pausedUntil = 0
+        this.settle(host)
+      }
     }
     return wake
   }
@@ -456,11 +515,7 @@ export class Scheduler {
       if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */ || Number.isNaN(c)) return this.lastHost!
     }
     const key = originOf(url)
-    let host = this.hosts.get(key)
-    if (host === undefined) {
-      host = new Host(key, this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
-      this.hosts.set(key, host)
-    }
+    const host = this.hostByKey(key)
     if (key !== "") {
       const previous = this.lastHost
       this.lastKey = key
@@ -469,6 +524,15 @@ export class Scheduler {
       // limit, or one that aged out of it meanwhile) would otherwise stay for the batch's life.
       if (previous !== undefined && previous !== host && previous.idle && !this.idleHosts.has(previous))
         this.forget(previous)
+    }
+    return host
+  }
+
+  private hostByKey(key: string): Host {
+    let host = this.hosts.get(key)
+    if (host === undefined) {
+      host = new Host(key, this.options.perHost ?? Number.POSITIVE_INFINITY, this.options.adaptive)
+      this.hosts.set(key, host)
     }
     return host
   }

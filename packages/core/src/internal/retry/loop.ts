@@ -300,6 +300,25 @@ export interface HopRunOptions extends RunOptions {
   readonly enclosed?: boolean | undefined
 }
 
+/**
+ * How a retry on `fiber` waits out a `Retry-After` of `retryAfterMillis` and its own delay of
+ * `delayMillis`, at most until `until` (`Clock` ms, the request's deadline). Called as the retry
+ * is decided: a batch pauses the origin that asked at once, and a worker's item waits without
+ * its slot (see `Fanout`).
+ */
+export type WaitForRetryAfter = (
+  fiber: Fiber.Fiber<unknown, unknown>,
+  url: string,
+  retryAfterMillis: number,
+  delayMillis: number,
+  until: number
+) => Effect.Effect<void>
+
+/** Set by a batch (see {@link WaitForRetryAfter}); unset (`Http.*` alone): a sleep of the delay. */
+export const RetryAfterWait = Context.Reference<WaitForRetryAfter | undefined>("@volley/core/Retry/RetryAfterWait", {
+  defaultValue: () => undefined
+})
+
 /** {@link AttemptClock} where attempts may wait but none runs yet: it stops nothing. */
 export const UNTIMED = new AttemptTime(undefined, Number.POSITIVE_INFINITY, 0)
 
@@ -473,8 +492,12 @@ export const retryLoop = <A, E, R>(
     const budget = policy.budget
     if (budget !== undefined && !budget.tryRetry(now)) return Effect.fail(error)
     options?.onRetry?.()
+    // A batch waits a `Retry-After` out of the item's slot, its origin paused (see `RetryAfterWait`).
+    const waitAfter = retryAfter === undefined ? undefined : fiber.getRef(RetryAfterWait)
+    const sleep =
+      waitAfter === undefined ? Effect.sleep(delay) : waitAfter(fiber, request.url, retryAfter!, delay, until)
     // The drain may take until the retry would have to start, never longer.
-    const wait = Effect.andThen(discardBody(error, until - now - delay), Effect.sleep(delay))
+    const wait = Effect.andThen(discardBody(error, until - now - delay), sleep)
     // A retry interrupted while it waits is never sent: it gives its budget slot back, and the
     // metric ("requests sent again") counts it only once the wait is over.
     const waited =
