@@ -155,26 +155,35 @@ describe("Fanout (real server)", () => {
   })
 
   describe("timeouts and bodies", () => {
-    it.effect("times out delayed headers per attempt, retries, then fails with TimeoutError", () =>
-      withServer((server) =>
-        Effect.gen(function* () {
-          const signals = yield* retrySignals
-          const fiber = yield* Fanout.allSettled([`${server.url}/ok?delay=600000`], {
-            onProgress: signals.onProgress
-          }).pipe(Effect.forkChild)
-          yield* Effect.promise(() => server.receivedRequests(1))
-          yield* TestClock.adjust("1 second")
-          yield* signals.next
-          yield* TestClock.adjust("100 millis")
-          yield* Effect.promise(() => server.receivedRequests(2))
-          yield* TestClock.adjust("1 second")
-          const results = yield* Fiber.join(fiber)
-          assert.deepStrictEqual(results.map(tagOf), ["TimeoutError"])
-          // Both timed-out attempts closed their sockets.
-          yield* Effect.promise(() => server.allSocketsClosed())
-        })
-      ).pipe(Effect.provide(Layer.merge(Client, policy({ retries: 1, attemptTimeout: "1 second" }))))
-    )
+    // With `perHost` too: the attempt is then timed on its own clock (waits for a slot left out).
+    for (const perHost of [undefined, 2]) {
+      it.effect(
+        `times out delayed headers per attempt, retries, then fails with TimeoutError naming the request (perHost ${perHost})`,
+        () =>
+          withServer((server) =>
+            Effect.gen(function* () {
+              const signals = yield* retrySignals
+              const fiber = yield* Fanout.allSettled([`${server.url}/ok?delay=600000`], {
+                onProgress: signals.onProgress,
+                perHost
+              }).pipe(Effect.forkChild)
+              yield* Effect.promise(() => server.receivedRequests(1))
+              yield* TestClock.adjust("1 second")
+              yield* signals.next
+              yield* TestClock.adjust("100 millis")
+              yield* Effect.promise(() => server.receivedRequests(2))
+              yield* TestClock.adjust("1 second")
+              const results = yield* Fiber.join(fiber)
+              assert.deepStrictEqual(results.map(tagOf), ["TimeoutError"])
+              // Found by review: Effect's message ("Operation timed out after '1s'") named no request.
+              const error = (results[0] as Result.Failure<unknown, Error>).failure
+              assert.strictEqual(error.message, `GET ${server.url}/ok?delay=600000 timed out after 1s (attemptTimeout)`)
+              // Both timed-out attempts closed their sockets.
+              yield* Effect.promise(() => server.allSocketsClosed())
+            })
+          ).pipe(Effect.provide(Layer.merge(Client, policy({ retries: 1, attemptTimeout: "1 second" }))))
+      )
+    }
 
     it.effect("reads a slow body to the end", () =>
       withServer((server) =>

@@ -16,6 +16,7 @@ import * as Random from "effect/Random"
 import * as Result from "effect/Result"
 import * as Exchange from "../http/exchange.ts"
 import * as Metrics from "../http/metrics.ts"
+import { redactUrl } from "../url.ts"
 import type { Budget } from "./budget.ts"
 import { DeadlineExceeded, RetryAfterTooLong, type RetryError } from "./errors.ts"
 import { isRetryable, markFinal, markFinalUnsafe, type Policy, type RunOptions } from "./policy.ts"
@@ -376,10 +377,18 @@ export const offTheClock = <A, E, R>(wait: Effect.Effect<A, E, R>): Effect.Effec
     })
   })
 
+// The `TimeoutError` of an attempt cut by `attemptTimeout`: Effect's says only "Operation timed
+// out after ...", which leaves a batch's user to guess which request it was.
+const attemptTimedOut = (request: HttpClientRequest.HttpClientRequest, millis: number): Cause.TimeoutError =>
+  new Cause.TimeoutError(
+    `${request.method} ${redactUrl(request.url)} timed out after ${Duration.format(Duration.millis(millis))} (attemptTimeout)`
+  )
+
 // `attempt` failing with `TimeoutError` (as `Effect.timeout`'s) once it has been active for
 // `millis`, its waits off the clock not counted.
 const timedOnClock = <A, E, R>(
   attempt: Effect.Effect<A, E, R>,
+  request: HttpClientRequest.HttpClientRequest,
   millis: number,
   outer: AttemptTime,
   clock: Clock.Clock
@@ -398,9 +407,7 @@ const timedOnClock = <A, E, R>(
       if (time.stopped) return Effect.flatMap(parked, () => timer)
       const left = millis - time.elapsed(monotonicMillis(clock))
       if (left <= 0) {
-        return Effect.fail(
-          new Cause.TimeoutError(`Operation timed out after '${Duration.format(Duration.millis(millis))}'`)
-        )
+        return Effect.fail(attemptTimedOut(request, millis))
       }
       return Effect.flatMap(Effect.sleep(left), () => timer)
     })
@@ -438,13 +445,16 @@ export const retryLoop = <A, E, R>(
     if (perAttempt !== undefined && perAttempt < left) {
       // Redirect hops, run inside the attempt, end with it: their waits never outlast it.
       if (outer === undefined)
-        return Effect.timeout(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), perAttempt)
+        return Effect.timeoutOrElse(Effect.provideService(attempt, CurrentDeadline, now + perAttempt), {
+          duration: perAttempt,
+          orElse: () => Effect.fail(attemptTimedOut(request, perAttempt))
+        })
       // A hop with no less time than its enclosing attempt has left is ended by that attempt.
       if (within !== undefined && perAttempt >= within.remaining(monotonicMillis(clock))) return attempt
       // Waits off the clock make the attempt's end unknown in advance: its hops keep to the
       // request's deadline and to the time it has left when they fail (`HopRunOptions`), and its
       // timer cuts them off as it would the attempt.
-      const timed = timedOnClock(attempt, perAttempt, outer, clock)
+      const timed = timedOnClock(attempt, request, perAttempt, outer, clock)
       return left === Number.POSITIVE_INFINITY || enclosed ? timed : untilDeadline(timed, left, request)
     }
     if (left === Number.POSITIVE_INFINITY || enclosed) return attempt

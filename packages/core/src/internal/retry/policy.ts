@@ -88,7 +88,8 @@ export interface Options {
    */
   readonly statuses?: ReadonlyArray<number> | undefined
   /**
-   * Timeout of each attempt (failing with `TimeoutError`, which is retried). It counts from when
+   * Timeout of each attempt (failing with a `TimeoutError` that names the request, e.g. `GET <url>
+   * timed out after 2s (attemptTimeout)`, which is retried). It counts from when
    * the attempt may go: a wait in volley's own line before it is sent (`Resilience`'s rate
    * limit, an adaptive origin's `Retry-After` pause, a slot at a redirect's origin under
    * `perHost`) is left out; `timeout` and a batch's `deadline` count it. Off by default: it
