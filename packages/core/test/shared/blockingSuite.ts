@@ -252,6 +252,19 @@ export const blockingSuite = (name: string, executor: Layer.Layer<Blocking.Block
         })
       )
 
+      // Found by review: the pool iterated the list in its dispatch round, outside any try: a
+      // transfer.payload returning a bare buffer threw there, uncaught, and ended the process.
+      it.effect("fails with InvalidPayloadError when transfer.payload returns no array", () =>
+        Effect.gen(function* () {
+          const bytes = new Uint8Array(4)
+          const error = yield* Effect.flip(Blocking.run(T.bareTransfer, bytes))
+          assert.strictEqual(error._tag, "InvalidPayloadError", String(error))
+          assert.include(error.message, "transfer.payload must return an array")
+          assert.strictEqual(bytes.byteLength, 4, "nothing was moved")
+          assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
+        })
+      )
+
       it.effect("says what a payload schema's transformation threw", () =>
         Effect.gen(function* () {
           assert.strictEqual(yield* Blocking.run(T.throwingSchema, "fine"), "fine")

@@ -57,12 +57,20 @@ const noTransfer: ReadonlyArray<Transferable> = []
 export const preparePayload = (task: Blocking.AnyTask, payload: unknown): Prepared | Blocking.InvalidPayloadError => {
   const encoded = codecsOf(task).encodePayload(payload)
   if (encoded._tag === "Failure") return new Blocking.InvalidPayloadError({ task: task.name, reason: issue(encoded) })
+  let transfer: unknown
   try {
-    return { payload: encoded.value, transfer: task.transfer.payload?.(payload) ?? noTransfer }
+    transfer = task.transfer.payload?.(payload) ?? noTransfer
   } catch (thrown) {
     const reason = `transfer.payload threw: ${describe(thrown)}`
     return new Blocking.InvalidPayloadError({ task: task.name, reason })
   }
+  // A bare buffer (from JavaScript, or cast) is no list: a pool iterating it in its dispatch
+  // round threw out of the round, an uncaught exception that ended the process.
+  if (!Array.isArray(transfer)) {
+    const reason = `transfer.payload must return an array of buffers to move, got ${shallow(transfer)}`
+    return new Blocking.InvalidPayloadError({ task: task.name, reason })
+  }
+  return { payload: encoded.value, transfer }
 }
 
 /**
