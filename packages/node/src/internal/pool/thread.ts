@@ -107,7 +107,19 @@ export const spawnThread = (
  * `NODE_COMPILE_CACHE`) or off (`NODE_DISABLE_COMPILE_CACHE`).
  */
 const bootstrap = (workerUrl: URL): string =>
-  `require("node:module").enableCompileCache();\nimport(${JSON.stringify(workerUrl.href)});`
+  // In a block: a top-level `const` of a script would be a global that every module sees.
+  `{ const { enableCompileCache } = require("node:module");\n` +
+  `for (const name of ${JSON.stringify(cjsGlobals)}) delete globalThis[name];\n` +
+  `enableCompileCache();\nimport(${JSON.stringify(workerUrl.href)}); }`
+
+/**
+ * Node runs an eval'd script with these set on globalThis (`__filename` is "[worker eval]") and
+ * leaves them there, where no ES module on the main thread has them: every task module would see
+ * them, and code that checks for them takes its CommonJS path (`@effect/platform-node`'s http
+ * module threw at import, `createRequire("[worker eval]")`, so no task module that reached it
+ * could run on a thread). The bootstrap removes them once it has `require`d what it needs.
+ */
+const cjsGlobals = ["require", "module", "exports", "__filename", "__dirname"]
 
 /** What a thread's uncaught throw says about itself; never throws (the value is whatever the thread threw). */
 export const describeThrown = (error: unknown): string => {

@@ -7,6 +7,25 @@ import * as P from "../../fixtures/poolTasks.ts"
 import { blockFlags, eventLoopTurn, release, withPool } from "./helpers.ts"
 
 describe("pool threads", () => {
+  // Found by review: a thread's bootstrap (an eval'd script) left Node's CommonJS globals on
+  // globalThis (`__filename` = "[worker eval]"): task modules saw them, and code that checks for
+  // them took its CommonJS path (@effect/platform-node's http module threw at import, so a task
+  // module reaching it, or a pool started from a task, failed with TaskNotFoundError).
+  it.effect("runs task modules without the CommonJS globals an ES module never has", () =>
+    withPool({ maxWorkers: 1 })(
+      Effect.gen(function* () {
+        const seen = yield* Blocking.run(P.commonJsGlobals, undefined)
+        assert.deepStrictEqual(seen, {
+          require: "undefined",
+          module: "undefined",
+          exports: "undefined",
+          __filename: "undefined",
+          __dirname: "undefined"
+        })
+      })
+    )
+  )
+
   it.effect("keeps minWorkers threads when the idle timers of several fire at once", () =>
     withPool({ minWorkers: 1, maxWorkers: 3, maxTasksPerWorker: 1, idleTimeout: "10 seconds" })(
       Effect.gen(function* () {
