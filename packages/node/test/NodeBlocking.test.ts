@@ -568,6 +568,40 @@ describe("NodeBlocking", () => {
       )
     )
 
+    // Found by review: the tasks sent ahead to a thread the pool terminated stayed with it until it
+    // exited, and V8 stops a thread blocked in a native call (execFileSync, a synchronous SQLite
+    // query) only once the call returns: they waited that long, with threads free to run them.
+    it.effect("runs the tasks sent ahead to a thread it terminates elsewhere, not once the thread exits", () =>
+      withPool({ maxWorkers: 2, gracePeriod: "100 millis" })(
+        Effect.gen(function* () {
+          // Run once: measured as short, the next call is sent ahead to the busy thread.
+          yield* Blocking.run(P.threadId, undefined)
+          const dir = mkdtempSync(join(tmpdir(), "volley-native-wait-"))
+          const file = join(dir, "release")
+          // Runs before the pool closes, which waits for the stuck thread to exit.
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              writeFileSync(file, "")
+              rmSync(dir, { recursive: true, force: true })
+            })
+          )
+          const f = flags()
+          const stuck = yield* Effect.forkChild(Blocking.run(P.nativeWait, { shared: shared(f), file }))
+          yield* waitForFlag(f, 0)
+          const next = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
+          yield* eventLoopTurn
+          yield* Fiber.interrupt(stuck)
+          // The grace period is over: the pool terminates the thread, which stays in its native call.
+          yield* TestClock.adjust("100 millis")
+          assert.isTrue(
+            yield* eventually(() => next.pollUnsafe() !== undefined),
+            "the task waited for the stuck thread"
+          )
+          assert.isTrue(Exit.isSuccess(yield* Fiber.await(next)))
+        })
+      )
+    )
+
     it.effect("terminates the thread of a blocked task that times out and fails it with TaskTimeoutError", () =>
       withPool({ maxWorkers: 1, gracePeriod: "100 millis", timeout: "5 seconds" })(
         Effect.gen(function* () {

@@ -815,11 +815,67 @@ export class Engine {
     return n
   }
 
+  /**
+   * Ends a thread on purpose (idle, grace period over, shutdown). The jobs it holds run elsewhere at
+   * once, not when it exits: V8 stops a thread only when it runs JavaScript, so one blocked in a
+   * native call (`execFileSync`, a synchronous SQLite query, `scryptSync`) exits when that returns,
+   * and the jobs sent ahead to it waited that long (seconds, minutes) while other threads could run them.
+   */
   private terminate(thread: Thread): Promise<unknown> {
     thread.state = "terminating"
     thread.idleTimer?.()
     thread.idleTimer = undefined
+    if (thread.inFlight.length > 0) {
+      this.failLost(this.takeBack(thread, undefined).lost, "was terminated", undefined, false)
+      this.schedule()
+    }
     return thread.worker.terminate()
+  }
+
+  /**
+   * Takes back the jobs `thread` holds, which it has not reported: each one still waited for runs
+   * on another thread (queued again at the front), but one posted with a transfer list is returned
+   * in `lost` (its buffers went to the thread: sent again it would fail as detached). The job with
+   * seq `running` (the one a dead thread was running) is returned as `blamed`, for the caller.
+   */
+  private takeBack(
+    thread: Thread,
+    running: number | undefined
+  ): { readonly blamed: Job | undefined; readonly lost: Array<Job> } {
+    let blamed: Job | undefined
+    const lost: Array<Job> = []
+    for (const job of thread.inFlight) {
+      job.grace?.()
+      job.grace = undefined
+      if (job.seq === running) {
+        blamed = job
+        continue
+      }
+      if (job.state !== "sent") continue
+      if (job.request.transfer.length > 0 && !thread.outbox.includes(job)) lost.push(job)
+      else {
+        // It never ran (or its result was lost with the thread): run it on another thread.
+        if (job.started) clearTimer(job)
+        job.state = "queued"
+        job.started = false
+        this.queue.pushFront(job)
+      }
+    }
+    thread.inFlight.length = 0
+    thread.outbox = []
+    return { blamed, lost }
+  }
+
+  /** Fails the jobs whose transferred payload went with their thread (see `takeBack`). */
+  private failLost(lost: ReadonlyArray<Job>, how: string, code: number | undefined, expired: boolean): void {
+    // A thread whose import expired ran nothing after it: the task did not run.
+    const ran = expired ? " (it did not run)" : " (it may have run)"
+    const detail = `its thread ${how} before it reported the task, and the task's transferred payload was lost with the thread, so it is not run again${ran}`
+    for (const job of lost) {
+      if (job.state === "sent") {
+        this.fail(job, new Blocking.WorkerDiedError({ task: job.name, reason: "exit", exitCode: code, detail }))
+      }
+    }
   }
 
   /**
@@ -841,33 +897,11 @@ export class Engine {
     const intended = thread.state === "terminating"
     const wasReady = thread.state === "ready"
     if (!intended) this.options.observe.crash()
-    const running = Math.abs(Atomics.load(thread.control, 0))
     // The job it was running, or whose module it was importing: its module is blamed for the
     // death even when the job already ended for its caller (timed out in the queue, interrupted),
-    // and it fails with WorkerDiedError if not.
-    let blamed: Job | undefined
-    let culprit: Job | undefined
-    const lost: Array<Job> = []
-    for (const job of thread.inFlight) {
-      job.grace?.()
-      job.grace = undefined
-      if (!intended && job.seq === running) {
-        blamed = job
-        if (job.state === "sent") culprit = job
-        continue
-      }
-      if (job.state !== "sent") continue
-      if (job.request.transfer.length > 0 && !thread.outbox.includes(job)) lost.push(job)
-      else {
-        // It never ran (or its result was lost with the thread): run it on another thread.
-        if (job.started) clearTimer(job)
-        job.state = "queued"
-        job.started = false
-        this.queue.pushFront(job)
-      }
-    }
-    thread.inFlight.length = 0
-    thread.outbox = []
+    // and it fails with WorkerDiedError if not. (A thread ended on purpose holds no job any more.)
+    const { blamed, lost } = this.takeBack(thread, intended ? undefined : Math.abs(Atomics.load(thread.control, 0)))
+    const culprit = blamed?.state === "sent" ? blamed : undefined
     // Failed once the pool is consistent again: its caller, resumed here, may close the pool.
     if (culprit !== undefined) {
       this.fail(
@@ -880,17 +914,7 @@ export class Engine {
         })
       )
     }
-    if (lost.length > 0) {
-      const how = intended ? "was terminated" : `died (${thread.lastError ?? `exit code ${code}`})`
-      // A thread whose import expired ran nothing after it: the task did not run.
-      const ran = thread.expired === undefined ? " (it may have run)" : " (it did not run)"
-      const detail = `its thread ${how} before it reported the task, and the task's transferred payload was lost with the thread, so it is not run again${ran}`
-      for (const job of lost) {
-        if (job.state === "sent") {
-          this.fail(job, new Blocking.WorkerDiedError({ task: job.name, reason: "exit", exitCode: code, detail }))
-        }
-      }
-    }
+    this.failLost(lost, `died (${thread.lastError ?? `exit code ${code}`})`, code, thread.expired !== undefined)
     const cause = thread.lastError ?? `exit code ${code}`
     if (!intended && thread.expired !== undefined && !this.declared.has(thread.expired)) {
       // An import that expired is its module's death, whether the thread was ready or importing it
