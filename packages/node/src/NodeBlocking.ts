@@ -31,7 +31,11 @@
  * Caveats:
  * - A synchronous handler never sees its `signal` abort while it runs (the
  *   abort reaches the thread's event loop only when the handler returns): it
- *   runs to its end, or its thread is terminated after `gracePeriod`.
+ *   runs to its end, or its thread is terminated after `gracePeriod`. A
+ *   thread blocked in a native call (`execFileSync`, a synchronous SQLite
+ *   query) ends only when the call returns: V8 stops a thread only while it
+ *   runs JavaScript. Until then it counts toward `maxWorkers` (the tasks sent
+ *   ahead to it run elsewhere), and closing the layer waits for it.
  * - Tasks can run more than once. Short tasks are sent ahead to a thread in
  *   batches, and a thread reports results in batches (at most 1 ms apart
  *   while it has work); when a thread dies or is terminated after a grace
