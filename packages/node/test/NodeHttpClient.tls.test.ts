@@ -1,4 +1,5 @@
 import { createPrivateKey } from "node:crypto"
+import { createSecureServer as createHttp2Server, type Http2SecureServer } from "node:http2"
 import { createServer, type ServerOptions } from "node:https"
 import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
@@ -241,6 +242,39 @@ describe("NodeHttpClient", () => {
         }
         const noKey = yield* get(url, { tls: { ca: pki.ca, passphrase: secret } })
         assert.strictEqual(failureTag(noKey), "InvalidOptionsError")
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: an origin that speaks only HTTP/2 (node:http2's default, gRPC servers)
+    // refuses a client offering only HTTP/1.1 with TLS's no_application_protocol alert, and the
+    // policy retried it, four handshakes per request, each refused the same way.
+    it.live("does not retry an origin that speaks only HTTP/2 when http2 is off, and reaches it with it on", () =>
+      Effect.gen(function* () {
+        const { port, connections } = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<{ server: Http2SecureServer; connections: () => number }>((resolve) => {
+                let connections = 0
+                const server = createHttp2Server({ cert: pki.serverCert, key: pki.serverKey }, (_req, res) =>
+                  res.end("h2")
+                )
+                server.on("connection", () => connections++)
+                server.listen(0, "127.0.0.1", () => resolve({ server, connections: () => connections }))
+              })
+          ),
+          ({ server }) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+        ).pipe(Effect.map(({ server, connections }) => ({ port: (server.address() as AddressInfo).port, connections })))
+        const url = `https://localhost:${port}/`
+        const refused = yield* Http.getText(url).pipe(
+          Effect.provide(
+            Layer.merge(NodeHttpClient.layer({ tls: { ca: pki.ca } }), Retry.layer({ baseDelay: "1 millis" }))
+          ),
+          Effect.exit
+        )
+        assert.strictEqual(failureTag(refused), "TransportError")
+        assert.include(String(Exit.isFailure(refused) ? Cause.squash(refused.cause) : ""), "no application protocol")
+        assert.strictEqual(connections(), 1)
+        assert.deepStrictEqual(yield* get(url, { tls: { ca: pki.ca }, http2: true }), Exit.succeed("h2"))
       }).pipe(Effect.scoped)
     )
 

@@ -238,7 +238,7 @@ export const RetryPolicy: Context.Reference<Policy> = Context.Reference<Policy>(
  * Node's `ERR_INVALID_URL`, `ERR_INVALID_CHAR`...). Nor a TLS refusal that would recur: an
  * untrusted, expired or misnamed certificate of the origin or of an `https://` proxy, no TLS
  * version both ends speak, or the server's alert refusing the handshake (a client certificate it
- * requires or does not accept).
+ * requires or does not accept; an origin that speaks only HTTP/2 and a client without `http2`).
  *
  * @example
  * ```ts

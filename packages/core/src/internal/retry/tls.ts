@@ -27,8 +27,9 @@ const PROTOCOL_CODES = new Set([
 
 // The server's alert refusing the handshake: no client certificate where it requires one (TLS 1.2
 // answers that with handshake_failure, TLS 1.3 with certificate_required), one it does not trust
-// or accept, nothing in common to agree on. OpenSSL 3 names the alerts of SSL 3 `SSL/TLS_`, older
-// releases `SSLV3_`.
+// or accept, nothing in common to agree on (no_application_protocol: no HTTP version both speak,
+// an origin that speaks only HTTP/2 and a client without `http2`). OpenSSL 3 names the alerts of
+// SSL 3 `SSL/TLS_`, older releases `SSLV3_`.
 const ALERT_CODES = new Set(
   [
     "SSL/TLS_ALERT_HANDSHAKE_FAILURE",
@@ -46,6 +47,7 @@ const ALERT_CODES = new Set(
     "TLSV1_ALERT_UNKNOWN_CA",
     "TLSV1_ALERT_ACCESS_DENIED",
     "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+    "TLSV1_ALERT_NO_APPLICATION_PROTOCOL",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED"
   ].map((alert) => `ERR_SSL_${alert}`)
 )
