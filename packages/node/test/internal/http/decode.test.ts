@@ -1,6 +1,6 @@
 import * as Zlib from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
-import { decoders, MAX_ZSTD_FRAMES } from "../../../src/internal/http/decode.ts"
+import { decoders, MAX_ZSTD_FRAMES, ZSTD_BYTES_PER_FRAME } from "../../../src/internal/http/decode.ts"
 
 // Decodes `body` (one chunk) through the chain for `codings`, to the end of its output.
 const decode = (codings: ReadonlyArray<string>, body: Buffer): Promise<Buffer> =>
@@ -60,5 +60,12 @@ describe("zstd frames", () => {
     )
     assert.instanceOf(error, Error)
     assert.include((error as Error).message, `more than ${MAX_ZSTD_FRAMES} frames`)
+  })
+
+  it("decodes more frames when each pays with its output (a body made of many large frames)", async () => {
+    const frame = Zlib.zstdCompressSync(Buffer.alloc(ZSTD_BYTES_PER_FRAME, "y"))
+    const frames = MAX_ZSTD_FRAMES + 100
+    const decoded = await decode(["zstd"], Buffer.concat(Array.from({ length: frames }, () => frame)))
+    assert.strictEqual(decoded.length, frames * ZSTD_BYTES_PER_FRAME)
   })
 })
