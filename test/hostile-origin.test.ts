@@ -6,7 +6,7 @@ import { Http, HttpBody, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
 import { Cause, Effect, Exit, Layer, Stream } from "effect"
 import { HttpClient } from "effect/http"
-import { BOMB_DECODED, hostileOrigin } from "./support/hostileOrigin.ts"
+import { BOMB_DECODED, hostileOrigin, RANDOM } from "./support/hostileOrigin.ts"
 
 const MiB = 1024 * 1024
 const Live = Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))
@@ -38,6 +38,22 @@ describe("a hostile origin", () => {
       // The server sees the connection close (the test times out otherwise).
       yield* Effect.promise(() => origin.closedAfter("/bomb"))
       assert.isBelow(growthMiB, 128, `RSS grew ${growthMiB.toFixed(1)} MiB`)
+    }).pipe(Effect.provide(Live), Effect.scoped)
+  )
+
+  // Found by review: maxBodySize counted decoded bytes only, so a body of empty gzip members
+  // (decoding to nothing) was read to its end, however long it came.
+  it.live("a body of gzip padding that decodes to nothing fails past maxBodySize's wire bound, its socket closed", () =>
+    Effect.gen(function* () {
+      const origin = yield* hostileOrigin
+      const exit = yield* Effect.exit(Http.getBytes(`${origin.url}/padding`).pipe(HttpBody.withMaxBodySize(MiB)))
+      assert.isTrue(HttpBody.isBodyTooLarge(failure(exit)), String(failure(exit)))
+      const written = yield* Effect.promise(() => origin.closedAfter("/padding"))
+      assert.isBelow(written, 64 * MiB, "the server was stopped long before its gigabyte")
+      // What an encoder adds to data it cannot compress stays within the bound: 1 MiB of random
+      // bytes, larger on the wire than decoded, reads in full under a limit of 1 MiB.
+      const random = yield* Http.getBytes(`${origin.url}/random`).pipe(HttpBody.withMaxBodySize(MiB))
+      assert.deepStrictEqual(Buffer.from(random), RANDOM)
     }).pipe(Effect.provide(Live), Effect.scoped)
   )
 

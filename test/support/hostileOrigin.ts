@@ -3,8 +3,12 @@
 //   member of 1 MiB (a gzip stream may hold many members; every decoder joins them), so neither
 //   the server nor the test ever holds the gigabyte, and the body is produced as it is sent;
 // - /endless-503: a 503 whose chunked body never ends;
-// - /bomb-503: a 503 whose 60 KiB gzip body inflates to 60 MiB (announced small, so it is drained).
+// - /bomb-503: a 503 whose 60 KiB gzip body inflates to 60 MiB (announced small, so it is drained);
+// - /padding: 1 GiB of empty gzip members, which decodes to nothing;
+// - /random: 1 MiB of random bytes, gzip-compressed (a little larger on the wire than decoded).
 // It records how many body bytes each route wrote before its connection closed.
+
+import { randomBytes } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Zlib from "node:zlib"
@@ -15,6 +19,10 @@ const MiB = 1024 * 1024
 export const BOMB_DECODED = 1024 * MiB
 const member = Zlib.gzipSync(Buffer.alloc(MiB), { level: 9 })
 const small503 = Zlib.gzipSync(Buffer.alloc(60 * MiB), { level: 9 })
+const emptyMembers = Buffer.concat(Array.from({ length: 1024 }, () => Zlib.gzipSync(Buffer.alloc(0))))
+/** The bytes /random decodes to. */
+export const RANDOM = randomBytes(MiB)
+const randomGzip = Zlib.gzipSync(RANDOM)
 
 export interface Hostile {
   readonly url: string
@@ -75,6 +83,16 @@ export const hostileOrigin = Effect.acquireRelease(
               route,
               pump(res, () => (sent++ < 1 ? small503 : undefined))
             )
+          } else if (route === "/padding") {
+            res.writeHead(200, { "content-encoding": "gzip" })
+            let sent = 0
+            const limit = (1024 * MiB) / emptyMembers.length
+            closings.set(
+              route,
+              pump(res, () => (sent++ < limit ? emptyMembers : undefined))
+            )
+          } else if (route === "/random") {
+            res.writeHead(200, { "content-encoding": "gzip", "content-length": randomGzip.length }).end(randomGzip)
           } else {
             res.writeHead(404).end()
           }

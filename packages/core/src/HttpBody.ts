@@ -9,7 +9,9 @@
  * A body over its limit fails the read with an `HttpClientError` whose reason is a
  * `DecodeError` caused by a {@link BodyTooLargeError}; the client closes the connection at once
  * rather than read the rest. The limit counts bytes after decompression, so a compression
- * bomb fails after `maxBodySize` bytes, not after it has filled memory.
+ * bomb fails after `maxBodySize` bytes, not after it has filled memory; `@volley/node`'s client
+ * also fails an encoded body whose wire bytes pass the limit by more than an encoder adds (a
+ * 64th, and 1 KiB), so padding that decodes to nothing is not read on and on.
  *
  * @since 0.1.0
  */

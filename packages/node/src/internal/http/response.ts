@@ -134,6 +134,11 @@ export class Body {
     }
     if (this.error !== undefined) return
     const feed = this.feed ?? this.startDecoding(chunk)
+    feed.wire += chunk.byteLength
+    if (feed.wire > wireLimit(this.limit)) {
+      this.overLimit()
+      return
+    }
     feed.write(chunk)
   }
 
@@ -209,7 +214,8 @@ export class Body {
    */
   limitTo(limit: number): boolean {
     this.limit = limit
-    if (this.total > limit && this.error === undefined) this.overLimit()
+    const wire = this.feed?.wire ?? 0
+    if ((this.total > limit || wire > wireLimit(limit)) && this.error === undefined) this.overLimit()
     return this.error === undefined
   }
 
@@ -311,6 +317,14 @@ export class Body {
 }
 
 /**
+ * How many wire bytes an encoded body may have under a read's `limit` of decoded bytes: what an
+ * encoder adds to data it cannot compress (gzip 5 bytes in 16 KiB, br and zstd less) and its
+ * headers. More cannot decode within the limit unless it is padding that decodes to nothing
+ * (empty gzip members, empty zstd frames), which was read to its end however much of it came.
+ */
+const wireLimit = (limit: number): number => limit + limit / 64 + 1024
+
+/**
  * An encoded body's decoders, outermost first, fed its wire chunks one write at a time: each
  * write is a round trip to zlib's thread however small (25-60 µs), so chunks that arrive
  * meanwhile wait to go together (written one by one, an origin sending its body in chunks of
@@ -323,6 +337,8 @@ class Feed {
   /** Whose output the reader gets. */
   readonly last: Transform
   readonly controller: Undici.Dispatcher.DispatchController
+  /** Bytes off the wire so far (see `wireLimit`). */
+  wire = 0
   // While the decoder has a write in hand: the chunks that came since, and their bytes.
   waiting: Array<Buffer> | undefined = undefined
   bytes = 0
