@@ -21,7 +21,8 @@ const routes = {
     const n = Number(new URL(req.url ?? "/", "http://x").searchParams.get("n") ?? 0)
     res.writeHead(302, { location: `/loop?n=${(n + 1) % 2}&token=${SECRET}` }).end()
   },
-  "/hang": () => {}
+  "/hang": () => {},
+  "/auth": (req, res) => res.end(req.headers.authorization ?? "none")
 } satisfies Parameters<typeof origin>[0]
 
 // Every way an error reaches a person: its message, its string, its JSON (loggers), the cause.
@@ -117,6 +118,16 @@ describe("URL redaction", () => {
       Effect.provideService(UrlParams.CurrentRedactedNames, ["token"]),
       Effect.provide(NodeHttpClient.layer())
     )
+  )
+
+  // As the README says: NodeHttpClient sends no user info (undici takes the origin without it).
+  it.live("a URL's user info is not sent, nor made into an Authorization header", () =>
+    Effect.gen(function* () {
+      const server = yield* origin(routes)
+      const url = `${server.url.replace("http://", `http://alice:${SECRET}@`)}/auth`
+      assert.strictEqual(yield* Http.getText(url), "none")
+      assert.deepStrictEqual(yield* Fanout.all([url], { read: (response) => response.text }), ["none"])
+    }).pipe(Effect.scoped, Effect.provide(NodeHttpClient.layer()))
   )
 
   it.live("a traced request's client span shows its URL redacted", () =>
