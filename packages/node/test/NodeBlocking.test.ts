@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { availableParallelism, tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
@@ -159,6 +159,32 @@ const eventually = <R = never>(done: () => boolean, step: Effect.Effect<void, ne
     }
     return done()
   })
+
+/**
+ * Runs `P.nativeWait` and returns once its thread is blocked in the native call, which V8 cannot
+ * stop; `unblock()` lets the call return (it does by itself after 10 s). The scope's close unblocks
+ * it and waits for the call to see its file before it removes the file's directory: removed at
+ * once, the call missed the file and held its thread, and the pool's close, those 10 s.
+ */
+const nativeBlock = Effect.gen(function* () {
+  const dir = mkdtempSync(join(tmpdir(), "volley-native-wait-"))
+  const file = join(dir, "release")
+  let unblocked = false
+  const unblock = () => {
+    if (!unblocked) writeFileSync(file, "")
+    unblocked = true
+  }
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function* () {
+      unblock()
+      yield* eventually(() => !existsSync(file))
+      rmSync(dir, { recursive: true, force: true })
+    })
+  )
+  const fiber = yield* Effect.forkChild(Blocking.run(P.nativeWait, file))
+  assert.isTrue(yield* eventually(() => existsSync(`${file}.running`)), "the call started")
+  return { fiber, unblock }
+})
 
 /** A tracer that keeps every span it starts, to assert on them. */
 const recordingTracer = () => {
@@ -576,18 +602,8 @@ describe("NodeBlocking", () => {
         Effect.gen(function* () {
           // Run once: measured as short, the next call is sent ahead to the busy thread.
           yield* Blocking.run(P.threadId, undefined)
-          const dir = mkdtempSync(join(tmpdir(), "volley-native-wait-"))
-          const file = join(dir, "release")
-          // Runs before the pool closes, which waits for the stuck thread to exit.
-          yield* Effect.addFinalizer(() =>
-            Effect.sync(() => {
-              writeFileSync(file, "")
-              rmSync(dir, { recursive: true, force: true })
-            })
-          )
-          const f = flags()
-          const stuck = yield* Effect.forkChild(Blocking.run(P.nativeWait, { shared: shared(f), file }))
-          yield* waitForFlag(f, 0)
+          // Unblocked before the pool closes, which waits for the stuck thread to exit.
+          const stuck = (yield* nativeBlock).fiber
           const next = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
           yield* eventLoopTurn
           yield* Fiber.interrupt(stuck)
