@@ -34,8 +34,12 @@
  *   runs to its end, or its thread is terminated after `gracePeriod`. A
  *   thread blocked in a native call (`execFileSync`, a synchronous SQLite
  *   query) ends only when the call returns: V8 stops a thread only while it
- *   runs JavaScript. Until then it counts toward `maxWorkers` (the tasks sent
- *   ahead to it run elsewhere), and closing the layer waits for it.
+ *   runs JavaScript. Meanwhile the tasks sent ahead to it run elsewhere and a
+ *   new thread takes its place: up to `maxWorkers` such threads do not count
+ *   toward `maxWorkers`, past that tasks wait for one to exit
+ *   (`metrics.terminating` counts them). Closing the layer waits for such a
+ *   thread `gracePeriod` at most, but the process exits only once the call
+ *   returns (Node waits for its threads as it exits): bound such calls.
  * - Tasks can run more than once. Short tasks are sent ahead to a thread in
  *   batches, and a thread reports results in batches (at most 1 ms apart
  *   while it has work); when a thread dies or is terminated after a grace
@@ -124,9 +128,10 @@ export interface Options {
    */
   readonly waitForWorkers?: boolean | undefined
   /**
-   * Most threads at once, at most 1024: each thread is a V8 isolate of its own (about 10 MB and
-   * tens of milliseconds to start), and a pool starts up to one per queued task, so a larger
-   * value is a typo, not a plan.
+   * Most threads working at once, at most 1024: each thread is a V8 isolate of its own (about
+   * 10 MB and tens of milliseconds to start), and a pool starts up to one per queued task, so a
+   * larger value is a typo, not a plan. Threads the pool has terminated that are stuck in a native
+   * call do not count, up to this many of them (see the caveats).
    * @default os.availableParallelism()
    */
   readonly maxWorkers?: number | undefined
@@ -182,7 +187,9 @@ export interface Options {
    */
   readonly importTimeout?: Duration.Input | undefined
   /**
-   * How long an aborted (interrupted or timed-out) task may keep running before its thread is terminated.
+   * How long an aborted (interrupted or timed-out) task may keep running before its thread is terminated,
+   * and how long closing the layer waits for a terminated thread to exit (one blocked in a native call
+   * exits only when the call returns).
    * @default "1 second"
    */
   readonly gracePeriod?: Duration.Input | undefined
@@ -207,7 +214,8 @@ export interface Options {
   /**
    * What closing the layer does with unfinished tasks: `"drain"` waits for them to finish (with
    * no bound of its own: give tasks a `timeout`), `"cancel"` fails them with
-   * `ExecutorShutDownError` and terminates the threads without a grace period.
+   * `ExecutorShutDownError` and terminates the threads without a grace period. Either way the close
+   * then waits for each thread to exit, `gracePeriod` after it was terminated at most.
    * @default "drain"
    */
   readonly shutdown?: "drain" | "cancel" | undefined
@@ -233,8 +241,11 @@ export interface Options {
  * `volley_blocking_queue_length` (gauge: tasks waiting for a thread, callers
  * held back by a full queue included), `volley_blocking_queue_wait_ms` and
  * `volley_blocking_run_ms` (histograms, per task; run time is measured in the
- * thread), `volley_blocking_utilization` (gauge: busy threads / maxWorkers)
- * and `volley_blocking_crashes_total` (counter: threads that died unexpectedly or could not be created).
+ * thread), `volley_blocking_utilization` (gauge: busy threads / maxWorkers),
+ * `volley_blocking_crashes_total` (counter: threads that died unexpectedly or could not be created)
+ * and `volley_blocking_terminating_threads` (gauge: threads the pool has terminated, a running task
+ * interrupted or timed out or an idle thread ended, that have not exited yet: above 0 for more
+ * than a moment, threads blocked in a native call, see the caveats).
  *
  * @example
  * ```ts
@@ -260,6 +271,9 @@ export const metrics = {
   utilization: Metric.gauge("volley_blocking_utilization", { description: "Busy threads / maxWorkers" }),
   crashes: Metric.counter("volley_blocking_crashes_total", {
     description: "Threads that died unexpectedly or could not be created"
+  }),
+  terminating: Metric.gauge("volley_blocking_terminating_threads", {
+    description: "Threads the pool has terminated that have not exited yet (blocked in a native call)"
   })
 }
 
@@ -377,7 +391,8 @@ export const make: (
               queueWait: update(metrics.queueWait),
               runTime: update(metrics.runTime),
               utilization: update(metrics.utilization),
-              crash: () => crashes.updateUnsafe(1, context)
+              crash: () => crashes.updateUnsafe(1, context),
+              terminating: update(metrics.terminating)
             }
           })
       ),

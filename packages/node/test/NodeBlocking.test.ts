@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { availableParallelism, tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
+import { Worker } from "node:worker_threads"
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Blocking } from "@volley/core"
 import { NodeBlocking } from "@volley/node"
@@ -632,6 +633,121 @@ describe("NodeBlocking", () => {
         })
       )
     )
+  })
+
+  describe("threads stuck in a native call", () => {
+    /** True once pool `pool`'s series of `gauge` reads `n`, polled in real time. */
+    const reads = (gauge: Metric.Gauge<number>, pool: string, n: number) => {
+      const series = Metric.withAttributes(gauge, { pool }) as typeof gauge
+      let value: number | undefined
+      return eventually(
+        () => value === n,
+        Effect.map(gaugeValue(series), (v) => {
+          value = v
+        })
+      )
+    }
+    const terminating = NodeBlocking.metrics.terminating
+
+    /** Moves the clock until each call has timed out (its run timeout starts once the pool hears it started), then past the grace period. */
+    const timeOut = (calls: ReadonlyArray<{ readonly fiber: Fiber.Fiber<void, { readonly _tag: string }> }>) =>
+      Effect.gen(function* () {
+        const done = () => calls.every(({ fiber }) => fiber.pollUnsafe() !== undefined)
+        assert.isTrue(yield* eventually(done, TestClock.adjust("1 second")), "the calls timed out")
+        for (const { fiber } of calls) {
+          const error = yield* Effect.flip(Fiber.join(fiber))
+          assert.strictEqual(error._tag, "TaskTimeoutError")
+        }
+        yield* TestClock.adjust("100 millis")
+      })
+
+    // Found by review: a thread the pool had terminated (its task timed out) but that was blocked
+    // in a native call counted toward maxWorkers until the call returned: with every thread stuck,
+    // the pool ran nothing for that long (seconds, minutes), though it ran nothing for anyone.
+    for (const maxWorkers of [1, 2]) {
+      it.effect(
+        `runs new tasks while its threads stay stuck after their tasks timed out (maxWorkers ${maxWorkers})`,
+        () => {
+          const name = `stuck-${maxWorkers}`
+          return withPool({ name, maxWorkers, timeout: "1 second", gracePeriod: "100 millis" })(
+            Effect.gen(function* () {
+              const stuck = []
+              for (let i = 0; i < maxWorkers; i++) stuck.push(yield* nativeBlock)
+              yield* timeOut(stuck)
+              assert.isTrue(yield* reads(terminating, name, maxWorkers), "the gauge counts the stuck threads")
+              const next = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
+              assert.isTrue(
+                yield* eventually(() => next.pollUnsafe() !== undefined),
+                "the task waited for a stuck thread"
+              )
+              assert.isTrue(Exit.isSuccess(yield* Fiber.await(next)))
+              // Not unblocked yet: their calls still hold them.
+              assert.isTrue(yield* reads(terminating, name, maxWorkers))
+              for (const { unblock } of stuck) unblock()
+              assert.isTrue(yield* reads(terminating, name, 0), "the gauge drops as they exit")
+            })
+          )
+        }
+      )
+    }
+
+    // Found by review, with the fix above: timeouts that keep leaving threads stuck must not pile
+    // them up. Up to maxWorkers stuck threads do not count; past that, tasks wait for one to exit.
+    it.effect("starts no thread in place of stuck ones past maxWorkers of them: tasks wait for one to exit", () =>
+      withPool({ name: "stuck-cap", maxWorkers: 1, timeout: "1 second", gracePeriod: "100 millis" })(
+        Effect.gen(function* () {
+          const first = yield* nativeBlock
+          yield* timeOut([first])
+          // On a thread started in place of the first one's.
+          const second = yield* nativeBlock
+          yield* timeOut([second])
+          assert.isTrue(yield* reads(terminating, "stuck-cap", 2))
+          const next = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
+          // Queued: the dispatch round after its submit has decided whether to start a thread.
+          assert.isTrue(yield* reads(NodeBlocking.metrics.queueLength, "stuck-cap", 1))
+          // Thread ids are handed out in the order threads are created: one the pool started by now
+          // has a lower id than this one.
+          const probe = new Worker("", { eval: true })
+          const mark = probe.threadId
+          yield* Effect.promise(() => probe.terminate())
+          first.unblock()
+          assert.isAbove(yield* Fiber.join(next), mark, "a third thread started, both others stuck")
+          assert.isTrue(yield* reads(terminating, "stuck-cap", 1), "the second call still holds its thread")
+        })
+      )
+    )
+
+    // Found by review: closing the layer waited for a stuck thread to exit, the call it was blocked
+    // in to return (seconds, minutes), holding up every finalizer after it. It waits for a
+    // terminated thread a grace period at most: the process itself exits only once the call
+    // returns (Node waits for its threads as it exits), as it did.
+    for (const shutdown of ["drain", "cancel"] as const) {
+      it.effect(`closes (${shutdown}) without waiting past the grace period for a thread stuck in a native call`, () =>
+        Effect.gen(function* () {
+          const name = `stuck-close-${shutdown}`
+          const scope = yield* Scope.make()
+          const executor = yield* NodeBlocking.make({
+            name,
+            maxWorkers: 1,
+            shutdown,
+            timeout: "1 second",
+            gracePeriod: "100 millis"
+          }).pipe(Scope.provide(scope))
+          const stuck = yield* nativeBlock.pipe(Effect.provideService(Blocking.BlockingExecutor, executor))
+          // Draining, the pool terminated the thread when the call timed out; cancelling, the close does.
+          if (shutdown === "drain") yield* timeOut([stuck])
+          const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+          if (shutdown === "cancel") {
+            assert.strictEqual((yield* Effect.flip(Fiber.join(stuck.fiber)))._tag, "ExecutorShutDownError")
+          }
+          const closed = () => closing.pollUnsafe() !== undefined
+          assert.isTrue(yield* eventually(closed, TestClock.adjust("100 millis")), "the close waited for the thread")
+          assert.isTrue(yield* reads(terminating, name, 1), "its call still holds the thread")
+          stuck.unblock()
+          assert.isTrue(yield* reads(terminating, name, 0))
+        }).pipe(Effect.scoped)
+      )
+    }
   })
 
   describe("runAll", () => {

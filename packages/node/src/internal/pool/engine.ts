@@ -15,6 +15,8 @@
 // - Cancellation is two-phase: a job that has not started is skipped (dropped from the queue, or
 //   marked in the thread's control buffer so the thread skips it); a running one has its
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
+//   A terminated thread blocked in a native call exits only when the call returns: it makes room
+//   for another (see `counted`), and a close waits for it a grace period at most (see `ended`).
 // - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
 //   other job it held is queued again at the front, except those whose payload was transferred to
 //   it (their buffers went with it: they fail too); deaths feed the crash-loop breakers. A thread
@@ -78,6 +80,8 @@ export interface Observer {
   readonly runTime: (millis: number) => void
   readonly utilization: (busyShare: number) => void
   readonly crash: () => void
+  /** Threads terminated that have not exited yet. */
+  readonly terminating: (n: number) => void
 }
 
 /** What the engine knows about a task (by numeric id, the same for every spelling of one module#name). */
@@ -108,6 +112,8 @@ export class Engine {
   /** Jobs waiting for room in a full queue ("wait" back-pressure). */
   private readonly waiting = new Queue<Job>()
   private readonly threads = new Set<Thread>()
+  /** Threads in `threads` the pool has terminated (`terminating`) that have not exited yet. */
+  private terminating = 0
   private readonly breaker: Breaker
   /** Modules new threads import before they report ready: declared ones, and those a thread has imported. */
   private readonly preload: Set<string>
@@ -233,7 +239,26 @@ export class Engine {
         this.drained = resolve
       })
     }
-    await Promise.all([...this.threads].map((thread) => this.terminate(thread)))
+    await Promise.all([...this.threads].map((thread) => this.ended(thread)))
+  }
+
+  /**
+   * Terminates `thread` and resolves once it has exited, or has been terminated for a grace period.
+   * One blocked in a native call exits only when the call returns (see `terminate`): closing does
+   * not wait for that (the process does: Node waits for its threads as it exits).
+   */
+  private ended(thread: Thread): Promise<void> {
+    const exit = this.terminate(thread)
+    const left = thread.terminated!.at + this.options.gracePeriodMillis - this.options.clock.currentTimeMillisUnsafe()
+    if (left <= 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const cancel = after(this.options.clock, left, resolve)
+      const exited = () => {
+        cancel()
+        resolve()
+      }
+      exit.then(exited, exited)
+    })
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -253,7 +278,7 @@ export class Engine {
     let starting = 0
     for (const thread of this.threads) if (thread.state === "starting") starting++
     const wanted = Math.min(
-      this.options.maxWorkers - this.threads.size,
+      this.options.maxWorkers - this.counted(),
       this.queue.length + this.waiting.length - starting
     )
     for (let i = 0; i < wanted; i++) if (!this.spawn()) break
@@ -393,8 +418,20 @@ export class Engine {
 
   /** Starts threads up to minWorkers, but not while threads die before they are ready (the start-up breaker is open). */
   private topUp(): void {
-    if (this.threads.size >= this.options.minWorkers || this.closing || this.breaker.startupOpen()) return
-    while (this.threads.size < this.options.minWorkers) if (!this.spawn()) break
+    if (this.counted() >= this.options.minWorkers || this.closing || this.breaker.startupOpen()) return
+    while (this.counted() < this.options.minWorkers) if (!this.spawn()) break
+  }
+
+  /**
+   * The threads that count toward maxWorkers and minWorkers. One the pool has terminated takes no
+   * job, and most exit at once, but V8 stops a thread only while it runs JavaScript: one blocked in
+   * a native call (`execFileSync`, a synchronous SQLite query) runs on until the call returns,
+   * seconds or minutes after its caller had its answer. Up to maxWorkers of those do not count, so
+   * that maxWorkers threads keep working meanwhile; past that (timeouts that keep leaving threads
+   * stuck) they do, and tasks wait for one to exit: at most 2 × maxWorkers threads at once.
+   */
+  private counted(): number {
+    return this.threads.size - Math.min(this.terminating, this.options.maxWorkers)
   }
 
   /**
@@ -822,14 +859,18 @@ export class Engine {
    * and the jobs sent ahead to it waited that long (seconds, minutes) while other threads could run them.
    */
   private terminate(thread: Thread): Promise<unknown> {
+    if (thread.terminated !== undefined) return thread.terminated.exit
     thread.state = "terminating"
+    thread.terminated = { at: this.options.clock.currentTimeMillisUnsafe(), exit: thread.worker.terminate() }
+    this.options.observe.terminating(++this.terminating)
     thread.idleTimer?.()
     thread.idleTimer = undefined
     if (thread.inFlight.length > 0) {
       this.failLost(this.takeBack(thread, undefined).lost, "was terminated", undefined, false)
-      this.schedule()
     }
-    return thread.worker.terminate()
+    // Its jobs queued again, and a thread started in its place if it leaves tasks waiting (see `counted`).
+    this.schedule()
+    return thread.terminated.exit
   }
 
   /**
@@ -895,6 +936,7 @@ export class Engine {
     thread.importWatch?.()
     thread.importWatch = undefined
     const intended = thread.state === "terminating"
+    if (intended) this.options.observe.terminating(--this.terminating)
     const wasReady = thread.state === "ready"
     if (!intended) this.options.observe.crash()
     // The job it was running, or whose module it was importing: its module is blamed for the

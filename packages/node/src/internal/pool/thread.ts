@@ -17,6 +17,11 @@ export interface Thread<J> {
   readonly port: MessagePort
   readonly control: Int32Array
   state: ThreadState
+  /**
+   * Set when the pool terminates it (`terminating`): when, on the pool's clock, and its exit. A
+   * thread blocked in a native call exits only once the call returns (see the engine's `terminate`).
+   */
+  terminated: { readonly at: number; readonly exit: Promise<unknown> } | undefined
   /** Jobs sent to it, in the order it runs them; the first one is running. */
   readonly inFlight: Array<J>
   /** Jobs assigned to it and not yet posted: they travel in one message per dispatch round. */
@@ -82,6 +87,7 @@ export const spawnThread = (
     port: port1,
     control,
     state: "starting",
+    terminated: undefined,
     inFlight: [],
     outbox: [],
     known: new Set(),
