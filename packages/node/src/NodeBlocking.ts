@@ -33,8 +33,9 @@
  *   abort reaches the thread's event loop only when the handler returns): it
  *   runs to its end, or its thread is terminated after `gracePeriod`. A
  *   thread blocked in a native call (`execFileSync`, a synchronous SQLite
- *   query) ends only when the call returns: V8 stops a thread only while it
- *   runs JavaScript. Meanwhile the tasks sent ahead to it run elsewhere and a
+ *   query; in a handler, or at a module's top level past `importTimeout`)
+ *   ends only when the call returns: V8 stops a thread only while it runs
+ *   JavaScript. Meanwhile the tasks sent ahead to it run elsewhere and a
  *   new thread takes its place: up to `maxWorkers` such threads do not count
  *   toward `maxWorkers`, past that tasks wait for one to exit
  *   (`metrics.terminating` counts them). Closing the layer waits for such a
@@ -244,8 +245,8 @@ export interface Options {
  * thread), `volley_blocking_utilization` (gauge: busy threads / maxWorkers),
  * `volley_blocking_crashes_total` (counter: threads that died unexpectedly or could not be created)
  * and `volley_blocking_terminating_threads` (gauge: threads the pool has terminated, a running task
- * interrupted or timed out or an idle thread ended, that have not exited yet: above 0 for more
- * than a moment, threads blocked in a native call, see the caveats).
+ * interrupted or timed out, an import that expired or an idle thread ended, that have not exited
+ * yet: above 0 for more than a moment, threads blocked in a native call, see the caveats).
  *
  * @example
  * ```ts

@@ -162,12 +162,13 @@ const eventually = <R = never>(done: () => boolean, step: Effect.Effect<void, ne
   })
 
 /**
- * Runs `P.nativeWait` and returns once its thread is blocked in the native call, which V8 cannot
- * stop; `unblock()` lets the call return (it does by itself after 10 s). The scope's close unblocks
- * it and waits for the call to see its file before it removes the file's directory: removed at
- * once, the call missed the file and held its thread, and the pool's close, those 10 s.
+ * The file a native call of `P.waitNatively` waits for: `unblock()` creates it, and the call
+ * returns (it does by itself after 10 s); `blocked()` is true once the call has started. The
+ * scope's close unblocks it and waits for the call to see the file before it removes the file's
+ * directory: removed at once, the call missed the file and held its thread, and the pool's close,
+ * those 10 s.
  */
-const nativeBlock = Effect.gen(function* () {
+const releaseFile = Effect.gen(function* () {
   const dir = mkdtempSync(join(tmpdir(), "volley-native-wait-"))
   const file = join(dir, "release")
   let unblocked = false
@@ -182,8 +183,17 @@ const nativeBlock = Effect.gen(function* () {
       rmSync(dir, { recursive: true, force: true })
     })
   )
+  return { file, unblock, blocked: () => existsSync(`${file}.running`) }
+})
+
+/**
+ * Runs `P.nativeWait` and returns once its thread is blocked in the native call, which V8 cannot
+ * stop; `unblock()` lets the call return (see `releaseFile`).
+ */
+const nativeBlock = Effect.gen(function* () {
+  const { file, unblock, blocked } = yield* releaseFile
   const fiber = yield* Effect.forkChild(Blocking.run(P.nativeWait, file))
-  assert.isTrue(yield* eventually(() => existsSync(`${file}.running`)), "the call started")
+  assert.isTrue(yield* eventually(blocked), "the call started")
   return { fiber, unblock }
 })
 
@@ -715,6 +725,49 @@ describe("NodeBlocking", () => {
           assert.isTrue(yield* reads(terminating, "stuck-cap", 1), "the second call still holds its thread")
         })
       )
+    )
+
+    // Found by review: the pool ended a thread whose import it gave up on (importTimeout) with the
+    // Worker's own terminate, not its `terminate`: blocked in a native call at the module's top
+    // level, the thread still counted toward maxWorkers and held the call waiting for the import
+    // and the tasks sent ahead to it until the call returned (8 s for an 8 s spawnSync).
+    it.live(
+      "runs other tasks while a thread whose import expired stays blocked in a native call; blames the module",
+      () =>
+        withPool({
+          name: "stuck-import",
+          maxWorkers: 1,
+          importTimeout: "300 millis",
+          gracePeriod: "100 millis",
+          crashLoop: { deaths: 1, cooldown: "1 minute" }
+        })(
+          Effect.gen(function* () {
+            // Measured as short: the next call is sent ahead to the thread, behind the import.
+            for (let i = 0; i < 3; i++) yield* Blocking.run(P.threadId, undefined)
+            const { file, unblock, blocked } = yield* releaseFile
+            const module = new URL(`?release=${encodeURIComponent(file)}`, fixture("nativeImport.ts"))
+            const stuck = Blocking.task({ ...T.square, module, name: "square" })
+            const importing = yield* Effect.forkChild(Effect.flip(Blocking.run(stuck, 2)))
+            const behind = yield* Effect.forkChild(Blocking.run(P.threadId, undefined))
+            assert.isTrue(yield* eventually(blocked), "the import started")
+            // The pool gives up on the import (importTimeout, then the grace period; real time).
+            assert.isTrue(
+              yield* eventually(() => importing.pollUnsafe() !== undefined && behind.pollUnsafe() !== undefined),
+              "the calls waited for the stuck thread"
+            )
+            const error = yield* Fiber.join(importing)
+            assert.strictEqual(error._tag === "WorkerDiedError" && error.reason, "exit", String(error))
+            assert.include(error.message, "its top-level code keeping the thread busy")
+            assert.isTrue(Exit.isSuccess(yield* Fiber.await(behind)))
+            assert.strictEqual(yield* Blocking.run(T.square, 3), 9)
+            assert.isTrue(yield* reads(terminating, "stuck-import", 1), "the import still holds the thread")
+            // The death is the module's: its breaker opened.
+            const refused = yield* Effect.flip(Blocking.run(stuck, 4))
+            assert.strictEqual(refused._tag === "WorkerDiedError" && refused.reason, "crash-loop", String(refused))
+            unblock()
+            assert.isTrue(yield* reads(terminating, "stuck-import", 0))
+          })
+        )
     )
 
     // Found by review: closing the layer waited for a stuck thread to exit, the call it was blocked

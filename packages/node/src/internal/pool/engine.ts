@@ -17,6 +17,8 @@
 //   AbortSignal aborted, and if it still runs after the grace period its thread is terminated.
 //   A terminated thread blocked in a native call exits only when the call returns: it makes room
 //   for another (see `counted`), and a close waits for it a grace period at most (see `ended`).
+//   So does one the pool ends as a death (its import expired, see `kill`): the death is dealt
+//   with when the pool ends the thread, not when it exits.
 // - Recovery: when a thread dies, the job it was running fails with WorkerDiedError and every
 //   other job it held is queued again at the front, except those whose payload was transferred to
 //   it (their buffers went with it: they fail too); deaths feed the crash-loop breakers. A thread
@@ -340,7 +342,7 @@ export class Engine {
   private pick(window: number): Thread | undefined {
     let best: Thread | undefined
     for (const thread of this.threads) {
-      if (thread.state !== "ready" || thread.expired !== undefined || thread.inFlight.length >= window) continue
+      if (thread.state !== "ready" || thread.inFlight.length >= window) continue
       if (best === undefined || thread.inFlight.length < best.inFlight.length) best = thread
     }
     return best
@@ -663,10 +665,11 @@ export class Engine {
         // At once, not after the results queued before it: the run timeout starts when the job does.
         this.begun(thread, message.seq)
       } else if (message._tag === "Expired") {
-        // Ended as a death of the thread (not `terminate`, which the pool's own intended ends take).
-        thread.lastError = message.reason
-        thread.expired = message.module
-        void thread.worker.terminate()
+        // Unless the pool has ended it already (a close, a grace period): that is no death.
+        if (thread.terminated === undefined) {
+          thread.expired = message.module
+          this.kill(thread, message.reason)
+        }
       } else if (thread.state === "starting") this.ready(thread)
     })
     // A message the thread could send but this thread cannot read (nested deeper than its smaller
@@ -768,10 +771,7 @@ export class Engine {
       thread.importWatch = undefined
       if (thread.state === "terminating") return
       const reason = blocked()
-      if (reason === undefined) return
-      thread.lastError = reason
-      // A death, not one of the pool's intended ends (`terminate`).
-      void thread.worker.terminate()
+      if (reason !== undefined) this.kill(thread, reason)
     }, millis)
     timer.unref()
     thread.importWatch = () => clearTimeout(timer)
@@ -859,18 +859,44 @@ export class Engine {
    * and the jobs sent ahead to it waited that long (seconds, minutes) while other threads could run them.
    */
   private terminate(thread: Thread): Promise<unknown> {
-    if (thread.terminated !== undefined) return thread.terminated.exit
+    if (thread.terminated === undefined) {
+      this.end(thread)
+      if (thread.inFlight.length > 0) {
+        this.failLost(this.takeBack(thread, undefined).lost, "was terminated", undefined, false)
+      }
+      // Its jobs queued again, and a thread started in its place if it leaves tasks waiting (see `counted`).
+      this.schedule()
+    }
+    return thread.terminated!.exit
+  }
+
+  /**
+   * Ends a thread not ended yet as a death: its import expired (the thread said so, or it keeps
+   * the thread busy past the pool's bound, see `watchImport`). Dealt with now as an unexpected exit
+   * is (`died`: the job whose module it imports fails, the others run elsewhere, the breaker counts
+   * the death), not when it exits: one blocked in a native call at a module's top level exits when
+   * the call returns, and until then it would hold its jobs and count toward maxWorkers.
+   */
+  private kill(thread: Thread, reason: string): void {
+    // Results it sent before are settled first: those jobs finished.
+    this.settleInbox(Number.POSITIVE_INFINITY)
+    thread.lastError = reason
+    const wasReady = thread.state === "ready"
+    this.end(thread)
+    this.died(thread, wasReady, undefined)
+    this.checkWarmedUp()
+    this.schedule()
+  }
+
+  /** Terminates `thread`, which takes no job from now on and stops counting toward maxWorkers (see `counted`). */
+  private end(thread: Thread): void {
     thread.state = "terminating"
     thread.terminated = { at: this.options.clock.currentTimeMillisUnsafe(), exit: thread.worker.terminate() }
     this.options.observe.terminating(++this.terminating)
     thread.idleTimer?.()
     thread.idleTimer = undefined
-    if (thread.inFlight.length > 0) {
-      this.failLost(this.takeBack(thread, undefined).lost, "was terminated", undefined, false)
-    }
-    // Its jobs queued again, and a thread started in its place if it leaves tasks waiting (see `counted`).
-    this.schedule()
-    return thread.terminated.exit
+    thread.importWatch?.()
+    thread.importWatch = undefined
   }
 
   /**
@@ -920,29 +946,40 @@ export class Engine {
   }
 
   /**
-   * A thread exited. If it died unexpectedly, the job it was running (control[0], or whose module
-   * it was importing: -seq) fails with WorkerDiedError; every other job it held (sent ahead, or
-   * finished but not yet reported) is queued again at the front, to run on another thread, but
-   * one already posted with a transfer list fails with WorkerDiedError too: its buffers were moved
-   * to the dead thread, and sent again they fail as detached. The round that follows tops the
-   * pool up to minWorkers.
+   * A thread exited. One the pool ended (`terminate`, `kill`) was dealt with then: it is no longer
+   * terminating. Any other died unexpectedly (see `died`). The round that follows tops the pool up
+   * to minWorkers.
    */
   private exited(thread: Thread, code: number): void {
     // Results it sent before it died are settled first: those jobs finished.
     this.settleInbox(Number.POSITIVE_INFINITY)
     this.threads.delete(thread)
-    thread.idleTimer?.()
-    thread.idleTimer = undefined
-    thread.importWatch?.()
-    thread.importWatch = undefined
-    const intended = thread.state === "terminating"
-    if (intended) this.options.observe.terminating(--this.terminating)
-    const wasReady = thread.state === "ready"
-    if (!intended) this.options.observe.crash()
+    if (thread.terminated !== undefined) this.options.observe.terminating(--this.terminating)
+    else {
+      thread.idleTimer?.()
+      thread.idleTimer = undefined
+      thread.importWatch?.()
+      thread.importWatch = undefined
+      this.died(thread, thread.state === "ready", code)
+    }
+    this.checkWarmedUp()
+    this.schedule()
+  }
+
+  /**
+   * A thread died (`code`: its exit code, if it has exited). The job it was running (control[0],
+   * or whose module it was importing: -seq) fails with WorkerDiedError; every other job it held
+   * (sent ahead, or finished but not yet reported) is queued again at the front, to run on another
+   * thread, but one already posted with a transfer list fails with WorkerDiedError too: its
+   * buffers were moved to the dead thread, and sent again they fail as detached. The death feeds
+   * the crash-loop breakers.
+   */
+  private died(thread: Thread, wasReady: boolean, code: number | undefined): void {
+    this.options.observe.crash()
     // The job it was running, or whose module it was importing: its module is blamed for the
     // death even when the job already ended for its caller (timed out in the queue, interrupted),
-    // and it fails with WorkerDiedError if not. (A thread ended on purpose holds no job any more.)
-    const { blamed, lost } = this.takeBack(thread, intended ? undefined : Math.abs(Atomics.load(thread.control, 0)))
+    // and it fails with WorkerDiedError if not.
+    const { blamed, lost } = this.takeBack(thread, Math.abs(Atomics.load(thread.control, 0)))
     const culprit = blamed?.state === "sent" ? blamed : undefined
     // Failed once the pool is consistent again: its caller, resumed here, may close the pool.
     if (culprit !== undefined) {
@@ -956,16 +993,16 @@ export class Engine {
         })
       )
     }
-    this.failLost(lost, `died (${thread.lastError ?? `exit code ${code}`})`, code, thread.expired !== undefined)
     const cause = thread.lastError ?? `exit code ${code}`
-    if (!intended && thread.expired !== undefined && !this.declared.has(thread.expired)) {
+    this.failLost(lost, `died (${cause})`, code, thread.expired !== undefined)
+    if (thread.expired !== undefined && !this.declared.has(thread.expired)) {
       // An import that expired is its module's death, whether the thread was ready or importing it
       // as a preload it had learnt (a module that imported in time before): threads started from
       // now on import it only for its own tasks, and the other modules' tasks are not refused.
       this.preload.delete(thread.expired)
       this.unlearnt.add(thread.expired)
       this.moduleDeath(thread.expired, cause)
-    } else if (!intended && !wasReady && thread.learned) {
+    } else if (!wasReady && thread.learned) {
       // Dead before it was ready while importing modules the pool had learnt (each imported fine
       // on a thread of its own, but together they may not: too much for `resourceLimits`, say):
       // preloading them was only to save time, so threads from now on import declared ones only,
@@ -973,9 +1010,7 @@ export class Engine {
       // module learnt again would kill the threads that preload it again, uncounted.
       this.learning = false
       for (const module of this.preload) if (!this.declared.has(module)) this.preload.delete(module)
-    } else if (!intended) this.countDeath(wasReady, blamed?.module, cause)
-    this.checkWarmedUp()
-    this.schedule()
+    } else this.countDeath(wasReady, blamed?.module, cause)
   }
 
   private countDeath(wasReady: boolean, module: string | undefined, cause: string): void {
