@@ -4,8 +4,9 @@
  * `HttpClient.withCircuitBreaker` (in-memory stores, one limiter and one breaker per origin).
  *
  * `Http.*` helpers, batches and `Retry.withPolicy` retry around the wrapped client (all under
- * the one retry policy, which `retry` sets), so the limiter spaces every attempt and the
- * breaker counts every attempt that fails (not one the policy's `attemptTimeout` interrupts,
+ * the one retry policy, which `retry` sets; provided over `Retry.layerClient`, this layer goes
+ * under its wrapper), so the limiter spaces every attempt and the breaker counts every attempt
+ * that fails (not one the policy's `attemptTimeout` interrupts,
  * see {@link CircuitBreakerOptions}). Attempts wait for the limiter in arrival order, holding
  * no slot while they wait (see {@link RateLimitOptions}); those waiting when their origin's
  * circuit opens are refused at once, as the circuit refuses new ones. A request rejected by an
@@ -34,6 +35,7 @@ import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { sweepClock, withRateLimit } from "./internal/resilience/rateLimit.ts"
+import { unwrap } from "./internal/retry/client.ts"
 import { AttemptClock, UNTIMED } from "./internal/retry/loop.ts"
 import { originOf } from "./internal/url.ts"
 import * as Validate from "./Options.ts"
@@ -281,7 +283,11 @@ const wrap = (options: Options) =>
   Effect.gen(function* () {
     // Typed loosely while wrapping (each wrapper adds its error type); narrowed back at the end.
     const given = yield* HttpClient.HttpClient
-    let client = given as unknown as HttpClient.HttpClient.With<unknown>
+    // Over `Retry.layerClient`, the limiter and breaker go under its retries (and the wrapper back
+    // on top): above it, a direct `HttpClient` call's retries skipped both, every one unspaced and
+    // uncounted.
+    const inner = unwrap(given)
+    let client = inner as unknown as HttpClient.HttpClient.With<unknown>
     // Built first: the rate limit's line refuses a request whose circuit opened while it waited.
     const breakerOptions = options.circuitBreaker
     let breaker: CircuitBreaker.CircuitBreaker | undefined
@@ -353,7 +359,10 @@ const wrap = (options: Options) =>
           : error
       )
     ) as HttpClient.HttpClient
-    const context = Context.make(HttpClient.HttpClient, wrapped)
+    const context = Context.make(
+      HttpClient.HttpClient,
+      inner === given ? wrapped : (Retry.withPolicy(wrapped) as unknown as HttpClient.HttpClient)
+    )
     // Attempts may wait for the limiter: the retry policy's `attemptTimeout` leaves that out.
     return rateLimit === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
   })

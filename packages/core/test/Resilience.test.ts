@@ -316,6 +316,33 @@ describe("Resilience.layer", () => {
       }).pipe(Effect.provide(layer))
     })
   )
+  // Found by review: provided over Retry.layerClient, the limiter and breaker sat above its
+  // retries, so a direct HttpClient call's retries went out unspaced and unseen by the breaker
+  // (a limit of 1 per 10 s let all 4 attempts through in 30 ms; 2 failures did not open it).
+  it.effect("spaces and counts every retry of a direct HttpClient call when provided over Retry.layerClient", () =>
+    Effect.gen(function* () {
+      const { client, sent } = answering(() => ({ status: 503 }))
+      const layer = Resilience.layer({
+        rateLimit: { limit: 1, window: "10 seconds" },
+        circuitBreaker: { failures: 2, openDuration: "1 minute" }
+      }).pipe(
+        Layer.provide(Retry.layerClient),
+        Layer.provide(Layer.succeed(HttpClient.HttpClient, client)),
+        Layer.provideMerge(Retry.layer({ retries: 3, jitter: false, baseDelay: "10 millis", budget: false }))
+      )
+      yield* Effect.gen(function* () {
+        const fiber = yield* Effect.forkChild(Effect.flip(HttpClient.get("http://api.test/")))
+        yield* Effect.yieldNow
+        yield* TestClock.adjust("30 millis")
+        assert.strictEqual(sent.length, 1)
+        yield* TestClock.adjust("10 seconds")
+        // The second failure opened the circuit: the next retry is refused, never sent.
+        const error = yield* Fiber.join(fiber)
+        assert.include(error.message, "Circuit open")
+        assert.deepStrictEqual(sent, [0, 10_000])
+      }).pipe(Effect.provide(layer))
+    })
+  )
   it.live(
     "lets a script whose runtime is never disposed exit: the store's sweep holds no process",
     () =>
