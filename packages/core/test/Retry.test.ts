@@ -494,8 +494,39 @@ describe("Retry", () => {
         assert.strictEqual(sent, 2)
         const next = fakeClient([{ status: 503 }])
         yield* burst(runOnce(generous, next), 1)
-        // 2 requests and 1 retry so far: 1 more retry.
-        assert.strictEqual(next.calls.length, 2)
+        // 2 requests and no retry so far (the refused one sent nothing): 2 more retries.
+        assert.strictEqual(next.calls.length, 3)
+      }).pipe(Effect.scoped)
+    )
+
+    // Found by review: a retry that met its origin's circuit, opened while it waited, kept its
+    // budget slot though it sent nothing: the 4 requests in flight when the circuit opened spent a
+    // reserve of 4 retries, and another origin's 503 was not retried.
+    it.effect("gives back the budget slot of a retry its client's circuit breaker refused", () =>
+      Effect.gen(function* () {
+        const slow = HttpClient.make((request) =>
+          Effect.as(
+            Effect.sleep("10 millis"),
+            HttpClientResponse.fromWeb(request, new Response("busy", { status: 503 }))
+          )
+        )
+        const guarded = yield* Layer.build(
+          Resilience.layer({ circuitBreaker: { failures: 1, openDuration: "1 hour" } }).pipe(
+            Layer.provide(Layer.succeed(HttpClient.HttpClient, slow))
+          )
+        )
+        const policy = yield* Retry.make({
+          jitter: false,
+          baseDelay: "10 millis",
+          budget: { ratio: 0, minPerSecond: 0.4, window: "10 seconds" }
+        })
+        const request = HttpClientRequest.get("http://a.test/")
+        const attempt = HttpClient.filterStatusOk(Context.get(guarded, HttpClient.HttpClient)).execute(request)
+        const refused = yield* burst(Retry.run(policy, request, attempt), 4)
+        assert.isTrue(refused.every((exit) => String(failureOf(exit)).includes("Circuit open")))
+        const other = fakeClient([{ status: 503 }, { status: 200 }])
+        yield* burst(runOnce(policy, other), 1)
+        assert.strictEqual(other.calls.length, 2)
       }).pipe(Effect.scoped)
     )
 

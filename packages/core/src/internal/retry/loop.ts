@@ -512,12 +512,27 @@ export const retryLoop = <A, E, R>(
     // metric ("requests sent again") counts it only once the wait is over.
     const waited =
       budget === undefined ? wait : Effect.onInterrupt(wait, () => Effect.sync(() => budget.untryRetry(now)))
-    return Effect.flatMap(waited, () =>
-      Effect.andThen(countRetry(request), loop(n + 1, clock.currentTimeMillisUnsafe()))
-    )
+    return Effect.flatMap(waited, () => {
+      const retry = Effect.andThen(countRetry(request), loop(n + 1, clock.currentTimeMillisUnsafe()))
+      // A retry the client's own circuit or rate limiter refused (the circuit opened meanwhile) was
+      // never sent either: its slot goes back, or every request in flight to an origin whose
+      // circuit opens spends one, starving other origins' retries.
+      return budget === undefined ? retry : Effect.tapError(retry, (error) => giveBack(budget, now, error))
+    })
   }
   return { loop, onFailure }
 }
+
+// Refusals whose retry has given its budget slot back: the loops around it see the same error.
+const givenBack = new WeakSet<object>()
+
+// The innermost retry fails first: the refused one, whose slot was taken at `atMillis`.
+const giveBack = (budget: Budget, atMillis: number, error: unknown): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (!isUnsent(error) || givenBack.has(error as object)) return
+    givenBack.add(error as object)
+    budget.untryRetry(atMillis)
+  })
 
 // `effect`, failing with `DeadlineExceeded` if it runs `left` ms.
 const untilDeadline = <A, E, R>(
