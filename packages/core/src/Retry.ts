@@ -97,7 +97,8 @@ export const layer = (options: Options = {}): Layer.Layer<never, Validate.Invali
  * `_JITTER` (`true` | `false`), `_METHODS` and `_STATUSES` (comma-separated, e.g. `GET,PUT` and
  * `503,504`), `_BUDGET` (`false` disables the budget, as `budget: false` does), `_BUDGET_RATIO`,
  * `_BUDGET_MIN_PER_SECOND`, `_BUDGET_WINDOW` (as the `budget` option's fields: a ratio of `0` keeps
- * the per-second reserve). Unset keys keep their defaults.
+ * the per-second reserve; set with `_BUDGET=false`, they fail the build with `InvalidOptionsError`
+ * naming them, rather than being ignored). Unset keys keep their defaults.
  *
  * @example
  * ```ts
@@ -132,6 +133,18 @@ export const layerConfig = (
         budgetWindow: Validate.optionalConfig(Config.Duration("BUDGET_WINDOW"))
       }).pipe(Config.nested(prefix))
       const { budget, budgetRatio: ratio, budgetMinPerSecond: minPerSecond, budgetWindow: window, ...options } = read
+      // A budget setting with the budget off would be dropped without a word.
+      const setting = [
+        ["BUDGET_RATIO", ratio],
+        ["BUDGET_MIN_PER_SECOND", minPerSecond],
+        ["BUDGET_WINDOW", window]
+      ].find(([, value]) => value !== undefined)?.[0]
+      if (budget === false && setting !== undefined) {
+        return yield* new Validate.InvalidOptionsError({
+          option: `${prefix}_${setting}`,
+          reason: `must not be set with ${prefix}_BUDGET=false, which turns the budget off`
+        })
+      }
       return yield* make({
         ...options,
         budget: budget === false ? false : { ratio, minPerSecond, window }

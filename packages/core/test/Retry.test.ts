@@ -735,6 +735,30 @@ describe("Retry", () => {
       })
     )
 
+    // Found by review: VOLLEY_RETRY_BUDGET=false with VOLLEY_RETRY_BUDGET_RATIO=0.5 built a policy
+    // with no budget, the ratio dropped without a word.
+    it.effect("fails naming a budget setting given with the budget turned off, rather than dropping it", () =>
+      Effect.gen(function* () {
+        for (const [key, value] of [
+          ["VOLLEY_RETRY_BUDGET_RATIO", "0.5"],
+          ["VOLLEY_RETRY_BUDGET_MIN_PER_SECOND", "5"],
+          ["VOLLEY_RETRY_BUDGET_WINDOW", "30 seconds"]
+        ] as const) {
+          const error = yield* Effect.flip(
+            Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
+              Effect.provide(
+                ConfigProvider.layer(ConfigProvider.fromEnv({ env: { VOLLEY_RETRY_BUDGET: "false", [key]: value } }))
+              )
+            )
+          )
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          if (error._tag !== "InvalidOptionsError") continue
+          assert.strictEqual(error.option, key)
+          assert.include(error.message, "VOLLEY_RETRY_BUDGET=false")
+        }
+      })
+    )
+
     it.effect("fails with InvalidOptionsError on a negative retry count in the environment", () =>
       Effect.gen(function* () {
         const exit = yield* Effect.exit(
