@@ -9,6 +9,8 @@
  * @since 0.1.0
  */
 import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import { InvalidOptionsError } from "./internal/options.ts"
 
 export * from "./internal/options.ts"
 
@@ -29,3 +31,32 @@ export * from "./internal/options.ts"
  */
 export const optionalConfig = <A>(config: Config.Config<A>): Config.Config<A | undefined> =>
   Config.withDefault(config, undefined)
+
+/**
+ * Names the `Config` key an option was read from in the `InvalidOptionsError` a `layerConfig`
+ * fails with, so that the message points at the variable to fix: `VOLLEY_RETRY_RETRIES=-2`
+ * fails with `Invalid option retries: must be an integer >= 0, got -2 (VOLLEY_RETRY_RETRIES)`.
+ * `keys` maps options to their keys under `prefix`, joined with `_` as environment variables are.
+ *
+ * @example
+ * ```ts
+ * import { Options } from "@volley/core"
+ *
+ * const retries = Options.positiveInt("retries", -2, 0).pipe(Options.configKeys("VOLLEY_RETRY", { retries: "RETRIES" }))
+ * // fails: Invalid option retries: must be an integer >= 0, got -2 (VOLLEY_RETRY_RETRIES)
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const configKeys =
+  (prefix: string, keys: Readonly<Record<string, string>>) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.mapError(effect, (error) =>
+      error instanceof InvalidOptionsError && Object.hasOwn(keys, error.option)
+        ? (new InvalidOptionsError({
+            option: error.option,
+            reason: `${error.reason} (${prefix}_${keys[error.option]})`
+          }) as E)
+        : error
+    )

@@ -245,7 +245,7 @@ export const layerConfig = (
               : { limit: read.limit, window: read.window, algorithm: read.algorithm },
           circuitBreaker:
             read.failures === undefined ? undefined : { failures: read.failures, openDuration: read.openDuration }
-        })
+        }).pipe(Validate.configKeys(prefix, configKeys))
       })
     ),
     Retry.layerConfig()
@@ -254,6 +254,14 @@ export const layerConfig = (
 // ---------------------------------------------------------------------------------------------
 
 const algorithms = ["token-bucket", "fixed-window"] as const
+
+// The keys `layerConfig` reads each option from, named in its `InvalidOptionsError`s.
+const configKeys = {
+  "rateLimit.limit": "RATE_LIMIT",
+  "rateLimit.window": "RATE_WINDOW",
+  "circuitBreaker.failures": "BREAKER_FAILURES",
+  "circuitBreaker.openDuration": "BREAKER_OPEN_DURATION"
+}
 
 // One circuit per origin, keyed as the rate limit's lines are (Effect's default key is close
 // but its own): the line asks the circuit of the request's key.

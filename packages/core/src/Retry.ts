@@ -148,9 +148,25 @@ export const layerConfig = (
       return yield* make({
         ...options,
         budget: budget === false ? false : { ratio, minPerSecond, window }
-      })
+      }).pipe(Validate.configKeys(prefix, configKeys))
     })
   )
+
+// The keys `layerConfig` reads each option from, named in its `InvalidOptionsError`s.
+const configKeys = {
+  retries: "RETRIES",
+  baseDelay: "BASE_DELAY",
+  maxDelay: "MAX_DELAY",
+  maxRetryAfter: "MAX_RETRY_AFTER",
+  attemptTimeout: "ATTEMPT_TIMEOUT",
+  timeout: "TIMEOUT",
+  jitter: "JITTER",
+  methods: "METHODS",
+  statuses: "STATUSES",
+  "budget.ratio": "BUDGET_RATIO",
+  "budget.minPerSecond": "BUDGET_MIN_PER_SECOND",
+  "budget.window": "BUDGET_WINDOW"
+}
 
 /**
  * Applies the policy in the environment to every request of a client (status, transport

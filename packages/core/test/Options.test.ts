@@ -15,6 +15,21 @@ describe("Options", () => {
       })
     )
   })
+  describe("configKeys", () => {
+    it.effect("names the key of an option it knows in its InvalidOptionsError, and leaves others as they are", () =>
+      Effect.gen(function* () {
+        const named = Options.configKeys("VOLLEY_RETRY", { retries: "RETRIES" })
+        const known = yield* Effect.flip(named(Options.positiveInt("retries", -2, 0)))
+        assert.strictEqual(known.option, "retries")
+        assert.strictEqual(
+          known.message,
+          "Invalid option retries: must be an integer >= 0, got -2 (VOLLEY_RETRY_RETRIES)"
+        )
+        const other = yield* Effect.flip(named(Options.positiveInt("concurrency", 0)))
+        assert.strictEqual(other.message, "Invalid option concurrency: must be an integer >= 1, got 0")
+      })
+    )
+  })
   describe("positiveInt", () => {
     it.effect("accepts an integer >= 1", () =>
       Effect.gen(function* () {

@@ -647,6 +647,27 @@ describe("Resilience.layerConfig", () => {
     })
   )
 
+  // Found by review: a value out of range failed naming the option (`Invalid option
+  // rateLimit.limit: ...`), not the variable it came from.
+  it.effect("names the variable a value out of range came from", () =>
+    Effect.gen(function* () {
+      const cases: Array<[Record<string, string>, string]> = [
+        [{ VOLLEY_HTTP_RATE_LIMIT: "0", VOLLEY_HTTP_RATE_WINDOW: "1 second" }, "VOLLEY_HTTP_RATE_LIMIT"],
+        [{ VOLLEY_HTTP_RATE_LIMIT: "5", VOLLEY_HTTP_RATE_WINDOW: "-1 seconds" }, "VOLLEY_HTTP_RATE_WINDOW"],
+        [{ VOLLEY_HTTP_BREAKER_FAILURES: "-1" }, "VOLLEY_HTTP_BREAKER_FAILURES"],
+        [
+          { VOLLEY_HTTP_BREAKER_FAILURES: "3", VOLLEY_HTTP_BREAKER_OPEN_DURATION: "Infinity" },
+          "VOLLEY_HTTP_BREAKER_OPEN_DURATION"
+        ]
+      ]
+      for (const [env, key] of cases) {
+        const error = yield* Effect.flip(build(env))
+        assert.strictEqual(error._tag, "InvalidOptionsError")
+        assert.include(error.message, `(${key})`)
+      }
+    })
+  )
+
   it.effect("builds with each setting and its companion", () =>
     Effect.gen(function* () {
       yield* build({

@@ -769,6 +769,28 @@ describe("Retry", () => {
         assert.strictEqual((failureOf(exit) as { option: string }).option, "retries")
       })
     )
+
+    // Found by review: a value out of range failed naming the option (`Invalid option
+    // budget.window: ...`), not the variable it came from, which the user has to find.
+    it.effect("names the variable a value out of range came from", () =>
+      Effect.gen(function* () {
+        for (const [key, value] of [
+          ["VOLLEY_RETRY_RETRIES", "-2"],
+          ["VOLLEY_RETRY_BASE_DELAY", "-5 seconds"],
+          ["VOLLEY_RETRY_TIMEOUT", "Infinity"],
+          ["VOLLEY_RETRY_STATUSES", "503,700"],
+          ["VOLLEY_RETRY_BUDGET_WINDOW", "500 millis"]
+        ] as const) {
+          const error = yield* Effect.flip(
+            Effect.provide(Retry.RetryPolicy, Retry.layerConfig()).pipe(
+              Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { [key]: value } })))
+            )
+          )
+          assert.strictEqual(error._tag, "InvalidOptionsError")
+          assert.include(error.message, `(${key})`)
+        }
+      })
+    )
   })
 
   describe("withPolicy", () => {

@@ -329,7 +329,8 @@ export const layer = (options?: Options): Layer.Layer<HttpClient.HttpClient, Val
  * `VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN`, `_KEEP_ALIVE_TIMEOUT`, `_CONNECT_TIMEOUT`,
  * `_HEADERS_TIMEOUT`, `_BODY_TIMEOUT` (durations such as `"5 seconds"`), `_DECOMPRESS` and
  * `_HTTP2` (booleans), `_MAX_BODY_SIZE` (bytes). Unset variables keep
- * the defaults; a value that does not parse fails the layer with a `ConfigError`.
+ * the defaults; a value that does not parse fails the layer with a `ConfigError`, one out of range
+ * with an `InvalidOptionsError` whose message names the variable.
  * `Resilience.layerConfig()` reads its rate limit and circuit breaker under the same prefix.
  *
  * @example
@@ -347,7 +348,7 @@ export const layerConfig = (
   prefix = "VOLLEY_HTTP"
 ): Layer.Layer<HttpClient.HttpClient, Validate.InvalidOptionsError | Config.ConfigError> =>
   Layer.unwrap(
-    Effect.map(
+    Effect.flatMap(
       Config.all({
         connectionsPerOrigin: Validate.optionalConfig(Config.Int("CONNECTIONS_PER_ORIGIN")),
         keepAliveTimeout: Validate.optionalConfig(Config.Duration("KEEP_ALIVE_TIMEOUT")),
@@ -358,9 +359,20 @@ export const layerConfig = (
         http2: Validate.optionalConfig(Config.Boolean("HTTP2")),
         maxBodySize: Validate.optionalConfig(Config.Number("MAX_BODY_SIZE"))
       }).pipe(Config.nested(prefix)),
-      layer
+      // Checked here as well as by `layer`, so that a bad value's error names its variable.
+      (options) => Effect.as(Validate.configKeys(prefix, configKeys)(resolveOptions(options)), layer(options))
     )
   )
+
+// The keys `layerConfig` reads each option from, named in its `InvalidOptionsError`s.
+const configKeys = {
+  connectionsPerOrigin: "CONNECTIONS_PER_ORIGIN",
+  keepAliveTimeout: "KEEP_ALIVE_TIMEOUT",
+  connectTimeout: "CONNECT_TIMEOUT",
+  headersTimeout: "HEADERS_TIMEOUT",
+  bodyTimeout: "BODY_TIMEOUT",
+  maxBodySize: "MAX_BODY_SIZE"
+}
 
 // undici takes whole milliseconds: a proxy tunnel's CONNECT (headers timeout: the connect
 // timeout) refused "1500 micros" or a third of a second with "headersTimeout must be a positive

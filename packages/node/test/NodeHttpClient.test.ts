@@ -309,6 +309,10 @@ describe("NodeHttpClient", () => {
         const invalid = yield* Effect.flip(build({ VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN: "0" }))
         assert.strictEqual(invalid._tag, "InvalidOptionsError")
         assert.include(invalid.message, "connectionsPerOrigin")
+        // Found by review: the message named the option only, not the variable it came from.
+        assert.include(invalid.message, "(VOLLEY_HTTP_CONNECTIONS_PER_ORIGIN)")
+        const negative = yield* Effect.flip(build({ VOLLEY_HTTP_BODY_TIMEOUT: "-1 seconds" }))
+        assert.include(negative.message, "(VOLLEY_HTTP_BODY_TIMEOUT)")
         const unparsable = yield* Effect.flip(build({ VOLLEY_HTTP_HEADERS_TIMEOUT: "soon" }))
         assert.strictEqual(unparsable._tag, "ConfigError")
         assert.include(String(unparsable), "HEADERS_TIMEOUT")
