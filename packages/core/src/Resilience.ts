@@ -8,7 +8,7 @@
  * under its wrapper), so the limiter spaces every attempt and the breaker counts every attempt
  * that fails (not one the policy's `attemptTimeout` interrupts,
  * see {@link CircuitBreakerOptions}). Attempts wait for the limiter in arrival order, holding
- * no slot while they wait (see {@link RateLimitOptions}); those waiting when their origin's
+ * no token while they wait (see {@link RateLimitOptions}); those waiting when their origin's
  * circuit opens are refused at once, as the circuit refuses new ones. A request rejected by an
  * open circuit fails at once with an `HttpClientError` whose reason is a `TransportError` caused
  * by Effect's `CircuitBreakerError`; the retry policy never retries it (the circuit is open,
@@ -43,8 +43,10 @@ import * as Retry from "./Retry.ts"
 
 /**
  * Rate limit per origin (or for the whole client). An attempt over the limit waits for its turn,
- * in arrival order, and takes a slot only when it is sent: one interrupted while it waits (its
- * caller gave up) holds nothing, and leaves the limit to the others. The retry policy's
+ * in arrival order, and takes a token only when it is sent: one interrupted while it waits (its
+ * caller gave up) holds nothing, and leaves the limit to the others. In a `Fanout` batch the
+ * waiting item keeps its slot of `concurrency`: give a batch over a rate-limited origin and
+ * others `perHost`, or that origin's items can take every slot while they wait. The retry policy's
  * `attemptTimeout` times an attempt from when it leaves the line, so a long line never times it
  * out (where this layer is provided: its client taken elsewhere counts the wait); the policy's
  * `timeout` and a batch's `deadline` count the wait, and a request they end while it waits was
