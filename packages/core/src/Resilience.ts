@@ -34,6 +34,7 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Layer from "effect/Layer"
 import * as CircuitBreaker from "effect/persistence/CircuitBreaker"
 import * as RateLimiter from "effect/persistence/RateLimiter"
+import { waitingForProbes } from "./internal/resilience/probes.ts"
 import { sweepClock, withRateLimit } from "./internal/resilience/rateLimit.ts"
 import { unwrap } from "./internal/retry/client.ts"
 import { AttemptClock, UNTIMED } from "./internal/retry/loop.ts"
@@ -84,7 +85,9 @@ export interface RateLimitOptions {
 /**
  * Circuit breaker per origin: opens after `failures` consecutive failed attempts (transport
  * errors, the client's own timeouts such as NodeHttpClient's `headersTimeout`, 408/500/502/503/504),
- * rejects requests for `openDuration`, then lets one probe through. An attempt the retry policy's
+ * rejects requests for `openDuration`, then lets one probe through: the requests that come while
+ * it runs wait for it (off `attemptTimeout`'s clock), then go if it succeeded (the circuit closed)
+ * and are refused as open if it failed. An attempt the retry policy's
  * `attemptTimeout` cuts short is interrupted, not failed, and is not counted: to have the breaker
  * see an origin that stops answering, bound it with the client's `headersTimeout`.
  *
@@ -353,7 +356,13 @@ const wrap = (options: Options) =>
         ready: breaker === undefined ? undefined : refuseOpen(breaker)
       })
     }
-    if (breaker !== undefined) client = HttpClient.withCircuitBreaker(client, { breaker, key: breakerKey })
+    if (breaker !== undefined) {
+      client = waitingForProbes(
+        HttpClient.withCircuitBreaker(client, { breaker, key: breakerKey }),
+        breaker,
+        breakerKey
+      )
+    }
     // Nothing added: the client as it is, with its own errors and fast paths (a batch's).
     if (rateLimit === undefined && breakerOptions === undefined) return Context.make(HttpClient.HttpClient, given)
     // The limiter and breaker fail with their own errors; callers of an `HttpClient` handle
@@ -373,6 +382,6 @@ const wrap = (options: Options) =>
       HttpClient.HttpClient,
       inner === given ? wrapped : (Retry.withPolicy(wrapped) as unknown as HttpClient.HttpClient)
     )
-    // Attempts may wait for the limiter: the retry policy's `attemptTimeout` leaves that out.
-    return rateLimit === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
+    // Attempts may wait for the limiter or a probe: the retry policy's `attemptTimeout` leaves that out.
+    return rateLimit === undefined && breaker === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
   })

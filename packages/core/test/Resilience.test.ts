@@ -3,7 +3,19 @@
 // limiter and breaker read them by default). In-memory clients, TestClock.
 import { execFile } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Clock, ConfigProvider, Context, type Duration, Effect, Exit, Fiber, Layer, Result } from "effect"
+import {
+  Cause,
+  Clock,
+  ConfigProvider,
+  Context,
+  Deferred,
+  type Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Result
+} from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import { heapAfterGc } from "../../../test/support/heap.ts"
@@ -233,6 +245,81 @@ describe("Resilience.layer", () => {
       // Open from 12 s to 17 s: the third, whose turn comes at 20 s, goes.
       assert.deepStrictEqual(sent, [0, 10_000, 20_000])
       assert.isTrue(Result.isSuccess(results[2]!))
+    })
+  )
+
+  // Found by review: a half-open circuit admits one probe and refused the others with
+  // CircuitHalfOpen (never retried), so a batch sent as an origin came back failed 9 items of 10.
+  it.effect("holds the requests a half-open circuit's probe leaves out until it ends, then sends them", () =>
+    Effect.gen(function* () {
+      const gate = yield* Deferred.make<void>()
+      const sent: Array<number> = []
+      const client = HttpClient.make((request) =>
+        Effect.suspend(() => {
+          sent.push(sent.length)
+          const response = (status: number) => HttpClientResponse.fromWeb(request, new Response("x", { status }))
+          // The first fails (the circuit opens); the others wait for the gate (the probe in flight).
+          return sent.length === 1 ? Effect.succeed(response(503)) : Effect.as(Deferred.await(gate), response(200))
+        })
+      )
+      const layer = over(client, { circuitBreaker: { failures: 1, openDuration: "1 second" }, retry: { retries: 0 } })
+      yield* Effect.gen(function* () {
+        const [first] = yield* Fanout.allSettled(["http://api.test/a"])
+        assert.isTrue(Result.isFailure(first!))
+        yield* TestClock.adjust("2 seconds")
+        const urls = Array.from({ length: 10 }, (_, i) => `http://api.test/b${i}`)
+        const fiber = yield* Fanout.allSettled(urls, { concurrency: 10 }).pipe(Effect.forkChild)
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        // Only the probe was sent; the other nine wait for it.
+        assert.strictEqual(sent.length, 2)
+        yield* Deferred.succeed(gate, undefined)
+        const results = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(
+          results.map((result) => Result.isSuccess(result)),
+          Array(10).fill(true)
+        )
+        assert.strictEqual(sent.length, 11)
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
+  it.effect("refuses the waiting requests as open when the probe fails", () =>
+    Effect.gen(function* () {
+      const gate = yield* Deferred.make<void>()
+      let sent = 0
+      const client = HttpClient.make((request) =>
+        Effect.suspend(() => {
+          sent++
+          const failing = HttpClientResponse.fromWeb(request, new Response("x", { status: 503 }))
+          return sent === 1 ? Effect.succeed(failing) : Effect.as(Deferred.await(gate), failing)
+        })
+      )
+      const layer = over(client, { circuitBreaker: { failures: 1, openDuration: "1 second" }, retry: { retries: 0 } })
+      yield* Effect.gen(function* () {
+        yield* Fanout.allSettled(["http://api.test/a"])
+        yield* TestClock.adjust("2 seconds")
+        const fiber = yield* Fanout.allSettled(
+          Array.from({ length: 4 }, (_, i) => `http://api.test/b${i}`),
+          { concurrency: 4 }
+        ).pipe(Effect.forkChild)
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        yield* Deferred.succeed(gate, undefined)
+        const results = yield* Fiber.join(fiber)
+        // The probe's 503, then three refusals of the circuit open again (not half-open): none sent.
+        const refusals = results.map((result) =>
+          Result.isFailure(result)
+            ? String(
+                (result.failure as { reason?: { cause?: { reason?: { _tag?: string } } } }).reason?.cause?.reason?._tag
+              )
+            : "ok"
+        )
+        assert.strictEqual(sent, 2)
+        assert.deepStrictEqual(
+          refusals.filter((tag) => tag.startsWith("Circuit")),
+          ["CircuitOpen", "CircuitOpen", "CircuitOpen"],
+          refusals.join(" | ")
+        )
+      }).pipe(Effect.provide(layer))
     })
   )
 
