@@ -132,6 +132,24 @@ describe("Retry.withPolicy stacked under Effect's client combinators", () => {
   // RetryError, which no Effect loop retries: one send. (2c8937e wrapped them in a TransportError,
   // and a server that asked for an hour's pause got the request twice more within milliseconds;
   // reverted in e75c8f8.)
+  // As Retry.layerClient's JSDoc says: the policy is read where the request runs (found by review).
+  it.live("Retry.layerClient reads the policy of the program, not of its own build", () =>
+    Effect.gen(function* () {
+      const s = yield* server
+      const get = (key: string) =>
+        Effect.exit(Effect.flatMap(HttpClient.HttpClient, (client) => client.get(`${s.url}/flaky?key=${key}&fail=9`)))
+      // Given to the layer only: the program runs under the default policy (3 retries).
+      yield* get("built").pipe(
+        Effect.provide(Retry.layerClient.pipe(Layer.provide(policy), Layer.provide(NodeHttpClient.layer())))
+      )
+      // Given to the program as well: 1 retry.
+      yield* get("merged").pipe(
+        Effect.provide(Retry.layerClient.pipe(Layer.provideMerge(policy), Layer.provide(NodeHttpClient.layer())))
+      )
+      assert.deepStrictEqual([s.count("/flaky")], [4 + 2])
+    }).pipe(Effect.scoped)
+  )
+
   it.live("HttpClient.retryTransient over Retry.layerClient: the policy's verdicts are not sent again", () =>
     Effect.gen(function* () {
       const srv = yield* server

@@ -248,7 +248,9 @@ const retryable = (response: HttpClientResponse.HttpClientResponse): HttpClientE
 /**
  * A layer that wraps the environment's `HttpClient` with {@link withPolicy}, so that code using
  * Effect's `HttpClient` directly gets the same retries as `Http.*` and `Fanout` (which see
- * through it and never retry twice).
+ * through it and never retry twice). The policy is read where a request runs, not where the
+ * layer is built: a `Retry.layer` given to this layer with `Layer.provide` is not seen by the
+ * program; provide it to the program (or with `Layer.provideMerge`).
  *
  * @example
  * ```ts
