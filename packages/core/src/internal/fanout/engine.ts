@@ -335,7 +335,10 @@ const runIn = <A, E, R, X>(
     const startable = bare && origins === undefined
 
     // Each worker's way to wait out a `Retry-After` without its slot, by fiber: the retry loop
-    // runs on the worker's fiber (a request a `read` runs on a fiber of its own waits in its slot).
+    // runs on the worker's fiber. One on another fiber waits in its slot: a request a `read` runs
+    // on a fiber of its own, and a redirect hop's or a `read`'s request inside an attempt timed by
+    // `attemptTimeout` or `timeout` (a race with the timer runs it on a fiber of its own; parked
+    // there, the timer could cut the wait with no slot to go back to).
     const parkers = new WeakMap<Fiber.Fiber<unknown, unknown>, Loop.WaitForRetryAfter>()
     const waitForRetryAfter: Loop.WaitForRetryAfter = (fiber, url, retryAfterMillis, delayMillis, until) =>
       (parkers.get(fiber) ?? sleepInSlot)(fiber, url, retryAfterMillis, delayMillis, until)
