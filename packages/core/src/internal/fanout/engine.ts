@@ -520,10 +520,18 @@ const runIn = <A, E, R, X>(
                   return cancel === undefined ? undefined : Effect.sync(cancel)
                 })
           const back = Effect.andThen(pauseOf(scheduler, url), Effect.andThen(slot, origin))
+          // Out of time without a slot: the retry must find its deadline passed (it then fails
+          // unsent), never a millisecond left by a timer that fired early, or it would be sent in a
+          // slot taken by force.
           const bounded =
             until === Number.POSITIVE_INFINITY
               ? back
-              : Effect.suspend(() => Effect.timeoutOption(back, Math.max(0, until - clock.currentTimeMillisUnsafe())))
+              : Effect.suspend(() =>
+                  Effect.flatMap(
+                    Effect.timeoutOption(back, Math.max(0, until - clock.currentTimeMillisUnsafe())),
+                    (got) => (Option.isSome(got) ? Effect.void : past(clock, until))
+                  )
+                )
           return Effect.uninterruptibleMask((restore) => {
             workers.park()
             return Effect.ensuring(
@@ -824,6 +832,13 @@ const interruptibleBy = <A, E, R>(
   )
 
 const sleepInSlot: Loop.WaitForRetryAfter = (_fiber, _url, _retryAfterMillis, delayMillis) => Effect.sleep(delayMillis)
+
+/** Waits until `clock` is past `until` (a timer may end a millisecond early). */
+const past = (clock: Clock.Clock, until: number): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const left = until - clock.currentTimeMillisUnsafe()
+    return left >= 0 ? Effect.andThen(Effect.sleep(left + 1), past(clock, until)) : Effect.void
+  })
 
 /** Waits until the origin of `url` is not paused (another answer may make its pause longer). */
 const pauseOf = (scheduler: Scheduler, url: string): Effect.Effect<void> =>
