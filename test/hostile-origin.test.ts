@@ -57,6 +57,23 @@ describe("a hostile origin", () => {
     }).pipe(Effect.provide(Live), Effect.scoped)
   )
 
+  // Found by review: the wire bound applies from the read's start, and an unread body of padding
+  // (decoding to nothing, so never paused by the reader's backpressure, as other bodies are) was
+  // read on at wire speed, 100 MiB a second, until a read started or the response was collected.
+  it.live("an unread body of gzip padding pauses its wire as an unread plain body does", () =>
+    Effect.gen(function* () {
+      const origin = yield* hostileOrigin
+      const client = yield* HttpClient.HttpClient
+      const response = yield* client.get(`${origin.url}/padding`)
+      yield* Effect.sleep(1000)
+      const exit = yield* Effect.exit(response.arrayBuffer.pipe(HttpBody.withMaxBodySize(MiB)))
+      assert.isTrue(HttpBody.isBodyTooLarge(failure(exit)), String(failure(exit)))
+      const written = yield* Effect.promise(() => origin.closedAfter("/padding"))
+      // Socket buffers' worth, not what a second at wire speed takes.
+      assert.isBelow(written, 32 * MiB, `${(written / MiB).toFixed(1)} MiB written while unread`)
+    }).pipe(Effect.provide(Live), Effect.scoped)
+  )
+
   it.live("the bomb streamed without a limit is never buffered: 256 MiB decoded in flat memory", () =>
     Effect.gen(function* () {
       const origin = yield* hostileOrigin

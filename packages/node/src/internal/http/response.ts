@@ -140,6 +140,10 @@ export class Body {
       return
     }
     feed.write(chunk)
+    // Unread, a body of padding (decoding to nothing, so never held up by the reader's
+    // backpressure) was read on at wire speed until a read started or the response was collected:
+    // its wire is paused, as an unread plain body's is, until a read starts.
+    if (this.waiter === undefined && this.sink === undefined && feed.wire - this.total > UNREAD_WIRE) feed.hold()
   }
 
   private startDecoding(first: Buffer): Feed {
@@ -245,7 +249,10 @@ export class Body {
   /** The reader wants more. */
   resume(): void {
     if (this.feed === undefined) this.controller.resume()
-    else this.feed.last.resume()
+    else {
+      this.feed.release()
+      this.feed.last.resume()
+    }
   }
 
   /** The wire body ended; an encoded body ends once its decoder has flushed (what waits included). */
@@ -325,6 +332,13 @@ export class Body {
 const wireLimit = (limit: number): number => limit + limit / 64 + 1024
 
 /**
+ * Wire bytes past those decoded that an unread encoded body takes before its wire is paused: more
+ * than the decoder and the feed hold of a body that decodes (a write in hand and a high-water mark
+ * waiting), so only padding that decodes to nothing reaches it.
+ */
+const UNREAD_WIRE = 4 * HIGH_WATER_MARK
+
+/**
  * An encoded body's decoders, outermost first, fed its wire chunks one write at a time: each
  * write is a round trip to zlib's thread however small (25-60 µs), so chunks that arrive
  * meanwhile wait to go together (written one by one, an origin sending its body in chunks of
@@ -342,7 +356,9 @@ class Feed {
   // While the decoder has a write in hand: the chunks that came since, and their bytes.
   waiting: Array<Buffer> | undefined = undefined
   bytes = 0
+  // Paused: by the feed, while more than the high-water mark waits; held, while the body is unread.
   paused = false
+  held = false
 
   constructor(decoders: Array<Transform>, controller: Undici.Dispatcher.DispatchController) {
     this.decoders = decoders
@@ -379,8 +395,22 @@ class Feed {
     this.decoder.write(this.take(waiting), this.written)
     if (this.paused) {
       this.paused = false
-      this.controller.resume()
+      if (!this.held) this.controller.resume()
     }
+  }
+
+  /** Pauses the wire while the body is unread (see `Body.push`). */
+  hold(): void {
+    if (this.held) return
+    this.held = true
+    if (!this.paused) this.controller.pause()
+  }
+
+  /** A read started: the wire goes on, unless the feed itself holds it. */
+  release(): void {
+    if (!this.held) return
+    this.held = false
+    if (!this.paused) this.controller.resume()
   }
 
   /** The wire body ended: what waits goes with the decoder's end. */
