@@ -218,7 +218,8 @@ export class Body {
    */
   limitTo(limit: number): boolean {
     this.limit = limit
-    const wire = this.feed?.wire ?? 0
+    // The wire bound stops reading padding on: a body that has ended is judged by what it decoded to.
+    const wire = this.ended ? 0 : (this.feed?.wire ?? 0)
     if ((this.total > limit || wire > wireLimit(limit)) && this.error === undefined) this.overLimit()
     return this.error === undefined
   }

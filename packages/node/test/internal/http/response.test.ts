@@ -2,9 +2,10 @@ import type { AddressInfo } from "node:net"
 import { createServer, type Socket } from "node:net"
 import * as Zlib from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
-import { Http, Retry } from "@volley/core"
+import { Http, HttpBody, Retry } from "@volley/core"
 import { NodeHttpClient } from "@volley/node"
-import { Effect, Layer } from "effect"
+import { Effect, Exit, Layer, Stream } from "effect"
+import { HttpClient } from "effect/http"
 
 // A raw TCP origin answering every request with `head` and `body` in one write, then closing.
 const rawOrigin = (response: Buffer) =>
@@ -63,6 +64,24 @@ describe("Body", () => {
       assert.strictEqual(decoded, text)
       // A few socket reads' worth, not one write per byte (21,000 and more).
       assert.isBelow(writes, 100, `${writes} writes for ${gzip.length} chunks`)
+    }).pipe(Effect.provide(Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))), Effect.scoped)
+  )
+
+  // Found by review: a stream of an encoded body that had already ended failed on its wire bytes
+  // (past the bound of its read's maxBodySize) though it decoded to a few bytes, which a text read
+  // under the same limit returned; and it marked the body failed for good, as no read over the
+  // limit of a complete body does.
+  it.live("a body that has ended is judged by its decoded bytes, not its wire bytes", () =>
+    Effect.gen(function* () {
+      // 5 bytes decoded from 4 KiB on the wire (empty members before them).
+      const gzip = Buffer.concat([...Array.from({ length: 200 }, () => Zlib.gzipSync("")), Zlib.gzipSync("hello")])
+      const head = `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gzip.length}\r\nconnection: close\r\n\r\n`
+      const url = yield* rawOrigin(Buffer.concat([Buffer.from(head), gzip]))
+      const response = yield* (yield* HttpClient.HttpClient).get(url)
+      // Read in full, so the body has ended before the stream starts.
+      assert.strictEqual(yield* response.text, "hello")
+      const streamed = response.stream.pipe(Stream.decodeText, Stream.mkString, HttpBody.withMaxBodySize(100))
+      assert.deepStrictEqual(yield* Effect.exit(streamed), Exit.succeed("hello"))
     }).pipe(Effect.provide(Layer.merge(NodeHttpClient.layer(), Retry.layer({ retries: 0 }))), Effect.scoped)
   )
 })
