@@ -5,7 +5,9 @@
 // - /endless-503: a 503 whose chunked body never ends;
 // - /bomb-503: a 503 whose 60 KiB gzip body inflates to 60 MiB (announced small, so it is drained);
 // - /padding: 1 GiB of empty gzip members, which decodes to nothing;
-// - /random: 1 MiB of random bytes, gzip-compressed (a little larger on the wire than decoded).
+// - /random: 1 MiB of random bytes, gzip-compressed (a little larger on the wire than decoded);
+// - /events: small events gzip-compressed with a flush after each, as a stream of them is sent
+//   (larger on the wire than decoded: each flush adds its bytes).
 // It records how many body bytes each route wrote before its connection closed.
 
 import { randomBytes } from "node:crypto"
@@ -23,6 +25,23 @@ const emptyMembers = Buffer.concat(Array.from({ length: 1024 }, () => Zlib.gzipS
 /** The bytes /random decodes to. */
 export const RANDOM = randomBytes(MiB)
 const randomGzip = Zlib.gzipSync(RANDOM)
+// Small events that do not compress (10 random bytes in base64, 17 bytes a line): each flush's
+// bytes make the wire 1.22 times what it decodes to (measured).
+const event = () => Buffer.from(`${randomBytes(10).toString("base64")}\n`)
+/** How many events /events sends, and the bytes they decode to. */
+export const FLUSHED = { events: 20_000, bytes: 20_000 * 17 }
+const flushedGzip = (() => {
+  const chunks: Array<Buffer> = []
+  const gzip = Zlib.createGzip()
+  // The sync flush of each event, as a server that sends each one at once writes it.
+  for (let i = 0; i < FLUSHED.events; i++) {
+    gzip.write(event())
+    gzip.flush(Zlib.constants.Z_SYNC_FLUSH)
+  }
+  gzip.end()
+  gzip.on("data", (chunk: Buffer) => chunks.push(chunk))
+  return new Promise<Buffer>((resolve) => gzip.on("end", () => resolve(Buffer.concat(chunks))))
+})()
 
 export interface Hostile {
   readonly url: string
@@ -91,6 +110,8 @@ export const hostileOrigin = Effect.acquireRelease(
               route,
               pump(res, () => (sent++ < limit ? emptyMembers : undefined))
             )
+          } else if (route === "/events") {
+            void flushedGzip.then((body) => res.writeHead(200, { "content-encoding": "gzip" }).end(body))
           } else if (route === "/random") {
             res.writeHead(200, { "content-encoding": "gzip", "content-length": randomGzip.length }).end(randomGzip)
           } else {

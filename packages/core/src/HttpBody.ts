@@ -10,8 +10,8 @@
  * `DecodeError` caused by a {@link BodyTooLargeError}; the client closes the connection at once
  * rather than read the rest. The limit counts bytes after decompression, so a compression
  * bomb fails after `maxBodySize` bytes, not after it has filled memory; `@volley/node`'s client
- * also fails an encoded body whose wire bytes pass the limit by more than an encoder adds (a
- * 64th, and 1 KiB), so padding that decodes to nothing is not read on and on.
+ * also fails an encoded body whose wire bytes pass twice the limit (and 64 KiB), so padding
+ * that decodes to nothing is not read on and on.
  *
  * @since 0.1.0
  */

@@ -325,12 +325,14 @@ export class Body {
 }
 
 /**
- * How many wire bytes an encoded body may have under a read's `limit` of decoded bytes: what an
- * encoder adds to data it cannot compress (gzip 5 bytes in 16 KiB, br and zstd less) and its
- * headers. More cannot decode within the limit unless it is padding that decodes to nothing
- * (empty gzip members, empty zstd frames), which was read to its end however much of it came.
+ * How many wire bytes an encoded body may have under a read's `limit` of decoded bytes: twice the
+ * limit, and 64 KiB. Data an encoder cannot compress grows by a 64th at most (gzip: 5 bytes in
+ * 16 KiB), but a stream flushed after every event does by each flush's few bytes (an SSE stream of
+ * 28-byte events: 1.22 wire bytes a decoded byte, measured), so the bound leaves room for that; what
+ * passes it is padding that decodes to nothing or next to it (empty gzip members, empty zstd
+ * frames), which was read to its end however much of it came.
  */
-const wireLimit = (limit: number): number => limit + limit / 64 + 1024
+const wireLimit = (limit: number): number => 2 * limit + 64 * 1024
 
 /**
  * Wire bytes past those decoded that an unread encoded body takes before its wire is paused: more
