@@ -489,9 +489,9 @@ const runIn = <A, E, R, X>(
         return Effect.flatMap(Effect.exit(Loop.run(policy, job.request, attempt(job), runOptions)), onExit)
       }
       // A retry that waits out a `Retry-After` (of the item's request, of a redirect hop of it, or
-      // of a request its `read` sends on this fiber) pauses that origin in the scheduler: no request of it starts until then, those in flight
-      // go on. Meanwhile the item gives back its slots (the batch's and its origin's), so other
-      // origins' items run in them; after its wait, and its origin's pause (which another answer
+      // of a request its `read` sends on this fiber) pauses that origin in the scheduler: no
+      // request of it starts until then, those in flight go on. Meanwhile the item gives back its
+      // slots (the batch's and its origin's), so other origins' items run in them; after its wait, and its origin's pause (which another answer
       // may have made longer), it takes them back (the batch's first: a worker finishing a job
       // hands it over, before any new item), never past `until`: then its retry fails unsent.
       // A plain backoff keeps its slot, as before: it asks nothing of the origin, and giving the
