@@ -108,9 +108,12 @@ export const layerConfig = (
         allowDowngrade: Validate.optionalConfig(Config.Boolean("ALLOW_DOWNGRADE")),
         sensitiveHeaders: Validate.optionalConfig(Config.Array(Schema.String, "SENSITIVE_HEADERS"))
       }).pipe(Config.nested(prefix)),
-      make
+      (options) => Validate.configKeys(prefix, configKeys)(make(options))
     )
   )
+
+// The keys `layerConfig` reads each option from, named in its `InvalidOptionsError`s.
+const configKeys = { maxRedirects: "MAX", allowDowngrade: "ALLOW_DOWNGRADE", sensitiveHeaders: "SENSITIVE_HEADERS" }
 
 /**
  * Runs `effect` (an `Http.*` call, a batch) under its own redirect options, in place of the

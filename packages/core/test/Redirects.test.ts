@@ -79,6 +79,9 @@ describe("Redirects", () => {
         assert.strictEqual((yield* policyFrom({})).maxRedirects, 10)
         const bad = yield* Effect.flip(policyFrom({ VOLLEY_REDIRECT_MAX: "-3" }))
         assert.strictEqual(bad._tag, "InvalidOptionsError")
+        // It names the variable, as the other layerConfigs do.
+        assert.include(bad.message, "maxRedirects")
+        assert.include(bad.message, "(VOLLEY_REDIRECT_MAX)")
       })
     )
   })

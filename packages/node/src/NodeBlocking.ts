@@ -489,9 +489,30 @@ export const layerConfig = (
         crashLoopCooldown: Validate.optionalConfig(Config.Duration("CRASH_LOOP_COOLDOWN"))
       }).pipe(Config.nested(prefix)),
       ({ crashLoopDeaths: deaths, crashLoopCooldown: cooldown, ...options }) =>
-        layer({ ...options, crashLoop: { deaths, cooldown } })
+        Layer.effect(
+          Blocking.BlockingExecutor,
+          Validate.configKeys(prefix, configKeys)(make({ ...options, crashLoop: { deaths, cooldown } }))
+        )
     )
   )
+
+// The keys `layerConfig` reads each option from, named in its `InvalidOptionsError`s.
+const configKeys = {
+  minWorkers: "MIN_WORKERS",
+  waitForWorkers: "WAIT_FOR_WORKERS",
+  maxWorkers: "MAX_WORKERS",
+  maxQueue: "MAX_QUEUE",
+  queueFull: "QUEUE_FULL",
+  timeout: "TIMEOUT",
+  queueTimeout: "QUEUE_TIMEOUT",
+  importTimeout: "IMPORT_TIMEOUT",
+  idleTimeout: "IDLE_TIMEOUT",
+  gracePeriod: "GRACE_PERIOD",
+  maxTasksPerWorker: "MAX_TASKS_PER_WORKER",
+  shutdown: "SHUTDOWN",
+  "crashLoop.deaths": "CRASH_LOOP_DEATHS",
+  "crashLoop.cooldown": "CRASH_LOOP_COOLDOWN"
+}
 
 // Below these a thread does not just die: the whole process aborts (measured on Node 24: a
 // 2 MB old generation fails in V8's deserializer, a 0.1 MB stack segfaults).
