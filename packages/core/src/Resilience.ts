@@ -86,8 +86,9 @@ export interface RateLimitOptions {
  * Circuit breaker per origin: opens after `failures` consecutive failed attempts (transport
  * errors, the client's own timeouts such as NodeHttpClient's `headersTimeout`, 408/500/502/503/504),
  * rejects requests for `openDuration`, then lets one probe through: the requests that come while
- * it runs wait for it (off `attemptTimeout`'s clock), then go if it succeeded (the circuit closed)
- * and are refused as open if it failed. An attempt the retry policy's
+ * it runs wait for it (the probe, sent first, is cut by `attemptTimeout` first, which wakes
+ * them), then go if it succeeded (the circuit closed) and are refused as open if it failed. An
+ * attempt the retry policy's
  * `attemptTimeout` cuts short is interrupted, not failed, and is not counted: to have the breaker
  * see an origin that stops answering, bound it with the client's `headersTimeout`.
  *
@@ -382,6 +383,6 @@ const wrap = (options: Options) =>
       HttpClient.HttpClient,
       inner === given ? wrapped : (Retry.withPolicy(wrapped) as unknown as HttpClient.HttpClient)
     )
-    // Attempts may wait for the limiter or a probe: the retry policy's `attemptTimeout` leaves that out.
-    return rateLimit === undefined && breaker === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
+    // Attempts may wait for the limiter: the retry policy's `attemptTimeout` leaves that out.
+    return rateLimit === undefined ? context : Context.add(context, AttemptClock, UNTIMED)
   })

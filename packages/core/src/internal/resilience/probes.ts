@@ -9,9 +9,11 @@ import { offTheClock } from "../retry/loop.ts"
 
 // A half-open circuit admits one request, its probe, and refuses the others with `CircuitHalfOpen`
 // while the probe runs: a batch sent as an origin came back failed every item but one. Those wait
-// for the probe's end instead (off the attempt's clock), then go through the circuit again:
-// closed, they are sent; open again, refused as open. Woken by the end of any request the circuit
-// admitted to their origin (the probe's, or one admitted before it opened); not by a refusal.
+// for the probe's end instead, then go through the circuit again: closed, they are sent; open
+// again, refused as open. Woken by the end of any request the circuit admitted to their origin
+// (the probe's, or one admitted before it opened); not by a refusal. The wait is off the
+// attempt's clock where a rate limit provides one; without, the probe, sent first, is cut by
+// `attemptTimeout` first, which wakes them.
 export const waitingForProbes = (
   client: HttpClient.HttpClient.With<unknown>,
   breaker: CircuitBreaker.CircuitBreaker,
